@@ -1,0 +1,358 @@
+//! Messages between `filesyncctl` and the local daemon over the control socket.
+//!
+//! One request per connection, one response. Errors come back as data
+//! ([`Response::Error`]) with a kind the CLI maps to its exit code.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the control protocol; the CLI refuses to talk to a daemon of another.
+pub const CONTROL_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FolderMode {
+    TwoWay,
+    SendOnly,
+    ReceiveOnly,
+}
+
+impl FolderMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FolderMode::TwoWay => "two-way",
+            FolderMode::SendOnly => "send-only",
+            FolderMode::ReceiveOnly => "receive-only",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<FolderMode> {
+        [
+            FolderMode::TwoWay,
+            FolderMode::SendOnly,
+            FolderMode::ReceiveOnly,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddFolder {
+    /// Absolute path of the local folder.
+    pub path: String,
+    /// `HOST:PORT` of the server.
+    pub server: String,
+    /// Folder name on the server; defaults to the local directory's name.
+    pub name: Option<String>,
+    pub token: Option<String>,
+    pub mode: Option<FolderMode>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Status {
+        folder: Option<String>,
+    },
+    Add(AddFolder),
+    Remove {
+        folder: String,
+    },
+    /// `None` means every folder.
+    Pause {
+        folder: Option<String>,
+    },
+    Resume {
+        folder: Option<String>,
+    },
+    Rescan {
+        folder: Option<String>,
+    },
+    /// Scan now and answer once the scan is done, so that a following status reflects
+    /// every change made before this request. Used by `wait`.
+    Flush {
+        folder: Option<String>,
+    },
+    Reload,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ControlErrorKind {
+    /// The request is malformed or names nothing we know.
+    BadRequest,
+    /// The operation was understood but failed.
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Ok {
+        message: String,
+    },
+    Status(DaemonStatus),
+    Error {
+        kind: ControlErrorKind,
+        message: String,
+    },
+}
+
+/// A request as framed on the socket: the control version first, so that a daemon can
+/// name a version mismatch instead of failing to decode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Envelope<T> {
+    version: u32,
+    body: T,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error(
+        "control protocol mismatch: filesyncctl speaks version {theirs}, the daemon speaks version {ours}; \
+         restart filesyncd after an upgrade"
+    )]
+    Version { ours: u32, theirs: u32 },
+    #[error("malformed control message: {0}")]
+    Malformed(#[from] postcard::Error),
+}
+
+/// Encodes a request or response with the control version in front.
+pub fn encode<T: Serialize>(body: &T) -> Vec<u8> {
+    // Serialising plain data into a Vec cannot fail.
+    postcard::to_stdvec(&Envelope {
+        version: CONTROL_VERSION,
+        body,
+    })
+    .unwrap_or_default()
+}
+
+/// Decodes what [`encode`] made, checking the version before the body.
+pub fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, EnvelopeError> {
+    let (version, rest): (u32, _) = postcard::take_from_bytes(payload)?;
+    if version != CONTROL_VERSION {
+        return Err(EnvelopeError::Version {
+            ours: CONTROL_VERSION,
+            theirs: version,
+        });
+    }
+    let (body, rest) = postcard::take_from_bytes(rest)?;
+    if !rest.is_empty() {
+        return Err(EnvelopeError::Malformed(
+            postcard::Error::DeserializeBadEncoding,
+        ));
+    }
+    Ok(body)
+}
+
+/// The control socket path when neither the command line, `FILESYNC_SOCKET` nor the
+/// config names one: under `$XDG_RUNTIME_DIR` for a user session, `/run/filesyncd` for
+/// root, and a per-uid directory under `/tmp` otherwise.
+pub fn default_socket_path(xdg_runtime_dir: Option<&str>, uid: u32) -> std::path::PathBuf {
+    match xdg_runtime_dir {
+        Some(dir) if !dir.is_empty() => std::path::Path::new(dir).join("filesync/filesyncd.sock"),
+        _ if uid == 0 => "/run/filesyncd/filesyncd.sock".into(),
+        _ => format!("/tmp/filesync-{uid}/filesyncd.sock").into(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FolderState {
+    Scanning,
+    Syncing,
+    Idle,
+    Paused,
+    Offline,
+    Error,
+}
+
+impl FolderState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FolderState::Scanning => "scanning",
+            FolderState::Syncing => "syncing",
+            FolderState::Idle => "idle",
+            FolderState::Paused => "paused",
+            FolderState::Offline => "offline",
+            FolderState::Error => "error",
+        }
+    }
+}
+
+/// Byte and item counters of one folder since the daemon started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Every byte written to / read from the server connection, frames included.
+    pub wire_bytes_sent: u64,
+    pub wire_bytes_received: u64,
+    /// File content sent to / received from the server.
+    pub content_bytes_sent: u64,
+    pub content_bytes_received: u64,
+    /// File content that was copied from local files instead of crossing the wire.
+    pub content_bytes_reused: u64,
+    pub files_uploaded: u64,
+    pub files_downloaded: u64,
+    pub deletes_applied: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unsyncable {
+    pub path: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderStatus {
+    pub name: String,
+    pub path: String,
+    pub server: String,
+    pub mode: FolderMode,
+    pub state: FolderState,
+    pub connected: bool,
+    /// The start-up scan has finished.
+    pub scanned: bool,
+    pub files: u64,
+    pub bytes: u64,
+    pub pending_up_files: u64,
+    pub pending_up_bytes: u64,
+    pub pending_down_files: u64,
+    pub pending_down_bytes: u64,
+    /// The server sequence number applied locally.
+    pub seq: u64,
+    /// Unix time (seconds) when the folder was last fully in sync.
+    pub last_sync: Option<i64>,
+    pub conflicts: u64,
+    pub last_error: Option<String>,
+    pub unsyncable: Vec<Unsyncable>,
+    pub counters: Counters,
+}
+
+impl FolderStatus {
+    /// In sync: connected, scanned, nothing pending either way, no error.
+    pub fn is_in_sync(&self) -> bool {
+        self.state == FolderState::Idle
+            && self.connected
+            && self.scanned
+            && self.pending_up_files == 0
+            && self.pending_down_files == 0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerFolderStatus {
+    pub account: String,
+    pub name: String,
+    pub seq: u64,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectedDevice {
+    pub device: String,
+    pub name: String,
+    pub account: String,
+    pub folder: String,
+    pub address: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    pub listen: String,
+    pub data_dir: String,
+    pub folders: Vec<ServerFolderStatus>,
+    pub devices: Vec<ConnectedDevice>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub version: String,
+    pub device: String,
+    pub config: String,
+    pub folders: Vec<FolderStatus>,
+    pub server: Option<ServerStatus>,
+    /// The last config reload that failed, if the running config is older than the file.
+    pub config_error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{decode_payload, encode_payload};
+
+    #[test]
+    fn requests_round_trip() {
+        let add = AddFolder {
+            path: "/home/a/Docs".into(),
+            server: "host:7101".into(),
+            name: Some("docs".into()),
+            token: None,
+            mode: Some(FolderMode::SendOnly),
+        };
+        for req in [
+            Request::Status { folder: None },
+            Request::Add(add),
+            Request::Remove {
+                folder: "docs".into(),
+            },
+            Request::Pause { folder: None },
+            Request::Resume {
+                folder: Some("docs".into()),
+            },
+            Request::Rescan { folder: None },
+            Request::Flush { folder: None },
+            Request::Reload,
+        ] {
+            let back: Request = decode_payload(&encode_payload(&req).unwrap()).unwrap();
+            assert_eq!(back, req);
+            let back: Request = decode(&encode(&req)).unwrap();
+            assert_eq!(back, req);
+        }
+    }
+
+    #[test]
+    fn version_is_checked_before_the_body() {
+        let mut bytes = encode(&Request::Reload);
+        bytes[0] = (CONTROL_VERSION + 1) as u8;
+        let err = decode::<Request>(&bytes).unwrap_err();
+        assert!(
+            matches!(err, EnvelopeError::Version { theirs, .. } if theirs == CONTROL_VERSION + 1)
+        );
+        assert!(err.to_string().contains("restart filesyncd"));
+        assert!(matches!(
+            decode::<Request>(&[1, 0x7f]),
+            Err(EnvelopeError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode::<Request>(&[]),
+            Err(EnvelopeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn default_socket_paths() {
+        assert_eq!(
+            default_socket_path(Some("/run/user/1000"), 1000),
+            std::path::Path::new("/run/user/1000/filesync/filesyncd.sock")
+        );
+        assert_eq!(
+            default_socket_path(None, 0),
+            std::path::Path::new("/run/filesyncd/filesyncd.sock")
+        );
+        assert_eq!(
+            default_socket_path(Some(""), 5),
+            std::path::Path::new("/tmp/filesync-5/filesyncd.sock")
+        );
+    }
+
+    #[test]
+    fn modes_parse_their_config_names() {
+        for m in [
+            FolderMode::TwoWay,
+            FolderMode::SendOnly,
+            FolderMode::ReceiveOnly,
+        ] {
+            assert_eq!(FolderMode::parse(m.as_str()), Some(m));
+        }
+        assert_eq!(FolderMode::parse("both"), None);
+    }
+}

@@ -1,0 +1,214 @@
+//! Frames: a 4-byte big-endian length, then that many bytes of postcard payload.
+//!
+//! The length is checked against a per-codec maximum before any buffer is reserved, so
+//! a peer cannot make us allocate more than the limit by announcing a large frame.
+
+use std::marker::PhantomData;
+
+use bytes::{Bytes, BytesMut};
+use serde::{Serialize, de::DeserializeOwned};
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+
+/// Largest frame on a device-to-server connection. A block is at most 1 MiB, an index
+/// batch is cut well below this, so only a hostile peer reaches it.
+pub const MAX_WIRE_FRAME: usize = 16 * 1024 * 1024;
+/// Largest frame on the control socket: requests are small; status of many folders is not.
+pub const MAX_CONTROL_FRAME: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {len} bytes is larger than the limit of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+    #[error("malformed message: {0}")]
+    Malformed(#[from] postcard::Error),
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+    #[error(transparent)]
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for FrameError {
+    fn from(e: std::io::Error) -> Self {
+        // LengthDelimitedCodec reports an oversized frame as InvalidData; its own error
+        // type carries no length, so the limit is reported without it.
+        if e.kind() == std::io::ErrorKind::InvalidData
+            && e.get_ref()
+                .is_some_and(|inner| inner.to_string().contains("frame size"))
+        {
+            return FrameError::TooLarge { len: 0, max: 0 };
+        }
+        FrameError::Io(e)
+    }
+}
+
+/// Encodes `Out` and decodes `In` messages as frames. One codec per connection end.
+pub struct FrameCodec<In, Out> {
+    inner: LengthDelimitedCodec,
+    max: usize,
+    _types: PhantomData<fn(Out) -> In>,
+}
+
+impl<In, Out> FrameCodec<In, Out> {
+    pub fn new(max: usize) -> Self {
+        let inner = LengthDelimitedCodec::builder()
+            .length_field_length(4)
+            .max_frame_length(max)
+            .new_codec();
+        FrameCodec {
+            inner,
+            max,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<In: DeserializeOwned, Out> Decoder for FrameCodec<In, Out> {
+    type Item = In;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<In>, FrameError> {
+        if src.len() >= 4 {
+            let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+            if len > self.max {
+                return Err(FrameError::TooLarge { len, max: self.max });
+            }
+        }
+        match self.inner.decode(src)? {
+            Some(frame) => Ok(Some(decode_payload(&frame)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<In>, FrameError> {
+        match self.decode(src)? {
+            Some(msg) => Ok(Some(msg)),
+            None if src.is_empty() => Ok(None),
+            None => Err(FrameError::Truncated),
+        }
+    }
+}
+
+impl<In, Out: Serialize> Encoder<Out> for FrameCodec<In, Out> {
+    type Error = FrameError;
+
+    fn encode(&mut self, msg: Out, dst: &mut BytesMut) -> Result<(), FrameError> {
+        let payload = encode_payload(&msg)?;
+        if payload.len() > self.max {
+            return Err(FrameError::TooLarge {
+                len: payload.len(),
+                max: self.max,
+            });
+        }
+        self.inner.encode(Bytes::from(payload), dst)?;
+        Ok(())
+    }
+}
+
+/// Serialises one message to its postcard payload (no length prefix).
+pub fn encode_payload<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
+    Ok(postcard::to_stdvec(msg)?)
+}
+
+/// Parses one payload; trailing bytes after a complete message are an error, so that a
+/// frame means exactly one message.
+pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
+    let (msg, rest) = postcard::take_from_bytes(payload)?;
+    if !rest.is_empty() {
+        return Err(FrameError::Malformed(
+            postcard::Error::DeserializeBadEncoding,
+        ));
+    }
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{ClientMsg, ServerMsg};
+
+    type ServerCodec = FrameCodec<ClientMsg, ServerMsg>;
+
+    fn feed(bytes: &[u8]) -> Result<Option<ClientMsg>, FrameError> {
+        let mut codec = ServerCodec::new(1024);
+        let mut buf = BytesMut::from(bytes);
+        codec.decode_eof(&mut buf)
+    }
+
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn round_trip_through_codec() {
+        let mut enc = FrameCodec::<ServerMsg, ClientMsg>::new(1024);
+        let mut buf = BytesMut::new();
+        enc.encode(ClientMsg::Ping { nonce: 7 }, &mut buf).unwrap();
+        let mut dec = ServerCodec::new(1024);
+        assert!(matches!(
+            dec.decode(&mut buf).unwrap(),
+            Some(ClientMsg::Ping { nonce: 7 })
+        ));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn partial_frame_waits_for_more() {
+        let bytes = frame(&encode_payload(&ClientMsg::Ping { nonce: 1 }).unwrap());
+        let mut dec = ServerCodec::new(1024);
+        let mut buf = BytesMut::from(&bytes[..bytes.len() - 1]);
+        assert!(dec.decode(&mut buf).unwrap().is_none());
+        buf.extend_from_slice(&bytes[bytes.len() - 1..]);
+        assert!(dec.decode(&mut buf).unwrap().is_some());
+    }
+
+    #[test]
+    fn malformed_frames_are_errors_not_panics() {
+        let check = |bytes: &[u8], want: fn(&FrameError) -> bool| {
+            let err = feed(bytes).expect_err("must be refused");
+            assert!(want(&err), "{bytes:?} gave {err:?}");
+        };
+        let too_large = |e: &FrameError| matches!(e, FrameError::TooLarge { .. });
+        let malformed = |e: &FrameError| matches!(e, FrameError::Malformed(_));
+        let truncated = |e: &FrameError| matches!(e, FrameError::Truncated);
+        // Oversized lengths are refused from the prefix alone, before allocation.
+        check(&1025u32.to_be_bytes(), too_large);
+        check(&u32::MAX.to_be_bytes(), too_large);
+        // Truncated: a prefix promising more than arrives, or a cut prefix.
+        check(&[0, 0, 0, 9, 1, 2], truncated);
+        check(&[0, 0], truncated);
+        // Zero-length frame: no message at all.
+        check(&frame(&[]), malformed);
+        // Unknown variant index and garbage.
+        check(&frame(&[0x7f]), malformed);
+        check(&frame(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff]), malformed);
+        // A counted field claiming more items than there are bytes.
+        check(&frame(&[1, 1, 0xff, 0xff, 0x03]), malformed);
+        // A valid message followed by trailing bytes.
+        let mut ping = encode_payload(&ClientMsg::Ping { nonce: 1 }).unwrap();
+        ping.push(0);
+        check(&frame(&ping), malformed);
+    }
+
+    #[test]
+    fn empty_input_at_eof_is_a_clean_close() {
+        assert!(feed(&[]).unwrap().is_none());
+    }
+
+    #[test]
+    fn encoder_refuses_oversized_messages() {
+        let mut enc = FrameCodec::<ServerMsg, ClientMsg>::new(16);
+        let msg = ClientMsg::Ping { nonce: u64::MAX };
+        let mut buf = BytesMut::new();
+        assert!(enc.encode(msg, &mut buf).is_ok());
+        let big = ClientMsg::BlockResponse {
+            id: 1,
+            result: Ok(vec![0; 64]),
+        };
+        assert!(matches!(
+            enc.encode(big, &mut buf),
+            Err(FrameError::TooLarge { .. })
+        ));
+    }
+}

@@ -1,0 +1,353 @@
+//! Messages between a device (client role) and a server, after the [`crate::handshake`].
+//!
+//! One connection carries one folder. The sequence is:
+//!
+//! 1. device → `Hello` (who it is, which folder, the last sequence number it has seen);
+//! 2. server → `Welcome` (the folder's epoch and current sequence) or `Error`;
+//! 3. server → `Index` batches: every entry changed since the device's sequence, then
+//!    every new change as it is committed;
+//! 4. device → `Push` of local changes, each with the sequence it was based on; the server
+//!    fetches content it lacks with `BlockRequest`, commits, and answers `PushResult`.
+//!
+//! Block requests and responses flow both ways, matched by `id`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{DeviceId, FolderName, Hash, RelPath};
+
+/// Largest content block carried in one message.
+pub const MAX_BLOCK_SIZE: u32 = 1024 * 1024;
+/// Most changes in one `Push`, and most entries in one `Index` batch.
+pub const MAX_BATCH: usize = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// One content-defined block of a file: its SHA-256 and length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockInfo {
+    pub hash: Hash,
+    pub size: u32,
+}
+
+/// The state of one path in a folder, as recorded in an index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub path: RelPath,
+    pub kind: EntryKind,
+    /// A tombstone: the path was deleted at `seq`.
+    pub deleted: bool,
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch (may be negative).
+    pub mtime_ns: i64,
+    /// Permission bits (`0o777` at most; setuid, setgid and sticky are never carried).
+    pub mode: u32,
+    /// SHA-256 of the whole content (files only).
+    pub hash: Hash,
+    /// The file's blocks in order (files only).
+    pub blocks: Vec<BlockInfo>,
+    /// Link target, stored verbatim and never followed (symlinks only).
+    pub target: String,
+    /// The server's sequence number of this version; 0 before the server accepts it.
+    pub seq: u64,
+    /// The device that made this version (or the server's own id for changes made in
+    /// the server's copy).
+    pub origin: DeviceId,
+}
+
+impl Entry {
+    /// Whether two entries describe the same content, ignoring bookkeeping fields.
+    pub fn same_content(&self, other: &Entry) -> bool {
+        self.deleted == other.deleted
+            && (self.deleted
+                || (self.kind == other.kind
+                    && match self.kind {
+                        EntryKind::File => self.hash == other.hash && self.mode == other.mode,
+                        EntryKind::Dir => true,
+                        EntryKind::Symlink => self.target == other.target,
+                    }))
+    }
+}
+
+/// A local change pushed by a device: the new state and the server sequence it replaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub entry: Entry,
+    /// The `seq` of the server version this change was made on; 0 for a path the device
+    /// has never seen on the server.
+    pub base_seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PushOutcome {
+    /// Committed as this sequence number.
+    Accepted { seq: u64 },
+    /// The server's version of the path is newer than the change's base: the device gets
+    /// the server's version through the index and keeps its own as a conflict copy.
+    Conflict { current_seq: u64 },
+    /// Not committed for a reason that may pass (content changed while read, disk full);
+    /// the device retries later.
+    Failed { reason: String },
+}
+
+/// A request for `size` bytes at `offset` of the file at `path`, expected to hash to
+/// `hash`. The server answers only for files in the same folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockRequest {
+    pub path: RelPath,
+    pub offset: u64,
+    pub size: u32,
+    pub hash: Hash,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlockError {
+    /// The file is gone or no longer holds that block; ask again after the next index.
+    NotAvailable,
+    /// The request itself is not acceptable (size over the limit, unknown path).
+    Refused(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub device: DeviceId,
+    /// A human name for the device (its host name), shown in server status.
+    pub device_name: String,
+    pub folder: FolderName,
+    /// The last sequence number the device has applied, and the epoch it belongs to.
+    pub since_seq: u64,
+    pub epoch: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub server: DeviceId,
+    /// Random id of the server's index of this folder; it changes when the folder is
+    /// re-created or restored, and then the device's `since_seq` means nothing.
+    pub epoch: u64,
+    pub current_seq: u64,
+}
+
+/// Why a server or device ended a conversation, as data rather than a dropped socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    Protocol,
+    NotFound,
+    Denied,
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMsg {
+    Hello(Hello),
+    Push {
+        id: u64,
+        changes: Vec<Change>,
+    },
+    BlockRequest {
+        id: u64,
+        request: BlockRequest,
+    },
+    BlockResponse {
+        id: u64,
+        result: Result<Vec<u8>, BlockError>,
+    },
+    Ping {
+        nonce: u64,
+    },
+    Pong {
+        nonce: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerMsg {
+    Welcome(Welcome),
+    /// Entries in increasing `seq`; `up_to` is the folder sequence they bring the device
+    /// to, and `caught_up` says there was nothing newer when the batch was cut.
+    Index {
+        entries: Vec<Entry>,
+        up_to: u64,
+        caught_up: bool,
+    },
+    PushResult {
+        id: u64,
+        outcomes: Vec<PushOutcome>,
+    },
+    BlockRequest {
+        id: u64,
+        request: BlockRequest,
+    },
+    BlockResponse {
+        id: u64,
+        result: Result<Vec<u8>, BlockError>,
+    },
+    Ping {
+        nonce: u64,
+    },
+    Pong {
+        nonce: u64,
+    },
+    Error(WireError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{decode_payload, encode_payload};
+
+    fn entry() -> Entry {
+        Entry {
+            path: RelPath::new("dir/file.txt").unwrap(),
+            kind: EntryKind::File,
+            deleted: false,
+            size: 10,
+            mtime_ns: -5,
+            mode: 0o644,
+            hash: Hash([7; 32]),
+            blocks: vec![BlockInfo {
+                hash: Hash([7; 32]),
+                size: 10,
+            }],
+            target: String::new(),
+            seq: 3,
+            origin: DeviceId::new("dev1").unwrap(),
+        }
+    }
+
+    fn round_trip<T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(
+        msg: T,
+    ) {
+        let bytes = encode_payload(&msg).unwrap();
+        let back: T = decode_payload(&bytes).unwrap();
+        assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn every_client_message_round_trips() {
+        let request = BlockRequest {
+            path: entry().path,
+            offset: 1 << 40,
+            size: 5,
+            hash: Hash([1; 32]),
+        };
+        for msg in [
+            ClientMsg::Hello(Hello {
+                device: DeviceId::new("d").unwrap(),
+                device_name: "host".into(),
+                folder: FolderName::new("docs").unwrap(),
+                since_seq: 9,
+                epoch: u64::MAX,
+            }),
+            ClientMsg::Push {
+                id: 1,
+                changes: vec![Change {
+                    entry: entry(),
+                    base_seq: 2,
+                }],
+            },
+            ClientMsg::BlockRequest { id: 2, request },
+            ClientMsg::BlockResponse {
+                id: 3,
+                result: Ok(vec![1, 2, 3]),
+            },
+            ClientMsg::BlockResponse {
+                id: 4,
+                result: Err(BlockError::NotAvailable),
+            },
+            ClientMsg::BlockResponse {
+                id: 5,
+                result: Err(BlockError::Refused("no".into())),
+            },
+            ClientMsg::Ping { nonce: 1 },
+            ClientMsg::Pong { nonce: 1 },
+        ] {
+            round_trip(msg);
+        }
+    }
+
+    #[test]
+    fn every_server_message_round_trips() {
+        let request = BlockRequest {
+            path: entry().path,
+            offset: 0,
+            size: 5,
+            hash: Hash::ZERO,
+        };
+        for msg in [
+            ServerMsg::Welcome(Welcome {
+                server: DeviceId::new("s").unwrap(),
+                epoch: 1,
+                current_seq: 2,
+            }),
+            ServerMsg::Index {
+                entries: vec![entry()],
+                up_to: 3,
+                caught_up: true,
+            },
+            ServerMsg::PushResult {
+                id: 1,
+                outcomes: vec![
+                    PushOutcome::Accepted { seq: 4 },
+                    PushOutcome::Conflict { current_seq: 5 },
+                    PushOutcome::Failed {
+                        reason: "disk full".into(),
+                    },
+                ],
+            },
+            ServerMsg::BlockRequest { id: 2, request },
+            ServerMsg::BlockResponse {
+                id: 2,
+                result: Ok(vec![]),
+            },
+            ServerMsg::Ping { nonce: 3 },
+            ServerMsg::Pong { nonce: 3 },
+            ServerMsg::Error(WireError {
+                kind: ErrorKind::NotFound,
+                message: "no such folder".into(),
+            }),
+        ] {
+            round_trip(msg);
+        }
+    }
+
+    #[test]
+    fn hostile_path_inside_a_message_fails_decoding() {
+        let mut e = entry();
+        e.path = RelPath::new("aa/b").unwrap();
+        let mut bytes = encode_payload(&ClientMsg::Push {
+            id: 1,
+            changes: vec![Change {
+                entry: e,
+                base_seq: 0,
+            }],
+        })
+        .unwrap();
+        // Overwrite "aa" with ".." in the encoded path: decoding must refuse it.
+        let at = bytes.windows(4).position(|w| w == b"aa/b").unwrap();
+        bytes[at..at + 2].copy_from_slice(b"..");
+        assert!(decode_payload::<ClientMsg>(&bytes).is_err());
+    }
+
+    #[test]
+    fn same_content_ignores_bookkeeping() {
+        let a = entry();
+        let mut b = entry();
+        b.seq = 99;
+        b.mtime_ns = 1;
+        b.origin = DeviceId::new("other").unwrap();
+        assert!(a.same_content(&b));
+        b.hash = Hash([8; 32]);
+        assert!(!a.same_content(&b));
+    }
+}
