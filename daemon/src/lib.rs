@@ -1,1 +1,121 @@
+//! `filesyncd`, the filesync daemon, as a library: [`run`] wires the whole process.
+//!
+//! The data path, one module per arrow: local change → [`watch`]/[`scan`] → [`index`]
+//! → [`client`] session → wire ([`filesync_proto::wire`]) → [`server`] session →
+//! sequencer → [`index`] + [`store`] → fan-out → other clients → [`client`] apply.
+//! [`plan`] decides, without I/O, what a client does about each path.
 
+pub mod chunk;
+pub mod client;
+pub mod config;
+pub mod conn;
+pub mod control;
+pub mod index;
+pub mod lifecycle;
+pub mod plan;
+pub mod scan;
+pub mod server;
+pub mod store;
+pub mod supervisor;
+pub mod watch;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use filesync_proto::DeviceId;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::client::ClientIdentity;
+use crate::config::Config;
+use crate::supervisor::Supervisor;
+
+/// How long shutdown waits for tasks to finish before giving up on them.
+const GRACE: Duration = Duration::from_secs(8);
+
+/// Runs the daemon until `shutdown` is cancelled; `reload` requests a config re-read.
+/// Start-up failures are returned; nothing after start-up ends the process.
+pub async fn run(
+    config: Config,
+    socket: PathBuf,
+    shutdown: CancellationToken,
+    reload: mpsc::Receiver<()>,
+) -> Result<()> {
+    let state_dir = &config.daemon.state_dir;
+    std::fs::create_dir_all(state_dir).with_context(|| {
+        format!(
+            "cannot create state directory {} (config key daemon.state_dir)",
+            state_dir.display()
+        )
+    })?;
+    let device = device_id(state_dir)?;
+    let identity = ClientIdentity {
+        device: device.clone(),
+        device_name: host_name(),
+        state_dir: state_dir.clone(),
+    };
+    let tracker = TaskTracker::new();
+    let control = control::bind(&socket).await?;
+    let server = match &config.server {
+        Some(cfg) => {
+            let (server, listener) =
+                server::Server::bind(cfg, device.clone(), tracker.clone(), shutdown.child_token())
+                    .await?;
+            tracing::info!(listen = %cfg.listen, data_dir = %cfg.data_dir.display(), "server role listening");
+            tracker.spawn(server::serve(
+                server.clone(),
+                listener,
+                shutdown.child_token(),
+            ));
+            Some(server)
+        }
+        None => None,
+    };
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    tracker.spawn(control::serve(
+        control,
+        socket.clone(),
+        cmd_tx,
+        shutdown.child_token(),
+    ));
+    let supervisor = Supervisor::new(
+        config,
+        identity,
+        server,
+        tracker.clone(),
+        shutdown.child_token(),
+    );
+    tracing::info!(device = %device, socket = %socket.display(), "filesyncd ready");
+    tracker.spawn(supervisor.run(cmd_rx, reload));
+    tracker.close();
+    shutdown.cancelled().await;
+    if tokio::time::timeout(GRACE, tracker.wait()).await.is_err() {
+        tracing::warn!("some tasks did not stop within {}s", GRACE.as_secs());
+    }
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+/// This daemon's device id: made once, kept in the state directory.
+fn device_id(state_dir: &Path) -> Result<DeviceId> {
+    let file = state_dir.join("device_id");
+    if let Ok(text) = std::fs::read_to_string(&file)
+        && let Ok(id) = DeviceId::new(text.trim())
+    {
+        return Ok(id);
+    }
+    let id = DeviceId::new(format!("{:016X}", rand::random::<u64>())).expect("hex is a valid id");
+    std::fs::write(&file, id.as_str())
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(id)
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}

@@ -1,0 +1,194 @@
+//! The command line: every subcommand, flag and help text, as clap derive types.
+//!
+//! Parsing only; turning a parsed command into a request is `commands`' job. A value
+//! clap refuses here (an unknown `--mode`, `pause` with neither FOLDER nor `--all`) is
+//! a usage error and exits with code 2 before any socket is opened.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use filesync_proto::control::FolderMode;
+
+const AFTER_HELP: &str = "\
+The daemon is reached through its control socket: --socket PATH, else $FILESYNC_SOCKET,
+else $XDG_RUNTIME_DIR/filesync/filesyncd.sock (/run/filesyncd/filesyncd.sock for root).
+
+FOLDER is a folder name or a local path; an existing path is sent in its absolute form.
+
+Exit codes:
+  0  success
+  1  the operation failed (the reason is printed on stderr)
+  2  usage error (bad arguments)
+  3  the daemon is not reachable (not running, or no access to its socket)";
+
+/// Control the filesync daemon (filesyncd): add and remove folders, pause and resume
+/// them, show status and wait until everything is in sync.
+#[derive(Debug, Parser)]
+#[command(name = "filesyncctl", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Path of the daemon's control socket [default: $FILESYNC_SOCKET, else
+    /// $XDG_RUNTIME_DIR/filesync/filesyncd.sock].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start syncing a local folder with a folder on a server, and save it in the config.
+    Add(AddArgs),
+    /// Stop syncing a folder and remove it from the config.
+    Remove {
+        /// The folder to remove: its name or its local path.
+        folder: String,
+    },
+    /// Pause syncing of one folder, or of every folder with --all.
+    Pause(Target),
+    /// Resume syncing of one paused folder, or of every folder with --all.
+    Resume(Target),
+    /// Show the state of every folder (or of one), and of the server role if enabled.
+    Status {
+        /// Print the status as JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+        /// Show only this folder: its name or its local path.
+        folder: Option<String>,
+    },
+    /// Wait until every folder (or one) is connected, scanned and has nothing pending.
+    ///
+    /// First asks the daemon to scan, so every change made before `wait` started is
+    /// taken into account, then polls the status until all is in sync. Exits 0 once in
+    /// sync, 1 with the reason per folder if the timeout passes first.
+    Wait {
+        /// Give up after this long, e.g. `30s`, `5m`, `1h 30m` [default: wait forever].
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
+        /// Wait only for this folder: its name or its local path.
+        folder: Option<String>,
+    },
+    /// Scan every folder (or one) for changes now, instead of at the next interval.
+    Rescan {
+        /// Scan only this folder: its name or its local path.
+        folder: Option<String>,
+    },
+    /// Make the daemon read its config file again.
+    Reload,
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// The local folder to sync; a relative path is taken from the current directory.
+    pub path: PathBuf,
+    /// The server to sync with.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub server: String,
+    /// The folder's name on the server [default: the local directory's name].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A one-time invite token from `filesyncctl server invite`, to enrol this device.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Which way changes flow [default: two-way].
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+}
+
+/// Exactly one of a folder or `--all`.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct Target {
+    /// The folder: its name or its local path.
+    pub folder: Option<String>,
+    /// Every folder.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// The command-line spelling of [`FolderMode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Local and remote changes both sync.
+    TwoWay,
+    /// Only local changes are sent; remote changes are not applied here.
+    SendOnly,
+    /// Only remote changes are applied; local changes are not sent.
+    ReceiveOnly,
+}
+
+impl From<Mode> for FolderMode {
+    fn from(mode: Mode) -> FolderMode {
+        match mode {
+            Mode::TwoWay => FolderMode::TwoWay,
+            Mode::SendOnly => FolderMode::SendOnly,
+            Mode::ReceiveOnly => FolderMode::ReceiveOnly,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("filesyncctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn wait_timeout_takes_human_durations() {
+        let check = |arg: &str, want: Option<Duration>| {
+            let got = match parse(&["wait", "--timeout", arg]) {
+                Ok(Cli {
+                    command: Command::Wait { timeout, .. },
+                    ..
+                }) => timeout,
+                _ => None,
+            };
+            assert_eq!(got, want, "--timeout {arg}");
+        };
+        check("30s", Some(Duration::from_secs(30)));
+        check("5m", Some(Duration::from_secs(300)));
+        check("1h 30m", Some(Duration::from_secs(5400)));
+        check("250ms", Some(Duration::from_millis(250)));
+        check("soon", None);
+        check("30", None);
+    }
+
+    #[test]
+    fn modes_map_to_the_protocol() {
+        for (arg, want) in [
+            ("two-way", FolderMode::TwoWay),
+            ("send-only", FolderMode::SendOnly),
+            ("receive-only", FolderMode::ReceiveOnly),
+        ] {
+            let cli = parse(&["add", "x", "--server", "h:1", "--mode", arg]).unwrap();
+            let Command::Add(add) = cli.command else {
+                panic!("not add: {cli:?}");
+            };
+            assert_eq!(add.mode.map(FolderMode::from), Some(want));
+            assert_eq!(want.as_str(), arg);
+        }
+    }
+
+    #[test]
+    fn usage_errors() {
+        for args in [
+            &["pause"][..],
+            &["resume", "docs", "--all"],
+            &["add", "x"],
+            &["add", "x", "--server", "h:1", "--mode", "both"],
+            &["remove"],
+        ] {
+            let err = parse(args).expect_err("must be refused");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+}

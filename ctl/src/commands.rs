@@ -1,0 +1,198 @@
+//! One request per command: builds it from the parsed arguments, sends it, and turns
+//! the daemon's answer into output or an error.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, anyhow, bail};
+use filesync_proto::control::{AddFolder, DaemonStatus, Request, Response};
+
+use crate::cli::{AddArgs, Command, Target};
+use crate::output;
+use crate::transport::{Client, RESPONSE_TIMEOUT};
+use crate::wait::wait;
+
+pub async fn run(command: Command, client: &Client) -> Result<()> {
+    match command {
+        Command::Add(args) => confirm(client, Request::Add(add_folder(args)?)).await,
+        Command::Remove { folder } => {
+            let folder = folder_arg(folder)?;
+            confirm(client, Request::Remove { folder }).await
+        }
+        Command::Pause(target) => {
+            let folder = target_arg(target)?;
+            confirm(client, Request::Pause { folder }).await
+        }
+        Command::Resume(target) => {
+            let folder = target_arg(target)?;
+            confirm(client, Request::Resume { folder }).await
+        }
+        Command::Status { json, folder } => {
+            let folder = folder.map(folder_arg).transpose()?;
+            status(client, folder, json).await
+        }
+        Command::Wait { timeout, folder } => {
+            let folder = folder.map(folder_arg).transpose()?;
+            wait(client, folder, timeout).await
+        }
+        Command::Rescan { folder } => {
+            let folder = folder.map(folder_arg).transpose()?;
+            confirm(client, Request::Rescan { folder }).await
+        }
+        Command::Reload => confirm(client, Request::Reload).await,
+    }
+}
+
+/// Sends a request answered by a confirmation, and prints its message if it has one.
+async fn confirm(client: &Client, request: Request) -> Result<()> {
+    let message = expect_ok(client.call(&request, Some(RESPONSE_TIMEOUT)).await?)?;
+    if message.is_empty() {
+        return Ok(());
+    }
+    output::print(&format!("{message}\n"))
+}
+
+async fn status(client: &Client, folder: Option<String>, json: bool) -> Result<()> {
+    let request = Request::Status { folder };
+    let status = expect_status(client.call(&request, Some(RESPONSE_TIMEOUT)).await?)?;
+    let text = if json {
+        output::status_json(&status)?
+    } else {
+        output::status_human(&status, unix_now())
+    };
+    output::print(&text)
+}
+
+/// The message of a confirmation; the daemon's error or a wrong answer otherwise.
+pub fn expect_ok(response: Response) -> Result<String> {
+    match response {
+        Response::Ok { message } => Ok(message),
+        other => Err(unexpected(other, "a confirmation")),
+    }
+}
+
+/// The status in an answer; the daemon's error or a wrong answer otherwise.
+pub fn expect_status(response: Response) -> Result<DaemonStatus> {
+    match response {
+        Response::Status(status) => Ok(status),
+        other => Err(unexpected(other, "a status")),
+    }
+}
+
+fn unexpected(response: Response, wanted: &str) -> anyhow::Error {
+    let got = match response {
+        Response::Error { message, .. } => return anyhow!(message),
+        Response::Ok { .. } => "a confirmation",
+        Response::Status(_) => "a status",
+    };
+    anyhow!("the daemon answered with {got} where {wanted} was expected")
+}
+
+fn add_folder(args: AddArgs) -> Result<AddFolder> {
+    Ok(AddFolder {
+        path: absolute(&args.path)?,
+        server: args.server,
+        name: args.name,
+        token: args.token,
+        mode: args.mode.map(Into::into),
+    })
+}
+
+/// `None` for `--all`; clap makes sure exactly one of the two is given.
+fn target_arg(target: Target) -> Result<Option<String>> {
+    if target.all {
+        return Ok(None);
+    }
+    target.folder.map(folder_arg).transpose()
+}
+
+/// A FOLDER argument: a path is sent in its absolute form, so it means the same to the
+/// daemon whatever our working directory; anything else may be a folder name and is
+/// sent as given for the daemon to resolve. A path is what exists on disk, and also
+/// what no folder name can be (names have no separator and no leading dot), so that
+/// `remove ./Docs` still works after `Docs` was deleted.
+fn folder_arg(folder: String) -> Result<String> {
+    let path = Path::new(&folder);
+    let unlike_a_name = folder.starts_with('.') || path.components().nth(1).is_some();
+    if unlike_a_name || path.exists() {
+        absolute(path)
+    } else {
+        Ok(folder)
+    }
+}
+
+/// `path` made absolute against the working directory without touching the disk, as
+/// UTF-8, which is how paths cross the control socket.
+fn absolute(path: &Path) -> Result<String> {
+    let absolute = std::path::absolute(path)
+        .with_context(|| format!("cannot make {} an absolute path", path.display()))?;
+    match absolute.into_os_string().into_string() {
+        Ok(text) => Ok(text),
+        Err(raw) => bail!(
+            "the path {} is not valid UTF-8; filesync folders need UTF-8 paths",
+            Path::new(&raw).display()
+        ),
+    }
+}
+
+/// The current Unix time, for "3 minutes ago"; a clock before 1970 reads as 1970.
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use filesync_proto::control::ControlErrorKind;
+
+    #[test]
+    fn folder_arguments() {
+        let dir = tempfile::tempdir().unwrap();
+        let existing = dir.path().to_str().unwrap().to_owned();
+        assert_eq!(folder_arg(existing.clone()).unwrap(), existing);
+        let missing = dir.path().join("not-here").to_str().unwrap().to_owned();
+        assert_eq!(folder_arg(missing.clone()).unwrap(), missing);
+        assert_eq!(folder_arg("docs-by-name".into()).unwrap(), "docs-by-name");
+        let here = std::env::current_dir().unwrap();
+        assert_eq!(Path::new(&folder_arg(".".into()).unwrap()), here);
+        // Relative paths that cannot be names are made absolute even when missing.
+        for relative in ["./gone", "gone/sub", ".gone"] {
+            let got = folder_arg(relative.into()).unwrap();
+            assert_eq!(Path::new(&got), here.join(relative), "{relative}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn non_utf8_paths_are_refused() {
+        use std::os::unix::ffi::OsStrExt;
+        let path = Path::new(std::ffi::OsStr::from_bytes(b"/tmp/bad\xff"));
+        let err = absolute(path).unwrap_err();
+        assert!(err.to_string().contains("not valid UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn answers_of_the_wrong_kind_are_errors() {
+        let error = Response::Error {
+            kind: ControlErrorKind::BadRequest,
+            message: "no folder named docs".into(),
+        };
+        assert_eq!(
+            expect_status(error.clone()).unwrap_err().to_string(),
+            "no folder named docs"
+        );
+        assert_eq!(
+            expect_ok(error).unwrap_err().to_string(),
+            "no folder named docs"
+        );
+        let ok = Response::Ok {
+            message: String::new(),
+        };
+        assert_eq!(
+            expect_status(ok).unwrap_err().to_string(),
+            "the daemon answered with a confirmation where a status was expected"
+        );
+    }
+}

@@ -1,0 +1,330 @@
+//! The control socket: where it is, connecting to it, and the one framed request and
+//! one framed response exchanged per connection.
+//!
+//! All platform-specific code of the CLI lives here. A frame is a 4-byte big-endian
+//! length and a payload made by [`filesync_proto::control::encode`]; an answer longer
+//! than [`MAX_CONTROL_FRAME`] is refused from its length alone, before any allocation.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use filesync_proto::control::{self, EnvelopeError, Request, Response};
+use filesync_proto::{FrameError, MAX_CONTROL_FRAME};
+use interprocess::local_socket::GenericFilePath;
+use interprocess::local_socket::tokio::{Stream, prelude::*};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+/// How long the daemon may take to accept a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the daemon may take to answer an ordinary request.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The daemon could not be reached at all; the CLI exits with code 3 for these.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreachable {
+    #[error("the filesync daemon is not running (no control socket at {})", path.display())]
+    NotRunning {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot connect to the filesync daemon's control socket at {}", path.display())]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "the filesync daemon did not accept a connection on {} within {}",
+        path.display(),
+        humantime::format_duration(CONNECT_TIMEOUT)
+    )]
+    Timeout { path: PathBuf },
+}
+
+impl Unreachable {
+    /// What the user can do about it, printed under the error.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Unreachable::NotRunning { .. } => {
+                Some("start it with `systemctl --user start filesyncd` or `filesyncd`")
+            }
+            Unreachable::Connect { source, .. }
+                if source.kind() == io::ErrorKind::PermissionDenied =>
+            {
+                Some("the socket belongs to another user: run filesyncctl as that user")
+            }
+            Unreachable::Connect { .. } => None,
+            Unreachable::Timeout { .. } => {
+                Some("the daemon may be stuck; its log says more (run it with FILESYNC_LOG=debug)")
+            }
+        }
+    }
+}
+
+/// The socket path: `--socket`, else a non-empty `$FILESYNC_SOCKET`, else the
+/// protocol's default for this user.
+pub fn socket_path(flag: Option<PathBuf>) -> PathBuf {
+    resolve_socket_path(
+        flag,
+        std::env::var_os("FILESYNC_SOCKET"),
+        std::env::var("XDG_RUNTIME_DIR").ok().as_deref(),
+        current_uid(),
+    )
+}
+
+fn resolve_socket_path(
+    flag: Option<PathBuf>,
+    env: Option<OsString>,
+    xdg_runtime_dir: Option<&str>,
+    uid: u32,
+) -> PathBuf {
+    flag.or_else(|| env.filter(|v| !v.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(|| control::default_socket_path(xdg_runtime_dir, uid))
+}
+
+#[cfg(unix)]
+fn current_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+// Named pipes have no per-user runtime directory to choose from, so the default is
+// the same for everyone there.
+#[cfg(not(unix))]
+fn current_uid() -> u32 {
+    0
+}
+
+/// Talks to the daemon at one socket path, one connection per request.
+pub struct Client {
+    path: PathBuf,
+}
+
+impl Client {
+    pub fn new(path: PathBuf) -> Client {
+        Client { path }
+    }
+
+    /// Sends `request` on a new connection and reads the one response. Connecting is
+    /// bounded by [`CONNECT_TIMEOUT`]; sending and waiting for the answer by
+    /// `response_timeout`, or not at all when it is `None`.
+    pub async fn call(
+        &self,
+        request: &Request,
+        response_timeout: Option<Duration>,
+    ) -> Result<Response> {
+        let frame = encode_frame(request)?;
+        let mut stream = self.connect().await?;
+        let exchange = async {
+            stream
+                .write_all(&frame)
+                .await
+                .context("cannot send the request to the daemon")?;
+            decode_response(&read_frame(&mut stream).await?)
+        };
+        match response_timeout {
+            Some(limit) => tokio::time::timeout(limit, exchange).await.map_err(|_| {
+                anyhow!(
+                    "the daemon did not answer within {}",
+                    humantime::format_duration(limit)
+                )
+            })?,
+            None => exchange.await,
+        }
+    }
+
+    async fn connect(&self) -> Result<Stream, Unreachable> {
+        let connect_error = |source| Unreachable::Connect {
+            path: self.path.clone(),
+            source,
+        };
+        let name = self
+            .path
+            .as_path()
+            .to_fs_name::<GenericFilePath>()
+            .map_err(connect_error)?;
+        match tokio::time::timeout(CONNECT_TIMEOUT, Stream::connect(name)).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(source)) if is_not_running(&source) => Err(Unreachable::NotRunning {
+                path: self.path.clone(),
+                source,
+            }),
+            Ok(Err(source)) => Err(connect_error(source)),
+            Err(_) => Err(Unreachable::Timeout {
+                path: self.path.clone(),
+            }),
+        }
+    }
+}
+
+/// No socket file, or a stale one nobody listens on: both mean no daemon.
+fn is_not_running(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+    )
+}
+
+fn encode_frame(request: &Request) -> Result<Vec<u8>> {
+    let payload = control::encode(request);
+    if payload.len() > MAX_CONTROL_FRAME {
+        return Err(FrameError::TooLarge {
+            len: payload.len(),
+            max: MAX_CONTROL_FRAME,
+        })
+        .context("the request is too large to send");
+    }
+    // The check above keeps the length well inside a u32.
+    let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&payload);
+    Ok(frame)
+}
+
+async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Vec<u8>> {
+    let mut prefix = [0u8; 4];
+    match reader.read_exact(&mut prefix).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            bail!("the daemon closed the connection without answering (its log may say why)")
+        }
+        Err(e) => return Err(e).context("cannot read the daemon's answer"),
+    }
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > MAX_CONTROL_FRAME {
+        return Err(FrameError::TooLarge {
+            len,
+            max: MAX_CONTROL_FRAME,
+        })
+        .context("the daemon's answer was refused");
+    }
+    let mut payload = vec![0u8; len];
+    match reader.read_exact(&mut payload).await {
+        Ok(_) => Ok(payload),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            Err(FrameError::Truncated).context("the daemon's answer was cut short")
+        }
+        Err(e) => Err(e).context("cannot read the daemon's answer"),
+    }
+}
+
+fn decode_response(payload: &[u8]) -> Result<Response> {
+    match control::decode::<Response>(payload) {
+        Ok(response) => Ok(response),
+        // Named here rather than through EnvelopeError's text, which is worded from the
+        // daemon's side of the socket.
+        Err(EnvelopeError::Version { ours, theirs }) => bail!(
+            "control protocol mismatch: filesyncctl speaks version {ours}, the daemon speaks \
+             version {theirs}; restart filesyncd after an upgrade, or use the filesyncctl \
+             installed with it"
+        ),
+        Err(e) => Err(e).context("the daemon's answer could not be read"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use filesync_proto::control::{CONTROL_VERSION, ControlErrorKind};
+    use std::path::Path;
+
+    #[test]
+    fn socket_path_precedence() {
+        let check = |flag: Option<&str>, env: Option<&str>, xdg: Option<&str>, want: &str| {
+            let got =
+                resolve_socket_path(flag.map(PathBuf::from), env.map(OsString::from), xdg, 1000);
+            assert_eq!(
+                got,
+                Path::new(want),
+                "flag {flag:?} env {env:?} xdg {xdg:?}"
+            );
+        };
+        check(
+            Some("/a.sock"),
+            Some("/b.sock"),
+            Some("/run/user/1000"),
+            "/a.sock",
+        );
+        check(None, Some("/b.sock"), Some("/run/user/1000"), "/b.sock");
+        check(
+            None,
+            Some(""),
+            Some("/run/user/1000"),
+            "/run/user/1000/filesync/filesyncd.sock",
+        );
+        check(
+            None,
+            None,
+            Some("/run/user/1000"),
+            "/run/user/1000/filesync/filesyncd.sock",
+        );
+        check(None, None, None, "/tmp/filesync-1000/filesyncd.sock");
+    }
+
+    async fn read_bytes(bytes: &[u8]) -> Result<Vec<u8>> {
+        let mut reader = bytes;
+        read_frame(&mut reader).await
+    }
+
+    #[tokio::test]
+    async fn frames_round_trip() {
+        let request = Request::Status {
+            folder: Some("docs".into()),
+        };
+        let frame = encode_frame(&request).unwrap();
+        let payload = read_bytes(&frame).await.unwrap();
+        assert_eq!(control::decode::<Request>(&payload).unwrap(), request);
+    }
+
+    #[tokio::test]
+    async fn bad_frames_are_refused() {
+        let check = |bytes: Vec<u8>, want: &'static str| async move {
+            let err = read_bytes(&bytes).await.expect_err("must be refused");
+            let text = format!("{err:#}");
+            assert!(text.contains(want), "{bytes:?} gave {text}");
+        };
+        // An announced length above the limit is refused without reading further.
+        check(u32::MAX.to_be_bytes().to_vec(), "larger than the limit").await;
+        let over = (MAX_CONTROL_FRAME as u32 + 1).to_be_bytes().to_vec();
+        check(over, "larger than the limit").await;
+        check(vec![], "without answering").await;
+        check(vec![0, 0], "without answering").await;
+        check(vec![0, 0, 0, 9, 1, 2], "cut short").await;
+    }
+
+    #[test]
+    fn responses_decode_and_versions_are_named_from_our_side() {
+        let ok = Response::Error {
+            kind: ControlErrorKind::Failed,
+            message: "no".into(),
+        };
+        assert_eq!(decode_response(&control::encode(&ok)).unwrap(), ok);
+        let mut newer = control::encode(&ok);
+        newer[0] = (CONTROL_VERSION + 1) as u8;
+        let text = decode_response(&newer).unwrap_err().to_string();
+        let want = format!(
+            "filesyncctl speaks version {CONTROL_VERSION}, the daemon speaks version {}",
+            CONTROL_VERSION + 1
+        );
+        assert!(text.contains(&want), "{text}");
+        let text = format!("{:#}", decode_response(&[1, 0x7f]).unwrap_err());
+        assert!(text.contains("could not be read"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_socket_means_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("none.sock");
+        let err = Client::new(path.clone())
+            .call(&Request::Reload, Some(RESPONSE_TIMEOUT))
+            .await
+            .unwrap_err();
+        let unreachable = err.downcast_ref::<Unreachable>().expect("unreachable");
+        assert!(matches!(unreachable, Unreachable::NotRunning { .. }));
+        assert!(unreachable.hint().is_some());
+        assert!(err.to_string().contains(&path.display().to_string()));
+    }
+}

@@ -1,0 +1,135 @@
+//! Making one server entry real on the client's disk.
+//!
+//! A file is assembled block by block into a temp file: blocks the folder already has
+//! in any indexed file are copied (and verified), the rest are requested from the
+//! server, several at a time. The result is verified whole, fsynced and renamed in.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use filesync_proto::wire::{BlockRequest, Entry, EntryKind};
+use futures::StreamExt;
+
+use super::session::SessionHandle;
+use crate::chunk;
+use crate::conn::{self, Counters};
+use crate::index::{BlockSource, Index};
+use crate::store::{self, Stat, TempFile};
+
+/// Blocks requested from the server at once, so throughput is not bound by round trips.
+const PIPELINE: usize = 16;
+
+/// Writes `entry` (a live file, dir or symlink) into the folder at `root`.
+pub async fn apply(
+    root: &Path,
+    index: &Index,
+    session: &SessionHandle,
+    entry: &Entry,
+    counters: &Arc<Counters>,
+) -> Result<Stat> {
+    if !conn::no_symlink_ancestors(root, &entry.path) {
+        bail!(
+            "a parent of {} is not a directory (a symlink or file is in the way)",
+            entry.path
+        );
+    }
+    match entry.kind {
+        EntryKind::Dir => store::make_dir(root, entry),
+        EntryKind::Symlink => store::make_symlink(root, entry),
+        EntryKind::File => fetch_file(root, index, session, entry, counters).await,
+    }
+}
+
+async fn fetch_file(
+    root: &Path,
+    index: &Index,
+    session: &SessionHandle,
+    entry: &Entry,
+    counters: &Arc<Counters>,
+) -> Result<Stat> {
+    let target = entry.path.to_path(root);
+    // Sources are looked up first: the index is not shared with the fetching futures.
+    let mut sources: Vec<Vec<BlockSource>> = Vec::with_capacity(entry.blocks.len());
+    for b in &entry.blocks {
+        sources.push(index.block_sources(&b.hash, 4)?);
+    }
+    let mut offsets = Vec::with_capacity(entry.blocks.len());
+    let mut at = 0u64;
+    for b in &entry.blocks {
+        offsets.push(at);
+        at += u64::from(b.size);
+    }
+    if at != entry.size {
+        bail!(
+            "block sizes of {} add up to {at} bytes, not its size {}",
+            entry.path,
+            entry.size
+        );
+    }
+    let mut tmp = TempFile::create(&target)?;
+    let wanted: Vec<(BlockRequest, Vec<BlockSource>)> = entry
+        .blocks
+        .iter()
+        .zip(sources)
+        .zip(offsets)
+        .map(|((block, sources), offset)| {
+            (
+                BlockRequest {
+                    path: entry.path.clone(),
+                    offset,
+                    size: block.size,
+                    hash: block.hash,
+                },
+                sources,
+            )
+        })
+        .collect();
+    let mut stream = futures::stream::iter(wanted)
+        .map(|(request, sources)| {
+            fetch_block(root.to_path_buf(), session.clone(), request, sources)
+        })
+        .buffered(PIPELINE);
+    let mut i = 0;
+    while let Some(result) = stream.next().await {
+        let (data, local) = result.with_context(|| format!("cannot fetch {}", entry.path))?;
+        let block = &entry.blocks[i];
+        if data.len() != block.size as usize || chunk::sha256(&data) != block.hash {
+            bail!(
+                "a block of {} does not match its hash; discarded",
+                entry.path
+            );
+        }
+        tmp.write(&data)?;
+        if local {
+            Counters::add(&counters.content_reused, data.len() as u64);
+        }
+        i += 1;
+    }
+    tmp.commit(&target, entry)
+}
+
+/// One block, from a local file when one still holds it, else from the server; the bool
+/// says it was local.
+async fn fetch_block(
+    root: std::path::PathBuf,
+    session: SessionHandle,
+    request: BlockRequest,
+    sources: Vec<BlockSource>,
+) -> Result<(Vec<u8>, bool)> {
+    if let Some(data) = read_local(&root, &sources, &request) {
+        return Ok((data, true));
+    }
+    session.request_block(request).await.map(|d| (d, false))
+}
+
+/// The block from the first local file that still holds it, verified.
+fn read_local(root: &Path, sources: &[BlockSource], want: &BlockRequest) -> Option<Vec<u8>> {
+    sources.iter().find_map(|s| {
+        if !conn::no_symlink_ancestors(root, &s.path) {
+            return None;
+        }
+        let data = store::read_block(&s.path.to_path(root), s.offset, want.size).ok()?;
+        (chunk::sha256(&data) == want.hash).then_some(data)
+    })
+}

@@ -1,0 +1,297 @@
+//! A client folder's connection to its server: connect, handshake, say hello, then
+//! store every index batch the server sends, route block responses, serve the
+//! server's block requests, and keep the connection alive. Reconnects with backoff.
+//!
+//! The session writes only the `remote` table and the received sequence; the folder
+//! task owns everything else and learns what happened through [`SessionEvent`]s.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use filesync_proto::wire::{
+    BlockError, BlockRequest, Change, ClientMsg, Hello, PushOutcome, ServerMsg,
+};
+use filesync_proto::{DeviceId, FolderName, FrameCodec, Handshake, HandshakeReply, MAX_WIRE_FRAME};
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+use crate::conn::{self, Counted, Counters, Pending};
+use crate::index::Index;
+
+/// What the session tells its folder task.
+pub enum SessionEvent {
+    Connected(SessionHandle),
+    /// New entries are in the `remote` table; `caught_up` once the backlog is through.
+    IndexUpdated {
+        caught_up: bool,
+    },
+    PushResult {
+        id: u64,
+        outcomes: Vec<PushOutcome>,
+    },
+    Disconnected {
+        reason: String,
+    },
+}
+
+/// How the folder task talks to the current connection. Cheap to clone; dead once the
+/// connection drops (its sends fail and block requests error).
+#[derive(Clone)]
+pub struct SessionHandle {
+    out: mpsc::Sender<ClientMsg>,
+    pending: Arc<Pending>,
+}
+
+impl SessionHandle {
+    pub async fn request_block(&self, request: BlockRequest) -> Result<Vec<u8>> {
+        let (id, rx) = self.pending.register();
+        if self
+            .out
+            .send(ClientMsg::BlockRequest { id, request })
+            .await
+            .is_err()
+        {
+            self.pending.forget(id);
+            bail!("connection to the server closed");
+        }
+        match tokio::time::timeout(conn::BLOCK_TIMEOUT, rx).await {
+            Ok(Ok(Ok(data))) => Ok(data),
+            Ok(Ok(Err(BlockError::NotAvailable))) => bail!("the server no longer has that content"),
+            Ok(Ok(Err(BlockError::Refused(why)))) => {
+                bail!("the server refused a block request: {why}")
+            }
+            Ok(Err(_)) => bail!("connection to the server closed"),
+            Err(_) => {
+                self.pending.forget(id);
+                bail!(
+                    "the server did not send a block within {}s",
+                    conn::BLOCK_TIMEOUT.as_secs()
+                )
+            }
+        }
+    }
+
+    pub async fn push(&self, id: u64, changes: Vec<Change>) -> Result<()> {
+        self.out
+            .send(ClientMsg::Push { id, changes })
+            .await
+            .map_err(|_| anyhow!("connection to the server closed"))
+    }
+}
+
+/// Everything a session needs; owned by the folder task and handed to each attempt.
+#[derive(Clone)]
+pub struct SessionConfig {
+    pub server: String,
+    pub folder: FolderName,
+    pub root: PathBuf,
+    pub index_file: PathBuf,
+    pub device: DeviceId,
+    pub device_name: String,
+    pub counters: Arc<Counters>,
+}
+
+/// Connects and reconnects until `cancel`, reporting to `events`.
+pub async fn run(
+    cfg: SessionConfig,
+    events: mpsc::UnboundedSender<SessionEvent>,
+    cancel: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let started = tokio::time::Instant::now();
+        let reason = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = connect_once(&cfg, &events) => match r {
+                Ok(()) => "the server closed the connection".to_string(),
+                Err(e) => format!("{e:#}"),
+            },
+        };
+        tracing::info!(folder = %cfg.folder, server = %cfg.server, "disconnected: {reason}");
+        if events.send(SessionEvent::Disconnected { reason }).is_err() {
+            return;
+        }
+        // A connection that lasted a while earns a quick retry; repeated failures back off.
+        if started.elapsed() > Duration::from_secs(30) {
+            backoff = Duration::from_millis(250);
+        }
+        let jitter = Duration::from_millis(rand::random::<u64>() % 250);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(backoff + jitter) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn connect_once(
+    cfg: &SessionConfig,
+    events: &mpsc::UnboundedSender<SessionEvent>,
+) -> Result<()> {
+    let tcp = tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, TcpStream::connect(&cfg.server))
+        .await
+        .map_err(|_| anyhow!("timed out connecting to server {}", cfg.server))?
+        .with_context(|| {
+            format!(
+                "cannot connect to server {}; is filesyncd running there?",
+                cfg.server
+            )
+        })?;
+    tcp.set_nodelay(true)?;
+    let stream = Counted::new(tcp, cfg.counters.clone());
+    let mut hs = Framed::new(stream, FrameCodec::<HandshakeReply, Handshake>::new(1024));
+    hs.send(Handshake::current()).await?;
+    let reply = tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, hs.next())
+        .await
+        .map_err(|_| anyhow!("server {} did not answer the handshake", cfg.server))?
+        .ok_or_else(|| {
+            anyhow!(
+                "server {} closed the connection during the handshake",
+                cfg.server
+            )
+        })??;
+    reply.check().map_err(|e| anyhow!("{e}"))?;
+    let mut framed = hs.map_codec(|_| FrameCodec::<ServerMsg, ClientMsg>::new(MAX_WIRE_FRAME));
+
+    let index = Index::open(&cfg.index_file)?;
+    let epoch = index.meta("server_epoch")?.unwrap_or(0) as u64;
+    let since = index.meta("since")?.unwrap_or(0) as u64;
+    framed
+        .send(ClientMsg::Hello(Hello {
+            device: cfg.device.clone(),
+            device_name: cfg.device_name.clone(),
+            folder: cfg.folder.clone(),
+            since_seq: since,
+            epoch,
+        }))
+        .await?;
+    let welcome = match tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, framed.next()).await {
+        Ok(Some(Ok(ServerMsg::Welcome(w)))) => w,
+        Ok(Some(Ok(ServerMsg::Error(e)))) => {
+            bail!("server refused folder {}: {}", cfg.folder, e.message)
+        }
+        Ok(Some(Ok(other))) => bail!("protocol error: expected Welcome, got {other:?}"),
+        Ok(Some(Err(e))) => return Err(e.into()),
+        Ok(None) => bail!("server closed the connection after hello"),
+        Err(_) => bail!(
+            "server did not answer hello within {}s",
+            conn::HANDSHAKE_TIMEOUT.as_secs()
+        ),
+    };
+    if welcome.epoch != epoch {
+        if epoch != 0 {
+            // The server's history is not the one we followed (restored or re-created):
+            // forget what we knew of it and merge without deleting anything.
+            tracing::warn!(folder = %cfg.folder, "server history changed (epoch {epoch} -> {}); merging conservatively", welcome.epoch);
+            index.reset_to_unsynced()?;
+        }
+        index.set_meta("server_epoch", welcome.epoch as i64)?;
+        index.set_meta("since", 0)?;
+    }
+    tracing::info!(folder = %cfg.folder, server = %cfg.server, seq = welcome.current_seq, "connected");
+
+    let (mut sink, mut stream) = framed.split();
+    let (out_tx, mut out_rx) = mpsc::channel::<ClientMsg>(64);
+    let pending = Arc::new(Pending::default());
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = out_rx.recv().await {
+            if sink.send(msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    let handle = SessionHandle {
+        out: out_tx.clone(),
+        pending: pending.clone(),
+    };
+    let _ = events.send(SessionEvent::Connected(handle));
+    let result = read_loop(cfg, &index, &mut stream, &out_tx, &pending, events).await;
+    pending.fail_all();
+    writer.abort();
+    result
+}
+
+async fn read_loop<S>(
+    cfg: &SessionConfig,
+    index: &Index,
+    stream: &mut S,
+    out: &mpsc::Sender<ClientMsg>,
+    pending: &Pending,
+    events: &mpsc::UnboundedSender<SessionEvent>,
+) -> Result<()>
+where
+    S: futures::Stream<Item = Result<ServerMsg, filesync_proto::FrameError>> + Unpin,
+{
+    // Serving the server's block requests must never stall reading, or a push waiting
+    // for blocks would wait forever: they run as tasks, a bounded number at once.
+    let serving = Arc::new(Semaphore::new(16));
+    let mut ping = tokio::time::interval(conn::PING_INTERVAL);
+    loop {
+        let msg = tokio::select! {
+            _ = ping.tick() => {
+                let _ = out.try_send(ClientMsg::Ping { nonce: 0 });
+                continue;
+            }
+            msg = tokio::time::timeout(conn::IDLE_TIMEOUT, stream.next()) => msg,
+        };
+        let msg = match msg {
+            Err(_) => bail!(
+                "server {} sent nothing for {}s",
+                cfg.server,
+                conn::IDLE_TIMEOUT.as_secs()
+            ),
+            Ok(None) => return Ok(()),
+            Ok(Some(m)) => m.context("bad message from server")?,
+        };
+        match msg {
+            ServerMsg::Index {
+                entries,
+                up_to,
+                caught_up,
+            } => {
+                index.batch(|ix| {
+                    for e in &entries {
+                        ix.put_remote(e)?;
+                    }
+                    ix.set_meta("since", up_to as i64)
+                })?;
+                let _ = events.send(SessionEvent::IndexUpdated { caught_up });
+            }
+            ServerMsg::PushResult { id, outcomes } => {
+                let _ = events.send(SessionEvent::PushResult { id, outcomes });
+            }
+            ServerMsg::BlockResponse { id, result } => {
+                if let Ok(data) = &result {
+                    Counters::add(&cfg.counters.content_received, data.len() as u64);
+                }
+                pending.complete(id, result);
+            }
+            ServerMsg::BlockRequest { id, request } => {
+                let permit = serving.clone().acquire_owned().await?;
+                let (root, out, counters) = (cfg.root.clone(), out.clone(), cfg.counters.clone());
+                tokio::spawn(async move {
+                    let result =
+                        tokio::task::spawn_blocking(move || conn::serve_block(&root, &request))
+                            .await
+                            .unwrap_or(Err(BlockError::NotAvailable));
+                    if let Ok(data) = &result {
+                        Counters::add(&counters.content_sent, data.len() as u64);
+                    }
+                    let _ = out.send(ClientMsg::BlockResponse { id, result }).await;
+                    drop(permit);
+                });
+            }
+            ServerMsg::Ping { nonce } => {
+                let _ = out.send(ClientMsg::Pong { nonce }).await;
+            }
+            ServerMsg::Pong { .. } => {}
+            ServerMsg::Error(e) => bail!("server error: {}", e.message),
+            ServerMsg::Welcome(_) => bail!("protocol error: unexpected second Welcome"),
+        }
+    }
+}

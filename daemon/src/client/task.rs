@@ -1,0 +1,681 @@
+//! The folder task's state and its event loop.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use filesync_proto::RelPath;
+use filesync_proto::control::{FolderMode, FolderState, FolderStatus, Unsyncable};
+use filesync_proto::wire::{Change, Entry, EntryKind, MAX_BATCH, PushOutcome};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::session::{self, SessionConfig, SessionEvent, SessionHandle};
+use super::{ClientIdentity, FolderCmd, pull};
+use crate::config::FolderConfig;
+use crate::conn::Counters;
+use crate::index::{Index, LocalRow};
+use crate::plan::{self, Action};
+use crate::scan::{self, Scope};
+use crate::store;
+use crate::watch::{self as watcher, WatchEvent};
+
+/// Server entries applied per step, so that commands and events are served in between.
+const PULL_BATCH: usize = 256;
+/// Pushes awaiting their result at once.
+const MAX_INFLIGHT: usize = 2;
+/// Rough cap on one push message, well under the frame limit.
+const PUSH_BYTES: usize = 4 * 1024 * 1024;
+/// How long a path that failed waits before it is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+pub(super) struct FolderTask {
+    cfg: FolderConfig,
+    id: ClientIdentity,
+    counters: Arc<Counters>,
+    status: watch::Sender<FolderStatus>,
+    index: Option<Index>,
+    session: Option<SessionHandle>,
+    /// Stops the current session (pause, shutdown).
+    session_cancel: Option<CancellationToken>,
+    events_tx: mpsc::UnboundedSender<SessionEvent>,
+    caught_up: bool,
+    scanned: bool,
+    paused: bool,
+    scan_all: bool,
+    scan_paths: Vec<RelPath>,
+    flush_waiters: Vec<oneshot::Sender<()>>,
+    root_error: Option<String>,
+    last_error: Option<String>,
+    unsyncable: Vec<Unsyncable>,
+    next_push: u64,
+    inflight: HashMap<u64, Vec<Entry>>,
+    inflight_paths: HashSet<RelPath>,
+    /// Pushes refused as conflicts wait until the index brings the server's version.
+    blocked: HashMap<RelPath, u64>,
+    retry_at: HashMap<RelPath, Instant>,
+    last_sync: Option<i64>,
+    conflicts: u64,
+    _watcher: Option<watcher::Watcher>,
+}
+
+impl FolderTask {
+    pub(super) fn new(
+        cfg: FolderConfig,
+        id: ClientIdentity,
+        counters: Arc<Counters>,
+        status: watch::Sender<FolderStatus>,
+    ) -> Self {
+        let paused = cfg.paused;
+        FolderTask {
+            cfg,
+            id,
+            counters,
+            status,
+            index: None,
+            session: None,
+            session_cancel: None,
+            events_tx: mpsc::unbounded_channel().0,
+            caught_up: false,
+            scanned: false,
+            paused,
+            scan_all: true,
+            scan_paths: Vec::new(),
+            flush_waiters: Vec::new(),
+            root_error: None,
+            last_error: None,
+            unsyncable: Vec::new(),
+            next_push: 1,
+            inflight: HashMap::new(),
+            inflight_paths: HashSet::new(),
+            blocked: HashMap::new(),
+            retry_at: HashMap::new(),
+            last_sync: None,
+            conflicts: 0,
+            _watcher: None,
+        }
+    }
+
+    pub(super) async fn run(
+        mut self,
+        mut cmds: mpsc::Receiver<FolderCmd>,
+        cancel: CancellationToken,
+    ) {
+        let index_file = super::index_file(&self.id.state_dir, &self.cfg);
+        match Index::open(&index_file) {
+            Ok(ix) => self.index = Some(ix),
+            Err(e) => {
+                self.root_error = Some(format!("{e:#}"));
+                self.publish();
+                cancel.cancelled().await;
+                return;
+            }
+        }
+        store::clean_temp_files(&self.cfg.path);
+        let (watch_tx, mut watch_rx) = mpsc::channel(256);
+        match watcher::watch(&self.cfg.path, watch_tx) {
+            Ok(w) => self._watcher = Some(w),
+            Err(e) => {
+                tracing::warn!(folder = %self.cfg.name, "cannot watch {}: {e}; relying on periodic rescans", self.cfg.path.display());
+            }
+        }
+        let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+        self.events_tx = events_tx;
+        if !self.paused {
+            self.start_session(&cancel);
+        }
+        let mut rescan = tokio::time::interval_at(
+            Instant::now() + self.cfg.rescan_interval,
+            self.cfg.rescan_interval,
+        );
+        loop {
+            let more = self.step().await;
+            self.publish();
+            let retry = self
+                .retry_at
+                .values()
+                .min()
+                .copied()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            if more {
+                tokio::task::yield_now().await;
+            }
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                Some(cmd) = cmds.recv() => self.on_cmd(cmd, &cancel),
+                Some(ev) = events_rx.recv() => self.on_session(ev),
+                Some(ev) = watch_rx.recv() => self.on_watch(ev),
+                _ = rescan.tick() => self.scan_all = true,
+                _ = tokio::time::sleep_until(retry) => {
+                    let now = Instant::now();
+                    self.retry_at.retain(|_, at| *at > now);
+                }
+                _ = std::future::ready(()), if more => {}
+            }
+        }
+        if let Some(c) = self.session_cancel.take() {
+            c.cancel();
+        }
+    }
+
+    fn start_session(&mut self, parent: &CancellationToken) {
+        let cancel = parent.child_token();
+        let cfg = SessionConfig {
+            server: self.cfg.server.clone(),
+            folder: self.cfg.name.clone(),
+            root: self.cfg.path.clone(),
+            index_file: super::index_file(&self.id.state_dir, &self.cfg),
+            device: self.id.device.clone(),
+            device_name: self.id.device_name.clone(),
+            counters: self.counters.clone(),
+        };
+        tokio::spawn(session::run(cfg, self.events_tx.clone(), cancel.clone()));
+        self.session_cancel = Some(cancel);
+    }
+
+    fn on_cmd(&mut self, cmd: FolderCmd, cancel: &CancellationToken) {
+        match cmd {
+            FolderCmd::Pause => {
+                self.paused = true;
+                if let Some(c) = self.session_cancel.take() {
+                    c.cancel();
+                }
+                self.disconnected();
+            }
+            FolderCmd::Resume => {
+                if self.paused {
+                    self.paused = false;
+                    self.scan_all = true;
+                    self.start_session(cancel);
+                }
+            }
+            FolderCmd::Rescan => self.scan_all = true,
+            FolderCmd::Flush(reply) => {
+                self.scan_all = true;
+                self.flush_waiters.push(reply);
+            }
+        }
+    }
+
+    fn disconnected(&mut self) {
+        self.session = None;
+        self.caught_up = false;
+        self.inflight.clear();
+        self.inflight_paths.clear();
+    }
+
+    fn on_session(&mut self, ev: SessionEvent) {
+        match ev {
+            SessionEvent::Connected(handle) => {
+                self.session = Some(handle);
+                self.last_error = None;
+            }
+            SessionEvent::IndexUpdated { caught_up } => self.caught_up |= caught_up,
+            SessionEvent::PushResult { id, outcomes } => {
+                if let Err(e) = self.on_push_result(id, outcomes) {
+                    self.error(format!("cannot record push result: {e:#}"));
+                }
+            }
+            SessionEvent::Disconnected { reason } => {
+                if !self.paused {
+                    self.last_error = Some(reason);
+                }
+                self.disconnected();
+            }
+        }
+    }
+
+    fn on_watch(&mut self, ev: WatchEvent) {
+        match ev {
+            WatchEvent::Changed(paths) => self.scan_paths.extend(paths),
+            WatchEvent::Rescan(why) => {
+                tracing::info!(folder = %self.cfg.name, "full rescan: {why}");
+                self.scan_all = true;
+            }
+        }
+    }
+
+    fn error(&mut self, msg: String) {
+        tracing::warn!(folder = %self.cfg.name, "{msg}");
+        self.last_error = Some(msg);
+    }
+
+    fn index(&self) -> &Index {
+        self.index
+            .as_ref()
+            .expect("index is opened before the loop starts")
+    }
+
+    /// One round of work; true when more is ready to do without waiting for an event.
+    async fn step(&mut self) -> bool {
+        if self.scan_all || !self.scan_paths.is_empty() {
+            self.run_scan();
+        }
+        if self.root_error.is_some() || self.paused || self.session.is_none() || !self.caught_up {
+            return false;
+        }
+        let pulled = match self.pull_round().await {
+            Ok(more) => more,
+            Err(e) => {
+                self.error(format!("{e:#}"));
+                false
+            }
+        };
+        let pushed = match self.push_round().await {
+            Ok(more) => more,
+            Err(e) => {
+                self.error(format!("{e:#}"));
+                false
+            }
+        };
+        pulled || pushed || !self.scan_paths.is_empty()
+    }
+
+    fn run_scan(&mut self) {
+        let scope = if self.scan_all {
+            Scope::All
+        } else {
+            Scope::Paths(std::mem::take(&mut self.scan_paths))
+        };
+        let full = self.scan_all;
+        self.scan_all = false;
+        if full {
+            self.scan_paths.clear();
+        }
+        let result = tokio::task::block_in_place(|| {
+            let out = scan::scan(&self.cfg.path, self.index(), &scope, &self.id.device)?;
+            self.index().batch(|ix| {
+                for row in out.changes.iter().chain(&out.refreshed) {
+                    ix.put_local(row)?;
+                }
+                Ok(())
+            })?;
+            Ok::<_, anyhow::Error>(out)
+        });
+        match result {
+            Ok(out) => {
+                if !out.changes.is_empty() {
+                    tracing::debug!(folder = %self.cfg.name, changes = out.changes.len(), "scanned");
+                }
+                if full {
+                    self.unsyncable = out.unsyncable;
+                } else {
+                    self.unsyncable
+                        .retain(|u| !out.unsyncable.iter().any(|n| n.path == u.path));
+                    self.unsyncable.extend(out.unsyncable);
+                }
+                self.root_error = None;
+                self.scanned = true;
+                for w in self.flush_waiters.drain(..) {
+                    let _ = w.send(());
+                }
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                if self.root_error.as_ref() != Some(&msg) {
+                    tracing::error!(folder = %self.cfg.name, "{msg}");
+                }
+                self.root_error = Some(msg);
+                for w in self.flush_waiters.drain(..) {
+                    let _ = w.send(());
+                }
+            }
+        }
+    }
+
+    fn retrying(&self, path: &RelPath) -> bool {
+        self.retry_at.contains_key(path)
+    }
+
+    fn fail_path(&mut self, path: &RelPath, msg: String) {
+        self.retry_at
+            .insert(path.clone(), Instant::now() + RETRY_AFTER);
+        self.error(msg);
+    }
+
+    /// Applies server entries we lack; true if a full batch was taken.
+    async fn pull_round(&mut self) -> Result<bool> {
+        if self.cfg.mode == FolderMode::SendOnly {
+            return Ok(false);
+        }
+        let needed = self.index().needed(PULL_BATCH)?;
+        let full = needed.len() == PULL_BATCH;
+        let mut progress = false;
+        let mut deletes = Vec::new();
+        for remote in needed {
+            if self.retrying(&remote.path) || self.inflight_paths.contains(&remote.path) {
+                continue;
+            }
+            let local = self.index().local(&remote.path)?;
+            if !self.disk_matches(&remote.path, local.as_ref())? {
+                continue;
+            }
+            let action = plan::decide(local.as_ref(), Some(&remote));
+            match action {
+                Action::Pull if remote.deleted => deletes.push((remote, local)),
+                Action::Pull => progress |= self.apply(&remote).await,
+                Action::ConflictThenPull => {
+                    if self.keep_conflict(&remote)? {
+                        progress |= self.apply(&remote).await;
+                    }
+                }
+                Action::MarkSynced { seq } => {
+                    if let Some(mut row) = local {
+                        row.entry.seq = seq;
+                        row.dirty = false;
+                        self.index().put_local(&row)?;
+                        progress = true;
+                    }
+                }
+                Action::Nothing | Action::Push { .. } | Action::Forget => {}
+            }
+        }
+        deletes.sort_by_key(|(r, _)| std::cmp::Reverse(r.path.depth()));
+        for (remote, local) in deletes {
+            progress |= self.apply_delete(&remote, local)?;
+        }
+        Ok(full && progress)
+    }
+
+    /// Whether the disk still shows what the index says at `path`. If not, a local change
+    /// has not been scanned yet: scan it before anything overwrites it.
+    fn disk_matches(&mut self, path: &RelPath, local: Option<&LocalRow>) -> Result<bool> {
+        let disk = store::stat(&path.to_path(&self.cfg.path))?;
+        let ok = match local {
+            Some(row) => store::matches_index(disk.as_ref(), &row.entry, row.inode),
+            None => disk.is_none(),
+        };
+        if !ok {
+            self.scan_paths.push(path.clone());
+        }
+        Ok(ok)
+    }
+
+    async fn apply(&mut self, remote: &Entry) -> bool {
+        let session = self
+            .session
+            .clone()
+            .expect("pulls run only while connected");
+        let result = pull::apply(
+            &self.cfg.path,
+            self.index(),
+            &session,
+            remote,
+            &self.counters,
+        )
+        .await;
+        match result {
+            Ok(stat) => {
+                let mut entry = remote.clone();
+                entry.mtime_ns = stat.mtime_ns;
+                let row = LocalRow {
+                    entry,
+                    inode: stat.inode,
+                    dirty: false,
+                };
+                if let Err(e) = self.index().put_local(&row) {
+                    self.fail_path(
+                        &remote.path,
+                        format!("cannot record {}: {e:#}", remote.path),
+                    );
+                    return false;
+                }
+                if remote.kind == EntryKind::File {
+                    Counters::add(&self.counters.files_downloaded, 1);
+                }
+                tracing::debug!(folder = %self.cfg.name, path = %remote.path, seq = remote.seq, "downloaded");
+                true
+            }
+            Err(e) => {
+                self.fail_path(&remote.path, format!("cannot apply {}: {e:#}", remote.path));
+                false
+            }
+        }
+    }
+
+    fn apply_delete(&mut self, remote: &Entry, local: Option<LocalRow>) -> Result<bool> {
+        let Some(local) = local else {
+            self.index().put_local(&LocalRow {
+                entry: remote.clone(),
+                inode: 0,
+                dirty: false,
+            })?;
+            return Ok(true);
+        };
+        if local.entry.kind == EntryKind::Dir
+            && self
+                .index()
+                .local_under(&remote.path)?
+                .iter()
+                .any(|r| !r.entry.deleted && r.entry.path != remote.path)
+        {
+            // Children are still live in the index: they are deleted first.
+            return Ok(false);
+        }
+        match store::remove(&self.cfg.path, &remote.path) {
+            Ok(true) => {
+                self.index().put_local(&LocalRow {
+                    entry: remote.clone(),
+                    inode: 0,
+                    dirty: false,
+                })?;
+                Counters::add(&self.counters.deletes_applied, 1);
+                tracing::debug!(folder = %self.cfg.name, path = %remote.path, "deleted");
+                Ok(true)
+            }
+            Ok(false) => {
+                // The directory holds files the server has never seen: keep it, and tell
+                // the server it still exists.
+                let mut row = local;
+                row.entry.seq = remote.seq;
+                row.dirty = true;
+                self.index().put_local(&row)?;
+                self.scan_paths.push(remote.path.clone());
+                Ok(true)
+            }
+            Err(e) => {
+                self.fail_path(
+                    &remote.path,
+                    format!("cannot delete {}: {e:#}", remote.path),
+                );
+                Ok(false)
+            }
+        }
+    }
+
+    /// Moves the local version of a conflicting path aside; it is then pushed as a new file.
+    fn keep_conflict(&mut self, remote: &Entry) -> Result<bool> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let aside = plan::conflict_path(&remote.path, now, self.id.device.as_str());
+        match store::move_aside(&self.cfg.path, &remote.path, &aside) {
+            Ok(()) => {
+                tracing::warn!(folder = %self.cfg.name, path = %remote.path, copy = %aside, "conflict: both sides changed; kept the local version as a conflict copy");
+                self.index().remove_local(&remote.path)?;
+                self.scan_paths.push(aside);
+                self.conflicts += 1;
+                Ok(true)
+            }
+            Err(e) => {
+                self.fail_path(
+                    &remote.path,
+                    format!("cannot keep conflicting {}: {e:#}", remote.path),
+                );
+                Ok(false)
+            }
+        }
+    }
+
+    /// Sends local changes the server lacks; true if a full batch went out.
+    async fn push_round(&mut self) -> Result<bool> {
+        if self.cfg.mode == FolderMode::ReceiveOnly || self.inflight.len() >= MAX_INFLIGHT {
+            return Ok(false);
+        }
+        let dirty = self.index().dirty(MAX_BATCH * 2)?;
+        let mut live = Vec::new();
+        let mut deletes = Vec::new();
+        let mut bytes = 0usize;
+        for row in dirty {
+            let path = row.entry.path.clone();
+            if self.inflight_paths.contains(&path) || self.retrying(&path) {
+                continue;
+            }
+            let remote = self.index().remote(&path)?;
+            if let Some(&wait_for) = self.blocked.get(&path) {
+                if remote.as_ref().is_none_or(|r| r.seq < wait_for) {
+                    continue;
+                }
+                self.blocked.remove(&path);
+            }
+            match plan::decide(Some(&row), remote.as_ref()) {
+                Action::Push { base } => {
+                    let mut entry = row.entry;
+                    entry.seq = 0;
+                    bytes += 256 + entry.blocks.len() * 40;
+                    let change = Change {
+                        entry,
+                        base_seq: base,
+                    };
+                    if change.entry.deleted {
+                        deletes.push(change)
+                    } else {
+                        live.push(change)
+                    }
+                }
+                Action::Forget => self.index().remove_local(&path)?,
+                Action::MarkSynced { seq } => {
+                    let mut row = row;
+                    row.entry.seq = seq;
+                    row.dirty = false;
+                    self.index().put_local(&row)?;
+                }
+                Action::Nothing | Action::Pull | Action::ConflictThenPull => {}
+            }
+            if live.len() + deletes.len() >= MAX_BATCH || bytes >= PUSH_BYTES {
+                break;
+            }
+        }
+        if live.is_empty() && deletes.is_empty() {
+            return Ok(false);
+        }
+        // Parents before children for new paths; children before parents for deletes.
+        deletes.sort_by_key(|c| std::cmp::Reverse(c.entry.path.depth()));
+        live.extend(deletes);
+        let id = self.next_push;
+        self.next_push += 1;
+        let entries: Vec<Entry> = live.iter().map(|c| c.entry.clone()).collect();
+        let session = self
+            .session
+            .clone()
+            .expect("pushes run only while connected");
+        session.push(id, live).await?;
+        self.inflight_paths
+            .extend(entries.iter().map(|e| e.path.clone()));
+        self.inflight.insert(id, entries);
+        Ok(self.inflight.len() < MAX_INFLIGHT)
+    }
+
+    fn on_push_result(&mut self, id: u64, outcomes: Vec<PushOutcome>) -> Result<()> {
+        let Some(entries) = self.inflight.remove(&id) else {
+            return Ok(());
+        };
+        for e in &entries {
+            self.inflight_paths.remove(&e.path);
+        }
+        for (pushed, outcome) in entries.into_iter().zip(outcomes) {
+            match outcome {
+                PushOutcome::Accepted { seq } => self.accepted(pushed, seq)?,
+                PushOutcome::Conflict { current_seq } => {
+                    self.blocked.insert(pushed.path.clone(), current_seq);
+                }
+                PushOutcome::Failed { reason } => {
+                    self.scan_paths.push(pushed.path.clone());
+                    self.fail_path(
+                        &pushed.path,
+                        format!("server did not take {}: {reason}", pushed.path),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn accepted(&mut self, mut pushed: Entry, seq: u64) -> Result<()> {
+        pushed.seq = seq;
+        let index = self.index();
+        index.put_remote(&pushed)?;
+        if let Some(mut row) = index.local(&pushed.path)? {
+            // If the file changed again since we pushed, it stays dirty, now based on `seq`.
+            row.dirty = !(row.entry.same_content(&pushed));
+            row.entry.seq = seq;
+            index.put_local(&row)?;
+        }
+        if pushed.kind == EntryKind::File && !pushed.deleted {
+            Counters::add(&self.counters.files_uploaded, 1);
+        }
+        tracing::debug!(folder = %self.cfg.name, path = %pushed.path, seq, "uploaded");
+        Ok(())
+    }
+
+    fn publish(&mut self) {
+        let totals = self
+            .index
+            .as_ref()
+            .and_then(|ix| ix.totals().ok())
+            .unwrap_or_default();
+        let seq = self
+            .index
+            .as_ref()
+            .and_then(|ix| ix.meta("since").ok().flatten())
+            .unwrap_or(0) as u64;
+        let pending =
+            totals.up_files + totals.down_files > 0 || !self.scan_paths.is_empty() || self.scan_all;
+        let state = if self.paused {
+            FolderState::Paused
+        } else if self.root_error.is_some() {
+            FolderState::Error
+        } else if !self.scanned {
+            FolderState::Scanning
+        } else if self.session.is_none() {
+            FolderState::Offline
+        } else if pending || !self.caught_up {
+            FolderState::Syncing
+        } else {
+            FolderState::Idle
+        };
+        if state == FolderState::Idle {
+            self.last_sync = Some(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64),
+            );
+            self.last_error = None;
+        }
+        let status = FolderStatus {
+            name: self.cfg.name.to_string(),
+            path: self.cfg.path.display().to_string(),
+            server: self.cfg.server.clone(),
+            mode: self.cfg.mode,
+            state,
+            connected: self.session.is_some(),
+            scanned: self.scanned,
+            files: totals.files,
+            bytes: totals.bytes,
+            pending_up_files: totals.up_files,
+            pending_up_bytes: totals.up_bytes,
+            pending_down_files: totals.down_files,
+            pending_down_bytes: totals.down_bytes,
+            seq,
+            last_sync: self.last_sync,
+            conflicts: self.conflicts,
+            last_error: self.root_error.clone().or_else(|| self.last_error.clone()),
+            unsyncable: self.unsyncable.clone(),
+            counters: self.counters.snapshot(),
+        };
+        self.status.send_replace(status);
+    }
+}

@@ -1,0 +1,247 @@
+//! Plumbing shared by both ends of a device-to-server connection: byte counting,
+//! matching block responses to requests, serving blocks from a folder, and keepalive
+//! timing. Neither end's policy lives here.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use filesync_proto::wire::{BlockError, BlockRequest, MAX_BLOCK_SIZE};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::oneshot;
+
+use crate::{chunk, store};
+
+/// A peer that says nothing for this long is considered gone.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+/// How often we ping an idle connection so the other side does not time out.
+pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// How long the handshake may take before the connection is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long we wait for one block.
+pub const BLOCK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Byte and item counters of one folder, shared by its task and its connection.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub wire_sent: AtomicU64,
+    pub wire_received: AtomicU64,
+    pub content_sent: AtomicU64,
+    pub content_received: AtomicU64,
+    pub content_reused: AtomicU64,
+    pub files_uploaded: AtomicU64,
+    pub files_downloaded: AtomicU64,
+    pub deletes_applied: AtomicU64,
+}
+
+impl Counters {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> filesync_proto::control::Counters {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        filesync_proto::control::Counters {
+            wire_bytes_sent: g(&self.wire_sent),
+            wire_bytes_received: g(&self.wire_received),
+            content_bytes_sent: g(&self.content_sent),
+            content_bytes_received: g(&self.content_received),
+            content_bytes_reused: g(&self.content_reused),
+            files_uploaded: g(&self.files_uploaded),
+            files_downloaded: g(&self.files_downloaded),
+            deletes_applied: g(&self.deletes_applied),
+        }
+    }
+}
+
+/// A stream that counts the bytes through it into shared counters.
+pub struct Counted<S> {
+    inner: S,
+    counters: Arc<Counters>,
+}
+
+impl<S> Counted<S> {
+    pub fn new(inner: S, counters: Arc<Counters>) -> Self {
+        Counted { inner, counters }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        Counters::add(
+            &self.counters.wire_received,
+            (buf.filled().len() - before) as u64,
+        );
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = &r {
+            Counters::add(&self.counters.wire_sent, *n as u64);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+type BlockResult = Result<Vec<u8>, BlockError>;
+
+/// Block requests we sent and are waiting for, by id.
+#[derive(Default)]
+pub struct Pending {
+    next: AtomicU64,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<BlockResult>>>,
+}
+
+impl Pending {
+    pub fn register(&self) -> (u64, oneshot::Receiver<BlockResult>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.lock().insert(id, tx);
+        (id, rx)
+    }
+
+    /// Delivers a response; a response nobody asked for is ignored.
+    pub fn complete(&self, id: u64, result: BlockResult) {
+        if let Some(tx) = self.lock().remove(&id) {
+            let _ = tx.send(result);
+        }
+    }
+
+    pub fn forget(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// Drops every waiter: their receivers see the connection is gone.
+    pub fn fail_all(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<BlockResult>>> {
+        // A panic while holding this lock cannot leave the map inconsistent.
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Answers a peer's block request from the folder at `root`: only regular files inside
+/// the folder, never through a symlink, and only if the bytes still hash as asked.
+pub fn serve_block(root: &Path, req: &BlockRequest) -> BlockResult {
+    if req.size == 0 || req.size > MAX_BLOCK_SIZE {
+        return Err(BlockError::Refused(format!(
+            "block size {} is outside 1..={MAX_BLOCK_SIZE}",
+            req.size
+        )));
+    }
+    if req.path.components().any(store::is_reserved) {
+        return Err(BlockError::Refused(format!(
+            "{} is not a synced path",
+            req.path
+        )));
+    }
+    if !no_symlink_ancestors(root, &req.path) {
+        return Err(BlockError::NotAvailable);
+    }
+    let data = store::read_block(&req.path.to_path(root), req.offset, req.size)
+        .map_err(|_| BlockError::NotAvailable)?;
+    if chunk::sha256(&data) != req.hash {
+        return Err(BlockError::NotAvailable);
+    }
+    Ok(data)
+}
+
+/// Whether every directory between `root` and `path` is a real directory, so that
+/// opening `path` cannot leave the folder through a symlinked parent.
+pub fn no_symlink_ancestors(root: &Path, path: &filesync_proto::RelPath) -> bool {
+    let mut dir = root.to_path_buf();
+    let parts: Vec<&str> = path.components().collect();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        dir.push(part);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.file_type().is_dir() => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use filesync_proto::{Hash, RelPath};
+
+    #[test]
+    fn serve_block_checks_hash_size_and_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::write(root.join("d/f"), b"0123456789").unwrap();
+        std::os::unix::fs::symlink(dir.path(), root.join("out")).unwrap();
+        std::fs::write(dir.path().join("secret"), b"0123456789").unwrap();
+        let req = |path: &str, size: u32, hash: Hash| BlockRequest {
+            path: RelPath::new(path).unwrap(),
+            offset: 2,
+            size,
+            hash,
+        };
+        let good = chunk::sha256(b"2345");
+        assert_eq!(serve_block(&root, &req("d/f", 4, good)).unwrap(), b"2345");
+        assert_eq!(
+            serve_block(&root, &req("d/f", 4, Hash::ZERO)),
+            Err(BlockError::NotAvailable)
+        );
+        assert!(matches!(
+            serve_block(&root, &req("d/f", 0, good)),
+            Err(BlockError::Refused(_))
+        ));
+        assert!(matches!(
+            serve_block(&root, &req("d/f", MAX_BLOCK_SIZE + 1, good)),
+            Err(BlockError::Refused(_))
+        ));
+        assert_eq!(
+            serve_block(&root, &req("out/secret", 4, good)),
+            Err(BlockError::NotAvailable)
+        );
+        assert!(matches!(
+            serve_block(&root, &req(".filesync-tmp-1", 4, good)),
+            Err(BlockError::Refused(_))
+        ));
+    }
+
+    #[test]
+    fn pending_routes_by_id() {
+        let p = Pending::default();
+        let (a, mut rx_a) = p.register();
+        let (b, rx_b) = p.register();
+        p.complete(b, Ok(vec![1]));
+        p.complete(999, Ok(vec![]));
+        assert_eq!(rx_b.blocking_recv().unwrap(), Ok(vec![1]));
+        assert!(rx_a.try_recv().is_err());
+        p.fail_all();
+        assert!(rx_a.blocking_recv().is_err());
+        let _ = a;
+    }
+}

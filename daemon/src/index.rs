@@ -1,0 +1,537 @@
+//! The on-disk index of one replica: an embedded SQLite database per folder.
+//!
+//! Both roles use the same schema. `local` holds what the replica's directory contains,
+//! as last scanned or written, with a stat fingerprint so that a rescan of an unchanged
+//! file never reads it. On a server, `local.seq` is the sequence number the server gave
+//! that version; on a client it is the server version the local content derives from,
+//! and `dirty` marks content the server has not accepted yet. A client also keeps
+//! `remote`, the server's index as received, and in `meta` the last sequence it has
+//! received and the server folder's epoch. `blocks` maps content hashes to where they
+//! sit in local files, so that content already on disk is copied, never fetched.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use filesync_proto::wire::{BlockInfo, Entry, EntryKind};
+use filesync_proto::{DeviceId, Hash, RelPath};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS local (
+    path TEXT PRIMARY KEY, kind INTEGER NOT NULL, deleted INTEGER NOT NULL,
+    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, mode INTEGER NOT NULL,
+    hash BLOB NOT NULL, blocks BLOB NOT NULL, target TEXT NOT NULL,
+    seq INTEGER NOT NULL, origin TEXT NOT NULL, inode INTEGER NOT NULL, dirty INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS local_seq ON local(seq);
+CREATE INDEX IF NOT EXISTS local_dirty ON local(dirty) WHERE dirty = 1;
+CREATE TABLE IF NOT EXISTS blocks (hash BLOB NOT NULL, path TEXT NOT NULL, offset INTEGER NOT NULL, size INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS blocks_hash ON blocks(hash);
+CREATE INDEX IF NOT EXISTS blocks_path ON blocks(path);
+CREATE TABLE IF NOT EXISTS remote (path TEXT PRIMARY KEY, seq INTEGER NOT NULL, deleted INTEGER NOT NULL,
+    size INTEGER NOT NULL, entry BLOB NOT NULL);
+";
+
+/// What a local row records besides the entry: enough to tell whether the file changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalRow {
+    pub entry: Entry,
+    pub inode: u64,
+    /// Client only: local content the server has not accepted yet.
+    pub dirty: bool,
+}
+
+/// Where a block of content can be read locally.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockSource {
+    pub path: RelPath,
+    pub offset: u64,
+}
+
+/// Totals for status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub files: u64,
+    pub bytes: u64,
+    pub up_files: u64,
+    pub up_bytes: u64,
+    pub down_files: u64,
+    pub down_bytes: u64,
+}
+
+/// One connection to a replica's index. The connection sits behind a mutex only so
+/// that an `Index` can be held across awaits; each `Index` has a single user.
+pub struct Index {
+    conn: std::sync::Mutex<Connection>,
+}
+
+fn kind_code(k: EntryKind) -> i64 {
+    match k {
+        EntryKind::File => 0,
+        EntryKind::Dir => 1,
+        EntryKind::Symlink => 2,
+    }
+}
+
+fn kind_from(code: i64) -> EntryKind {
+    match code {
+        1 => EntryKind::Dir,
+        2 => EntryKind::Symlink,
+        _ => EntryKind::File,
+    }
+}
+
+fn blocks_to_blob(blocks: &[BlockInfo]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(blocks.len() * 36);
+    for b in blocks {
+        out.extend_from_slice(&b.hash.0);
+        out.extend_from_slice(&b.size.to_be_bytes());
+    }
+    out
+}
+
+fn blocks_from_blob(blob: &[u8]) -> Vec<BlockInfo> {
+    blob.chunks_exact(36)
+        .map(|c| BlockInfo {
+            hash: Hash::from_slice(&c[..32]).unwrap_or_default(),
+            size: u32::from_be_bytes([c[32], c[33], c[34], c[35]]),
+        })
+        .collect()
+}
+
+const LOCAL_COLS: &str =
+    "path, kind, deleted, size, mtime_ns, mode, hash, blocks, target, seq, origin, inode, dirty";
+
+fn row_to_local(row: &Row) -> rusqlite::Result<LocalRow> {
+    let path: String = row.get(0)?;
+    let origin: String = row.get(10)?;
+    let bad = |e: String| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+    };
+    let hash: Vec<u8> = row.get(6)?;
+    let blocks: Vec<u8> = row.get(7)?;
+    Ok(LocalRow {
+        entry: Entry {
+            path: RelPath::new(path).map_err(|e| bad(e.to_string()))?,
+            kind: kind_from(row.get(1)?),
+            deleted: row.get(2)?,
+            size: row.get::<_, i64>(3)? as u64,
+            mtime_ns: row.get(4)?,
+            mode: row.get(5)?,
+            hash: Hash::from_slice(&hash).unwrap_or_default(),
+            blocks: blocks_from_blob(&blocks),
+            target: row.get(8)?,
+            seq: row.get::<_, i64>(9)? as u64,
+            origin: DeviceId::new(origin).map_err(|e| bad(e.to_string()))?,
+        },
+        inode: row.get::<_, i64>(11)? as u64,
+        dirty: row.get(12)?,
+    })
+}
+
+impl Index {
+    /// Opens (creating if needed) the index at `file`.
+    pub fn open(file: &Path) -> Result<Index> {
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create index directory {}", dir.display()))?;
+        }
+        let conn = Connection::open(file)
+            .with_context(|| format!("cannot open index {}", file.display()))?;
+        // WAL lets session tasks read while the folder task writes; NORMAL sync is safe in
+        // WAL mode (a crash can lose the last commits, never corrupt), and the files
+        // themselves are fsynced before the index records them.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(SCHEMA)
+            .with_context(|| format!("cannot initialise index {}", file.display()))?;
+        let index = Index {
+            conn: std::sync::Mutex::new(conn),
+        };
+        if index.meta("epoch")?.is_none() {
+            index.set_meta("epoch", (rand::random::<u64>() >> 1) as i64)?;
+        }
+        Ok(index)
+    }
+
+    fn c(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // No code path panics while holding the guard in a way that breaks the connection.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<i64>> {
+        Ok(self
+            .c()
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn set_meta(&self, key: &str, value: i64) -> Result<()> {
+        self.c().execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    /// A random id made when this index was created; a server folder's epoch.
+    pub fn epoch(&self) -> Result<u64> {
+        Ok(self.meta("epoch")?.unwrap_or(0) as u64)
+    }
+
+    /// Runs `f` inside one transaction: all its writes land together or not at all.
+    pub fn batch<R>(&self, f: impl FnOnce(&Index) -> Result<R>) -> Result<R> {
+        self.c().execute_batch("BEGIN IMMEDIATE")?;
+        match f(self) {
+            Ok(r) => {
+                self.c().execute_batch("COMMIT")?;
+                Ok(r)
+            }
+            Err(e) => {
+                let _ = self.c().execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    pub fn local(&self, path: &RelPath) -> Result<Option<LocalRow>> {
+        let sql = format!("SELECT {LOCAL_COLS} FROM local WHERE path = ?1");
+        Ok(self
+            .c()
+            .prepare_cached(&sql)?
+            .query_row([path.as_str()], row_to_local)
+            .optional()?)
+    }
+
+    /// Every local row, for a full scan to compare against.
+    pub fn all_local(&self) -> Result<HashMap<RelPath, LocalRow>> {
+        let sql = format!("SELECT {LOCAL_COLS} FROM local");
+        let conn = self.c();
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map([], row_to_local)?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let row = row?;
+            out.insert(row.entry.path.clone(), row);
+        }
+        Ok(out)
+    }
+
+    /// The rows at `path` and below it.
+    pub fn local_under(&self, path: &RelPath) -> Result<Vec<LocalRow>> {
+        let sql =
+            format!("SELECT {LOCAL_COLS} FROM local WHERE path = ?1 OR (path > ?2 AND path < ?3)");
+        let conn = self.c();
+        let mut stmt = conn.prepare_cached(&sql)?;
+        // '/' + 1 is '0': every path with the prefix "p/" sorts between "p/" and "p0".
+        let lo = format!("{}/", path.as_str());
+        let hi = format!("{}0", path.as_str());
+        let rows = stmt.query_map(params![path.as_str(), lo, hi], row_to_local)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Records `row`, replacing what the index had at its path, blocks included.
+    pub fn put_local(&self, row: &LocalRow) -> Result<()> {
+        let e = &row.entry;
+        let conn = self.c();
+        let sql = format!(
+            "INSERT OR REPLACE INTO local ({LOCAL_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
+        );
+        conn.prepare_cached(&sql)?.execute(params![
+            e.path.as_str(),
+            kind_code(e.kind),
+            e.deleted,
+            e.size as i64,
+            e.mtime_ns,
+            e.mode,
+            e.hash.0.as_slice(),
+            blocks_to_blob(&e.blocks),
+            e.target,
+            e.seq as i64,
+            e.origin.as_str(),
+            row.inode as i64,
+            row.dirty,
+        ])?;
+        conn.prepare_cached("DELETE FROM blocks WHERE path = ?1")?
+            .execute([e.path.as_str()])?;
+        if e.kind == EntryKind::File && !e.deleted {
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO blocks (hash, path, offset, size) VALUES (?1,?2,?3,?4)",
+            )?;
+            let mut offset = 0u64;
+            for b in &e.blocks {
+                insert.execute(params![
+                    b.hash.0.as_slice(),
+                    e.path.as_str(),
+                    offset as i64,
+                    b.size
+                ])?;
+                offset += u64::from(b.size);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn remove_local(&self, path: &RelPath) -> Result<()> {
+        let conn = self.c();
+        conn.prepare_cached("DELETE FROM local WHERE path = ?1")?
+            .execute([path.as_str()])?;
+        conn.prepare_cached("DELETE FROM blocks WHERE path = ?1")?
+            .execute([path.as_str()])?;
+        Ok(())
+    }
+
+    /// Local changes not yet accepted by the server, parents before children.
+    pub fn dirty(&self, limit: usize) -> Result<Vec<LocalRow>> {
+        let sql = format!("SELECT {LOCAL_COLS} FROM local WHERE dirty = 1 ORDER BY path LIMIT ?1");
+        let conn = self.c();
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map([limit as i64], row_to_local)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Marks every row as a local change based on nothing: used when the server's
+    /// history no longer matches ours, so that every difference becomes a conflict and
+    /// nothing is deleted.
+    pub fn reset_to_unsynced(&self) -> Result<()> {
+        self.c().execute_batch("UPDATE local SET dirty = 1, seq = 0; DELETE FROM local WHERE deleted = 1; DELETE FROM remote;")?;
+        Ok(())
+    }
+
+    /// Local files that hold a block with `hash`.
+    pub fn block_sources(&self, hash: &Hash, limit: usize) -> Result<Vec<BlockSource>> {
+        let conn = self.c();
+        let mut stmt =
+            conn.prepare_cached("SELECT path, offset FROM blocks WHERE hash = ?1 LIMIT ?2")?;
+        let rows = stmt.query_map(params![hash.0.as_slice(), limit as i64], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (path, offset) = row?;
+            if let Ok(path) = RelPath::new(path) {
+                out.push(BlockSource {
+                    path,
+                    offset: offset as u64,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Server: entries with a sequence number above `seq`, in order.
+    pub fn entries_since(&self, seq: u64, limit: usize) -> Result<Vec<Entry>> {
+        let sql = format!("SELECT {LOCAL_COLS} FROM local WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+        let conn = self.c();
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![seq as i64, limit as i64], row_to_local)?;
+        rows.map(|r| r.map(|r| r.entry).map_err(Into::into))
+            .collect()
+    }
+
+    pub fn max_seq(&self) -> Result<u64> {
+        Ok(self
+            .c()
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM local", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+
+    pub fn remote(&self, path: &RelPath) -> Result<Option<Entry>> {
+        let blob: Option<Vec<u8>> = self
+            .c()
+            .prepare_cached("SELECT entry FROM remote WHERE path = ?1")?
+            .query_row([path.as_str()], |r| r.get(0))
+            .optional()?;
+        blob.map(|b| postcard::from_bytes(&b).context("corrupt remote entry in index"))
+            .transpose()
+    }
+
+    /// Records the server's entry unless we already hold a newer one for the path.
+    pub fn put_remote(&self, e: &Entry) -> Result<()> {
+        let blob = postcard::to_stdvec(e)?;
+        self.c()
+            .prepare_cached(
+                "INSERT INTO remote (path, seq, deleted, size, entry) VALUES (?1,?2,?3,?4,?5)
+                 ON CONFLICT(path) DO UPDATE SET seq = excluded.seq, deleted = excluded.deleted,
+                 size = excluded.size, entry = excluded.entry WHERE excluded.seq >= remote.seq",
+            )?
+            .execute(params![
+                e.path.as_str(),
+                e.seq as i64,
+                e.deleted,
+                e.size as i64,
+                blob
+            ])?;
+        Ok(())
+    }
+
+    /// Client: server entries the local replica does not match yet, parents first.
+    pub fn needed(&self, limit: usize) -> Result<Vec<Entry>> {
+        let conn = self.c();
+        let mut stmt = conn.prepare_cached(
+            "SELECT r.entry FROM remote r LEFT JOIN local l ON l.path = r.path
+             WHERE (l.path IS NULL AND r.deleted = 0) OR (l.path IS NOT NULL AND l.seq != r.seq)
+             ORDER BY r.path LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| r.get::<_, Vec<u8>>(0))?;
+        let mut out = Vec::new();
+        for blob in rows {
+            out.push(postcard::from_bytes(&blob?).context("corrupt remote entry in index")?);
+        }
+        Ok(out)
+    }
+
+    pub fn totals(&self) -> Result<Totals> {
+        let (files, bytes) = self.c().query_row(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM local WHERE deleted = 0 AND kind = 0",
+            [],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+        )?;
+        let (up_files, up_bytes) = self.c().query_row(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM local WHERE dirty = 1",
+            [],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+        )?;
+        let (down_files, down_bytes) = self.c().query_row(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN r.deleted = 0 THEN r.size ELSE 0 END), 0)
+             FROM remote r LEFT JOIN local l ON l.path = r.path
+             WHERE (l.path IS NULL AND r.deleted = 0) OR (l.path IS NOT NULL AND l.seq != r.seq)",
+            [],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+        )?;
+        let n = |v: i64| v.max(0) as u64;
+        Ok(Totals {
+            files: n(files),
+            bytes: n(bytes),
+            up_files: n(up_files),
+            up_bytes: n(up_bytes),
+            down_files: n(down_files),
+            down_bytes: n(down_bytes),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn file_entry(path: &str, seq: u64, content: &[u8]) -> Entry {
+        Entry {
+            path: RelPath::new(path).unwrap(),
+            kind: EntryKind::File,
+            deleted: false,
+            size: content.len() as u64,
+            mtime_ns: 1,
+            mode: 0o644,
+            hash: Hash([content.first().copied().unwrap_or(0); 32]),
+            blocks: vec![BlockInfo {
+                hash: Hash([9; 32]),
+                size: content.len() as u32,
+            }],
+            target: String::new(),
+            seq,
+            origin: DeviceId::new("dev").unwrap(),
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, Index) {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("i.db")).unwrap();
+        (dir, index)
+    }
+
+    #[test]
+    fn local_rows_round_trip_with_blocks() {
+        let (_d, index) = open();
+        let row = LocalRow {
+            entry: file_entry("a/b", 3, b"xyz"),
+            inode: 42,
+            dirty: true,
+        };
+        index.put_local(&row).unwrap();
+        assert_eq!(index.local(&row.entry.path).unwrap().unwrap(), row);
+        let sources = index.block_sources(&Hash([9; 32]), 5).unwrap();
+        assert_eq!(
+            sources,
+            vec![BlockSource {
+                path: row.entry.path.clone(),
+                offset: 0
+            }]
+        );
+        assert_eq!(index.dirty(10).unwrap().len(), 1);
+        index.remove_local(&row.entry.path).unwrap();
+        assert!(index.block_sources(&Hash([9; 32]), 5).unwrap().is_empty());
+    }
+
+    #[test]
+    fn local_under_matches_prefix_only() {
+        let (_d, index) = open();
+        for p in ["a", "a/x", "a/y/z", "ab", "a0", "b"] {
+            index
+                .put_local(&LocalRow {
+                    entry: file_entry(p, 1, b"q"),
+                    inode: 0,
+                    dirty: false,
+                })
+                .unwrap();
+        }
+        let mut got: Vec<String> = index
+            .local_under(&RelPath::new("a").unwrap())
+            .unwrap()
+            .into_iter()
+            .map(|r| r.entry.path.to_string())
+            .collect();
+        got.sort();
+        assert_eq!(got, ["a", "a/x", "a/y/z"]);
+    }
+
+    #[test]
+    fn remote_keeps_the_newest_and_needed_compares_seq() {
+        let (_d, index) = open();
+        index.put_remote(&file_entry("f", 5, b"new")).unwrap();
+        index.put_remote(&file_entry("f", 3, b"old")).unwrap();
+        assert_eq!(
+            index
+                .remote(&RelPath::new("f").unwrap())
+                .unwrap()
+                .unwrap()
+                .seq,
+            5
+        );
+        assert_eq!(index.needed(10).unwrap().len(), 1);
+        index
+            .put_local(&LocalRow {
+                entry: file_entry("f", 5, b"new"),
+                inode: 0,
+                dirty: false,
+            })
+            .unwrap();
+        assert!(index.needed(10).unwrap().is_empty());
+        let mut gone = file_entry("g", 6, b"");
+        gone.deleted = true;
+        index.put_remote(&gone).unwrap();
+        assert!(
+            index.needed(10).unwrap().is_empty(),
+            "a tombstone for a path we never had needs nothing"
+        );
+    }
+
+    #[test]
+    fn batch_rolls_back_on_error() {
+        let (_d, index) = open();
+        let r: Result<()> = index.batch(|ix| {
+            ix.put_local(&LocalRow {
+                entry: file_entry("f", 1, b"x"),
+                inode: 0,
+                dirty: false,
+            })?;
+            anyhow::bail!("boom")
+        });
+        assert!(r.is_err());
+        assert!(index.local(&RelPath::new("f").unwrap()).unwrap().is_none());
+        assert!(index.epoch().unwrap() > 0);
+    }
+}

@@ -1,0 +1,250 @@
+//! What a client does about one path, given its local row and the server's entry.
+//!
+//! Pure: no I/O, so every case is a unit test. The rule that keeps data safe: a local
+//! change the server has not seen is never overwritten or deleted. When both sides
+//! changed, the server's version wins the name and the local one is moved to a conflict
+//! copy, except that an edit always beats a delete, whichever side made it.
+
+use filesync_proto::RelPath;
+use filesync_proto::wire::{Entry, EntryKind};
+
+use crate::index::LocalRow;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// In sync, or waiting for the server to confirm something.
+    Nothing,
+    /// Send the local version, based on server version `base`.
+    Push { base: u64 },
+    /// Make the local replica match the server's entry.
+    Pull,
+    /// Local already equals the server's version `seq`: just record that.
+    MarkSynced { seq: u64 },
+    /// Both changed differently: keep the local version as a conflict copy, then pull.
+    ConflictThenPull,
+    /// A local tombstone for a path the server never had: nothing to tell anyone.
+    Forget,
+}
+
+pub fn decide(local: Option<&LocalRow>, remote: Option<&Entry>) -> Action {
+    match (local, remote) {
+        (None, None) => Action::Nothing,
+        (None, Some(r)) if r.deleted => Action::Nothing,
+        (None, Some(_)) => Action::Pull,
+        (Some(l), None) if l.entry.deleted => Action::Forget,
+        (Some(_), None) => Action::Push { base: 0 },
+        (Some(l), Some(r)) => decide_both(l, r),
+    }
+}
+
+fn decide_both(l: &LocalRow, r: &Entry) -> Action {
+    let base = l.entry.seq;
+    if !l.dirty {
+        return if base >= r.seq {
+            Action::Nothing
+        } else {
+            Action::Pull
+        };
+    }
+    if base == r.seq {
+        return Action::Push { base };
+    }
+    if base > r.seq {
+        // Our push was accepted and the server's echo has not arrived yet.
+        return Action::Nothing;
+    }
+    // Both sides changed the path since `base`.
+    if l.entry.same_content(r) || (both_dirs(&l.entry, r)) {
+        return Action::MarkSynced { seq: r.seq };
+    }
+    if l.entry.deleted {
+        return Action::Pull;
+    }
+    if r.deleted {
+        return Action::Push { base: r.seq };
+    }
+    Action::ConflictThenPull
+}
+
+fn both_dirs(a: &Entry, b: &Entry) -> bool {
+    !a.deleted && !b.deleted && a.kind == EntryKind::Dir && b.kind == EntryKind::Dir
+}
+
+/// `dir/NAME.sync-conflict-YYYYMMDD-HHMMSS-DEVICE.EXT` for a local version made by
+/// `device`, at Unix time `now`.
+pub fn conflict_path(path: &RelPath, now_secs: i64, device: &str) -> RelPath {
+    let name = path.file_name();
+    // A leading dot starts a hidden name, not an extension.
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => (&name[..i], &name[i..]),
+        _ => (name, ""),
+    };
+    let short: String = device.chars().take(7).collect();
+    let new_name = format!("{stem}.sync-conflict-{}-{short}{ext}", format_utc(now_secs));
+    let joined = match path.parent() {
+        Some(p) => p.join(&new_name),
+        None => RelPath::new(new_name.clone()),
+    };
+    // The stem may have been cut to fit: fall back to a shorter name if too long.
+    joined.unwrap_or_else(|_| {
+        RelPath::new(format!("sync-conflict-{}-{short}", format_utc(now_secs))).expect("valid name")
+    })
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC, from days-since-epoch arithmetic (proleptic Gregorian).
+fn format_utc(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use filesync_proto::{DeviceId, Hash};
+
+    fn entry(seq: u64, content: u8, deleted: bool) -> Entry {
+        Entry {
+            path: RelPath::new("f.txt").unwrap(),
+            kind: EntryKind::File,
+            deleted,
+            size: 1,
+            mtime_ns: 0,
+            mode: 0o644,
+            hash: Hash([content; 32]),
+            blocks: vec![],
+            target: String::new(),
+            seq,
+            origin: DeviceId::new("d").unwrap(),
+        }
+    }
+
+    fn local(seq: u64, content: u8, deleted: bool, dirty: bool) -> LocalRow {
+        LocalRow {
+            entry: entry(seq, content, deleted),
+            inode: 1,
+            dirty,
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        use Action::*;
+        let check = |l: Option<LocalRow>, r: Option<Entry>, want: Action| {
+            assert_eq!(
+                decide(l.as_ref(), r.as_ref()),
+                want,
+                "local {l:?} remote {r:?}"
+            );
+        };
+        check(None, None, Nothing);
+        check(None, Some(entry(3, 1, false)), Pull);
+        check(None, Some(entry(3, 1, true)), Nothing);
+        check(Some(local(0, 1, false, true)), None, Push { base: 0 });
+        check(Some(local(0, 1, true, true)), None, Forget);
+        // Clean local: follow the server.
+        check(
+            Some(local(2, 1, false, false)),
+            Some(entry(2, 1, false)),
+            Nothing,
+        );
+        check(
+            Some(local(2, 1, false, false)),
+            Some(entry(5, 2, false)),
+            Pull,
+        );
+        check(
+            Some(local(2, 1, false, false)),
+            Some(entry(5, 1, true)),
+            Pull,
+        );
+        // Dirty local on the current base: push it.
+        check(
+            Some(local(5, 2, false, true)),
+            Some(entry(5, 1, false)),
+            Push { base: 5 },
+        );
+        check(
+            Some(local(5, 2, true, true)),
+            Some(entry(5, 1, false)),
+            Push { base: 5 },
+        );
+        // Accepted, echo pending.
+        check(
+            Some(local(7, 2, false, true)),
+            Some(entry(5, 1, false)),
+            Nothing,
+        );
+        // Both changed.
+        check(
+            Some(local(2, 9, false, true)),
+            Some(entry(5, 9, false)),
+            MarkSynced { seq: 5 },
+        );
+        check(
+            Some(local(2, 1, false, true)),
+            Some(entry(5, 2, false)),
+            ConflictThenPull,
+        );
+        check(
+            Some(local(2, 1, true, true)),
+            Some(entry(5, 2, false)),
+            Pull,
+        );
+        check(
+            Some(local(2, 1, false, true)),
+            Some(entry(5, 2, true)),
+            Push { base: 5 },
+        );
+        check(
+            Some(local(2, 1, true, true)),
+            Some(entry(5, 2, true)),
+            MarkSynced { seq: 5 },
+        );
+        // Both created the same path with different content.
+        check(
+            Some(local(0, 1, false, true)),
+            Some(entry(4, 2, false)),
+            ConflictThenPull,
+        );
+    }
+
+    #[test]
+    fn conflict_names() {
+        let at = 1_790_000_000; // 2026-09-21 14:13:20 UTC
+        let check = |path: &str, want: &str| {
+            assert_eq!(
+                conflict_path(&RelPath::new(path).unwrap(), at, "ABCDEFGHIJ").as_str(),
+                want
+            );
+        };
+        check(
+            "a/report.txt",
+            "a/report.sync-conflict-20260921-141320-ABCDEFG.txt",
+        );
+        check("Makefile", "Makefile.sync-conflict-20260921-141320-ABCDEFG");
+        check(".bashrc", ".bashrc.sync-conflict-20260921-141320-ABCDEFG");
+        check("x.tar.gz", "x.tar.sync-conflict-20260921-141320-ABCDEFG.gz");
+    }
+
+    #[test]
+    fn utc_formatting() {
+        assert_eq!(format_utc(0), "19700101-000000");
+        assert_eq!(format_utc(951_782_400), "20000229-000000");
+        assert_eq!(format_utc(-1), "19691231-235959");
+    }
+}

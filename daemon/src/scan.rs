@@ -1,0 +1,414 @@
+//! Finding local changes: walk, stat, and hash only what changed.
+//!
+//! A scan compares the directory with the replica's index. A file whose kind, size,
+//! mtime, mode and inode match its index row is not read. Anything new or different is
+//! hashed (chunked) and reported as a change; a path in the index that is gone from disk
+//! becomes a tombstone. A scan never writes: the caller decides what a change means for
+//! its role (a client marks it dirty, a server gives it a sequence number).
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use filesync_proto::control::Unsyncable;
+use filesync_proto::wire::{Entry, EntryKind};
+use filesync_proto::{DeviceId, Hash, RelPath};
+
+use crate::chunk;
+use crate::index::{Index, LocalRow};
+use crate::store::{self, Stat};
+
+/// Which part of the folder to look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Paths(Vec<RelPath>),
+}
+
+#[derive(Debug, Default)]
+pub struct ScanOutcome {
+    /// New state for each path whose content, kind or mode changed (tombstones included);
+    /// `seq` and `dirty` are carried over from the old row.
+    pub changes: Vec<LocalRow>,
+    /// Rows whose stat changed but whose content did not (a `touch`): refreshed silently.
+    pub refreshed: Vec<LocalRow>,
+    pub unsyncable: Vec<Unsyncable>,
+}
+
+struct Scanner<'a> {
+    root: &'a Path,
+    origin: &'a DeviceId,
+    known: HashMap<RelPath, LocalRow>,
+    seen: HashSet<RelPath>,
+    out: ScanOutcome,
+}
+
+/// Scans `scope` of the folder at `root` against `index`.
+pub fn scan(root: &Path, index: &Index, scope: &Scope, origin: &DeviceId) -> Result<ScanOutcome> {
+    match fs::metadata(root) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => bail!("folder root {} is not a directory", root.display()),
+        Err(e) => bail!(
+            "folder root {} is missing ({e}); nothing is synced until it is back",
+            root.display()
+        ),
+    }
+    let tops = match scope {
+        Scope::All => None,
+        Scope::Paths(paths) => Some(scan_roots(index, paths)?),
+    };
+    let known = match &tops {
+        None => index.all_local()?,
+        Some(tops) => {
+            let mut known = HashMap::new();
+            for top in tops {
+                for row in index.local_under(top)? {
+                    known.insert(row.entry.path.clone(), row);
+                }
+            }
+            known
+        }
+    };
+    let mut s = Scanner {
+        root,
+        origin,
+        known,
+        seen: HashSet::new(),
+        out: ScanOutcome::default(),
+    };
+    match tops {
+        None => s.walk_dir(root, None),
+        Some(tops) => {
+            for top in tops {
+                let full = top.to_path(root);
+                match fs::symlink_metadata(&full) {
+                    Ok(m) => s.visit(top, &m),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => s.unsyncable(top.as_str(), &format!("cannot read: {e}")),
+                }
+            }
+        }
+    }
+    s.finish();
+    Ok(s.out)
+}
+
+/// The smallest set of paths to walk for `paths`: a path whose parent directory is not in
+/// the index is replaced by that parent (a new directory is scanned whole), and paths
+/// below another path in the set are dropped.
+fn scan_roots(index: &Index, paths: &[RelPath]) -> Result<Vec<RelPath>> {
+    let mut tops: Vec<RelPath> = Vec::new();
+    for p in paths {
+        let mut top = p.clone();
+        while let Some(parent) = top.parent() {
+            match index.local(&parent)? {
+                Some(row) if !row.entry.deleted && row.entry.kind == EntryKind::Dir => break,
+                _ => top = parent,
+            }
+        }
+        tops.push(top);
+    }
+    tops.sort();
+    tops.dedup();
+    let mut out: Vec<RelPath> = Vec::new();
+    for t in tops {
+        if !out.iter().any(|o| t.starts_with(o)) {
+            out.push(t);
+        }
+    }
+    Ok(out)
+}
+
+impl Scanner<'_> {
+    fn unsyncable(&mut self, path: &str, reason: &str) {
+        self.out.unsyncable.push(Unsyncable {
+            path: path.to_string(),
+            reason: reason.to_string(),
+        });
+    }
+
+    fn walk_dir(&mut self, dir: &Path, rel: Option<&RelPath>) {
+        let read = match fs::read_dir(dir) {
+            Ok(r) => r,
+            Err(e) => {
+                let shown = rel.map_or(".".to_string(), |r| r.to_string());
+                self.unsyncable(&shown, &format!("cannot list directory: {e}"));
+                // Do not report its children as deleted: we could not look.
+                if let Some(rel) = rel {
+                    let below: Vec<RelPath> = self
+                        .known
+                        .keys()
+                        .filter(|k| k.starts_with(rel))
+                        .cloned()
+                        .collect();
+                    self.seen.extend(below);
+                }
+                return;
+            }
+        };
+        for item in read.flatten() {
+            let name = item.file_name();
+            let Some(name) = name.to_str() else {
+                let shown = item.path().display().to_string();
+                self.unsyncable(&shown, "name is not valid UTF-8; rename it to sync it");
+                continue;
+            };
+            if store::is_reserved(name) {
+                continue;
+            }
+            let path = match rel {
+                None => RelPath::new(name),
+                Some(r) => r.join(name),
+            };
+            let path = match path {
+                Ok(p) => p,
+                Err(e) => {
+                    self.unsyncable(&item.path().display().to_string(), &e.to_string());
+                    continue;
+                }
+            };
+            match item.metadata() {
+                Ok(m) => self.visit(path, &m),
+                Err(e) => self.unsyncable(path.as_str(), &format!("cannot stat: {e}")),
+            }
+        }
+    }
+
+    fn visit(&mut self, path: RelPath, meta: &fs::Metadata) {
+        let Some(st) = store::stat_of(meta) else {
+            self.unsyncable(
+                path.as_str(),
+                "not a regular file, directory or symlink (FIFO, socket or device)",
+            );
+            return;
+        };
+        self.seen.insert(path.clone());
+        let full = path.to_path(self.root);
+        let old = self.known.get(&path);
+        let unchanged = old.is_some_and(|o| store::matches_index(Some(&st), &o.entry, o.inode));
+        if !unchanged {
+            match self.describe(&path, &full, &st) {
+                Ok(entry) => self.record(entry, st.inode),
+                Err(reason) => self.unsyncable(path.as_str(), &reason),
+            }
+        }
+        if st.kind == EntryKind::Dir {
+            self.walk_dir(&full, Some(&path));
+        }
+    }
+
+    /// Builds the entry for a path from disk, hashing a file's content.
+    fn describe(&self, path: &RelPath, full: &Path, st: &Stat) -> Result<Entry, String> {
+        let mut entry = Entry {
+            path: path.clone(),
+            kind: st.kind,
+            deleted: false,
+            size: st.size,
+            mtime_ns: st.mtime_ns,
+            mode: st.mode,
+            hash: Hash::ZERO,
+            blocks: Vec::new(),
+            target: String::new(),
+            seq: 0,
+            origin: self.origin.clone(),
+        };
+        match st.kind {
+            EntryKind::Dir => {}
+            EntryKind::Symlink => {
+                let target = fs::read_link(full).map_err(|e| format!("cannot read link: {e}"))?;
+                entry.target = target
+                    .to_str()
+                    .ok_or("link target is not valid UTF-8")?
+                    .to_string();
+            }
+            EntryKind::File => {
+                let hashed = hash_stable(full, st)?;
+                entry.hash = hashed.hash;
+                entry.blocks = hashed.blocks;
+                entry.size = hashed.size;
+            }
+        }
+        Ok(entry)
+    }
+
+    fn record(&mut self, mut entry: Entry, inode: u64) {
+        match self.known.get(&entry.path) {
+            Some(old)
+                if !old.entry.deleted
+                    && old.entry.same_content(&entry)
+                    && old.entry.kind == entry.kind =>
+            {
+                entry.seq = old.entry.seq;
+                entry.origin = old.entry.origin.clone();
+                self.out.refreshed.push(LocalRow {
+                    entry,
+                    inode,
+                    dirty: old.dirty,
+                });
+            }
+            old => {
+                entry.seq = old.map_or(0, |o| o.entry.seq);
+                self.out.changes.push(LocalRow {
+                    entry,
+                    inode,
+                    dirty: true,
+                });
+            }
+        }
+    }
+
+    /// Every indexed path that was in scope and not seen is gone: a tombstone.
+    fn finish(&mut self) {
+        let mut gone: Vec<&LocalRow> = self
+            .known
+            .values()
+            .filter(|r| !r.entry.deleted && !self.seen.contains(&r.entry.path))
+            .collect();
+        gone.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
+        for row in gone {
+            let mut entry = row.entry.clone();
+            entry.deleted = true;
+            entry.origin = self.origin.clone();
+            self.out.changes.push(LocalRow {
+                entry,
+                inode: 0,
+                dirty: true,
+            });
+        }
+    }
+}
+
+/// Hashes a file, retrying when it changes while being read, so that no mix of two
+/// versions is ever reported.
+fn hash_stable(full: &Path, before: &Stat) -> Result<chunk::Hashed, String> {
+    let mut expected = *before;
+    for _ in 0..3 {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(full)
+            .map_err(|e| format!("cannot read: {e}"))?;
+        let hashed = chunk::hash_reader(&file).map_err(|e| format!("cannot read: {e}"))?;
+        let after = file.metadata().ok().and_then(|m| store::stat_of(&m));
+        match after {
+            Some(a) if a == expected && hashed.size == a.size => return Ok(hashed),
+            Some(a) => expected = a,
+            None => return Err("vanished while being read".into()),
+        }
+    }
+    Err("keeps changing while being read; will retry on the next scan".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        index: Index,
+        origin: DeviceId,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            fs::create_dir(dir.path().join("root")).unwrap();
+            let index = Index::open(&dir.path().join("i.db")).unwrap();
+            Fixture {
+                dir,
+                index,
+                origin: DeviceId::new("me").unwrap(),
+            }
+        }
+
+        fn root(&self) -> std::path::PathBuf {
+            self.dir.path().join("root")
+        }
+
+        /// Scans and records the changes as a client would; returns the changed paths.
+        fn scan(&self, scope: &Scope) -> Vec<String> {
+            let out = scan(&self.root(), &self.index, scope, &self.origin).unwrap();
+            for row in out.changes.iter().chain(&out.refreshed) {
+                self.index.put_local(row).unwrap();
+            }
+            let mut got: Vec<String> = out
+                .changes
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}{}",
+                        r.entry.path,
+                        if r.entry.deleted { " (deleted)" } else { "" }
+                    )
+                })
+                .collect();
+            got.sort();
+            got
+        }
+    }
+
+    #[test]
+    fn finds_new_changed_and_deleted_paths() {
+        let f = Fixture::new();
+        fs::create_dir_all(f.root().join("d/empty")).unwrap();
+        fs::write(f.root().join("d/a.txt"), b"a").unwrap();
+        fs::write(f.root().join(".filesync-tmp-x"), b"tmp").unwrap();
+        std::os::unix::fs::symlink("/etc", f.root().join("link")).unwrap();
+        assert_eq!(f.scan(&Scope::All), ["d", "d/a.txt", "d/empty", "link"]);
+        assert!(
+            f.scan(&Scope::All).is_empty(),
+            "an unchanged tree reports nothing"
+        );
+        fs::write(f.root().join("d/a.txt"), b"changed").unwrap();
+        fs::remove_dir(f.root().join("d/empty")).unwrap();
+        assert_eq!(f.scan(&Scope::All), ["d/a.txt", "d/empty (deleted)"]);
+    }
+
+    #[test]
+    fn scoped_scan_takes_in_new_parents_and_deletes_below() {
+        let f = Fixture::new();
+        fs::create_dir_all(f.root().join("x/y")).unwrap();
+        fs::write(f.root().join("x/y/f"), b"1").unwrap();
+        let scope = Scope::Paths(vec![RelPath::new("x/y/f").unwrap()]);
+        assert_eq!(f.scan(&scope), ["x", "x/y", "x/y/f"]);
+        fs::remove_dir_all(f.root().join("x")).unwrap();
+        assert_eq!(
+            f.scan(&Scope::Paths(vec![RelPath::new("x").unwrap()])),
+            ["x (deleted)", "x/y (deleted)", "x/y/f (deleted)"]
+        );
+    }
+
+    #[test]
+    fn a_touch_is_not_a_change() {
+        let f = Fixture::new();
+        let p = f.root().join("f");
+        fs::write(&p, b"same").unwrap();
+        f.scan(&Scope::All);
+        let t = filetime::FileTime::from_unix_time(1_000_000, 0);
+        filetime::set_file_mtime(&p, t).unwrap();
+        assert!(f.scan(&Scope::All).is_empty());
+    }
+
+    #[test]
+    fn missing_root_is_an_error_not_a_mass_delete() {
+        let f = Fixture::new();
+        fs::write(f.root().join("f"), b"x").unwrap();
+        f.scan(&Scope::All);
+        fs::remove_dir_all(f.root()).unwrap();
+        let err = scan(&f.root(), &f.index, &Scope::All, &f.origin).unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn special_files_are_reported_not_synced() {
+        let f = Fixture::new();
+        let fifo = std::ffi::CString::new(f.root().join("pipe").to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        let out = scan(&f.root(), &f.index, &Scope::All, &f.origin).unwrap();
+        assert!(out.changes.is_empty());
+        assert_eq!(out.unsyncable.len(), 1);
+        assert_eq!(out.unsyncable[0].path, "pipe");
+    }
+}

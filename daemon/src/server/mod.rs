@@ -1,0 +1,210 @@
+//! The server role: a TCP listener, one session per device connection, and one
+//! sequencer per folder. Folders live at `DATA_DIR/ACCOUNT/FOLDER/` as real directory
+//! trees; their indexes live apart, in `DATA_DIR/.filesync/ACCOUNT/FOLDER.db`, where no
+//! account or folder name can reach (names may not start with a dot).
+
+mod folder;
+mod session;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use filesync_proto::control::{ConnectedDevice, ServerStatus};
+use filesync_proto::wire::Hello;
+use filesync_proto::{AccountName, DeviceId, FolderName};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ServerSection;
+use crate::conn::Counters;
+use folder::ServerFolderHandle;
+
+/// Connections served at once; further ones wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 1024;
+
+pub struct Server {
+    pub device: DeviceId,
+    data_dir: PathBuf,
+    listen: String,
+    /// Until enrolment exists, every device belongs to this account.
+    default_account: AccountName,
+    folders: Mutex<HashMap<(AccountName, FolderName), ServerFolderHandle>>,
+    devices: Mutex<HashMap<u64, ConnectedDevice>>,
+    counters: Arc<Counters>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+}
+
+/// Removes a device from the connected list when its session ends.
+pub struct Registration {
+    server: Arc<Server>,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        lock(&self.server.devices).remove(&self.id);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Server {
+    /// Binds the listener (so that a bad address fails start-up) and opens existing folders.
+    pub async fn bind(
+        cfg: &ServerSection,
+        device: DeviceId,
+        tracker: TaskTracker,
+        cancel: CancellationToken,
+    ) -> Result<(Arc<Server>, TcpListener)> {
+        let listener = TcpListener::bind(&cfg.listen).await.with_context(|| {
+            format!("cannot listen on {} (config key server.listen)", cfg.listen)
+        })?;
+        std::fs::create_dir_all(cfg.data_dir.join(".filesync")).with_context(|| {
+            format!(
+                "cannot create data directory {} (config key server.data_dir)",
+                cfg.data_dir.display()
+            )
+        })?;
+        let server = Arc::new(Server {
+            device,
+            data_dir: cfg.data_dir.clone(),
+            listen: listener
+                .local_addr()
+                .map_or(cfg.listen.clone(), |a| a.to_string()),
+            default_account: AccountName::new("default").expect("valid name"),
+            folders: Mutex::new(HashMap::new()),
+            devices: Mutex::new(HashMap::new()),
+            counters: Arc::new(Counters::default()),
+            tracker,
+            cancel,
+        });
+        server.open_existing()?;
+        Ok((server, listener))
+    }
+
+    /// Starts a sequencer for every folder already on disk, so that changes made in the
+    /// server's copy are picked up even before a device connects.
+    fn open_existing(self: &Arc<Self>) -> Result<()> {
+        for account in std::fs::read_dir(&self.data_dir)?.flatten() {
+            let Some(account) = account
+                .file_name()
+                .to_str()
+                .and_then(|n| AccountName::new(n).ok())
+            else {
+                continue;
+            };
+            let Ok(folders) = std::fs::read_dir(self.data_dir.join(account.as_str())) else {
+                continue;
+            };
+            for f in folders.flatten() {
+                if f.file_type().is_ok_and(|t| t.is_dir())
+                    && let Some(name) = f.file_name().to_str().and_then(|n| FolderName::new(n).ok())
+                {
+                    self.folder(&account, &name)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The folder's handle, starting its sequencer on first use.
+    pub fn folder(&self, account: &AccountName, name: &FolderName) -> Result<ServerFolderHandle> {
+        let mut folders = lock(&self.folders);
+        if let Some(h) = folders.get(&(account.clone(), name.clone())) {
+            return Ok(h.clone());
+        }
+        let root = self.data_dir.join(account.as_str()).join(name.as_str());
+        let index_file = self
+            .data_dir
+            .join(".filesync")
+            .join(account.as_str())
+            .join(format!("{name}.db"));
+        let handle = folder::start(
+            account.clone(),
+            name.clone(),
+            root,
+            index_file,
+            self.device.clone(),
+            &self.tracker,
+            self.cancel.child_token(),
+        )?;
+        folders.insert((account.clone(), name.clone()), handle.clone());
+        tracing::info!(account = %account, folder = %name, "serving folder");
+        Ok(handle)
+    }
+
+    fn register_device(
+        self: &Arc<Self>,
+        hello: &Hello,
+        folder: &ServerFolderHandle,
+        peer: SocketAddr,
+    ) -> Registration {
+        let id = rand::random();
+        let device = ConnectedDevice {
+            device: hello.device.to_string(),
+            name: hello.device_name.clone(),
+            account: folder.account.to_string(),
+            folder: folder.name.to_string(),
+            address: peer.to_string(),
+        };
+        lock(&self.devices).insert(id, device);
+        Registration {
+            server: self.clone(),
+            id,
+        }
+    }
+
+    pub fn status(&self) -> ServerStatus {
+        let mut folders: Vec<_> = lock(&self.folders)
+            .values()
+            .map(|h| h.status.borrow().clone())
+            .collect();
+        folders.sort_by(|a, b| (&a.account, &a.name).cmp(&(&b.account, &b.name)));
+        let mut devices: Vec<_> = lock(&self.devices).values().cloned().collect();
+        devices.sort_by(|a, b| {
+            (&a.account, &a.folder, &a.device).cmp(&(&b.account, &b.folder, &b.device))
+        });
+        ServerStatus {
+            listen: self.listen.clone(),
+            data_dir: self.data_dir.display().to_string(),
+            folders,
+            devices,
+        }
+    }
+}
+
+/// Accepts connections until `cancel`; each is served by its own task.
+pub async fn serve(server: Arc<Server>, listener: TcpListener, cancel: CancellationToken) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => return,
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let (tcp, peer) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors, usually: give sessions time to end.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (server, cancel) = (server.clone(), cancel.child_token());
+        server.tracker.clone().spawn(async move {
+            session::serve(server, tcp, peer, cancel).await;
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,396 @@
+//! One device's connection to the server: handshake, hello, then three flows at once —
+//! the index stream (every committed version the device has not seen, then each new one
+//! as it is committed), its pushes (content staged here, committed by the sequencer),
+//! and block requests both ways.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use filesync_proto::wire::{
+    BlockError, BlockRequest, Change, ClientMsg, EntryKind, ErrorKind, Hello, PushOutcome,
+    ServerMsg, Welcome, WireError,
+};
+use filesync_proto::{FrameCodec, Handshake, HandshakeReply, MAX_WIRE_FRAME};
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+use super::Server;
+use super::folder::{FolderCmd, ServerFolderHandle, cut_batch};
+use crate::chunk;
+use crate::conn::{self, Counted, Pending};
+use crate::index::Index;
+use crate::store::TempFile;
+
+/// Index bytes per message to a device.
+const INDEX_BYTES: usize = 4 * 1024 * 1024;
+
+pub async fn serve(
+    server: Arc<Server>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    cancel: CancellationToken,
+) {
+    let _ = tcp.set_nodelay(true);
+    let stream = Counted::new(tcp, server.counters.clone());
+    match run(&server, stream, peer, &cancel).await {
+        Ok(()) => tracing::debug!(%peer, "connection closed"),
+        Err(e) => tracing::info!(%peer, "connection closed: {e:#}"),
+    }
+}
+
+async fn run(
+    server: &Arc<Server>,
+    stream: Counted<TcpStream>,
+    peer: SocketAddr,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let mut hs = Framed::new(stream, FrameCodec::<Handshake, HandshakeReply>::new(1024));
+    let hello = tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, hs.next())
+        .await
+        .map_err(|_| anyhow!("no handshake within {}s", conn::HANDSHAKE_TIMEOUT.as_secs()))?
+        .ok_or_else(|| anyhow!("closed before the handshake"))?
+        .context("bad handshake")?;
+    if let Err(reason) = hello.check() {
+        let _ = hs.send(HandshakeReply::refuse(reason.clone())).await;
+        bail!("refused: {reason}");
+    }
+    hs.send(HandshakeReply::accept()).await?;
+    let mut framed = hs.map_codec(|_| FrameCodec::<ClientMsg, ServerMsg>::new(MAX_WIRE_FRAME));
+    let hello: Hello = match tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, framed.next()).await {
+        Ok(Some(Ok(ClientMsg::Hello(h)))) => h,
+        Ok(Some(Ok(_))) => {
+            let _ = framed
+                .send(error(
+                    ErrorKind::Protocol,
+                    "the first message must be Hello",
+                ))
+                .await;
+            bail!("first message was not Hello");
+        }
+        Ok(Some(Err(e))) => return Err(e).context("bad hello"),
+        Ok(None) => bail!("closed before hello"),
+        Err(_) => bail!("no hello within {}s", conn::HANDSHAKE_TIMEOUT.as_secs()),
+    };
+    let folder = match server.folder(&server.default_account, &hello.folder) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = framed
+                .send(error(
+                    ErrorKind::Internal,
+                    &format!("cannot open folder {}: {e:#}", hello.folder),
+                ))
+                .await;
+            return Err(e);
+        }
+    };
+    let since = if hello.epoch == folder.epoch {
+        hello.since_seq
+    } else {
+        0
+    };
+    let current = *folder.seq.borrow();
+    framed
+        .send(ServerMsg::Welcome(Welcome {
+            server: server.device.clone(),
+            epoch: folder.epoch,
+            current_seq: current,
+        }))
+        .await?;
+    tracing::info!(%peer, device = %hello.device, folder = %hello.folder, since, "device connected");
+    let _registration = server.register_device(&hello, &folder, peer);
+
+    let (mut sink, mut stream) = framed.split();
+    let (out_tx, mut out_rx) = mpsc::channel::<ServerMsg>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = out_rx.recv().await {
+            if sink.send(msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    let pending = Arc::new(Pending::default());
+    let conn_cancel = cancel.child_token();
+    let index_task = tokio::spawn(stream_index(
+        folder.clone(),
+        since,
+        out_tx.clone(),
+        conn_cancel.clone(),
+    ));
+    let (push_tx, push_rx) = mpsc::channel(4);
+    let push_task = tokio::spawn(process_pushes(
+        folder.clone(),
+        hello.clone(),
+        push_rx,
+        out_tx.clone(),
+        pending.clone(),
+    ));
+    let result = read_loop(
+        &folder,
+        &mut stream,
+        &out_tx,
+        &pending,
+        &push_tx,
+        &conn_cancel,
+    )
+    .await;
+    conn_cancel.cancel();
+    pending.fail_all();
+    index_task.abort();
+    push_task.abort();
+    writer.abort();
+    tracing::info!(%peer, device = %hello.device, folder = %hello.folder, "device disconnected");
+    result
+}
+
+fn error(kind: ErrorKind, message: &str) -> ServerMsg {
+    ServerMsg::Error(WireError {
+        kind,
+        message: message.to_string(),
+    })
+}
+
+async fn read_loop<S>(
+    folder: &ServerFolderHandle,
+    stream: &mut S,
+    out: &mpsc::Sender<ServerMsg>,
+    pending: &Pending,
+    pushes: &mpsc::Sender<(u64, Vec<Change>)>,
+    cancel: &CancellationToken,
+) -> Result<()>
+where
+    S: futures::Stream<Item = Result<ClientMsg, filesync_proto::FrameError>> + Unpin,
+{
+    let serving = Arc::new(Semaphore::new(16));
+    let mut ping = tokio::time::interval(conn::PING_INTERVAL);
+    loop {
+        let msg = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = ping.tick() => {
+                let _ = out.try_send(ServerMsg::Ping { nonce: 0 });
+                continue;
+            }
+            msg = tokio::time::timeout(conn::IDLE_TIMEOUT, stream.next()) => msg,
+        };
+        let msg = match msg {
+            Err(_) => bail!("device sent nothing for {}s", conn::IDLE_TIMEOUT.as_secs()),
+            Ok(None) => return Ok(()),
+            Ok(Some(m)) => m.context("bad message from device")?,
+        };
+        match msg {
+            ClientMsg::Push { id, changes } => {
+                pushes
+                    .send((id, changes))
+                    .await
+                    .map_err(|_| anyhow!("push processing stopped"))?;
+            }
+            ClientMsg::BlockResponse { id, result } => pending.complete(id, result),
+            ClientMsg::BlockRequest { id, request } => {
+                let permit = serving.clone().acquire_owned().await?;
+                let (root, out) = (folder.root.clone(), out.clone());
+                tokio::spawn(async move {
+                    let result =
+                        tokio::task::spawn_blocking(move || conn::serve_block(&root, &request))
+                            .await
+                            .unwrap_or(Err(BlockError::NotAvailable));
+                    let _ = out.send(ServerMsg::BlockResponse { id, result }).await;
+                    drop(permit);
+                });
+            }
+            ClientMsg::Ping { nonce } => {
+                let _ = out.send(ServerMsg::Pong { nonce }).await;
+            }
+            ClientMsg::Pong { .. } => {}
+            ClientMsg::Hello(_) => bail!("protocol error: second Hello"),
+        }
+    }
+}
+
+/// Sends every version above `since`, then follows the folder's sequence.
+async fn stream_index(
+    folder: ServerFolderHandle,
+    mut since: u64,
+    out: mpsc::Sender<ServerMsg>,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let index = Index::open(&folder.index_file)?;
+    let mut seq = folder.seq.clone();
+    let mut announced = false;
+    loop {
+        let entries = cut_batch(index.entries_since(since, 1000)?, INDEX_BYTES);
+        if entries.is_empty() {
+            if !announced {
+                out.send(ServerMsg::Index {
+                    entries: Vec::new(),
+                    up_to: since,
+                    caught_up: true,
+                })
+                .await?;
+                announced = true;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                r = seq.changed() => r?,
+            }
+            continue;
+        }
+        since = entries.last().map_or(since, |e| e.seq);
+        let caught_up = index.entries_since(since, 1)?.is_empty();
+        announced |= caught_up;
+        out.send(ServerMsg::Index {
+            entries,
+            up_to: since,
+            caught_up,
+        })
+        .await?;
+    }
+}
+
+/// Handles a device's pushes in order: stage content, then ask the sequencer to commit.
+async fn process_pushes(
+    folder: ServerFolderHandle,
+    hello: Hello,
+    mut pushes: mpsc::Receiver<(u64, Vec<Change>)>,
+    out: mpsc::Sender<ServerMsg>,
+    pending: Arc<Pending>,
+) -> Result<()> {
+    let index = Index::open(&folder.index_file)?;
+    while let Some((id, changes)) = pushes.recv().await {
+        let mut outcomes = Vec::with_capacity(changes.len());
+        for change in changes {
+            let outcome = match push_one(&folder, &index, &hello, change, &out, &pending).await {
+                Ok(o) => o,
+                Err(e) => PushOutcome::Failed {
+                    reason: format!("{e:#}"),
+                },
+            };
+            outcomes.push(outcome);
+        }
+        out.send(ServerMsg::PushResult { id, outcomes }).await?;
+    }
+    Ok(())
+}
+
+async fn push_one(
+    folder: &ServerFolderHandle,
+    index: &Index,
+    hello: &Hello,
+    change: Change,
+    out: &mpsc::Sender<ServerMsg>,
+    pending: &Pending,
+) -> Result<PushOutcome> {
+    let current = index.local(&change.entry.path)?;
+    let current_seq = current.as_ref().map_or(0, |r| r.entry.seq);
+    let same = current
+        .as_ref()
+        .is_some_and(|c| c.entry.same_content(&change.entry));
+    if change.base_seq != current_seq && !same {
+        // Settled without staging anything; the sequencer would say the same.
+        return Ok(PushOutcome::Conflict { current_seq });
+    }
+    let staged = if change.entry.kind == EntryKind::File && !change.entry.deleted && !same {
+        Some(stage(folder, index, &change, out, pending).await?)
+    } else {
+        None
+    };
+    let (tx, rx) = oneshot::channel();
+    folder
+        .cmd
+        .send(FolderCmd::Commit {
+            change,
+            device: hello.device.clone(),
+            staged,
+            reply: tx,
+        })
+        .await
+        .map_err(|_| anyhow!("the folder is shutting down"))?;
+    rx.await.map_err(|_| anyhow!("the folder is shutting down"))
+}
+
+/// Builds the pushed file's content in a temp file beside its target, reusing blocks the
+/// server already has and asking the device for the rest.
+async fn stage(
+    folder: &ServerFolderHandle,
+    index: &Index,
+    change: &Change,
+    out: &mpsc::Sender<ServerMsg>,
+    pending: &Pending,
+) -> Result<TempFile> {
+    let entry = &change.entry;
+    let total: u64 = entry.blocks.iter().map(|b| u64::from(b.size)).sum();
+    if total != entry.size {
+        bail!(
+            "block sizes of {} add up to {total} bytes, not its size {}",
+            entry.path,
+            entry.size
+        );
+    }
+    let target = entry.path.to_path(&folder.root);
+    if !conn::no_symlink_ancestors(&folder.root, &entry.path) {
+        bail!(
+            "a parent of {} is not a directory on the server",
+            entry.path
+        );
+    }
+    let mut tmp = TempFile::create(&target)?;
+    let mut offset = 0u64;
+    for block in &entry.blocks {
+        let request = BlockRequest {
+            path: entry.path.clone(),
+            offset,
+            size: block.size,
+            hash: block.hash,
+        };
+        offset += u64::from(block.size);
+        let local = index
+            .block_sources(&block.hash, 4)?
+            .into_iter()
+            .find_map(|s| {
+                let data =
+                    crate::store::read_block(&s.path.to_path(&folder.root), s.offset, block.size)
+                        .ok()?;
+                (chunk::sha256(&data) == block.hash).then_some(data)
+            });
+        let data = match local {
+            Some(d) => d,
+            None => request_block(out, pending, request).await?,
+        };
+        if chunk::sha256(&data) != block.hash {
+            bail!(
+                "a block of {} from the device does not match its hash",
+                entry.path
+            );
+        }
+        tmp.write(&data)?;
+    }
+    Ok(tmp)
+}
+
+async fn request_block(
+    out: &mpsc::Sender<ServerMsg>,
+    pending: &Pending,
+    request: BlockRequest,
+) -> Result<Vec<u8>> {
+    let (id, rx) = pending.register();
+    out.send(ServerMsg::BlockRequest { id, request })
+        .await
+        .map_err(|_| anyhow!("connection closed"))?;
+    match tokio::time::timeout(conn::BLOCK_TIMEOUT, rx).await {
+        Ok(Ok(Ok(data))) => Ok(data),
+        Ok(Ok(Err(BlockError::NotAvailable))) => {
+            bail!("the file changed on the device while it was being uploaded")
+        }
+        Ok(Ok(Err(BlockError::Refused(why)))) => bail!("the device refused a block request: {why}"),
+        Ok(Err(_)) => bail!("connection closed"),
+        Err(_) => {
+            pending.forget(id);
+            bail!(
+                "the device did not send a block within {}s",
+                conn::BLOCK_TIMEOUT.as_secs()
+            )
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! Writing into a folder: every file lands through a temp file that is verified,
+//! fsynced and renamed into place, so a reader sees the old content or the new, never
+//! a mix. Temp files are named `.filesync-tmp-*` inside the target directory (same
+//! filesystem, so the rename is atomic) and are never synced.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use filesync_proto::wire::{Entry, EntryKind};
+use filesync_proto::{Hash, RelPath};
+use sha2::{Digest, Sha256};
+
+/// Prefix of everything the daemon keeps inside a synced folder.
+pub const RESERVED_PREFIX: &str = ".filesync";
+const TEMP_PREFIX: &str = ".filesync-tmp-";
+
+/// Whether a name belongs to the daemon and must never be synced.
+pub fn is_reserved(name: &str) -> bool {
+    name.starts_with(RESERVED_PREFIX)
+}
+
+/// The facts about a file on disk that tell whether it changed since we looked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    pub kind: EntryKind,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub mode: u32,
+    pub inode: u64,
+}
+
+pub fn stat(path: &Path) -> io::Result<Option<Stat>> {
+    match fs::symlink_metadata(path) {
+        Ok(m) => Ok(stat_of(&m)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `None` for FIFOs, sockets and devices: they cannot be synced.
+pub fn stat_of(m: &fs::Metadata) -> Option<Stat> {
+    let ft = m.file_type();
+    let kind = if ft.is_file() {
+        EntryKind::File
+    } else if ft.is_dir() {
+        EntryKind::Dir
+    } else if ft.is_symlink() {
+        EntryKind::Symlink
+    } else {
+        return None;
+    };
+    Some(Stat {
+        kind,
+        size: if kind == EntryKind::File { m.len() } else { 0 },
+        mtime_ns: m
+            .mtime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(m.mtime_nsec()),
+        mode: m.mode() & 0o777,
+        inode: m.ino(),
+    })
+}
+
+/// Whether the disk still holds what the index recorded for a path.
+pub fn matches_index(disk: Option<&Stat>, entry: &Entry, inode: u64) -> bool {
+    match disk {
+        None => entry.deleted,
+        Some(_) if entry.deleted => false,
+        Some(s) => {
+            s.kind == entry.kind
+                && match s.kind {
+                    EntryKind::File => {
+                        s.size == entry.size
+                            && s.mtime_ns == entry.mtime_ns
+                            && s.inode == inode
+                            && s.mode == entry.mode
+                    }
+                    EntryKind::Dir => true,
+                    EntryKind::Symlink => true,
+                }
+        }
+    }
+}
+
+/// A temp file being filled with new content for `target`.
+pub struct TempFile {
+    path: PathBuf,
+    file: File,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl TempFile {
+    /// Creates a temp file next to `target`, creating missing parent directories.
+    pub fn create(target: &Path) -> Result<TempFile> {
+        let dir = target.parent().context("target has no parent directory")?;
+        fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create directory {}", dir.display()))?;
+        let name = format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>());
+        let path = dir.join(name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .with_context(|| format!("cannot create temp file {}", path.display()))?;
+        Ok(TempFile {
+            path,
+            file,
+            hasher: Sha256::new(),
+            written: 0,
+        })
+    }
+
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.file
+            .write_all(data)
+            .with_context(|| format!("cannot write {}", self.path.display()))?;
+        self.hasher.update(data);
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Checks the content against `entry`, applies its mode and mtime, fsyncs, and
+    /// renames over `target`. On any failure the temp file is removed and the target is
+    /// untouched.
+    pub fn commit(mut self, target: &Path, entry: &Entry) -> Result<Stat> {
+        let got = Hash(std::mem::take(&mut self.hasher).finalize().into());
+        if got != entry.hash || self.written != entry.size {
+            bail!(
+                "content of {} does not match its announced hash (got {} bytes, {}; expected {} bytes, {})",
+                entry.path,
+                self.written,
+                got.short(),
+                entry.size,
+                entry.hash.short()
+            );
+        }
+        self.file
+            .set_permissions(fs::Permissions::from_mode(entry.mode & 0o777))?;
+        self.file
+            .sync_all()
+            .with_context(|| format!("cannot fsync {}", self.path.display()))?;
+        set_mtime(&self.path, entry.mtime_ns)?;
+        fs::rename(&self.path, target)
+            .with_context(|| format!("cannot rename into place {}", target.display()))?;
+        sync_parent(target);
+        stat(target)?.context("file vanished right after it was written")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        // After a successful rename the temp path no longer exists; otherwise this
+        // removes the incomplete content.
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+fn set_mtime(path: &Path, mtime_ns: i64) -> Result<()> {
+    let t = filetime::FileTime::from_unix_time(
+        mtime_ns.div_euclid(1_000_000_000),
+        mtime_ns.rem_euclid(1_000_000_000) as u32,
+    );
+    filetime::set_symlink_file_times(path, t, t)
+        .with_context(|| format!("cannot set mtime of {}", path.display()))
+}
+
+/// Persists a rename or unlink in the directory itself; best effort, as some
+/// filesystems refuse to fsync directories.
+fn sync_parent(path: &Path) {
+    if let Some(dir) = path.parent()
+        && let Ok(d) = File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+}
+
+/// Reads `size` bytes at `offset` of `path`, refusing to follow a symlink at the end.
+pub fn read_block(path: &Path, offset: u64, size: u32) -> io::Result<Vec<u8>> {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = vec![0; size as usize];
+    f.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+/// Makes sure the directory for `entry` exists with its mode.
+pub fn make_dir(root: &Path, entry: &Entry) -> Result<Stat> {
+    let path = entry.path.to_path(root);
+    match stat(&path)? {
+        Some(s) if s.kind == EntryKind::Dir => {}
+        Some(_) => bail!("{} exists and is not a directory", entry.path),
+        None => fs::create_dir_all(&path)
+            .with_context(|| format!("cannot create directory {}", path.display()))?,
+    }
+    fs::set_permissions(
+        &path,
+        fs::Permissions::from_mode((entry.mode & 0o777) | 0o700),
+    )?;
+    stat(&path)?.context("directory vanished right after it was made")
+}
+
+/// Creates or replaces the symlink for `entry`; the target is stored, never followed.
+pub fn make_symlink(root: &Path, entry: &Entry) -> Result<Stat> {
+    let path = entry.path.to_path(root);
+    let dir = path.parent().context("symlink has no parent")?;
+    fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
+    std::os::unix::fs::symlink(&entry.target, &tmp)
+        .with_context(|| format!("cannot create symlink {}", path.display()))?;
+    if let Err(e) = fs::rename(&tmp, &path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e)
+            .with_context(|| format!("cannot rename symlink into place {}", path.display()));
+    }
+    stat(&path)?.context("symlink vanished right after it was made")
+}
+
+/// Removes the file or symlink at `path`, or the directory if it is empty. Returns
+/// false, touching nothing, when a directory still holds something.
+pub fn remove(root: &Path, path: &RelPath) -> Result<bool> {
+    let full = path.to_path(root);
+    match stat(&full)? {
+        None => Ok(true),
+        Some(s) if s.kind == EntryKind::Dir => match fs::remove_dir(&full) {
+            Ok(()) => {
+                sync_parent(&full);
+                Ok(true)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("cannot remove directory {}", full.display())),
+        },
+        Some(_) => {
+            fs::remove_file(&full).with_context(|| format!("cannot remove {}", full.display()))?;
+            sync_parent(&full);
+            Ok(true)
+        }
+    }
+}
+
+/// Moves a local version aside to a conflict copy name, keeping it.
+pub fn move_aside(root: &Path, from: &RelPath, to: &RelPath) -> Result<()> {
+    let (a, b) = (from.to_path(root), to.to_path(root));
+    if stat(&b)?.is_some() {
+        bail!("conflict copy {} already exists", to);
+    }
+    fs::rename(&a, &b)
+        .with_context(|| format!("cannot move {} aside to {}", a.display(), b.display()))?;
+    sync_parent(&b);
+    Ok(())
+}
+
+/// Removes temp files a crash left behind in `dir` and below.
+pub fn clean_temp_files(dir: &Path) {
+    let Ok(read) = fs::read_dir(dir) else { return };
+    for item in read.flatten() {
+        let name = item.file_name();
+        let name = name.to_string_lossy();
+        let Ok(ft) = item.file_type() else { continue };
+        if name.starts_with(TEMP_PREFIX) {
+            let _ = fs::remove_file(item.path());
+        } else if ft.is_dir() && !is_reserved(&name) {
+            clean_temp_files(&item.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk;
+    use filesync_proto::DeviceId;
+
+    fn entry_for(path: &str, content: &[u8]) -> Entry {
+        let h = chunk::hash_reader(content).unwrap();
+        Entry {
+            path: RelPath::new(path).unwrap(),
+            kind: EntryKind::File,
+            deleted: false,
+            size: h.size,
+            mtime_ns: 1_600_000_000_123_456_789,
+            mode: 0o755,
+            hash: h.hash,
+            blocks: h.blocks,
+            target: String::new(),
+            seq: 1,
+            origin: DeviceId::new("d").unwrap(),
+        }
+    }
+
+    #[test]
+    fn commit_verifies_then_renames() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = entry_for("sub/f", b"hello");
+        let target = e.path.to_path(dir.path());
+        let mut t = TempFile::create(&target).unwrap();
+        t.write(b"hello").unwrap();
+        let st = t.commit(&target, &e).unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"hello");
+        assert_eq!(st.mtime_ns, e.mtime_ns);
+        assert_eq!(st.mode, 0o755);
+        assert!(matches_index(Some(&st), &e, st.inode));
+    }
+
+    #[test]
+    fn bad_content_leaves_target_and_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = entry_for("f", b"hello");
+        let target = e.path.to_path(dir.path());
+        fs::write(&target, b"old").unwrap();
+        let mut t = TempFile::create(&target).unwrap();
+        t.write(b"hellO").unwrap();
+        assert!(t.commit(&target, &e).is_err());
+        assert_eq!(fs::read(&target).unwrap(), b"old");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "temp file left behind"
+        );
+    }
+
+    #[test]
+    fn remove_keeps_non_empty_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("d/e")).unwrap();
+        assert!(!remove(dir.path(), &RelPath::new("d").unwrap()).unwrap());
+        assert!(remove(dir.path(), &RelPath::new("d/e").unwrap()).unwrap());
+        assert!(remove(dir.path(), &RelPath::new("d").unwrap()).unwrap());
+        assert!(remove(dir.path(), &RelPath::new("missing").unwrap()).unwrap());
+    }
+
+    #[test]
+    fn symlinks_are_made_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = entry_for("link", b"");
+        e.kind = EntryKind::Symlink;
+        e.target = "/etc/passwd".into();
+        let st = make_symlink(dir.path(), &e).unwrap();
+        assert_eq!(st.kind, EntryKind::Symlink);
+        assert_eq!(
+            fs::read_link(dir.path().join("link")).unwrap(),
+            Path::new("/etc/passwd")
+        );
+    }
+}

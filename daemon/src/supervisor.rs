@@ -1,0 +1,316 @@
+//! The supervisor: owns the running configuration and the set of folder tasks, and
+//! answers control requests. It is the only place that starts, stops or restarts a
+//! folder, and the only writer of the config file.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use filesync_proto::control::{
+    AddFolder, ControlErrorKind, DaemonStatus, FolderStatus, Request, Response,
+};
+use futures::future::BoxFuture;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::client::{self, ClientIdentity, FolderCmd, FolderHandle};
+use crate::config::{self, Config, FolderConfig};
+use crate::server::Server;
+
+/// A control request and where to send its answer. The answer is a future so that a
+/// slow request (`Flush`) is awaited by its own connection, not by the supervisor.
+pub struct ControlCmd {
+    pub request: Request,
+    pub reply: oneshot::Sender<BoxFuture<'static, Response>>,
+}
+
+pub struct Supervisor {
+    config: Config,
+    identity: ClientIdentity,
+    folders: Vec<FolderHandle>,
+    server: Option<Arc<Server>>,
+    tracker: TaskTracker,
+    /// Parent of every folder task's token.
+    cancel: CancellationToken,
+    /// Why the last reload was refused, while the file differs from what runs.
+    config_error: Option<String>,
+}
+
+fn ok(message: impl Into<String>) -> Response {
+    Response::Ok {
+        message: message.into(),
+    }
+}
+
+fn bad(message: impl Into<String>) -> Response {
+    Response::Error {
+        kind: ControlErrorKind::BadRequest,
+        message: message.into(),
+    }
+}
+
+fn failed(message: impl Into<String>) -> Response {
+    Response::Error {
+        kind: ControlErrorKind::Failed,
+        message: message.into(),
+    }
+}
+
+impl Supervisor {
+    pub fn new(
+        config: Config,
+        identity: ClientIdentity,
+        server: Option<Arc<Server>>,
+        tracker: TaskTracker,
+        cancel: CancellationToken,
+    ) -> Self {
+        let mut s = Supervisor {
+            config,
+            identity,
+            folders: Vec::new(),
+            server,
+            tracker,
+            cancel,
+            config_error: None,
+        };
+        for f in s.config.folders.clone() {
+            s.start_folder(f);
+        }
+        s
+    }
+
+    fn start_folder(&mut self, cfg: FolderConfig) {
+        tracing::info!(folder = %cfg.name, path = %cfg.path.display(), server = %cfg.server, "starting folder");
+        self.folders.push(client::spawn(
+            cfg,
+            &self.identity,
+            &self.tracker,
+            &self.cancel,
+        ));
+    }
+
+    fn stop_folder(&mut self, at: usize) -> FolderHandle {
+        let h = self.folders.remove(at);
+        h.cancel.cancel();
+        h
+    }
+
+    /// Runs until `cancel`: control requests and reload signals, one at a time.
+    pub async fn run(
+        mut self,
+        mut cmds: mpsc::Receiver<ControlCmd>,
+        mut reloads: mpsc::Receiver<()>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                Some(cmd) = cmds.recv() => {
+                    let reply = self.handle(cmd.request).await;
+                    let _ = cmd.reply.send(reply);
+                }
+                Some(()) = reloads.recv() => {
+                    let _ = self.reload();
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, request: Request) -> BoxFuture<'static, Response> {
+        let now = |r: Response| -> BoxFuture<'static, Response> { Box::pin(std::future::ready(r)) };
+        match request {
+            Request::Status { folder } => now(self.status(folder.as_deref())),
+            Request::Add(add) => now(self.add(add)),
+            Request::Remove { folder } => now(self.remove(&folder)),
+            Request::Pause { folder } => now(self.set_paused(folder.as_deref(), true).await),
+            Request::Resume { folder } => now(self.set_paused(folder.as_deref(), false).await),
+            Request::Rescan { folder } => match self.select(folder.as_deref()) {
+                Err(m) => now(bad(m)),
+                Ok(idx) => {
+                    for i in idx {
+                        let _ = self.folders[i].cmd.send(FolderCmd::Rescan).await;
+                    }
+                    now(ok(""))
+                }
+            },
+            Request::Flush { folder } => match self.select(folder.as_deref()) {
+                Err(m) => now(bad(m)),
+                Ok(idx) => {
+                    let mut waits = Vec::new();
+                    for i in idx {
+                        let (tx, rx) = oneshot::channel();
+                        if self.folders[i].cmd.send(FolderCmd::Flush(tx)).await.is_ok() {
+                            waits.push(rx);
+                        }
+                    }
+                    Box::pin(async move {
+                        for w in waits {
+                            let _ = w.await;
+                        }
+                        ok("")
+                    })
+                }
+            },
+            Request::Reload => now(match self.reload() {
+                Ok(msg) => ok(msg),
+                Err(msg) => failed(msg),
+            }),
+        }
+    }
+
+    /// Indexes of the folders `name_or_path` names, or all of them for `None`.
+    fn select(&self, name_or_path: Option<&str>) -> Result<Vec<usize>, String> {
+        let Some(want) = name_or_path else {
+            return Ok((0..self.folders.len()).collect());
+        };
+        let found: Vec<usize> = (0..self.folders.len())
+            .filter(|&i| {
+                let c = &self.folders[i].config;
+                c.name.as_str() == want || c.path == std::path::Path::new(want)
+            })
+            .collect();
+        if found.is_empty() {
+            return Err(format!(
+                "no folder named or at {want:?}; `filesyncctl status` lists the folders"
+            ));
+        }
+        Ok(found)
+    }
+
+    fn status(&self, folder: Option<&str>) -> Response {
+        let idx = match self.select(folder) {
+            Ok(i) => i,
+            Err(m) => return bad(m),
+        };
+        let folders: Vec<FolderStatus> = idx
+            .into_iter()
+            .map(|i| self.folders[i].status.borrow().clone())
+            .collect();
+        Response::Status(DaemonStatus {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            device: self.identity.device.to_string(),
+            config: self.config.file.display().to_string(),
+            folders,
+            server: self.server.as_ref().map(|s| s.status()),
+            config_error: self.config_error.clone(),
+        })
+    }
+
+    fn add(&mut self, add: AddFolder) -> Response {
+        if add.token.is_some() {
+            return bad(
+                "--token is not supported by this version: enrolment comes with TLS; add the folder without it",
+            );
+        }
+        let path = PathBuf::from(&add.path);
+        let name = match add.name {
+            Some(n) => match filesync_proto::FolderName::new(n) {
+                Ok(n) => n,
+                Err(e) => return bad(format!("{e}")),
+            },
+            None => match config::default_folder_name(&path) {
+                Ok(n) => n,
+                Err(e) => return bad(e),
+            },
+        };
+        let mut folder = FolderConfig::new(path, add.server, name);
+        if let Some(mode) = add.mode {
+            folder.mode = mode;
+        }
+        if let Err(e) = self.config.check_new_folder(&folder) {
+            return bad(e);
+        }
+        if let Err(e) = config::persist_add_folder(&self.config.file, &folder) {
+            return failed(format!("folder not added: {e}"));
+        }
+        let msg = format!(
+            "added folder {} ({}) syncing with {}",
+            folder.name,
+            folder.path.display(),
+            folder.server
+        );
+        self.config.folders.push(folder.clone());
+        self.start_folder(folder);
+        ok(msg)
+    }
+
+    fn remove(&mut self, which: &str) -> Response {
+        let idx = match self.select(Some(which)) {
+            Ok(i) => i,
+            Err(m) => return bad(m),
+        };
+        let path = self.folders[idx[0]].config.path.clone();
+        if let Err(e) = config::persist_remove_folder(&self.config.file, &path) {
+            return failed(format!("folder not removed: {e}"));
+        }
+        let h = self.stop_folder(idx[0]);
+        self.config.folders.retain(|f| f.path != path);
+        ok(format!(
+            "removed folder {} ({}); its files are left in place",
+            h.config.name,
+            path.display()
+        ))
+    }
+
+    async fn set_paused(&mut self, which: Option<&str>, paused: bool) -> Response {
+        let idx = match self.select(which) {
+            Ok(i) => i,
+            Err(m) => return bad(m),
+        };
+        for i in idx {
+            let path = self.folders[i].config.path.clone();
+            if let Err(e) = config::persist_set_paused(&self.config.file, &path, paused) {
+                return failed(format!("cannot record the change in the config: {e}"));
+            }
+            self.folders[i].config.paused = paused;
+            if let Some(f) = self.config.folders.iter_mut().find(|f| f.path == path) {
+                f.paused = paused;
+            }
+            let cmd = if paused {
+                FolderCmd::Pause
+            } else {
+                FolderCmd::Resume
+            };
+            let _ = self.folders[i].cmd.send(cmd).await;
+        }
+        ok("")
+    }
+
+    /// Re-reads the config file and applies folder changes; a bad file keeps the old config.
+    pub fn reload(&mut self) -> Result<String, String> {
+        let new = match Config::load(&self.config.file) {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!("config not reloaded, the running config stays: {e}");
+                tracing::error!("{msg}");
+                self.config_error = Some(msg.clone());
+                return Err(msg);
+            }
+        };
+        self.config_error = None;
+        if new.server != self.config.server || new.daemon != self.config.daemon {
+            tracing::warn!("changes to [daemon] or [server] take effect after a restart");
+        }
+        let mut i = 0;
+        while i < self.folders.len() {
+            let cur = &self.folders[i].config;
+            if new.folders.iter().any(|f| f == cur) {
+                i += 1;
+            } else {
+                tracing::info!(folder = %cur.name, "folder removed or changed by reload");
+                self.stop_folder(i);
+            }
+        }
+        let mut added = 0;
+        for f in &new.folders {
+            if !self.folders.iter().any(|h| &h.config == f) {
+                self.start_folder(f.clone());
+                added += 1;
+            }
+        }
+        self.config = new;
+        Ok(format!(
+            "config reloaded; {} folders ({added} started)",
+            self.folders.len()
+        ))
+    }
+}
