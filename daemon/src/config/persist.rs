@@ -27,7 +27,8 @@ pub fn persist_add_folder(file: &Path, folder: &FolderConfig) -> Result<(), Conf
         if doc.is_empty() {
             // A file of comments only is, to the parser, text after the last table, which
             // would end up below the new one; keep it on top instead.
-            let comments = raw(doc.trailing()).to_owned();
+            let top = doc.decor().prefix().map(raw).unwrap_or("");
+            let comments = format!("{top}{}", raw(doc.trailing()));
             doc.decor_mut().set_prefix(comments);
             doc.set_trailing("");
         }
