@@ -121,13 +121,15 @@ impl Supervisor {
             Request::Status { folder } => now(self.status(folder.as_deref())),
             Request::Add(add) => now(self.add(add)),
             Request::Remove { folder } => now(self.remove(&folder)),
-            Request::Pause { folder } => now(self.set_paused(folder.as_deref(), true).await),
-            Request::Resume { folder } => now(self.set_paused(folder.as_deref(), false).await),
+            Request::Pause { folder } => now(self.set_paused(folder.as_deref(), true)),
+            Request::Resume { folder } => now(self.set_paused(folder.as_deref(), false)),
             Request::Rescan { folder } => match self.select(folder.as_deref()) {
                 Err(m) => now(bad(m)),
                 Ok(idx) => {
                     for i in idx {
-                        let _ = self.folders[i].cmd.send(FolderCmd::Rescan).await;
+                        if let Err(busy) = self.tell(i, FolderCmd::Rescan) {
+                            return now(failed(busy));
+                        }
                     }
                     now(ok(""))
                 }
@@ -138,9 +140,10 @@ impl Supervisor {
                     let mut waits = Vec::new();
                     for i in idx {
                         let (tx, rx) = oneshot::channel();
-                        if self.folders[i].cmd.send(FolderCmd::Flush(tx)).await.is_ok() {
-                            waits.push(rx);
+                        if let Err(busy) = self.tell(i, FolderCmd::Flush(tx)) {
+                            return now(failed(busy));
                         }
+                        waits.push(rx);
                     }
                     Box::pin(async move {
                         for w in waits {
@@ -155,6 +158,25 @@ impl Supervisor {
                 Err(msg) => failed(msg),
             }),
         }
+    }
+
+    /// Hands a command to a folder task without waiting: a task busy with a long transfer
+    /// must not stall every other control request.
+    fn tell(&self, i: usize, cmd: FolderCmd) -> Result<(), String> {
+        self.folders[i].cmd.try_send(cmd).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                format!(
+                    "folder {} is busy with earlier commands; try again in a moment",
+                    self.folders[i].config.name
+                )
+            }
+            mpsc::error::TrySendError::Closed(_) => {
+                format!(
+                    "folder {} has stopped; see the daemon log",
+                    self.folders[i].config.name
+                )
+            }
+        })
     }
 
     /// Indexes of the folders `name_or_path` names, or all of them for `None`.
@@ -251,7 +273,7 @@ impl Supervisor {
         ))
     }
 
-    async fn set_paused(&mut self, which: Option<&str>, paused: bool) -> Response {
+    fn set_paused(&mut self, which: Option<&str>, paused: bool) -> Response {
         let idx = match self.select(which) {
             Ok(i) => i,
             Err(m) => return bad(m),
@@ -270,7 +292,9 @@ impl Supervisor {
             } else {
                 FolderCmd::Resume
             };
-            let _ = self.folders[i].cmd.send(cmd).await;
+            if let Err(busy) = self.tell(i, cmd) {
+                return failed(busy);
+            }
         }
         ok("")
     }
