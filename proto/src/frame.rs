@@ -5,15 +5,17 @@
 
 use std::marker::PhantomData;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use serde::{Serialize, de::DeserializeOwned};
-use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+use tokio_util::codec::{Decoder, Encoder};
 
 /// Largest frame on a device-to-server connection. A block is at most 1 MiB, an index
 /// batch is cut well below this, so only a hostile peer reaches it.
 pub const MAX_WIRE_FRAME: usize = 16 * 1024 * 1024;
 /// Largest frame on the control socket: requests are small; status of many folders is not.
 pub const MAX_CONTROL_FRAME: usize = 4 * 1024 * 1024;
+
+const PREFIX: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -24,38 +26,21 @@ pub enum FrameError {
     #[error("connection closed in the middle of a frame")]
     Truncated,
     #[error(transparent)]
-    Io(std::io::Error),
-}
-
-impl From<std::io::Error> for FrameError {
-    fn from(e: std::io::Error) -> Self {
-        // LengthDelimitedCodec reports an oversized frame as InvalidData; its own error
-        // type carries no length, so the limit is reported without it.
-        if e.kind() == std::io::ErrorKind::InvalidData
-            && e.get_ref()
-                .is_some_and(|inner| inner.to_string().contains("frame size"))
-        {
-            return FrameError::TooLarge { len: 0, max: 0 };
-        }
-        FrameError::Io(e)
-    }
+    Io(#[from] std::io::Error),
 }
 
 /// Encodes `Out` and decodes `In` messages as frames. One codec per connection end.
+///
+/// Stateless: each `decode` looks at the buffer from its start, so a frame that arrives
+/// over many reads is judged by the same prefix every time.
 pub struct FrameCodec<In, Out> {
-    inner: LengthDelimitedCodec,
     max: usize,
     _types: PhantomData<fn(Out) -> In>,
 }
 
 impl<In, Out> FrameCodec<In, Out> {
     pub fn new(max: usize) -> Self {
-        let inner = LengthDelimitedCodec::builder()
-            .length_field_length(4)
-            .max_frame_length(max)
-            .new_codec();
         FrameCodec {
-            inner,
             max,
             _types: PhantomData,
         }
@@ -67,16 +52,21 @@ impl<In: DeserializeOwned, Out> Decoder for FrameCodec<In, Out> {
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<In>, FrameError> {
-        if src.len() >= 4 {
-            let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
-            if len > self.max {
-                return Err(FrameError::TooLarge { len, max: self.max });
-            }
+        if src.len() < PREFIX {
+            return Ok(None);
         }
-        match self.inner.decode(src)? {
-            Some(frame) => Ok(Some(decode_payload(&frame)?)),
-            None => Ok(None),
+        let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+        if len > self.max {
+            return Err(FrameError::TooLarge { len, max: self.max });
         }
+        if src.len() < PREFIX + len {
+            // Only now, with the length known to be within the limit, make room for it.
+            src.reserve(PREFIX + len - src.len());
+            return Ok(None);
+        }
+        src.advance(PREFIX);
+        let frame = src.split_to(len);
+        Ok(Some(decode_payload(&frame)?))
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<In>, FrameError> {
@@ -99,7 +89,9 @@ impl<In, Out: Serialize> Encoder<Out> for FrameCodec<In, Out> {
                 max: self.max,
             });
         }
-        self.inner.encode(Bytes::from(payload), dst)?;
+        dst.reserve(PREFIX + payload.len());
+        dst.put_u32(payload.len() as u32);
+        dst.extend_from_slice(&payload);
         Ok(())
     }
 }
@@ -161,6 +153,30 @@ mod tests {
         assert!(dec.decode(&mut buf).unwrap().is_none());
         buf.extend_from_slice(&bytes[bytes.len() - 1..]);
         assert!(dec.decode(&mut buf).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_frame_split_over_many_reads_decodes() {
+        // Regression: a large frame arriving in pieces must be judged by its own prefix
+        // each time, never by payload bytes.
+        let msg = ClientMsg::BlockResponse {
+            id: 9,
+            result: Ok((0..=255u8).cycle().take(70_000).collect()),
+        };
+        let mut enc = FrameCodec::<ServerMsg, ClientMsg>::new(1 << 20);
+        let mut all = BytesMut::new();
+        enc.encode(msg.clone(), &mut all).unwrap();
+        enc.encode(ClientMsg::Ping { nonce: 3 }, &mut all).unwrap();
+        let mut dec = FrameCodec::<ClientMsg, ServerMsg>::new(1 << 20);
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for piece in all.chunks(1000) {
+            buf.extend_from_slice(piece);
+            while let Some(m) = dec.decode(&mut buf).unwrap() {
+                got.push(m);
+            }
+        }
+        assert_eq!(got, vec![msg, ClientMsg::Ping { nonce: 3 }]);
     }
 
     #[test]

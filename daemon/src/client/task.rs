@@ -30,6 +30,10 @@ const MAX_INFLIGHT: usize = 2;
 const PUSH_BYTES: usize = 4 * 1024 * 1024;
 /// How long a path that failed waits before it is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// How long a fresh delete waits before it is pushed. A rename or move often reaches us
+/// as two watcher batches, the delete first; holding the delete back lets the new path
+/// travel in the same push, so the server still has the content to reuse.
+const RENAME_WINDOW: Duration = Duration::from_millis(300);
 
 pub(super) struct FolderTask {
     cfg: FolderConfig,
@@ -56,9 +60,11 @@ pub(super) struct FolderTask {
     /// Pushes refused as conflicts wait until the index brings the server's version.
     blocked: HashMap<RelPath, u64>,
     retry_at: HashMap<RelPath, Instant>,
+    /// Deletes found by a scan, held back until the given instant (see RENAME_WINDOW).
+    hold_deletes: HashMap<RelPath, Instant>,
     last_sync: Option<i64>,
     conflicts: u64,
-    _watcher: Option<watcher::Watcher>,
+    watcher: Option<watcher::Watcher>,
 }
 
 impl FolderTask {
@@ -92,9 +98,10 @@ impl FolderTask {
             inflight_paths: HashSet::new(),
             blocked: HashMap::new(),
             retry_at: HashMap::new(),
+            hold_deletes: HashMap::new(),
             last_sync: None,
             conflicts: 0,
-            _watcher: None,
+            watcher: None,
         }
     }
 
@@ -114,9 +121,8 @@ impl FolderTask {
             }
         }
         store::clean_temp_files(&self.cfg.path);
-        let (watch_tx, mut watch_rx) = mpsc::channel(256);
-        match watcher::watch(&self.cfg.path, watch_tx) {
-            Ok(w) => self._watcher = Some(w),
+        match watcher::watch(&self.cfg.path) {
+            Ok(w) => self.watcher = Some(w),
             Err(e) => {
                 tracing::warn!(folder = %self.cfg.name, "cannot watch {}: {e}; relying on periodic rescans", self.cfg.path.display());
             }
@@ -136,6 +142,7 @@ impl FolderTask {
             let retry = self
                 .retry_at
                 .values()
+                .chain(self.hold_deletes.values())
                 .min()
                 .copied()
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
@@ -147,11 +154,12 @@ impl FolderTask {
                 _ = cancel.cancelled() => break,
                 Some(cmd) = cmds.recv() => self.on_cmd(cmd, &cancel),
                 Some(ev) = events_rx.recv() => self.on_session(ev),
-                Some(ev) = watch_rx.recv() => self.on_watch(ev),
+                ev = watcher::next_event(self.watcher.as_ref()) => self.on_watch(ev),
                 _ = rescan.tick() => self.scan_all = true,
                 _ = tokio::time::sleep_until(retry) => {
                     let now = Instant::now();
                     self.retry_at.retain(|_, at| *at > now);
+                    self.hold_deletes.retain(|_, at| *at > now);
                 }
                 _ = std::future::ready(()), if more => {}
             }
@@ -209,10 +217,9 @@ impl FolderTask {
 
     fn on_session(&mut self, ev: SessionEvent) {
         match ev {
-            SessionEvent::Connected(handle) => {
-                self.session = Some(handle);
-                self.last_error = None;
-            }
+            // The last error stays until the folder is in sync again: a connection that
+            // keeps failing after it is made must still explain itself in status.
+            SessionEvent::Connected(handle) => self.session = Some(handle),
             SessionEvent::IndexUpdated { caught_up } => self.caught_up |= caught_up,
             SessionEvent::PushResult { id, outcomes } => {
                 if let Err(e) = self.on_push_result(id, outcomes) {
@@ -297,6 +304,10 @@ impl FolderTask {
         });
         match result {
             Ok(out) => {
+                let until = Instant::now() + RENAME_WINDOW;
+                for row in out.changes.iter().filter(|r| r.entry.deleted) {
+                    self.hold_deletes.insert(row.entry.path.clone(), until);
+                }
                 if !out.changes.is_empty() {
                     tracing::debug!(folder = %self.cfg.name, changes = out.changes.len(), "scanned");
                 }
@@ -521,7 +532,10 @@ impl FolderTask {
         let mut bytes = 0usize;
         for row in dirty {
             let path = row.entry.path.clone();
-            if self.inflight_paths.contains(&path) || self.retrying(&path) {
+            if self.inflight_paths.contains(&path)
+                || self.retrying(&path)
+                || self.hold_deletes.contains_key(&path)
+            {
                 continue;
             }
             let remote = self.index().remote(&path)?;

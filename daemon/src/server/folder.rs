@@ -106,8 +106,7 @@ pub fn start(
 impl Sequencer {
     async fn run(mut self, mut cmds: mpsc::Receiver<FolderCmd>, cancel: CancellationToken) {
         store::clean_temp_files(&self.root);
-        let (watch_tx, mut watch_rx) = mpsc::channel(256);
-        let _watcher = watcher::watch(&self.root, watch_tx)
+        let watcher = watcher::watch(&self.root)
             .inspect_err(|e| tracing::warn!(folder = %self.name, "cannot watch the server copy: {e}; relying on rescans"))
             .ok();
         self.scan(Scope::All);
@@ -123,10 +122,13 @@ impl Sequencer {
                         let _ = reply.send(outcome);
                     }
                 },
-                Some(ev) = watch_rx.recv() => match ev {
-                    WatchEvent::Changed(paths) => self.scan(Scope::Paths(paths)),
-                    WatchEvent::Rescan(_) => self.scan(Scope::All),
-                },
+                ev = watcher::next_event(watcher.as_ref()) => {
+                    tracing::debug!(folder = %self.name, "watch: {ev:?}");
+                    match ev {
+                        WatchEvent::Changed(paths) => self.scan(Scope::Paths(paths)),
+                        WatchEvent::Rescan(_) => self.scan(Scope::All),
+                    }
+                }
                 _ = rescan.tick() => self.scan(Scope::All),
             }
         }

@@ -1,0 +1,335 @@
+//! A server and N clients on loopback, each client syncing the folder `docs`, and the
+//! common oracle every scenario step ends with (shared/test-matrix.md, top).
+//!
+//! Layout under the cluster's temp dir:
+//!
+//! ```text
+//! server/            the server node's home (config, state, ctl.sock, daemon.log, data/)
+//! a/, b/, …          the client nodes' homes
+//! a-docs/, b-docs/   the clients' synced folders (<client>-<folder>)
+//! canary/            files no daemon may touch
+//! ```
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::exec::Scratch;
+use crate::files;
+use crate::tree::{self, Manifest, converge_with, manifest, stray_temp_files};
+use crate::{Node, SYNC_TIMEOUT};
+
+/// The folder every client of a [`Cluster`] syncs from the start.
+pub const DOCS: &str = "docs";
+
+/// One server and `n` clients with their own temp dirs and ports; everything is killed
+/// and removed on drop (see [`Scratch`] for keeping the files).
+pub struct Cluster {
+    // Field order is drop order: processes go before their directories.
+    clients: Vec<Node>,
+    server: Node,
+    /// Top-level names of the temp dir the cluster made; anything else appearing there
+    /// was written by a daemon outside its folders and state.
+    expected_entries: Mutex<BTreeSet<String>>,
+    canary: Manifest,
+    scratch: Scratch,
+}
+
+impl Cluster {
+    /// Starts a server and `n_clients` clients (`a`, `b`, …) and adds `<client>-docs` on
+    /// each with `filesyncctl add … --name docs`.
+    pub fn new(n_clients: usize) -> Cluster {
+        assert!(n_clients <= 26, "clients are named a..z");
+        let scratch = Scratch::new();
+        let root = scratch.path();
+        let canary_dir = root.join("canary");
+        files::write(&canary_dir.join("keep.txt"), b"no daemon writes here\n");
+        files::write(
+            &canary_dir.join("sub/keep.bin"),
+            files::pseudo_random(7, 4096),
+        );
+        let canary = manifest(&canary_dir).expect("cannot read the canary dir");
+
+        let server = Node::server(root, "server");
+        server.start();
+        let clients: Vec<Node> = (0..n_clients)
+            .map(|i| {
+                let name = char::from(b'a' + i as u8).to_string();
+                let node = Node::client(root, &name);
+                node.start();
+                node
+            })
+            .collect();
+        let expected = ["canary", "server"]
+            .into_iter()
+            .map(String::from)
+            .chain(clients.iter().map(|c| c.name().to_owned()))
+            .collect();
+        let cluster = Cluster {
+            clients,
+            server,
+            expected_entries: Mutex::new(expected),
+            canary,
+            scratch,
+        };
+        for i in 0..n_clients {
+            cluster.add_folder(i, DOCS);
+        }
+        cluster
+    }
+
+    /// The cluster's temp dir.
+    pub fn root(&self) -> &Path {
+        self.scratch.path()
+    }
+
+    pub fn server(&self) -> &Node {
+        &self.server
+    }
+
+    pub fn client(&self, i: usize) -> &Node {
+        &self.clients[i]
+    }
+
+    /// Client `a`.
+    pub fn a(&self) -> &Node {
+        self.client(0)
+    }
+
+    /// Client `b`.
+    pub fn b(&self) -> &Node {
+        self.client(1)
+    }
+
+    /// Client `i`'s local dir for `folder`, created if needed (not yet added).
+    pub fn folder_dir(&self, i: usize, folder: &str) -> PathBuf {
+        let dir = self.clients[i].folder_dir(folder);
+        fs::create_dir_all(&dir).expect("cannot create a folder dir");
+        let name = dir.file_name().expect("a folder dir has a name");
+        self.expected_entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string_lossy().into_owned());
+        dir
+    }
+
+    /// The `filesyncctl` arguments that add client `i`'s `folder` to the server.
+    pub fn add_args(&self, i: usize, folder: &str) -> Vec<OsString> {
+        vec![
+            "add".into(),
+            self.folder_dir(i, folder).into(),
+            "--server".into(),
+            self.server.server_addr().into(),
+            "--name".into(),
+            folder.into(),
+        ]
+    }
+
+    /// `filesyncctl add` of client `i`'s `folder` on the running daemon; returns its dir.
+    pub fn add_folder(&self, i: usize, folder: &str) -> PathBuf {
+        self.clients[i].ctl_ok(self.add_args(i, folder));
+        self.clients[i].folder_dir(folder)
+    }
+
+    /// The server's browsable copy of `folder`: `DATA_DIR/ACCOUNT/FOLDER/`, with the
+    /// account found as the first non-dot entry of the data dir that holds `folder`
+    /// (the account name is the server's choice under open registration).
+    pub fn server_dir(&self, folder: &str) -> Option<PathBuf> {
+        let mut accounts: Vec<_> = fs::read_dir(self.server.data_dir())
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .filter(|name| !name.to_string_lossy().starts_with('.'))
+            .collect();
+        accounts.sort();
+        accounts
+            .into_iter()
+            .map(|acct| self.server.data_dir().join(acct).join(folder))
+            .find(|dir| dir.is_dir())
+    }
+
+    /// The trees that must agree: `folder` on each listed client, then the server's copy.
+    pub fn replicas(&self, folder: &str, clients: &[usize]) -> Result<Vec<PathBuf>, String> {
+        let server = self.server_dir(folder).ok_or_else(|| {
+            format!(
+                "no server copy of {folder:?} under {} yet",
+                self.server.data_dir().display()
+            )
+        })?;
+        let mut trees: Vec<PathBuf> = clients
+            .iter()
+            .map(|&i| self.clients[i].folder_dir(folder))
+            .collect();
+        trees.push(server);
+        Ok(trees)
+    }
+
+    /// Every client's index, for [`Cluster::settle_clients`].
+    pub fn all_clients(&self) -> Vec<usize> {
+        (0..self.clients.len()).collect()
+    }
+
+    /// Ends a scenario step on every client: see [`Cluster::settle_clients`].
+    pub fn settle(&self, folder: &str) -> Manifest {
+        self.settle_clients(folder, &self.all_clients(), SYNC_TIMEOUT)
+    }
+
+    /// Ends a scenario step: the listed clients' copies of `folder` and the server's
+    /// converge, `filesyncctl wait` exits 0 on each of those clients, the trees are still
+    /// identical right after, and the common oracle holds. Returns the common manifest.
+    pub fn settle_clients(&self, folder: &str, clients: &[usize], timeout: Duration) -> Manifest {
+        self.note(&format!("settle {folder} on clients {clients:?}"));
+        let replicas = || self.replicas(folder, clients);
+        converge_with(timeout, replicas).unwrap_or_else(|why| {
+            panic!(
+                "{folder} did not converge within {timeout:?}: {why}{}",
+                self.dead_daemons()
+            )
+        });
+        for &i in clients {
+            self.clients[i].assert_in_sync(folder, timeout);
+        }
+        // Every client now says it is in sync: the trees must agree without more waiting.
+        let common = converge_with(Duration::ZERO, replicas)
+            .unwrap_or_else(|why| panic!("{folder} changed after `wait` returned 0: {why}"));
+        self.check_oracle(folder, clients);
+        common
+    }
+
+    /// Started daemons that have exited since, as text for a failure message.
+    fn dead_daemons(&self) -> String {
+        std::iter::once(&self.server)
+            .chain(&self.clients)
+            .filter_map(|n| n.check_running().err())
+            .map(|why| format!("\n{why}"))
+            .collect()
+    }
+
+    /// The common oracle that fits these black-box tests: every started daemon still
+    /// runs; `status --json` reports no `last_error` on any folder, no `config_error`,
+    /// and a `server` object exactly on the server; no daemon temp files are left in the
+    /// replicas ([`stray_temp_files`]); nothing was written outside the folders and homes.
+    pub fn check_oracle(&self, folder: &str, clients: &[usize]) {
+        let mut problems = Vec::new();
+        let nodes: Vec<&Node> = std::iter::once(&self.server)
+            .chain(self.clients.iter())
+            .filter(|n| n.is_started())
+            .collect();
+        for node in &nodes {
+            if let Err(why) = node.check_running() {
+                problems.push(why);
+            }
+        }
+        if problems.is_empty() {
+            for node in &nodes {
+                let is_server = std::ptr::eq(*node, &self.server);
+                problems.extend(status_problems(node.name(), &node.status_json(), is_server));
+            }
+        }
+        for tree in self.replicas(folder, clients).unwrap_or_default() {
+            match stray_temp_files(&tree) {
+                Ok(stray) if stray.is_empty() => {}
+                Ok(stray) => {
+                    problems.push(format!("temp files left in {}: {stray:?}", tree.display()))
+                }
+                Err(e) => problems.push(format!("cannot walk {}: {e}", tree.display())),
+            }
+        }
+        match manifest(&self.root().join("canary")) {
+            Ok(now) if now == self.canary => {}
+            Ok(now) => problems.push(format!(
+                "canary dir changed: {}",
+                tree::diff(&self.canary, &now)
+            )),
+            Err(e) => problems.push(format!("canary dir unreadable: {e}")),
+        }
+        let expected = self
+            .expected_entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let unexpected: Vec<String> = files::list_dir(self.root())
+            .into_iter()
+            .filter(|name| !expected.contains(name))
+            .collect();
+        if !unexpected.is_empty() {
+            problems.push(format!(
+                "unexpected entries next to the folders: {unexpected:?}"
+            ));
+        }
+        assert!(
+            problems.is_empty(),
+            "oracle failed after settling {folder}:\n - {}",
+            problems.join("\n - ")
+        );
+    }
+
+    /// Client `i`'s copy of `folder`/`rel`.
+    pub fn path_on(&self, i: usize, folder: &str, rel: &str) -> PathBuf {
+        self.clients[i].folder_dir(folder).join(rel)
+    }
+
+    /// The server's copy of `folder`/`rel`; panics when the server has no copy of `folder`.
+    pub fn server_path(&self, folder: &str, rel: &str) -> PathBuf {
+        self.server_dir(folder)
+            .unwrap_or_else(|| panic!("the server has no copy of {folder:?}"))
+            .join(rel)
+    }
+
+    /// `rel` holds exactly `content` on every client and on the server.
+    pub fn assert_file_everywhere(&self, folder: &str, rel: &str, content: &[u8]) {
+        for i in self.all_clients() {
+            files::assert_file(&self.path_on(i, folder, rel), content);
+        }
+        files::assert_file(&self.server_path(folder, rel), content);
+    }
+
+    /// Nothing exists at `rel` on any client nor on the server.
+    pub fn assert_absent_everywhere(&self, folder: &str, rel: &str) {
+        for i in self.all_clients() {
+            files::assert_absent(&self.path_on(i, folder, rel));
+        }
+        files::assert_absent(&self.server_path(folder, rel));
+    }
+
+    /// Marks a step in every daemon's log, to find it when a test fails.
+    pub fn note(&self, text: &str) {
+        self.server.note(text);
+        for c in &self.clients {
+            c.note(text);
+        }
+    }
+}
+
+/// What is wrong in one node's `status --json` after a quiet step.
+fn status_problems(name: &str, status: &Value, is_server: bool) -> Vec<String> {
+    let mut problems = Vec::new();
+    if !status["config_error"].is_null() {
+        problems.push(format!("{name}: config_error = {}", status["config_error"]));
+    }
+    if status["server"].is_object() != is_server {
+        problems.push(format!(
+            "{name}: status `server` should be {} but is {}",
+            if is_server { "an object" } else { "null" },
+            status["server"]
+        ));
+    }
+    for folder in status["folders"].as_array().into_iter().flatten() {
+        match folder.get("last_error") {
+            Some(Value::Null) => {}
+            Some(err) => problems.push(format!(
+                "{name}: folder {} last_error = {err}",
+                folder["name"]
+            )),
+            None => problems.push(format!(
+                "{name}: folder {} has no last_error field",
+                folder["name"]
+            )),
+        }
+    }
+    problems
+}

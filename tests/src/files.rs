@@ -1,0 +1,92 @@
+//! Making and checking test content: deterministic bytes, writing files with their
+//! parent dirs, mode bits, and assertions on a single path with readable failures.
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::tree::{is_metadata, sha256};
+
+/// Deterministic bytes that do not repeat (splitmix64), so that no two test files and no
+/// two parts of one file share content-defined chunks unless a test means them to.
+pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed ^ 0x5151_5eed_f11e_5e11;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Writes `bytes` to `path`, creating parent directories.
+pub fn write(path: &Path, bytes: impl AsRef<[u8]>) {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", parent.display()));
+    }
+    fs::write(path, bytes).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
+/// Sets the mode of `path` to 0755 or 0644.
+pub fn set_exec(path: &Path, exec: bool) {
+    let mode = if exec { 0o755 } else { 0o644 };
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", path.display()));
+}
+
+/// Panics unless `path` is a regular file holding exactly `expected`.
+pub fn assert_file(path: &Path, expected: &[u8]) {
+    let meta = fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{} should be a file: {e}", path.display()));
+    assert!(meta.is_file(), "{} is not a regular file", path.display());
+    let got = fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    assert!(
+        got == expected,
+        "{} holds {} bytes (sha256 {}), expected {} bytes (sha256 {}){}",
+        path.display(),
+        got.len(),
+        sha256(&got),
+        expected.len(),
+        sha256(expected),
+        if got.len() < 200 && expected.len() < 200 {
+            format!(
+                ": {:?} vs {:?}",
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(expected)
+            )
+        } else {
+            String::new()
+        }
+    );
+}
+
+/// Panics if anything exists at `path` (a dangling symlink counts).
+pub fn assert_absent(path: &Path) {
+    if let Ok(meta) = fs::symlink_metadata(path) {
+        panic!(
+            "{} should not exist, found {:?}",
+            path.display(),
+            meta.file_type()
+        );
+    }
+}
+
+/// The names in `dir` as UTF-8 strings, sorted, with `.filesync*` left out.
+pub fn list_dir(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|item| {
+            let item = item.expect("cannot read a directory entry");
+            String::from_utf8_lossy(item.file_name().as_bytes()).into_owned()
+        })
+        .filter(|name| !is_metadata(name))
+        .collect();
+    names.sort();
+    names
+}

@@ -1,0 +1,24 @@
+//! The end-to-end scenarios of filesync, compiled into one test binary.
+//!
+//! Each test starts its own server and clients (`filesync_tests::Cluster`) in its own
+//! temp dir with its own ports, so tests run in parallel. Every step ends with
+//! `Cluster::settle`: the replicas converge, `filesyncctl wait` exits 0 on the clients,
+//! and the common oracle holds. Tests then check the expected content explicitly, since
+//! replicas that all lost a change would also agree.
+//!
+//! Needs the binaries: `cargo build --workspace` before `cargo test`.
+#![cfg(unix)]
+
+#[path = "e2e/changes.rs"]
+mod changes;
+#[path = "e2e/control.rs"]
+mod control;
+#[path = "e2e/offline.rs"]
+mod offline;
+
+use filesync_tests::Manifest;
+
+/// The paths of a manifest, for comparing with the paths a step should leave.
+fn paths(manifest: &Manifest) -> Vec<&str> {
+    manifest.keys().map(String::as_str).collect()
+}
