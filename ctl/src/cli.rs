@@ -8,13 +8,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use filesync_proto::control::FolderMode;
+use filesync_proto::control::{FolderMode, Keep};
 
 const AFTER_HELP: &str = "\
 The daemon is reached through its control socket: --socket PATH, else $FILESYNC_SOCKET,
 else $XDG_RUNTIME_DIR/filesync/filesyncd.sock (/run/filesyncd/filesyncd.sock for root).
 
 FOLDER is a folder name or a local path; an existing path is sent in its absolute form.
+PATH (of `resolve`, `versions` and `restore`) is relative to the folder's root, e.g.
+`notes/todo.txt`, whatever the current directory.
 
 Exit codes:
   0  success
@@ -23,7 +25,8 @@ Exit codes:
   3  the daemon is not reachable (not running, or no access to its socket)";
 
 /// Control the filesync daemon (filesyncd): add and remove folders, pause and resume
-/// them, show status and wait until everything is in sync.
+/// them, show status, wait until everything is in sync, settle conflicts and bring back
+/// old versions of files.
 #[derive(Debug, Parser)]
 #[command(name = "filesyncctl", version, after_help = AFTER_HELP)]
 pub struct Cli {
@@ -76,6 +79,70 @@ pub enum Command {
     },
     /// Make the daemon read its config file again.
     Reload,
+    /// List the unresolved conflicts of every folder (or of one).
+    ///
+    /// A conflict is left when two devices changed the same file before either saw the
+    /// other's change: the server's version stays at the file's path, and the other one
+    /// is kept next to it in a conflict copy,
+    /// `NAME.sync-conflict-YYYYMMDD-HHMMSS-DEVICE.EXT`. Settle them with
+    /// `filesyncctl resolve`.
+    Conflicts {
+        /// Print the conflicts as a JSON array, for scripts.
+        #[arg(long)]
+        json: bool,
+        /// List only this folder's conflicts: its name or its local path.
+        folder: Option<String>,
+    },
+    /// Settle conflicts by keeping one of the two versions of each file.
+    ///
+    /// Every unresolved conflict whose original path matches PATH_OR_GLOB is settled:
+    /// the version chosen with --keep ends up at the original path, the conflict copy
+    /// goes away, and the other version is deleted. The deleted version stays among the
+    /// server's kept versions for the retention period, so `filesyncctl versions` and
+    /// `filesyncctl restore` can still bring it back.
+    Resolve(ResolveArgs),
+    /// List the versions of a file that the server keeps, newest first.
+    ///
+    /// The server keeps a file's previous content when it is replaced or deleted, for
+    /// the retention period. Bring one back with `filesyncctl restore`.
+    Versions {
+        /// Print the versions as a JSON array, for scripts.
+        #[arg(long)]
+        json: bool,
+        /// The folder: its name or its local path.
+        folder: String,
+        /// The file, relative to the folder's root, e.g. `notes/todo.txt`.
+        path: String,
+    },
+    /// Bring back a version of a file that the server keeps.
+    ///
+    /// The chosen version becomes the content of PATH again and syncs like any other
+    /// change. PATH may also be a file that was deleted. `filesyncctl versions` lists
+    /// the versions there are.
+    Restore {
+        /// The folder: its name or its local path.
+        folder: String,
+        /// The file, relative to the folder's root, e.g. `notes/todo.txt`.
+        path: String,
+        /// The version to bring back, as listed by `filesyncctl versions` [default: the
+        /// newest kept version].
+        #[arg(long, value_name = "V")]
+        version: Option<u64>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    /// The folder: its name or its local path.
+    pub folder: String,
+    /// The conflicted file, relative to the folder's root (`notes/todo.txt`), or a glob
+    /// over such paths (`docs/*.txt`; quote it so that the shell leaves it alone). It is
+    /// the original path, not the conflict copy's.
+    #[arg(value_name = "PATH_OR_GLOB")]
+    pub pattern: String,
+    /// Which version to keep; the other one is deleted.
+    #[arg(long, value_enum)]
+    pub keep: KeepSide,
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +191,27 @@ impl From<Mode> for FolderMode {
             Mode::TwoWay => FolderMode::TwoWay,
             Mode::SendOnly => FolderMode::SendOnly,
             Mode::ReceiveOnly => FolderMode::ReceiveOnly,
+        }
+    }
+}
+
+/// The command-line spelling of [`Keep`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeepSide {
+    /// The version in the conflict copy: the one that lost.
+    Local,
+    /// The version at the original path: the server's, the one that won.
+    Remote,
+    /// Whichever of the two has the later modification time.
+    Newer,
+}
+
+impl From<KeepSide> for Keep {
+    fn from(side: KeepSide) -> Keep {
+        match side {
+            KeepSide::Local => Keep::Local,
+            KeepSide::Remote => Keep::Remote,
+            KeepSide::Newer => Keep::Newer,
         }
     }
 }
@@ -179,6 +267,35 @@ mod tests {
     }
 
     #[test]
+    fn keep_sides_map_to_the_protocol() {
+        for (arg, want) in [
+            ("local", Keep::Local),
+            ("remote", Keep::Remote),
+            ("newer", Keep::Newer),
+        ] {
+            let cli = parse(&["resolve", "docs", "*.txt", "--keep", arg]).unwrap();
+            let Command::Resolve(resolve) = cli.command else {
+                panic!("not resolve: {cli:?}");
+            };
+            assert_eq!(resolve.pattern, "*.txt");
+            assert_eq!(Keep::from(resolve.keep), want);
+        }
+    }
+
+    #[test]
+    fn restore_takes_an_optional_version() {
+        let version = |args: &[&str]| match parse(args).unwrap().command {
+            Command::Restore { version, .. } => version,
+            other => panic!("not restore: {other:?}"),
+        };
+        assert_eq!(version(&["restore", "docs", "a.txt"]), None);
+        assert_eq!(
+            version(&["restore", "docs", "a.txt", "--version", "7"]),
+            Some(7)
+        );
+    }
+
+    #[test]
     fn usage_errors() {
         for args in [
             &["pause"][..],
@@ -186,6 +303,11 @@ mod tests {
             &["add", "x"],
             &["add", "x", "--server", "h:1", "--mode", "both"],
             &["remove"],
+            &["resolve", "docs", "a.txt"],
+            &["resolve", "docs", "a.txt", "--keep", "mine"],
+            &["resolve", "docs", "--keep", "newer"],
+            &["versions", "docs"],
+            &["restore", "docs", "a.txt", "--version", "latest"],
         ] {
             let err = parse(args).expect_err("must be refused");
             assert_eq!(err.exit_code(), 2, "{args:?}");

@@ -5,9 +5,11 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
-use filesync_proto::control::{AddFolder, DaemonStatus, Request, Response};
+use filesync_proto::control::{
+    AddFolder, ConflictInfo, DaemonStatus, Request, Response, VersionEntry,
+};
 
-use crate::cli::{AddArgs, Command, Target};
+use crate::cli::{AddArgs, Command, ResolveArgs, Target};
 use crate::output;
 use crate::transport::{Client, RESPONSE_TIMEOUT};
 use crate::wait::wait;
@@ -40,6 +42,28 @@ pub async fn run(command: Command, client: &Client) -> Result<()> {
             confirm(client, Request::Rescan { folder }).await
         }
         Command::Reload => confirm(client, Request::Reload).await,
+        Command::Conflicts { json, folder } => {
+            let folder = folder.map(folder_arg).transpose()?;
+            conflicts(client, folder, json).await
+        }
+        Command::Resolve(args) => confirm(client, resolve(args)?).await,
+        Command::Versions { json, folder, path } => {
+            let folder = folder_arg(folder)?;
+            versions(client, folder, path, json).await
+        }
+        Command::Restore {
+            folder,
+            path,
+            version,
+        } => {
+            let folder = folder_arg(folder)?;
+            let request = Request::Restore {
+                folder,
+                path,
+                version,
+            };
+            confirm(client, request).await
+        }
     }
 }
 
@@ -63,6 +87,42 @@ async fn status(client: &Client, folder: Option<String>, json: bool) -> Result<(
     output::print(&text)
 }
 
+async fn conflicts(client: &Client, folder: Option<String>, json: bool) -> Result<()> {
+    let request = Request::Conflicts { folder };
+    let conflicts = expect_conflicts(client.call(&request, Some(RESPONSE_TIMEOUT)).await?)?;
+    let text = if json {
+        output::conflicts_json(&conflicts)?
+    } else {
+        output::conflicts_human(&conflicts, unix_now())
+    };
+    output::print(&text)
+}
+
+/// PATH is relative to the folder's root and goes as given: making it absolute against
+/// our working directory would name a different file.
+async fn versions(client: &Client, folder: String, path: String, json: bool) -> Result<()> {
+    let request = Request::Versions {
+        folder,
+        path: path.clone(),
+    };
+    let versions = expect_versions(client.call(&request, Some(RESPONSE_TIMEOUT)).await?)?;
+    let text = if json {
+        output::versions_json(&versions)?
+    } else {
+        output::versions_human(&versions, &path, unix_now())
+    };
+    output::print(&text)
+}
+
+/// The pattern is relative to the folder's root, and may be a glob: it goes as given.
+fn resolve(args: ResolveArgs) -> Result<Request> {
+    Ok(Request::Resolve {
+        folder: folder_arg(args.folder)?,
+        pattern: args.pattern,
+        keep: args.keep.into(),
+    })
+}
+
 /// The message of a confirmation; the daemon's error or a wrong answer otherwise.
 pub fn expect_ok(response: Response) -> Result<String> {
     match response {
@@ -79,11 +139,29 @@ pub fn expect_status(response: Response) -> Result<DaemonStatus> {
     }
 }
 
+/// The conflicts in an answer; the daemon's error or a wrong answer otherwise.
+pub fn expect_conflicts(response: Response) -> Result<Vec<ConflictInfo>> {
+    match response {
+        Response::Conflicts(conflicts) => Ok(conflicts),
+        other => Err(unexpected(other, "a list of conflicts")),
+    }
+}
+
+/// The kept versions in an answer; the daemon's error or a wrong answer otherwise.
+pub fn expect_versions(response: Response) -> Result<Vec<VersionEntry>> {
+    match response {
+        Response::Versions(versions) => Ok(versions),
+        other => Err(unexpected(other, "a list of versions")),
+    }
+}
+
 fn unexpected(response: Response, wanted: &str) -> anyhow::Error {
     let got = match response {
         Response::Error { message, .. } => return anyhow!(message),
         Response::Ok { .. } => "a confirmation",
         Response::Status(_) => "a status",
+        Response::Conflicts(_) => "a list of conflicts",
+        Response::Versions(_) => "a list of versions",
     };
     anyhow!("the daemon answered with {got} where {wanted} was expected")
 }
@@ -191,8 +269,43 @@ mod tests {
             message: String::new(),
         };
         assert_eq!(
-            expect_status(ok).unwrap_err().to_string(),
+            expect_status(ok.clone()).unwrap_err().to_string(),
             "the daemon answered with a confirmation where a status was expected"
+        );
+        assert_eq!(
+            expect_conflicts(ok).unwrap_err().to_string(),
+            "the daemon answered with a confirmation where a list of conflicts was expected"
+        );
+        assert_eq!(
+            expect_versions(Response::Conflicts(Vec::new()))
+                .unwrap_err()
+                .to_string(),
+            "the daemon answered with a list of conflicts where a list of versions was expected"
+        );
+        assert_eq!(
+            expect_ok(Response::Versions(Vec::new()))
+                .unwrap_err()
+                .to_string(),
+            "the daemon answered with a list of versions where a confirmation was expected"
+        );
+        assert!(expect_conflicts(Response::Conflicts(Vec::new())).is_ok());
+        assert!(expect_versions(Response::Versions(Vec::new())).is_ok());
+    }
+
+    #[test]
+    fn resolve_sends_the_pattern_as_given() {
+        let args = ResolveArgs {
+            folder: "docs-by-name".into(),
+            pattern: "notes/*.txt".into(),
+            keep: crate::cli::KeepSide::Remote,
+        };
+        assert_eq!(
+            resolve(args).unwrap(),
+            Request::Resolve {
+                folder: "docs-by-name".into(),
+                pattern: "notes/*.txt".into(),
+                keep: filesync_proto::control::Keep::Remote,
+            }
         );
     }
 }

@@ -1,13 +1,15 @@
-//! Rendering of the daemon's status for people (aligned text blocks) and for scripts
-//! (`--json`), and writing to stdout.
+//! Rendering of the daemon's answers (status, conflicts, kept versions) for people
+//! (aligned text blocks and tables) and for scripts (`--json`), and writing to stdout.
 //!
-//! Rendering is pure: it takes the status and the current time and returns text.
+//! Rendering is pure: it takes the answer and the current time and returns text.
 
 use std::fmt::Write as _;
 use std::io::{self, Write as _};
 
 use anyhow::{Context, Result};
-use filesync_proto::control::{DaemonStatus, FolderStatus, ServerStatus};
+use filesync_proto::control::{
+    ConflictInfo, DaemonStatus, FolderStatus, ServerStatus, VersionEntry,
+};
 
 use crate::format::{ago, bytes, count, thousands, utc_time};
 
@@ -26,7 +28,22 @@ pub fn print(text: &str) -> Result<()> {
 
 /// The status as pretty JSON, with a final newline.
 pub fn status_json(status: &DaemonStatus) -> Result<String> {
-    let mut text = serde_json::to_string_pretty(status).context("cannot render the status")?;
+    pretty(serde_json::to_string_pretty(status), "the status")
+}
+
+/// The conflicts as a pretty JSON array, with a final newline.
+pub fn conflicts_json(conflicts: &[ConflictInfo]) -> Result<String> {
+    pretty(serde_json::to_string_pretty(conflicts), "the conflicts")
+}
+
+/// The kept versions as a pretty JSON array, with a final newline.
+pub fn versions_json(versions: &[VersionEntry]) -> Result<String> {
+    pretty(serde_json::to_string_pretty(versions), "the versions")
+}
+
+/// Rendered JSON with a final newline, or what could not be rendered.
+fn pretty(rendered: serde_json::Result<String>, what: &str) -> Result<String> {
+    let mut text = rendered.with_context(|| format!("cannot render {what}"))?;
     text.push('\n');
     Ok(text)
 }
@@ -115,6 +132,107 @@ fn folder_block(out: &mut String, f: &FolderStatus, now: i64) {
     }
 }
 
+/// One block per conflict, blank lines between, in the daemon's order:
+///
+/// ```text
+/// docs: report.txt
+///   kept at path:  report.txt  (server version 12 by DEV2)
+///   other version: report.sync-conflict-….txt  (by DEV1, 1.2 KiB, modified 2026-11-21 14:02:11 UTC)
+///   since:         2026-11-21 14:02:11 UTC (3 minutes ago)
+/// ```
+pub fn conflicts_human(conflicts: &[ConflictInfo], now: i64) -> String {
+    if conflicts.is_empty() {
+        return "no conflicts\n".to_owned();
+    }
+    let mut out = String::new();
+    for (i, c) in conflicts.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let _ = writeln!(out, "{}: {}", c.folder, c.path);
+        conflict_line(
+            &mut out,
+            "kept at path",
+            format!(
+                "{}  (server version {} by {})",
+                c.path, c.winner_seq, c.winner
+            ),
+        );
+        conflict_line(
+            &mut out,
+            "other version",
+            format!(
+                "{}  (by {}, {}, modified {})",
+                c.copy,
+                c.loser,
+                bytes(c.copy_size),
+                utc_time(unix_secs(c.copy_mtime_ns))
+            ),
+        );
+        conflict_line(
+            &mut out,
+            "since",
+            format!("{} ({})", utc_time(c.made_at), ago(c.made_at, now)),
+        );
+    }
+    out
+}
+
+/// One `label: value` line of a conflict block, values aligned.
+fn conflict_line(out: &mut String, label: &str, value: String) {
+    let _ = writeln!(out, "  {:<14} {value}", format!("{label}:"));
+}
+
+/// A table of the versions of `path` the server keeps, newest first, or a line saying
+/// there are none:
+///
+/// ```text
+/// VERSION     SIZE  MODIFIED                 REPLACED
+///       7  1.2 KiB  2026-11-21 13:50:00 UTC  2026-11-21 13:59:11 UTC (3 minutes ago)
+/// ```
+pub fn versions_human(versions: &[VersionEntry], path: &str, now: i64) -> String {
+    if versions.is_empty() {
+        return format!("no kept versions of {path}\n");
+    }
+    let mut sorted: Vec<&VersionEntry> = versions.iter().collect();
+    sorted.sort_by_key(|v| std::cmp::Reverse(v.version));
+    let rows: Vec<[String; 4]> = sorted
+        .iter()
+        .map(|v| {
+            [
+                v.version.to_string(),
+                bytes(v.size),
+                utc_time(unix_secs(v.mtime_ns)),
+                format!("{} ({})", utc_time(v.kept_at), ago(v.kept_at, now)),
+            ]
+        })
+        .collect();
+    let header = ["VERSION", "SIZE", "MODIFIED", "REPLACED"];
+    let width = |column: usize| {
+        rows.iter()
+            .map(|row| row[column].chars().count())
+            .chain([header[column].len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let (version_w, size_w, modified_w) = (width(0), width(1), width(2));
+    let mut out = String::new();
+    for row in std::iter::once(header.map(str::to_owned)).chain(rows) {
+        // Numbers right-aligned, dates left-aligned; the last column is not padded.
+        let _ = writeln!(
+            out,
+            "{:>version_w$}  {:>size_w$}  {:<modified_w$}  {}",
+            row[0], row[1], row[2], row[3]
+        );
+    }
+    out
+}
+
+/// Nanoseconds since the Unix epoch to whole seconds, rounding down.
+fn unix_secs(nanos: i64) -> i64 {
+    nanos.div_euclid(1_000_000_000)
+}
+
 /// `up 0 files (0 B), down 3 files (1.2 MiB)`.
 pub fn pending(f: &FolderStatus) -> String {
     format!(
@@ -157,6 +275,9 @@ pub mod tests {
     use filesync_proto::control::{
         ConnectedDevice, Counters, FolderMode, FolderState, ServerFolderStatus, Unsyncable,
     };
+
+    /// Nanoseconds in a second, for modification times.
+    const NS: i64 = 1_000_000_000;
 
     pub const NOW: i64 = 1_795_269_731;
 
@@ -294,5 +415,118 @@ server  listening on 0.0.0.0:7101
         assert_eq!(value["folders"][1]["state"], "offline");
         assert_eq!(value["folders"][1]["mode"], "send-only");
         assert_eq!(value["server"]["devices"][0]["name"], "laptop");
+    }
+
+    fn conflict(folder: &str, path: &str, copy: &str) -> ConflictInfo {
+        ConflictInfo {
+            folder: folder.into(),
+            path: path.into(),
+            copy: copy.into(),
+            winner: "DEV2".into(),
+            winner_seq: 12,
+            loser: "ABCDEFG".into(),
+            made_at: NOW,
+            copy_size: 1_229,
+            copy_mtime_ns: NOW * NS + 999_999_999,
+        }
+    }
+
+    #[test]
+    fn human_conflicts() {
+        let conflicts = [
+            conflict(
+                "docs",
+                "report.txt",
+                "report.sync-conflict-20261121-140211-ABCDEFG.txt",
+            ),
+            ConflictInfo {
+                winner: "DEV3".into(),
+                winner_seq: 40_001,
+                made_at: NOW - 2 * 86_400,
+                copy_size: 0,
+                copy_mtime_ns: (NOW - 2 * 86_400 - 60) * NS,
+                ..conflict(
+                    "photos",
+                    "2026/cat.jpg",
+                    "2026/cat.sync-conflict-20261119-140111-ABCDEFG.jpg",
+                )
+            },
+        ];
+        let want = "\
+docs: report.txt
+  kept at path:  report.txt  (server version 12 by DEV2)
+  other version: report.sync-conflict-20261121-140211-ABCDEFG.txt  (by ABCDEFG, 1.2 KiB, modified 2026-11-21 14:02:11 UTC)
+  since:         2026-11-21 14:02:11 UTC (3 minutes ago)
+
+photos: 2026/cat.jpg
+  kept at path:  2026/cat.jpg  (server version 40001 by DEV3)
+  other version: 2026/cat.sync-conflict-20261119-140111-ABCDEFG.jpg  (by ABCDEFG, 0 B, modified 2026-11-19 14:01:11 UTC)
+  since:         2026-11-19 14:02:11 UTC (2 days ago)
+";
+        let got = conflicts_human(&conflicts, NOW + 180);
+        assert_eq!(got, want, "got:\n{got}");
+    }
+
+    #[test]
+    fn no_conflicts() {
+        assert_eq!(conflicts_human(&[], NOW), "no conflicts\n");
+        assert_eq!(conflicts_json(&[]).unwrap(), "[]\n");
+    }
+
+    #[test]
+    fn json_conflicts_are_the_protocol_type() {
+        let sample = conflict("docs", "report.txt", "report.sync-conflict.txt");
+        let text = conflicts_json(std::slice::from_ref(&sample)).unwrap();
+        assert!(text.ends_with("}\n]\n"), "{text}");
+        let back: Vec<ConflictInfo> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, [sample]);
+    }
+
+    #[test]
+    fn human_versions_newest_first() {
+        let version = |version: u64, size: u64, kept_ago: i64| VersionEntry {
+            version,
+            size,
+            mtime_ns: (NOW - kept_ago - 600) * NS,
+            kept_at: NOW - kept_ago,
+        };
+        // Out of order on purpose: the table sorts.
+        let versions = [
+            version(7, 512, 7_200),
+            version(12, 36_909_875, 180),
+            version(9, 1_536, 3_600),
+        ];
+        let want = "\
+VERSION      SIZE  MODIFIED                 REPLACED
+     12  35.2 MiB  2026-11-21 13:49:11 UTC  2026-11-21 13:59:11 UTC (3 minutes ago)
+      9   1.5 KiB  2026-11-21 12:52:11 UTC  2026-11-21 13:02:11 UTC (1 hour ago)
+      7     512 B  2026-11-21 11:52:11 UTC  2026-11-21 12:02:11 UTC (2 hours ago)
+";
+        let got = versions_human(&versions, "notes/todo.txt", NOW);
+        assert_eq!(got, want, "got:\n{got}");
+    }
+
+    #[test]
+    fn no_versions() {
+        assert_eq!(
+            versions_human(&[], "notes/todo.txt", NOW),
+            "no kept versions of notes/todo.txt\n"
+        );
+        assert_eq!(versions_json(&[]).unwrap(), "[]\n");
+    }
+
+    #[test]
+    fn json_versions_are_the_protocol_type() {
+        let entry = VersionEntry {
+            version: 3,
+            size: 10,
+            mtime_ns: -1,
+            kept_at: NOW,
+        };
+        let text = versions_json(std::slice::from_ref(&entry)).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value[0]["version"], 3);
+        assert_eq!(value[0]["mtime_ns"], -1);
+        assert_eq!(value[0]["kept_at"], NOW);
     }
 }

@@ -58,6 +58,10 @@ fn usage_errors_exit_2() {
         &["add", "X", "--server", "h:1", "--mode", "bogus"],
         &["wait", "--timeout", "soon"],
         &["frobnicate"],
+        &["resolve", "docs", "*.txt"],
+        &["resolve", "docs", "*.txt", "--keep", "mine"],
+        &["versions", "docs"],
+        &["restore", "docs", "a.txt", "--version", "newest"],
     ] {
         let out = ctl(socket, args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
@@ -70,7 +74,18 @@ fn help_lists_every_command_and_the_exit_codes() {
     assert_eq!(out.status.code(), Some(0));
     let help = stdout(&out);
     for command in [
-        "add", "remove", "pause", "resume", "status", "wait", "rescan", "reload",
+        "add",
+        "remove",
+        "pause",
+        "resume",
+        "status",
+        "wait",
+        "rescan",
+        "reload",
+        "conflicts",
+        "resolve",
+        "versions",
+        "restore",
     ] {
         assert!(
             help.contains(&format!("\n  {command} ")),
@@ -80,6 +95,25 @@ fn help_lists_every_command_and_the_exit_codes() {
     assert!(help.contains("3  the daemon is not reachable"), "{help}");
 }
 
+#[test]
+fn resolve_help_explains_each_side() {
+    let out = ctl(Path::new("/nonexistent"), &["resolve", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = stdout(&out);
+    for text in [
+        "--keep <KEEP> <FOLDER> <PATH_OR_GLOB>",
+        "local:",
+        "the one that lost",
+        "remote:",
+        "the server's",
+        "newer:",
+        "later modification time",
+        "retention period",
+    ] {
+        assert!(help.contains(text), "{text}:\n{help}");
+    }
+}
+
 /// Exchanges with a stand-in daemon, which binds a Unix socket.
 #[cfg(unix)]
 mod with_a_daemon {
@@ -87,8 +121,8 @@ mod with_a_daemon {
     use std::path::PathBuf;
 
     use filesync_proto::control::{
-        ControlErrorKind, Counters, DaemonStatus, FolderMode, FolderState, FolderStatus, Request,
-        Response,
+        ConflictInfo, ControlErrorKind, Counters, DaemonStatus, FolderMode, FolderState,
+        FolderStatus, Keep, Request, Response, VersionEntry,
     };
 
     /// A daemon stand-in on a Unix socket in a temp dir. For each connection it reads one
@@ -331,5 +365,124 @@ mod with_a_daemon {
         assert_eq!(stderr(&out), "filesyncctl: error: no folder named nope\n");
         let nope = Some("nope".to_owned());
         assert_eq!(daemon.requests(), [Request::Flush { folder: nope }]);
+    }
+
+    #[test]
+    fn conflicts_json_is_the_daemon_list() {
+        let conflict = ConflictInfo {
+            folder: "docs".into(),
+            path: "report.txt".into(),
+            copy: "report.sync-conflict-20261121-140211-ABCDEFG.txt".into(),
+            winner: "DEV2".into(),
+            winner_seq: 12,
+            loser: "ABCDEFG".into(),
+            made_at: 1_795_269_731,
+            copy_size: 1_229,
+            copy_mtime_ns: 1_795_269_731_000_000_000,
+        };
+        let answer = Response::Conflicts(vec![conflict]);
+        let daemon = FakeDaemon::start(move |_| (answer.clone(), Then::Vanish));
+        let out = ctl(&daemon.socket, &["conflicts", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!([{
+                "folder": "docs",
+                "path": "report.txt",
+                "copy": "report.sync-conflict-20261121-140211-ABCDEFG.txt",
+                "winner": "DEV2",
+                "winner_seq": 12,
+                "loser": "ABCDEFG",
+                "made_at": 1_795_269_731_i64,
+                "copy_size": 1_229,
+                "copy_mtime_ns": 1_795_269_731_000_000_000_i64,
+            }])
+        );
+        assert_eq!(daemon.requests(), [Request::Conflicts { folder: None }]);
+    }
+
+    #[test]
+    fn conflicts_says_so_when_there_are_none() {
+        let daemon = FakeDaemon::start(|_| (Response::Conflicts(Vec::new()), Then::Vanish));
+        let out = ctl(&daemon.socket, &["conflicts", "docs"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(stdout(&out), "no conflicts\n");
+        assert_eq!(
+            daemon.requests(),
+            [Request::Conflicts {
+                folder: Some("docs".into())
+            }]
+        );
+    }
+
+    #[test]
+    fn resolve_sends_the_glob_as_given() {
+        let daemon = FakeDaemon::start(|_| (ok("resolved 2 conflicts"), Then::Vanish));
+        let out = ctl(
+            &daemon.socket,
+            &["resolve", "docs", "*.txt", "--keep", "newer"],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(stdout(&out), "resolved 2 conflicts\n");
+        assert_eq!(
+            daemon.requests(),
+            [Request::Resolve {
+                folder: "docs".into(),
+                pattern: "*.txt".into(),
+                keep: Keep::Newer,
+            }]
+        );
+    }
+
+    #[test]
+    fn versions_prints_a_table_of_the_daemon_list() {
+        let answer = Response::Versions(vec![VersionEntry {
+            version: 4,
+            size: 2048,
+            mtime_ns: 1_795_269_000_000_000_000,
+            kept_at: 1_795_269_731,
+        }]);
+        let daemon = FakeDaemon::start(move |_| (answer.clone(), Then::Vanish));
+        let out = ctl(&daemon.socket, &["versions", "docs", "notes/todo.txt"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let text = stdout(&out);
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some("VERSION     SIZE  MODIFIED                 REPLACED")
+        );
+        let row = lines.next().unwrap_or_default();
+        assert!(
+            row.starts_with("      4  2.0 KiB  2026-11-21 13:50:00 UTC  2026-11-21 14:02:11 UTC ("),
+            "{text}"
+        );
+        assert_eq!(lines.next(), None, "{text}");
+        assert_eq!(
+            daemon.requests(),
+            [Request::Versions {
+                folder: "docs".into(),
+                path: "notes/todo.txt".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn restore_prints_the_confirmation() {
+        let daemon = FakeDaemon::start(|_| (ok("restored notes/todo.txt version 4"), Then::Vanish));
+        let out = ctl(
+            &daemon.socket,
+            &["restore", "docs", "notes/todo.txt", "--version", "4"],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(stdout(&out), "restored notes/todo.txt version 4\n");
+        assert_eq!(
+            daemon.requests(),
+            [Request::Restore {
+                folder: "docs".into(),
+                path: "notes/todo.txt".into(),
+                version: Some(4),
+            }]
+        );
     }
 }

@@ -108,17 +108,26 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     }
 }
 
-type BlockResult = Result<Vec<u8>, BlockError>;
+pub type BlockResult = Result<Vec<u8>, BlockError>;
 
-/// Block requests we sent and are waiting for, by id.
-#[derive(Default)]
-pub struct Pending {
+/// Requests we sent and are waiting for, by id: block requests, and calls such as
+/// listing versions.
+pub struct Pending<T = BlockResult> {
     next: AtomicU64,
-    waiting: Mutex<HashMap<u64, oneshot::Sender<BlockResult>>>,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<T>>>,
 }
 
-impl Pending {
-    pub fn register(&self) -> (u64, oneshot::Receiver<BlockResult>) {
+impl<T> Default for Pending<T> {
+    fn default() -> Self {
+        Pending {
+            next: AtomicU64::new(0),
+            waiting: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<T> Pending<T> {
+    pub fn register(&self) -> (u64, oneshot::Receiver<T>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.lock().insert(id, tx);
@@ -126,7 +135,7 @@ impl Pending {
     }
 
     /// Delivers a response; a response nobody asked for is ignored.
-    pub fn complete(&self, id: u64, result: BlockResult) {
+    pub fn complete(&self, id: u64, result: T) {
         if let Some(tx) = self.lock().remove(&id) {
             let _ = tx.send(result);
         }
@@ -141,7 +150,7 @@ impl Pending {
         self.lock().clear();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<BlockResult>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<T>>> {
         // A panic while holding this lock cannot leave the map inconsistent.
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -233,7 +242,7 @@ mod tests {
 
     #[test]
     fn pending_routes_by_id() {
-        let p = Pending::default();
+        let p: Pending = Pending::default();
         let (a, mut rx_a) = p.register();
         let (b, rx_b) = p.register();
         p.complete(b, Ok(vec![1]));

@@ -23,7 +23,8 @@ CREATE TABLE IF NOT EXISTS local (
     path TEXT PRIMARY KEY, kind INTEGER NOT NULL, deleted INTEGER NOT NULL,
     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, mode INTEGER NOT NULL,
     hash BLOB NOT NULL, blocks BLOB NOT NULL, target TEXT NOT NULL,
-    seq INTEGER NOT NULL, origin TEXT NOT NULL, inode INTEGER NOT NULL, dirty INTEGER NOT NULL);
+    seq INTEGER NOT NULL, origin TEXT NOT NULL, inode INTEGER NOT NULL, dirty INTEGER NOT NULL,
+    conflict BLOB);
 CREATE INDEX IF NOT EXISTS local_seq ON local(seq);
 CREATE INDEX IF NOT EXISTS local_dirty ON local(dirty) WHERE dirty = 1;
 CREATE TABLE IF NOT EXISTS blocks (hash BLOB NOT NULL, path TEXT NOT NULL, offset INTEGER NOT NULL, size INTEGER NOT NULL);
@@ -110,6 +111,7 @@ fn row_to_local(row: &Row) -> rusqlite::Result<LocalRow> {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
     };
     let hash: Vec<u8> = row.get(6)?;
+    let conflict: Option<Vec<u8>> = row.get(13)?;
     let blocks: Vec<u8> = row.get(7)?;
     Ok(LocalRow {
         entry: Entry {
@@ -124,6 +126,7 @@ fn row_to_local(row: &Row) -> rusqlite::Result<LocalRow> {
             target: row.get(8)?,
             seq: row.get::<_, i64>(9)? as u64,
             origin: DeviceId::new(origin).map_err(|e| bad(e.to_string()))?,
+            conflict: conflict.and_then(|b| postcard::from_bytes(&b).ok()),
         },
         inode: row.get::<_, i64>(11)? as u64,
         dirty: row.get(12)?,
@@ -237,7 +240,7 @@ impl Index {
         let e = &row.entry;
         let conn = self.c();
         let sql = format!(
-            "INSERT OR REPLACE INTO local ({LOCAL_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
+            "INSERT OR REPLACE INTO local ({LOCAL_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)"
         );
         conn.prepare_cached(&sql)?.execute(params![
             e.path.as_str(),
@@ -253,6 +256,9 @@ impl Index {
             e.origin.as_str(),
             row.inode as i64,
             row.dirty,
+            e.conflict
+                .as_ref()
+                .and_then(|c| postcard::to_stdvec(c).ok()),
         ])?;
         conn.prepare_cached("DELETE FROM blocks WHERE path = ?1")?
             .execute([e.path.as_str()])?;
@@ -289,6 +295,17 @@ impl Index {
         let conn = self.c();
         let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map([limit as i64], row_to_local)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Live conflict copies.
+    pub fn conflicts(&self) -> Result<Vec<LocalRow>> {
+        let sql = format!(
+            "SELECT {LOCAL_COLS} FROM local WHERE conflict IS NOT NULL AND deleted = 0 ORDER BY path"
+        );
+        let conn = self.c();
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map([], row_to_local)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -434,6 +451,7 @@ mod tests {
             target: String::new(),
             seq,
             origin: DeviceId::new("dev").unwrap(),
+            conflict: None,
         }
     }
 

@@ -130,6 +130,7 @@ mod tests {
             target: String::new(),
             seq,
             origin: DeviceId::new("d").unwrap(),
+            conflict: None,
         }
     }
 

@@ -213,6 +213,7 @@ impl Scanner<'_> {
             target: String::new(),
             seq: 0,
             origin: self.origin.clone(),
+            conflict: None,
         };
         match st.kind {
             EntryKind::Dir => {}
@@ -242,6 +243,7 @@ impl Scanner<'_> {
             {
                 entry.seq = old.entry.seq;
                 entry.origin = old.entry.origin.clone();
+                entry.conflict = old.entry.conflict.clone();
                 self.out.refreshed.push(LocalRow {
                     entry,
                     inode,
@@ -250,6 +252,10 @@ impl Scanner<'_> {
             }
             old => {
                 entry.seq = old.map_or(0, |o| o.entry.seq);
+                // A conflict copy stays one when edited; it stops being one when resolved.
+                entry.conflict = old
+                    .filter(|o| !o.entry.deleted)
+                    .and_then(|o| o.entry.conflict.clone());
                 self.out.changes.push(LocalRow {
                     entry,
                     inode,

@@ -297,6 +297,7 @@ mod tests {
             target: String::new(),
             seq: 1,
             origin: DeviceId::new("d").unwrap(),
+            conflict: None,
         }
     }
 

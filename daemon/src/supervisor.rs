@@ -157,7 +157,88 @@ impl Supervisor {
                 Ok(msg) => ok(msg),
                 Err(msg) => failed(msg),
             }),
+            Request::Conflicts { folder } => match self.select(folder.as_deref()) {
+                Err(m) => now(bad(m)),
+                Ok(idx) => {
+                    let mut waits = Vec::new();
+                    for i in idx {
+                        let (tx, rx) = oneshot::channel();
+                        if let Err(busy) = self.tell(i, FolderCmd::Conflicts(tx)) {
+                            return now(failed(busy));
+                        }
+                        waits.push(rx);
+                    }
+                    Box::pin(async move {
+                        let mut all = Vec::new();
+                        for w in waits {
+                            match w.await {
+                                Ok(Ok(list)) => all.extend(list),
+                                Ok(Err(e)) => return failed(e),
+                                Err(_) => {
+                                    return failed("a folder stopped while listing conflicts");
+                                }
+                            }
+                        }
+                        Response::Conflicts(all)
+                    })
+                }
+            },
+            Request::Resolve {
+                folder,
+                pattern,
+                keep,
+            } => self.ask_one(
+                &folder,
+                |reply| FolderCmd::Resolve {
+                    pattern,
+                    keep,
+                    reply,
+                },
+                |m: String| ok(m),
+            ),
+            Request::Versions { folder, path } => self.ask_one(
+                &folder,
+                |reply| FolderCmd::Versions { path, reply },
+                Response::Versions,
+            ),
+            Request::Restore {
+                folder,
+                path,
+                version,
+            } => self.ask_one(
+                &folder,
+                |reply| FolderCmd::Restore {
+                    path,
+                    version,
+                    reply,
+                },
+                |m: String| ok(m),
+            ),
         }
+    }
+
+    /// Sends a command that names exactly one folder and answers with what it replies.
+    fn ask_one<T: Send + 'static>(
+        &self,
+        folder: &str,
+        make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> FolderCmd,
+        wrap: fn(T) -> Response,
+    ) -> BoxFuture<'static, Response> {
+        let idx = match self.select(Some(folder)) {
+            Ok(idx) => idx,
+            Err(m) => return Box::pin(std::future::ready(bad(m))),
+        };
+        let (tx, rx) = oneshot::channel();
+        if let Err(busy) = self.tell(idx[0], make(tx)) {
+            return Box::pin(std::future::ready(failed(busy)));
+        }
+        Box::pin(async move {
+            match rx.await {
+                Ok(Ok(v)) => wrap(v),
+                Ok(Err(e)) => failed(e),
+                Err(_) => failed("the folder stopped before answering"),
+            }
+        })
     }
 
     /// Hands a command to a folder task without waiting: a task busy with a long transfer

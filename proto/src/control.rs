@@ -73,6 +73,65 @@ pub enum Request {
         folder: Option<String>,
     },
     Reload,
+    Conflicts {
+        folder: Option<String>,
+    },
+    /// Settle the conflicts whose original path matches `pattern` (a path or a glob).
+    Resolve {
+        folder: String,
+        pattern: String,
+        keep: Keep,
+    },
+    Versions {
+        folder: String,
+        path: String,
+    },
+    Restore {
+        folder: String,
+        path: String,
+        version: Option<u64>,
+    },
+}
+
+/// Which side of a conflict to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Keep {
+    /// The conflict copy's content (the version that lost the race).
+    Local,
+    /// The content at the original path (the server's version).
+    Remote,
+    /// Whichever of the two has the later modification time.
+    Newer,
+}
+
+/// One unresolved conflict, as recorded in a folder's index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictInfo {
+    pub folder: String,
+    /// The path whose server version won; its current content is there.
+    pub path: String,
+    /// The conflict copy holding the other version.
+    pub copy: String,
+    /// Device that wrote the winning version, and its server sequence number.
+    pub winner: String,
+    pub winner_seq: u64,
+    /// Device that wrote the version kept in the copy.
+    pub loser: String,
+    /// When the copy was made, Unix seconds.
+    pub made_at: i64,
+    pub copy_size: u64,
+    pub copy_mtime_ns: i64,
+}
+
+/// One version of a file kept on the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionEntry {
+    pub version: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    /// When it was replaced or deleted, Unix seconds.
+    pub kept_at: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +149,8 @@ pub enum Response {
         message: String,
     },
     Status(DaemonStatus),
+    Conflicts(Vec<ConflictInfo>),
+    Versions(Vec<VersionEntry>),
     Error {
         kind: ControlErrorKind,
         message: String,
@@ -301,6 +362,21 @@ mod tests {
             Request::Rescan { folder: None },
             Request::Flush { folder: None },
             Request::Reload,
+            Request::Conflicts { folder: None },
+            Request::Resolve {
+                folder: "docs".into(),
+                pattern: "*.txt".into(),
+                keep: Keep::Newer,
+            },
+            Request::Versions {
+                folder: "docs".into(),
+                path: "a/b".into(),
+            },
+            Request::Restore {
+                folder: "docs".into(),
+                path: "a/b".into(),
+                version: None,
+            },
         ] {
             let back: Request = decode_payload(&encode_payload(&req).unwrap()).unwrap();
             assert_eq!(back, req);

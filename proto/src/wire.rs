@@ -57,6 +57,32 @@ pub struct Entry {
     /// The device that made this version (or the server's own id for changes made in
     /// the server's copy).
     pub origin: DeviceId,
+    /// Set on a conflict copy: which path it lost to, so that every device's index knows
+    /// its conflicts without guessing from names.
+    pub conflict: Option<ConflictNote>,
+}
+
+/// Why a file is a conflict copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictNote {
+    /// The path whose server version won.
+    pub original: RelPath,
+    /// The winning server version's sequence number and author.
+    pub winner_seq: u64,
+    pub winner: DeviceId,
+    /// When the copy was made, Unix seconds.
+    pub made_at: i64,
+}
+
+/// One kept version of a file on the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    /// The sequence number the version had while it was current.
+    pub version: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    /// When it was replaced or deleted, Unix seconds.
+    pub kept_at: i64,
 }
 
 impl Entry {
@@ -168,6 +194,17 @@ pub enum ClientMsg {
     Pong {
         nonce: u64,
     },
+    /// The kept versions of a path.
+    ListVersions {
+        id: u64,
+        path: RelPath,
+    },
+    /// Bring back a kept version (the newest if `version` is `None`) as a new change.
+    Restore {
+        id: u64,
+        path: RelPath,
+        version: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,6 +259,7 @@ mod tests {
             target: String::new(),
             seq: 3,
             origin: DeviceId::new("dev1").unwrap(),
+            conflict: None,
         }
     }
 
@@ -271,6 +309,15 @@ mod tests {
             },
             ClientMsg::Ping { nonce: 1 },
             ClientMsg::Pong { nonce: 1 },
+            ClientMsg::ListVersions {
+                id: 6,
+                path: entry().path,
+            },
+            ClientMsg::Restore {
+                id: 7,
+                path: entry().path,
+                version: Some(3),
+            },
         ] {
             round_trip(msg);
         }
@@ -337,6 +384,22 @@ mod tests {
         let at = bytes.windows(4).position(|w| w == b"aa/b").unwrap();
         bytes[at..at + 2].copy_from_slice(b"..");
         assert!(decode_payload::<ClientMsg>(&bytes).is_err());
+    }
+
+    #[test]
+    fn conflict_notes_round_trip() {
+        let mut e = entry();
+        e.conflict = Some(ConflictNote {
+            original: RelPath::new("dir/a.txt").unwrap(),
+            winner_seq: 4,
+            winner: DeviceId::new("w").unwrap(),
+            made_at: 1_700_000_000,
+        });
+        round_trip(ServerMsg::Index {
+            entries: vec![e],
+            up_to: 4,
+            caught_up: false,
+        });
     }
 
     #[test]

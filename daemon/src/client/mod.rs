@@ -6,6 +6,7 @@
 //! apply what the server has that we lack, push what we have that the server lacks.
 //! Decisions come from [`crate::plan`]; the session lives in [`session`].
 
+mod conflicts;
 mod pull;
 pub mod session;
 mod task;
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use filesync_proto::DeviceId;
-use filesync_proto::control::{FolderState, FolderStatus};
+use filesync_proto::control::{ConflictInfo, FolderState, FolderStatus, Keep, VersionEntry};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -30,6 +31,21 @@ pub enum FolderCmd {
     Rescan,
     /// Scan now; answer once the scan is done.
     Flush(oneshot::Sender<()>),
+    Conflicts(oneshot::Sender<Result<Vec<ConflictInfo>, String>>),
+    Resolve {
+        pattern: String,
+        keep: Keep,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    Versions {
+        path: String,
+        reply: oneshot::Sender<Result<Vec<VersionEntry>, String>>,
+    },
+    Restore {
+        path: String,
+        version: Option<u64>,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
 }
 
 /// The identity a client presents to its servers.

@@ -45,6 +45,8 @@ pub enum SessionEvent {
 pub struct SessionHandle {
     out: mpsc::Sender<ClientMsg>,
     pending: Arc<Pending>,
+    /// Calls other than block requests (versions, restore), answered by id.
+    calls: Arc<Pending<ServerMsg>>,
 }
 
 impl SessionHandle {
@@ -70,6 +72,44 @@ impl SessionHandle {
                 self.pending.forget(id);
                 bail!(
                     "the server did not send a block within {}s",
+                    conn::BLOCK_TIMEOUT.as_secs()
+                )
+            }
+        }
+    }
+
+    /// The server's kept versions of `path`, newest first.
+    pub async fn list_versions(&self, path: RelPath) -> Result<Vec<VersionInfo>> {
+        match self.call(|id| ClientMsg::ListVersions { id, path }).await? {
+            ServerMsg::Versions { result, .. } => result.map_err(|e| anyhow!(e)),
+            other => bail!("protocol error: expected Versions, got {other:?}"),
+        }
+    }
+
+    /// Asks the server to bring back a kept version; returns its new sequence number.
+    pub async fn restore(&self, path: RelPath, version: Option<u64>) -> Result<u64> {
+        match self
+            .call(|id| ClientMsg::Restore { id, path, version })
+            .await?
+        {
+            ServerMsg::Restored { result, .. } => result.map_err(|e| anyhow!(e)),
+            other => bail!("protocol error: expected Restored, got {other:?}"),
+        }
+    }
+
+    async fn call(&self, make: impl FnOnce(u64) -> ClientMsg) -> Result<ServerMsg> {
+        let (id, rx) = self.calls.register();
+        if self.out.send(make(id)).await.is_err() {
+            self.calls.forget(id);
+            bail!("connection to the server closed");
+        }
+        match tokio::time::timeout(conn::BLOCK_TIMEOUT, rx).await {
+            Ok(Ok(msg)) => Ok(msg),
+            Ok(Err(_)) => bail!("connection to the server closed"),
+            Err(_) => {
+                self.calls.forget(id);
+                bail!(
+                    "the server did not answer within {}s",
                     conn::BLOCK_TIMEOUT.as_secs()
                 )
             }
@@ -198,6 +238,7 @@ async fn connect_once(
     let (mut sink, mut stream) = framed.split();
     let (out_tx, mut out_rx) = mpsc::channel::<ClientMsg>(64);
     let pending = Arc::new(Pending::default());
+    let calls = Arc::new(Pending::default());
     let writer = tokio::spawn(async move {
         while let Some(msg) = out_rx.recv().await {
             if sink.send(msg).await.is_err() {
@@ -221,7 +262,7 @@ async fn read_loop<S>(
     index: &Index,
     stream: &mut S,
     out: &mpsc::Sender<ClientMsg>,
-    pending: &Pending,
+    (pending, calls): (&Pending, &Pending<ServerMsg>),
     events: &mpsc::UnboundedSender<SessionEvent>,
 ) -> Result<()>
 where
@@ -290,6 +331,9 @@ where
                 let _ = out.send(ClientMsg::Pong { nonce }).await;
             }
             ServerMsg::Pong { .. } => {}
+            ServerMsg::Versions { id, .. } | ServerMsg::Restored { id, .. } => {
+                calls.complete(id, msg)
+            }
             ServerMsg::Error(e) => bail!("server error: {}", e.message),
             ServerMsg::Welcome(_) => bail!("protocol error: unexpected second Welcome"),
         }

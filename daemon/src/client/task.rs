@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use anyhow::Result;
 use filesync_proto::RelPath;
-use filesync_proto::control::{FolderMode, FolderState, FolderStatus, Unsyncable};
-use filesync_proto::wire::{Change, Entry, EntryKind, MAX_BATCH, PushOutcome};
+use filesync_proto::control::{FolderMode, FolderState, FolderStatus, Unsyncable, VersionEntry};
+use filesync_proto::wire::{Change, ConflictNote, Entry, EntryKind, MAX_BATCH, PushOutcome};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::session::{self, SessionConfig, SessionEvent, SessionHandle};
-use super::{ClientIdentity, FolderCmd, pull};
+use super::{ClientIdentity, FolderCmd, conflicts, pull};
 use crate::config::FolderConfig;
 use crate::conn::Counters;
 use crate::index::{Index, LocalRow};
@@ -205,7 +205,91 @@ impl FolderTask {
                 self.scan_all = true;
                 self.flush_waiters.push(reply);
             }
+            FolderCmd::Conflicts(reply) => {
+                let list = conflicts::list(self.index(), self.cfg.name.as_str())
+                    .map_err(|e| format!("{e:#}"));
+                let _ = reply.send(list);
+            }
+            FolderCmd::Resolve {
+                pattern,
+                keep,
+                reply,
+            } => {
+                let result = conflicts::resolve(&self.cfg.path, self.index(), &pattern, keep);
+                let _ = reply.send(match result {
+                    Ok((0, _)) => Err(format!(
+                        "no conflict in folder {} matches {pattern:?}",
+                        self.cfg.name
+                    )),
+                    Ok((n, touched)) => {
+                        self.scan_paths.extend(touched);
+                        Ok(format!(
+                            "resolved {n} conflict{} in folder {}",
+                            if n == 1 { "" } else { "s" },
+                            self.cfg.name
+                        ))
+                    }
+                    Err(e) => Err(format!("{e:#}")),
+                });
+            }
+            FolderCmd::Versions { path, reply } => {
+                self.call_server(reply, path, |session, path| async move {
+                    let list = session.list_versions(path).await?;
+                    Ok(list
+                        .into_iter()
+                        .map(|v| VersionEntry {
+                            version: v.version,
+                            size: v.size,
+                            mtime_ns: v.mtime_ns,
+                            kept_at: v.kept_at,
+                        })
+                        .collect())
+                })
+            }
+            FolderCmd::Restore {
+                path,
+                version,
+                reply,
+            } => self.call_server(reply, path, move |session, path| async move {
+                let shown = path.to_string();
+                let seq = session.restore(path, version).await?;
+                Ok(format!(
+                    "restored {shown} as version {seq}; it syncs to every device"
+                ))
+            }),
         }
+    }
+
+    /// Runs a call to the server on its own task, so the folder keeps working meanwhile.
+    fn call_server<T, F, Fut>(
+        &self,
+        reply: oneshot::Sender<Result<T, String>>,
+        path: String,
+        call: F,
+    ) where
+        T: Send + 'static,
+        F: FnOnce(SessionHandle, RelPath) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        let Some(session) = self.session.clone() else {
+            let _ = reply.send(Err(format!(
+                "folder {} is not connected to its server {}; see `filesyncctl status`",
+                self.cfg.name, self.cfg.server
+            )));
+            return;
+        };
+        let path = match RelPath::new(path.trim_matches('/').to_string()) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = reply.send(Err(format!(
+                    "{e}; give the path relative to the folder root"
+                )));
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            let _ = reply.send(call(session, path).await.map_err(|e| format!("{e:#}")));
+        });
     }
 
     fn disconnected(&mut self) {
@@ -506,8 +590,28 @@ impl FolderTask {
         match store::move_aside(&self.cfg.path, &remote.path, &aside) {
             Ok(()) => {
                 tracing::warn!(folder = %self.cfg.name, path = %remote.path, copy = %aside, "conflict: both sides changed; kept the local version as a conflict copy");
-                self.index().remove_local(&remote.path)?;
-                self.scan_paths.push(aside);
+                let local = self.index().local(&remote.path)?;
+                for row in self.index().local_under(&remote.path)? {
+                    self.index().remove_local(&row.entry.path)?;
+                }
+                match local {
+                    // The moved file keeps its inode and mtime: record it as the copy,
+                    // with its note, so the next scan need not read it.
+                    Some(mut row) if row.entry.kind != EntryKind::Dir => {
+                        row.entry.path = aside;
+                        row.entry.seq = 0;
+                        row.entry.origin = self.id.device.clone();
+                        row.entry.conflict = Some(ConflictNote {
+                            original: remote.path.clone(),
+                            winner_seq: remote.seq,
+                            winner: remote.origin.clone(),
+                            made_at: now,
+                        });
+                        row.dirty = true;
+                        self.index().put_local(&row)?;
+                    }
+                    _ => self.scan_paths.push(aside),
+                }
                 self.conflicts += 1;
                 Ok(true)
             }

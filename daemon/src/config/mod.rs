@@ -40,6 +40,8 @@ pub use rules::default_folder_name;
 pub const DEFAULT_PORT: u16 = 7101;
 /// How often a folder is walked in full when its `rescan_interval` is not set.
 pub const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(3600);
+/// Days the server keeps replaced and deleted files when `keep_versions` is not set.
+pub const DEFAULT_KEEP_VERSIONS_DAYS: u32 = 30;
 /// Below this, full rescans would run back to back and starve the watcher path.
 pub const MIN_RESCAN_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -66,6 +68,8 @@ pub struct ServerSection {
     pub listen: String,
     pub data_dir: PathBuf,
     pub registration: Registration,
+    /// Days a replaced or deleted file is kept in the server's versions; 0 keeps none.
+    pub keep_versions: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]

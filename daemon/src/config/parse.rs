@@ -14,12 +14,12 @@ use toml_edit::{Document, Item, Table};
 use super::rules::{self, check_server_addr, default_folder_name};
 use super::spanned::{Cx, Section};
 use super::{
-    Config, ConfigError, DEFAULT_PORT, DEFAULT_RESCAN_INTERVAL, DaemonSection, Env, FolderConfig,
-    MIN_RESCAN_INTERVAL, Registration, ServerSection,
+    Config, ConfigError, DEFAULT_KEEP_VERSIONS_DAYS, DEFAULT_PORT, DEFAULT_RESCAN_INTERVAL,
+    DaemonSection, Env, FolderConfig, MIN_RESCAN_INTERVAL, Registration, ServerSection,
 };
 
 const DAEMON_KEYS: &[&str] = &["state_dir", "control_socket"];
-const SERVER_KEYS: &[&str] = &["listen", "data_dir", "registration"];
+const SERVER_KEYS: &[&str] = &["listen", "data_dir", "registration", "keep_versions"];
 const FOLDER_KEYS: &[&str] = &[
     "path",
     "server",
@@ -167,10 +167,20 @@ fn server_section(
             return Err(cx.err(line, s.key("registration"), message));
         }
     };
+    let keep_versions = match s.integer(cx, "keep_versions")? {
+        None => DEFAULT_KEEP_VERSIONS_DAYS,
+        Some((n, _)) if (0..=36_500).contains(&n) => n as u32,
+        Some((n, line)) => {
+            let message =
+                format!("{n} is not a number of days from 0 to 36500 (0 keeps no versions)");
+            return Err(cx.err(line, s.key("keep_versions"), message));
+        }
+    };
     Ok(ServerSection {
         listen,
         data_dir,
         registration,
+        keep_versions,
     })
 }
 
@@ -320,6 +330,8 @@ mod tests {
             // values
             (concat!(docs!(), "mode = \"both\"\n"), 4, "folder[1].mode", "unknown mode \"both\"; use \"two-way\", \"send-only\" or \"receive-only\""),
             ("[server]\nregistration = \"closed\"\n", 2, "server.registration", "use \"invite\" or \"open\""),
+            ("[server]\nkeep_versions = -1\n", 2, "server.keep_versions", "0 to 36500"),
+            ("[server]\nkeep_versions = \"30d\"\n", 2, "server.keep_versions", "whole number"),
             (concat!(docs!(), "rescan_interval = \"often\"\n"), 4, "folder[1].rescan_interval", "is not a duration"),
             (concat!(docs!(), "rescan_interval = \"500ms\"\n"), 4, "folder[1].rescan_interval", "minimum is \"1s\""),
             ("[server]\nlisten = \"localhost:7101\"\n", 2, "server.listen", "not an address to listen on"),
@@ -458,6 +470,7 @@ mod tests {
                 listen: "0.0.0.0:7101".into(),
                 data_dir: state_dir.join("server"),
                 registration: Registration::Invite,
+                keep_versions: 30,
             }),
             folders: vec![
                 FolderConfig::new(

@@ -192,6 +192,23 @@ impl<'a> Section<'a> {
         }
     }
 
+    pub(super) fn integer(
+        &self,
+        cx: &Cx,
+        key: &str,
+    ) -> Result<Option<(i64, Option<usize>)>, ConfigError> {
+        let Some((item, line)) = self.get(cx, key) else {
+            return Ok(None);
+        };
+        match item.as_integer() {
+            Some(n) => Ok(Some((n, line))),
+            None => {
+                let message = format!("expected a whole number, found {}", describe(item));
+                Err(cx.err(line, self.key(key), message))
+            }
+        }
+    }
+
     pub(super) fn bool(&self, cx: &Cx, key: &str) -> Result<Option<bool>, ConfigError> {
         let Some((item, line)) = self.get(cx, key) else {
             return Ok(None);
