@@ -17,8 +17,8 @@ use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use ::ignore::gitignore::{Gitignore, GitignoreBuilder};
 use filesync_proto::RelPath;
-use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use sha2::{Digest, Sha256};
 
 use crate::store::is_reserved;
@@ -197,7 +197,7 @@ fn add_user_line(
     let line = line.strip_suffix('\r').unwrap_or(line);
     builder.add_line(None, line).map_err(|err| {
         let reason = match &err {
-            ignore::Error::Glob { err, .. } => err.clone(),
+            ::ignore::Error::Glob { err, .. } => err.clone(),
             other => other.to_string(),
         };
         at(format!(

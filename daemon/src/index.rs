@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS blocks (hash BLOB NOT NULL, path TEXT NOT NULL, offse
 CREATE INDEX IF NOT EXISTS blocks_hash ON blocks(hash);
 CREATE INDEX IF NOT EXISTS blocks_path ON blocks(path);
 CREATE TABLE IF NOT EXISTS remote (path TEXT PRIMARY KEY, seq INTEGER NOT NULL, deleted INTEGER NOT NULL,
-    size INTEGER NOT NULL, entry BLOB NOT NULL);
+    size INTEGER NOT NULL, entry BLOB NOT NULL, ignored INTEGER NOT NULL DEFAULT 0);
 ";
 
 /// What a local row records besides the entry: enough to tell whether the file changed.
@@ -101,8 +101,7 @@ fn blocks_from_blob(blob: &[u8]) -> Vec<BlockInfo> {
         .collect()
 }
 
-const LOCAL_COLS: &str =
-    "path, kind, deleted, size, mtime_ns, mode, hash, blocks, target, seq, origin, inode, dirty";
+const LOCAL_COLS: &str = "path, kind, deleted, size, mtime_ns, mode, hash, blocks, target, seq, origin, inode, dirty, conflict";
 
 fn row_to_local(row: &Row) -> rusqlite::Result<LocalRow> {
     let path: String = row.get(0)?;
@@ -385,12 +384,27 @@ impl Index {
         Ok(())
     }
 
+    /// Client: the server's entry at `path` is ignored here; it is not needed.
+    pub fn set_remote_ignored(&self, path: &RelPath) -> Result<()> {
+        self.c()
+            .prepare_cached("UPDATE remote SET ignored = 1 WHERE path = ?1")?
+            .execute([path.as_str()])?;
+        Ok(())
+    }
+
+    /// Client: the ignore rules changed; every server entry is judged again.
+    pub fn clear_remote_ignored(&self) -> Result<()> {
+        self.c()
+            .execute("UPDATE remote SET ignored = 0 WHERE ignored = 1", [])?;
+        Ok(())
+    }
+
     /// Client: server entries the local replica does not match yet, parents first.
     pub fn needed(&self, limit: usize) -> Result<Vec<Entry>> {
         let conn = self.c();
         let mut stmt = conn.prepare_cached(
             "SELECT r.entry FROM remote r LEFT JOIN local l ON l.path = r.path
-             WHERE (l.path IS NULL AND r.deleted = 0) OR (l.path IS NOT NULL AND l.seq != r.seq)
+             WHERE r.ignored = 0 AND ((l.path IS NULL AND r.deleted = 0) OR (l.path IS NOT NULL AND l.seq != r.seq))
              ORDER BY r.path LIMIT ?1",
         )?;
         let rows = stmt.query_map([limit as i64], |r| r.get::<_, Vec<u8>>(0))?;
@@ -415,7 +429,7 @@ impl Index {
         let (down_files, down_bytes) = self.c().query_row(
             "SELECT COUNT(*), COALESCE(SUM(CASE WHEN r.deleted = 0 THEN r.size ELSE 0 END), 0)
              FROM remote r LEFT JOIN local l ON l.path = r.path
-             WHERE (l.path IS NULL AND r.deleted = 0) OR (l.path IS NOT NULL AND l.seq != r.seq)",
+             WHERE r.ignored = 0 AND ((l.path IS NULL AND r.deleted = 0) OR (l.path IS NOT NULL AND l.seq != r.seq))",
             [],
             |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
         )?;

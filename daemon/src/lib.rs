@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod conn;
 pub mod control;
+pub mod ignore;
 pub mod index;
 pub mod lifecycle;
 pub mod plan;

@@ -17,6 +17,7 @@ use filesync_proto::wire::{Entry, EntryKind};
 use filesync_proto::{DeviceId, Hash, RelPath};
 
 use crate::chunk;
+use crate::ignore::IgnoreRules;
 use crate::index::{Index, LocalRow};
 use crate::store::{self, Stat};
 
@@ -34,11 +35,15 @@ pub struct ScanOutcome {
     pub changes: Vec<LocalRow>,
     /// Rows whose stat changed but whose content did not (a `touch`): refreshed silently.
     pub refreshed: Vec<LocalRow>,
+    /// Indexed paths that are ignored now: dropped from the index without a tombstone,
+    /// so that ignoring a file never deletes it anywhere.
+    pub forget: Vec<RelPath>,
     pub unsyncable: Vec<Unsyncable>,
 }
 
 struct Scanner<'a> {
     root: &'a Path,
+    rules: &'a IgnoreRules,
     origin: &'a DeviceId,
     known: HashMap<RelPath, LocalRow>,
     seen: HashSet<RelPath>,
@@ -46,7 +51,13 @@ struct Scanner<'a> {
 }
 
 /// Scans `scope` of the folder at `root` against `index`.
-pub fn scan(root: &Path, index: &Index, scope: &Scope, origin: &DeviceId) -> Result<ScanOutcome> {
+pub fn scan(
+    root: &Path,
+    index: &Index,
+    scope: &Scope,
+    origin: &DeviceId,
+    rules: &IgnoreRules,
+) -> Result<ScanOutcome> {
     match fs::metadata(root) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => bail!("folder root {} is not a directory", root.display()),
@@ -73,6 +84,7 @@ pub fn scan(root: &Path, index: &Index, scope: &Scope, origin: &DeviceId) -> Res
     };
     let mut s = Scanner {
         root,
+        rules,
         origin,
         known,
         seen: HashSet::new(),
@@ -177,6 +189,9 @@ impl Scanner<'_> {
     }
 
     fn visit(&mut self, path: RelPath, meta: &fs::Metadata) {
+        if self.rules.is_ignored(&path, meta.is_dir()) {
+            return;
+        }
         let Some(st) = store::stat_of(meta) else {
             self.unsyncable(
                 path.as_str(),
@@ -187,6 +202,14 @@ impl Scanner<'_> {
         self.seen.insert(path.clone());
         let full = path.to_path(self.root);
         let old = self.known.get(&path);
+        if st.kind == EntryKind::Dir
+            && old.is_some_and(|o| o.entry.deleted && !o.dirty)
+            && holds_only_ignored(&full, &path, self.rules)
+        {
+            // Deleted elsewhere, kept here only for files the user ignores: it stays
+            // on this disk and is not offered back to anyone.
+            return;
+        }
         let unchanged = old.is_some_and(|o| store::matches_index(Some(&st), &o.entry, o.inode));
         if !unchanged {
             match self.describe(&path, &full, &st) {
@@ -265,7 +288,8 @@ impl Scanner<'_> {
         }
     }
 
-    /// Every indexed path that was in scope and not seen is gone: a tombstone.
+    /// Every indexed path that was in scope and not seen is gone: a tombstone. Unless it
+    /// is ignored now: then it is only forgotten.
     fn finish(&mut self) {
         let mut gone: Vec<&LocalRow> = self
             .known
@@ -274,6 +298,13 @@ impl Scanner<'_> {
             .collect();
         gone.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
         for row in gone {
+            if self
+                .rules
+                .is_ignored(&row.entry.path, row.entry.kind == EntryKind::Dir)
+            {
+                self.out.forget.push(row.entry.path.clone());
+                continue;
+            }
             let mut entry = row.entry.clone();
             entry.deleted = true;
             entry.origin = self.origin.clone();
@@ -284,6 +315,30 @@ impl Scanner<'_> {
             });
         }
     }
+}
+
+/// Whether the directory holds ignored items and nothing else (at any depth).
+fn holds_only_ignored(full: &Path, rel: &RelPath, rules: &IgnoreRules) -> bool {
+    fn walk(full: &Path, rel: &RelPath, rules: &IgnoreRules, any: &mut bool) -> bool {
+        let Ok(read) = fs::read_dir(full) else {
+            return false;
+        };
+        for item in read.flatten() {
+            let name = item.file_name();
+            let Some(path) = name.to_str().and_then(|n| rel.join(n).ok()) else {
+                return false;
+            };
+            let is_dir = item.file_type().is_ok_and(|t| t.is_dir());
+            if rules.is_ignored(&path, is_dir) || name.to_str().is_some_and(store::is_reserved) {
+                *any = true;
+            } else if !is_dir || !walk(&item.path(), &path, rules, any) {
+                return false;
+            }
+        }
+        true
+    }
+    let mut any = false;
+    walk(full, rel, rules, &mut any) && any
 }
 
 /// Hashes a file, retrying when it changes while being read, so that no mix of two
@@ -315,6 +370,7 @@ mod tests {
         dir: tempfile::TempDir,
         index: Index,
         origin: DeviceId,
+        rules: IgnoreRules,
     }
 
     impl Fixture {
@@ -326,6 +382,7 @@ mod tests {
                 dir,
                 index,
                 origin: DeviceId::new("me").unwrap(),
+                rules: IgnoreRules::builtin(),
             }
         }
 
@@ -335,9 +392,12 @@ mod tests {
 
         /// Scans and records the changes as a client would; returns the changed paths.
         fn scan(&self, scope: &Scope) -> Vec<String> {
-            let out = scan(&self.root(), &self.index, scope, &self.origin).unwrap();
+            let out = scan(&self.root(), &self.index, scope, &self.origin, &self.rules).unwrap();
             for row in out.changes.iter().chain(&out.refreshed) {
                 self.index.put_local(row).unwrap();
+            }
+            for path in &out.forget {
+                self.index.remove_local(path).unwrap();
             }
             let mut got: Vec<String> = out
                 .changes
@@ -387,6 +447,42 @@ mod tests {
     }
 
     #[test]
+    fn ignored_paths_are_skipped_and_newly_ignored_ones_forgotten_not_deleted() {
+        let mut f = Fixture::new();
+        fs::write(f.root().join("keep.txt"), b"k").unwrap();
+        fs::write(f.root().join("debug.log"), b"l").unwrap();
+        fs::write(f.root().join(".x.swp"), b"swap").unwrap();
+        fs::write(f.root().join(".filesyncignore"), b"").unwrap();
+        assert_eq!(
+            f.scan(&Scope::All),
+            [".filesyncignore", "debug.log", "keep.txt"]
+        );
+        fs::write(f.root().join(".filesyncignore"), b"*.log\n").unwrap();
+        f.rules = IgnoreRules::load(&f.root()).unwrap();
+        let out = scan(&f.root(), &f.index, &Scope::All, &f.origin, &f.rules).unwrap();
+        assert_eq!(out.forget, [RelPath::new("debug.log").unwrap()]);
+        assert!(
+            out.changes.iter().all(|c| !c.entry.deleted),
+            "no tombstone for an ignored file"
+        );
+    }
+
+    #[test]
+    fn a_remotely_deleted_dir_kept_for_ignored_files_is_not_offered_back() {
+        let f = Fixture::new();
+        fs::create_dir(f.root().join("d")).unwrap();
+        f.scan(&Scope::All);
+        let mut row = f.index.local(&RelPath::new("d").unwrap()).unwrap().unwrap();
+        row.entry.deleted = true;
+        row.dirty = false;
+        f.index.put_local(&row).unwrap();
+        fs::write(f.root().join("d/.notes.txt.swp"), b"swap").unwrap();
+        assert!(f.scan(&Scope::All).is_empty());
+        fs::write(f.root().join("d/new.txt"), b"real").unwrap();
+        assert_eq!(f.scan(&Scope::All), ["d", "d/new.txt"]);
+    }
+
+    #[test]
     fn a_touch_is_not_a_change() {
         let f = Fixture::new();
         let p = f.root().join("f");
@@ -403,7 +499,7 @@ mod tests {
         fs::write(f.root().join("f"), b"x").unwrap();
         f.scan(&Scope::All);
         fs::remove_dir_all(f.root()).unwrap();
-        let err = scan(&f.root(), &f.index, &Scope::All, &f.origin).unwrap_err();
+        let err = scan(&f.root(), &f.index, &Scope::All, &f.origin, &f.rules).unwrap_err();
         assert!(err.to_string().contains("missing"), "{err}");
     }
 
@@ -412,7 +508,7 @@ mod tests {
         let f = Fixture::new();
         let fifo = std::ffi::CString::new(f.root().join("pipe").to_str().unwrap()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
-        let out = scan(&f.root(), &f.index, &Scope::All, &f.origin).unwrap();
+        let out = scan(&f.root(), &f.index, &Scope::All, &f.origin, &f.rules).unwrap();
         assert!(out.changes.is_empty());
         assert_eq!(out.unsyncable.len(), 1);
         assert_eq!(out.unsyncable[0].path, "pipe");

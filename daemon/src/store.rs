@@ -17,9 +17,10 @@ use sha2::{Digest, Sha256};
 pub const RESERVED_PREFIX: &str = ".filesync";
 const TEMP_PREFIX: &str = ".filesync-tmp-";
 
-/// Whether a name belongs to the daemon and must never be synced.
+/// Whether a name belongs to the daemon and must never be synced. The ignore file is
+/// the user's, not the daemon's: it syncs like any file.
 pub fn is_reserved(name: &str) -> bool {
-    name.starts_with(RESERVED_PREFIX)
+    name.starts_with(RESERVED_PREFIX) && name != crate::ignore::IGNORE_FILE
 }
 
 /// The facts about a file on disk that tell whether it changed since we looked.
@@ -133,6 +134,13 @@ impl TempFile {
     /// renames over `target`. On any failure the temp file is removed and the target is
     /// untouched.
     pub fn commit(mut self, target: &Path, entry: &Entry) -> Result<Stat> {
+        self.prepare(entry)?;
+        self.install(target)
+    }
+
+    /// Verifies the content against `entry` and makes it durable, without touching the
+    /// target yet: a caller may move the old version aside only once this succeeded.
+    pub fn prepare(&mut self, entry: &Entry) -> Result<()> {
         let got = Hash(std::mem::take(&mut self.hasher).finalize().into());
         if got != entry.hash || self.written != entry.size {
             bail!(
@@ -149,7 +157,11 @@ impl TempFile {
         self.file
             .sync_all()
             .with_context(|| format!("cannot fsync {}", self.path.display()))?;
-        set_mtime(&self.path, entry.mtime_ns)?;
+        set_mtime(&self.path, entry.mtime_ns)
+    }
+
+    /// Renames prepared content over `target`.
+    pub fn install(self, target: &Path) -> Result<Stat> {
         fs::rename(&self.path, target)
             .with_context(|| format!("cannot rename into place {}", target.display()))?;
         sync_parent(target);

@@ -236,6 +236,15 @@ pub enum ServerMsg {
         nonce: u64,
     },
     Error(WireError),
+    Versions {
+        id: u64,
+        result: Result<Vec<VersionInfo>, String>,
+    },
+    /// The sequence number of the restored version.
+    Restored {
+        id: u64,
+        result: Result<u64, String>,
+    },
 }
 
 #[cfg(test)]

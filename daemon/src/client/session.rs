@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use filesync_proto::wire::{
-    BlockError, BlockRequest, Change, ClientMsg, Hello, PushOutcome, ServerMsg,
+    BlockError, BlockRequest, Change, ClientMsg, Hello, PushOutcome, ServerMsg, VersionInfo,
 };
-use filesync_proto::{DeviceId, FolderName, FrameCodec, Handshake, HandshakeReply, MAX_WIRE_FRAME};
+use filesync_proto::{
+    DeviceId, FolderName, FrameCodec, Handshake, HandshakeReply, MAX_WIRE_FRAME, RelPath,
+};
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
@@ -249,10 +251,20 @@ async fn connect_once(
     let handle = SessionHandle {
         out: out_tx.clone(),
         pending: pending.clone(),
+        calls: calls.clone(),
     };
     let _ = events.send(SessionEvent::Connected(handle));
-    let result = read_loop(cfg, &index, &mut stream, &out_tx, &pending, events).await;
+    let result = read_loop(
+        cfg,
+        &index,
+        &mut stream,
+        &out_tx,
+        (&pending, &calls),
+        events,
+    )
+    .await;
     pending.fail_all();
+    calls.fail_all();
     writer.abort();
     result
 }

@@ -16,6 +16,7 @@ use super::session::{self, SessionConfig, SessionEvent, SessionHandle};
 use super::{ClientIdentity, FolderCmd, conflicts, pull};
 use crate::config::FolderConfig;
 use crate::conn::Counters;
+use crate::ignore::{IGNORE_FILE, IgnoreRules};
 use crate::index::{Index, LocalRow};
 use crate::plan::{self, Action};
 use crate::scan::{self, Scope};
@@ -65,6 +66,12 @@ pub(super) struct FolderTask {
     last_sync: Option<i64>,
     conflicts: u64,
     watcher: Option<watcher::Watcher>,
+    rules: IgnoreRules,
+    /// Set when `.filesyncignore` may have changed and must be read again.
+    rules_stale: bool,
+    /// A `.filesyncignore` that does not parse stops the folder until it is fixed:
+    /// syncing without the user's rules could spread files they meant to keep here.
+    rules_error: Option<String>,
 }
 
 impl FolderTask {
@@ -102,6 +109,9 @@ impl FolderTask {
             last_sync: None,
             conflicts: 0,
             watcher: None,
+            rules: IgnoreRules::builtin(),
+            rules_stale: true,
+            rules_error: None,
         }
     }
 
@@ -340,8 +350,47 @@ impl FolderTask {
             .expect("index is opened before the loop starts")
     }
 
+    /// Reads `.filesyncignore` again; when the rules changed, every path is judged anew.
+    fn reload_rules(&mut self) {
+        self.rules_stale = false;
+        match IgnoreRules::load(&self.cfg.path) {
+            Ok(rules) => {
+                if self.rules_error.take().is_some() {
+                    tracing::info!(folder = %self.cfg.name, "{IGNORE_FILE} is valid again");
+                }
+                if rules.fingerprint() != self.rules.fingerprint() {
+                    self.rules = rules;
+                    if let Err(e) = self.index().clear_remote_ignored() {
+                        self.error(format!(
+                            "cannot update the index for new ignore rules: {e:#}"
+                        ));
+                    }
+                    self.scan_all = true;
+                }
+            }
+            Err(e) => {
+                let msg = format!("{e}; this folder does not sync until it is fixed");
+                if self.rules_error.as_ref() != Some(&msg) {
+                    tracing::error!(folder = %self.cfg.name, "{msg}");
+                }
+                self.rules_error = Some(msg);
+            }
+        }
+    }
+
     /// One round of work; true when more is ready to do without waiting for an event.
     async fn step(&mut self) -> bool {
+        if self.rules_stale || self.rules_error.is_some() || self.scan_all {
+            self.reload_rules();
+        }
+        if self.rules_error.is_some() {
+            self.scan_paths.clear();
+            self.scan_all = false;
+            for w in self.flush_waiters.drain(..) {
+                let _ = w.send(());
+            }
+            return false;
+        }
         if self.scan_all || !self.scan_paths.is_empty() {
             self.run_scan();
         }
@@ -377,10 +426,19 @@ impl FolderTask {
             self.scan_paths.clear();
         }
         let result = tokio::task::block_in_place(|| {
-            let out = scan::scan(&self.cfg.path, self.index(), &scope, &self.id.device)?;
+            let out = scan::scan(
+                &self.cfg.path,
+                self.index(),
+                &scope,
+                &self.id.device,
+                &self.rules,
+            )?;
             self.index().batch(|ix| {
                 for row in out.changes.iter().chain(&out.refreshed) {
                     ix.put_local(row)?;
+                }
+                for path in &out.forget {
+                    ix.remove_local(path)?;
                 }
                 Ok(())
             })?;
@@ -388,6 +446,13 @@ impl FolderTask {
         });
         match result {
             Ok(out) => {
+                if out
+                    .changes
+                    .iter()
+                    .any(|r| r.entry.path.as_str() == IGNORE_FILE)
+                {
+                    self.rules_stale = true;
+                }
                 let until = Instant::now() + RENAME_WINDOW;
                 for row in out.changes.iter().filter(|r| r.entry.deleted) {
                     self.hold_deletes.insert(row.entry.path.clone(), until);
@@ -442,6 +507,15 @@ impl FolderTask {
         let mut deletes = Vec::new();
         for remote in needed {
             if self.retrying(&remote.path) || self.inflight_paths.contains(&remote.path) {
+                continue;
+            }
+            if self
+                .rules
+                .is_ignored(&remote.path, remote.kind == EntryKind::Dir)
+            {
+                // Never written, replaced or deleted here, and not counted as pending.
+                self.index().set_remote_ignored(&remote.path)?;
+                progress = true;
                 continue;
             }
             let local = self.index().local(&remote.path)?;
@@ -520,6 +594,9 @@ impl FolderTask {
                 }
                 if remote.kind == EntryKind::File {
                     Counters::add(&self.counters.files_downloaded, 1);
+                }
+                if remote.path.as_str() == IGNORE_FILE {
+                    self.rules_stale = true;
                 }
                 tracing::debug!(folder = %self.cfg.name, path = %remote.path, seq = remote.seq, "downloaded");
                 true
@@ -754,7 +831,7 @@ impl FolderTask {
             totals.up_files + totals.down_files > 0 || !self.scan_paths.is_empty() || self.scan_all;
         let state = if self.paused {
             FolderState::Paused
-        } else if self.root_error.is_some() {
+        } else if self.root_error.is_some() || self.rules_error.is_some() {
             FolderState::Error
         } else if !self.scanned {
             FolderState::Scanning
@@ -790,7 +867,11 @@ impl FolderTask {
             seq,
             last_sync: self.last_sync,
             conflicts: self.conflicts,
-            last_error: self.root_error.clone().or_else(|| self.last_error.clone()),
+            last_error: self
+                .rules_error
+                .clone()
+                .or_else(|| self.root_error.clone())
+                .or_else(|| self.last_error.clone()),
             unsyncable: self.unsyncable.clone(),
             counters: self.counters.snapshot(),
         };

@@ -1,36 +1,62 @@
-//! The sequencer of one server folder: the only writer of its index and its tree.
+//! The sequencer of one server folder: the only writer of its index, its tree and its
+//! versions.
 //!
 //! Every change, pushed by a device or made directly in the server's copy, is committed
 //! here one at a time and gets the folder's next sequence number. A push is checked
 //! against the version it was based on; a stale base is a conflict and changes nothing.
-//! New sequence numbers are announced on a watch channel that every session follows.
+//! A regular file that a commit replaces or deletes is first moved to the folder's
+//! versions, and only once the new content is verified and durable. New sequence numbers
+//! are announced on a watch channel that every session follows.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use filesync_proto::control::ServerFolderStatus;
-use filesync_proto::wire::{Change, Entry, EntryKind, PushOutcome};
-use filesync_proto::{AccountName, DeviceId, FolderName};
+use filesync_proto::wire::{Change, Entry, EntryKind, PushOutcome, VersionInfo};
+use filesync_proto::{AccountName, DeviceId, FolderName, RelPath};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::versions::Versions;
+use crate::ignore::{IGNORE_FILE, IgnoreRules};
 use crate::index::{Index, LocalRow};
 use crate::scan::{self, Scope};
 use crate::store::{self, Stat, TempFile};
 use crate::watch::{self as watcher, WatchEvent};
+use crate::{chunk, conn};
 
-/// How often the server rescans its copy in full, behind the watcher.
+/// How often the server rescans its copy in full, behind the watcher, and expires old
+/// versions.
 const RESCAN_EVERY: Duration = Duration::from_secs(3600);
 
 pub enum FolderCmd {
     /// Commit a pushed change; a file's content arrives already staged in a temp file.
     Commit {
-        change: Change,
+        change: Box<Change>,
         device: DeviceId,
         staged: Option<TempFile>,
         reply: oneshot::Sender<PushOutcome>,
     },
+    ListVersions {
+        path: RelPath,
+        reply: oneshot::Sender<Result<Vec<VersionInfo>, String>>,
+    },
+    Restore {
+        path: RelPath,
+        version: Option<u64>,
+        device: DeviceId,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+}
+
+/// Where a server folder keeps its parts.
+pub struct FolderPlace {
+    pub root: PathBuf,
+    pub index_file: PathBuf,
+    pub versions_dir: PathBuf,
+    /// How long replaced and deleted files are kept; zero keeps none.
+    pub keep_versions: Duration,
 }
 
 /// What sessions hold to reach a folder.
@@ -50,25 +76,36 @@ pub struct ServerFolderHandle {
 struct Sequencer {
     root: PathBuf,
     index: Index,
+    versions: Versions,
+    keep_secs: i64,
     server: DeviceId,
+    /// The folder's ignore rules, so editor files made in the server's copy stay out of
+    /// it like anywhere else. A broken rule file keeps the last good rules.
+    rules: IgnoreRules,
     next_seq: u64,
     seq_tx: watch::Sender<u64>,
     status_tx: watch::Sender<ServerFolderStatus>,
     name: String,
 }
 
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// Opens (creating if needed) the folder and starts its sequencer.
 pub fn start(
     account: AccountName,
     name: FolderName,
-    root: PathBuf,
-    index_file: PathBuf,
+    place: FolderPlace,
     server: DeviceId,
     tracker: &tokio_util::task::TaskTracker,
     cancel: CancellationToken,
 ) -> Result<ServerFolderHandle> {
-    std::fs::create_dir_all(&root)?;
-    let index = Index::open(&index_file)?;
+    std::fs::create_dir_all(&place.root)?;
+    let index = Index::open(&place.index_file)?;
+    let versions = Versions::open(place.versions_dir.clone())?;
     let epoch = index.epoch()?;
     let max = index.max_seq()?;
     let (seq_tx, seq_rx) = watch::channel(max);
@@ -82,9 +119,12 @@ pub fn start(
     let (status_tx, status_rx) = watch::channel(status);
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let seq = Sequencer {
-        root: root.clone(),
+        root: place.root.clone(),
         index,
+        versions,
+        keep_secs: place.keep_versions.as_secs() as i64,
         server,
+        rules: IgnoreRules::builtin(),
         next_seq: max + 1,
         seq_tx,
         status_tx,
@@ -94,8 +134,8 @@ pub fn start(
     Ok(ServerFolderHandle {
         account,
         name,
-        root,
-        index_file,
+        root: place.root,
+        index_file: place.index_file,
         epoch,
         cmd: cmd_tx,
         seq: seq_rx,
@@ -110,18 +150,14 @@ impl Sequencer {
             .inspect_err(|e| tracing::warn!(folder = %self.name, "cannot watch the server copy: {e}; relying on rescans"))
             .ok();
         self.scan(Scope::All);
+        self.expire();
         let mut rescan =
             tokio::time::interval_at(tokio::time::Instant::now() + RESCAN_EVERY, RESCAN_EVERY);
         loop {
             self.publish();
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                Some(cmd) = cmds.recv() => match cmd {
-                    FolderCmd::Commit { change, device, staged, reply } => {
-                        let outcome = tokio::task::block_in_place(|| self.commit(change, device, staged));
-                        let _ = reply.send(outcome);
-                    }
-                },
+                Some(cmd) = cmds.recv() => tokio::task::block_in_place(|| self.handle(cmd)),
                 ev = watcher::next_event(watcher.as_ref()) => {
                     tracing::debug!(folder = %self.name, "watch: {ev:?}");
                     match ev {
@@ -129,7 +165,56 @@ impl Sequencer {
                         WatchEvent::Rescan(_) => self.scan(Scope::All),
                     }
                 }
-                _ = rescan.tick() => self.scan(Scope::All),
+                _ = rescan.tick() => {
+                    self.scan(Scope::All);
+                    self.expire();
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, cmd: FolderCmd) {
+        match cmd {
+            FolderCmd::Commit {
+                change,
+                device,
+                staged,
+                reply,
+            } => {
+                let outcome = self
+                    .try_commit(*change, device, staged)
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(folder = %self.name, "commit failed: {e:#}");
+                        PushOutcome::Failed {
+                            reason: format!("{e:#}"),
+                        }
+                    });
+                let _ = reply.send(outcome);
+            }
+            FolderCmd::ListVersions { path, reply } => {
+                let list = self.versions.list(&path).map(|vs| {
+                    vs.into_iter()
+                        .map(|v| VersionInfo {
+                            version: v.version,
+                            size: v.size,
+                            mtime_ns: v.mtime_ns,
+                            kept_at: v.kept_at,
+                        })
+                        .collect()
+                });
+                let _ = reply.send(list.map_err(|e| format!("{e:#}")));
+            }
+            FolderCmd::Restore {
+                path,
+                version,
+                device,
+                reply,
+            } => {
+                let result = self.restore(&path, version, device);
+                if let Err(e) = &result {
+                    tracing::warn!(folder = %self.name, path = %path, "restore failed: {e:#}");
+                }
+                let _ = reply.send(result.map_err(|e| format!("{e:#}")));
             }
         }
     }
@@ -138,14 +223,31 @@ impl Sequencer {
         tokio::task::block_in_place(|| self.scan_sync(scope));
     }
 
+    fn reload_rules(&mut self) {
+        match IgnoreRules::load(&self.root) {
+            Ok(rules) => self.rules = rules,
+            Err(e) => tracing::warn!(folder = %self.name, "{e}; keeping the previous rules"),
+        }
+    }
+
     /// Takes in changes made directly in the server's copy, each as a new version.
     fn scan_sync(&mut self, scope: Scope) {
+        let touches_rules = match &scope {
+            Scope::All => true,
+            Scope::Paths(paths) => paths.iter().any(|p| p.as_str() == IGNORE_FILE),
+        };
+        if touches_rules {
+            self.reload_rules();
+        }
         let result = (|| {
-            let out = scan::scan(&self.root, &self.index, &scope, &self.server)?;
+            let out = scan::scan(&self.root, &self.index, &scope, &self.server, &self.rules)?;
             let mut next = self.next_seq;
             self.index.batch(|ix| {
                 for row in &out.refreshed {
                     ix.put_local(row)?;
+                }
+                for path in &out.forget {
+                    ix.remove_local(path)?;
                 }
                 for row in &out.changes {
                     let mut row = row.clone();
@@ -170,21 +272,31 @@ impl Sequencer {
         }
     }
 
-    fn commit(
-        &mut self,
-        change: Change,
-        device: DeviceId,
-        staged: Option<TempFile>,
-    ) -> PushOutcome {
-        match self.try_commit(change, device, staged) {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                tracing::warn!(folder = %self.name, "commit failed: {e:#}");
-                PushOutcome::Failed {
-                    reason: format!("{e:#}"),
-                }
+    fn expire(&self) {
+        if self.keep_secs > 0 {
+            match self.versions.expire(now_secs(), self.keep_secs) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(folder = %self.name, expired = n, "old versions removed"),
+                Err(e) => tracing::warn!(folder = %self.name, "cannot expire old versions: {e:#}"),
             }
         }
+    }
+
+    /// The current row at `path`, after taking in any change made there in the server
+    /// copy that the watcher has not reported yet: that change must become a version of
+    /// its own before anything replaces it.
+    fn current(&mut self, path: &RelPath) -> Result<Option<LocalRow>> {
+        let current = self.index.local(path)?;
+        let disk = store::stat(&path.to_path(&self.root))?;
+        let known = match &current {
+            Some(row) => store::matches_index(disk.as_ref(), &row.entry, row.inode),
+            None => disk.is_none(),
+        };
+        if known {
+            return Ok(current);
+        }
+        self.scan_sync(Scope::Paths(vec![path.clone()]));
+        self.index.local(path)
     }
 
     fn try_commit(
@@ -195,18 +307,7 @@ impl Sequencer {
     ) -> Result<PushOutcome> {
         let path = change.entry.path.clone();
         let target = path.to_path(&self.root);
-        let mut current = self.index.local(&path)?;
-        // A change in the server copy that the watcher has not reported yet must become a
-        // version of its own before anything replaces it.
-        let disk = store::stat(&target)?;
-        let known = match &current {
-            Some(row) => store::matches_index(disk.as_ref(), &row.entry, row.inode),
-            None => disk.is_none(),
-        };
-        if !known {
-            self.scan_sync(Scope::Paths(vec![path.clone()]));
-            current = self.index.local(&path)?;
-        }
+        let current = self.current(&path)?;
         let current_seq = current.as_ref().map_or(0, |r| r.entry.seq);
         if let Some(cur) = &current
             && cur.entry.same_content(&change.entry)
@@ -216,60 +317,172 @@ impl Sequencer {
         if change.base_seq != current_seq {
             return Ok(PushOutcome::Conflict { current_seq });
         }
-        if !crate::conn::no_symlink_ancestors(&self.root, &path) {
-            anyhow::bail!("a parent of {path} is not a directory on the server");
+        if !conn::no_symlink_ancestors(&self.root, &path) {
+            bail!("a parent of {path} is not a directory on the server");
         }
         let mut entry = change.entry;
         let stat = match (entry.deleted, entry.kind) {
-            (true, _) => match store::remove(&self.root, &path)? {
-                true => Stat {
+            (true, _) => {
+                self.retire(current.as_ref())?;
+                if !store::remove(&self.root, &path)? {
+                    return self.keep_dir(current);
+                }
+                Stat {
                     kind: entry.kind,
                     size: 0,
                     mtime_ns: 0,
                     mode: 0,
                     inode: 0,
-                },
-                false => return self.keep_dir(current),
-            },
-            (false, EntryKind::Dir) => store::make_dir(&self.root, &entry)?,
-            (false, EntryKind::Symlink) => store::make_symlink(&self.root, &entry)?,
-            (false, EntryKind::File) => match staged {
-                Some(tmp) => tmp.commit(&target, &entry)?,
-                None => anyhow::bail!("no content was staged for {path}"),
-            },
+                }
+            }
+            (false, EntryKind::Dir) => {
+                self.retire(current.as_ref())?;
+                store::make_dir(&self.root, &entry)?
+            }
+            (false, EntryKind::Symlink) => {
+                self.retire(current.as_ref())?;
+                store::make_symlink(&self.root, &entry)?
+            }
+            (false, EntryKind::File) => {
+                let mut tmp =
+                    staged.with_context(|| format!("no content was staged for {path}"))?;
+                tmp.prepare(&entry)?;
+                self.retire(current.as_ref())?;
+                tmp.install(&target)?
+            }
         };
-        entry.seq = self.next_seq;
         entry.origin = device;
+        if path.as_str() == IGNORE_FILE {
+            self.reload_rules();
+        }
+        Ok(PushOutcome::Accepted {
+            seq: self.record(entry, stat),
+        })
+    }
+
+    /// Moves the regular file a commit is about to replace or delete into the versions.
+    fn retire(&self, current: Option<&LocalRow>) -> Result<()> {
+        let Some(row) = current else { return Ok(()) };
+        if self.keep_secs == 0 || row.entry.deleted || row.entry.kind != EntryKind::File {
+            return Ok(());
+        }
+        let full = row.entry.path.to_path(&self.root);
+        self.versions
+            .keep(&full, &row.entry.path, row.entry.seq, now_secs())
+            .with_context(|| format!("cannot keep the old version of {}", row.entry.path))?;
+        Ok(())
+    }
+
+    /// Records a committed entry under the next sequence number and announces it.
+    fn record(&mut self, mut entry: Entry, stat: Stat) -> u64 {
+        let seq = self.next_seq;
+        entry.seq = seq;
         if !entry.deleted {
             entry.mtime_ns = stat.mtime_ns;
         }
-        self.index.put_local(&LocalRow {
+        if let Err(e) = self.index.put_local(&LocalRow {
             entry,
             inode: stat.inode,
             dirty: false,
-        })?;
-        let seq = self.next_seq;
+        }) {
+            // The tree already changed: a rescan will take the change in as its own
+            // version, so the folder stays consistent; the sequence number is not reused.
+            tracing::error!(folder = %self.name, "cannot record a commit in the index: {e:#}");
+        }
         self.next_seq += 1;
         self.seq_tx.send_replace(seq);
-        tracing::debug!(folder = %self.name, path = %path, seq, "committed");
-        Ok(PushOutcome::Accepted { seq })
+        seq
     }
 
     /// A device deleted a directory that still holds files it has not seen: the
     /// directory lives on as a new version, which the device will take back.
     fn keep_dir(&mut self, current: Option<LocalRow>) -> Result<PushOutcome> {
-        let Some(mut row) = current else {
-            anyhow::bail!("directory not empty")
+        let Some(row) = current else {
+            bail!("directory not empty")
         };
-        row.entry.seq = self.next_seq;
-        row.entry.origin = self.server.clone();
-        self.index.put_local(&row)?;
-        self.next_seq += 1;
-        self.seq_tx.send_replace(row.entry.seq);
-        self.scan_sync(Scope::Paths(vec![row.entry.path.clone()]));
-        Ok(PushOutcome::Conflict {
-            current_seq: row.entry.seq,
-        })
+        let path = row.entry.path.clone();
+        let mut entry = row.entry;
+        entry.origin = self.server.clone();
+        let stat = Stat {
+            kind: EntryKind::Dir,
+            size: 0,
+            mtime_ns: entry.mtime_ns,
+            mode: entry.mode,
+            inode: row.inode,
+        };
+        let seq = self.record(entry, stat);
+        self.scan_sync(Scope::Paths(vec![path]));
+        Ok(PushOutcome::Conflict { current_seq: seq })
+    }
+
+    /// Brings a kept version back into the tree as a new change by `device`.
+    fn restore(&mut self, path: &RelPath, version: Option<u64>, device: DeviceId) -> Result<u64> {
+        let kept = self.versions.list(path)?;
+        let chosen = match version {
+            None => kept.first(),
+            Some(v) => kept.iter().find(|k| k.version == v),
+        };
+        let Some(chosen) = chosen else {
+            match version {
+                None => bail!("the server keeps no versions of {path}"),
+                Some(v) => bail!(
+                    "the server keeps no version {v} of {path}; `filesyncctl versions` lists them"
+                ),
+            }
+        };
+        let source = std::fs::File::open(&chosen.file)
+            .with_context(|| format!("cannot open kept version of {path}"))?;
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&source.metadata()?.permissions()) & 0o777;
+        let hashed = chunk::hash_reader(&source)?;
+        let current = self.current(path)?;
+        if let Some(cur) = &current
+            && !cur.entry.deleted
+            && cur.entry.kind == EntryKind::File
+            && cur.entry.hash == hashed.hash
+        {
+            return Ok(cur.entry.seq);
+        }
+        if current
+            .as_ref()
+            .is_some_and(|c| !c.entry.deleted && c.entry.kind != EntryKind::File)
+        {
+            bail!("{path} is now a directory or symlink; move it away first");
+        }
+        if !conn::no_symlink_ancestors(&self.root, path) {
+            bail!("a parent of {path} is not a directory on the server");
+        }
+        let entry = Entry {
+            path: path.clone(),
+            kind: EntryKind::File,
+            deleted: false,
+            size: hashed.size,
+            mtime_ns: chosen.mtime_ns,
+            mode,
+            hash: hashed.hash,
+            blocks: hashed.blocks,
+            target: String::new(),
+            seq: 0,
+            origin: device,
+            conflict: None,
+        };
+        let target = path.to_path(&self.root);
+        let mut tmp = TempFile::create(&target)?;
+        // Streamed in blocks; `prepare` checks the copy against the hash taken above.
+        let mut reader = std::io::BufReader::new(std::fs::File::open(&chosen.file)?);
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = std::io::Read::read(&mut reader, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            tmp.write(&buf[..n])?;
+        }
+        tmp.prepare(&entry)?;
+        self.retire(current.as_ref())?;
+        let stat = tmp.install(&target)?;
+        tracing::info!(folder = %self.name, path = %path, version = chosen.version, "restored a kept version");
+        Ok(self.record(entry, stat))
     }
 
     fn publish(&self) {

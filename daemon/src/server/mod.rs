@@ -1,10 +1,12 @@
 //! The server role: a TCP listener, one session per device connection, and one
 //! sequencer per folder. Folders live at `DATA_DIR/ACCOUNT/FOLDER/` as real directory
-//! trees; their indexes live apart, in `DATA_DIR/.filesync/ACCOUNT/FOLDER.db`, where no
-//! account or folder name can reach (names may not start with a dot).
+//! trees; their indexes and kept versions live apart, in
+//! `DATA_DIR/.filesync/index/ACCOUNT/FOLDER.db` and `DATA_DIR/.filesync/versions/ACCOUNT/FOLDER/`,
+//! where no account or folder name can reach (names may not start with a dot).
 
 mod folder;
 mod session;
+pub mod versions;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -31,6 +33,7 @@ pub struct Server {
     pub device: DeviceId,
     data_dir: PathBuf,
     listen: String,
+    keep_versions: std::time::Duration,
     /// Until enrolment exists, every device belongs to this account.
     default_account: AccountName,
     folders: Mutex<HashMap<(AccountName, FolderName), ServerFolderHandle>>,
@@ -79,6 +82,7 @@ impl Server {
             listen: listener
                 .local_addr()
                 .map_or(cfg.listen.clone(), |a| a.to_string()),
+            keep_versions: std::time::Duration::from_secs(u64::from(cfg.keep_versions) * 86_400),
             default_account: AccountName::new("default").expect("valid name"),
             folders: Mutex::new(HashMap::new()),
             devices: Mutex::new(HashMap::new()),
@@ -121,17 +125,23 @@ impl Server {
         if let Some(h) = folders.get(&(account.clone(), name.clone())) {
             return Ok(h.clone());
         }
-        let root = self.data_dir.join(account.as_str()).join(name.as_str());
-        let index_file = self
-            .data_dir
-            .join(".filesync")
-            .join(account.as_str())
-            .join(format!("{name}.db"));
+        let meta = self.data_dir.join(".filesync");
+        let place = folder::FolderPlace {
+            root: self.data_dir.join(account.as_str()).join(name.as_str()),
+            index_file: meta
+                .join("index")
+                .join(account.as_str())
+                .join(format!("{name}.db")),
+            versions_dir: meta
+                .join("versions")
+                .join(account.as_str())
+                .join(name.as_str()),
+            keep_versions: self.keep_versions,
+        };
         let handle = folder::start(
             account.clone(),
             name.clone(),
-            root,
-            index_file,
+            place,
             self.device.clone(),
             &self.tracker,
             self.cancel.child_token(),

@@ -130,6 +130,7 @@ async fn run(
     ));
     let result = read_loop(
         &folder,
+        &hello.device,
         &mut stream,
         &out_tx,
         &pending,
@@ -153,8 +154,33 @@ fn error(kind: ErrorKind, message: &str) -> ServerMsg {
     })
 }
 
+/// Hands a call to the sequencer and sends its answer when it comes, without holding up
+/// the reading of further messages.
+async fn answer<T: Send + 'static>(
+    folder: &ServerFolderHandle,
+    cmd: FolderCmd,
+    rx: oneshot::Receiver<Result<T, String>>,
+    out: &mpsc::Sender<ServerMsg>,
+    wrap: impl FnOnce(Result<T, String>) -> ServerMsg + Send + 'static,
+) -> Result<()> {
+    folder
+        .cmd
+        .send(cmd)
+        .await
+        .map_err(|_| anyhow!("the folder is shutting down"))?;
+    let out = out.clone();
+    tokio::spawn(async move {
+        let result = rx
+            .await
+            .unwrap_or_else(|_| Err("the folder is shutting down".into()));
+        let _ = out.send(wrap(result)).await;
+    });
+    Ok(())
+}
+
 async fn read_loop<S>(
     folder: &ServerFolderHandle,
+    device: &filesync_proto::DeviceId,
     stream: &mut S,
     out: &mpsc::Sender<ServerMsg>,
     pending: &Pending,
@@ -204,6 +230,29 @@ where
                 let _ = out.send(ServerMsg::Pong { nonce }).await;
             }
             ClientMsg::Pong { .. } => {}
+            ClientMsg::ListVersions { id, path } => {
+                let (tx, rx) = oneshot::channel();
+                let cmd = FolderCmd::ListVersions { path, reply: tx };
+                answer(folder, cmd, rx, out, move |result| ServerMsg::Versions {
+                    id,
+                    result,
+                })
+                .await?;
+            }
+            ClientMsg::Restore { id, path, version } => {
+                let (tx, rx) = oneshot::channel();
+                let cmd = FolderCmd::Restore {
+                    path,
+                    version,
+                    device: device.clone(),
+                    reply: tx,
+                };
+                answer(folder, cmd, rx, out, move |result| ServerMsg::Restored {
+                    id,
+                    result,
+                })
+                .await?;
+            }
             ClientMsg::Hello(_) => bail!("protocol error: second Hello"),
         }
     }
@@ -300,7 +349,7 @@ async fn push_one(
     folder
         .cmd
         .send(FolderCmd::Commit {
-            change,
+            change: Box::new(change),
             device: hello.device.clone(),
             staged,
             reply: tx,
