@@ -185,14 +185,17 @@ fn target_arg(target: Target) -> Result<Option<String>> {
 }
 
 /// A FOLDER argument: a path is sent in its absolute form, so it means the same to the
-/// daemon whatever our working directory; anything else may be a folder name and is
-/// sent as given for the daemon to resolve. A path is what exists on disk, and also
-/// what no folder name can be (names have no separator and no leading dot), so that
-/// `remove ./Docs` still works after `Docs` was deleted.
+/// daemon whatever our working directory; anything else is a folder name and is sent
+/// as given. A path is what no folder name can be (absolute, or with a separator or a
+/// leading dot), so `remove ./Docs` works, also after `Docs` was deleted.
 fn folder_arg(folder: String) -> Result<String> {
     let path = Path::new(&folder);
-    let unlike_a_name = folder.starts_with('.') || path.components().nth(1).is_some();
-    if unlike_a_name || path.exists() {
+    // A bare word is a folder name, even if a directory of that name happens to be in
+    // the working directory (`filesyncctl pause docs` run inside a project with a docs/
+    // subdirectory must mean the folder named docs); write `./docs` for the path.
+    let unlike_a_name =
+        folder.starts_with('.') || path.components().nth(1).is_some() || path.is_absolute();
+    if unlike_a_name {
         absolute(path)
     } else {
         Ok(folder)
@@ -233,6 +236,16 @@ mod tests {
         let missing = dir.path().join("not-here").to_str().unwrap().to_owned();
         assert_eq!(folder_arg(missing.clone()).unwrap(), missing);
         assert_eq!(folder_arg("docs-by-name".into()).unwrap(), "docs-by-name");
+        // A bare word stays a name even when a directory of that name is here.
+        let cwd_entry = std::fs::read_dir(".")
+            .unwrap()
+            .flatten()
+            .find(|e| e.path().is_dir())
+            .unwrap();
+        let name = cwd_entry.file_name().into_string().unwrap();
+        if !name.starts_with('.') {
+            assert_eq!(folder_arg(name.clone()).unwrap(), name);
+        }
         let here = std::env::current_dir().unwrap();
         assert_eq!(Path::new(&folder_arg(".".into()).unwrap()), here);
         // Relative paths that cannot be names are made absolute even when missing.
