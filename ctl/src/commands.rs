@@ -134,7 +134,7 @@ pub fn expect_ok(response: Response) -> Result<String> {
 /// The status in an answer; the daemon's error or a wrong answer otherwise.
 pub fn expect_status(response: Response) -> Result<DaemonStatus> {
     match response {
-        Response::Status(status) => Ok(status),
+        Response::Status(status) => Ok(*status),
         other => Err(unexpected(other, "a status")),
     }
 }

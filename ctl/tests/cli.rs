@@ -221,14 +221,14 @@ mod with_a_daemon {
     }
 
     fn status(folders: Vec<FolderStatus>) -> Response {
-        Response::Status(DaemonStatus {
+        Response::Status(Box::new(DaemonStatus {
             version: "0.1.0".into(),
             device: "DEV1".into(),
             config: "/home/a/.config/filesync/filesyncd.toml".into(),
             folders,
             server: None,
             config_error: None,
-        })
+        }))
     }
 
     #[test]

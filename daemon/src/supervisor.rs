@@ -134,54 +134,34 @@ impl Supervisor {
                     now(ok(""))
                 }
             },
-            Request::Flush { folder } => match self.select(folder.as_deref()) {
-                Err(m) => now(bad(m)),
-                Ok(idx) => {
-                    let mut waits = Vec::new();
-                    for i in idx {
-                        let (tx, rx) = oneshot::channel();
-                        if let Err(busy) = self.tell(i, FolderCmd::Flush(tx)) {
-                            return now(failed(busy));
-                        }
-                        waits.push(rx);
+            Request::Flush { folder } => match self.ask_each(folder.as_deref(), FolderCmd::Flush) {
+                Err(r) => now(*r),
+                Ok(waits) => Box::pin(async move {
+                    for w in waits {
+                        let _ = w.await;
                     }
-                    Box::pin(async move {
-                        for w in waits {
-                            let _ = w.await;
-                        }
-                        ok("")
-                    })
-                }
+                    ok("")
+                }),
             },
             Request::Reload => now(match self.reload() {
                 Ok(msg) => ok(msg),
                 Err(msg) => failed(msg),
             }),
-            Request::Conflicts { folder } => match self.select(folder.as_deref()) {
-                Err(m) => now(bad(m)),
-                Ok(idx) => {
-                    let mut waits = Vec::new();
-                    for i in idx {
-                        let (tx, rx) = oneshot::channel();
-                        if let Err(busy) = self.tell(i, FolderCmd::Conflicts(tx)) {
-                            return now(failed(busy));
+            Request::Conflicts { folder } => match self
+                .ask_each(folder.as_deref(), FolderCmd::Conflicts)
+            {
+                Err(r) => now(*r),
+                Ok(waits) => Box::pin(async move {
+                    let mut all = Vec::new();
+                    for w in waits {
+                        match w.await {
+                            Ok(Ok(list)) => all.extend(list),
+                            Ok(Err(e)) => return failed(e),
+                            Err(_) => return failed("a folder stopped while listing conflicts"),
                         }
-                        waits.push(rx);
                     }
-                    Box::pin(async move {
-                        let mut all = Vec::new();
-                        for w in waits {
-                            match w.await {
-                                Ok(Ok(list)) => all.extend(list),
-                                Ok(Err(e)) => return failed(e),
-                                Err(_) => {
-                                    return failed("a folder stopped while listing conflicts");
-                                }
-                            }
-                        }
-                        Response::Conflicts(all)
-                    })
-                }
+                    Response::Conflicts(all)
+                }),
             },
             Request::Resolve {
                 folder,
@@ -215,6 +195,23 @@ impl Supervisor {
                 |m: String| ok(m),
             ),
         }
+    }
+
+    /// Sends a command with a reply channel to every folder `which` names; the answers
+    /// are awaited by the caller, outside the supervisor.
+    fn ask_each<T>(
+        &self,
+        which: Option<&str>,
+        make: impl Fn(oneshot::Sender<T>) -> FolderCmd,
+    ) -> Result<Vec<oneshot::Receiver<T>>, Box<Response>> {
+        let idx = self.select(which).map_err(|m| Box::new(bad(m)))?;
+        let mut waits = Vec::new();
+        for i in idx {
+            let (tx, rx) = oneshot::channel();
+            self.tell(i, make(tx)).map_err(|m| Box::new(failed(m)))?;
+            waits.push(rx);
+        }
+        Ok(waits)
     }
 
     /// Sends a command that names exactly one folder and answers with what it replies.
@@ -288,14 +285,14 @@ impl Supervisor {
             .into_iter()
             .map(|i| self.folders[i].status.borrow().clone())
             .collect();
-        Response::Status(DaemonStatus {
+        Response::Status(Box::new(DaemonStatus {
             version: env!("CARGO_PKG_VERSION").to_string(),
             device: self.identity.device.to_string(),
             config: self.config.file.display().to_string(),
             folders,
             server: self.server.as_ref().map(|s| s.status()),
             config_error: self.config_error.clone(),
-        })
+        }))
     }
 
     fn add(&mut self, add: AddFolder) -> Response {

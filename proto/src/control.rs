@@ -148,7 +148,7 @@ pub enum Response {
     Ok {
         message: String,
     },
-    Status(DaemonStatus),
+    Status(Box<DaemonStatus>),
     Conflicts(Vec<ConflictInfo>),
     Versions(Vec<VersionEntry>),
     Error {
