@@ -182,8 +182,8 @@ pub fn serve_block(root: &Path, req: &BlockRequest) -> BlockResult {
     Ok(data)
 }
 
-/// Whether every directory between `root` and `path` is a real directory, so that
-/// opening `path` cannot leave the folder through a symlinked parent.
+/// Whether every directory between `root` and `path` is a real directory (or does not
+/// exist yet), so that opening `path` cannot leave the folder through a symlinked parent.
 pub fn no_symlink_ancestors(root: &Path, path: &filesync_proto::RelPath) -> bool {
     let mut dir = root.to_path_buf();
     let parts: Vec<&str> = path.components().collect();
@@ -191,6 +191,8 @@ pub fn no_symlink_ancestors(root: &Path, path: &filesync_proto::RelPath) -> bool
         dir.push(part);
         match std::fs::symlink_metadata(&dir) {
             Ok(m) if m.file_type().is_dir() => {}
+            // Nothing there, nor below: it will be created as a real directory.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
             _ => return false,
         }
     }

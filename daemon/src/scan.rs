@@ -259,10 +259,14 @@ impl Scanner<'_> {
 
     fn record(&mut self, mut entry: Entry, inode: u64) {
         match self.known.get(&entry.path) {
+            // Same content: only the stat changed (an inode after a copy, or a directory's
+            // mtime). A file's mtime is data users sort and merge by, so a new mtime on a
+            // file is a change that syncs.
             Some(old)
                 if !old.entry.deleted
                     && old.entry.same_content(&entry)
-                    && old.entry.kind == entry.kind =>
+                    && old.entry.kind == entry.kind
+                    && (entry.kind != EntryKind::File || old.entry.mtime_ns == entry.mtime_ns) =>
             {
                 entry.seq = old.entry.seq;
                 entry.origin = old.entry.origin.clone();
@@ -318,7 +322,7 @@ impl Scanner<'_> {
 }
 
 /// Whether the directory holds ignored items and nothing else (at any depth).
-fn holds_only_ignored(full: &Path, rel: &RelPath, rules: &IgnoreRules) -> bool {
+pub fn holds_only_ignored(full: &Path, rel: &RelPath, rules: &IgnoreRules) -> bool {
     fn walk(full: &Path, rel: &RelPath, rules: &IgnoreRules, any: &mut bool) -> bool {
         let Ok(read) = fs::read_dir(full) else {
             return false;
@@ -483,14 +487,16 @@ mod tests {
     }
 
     #[test]
-    fn a_touch_is_not_a_change() {
+    fn a_new_mtime_is_a_change_but_a_directory_mtime_is_not() {
         let f = Fixture::new();
         let p = f.root().join("f");
+        fs::create_dir(f.root().join("d")).unwrap();
         fs::write(&p, b"same").unwrap();
         f.scan(&Scope::All);
         let t = filetime::FileTime::from_unix_time(1_000_000, 0);
         filetime::set_file_mtime(&p, t).unwrap();
-        assert!(f.scan(&Scope::All).is_empty());
+        filetime::set_file_mtime(f.root().join("d"), t).unwrap();
+        assert_eq!(f.scan(&Scope::All), ["f"]);
     }
 
     #[test]

@@ -160,8 +160,11 @@ impl TempFile {
         set_mtime(&self.path, entry.mtime_ns)
     }
 
-    /// Renames prepared content over `target`.
+    /// Renames prepared content over `target`. An empty directory in the way goes (the
+    /// caller decided the path becomes a file); a non-empty one is an error, so nothing
+    /// inside it is lost.
     pub fn install(self, target: &Path) -> Result<Stat> {
+        clear_dir_for(target)?;
         fs::rename(&self.path, target)
             .with_context(|| format!("cannot rename into place {}", target.display()))?;
         sync_parent(target);
@@ -196,6 +199,36 @@ fn sync_parent(path: &Path) {
     }
 }
 
+/// Gives the file at `path` the mode and mtime of `entry`, for a change of metadata
+/// only; never follows a symlink.
+pub fn set_file_meta(root: &Path, entry: &Entry) -> Result<Stat> {
+    let path = entry.path.to_path(root);
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    file.set_permissions(fs::Permissions::from_mode(entry.mode & 0o777))?;
+    set_mtime(&path, entry.mtime_ns)?;
+    stat(&path)?.context("file vanished while its metadata was set")
+}
+
+/// Removes an empty directory at `target` so a file or symlink can take its place.
+fn clear_dir_for(target: &Path) -> Result<()> {
+    match stat(target)? {
+        Some(s) if s.kind == EntryKind::Dir => match fs::remove_dir(target) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {
+                bail!("{} is a directory that is not empty yet", target.display())
+            }
+            Err(e) => {
+                Err(e).with_context(|| format!("cannot remove directory {}", target.display()))
+            }
+        },
+        _ => Ok(()),
+    }
+}
+
 /// Reads `size` bytes at `offset` of `path`, refusing to follow a symlink at the end.
 pub fn read_block(path: &Path, offset: u64, size: u32) -> io::Result<Vec<u8>> {
     let mut f = OpenOptions::new()
@@ -213,7 +246,14 @@ pub fn make_dir(root: &Path, entry: &Entry) -> Result<Stat> {
     let path = entry.path.to_path(root);
     match stat(&path)? {
         Some(s) if s.kind == EntryKind::Dir => {}
-        Some(_) => bail!("{} exists and is not a directory", entry.path),
+        // The caller checked that what is here is what the index knows and decided the
+        // path becomes a directory: a file or symlink in the way is replaced.
+        Some(_) => {
+            fs::remove_file(&path)
+                .with_context(|| format!("cannot replace {} with a directory", entry.path))?;
+            fs::create_dir(&path)
+                .with_context(|| format!("cannot create directory {}", path.display()))?;
+        }
         None => fs::create_dir_all(&path)
             .with_context(|| format!("cannot create directory {}", path.display()))?,
     }
@@ -227,6 +267,7 @@ pub fn make_dir(root: &Path, entry: &Entry) -> Result<Stat> {
 /// Creates or replaces the symlink for `entry`; the target is stored, never followed.
 pub fn make_symlink(root: &Path, entry: &Entry) -> Result<Stat> {
     let path = entry.path.to_path(root);
+    clear_dir_for(&path)?;
     let dir = path.parent().context("symlink has no parent")?;
     fs::create_dir_all(dir)?;
     let tmp = dir.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
@@ -352,6 +393,32 @@ mod tests {
         assert!(remove(dir.path(), &RelPath::new("d/e").unwrap()).unwrap());
         assert!(remove(dir.path(), &RelPath::new("d").unwrap()).unwrap());
         assert!(remove(dir.path(), &RelPath::new("missing").unwrap()).unwrap());
+    }
+
+    #[test]
+    fn kinds_replace_each_other_but_never_a_non_empty_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = entry_for("x", b"");
+        std::os::unix::fs::symlink("/etc", dir.path().join("x")).unwrap();
+        e.kind = EntryKind::Dir;
+        e.mode = 0o755;
+        assert_eq!(make_dir(dir.path(), &e).unwrap().kind, EntryKind::Dir);
+        let f = entry_for("x", b"now a file");
+        let mut t = TempFile::create(&dir.path().join("x")).unwrap();
+        t.write(b"now a file").unwrap();
+        assert_eq!(
+            t.commit(&dir.path().join("x"), &f).unwrap().kind,
+            EntryKind::File
+        );
+        fs::remove_file(dir.path().join("x")).unwrap();
+        fs::create_dir_all(dir.path().join("x/child")).unwrap();
+        let mut t = TempFile::create(&dir.path().join("x")).unwrap();
+        t.write(b"now a file").unwrap();
+        assert!(t.commit(&dir.path().join("x"), &f).is_err());
+        assert!(
+            dir.path().join("x/child").is_dir(),
+            "a non-empty directory is never replaced"
+        );
     }
 
     #[test]

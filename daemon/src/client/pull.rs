@@ -37,8 +37,17 @@ pub async fn apply(
     match entry.kind {
         EntryKind::Dir => store::make_dir(root, entry),
         EntryKind::Symlink => store::make_symlink(root, entry),
+        EntryKind::File if same_file_content(index, entry)? => store::set_file_meta(root, entry),
         EntryKind::File => fetch_file(root, index, session, entry, counters).await,
     }
+}
+
+/// Whether the local file at the entry's path already holds its content (a change of
+/// mode or mtime only). The caller checked that the disk matches the index.
+fn same_file_content(index: &Index, entry: &Entry) -> Result<bool> {
+    Ok(index.local(&entry.path)?.is_some_and(|l| {
+        !l.entry.deleted && l.entry.kind == EntryKind::File && l.entry.hash == entry.hash
+    }))
 }
 
 async fn fetch_file(

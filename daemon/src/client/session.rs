@@ -41,6 +41,21 @@ pub enum SessionEvent {
     },
 }
 
+/// Where a session's events go, tagged with the session's generation so that the task
+/// can ignore what a session it already stopped still had in flight.
+#[derive(Clone)]
+pub struct Events {
+    pub tx: mpsc::UnboundedSender<(u64, SessionEvent)>,
+    pub generation: u64,
+}
+
+impl Events {
+    /// False once the folder task is gone.
+    fn send(&self, ev: SessionEvent) -> bool {
+        self.tx.send((self.generation, ev)).is_ok()
+    }
+}
+
 /// How the folder task talks to the current connection. Cheap to clone; dead once the
 /// connection drops (its sends fail and block requests error).
 #[derive(Clone)]
@@ -126,6 +141,21 @@ impl SessionHandle {
     }
 }
 
+/// Ends a connection's waiters and writer however its session stops.
+struct Cleanup {
+    pending: Arc<Pending>,
+    calls: Arc<Pending<ServerMsg>>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        self.pending.fail_all();
+        self.calls.fail_all();
+        self.writer.abort();
+    }
+}
+
 /// Everything a session needs; owned by the folder task and handed to each attempt.
 #[derive(Clone)]
 pub struct SessionConfig {
@@ -139,11 +169,7 @@ pub struct SessionConfig {
 }
 
 /// Connects and reconnects until `cancel`, reporting to `events`.
-pub async fn run(
-    cfg: SessionConfig,
-    events: mpsc::UnboundedSender<SessionEvent>,
-    cancel: CancellationToken,
-) {
+pub async fn run(cfg: SessionConfig, events: Events, cancel: CancellationToken) {
     let mut backoff = Duration::from_millis(250);
     loop {
         let started = tokio::time::Instant::now();
@@ -155,7 +181,7 @@ pub async fn run(
             },
         };
         tracing::info!(folder = %cfg.folder, server = %cfg.server, "disconnected: {reason}");
-        if events.send(SessionEvent::Disconnected { reason }).is_err() {
+        if !events.send(SessionEvent::Disconnected { reason }) {
             return;
         }
         // A connection that lasted a while earns a quick retry; repeated failures back off.
@@ -171,10 +197,7 @@ pub async fn run(
     }
 }
 
-async fn connect_once(
-    cfg: &SessionConfig,
-    events: &mpsc::UnboundedSender<SessionEvent>,
-) -> Result<()> {
+async fn connect_once(cfg: &SessionConfig, events: &Events) -> Result<()> {
     let tcp = tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, TcpStream::connect(&cfg.server))
         .await
         .map_err(|_| anyhow!("timed out connecting to server {}", cfg.server))?
@@ -253,8 +276,15 @@ async fn connect_once(
         pending: pending.clone(),
         calls: calls.clone(),
     };
-    let _ = events.send(SessionEvent::Connected(handle));
-    let result = read_loop(
+    // Cancelling the session drops this future mid-await: the guard still fails every
+    // waiting request at once and stops the writer, so nothing waits for a dead socket.
+    let _cleanup = Cleanup {
+        pending: pending.clone(),
+        calls: calls.clone(),
+        writer,
+    };
+    events.send(SessionEvent::Connected(handle));
+    read_loop(
         cfg,
         &index,
         &mut stream,
@@ -262,11 +292,7 @@ async fn connect_once(
         (&pending, &calls),
         events,
     )
-    .await;
-    pending.fail_all();
-    calls.fail_all();
-    writer.abort();
-    result
+    .await
 }
 
 async fn read_loop<S>(
@@ -275,7 +301,7 @@ async fn read_loop<S>(
     stream: &mut S,
     out: &mpsc::Sender<ClientMsg>,
     (pending, calls): (&Pending, &Pending<ServerMsg>),
-    events: &mpsc::UnboundedSender<SessionEvent>,
+    events: &Events,
 ) -> Result<()>
 where
     S: futures::Stream<Item = Result<ServerMsg, filesync_proto::FrameError>> + Unpin,
@@ -313,10 +339,10 @@ where
                     }
                     ix.set_meta("since", up_to as i64)
                 })?;
-                let _ = events.send(SessionEvent::IndexUpdated { caught_up });
+                events.send(SessionEvent::IndexUpdated { caught_up });
             }
             ServerMsg::PushResult { id, outcomes } => {
-                let _ = events.send(SessionEvent::PushResult { id, outcomes });
+                events.send(SessionEvent::PushResult { id, outcomes });
             }
             ServerMsg::BlockResponse { id, result } => {
                 if let Ok(data) = &result {

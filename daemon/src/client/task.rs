@@ -45,7 +45,9 @@ pub(super) struct FolderTask {
     session: Option<SessionHandle>,
     /// Stops the current session (pause, shutdown).
     session_cancel: Option<CancellationToken>,
-    events_tx: mpsc::UnboundedSender<SessionEvent>,
+    events_tx: mpsc::UnboundedSender<(u64, SessionEvent)>,
+    /// The current session's generation; events of earlier sessions are stale.
+    session_gen: u64,
     caught_up: bool,
     scanned: bool,
     paused: bool,
@@ -64,7 +66,6 @@ pub(super) struct FolderTask {
     /// Deletes found by a scan, held back until the given instant (see RENAME_WINDOW).
     hold_deletes: HashMap<RelPath, Instant>,
     last_sync: Option<i64>,
-    conflicts: u64,
     watcher: Option<watcher::Watcher>,
     rules: IgnoreRules,
     /// Set when `.filesyncignore` may have changed and must be read again.
@@ -91,6 +92,7 @@ impl FolderTask {
             session: None,
             session_cancel: None,
             events_tx: mpsc::unbounded_channel().0,
+            session_gen: 0,
             caught_up: false,
             scanned: false,
             paused,
@@ -107,7 +109,6 @@ impl FolderTask {
             retry_at: HashMap::new(),
             hold_deletes: HashMap::new(),
             last_sync: None,
-            conflicts: 0,
             watcher: None,
             rules: IgnoreRules::builtin(),
             rules_stale: true,
@@ -163,7 +164,11 @@ impl FolderTask {
                 biased;
                 _ = cancel.cancelled() => break,
                 Some(cmd) = cmds.recv() => self.on_cmd(cmd, &cancel),
-                Some(ev) = events_rx.recv() => self.on_session(ev),
+                Some((generation, ev)) = events_rx.recv() => {
+                    if generation == self.session_gen {
+                        self.on_session(ev);
+                    }
+                }
                 ev = watcher::next_event(self.watcher.as_ref()) => self.on_watch(ev),
                 _ = rescan.tick() => self.scan_all = true,
                 _ = tokio::time::sleep_until(retry) => {
@@ -190,7 +195,12 @@ impl FolderTask {
             device_name: self.id.device_name.clone(),
             counters: self.counters.clone(),
         };
-        tokio::spawn(session::run(cfg, self.events_tx.clone(), cancel.clone()));
+        self.session_gen += 1;
+        let events = session::Events {
+            tx: self.events_tx.clone(),
+            generation: self.session_gen,
+        };
+        tokio::spawn(session::run(cfg, events, cancel.clone()));
         self.session_cancel = Some(cancel);
     }
 
@@ -201,6 +211,8 @@ impl FolderTask {
                 if let Some(c) = self.session_cancel.take() {
                     c.cancel();
                 }
+                // Whatever the stopped session still sends is stale from now on.
+                self.session_gen += 1;
                 self.disconnected();
             }
             FolderCmd::Resume => {
@@ -380,7 +392,10 @@ impl FolderTask {
 
     /// One round of work; true when more is ready to do without waiting for an event.
     async fn step(&mut self) -> bool {
-        if self.rules_stale || self.rules_error.is_some() || self.scan_all {
+        // Read new rules before scanning, so a broken rule file is caught here and is
+        // never pushed to the other devices.
+        let rules_touched = self.scan_paths.iter().any(|p| p.as_str() == IGNORE_FILE);
+        if self.rules_stale || rules_touched || self.rules_error.is_some() || self.scan_all {
             self.reload_rules();
         }
         if self.rules_error.is_some() {
@@ -388,6 +403,10 @@ impl FolderTask {
             self.scan_all = false;
             for w in self.flush_waiters.drain(..) {
                 let _ = w.send(());
+            }
+            // A fixed rule file may come from another device: take that one path in.
+            if let Err(e) = self.pull_rules_file().await {
+                self.error(format!("{e:#}"));
             }
             return false;
         }
@@ -549,6 +568,27 @@ impl FolderTask {
         Ok(full && progress)
     }
 
+    /// While our rule file is broken, applies a newer one from the server, unless the
+    /// local file has changes of its own (the user is fixing it here).
+    async fn pull_rules_file(&mut self) -> Result<()> {
+        if self.session.is_none() || !self.caught_up {
+            return Ok(());
+        }
+        let path = RelPath::new(IGNORE_FILE).expect("valid path");
+        let (Some(remote), local) = (self.index().remote(&path)?, self.index().local(&path)?)
+        else {
+            return Ok(());
+        };
+        if plan::decide(local.as_ref(), Some(&remote)) == Action::Pull
+            && !remote.deleted
+            && self.disk_matches(&path, local.as_ref())?
+            && self.apply(&remote).await
+        {
+            self.reload_rules();
+        }
+        Ok(())
+    }
+
     /// Whether the disk still shows what the index says at `path`. If not, a local change
     /// has not been scanned yet: scan it before anything overwrites it.
     fn disk_matches(&mut self, path: &RelPath, local: Option<&LocalRow>) -> Result<bool> {
@@ -638,6 +678,22 @@ impl FolderTask {
                 tracing::debug!(folder = %self.cfg.name, path = %remote.path, "deleted");
                 Ok(true)
             }
+            Ok(false)
+                if scan::holds_only_ignored(
+                    &remote.path.to_path(&self.cfg.path),
+                    &remote.path,
+                    &self.rules,
+                ) =>
+            {
+                // Only ignored files are left: the directory stays here for them, is
+                // recorded as deleted, and is not offered back to anyone.
+                self.index().put_local(&LocalRow {
+                    entry: remote.clone(),
+                    inode: 0,
+                    dirty: false,
+                })?;
+                Ok(true)
+            }
             Ok(false) => {
                 // The directory holds files the server has never seen: keep it, and tell
                 // the server it still exists.
@@ -689,7 +745,6 @@ impl FolderTask {
                     }
                     _ => self.scan_paths.push(aside),
                 }
-                self.conflicts += 1;
                 Ok(true)
             }
             Err(e) => {
@@ -866,7 +921,12 @@ impl FolderTask {
             pending_down_bytes: totals.down_bytes,
             seq,
             last_sync: self.last_sync,
-            conflicts: self.conflicts,
+            // What `filesyncctl conflicts` lists: the copies recorded in the index.
+            conflicts: self
+                .index
+                .as_ref()
+                .and_then(|ix| ix.conflicts().ok())
+                .map_or(0, |c| c.len() as u64),
             last_error: self
                 .rules_error
                 .clone()

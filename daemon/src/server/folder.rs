@@ -309,9 +309,13 @@ impl Sequencer {
         let target = path.to_path(&self.root);
         let current = self.current(&path)?;
         let current_seq = current.as_ref().map_or(0, |r| r.entry.seq);
-        if let Some(cur) = &current
-            && cur.entry.same_content(&change.entry)
-        {
+        let same = current
+            .as_ref()
+            .is_some_and(|c| c.entry.same_content(&change.entry));
+        let same_mtime = current
+            .as_ref()
+            .is_some_and(|c| c.entry.mtime_ns == change.entry.mtime_ns);
+        if same && (change.entry.kind != EntryKind::File || change.entry.deleted || same_mtime) {
             return Ok(PushOutcome::Accepted { seq: current_seq });
         }
         if change.base_seq != current_seq {
@@ -323,7 +327,7 @@ impl Sequencer {
         let mut entry = change.entry;
         let stat = match (entry.deleted, entry.kind) {
             (true, _) => {
-                self.retire(current.as_ref())?;
+                self.retire(current.as_ref(), false)?;
                 if !store::remove(&self.root, &path)? {
                     return self.keep_dir(current);
                 }
@@ -336,18 +340,22 @@ impl Sequencer {
                 }
             }
             (false, EntryKind::Dir) => {
-                self.retire(current.as_ref())?;
+                self.retire(current.as_ref(), false)?;
                 store::make_dir(&self.root, &entry)?
             }
             (false, EntryKind::Symlink) => {
-                self.retire(current.as_ref())?;
+                self.retire(current.as_ref(), false)?;
                 store::make_symlink(&self.root, &entry)?
+            }
+            // The content is already here: only the mtime changed.
+            (false, EntryKind::File) if same && staged.is_none() => {
+                store::set_file_meta(&self.root, &entry)?
             }
             (false, EntryKind::File) => {
                 let mut tmp =
                     staged.with_context(|| format!("no content was staged for {path}"))?;
                 tmp.prepare(&entry)?;
-                self.retire(current.as_ref())?;
+                self.retire(current.as_ref(), true)?;
                 tmp.install(&target)?
             }
         };
@@ -360,16 +368,23 @@ impl Sequencer {
         })
     }
 
-    /// Moves the regular file a commit is about to replace or delete into the versions.
-    fn retire(&self, current: Option<&LocalRow>) -> Result<()> {
+    /// Keeps the regular file a commit is about to replace or delete among the versions.
+    /// A file that will be replaced by another file stays in the tree (linked into the
+    /// versions) so the rename over it is atomic for readers; one that will be deleted or
+    /// replaced by a directory or symlink is moved out.
+    fn retire(&self, current: Option<&LocalRow>, replaced_by_file: bool) -> Result<()> {
         let Some(row) = current else { return Ok(()) };
         if self.keep_secs == 0 || row.entry.deleted || row.entry.kind != EntryKind::File {
             return Ok(());
         }
         let full = row.entry.path.to_path(&self.root);
-        self.versions
-            .keep(&full, &row.entry.path, row.entry.seq, now_secs())
-            .with_context(|| format!("cannot keep the old version of {}", row.entry.path))?;
+        let (path, seq, now) = (&row.entry.path, row.entry.seq, now_secs());
+        let kept = if replaced_by_file {
+            self.versions.keep_linked(&full, path, seq, now)
+        } else {
+            self.versions.keep(&full, path, seq, now)
+        };
+        kept.with_context(|| format!("cannot keep the old version of {path}"))?;
         Ok(())
     }
 
@@ -479,7 +494,7 @@ impl Sequencer {
             tmp.write(&buf[..n])?;
         }
         tmp.prepare(&entry)?;
-        self.retire(current.as_ref())?;
+        self.retire(current.as_ref(), true)?;
         let stat = tmp.install(&target)?;
         tracing::info!(folder = %self.name, path = %path, version = chosen.version, "restored a kept version");
         Ok(self.record(entry, stat))

@@ -143,17 +143,46 @@ impl Versions {
     /// version `version`) into the store. Ok(false) if there was nothing to keep
     /// (missing, not a regular file). On error the file is still at `full`.
     pub fn keep(&self, full: &Path, path: &RelPath, version: u64, now_secs: i64) -> Result<bool> {
+        self.store(full, path, version, now_secs, false)
+    }
+
+    /// Keeps the regular file at `full` by linking it into the store, leaving it in the
+    /// tree: for a file about to be replaced by a rename over it, so that readers of the
+    /// tree never see the path missing. Ok(false) if there was nothing to keep.
+    pub fn keep_linked(
+        &self,
+        full: &Path,
+        path: &RelPath,
+        version: u64,
+        now_secs: i64,
+    ) -> Result<bool> {
+        self.store(full, path, version, now_secs, true)
+    }
+
+    fn store(
+        &self,
+        full: &Path,
+        path: &RelPath,
+        version: u64,
+        now_secs: i64,
+        link: bool,
+    ) -> Result<bool> {
         if !is_regular_file(full)? {
             return Ok(false);
         }
         let slot = self.slot(path);
         make_dir(&slot)?;
         let dest = free_name(&slot, version, now_secs)?;
-        match fs::rename(full, &dest) {
+        let moved = if link {
+            fs::hard_link(full, &dest)
+        } else {
+            fs::rename(full, &dest)
+        };
+        match moved {
             Ok(()) => {}
             // The file went between the look and the move: nothing left to keep.
             Err(e) if is_missing(&e) && !is_regular_file(full)? => return Ok(false),
-            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) && !link => {
                 if !self.copy_in(full, &dest)? {
                     return Ok(false);
                 }
