@@ -21,8 +21,10 @@ use serde_json::Value;
 
 use crate::exec::Scratch;
 use crate::files;
-use crate::tree::{self, Manifest, converge_with, manifest, stray_temp_files};
-use crate::{Node, SYNC_TIMEOUT};
+use crate::tree::{
+    self, Manifest, Skip, converge_with_excluding, manifest, stray_temp_files_excluding,
+};
+use crate::{Node, SYNC_TIMEOUT, poll_until};
 
 /// The folder every client of a [`Cluster`] syncs from the start.
 pub const DOCS: &str = "docs";
@@ -183,9 +185,28 @@ impl Cluster {
     /// converge, `filesyncctl wait` exits 0 on each of those clients, the trees are still
     /// identical right after, and the common oracle holds. Returns the common manifest.
     pub fn settle_clients(&self, folder: &str, clients: &[usize], timeout: Duration) -> Manifest {
+        self.settle_clients_excluding(folder, clients, timeout, &|_| false)
+    }
+
+    /// [`Cluster::settle`], with the paths `skip` accepts left out of the comparison and
+    /// of the temp-file check: paths that exist on purpose on some replicas only
+    /// (ignored, unsyncable). The test asserts what each replica holds there itself.
+    pub fn settle_excluding(&self, folder: &str, skip: Skip<'_>) -> Manifest {
+        self.settle_clients_excluding(folder, &self.all_clients(), SYNC_TIMEOUT, skip)
+    }
+
+    /// [`Cluster::settle_clients`] with the paths `skip` accepts left out, as in
+    /// [`Cluster::settle_excluding`].
+    pub fn settle_clients_excluding(
+        &self,
+        folder: &str,
+        clients: &[usize],
+        timeout: Duration,
+        skip: Skip<'_>,
+    ) -> Manifest {
         self.note(&format!("settle {folder} on clients {clients:?}"));
         let replicas = || self.replicas(folder, clients);
-        converge_with(timeout, replicas).unwrap_or_else(|why| {
+        converge_with_excluding(timeout, replicas, skip).unwrap_or_else(|why| {
             panic!(
                 "{folder} did not converge within {timeout:?}: {why}{}",
                 self.dead_daemons()
@@ -195,9 +216,9 @@ impl Cluster {
             self.clients[i].assert_in_sync(folder, timeout);
         }
         // Every client now says it is in sync: the trees must agree without more waiting.
-        let common = converge_with(Duration::ZERO, replicas)
+        let common = converge_with_excluding(Duration::ZERO, replicas, skip)
             .unwrap_or_else(|why| panic!("{folder} changed after `wait` returned 0: {why}"));
-        self.check_oracle(folder, clients);
+        self.check_oracle_excluding(folder, clients, skip);
         common
     }
 
@@ -215,6 +236,12 @@ impl Cluster {
     /// and a `server` object exactly on the server; no daemon temp files are left in the
     /// replicas ([`stray_temp_files`]); nothing was written outside the folders and homes.
     pub fn check_oracle(&self, folder: &str, clients: &[usize]) {
+        self.check_oracle_excluding(folder, clients, &|_| false)
+    }
+
+    /// [`Cluster::check_oracle`], not looking for temp files among the paths `skip`
+    /// accepts.
+    pub fn check_oracle_excluding(&self, folder: &str, clients: &[usize], skip: Skip<'_>) {
         let mut problems = Vec::new();
         let nodes: Vec<&Node> = std::iter::once(&self.server)
             .chain(self.clients.iter())
@@ -232,7 +259,7 @@ impl Cluster {
             }
         }
         for tree in self.replicas(folder, clients).unwrap_or_default() {
-            match stray_temp_files(&tree) {
+            match stray_temp_files_excluding(&tree, skip) {
                 Ok(stray) if stray.is_empty() => {}
                 Ok(stray) => {
                     problems.push(format!("temp files left in {}: {stray:?}", tree.display()))
@@ -294,6 +321,27 @@ impl Cluster {
             files::assert_absent(&self.path_on(i, folder, rel));
         }
         files::assert_absent(&self.server_path(folder, rel));
+    }
+
+    /// `filesyncctl pause FOLDER` on client `i`, then waits until its status says
+    /// `paused`. The client stays connected for its other folders.
+    pub fn pause(&self, i: usize, folder: &str) {
+        let node = &self.clients[i];
+        node.ctl_ok(["pause", folder]);
+        poll_until(Duration::from_secs(10), || {
+            let state = node.folder_status(folder)["state"].clone();
+            if state == "paused" {
+                Ok(())
+            } else {
+                Err(format!("{}'s {folder} state is {state}", node.name()))
+            }
+        })
+        .unwrap_or_else(|why| panic!("`pause {folder}` did not pause the folder: {why}"));
+    }
+
+    /// `filesyncctl resume FOLDER` on client `i`.
+    pub fn resume(&self, i: usize, folder: &str) {
+        self.clients[i].ctl_ok(["resume", folder]);
     }
 
     /// Marks a step in every daemon's log, to find it when a test fails.

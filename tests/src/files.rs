@@ -90,3 +90,53 @@ pub fn list_dir(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// The permission bits of `path` (`mode & 0o7777`), without following a symlink.
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("cannot stat {}: {e}", path.display()))
+        .mode()
+        & 0o7777
+}
+
+/// Sets the permission bits of `path` to `mode` exactly.
+pub fn set_mode(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", path.display()));
+}
+
+/// The modification time of `path` in nanoseconds since the Unix epoch, without
+/// following a symlink.
+pub fn mtime_ns(path: &Path) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("cannot stat {}: {e}", path.display()));
+    meta.mtime() * 1_000_000_000 + meta.mtime_nsec()
+}
+
+/// Sets the modification time of the file `path` to `ns` nanoseconds since the epoch
+/// (`File::set_modified`, i.e. `utimensat`); the access time is left alone.
+pub fn set_mtime_ns(path: &Path, ns: i64) {
+    let ns = u64::try_from(ns).expect("test mtimes are after 1970");
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns);
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(when))
+        .unwrap_or_else(|e| panic!("cannot set the mtime of {}: {e}", path.display()));
+}
+
+/// Makes a FIFO (named pipe) at `path`, mode 0644.
+pub fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("no NUL in test paths");
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o644) };
+    assert_eq!(
+        rc,
+        0,
+        "cannot mkfifo {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}

@@ -16,6 +16,7 @@
 //! * [`tree`] reads a synced tree into a [`Manifest`], compares trees, waits for them to
 //!   converge, and finds daemon temp files left behind.
 //! * [`files`] makes and checks test content.
+//! * [`server_store`] reads what the server keeps beside its tree: kept versions, index.
 //!
 //! Every wait is a poll with a deadline ([`poll_until`]) or `filesyncctl wait`; nothing
 //! sleeps for a fixed time hoping that the daemons are done.
@@ -30,6 +31,7 @@ pub mod cluster;
 pub mod exec;
 pub mod files;
 pub mod node;
+pub mod server_store;
 pub mod tree;
 
 use std::time::{Duration, Instant};

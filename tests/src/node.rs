@@ -17,7 +17,7 @@ use crate::poll_until;
 
 mod ctl;
 
-pub use ctl::{Counters, describe};
+pub use ctl::{Conflict, Counters, Version, describe};
 
 /// How long a daemon may take from spawn until its control socket answers.
 const START_TIMEOUT: Duration = Duration::from_secs(30);

@@ -65,8 +65,13 @@ pub fn is_metadata(name: &str) -> bool {
 }
 
 /// Every entry under `root`, depth first, without following symlinks. With
-/// `metadata == false`, `.filesync*` entries and everything under them are skipped.
-fn walk(root: &Path, metadata: bool) -> io::Result<Vec<(String, PathBuf, Metadata)>> {
+/// `metadata == false`, `.filesync*` entries and everything under them are skipped; so
+/// are the entries whose relative path `skip` accepts, and everything under them.
+fn walk_excluding(
+    root: &Path,
+    metadata: bool,
+    skip: Skip<'_>,
+) -> io::Result<Vec<(String, PathBuf, Metadata)>> {
     if !fs::symlink_metadata(root)?.is_dir() {
         return Err(io::Error::other(format!(
             "{} is not a directory",
@@ -86,6 +91,9 @@ fn walk(root: &Path, metadata: bool) -> io::Result<Vec<(String, PathBuf, Metadat
                 continue;
             }
             let rel = format!("{prefix}{name}");
+            if skip(&rel) {
+                continue;
+            }
             let meta = fs::symlink_metadata(item.path())?;
             if meta.is_dir() {
                 stack.push((item.path(), format!("{rel}/"), depth + 1));
@@ -99,8 +107,19 @@ fn walk(root: &Path, metadata: bool) -> io::Result<Vec<(String, PathBuf, Metadat
 /// The [`Manifest`] of the tree at `root`. Fails when the root is missing or an entry
 /// vanishes while it is read; [`converge`] then simply looks again.
 pub fn manifest(root: &Path) -> io::Result<Manifest> {
+    manifest_excluding(root, &|_| false)
+}
+
+/// Accepts the relative paths (`/`-separated, non-UTF-8 bytes shown as U+FFFD) that a
+/// comparison leaves out, with everything under them: things that exist on purpose on
+/// one replica only, like ignored files or unsyncable ones.
+pub type Skip<'a> = &'a dyn Fn(&str) -> bool;
+
+/// [`manifest`] without the paths `skip` accepts. A FIFO, socket or device that is not
+/// skipped is an error (reading it could block), not an entry.
+pub fn manifest_excluding(root: &Path, skip: Skip<'_>) -> io::Result<Manifest> {
     let mut out = Manifest::new();
-    for (rel, path, meta) in walk(root, false)? {
+    for (rel, path, meta) in walk_excluding(root, false, skip)? {
         let entry = if meta.is_dir() {
             Entry {
                 kind: Kind::Dir,
@@ -113,6 +132,12 @@ pub fn manifest(root: &Path) -> io::Result<Manifest> {
                 digest: fs::read_link(&path)?.to_string_lossy().into_owned(),
                 exec: false,
             }
+        } else if !meta.is_file() {
+            return Err(io::Error::other(format!(
+                "{} is a {:?}, not a file a replica can compare; skip it",
+                path.display(),
+                meta.file_type()
+            )));
         } else {
             Entry {
                 kind: Kind::File,
@@ -147,9 +172,15 @@ pub fn sha256(bytes: &[u8]) -> String {
 /// `Ok` with the common manifest when every tree in `roots` looks the same, else a
 /// readable account of how each tree differs from the first.
 pub fn compare(roots: &[PathBuf]) -> Result<Manifest, String> {
+    compare_excluding(roots, &|_| false)
+}
+
+/// [`compare`] of the trees without the paths `skip` accepts.
+pub fn compare_excluding(roots: &[PathBuf], skip: Skip<'_>) -> Result<Manifest, String> {
     let mut manifests = Vec::with_capacity(roots.len());
     for root in roots {
-        manifests.push(manifest(root).map_err(|e| format!("{}: {e}", root.display()))?);
+        manifests
+            .push(manifest_excluding(root, skip).map_err(|e| format!("{}: {e}", root.display()))?);
     }
     let Some((first, rest)) = manifests.split_first() else {
         return Ok(Manifest::new());
@@ -235,9 +266,18 @@ pub fn converge(roots: &[PathBuf], timeout: Duration) -> Result<Manifest, String
 /// (the server creates its copy on first contact) is an `Err` from `roots`.
 pub fn converge_with(
     timeout: Duration,
-    mut roots: impl FnMut() -> Result<Vec<PathBuf>, String>,
+    roots: impl FnMut() -> Result<Vec<PathBuf>, String>,
 ) -> Result<Manifest, String> {
-    poll_until(timeout, || compare(&roots()?))
+    converge_with_excluding(timeout, roots, &|_| false)
+}
+
+/// [`converge_with`], comparing the trees without the paths `skip` accepts.
+pub fn converge_with_excluding(
+    timeout: Duration,
+    mut roots: impl FnMut() -> Result<Vec<PathBuf>, String>,
+    skip: Skip<'_>,
+) -> Result<Manifest, String> {
+    poll_until(timeout, || compare_excluding(&roots()?, skip))
 }
 
 /// Daemon temp files left in a tree that should be quiet, as relative paths.
@@ -251,11 +291,17 @@ pub fn converge_with(
 ///   dir, whose name or path there looks temporary (`tmp`, `temp`, `partial`, `.part`);
 /// * anywhere, a `*.partial`, `*.part` or `*.tmp` name, which no test creates.
 pub fn stray_temp_files(root: &Path) -> io::Result<Vec<String>> {
+    stray_temp_files_excluding(root, &|_| false)
+}
+
+/// [`stray_temp_files`] outside the paths `skip` accepts (say, a user's `download.part`
+/// that the ignore rules keep on its device).
+pub fn stray_temp_files_excluding(root: &Path, skip: Skip<'_>) -> io::Result<Vec<String>> {
     fn looks_temp(name: &str) -> bool {
         ["tmp", "temp", "partial"].iter().any(|t| name.contains(t)) || name.ends_with(".part")
     }
     let mut stray = Vec::new();
-    for (rel, _, meta) in walk(root, true)? {
+    for (rel, _, meta) in walk_excluding(root, true, skip)? {
         let top = rel.split('/').next().unwrap_or_default();
         let name = rel.rsplit('/').next().unwrap_or_default().to_lowercase();
         let nested = rel.contains('/');
@@ -315,6 +361,29 @@ mod tests {
                 "sub/.filesync-2",
                 "sub/x.partial"
             ]
+        );
+    }
+
+    #[test]
+    fn excluded_paths_are_neither_compared_nor_opened() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        write(&a.path().join("same.txt"), b"1");
+        write(&b.path().join("same.txt"), b"1");
+        write(&a.path().join("only-a/x.log"), b"x");
+        write(&a.path().join("download.part"), b"partial");
+        crate::files::mkfifo(&a.path().join("pipe"));
+        let err = manifest(a.path()).unwrap_err().to_string();
+        assert!(err.contains("pipe"), "{err}");
+        let skip = |rel: &str| matches!(rel, "only-a" | "pipe" | "download.part");
+        let roots = [a.path().to_owned(), b.path().to_owned()];
+        assert_eq!(compare_excluding(&roots, &skip).unwrap().len(), 1);
+        assert!(compare(&[b.path().to_owned(), a.path().to_owned()]).is_err());
+        assert_eq!(stray_temp_files(a.path()).unwrap(), ["download.part"]);
+        assert!(
+            stray_temp_files_excluding(a.path(), &skip)
+                .unwrap()
+                .is_empty()
         );
     }
 

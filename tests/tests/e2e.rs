@@ -11,10 +11,22 @@
 
 #[path = "e2e/changes.rs"]
 mod changes;
+#[path = "e2e/conflicts.rs"]
+mod conflicts;
 #[path = "e2e/control.rs"]
 mod control;
+#[path = "e2e/editors.rs"]
+mod editors;
+#[path = "e2e/hardcases.rs"]
+mod hardcases;
+#[path = "e2e/ignore.rs"]
+mod ignore;
+#[path = "e2e/model.rs"]
+mod model;
 #[path = "e2e/offline.rs"]
 mod offline;
+#[path = "e2e/versions.rs"]
+mod versions;
 
 use filesync_tests::Manifest;
 

@@ -28,6 +28,33 @@ pub struct Counters {
     pub deletes_applied: u64,
 }
 
+/// One unresolved conflict as `filesyncctl conflicts --json` prints it
+/// (`proto::control::ConflictInfo`); parsing checks that every field is there.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Conflict {
+    pub folder: String,
+    /// The original path, holding the winning version.
+    pub path: String,
+    /// The conflict copy, holding the losing version.
+    pub copy: String,
+    pub winner: String,
+    pub winner_seq: u64,
+    pub loser: String,
+    pub made_at: i64,
+    pub copy_size: u64,
+    pub copy_mtime_ns: i64,
+}
+
+/// One kept version as `filesyncctl versions --json` prints it
+/// (`proto::control::VersionEntry`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct Version {
+    pub version: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub kept_at: i64,
+}
+
 impl Node {
     /// Runs `filesyncctl --socket SOCK ARGS…` and returns its output, whatever the exit code.
     pub fn ctl<I, S>(&self, args: I) -> Output
@@ -92,6 +119,37 @@ impl Node {
             .iter()
             .map(|f| f["name"].as_str().unwrap_or_default().to_owned())
             .collect()
+    }
+
+    /// This daemon's device id, as `status --json` prints it.
+    pub fn device(&self) -> String {
+        let status = self.status_json();
+        status["device"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: status has no device: {status}", self.name))
+            .to_owned()
+    }
+
+    /// `filesyncctl conflicts --json FOLDER`, parsed.
+    pub fn conflicts(&self, folder: &str) -> Vec<Conflict> {
+        let stdout = self.ctl_ok(["conflicts", "--json", folder]);
+        serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!(
+                "{}: conflicts --json is not a list of conflicts ({e}):\n{stdout}",
+                self.name
+            )
+        })
+    }
+
+    /// `filesyncctl versions --json FOLDER PATH`, parsed.
+    pub fn versions(&self, folder: &str, path: &str) -> Vec<Version> {
+        let stdout = self.ctl_ok(["versions", "--json", folder, path]);
+        serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!(
+                "{}: versions --json is not a list of versions ({e}):\n{stdout}",
+                self.name
+            )
+        })
     }
 
     /// The counters of `folder`.
