@@ -1,0 +1,529 @@
+//! One round of a folder's sync work: scan what changed, apply what the server has that
+//! we lack, push what we have that the server lacks, and record the server's answers.
+//! Split from the task's event loop, whose state it works on.
+
+use anyhow::Result;
+use filesync_proto::RelPath;
+use filesync_proto::control::FolderMode;
+use filesync_proto::wire::{Change, ConflictNote, Entry, EntryKind, MAX_BATCH, PushOutcome};
+use tokio::time::Instant;
+
+use super::{FolderTask, MAX_INFLIGHT, PULL_BATCH, PUSH_BYTES, RENAME_WINDOW, RETRY_AFTER};
+use crate::client::pull;
+use crate::conn::Counters;
+use crate::ignore::{IGNORE_FILE, IgnoreRules};
+use crate::index::LocalRow;
+use crate::plan::{self, Action};
+use crate::scan::{self, Scope};
+use crate::store;
+
+impl FolderTask {
+    /// Reads `.filesyncignore` again; when the rules changed, every path is judged anew.
+    fn reload_rules(&mut self) {
+        self.rules_stale = false;
+        match IgnoreRules::load(&self.cfg.path) {
+            Ok(rules) => {
+                if self.rules_error.take().is_some() {
+                    tracing::info!(folder = %self.cfg.name, "{IGNORE_FILE} is valid again");
+                }
+                if rules.fingerprint() != self.rules.fingerprint() {
+                    self.rules = rules;
+                    if let Err(e) = self.index().clear_remote_ignored() {
+                        self.error(format!(
+                            "cannot update the index for new ignore rules: {e:#}"
+                        ));
+                    }
+                    self.scan_all = true;
+                }
+            }
+            Err(e) => {
+                let msg = format!("{e}; this folder does not sync until it is fixed");
+                if self.rules_error.as_ref() != Some(&msg) {
+                    tracing::error!(folder = %self.cfg.name, "{msg}");
+                }
+                self.rules_error = Some(msg);
+            }
+        }
+    }
+
+    /// One round of work; true when more is ready to do without waiting for an event.
+    pub(super) async fn step(&mut self) -> bool {
+        // Read new rules before scanning, so a broken rule file is caught here and is
+        // never pushed to the other devices.
+        let rules_touched = self.scan_paths.iter().any(|p| p.as_str() == IGNORE_FILE);
+        if self.rules_stale || rules_touched || self.rules_error.is_some() || self.scan_all {
+            self.reload_rules();
+        }
+        if self.rules_error.is_some() {
+            self.scan_paths.clear();
+            self.scan_all = false;
+            for w in self.flush_waiters.drain(..) {
+                let _ = w.send(());
+            }
+            // A fixed rule file may come from another device: take that one path in.
+            if let Err(e) = self.pull_rules_file().await {
+                self.error(format!("{e:#}"));
+            }
+            return false;
+        }
+        if self.scan_all || !self.scan_paths.is_empty() {
+            self.run_scan();
+        }
+        if self.root_error.is_some() || self.paused || self.session.is_none() || !self.caught_up {
+            return false;
+        }
+        let pulled = match self.pull_round().await {
+            Ok(more) => more,
+            Err(e) => {
+                self.error(format!("{e:#}"));
+                false
+            }
+        };
+        let pushed = match self.push_round().await {
+            Ok(more) => more,
+            Err(e) => {
+                self.error(format!("{e:#}"));
+                false
+            }
+        };
+        pulled || pushed || !self.scan_paths.is_empty()
+    }
+
+    fn run_scan(&mut self) {
+        let scope = if self.scan_all {
+            Scope::All
+        } else {
+            Scope::Paths(std::mem::take(&mut self.scan_paths))
+        };
+        let full = self.scan_all;
+        self.scan_all = false;
+        if full {
+            self.scan_paths.clear();
+        }
+        let result = tokio::task::block_in_place(|| {
+            let out = scan::scan(
+                &self.cfg.path,
+                self.index(),
+                &scope,
+                &self.id.device,
+                &self.rules,
+            )?;
+            self.index().batch(|ix| {
+                for row in out.changes.iter().chain(&out.refreshed) {
+                    ix.put_local(row)?;
+                }
+                for path in &out.forget {
+                    ix.remove_local(path)?;
+                }
+                Ok(())
+            })?;
+            Ok::<_, anyhow::Error>(out)
+        });
+        match result {
+            Ok(out) => {
+                if out
+                    .changes
+                    .iter()
+                    .any(|r| r.entry.path.as_str() == IGNORE_FILE)
+                {
+                    self.rules_stale = true;
+                }
+                let until = Instant::now() + RENAME_WINDOW;
+                for row in out.changes.iter().filter(|r| r.entry.deleted) {
+                    self.hold_deletes.insert(row.entry.path.clone(), until);
+                }
+                if !out.changes.is_empty() {
+                    tracing::debug!(folder = %self.cfg.name, changes = out.changes.len(), "scanned");
+                }
+                if full {
+                    self.unsyncable = out.unsyncable;
+                } else {
+                    self.unsyncable
+                        .retain(|u| !out.unsyncable.iter().any(|n| n.path == u.path));
+                    self.unsyncable.extend(out.unsyncable);
+                }
+                self.root_error = None;
+                self.scanned = true;
+                for w in self.flush_waiters.drain(..) {
+                    let _ = w.send(());
+                }
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                if self.root_error.as_ref() != Some(&msg) {
+                    tracing::error!(folder = %self.cfg.name, "{msg}");
+                }
+                self.root_error = Some(msg);
+                for w in self.flush_waiters.drain(..) {
+                    let _ = w.send(());
+                }
+            }
+        }
+    }
+
+    fn retrying(&self, path: &RelPath) -> bool {
+        self.retry_at.contains_key(path)
+    }
+
+    fn fail_path(&mut self, path: &RelPath, msg: String) {
+        self.retry_at
+            .insert(path.clone(), Instant::now() + RETRY_AFTER);
+        self.error(msg);
+    }
+
+    /// Applies server entries we lack; true if a full batch was taken.
+    async fn pull_round(&mut self) -> Result<bool> {
+        if self.cfg.mode == FolderMode::SendOnly {
+            return Ok(false);
+        }
+        let needed = self.index().needed(PULL_BATCH)?;
+        let full = needed.len() == PULL_BATCH;
+        let mut progress = false;
+        let mut deletes = Vec::new();
+        for remote in needed {
+            if self.retrying(&remote.path) || self.inflight_paths.contains(&remote.path) {
+                continue;
+            }
+            if self
+                .rules
+                .is_ignored(&remote.path, remote.kind == EntryKind::Dir)
+            {
+                // Never written, replaced or deleted here, and not counted as pending.
+                self.index().set_remote_ignored(&remote.path)?;
+                progress = true;
+                continue;
+            }
+            let local = self.index().local(&remote.path)?;
+            if !self.disk_matches(&remote.path, local.as_ref())? {
+                continue;
+            }
+            let action = plan::decide(local.as_ref(), Some(&remote));
+            match action {
+                Action::Pull if remote.deleted => deletes.push((remote, local)),
+                Action::Pull => progress |= self.apply(&remote).await,
+                Action::ConflictThenPull => {
+                    if self.keep_conflict(&remote)? {
+                        progress |= self.apply(&remote).await;
+                    }
+                }
+                Action::MarkSynced { seq } => {
+                    if let Some(mut row) = local {
+                        row.entry.seq = seq;
+                        row.dirty = false;
+                        self.index().put_local(&row)?;
+                        progress = true;
+                    }
+                }
+                Action::Nothing | Action::Push { .. } | Action::Forget => {}
+            }
+        }
+        deletes.sort_by_key(|(r, _)| std::cmp::Reverse(r.path.depth()));
+        for (remote, local) in deletes {
+            progress |= self.apply_delete(&remote, local)?;
+        }
+        Ok(full && progress)
+    }
+
+    /// While our rule file is broken, applies a newer one from the server, unless the
+    /// local file has changes of its own (the user is fixing it here).
+    async fn pull_rules_file(&mut self) -> Result<()> {
+        if self.session.is_none() || !self.caught_up {
+            return Ok(());
+        }
+        let path = RelPath::new(IGNORE_FILE).expect("valid path");
+        let (Some(remote), local) = (self.index().remote(&path)?, self.index().local(&path)?)
+        else {
+            return Ok(());
+        };
+        if plan::decide(local.as_ref(), Some(&remote)) == Action::Pull
+            && !remote.deleted
+            && self.disk_matches(&path, local.as_ref())?
+            && self.apply(&remote).await
+        {
+            self.reload_rules();
+        }
+        Ok(())
+    }
+
+    /// Whether the disk still shows what the index says at `path`. If not, a local change
+    /// has not been scanned yet: scan it before anything overwrites it.
+    fn disk_matches(&mut self, path: &RelPath, local: Option<&LocalRow>) -> Result<bool> {
+        let disk = store::stat(&path.to_path(&self.cfg.path))?;
+        let ok = match local {
+            Some(row) => store::matches_index(disk.as_ref(), &row.entry, row.inode),
+            None => disk.is_none(),
+        };
+        if !ok {
+            self.scan_paths.push(path.clone());
+        }
+        Ok(ok)
+    }
+
+    async fn apply(&mut self, remote: &Entry) -> bool {
+        let session = self
+            .session
+            .clone()
+            .expect("pulls run only while connected");
+        let result = pull::apply(
+            &self.cfg.path,
+            self.index(),
+            &session,
+            remote,
+            &self.counters,
+        )
+        .await;
+        match result {
+            Ok(stat) => {
+                let mut entry = remote.clone();
+                entry.mtime_ns = stat.mtime_ns;
+                let row = LocalRow {
+                    entry,
+                    inode: stat.inode,
+                    dirty: false,
+                };
+                if let Err(e) = self.index().put_local(&row) {
+                    self.fail_path(
+                        &remote.path,
+                        format!("cannot record {}: {e:#}", remote.path),
+                    );
+                    return false;
+                }
+                if remote.kind == EntryKind::File {
+                    Counters::add(&self.counters.files_downloaded, 1);
+                }
+                if remote.path.as_str() == IGNORE_FILE {
+                    self.rules_stale = true;
+                }
+                tracing::debug!(folder = %self.cfg.name, path = %remote.path, seq = remote.seq, "downloaded");
+                true
+            }
+            Err(e) => {
+                self.fail_path(&remote.path, format!("cannot apply {}: {e:#}", remote.path));
+                false
+            }
+        }
+    }
+
+    fn apply_delete(&mut self, remote: &Entry, local: Option<LocalRow>) -> Result<bool> {
+        let Some(local) = local else {
+            self.index().put_local(&LocalRow {
+                entry: remote.clone(),
+                inode: 0,
+                dirty: false,
+            })?;
+            return Ok(true);
+        };
+        if local.entry.kind == EntryKind::Dir
+            && self
+                .index()
+                .local_under(&remote.path)?
+                .iter()
+                .any(|r| !r.entry.deleted && r.entry.path != remote.path)
+        {
+            // Children are still live in the index: they are deleted first.
+            return Ok(false);
+        }
+        match store::remove(&self.cfg.path, &remote.path) {
+            Ok(true) => {
+                self.index().put_local(&LocalRow {
+                    entry: remote.clone(),
+                    inode: 0,
+                    dirty: false,
+                })?;
+                Counters::add(&self.counters.deletes_applied, 1);
+                tracing::debug!(folder = %self.cfg.name, path = %remote.path, "deleted");
+                Ok(true)
+            }
+            Ok(false)
+                if scan::holds_only_ignored(
+                    &remote.path.to_path(&self.cfg.path),
+                    &remote.path,
+                    &self.rules,
+                ) =>
+            {
+                // Only ignored files are left: the directory stays here for them, is
+                // recorded as deleted, and is not offered back to anyone.
+                self.index().put_local(&LocalRow {
+                    entry: remote.clone(),
+                    inode: 0,
+                    dirty: false,
+                })?;
+                Ok(true)
+            }
+            Ok(false) => {
+                // The directory holds files the server has never seen: keep it, and tell
+                // the server it still exists.
+                let mut row = local;
+                row.entry.seq = remote.seq;
+                row.dirty = true;
+                self.index().put_local(&row)?;
+                self.scan_paths.push(remote.path.clone());
+                Ok(true)
+            }
+            Err(e) => {
+                self.fail_path(
+                    &remote.path,
+                    format!("cannot delete {}: {e:#}", remote.path),
+                );
+                Ok(false)
+            }
+        }
+    }
+
+    /// Moves the local version of a conflicting path aside; it is then pushed as a new file.
+    fn keep_conflict(&mut self, remote: &Entry) -> Result<bool> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let aside = plan::conflict_path(&remote.path, now, self.id.device.as_str());
+        match store::move_aside(&self.cfg.path, &remote.path, &aside) {
+            Ok(()) => {
+                tracing::warn!(folder = %self.cfg.name, path = %remote.path, copy = %aside, "conflict: both sides changed; kept the local version as a conflict copy");
+                let local = self.index().local(&remote.path)?;
+                for row in self.index().local_under(&remote.path)? {
+                    self.index().remove_local(&row.entry.path)?;
+                }
+                match local {
+                    // The moved file keeps its inode and mtime: record it as the copy,
+                    // with its note, so the next scan need not read it.
+                    Some(mut row) if row.entry.kind != EntryKind::Dir => {
+                        row.entry.path = aside;
+                        row.entry.seq = 0;
+                        row.entry.origin = self.id.device.clone();
+                        row.entry.conflict = Some(ConflictNote {
+                            original: remote.path.clone(),
+                            winner_seq: remote.seq,
+                            winner: remote.origin.clone(),
+                            made_at: now,
+                        });
+                        row.dirty = true;
+                        self.index().put_local(&row)?;
+                    }
+                    _ => self.scan_paths.push(aside),
+                }
+                Ok(true)
+            }
+            Err(e) => {
+                self.fail_path(
+                    &remote.path,
+                    format!("cannot keep conflicting {}: {e:#}", remote.path),
+                );
+                Ok(false)
+            }
+        }
+    }
+
+    /// Sends local changes the server lacks; true if a full batch went out.
+    async fn push_round(&mut self) -> Result<bool> {
+        if self.cfg.mode == FolderMode::ReceiveOnly || self.inflight.len() >= MAX_INFLIGHT {
+            return Ok(false);
+        }
+        let dirty = self.index().dirty(MAX_BATCH * 2)?;
+        let mut live = Vec::new();
+        let mut deletes = Vec::new();
+        let mut bytes = 0usize;
+        for row in dirty {
+            let path = row.entry.path.clone();
+            if self.inflight_paths.contains(&path)
+                || self.retrying(&path)
+                || self.hold_deletes.contains_key(&path)
+            {
+                continue;
+            }
+            let remote = self.index().remote(&path)?;
+            if let Some(&wait_for) = self.blocked.get(&path) {
+                if remote.as_ref().is_none_or(|r| r.seq < wait_for) {
+                    continue;
+                }
+                self.blocked.remove(&path);
+            }
+            match plan::decide(Some(&row), remote.as_ref()) {
+                Action::Push { base } => {
+                    let mut entry = row.entry;
+                    entry.seq = 0;
+                    bytes += 256 + entry.blocks.len() * 40;
+                    let change = Change {
+                        entry,
+                        base_seq: base,
+                    };
+                    if change.entry.deleted {
+                        deletes.push(change)
+                    } else {
+                        live.push(change)
+                    }
+                }
+                Action::Forget => self.index().remove_local(&path)?,
+                Action::MarkSynced { seq } => {
+                    let mut row = row;
+                    row.entry.seq = seq;
+                    row.dirty = false;
+                    self.index().put_local(&row)?;
+                }
+                Action::Nothing | Action::Pull | Action::ConflictThenPull => {}
+            }
+            if live.len() + deletes.len() >= MAX_BATCH || bytes >= PUSH_BYTES {
+                break;
+            }
+        }
+        if live.is_empty() && deletes.is_empty() {
+            return Ok(false);
+        }
+        // Parents before children for new paths; children before parents for deletes.
+        deletes.sort_by_key(|c| std::cmp::Reverse(c.entry.path.depth()));
+        live.extend(deletes);
+        let id = self.next_push;
+        self.next_push += 1;
+        let entries: Vec<Entry> = live.iter().map(|c| c.entry.clone()).collect();
+        let session = self
+            .session
+            .clone()
+            .expect("pushes run only while connected");
+        session.push(id, live).await?;
+        self.inflight_paths
+            .extend(entries.iter().map(|e| e.path.clone()));
+        self.inflight.insert(id, entries);
+        Ok(self.inflight.len() < MAX_INFLIGHT)
+    }
+
+    pub(super) fn on_push_result(&mut self, id: u64, outcomes: Vec<PushOutcome>) -> Result<()> {
+        let Some(entries) = self.inflight.remove(&id) else {
+            return Ok(());
+        };
+        for e in &entries {
+            self.inflight_paths.remove(&e.path);
+        }
+        for (pushed, outcome) in entries.into_iter().zip(outcomes) {
+            match outcome {
+                PushOutcome::Accepted { seq } => self.accepted(pushed, seq)?,
+                PushOutcome::Conflict { current_seq } => {
+                    self.blocked.insert(pushed.path.clone(), current_seq);
+                }
+                PushOutcome::Failed { reason } => {
+                    self.scan_paths.push(pushed.path.clone());
+                    self.fail_path(
+                        &pushed.path,
+                        format!("server did not take {}: {reason}", pushed.path),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn accepted(&mut self, mut pushed: Entry, seq: u64) -> Result<()> {
+        pushed.seq = seq;
+        let index = self.index();
+        index.put_remote(&pushed)?;
+        if let Some(mut row) = index.local(&pushed.path)? {
+            // If the file changed again since we pushed, it stays dirty, now based on `seq`.
+            row.dirty = !(row.entry.same_content(&pushed));
+            row.entry.seq = seq;
+            index.put_local(&row)?;
+        }
+        if pushed.kind == EntryKind::File && !pushed.deleted {
+            Counters::add(&self.counters.files_uploaded, 1);
+        }
+        tracing::debug!(folder = %self.cfg.name, path = %pushed.path, seq, "uploaded");
+        Ok(())
+    }
+}
