@@ -115,6 +115,21 @@ async fn fetch_file(
         }
         i += 1;
     }
+    // The download took a while: if the user wrote the path meanwhile, that file is
+    // theirs and must not be replaced. Giving up here lets the scan take it in as a local
+    // change, which then meets this version as an ordinary conflict.
+    let local = index.local(&entry.path)?;
+    let disk = store::stat(&target)?;
+    let unchanged = match &local {
+        Some(row) => store::matches_index(disk.as_ref(), &row.entry, row.inode),
+        None => disk.is_none(),
+    };
+    if !unchanged {
+        bail!(
+            "{} changed here while its new version was downloading; both are kept",
+            entry.path
+        );
+    }
     tmp.commit(&target, entry)
 }
 

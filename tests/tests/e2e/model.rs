@@ -1025,3 +1025,59 @@ fn new_file_in_a_dir_deleted_elsewhere_while_away_survives() {
     assert_eq!(crate::paths(&common), ["d", "d/new.txt"]);
     cl.assert_file_everywhere(DOCS, "d/new.txt", new);
 }
+
+/// Another loss the model test found (seed 0xfe418e70869b6f97): B downloaded `d0/e/c`
+/// while its user created that file, and the download's rename replaced the user's file,
+/// which reached nobody. Here the window is made wide with a large file: A writes its
+/// own file at the path while the download's temp file is being filled. Whichever
+/// version keeps the name, the other must survive, as a conflict copy or, if A's write
+/// came after the download, as a version on the server.
+#[test]
+fn local_file_written_while_its_remote_version_downloads_is_kept() {
+    let cl = Cluster::new(2);
+    cl.settle(DOCS);
+    let remote = pseudo_random(77, 6 << 20);
+    filesync_tests::files::write(&cl.path_on(1, DOCS, "big.bin"), &remote);
+    let a_dir = cl.client(0).folder_dir(DOCS);
+    // The download's temp file, or the download already done on a fast machine.
+    poll_until(filesync_tests::SYNC_TIMEOUT, || {
+        let started = fs::read_dir(&a_dir)
+            .map_err(|e| e.to_string())?
+            .flatten()
+            .any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with(".filesync-tmp") || name == "big.bin"
+            });
+        if started {
+            Ok(())
+        } else {
+            Err("A has not started downloading big.bin".to_owned())
+        }
+    })
+    .unwrap_or_else(|why| panic!("{why}"));
+    let local = b"A's own big.bin, written while B's was downloading\n";
+    fs::write(cl.path_on(0, DOCS, "big.bin"), local).unwrap();
+
+    let common = cl.settle(DOCS);
+    let server_dir = cl.server_dir(DOCS).expect("settled");
+    let account = server_dir.parent().and_then(Path::file_name).unwrap();
+    let versions = server_store::kept_versions(&server_store::versions_dir(
+        cl.server().data_dir(),
+        &account.to_string_lossy(),
+        DOCS,
+    ))
+    .unwrap();
+    let digests: HashSet<&str> = common
+        .values()
+        .map(|e| e.digest.as_str())
+        .chain(versions.iter().map(|v| v.digest.as_str()))
+        .collect();
+    for (whose, content) in [("B's", &remote[..]), ("A's own", &local[..])] {
+        assert!(
+            digests.contains(tree::sha256(content).as_str()),
+            "{whose} big.bin is in no replica and not among the server's versions; \
+             the tree: {:?}",
+            crate::paths(&common)
+        );
+    }
+}
