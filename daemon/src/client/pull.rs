@@ -115,6 +115,8 @@ async fn fetch_file(
         }
         i += 1;
     }
+    // Verify and fsync first, so the check below is the last thing before the rename.
+    tmp.prepare(entry)?;
     // The download took a while: if the user wrote the path meanwhile, that file is
     // theirs and must not be replaced. Giving up here lets the scan take it in as a local
     // change, which then meets this version as an ordinary conflict.
@@ -130,7 +132,7 @@ async fn fetch_file(
             entry.path
         );
     }
-    tmp.commit(&target, entry)
+    tmp.install(&target)
 }
 
 /// One block, from a local file when one still holds it, else from the server; the bool
