@@ -54,6 +54,9 @@ pub(super) struct FolderTask {
     scan_all: bool,
     scan_paths: Vec<RelPath>,
     flush_waiters: Vec<oneshot::Sender<()>>,
+    /// Flushes whose scan is done; answered only after the status that reflects that
+    /// scan is published, so `wait` never reads a status older than its own scan.
+    flushed: Vec<oneshot::Sender<()>>,
     root_error: Option<String>,
     last_error: Option<String>,
     unsyncable: Vec<Unsyncable>,
@@ -99,6 +102,7 @@ impl FolderTask {
             scan_all: true,
             scan_paths: Vec::new(),
             flush_waiters: Vec::new(),
+            flushed: Vec::new(),
             root_error: None,
             last_error: None,
             unsyncable: Vec::new(),
@@ -150,6 +154,9 @@ impl FolderTask {
         loop {
             let more = self.step().await;
             self.publish();
+            for w in self.flushed.drain(..) {
+                let _ = w.send(());
+            }
             let retry = self
                 .retry_at
                 .values()

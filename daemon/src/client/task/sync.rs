@@ -57,9 +57,7 @@ impl FolderTask {
         if self.rules_error.is_some() {
             self.scan_paths.clear();
             self.scan_all = false;
-            for w in self.flush_waiters.drain(..) {
-                let _ = w.send(());
-            }
+            self.flushed.append(&mut self.flush_waiters);
             // A fixed rule file may come from another device: take that one path in.
             if let Err(e) = self.pull_rules_file().await {
                 self.error(format!("{e:#}"));
@@ -144,9 +142,7 @@ impl FolderTask {
                 }
                 self.root_error = None;
                 self.scanned = true;
-                for w in self.flush_waiters.drain(..) {
-                    let _ = w.send(());
-                }
+                self.flushed.append(&mut self.flush_waiters);
             }
             Err(e) => {
                 let msg = format!("{e:#}");
@@ -154,9 +150,7 @@ impl FolderTask {
                     tracing::error!(folder = %self.cfg.name, "{msg}");
                 }
                 self.root_error = Some(msg);
-                for w in self.flush_waiters.drain(..) {
-                    let _ = w.send(());
-                }
+                self.flushed.append(&mut self.flush_waiters);
             }
         }
     }
