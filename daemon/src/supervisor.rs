@@ -262,15 +262,18 @@ impl Supervisor {
         let Some(want) = name_or_path else {
             return Ok((0..self.folders.len()).collect());
         };
-        let found: Vec<usize> = (0..self.folders.len())
-            .filter(|&i| {
-                let c = &self.folders[i].config;
-                c.name.as_str() == want || c.path == std::path::Path::new(want)
-            })
-            .collect();
+        // The config owns the matching rules (path normalising, names shared by two
+        // servers); the running folder is the one with that path.
+        let found: Vec<usize> = match self.config.find_folder(want) {
+            Some(f) => (0..self.folders.len())
+                .filter(|&i| self.folders[i].config.path == f.path)
+                .collect(),
+            None => Vec::new(),
+        };
         if found.is_empty() {
             return Err(format!(
-                "no folder named or at {want:?}; `filesyncctl status` lists the folders"
+                "no folder named or at {want:?} (or the name is used for two servers: give \
+                 the path); `filesyncctl status` lists the folders"
             ));
         }
         Ok(found)

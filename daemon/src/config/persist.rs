@@ -272,14 +272,7 @@ mod tests {
     }
 
     /// The names in `dir`, to see that no temp file was left behind.
-    fn entries(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
+    use super::super::atomic::tests::names as entries;
 
     #[test]
     fn add_then_remove_restores_the_file_byte_for_byte() {
