@@ -24,15 +24,22 @@ CREATE TABLE IF NOT EXISTS local (
     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, mode INTEGER NOT NULL,
     hash BLOB NOT NULL, blocks BLOB NOT NULL, target TEXT NOT NULL,
     seq INTEGER NOT NULL, origin TEXT NOT NULL, inode INTEGER NOT NULL, dirty INTEGER NOT NULL,
-    conflict BLOB);
+    conflict BLOB, renamed_from TEXT);
 CREATE INDEX IF NOT EXISTS local_seq ON local(seq);
 CREATE INDEX IF NOT EXISTS local_dirty ON local(dirty) WHERE dirty = 1;
+CREATE INDEX IF NOT EXISTS local_renamed ON local(renamed_from) WHERE renamed_from IS NOT NULL;
 CREATE TABLE IF NOT EXISTS blocks (hash BLOB NOT NULL, path TEXT NOT NULL, offset INTEGER NOT NULL, size INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS blocks_hash ON blocks(hash);
 CREATE INDEX IF NOT EXISTS blocks_path ON blocks(path);
 CREATE TABLE IF NOT EXISTS remote (path TEXT PRIMARY KEY, seq INTEGER NOT NULL, deleted INTEGER NOT NULL,
     size INTEGER NOT NULL, entry BLOB NOT NULL, ignored INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS renames (seq INTEGER PRIMARY KEY, src TEXT NOT NULL, dst TEXT NOT NULL);
 ";
+
+/// Version of the layout above; an index of an older layout is brought up to date when
+/// opened. 2: `local.renamed_from`, `renames`, and remote entries that carry
+/// `renamed_from` (older ones are dropped and fetched again).
+const FORMAT: i64 = 2;
 
 /// What a local row records besides the entry: enough to tell whether the file changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,7 +108,7 @@ fn blocks_from_blob(blob: &[u8]) -> Vec<BlockInfo> {
         .collect()
 }
 
-const LOCAL_COLS: &str = "path, kind, deleted, size, mtime_ns, mode, hash, blocks, target, seq, origin, inode, dirty, conflict";
+const LOCAL_COLS: &str = "path, kind, deleted, size, mtime_ns, mode, hash, blocks, target, seq, origin, inode, dirty, conflict, renamed_from";
 
 fn row_to_local(row: &Row) -> rusqlite::Result<LocalRow> {
     let path: String = row.get(0)?;
@@ -112,6 +119,7 @@ fn row_to_local(row: &Row) -> rusqlite::Result<LocalRow> {
     let hash: Vec<u8> = row.get(6)?;
     let conflict: Option<Vec<u8>> = row.get(13)?;
     let blocks: Vec<u8> = row.get(7)?;
+    let renamed_from: Option<String> = row.get(14)?;
     Ok(LocalRow {
         entry: Entry {
             path: RelPath::new(path).map_err(|e| bad(e.to_string()))?,
@@ -126,10 +134,36 @@ fn row_to_local(row: &Row) -> rusqlite::Result<LocalRow> {
             seq: row.get::<_, i64>(9)? as u64,
             origin: DeviceId::new(origin).map_err(|e| bad(e.to_string()))?,
             conflict: conflict.and_then(|b| postcard::from_bytes(&b).ok()),
+            renamed_from: renamed_from.and_then(|p| RelPath::new(p).ok()),
         },
         inode: row.get::<_, i64>(11)? as u64,
         dirty: row.get(12)?,
     })
+}
+
+/// Bounds of the paths strictly below `path`: every one sorts between `path/` and
+/// `path0` ('0' follows '/').
+fn subtree_bounds(path: &RelPath) -> (String, String) {
+    (format!("{}/", path.as_str()), format!("{}0", path.as_str()))
+}
+
+/// The entry that carries a directory rename in a server's index stream.
+fn rename_record(seq: u64, src: RelPath, dst: RelPath) -> Entry {
+    Entry {
+        path: dst,
+        kind: EntryKind::Dir,
+        deleted: false,
+        size: 0,
+        mtime_ns: 0,
+        mode: 0,
+        hash: Hash::ZERO,
+        blocks: Vec::new(),
+        target: String::new(),
+        seq,
+        origin: DeviceId::new("server").expect("valid id"),
+        conflict: None,
+        renamed_from: Some(src),
+    }
 }
 
 impl Index {
@@ -152,10 +186,34 @@ impl Index {
         let index = Index {
             conn: std::sync::Mutex::new(conn),
         };
+        index
+            .migrate()
+            .with_context(|| format!("cannot update index {} to this version", file.display()))?;
         if index.meta("epoch")?.is_none() {
             index.set_meta("epoch", (rand::random::<u64>() >> 1) as i64)?;
         }
         Ok(index)
+    }
+
+    /// Brings an index written by an older version to [`FORMAT`].
+    fn migrate(&self) -> Result<()> {
+        let format = self.meta("format")?;
+        if format.is_some_and(|f| f >= FORMAT) {
+            return Ok(());
+        }
+        let has_column: bool = self.c().query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('local') WHERE name = 'renamed_from'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_column {
+            self.c()
+                .execute_batch("ALTER TABLE local ADD COLUMN renamed_from TEXT")?;
+        }
+        // Remote entries of an older layout do not decode: they are fetched again.
+        self.c()
+            .execute_batch("DELETE FROM remote; DELETE FROM meta WHERE key = 'since';")?;
+        self.set_meta("format", FORMAT)
     }
 
     fn c(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -227,11 +285,143 @@ impl Index {
             format!("SELECT {LOCAL_COLS} FROM local WHERE path = ?1 OR (path > ?2 AND path < ?3)");
         let conn = self.c();
         let mut stmt = conn.prepare_cached(&sql)?;
-        // '/' + 1 is '0': every path with the prefix "p/" sorts between "p/" and "p0".
-        let lo = format!("{}/", path.as_str());
-        let hi = format!("{}0", path.as_str());
+        let (lo, hi) = subtree_bounds(path);
         let rows = stmt.query_map(params![path.as_str(), lo, hi], row_to_local)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Moves every local row at `src` and below to the same place below `dst`, with its
+    /// blocks and any rename still waiting to be pushed. Rows at `dst` and below are
+    /// dropped first: callers rename only onto a path with nothing live there.
+    pub fn move_local(&self, src: &RelPath, dst: &RelPath) -> Result<()> {
+        anyhow::ensure!(
+            !src.starts_with(dst) && !dst.starts_with(src),
+            "cannot move {src} to {dst}: one contains the other"
+        );
+        let (lo, hi) = subtree_bounds(src);
+        let (dlo, dhi) = subtree_bounds(dst);
+        let conn = self.c();
+        for table in ["local", "blocks"] {
+            conn.execute(
+                &format!("DELETE FROM {table} WHERE path = ?1 OR (path > ?2 AND path < ?3)"),
+                params![dst.as_str(), dlo, dhi],
+            )?;
+            conn.execute(
+                &format!(
+                    "UPDATE {table} SET path = ?1 || substr(path, length(?2) + 1)
+                     WHERE path = ?2 OR (path > ?3 AND path < ?4)"
+                ),
+                params![dst.as_str(), src.as_str(), lo, hi],
+            )?;
+        }
+        conn.execute(
+            "UPDATE local SET renamed_from = ?1 || substr(renamed_from, length(?2) + 1)
+             WHERE renamed_from = ?2 OR (renamed_from > ?3 AND renamed_from < ?4)",
+            params![dst.as_str(), src.as_str(), lo, hi],
+        )?;
+        Ok(())
+    }
+
+    /// Whether the index has any row, tombstones included, at `path` or below it.
+    pub fn has_local_under(&self, path: &RelPath) -> Result<bool> {
+        let (lo, hi) = subtree_bounds(path);
+        Ok(self.c().query_row(
+            "SELECT EXISTS (SELECT 1 FROM local WHERE path = ?1 OR (path > ?2 AND path < ?3))",
+            params![path.as_str(), lo, hi],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Client: directory renames of our own that the server has not confirmed yet, as
+    /// (old path, new path).
+    pub fn pending_renames(&self) -> Result<Vec<(RelPath, RelPath)>> {
+        let conn = self.c();
+        let mut stmt = conn.prepare_cached(
+            "SELECT renamed_from, path FROM local WHERE renamed_from IS NOT NULL",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (src, dst) = row?;
+            if let (Ok(src), Ok(dst)) = (RelPath::new(src), RelPath::new(dst)) {
+                out.push((src, dst));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records a directory rename at `seq`: on a server, in the folder's history that
+    /// devices receive; on a client, as one still to apply to the local disk.
+    pub fn add_rename(&self, seq: u64, src: &RelPath, dst: &RelPath) -> Result<()> {
+        self.c()
+            .prepare_cached("INSERT OR REPLACE INTO renames (seq, src, dst) VALUES (?1, ?2, ?3)")?
+            .execute(params![seq as i64, src.as_str(), dst.as_str()])?;
+        Ok(())
+    }
+
+    /// Renames recorded with a sequence number in `(after, up_to]`, in order, as
+    /// (seq, old path, new path).
+    pub fn renames(&self, after: u64, up_to: u64) -> Result<Vec<(u64, RelPath, RelPath)>> {
+        let conn = self.c();
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, src, dst FROM renames WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(
+            params![after as i64, up_to.min(i64::MAX as u64) as i64],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            },
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, src, dst) = row?;
+            if let (Ok(src), Ok(dst)) = (RelPath::new(src), RelPath::new(dst)) {
+                out.push((seq as u64, src, dst));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn remove_rename(&self, seq: u64) -> Result<()> {
+        self.c()
+            .prepare_cached("DELETE FROM renames WHERE seq = ?1")?
+            .execute([seq as i64])?;
+        Ok(())
+    }
+
+    /// Client: takes in a rename record from the server's index stream. The server's
+    /// entries at `src` and below move below `dst` (an entry already recorded at the new
+    /// path wins when newer: the server sent it after the move), and the rename is queued
+    /// for the folder task, which applies it to the disk or confirms it as its own.
+    pub fn take_remote_rename(&self, seq: u64, src: &RelPath, dst: &RelPath) -> Result<()> {
+        let (lo, hi) = subtree_bounds(src);
+        let blobs: Vec<Vec<u8>> = {
+            let conn = self.c();
+            // Entries newer than the rename were made at the old path after it.
+            let mut stmt = conn.prepare_cached(
+                "SELECT entry FROM remote WHERE (path = ?1 OR (path > ?2 AND path < ?3)) AND seq < ?4",
+            )?;
+            let rows = stmt.query_map(params![src.as_str(), lo, hi, seq as i64], |r| r.get(0))?;
+            let blobs = rows.collect::<rusqlite::Result<_>>()?;
+            conn.prepare_cached(
+                "DELETE FROM remote WHERE (path = ?1 OR (path > ?2 AND path < ?3)) AND seq < ?4",
+            )?
+            .execute(params![src.as_str(), lo, hi, seq as i64])?;
+            blobs
+        };
+        for blob in blobs {
+            let mut e: Entry =
+                postcard::from_bytes(&blob).context("corrupt remote entry in index")?;
+            if let Some(moved) = e.path.rebase(src, dst) {
+                e.path = moved;
+                self.put_remote(&e)?;
+            }
+        }
+        self.add_rename(seq, src, dst)
     }
 
     /// Records `row`, replacing what the index had at its path, blocks included.
@@ -239,7 +429,7 @@ impl Index {
         let e = &row.entry;
         let conn = self.c();
         let sql = format!(
-            "INSERT OR REPLACE INTO local ({LOCAL_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)"
+            "INSERT OR REPLACE INTO local ({LOCAL_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)"
         );
         conn.prepare_cached(&sql)?.execute(params![
             e.path.as_str(),
@@ -258,6 +448,7 @@ impl Index {
             e.conflict
                 .as_ref()
                 .and_then(|c| postcard::to_stdvec(c).ok()),
+            e.renamed_from.as_ref().map(RelPath::as_str),
         ])?;
         conn.prepare_cached("DELETE FROM blocks WHERE path = ?1")?
             .execute([e.path.as_str()])?;
@@ -312,7 +503,7 @@ impl Index {
     /// history no longer matches ours, so that every difference becomes a conflict and
     /// nothing is deleted.
     pub fn reset_to_unsynced(&self) -> Result<()> {
-        self.c().execute_batch("UPDATE local SET dirty = 1, seq = 0; DELETE FROM local WHERE deleted = 1; DELETE FROM remote;")?;
+        self.c().execute_batch("UPDATE local SET dirty = 1, seq = 0; DELETE FROM local WHERE deleted = 1; DELETE FROM remote; DELETE FROM renames;")?;
         Ok(())
     }
 
@@ -337,22 +528,43 @@ impl Index {
         Ok(out)
     }
 
-    /// Server: entries with a sequence number above `seq`, in order.
+    /// Server: entries with a sequence number above `seq`, in order, with the folder's
+    /// directory renames among them as rename records (see [`Entry::renamed_from`]).
     pub fn entries_since(&self, seq: u64, limit: usize) -> Result<Vec<Entry>> {
         let sql = format!("SELECT {LOCAL_COLS} FROM local WHERE seq > ?1 ORDER BY seq LIMIT ?2");
-        let conn = self.c();
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params![seq as i64, limit as i64], row_to_local)?;
-        rows.map(|r| r.map(|r| r.entry).map_err(Into::into))
-            .collect()
+        let mut entries: Vec<Entry> = {
+            let conn = self.c();
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![seq as i64, limit as i64], row_to_local)?;
+            rows.map(|r| r.map(|r| r.entry))
+                .collect::<rusqlite::Result<_>>()?
+        };
+        // Rows past the last one read are for the next call, renames included.
+        let up_to = match entries.last() {
+            Some(last) if entries.len() == limit => last.seq,
+            _ => u64::MAX,
+        };
+        let renames = self.renames(seq, up_to)?;
+        if renames.is_empty() {
+            return Ok(entries);
+        }
+        entries.extend(
+            renames
+                .into_iter()
+                .map(|(seq, src, dst)| rename_record(seq, src, dst)),
+        );
+        entries.sort_by_key(|e| e.seq);
+        entries.truncate(limit);
+        Ok(entries)
     }
 
     pub fn max_seq(&self) -> Result<u64> {
-        Ok(self
-            .c()
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM local", [], |r| {
-                r.get::<_, i64>(0)
-            })? as u64)
+        Ok(self.c().query_row(
+            "SELECT MAX((SELECT COALESCE(MAX(seq), 0) FROM local),
+                            (SELECT COALESCE(MAX(seq), 0) FROM renames))",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
     }
 
     pub fn remote(&self, path: &RelPath) -> Result<Option<Entry>> {
@@ -466,6 +678,7 @@ mod tests {
             seq,
             origin: DeviceId::new("dev").unwrap(),
             conflict: None,
+            renamed_from: None,
         }
     }
 

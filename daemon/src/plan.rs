@@ -131,6 +131,7 @@ mod tests {
             seq,
             origin: DeviceId::new("d").unwrap(),
             conflict: None,
+            renamed_from: None,
         }
     }
 

@@ -47,6 +47,11 @@ struct Scanner<'a> {
     origin: &'a DeviceId,
     known: HashMap<RelPath, LocalRow>,
     seen: HashSet<RelPath>,
+    /// New directories by inode: a gone directory with the same inode was renamed.
+    new_dirs: HashMap<u64, RelPath>,
+    /// Known live files by inode, built on first need: a new path whose stat matches one
+    /// is the same file moved, and is not read again.
+    files_by_inode: std::cell::OnceCell<HashMap<u64, RelPath>>,
     out: ScanOutcome,
 }
 
@@ -88,6 +93,8 @@ pub fn scan(
         origin,
         known,
         seen: HashSet::new(),
+        new_dirs: HashMap::new(),
+        files_by_inode: std::cell::OnceCell::new(),
         out: ScanOutcome::default(),
     };
     match tops {
@@ -237,6 +244,7 @@ impl Scanner<'_> {
             seq: 0,
             origin: self.origin.clone(),
             conflict: None,
+            renamed_from: None,
         };
         match st.kind {
             EntryKind::Dir => {}
@@ -248,6 +256,11 @@ impl Scanner<'_> {
                     .to_string();
             }
             EntryKind::File => {
+                if let Some(same) = self.moved_file(st) {
+                    entry.hash = same.hash;
+                    entry.blocks = same.blocks.clone();
+                    return Ok(entry);
+                }
                 let hashed = hash_stable(full, st)?;
                 entry.hash = hashed.hash;
                 entry.blocks = hashed.blocks;
@@ -255,6 +268,20 @@ impl Scanner<'_> {
             }
         }
         Ok(entry)
+    }
+
+    /// The indexed file that `st` shows under another name (moved or hard-linked): same
+    /// inode, size and mtime, so the same content.
+    fn moved_file(&self, st: &Stat) -> Option<&Entry> {
+        let by_inode = self.files_by_inode.get_or_init(|| {
+            self.known
+                .values()
+                .filter(|r| !r.entry.deleted && r.entry.kind == EntryKind::File && r.inode != 0)
+                .map(|r| (r.inode, r.entry.path.clone()))
+                .collect()
+        });
+        let old = &self.known.get(by_inode.get(&st.inode)?)?.entry;
+        (old.size == st.size && old.mtime_ns == st.mtime_ns).then_some(old)
     }
 
     fn record(&mut self, mut entry: Entry, inode: u64) {
@@ -278,6 +305,9 @@ impl Scanner<'_> {
                 });
             }
             old => {
+                if old.is_none() && entry.kind == EntryKind::Dir {
+                    self.new_dirs.insert(inode, entry.path.clone());
+                }
                 entry.seq = old.map_or(0, |o| o.entry.seq);
                 // A conflict copy stays one when edited; it stops being one when resolved.
                 entry.conflict = old
@@ -292,9 +322,22 @@ impl Scanner<'_> {
         }
     }
 
+    /// A local delete of what `entry` described, for the server.
+    fn tombstone(&self, mut entry: Entry) -> LocalRow {
+        entry.deleted = true;
+        entry.origin = self.origin.clone();
+        entry.renamed_from = None;
+        LocalRow {
+            entry,
+            inode: 0,
+            dirty: true,
+        }
+    }
+
     /// Every indexed path that was in scope and not seen is gone: a tombstone. Unless it
     /// is ignored now: then it is only forgotten.
     fn finish(&mut self) {
+        self.pair_renames();
         let mut gone: Vec<&LocalRow> = self
             .known
             .values()
@@ -309,15 +352,128 @@ impl Scanner<'_> {
                 self.out.forget.push(row.entry.path.clone());
                 continue;
             }
-            let mut entry = row.entry.clone();
-            entry.deleted = true;
-            entry.origin = self.origin.clone();
-            self.out.changes.push(LocalRow {
-                entry,
-                inode: 0,
-                dirty: true,
-            });
+            let tombstone = self.tombstone(row.entry.clone());
+            self.out.changes.push(tombstone);
         }
+    }
+}
+
+impl Scanner<'_> {
+    /// Pairs each directory that is gone with a new one of the same inode: it was renamed.
+    /// Its rows move below the new path keeping their history, so that the rename is
+    /// reported as one change (the new directory, with `renamed_from`) rather than a
+    /// delete and a create per file. A directory the server never had, or a new path
+    /// with old rows below it, is left to the per-file path.
+    fn pair_renames(&mut self) {
+        if self.new_dirs.is_empty() {
+            return;
+        }
+        let mut gone: Vec<&LocalRow> = self
+            .known
+            .values()
+            .filter(|r| {
+                !r.entry.deleted
+                    && r.entry.kind == EntryKind::Dir
+                    && !self.seen.contains(&r.entry.path)
+                    && (r.entry.seq > 0 || r.entry.renamed_from.is_some())
+            })
+            .collect();
+        gone.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
+        let mut pairs: Vec<(RelPath, RelPath)> = Vec::new();
+        for row in gone {
+            let src = &row.entry.path;
+            if pairs.iter().any(|(done, _)| src.starts_with(done)) {
+                continue;
+            }
+            let Some(dst) = self.new_dirs.get(&row.inode) else {
+                continue;
+            };
+            let clash = src.starts_with(dst)
+                || dst.starts_with(src)
+                || self.known.keys().any(|k| k.starts_with(dst));
+            if !clash {
+                pairs.push((src.clone(), dst.clone()));
+            }
+        }
+        for (src, dst) in pairs {
+            self.move_subtree(&src, &dst);
+        }
+    }
+
+    /// Moves the known rows at `src` and below to `dst`, matching each with what the walk
+    /// found at its new path.
+    fn move_subtree(&mut self, src: &RelPath, dst: &RelPath) {
+        let mut olds: Vec<LocalRow> = self
+            .known
+            .values()
+            .filter(|r| r.entry.path.starts_with(src) && !self.seen.contains(&r.entry.path))
+            .cloned()
+            .collect();
+        olds.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
+        let mut found: HashMap<RelPath, LocalRow> = HashMap::new();
+        self.out.changes.retain(|r| {
+            if r.entry.path.starts_with(dst) && !r.entry.deleted {
+                found.insert(r.entry.path.clone(), r.clone());
+                false
+            } else {
+                true
+            }
+        });
+        for old in olds {
+            let path = old.entry.path.rebase(src, dst).expect("row is below src");
+            self.seen.insert(old.entry.path.clone());
+            self.out.forget.push(old.entry.path.clone());
+            match found.remove(&path) {
+                Some(mut new) if path == *dst => {
+                    // The directory itself carries the rename, as a change the server
+                    // has not seen (a rename of a rename not yet sent keeps its source).
+                    new.entry.renamed_from = old.entry.renamed_from.or(Some(src.clone()));
+                    self.out.changes.push(new);
+                }
+                Some(mut new)
+                    if !old.entry.deleted
+                        && old.entry.same_content(&new.entry)
+                        && (new.entry.kind != EntryKind::File
+                            || old.entry.mtime_ns == new.entry.mtime_ns) =>
+                {
+                    new.entry.seq = old.entry.seq;
+                    new.entry.origin = old.entry.origin;
+                    new.entry.conflict = old.entry.conflict;
+                    new.entry.renamed_from = old.entry.renamed_from;
+                    new.dirty = old.dirty;
+                    self.out.refreshed.push(new);
+                }
+                Some(mut new) => {
+                    // Changed as well as moved: a change based on the moved version.
+                    new.entry.seq = old.entry.seq;
+                    self.out.changes.push(new);
+                }
+                None if self.seen.contains(&path) && !old.entry.deleted => {
+                    // Present but unreadable at the new path: keep the old state there
+                    // until it can be read; the stat mismatch brings it back to a scan.
+                    let mut row = old;
+                    row.entry.path = path;
+                    self.out.refreshed.push(row);
+                }
+                None if self
+                    .rules
+                    .is_ignored(&path, old.entry.kind == EntryKind::Dir) => {}
+                None if old.entry.deleted => {
+                    let mut row = old;
+                    row.entry.path = path;
+                    self.out.refreshed.push(row);
+                }
+                None => {
+                    // Deleted while it was moved: a tombstone at the new path.
+                    let mut entry = old.entry;
+                    entry.path = path;
+                    let tombstone = self.tombstone(entry);
+                    self.out.changes.push(tombstone);
+                }
+            }
+        }
+        // New paths below `dst` that had no old row: plain new entries.
+        self.out.changes.extend(found.into_values());
     }
 }
 
@@ -434,6 +590,63 @@ mod tests {
         fs::write(f.root().join("d/a.txt"), b"changed").unwrap();
         fs::remove_dir(f.root().join("d/empty")).unwrap();
         assert_eq!(f.scan(&Scope::All), ["d/a.txt", "d/empty (deleted)"]);
+    }
+
+    /// Marks every row as accepted by a server at sequence number 7.
+    fn mark_synced(f: &Fixture) {
+        for (_, mut row) in f.index.all_local().unwrap() {
+            row.entry.seq = 7;
+            row.dirty = false;
+            f.index.put_local(&row).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_renamed_directory_is_one_change_and_its_rows_move_with_their_history() {
+        let f = Fixture::new();
+        fs::create_dir_all(f.root().join("old/sub")).unwrap();
+        for name in ["a", "b", "sub/c"] {
+            fs::write(f.root().join("old").join(name), name).unwrap();
+        }
+        f.scan(&Scope::All);
+        mark_synced(&f);
+        fs::rename(f.root().join("old"), f.root().join("new")).unwrap();
+        fs::write(f.root().join("new/b"), b"edited").unwrap();
+        let scope = Scope::Paths(vec![
+            RelPath::new("old").unwrap(),
+            RelPath::new("new").unwrap(),
+        ]);
+        assert_eq!(
+            f.scan(&scope),
+            ["new", "new/b"],
+            "only the rename and the edit"
+        );
+        let p = |s: &str| RelPath::new(s).unwrap();
+        let top = f.index.local(&p("new")).unwrap().unwrap();
+        assert_eq!(top.entry.renamed_from, Some(p("old")));
+        assert!(top.dirty);
+        let moved = f.index.local(&p("new/sub/c")).unwrap().unwrap();
+        assert_eq!((moved.entry.seq, moved.dirty), (7, false), "moved, not new");
+        let edited = f.index.local(&p("new/b")).unwrap().unwrap();
+        assert_eq!(
+            (edited.entry.seq, edited.dirty),
+            (7, true),
+            "an edit of the moved file"
+        );
+        assert!(f.index.local_under(&p("old")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_directory_the_server_never_had_is_not_paired() {
+        let f = Fixture::new();
+        fs::create_dir_all(f.root().join("fresh")).unwrap();
+        fs::write(f.root().join("fresh/a"), b"a").unwrap();
+        f.scan(&Scope::All);
+        fs::rename(f.root().join("fresh"), f.root().join("moved")).unwrap();
+        assert_eq!(
+            f.scan(&Scope::All),
+            ["fresh (deleted)", "fresh/a (deleted)", "moved", "moved/a"]
+        );
     }
 
     #[test]

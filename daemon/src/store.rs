@@ -303,16 +303,64 @@ pub fn remove(root: &Path, path: &RelPath) -> Result<bool> {
     }
 }
 
+/// Renames `a` to `b`, failing with `AlreadyExists` rather than replacing anything at
+/// `b`, even something that appears there at the last moment.
+fn rename_noreplace(a: &Path, b: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
+    let (ca, cb) = (c(a)?, c(b)?);
+    // SAFETY: both arguments are valid NUL-terminated paths that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        // A filesystem without the flag: check, then rename.
+        Some(libc::EINVAL | libc::ENOSYS) => match fs::symlink_metadata(b) {
+            Ok(_) => Err(io::ErrorKind::AlreadyExists.into()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::rename(a, b),
+            Err(e) => Err(e),
+        },
+        _ => Err(err),
+    }
+}
+
 /// Moves a local version aside to a conflict copy name, keeping it.
 pub fn move_aside(root: &Path, from: &RelPath, to: &RelPath) -> Result<()> {
     let (a, b) = (from.to_path(root), to.to_path(root));
-    if stat(&b)?.is_some() {
-        bail!("conflict copy {} already exists", to);
-    }
-    fs::rename(&a, &b)
+    rename_noreplace(&a, &b)
         .with_context(|| format!("cannot move {} aside to {}", a.display(), b.display()))?;
     sync_parent(&b);
     Ok(())
+}
+
+/// Renames the directory `from` to `to` inside the folder at `root`, subtree and all,
+/// as one rename. Nothing at `to` is replaced, and no symlink is passed through.
+pub fn rename_dir(root: &Path, from: &RelPath, to: &RelPath) -> Result<Stat> {
+    for p in [from, to] {
+        if !crate::conn::no_symlink_ancestors(root, p) {
+            bail!("a parent of {p} is not a directory (a symlink or file is in the way)");
+        }
+    }
+    let (a, b) = (from.to_path(root), to.to_path(root));
+    match stat(&a)? {
+        Some(s) if s.kind == EntryKind::Dir => {}
+        _ => bail!("{from} is no longer a directory here"),
+    }
+    rename_noreplace(&a, &b)
+        .with_context(|| format!("cannot rename {} to {}", a.display(), b.display()))?;
+    sync_parent(&a);
+    sync_parent(&b);
+    stat(&b)?.with_context(|| format!("{} vanished right after the rename", b.display()))
 }
 
 /// Removes temp files a crash left behind in `dir` and below.
@@ -351,6 +399,7 @@ mod tests {
             seq: 1,
             origin: DeviceId::new("d").unwrap(),
             conflict: None,
+            renamed_from: None,
         }
     }
 

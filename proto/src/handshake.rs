@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Version of the device-to-server protocol. Bump on any change to [`crate::wire`].
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Marks a filesync connection, so that a stray client gets a clear refusal.
 pub const MAGIC: [u8; 4] = *b"FSYN";
 

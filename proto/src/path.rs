@@ -91,6 +91,13 @@ impl RelPath {
             || (self.0.starts_with(&other.0) && self.0.as_bytes().get(other.0.len()) == Some(&b'/'))
     }
 
+    /// Where `self` lands when the directory `from` is renamed to `to`: `None` if `self`
+    /// is not `from` or below it.
+    pub fn rebase(&self, from: &RelPath, to: &RelPath) -> Option<RelPath> {
+        self.starts_with(from)
+            .then(|| RelPath(format!("{}{}", to.0, &self.0[from.0.len()..])))
+    }
+
     /// Number of components: `a` is 1, `a/b` is 2.
     pub fn depth(&self) -> usize {
         self.0.split('/').count()
@@ -159,6 +166,15 @@ impl fmt::Debug for RelPath {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn rebase_moves_a_path_and_its_subtree_only() {
+        let p = |s: &str| RelPath::new(s).unwrap();
+        assert_eq!(p("a/b").rebase(&p("a/b"), &p("c")), Some(p("c")));
+        assert_eq!(p("a/b/x/y").rebase(&p("a/b"), &p("c")), Some(p("c/x/y")));
+        assert_eq!(p("a/bc").rebase(&p("a/b"), &p("c")), None);
+        assert_eq!(p("a").rebase(&p("a/b"), &p("c")), None);
+    }
     use super::*;
 
     #[test]

@@ -60,6 +60,11 @@ pub struct Entry {
     /// Set on a conflict copy: which path it lost to, so that every device's index knows
     /// its conflicts without guessing from names.
     pub conflict: Option<ConflictNote>,
+    /// Set on a directory that arrived by renaming another one, in two places: a pushed
+    /// [`Change`] (the device renamed that directory to this path, subtree included) and
+    /// a rename record in the server's `Index` stream (every entry below the old path now
+    /// lives below this one, keeping its sequence number). Never set on a stored state.
+    pub renamed_from: Option<RelPath>,
 }
 
 /// Why a file is a conflict copy.
@@ -269,6 +274,7 @@ mod tests {
             seq: 3,
             origin: DeviceId::new("dev1").unwrap(),
             conflict: None,
+            renamed_from: None,
         }
     }
 

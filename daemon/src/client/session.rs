@@ -335,7 +335,10 @@ where
             } => {
                 index.batch(|ix| {
                     for e in &entries {
-                        ix.put_remote(e)?;
+                        match &e.renamed_from {
+                            Some(src) => ix.take_remote_rename(e.seq, src, &e.path)?,
+                            None => ix.put_remote(e)?,
+                        }
                     }
                     ix.set_meta("since", up_to as i64)
                 })?;

@@ -251,6 +251,12 @@ impl Sequencer {
                 }
                 for row in &out.changes {
                     let mut row = row.clone();
+                    if let Some(src) = row.entry.renamed_from.take() {
+                        // A directory renamed in the server's copy: its rows have moved
+                        // (refreshed and forgotten above); devices get one record.
+                        ix.add_rename(next, &src, &row.entry.path)?;
+                        next += 1;
+                    }
                     row.entry.seq = next;
                     row.dirty = false;
                     next += 1;
@@ -305,6 +311,9 @@ impl Sequencer {
         device: DeviceId,
         staged: Option<TempFile>,
     ) -> Result<PushOutcome> {
+        if let Some(from) = change.entry.renamed_from.clone() {
+            return self.try_rename(change, &from, device);
+        }
         let path = change.entry.path.clone();
         let target = path.to_path(&self.root);
         let current = self.current(&path)?;
@@ -318,7 +327,9 @@ impl Sequencer {
         if same && (change.entry.kind != EntryKind::File || change.entry.deleted || same_mtime) {
             return Ok(PushOutcome::Accepted { seq: current_seq });
         }
-        if change.base_seq != current_seq {
+        // A path with no row at all was renamed away under the device: its change lands
+        // at the old path (an edit beats the rename's implied delete).
+        if current.is_some() && change.base_seq != current_seq {
             return Ok(PushOutcome::Conflict { current_seq });
         }
         if !conn::no_symlink_ancestors(&self.root, &path) {
@@ -363,6 +374,55 @@ impl Sequencer {
         if path.as_str() == IGNORE_FILE {
             self.reload_rules();
         }
+        Ok(PushOutcome::Accepted {
+            seq: self.record(entry, stat),
+        })
+    }
+
+    /// Commits a directory rename: the subtree moves by one rename on disk and in the
+    /// index, every entry keeping its sequence number, and the folder's history gets one
+    /// rename record, which is all that devices receive about it. Refused as a conflict
+    /// (the device then sends the move file by file) when the source is not a directory
+    /// here or the target has any history.
+    fn try_rename(
+        &mut self,
+        change: Change,
+        from: &RelPath,
+        device: DeviceId,
+    ) -> Result<PushOutcome> {
+        let to = change.entry.path.clone();
+        // Changes made in the server's copy below either path become versions first.
+        self.scan_sync(Scope::Paths(vec![from.clone(), to.clone()]));
+        let src = self.index.local(from)?;
+        let src_is_dir = src
+            .as_ref()
+            .is_some_and(|r| !r.entry.deleted && r.entry.kind == EntryKind::Dir);
+        if !src_is_dir
+            || change.entry.deleted
+            || change.entry.kind != EntryKind::Dir
+            || to.starts_with(from)
+            || from.starts_with(&to)
+            || self.index.has_local_under(&to)?
+        {
+            let current_seq = self.index.local(&to)?.map_or(0, |r| r.entry.seq);
+            return Ok(PushOutcome::Conflict { current_seq });
+        }
+        let stat = store::rename_dir(&self.root, from, &to)?;
+        let rename_seq = self.next_seq;
+        let moved = self.index.batch(|ix| {
+            ix.move_local(from, &to)?;
+            ix.add_rename(rename_seq, from, &to)
+        });
+        if let Err(e) = moved {
+            // The tree already changed: the next scan pairs the two directories and
+            // records the rename itself.
+            tracing::error!(folder = %self.name, from = %from, to = %to, "cannot record a rename in the index: {e:#}");
+        }
+        self.next_seq += 1;
+        tracing::info!(folder = %self.name, from = %from, to = %to, "renamed a directory");
+        let mut entry = change.entry;
+        entry.renamed_from = None;
+        entry.origin = device;
         Ok(PushOutcome::Accepted {
             seq: self.record(entry, stat),
         })
@@ -480,6 +540,7 @@ impl Sequencer {
             seq: 0,
             origin: device,
             conflict: None,
+            renamed_from: None,
         };
         let target = path.to_path(&self.root);
         let mut tmp = TempFile::create(&target)?;

@@ -167,15 +167,40 @@ impl FolderTask {
 
     /// Applies server entries we lack; true if a full batch was taken.
     async fn pull_round(&mut self) -> Result<bool> {
-        if self.cfg.mode == FolderMode::SendOnly {
+        let send_only = self.cfg.mode == FolderMode::SendOnly;
+        let mut progress = false;
+        // Paths whose entries are moving by a rename not applied yet: left alone.
+        let mut moving: Vec<RelPath> = Vec::new();
+        for (seq, src, dst) in self.index().renames(0, u64::MAX)? {
+            let done = moving.is_empty()
+                && (self.confirm_own_rename(&src, &dst)?
+                    || send_only
+                    || self.apply_rename(seq, &src, &dst).await?);
+            if done {
+                self.index().remove_rename(seq)?;
+                progress = true;
+            } else {
+                // Renames apply in order: the rest wait behind this one.
+                moving.extend([src, dst]);
+            }
+        }
+        if send_only {
             return Ok(false);
         }
+        moving.extend(
+            self.index()
+                .pending_renames()?
+                .into_iter()
+                .map(|(src, _)| src),
+        );
         let needed = self.index().needed(PULL_BATCH)?;
         let full = needed.len() == PULL_BATCH;
-        let mut progress = false;
         let mut deletes = Vec::new();
         for remote in needed {
-            if self.retrying(&remote.path) || self.inflight_paths.contains(&remote.path) {
+            if self.retrying(&remote.path)
+                || self.inflight_paths.contains(&remote.path)
+                || moving.iter().any(|m| remote.path.starts_with(m))
+            {
                 continue;
             }
             if self
@@ -216,6 +241,93 @@ impl FolderTask {
             progress |= self.apply_delete(&remote, local)?;
         }
         Ok(full && progress)
+    }
+
+    /// Applies a directory rename the server made at `seq`: one rename on disk when the
+    /// local directory is the one the server renamed, with nothing in the way; otherwise
+    /// path by path (what the old directory holds here gets the server's tombstones, and
+    /// the new paths are pulled like any entry, from local copies). False when a local
+    /// change must be scanned first.
+    /// Whether the server's rename of `src` to `dst` is our own; if so it is confirmed:
+    /// the old paths' entries have moved, and they are no longer held back.
+    fn confirm_own_rename(&mut self, src: &RelPath, dst: &RelPath) -> Result<bool> {
+        match self.index().local(dst)? {
+            Some(mut own) if own.entry.renamed_from.as_ref() == Some(src) => {
+                own.entry.renamed_from = None;
+                self.index().put_local(&own)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn apply_rename(&mut self, seq: u64, src: &RelPath, dst: &RelPath) -> Result<bool> {
+        let local_src = self.index().local(src)?;
+        let local_dst = self.index().local(dst)?;
+        if !self.disk_matches(src, local_src.as_ref())?
+            || !self.disk_matches(dst, local_dst.as_ref())?
+        {
+            return Ok(false);
+        }
+        let below_src = self.index().local_under(src)?;
+        let whole = local_src
+            .as_ref()
+            .is_some_and(|r| !r.entry.deleted && r.entry.kind == EntryKind::Dir)
+            && !self.index().local_under(dst)?.iter().any(|r| !r.entry.deleted)
+            && !self.rules.is_ignored(dst, true)
+            // A version newer than the rename was made at the old path afterwards.
+            && below_src.iter().all(|r| r.entry.seq < seq);
+        if whole && self.make_parents(dst).await {
+            match store::rename_dir(&self.cfg.path, src, dst) {
+                Ok(_) => {
+                    self.index().batch(|ix| ix.move_local(src, dst))?;
+                    self.scan_paths.push(dst.clone());
+                    tracing::info!(folder = %self.cfg.name, from = %src, to = %dst, "renamed a directory");
+                    return Ok(true);
+                }
+                Err(e) => {
+                    tracing::warn!(folder = %self.cfg.name, from = %src, to = %dst, "cannot rename here ({e:#}); moving it path by path")
+                }
+            }
+        }
+        self.index().batch(|ix| {
+            for row in below_src.iter().filter(|r| !r.entry.deleted) {
+                let mut gone = row.entry.clone();
+                gone.deleted = true;
+                gone.seq = seq;
+                gone.renamed_from = None;
+                ix.put_remote(&gone)?;
+            }
+            Ok(())
+        })?;
+        Ok(true)
+    }
+
+    /// Creates the directories above `path` that the server has and this disk lacks;
+    /// false if one cannot be made.
+    async fn make_parents(&mut self, path: &RelPath) -> bool {
+        let mut missing = Vec::new();
+        let mut at = path.parent();
+        while let Some(dir) = at {
+            match store::stat(&dir.to_path(&self.cfg.path)) {
+                Ok(Some(s)) if s.kind == EntryKind::Dir => break,
+                Ok(None) => {
+                    at = dir.parent();
+                    missing.push(dir);
+                }
+                _ => return false,
+            }
+        }
+        for dir in missing.into_iter().rev() {
+            let remote = match self.index().remote(&dir) {
+                Ok(Some(r)) if !r.deleted && r.kind == EntryKind::Dir => r,
+                _ => return false,
+            };
+            if self.rules.is_ignored(&dir, true) || !self.apply(&remote).await {
+                return false;
+            }
+        }
+        true
     }
 
     /// While our rule file is broken, applies a newer one from the server, unless the
@@ -412,6 +524,15 @@ impl FolderTask {
         if self.cfg.mode == FolderMode::ReceiveOnly || self.inflight.len() >= MAX_INFLIGHT {
             return Ok(false);
         }
+        // What lies below a directory whose rename the server has not taken yet waits:
+        // the server has it at the new path only once the rename is in.
+        let mut renaming = Vec::new();
+        for (_, dst) in self.index().pending_renames()? {
+            let dirty = self.index().local(&dst)?.is_some_and(|r| r.dirty);
+            if dirty || self.inflight_paths.contains(&dst) {
+                renaming.push(dst);
+            }
+        }
         let dirty = self.index().dirty(MAX_BATCH * 2)?;
         let mut live = Vec::new();
         let mut deletes = Vec::new();
@@ -421,6 +542,7 @@ impl FolderTask {
             if self.inflight_paths.contains(&path)
                 || self.retrying(&path)
                 || self.hold_deletes.contains_key(&path)
+                || renaming.iter().any(|d| path != *d && path.starts_with(d))
             {
                 continue;
             }
@@ -487,25 +609,78 @@ impl FolderTask {
             self.inflight_paths.remove(&e.path);
         }
         for (pushed, outcome) in entries.into_iter().zip(outcomes) {
-            match outcome {
-                PushOutcome::Accepted { seq } => self.accepted(pushed, seq)?,
-                PushOutcome::Conflict { current_seq } => {
-                    self.blocked.insert(pushed.path.clone(), current_seq);
+            match (outcome, &pushed.renamed_from) {
+                (PushOutcome::Accepted { seq }, _) => self.accepted(pushed, seq)?,
+                (refused, Some(src)) => {
+                    tracing::info!(folder = %self.cfg.name, from = %src, to = %pushed.path, "server did not take the rename ({refused:?}); sending it path by path");
+                    self.unpair_rename(src, &pushed.path)?;
                 }
-                PushOutcome::Failed { reason } => {
-                    self.scan_paths.push(pushed.path.clone());
-                    self.fail_path(
-                        &pushed.path,
-                        format!("server did not take {}: {reason}", pushed.path),
-                    );
-                }
+                (outcome, None) => match outcome {
+                    PushOutcome::Accepted { .. } => {}
+                    PushOutcome::Conflict { current_seq } => {
+                        self.blocked.insert(pushed.path.clone(), current_seq);
+                    }
+                    PushOutcome::Failed { reason } => {
+                        self.scan_paths.push(pushed.path.clone());
+                        self.fail_path(
+                            &pushed.path,
+                            format!("server did not take {}: {reason}", pushed.path),
+                        );
+                    }
+                },
             }
         }
         Ok(())
     }
 
+    /// The server did not take our rename of `src` to `dst`: it is sent path by path
+    /// instead. What came from the old directory gets a tombstone there, based on the
+    /// version it was, and is new at its new path.
+    fn unpair_rename(&mut self, src: &RelPath, dst: &RelPath) -> Result<()> {
+        let rows = self.index().local_under(dst)?;
+        let src_seq = self.index().remote(src)?.map_or(0, |r| r.seq);
+        let me = self.id.device.clone();
+        self.index().batch(|ix| {
+            for mut row in rows {
+                let Some(old_path) = row.entry.path.rebase(dst, src) else {
+                    continue;
+                };
+                let base = if old_path == *src {
+                    src_seq
+                } else {
+                    row.entry.seq
+                };
+                if base > 0 {
+                    let mut gone = row.entry.clone();
+                    gone.path = old_path;
+                    gone.deleted = true;
+                    gone.seq = base;
+                    gone.origin = me.clone();
+                    gone.renamed_from = None;
+                    ix.put_local(&LocalRow {
+                        entry: gone,
+                        inode: 0,
+                        dirty: true,
+                    })?;
+                }
+                if row.entry.deleted {
+                    ix.remove_local(&row.entry.path)?;
+                } else {
+                    row.entry.seq = 0;
+                    row.entry.renamed_from = None;
+                    row.dirty = true;
+                    ix.put_local(&row)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
     fn accepted(&mut self, mut pushed: Entry, seq: u64) -> Result<()> {
         pushed.seq = seq;
+        // The server's entry is the directory's state; the rename is confirmed when its
+        // record arrives in the index.
+        pushed.renamed_from = None;
         let index = self.index();
         index.put_remote(&pushed)?;
         if let Some(mut row) = index.local(&pushed.path)? {

@@ -1,0 +1,228 @@
+//! Renaming or moving a directory is one operation: one rename on the server and on
+//! every device, and a few hundred bytes on the wire, whatever the directory holds.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+use filesync_tests::cluster::DOCS;
+use filesync_tests::{Cluster, Counters, files, tree};
+
+use crate::paths;
+
+const BIG_SYNC: Duration = Duration::from_secs(300);
+
+/// Writes `dirs` × `per_dir` small files under `top` on client 0; returns the count.
+fn fill(cl: &Cluster, top: &str, dirs: usize, per_dir: usize) -> usize {
+    let root = cl.a().folder_dir(DOCS);
+    for d in 0..dirs {
+        fs::create_dir_all(root.join(format!("{top}/d{d:03}"))).unwrap();
+        for f in 0..per_dir {
+            let rel = format!("{top}/d{d:03}/f{f:03}.txt");
+            files::write(&root.join(&rel), format!("{rel}\n"));
+        }
+    }
+    dirs * per_dir
+}
+
+fn inode(path: &Path) -> u64 {
+    fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("cannot stat {}: {e}", path.display()))
+        .ino()
+}
+
+/// Wire bytes a counter pair grew by over a step.
+fn wire(before: &Counters, after: &Counters) -> (u64, u64) {
+    (
+        after.wire_bytes_sent - before.wire_bytes_sent,
+        after.wire_bytes_received - before.wire_bytes_received,
+    )
+}
+
+/// The test: a directory of 10,000 files renamed on A costs a few kilobytes on
+/// the wire each way, and every replica (server and B) renamed its own directory: the
+/// files there keep their inodes.
+#[test]
+fn renaming_a_directory_of_10000_files_sends_a_few_kilobytes() {
+    let cl = Cluster::new(2);
+    let n = fill(&cl, "photos", 100, 100);
+    assert_eq!(n, 10_000);
+    cl.settle_clients(DOCS, &cl.all_clients(), BIG_SYNC);
+    let probe = "d042/f042.txt";
+    let b_inode = inode(&cl.path_on(1, DOCS, &format!("photos/{probe}")));
+    let server_inode = inode(&cl.server_path(DOCS, &format!("photos/{probe}")));
+    let (a0, b0) = (cl.a().counters(DOCS), cl.b().counters(DOCS));
+
+    fs::rename(
+        cl.path_on(0, DOCS, "photos"),
+        cl.path_on(0, DOCS, "photos-2024"),
+    )
+    .unwrap();
+    let common = cl.settle_clients(DOCS, &cl.all_clients(), BIG_SYNC);
+
+    assert!(!common.keys().any(|p| p.starts_with("photos/")));
+    let moved = common
+        .keys()
+        .filter(|p| p.starts_with("photos-2024/") && p.ends_with(".txt"))
+        .count();
+    assert_eq!(moved, n, "not every file arrived under the new name");
+    cl.assert_file_everywhere(
+        DOCS,
+        &format!("photos-2024/{probe}"),
+        format!("photos/{probe}\n").as_bytes(),
+    );
+    let (a1, b1) = (cl.a().counters(DOCS), cl.b().counters(DOCS));
+    let (a_sent, a_received) = wire(&a0, &a1);
+    let (b_sent, b_received) = wire(&b0, &b1);
+    let budget = 16 * 1024;
+    for (what, bytes) in [
+        ("A sent", a_sent),
+        ("A received", a_received),
+        ("B sent", b_sent),
+        ("B received", b_received),
+    ] {
+        assert!(
+            bytes < budget,
+            "{what} {bytes} wire bytes for renaming a directory of {n} files (budget {budget})"
+        );
+    }
+    assert_eq!(
+        inode(&cl.path_on(1, DOCS, &format!("photos-2024/{probe}"))),
+        b_inode,
+        "B re-created the files instead of renaming its directory"
+    );
+    assert_eq!(
+        inode(&cl.server_path(DOCS, &format!("photos-2024/{probe}"))),
+        server_inode,
+        "the server re-created the files instead of renaming its directory"
+    );
+}
+
+/// A move into a new parent (`mkdir archive && mv project archive/old-project`) is one
+/// rename too, and a file edited in the same breath travels as an edit of the moved file.
+#[test]
+fn move_into_new_parent_with_an_edit_inside() {
+    let cl = Cluster::new(2);
+    fill(&cl, "project", 5, 20);
+    cl.settle(DOCS);
+    let b_inode = inode(&cl.path_on(1, DOCS, "project/d001/f001.txt"));
+    let b0 = cl.b().counters(DOCS);
+
+    fs::create_dir(cl.path_on(0, DOCS, "archive")).unwrap();
+    fs::rename(
+        cl.path_on(0, DOCS, "project"),
+        cl.path_on(0, DOCS, "archive/old-project"),
+    )
+    .unwrap();
+    files::write(
+        &cl.path_on(0, DOCS, "archive/old-project/d002/f002.txt"),
+        b"edited after the move\n",
+    );
+    let common = cl.settle(DOCS);
+    assert!(!common.keys().any(|p| p.starts_with("project")));
+    cl.assert_file_everywhere(
+        DOCS,
+        "archive/old-project/d002/f002.txt",
+        b"edited after the move\n",
+    );
+    cl.assert_file_everywhere(
+        DOCS,
+        "archive/old-project/d003/f004.txt",
+        b"project/d003/f004.txt\n",
+    );
+    assert_eq!(
+        inode(&cl.path_on(1, DOCS, "archive/old-project/d001/f001.txt")),
+        b_inode,
+        "B re-created the files instead of renaming its directory"
+    );
+    let b1 = cl.b().counters(DOCS);
+    assert!(
+        b1.content_bytes_received - b0.content_bytes_received < 1024,
+        "B downloaded {} content bytes; only the edited file's 22 bytes were new",
+        b1.content_bytes_received - b0.content_bytes_received
+    );
+}
+
+/// While A renames a directory, B (offline) edits a file in it and adds one: after B
+/// reconnects, both changes are in the renamed directory everywhere, nothing is left at
+/// the old name, and no conflict copy appears. Both orders of reconnecting.
+#[test]
+fn rename_races_with_edits_on_another_device() {
+    for b_first in [false, true] {
+        let cl = Cluster::new(2);
+        fill(&cl, "shared", 3, 10);
+        cl.settle(DOCS);
+        cl.pause(0, DOCS);
+        cl.pause(1, DOCS);
+        fs::rename(cl.path_on(0, DOCS, "shared"), cl.path_on(0, DOCS, "team")).unwrap();
+        files::write(&cl.path_on(1, DOCS, "shared/d001/f005.txt"), b"B's edit\n");
+        files::write(
+            &cl.path_on(1, DOCS, "shared/d000/new.txt"),
+            b"B's new file\n",
+        );
+        if b_first {
+            cl.resume(1, DOCS);
+            cl.settle_clients(DOCS, &[1], Duration::from_secs(60));
+            cl.resume(0, DOCS);
+        } else {
+            cl.resume(0, DOCS);
+            cl.settle_clients(DOCS, &[0], Duration::from_secs(60));
+            cl.resume(1, DOCS);
+        }
+        let common = cl.settle(DOCS);
+        cl.assert_file_everywhere(DOCS, "team/d001/f005.txt", b"B's edit\n");
+        cl.assert_file_everywhere(DOCS, "team/d000/new.txt", b"B's new file\n");
+        cl.assert_file_everywhere(DOCS, "team/d002/f009.txt", b"shared/d002/f009.txt\n");
+        let stray: Vec<&str> = paths(&common)
+            .into_iter()
+            .filter(|p| p.starts_with("shared") || p.contains("sync-conflict"))
+            .collect();
+        assert!(
+            stray.is_empty(),
+            "b_first={b_first}: left at the old name or as conflicts: {stray:?}"
+        );
+    }
+}
+
+/// A rename onto a name that has history (a directory deleted there before) and a
+/// rename made in the server's own copy both converge, and lose nothing.
+#[test]
+fn rename_onto_a_used_name_and_in_the_server_copy() {
+    let cl = Cluster::new(2);
+    fill(&cl, "src", 2, 5);
+    fs::create_dir_all(cl.path_on(0, DOCS, "dst/old")).unwrap();
+    files::write(
+        &cl.path_on(0, DOCS, "dst/old/gone.txt"),
+        b"deleted before\n",
+    );
+    cl.settle(DOCS);
+    fs::remove_dir_all(cl.path_on(0, DOCS, "dst")).unwrap();
+    cl.settle(DOCS);
+
+    fs::rename(cl.path_on(0, DOCS, "src"), cl.path_on(0, DOCS, "dst")).unwrap();
+    let common = cl.settle(DOCS);
+    assert!(!common.keys().any(|p| p.starts_with("src")));
+    assert!(!common.contains_key("dst/old/gone.txt"));
+    cl.assert_file_everywhere(DOCS, "dst/d001/f004.txt", b"src/d001/f004.txt\n");
+
+    let server_dir = cl.server_dir(DOCS).expect("server copy");
+    fs::rename(server_dir.join("dst"), server_dir.join("renamed-on-server")).unwrap();
+    let common = cl.settle(DOCS);
+    assert!(!common.keys().any(|p| p.starts_with("dst")));
+    cl.assert_file_everywhere(
+        DOCS,
+        "renamed-on-server/d000/f000.txt",
+        b"src/d000/f000.txt\n",
+    );
+    let files_left = common
+        .iter()
+        .filter(|(_, e)| e.kind == filesync_tests::Kind::File)
+        .count();
+    assert_eq!(files_left, 10, "{:?}", paths(&common));
+    assert!(
+        tree::stray_temp_files(&cl.path_on(1, DOCS, ""))
+            .unwrap()
+            .is_empty()
+    );
+}
