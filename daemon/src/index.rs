@@ -72,6 +72,8 @@ pub struct Totals {
 /// that an `Index` can be held across awaits; each `Index` has a single user.
 pub struct Index {
     conn: std::sync::Mutex<Connection>,
+    /// Open transactions: the outermost is `BEGIN IMMEDIATE`, inner ones savepoints.
+    depth: std::sync::atomic::AtomicU32,
 }
 
 fn kind_code(k: EntryKind) -> i64 {
@@ -185,6 +187,7 @@ impl Index {
             .with_context(|| format!("cannot initialise index {}", file.display()))?;
         let index = Index {
             conn: std::sync::Mutex::new(conn),
+            depth: std::sync::atomic::AtomicU32::new(0),
         };
         index
             .migrate()
@@ -242,18 +245,53 @@ impl Index {
     }
 
     /// Runs `f` inside one transaction: all its writes land together or not at all.
+    /// Inside another transaction, it is a savepoint of that one.
     pub fn batch<R>(&self, f: impl FnOnce(&Index) -> Result<R>) -> Result<R> {
-        self.c().execute_batch("BEGIN IMMEDIATE")?;
+        self.begin()?;
         match f(self) {
             Ok(r) => {
-                self.c().execute_batch("COMMIT")?;
+                self.commit()?;
                 Ok(r)
             }
             Err(e) => {
-                let _ = self.c().execute_batch("ROLLBACK");
+                self.rollback();
                 Err(e)
             }
         }
+    }
+
+    /// Opens a transaction (or a savepoint inside one); pair with `commit` or `rollback`.
+    pub fn begin(&self) -> Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let sql = match self.depth.load(SeqCst) {
+            0 => "BEGIN IMMEDIATE",
+            _ => "SAVEPOINT nested",
+        };
+        self.c().execute_batch(sql)?;
+        self.depth.fetch_add(1, SeqCst);
+        Ok(())
+    }
+
+    pub fn commit(&self) -> Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let sql = match self.depth.fetch_sub(1, SeqCst) {
+            1 => "COMMIT",
+            _ => "RELEASE nested",
+        };
+        let done = self.c().execute_batch(sql);
+        if done.is_err() && sql == "COMMIT" {
+            let _ = self.c().execute_batch("ROLLBACK");
+        }
+        Ok(done?)
+    }
+
+    pub fn rollback(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let sql = match self.depth.fetch_sub(1, SeqCst) {
+            1 => "ROLLBACK",
+            _ => "ROLLBACK TO nested; RELEASE nested",
+        };
+        let _ = self.c().execute_batch(sql);
     }
 
     pub fn local(&self, path: &RelPath) -> Result<Option<LocalRow>> {

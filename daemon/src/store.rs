@@ -92,6 +92,7 @@ pub struct TempFile {
     file: File,
     hasher: Sha256,
     written: u64,
+    prepared: bool,
 }
 
 impl TempFile {
@@ -114,6 +115,7 @@ impl TempFile {
             file,
             hasher: Sha256::new(),
             written: 0,
+            prepared: false,
         })
     }
 
@@ -140,7 +142,11 @@ impl TempFile {
 
     /// Verifies the content against `entry` and makes it durable, without touching the
     /// target yet: a caller may move the old version aside only once this succeeded.
+    /// Once it succeeded, calling it again does nothing.
     pub fn prepare(&mut self, entry: &Entry) -> Result<()> {
+        if self.prepared {
+            return Ok(());
+        }
         let got = Hash(std::mem::take(&mut self.hasher).finalize().into());
         if got != entry.hash || self.written != entry.size {
             bail!(
@@ -157,7 +163,9 @@ impl TempFile {
         self.file
             .sync_all()
             .with_context(|| format!("cannot fsync {}", self.path.display()))?;
-        set_mtime(&self.path, entry.mtime_ns)
+        set_mtime(&self.path, entry.mtime_ns)?;
+        self.prepared = true;
+        Ok(())
     }
 
     /// Renames prepared content over `target`. An empty directory in the way goes (the

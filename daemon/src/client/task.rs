@@ -25,6 +25,8 @@ mod sync;
 
 /// Server entries applied per step, so that commands and events are served in between.
 const PULL_BATCH: usize = 256;
+/// Files fetched at the same time.
+const PULL_FILES: usize = 8;
 /// Pushes awaiting their result at once.
 const MAX_INFLIGHT: usize = 2;
 /// Rough cap on one push message, well under the frame limit.

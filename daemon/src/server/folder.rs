@@ -31,12 +31,12 @@ use crate::{chunk, conn};
 const RESCAN_EVERY: Duration = Duration::from_secs(3600);
 
 pub enum FolderCmd {
-    /// Commit a pushed change; a file's content arrives already staged in a temp file.
+    /// Commit pushed changes in order, in one index transaction; a file's content
+    /// arrives staged and prepared (verified, fsynced) in a temp file.
     Commit {
-        change: Box<Change>,
+        changes: Vec<(Change, Option<TempFile>)>,
         device: DeviceId,
-        staged: Option<TempFile>,
-        reply: oneshot::Sender<PushOutcome>,
+        reply: oneshot::Sender<Vec<PushOutcome>>,
     },
     ListVersions {
         path: RelPath,
@@ -154,6 +154,7 @@ impl Sequencer {
         let mut rescan =
             tokio::time::interval_at(tokio::time::Instant::now() + RESCAN_EVERY, RESCAN_EVERY);
         loop {
+            self.announce();
             self.publish();
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -176,20 +177,11 @@ impl Sequencer {
     fn handle(&mut self, cmd: FolderCmd) {
         match cmd {
             FolderCmd::Commit {
-                change,
+                changes,
                 device,
-                staged,
                 reply,
             } => {
-                let outcome = self
-                    .try_commit(*change, device, staged)
-                    .unwrap_or_else(|e| {
-                        tracing::warn!(folder = %self.name, "commit failed: {e:#}");
-                        PushOutcome::Failed {
-                            reason: format!("{e:#}"),
-                        }
-                    });
-                let _ = reply.send(outcome);
+                let _ = reply.send(self.commit_all(changes, &device));
             }
             FolderCmd::ListVersions { path, reply } => {
                 let list = self.versions.list(&path).map(|vs| {
@@ -271,7 +263,6 @@ impl Sequencer {
                 self.next_seq = next;
                 if n > 0 {
                     tracing::info!(folder = %self.name, changes = n, "changes made in the server copy");
-                    self.seq_tx.send_replace(next - 1);
                 }
             }
             Err(e) => tracing::error!(folder = %self.name, "scan of the server copy failed: {e:#}"),
@@ -465,8 +456,52 @@ impl Sequencer {
             tracing::error!(folder = %self.name, "cannot record a commit in the index: {e:#}");
         }
         self.next_seq += 1;
-        self.seq_tx.send_replace(seq);
         seq
+    }
+
+    /// Tells the sessions about sequence numbers committed since the last call. Called
+    /// between commands, never inside a transaction, so a session that wakes up reads
+    /// every row it is told about.
+    fn announce(&self) {
+        let last = self.next_seq - 1;
+        self.seq_tx.send_if_modified(|seq| {
+            let changed = *seq != last;
+            *seq = last;
+            changed
+        });
+    }
+
+    /// Commits a device's changes in order, all in one index transaction (one write and
+    /// one wake-up of every session for the lot, not one per file).
+    fn commit_all(
+        &mut self,
+        changes: Vec<(Change, Option<TempFile>)>,
+        device: &DeviceId,
+    ) -> Vec<PushOutcome> {
+        let failed = |e: &anyhow::Error| PushOutcome::Failed {
+            reason: format!("{e:#}"),
+        };
+        if let Err(e) = self.index.begin() {
+            tracing::error!(folder = %self.name, "cannot start an index transaction: {e:#}");
+            return changes.iter().map(|_| failed(&e)).collect();
+        }
+        let outcomes: Vec<PushOutcome> = changes
+            .into_iter()
+            .map(|(change, staged)| {
+                self.try_commit(change, device.clone(), staged)
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(folder = %self.name, "commit failed: {e:#}");
+                        failed(&e)
+                    })
+            })
+            .collect();
+        if let Err(e) = self.index.commit() {
+            // The tree already changed: the next scan takes those changes in as versions
+            // of its own, under new sequence numbers.
+            tracing::error!(folder = %self.name, "cannot record commits in the index: {e:#}; rescanning");
+            self.scan_sync(Scope::All);
+        }
+        outcomes
     }
 
     /// A device deleted a directory that still holds files it has not seen: the

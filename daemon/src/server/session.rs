@@ -309,54 +309,121 @@ async fn process_pushes(
     let index = Index::open(&folder.index_file)?;
     while let Some((id, changes)) = pushes.recv().await {
         let mut outcomes = Vec::with_capacity(changes.len());
-        for change in changes {
-            let outcome = match push_one(&folder, &index, &hello, change, &out, &pending).await {
-                Ok(o) => o,
-                Err(e) => PushOutcome::Failed {
-                    reason: format!("{e:#}"),
-                },
-            };
-            outcomes.push(outcome);
+        let mut changes = changes.into_iter().peekable();
+        while changes.peek().is_some() {
+            let part: Vec<Change> = changes.by_ref().take(COMMIT_BATCH).collect();
+            outcomes.extend(push_part(&folder, &index, &hello, part, &out, &pending).await?);
         }
         out.send(ServerMsg::PushResult { id, outcomes }).await?;
     }
     Ok(())
 }
 
-async fn push_one(
+/// Changes committed together; their files are staged at once, so it also bounds the
+/// temp files open per device.
+const COMMIT_BATCH: usize = 64;
+/// Files of one device staged at the same time, so that block requests and fsyncs
+/// overlap instead of waiting for each other.
+const STAGING: usize = 8;
+
+/// What a pushed change needs before the sequencer can commit it.
+enum Prepared {
+    /// Settled without the sequencer: a stale base, or content that could not be staged.
+    Settled(PushOutcome),
+    Ready(Box<Change>, Option<TempFile>),
+}
+
+/// Stages the files of `part` (several at once), then commits them all in order with
+/// one request to the sequencer.
+async fn push_part(
     folder: &ServerFolderHandle,
     index: &Index,
     hello: &Hello,
+    part: Vec<Change>,
+    out: &mpsc::Sender<ServerMsg>,
+    pending: &Pending,
+) -> Result<Vec<PushOutcome>> {
+    let prepared: Vec<Prepared> = futures::stream::iter(part)
+        .map(|change| prepare(folder, index, change, out, pending))
+        .buffered(STAGING)
+        .collect()
+        .await;
+    let mut ready: Vec<(Change, Option<TempFile>)> = Vec::new();
+    let mut slots = Vec::with_capacity(prepared.len());
+    for p in prepared {
+        match p {
+            Prepared::Settled(outcome) => slots.push(Some(outcome)),
+            Prepared::Ready(change, staged) => {
+                ready.push((*change, staged));
+                slots.push(None);
+            }
+        }
+    }
+    let mut committed = if ready.is_empty() {
+        Vec::new()
+    } else {
+        let (tx, rx) = oneshot::channel();
+        folder
+            .cmd
+            .send(FolderCmd::Commit {
+                changes: ready,
+                device: hello.device.clone(),
+                reply: tx,
+            })
+            .await
+            .map_err(|_| anyhow!("the folder is shutting down"))?;
+        rx.await
+            .map_err(|_| anyhow!("the folder is shutting down"))?
+    }
+    .into_iter();
+    Ok(slots
+        .into_iter()
+        .map(|slot| {
+            slot.or_else(|| committed.next())
+                .unwrap_or(PushOutcome::Failed {
+                    reason: "the server lost track of this change; it is retried".into(),
+                })
+        })
+        .collect())
+}
+
+async fn prepare(
+    folder: &ServerFolderHandle,
+    index: &Index,
     change: Change,
     out: &mpsc::Sender<ServerMsg>,
     pending: &Pending,
-) -> Result<PushOutcome> {
-    let current = index.local(&change.entry.path)?;
+) -> Prepared {
+    let current = match index.local(&change.entry.path) {
+        Ok(c) => c,
+        Err(e) => {
+            return Prepared::Settled(PushOutcome::Failed {
+                reason: format!("{e:#}"),
+            });
+        }
+    };
     let current_seq = current.as_ref().map_or(0, |r| r.entry.seq);
     let same = current
         .as_ref()
         .is_some_and(|c| c.entry.same_content(&change.entry));
-    if change.base_seq != current_seq && !same {
+    if current.is_some() && change.base_seq != current_seq && !same {
         // Settled without staging anything; the sequencer would say the same.
-        return Ok(PushOutcome::Conflict { current_seq });
+        return Prepared::Settled(PushOutcome::Conflict { current_seq });
     }
-    let staged = if change.entry.kind == EntryKind::File && !change.entry.deleted && !same {
-        Some(stage(folder, index, &change, out, pending).await?)
-    } else {
-        None
+    if change.entry.kind != EntryKind::File || change.entry.deleted || same {
+        return Prepared::Ready(Box::new(change), None);
+    }
+    let staged = async {
+        let mut tmp = stage(folder, index, &change, out, pending).await?;
+        tokio::task::block_in_place(|| tmp.prepare(&change.entry))?;
+        Ok::<_, anyhow::Error>(tmp)
     };
-    let (tx, rx) = oneshot::channel();
-    folder
-        .cmd
-        .send(FolderCmd::Commit {
-            change: Box::new(change),
-            device: hello.device.clone(),
-            staged,
-            reply: tx,
-        })
-        .await
-        .map_err(|_| anyhow!("the folder is shutting down"))?;
-    rx.await.map_err(|_| anyhow!("the folder is shutting down"))
+    match staged.await {
+        Ok(tmp) => Prepared::Ready(Box::new(change), Some(tmp)),
+        Err(e) => Prepared::Settled(PushOutcome::Failed {
+            reason: format!("{e:#}"),
+        }),
+    }
 }
 
 /// Builds the pushed file's content in a temp file beside its target, reusing blocks the

@@ -6,9 +6,12 @@ use anyhow::Result;
 use filesync_proto::RelPath;
 use filesync_proto::control::FolderMode;
 use filesync_proto::wire::{Change, ConflictNote, Entry, EntryKind, MAX_BATCH, PushOutcome};
+use futures::StreamExt;
 use tokio::time::Instant;
 
-use super::{FolderTask, MAX_INFLIGHT, PULL_BATCH, PUSH_BYTES, RENAME_WINDOW, RETRY_AFTER};
+use super::{
+    FolderTask, MAX_INFLIGHT, PULL_BATCH, PULL_FILES, PUSH_BYTES, RENAME_WINDOW, RETRY_AFTER,
+};
 use crate::client::pull;
 use crate::conn::Counters;
 use crate::ignore::{IGNORE_FILE, IgnoreRules};
@@ -196,6 +199,7 @@ impl FolderTask {
         let needed = self.index().needed(PULL_BATCH)?;
         let full = needed.len() == PULL_BATCH;
         let mut deletes = Vec::new();
+        let mut files = Vec::new();
         for remote in needed {
             if self.retrying(&remote.path)
                 || self.inflight_paths.contains(&remote.path)
@@ -219,6 +223,8 @@ impl FolderTask {
             let action = plan::decide(local.as_ref(), Some(&remote));
             match action {
                 Action::Pull if remote.deleted => deletes.push((remote, local)),
+                // Files are fetched together after the directories they go into.
+                Action::Pull if remote.kind == EntryKind::File => files.push(remote),
                 Action::Pull => progress |= self.apply(&remote).await,
                 Action::ConflictThenPull => {
                     if self.keep_conflict(&remote)? {
@@ -236,6 +242,7 @@ impl FolderTask {
                 Action::Nothing | Action::Push { .. } | Action::Forget => {}
             }
         }
+        progress |= self.apply_files(files).await?;
         deletes.sort_by_key(|(r, _)| std::cmp::Reverse(r.path.depth()));
         for (remote, local) in deletes {
             progress |= self.apply_delete(&remote, local)?;
@@ -378,6 +385,42 @@ impl FolderTask {
             &self.counters,
         )
         .await;
+        self.applied(remote, result)
+    }
+
+    /// Fetches several files at once, so that small files do not wait for each other's
+    /// round trips and fsyncs, and records them in one index transaction.
+    async fn apply_files(&mut self, files: Vec<Entry>) -> Result<bool> {
+        if files.is_empty() {
+            return Ok(false);
+        }
+        let session = self
+            .session
+            .clone()
+            .expect("pulls run only while connected");
+        let (root, index, counters) = (&self.cfg.path, self.index(), &self.counters);
+        let results: Vec<(Entry, Result<store::Stat>)> = futures::stream::iter(files)
+            .map(|remote| {
+                let session = &session;
+                async move {
+                    let result = pull::apply(root, index, session, &remote, counters).await;
+                    (remote, result)
+                }
+            })
+            .buffered(PULL_FILES)
+            .collect()
+            .await;
+        self.index().begin()?;
+        let mut progress = false;
+        for (remote, result) in results {
+            progress |= self.applied(&remote, result);
+        }
+        self.index().commit()?;
+        Ok(progress)
+    }
+
+    /// Records the outcome of applying `remote`; true if it was applied.
+    fn applied(&mut self, remote: &Entry, result: Result<store::Stat>) -> bool {
         match result {
             Ok(stat) => {
                 let mut entry = remote.clone();
