@@ -47,6 +47,9 @@ pub struct Node {
     /// The running process; `None` before `start` and after `stop`/`kill`.
     child: Mutex<Option<Child>>,
     starts: AtomicU32,
+    /// Start the daemon without the powers that let root read any file, so that file
+    /// permissions apply to it as to a user's daemon (see [`Node::run_unprivileged`]).
+    unprivileged: std::sync::atomic::AtomicBool,
 }
 
 impl Node {
@@ -85,6 +88,7 @@ impl Node {
             home,
             child: Mutex::new(None),
             starts: AtomicU32::new(0),
+            unprivileged: std::sync::atomic::AtomicBool::new(false),
         };
         assert!(
             node.socket.as_os_str().len() < 100,
@@ -164,6 +168,12 @@ impl Node {
         self.child.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// From the next start on, runs the daemon as file permissions see a user: when the
+    /// tests run as root, without the capabilities that bypass them (needs `setpriv`).
+    pub fn run_unprivileged(&self) {
+        self.unprivileged.store(true, Ordering::SeqCst);
+    }
+
     /// Starts `filesyncd --config …` in the foreground and returns once its control
     /// socket answers `status` (and, for a server, once its port accepts connections).
     ///
@@ -206,7 +216,17 @@ impl Node {
             self.name
         )
         .expect("cannot write the daemon log");
-        let mut cmd = Command::new(bin("filesyncd"));
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let mut cmd = if root && self.unprivileged.load(Ordering::SeqCst) {
+            // Without these two capabilities root obeys file permissions like anyone.
+            let mut c = Command::new("setpriv");
+            c.args(["--bounding-set", "-dac_override,-dac_read_search"])
+                .arg(bin("filesyncd"));
+            c
+        } else {
+            Command::new(bin("filesyncd"))
+        };
         cmd.arg("--config")
             .arg(&self.config)
             .env(

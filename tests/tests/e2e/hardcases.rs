@@ -393,3 +393,36 @@ fn file_replaced_by_a_directory_and_back() {
     assert_eq!(paths(&common), ["thing"]);
     cl.assert_file_everywhere(DOCS, "thing", b"a file again\n");
 }
+
+/// A file A's daemon may not read (mode 000, the daemon running with a user's powers) is
+/// reported by name in `status` with a reason; the rest of the folder goes on syncing;
+/// once readable again, it syncs too.
+#[test]
+fn unreadable_file_is_reported_and_the_rest_syncs() {
+    let cl = Cluster::new(2);
+    cl.a().stop();
+    cl.a().run_unprivileged();
+    cl.a().start();
+    let a = |rel: &str| cl.path_on(0, DOCS, rel);
+    files::write(&a("secret.txt"), b"not for the daemon\n");
+    files::set_mode(&a("secret.txt"), 0o000);
+    files::write(&a("fine.txt"), b"readable\n");
+    let common = cl.settle_excluding(DOCS, &|p| p == "secret.txt");
+    assert_eq!(paths(&common), ["fine.txt"]);
+    let u = wait_unsyncable(&cl, "secret.txt");
+    assert!(
+        u["reason"].as_str().is_some_and(|r| r.contains("denied")),
+        "the reason does not say why: {u}"
+    );
+    files::assert_absent(&cl.path_on(1, DOCS, "secret.txt"));
+
+    files::write(&a("more.txt"), b"still syncing\n");
+    cl.settle_excluding(DOCS, &|p| p == "secret.txt");
+    cl.assert_file_everywhere(DOCS, "more.txt", b"still syncing\n");
+
+    files::set_mode(&a("secret.txt"), 0o644);
+    cl.a().ctl_ok(["rescan", DOCS]);
+    cl.settle(DOCS);
+    cl.assert_file_everywhere(DOCS, "secret.txt", b"not for the daemon\n");
+    wait_no_unsyncable(&cl);
+}
