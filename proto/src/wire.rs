@@ -186,6 +186,7 @@ pub enum ClientMsg {
     },
     BlockResponse {
         id: u64,
+        #[serde(with = "crate::block_data")]
         result: Result<Vec<u8>, BlockError>,
     },
     Ping {
@@ -227,6 +228,7 @@ pub enum ServerMsg {
     },
     BlockResponse {
         id: u64,
+        #[serde(with = "crate::block_data")]
         result: Result<Vec<u8>, BlockError>,
     },
     Ping {
