@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::pull::Partials;
 use super::session::{self, SessionConfig, SessionEvent, SessionHandle};
 use super::{ClientIdentity, FolderCmd, conflicts};
 use crate::config::FolderConfig;
@@ -76,6 +77,8 @@ pub(super) struct FolderTask {
     /// A `.filesyncignore` that does not parse stops the folder until it is fixed:
     /// syncing without the user's rules could spread files they meant to keep here.
     rules_error: Option<String>,
+    /// Partial downloads to remove once the folder is in sync.
+    partials: Partials,
 }
 
 impl FolderTask {
@@ -117,6 +120,7 @@ impl FolderTask {
             rules: IgnoreRules::builtin(),
             rules_stale: true,
             rules_error: None,
+            partials: Partials::default(),
         }
     }
 
@@ -135,7 +139,10 @@ impl FolderTask {
                 return;
             }
         }
-        store::clean_temp_files(&self.cfg.path);
+        // Partial downloads stay for the transfers that resume them.
+        for partial in store::clean_temp_files(&self.cfg.path) {
+            self.partials.note(partial);
+        }
         match watcher::watch(&self.cfg.path) {
             Ok(w) => self.watcher = Some(w),
             Err(e) => {
@@ -396,6 +403,8 @@ impl FolderTask {
             FolderState::Idle
         };
         if state == FolderState::Idle {
+            // In sync: no download is left to resume any partial one.
+            self.partials.sweep();
             self.last_sync = Some(
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)

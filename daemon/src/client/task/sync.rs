@@ -264,6 +264,7 @@ impl FolderTask {
             &session,
             remote,
             &self.counters,
+            &self.partials,
         )
         .await;
         match result {
