@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::pull::Partials;
 use super::session::{self, SessionConfig, SessionEvent, SessionHandle};
-use super::{ClientIdentity, FolderCmd, conflicts};
+use super::{ClientIdentity, FolderCmd, conflicts, meter};
 use crate::config::FolderConfig;
 use crate::conn::Counters;
 use crate::ignore::IgnoreRules;
@@ -129,6 +129,13 @@ impl FolderTask {
         mut cmds: mpsc::Receiver<FolderCmd>,
         cancel: CancellationToken,
     ) {
+        let stop_meter = cancel.child_token();
+        tokio::spawn(meter::run(
+            self.counters.clone(),
+            self.status.clone(),
+            stop_meter.clone(),
+        ));
+        let _stop_meter = stop_meter.drop_guard();
         let index_file = super::index_file(&self.id.state_dir, &self.cfg);
         match Index::open(&index_file) {
             Ok(ix) => self.index = Some(ix),
@@ -340,7 +347,12 @@ impl FolderTask {
             // The last error stays until the folder is in sync again: a connection that
             // keeps failing after it is made must still explain itself in status.
             SessionEvent::Connected(handle) => self.session = Some(handle),
-            SessionEvent::IndexUpdated { caught_up } => self.caught_up |= caught_up,
+            SessionEvent::IndexUpdated { caught_up } => {
+                self.caught_up |= caught_up;
+                // The next step may be one long download: show what is pending now,
+                // not only once it is done.
+                self.publish();
+            }
             SessionEvent::PushResult { id, outcomes } => {
                 if let Err(e) = self.on_push_result(id, outcomes) {
                     self.error(format!("cannot record push result: {e:#}"));
@@ -441,6 +453,9 @@ impl FolderTask {
                 .or_else(|| self.last_error.clone()),
             unsyncable: self.unsyncable.clone(),
             counters: self.counters.snapshot(),
+            // The meter keeps the rate; a step does not change it.
+            rate_up_bps: self.status.borrow().rate_up_bps,
+            rate_down_bps: self.status.borrow().rate_down_bps,
         };
         self.status.send_replace(status);
     }
