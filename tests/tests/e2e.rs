@@ -25,6 +25,8 @@ mod ignore;
 mod model;
 #[path = "e2e/offline.rs"]
 mod offline;
+#[path = "e2e/transfer.rs"]
+mod transfer;
 #[path = "e2e/versions.rs"]
 mod versions;
 
