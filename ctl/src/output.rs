@@ -110,6 +110,17 @@ fn folder_block(out: &mut String, f: &FolderStatus, now: i64) {
         format!("{}, {}", count(f.files, "file"), bytes(f.bytes)),
     );
     line(out, "pending", pending(f));
+    if f.rate_up_bps > 0 || f.rate_down_bps > 0 {
+        line(
+            out,
+            "rate",
+            format!(
+                "up {}/s, down {}/s",
+                bytes(f.rate_up_bps),
+                bytes(f.rate_down_bps)
+            ),
+        );
+    }
     let last_sync = match f.last_sync {
         Some(t) => format!("{} ({})", utc_time(t), ago(t, now)),
         None => "never".to_owned(),
@@ -303,6 +314,8 @@ pub mod tests {
             last_error: None,
             unsyncable: Vec::new(),
             counters: Counters::default(),
+            rate_up_bps: 0,
+            rate_down_bps: 0,
         }
     }
 
@@ -406,6 +419,43 @@ server  listening on 0.0.0.0:7101
             ),
             "{got}"
         );
+    }
+
+    #[test]
+    fn human_status_shows_the_rate_while_content_moves() {
+        let status = DaemonStatus {
+            folders: vec![FolderStatus {
+                state: FolderState::Syncing,
+                pending_down_files: 1,
+                pending_down_bytes: 4 << 30,
+                rate_down_bps: 12 << 20,
+                ..folder("docs")
+            }],
+            server: None,
+            config_error: None,
+            ..sample()
+        };
+        let got = status_human(&status, NOW);
+        assert!(
+            got.contains(
+                "  pending:   up 0 files (0 B), down 1 file (4.0 GiB)\n  rate:      up 0 B/s, down 12.0 MiB/s\n"
+            ),
+            "got:\n{got}"
+        );
+    }
+
+    #[test]
+    fn json_status_without_rates_still_reads() {
+        // What a daemon from before the rates printed: scripts may hold such JSON.
+        let mut value: serde_json::Value =
+            serde_json::from_str(&status_json(&sample()).unwrap()).unwrap();
+        for folder in value["folders"].as_array_mut().unwrap() {
+            let folder = folder.as_object_mut().unwrap();
+            folder.remove("rate_up_bps").unwrap();
+            folder.remove("rate_down_bps").unwrap();
+        }
+        let back: DaemonStatus = serde_json::from_value(value).unwrap();
+        assert_eq!(back, sample());
     }
 
     #[test]

@@ -310,7 +310,10 @@ mod tests {
             CONTROL_VERSION + 1
         );
         assert!(text.contains(&want), "{text}");
-        let text = format!("{:#}", decode_response(&[1, 0x7f]).unwrap_err());
+        let text = format!(
+            "{:#}",
+            decode_response(&[CONTROL_VERSION as u8, 0x7f]).unwrap_err()
+        );
         assert!(text.contains("could not be read"), "{text}");
     }
 

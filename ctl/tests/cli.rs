@@ -217,6 +217,8 @@ mod with_a_daemon {
             last_error: None,
             unsyncable: Vec::new(),
             counters: Counters::default(),
+            rate_up_bps: 0,
+            rate_down_bps: 0,
         }
     }
 

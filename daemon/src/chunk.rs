@@ -52,10 +52,11 @@ pub fn hash_reader(source: impl Read) -> io::Result<Hashed> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    /// Deterministic bytes without repeats, so that no two blocks are alike.
+    pub(crate) fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
         let mut x = seed;
         (0..len)
             .map(|_| {
@@ -89,15 +90,71 @@ mod tests {
         assert_eq!(at, data.len());
     }
 
+    /// Cuts `data` and `edited` and checks that at most `max_new` blocks of `edited` are
+    /// unknown in `data`: content-defined boundaries resynchronise right after an edit.
+    fn check_edit(data: &[u8], edited: &[u8], max_new: usize) {
+        let a = hash_reader(data).unwrap();
+        let b = hash_reader(edited).unwrap();
+        assert_eq!(b.hash, sha256(edited));
+        let known: std::collections::HashSet<_> = a.blocks.iter().map(|b| b.hash).collect();
+        let new = b.blocks.iter().filter(|b| !known.contains(&b.hash)).count();
+        assert!(
+            new <= max_new,
+            "{new} of {} blocks changed, expected at most {max_new}",
+            b.blocks.len()
+        );
+    }
+
     #[test]
-    fn an_insertion_changes_only_nearby_blocks() {
+    fn an_insertion_at_the_start_changes_only_nearby_blocks() {
         let data = pseudo_random(4 * 1024 * 1024, 2);
         let mut edited = vec![0x42];
         edited.extend_from_slice(&data);
+        check_edit(&data, &edited, 2);
+    }
+
+    #[test]
+    fn an_insertion_in_the_middle_changes_only_nearby_blocks() {
+        let data = pseudo_random(4 * 1024 * 1024, 3);
+        let mid = data.len() / 2 + 12_345;
+        let mut edited = data[..mid].to_vec();
+        edited.extend_from_slice(&pseudo_random(1000, 4));
+        edited.extend_from_slice(&data[mid..]);
+        check_edit(&data, &edited, 2);
+    }
+
+    #[test]
+    fn an_overwrite_in_the_middle_changes_only_nearby_blocks() {
+        let data = pseudo_random(8 * 1024 * 1024, 5);
+        let mut edited = data.clone();
+        let mid = data.len() / 2;
+        edited[mid..mid + 1024 * 1024].copy_from_slice(&pseudo_random(1024 * 1024, 6));
+        // One MiB holds about 16 average blocks; the boundaries on either side may move.
+        check_edit(&data, &edited, 16 + 4);
+    }
+
+    #[test]
+    fn a_deletion_and_an_append_keep_the_other_blocks() {
+        let data = pseudo_random(4 * 1024 * 1024, 7);
+        let mut cut = data[..1_000_000].to_vec();
+        cut.extend_from_slice(&data[1_000_100..]);
+        check_edit(&data, &cut, 2);
+        let mut appended = data.clone();
+        appended.extend_from_slice(&pseudo_random(100_000, 8));
+        check_edit(&data, &appended, 3);
+    }
+
+    #[test]
+    fn blocks_are_cut_the_same_way_every_time() {
+        let data = pseudo_random(2 * 1024 * 1024, 9);
         let a = hash_reader(&data[..]).unwrap();
-        let b = hash_reader(&edited[..]).unwrap();
-        let known: std::collections::HashSet<_> = a.blocks.iter().map(|b| b.hash).collect();
-        let new = b.blocks.iter().filter(|b| !known.contains(&b.hash)).count();
-        assert!(new <= 2, "{new} blocks changed after a 1-byte insertion");
+        // A reader that hands out odd-sized pieces must not move any boundary.
+        let b = hash_reader(std::io::Read::chain(&data[..777], &data[777..])).unwrap();
+        assert_eq!(a, b);
+        assert!(
+            a.blocks
+                .iter()
+                .all(|b| b.size as usize >= MIN_BLOCK || std::ptr::eq(b, a.blocks.last().unwrap()))
+        );
     }
 }

@@ -18,6 +18,7 @@ pub mod scan;
 pub mod server;
 pub mod store;
 pub mod supervisor;
+pub mod transfer;
 pub mod watch;
 
 use std::path::{Path, PathBuf};

@@ -2,20 +2,30 @@
 //! fsynced and renamed into place, so a reader sees the old content or the new, never
 //! a mix. Temp files are named `.filesync-tmp-*` inside the target directory (same
 //! filesystem, so the rename is atomic) and are never synced.
+//!
+//! A large file is received into `.filesync-partial-*` instead, a name derived from the
+//! target's name, and that file outlives an interrupted transfer: the next transfer of
+//! the same target finds it and keeps the blocks it already holds (see
+//! [`TempFile::resumable`] and [`TempFile::resume`]).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use filesync_proto::wire::{Entry, EntryKind};
+use filesync_proto::wire::{BlockInfo, Entry, EntryKind};
 use filesync_proto::{Hash, RelPath};
 use sha2::{Digest, Sha256};
 
 /// Prefix of everything the daemon keeps inside a synced folder.
 pub const RESERVED_PREFIX: &str = ".filesync";
 const TEMP_PREFIX: &str = ".filesync-tmp-";
+const PARTIAL_PREFIX: &str = ".filesync-partial-";
+/// A partial transfer nobody resumed for this long is removed by the start-up sweep.
+const PARTIAL_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Whether a name belongs to the daemon and must never be synced. The ignore file is
 /// the user's, not the daemon's: it syncs like any file.
@@ -86,42 +96,114 @@ pub fn matches_index(disk: Option<&Stat>, entry: &Entry, inode: u64) -> bool {
     }
 }
 
-/// A temp file being filled with new content for `target`.
+/// Where the partial transfer of `target` is kept: beside it, named after a digest of
+/// its file name, so that the next transfer of that path finds it.
+pub fn partial_path(target: &Path) -> Option<PathBuf> {
+    let name = target.file_name()?;
+    let digest = crate::chunk::sha256(name.as_encoded_bytes());
+    Some(target.with_file_name(format!("{PARTIAL_PREFIX}{}", &digest.to_hex()[..32])))
+}
+
+/// A temp file being filled with new content for `target`, front to back.
 pub struct TempFile {
     path: PathBuf,
     file: File,
     hasher: Sha256,
     written: u64,
     prepared: bool,
+    /// A partial transfer that is not complete yet: kept when dropped, for resuming.
+    keep: bool,
 }
 
 impl TempFile {
-    /// Creates a temp file next to `target`, creating missing parent directories.
+    /// Creates a temp file next to `target`, creating missing parent directories; it is
+    /// removed when dropped unless it was renamed into place.
     pub fn create(target: &Path) -> Result<TempFile> {
-        let dir = target.parent().context("target has no parent directory")?;
-        fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create directory {}", dir.display()))?;
-        let name = format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>());
-        let path = dir.join(name);
+        let dir = make_parent(target)?;
+        let path = dir.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
         let file = OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .with_context(|| format!("cannot create temp file {}", path.display()))?;
-        Ok(TempFile {
+        Ok(TempFile::new(path, file, false))
+    }
+
+    /// Opens the partial transfer of `target` (see [`partial_path`]), creating it if
+    /// there is none, and locks it. Until [`TempFile::complete`] it outlives a failure,
+    /// so that a later transfer can [`TempFile::resume`] it. When another transfer of the
+    /// same target holds the lock, this falls back to a plain temp file.
+    pub fn resumable(target: &Path) -> Result<TempFile> {
+        make_parent(target)?;
+        let path = partial_path(target).context("target has no file name")?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .with_context(|| format!("cannot open partial transfer {}", path.display()))?;
+        if !file.metadata()?.is_file() {
+            bail!(
+                "{} is in the way of a transfer and is not a regular file; remove it",
+                path.display()
+            );
+        }
+        // SAFETY: the descriptor is open for as long as `file` lives; flock only reads it.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return TempFile::create(target);
+        }
+        Ok(TempFile::new(path, file, true))
+    }
+
+    fn new(path: PathBuf, file: File, keep: bool) -> TempFile {
+        TempFile {
             path,
             file,
             hasher: Sha256::new(),
             written: 0,
             prepared: false,
-        })
+            keep,
+        }
     }
 
+    /// Keeps the blocks an interrupted transfer already wrote: from the start, each block
+    /// of `blocks` that the file holds at its offset and that hashes as expected counts
+    /// as written. Stops at the first that does not; returns how many were kept. Only at
+    /// the start of a transfer; reads as much as the file holds, so call it off the
+    /// async threads.
+    pub fn resume(&mut self, blocks: &[BlockInfo]) -> Result<usize> {
+        let len = self.file.metadata()?.len();
+        let mut buf = Vec::new();
+        let mut kept = 0;
+        for block in blocks {
+            let end = self.written + u64::from(block.size);
+            if end > len {
+                break;
+            }
+            buf.resize(block.size as usize, 0);
+            self.file
+                .read_exact_at(&mut buf, self.written)
+                .with_context(|| format!("cannot read {}", self.path.display()))?;
+            if crate::chunk::sha256(&buf) != block.hash {
+                break;
+            }
+            self.hasher.update(&buf);
+            self.written = end;
+            kept += 1;
+        }
+        Ok(kept)
+    }
+
+    /// Appends `data` after what is written so far.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
         self.file
-            .write_all(data)
+            .write_all_at(data, self.written)
             .with_context(|| format!("cannot write {}", self.path.display()))?;
         self.hasher.update(data);
         self.written += data.len() as u64;
@@ -130,6 +212,32 @@ impl TempFile {
 
     pub fn written(&self) -> u64 {
         self.written
+    }
+
+    /// Reads back `size` bytes written earlier at `offset`: a block that repeats within
+    /// the file is copied, not fetched again.
+    pub fn read_back(&self, offset: u64, size: u32) -> Result<Vec<u8>> {
+        if offset + u64::from(size) > self.written {
+            bail!(
+                "{} has no block at offset {offset} yet",
+                self.path.display()
+            );
+        }
+        let mut buf = vec![0; size as usize];
+        self.file
+            .read_exact_at(&mut buf, offset)
+            .with_context(|| format!("cannot read {}", self.path.display()))?;
+        Ok(buf)
+    }
+
+    /// Every byte is written: cuts off anything an earlier transfer left beyond the end,
+    /// and from now on the file goes when dropped, since content that fails its final
+    /// check must not be resumed.
+    pub fn complete(&mut self) -> Result<()> {
+        self.keep = false;
+        self.file
+            .set_len(self.written)
+            .with_context(|| format!("cannot truncate {}", self.path.display()))
     }
 
     /// Checks the content against `entry`, applies its mode and mtime, fsyncs, and
@@ -183,9 +291,19 @@ impl TempFile {
 impl Drop for TempFile {
     fn drop(&mut self) {
         // After a successful rename the temp path no longer exists; otherwise this
-        // removes the incomplete content.
-        let _ = fs::remove_file(&self.path);
+        // removes the incomplete content, unless it is a partial transfer to resume.
+        if !self.keep {
+            let _ = fs::remove_file(&self.path);
+        }
     }
+}
+
+/// Creates the parent directory of `target` if it is missing, and returns it.
+fn make_parent(target: &Path) -> Result<&Path> {
+    let dir = target.parent().context("target has no parent directory")?;
+    fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create directory {}", dir.display()))?;
+    Ok(dir)
 }
 
 fn set_mtime(path: &Path, mtime_ns: i64) -> Result<()> {
@@ -371,19 +489,38 @@ pub fn rename_dir(root: &Path, from: &RelPath, to: &RelPath) -> Result<Stat> {
     stat(&b)?.with_context(|| format!("{} vanished right after the rename", b.display()))
 }
 
-/// Removes temp files a crash left behind in `dir` and below.
-pub fn clean_temp_files(dir: &Path) {
-    let Ok(read) = fs::read_dir(dir) else { return };
-    for item in read.flatten() {
-        let name = item.file_name();
-        let name = name.to_string_lossy();
-        let Ok(ft) = item.file_type() else { continue };
-        if name.starts_with(TEMP_PREFIX) {
-            let _ = fs::remove_file(item.path());
-        } else if ft.is_dir() && !is_reserved(&name) {
-            clean_temp_files(&item.path());
+/// Removes temp files a crash left behind in `dir` and below, and partial transfers
+/// nobody resumed for [`PARTIAL_MAX_AGE`]; returns the partial transfers it kept.
+pub fn clean_temp_files(dir: &Path) -> Vec<PathBuf> {
+    let mut kept = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(read) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for item in read.flatten() {
+            let name = item.file_name();
+            let name = name.to_string_lossy();
+            let Ok(ft) = item.file_type() else { continue };
+            if name.starts_with(TEMP_PREFIX) {
+                let _ = fs::remove_file(item.path());
+            } else if name.starts_with(PARTIAL_PREFIX) {
+                let age = item
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| SystemTime::now().duration_since(t).ok());
+                if age.is_some_and(|a| a > PARTIAL_MAX_AGE) {
+                    let _ = fs::remove_file(item.path());
+                } else {
+                    kept.push(item.path());
+                }
+            } else if ft.is_dir() && !is_reserved(&name) {
+                dirs.push(item.path());
+            }
         }
     }
+    kept
 }
 
 #[cfg(test)]
@@ -440,6 +577,116 @@ mod tests {
             1,
             "temp file left behind"
         );
+    }
+
+    /// A file of several blocks, its entry, and where each block ends.
+    fn big(path: &str) -> (Vec<u8>, Entry, Vec<usize>) {
+        let content = chunk::tests::pseudo_random(1024 * 1024, 11);
+        let e = entry_for(path, &content);
+        let ends = e
+            .blocks
+            .iter()
+            .scan(0, |at, b| {
+                *at += b.size as usize;
+                Some(*at)
+            })
+            .collect();
+        (content, e, ends)
+    }
+
+    #[test]
+    fn a_partial_transfer_outlives_a_failure_and_resumes_its_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (content, e, ends) = big("sub/big");
+        assert!(e.blocks.len() > 4, "{} blocks", e.blocks.len());
+        let target = e.path.to_path(dir.path());
+        let mut t = TempFile::resumable(&target).unwrap();
+        assert_eq!(t.resume(&e.blocks).unwrap(), 0);
+        t.write(&content[..ends[2]]).unwrap();
+        drop(t);
+        let partial = partial_path(&target).unwrap();
+        assert!(
+            partial.is_file(),
+            "an interrupted transfer keeps its partial"
+        );
+
+        let mut t = TempFile::resumable(&target).unwrap();
+        assert_eq!(t.resume(&e.blocks).unwrap(), 3);
+        assert_eq!(t.written(), ends[2] as u64);
+        t.write(&content[ends[2]..]).unwrap();
+        t.complete().unwrap();
+        t.commit(&target, &e).unwrap();
+        assert_eq!(fs::read(&target).unwrap(), content);
+        assert!(!partial.exists());
+    }
+
+    #[test]
+    fn resume_stops_at_the_first_block_that_does_not_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let (content, e, ends) = big("big");
+        let target = e.path.to_path(dir.path());
+        let mut spoiled = content[..ends[3]].to_vec();
+        spoiled[ends[0] + 5] ^= 1;
+        fs::write(partial_path(&target).unwrap(), &spoiled).unwrap();
+        let mut t = TempFile::resumable(&target).unwrap();
+        assert_eq!(t.resume(&e.blocks).unwrap(), 1);
+        t.write(&content[ends[0]..]).unwrap();
+        // A longer leftover is cut to what this transfer wrote.
+        t.complete().unwrap();
+        t.commit(&target, &e).unwrap();
+        assert_eq!(fs::read(&target).unwrap(), content);
+    }
+
+    #[test]
+    fn content_that_fails_its_final_check_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (content, e, _) = big("big");
+        let target = e.path.to_path(dir.path());
+        let mut t = TempFile::resumable(&target).unwrap();
+        t.write(&content[1..]).unwrap();
+        t.write(b"!").unwrap();
+        t.complete().unwrap();
+        assert!(t.commit(&target, &e).is_err());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_partial_in_use_is_left_to_its_transfer() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("big");
+        let first = TempFile::resumable(&target).unwrap();
+        let second = TempFile::resumable(&target).unwrap();
+        assert_eq!(first.path, partial_path(&target).unwrap());
+        assert_ne!(second.path, first.path);
+        let second_path = second.path.clone();
+        drop(second);
+        assert!(
+            !second_path.exists(),
+            "the fallback is an ordinary temp file"
+        );
+    }
+
+    #[test]
+    fn the_start_up_sweep_keeps_recent_partials_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("a/b");
+        fs::create_dir_all(&sub).unwrap();
+        let recent = partial_path(&sub.join("new")).unwrap();
+        let old = partial_path(&dir.path().join("old")).unwrap();
+        let tmp = sub.join(format!("{TEMP_PREFIX}1"));
+        for p in [&recent, &old, &tmp] {
+            fs::write(p, b"x").unwrap();
+        }
+        let long_ago = SystemTime::now() - PARTIAL_MAX_AGE - Duration::from_secs(60);
+        File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        assert_eq!(clean_temp_files(dir.path()), std::slice::from_ref(&recent));
+        assert!(recent.exists() && !old.exists() && !tmp.exists());
+        assert!(is_reserved(recent.file_name().unwrap().to_str().unwrap()));
     }
 
     #[test]

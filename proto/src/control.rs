@@ -6,7 +6,8 @@
 use serde::{Deserialize, Serialize};
 
 /// Version of the control protocol; the CLI refuses to talk to a daemon of another.
-pub const CONTROL_VERSION: u32 = 1;
+/// The encoding is not self-describing, so a new field in any message is a new version.
+pub const CONTROL_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -285,6 +286,12 @@ pub struct FolderStatus {
     pub last_error: Option<String>,
     pub unsyncable: Vec<Unsyncable>,
     pub counters: Counters,
+    /// File content sent to / received from the server, in bytes per second over the
+    /// last few seconds; zero when nothing is moving.
+    #[serde(default)]
+    pub rate_up_bps: u64,
+    #[serde(default)]
+    pub rate_down_bps: u64,
 }
 
 impl FolderStatus {
@@ -395,7 +402,7 @@ mod tests {
         );
         assert!(err.to_string().contains("restart filesyncd"));
         assert!(matches!(
-            decode::<Request>(&[1, 0x7f]),
+            decode::<Request>(&[CONTROL_VERSION as u8, 0x7f]),
             Err(EnvelopeError::Malformed(_))
         ));
         assert!(matches!(

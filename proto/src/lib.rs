@@ -2,13 +2,15 @@
 //!
 //! * [`frame`]: the length-prefixed, size-limited frame codec carrying postcard payloads;
 //! * [`handshake`]: the frozen first exchange that states the protocol version;
-//! * [`wire`]: messages between a device and a server;
+//! * [`wire`]: messages between a device and a server (block content through
+//!   `block_data`, a byte string rather than a sequence of numbers);
 //! * [`control`]: messages between `filesyncctl` and the local daemon;
 //! * [`path`], [`names`], [`hash`]: types that are validated when they are built, so that
 //!   a value received from the network is either valid or never exists.
 //!
 //! This crate holds no I/O policy and starts no tasks.
 
+mod block_data;
 pub mod control;
 pub mod frame;
 pub mod handshake;

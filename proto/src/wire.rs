@@ -191,6 +191,7 @@ pub enum ClientMsg {
     },
     BlockResponse {
         id: u64,
+        #[serde(with = "crate::block_data")]
         result: Result<Vec<u8>, BlockError>,
     },
     Ping {
@@ -232,6 +233,7 @@ pub enum ServerMsg {
     },
     BlockResponse {
         id: u64,
+        #[serde(with = "crate::block_data")]
         result: Result<Vec<u8>, BlockError>,
     },
     Ping {

@@ -11,17 +11,56 @@ use crate::tree::{is_metadata, sha256};
 /// Deterministic bytes that do not repeat (splitmix64), so that no two test files and no
 /// two parts of one file share content-defined chunks unless a test means them to.
 pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed ^ 0x5151_5eed_f11e_5e11;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    PseudoRandom::new(seed).take(len)
+}
+
+/// The stream of bytes [`pseudo_random`] starts, for content too large to hold at once.
+pub struct PseudoRandom {
+    state: u64,
+}
+
+impl PseudoRandom {
+    pub fn new(seed: u64) -> PseudoRandom {
+        PseudoRandom {
+            state: seed ^ 0x5151_5eed_f11e_5e11,
+        }
     }
-    out.truncate(len);
-    out
+
+    /// The next `len` bytes. A stream read in pieces whose lengths are multiples of 8
+    /// holds the same bytes as one read of the whole.
+    pub fn take(&mut self, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+}
+
+/// Writes `len` bytes of [`pseudo_random`]`(seed, len)` to `path` without holding them
+/// all, and returns their hex SHA-256.
+pub fn write_pseudo_random(path: &Path, seed: u64, len: u64) -> String {
+    use sha2::{Digest, Sha256};
+    use std::io::Write;
+    const PIECE: u64 = 1 << 20;
+    let mut file =
+        fs::File::create(path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+    let mut source = PseudoRandom::new(seed);
+    let mut hasher = Sha256::new();
+    let mut left = len;
+    while left > 0 {
+        let piece = source.take(left.min(PIECE) as usize);
+        hasher.update(&piece);
+        file.write_all(&piece)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        left -= piece.len() as u64;
+    }
+    hex::encode(hasher.finalize())
 }
 
 /// Writes `bytes` to `path`, creating parent directories.

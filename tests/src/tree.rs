@@ -150,7 +150,8 @@ pub fn manifest_excluding(root: &Path, skip: Skip<'_>) -> io::Result<Manifest> {
     Ok(out)
 }
 
-fn sha256_file(path: &Path) -> io::Result<String> {
+/// Hex SHA-256 of the file at `path`, read in pieces: files of gigabytes are fine.
+pub fn sha256_file(path: &Path) -> io::Result<String> {
     let mut file = fs::File::open(path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];

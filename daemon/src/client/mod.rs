@@ -7,6 +7,7 @@
 //! Decisions come from [`crate::plan`]; the session lives in [`session`].
 
 mod conflicts;
+mod meter;
 mod pull;
 pub mod session;
 mod task;
@@ -126,5 +127,7 @@ fn initial_status(cfg: &FolderConfig) -> FolderStatus {
         last_error: None,
         unsyncable: Vec::new(),
         counters: Default::default(),
+        rate_up_bps: 0,
+        rate_down_bps: 0,
     }
 }

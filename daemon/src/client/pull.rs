@@ -1,24 +1,22 @@
 //! Making one server entry real on the client's disk.
 //!
-//! A file is assembled block by block into a temp file: blocks the folder already has
-//! in any indexed file are copied (and verified), the rest are requested from the
-//! server, several at a time. The result is verified whole, fsynced and renamed in.
+//! A file is assembled block by block into a temp file ([`transfer::assemble`]): what an
+//! interrupted download left, blocks the folder already has in any indexed file, and
+//! the rest from the server, several at a time. The result is verified whole, fsynced
+//! and renamed in, unless the user wrote the path meanwhile.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result, bail};
-use filesync_proto::wire::{BlockRequest, Entry, EntryKind};
-use futures::StreamExt;
+use anyhow::{Result, bail};
+use filesync_proto::wire::{Entry, EntryKind};
 
 use super::session::SessionHandle;
-use crate::chunk;
 use crate::conn::{self, Counters};
-use crate::index::{BlockSource, Index};
-use crate::store::{self, Stat, TempFile};
-
-/// Blocks requested from the server at once, so throughput is not bound by round trips.
-const PIPELINE: usize = 16;
+use crate::index::Index;
+use crate::store::{self, Stat};
+use crate::transfer;
 
 /// Writes `entry` (a live file, dir or symlink) into the folder at `root`.
 pub async fn apply(
@@ -27,6 +25,7 @@ pub async fn apply(
     session: &SessionHandle,
     entry: &Entry,
     counters: &Arc<Counters>,
+    partials: &Partials,
 ) -> Result<Stat> {
     if !conn::no_symlink_ancestors(root, &entry.path) {
         bail!(
@@ -38,7 +37,7 @@ pub async fn apply(
         EntryKind::Dir => store::make_dir(root, entry),
         EntryKind::Symlink => store::make_symlink(root, entry),
         EntryKind::File if same_file_content(index, entry)? => store::set_file_meta(root, entry),
-        EntryKind::File => fetch_file(root, index, session, entry, counters).await,
+        EntryKind::File => fetch_file(root, index, session, entry, counters, partials).await,
     }
 }
 
@@ -56,65 +55,18 @@ async fn fetch_file(
     session: &SessionHandle,
     entry: &Entry,
     counters: &Arc<Counters>,
+    partials: &Partials,
 ) -> Result<Stat> {
     let target = entry.path.to_path(root);
-    // Sources are looked up first: the index is not shared with the fetching futures.
-    let mut sources: Vec<Vec<BlockSource>> = Vec::with_capacity(entry.blocks.len());
-    for b in &entry.blocks {
-        sources.push(index.block_sources(&b.hash, 4)?);
+    if entry.size >= transfer::RESUMABLE_SIZE
+        && let Some(partial) = store::partial_path(&target)
+    {
+        partials.note(partial);
     }
-    let mut offsets = Vec::with_capacity(entry.blocks.len());
-    let mut at = 0u64;
-    for b in &entry.blocks {
-        offsets.push(at);
-        at += u64::from(b.size);
-    }
-    if at != entry.size {
-        bail!(
-            "block sizes of {} add up to {at} bytes, not its size {}",
-            entry.path,
-            entry.size
-        );
-    }
-    let mut tmp = TempFile::create(&target)?;
-    let wanted: Vec<(BlockRequest, Vec<BlockSource>)> = entry
-        .blocks
-        .iter()
-        .zip(sources)
-        .zip(offsets)
-        .map(|((block, sources), offset)| {
-            (
-                BlockRequest {
-                    path: entry.path.clone(),
-                    offset,
-                    size: block.size,
-                    hash: block.hash,
-                },
-                sources,
-            )
-        })
-        .collect();
-    let mut stream = futures::stream::iter(wanted)
-        .map(|(request, sources)| {
-            fetch_block(root.to_path_buf(), session.clone(), request, sources)
-        })
-        .buffered(PIPELINE);
-    let mut i = 0;
-    while let Some(result) = stream.next().await {
-        let (data, local) = result.with_context(|| format!("cannot fetch {}", entry.path))?;
-        let block = &entry.blocks[i];
-        if data.len() != block.size as usize || chunk::sha256(&data) != block.hash {
-            bail!(
-                "a block of {} does not match its hash; discarded",
-                entry.path
-            );
-        }
-        tmp.write(&data)?;
-        if local {
-            Counters::add(&counters.content_reused, data.len() as u64);
-        }
-        i += 1;
-    }
+    let assembled =
+        transfer::assemble(root, index, entry, |request| session.request_block(request)).await?;
+    Counters::add(&counters.content_reused, assembled.reused);
+    let mut tmp = assembled.tmp;
     // Verify and fsync first, so the check below is the last thing before the rename.
     tmp.prepare(entry)?;
     // The download took a while: if the user wrote the path meanwhile, that file is
@@ -135,27 +87,36 @@ async fn fetch_file(
     tmp.install(&target)
 }
 
-/// One block, from a local file when one still holds it, else from the server; the bool
-/// says it was local.
-async fn fetch_block(
-    root: std::path::PathBuf,
-    session: SessionHandle,
-    request: BlockRequest,
-    sources: Vec<BlockSource>,
-) -> Result<(Vec<u8>, bool)> {
-    if let Some(data) = read_local(&root, &sources, &request) {
-        return Ok((data, true));
-    }
-    session.request_block(request).await.map(|d| (d, false))
+/// The partial downloads that may be on disk: left by a transfer that failed, or found
+/// at start-up. Once the folder is in sync nothing will resume them, so they go.
+#[derive(Default)]
+pub(super) struct Partials {
+    // Behind a mutex only so that a shared borrow can note one during a pull.
+    paths: Mutex<HashSet<PathBuf>>,
 }
 
-/// The block from the first local file that still holds it, verified.
-fn read_local(root: &Path, sources: &[BlockSource], want: &BlockRequest) -> Option<Vec<u8>> {
-    sources.iter().find_map(|s| {
-        if !conn::no_symlink_ancestors(root, &s.path) {
-            return None;
+impl Partials {
+    pub(super) fn note(&self, path: PathBuf) {
+        self.lock().insert(path);
+    }
+
+    /// Removes every partial download noted so far.
+    pub(super) fn sweep(&self) {
+        for path in self.lock().drain() {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::debug!(path = %path.display(), "removed a partial download nobody resumed")
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "cannot remove a partial download: {e}")
+                }
+            }
         }
-        let data = store::read_block(&s.path.to_path(root), s.offset, want.size).ok()?;
-        (chunk::sha256(&data) == want.hash).then_some(data)
-    })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<PathBuf>> {
+        // A panic while holding this lock cannot leave the set inconsistent.
+        self.paths.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }

@@ -12,8 +12,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::pull::Partials;
 use super::session::{self, SessionConfig, SessionEvent, SessionHandle};
-use super::{ClientIdentity, FolderCmd, conflicts};
+use super::{ClientIdentity, FolderCmd, conflicts, meter};
 use crate::config::FolderConfig;
 use crate::conn::Counters;
 use crate::ignore::IgnoreRules;
@@ -78,6 +79,8 @@ pub(super) struct FolderTask {
     /// A `.filesyncignore` that does not parse stops the folder until it is fixed:
     /// syncing without the user's rules could spread files they meant to keep here.
     rules_error: Option<String>,
+    /// Partial downloads to remove once the folder is in sync.
+    partials: Partials,
 }
 
 impl FolderTask {
@@ -119,6 +122,7 @@ impl FolderTask {
             rules: IgnoreRules::builtin(),
             rules_stale: true,
             rules_error: None,
+            partials: Partials::default(),
         }
     }
 
@@ -127,6 +131,13 @@ impl FolderTask {
         mut cmds: mpsc::Receiver<FolderCmd>,
         cancel: CancellationToken,
     ) {
+        let stop_meter = cancel.child_token();
+        tokio::spawn(meter::run(
+            self.counters.clone(),
+            self.status.clone(),
+            stop_meter.clone(),
+        ));
+        let _stop_meter = stop_meter.drop_guard();
         let index_file = super::index_file(&self.id.state_dir, &self.cfg);
         match Index::open(&index_file) {
             Ok(ix) => self.index = Some(ix),
@@ -137,7 +148,10 @@ impl FolderTask {
                 return;
             }
         }
-        store::clean_temp_files(&self.cfg.path);
+        // Partial downloads stay for the transfers that resume them.
+        for partial in store::clean_temp_files(&self.cfg.path) {
+            self.partials.note(partial);
+        }
         match watcher::watch(&self.cfg.path) {
             Ok(w) => self.watcher = Some(w),
             Err(e) => {
@@ -335,7 +349,12 @@ impl FolderTask {
             // The last error stays until the folder is in sync again: a connection that
             // keeps failing after it is made must still explain itself in status.
             SessionEvent::Connected(handle) => self.session = Some(handle),
-            SessionEvent::IndexUpdated { caught_up } => self.caught_up |= caught_up,
+            SessionEvent::IndexUpdated { caught_up } => {
+                self.caught_up |= caught_up;
+                // The next step may be one long download: show what is pending now,
+                // not only once it is done.
+                self.publish();
+            }
             SessionEvent::PushResult { id, outcomes } => {
                 if let Err(e) = self.on_push_result(id, outcomes) {
                     self.error(format!("cannot record push result: {e:#}"));
@@ -398,6 +417,8 @@ impl FolderTask {
             FolderState::Idle
         };
         if state == FolderState::Idle {
+            // In sync: no download is left to resume any partial one.
+            self.partials.sweep();
             self.last_sync = Some(
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -434,6 +455,9 @@ impl FolderTask {
                 .or_else(|| self.last_error.clone()),
             unsyncable: self.unsyncable.clone(),
             counters: self.counters.snapshot(),
+            // The meter keeps the rate; a step does not change it.
+            rate_up_bps: self.status.borrow().rate_up_bps,
+            rate_down_bps: self.status.borrow().rate_down_bps,
         };
         self.status.send_replace(status);
     }

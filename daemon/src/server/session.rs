@@ -1,7 +1,7 @@
 //! One device's connection to the server: handshake, hello, then three flows at once —
 //! the index stream (every committed version the device has not seen, then each new one
-//! as it is committed), its pushes (content staged here, committed by the sequencer),
-//! and block requests both ways.
+//! as it is committed), its pushes (content staged here through
+//! [`crate::transfer`], committed by the sequencer), and block requests both ways.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,10 +20,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::Server;
 use super::folder::{FolderCmd, ServerFolderHandle, cut_batch};
-use crate::chunk;
 use crate::conn::{self, Counted, Pending};
 use crate::index::Index;
 use crate::store::TempFile;
+use crate::transfer;
 
 /// Index bytes per message to a device.
 const INDEX_BYTES: usize = 4 * 1024 * 1024;
@@ -426,8 +426,9 @@ async fn prepare(
     }
 }
 
-/// Builds the pushed file's content in a temp file beside its target, reusing blocks the
-/// server already has and asking the device for the rest.
+/// Builds the pushed file's content in a temp file beside its target: what an
+/// interrupted upload of it left, blocks the server already has, the rest asked of the
+/// device, several at a time.
 async fn stage(
     folder: &ServerFolderHandle,
     index: &Index,
@@ -436,53 +437,17 @@ async fn stage(
     pending: &Pending,
 ) -> Result<TempFile> {
     let entry = &change.entry;
-    let total: u64 = entry.blocks.iter().map(|b| u64::from(b.size)).sum();
-    if total != entry.size {
-        bail!(
-            "block sizes of {} add up to {total} bytes, not its size {}",
-            entry.path,
-            entry.size
-        );
-    }
-    let target = entry.path.to_path(&folder.root);
     if !conn::no_symlink_ancestors(&folder.root, &entry.path) {
         bail!(
             "a parent of {} is not a directory on the server",
             entry.path
         );
     }
-    let mut tmp = TempFile::create(&target)?;
-    let mut offset = 0u64;
-    for block in &entry.blocks {
-        let request = BlockRequest {
-            path: entry.path.clone(),
-            offset,
-            size: block.size,
-            hash: block.hash,
-        };
-        offset += u64::from(block.size);
-        let local = index
-            .block_sources(&block.hash, 4)?
-            .into_iter()
-            .find_map(|s| {
-                let data =
-                    crate::store::read_block(&s.path.to_path(&folder.root), s.offset, block.size)
-                        .ok()?;
-                (chunk::sha256(&data) == block.hash).then_some(data)
-            });
-        let data = match local {
-            Some(d) => d,
-            None => request_block(out, pending, request).await?,
-        };
-        if chunk::sha256(&data) != block.hash {
-            bail!(
-                "a block of {} from the device does not match its hash",
-                entry.path
-            );
-        }
-        tmp.write(&data)?;
-    }
-    Ok(tmp)
+    let assembled = transfer::assemble(&folder.root, index, entry, |request| {
+        request_block(out, pending, request)
+    })
+    .await?;
+    Ok(assembled.tmp)
 }
 
 async fn request_block(

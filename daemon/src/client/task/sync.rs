@@ -383,6 +383,7 @@ impl FolderTask {
             &session,
             remote,
             &self.counters,
+            &self.partials,
         )
         .await;
         self.applied(remote, result)
@@ -398,12 +399,14 @@ impl FolderTask {
             .session
             .clone()
             .expect("pulls run only while connected");
-        let (root, index, counters) = (&self.cfg.path, self.index(), &self.counters);
+        let (root, index, counters, partials) =
+            (&self.cfg.path, self.index(), &self.counters, &self.partials);
         let results: Vec<(Entry, Result<store::Stat>)> = futures::stream::iter(files)
             .map(|remote| {
                 let session = &session;
                 async move {
-                    let result = pull::apply(root, index, session, &remote, counters).await;
+                    let result =
+                        pull::apply(root, index, session, &remote, counters, partials).await;
                     (remote, result)
                 }
             })
