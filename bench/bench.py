@@ -23,6 +23,7 @@ import os
 import platform
 import random
 import re
+import resource
 import selectors
 import shutil
 import signal
@@ -108,6 +109,24 @@ def run(args, timeout, check=True, **kw):
             f"command failed ({r.returncode}): {' '.join(map(str, args))}\n{r.stderr.strip()}"
         )
     return r
+
+
+def cpu_seconds(pid, children=False):
+    """User + system CPU time of a process (and of its reaped children) from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def own_children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def poll_until(cond, timeout, interval, what):
@@ -210,7 +229,9 @@ def verify_tree(root, expected):
 
 
 def random_bytes(rng, n):
-    return rng.randbytes(n)
+    """`n` pseudo-random bytes (reproducible from the seed); randbytes takes < 256 MiB."""
+    step = 16 * MiB
+    return b"".join(rng.randbytes(min(step, n - at)) for at in range(0, n, step))
 
 
 # ---------------------------------------------------------------- the relay
@@ -413,6 +434,7 @@ class Bench:
         self.rows = []
         self.notes = []
         self.cross_checks = []
+        self.cpu_rows = []
         self.rng = random.Random(args.seed)
         self.size = args.size_mb * MiB
         self.timeout = args.timeout
@@ -475,6 +497,36 @@ class Bench:
         for d in (self.adir(name), self.bdir(name), self.src / name, self.rsyncd.dst / name):
             shutil.rmtree(d, ignore_errors=True)
 
+    def cpu_fs(self, relay):
+        return {
+            "A": cpu_seconds(self.a.p.pid),
+            "server": cpu_seconds(self.server.p.pid),
+            "B": cpu_seconds(self.b.p.pid),
+            "relay": cpu_seconds(relay.p.pid),
+        }
+
+    def cpu_rsync(self, relay):
+        # The daemon forks a process per connection; its CPU time is counted in the
+        # daemon's once it has been reaped.
+        kids = Path(f"/proc/{self.rsyncd.p.pid}/task/{self.rsyncd.p.pid}/children")
+        poll_until(lambda: not kids.exists() or not kids.read_text().strip(), 30, 0.01,
+                   "the rsync daemon's connection process to end")
+        return {
+            "client": own_children_cpu(),
+            "daemon": cpu_seconds(self.rsyncd.p.pid, children=True),
+            "relay": cpu_seconds(relay.p.pid),
+        }
+
+    def record_cpu(self, label, secs, fs0, fs1, rs_secs=None, rs0=None, rs1=None):
+        """CPU seconds each process used during the timed parts, next to the wall time."""
+        fs = {k: fs1[k] - fs0[k] for k in fs0}
+        rs = {k: rs1[k] - rs0[k] for k in rs0} if rs0 else None
+        self.cpu_rows.append((label, secs, fs, rs_secs, rs))
+        text = ", ".join(f"{k} {v:.2f}" for k, v in fs.items())
+        if rs:
+            text += "; rsync " + ", ".join(f"{k} {v:.2f}" for k, v in rs.items())
+        log(f"  CPU seconds: filesync {text}")
+
     def cross_check(self, name, relay):
         """B's own counters of the folder against the relay on its link, at a quiet moment."""
         for _ in range(5):
@@ -531,12 +583,14 @@ class Bench:
         target = self.bdir(name) / "big.bin"
         old = signature(target)
         b0, a0 = relay.total(), sum(self.a.wire(name))
+        c0 = self.cpu_fs(relay)
         t0 = time.monotonic()
         with open(self.adir(name) / "big.bin", "r+b") as f:
             f.seek(at)
             f.write(patch)
         t1 = wait_content(target, size, digest, old, self.timeout, 0.002)
         ours = t1 - t0
+        c1 = self.cpu_fs(relay)
         self.b.wait(name, self.timeout)
         self.a.wait(name, self.timeout)
         b_bytes, a_bytes = relay.total() - b0, sum(self.a.wire(name)) - a0
@@ -547,7 +601,9 @@ class Bench:
             f.write(patch)
         os.sync()
         r0 = rsync_relay.total()
+        rc0 = self.cpu_rsync(rsync_relay)
         theirs, stats = rsync_copy(self.src / name, rsync_relay.port, name, self.timeout)
+        self.record_cpu(name, ours, c0, c1, theirs, rc0, self.cpu_rsync(rsync_relay))
         r_bytes = rsync_relay.total() - r0
         if sha256_file(self.rsyncd.dst / name / "big.bin") != digest:
             raise BenchError("rsync's copy of the changed file has the wrong content")
@@ -588,10 +644,12 @@ class Bench:
         target = self.bdir(name) / "big.bin"
         old = signature(target)
         b0, a0 = relay.total(), sum(self.a.wire(name))
+        c0 = self.cpu_fs(relay)
         t0 = time.monotonic()
         os.replace(staged, self.adir(name) / "big.bin")
         t1 = wait_content(target, size + 1, digest, old, self.timeout, 0.002)
         ours = t1 - t0
+        c1 = self.cpu_fs(relay)
         self.b.wait(name, self.timeout)
         self.a.wait(name, self.timeout)
         b_bytes, a_bytes = relay.total() - b0, sum(self.a.wire(name)) - a0
@@ -599,7 +657,9 @@ class Bench:
 
         os.replace(self.src / name / "big.bin.new", self.src / name / "big.bin")
         r0 = rsync_relay.total()
+        rc0 = self.cpu_rsync(rsync_relay)
         theirs, stats = rsync_copy(self.src / name, rsync_relay.port, name, self.timeout)
+        self.record_cpu(name, ours, c0, c1, theirs, rc0, self.cpu_rsync(rsync_relay))
         r_bytes = rsync_relay.total() - r0
         if sha256_file(self.rsyncd.dst / name / "big.bin") != digest:
             raise BenchError("rsync's copy of the changed file has the wrong content")
@@ -636,10 +696,12 @@ class Bench:
         rsync_relay = Relay(self.work, f"rsync-{name}", self.rsyncd.port)
         os.sync()
 
+        c0 = self.cpu_fs(relay)
         t0 = time.monotonic()
         self.add_a(name)
         t1 = wait_tree(self.bdir(name), expected, self.timeout, 0.005)
         ours = t1 - t0
+        c1 = self.cpu_fs(relay)
         self.b.wait(name, self.timeout)
         self.a.wait(name, self.timeout)
         b_bytes, a_bytes = relay.total(), sum(self.a.wire(name))
@@ -647,7 +709,9 @@ class Bench:
         self.cross_check(name, relay)
 
         os.sync()
+        rc0 = self.cpu_rsync(rsync_relay)
         theirs, stats = rsync_copy(self.src / name, rsync_relay.port, name, self.timeout)
+        self.record_cpu(name, ours, c0, c1, theirs, rc0, self.cpu_rsync(rsync_relay))
         r_bytes = rsync_relay.total()
         verify_tree(self.rsyncd.dst / name, expected)
         log(
@@ -708,7 +772,9 @@ class Bench:
         log(f"scenario 5: propagation latency of a 4 KiB file, {writes} writes")
         relay = self.pair(name)
         self.a.wait(name, 60)
+        c0, t0 = self.cpu_fs(relay), time.monotonic()
         ours = self.latencies(self.adir(name), self.bdir(name), writes, "lat")
+        self.record_cpu(name, time.monotonic() - t0, c0, self.cpu_fs(relay))
         self.b.wait(name, 60)
         self.cross_check(name, relay)
         theirs = self.lsyncd_latencies(writes)
@@ -728,7 +794,6 @@ class Bench:
                              "met" if p50 < 0.050 else "missed"))
         self.rows.append(Row(label, "p95", fmt_ms(p95), fmt_ms(t95), ratio(p95, t95), "< 150 ms",
                              "met" if p95 < 0.150 else "missed"))
-        self.latency_samples = sorted(ours)
         self.unpair(name, relay)
 
     def lsyncd_latencies(self, writes):
@@ -846,6 +911,21 @@ class Bench:
                             for c in self.cross_checks)
                 + " (B→server/server→B)."
             )
+            md.append("")
+        if self.cpu_rows:
+            md.append("CPU seconds (user + system) each process used during the timed part, "
+                      "next to its wall time:")
+            md.append("")
+            md.append("| scenario | filesync wall | client A | server | client B | B's relay "
+                      "| rsync wall | rsync client | rsync daemon | rsync's relay |")
+            md.append("|---|---|---|---|---|---|---|---|---|---|")
+            for label, secs, fs, rs_secs, rs in self.cpu_rows:
+                cells = [label, f"{secs:.2f}"] + [f"{fs[k]:.2f}" for k in ("A", "server", "B", "relay")]
+                if rs:
+                    cells += [f"{rs_secs:.2f}"] + [f"{rs[k]:.2f}" for k in ("client", "daemon", "relay")]
+                else:
+                    cells += ["–"] * 4
+                md.append("| " + " | ".join(cells) + " |")
             md.append("")
         for n in self.notes:
             md.append(f"- {n}")
