@@ -696,6 +696,7 @@ class Bench:
         rsync_relay = Relay(self.work, f"rsync-{name}", self.rsyncd.port)
         os.sync()
 
+        log(f"  filesync: adding the folder on A; timing until B has all {len(expected)} files")
         c0 = self.cpu_fs(relay)
         t0 = time.monotonic()
         self.add_a(name)
@@ -753,17 +754,24 @@ class Bench:
         self.rows.append(Row(label, "bytes on the wire (B's link / rsync's)", fmt_bytes(b_bytes),
                              fmt_bytes(r_bytes), f"{b_bytes / r_bytes:.2f}×", "–", ""))
 
-    def latencies(self, src_dir, dst_dir, writes, prefix):
+    def latencies(self, src_dir, dst_dir, writes, who):
+        """Writes `writes` files of 4 KiB one after the other, each once the previous one
+        arrived; returns the seconds each took. The samples, with the wall-clock time of
+        each write (to line up with daemon logs), go to latency-WHO.tsv in the work dir."""
         out = []
-        for i in range(writes):
-            data = random_bytes(self.rng, 4 * KiB)
-            digest = hashlib.sha256(data).hexdigest()
-            rel = f"{prefix}-{i:03d}.dat"
-            t0 = time.monotonic()
-            with open(src_dir / rel, "wb") as f:
-                f.write(data)
-            t1 = wait_content(dst_dir / rel, len(data), digest, None, 30, 0.001)
-            out.append(t1 - t0)
+        with open(self.work / f"latency-{who}.tsv", "w") as tsv:
+            tsv.write("file\twritten_at_utc\tseconds\n")
+            for i in range(writes):
+                data = random_bytes(self.rng, 4 * KiB)
+                digest = hashlib.sha256(data).hexdigest()
+                rel = f"lat-{i:03d}.dat"
+                wall, t0 = time.time(), time.monotonic()
+                with open(src_dir / rel, "wb") as f:
+                    f.write(data)
+                t1 = wait_content(dst_dir / rel, len(data), digest, None, 30, 0.001)
+                out.append(t1 - t0)
+                stamp = time.strftime("%H:%M:%S", time.gmtime(wall)) + f"{wall % 1:.6f}"[1:]
+                tsv.write(f"{rel}\t{stamp}\t{t1 - t0:.6f}\n")
         return out
 
     def scenario_5(self):
@@ -773,7 +781,7 @@ class Bench:
         relay = self.pair(name)
         self.a.wait(name, 60)
         c0, t0 = self.cpu_fs(relay), time.monotonic()
-        ours = self.latencies(self.adir(name), self.bdir(name), writes, "lat")
+        ours = self.latencies(self.adir(name), self.bdir(name), writes, "filesync")
         self.record_cpu(name, time.monotonic() - t0, c0, self.cpu_fs(relay))
         self.b.wait(name, 60)
         self.cross_check(name, relay)
@@ -833,7 +841,7 @@ class Bench:
                 return (dst / "marker").exists()
 
             poll_until(started, 60, 0.01, "lsyncd's start-up copy")
-            samples = self.latencies(src, dst, writes, "lat")
+            samples = self.latencies(src, dst, writes, "lsyncd")
         except BenchError as e:
             self.notes.append(f"lsyncd could not be run ({e}); see {ldir}.")
             log(f"  lsyncd failed: {e}; no comparison for scenario 5")
