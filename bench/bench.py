@@ -969,6 +969,7 @@ def main():
             raise BenchError(f"{tool} is not installed (bench/run.sh installs it)")
 
     def on_term(signum, frame):
+        print(f"bench: stopping on signal {signum}", file=sys.stderr, flush=True)
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_term)

@@ -60,7 +60,10 @@ while [ $# -gt 0 ]; do
         --no-build) build=0 ;;
         --keep) keep=1 ;;
         [1-5]) picked+=("$1") ;;
-        *) usage >&2; die "unknown argument: $1" ;;
+        *)
+            echo "bench/run.sh: error: unknown argument: $1 (see --help)" >&2
+            exit 2
+            ;;
     esac
     shift
 done
@@ -157,8 +160,23 @@ cleanup() {
         kill -KILL "$pid" 2> /dev/null || true
     fi
     wait 2> /dev/null || true
-    if [ "$keep" = 1 ]; then
-        echo "bench/run.sh: kept $work" >&2
+    # Whatever bench.py started and is still shutting down (daemons drain for up to 8 s)
+    # is found by the work directory in its command line; it must be gone before the
+    # directory is removed.
+    local left
+    for _ in $(seq 150); do
+        left="$(pgrep -f -- "$work/" || true)"
+        [ -z "$left" ] && break
+        sleep 0.1
+    done
+    if [ -n "$left" ]; then
+        echo "bench/run.sh: killing what is left: ${left//$'\n'/ }" >&2
+        # shellcheck disable=SC2086 # one PID per word
+        kill -KILL $left 2> /dev/null || true
+    fi
+    if [ "$keep" = 1 ] || [ "$rc" = 1 ]; then
+        # A failed run keeps its directory: the daemon logs say what went wrong.
+        echo "bench/run.sh: kept $work (daemon logs in */daemon.log)" >&2
     else
         rm -rf "$work"
     fi
