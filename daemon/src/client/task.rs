@@ -426,6 +426,12 @@ impl FolderTask {
             );
             self.last_error = None;
         }
+        // The meter keeps the rate; a step does not change it. One borrow at a time: a
+        // second read of the watch while the meter waits to write would deadlock.
+        let (rate_up_bps, rate_down_bps) = {
+            let current = self.status.borrow();
+            (current.rate_up_bps, current.rate_down_bps)
+        };
         let status = FolderStatus {
             name: self.cfg.name.to_string(),
             path: self.cfg.path.display().to_string(),
@@ -455,9 +461,8 @@ impl FolderTask {
                 .or_else(|| self.last_error.clone()),
             unsyncable: self.unsyncable.clone(),
             counters: self.counters.snapshot(),
-            // The meter keeps the rate; a step does not change it.
-            rate_up_bps: self.status.borrow().rate_up_bps,
-            rate_down_bps: self.status.borrow().rate_down_bps,
+            rate_up_bps,
+            rate_down_bps,
         };
         self.status.send_replace(status);
     }
