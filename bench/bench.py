@@ -28,7 +28,6 @@ import selectors
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -527,6 +526,16 @@ class Bench:
             text += "; rsync " + ", ".join(f"{k} {v:.2f}" for k, v in rs.items())
         log(f"  CPU seconds: filesync {text}")
 
+    def link_bytes(self, name, relay, b0, a0):
+        """Bytes on B's link (relay) and on A's (A's counters) since the snapshots b0, a0;
+        logs each direction."""
+        b1, a1 = relay.stats(), self.a.wire(name)
+        up, down = b1["c2s"] - b0["c2s"], b1["s2c"] - b0["s2c"]
+        a_sent, a_received = a1[0] - a0[0], a1[1] - a0[1]
+        log(f"  B's link: {up} bytes B→server, {down} server→B; "
+            f"A's link: {a_sent} bytes A→server, {a_received} server→A")
+        return up + down, a_sent + a_received
+
     def cross_check(self, name, relay):
         """B's own counters of the folder against the relay on its link, at a quiet moment."""
         for _ in range(5):
@@ -582,7 +591,7 @@ class Bench:
 
         target = self.bdir(name) / "big.bin"
         old = signature(target)
-        b0, a0 = relay.total(), sum(self.a.wire(name))
+        b0, a0 = relay.stats(), self.a.wire(name)
         c0 = self.cpu_fs(relay)
         t0 = time.monotonic()
         with open(self.adir(name) / "big.bin", "r+b") as f:
@@ -593,7 +602,7 @@ class Bench:
         c1 = self.cpu_fs(relay)
         self.b.wait(name, self.timeout)
         self.a.wait(name, self.timeout)
-        b_bytes, a_bytes = relay.total() - b0, sum(self.a.wire(name)) - a0
+        b_bytes, a_bytes = self.link_bytes(name, relay, b0, a0)
         self.cross_check(name, relay)
 
         with open(self.src / name / "big.bin", "r+b") as f:
@@ -643,7 +652,7 @@ class Bench:
 
         target = self.bdir(name) / "big.bin"
         old = signature(target)
-        b0, a0 = relay.total(), sum(self.a.wire(name))
+        b0, a0 = relay.stats(), self.a.wire(name)
         c0 = self.cpu_fs(relay)
         t0 = time.monotonic()
         os.replace(staged, self.adir(name) / "big.bin")
@@ -652,7 +661,7 @@ class Bench:
         c1 = self.cpu_fs(relay)
         self.b.wait(name, self.timeout)
         self.a.wait(name, self.timeout)
-        b_bytes, a_bytes = relay.total() - b0, sum(self.a.wire(name)) - a0
+        b_bytes, a_bytes = self.link_bytes(name, relay, b0, a0)
         self.cross_check(name, relay)
 
         os.replace(self.src / name / "big.bin.new", self.src / name / "big.bin")
