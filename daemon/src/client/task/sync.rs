@@ -217,6 +217,13 @@ impl FolderTask {
                 continue;
             }
             let local = self.index().local(&remote.path)?;
+            if let Some(src) = unsent_rename(local.as_ref()) {
+                // The server has history at our rename's target: it cannot take the
+                // rename as one. Never mark it synced: its old paths would stay held.
+                self.unpair_rename(&src, &remote.path)?;
+                progress = true;
+                continue;
+            }
             if !self.disk_matches(&remote.path, local.as_ref())? {
                 continue;
             }
@@ -593,6 +600,10 @@ impl FolderTask {
                 continue;
             }
             let remote = self.index().remote(&path)?;
+            if let (Some(src), Some(_)) = (unsent_rename(Some(&row)), &remote) {
+                self.unpair_rename(&src, &path)?;
+                continue;
+            }
             if let Some(&wait_for) = self.blocked.get(&path) {
                 if remote.as_ref().is_none_or(|r| r.seq < wait_for) {
                     continue;
@@ -741,4 +752,11 @@ impl FolderTask {
         tracing::debug!(folder = %self.cfg.name, path = %pushed.path, seq, "uploaded");
         Ok(())
     }
+}
+
+/// The source of a directory rename of ours that the server has not taken yet.
+fn unsent_rename(local: Option<&LocalRow>) -> Option<RelPath> {
+    local
+        .filter(|l| l.dirty)
+        .and_then(|l| l.entry.renamed_from.clone())
 }
