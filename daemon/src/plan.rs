@@ -24,6 +24,10 @@ pub enum Action {
     ConflictThenPull,
     /// A local tombstone for a path the server never had: nothing to tell anyone.
     Forget,
+    /// Our directory rename, not sent yet, targets a path the server has history at: it
+    /// cannot be one rename there, so it is sent path by path (`renamed_from` is the
+    /// source). Never marked synced, or the source's entries would stay held back.
+    SplitRename,
 }
 
 pub fn decide(local: Option<&LocalRow>, remote: Option<&Entry>) -> Action {
@@ -33,6 +37,7 @@ pub fn decide(local: Option<&LocalRow>, remote: Option<&Entry>) -> Action {
         (None, Some(_)) => Action::Pull,
         (Some(l), None) if l.entry.deleted => Action::Forget,
         (Some(_), None) => Action::Push { base: 0 },
+        (Some(l), Some(_)) if l.dirty && l.entry.renamed_from.is_some() => Action::SplitRename,
         (Some(l), Some(r)) => decide_both(l, r),
     }
 }
@@ -158,6 +163,12 @@ mod tests {
         check(None, Some(entry(3, 1, true)), Nothing);
         check(Some(local(0, 1, false, true)), None, Push { base: 0 });
         check(Some(local(0, 1, true, true)), None, Forget);
+        let mut renamed = local(0, 1, false, true);
+        renamed.entry.renamed_from = Some(RelPath::new("old").unwrap());
+        check(Some(renamed.clone()), None, Push { base: 0 });
+        check(Some(renamed.clone()), Some(entry(3, 1, true)), SplitRename);
+        renamed.dirty = false;
+        check(Some(renamed), Some(entry(3, 1, false)), Pull);
         // Clean local: follow the server.
         check(
             Some(local(2, 1, false, false)),

@@ -217,13 +217,6 @@ impl FolderTask {
                 continue;
             }
             let local = self.index().local(&remote.path)?;
-            if let Some(src) = unsent_rename(local.as_ref()) {
-                // The server has history at our rename's target: it cannot take the
-                // rename as one. Never mark it synced: its old paths would stay held.
-                self.unpair_rename(&src, &remote.path)?;
-                progress = true;
-                continue;
-            }
             if !self.disk_matches(&remote.path, local.as_ref())? {
                 continue;
             }
@@ -246,6 +239,12 @@ impl FolderTask {
                         progress = true;
                     }
                 }
+                Action::SplitRename => {
+                    if let Some(src) = local.and_then(|l| l.entry.renamed_from) {
+                        self.unpair_rename(&src, &remote.path)?;
+                        progress = true;
+                    }
+                }
                 Action::Nothing | Action::Push { .. } | Action::Forget => {}
             }
         }
@@ -257,11 +256,6 @@ impl FolderTask {
         Ok(full && progress)
     }
 
-    /// Applies a directory rename the server made at `seq`: one rename on disk when the
-    /// local directory is the one the server renamed, with nothing in the way; otherwise
-    /// path by path (what the old directory holds here gets the server's tombstones, and
-    /// the new paths are pulled like any entry, from local copies). False when a local
-    /// change must be scanned first.
     /// Whether the server's rename of `src` to `dst` is our own; if so it is confirmed:
     /// the old paths' entries have moved, and they are no longer held back.
     fn confirm_own_rename(&mut self, src: &RelPath, dst: &RelPath) -> Result<bool> {
@@ -275,6 +269,11 @@ impl FolderTask {
         }
     }
 
+    /// Applies a directory rename the server made at `seq`: one rename on disk when the
+    /// local directory is the one the server renamed, with nothing in the way; otherwise
+    /// path by path (what the old directory holds here gets the server's tombstones, and
+    /// the new paths are pulled like any entry, from local copies). False when a local
+    /// change must be scanned first.
     async fn apply_rename(&mut self, seq: u64, src: &RelPath, dst: &RelPath) -> Result<bool> {
         let local_src = self.index().local(src)?;
         let local_dst = self.index().local(dst)?;
@@ -600,10 +599,6 @@ impl FolderTask {
                 continue;
             }
             let remote = self.index().remote(&path)?;
-            if let (Some(src), Some(_)) = (unsent_rename(Some(&row)), &remote) {
-                self.unpair_rename(&src, &path)?;
-                continue;
-            }
             if let Some(&wait_for) = self.blocked.get(&path) {
                 if remote.as_ref().is_none_or(|r| r.seq < wait_for) {
                     continue;
@@ -626,6 +621,11 @@ impl FolderTask {
                     }
                 }
                 Action::Forget => self.index().remove_local(&path)?,
+                Action::SplitRename => {
+                    if let Some(src) = &row.entry.renamed_from {
+                        self.unpair_rename(src, &path)?;
+                    }
+                }
                 Action::MarkSynced { seq } => {
                     let mut row = row;
                     row.entry.seq = seq;
@@ -666,25 +666,24 @@ impl FolderTask {
             self.inflight_paths.remove(&e.path);
         }
         for (pushed, outcome) in entries.into_iter().zip(outcomes) {
-            match (outcome, &pushed.renamed_from) {
-                (PushOutcome::Accepted { seq }, _) => self.accepted(pushed, seq)?,
-                (refused, Some(src)) => {
-                    tracing::info!(folder = %self.cfg.name, from = %src, to = %pushed.path, "server did not take the rename ({refused:?}); sending it path by path");
-                    self.unpair_rename(src, &pushed.path)?;
+            let refused = !matches!(outcome, PushOutcome::Accepted { .. });
+            if let Some(src) = pushed.renamed_from.as_ref().filter(|_| refused) {
+                tracing::info!(folder = %self.cfg.name, from = %src, to = %pushed.path, "server did not take the rename ({outcome:?}); sending it path by path");
+                self.unpair_rename(src, &pushed.path)?;
+                continue;
+            }
+            match outcome {
+                PushOutcome::Accepted { seq } => self.accepted(pushed, seq)?,
+                PushOutcome::Conflict { current_seq } => {
+                    self.blocked.insert(pushed.path.clone(), current_seq);
                 }
-                (outcome, None) => match outcome {
-                    PushOutcome::Accepted { .. } => {}
-                    PushOutcome::Conflict { current_seq } => {
-                        self.blocked.insert(pushed.path.clone(), current_seq);
-                    }
-                    PushOutcome::Failed { reason } => {
-                        self.scan_paths.push(pushed.path.clone());
-                        self.fail_path(
-                            &pushed.path,
-                            format!("server did not take {}: {reason}", pushed.path),
-                        );
-                    }
-                },
+                PushOutcome::Failed { reason } => {
+                    self.scan_paths.push(pushed.path.clone());
+                    self.fail_path(
+                        &pushed.path,
+                        format!("server did not take {}: {reason}", pushed.path),
+                    );
+                }
             }
         }
         Ok(())
@@ -752,11 +751,4 @@ impl FolderTask {
         tracing::debug!(folder = %self.cfg.name, path = %pushed.path, seq, "uploaded");
         Ok(())
     }
-}
-
-/// The source of a directory rename of ours that the server has not taken yet.
-fn unsent_rename(local: Option<&LocalRow>) -> Option<RelPath> {
-    local
-        .filter(|l| l.dirty)
-        .and_then(|l| l.entry.renamed_from.clone())
 }
