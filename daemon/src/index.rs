@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS local (
 CREATE INDEX IF NOT EXISTS local_seq ON local(seq);
 CREATE INDEX IF NOT EXISTS local_dirty ON local(dirty) WHERE dirty = 1;
 CREATE INDEX IF NOT EXISTS local_renamed ON local(renamed_from) WHERE renamed_from IS NOT NULL;
+CREATE INDEX IF NOT EXISTS local_conflict ON local(path) WHERE conflict IS NOT NULL AND deleted = 0;
 CREATE TABLE IF NOT EXISTS blocks (hash BLOB NOT NULL, path TEXT NOT NULL, offset INTEGER NOT NULL, size INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS blocks_hash ON blocks(hash);
 CREATE INDEX IF NOT EXISTS blocks_path ON blocks(path);
@@ -66,6 +67,8 @@ pub struct Totals {
     pub up_bytes: u64,
     pub down_files: u64,
     pub down_bytes: u64,
+    /// Live conflict copies.
+    pub conflicts: u64,
 }
 
 /// One connection to a replica's index. The connection sits behind a mutex only so
@@ -274,12 +277,12 @@ impl Index {
 
     pub fn commit(&self) -> Result<()> {
         use std::sync::atomic::Ordering::SeqCst;
-        let sql = match self.depth.fetch_sub(1, SeqCst) {
-            1 => "COMMIT",
-            _ => "RELEASE nested",
-        };
-        let done = self.c().execute_batch(sql);
-        if done.is_err() && sql == "COMMIT" {
+        if self.depth.fetch_sub(1, SeqCst) > 1 {
+            self.c().execute_batch("RELEASE nested")?;
+            return Ok(());
+        }
+        let done = self.c().execute_batch("COMMIT");
+        if done.is_err() {
             let _ = self.c().execute_batch("ROLLBACK");
         }
         Ok(done?)
@@ -683,6 +686,11 @@ impl Index {
             [],
             |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
         )?;
+        let conflicts: i64 = self.c().query_row(
+            "SELECT COUNT(*) FROM local WHERE conflict IS NOT NULL AND deleted = 0",
+            [],
+            |r| r.get(0),
+        )?;
         let n = |v: i64| v.max(0) as u64;
         Ok(Totals {
             files: n(files),
@@ -691,6 +699,7 @@ impl Index {
             up_bytes: n(up_bytes),
             down_files: n(down_files),
             down_bytes: n(down_bytes),
+            conflicts: n(conflicts),
         })
     }
 }

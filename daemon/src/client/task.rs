@@ -449,11 +449,7 @@ impl FolderTask {
             seq,
             last_sync: self.last_sync,
             // What `filesyncctl conflicts` lists: the copies recorded in the index.
-            conflicts: self
-                .index
-                .as_ref()
-                .and_then(|ix| ix.conflicts().ok())
-                .map_or(0, |c| c.len() as u64),
+            conflicts: totals.conflicts,
             last_error: self
                 .rules_error
                 .clone()

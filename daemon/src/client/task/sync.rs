@@ -462,13 +462,18 @@ impl FolderTask {
         }
     }
 
+    /// Records the server's tombstone as the local state of its path.
+    fn record_deleted(&self, remote: &Entry) -> Result<()> {
+        self.index().put_local(&LocalRow {
+            entry: remote.clone(),
+            inode: 0,
+            dirty: false,
+        })
+    }
+
     fn apply_delete(&mut self, remote: &Entry, local: Option<LocalRow>) -> Result<bool> {
         let Some(local) = local else {
-            self.index().put_local(&LocalRow {
-                entry: remote.clone(),
-                inode: 0,
-                dirty: false,
-            })?;
+            self.record_deleted(remote)?;
             return Ok(true);
         };
         if local.entry.kind == EntryKind::Dir
@@ -483,11 +488,7 @@ impl FolderTask {
         }
         match store::remove(&self.cfg.path, &remote.path) {
             Ok(true) => {
-                self.index().put_local(&LocalRow {
-                    entry: remote.clone(),
-                    inode: 0,
-                    dirty: false,
-                })?;
+                self.record_deleted(remote)?;
                 Counters::add(&self.counters.deletes_applied, 1);
                 tracing::debug!(folder = %self.cfg.name, path = %remote.path, "deleted");
                 Ok(true)
@@ -501,11 +502,7 @@ impl FolderTask {
             {
                 // Only ignored files are left: the directory stays here for them, is
                 // recorded as deleted, and is not offered back to anyone.
-                self.index().put_local(&LocalRow {
-                    entry: remote.clone(),
-                    inode: 0,
-                    dirty: false,
-                })?;
+                self.record_deleted(remote)?;
                 Ok(true)
             }
             Ok(false) => {
