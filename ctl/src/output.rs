@@ -194,8 +194,9 @@ fn conflict_line(out: &mut String, label: &str, value: String) {
     let _ = writeln!(out, "  {:<14} {value}", format!("{label}:"));
 }
 
-/// A table of the versions of `path` the server keeps, newest first, or a line saying
-/// there are none:
+/// A table of the versions of `path` the server keeps, in the daemon's order (newest
+/// kept first, which is not always the highest version: sequence numbers restart when the
+/// server's index is recreated), or a line saying there are none:
 ///
 /// ```text
 /// VERSION     SIZE  MODIFIED                 REPLACED
@@ -205,9 +206,7 @@ pub fn versions_human(versions: &[VersionEntry], path: &str, now: i64) -> String
     if versions.is_empty() {
         return format!("no kept versions of {path}\n");
     }
-    let mut sorted: Vec<&VersionEntry> = versions.iter().collect();
-    sorted.sort_by_key(|v| std::cmp::Reverse(v.version));
-    let rows: Vec<[String; 4]> = sorted
+    let rows: Vec<[String; 4]> = versions
         .iter()
         .map(|v| {
             [
@@ -533,24 +532,25 @@ photos: 2026/cat.jpg
     }
 
     #[test]
-    fn human_versions_newest_first() {
+    fn human_versions_in_the_daemons_order() {
         let version = |version: u64, size: u64, kept_ago: i64| VersionEntry {
             version,
             size,
             mtime_ns: (NOW - kept_ago - 600) * NS,
             kept_at: NOW - kept_ago,
         };
-        // Out of order on purpose: the table sorts.
+        // Newest kept first, as the server lists them; version 3 was kept after the
+        // server's index was recreated, so its number is lower than older ones'.
         let versions = [
-            version(7, 512, 7_200),
-            version(12, 36_909_875, 180),
-            version(9, 1_536, 3_600),
+            version(3, 512, 180),
+            version(12, 36_909_875, 3_600),
+            version(9, 1_536, 7_200),
         ];
         let want = "\
 VERSION      SIZE  MODIFIED                 REPLACED
-     12  35.2 MiB  2026-11-21 13:49:11 UTC  2026-11-21 13:59:11 UTC (3 minutes ago)
-      9   1.5 KiB  2026-11-21 12:52:11 UTC  2026-11-21 13:02:11 UTC (1 hour ago)
-      7     512 B  2026-11-21 11:52:11 UTC  2026-11-21 12:02:11 UTC (2 hours ago)
+      3     512 B  2026-11-21 13:49:11 UTC  2026-11-21 13:59:11 UTC (3 minutes ago)
+     12  35.2 MiB  2026-11-21 12:52:11 UTC  2026-11-21 13:02:11 UTC (1 hour ago)
+      9   1.5 KiB  2026-11-21 11:52:11 UTC  2026-11-21 12:02:11 UTC (2 hours ago)
 ";
         let got = versions_human(&versions, "notes/todo.txt", NOW);
         assert_eq!(got, want, "got:\n{got}");

@@ -3,7 +3,7 @@
 //! SIGTERM.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_filesyncd");
@@ -28,13 +28,36 @@ fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn start(config: &Path) -> Child {
+/// `filesyncd --config CONFIG` run to its end, output captured.
+fn run(config: &Path) -> Output {
     Command::new(BIN)
         .arg("--config")
         .arg(config)
-        .stderr(Stdio::piped())
-        .spawn()
+        .output()
         .unwrap()
+}
+
+/// A `filesyncd --config CONFIG` left running; killed if the test fails before it stops.
+struct Daemon(Child);
+
+impl Daemon {
+    fn start(config: &Path) -> Daemon {
+        // Nobody reads its log: a pipe left unread could fill up and block the daemon.
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(config)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Daemon(child)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]
@@ -51,11 +74,7 @@ fn bad_config_names_file_line_and_key() {
         dir.path(),
         "\n[[folder]]\npath = \"/tmp/x\"\nserver = \"h:1\"\nmdoe = \"two-way\"\n",
     );
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = run(&file);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{}:8", file.display())), "{err}");
@@ -67,7 +86,7 @@ fn second_daemon_on_a_live_socket_is_refused_and_sigterm_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let file = write_config(dir.path(), "");
     let socket = dir.path().join("run/ctl.sock");
-    let mut first = start(&file);
+    let mut first = Daemon::start(&file);
     wait_until(Duration::from_secs(30), "the control socket", || {
         std::os::unix::net::UnixStream::connect(&socket).is_ok()
     });
@@ -76,28 +95,25 @@ fn second_daemon_on_a_live_socket_is_refused_and_sigterm_stops_cleanly() {
     assert_eq!(mode(&socket), 0o600);
     assert_eq!(mode(socket.parent().unwrap()), 0o700);
 
-    let second = Command::new(BIN)
-        .arg("--config")
-        .arg(&file)
-        .output()
-        .unwrap();
+    let second = run(&file);
     assert_eq!(second.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&second.stderr).contains("already running"));
 
     // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(first.id() as i32, libc::SIGTERM) }, 0);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = first.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "filesyncd did not stop within 15 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(unsafe { libc::kill(first.0.id() as i32, libc::SIGTERM) }, 0);
+    let mut status = None;
+    wait_until(
+        Duration::from_secs(15),
+        "filesyncd to stop on SIGTERM",
+        || {
+            status = first.0.try_wait().unwrap();
+            status.is_some()
+        },
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit status {status:?}"
+    );
     assert!(
         !socket.exists(),
         "the control socket is removed on a clean stop"

@@ -393,6 +393,50 @@ mod tests {
     }
 
     #[test]
+    fn responses_round_trip() {
+        let conflict = ConflictInfo {
+            folder: "docs".into(),
+            path: "a.txt".into(),
+            copy: "a.sync-conflict-20260101-000000-ABCDEFG.txt".into(),
+            winner: "DEV2".into(),
+            winner_seq: 4,
+            loser: "ABCDEFG".into(),
+            made_at: 1_700_000_000,
+            copy_size: 3,
+            copy_mtime_ns: -1,
+        };
+        let version = VersionEntry {
+            version: 3,
+            size: 5,
+            mtime_ns: 1,
+            kept_at: 1_700_000_000,
+        };
+        let status = DaemonStatus {
+            version: "0.1.0".into(),
+            device: "DEV1".into(),
+            config: "/etc/filesync/filesyncd.toml".into(),
+            folders: Vec::new(),
+            server: None,
+            config_error: None,
+        };
+        for resp in [
+            Response::Ok {
+                message: "done".into(),
+            },
+            Response::Status(Box::new(status)),
+            Response::Conflicts(vec![conflict]),
+            Response::Versions(vec![version]),
+            Response::Error {
+                kind: ControlErrorKind::BadRequest,
+                message: "no folder named x".into(),
+            },
+        ] {
+            let back: Response = decode(&encode(&resp)).unwrap();
+            assert_eq!(back, resp);
+        }
+    }
+
+    #[test]
     fn version_is_checked_before_the_body() {
         let mut bytes = encode(&Request::Reload);
         bytes[0] = (CONTROL_VERSION + 1) as u8;

@@ -380,6 +380,23 @@ mod tests {
                 kind: ErrorKind::NotFound,
                 message: "no such folder".into(),
             }),
+            ServerMsg::Versions {
+                id: 4,
+                result: Ok(vec![VersionInfo {
+                    version: 3,
+                    size: 5,
+                    mtime_ns: -1,
+                    kept_at: 1_700_000_000,
+                }]),
+            },
+            ServerMsg::Versions {
+                id: 5,
+                result: Err("no such file".into()),
+            },
+            ServerMsg::Restored {
+                id: 6,
+                result: Ok(9),
+            },
         ] {
             round_trip(msg);
         }

@@ -107,14 +107,6 @@ impl Node {
         &self.config
     }
 
-    pub fn socket_path(&self) -> &Path {
-        &self.socket
-    }
-
-    pub fn log_path(&self) -> &Path {
-        &self.log
-    }
-
     /// The local directory this node syncs as `folder` (created by the caller).
     pub fn folder_dir(&self, folder: &str) -> PathBuf {
         self.root.join(format!("{}-{folder}", self.name))

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use crate::tree::{Kind, Manifest};
+use crate::tree::{Kind, Manifest, sha256_file};
 
 /// The server's versions store of `folder` in `account`.
 pub fn versions_dir(data_dir: &Path, account: &str, folder: &str) -> PathBuf {
@@ -79,11 +79,10 @@ pub fn kept_versions(dir: &Path) -> io::Result<Vec<KeptVersion>> {
                 if version.file_name() == "path" || !version.file_type()?.is_file() {
                     continue;
                 }
-                let bytes = fs::read(version.path())?;
                 out.push(KeptVersion {
+                    digest: sha256_file(&version.path())?,
                     file: version.path(),
                     path: record.clone(),
-                    digest: crate::tree::sha256(&bytes),
                 });
             }
         }

@@ -260,19 +260,12 @@ pub fn diff(reference: &Manifest, other: &Manifest) -> String {
 /// Waits until every tree in `roots` has the same [`Manifest`], looking every 50 ms;
 /// on timeout, the error says how the trees still differ.
 pub fn converge(roots: &[PathBuf], timeout: Duration) -> Result<Manifest, String> {
-    converge_with(timeout, || Ok(roots.to_vec()))
+    poll_until(timeout, || compare(roots))
 }
 
-/// [`converge`] over trees found anew at each look: a replica that does not exist yet
-/// (the server creates its copy on first contact) is an `Err` from `roots`.
-pub fn converge_with(
-    timeout: Duration,
-    roots: impl FnMut() -> Result<Vec<PathBuf>, String>,
-) -> Result<Manifest, String> {
-    converge_with_excluding(timeout, roots, &|_| false)
-}
-
-/// [`converge_with`], comparing the trees without the paths `skip` accepts.
+/// [`converge`] over trees found anew at each look (a replica that does not exist yet,
+/// as the server's copy before first contact, is an `Err` from `roots`), comparing them
+/// without the paths `skip` accepts.
 pub fn converge_with_excluding(
     timeout: Duration,
     mut roots: impl FnMut() -> Result<Vec<PathBuf>, String>,
