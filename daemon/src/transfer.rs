@@ -147,7 +147,6 @@ where
         };
         tmp.write(&data)?;
     }
-    tmp.complete()?;
     Ok(Assembled { tmp, reused })
 }
 
