@@ -443,23 +443,16 @@ async fn request_block(
     pending: &Pending,
     request: BlockRequest,
 ) -> Result<Vec<u8>> {
-    let (id, rx) = pending.register();
-    out.send(ServerMsg::BlockRequest { id, request })
-        .await
-        .map_err(|_| anyhow!("connection closed"))?;
-    match tokio::time::timeout(conn::BLOCK_TIMEOUT, rx).await {
-        Ok(Ok(Ok(data))) => Ok(data),
-        Ok(Ok(Err(BlockError::NotAvailable))) => {
+    let asked = pending.ask(
+        out,
+        |id| ServerMsg::BlockRequest { id, request },
+        "the device",
+    );
+    match asked.await? {
+        Ok(data) => Ok(data),
+        Err(BlockError::NotAvailable) => {
             bail!("the file changed on the device while it was being uploaded")
         }
-        Ok(Ok(Err(BlockError::Refused(why)))) => bail!("the device refused a block request: {why}"),
-        Ok(Err(_)) => bail!("connection closed"),
-        Err(_) => {
-            pending.forget(id);
-            bail!(
-                "the device did not send a block within {}s",
-                conn::BLOCK_TIMEOUT.as_secs()
-            )
-        }
+        Err(BlockError::Refused(why)) => bail!("the device refused a block request: {why}"),
     }
 }
