@@ -520,12 +520,13 @@ pub fn clean_temp_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::chunk;
     use filesync_proto::DeviceId;
 
-    fn entry_for(path: &str, content: &[u8]) -> Entry {
+    /// The entry of a live file at `path` holding `content`.
+    pub(crate) fn entry_for(path: &str, content: &[u8]) -> Entry {
         let h = chunk::hash_reader(content).unwrap();
         Entry {
             path: RelPath::new(path).unwrap(),

@@ -169,29 +169,10 @@ mod tests {
     use std::sync::Mutex;
 
     use anyhow::anyhow;
-    use filesync_proto::{DeviceId, RelPath};
 
     use super::*;
     use crate::chunk::tests::pseudo_random;
-
-    fn entry_for(path: &str, content: &[u8]) -> Entry {
-        let h = chunk::hash_reader(content).unwrap();
-        Entry {
-            path: RelPath::new(path).unwrap(),
-            kind: filesync_proto::wire::EntryKind::File,
-            deleted: false,
-            size: h.size,
-            mtime_ns: 1,
-            mode: 0o644,
-            hash: h.hash,
-            blocks: h.blocks,
-            target: String::new(),
-            seq: 1,
-            origin: DeviceId::new("dev").unwrap(),
-            conflict: None,
-            renamed_from: None,
-        }
-    }
+    use crate::store::tests::entry_for;
 
     /// A peer that holds `content` and records the offsets it was asked for; it fails
     /// every request once it has answered `answers` of them.
@@ -202,6 +183,14 @@ mod tests {
     }
 
     impl Peer {
+        fn new(content: &[u8], answers: usize) -> Peer {
+            Peer {
+                content: content.to_vec(),
+                answers,
+                asked: Mutex::default(),
+            }
+        }
+
         async fn fetch(&self, request: BlockRequest) -> Result<Vec<u8>> {
             let mut asked = self.asked.lock().unwrap();
             asked.push(request.offset);
@@ -225,22 +214,14 @@ mod tests {
         let content = pseudo_random(3 * 1024 * 1024, 21);
         let entry = entry_for("big.bin", &content);
         let n = entry.blocks.len();
-        let flaky = Peer {
-            content: content.clone(),
-            answers: 10,
-            asked: Mutex::default(),
-        };
+        let flaky = Peer::new(&content, 10);
         let err = assemble(&root, &index, &entry, |r| flaky.fetch(r))
             .await
             .err()
             .expect("the transfer fails once the peer is gone");
         assert!(format!("{err:#}").contains("connection closed"), "{err:#}");
 
-        let peer = Peer {
-            content: content.clone(),
-            answers: usize::MAX,
-            asked: Mutex::default(),
-        };
+        let peer = Peer::new(&content, usize::MAX);
         let done = assemble(&root, &index, &entry, |r| peer.fetch(r))
             .await
             .unwrap();
@@ -275,11 +256,7 @@ mod tests {
         stale[10] ^= 1;
         std::fs::write(root.join("old"), &stale).unwrap();
         let entry = entry_for("new", &content);
-        let peer = Peer {
-            content: content.clone(),
-            answers: usize::MAX,
-            asked: Mutex::default(),
-        };
+        let peer = Peer::new(&content, usize::MAX);
         let done = assemble(&root, &index, &entry, |r| peer.fetch(r))
             .await
             .unwrap();
@@ -304,11 +281,7 @@ mod tests {
         let content = vec![0u8; 8 * chunk::MAX_BLOCK + 1000];
         let entry = entry_for("zeros", &content);
         assert!(entry.blocks.len() >= 9);
-        let peer = Peer {
-            content: content.clone(),
-            answers: usize::MAX,
-            asked: Mutex::default(),
-        };
+        let peer = Peer::new(&content, usize::MAX);
         let done = assemble(&root, &index, &entry, |r| peer.fetch(r))
             .await
             .unwrap();
