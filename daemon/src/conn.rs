@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use filesync_proto::wire::{BlockError, BlockRequest, MAX_BLOCK_SIZE};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{chunk, store};
 
@@ -145,6 +145,29 @@ impl<T> Pending<T> {
         self.lock().remove(&id);
     }
 
+    /// Sends the request `make` builds around a fresh id on `out`, and waits at most
+    /// [`BLOCK_TIMEOUT`] for its answer. `peer` names the other end in errors.
+    pub async fn ask<M>(
+        &self,
+        out: &mpsc::Sender<M>,
+        make: impl FnOnce(u64) -> M,
+        peer: &str,
+    ) -> anyhow::Result<T> {
+        let (id, rx) = self.register();
+        if out.send(make(id)).await.is_err() {
+            self.forget(id);
+            anyhow::bail!("connection to {peer} closed");
+        }
+        match tokio::time::timeout(BLOCK_TIMEOUT, rx).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => anyhow::bail!("connection to {peer} closed"),
+            Err(_) => {
+                self.forget(id);
+                anyhow::bail!("{peer} did not answer within {}s", BLOCK_TIMEOUT.as_secs())
+            }
+        }
+    }
+
     /// Drops every waiter: their receivers see the connection is gone.
     pub fn fail_all(&self) {
         self.lock().clear();
@@ -240,6 +263,22 @@ mod tests {
             serve_block(&root, &req(".filesync-tmp-1", 4, good)),
             Err(BlockError::Refused(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn ask_gets_its_answer_and_fails_at_once_on_a_closed_connection() {
+        let p: Pending<u64> = Pending::default();
+        let (tx, mut rx) = mpsc::channel(4);
+        let peer = async {
+            let id = rx.recv().await.unwrap();
+            p.complete(id, id + 100);
+        };
+        let (answer, ()) = tokio::join!(p.ask(&tx, |id| id, "the peer"), peer);
+        assert_eq!(answer.unwrap(), 100);
+        drop(rx);
+        let err = p.ask(&tx, |id| id, "the peer").await.unwrap_err();
+        assert_eq!(err.to_string(), "connection to the peer closed");
+        assert!(p.lock().is_empty(), "a failed request is forgotten");
     }
 
     #[test]

@@ -111,7 +111,7 @@ pub struct TempFile {
     hasher: Sha256,
     written: u64,
     prepared: bool,
-    /// A partial transfer that is not complete yet: kept when dropped, for resuming.
+    /// A partial transfer not yet [`TempFile::prepare`]d: kept when dropped, for resuming.
     keep: bool,
 }
 
@@ -133,7 +133,7 @@ impl TempFile {
     }
 
     /// Opens the partial transfer of `target` (see [`partial_path`]), creating it if
-    /// there is none, and locks it. Until [`TempFile::complete`] it outlives a failure,
+    /// there is none, and locks it. Until [`TempFile::prepare`] it outlives a failure,
     /// so that a later transfer can [`TempFile::resume`] it. When another transfer of the
     /// same target holds the lock, this falls back to a plain temp file.
     pub fn resumable(target: &Path) -> Result<TempFile> {
@@ -230,16 +230,6 @@ impl TempFile {
         Ok(buf)
     }
 
-    /// Every byte is written: cuts off anything an earlier transfer left beyond the end,
-    /// and from now on the file goes when dropped, since content that fails its final
-    /// check must not be resumed.
-    pub fn complete(&mut self) -> Result<()> {
-        self.keep = false;
-        self.file
-            .set_len(self.written)
-            .with_context(|| format!("cannot truncate {}", self.path.display()))
-    }
-
     /// Checks the content against `entry`, applies its mode and mtime, fsyncs, and
     /// renames over `target`. On any failure the temp file is removed and the target is
     /// untouched.
@@ -250,11 +240,14 @@ impl TempFile {
 
     /// Verifies the content against `entry` and makes it durable, without touching the
     /// target yet: a caller may move the old version aside only once this succeeded.
-    /// Once it succeeded, calling it again does nothing.
+    /// Anything an earlier transfer left beyond what was written is cut off. From here
+    /// on a partial transfer goes when dropped too: content that fails this check must
+    /// not be resumed. Once it succeeded, calling it again does nothing.
     pub fn prepare(&mut self, entry: &Entry) -> Result<()> {
         if self.prepared {
             return Ok(());
         }
+        self.keep = false;
         let got = Hash(std::mem::take(&mut self.hasher).finalize().into());
         if got != entry.hash || self.written != entry.size {
             bail!(
@@ -266,6 +259,9 @@ impl TempFile {
                 entry.hash.short()
             );
         }
+        self.file
+            .set_len(self.written)
+            .with_context(|| format!("cannot truncate {}", self.path.display()))?;
         self.file
             .set_permissions(fs::Permissions::from_mode(entry.mode & 0o777))?;
         self.file
@@ -524,12 +520,13 @@ pub fn clean_temp_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::chunk;
     use filesync_proto::DeviceId;
 
-    fn entry_for(path: &str, content: &[u8]) -> Entry {
+    /// The entry of a live file at `path` holding `content`.
+    pub(crate) fn entry_for(path: &str, content: &[u8]) -> Entry {
         let h = chunk::hash_reader(content).unwrap();
         Entry {
             path: RelPath::new(path).unwrap(),
@@ -614,7 +611,6 @@ mod tests {
         assert_eq!(t.resume(&e.blocks).unwrap(), 3);
         assert_eq!(t.written(), ends[2] as u64);
         t.write(&content[ends[2]..]).unwrap();
-        t.complete().unwrap();
         t.commit(&target, &e).unwrap();
         assert_eq!(fs::read(&target).unwrap(), content);
         assert!(!partial.exists());
@@ -625,14 +621,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (content, e, ends) = big("big");
         let target = e.path.to_path(dir.path());
-        let mut spoiled = content[..ends[3]].to_vec();
+        // Left by a longer version of the file, and spoiled in its second block.
+        let mut spoiled = content.clone();
+        spoiled.extend_from_slice(b"the tail of a longer version");
         spoiled[ends[0] + 5] ^= 1;
         fs::write(partial_path(&target).unwrap(), &spoiled).unwrap();
         let mut t = TempFile::resumable(&target).unwrap();
         assert_eq!(t.resume(&e.blocks).unwrap(), 1);
         t.write(&content[ends[0]..]).unwrap();
-        // A longer leftover is cut to what this transfer wrote.
-        t.complete().unwrap();
+        // The leftover beyond what this transfer wrote is cut off.
         t.commit(&target, &e).unwrap();
         assert_eq!(fs::read(&target).unwrap(), content);
     }
@@ -645,7 +642,6 @@ mod tests {
         let mut t = TempFile::resumable(&target).unwrap();
         t.write(&content[1..]).unwrap();
         t.write(b"!").unwrap();
-        t.complete().unwrap();
         assert!(t.commit(&target, &e).is_err());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }

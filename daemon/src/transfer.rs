@@ -21,7 +21,7 @@ use futures::StreamExt;
 use crate::chunk;
 use crate::conn;
 use crate::index::{BlockSource, Index};
-use crate::store::{self, TempFile};
+use crate::store::TempFile;
 
 /// Blocks asked for or read ahead at once, so throughput is not bound by round trips.
 const PIPELINE: usize = 16;
@@ -39,10 +39,10 @@ pub struct Assembled {
 
 /// Where one block comes from, decided while the blocks before it are still arriving.
 enum Got {
-    Data {
-        data: Vec<u8>,
-        local: bool,
-    },
+    /// From a local file, verified as it was read.
+    Local(Vec<u8>),
+    /// From the peer, not verified yet.
+    Fetched(Vec<u8>),
     /// The same content as the block written at this offset of the temp file.
     Repeat(u64),
 }
@@ -108,11 +108,10 @@ where
                 let Some(sources) = sources else {
                     return Ok(Got::Repeat(earlier));
                 };
-                if let Some(data) = read_local(root, &sources?, &request) {
-                    return Ok(Got::Data { data, local: true });
+                if let Some(data) = read_local(root, sources?, &request) {
+                    return Ok(Got::Local(data));
                 }
-                let data = fetch(request).await?;
-                Ok::<_, anyhow::Error>(Got::Data { data, local: false })
+                Ok::<_, anyhow::Error>(Got::Fetched(fetch(request).await?))
             }
         })
         .buffered(PIPELINE);
@@ -123,39 +122,45 @@ where
             .await
             .context("the block stream ended early")?
             .with_context(|| format!("cannot fetch {}", entry.path))?;
-        let at = tmp.written();
+        // Only what the peer sent is hashed here: a local block was verified as it was
+        // read, a repeat copies a block verified before, and the whole-file hash that
+        // `TempFile::prepare` checks covers every byte again.
         let data = match got {
-            Got::Data { data, local } => {
-                if local {
-                    reused += data.len() as u64;
-                }
+            Got::Local(data) => {
+                reused += data.len() as u64;
                 data
             }
             Got::Repeat(earlier) => {
                 reused += u64::from(block.size);
                 tmp.read_back(earlier, block.size)?
             }
+            Got::Fetched(data) => {
+                if data.len() != block.size as usize || chunk::sha256(&data) != block.hash {
+                    bail!(
+                        "the block of {} at offset {} does not match its hash; it was discarded",
+                        entry.path,
+                        tmp.written()
+                    );
+                }
+                data
+            }
         };
-        if data.len() != block.size as usize || chunk::sha256(&data) != block.hash {
-            bail!(
-                "the block of {} at offset {at} does not match its hash; it was discarded",
-                entry.path
-            );
-        }
         tmp.write(&data)?;
     }
-    tmp.complete()?;
     Ok(Assembled { tmp, reused })
 }
 
-/// The block from the first local file that still holds it, verified.
-fn read_local(root: &Path, sources: &[BlockSource], want: &BlockRequest) -> Option<Vec<u8>> {
-    sources.iter().find_map(|s| {
-        if !conn::no_symlink_ancestors(root, &s.path) {
-            return None;
-        }
-        let data = store::read_block(&s.path.to_path(root), s.offset, want.size).ok()?;
-        (chunk::sha256(&data) == want.hash).then_some(data)
+/// The block from the first local file that still holds it, read as it would be served
+/// to a peer: inside the folder, never through a symlink, and verified.
+fn read_local(root: &Path, sources: Vec<BlockSource>, want: &BlockRequest) -> Option<Vec<u8>> {
+    sources.into_iter().find_map(|s| {
+        let at = BlockRequest {
+            path: s.path,
+            offset: s.offset,
+            size: want.size,
+            hash: want.hash,
+        };
+        conn::serve_block(root, &at).ok()
     })
 }
 
@@ -164,29 +169,10 @@ mod tests {
     use std::sync::Mutex;
 
     use anyhow::anyhow;
-    use filesync_proto::{DeviceId, RelPath};
 
     use super::*;
     use crate::chunk::tests::pseudo_random;
-
-    fn entry_for(path: &str, content: &[u8]) -> Entry {
-        let h = chunk::hash_reader(content).unwrap();
-        Entry {
-            path: RelPath::new(path).unwrap(),
-            kind: filesync_proto::wire::EntryKind::File,
-            deleted: false,
-            size: h.size,
-            mtime_ns: 1,
-            mode: 0o644,
-            hash: h.hash,
-            blocks: h.blocks,
-            target: String::new(),
-            seq: 1,
-            origin: DeviceId::new("dev").unwrap(),
-            conflict: None,
-            renamed_from: None,
-        }
-    }
+    use crate::store::tests::entry_for;
 
     /// A peer that holds `content` and records the offsets it was asked for; it fails
     /// every request once it has answered `answers` of them.
@@ -197,6 +183,14 @@ mod tests {
     }
 
     impl Peer {
+        fn new(content: &[u8], answers: usize) -> Peer {
+            Peer {
+                content: content.to_vec(),
+                answers,
+                asked: Mutex::default(),
+            }
+        }
+
         async fn fetch(&self, request: BlockRequest) -> Result<Vec<u8>> {
             let mut asked = self.asked.lock().unwrap();
             asked.push(request.offset);
@@ -220,22 +214,14 @@ mod tests {
         let content = pseudo_random(3 * 1024 * 1024, 21);
         let entry = entry_for("big.bin", &content);
         let n = entry.blocks.len();
-        let flaky = Peer {
-            content: content.clone(),
-            answers: 10,
-            asked: Mutex::default(),
-        };
+        let flaky = Peer::new(&content, 10);
         let err = assemble(&root, &index, &entry, |r| flaky.fetch(r))
             .await
             .err()
             .expect("the transfer fails once the peer is gone");
         assert!(format!("{err:#}").contains("connection closed"), "{err:#}");
 
-        let peer = Peer {
-            content: content.clone(),
-            answers: usize::MAX,
-            asked: Mutex::default(),
-        };
+        let peer = Peer::new(&content, usize::MAX);
         let done = assemble(&root, &index, &entry, |r| peer.fetch(r))
             .await
             .unwrap();
@@ -251,6 +237,42 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blocks_come_from_local_files_that_still_hold_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index.db")).unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let content = pseudo_random(2 * 1024 * 1024, 22);
+        let old = entry_for("old", &content);
+        index
+            .put_local(&crate::index::LocalRow {
+                entry: old.clone(),
+                inode: 0,
+                dirty: false,
+            })
+            .unwrap();
+        // The first block of the local copy changed since the index saw it.
+        let mut stale = content.clone();
+        stale[10] ^= 1;
+        std::fs::write(root.join("old"), &stale).unwrap();
+        let entry = entry_for("new", &content);
+        let peer = Peer::new(&content, usize::MAX);
+        let done = assemble(&root, &index, &entry, |r| peer.fetch(r))
+            .await
+            .unwrap();
+        assert_eq!(
+            *peer.asked.lock().unwrap(),
+            [0],
+            "only the stale block is fetched"
+        );
+        let first = u64::from(entry.blocks[0].size);
+        assert_eq!(done.reused, entry.size - first);
+        let target = entry.path.to_path(&root);
+        done.tmp.commit(&target, &entry).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), content);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_repeated_block_is_fetched_once() {
         let dir = tempfile::tempdir().unwrap();
         let index = Index::open(&dir.path().join("index.db")).unwrap();
@@ -259,11 +281,7 @@ mod tests {
         let content = vec![0u8; 8 * chunk::MAX_BLOCK + 1000];
         let entry = entry_for("zeros", &content);
         assert!(entry.blocks.len() >= 9);
-        let peer = Peer {
-            content: content.clone(),
-            answers: usize::MAX,
-            asked: Mutex::default(),
-        };
+        let peer = Peer::new(&content, usize::MAX);
         let done = assemble(&root, &index, &entry, |r| peer.fetch(r))
             .await
             .unwrap();

@@ -68,7 +68,8 @@ async fn fetch_file(
     Counters::add(&counters.content_reused, assembled.reused);
     let mut tmp = assembled.tmp;
     // Verify and fsync first, so the check below is the last thing before the rename.
-    tmp.prepare(entry)?;
+    // The fsync of a large file takes a while: off the async threads, as on the server.
+    tokio::task::block_in_place(|| tmp.prepare(entry))?;
     // The download took a while: if the user wrote the path meanwhile, that file is
     // theirs and must not be replaced. Giving up here lets the scan take it in as a local
     // change, which then meets this version as an ordinary conflict.

@@ -68,30 +68,15 @@ pub struct SessionHandle {
 
 impl SessionHandle {
     pub async fn request_block(&self, request: BlockRequest) -> Result<Vec<u8>> {
-        let (id, rx) = self.pending.register();
-        if self
-            .out
-            .send(ClientMsg::BlockRequest { id, request })
-            .await
-            .is_err()
-        {
-            self.pending.forget(id);
-            bail!("connection to the server closed");
-        }
-        match tokio::time::timeout(conn::BLOCK_TIMEOUT, rx).await {
-            Ok(Ok(Ok(data))) => Ok(data),
-            Ok(Ok(Err(BlockError::NotAvailable))) => bail!("the server no longer has that content"),
-            Ok(Ok(Err(BlockError::Refused(why)))) => {
-                bail!("the server refused a block request: {why}")
-            }
-            Ok(Err(_)) => bail!("connection to the server closed"),
-            Err(_) => {
-                self.pending.forget(id);
-                bail!(
-                    "the server did not send a block within {}s",
-                    conn::BLOCK_TIMEOUT.as_secs()
-                )
-            }
+        let asked = self.pending.ask(
+            &self.out,
+            |id| ClientMsg::BlockRequest { id, request },
+            "the server",
+        );
+        match asked.await? {
+            Ok(data) => Ok(data),
+            Err(BlockError::NotAvailable) => bail!("the server no longer has that content"),
+            Err(BlockError::Refused(why)) => bail!("the server refused a block request: {why}"),
         }
     }
 
@@ -115,22 +100,7 @@ impl SessionHandle {
     }
 
     async fn call(&self, make: impl FnOnce(u64) -> ClientMsg) -> Result<ServerMsg> {
-        let (id, rx) = self.calls.register();
-        if self.out.send(make(id)).await.is_err() {
-            self.calls.forget(id);
-            bail!("connection to the server closed");
-        }
-        match tokio::time::timeout(conn::BLOCK_TIMEOUT, rx).await {
-            Ok(Ok(msg)) => Ok(msg),
-            Ok(Err(_)) => bail!("connection to the server closed"),
-            Err(_) => {
-                self.calls.forget(id);
-                bail!(
-                    "the server did not answer within {}s",
-                    conn::BLOCK_TIMEOUT.as_secs()
-                )
-            }
-        }
+        self.calls.ask(&self.out, make, "the server").await
     }
 
     pub async fn push(&self, id: u64, changes: Vec<Change>) -> Result<()> {

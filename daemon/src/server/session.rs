@@ -326,13 +326,6 @@ const COMMIT_BATCH: usize = 64;
 /// overlap instead of waiting for each other.
 const STAGING: usize = 8;
 
-/// What a pushed change needs before the sequencer can commit it.
-enum Prepared {
-    /// Settled without the sequencer: a stale base, or content that could not be staged.
-    Settled(PushOutcome),
-    Ready(Box<Change>, Option<TempFile>),
-}
-
 /// Stages the files of `part` (several at once), then commits them all in order with
 /// one request to the sequencer.
 async fn push_part(
@@ -343,22 +336,22 @@ async fn push_part(
     out: &mpsc::Sender<ServerMsg>,
     pending: &Pending,
 ) -> Result<Vec<PushOutcome>> {
-    let prepared: Vec<Prepared> = futures::stream::iter(part)
+    let prepared: Vec<_> = futures::stream::iter(part)
         .map(|change| prepare(folder, index, change, out, pending))
         .buffered(STAGING)
         .collect()
         .await;
-    let mut ready: Vec<(Change, Option<TempFile>)> = Vec::new();
-    let mut slots = Vec::with_capacity(prepared.len());
-    for p in prepared {
-        match p {
-            Prepared::Settled(outcome) => slots.push(Some(outcome)),
-            Prepared::Ready(change, staged) => {
-                ready.push((*change, staged));
-                slots.push(None);
+    let mut ready = Vec::new();
+    let settled: Vec<Option<PushOutcome>> = prepared
+        .into_iter()
+        .map(|p| match p {
+            Ok(change) => {
+                ready.push(change);
+                None
             }
-        }
-    }
+            Err(outcome) => Some(outcome),
+        })
+        .collect();
     let mut committed = if ready.is_empty() {
         Vec::new()
     } else {
@@ -376,7 +369,7 @@ async fn push_part(
             .map_err(|_| anyhow!("the folder is shutting down"))?
     }
     .into_iter();
-    Ok(slots
+    Ok(settled
         .into_iter()
         .map(|slot| {
             slot.or_else(|| committed.next())
@@ -387,48 +380,41 @@ async fn push_part(
         .collect())
 }
 
+/// A pushed change ready for the sequencer, with its content staged if it has new
+/// content; or its outcome, when it is settled here (a stale base, or content that could
+/// not be staged).
 async fn prepare(
     folder: &ServerFolderHandle,
     index: &Index,
     change: Change,
     out: &mpsc::Sender<ServerMsg>,
     pending: &Pending,
-) -> Prepared {
-    let current = match index.local(&change.entry.path) {
-        Ok(c) => c,
-        Err(e) => {
-            return Prepared::Settled(PushOutcome::Failed {
-                reason: format!("{e:#}"),
-            });
-        }
+) -> Result<(Change, Option<TempFile>), PushOutcome> {
+    let failed = |e: anyhow::Error| PushOutcome::Failed {
+        reason: format!("{e:#}"),
     };
+    let current = index.local(&change.entry.path).map_err(failed)?;
     let current_seq = current.as_ref().map_or(0, |r| r.entry.seq);
     let same = current
         .as_ref()
         .is_some_and(|c| c.entry.same_content(&change.entry));
     if current.is_some() && change.base_seq != current_seq && !same {
         // Settled without staging anything; the sequencer would say the same.
-        return Prepared::Settled(PushOutcome::Conflict { current_seq });
+        return Err(PushOutcome::Conflict { current_seq });
     }
     if change.entry.kind != EntryKind::File || change.entry.deleted || same {
-        return Prepared::Ready(Box::new(change), None);
+        return Ok((change, None));
     }
-    let staged = async {
-        let mut tmp = stage(folder, index, &change, out, pending).await?;
-        tokio::task::block_in_place(|| tmp.prepare(&change.entry))?;
-        Ok::<_, anyhow::Error>(tmp)
-    };
-    match staged.await {
-        Ok(tmp) => Prepared::Ready(Box::new(change), Some(tmp)),
-        Err(e) => Prepared::Settled(PushOutcome::Failed {
-            reason: format!("{e:#}"),
-        }),
-    }
+    let staged = stage(folder, index, &change, out, pending)
+        .await
+        .map_err(failed)?;
+    Ok((change, Some(staged)))
 }
 
 /// Builds the pushed file's content in a temp file beside its target: what an
 /// interrupted upload of it left, blocks the server already has, the rest asked of the
-/// device, several at a time.
+/// device, several at a time. It is verified and fsynced here, several files at once,
+/// so that the sequencer only has to rename it.
 async fn stage(
     folder: &ServerFolderHandle,
     index: &Index,
@@ -443,11 +429,13 @@ async fn stage(
             entry.path
         );
     }
-    let assembled = transfer::assemble(&folder.root, index, entry, |request| {
+    let mut tmp = transfer::assemble(&folder.root, index, entry, |request| {
         request_block(out, pending, request)
     })
-    .await?;
-    Ok(assembled.tmp)
+    .await?
+    .tmp;
+    tokio::task::block_in_place(|| tmp.prepare(entry))?;
+    Ok(tmp)
 }
 
 async fn request_block(
@@ -455,23 +443,16 @@ async fn request_block(
     pending: &Pending,
     request: BlockRequest,
 ) -> Result<Vec<u8>> {
-    let (id, rx) = pending.register();
-    out.send(ServerMsg::BlockRequest { id, request })
-        .await
-        .map_err(|_| anyhow!("connection closed"))?;
-    match tokio::time::timeout(conn::BLOCK_TIMEOUT, rx).await {
-        Ok(Ok(Ok(data))) => Ok(data),
-        Ok(Ok(Err(BlockError::NotAvailable))) => {
+    let asked = pending.ask(
+        out,
+        |id| ServerMsg::BlockRequest { id, request },
+        "the device",
+    );
+    match asked.await? {
+        Ok(data) => Ok(data),
+        Err(BlockError::NotAvailable) => {
             bail!("the file changed on the device while it was being uploaded")
         }
-        Ok(Ok(Err(BlockError::Refused(why)))) => bail!("the device refused a block request: {why}"),
-        Ok(Err(_)) => bail!("connection closed"),
-        Err(_) => {
-            pending.forget(id);
-            bail!(
-                "the device did not send a block within {}s",
-                conn::BLOCK_TIMEOUT.as_secs()
-            )
-        }
+        Err(BlockError::Refused(why)) => bail!("the device refused a block request: {why}"),
     }
 }
