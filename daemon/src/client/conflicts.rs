@@ -84,11 +84,9 @@ pub(super) fn resolve(
                 .as_ref()
                 .is_none_or(|o| o.entry.deleted || copy.entry.mtime_ns > o.entry.mtime_ns),
         };
-        unchanged_on_disk(root, &copy)?;
+        unchanged_on_disk(root, &copy.entry.path, Some(&copy))?;
         if keep_copy {
-            if let Some(o) = &original {
-                unchanged_on_disk(root, o)?;
-            }
+            unchanged_on_disk(root, &note.original, original.as_ref())?;
             let (from, to) = (copy.entry.path.to_path(root), note.original.to_path(root));
             std::fs::rename(&from, &to).with_context(|| {
                 format!("cannot move {} over {}", copy.entry.path, note.original)
@@ -111,14 +109,18 @@ pub(super) fn resolve(
     Ok((settled, touched))
 }
 
-/// Refuses to act on a file that changed since the index last saw it.
-fn unchanged_on_disk(root: &Path, row: &LocalRow) -> Result<()> {
-    let disk = store::stat(&row.entry.path.to_path(root))?;
-    if !store::matches_index(disk.as_ref(), &row.entry, row.inode) {
-        bail!(
-            "{} changed since it was last scanned; wait a moment and try again",
-            row.entry.path
-        );
+/// Refuses to act on a path that changed since the index last saw it; with no `row`, the
+/// index knows nothing there, so nothing may be there (an ignored file, say, or one not
+/// scanned yet, which moving the copy over it would destroy).
+fn unchanged_on_disk(root: &Path, path: &RelPath, row: Option<&LocalRow>) -> Result<()> {
+    let full = path.to_path(root);
+    let disk = store::stat(&full).with_context(|| format!("cannot stat {}", full.display()))?;
+    let unchanged = match row {
+        Some(row) => store::matches_index(disk.as_ref(), &row.entry, row.inode),
+        None => disk.is_none(),
+    };
+    if !unchanged {
+        bail!("{path} changed since it was last scanned; wait a moment and try again");
     }
     Ok(())
 }
@@ -213,6 +215,25 @@ mod tests {
         assert_eq!(f.resolve("a[.txt", Keep::Local).unwrap(), 1);
         assert_eq!(f.read("a[.txt").as_deref(), Some("ours"));
         assert_eq!(f.read("a[.sync-conflict-20260101-000000-X.txt"), None);
+    }
+
+    #[test]
+    fn keeping_the_copy_never_replaces_a_file_the_index_does_not_know() {
+        let f = Folder::new();
+        let copy = "a.sync-conflict-20260101-000000-X.txt";
+        f.put_copy(copy, "a.txt", "ours");
+        // Ignored here, or not scanned yet: either way not the server's version.
+        f.write("a.txt", "unknown");
+        for keep in [Keep::Local, Keep::Newer] {
+            let err = f.resolve("a.txt", keep).unwrap_err();
+            assert!(err.to_string().contains("a.txt changed since"), "{err:#}");
+        }
+        assert_eq!(f.read("a.txt").as_deref(), Some("unknown"));
+        assert_eq!(f.read(copy).as_deref(), Some("ours"));
+
+        std::fs::remove_file(f.root().join("a.txt")).unwrap();
+        assert_eq!(f.resolve("a.txt", Keep::Local).unwrap(), 1);
+        assert_eq!(f.read("a.txt").as_deref(), Some("ours"));
     }
 
     #[test]
