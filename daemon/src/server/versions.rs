@@ -55,7 +55,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use filesync_proto::RelPath;
 use filesync_proto::wire::EntryKind;
-use sha2::{Digest, Sha256};
 
 use crate::store;
 
@@ -283,8 +282,7 @@ impl Versions {
     }
 
     fn slot(&self, path: &RelPath) -> PathBuf {
-        let digest: [u8; 32] = Sha256::digest(path.as_str().as_bytes()).into();
-        let hash = hex::encode(digest);
+        let hash = crate::chunk::sha256(path.as_str().as_bytes()).to_hex();
         self.dir.join(&hash[..2]).join(hash)
     }
 
