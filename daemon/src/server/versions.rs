@@ -193,7 +193,8 @@ impl Versions {
             }
         }
         sync_dir(&slot);
-        if let Some(parent) = full.parent() {
+        // A link leaves the tree's directory as it was; a move took the file out of it.
+        if !link && let Some(parent) = full.parent() {
             sync_dir(parent);
         }
         // The content is safe under its final name; a missing record only costs the
