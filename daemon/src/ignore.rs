@@ -178,7 +178,7 @@ impl IgnoreRules {
     /// One path on its own, its ancestors already found not ignored.
     fn ignores(&self, path: &str, is_dir: bool) -> bool {
         let name = path.rsplit('/').next().unwrap_or(path);
-        (is_reserved(name) && name != IGNORE_FILE) || self.matcher.matched(path, is_dir).is_ignore()
+        is_reserved(name) || self.matcher.matched(path, is_dir).is_ignore()
     }
 }
 

@@ -105,7 +105,7 @@ impl Supervisor {
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
                 Some(cmd) = cmds.recv() => {
-                    let reply = self.handle(cmd.request).await;
+                    let reply = self.handle(cmd.request);
                     let _ = cmd.reply.send(reply);
                 }
                 Some(()) = reloads.recv() => {
@@ -115,7 +115,9 @@ impl Supervisor {
         }
     }
 
-    async fn handle(&mut self, request: Request) -> BoxFuture<'static, Response> {
+    /// Answers at once, never waiting on a folder task: what takes time is in the
+    /// returned future, which the request's own connection awaits.
+    fn handle(&mut self, request: Request) -> BoxFuture<'static, Response> {
         let now = |r: Response| -> BoxFuture<'static, Response> { Box::pin(std::future::ready(r)) };
         match request {
             Request::Status { folder } => now(self.status(folder.as_deref())),

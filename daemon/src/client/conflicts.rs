@@ -37,15 +37,25 @@ pub(super) fn list(index: &Index, folder: &str) -> Result<Vec<ConflictInfo>> {
         .collect())
 }
 
-/// Whether `pattern` (a path, or a glob over paths) names the conflict at `note`/`copy`.
-fn matches(pattern: &str, note: &ConflictNote, copy: &RelPath) -> Result<bool> {
-    if pattern == note.original.as_str() || pattern == copy.as_str() {
-        return Ok(true);
+/// What `resolve` was asked to settle: a path, or a glob over paths.
+struct Pattern<'a> {
+    text: &'a str,
+    /// Compiled once. A pattern that is not a valid glob can still name a path exactly.
+    glob: Result<globset::GlobMatcher, globset::Error>,
+}
+
+impl<'a> Pattern<'a> {
+    fn new(text: &'a str) -> Pattern<'a> {
+        let glob = globset::Glob::new(text).map(|g| g.compile_matcher());
+        Pattern { text, glob }
     }
-    let glob = globset::Glob::new(pattern)
-        .with_context(|| format!("{pattern:?} is not a valid path or glob"))?;
-    let m = glob.compile_matcher();
-    Ok(m.is_match(note.original.as_str()) || m.is_match(copy.as_str()))
+
+    /// Whether it names the conflict whose copy is `copy`, by the copy or the original.
+    fn matches(&self, note: &ConflictNote, copy: &RelPath) -> bool {
+        [note.original.as_str(), copy.as_str()]
+            .into_iter()
+            .any(|path| path == self.text || self.glob.as_ref().is_ok_and(|g| g.is_match(path)))
+    }
 }
 
 /// Settles every conflict `pattern` names; returns the paths it changed on disk (to be
@@ -56,13 +66,14 @@ pub(super) fn resolve(
     pattern: &str,
     keep: Keep,
 ) -> Result<(usize, Vec<RelPath>)> {
+    let pattern = Pattern::new(pattern);
     let mut touched = Vec::new();
     let mut settled = 0;
     for copy in index.conflicts()? {
         let Some(note) = copy.entry.conflict.clone() else {
             continue;
         };
-        if !matches(pattern, &note, &copy.entry.path)? {
+        if !pattern.matches(&note, &copy.entry.path) {
             continue;
         }
         let original = index.local(&note.original)?;
@@ -73,11 +84,9 @@ pub(super) fn resolve(
                 .as_ref()
                 .is_none_or(|o| o.entry.deleted || copy.entry.mtime_ns > o.entry.mtime_ns),
         };
-        unchanged_on_disk(root, &copy)?;
+        unchanged_on_disk(root, &copy.entry.path, Some(&copy))?;
         if keep_copy {
-            if let Some(o) = &original {
-                unchanged_on_disk(root, o)?;
-            }
+            unchanged_on_disk(root, &note.original, original.as_ref())?;
             let (from, to) = (copy.entry.path.to_path(root), note.original.to_path(root));
             std::fs::rename(&from, &to).with_context(|| {
                 format!("cannot move {} over {}", copy.entry.path, note.original)
@@ -92,17 +101,26 @@ pub(super) fn resolve(
         touched.push(copy.entry.path.clone());
         settled += 1;
     }
+    if settled == 0
+        && let Err(e) = &pattern.glob
+    {
+        bail!("{:?} is not a valid path or glob: {e}", pattern.text);
+    }
     Ok((settled, touched))
 }
 
-/// Refuses to act on a file that changed since the index last saw it.
-fn unchanged_on_disk(root: &Path, row: &LocalRow) -> Result<()> {
-    let disk = store::stat(&row.entry.path.to_path(root))?;
-    if !store::matches_index(disk.as_ref(), &row.entry, row.inode) {
-        bail!(
-            "{} changed since it was last scanned; wait a moment and try again",
-            row.entry.path
-        );
+/// Refuses to act on a path that changed since the index last saw it; with no `row`, the
+/// index knows nothing there, so nothing may be there (an ignored file, say, or one not
+/// scanned yet, which moving the copy over it would destroy).
+fn unchanged_on_disk(root: &Path, path: &RelPath, row: Option<&LocalRow>) -> Result<()> {
+    let full = path.to_path(root);
+    let disk = store::stat(&full).with_context(|| format!("cannot stat {}", full.display()))?;
+    let unchanged = match row {
+        Some(row) => store::matches_index(disk.as_ref(), &row.entry, row.inode),
+        None => disk.is_none(),
+    };
+    if !unchanged {
+        bail!("{path} changed since it was last scanned; wait a moment and try again");
     }
     Ok(())
 }
@@ -110,7 +128,113 @@ fn unchanged_on_disk(root: &Path, row: &LocalRow) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use filesync_proto::DeviceId;
+    use filesync_proto::wire::{Entry, EntryKind};
+    use filesync_proto::{DeviceId, Hash};
+
+    /// A folder on disk and its index.
+    struct Folder {
+        dir: tempfile::TempDir,
+        index: Index,
+    }
+
+    impl Folder {
+        fn new() -> Folder {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir(dir.path().join("root")).unwrap();
+            let index = Index::open(&dir.path().join("index.db")).unwrap();
+            Folder { dir, index }
+        }
+
+        fn root(&self) -> std::path::PathBuf {
+            self.dir.path().join("root")
+        }
+
+        /// Writes `content` at `path` without telling the index.
+        fn write(&self, path: &str, content: &str) {
+            std::fs::write(self.root().join(path), content).unwrap();
+        }
+
+        /// Writes `content` at `path` and records it in the index as scanned.
+        fn put(&self, path: &str, content: &str, conflict: Option<ConflictNote>) {
+            self.write(path, content);
+            let st = store::stat(&self.root().join(path)).unwrap().unwrap();
+            let entry = Entry {
+                path: RelPath::new(path).unwrap(),
+                kind: EntryKind::File,
+                deleted: false,
+                size: st.size,
+                mtime_ns: st.mtime_ns,
+                mode: st.mode,
+                hash: Hash([0; 32]),
+                blocks: Vec::new(),
+                target: String::new(),
+                seq: 1,
+                origin: DeviceId::new("loser").unwrap(),
+                conflict,
+                renamed_from: None,
+            };
+            let row = LocalRow {
+                entry,
+                inode: st.inode,
+                dirty: false,
+            };
+            self.index.put_local(&row).unwrap();
+        }
+
+        /// A conflict copy of `original` holding `content`.
+        fn put_copy(&self, copy: &str, original: &str, content: &str) {
+            let note = ConflictNote {
+                original: RelPath::new(original).unwrap(),
+                winner_seq: 1,
+                winner: DeviceId::new("winner").unwrap(),
+                made_at: 0,
+            };
+            self.put(copy, content, Some(note));
+        }
+
+        fn resolve(&self, pattern: &str, keep: Keep) -> Result<usize> {
+            resolve(&self.root(), &self.index, pattern, keep).map(|(n, _)| n)
+        }
+
+        fn read(&self, path: &str) -> Option<String> {
+            std::fs::read_to_string(self.root().join(path)).ok()
+        }
+    }
+
+    #[test]
+    fn a_pattern_that_is_no_glob_still_names_a_path_exactly() {
+        let f = Folder::new();
+        f.put("a[.txt", "theirs", None);
+        f.put_copy("a[.sync-conflict-20260101-000000-X.txt", "a[.txt", "ours");
+        let err = f.resolve("b[", Keep::Local).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("\"b[\" is not a valid path or glob"),
+            "{err:#}"
+        );
+        assert_eq!(f.resolve("a[.txt", Keep::Local).unwrap(), 1);
+        assert_eq!(f.read("a[.txt").as_deref(), Some("ours"));
+        assert_eq!(f.read("a[.sync-conflict-20260101-000000-X.txt"), None);
+    }
+
+    #[test]
+    fn keeping_the_copy_never_replaces_a_file_the_index_does_not_know() {
+        let f = Folder::new();
+        let copy = "a.sync-conflict-20260101-000000-X.txt";
+        f.put_copy(copy, "a.txt", "ours");
+        // Ignored here, or not scanned yet: either way not the server's version.
+        f.write("a.txt", "unknown");
+        for keep in [Keep::Local, Keep::Newer] {
+            let err = f.resolve("a.txt", keep).unwrap_err();
+            assert!(err.to_string().contains("a.txt changed since"), "{err:#}");
+        }
+        assert_eq!(f.read("a.txt").as_deref(), Some("unknown"));
+        assert_eq!(f.read(copy).as_deref(), Some("ours"));
+
+        std::fs::remove_file(f.root().join("a.txt")).unwrap();
+        assert_eq!(f.resolve("a.txt", Keep::Local).unwrap(), 1);
+        assert_eq!(f.read("a.txt").as_deref(), Some("ours"));
+    }
 
     #[test]
     fn patterns_match_original_copy_or_glob() {
@@ -128,9 +252,13 @@ mod tests {
             ("**/*.txt", true),
             ("*.md", false),
             ("docs/b.txt", false),
+            ("a[", false),
         ] {
-            assert_eq!(matches(pattern, &note, &copy).unwrap(), want, "{pattern}");
+            assert_eq!(
+                Pattern::new(pattern).matches(&note, &copy),
+                want,
+                "{pattern}"
+            );
         }
-        assert!(matches("a[", &note, &copy).is_err());
     }
 }

@@ -399,6 +399,20 @@ mod tests {
             Path::new("/home/alice/.local/state/filesync/server")
         );
         assert_eq!(server.registration, Registration::Invite);
+        assert_eq!(server.keep_versions, DEFAULT_KEEP_VERSIONS_DAYS);
+    }
+
+    #[test]
+    fn keep_versions_takes_days_from_0_to_36500() {
+        for days in [0, 7, 36_500] {
+            let config = parse_text(&format!("[server]\nkeep_versions = {days}\n")).unwrap();
+            assert_eq!(config.server.unwrap().keep_versions, days);
+        }
+        check_err(
+            "[server]\nkeep_versions = 36501\n",
+            2,
+            "server.keep_versions",
+        );
     }
 
     #[test]

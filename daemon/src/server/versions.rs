@@ -55,7 +55,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use filesync_proto::RelPath;
 use filesync_proto::wire::EntryKind;
-use sha2::{Digest, Sha256};
 
 use crate::store;
 
@@ -194,7 +193,8 @@ impl Versions {
             }
         }
         sync_dir(&slot);
-        if let Some(parent) = full.parent() {
+        // A link leaves the tree's directory as it was; a move took the file out of it.
+        if !link && let Some(parent) = full.parent() {
             sync_dir(parent);
         }
         // The content is safe under its final name; a missing record only costs the
@@ -283,8 +283,7 @@ impl Versions {
     }
 
     fn slot(&self, path: &RelPath) -> PathBuf {
-        let digest: [u8; 32] = Sha256::digest(path.as_str().as_bytes()).into();
-        let hash = hex::encode(digest);
+        let hash = crate::chunk::sha256(path.as_str().as_bytes()).to_hex();
         self.dir.join(&hash[..2]).join(hash)
     }
 
