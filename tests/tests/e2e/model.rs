@@ -1049,17 +1049,18 @@ fn new_file_in_a_dir_deleted_elsewhere_while_away_survives() {
 fn local_file_written_while_its_remote_version_downloads_is_kept() {
     let cl = Cluster::new(2);
     cl.settle(DOCS);
-    let remote = pseudo_random(77, 6 << 20);
+    let remote = pseudo_random(77, 24 << 20);
     filesync_tests::files::write(&cl.path_on(1, DOCS, "big.bin"), &remote);
     let a_dir = cl.client(0).folder_dir(DOCS);
-    // The download's temp file, or the download already done on a fast machine.
+    // The file the download is filling (a file this large goes to `.filesync-partial-*`,
+    // a smaller one to `.filesync-tmp-*`), or the download already done on a fast machine.
     poll_until(filesync_tests::SYNC_TIMEOUT, || {
         let started = fs::read_dir(&a_dir)
             .map_err(|e| e.to_string())?
             .flatten()
             .any(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
-                name.starts_with(".filesync-tmp") || name == "big.bin"
+                name.starts_with(".filesync-") || name == "big.bin"
             });
         if started {
             Ok(())
