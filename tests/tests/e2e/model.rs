@@ -1020,20 +1020,13 @@ fn new_file_in_a_dir_deleted_elsewhere_while_away_survives() {
     filesync_tests::files::write(&cl.path_on(0, DOCS, "d/old.txt"), b"old\n");
     cl.settle(DOCS);
 
-    cl.a().ctl_ok(["pause", DOCS]);
-    poll_until(Duration::from_secs(10), || {
-        match cl.a().folder_status(DOCS)["state"].as_str() {
-            Some("paused") => Ok(()),
-            other => Err(format!("A's docs is {other:?}")),
-        }
-    })
-    .unwrap_or_else(|why| panic!("A did not pause: {why}"));
+    cl.pause(0, DOCS);
     fs::remove_dir_all(cl.path_on(1, DOCS, "d")).unwrap();
     cl.settle_clients(DOCS, &[1], filesync_tests::SYNC_TIMEOUT);
 
     let new = b"written on A while away, in a dir B deleted\n";
     filesync_tests::files::write(&cl.path_on(0, DOCS, "d/new.txt"), new);
-    cl.a().ctl_ok(["resume", DOCS]);
+    cl.resume(0, DOCS);
     let common = cl.settle(DOCS);
     assert_eq!(crate::paths(&common), ["d", "d/new.txt"]);
     cl.assert_file_everywhere(DOCS, "d/new.txt", new);
