@@ -718,17 +718,8 @@ impl Model {
         let common = cl.settle(DOCS);
         self.note(None, format!("settled: {} paths", common.len()));
 
-        let server_dir = cl.server_dir(DOCS).expect("settle found the server's copy");
-        let account = server_dir
-            .parent()
-            .and_then(Path::file_name)
-            .expect("the server's copy is DATA_DIR/ACCOUNT/FOLDER")
-            .to_string_lossy()
-            .into_owned();
+        let (account, versions) = server_versions(cl);
         let data_dir = cl.server().data_dir();
-        let versions =
-            server_store::kept_versions(&server_store::versions_dir(data_dir, &account, DOCS))
-                .unwrap_or_else(|e| panic!("cannot read the server's versions: {e}"));
         let mut problems = std::mem::take(&mut self.problems);
         problems.extend(self.lost(&common, &versions));
         problems.extend(self.invented(&common));
@@ -830,6 +821,26 @@ struct CaseSummary {
     paths: usize,
     conflicts: usize,
     versions: usize,
+}
+
+/// The account of the server's copy of `docs` (`DATA_DIR/ACCOUNT/docs`, found once the
+/// cluster has settled) and the versions the server kept of it.
+fn server_versions(cl: &Cluster) -> (String, Vec<KeptVersion>) {
+    let server_dir = cl.server_dir(DOCS).expect("settle found the server's copy");
+    let account = server_dir
+        .parent()
+        .and_then(Path::file_name)
+        .expect("the server's copy is DATA_DIR/ACCOUNT/FOLDER")
+        .to_string_lossy()
+        .into_owned();
+    let store = server_store::versions_dir(cl.server().data_dir(), &account, DOCS);
+    let versions = server_store::kept_versions(&store).unwrap_or_else(|e| {
+        panic!(
+            "cannot read the server's versions in {}: {e}",
+            store.display()
+        )
+    });
+    (account, versions)
 }
 
 fn create_parent(path: &Path) -> io::Result<()> {
@@ -1066,14 +1077,7 @@ fn local_file_written_while_its_remote_version_downloads_is_kept() {
     fs::write(cl.path_on(0, DOCS, "big.bin"), local).unwrap();
 
     let common = cl.settle(DOCS);
-    let server_dir = cl.server_dir(DOCS).expect("settled");
-    let account = server_dir.parent().and_then(Path::file_name).unwrap();
-    let versions = server_store::kept_versions(&server_store::versions_dir(
-        cl.server().data_dir(),
-        &account.to_string_lossy(),
-        DOCS,
-    ))
-    .unwrap();
+    let (_, versions) = server_versions(&cl);
     let digests: HashSet<&str> = common
         .values()
         .map(|e| e.digest.as_str())
