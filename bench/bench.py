@@ -373,11 +373,15 @@ class RsyncDaemon:
         poll_until(up, 20, 0.05, "the rsync daemon to listen")
 
 
-def rsync_copy(src, relay_port, sub, timeout):
-    """rsync -a src/ to the daemon's module through the relay; returns (seconds, stats)."""
+def rsync_copy(src, relay_port, sub, timeout, changed=False):
+    """rsync -a src/ to the daemon's module through the relay; returns (seconds, stats).
+    `changed`: the files were changed since the last copy, maybe within the same second
+    and keeping their size, which rsync's quick check (size and whole-second mtime) would
+    take for unchanged; --ignore-times makes it compare them as it does a changed file."""
     t = time.monotonic()
     r = run(
-        ["rsync", "-a", "--stats", f"{src}/", f"rsync://127.0.0.1:{relay_port}/bench/{sub}/"],
+        ["rsync", "-a", "--stats", *(["--ignore-times"] if changed else []),
+         f"{src}/", f"rsync://127.0.0.1:{relay_port}/bench/{sub}/"],
         timeout,
     )
     secs = time.monotonic() - t
@@ -570,6 +574,41 @@ class Bench:
         self.b.wait(name, self.timeout)
         return digest
 
+    def time_change(self, name, relay, rsync_relay, size, digest, change_a, change_src):
+        """Times `change_a()` on A's big.bin until B holds the new content (`size` bytes
+        hashing to `digest`), then `change_src()` on rsync's source and an rsync copy of it.
+        Logs both; returns (ours, theirs) in seconds and the bytes on B's link, on A's and
+        on rsync's."""
+        target = self.bdir(name) / "big.bin"
+        old = signature(target)
+        b0, a0 = relay.stats(), self.a.wire(name)
+        c0 = self.cpu_fs(relay)
+        t0 = time.monotonic()
+        change_a()
+        t1 = wait_content(target, size, digest, old, self.timeout, 0.002)
+        ours = t1 - t0
+        c1 = self.cpu_fs(relay)
+        self.b.wait(name, self.timeout)
+        self.a.wait(name, self.timeout)
+        b_bytes, a_bytes = self.link_bytes(name, relay, b0, a0)
+        self.cross_check(name, relay)
+
+        change_src()
+        os.sync()
+        r0 = rsync_relay.total()
+        rc0 = self.cpu_rsync(rsync_relay)
+        theirs, stats = rsync_copy(self.src / name, rsync_relay.port, name, self.timeout,
+                                   changed=True)
+        self.record_cpu(name, ours, c0, c1, theirs, rc0, self.cpu_rsync(rsync_relay))
+        r_bytes = rsync_relay.total() - r0
+        if sha256_file(self.rsyncd.dst / name / "big.bin") != digest:
+            raise BenchError("rsync's copy of the changed file has the wrong content")
+        log(
+            f"  filesync: {ours:.2f} s, {b_bytes} bytes on B's link ({a_bytes} on A's hop); "
+            f"rsync: {theirs:.2f} s, {r_bytes} bytes (rsync --stats: {stats})"
+        )
+        return ours, theirs, b_bytes, a_bytes, r_bytes
+
     # -- scenarios
 
     def scenario_1(self):
@@ -589,36 +628,15 @@ class Bench:
         del new
         os.sync()
 
-        target = self.bdir(name) / "big.bin"
-        old = signature(target)
-        b0, a0 = relay.stats(), self.a.wire(name)
-        c0 = self.cpu_fs(relay)
-        t0 = time.monotonic()
-        with open(self.adir(name) / "big.bin", "r+b") as f:
-            f.seek(at)
-            f.write(patch)
-        t1 = wait_content(target, size, digest, old, self.timeout, 0.002)
-        ours = t1 - t0
-        c1 = self.cpu_fs(relay)
-        self.b.wait(name, self.timeout)
-        self.a.wait(name, self.timeout)
-        b_bytes, a_bytes = self.link_bytes(name, relay, b0, a0)
-        self.cross_check(name, relay)
+        def patch_file(path):
+            with open(path, "r+b") as f:
+                f.seek(at)
+                f.write(patch)
 
-        with open(self.src / name / "big.bin", "r+b") as f:
-            f.seek(at)
-            f.write(patch)
-        os.sync()
-        r0 = rsync_relay.total()
-        rc0 = self.cpu_rsync(rsync_relay)
-        theirs, stats = rsync_copy(self.src / name, rsync_relay.port, name, self.timeout)
-        self.record_cpu(name, ours, c0, c1, theirs, rc0, self.cpu_rsync(rsync_relay))
-        r_bytes = rsync_relay.total() - r0
-        if sha256_file(self.rsyncd.dst / name / "big.bin") != digest:
-            raise BenchError("rsync's copy of the changed file has the wrong content")
-        log(
-            f"  filesync: {ours:.2f} s, {b_bytes} bytes on B's link ({a_bytes} on A's hop); "
-            f"rsync: {theirs:.2f} s, {r_bytes} bytes (rsync --stats: {stats})"
+        ours, theirs, b_bytes, a_bytes, r_bytes = self.time_change(
+            name, relay, rsync_relay, size, digest,
+            lambda: patch_file(self.adir(name) / "big.bin"),
+            lambda: patch_file(self.src / name / "big.bin"),
         )
         ratio = b_bytes / r_bytes
         label = f"1. {fmt_bytes(change)} changed mid-file ({fmt_bytes(size)})"
@@ -650,31 +668,10 @@ class Bench:
         del new
         os.sync()
 
-        target = self.bdir(name) / "big.bin"
-        old = signature(target)
-        b0, a0 = relay.stats(), self.a.wire(name)
-        c0 = self.cpu_fs(relay)
-        t0 = time.monotonic()
-        os.replace(staged, self.adir(name) / "big.bin")
-        t1 = wait_content(target, size + 1, digest, old, self.timeout, 0.002)
-        ours = t1 - t0
-        c1 = self.cpu_fs(relay)
-        self.b.wait(name, self.timeout)
-        self.a.wait(name, self.timeout)
-        b_bytes, a_bytes = self.link_bytes(name, relay, b0, a0)
-        self.cross_check(name, relay)
-
-        os.replace(self.src / name / "big.bin.new", self.src / name / "big.bin")
-        r0 = rsync_relay.total()
-        rc0 = self.cpu_rsync(rsync_relay)
-        theirs, stats = rsync_copy(self.src / name, rsync_relay.port, name, self.timeout)
-        self.record_cpu(name, ours, c0, c1, theirs, rc0, self.cpu_rsync(rsync_relay))
-        r_bytes = rsync_relay.total() - r0
-        if sha256_file(self.rsyncd.dst / name / "big.bin") != digest:
-            raise BenchError("rsync's copy of the changed file has the wrong content")
-        log(
-            f"  filesync: {ours:.2f} s, {b_bytes} bytes to B ({a_bytes} on A's hop); "
-            f"rsync: {theirs:.2f} s, {r_bytes} bytes (rsync --stats: {stats})"
+        ours, theirs, b_bytes, a_bytes, r_bytes = self.time_change(
+            name, relay, rsync_relay, size + 1, digest,
+            lambda: os.replace(staged, self.adir(name) / "big.bin"),
+            lambda: os.replace(self.src / name / "big.bin.new", self.src / name / "big.bin"),
         )
         label = f"2. 1 byte inserted at the start ({fmt_bytes(size)})"
         goal = 0.5 * MiB

@@ -32,9 +32,19 @@ mod transfer;
 #[path = "e2e/versions.rs"]
 mod versions;
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use filesync_tests::Manifest;
 
 /// The paths of a manifest, for comparing with the paths a step should leave.
 fn paths(manifest: &Manifest) -> Vec<&str> {
     manifest.keys().map(String::as_str).collect()
+}
+
+/// Now, in seconds since the Unix epoch: the unit of the times `filesyncctl` prints.
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs() as i64
 }

@@ -32,26 +32,29 @@ fn upload_fresh(cl: &Cluster, rel: &str, seed: u64, len: usize) -> Vec<u8> {
     cl.assert_file_everywhere(DOCS, rel, &content);
     let (a1, b1) = counters(cl);
     let len = len as u64;
-    assert!(
-        grew(
+    for (what, before, after) in [
+        (
             "A content_bytes_sent",
             a0.content_bytes_sent,
-            a1.content_bytes_sent
-        ) >= len,
-        "A uploaded a new {len}-byte file but content_bytes_sent went {} -> {}",
-        a0.content_bytes_sent,
-        a1.content_bytes_sent
-    );
-    assert!(
-        grew(
+            a1.content_bytes_sent,
+        ),
+        ("A wire_bytes_sent", a0.wire_bytes_sent, a1.wire_bytes_sent),
+        (
             "B content_bytes_received",
             b0.content_bytes_received,
-            b1.content_bytes_received
-        ) >= len,
-        "B downloaded a new {len}-byte file but content_bytes_received went {} -> {}",
-        b0.content_bytes_received,
-        b1.content_bytes_received
-    );
+            b1.content_bytes_received,
+        ),
+        (
+            "B wire_bytes_received",
+            b0.wire_bytes_received,
+            b1.wire_bytes_received,
+        ),
+    ] {
+        assert!(
+            grew(what, before, after) >= len,
+            "a new {len}-byte file went from A to B but {what} went {before} -> {after}"
+        );
+    }
     assert!(
         a1.files_uploaded > a0.files_uploaded,
         "A's files_uploaded did not count: {a1:?}"

@@ -5,24 +5,15 @@
 //! `filesyncctl conflicts` on every client, and settled with `filesyncctl resolve`. An
 //! edit beats a delete; identical content is no conflict.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use filesync_tests::cluster::DOCS;
 use filesync_tests::files;
 use filesync_tests::node::{Conflict, describe};
 use filesync_tests::{Cluster, Manifest, SYNC_TIMEOUT};
 
-use crate::paths;
+use crate::{paths, unix_now};
 
 /// What every conflict copy's name holds after the original's stem.
 const MARK: &str = ".sync-conflict-";
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("the clock is after 1970")
-        .as_secs() as i64
-}
 
 /// `names` in manifest order, to compare with [`paths`].
 fn sorted<'a>(names: &[&'a str]) -> Vec<&'a str> {

@@ -35,11 +35,13 @@ struct Seen {
     forbidden: Vec<String>,
 }
 
-/// A thread that keeps looking at `path` until [`Observer::finish`].
+/// A thread that keeps looking at `path` until [`Observer::finish`], or until the
+/// observer is dropped (a test that fails earlier leaves no thread looking on).
 struct Observer {
     what: String,
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<Seen>,
+    /// `None` once joined.
+    thread: Option<JoinHandle<Seen>>,
 }
 
 impl Observer {
@@ -78,14 +80,15 @@ impl Observer {
         Observer {
             what: what.to_owned(),
             stop,
-            thread,
+            thread: Some(thread),
         }
     }
 
     /// Stops the thread and checks what it saw.
-    fn finish(self) {
+    fn finish(mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        let seen = self.thread.join().expect("the observer thread panicked");
+        let thread = self.thread.take().expect("an observer is finished once");
+        let seen = thread.join().expect("the observer thread panicked");
         let what = &self.what;
         assert!(seen.looks >= 10, "{what}: only {} looks", seen.looks);
         assert!(
@@ -105,6 +108,15 @@ impl Observer {
             "temp names appeared next to {what}: {:?}",
             seen.forbidden
         );
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 

@@ -718,17 +718,8 @@ impl Model {
         let common = cl.settle(DOCS);
         self.note(None, format!("settled: {} paths", common.len()));
 
-        let server_dir = cl.server_dir(DOCS).expect("settle found the server's copy");
-        let account = server_dir
-            .parent()
-            .and_then(Path::file_name)
-            .expect("the server's copy is DATA_DIR/ACCOUNT/FOLDER")
-            .to_string_lossy()
-            .into_owned();
+        let (account, versions) = server_versions(cl);
         let data_dir = cl.server().data_dir();
-        let versions =
-            server_store::kept_versions(&server_store::versions_dir(data_dir, &account, DOCS))
-                .unwrap_or_else(|e| panic!("cannot read the server's versions: {e}"));
         let mut problems = std::mem::take(&mut self.problems);
         problems.extend(self.lost(&common, &versions));
         problems.extend(self.invented(&common));
@@ -830,6 +821,26 @@ struct CaseSummary {
     paths: usize,
     conflicts: usize,
     versions: usize,
+}
+
+/// The account of the server's copy of `docs` (`DATA_DIR/ACCOUNT/docs`, found once the
+/// cluster has settled) and the versions the server kept of it.
+fn server_versions(cl: &Cluster) -> (String, Vec<KeptVersion>) {
+    let server_dir = cl.server_dir(DOCS).expect("settle found the server's copy");
+    let account = server_dir
+        .parent()
+        .and_then(Path::file_name)
+        .expect("the server's copy is DATA_DIR/ACCOUNT/FOLDER")
+        .to_string_lossy()
+        .into_owned();
+    let store = server_store::versions_dir(cl.server().data_dir(), &account, DOCS);
+    let versions = server_store::kept_versions(&store).unwrap_or_else(|e| {
+        panic!(
+            "cannot read the server's versions in {}: {e}",
+            store.display()
+        )
+    });
+    (account, versions)
 }
 
 fn create_parent(path: &Path) -> io::Result<()> {
@@ -1020,20 +1031,13 @@ fn new_file_in_a_dir_deleted_elsewhere_while_away_survives() {
     filesync_tests::files::write(&cl.path_on(0, DOCS, "d/old.txt"), b"old\n");
     cl.settle(DOCS);
 
-    cl.a().ctl_ok(["pause", DOCS]);
-    poll_until(Duration::from_secs(10), || {
-        match cl.a().folder_status(DOCS)["state"].as_str() {
-            Some("paused") => Ok(()),
-            other => Err(format!("A's docs is {other:?}")),
-        }
-    })
-    .unwrap_or_else(|why| panic!("A did not pause: {why}"));
+    cl.pause(0, DOCS);
     fs::remove_dir_all(cl.path_on(1, DOCS, "d")).unwrap();
     cl.settle_clients(DOCS, &[1], filesync_tests::SYNC_TIMEOUT);
 
     let new = b"written on A while away, in a dir B deleted\n";
     filesync_tests::files::write(&cl.path_on(0, DOCS, "d/new.txt"), new);
-    cl.a().ctl_ok(["resume", DOCS]);
+    cl.resume(0, DOCS);
     let common = cl.settle(DOCS);
     assert_eq!(crate::paths(&common), ["d", "d/new.txt"]);
     cl.assert_file_everywhere(DOCS, "d/new.txt", new);
@@ -1049,17 +1053,18 @@ fn new_file_in_a_dir_deleted_elsewhere_while_away_survives() {
 fn local_file_written_while_its_remote_version_downloads_is_kept() {
     let cl = Cluster::new(2);
     cl.settle(DOCS);
-    let remote = pseudo_random(77, 6 << 20);
+    let remote = pseudo_random(77, 24 << 20);
     filesync_tests::files::write(&cl.path_on(1, DOCS, "big.bin"), &remote);
     let a_dir = cl.client(0).folder_dir(DOCS);
-    // The download's temp file, or the download already done on a fast machine.
+    // The file the download is filling (a file this large goes to `.filesync-partial-*`,
+    // a smaller one to `.filesync-tmp-*`), or the download already done on a fast machine.
     poll_until(filesync_tests::SYNC_TIMEOUT, || {
         let started = fs::read_dir(&a_dir)
             .map_err(|e| e.to_string())?
             .flatten()
             .any(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
-                name.starts_with(".filesync-tmp") || name == "big.bin"
+                name.starts_with(".filesync-") || name == "big.bin"
             });
         if started {
             Ok(())
@@ -1072,14 +1077,7 @@ fn local_file_written_while_its_remote_version_downloads_is_kept() {
     fs::write(cl.path_on(0, DOCS, "big.bin"), local).unwrap();
 
     let common = cl.settle(DOCS);
-    let server_dir = cl.server_dir(DOCS).expect("settled");
-    let account = server_dir.parent().and_then(Path::file_name).unwrap();
-    let versions = server_store::kept_versions(&server_store::versions_dir(
-        cl.server().data_dir(),
-        &account.to_string_lossy(),
-        DOCS,
-    ))
-    .unwrap();
+    let (_, versions) = server_versions(&cl);
     let digests: HashSet<&str> = common
         .values()
         .map(|e| e.digest.as_str())

@@ -2,11 +2,10 @@
 //! replicas merge and no version anyone wrote is lost.
 
 use std::fs;
-use std::time::Duration;
 
 use filesync_tests::cluster::DOCS;
 use filesync_tests::files::{self, pseudo_random};
-use filesync_tests::{Cluster, SYNC_TIMEOUT, poll_until};
+use filesync_tests::{Cluster, SYNC_TIMEOUT};
 
 use crate::paths;
 
@@ -70,16 +69,7 @@ fn concurrent_edits_keep_both_versions_as_conflict_copy() {
     files::write(&cl.path_on(0, DOCS, "notes.txt"), &original);
     cl.settle(DOCS);
 
-    cl.b().ctl_ok(["pause", DOCS]);
-    poll_until(Duration::from_secs(10), || {
-        let state = cl.b().folder_status(DOCS)["state"].clone();
-        if state == "paused" {
-            Ok(())
-        } else {
-            Err(format!("B's docs state is {state}"))
-        }
-    })
-    .unwrap_or_else(|why| panic!("`pause docs` did not pause B's folder: {why}"));
+    cl.pause(1, DOCS);
 
     let from_a = b"edited on A while B was paused\n".to_vec();
     files::write(&cl.path_on(0, DOCS, "notes.txt"), &from_a);
@@ -89,7 +79,7 @@ fn concurrent_edits_keep_both_versions_as_conflict_copy() {
 
     let from_b = b"edited on B, while paused, based on the original\n".to_vec();
     files::write(&cl.path_on(1, DOCS, "notes.txt"), &from_b);
-    cl.b().ctl_ok(["resume", DOCS]);
+    cl.resume(1, DOCS);
     let common = cl.settle(DOCS);
 
     let copies: Vec<&String> = common

@@ -6,7 +6,6 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use filesync_tests::Cluster;
 use filesync_tests::cluster::DOCS;
@@ -15,14 +14,7 @@ use filesync_tests::node::Version;
 use filesync_tests::node::describe;
 use filesync_tests::tree::sha256;
 
-use crate::paths;
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("the clock is after 1970")
-        .as_secs() as i64
-}
+use crate::{paths, unix_now};
 
 /// The SHA-256 of every regular file under `dir`, at any depth, dot names included.
 fn contents_under(dir: &Path) -> BTreeSet<String> {
