@@ -311,12 +311,17 @@ fn set_mtime(path: &Path, mtime_ns: i64) -> Result<()> {
         .with_context(|| format!("cannot set mtime of {}", path.display()))
 }
 
-/// Persists a rename or unlink in the directory itself; best effort, as some
-/// filesystems refuse to fsync directories.
+/// Persists a rename or unlink in the directory that holds `path`; best effort.
 fn sync_parent(path: &Path) {
-    if let Some(dir) = path.parent()
-        && let Ok(d) = File::open(dir)
-    {
+    if let Some(dir) = path.parent() {
+        sync_dir(dir);
+    }
+}
+
+/// Persists renames and unlinks in the directory `dir` itself; best effort, as some
+/// filesystems refuse to fsync directories.
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
 }
@@ -458,6 +463,9 @@ fn rename_noreplace(a: &Path, b: &Path) -> io::Result<()> {
 
 /// Moves a local version aside to a conflict copy name, keeping it.
 pub fn move_aside(root: &Path, from: &RelPath, to: &RelPath) -> Result<()> {
+    if !crate::conn::no_symlink_ancestors(root, to) {
+        bail!("a parent of {to} is not a directory (a symlink or file is in the way)");
+    }
     let (a, b) = (from.to_path(root), to.to_path(root));
     rename_noreplace(&a, &b)
         .with_context(|| format!("cannot move {} aside to {}", a.display(), b.display()))?;

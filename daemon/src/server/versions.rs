@@ -192,10 +192,10 @@ impl Versions {
                 });
             }
         }
-        sync_dir(&slot);
+        store::sync_dir(&slot);
         // A link leaves the tree's directory as it was; a move took the file out of it.
         if !link && let Some(parent) = full.parent() {
-            sync_dir(parent);
+            store::sync_dir(parent);
         }
         // The content is safe under its final name; a missing record only costs the
         // reverse lookup from slot to path, so it must not turn a done keep into an error.
@@ -364,7 +364,7 @@ impl Versions {
         if written.is_err() {
             let _ = fs::remove_file(&tmp);
         }
-        sync_dir(slot);
+        store::sync_dir(slot);
         written
     }
 }
@@ -404,7 +404,7 @@ fn expire_slot(slot: &Path, cutoff: i64) -> usize {
         // Fails harmlessly if a `keep` has just put a version here.
         let _ = fs::remove_dir(slot);
     } else if removed > 0 {
-        sync_dir(slot);
+        store::sync_dir(slot);
     }
     removed
 }
@@ -491,14 +491,6 @@ fn create_temp(path: &Path) -> io::Result<File> {
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
-}
-
-/// Persists renames and unlinks in the directory itself; best effort, as some
-/// filesystems refuse to fsync directories.
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 #[cfg(test)]
