@@ -269,13 +269,13 @@ impl Sequencer {
         }
     }
 
+    /// Removes versions kept longer than `keep_versions`; with 0, those kept under an
+    /// earlier setting too.
     fn expire(&self) {
-        if self.keep_secs > 0 {
-            match self.versions.expire(now_secs(), self.keep_secs) {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(folder = %self.name, expired = n, "old versions removed"),
-                Err(e) => tracing::warn!(folder = %self.name, "cannot expire old versions: {e:#}"),
-            }
+        match self.versions.expire(now_secs(), self.keep_secs) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(folder = %self.name, expired = n, "old versions removed"),
+            Err(e) => tracing::warn!(folder = %self.name, "cannot expire old versions: {e:#}"),
         }
     }
 
