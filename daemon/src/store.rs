@@ -110,7 +110,6 @@ pub struct TempFile {
     file: File,
     hasher: Sha256,
     written: u64,
-    prepared: bool,
     /// A partial transfer not yet [`TempFile::prepare`]d: kept when dropped, for resuming.
     keep: bool,
 }
@@ -167,7 +166,6 @@ impl TempFile {
             file,
             hasher: Sha256::new(),
             written: 0,
-            prepared: false,
             keep,
         }
     }
@@ -233,20 +231,16 @@ impl TempFile {
     /// Checks the content against `entry`, applies its mode and mtime, fsyncs, and
     /// renames over `target`. On any failure the temp file is removed and the target is
     /// untouched.
-    pub fn commit(mut self, target: &Path, entry: &Entry) -> Result<Stat> {
-        self.prepare(entry)?;
-        self.install(target)
+    pub fn commit(self, target: &Path, entry: &Entry) -> Result<Stat> {
+        self.prepare(entry)?.install(target)
     }
 
     /// Verifies the content against `entry` and makes it durable, without touching the
     /// target yet: a caller may move the old version aside only once this succeeded.
     /// Anything an earlier transfer left beyond what was written is cut off. From here
     /// on a partial transfer goes when dropped too: content that fails this check must
-    /// not be resumed. Once it succeeded, calling it again does nothing.
-    pub fn prepare(&mut self, entry: &Entry) -> Result<()> {
-        if self.prepared {
-            return Ok(());
-        }
+    /// not be resumed.
+    pub fn prepare(mut self, entry: &Entry) -> Result<Prepared> {
         self.keep = false;
         let got = Hash(std::mem::take(&mut self.hasher).finalize().into());
         if got != entry.hash || self.written != entry.size {
@@ -268,16 +262,20 @@ impl TempFile {
             .sync_all()
             .with_context(|| format!("cannot fsync {}", self.path.display()))?;
         set_mtime(&self.path, entry.mtime_ns)?;
-        self.prepared = true;
-        Ok(())
+        Ok(Prepared(self))
     }
+}
 
-    /// Renames prepared content over `target`. An empty directory in the way goes (the
-    /// caller decided the path becomes a file); a non-empty one is an error, so nothing
-    /// inside it is lost.
+/// Content verified against its entry and durable, ready to be renamed into place.
+pub struct Prepared(TempFile);
+
+impl Prepared {
+    /// Renames the content over `target`. An empty directory in the way goes (the caller
+    /// decided the path becomes a file); a non-empty one is an error, so nothing inside it
+    /// is lost.
     pub fn install(self, target: &Path) -> Result<Stat> {
         clear_dir_for(target)?;
-        fs::rename(&self.path, target)
+        fs::rename(&self.0.path, target)
             .with_context(|| format!("cannot rename into place {}", target.display()))?;
         sync_parent(target);
         stat(target)?.context("file vanished right after it was written")

@@ -66,10 +66,9 @@ async fn fetch_file(
     let assembled =
         transfer::assemble(root, index, entry, |request| session.request_block(request)).await?;
     Counters::add(&counters.content_reused, assembled.reused);
-    let mut tmp = assembled.tmp;
     // Verify and fsync first, so the check below is the last thing before the rename.
     // The fsync of a large file takes a while: off the async threads, as on the server.
-    tokio::task::block_in_place(|| tmp.prepare(entry))?;
+    let tmp = tokio::task::block_in_place(|| assembled.tmp.prepare(entry))?;
     // The download took a while: if the user wrote the path meanwhile, that file is
     // theirs and must not be replaced. Giving up here lets the scan take it in as a local
     // change, which then meets this version as an ordinary conflict.

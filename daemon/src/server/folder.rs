@@ -22,7 +22,7 @@ use super::versions::Versions;
 use crate::ignore::{IGNORE_FILE, IgnoreRules};
 use crate::index::{Index, LocalRow};
 use crate::scan::{self, Scope};
-use crate::store::{self, Stat, TempFile};
+use crate::store::{self, Prepared, Stat, TempFile};
 use crate::watch::{self as watcher, WatchEvent};
 use crate::{chunk, conn};
 
@@ -34,7 +34,7 @@ pub enum FolderCmd {
     /// Commit pushed changes in order, in one index transaction; a file's content
     /// arrives staged and prepared (verified, fsynced) in a temp file.
     Commit {
-        changes: Vec<(Change, Option<TempFile>)>,
+        changes: Vec<(Change, Option<Prepared>)>,
         device: DeviceId,
         reply: oneshot::Sender<Vec<PushOutcome>>,
     },
@@ -300,7 +300,7 @@ impl Sequencer {
         &mut self,
         change: Change,
         device: DeviceId,
-        staged: Option<TempFile>,
+        staged: Option<Prepared>,
     ) -> Result<PushOutcome> {
         if let Some(from) = change.entry.renamed_from.clone() {
             return self.try_rename(change, &from, device);
@@ -318,9 +318,7 @@ impl Sequencer {
         if same && (change.entry.kind != EntryKind::File || change.entry.deleted || same_mtime) {
             return Ok(PushOutcome::Accepted { seq: current_seq });
         }
-        // A path with no row at all was renamed away under the device: its change lands
-        // at the old path (an edit beats the rename's implied delete).
-        if current.is_some() && change.base_seq != current_seq {
+        if let Some(current_seq) = stale_base(current.as_ref(), &change) {
             return Ok(PushOutcome::Conflict { current_seq });
         }
         if !conn::no_symlink_ancestors(&self.root, &path) {
@@ -354,9 +352,7 @@ impl Sequencer {
                 store::set_file_meta(&self.root, &entry)?
             }
             (false, EntryKind::File) => {
-                let mut tmp =
-                    staged.with_context(|| format!("no content was staged for {path}"))?;
-                tmp.prepare(&entry)?;
+                let tmp = staged.with_context(|| format!("no content was staged for {path}"))?;
                 self.retire(current.as_ref(), true)?;
                 tmp.install(&target)?
             }
@@ -475,7 +471,7 @@ impl Sequencer {
     /// one wake-up of every session for the lot, not one per file).
     fn commit_all(
         &mut self,
-        changes: Vec<(Change, Option<TempFile>)>,
+        changes: Vec<(Change, Option<Prepared>)>,
         device: &DeviceId,
     ) -> Vec<PushOutcome> {
         let failed = |e: &anyhow::Error| PushOutcome::Failed {
@@ -589,7 +585,7 @@ impl Sequencer {
             }
             tmp.write(&buf[..n])?;
         }
-        tmp.prepare(&entry)?;
+        let tmp = tmp.prepare(&entry)?;
         self.retire(current.as_ref(), true)?;
         let stat = tmp.install(&target)?;
         tracing::info!(folder = %self.name, path = %path, version = chosen.version, "restored a kept version");
@@ -604,6 +600,16 @@ impl Sequencer {
             s.bytes = totals.bytes;
         });
     }
+}
+
+/// The base check: `Some(current sequence)` when `change` was based on a version of its
+/// path that is no longer the server's current one, which makes it a conflict. A path
+/// with no row at all was renamed away under the device: its change lands at the old
+/// path whatever its base (an edit beats the rename's implied delete).
+pub fn stale_base(current: Option<&LocalRow>, change: &Change) -> Option<u64> {
+    current
+        .map(|c| c.entry.seq)
+        .filter(|&seq| seq != change.base_seq)
 }
 
 /// Entries for a device, cut so that one message stays well under the frame limit.

@@ -19,10 +19,10 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use super::Server;
-use super::folder::{FolderCmd, ServerFolderHandle, cut_batch};
+use super::folder::{FolderCmd, ServerFolderHandle, cut_batch, stale_base};
 use crate::conn::{self, Counted, Pending};
 use crate::index::Index;
-use crate::store::TempFile;
+use crate::store::Prepared;
 use crate::transfer;
 
 /// Index bytes per message to a device.
@@ -389,16 +389,15 @@ async fn prepare(
     change: Change,
     out: &mpsc::Sender<ServerMsg>,
     pending: &Pending,
-) -> Result<(Change, Option<TempFile>), PushOutcome> {
+) -> Result<(Change, Option<Prepared>), PushOutcome> {
     let failed = |e: anyhow::Error| PushOutcome::Failed {
         reason: format!("{e:#}"),
     };
     let current = index.local(&change.entry.path).map_err(failed)?;
-    let current_seq = current.as_ref().map_or(0, |r| r.entry.seq);
     let same = current
         .as_ref()
         .is_some_and(|c| c.entry.same_content(&change.entry));
-    if current.is_some() && change.base_seq != current_seq && !same {
+    if let Some(current_seq) = stale_base(current.as_ref(), &change).filter(|_| !same) {
         // Settled without staging anything; the sequencer would say the same.
         return Err(PushOutcome::Conflict { current_seq });
     }
@@ -421,7 +420,7 @@ async fn stage(
     change: &Change,
     out: &mpsc::Sender<ServerMsg>,
     pending: &Pending,
-) -> Result<TempFile> {
+) -> Result<Prepared> {
     let entry = &change.entry;
     if !conn::no_symlink_ancestors(&folder.root, &entry.path) {
         bail!(
@@ -429,13 +428,12 @@ async fn stage(
             entry.path
         );
     }
-    let mut tmp = transfer::assemble(&folder.root, index, entry, |request| {
+    let tmp = transfer::assemble(&folder.root, index, entry, |request| {
         request_block(out, pending, request)
     })
     .await?
     .tmp;
-    tokio::task::block_in_place(|| tmp.prepare(entry))?;
-    Ok(tmp)
+    tokio::task::block_in_place(|| tmp.prepare(entry))
 }
 
 async fn request_block(
