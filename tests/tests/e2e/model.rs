@@ -443,6 +443,12 @@ impl Model {
     /// is a problem. `None` when the file cannot be read (it is gone).
     fn identify(&mut self, n: usize, client: usize, rel: &str, path: &Path) -> Option<usize> {
         let bytes = fs::read(path).ok()?;
+        if bytes.is_empty() {
+            // Every content the model writes starts with a header line, so an empty file
+            // is the moment inside a non-atomic write (`fs::write` truncates, then
+            // writes) that a scan may catch and sync like any state of the file.
+            return None;
+        }
         let digest = tree::sha256(&bytes);
         match self.by_digest.get(&digest) {
             Some(&id) => Some(id),
