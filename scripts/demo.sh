@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --bins
-bin="$PWD/target/release"
+bin="${CARGO_TARGET_DIR:-$PWD/target}/release"
 demo="$(mktemp -d "${TMPDIR:-/tmp}/filesync-demo.XXXXXX")"
 port="${FILESYNC_DEMO_PORT:-7101}"
 pids=()
