@@ -113,6 +113,7 @@ fn move_into_new_parent_with_an_edit_inside() {
     fill(&cl, "project", 5, 20);
     cl.settle(DOCS);
     let b_inode = inode(&cl.path_on(1, DOCS, "project/d001/f001.txt"));
+    let server_inode = inode(&cl.server_path(DOCS, "project/d001/f001.txt"));
     let b0 = cl.b().counters(DOCS);
 
     let edit = b"edited after the move\n";
@@ -138,6 +139,11 @@ fn move_into_new_parent_with_an_edit_inside() {
         inode(&cl.path_on(1, DOCS, "archive/old-project/d001/f001.txt")),
         b_inode,
         "B re-created the files instead of renaming its directory"
+    );
+    assert_eq!(
+        inode(&cl.server_path(DOCS, "archive/old-project/d001/f001.txt")),
+        server_inode,
+        "the server re-created the files instead of renaming its directory"
     );
     // B must download the edit (nowhere else to get it), and nothing more than about it.
     let received = cl.b().counters(DOCS).content_bytes_received - b0.content_bytes_received;
