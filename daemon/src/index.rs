@@ -26,21 +26,69 @@ CREATE TABLE IF NOT EXISTS local (
     seq INTEGER NOT NULL, origin TEXT NOT NULL, inode INTEGER NOT NULL, dirty INTEGER NOT NULL,
     conflict BLOB, renamed_from TEXT);
 CREATE INDEX IF NOT EXISTS local_seq ON local(seq);
-CREATE INDEX IF NOT EXISTS local_dirty ON local(dirty) WHERE dirty = 1;
+DROP INDEX IF EXISTS local_dirty;
+CREATE INDEX IF NOT EXISTS local_dirty_path ON local(path) WHERE dirty = 1;
 CREATE INDEX IF NOT EXISTS local_renamed ON local(renamed_from) WHERE renamed_from IS NOT NULL;
 CREATE INDEX IF NOT EXISTS local_conflict ON local(path) WHERE conflict IS NOT NULL AND deleted = 0;
 CREATE TABLE IF NOT EXISTS blocks (hash BLOB NOT NULL, path TEXT NOT NULL, offset INTEGER NOT NULL, size INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS blocks_hash ON blocks(hash);
 CREATE INDEX IF NOT EXISTS blocks_path ON blocks(path);
 CREATE TABLE IF NOT EXISTS remote (path TEXT PRIMARY KEY, seq INTEGER NOT NULL, deleted INTEGER NOT NULL,
-    size INTEGER NOT NULL, entry BLOB NOT NULL, ignored INTEGER NOT NULL DEFAULT 0);
+    size INTEGER NOT NULL, entry BLOB NOT NULL, ignored INTEGER NOT NULL DEFAULT 0, have INTEGER);
 CREATE TABLE IF NOT EXISTS renames (seq INTEGER PRIMARY KEY, src TEXT NOT NULL, dst TEXT NOT NULL);
 ";
 
+/// What makes finding the entries a client still needs cost as much as there are of them,
+/// not as the folder is big: `remote.have` mirrors the `local.seq` of the same path (NULL
+/// when there is no local row), kept so by triggers on `local` and by `put_remote`, and a
+/// partial index holds exactly the needed paths ([`NEEDED`]). Created after [`Index::migrate`],
+/// which adds the column to older indexes.
+const NEEDED_SCHEMA: &str = "
+CREATE INDEX IF NOT EXISTS remote_needed ON remote(path)
+    WHERE ignored = 0 AND ((have IS NULL AND deleted = 0) OR have != seq);
+CREATE TRIGGER IF NOT EXISTS local_have_insert AFTER INSERT ON local BEGIN
+    UPDATE remote SET have = NEW.seq WHERE path = NEW.path;
+END;
+CREATE TRIGGER IF NOT EXISTS local_have_update AFTER UPDATE OF path, seq ON local BEGIN
+    UPDATE remote SET have = NULL WHERE path = OLD.path;
+    UPDATE remote SET have = NEW.seq WHERE path = NEW.path;
+END;
+CREATE TRIGGER IF NOT EXISTS local_have_delete AFTER DELETE ON local BEGIN
+    UPDATE remote SET have = NULL WHERE path = OLD.path;
+END;
+";
+
+/// The count and size of the live files of `local`, kept by triggers so that status
+/// never counts a whole table (`recursive_triggers` makes the row an `INSERT OR REPLACE`
+/// deletes fire its trigger). Filled from the table when first created.
+const LIVE_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS live (id INTEGER PRIMARY KEY CHECK (id = 0),
+    files INTEGER NOT NULL, bytes INTEGER NOT NULL);
+INSERT OR IGNORE INTO live (id, files, bytes)
+    SELECT 0, COUNT(*), COALESCE(SUM(size), 0) FROM local WHERE deleted = 0 AND kind = 0;
+CREATE TRIGGER IF NOT EXISTS local_live_insert AFTER INSERT ON local
+    WHEN NEW.deleted = 0 AND NEW.kind = 0 BEGIN
+    UPDATE live SET files = files + 1, bytes = bytes + NEW.size;
+END;
+CREATE TRIGGER IF NOT EXISTS local_live_delete AFTER DELETE ON local
+    WHEN OLD.deleted = 0 AND OLD.kind = 0 BEGIN
+    UPDATE live SET files = files - 1, bytes = bytes - OLD.size;
+END;
+CREATE TRIGGER IF NOT EXISTS local_live_update AFTER UPDATE OF deleted, kind, size ON local BEGIN
+    UPDATE live SET files = files - (OLD.deleted = 0 AND OLD.kind = 0) + (NEW.deleted = 0 AND NEW.kind = 0),
+        bytes = bytes - CASE WHEN OLD.deleted = 0 AND OLD.kind = 0 THEN OLD.size ELSE 0 END
+                      + CASE WHEN NEW.deleted = 0 AND NEW.kind = 0 THEN NEW.size ELSE 0 END;
+END;
+";
+
+/// The condition of the `remote_needed` index: a server entry the local replica does not
+/// match yet. Queries must spell it the same way for SQLite to use the index.
+const NEEDED: &str = "ignored = 0 AND ((have IS NULL AND deleted = 0) OR have != seq)";
+
 /// Version of the layout above; an index of an older layout is brought up to date when
 /// opened. 2: `local.renamed_from`, `renames`, and remote entries that carry
-/// `renamed_from` (older ones are dropped and fetched again).
-const FORMAT: i64 = 2;
+/// `renamed_from` (older ones are dropped and fetched again). 3: `remote.have`.
+const FORMAT: i64 = 3;
 
 /// What a local row records besides the entry: enough to tell whether the file changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,6 +233,7 @@ impl Index {
         // themselves are fsynced before the index records them.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "recursive_triggers", true)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)
             .with_context(|| format!("cannot initialise index {}", file.display()))?;
@@ -195,6 +244,10 @@ impl Index {
         index
             .migrate()
             .with_context(|| format!("cannot update index {} to this version", file.display()))?;
+        index
+            .c()
+            .execute_batch(&format!("BEGIN; {NEEDED_SCHEMA} {LIVE_SCHEMA} COMMIT;"))
+            .with_context(|| format!("cannot initialise index {}", file.display()))?;
         if index.meta("epoch")?.is_none() {
             index.set_meta("epoch", (rand::random::<u64>() >> 1) as i64)?;
         }
@@ -216,9 +269,22 @@ impl Index {
             self.c()
                 .execute_batch("ALTER TABLE local ADD COLUMN renamed_from TEXT")?;
         }
-        // Remote entries of an older layout do not decode: they are fetched again.
-        self.c()
-            .execute_batch("DELETE FROM remote; DELETE FROM meta WHERE key = 'since';")?;
+        let has_have: bool = self.c().query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('remote') WHERE name = 'have'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_have {
+            self.c().execute_batch(
+                "ALTER TABLE remote ADD COLUMN have INTEGER;
+                 UPDATE remote SET have = (SELECT seq FROM local WHERE local.path = remote.path);",
+            )?;
+        }
+        if format.is_none_or(|f| f < 2) {
+            // Remote entries of an older layout do not decode: they are fetched again.
+            self.c()
+                .execute_batch("DELETE FROM remote; DELETE FROM meta WHERE key = 'since';")?;
+        }
         self.set_meta("format", FORMAT)
     }
 
@@ -623,7 +689,8 @@ impl Index {
         let blob = postcard::to_stdvec(e)?;
         self.c()
             .prepare_cached(
-                "INSERT INTO remote (path, seq, deleted, size, entry) VALUES (?1,?2,?3,?4,?5)
+                "INSERT INTO remote (path, seq, deleted, size, entry, have)
+                 VALUES (?1,?2,?3,?4,?5, (SELECT seq FROM local WHERE path = ?1))
                  ON CONFLICT(path) DO UPDATE SET seq = excluded.seq, deleted = excluded.deleted,
                  size = excluded.size, entry = excluded.entry WHERE excluded.seq >= remote.seq",
             )?
@@ -655,11 +722,9 @@ impl Index {
     /// Client: server entries the local replica does not match yet, parents first.
     pub fn needed(&self, limit: usize) -> Result<Vec<Entry>> {
         let conn = self.c();
-        let mut stmt = conn.prepare_cached(
-            "SELECT r.entry FROM remote r LEFT JOIN local l ON l.path = r.path
-             WHERE r.ignored = 0 AND ((l.path IS NULL AND r.deleted = 0) OR (l.path IS NOT NULL AND l.seq != r.seq))
-             ORDER BY r.path LIMIT ?1",
-        )?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT entry FROM remote WHERE {NEEDED} ORDER BY path LIMIT ?1"
+        ))?;
         let rows = stmt.query_map([limit as i64], |r| r.get::<_, Vec<u8>>(0))?;
         let mut out = Vec::new();
         for blob in rows {
@@ -669,20 +734,21 @@ impl Index {
     }
 
     pub fn totals(&self) -> Result<Totals> {
-        let (files, bytes) = self.c().query_row(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM local WHERE deleted = 0 AND kind = 0",
-            [],
-            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
-        )?;
+        let (files, bytes) =
+            self.c()
+                .query_row("SELECT files, bytes FROM live WHERE id = 0", [], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                })?;
         let (up_files, up_bytes) = self.c().query_row(
             "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM local WHERE dirty = 1",
             [],
             |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
         )?;
         let (down_files, down_bytes) = self.c().query_row(
-            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN r.deleted = 0 THEN r.size ELSE 0 END), 0)
-             FROM remote r LEFT JOIN local l ON l.path = r.path
-             WHERE r.ignored = 0 AND ((l.path IS NULL AND r.deleted = 0) OR (l.path IS NOT NULL AND l.seq != r.seq))",
+            &format!(
+                "SELECT COUNT(*), COALESCE(SUM(CASE WHEN deleted = 0 THEN size ELSE 0 END), 0)
+                 FROM remote WHERE {NEEDED}"
+            ),
             [],
             |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
         )?;
@@ -809,6 +875,189 @@ mod tests {
             index.needed(10).unwrap().is_empty(),
             "a tombstone for a path we never had needs nothing"
         );
+    }
+
+    /// `needed` through the `have` mirror gives what the plain join of `remote` and
+    /// `local` gives, after every kind of change to `local`, and reads only the index.
+    #[test]
+    fn needed_follows_every_change_of_local_rows() {
+        let (_d, index) = open();
+        let joined = |index: &Index| -> Vec<String> {
+            let conn = index.c();
+            let mut stmt = conn
+                .prepare(
+                    "SELECT r.path FROM remote r LEFT JOIN local l ON l.path = r.path
+                     WHERE r.ignored = 0 AND ((l.path IS NULL AND r.deleted = 0)
+                        OR (l.path IS NOT NULL AND l.seq != r.seq)) ORDER BY r.path",
+                )
+                .unwrap();
+            stmt.query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        let check = |index: &Index, expect: &[&str]| {
+            let got: Vec<String> = index
+                .needed(100)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.path.to_string())
+                .collect();
+            assert_eq!(got, expect);
+            assert_eq!(joined(index), expect);
+            let totals = index.totals().unwrap();
+            assert_eq!(totals.down_files, expect.len() as u64);
+            let counted: (u64, u64) = index
+                .c()
+                .query_row(
+                    "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM local WHERE deleted = 0 AND kind = 0",
+                    [],
+                    |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+                )
+                .unwrap();
+            assert_eq!((totals.files, totals.bytes), counted);
+        };
+        let local = |path: &str, seq: u64| LocalRow {
+            entry: file_entry(path, seq, b"x"),
+            inode: 0,
+            dirty: false,
+        };
+        // A local row that exists before the remote entry arrives.
+        index.put_local(&local("d/a", 1)).unwrap();
+        for (path, seq) in [("d/a", 1), ("d/b", 2), ("e", 3)] {
+            index.put_remote(&file_entry(path, seq, b"x")).unwrap();
+        }
+        check(&index, &["d/b", "e"]);
+        index.put_local(&local("d/b", 2)).unwrap();
+        check(&index, &["e"]);
+        index.put_local(&local("d/b", 7)).unwrap();
+        check(&index, &["d/b", "e"]);
+        index.remove_local(&RelPath::new("d/a").unwrap()).unwrap();
+        check(&index, &["d/a", "d/b", "e"]);
+        index.put_local(&local("x/a", 1)).unwrap();
+        index.put_local(&local("x/b", 2)).unwrap();
+        index
+            .move_local(&RelPath::new("x").unwrap(), &RelPath::new("d").unwrap())
+            .unwrap();
+        check(&index, &["e"]);
+        index
+            .set_remote_ignored(&RelPath::new("e").unwrap())
+            .unwrap();
+        check(&index, &[]);
+        let plan = |query: String| -> String {
+            index
+                .c()
+                .query_row(&format!("EXPLAIN QUERY PLAN {query}"), [], |r| r.get(3))
+                .unwrap()
+        };
+        let needed = plan(format!(
+            "SELECT entry FROM remote WHERE {NEEDED} ORDER BY path LIMIT 1"
+        ));
+        assert!(needed.contains("remote_needed"), "{needed}");
+        let dirty = plan(format!(
+            "SELECT {LOCAL_COLS} FROM local WHERE dirty = 1 ORDER BY path LIMIT 1"
+        ));
+        assert!(
+            dirty.contains("local_dirty_path"),
+            "pushes page through an index: {dirty}"
+        );
+    }
+
+    /// The live file count and size kept by triggers agree with counting the table
+    /// after replacements, tombstones, directories, moves and a reset.
+    #[test]
+    fn live_totals_follow_every_change() {
+        let (_d, index) = open();
+        let counted = |index: &Index| -> (u64, u64) {
+            index
+                .c()
+                .query_row(
+                    "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM local WHERE deleted = 0 AND kind = 0",
+                    [],
+                    |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+                )
+                .unwrap()
+        };
+        let row = |path: &str, content: &[u8], deleted: bool, kind: EntryKind| {
+            let mut entry = file_entry(path, 1, content);
+            entry.deleted = deleted;
+            entry.kind = kind;
+            LocalRow {
+                entry,
+                inode: 0,
+                dirty: true,
+            }
+        };
+        let steps: [&dyn Fn(&Index); 9] = [
+            &|ix| {
+                ix.put_local(&row("a", b"12345", false, EntryKind::File))
+                    .unwrap()
+            },
+            &|ix| {
+                ix.put_local(&row("a", b"1", false, EntryKind::File))
+                    .unwrap()
+            },
+            &|ix| ix.put_local(&row("d", b"", false, EntryKind::Dir)).unwrap(),
+            &|ix| {
+                ix.put_local(&row("d/x", b"xyz", false, EntryKind::File))
+                    .unwrap()
+            },
+            &|ix| ix.put_local(&row("a", b"", true, EntryKind::File)).unwrap(),
+            &|ix| {
+                ix.move_local(&RelPath::new("d").unwrap(), &RelPath::new("e").unwrap())
+                    .unwrap()
+            },
+            &|ix| ix.remove_local(&RelPath::new("e/x").unwrap()).unwrap(),
+            &|ix| {
+                ix.put_local(&row("f", b"0123456789", false, EntryKind::File))
+                    .unwrap()
+            },
+            &|ix| ix.reset_to_unsynced().unwrap(),
+        ];
+        for step in steps {
+            step(&index);
+            let t = index.totals().unwrap();
+            assert_eq!((t.files, t.bytes), counted(&index));
+        }
+        assert_eq!(counted(&index), (1, 10));
+    }
+
+    /// An index of format 2 (no `remote.have`) keeps its remote entries and needs
+    /// exactly what it needed before.
+    #[test]
+    fn format_2_index_gains_the_have_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("old.db");
+        {
+            let index = Index::open(&file).unwrap();
+            index
+                .put_local(&LocalRow {
+                    entry: file_entry("a", 1, b"x"),
+                    inode: 0,
+                    dirty: false,
+                })
+                .unwrap();
+            index.put_remote(&file_entry("a", 1, b"x")).unwrap();
+            index.put_remote(&file_entry("b", 2, b"x")).unwrap();
+            index
+                .c()
+                .execute_batch(
+                    "DROP INDEX remote_needed; DROP TRIGGER local_have_insert;
+                     DROP TRIGGER local_have_update; DROP TRIGGER local_have_delete;
+                     ALTER TABLE remote DROP COLUMN have;",
+                )
+                .unwrap();
+            index.set_meta("format", 2).unwrap();
+        }
+        let index = Index::open(&file).unwrap();
+        assert_eq!(index.meta("format").unwrap(), Some(FORMAT));
+        let needed: Vec<String> = index
+            .needed(10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.path.to_string())
+            .collect();
+        assert_eq!(needed, ["b"]);
     }
 
     #[test]

@@ -131,13 +131,20 @@ fn scan_roots(index: &Index, paths: &[RelPath]) -> Result<Vec<RelPath>> {
     }
     tops.sort();
     tops.dedup();
-    let mut out: Vec<RelPath> = Vec::new();
-    for t in tops {
-        if !out.iter().any(|o| t.starts_with(o)) {
-            out.push(t);
+    // A burst of events names thousands of paths: look up each one's ancestors rather
+    // than compare every pair.
+    let set: HashSet<&RelPath> = tops.iter().collect();
+    let below_another = |t: &RelPath| {
+        let mut up = t.parent();
+        while let Some(p) = up {
+            if set.contains(&p) {
+                return true;
+            }
+            up = p.parent();
         }
-    }
-    Ok(out)
+        false
+    };
+    Ok(tops.iter().filter(|t| !below_another(t)).cloned().collect())
 }
 
 impl Scanner<'_> {

@@ -18,7 +18,7 @@ use super::{ClientIdentity, FolderCmd, conflicts, meter};
 use crate::config::FolderConfig;
 use crate::conn::Counters;
 use crate::ignore::IgnoreRules;
-use crate::index::Index;
+use crate::index::{Index, Totals};
 use crate::store;
 use crate::watch::{self as watcher, WatchEvent};
 
@@ -38,6 +38,8 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// as two watcher batches, the delete first; holding the delete back lets the new path
 /// travel in the same push, so the server still has the content to reuse.
 const RENAME_WINDOW: Duration = Duration::from_millis(300);
+/// How old the totals in a busy folder's status may be (see `publish_busy`).
+const TOTALS_EVERY: Duration = Duration::from_millis(100);
 
 pub(super) struct FolderTask {
     cfg: FolderConfig,
@@ -81,6 +83,9 @@ pub(super) struct FolderTask {
     rules_error: Option<String>,
     /// Partial downloads to remove once the folder is in sync.
     partials: Partials,
+    /// The index totals last published and when: counting them scans the index, so
+    /// while the loop has more work they are counted at most every TOTALS_EVERY.
+    totals: Option<(Instant, Totals)>,
 }
 
 impl FolderTask {
@@ -123,6 +128,7 @@ impl FolderTask {
             rules_stale: true,
             rules_error: None,
             partials: Partials::default(),
+            totals: None,
         }
     }
 
@@ -169,7 +175,7 @@ impl FolderTask {
         );
         loop {
             let more = self.step().await;
-            self.publish();
+            self.publish_busy(more);
             for w in self.flushed.drain(..) {
                 let _ = w.send(());
             }
@@ -391,11 +397,26 @@ impl FolderTask {
     }
 
     fn publish(&mut self) {
-        let totals = self
-            .index
-            .as_ref()
-            .and_then(|ix| ix.totals().ok())
-            .unwrap_or_default();
+        self.publish_busy(false);
+    }
+
+    /// Publishes the status; `busy` when the loop goes straight on to more work, which
+    /// lets it reuse totals counted less than TOTALS_EVERY ago. A busy folder is never
+    /// shown idle, so the reused totals cannot make `wait` return early.
+    fn publish_busy(&mut self, busy: bool) {
+        let now = Instant::now();
+        let totals = match &self.totals {
+            Some((at, totals)) if busy && now.duration_since(*at) < TOTALS_EVERY => totals.clone(),
+            _ => {
+                let totals = self
+                    .index
+                    .as_ref()
+                    .and_then(|ix| ix.totals().ok())
+                    .unwrap_or_default();
+                self.totals = Some((now, totals.clone()));
+                totals
+            }
+        };
         let seq = self
             .index
             .as_ref()
@@ -411,7 +432,7 @@ impl FolderTask {
             FolderState::Scanning
         } else if self.session.is_none() {
             FolderState::Offline
-        } else if pending || !self.caught_up {
+        } else if pending || busy || !self.caught_up {
             FolderState::Syncing
         } else {
             FolderState::Idle
