@@ -3,7 +3,7 @@
 //! timing. Neither end's policy lives here.
 
 use std::collections::HashMap;
-use std::path::Path;
+
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,6 +14,7 @@ use filesync_proto::wire::{BlockError, BlockRequest, MAX_BLOCK_SIZE};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::beneath::Root;
 use crate::{chunk, store};
 
 /// A peer that says nothing for this long is considered gone.
@@ -179,9 +180,15 @@ impl<T> Pending<T> {
     }
 }
 
+/// [`serve_block`] from the folder whose root is at `root`.
+pub fn serve_block_from(root: &std::path::Path, req: &BlockRequest) -> BlockResult {
+    let root = Root::open(root).map_err(|_| BlockError::NotAvailable)?;
+    serve_block(&root, req)
+}
+
 /// Answers a peer's block request from the folder at `root`: only regular files inside
 /// the folder, never through a symlink, and only if the bytes still hash as asked.
-pub fn serve_block(root: &Path, req: &BlockRequest) -> BlockResult {
+pub fn serve_block(root: &Root, req: &BlockRequest) -> BlockResult {
     if req.size == 0 || req.size > MAX_BLOCK_SIZE {
         return Err(BlockError::Refused(format!(
             "block size {} is outside 1..={MAX_BLOCK_SIZE}",
@@ -194,32 +201,12 @@ pub fn serve_block(root: &Path, req: &BlockRequest) -> BlockResult {
             req.path
         )));
     }
-    if !no_symlink_ancestors(root, &req.path) {
-        return Err(BlockError::NotAvailable);
-    }
-    let data = store::read_block(&req.path.to_path(root), req.offset, req.size)
+    let data = store::read_block(root, &req.path, req.offset, req.size)
         .map_err(|_| BlockError::NotAvailable)?;
     if chunk::sha256(&data) != req.hash {
         return Err(BlockError::NotAvailable);
     }
     Ok(data)
-}
-
-/// Whether every directory between `root` and `path` is a real directory (or does not
-/// exist yet), so that opening `path` cannot leave the folder through a symlinked parent.
-pub fn no_symlink_ancestors(root: &Path, path: &filesync_proto::RelPath) -> bool {
-    let mut dir = root.to_path_buf();
-    let parts: Vec<&str> = path.components().collect();
-    for part in &parts[..parts.len().saturating_sub(1)] {
-        dir.push(part);
-        match std::fs::symlink_metadata(&dir) {
-            Ok(m) if m.file_type().is_dir() => {}
-            // Nothing there, nor below: it will be created as a real directory.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
-            _ => return false,
-        }
-    }
-    true
 }
 
 #[cfg(test)]
@@ -235,6 +222,8 @@ mod tests {
         std::fs::write(root.join("d/f"), b"0123456789").unwrap();
         std::os::unix::fs::symlink(dir.path(), root.join("out")).unwrap();
         std::fs::write(dir.path().join("secret"), b"0123456789").unwrap();
+        std::os::unix::fs::symlink(root.join("d/f"), root.join("d/link")).unwrap();
+        let root = Root::open(&root).unwrap();
         let req = |path: &str, size: u32, hash: Hash| BlockRequest {
             path: RelPath::new(path).unwrap(),
             offset: 2,
@@ -255,10 +244,12 @@ mod tests {
             serve_block(&root, &req("d/f", MAX_BLOCK_SIZE + 1, good)),
             Err(BlockError::Refused(_))
         ));
-        assert_eq!(
-            serve_block(&root, &req("out/secret", 4, good)),
-            Err(BlockError::NotAvailable)
-        );
+        for through_a_link in ["out/secret", "d/link"] {
+            assert_eq!(
+                serve_block(&root, &req(through_a_link, 4, good)),
+                Err(BlockError::NotAvailable)
+            );
+        }
         assert!(matches!(
             serve_block(&root, &req(".filesync-tmp-1", 4, good)),
             Err(BlockError::Refused(_))

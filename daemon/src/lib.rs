@@ -5,6 +5,7 @@
 //! sequencer → [`index`] + [`store`] → fan-out → other clients → [`client`] apply.
 //! [`plan`] decides, without I/O, what a client does about each path.
 
+pub mod beneath;
 pub mod chunk;
 pub mod client;
 pub mod config;

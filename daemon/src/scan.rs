@@ -7,15 +7,15 @@
 //! its role (a client marks it dirty, a server gives it a sequence number).
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use filesync_proto::control::Unsyncable;
 use filesync_proto::wire::{Entry, EntryKind};
 use filesync_proto::{DeviceId, Hash, RelPath};
 
+use crate::beneath::Root;
 use crate::chunk;
 use crate::ignore::IgnoreRules;
 use crate::index::{Index, LocalRow};
@@ -43,6 +43,8 @@ pub struct ScanOutcome {
 
 struct Scanner<'a> {
     root: &'a Path,
+    /// Files are read relative to this handle of the root, never through a symlink.
+    handle: Root,
     rules: &'a IgnoreRules,
     origin: &'a DeviceId,
     known: HashMap<RelPath, LocalRow>,
@@ -71,6 +73,8 @@ pub fn scan(
             root.display()
         ),
     }
+    let handle =
+        Root::open(root).with_context(|| format!("cannot open folder root {}", root.display()))?;
     let tops = match scope {
         Scope::All => None,
         Scope::Paths(paths) => Some(scan_roots(index, paths)?),
@@ -89,6 +93,7 @@ pub fn scan(
     };
     let mut s = Scanner {
         root,
+        handle,
         rules,
         origin,
         known,
@@ -226,7 +231,7 @@ impl Scanner<'_> {
         }
         let unchanged = old.is_some_and(|o| store::matches_index(Some(&st), &o.entry, o.inode));
         if !unchanged {
-            match self.describe(&path, &full, &st) {
+            match self.describe(&path, &st) {
                 Ok(entry) => self.record(entry, st.inode),
                 Err(reason) => self.unsyncable(path.as_str(), &reason),
             }
@@ -237,7 +242,7 @@ impl Scanner<'_> {
     }
 
     /// Builds the entry for a path from disk, hashing a file's content.
-    fn describe(&self, path: &RelPath, full: &Path, st: &Stat) -> Result<Entry, String> {
+    fn describe(&self, path: &RelPath, st: &Stat) -> Result<Entry, String> {
         let mut entry = Entry {
             path: path.clone(),
             kind: st.kind,
@@ -256,7 +261,9 @@ impl Scanner<'_> {
         match st.kind {
             EntryKind::Dir => {}
             EntryKind::Symlink => {
-                let target = fs::read_link(full).map_err(|e| format!("cannot read link: {e}"))?;
+                let target = store::parent(&self.handle, path)
+                    .and_then(|(dir, name)| Ok(dir.read_link(name)?))
+                    .map_err(|e| format!("cannot read link: {e:#}"))?;
                 entry.target = target
                     .to_str()
                     .ok_or("link target is not valid UTF-8")?
@@ -268,7 +275,7 @@ impl Scanner<'_> {
                     entry.blocks = same.blocks.clone();
                     return Ok(entry);
                 }
-                let hashed = hash_stable(full, st)?;
+                let hashed = hash_stable(&self.handle, path, st)?;
                 entry.hash = hashed.hash;
                 entry.blocks = hashed.blocks;
                 entry.size = hashed.size;
@@ -510,13 +517,12 @@ pub fn holds_only_ignored(full: &Path, rel: &RelPath, rules: &IgnoreRules) -> bo
 
 /// Hashes a file, retrying when it changes while being read, so that no mix of two
 /// versions is ever reported.
-fn hash_stable(full: &Path, before: &Stat) -> Result<chunk::Hashed, String> {
+fn hash_stable(root: &Root, path: &RelPath, before: &Stat) -> Result<chunk::Hashed, String> {
+    let (dir, name) = store::parent(root, path).map_err(|e| format!("cannot read: {e:#}"))?;
     let mut expected = *before;
     for _ in 0..3 {
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(full)
+        let file = dir
+            .open_regular(name)
             .map_err(|e| format!("cannot read: {e}"))?;
         let hashed = chunk::hash_reader(&file).map_err(|e| format!("cannot read: {e}"))?;
         let after = file.metadata().ok().and_then(|m| store::stat_of(&m));

@@ -8,17 +8,20 @@
 //! the same target finds it and keeps the blocks it already holds (see
 //! [`TempFile::resumable`] and [`TempFile::resume`]).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::fs::{self, File};
+use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use filesync_proto::wire::{BlockInfo, Entry, EntryKind};
 use filesync_proto::{Hash, RelPath};
+use rustix::fs::{FileType, OFlags};
 use sha2::{Digest, Sha256};
+
+use crate::beneath::{self, Dir, Root};
 
 /// Prefix of everything the daemon keeps inside a synced folder.
 pub const RESERVED_PREFIX: &str = ".filesync";
@@ -43,11 +46,13 @@ pub struct Stat {
     pub inode: u64,
 }
 
-pub fn stat(path: &Path) -> io::Result<Option<Stat>> {
-    match fs::symlink_metadata(path) {
-        Ok(m) => Ok(stat_of(&m)),
+/// What is at `path` in the folder, never following a symlink; a symlink or file where
+/// a parent directory should be is an error.
+pub fn stat(root: &Root, path: &RelPath) -> Result<Option<Stat>> {
+    match root.parent(path) {
+        Ok((dir, name)) => stat_in(&dir, name),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+        Err(e) => Err(parent_error(path, e)),
     }
 }
 
@@ -75,6 +80,62 @@ pub fn stat_of(m: &fs::Metadata) -> Option<Stat> {
     })
 }
 
+/// [`stat_of`] for what `lstat` returns.
+// The field types of `struct stat` differ between architectures.
+#[allow(clippy::unnecessary_cast)]
+fn stat_of_raw(st: &rustix::fs::Stat) -> Option<Stat> {
+    let kind = match FileType::from_raw_mode(st.st_mode as _) {
+        FileType::RegularFile => EntryKind::File,
+        FileType::Directory => EntryKind::Dir,
+        FileType::Symlink => EntryKind::Symlink,
+        _ => return None,
+    };
+    Some(Stat {
+        kind,
+        size: if kind == EntryKind::File {
+            st.st_size as u64
+        } else {
+            0
+        },
+        mtime_ns: (st.st_mtime as i64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(st.st_mtime_nsec as i64),
+        mode: st.st_mode as u32 & 0o777,
+        inode: st.st_ino as u64,
+    })
+}
+
+/// What is at `name` in `dir`, never following a symlink.
+pub fn stat_in(dir: &Dir, name: &str) -> Result<Option<Stat>> {
+    let st = dir
+        .stat(name)
+        .with_context(|| format!("cannot stat {}", dir.display(name).display()))?;
+    Ok(st.as_ref().and_then(stat_of_raw))
+}
+
+/// The error for a path whose parent directory cannot be opened: refused when a symlink
+/// or a file is in the way, which is said plainly.
+pub fn parent_error(path: &RelPath, e: io::Error) -> anyhow::Error {
+    if beneath::is_refused(&e) {
+        anyhow!(
+            "a parent of {path} is a symlink or not a directory; nothing is read or written through it"
+        )
+    } else {
+        anyhow!(e).context(format!("cannot open the directory of {path}"))
+    }
+}
+
+/// The directory holding `path` and its name there, refused through a symlink.
+pub fn parent<'p>(root: &Root, path: &'p RelPath) -> Result<(Dir, &'p str)> {
+    root.parent(path).map_err(|e| parent_error(path, e))
+}
+
+/// Like [`parent`], creating missing directories as real directories.
+fn parent_creating<'p>(root: &Root, path: &'p RelPath) -> Result<(Dir, &'p str)> {
+    root.parent_creating(path)
+        .map_err(|e| parent_error(path, e))
+}
+
 /// Whether the disk still holds what the index recorded for a path.
 pub fn matches_index(disk: Option<&Stat>, entry: &Entry, inode: u64) -> bool {
     match disk {
@@ -96,17 +157,52 @@ pub fn matches_index(disk: Option<&Stat>, entry: &Entry, inode: u64) -> bool {
     }
 }
 
-/// Where the partial transfer of `target` is kept: beside it, named after a digest of
-/// its file name, so that the next transfer of that path finds it.
-pub fn partial_path(target: &Path) -> Option<PathBuf> {
-    let name = target.file_name()?;
-    let digest = crate::chunk::sha256(name.as_encoded_bytes());
-    Some(target.with_file_name(format!("{PARTIAL_PREFIX}{}", &digest.to_hex()[..32])))
+/// The name of the partial transfer of a target named `name`: beside it, named after a
+/// digest of its name, so that the next transfer of that path finds it.
+fn partial_name(name: &str) -> String {
+    let digest = crate::chunk::sha256(name.as_bytes());
+    format!("{PARTIAL_PREFIX}{}", &digest.to_hex()[..32])
 }
 
-/// A temp file being filled with new content for `target`, front to back.
+/// A partial transfer on disk: the directory that holds it and its name there.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Partial {
+    dir: Vec<String>,
+    name: String,
+}
+
+impl Partial {
+    /// The partial transfer of `target`, if there is one.
+    pub fn of(target: &RelPath) -> Partial {
+        let mut dir: Vec<String> = target.components().map(str::to_string).collect();
+        let name = partial_name(&dir.pop().unwrap_or_default());
+        Partial { dir, name }
+    }
+
+    /// Removes it from the folder at `root`; nothing there is fine.
+    pub fn remove(&self, root: &Root) -> io::Result<()> {
+        let dirs: Vec<&str> = self.dir.iter().map(String::as_str).collect();
+        match root.dir_at(&dirs).and_then(|d| d.unlink(&self.name)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+}
+
+impl std::fmt::Display for Partial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for d in &self.dir {
+            write!(f, "{d}/")?;
+        }
+        f.write_str(&self.name)
+    }
+}
+
+/// A temp file being filled with new content for a target, front to back.
 pub struct TempFile {
-    path: PathBuf,
+    /// The directory that holds it, opened beneath the folder's root.
+    dir: Dir,
+    name: String,
     file: File,
     hasher: Sha256,
     written: u64,
@@ -115,59 +211,63 @@ pub struct TempFile {
 }
 
 impl TempFile {
-    /// Creates a temp file next to `target`, creating missing parent directories; it is
-    /// removed when dropped unless it was renamed into place.
-    pub fn create(target: &Path) -> Result<TempFile> {
-        let dir = make_parent(target)?;
-        let path = dir.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .with_context(|| format!("cannot create temp file {}", path.display()))?;
-        Ok(TempFile::new(path, file, false))
+    /// Creates a temp file next to `target` in the folder at `root`, creating missing
+    /// parent directories; it is removed when dropped unless it was renamed into place.
+    pub fn create(root: &Root, target: &RelPath) -> Result<TempFile> {
+        let (dir, _) = parent_creating(root, target)?;
+        TempFile::create_in(dir)
     }
 
-    /// Opens the partial transfer of `target` (see [`partial_path`]), creating it if
+    fn create_in(dir: Dir) -> Result<TempFile> {
+        let name = format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>());
+        let file = dir
+            .open(&name, OFlags::RDWR | OFlags::CREATE | OFlags::EXCL, 0o600)
+            .with_context(|| format!("cannot create temp file {}", dir.display(&name).display()))?;
+        Ok(TempFile::new(dir, name, file, false))
+    }
+
+    /// Opens the partial transfer of `target` (see [`Partial::of`]), creating it if
     /// there is none, and locks it. Until [`TempFile::prepare`] it outlives a failure,
     /// so that a later transfer can [`TempFile::resume`] it. When another transfer of the
     /// same target holds the lock, this falls back to a plain temp file.
-    pub fn resumable(target: &Path) -> Result<TempFile> {
-        make_parent(target)?;
-        let path = partial_path(target).context("target has no file name")?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .with_context(|| format!("cannot open partial transfer {}", path.display()))?;
+    pub fn resumable(root: &Root, target: &RelPath) -> Result<TempFile> {
+        let (dir, target_name) = parent_creating(root, target)?;
+        let name = partial_name(target_name);
+        let file = dir
+            .open(&name, OFlags::RDWR | OFlags::CREATE, 0o600)
+            .with_context(|| {
+                format!(
+                    "cannot open partial transfer {}",
+                    dir.display(&name).display()
+                )
+            })?;
         if !file.metadata()?.is_file() {
             bail!(
                 "{} is in the way of a transfer and is not a regular file; remove it",
-                path.display()
+                dir.display(&name).display()
             );
         }
         // SAFETY: the descriptor is open for as long as `file` lives; flock only reads it.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return TempFile::create(target);
+            return TempFile::create_in(dir);
         }
-        Ok(TempFile::new(path, file, true))
+        Ok(TempFile::new(dir, name, file, true))
     }
 
-    fn new(path: PathBuf, file: File, keep: bool) -> TempFile {
+    fn new(dir: Dir, name: String, file: File, keep: bool) -> TempFile {
         TempFile {
-            path,
+            dir,
+            name,
             file,
             hasher: Sha256::new(),
             written: 0,
             keep,
         }
+    }
+
+    /// Its full path, for messages.
+    fn path(&self) -> PathBuf {
+        self.dir.display(&self.name)
     }
 
     /// Keeps the blocks an interrupted transfer already wrote: from the start, each block
@@ -187,7 +287,7 @@ impl TempFile {
             buf.resize(block.size as usize, 0);
             self.file
                 .read_exact_at(&mut buf, self.written)
-                .with_context(|| format!("cannot read {}", self.path.display()))?;
+                .with_context(|| format!("cannot read {}", self.path().display()))?;
             if crate::chunk::sha256(&buf) != block.hash {
                 break;
             }
@@ -202,7 +302,7 @@ impl TempFile {
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
         self.file
             .write_all_at(data, self.written)
-            .with_context(|| format!("cannot write {}", self.path.display()))?;
+            .with_context(|| format!("cannot write {}", self.path().display()))?;
         self.hasher.update(data);
         self.written += data.len() as u64;
         Ok(())
@@ -218,21 +318,21 @@ impl TempFile {
         if offset + u64::from(size) > self.written {
             bail!(
                 "{} has no block at offset {offset} yet",
-                self.path.display()
+                self.path().display()
             );
         }
         let mut buf = vec![0; size as usize];
         self.file
             .read_exact_at(&mut buf, offset)
-            .with_context(|| format!("cannot read {}", self.path.display()))?;
+            .with_context(|| format!("cannot read {}", self.path().display()))?;
         Ok(buf)
     }
 
     /// Checks the content against `entry`, applies its mode and mtime, fsyncs, and
-    /// renames over `target`. On any failure the temp file is removed and the target is
-    /// untouched.
-    pub fn commit(self, target: &Path, entry: &Entry) -> Result<Stat> {
-        self.prepare(entry)?.install(target)
+    /// renames it over the entry's path in the folder at `root`. On any failure the temp
+    /// file is removed and the target is untouched.
+    pub fn commit(self, root: &Root, entry: &Entry) -> Result<Stat> {
+        self.prepare(entry)?.install(root, &entry.path)
     }
 
     /// Verifies the content against `entry` and makes it durable, without touching the
@@ -255,13 +355,14 @@ impl TempFile {
         }
         self.file
             .set_len(self.written)
-            .with_context(|| format!("cannot truncate {}", self.path.display()))?;
+            .with_context(|| format!("cannot truncate {}", self.path().display()))?;
         self.file
             .set_permissions(fs::Permissions::from_mode(entry.mode & 0o777))?;
         self.file
             .sync_all()
-            .with_context(|| format!("cannot fsync {}", self.path.display()))?;
-        set_mtime(&self.path, entry.mtime_ns)?;
+            .with_context(|| format!("cannot fsync {}", self.path().display()))?;
+        set_mtime(&self.file, entry.mtime_ns)
+            .with_context(|| format!("cannot set mtime of {}", self.path().display()))?;
         Ok(Prepared(self))
     }
 }
@@ -270,259 +371,253 @@ impl TempFile {
 pub struct Prepared(TempFile);
 
 impl Prepared {
-    /// Renames the content over `target`. An empty directory in the way goes (the caller
-    /// decided the path becomes a file); a non-empty one is an error, so nothing inside it
-    /// is lost.
-    pub fn install(self, target: &Path) -> Result<Stat> {
-        clear_dir_for(target)?;
-        fs::rename(&self.0.path, target)
-            .with_context(|| format!("cannot rename into place {}", target.display()))?;
-        sync_parent(target);
-        stat(target)?.context("file vanished right after it was written")
+    /// Renames the content over `path` in the folder at `root`, whose parent directory is
+    /// opened again beneath the root: if it was swapped for a symlink since the transfer
+    /// began, this is refused. An empty directory in the way goes (the caller decided the
+    /// path becomes a file); a non-empty one is an error, so nothing inside it is lost.
+    pub fn install(self, root: &Root, path: &RelPath) -> Result<Stat> {
+        let (dir, name) = parent(root, path)?;
+        clear_dir_for(&dir, name)?;
+        self.0
+            .dir
+            .rename(&self.0.name, &dir, name)
+            .with_context(|| format!("cannot rename into place {}", dir.display(name).display()))?;
+        dir.sync();
+        stat_in(&dir, name)?.context("file vanished right after it was written")
     }
 }
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        // After a successful rename the temp path no longer exists; otherwise this
+        // After a successful rename the temp name no longer exists; otherwise this
         // removes the incomplete content, unless it is a partial transfer to resume.
         if !self.keep {
-            let _ = fs::remove_file(&self.path);
+            let _ = self.dir.unlink(&self.name);
         }
     }
 }
 
-/// Creates the parent directory of `target` if it is missing, and returns it.
-fn make_parent(target: &Path) -> Result<&Path> {
-    let dir = target.parent().context("target has no parent directory")?;
-    fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create directory {}", dir.display()))?;
-    Ok(dir)
-}
-
-fn set_mtime(path: &Path, mtime_ns: i64) -> Result<()> {
+/// Sets the access and modification times of an open file.
+fn set_mtime(file: &File, mtime_ns: i64) -> io::Result<()> {
     let t = filetime::FileTime::from_unix_time(
         mtime_ns.div_euclid(1_000_000_000),
         mtime_ns.rem_euclid(1_000_000_000) as u32,
     );
-    filetime::set_symlink_file_times(path, t, t)
-        .with_context(|| format!("cannot set mtime of {}", path.display()))
-}
-
-/// Persists a rename or unlink in the directory that holds `path`; best effort.
-fn sync_parent(path: &Path) {
-    if let Some(dir) = path.parent() {
-        sync_dir(dir);
-    }
+    filetime::set_file_handle_times(file, Some(t), Some(t))
 }
 
 /// Persists renames and unlinks in the directory `dir` itself; best effort, as some
 /// filesystems refuse to fsync directories.
-pub fn sync_dir(dir: &Path) {
+pub fn sync_dir(dir: &std::path::Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
 }
 
-/// Gives the file at `path` the mode and mtime of `entry`, for a change of metadata
-/// only; never follows a symlink.
-pub fn set_file_meta(root: &Path, entry: &Entry) -> Result<Stat> {
-    let path = entry.path.to_path(root);
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    file.set_permissions(fs::Permissions::from_mode(entry.mode & 0o777))?;
-    set_mtime(&path, entry.mtime_ns)?;
-    stat(&path)?.context("file vanished while its metadata was set")
+/// Gives the file at the entry's path the mode and mtime of `entry`, for a change of
+/// metadata only; never follows a symlink.
+pub fn set_file_meta(root: &Root, entry: &Entry) -> Result<Stat> {
+    let (dir, name) = parent(root, &entry.path)?;
+    let full = dir.display(name);
+    let file = dir
+        .open(name, OFlags::RDONLY, 0)
+        .with_context(|| format!("cannot open {}", full.display()))?;
+    if !file.metadata()?.is_file() {
+        bail!("{} is no longer a regular file", full.display());
+    }
+    file.set_permissions(fs::Permissions::from_mode(entry.mode & 0o777))
+        .with_context(|| format!("cannot set the mode of {}", full.display()))?;
+    set_mtime(&file, entry.mtime_ns)
+        .with_context(|| format!("cannot set mtime of {}", full.display()))?;
+    stat_of(&file.metadata()?).context("file vanished while its metadata was set")
 }
 
-/// Removes an empty directory at `target` so a file or symlink can take its place.
-fn clear_dir_for(target: &Path) -> Result<()> {
-    match stat(target)? {
-        Some(s) if s.kind == EntryKind::Dir => match fs::remove_dir(target) {
+/// Removes an empty directory at `name` in `dir` so a file or symlink can take its place.
+fn clear_dir_for(dir: &Dir, name: &str) -> Result<()> {
+    match stat_in(dir, name)? {
+        Some(s) if s.kind == EntryKind::Dir => match dir.rmdir(name) {
             Ok(()) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {
-                bail!("{} is a directory that is not empty yet", target.display())
+                bail!(
+                    "{} is a directory that is not empty yet",
+                    dir.display(name).display()
+                )
             }
-            Err(e) => {
-                Err(e).with_context(|| format!("cannot remove directory {}", target.display()))
-            }
+            Err(e) => Err(e).with_context(|| {
+                format!("cannot remove directory {}", dir.display(name).display())
+            }),
         },
         _ => Ok(()),
     }
 }
 
-/// Reads `size` bytes at `offset` of `path`, refusing to follow a symlink at the end.
-pub fn read_block(path: &Path, offset: u64, size: u32) -> io::Result<Vec<u8>> {
-    let mut f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
-    f.seek(SeekFrom::Start(offset))?;
+/// Reads `size` bytes at `offset` of the regular file at `path` in the folder at `root`,
+/// never through a symlink.
+pub fn read_block(root: &Root, path: &RelPath, offset: u64, size: u32) -> io::Result<Vec<u8>> {
+    let (dir, name) = root.parent(path)?;
+    let f = dir.open_regular(name)?;
     let mut buf = vec![0; size as usize];
-    f.read_exact(&mut buf)?;
+    f.read_exact_at(&mut buf, offset)?;
     Ok(buf)
 }
 
 /// Makes sure the directory for `entry` exists with its mode.
-pub fn make_dir(root: &Path, entry: &Entry) -> Result<Stat> {
-    let path = entry.path.to_path(root);
-    match stat(&path)? {
+pub fn make_dir(root: &Root, entry: &Entry) -> Result<Stat> {
+    let (dir, name) = parent_creating(root, &entry.path)?;
+    let full = dir.display(name);
+    match stat_in(&dir, name)? {
         Some(s) if s.kind == EntryKind::Dir => {}
         // The caller checked that what is here is what the index knows and decided the
         // path becomes a directory: a file or symlink in the way is replaced.
         Some(_) => {
-            fs::remove_file(&path)
+            dir.unlink(name)
                 .with_context(|| format!("cannot replace {} with a directory", entry.path))?;
-            fs::create_dir(&path)
-                .with_context(|| format!("cannot create directory {}", path.display()))?;
+            dir.mkdir(name, 0o777)
+                .with_context(|| format!("cannot create directory {}", full.display()))?;
         }
-        None => fs::create_dir_all(&path)
-            .with_context(|| format!("cannot create directory {}", path.display()))?,
+        None => match dir.mkdir(name, 0o777) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                return Err(e)
+                    .with_context(|| format!("cannot create directory {}", full.display()));
+            }
+            _ => {}
+        },
     }
-    fs::set_permissions(
-        &path,
-        fs::Permissions::from_mode((entry.mode & 0o777) | 0o700),
-    )?;
-    stat(&path)?.context("directory vanished right after it was made")
+    let made = dir
+        .open_dir(name)
+        .map_err(|e| parent_error(&entry.path, e))?;
+    made.chmod((entry.mode & 0o777) | 0o700)
+        .with_context(|| format!("cannot set the mode of {}", full.display()))?;
+    stat_in(&dir, name)?.context("directory vanished right after it was made")
 }
 
 /// Creates or replaces the symlink for `entry`; the target is stored, never followed.
-pub fn make_symlink(root: &Path, entry: &Entry) -> Result<Stat> {
-    let path = entry.path.to_path(root);
-    clear_dir_for(&path)?;
-    let dir = path.parent().context("symlink has no parent")?;
-    fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
-    std::os::unix::fs::symlink(&entry.target, &tmp)
-        .with_context(|| format!("cannot create symlink {}", path.display()))?;
-    if let Err(e) = fs::rename(&tmp, &path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(e)
-            .with_context(|| format!("cannot rename symlink into place {}", path.display()));
+pub fn make_symlink(root: &Root, entry: &Entry) -> Result<Stat> {
+    let (dir, name) = parent_creating(root, &entry.path)?;
+    clear_dir_for(&dir, name)?;
+    let tmp = format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>());
+    dir.symlink(&entry.target, &tmp)
+        .with_context(|| format!("cannot create symlink {}", dir.display(name).display()))?;
+    if let Err(e) = dir.rename(&tmp, &dir, name) {
+        let _ = dir.unlink(&tmp);
+        return Err(e).with_context(|| {
+            format!(
+                "cannot rename symlink into place {}",
+                dir.display(name).display()
+            )
+        });
     }
-    stat(&path)?.context("symlink vanished right after it was made")
+    stat_in(&dir, name)?.context("symlink vanished right after it was made")
 }
 
 /// Removes the file or symlink at `path`, or the directory if it is empty. Returns
 /// false, touching nothing, when a directory still holds something.
-pub fn remove(root: &Path, path: &RelPath) -> Result<bool> {
-    let full = path.to_path(root);
-    match stat(&full)? {
-        None => Ok(true),
-        Some(s) if s.kind == EntryKind::Dir => match fs::remove_dir(&full) {
-            Ok(()) => {
-                sync_parent(&full);
-                Ok(true)
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => Ok(false),
-            Err(e) => Err(e).with_context(|| format!("cannot remove directory {}", full.display())),
-        },
-        Some(_) => {
-            fs::remove_file(&full).with_context(|| format!("cannot remove {}", full.display()))?;
-            sync_parent(&full);
-            Ok(true)
-        }
-    }
-}
-
-/// Renames `a` to `b`, failing with `AlreadyExists` rather than replacing anything at
-/// `b`, even something that appears there at the last moment.
-fn rename_noreplace(a: &Path, b: &Path) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
-    let (ca, cb) = (c(a)?, c(b)?);
-    // SAFETY: both arguments are valid NUL-terminated paths that outlive the call.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            ca.as_ptr(),
-            libc::AT_FDCWD,
-            cb.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
+pub fn remove(root: &Root, path: &RelPath) -> Result<bool> {
+    let (dir, name) = match root.parent(path) {
+        Ok(found) => found,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(parent_error(path, e)),
     };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        // A filesystem without the flag: check, then rename.
-        Some(libc::EINVAL | libc::ENOSYS) => match fs::symlink_metadata(b) {
-            Ok(_) => Err(io::ErrorKind::AlreadyExists.into()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::rename(a, b),
-            Err(e) => Err(e),
+    let full = dir.display(name);
+    match stat_in(&dir, name)? {
+        None => return Ok(true),
+        Some(s) if s.kind == EntryKind::Dir => match dir.rmdir(name) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => return Ok(false),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot remove directory {}", full.display()));
+            }
         },
-        _ => Err(err),
+        Some(_) => dir
+            .unlink(name)
+            .with_context(|| format!("cannot remove {}", full.display()))?,
     }
+    dir.sync();
+    Ok(true)
 }
 
-/// Moves a local version aside to a conflict copy name, keeping it.
-pub fn move_aside(root: &Path, from: &RelPath, to: &RelPath) -> Result<()> {
-    if !crate::conn::no_symlink_ancestors(root, to) {
-        bail!("a parent of {to} is not a directory (a symlink or file is in the way)");
-    }
-    let (a, b) = (from.to_path(root), to.to_path(root));
-    rename_noreplace(&a, &b)
-        .with_context(|| format!("cannot move {} aside to {}", a.display(), b.display()))?;
-    sync_parent(&b);
+/// Moves a local version aside to a conflict copy name, keeping it; nothing at `to` is
+/// replaced.
+pub fn move_aside(root: &Root, from: &RelPath, to: &RelPath) -> Result<()> {
+    let ((a, a_name), (b, b_name)) = (parent(root, from)?, parent(root, to)?);
+    a.rename_noreplace(a_name, &b, b_name)
+        .with_context(|| format!("cannot move {from} aside to {to}"))?;
+    b.sync();
+    Ok(())
+}
+
+/// Moves `from` over `to`, replacing what is there.
+pub fn rename_over(root: &Root, from: &RelPath, to: &RelPath) -> Result<()> {
+    let ((a, a_name), (b, b_name)) = (parent(root, from)?, parent(root, to)?);
+    a.rename(a_name, &b, b_name)
+        .with_context(|| format!("cannot move {from} over {to}"))?;
+    b.sync();
     Ok(())
 }
 
 /// Renames the directory `from` to `to` inside the folder at `root`, subtree and all,
 /// as one rename. Nothing at `to` is replaced, and no symlink is passed through.
-pub fn rename_dir(root: &Path, from: &RelPath, to: &RelPath) -> Result<Stat> {
-    for p in [from, to] {
-        if !crate::conn::no_symlink_ancestors(root, p) {
-            bail!("a parent of {p} is not a directory (a symlink or file is in the way)");
-        }
-    }
-    let (a, b) = (from.to_path(root), to.to_path(root));
-    match stat(&a)? {
+pub fn rename_dir(root: &Root, from: &RelPath, to: &RelPath) -> Result<Stat> {
+    let ((a, a_name), (b, b_name)) = (parent(root, from)?, parent(root, to)?);
+    match stat_in(&a, a_name)? {
         Some(s) if s.kind == EntryKind::Dir => {}
         _ => bail!("{from} is no longer a directory here"),
     }
-    rename_noreplace(&a, &b)
-        .with_context(|| format!("cannot rename {} to {}", a.display(), b.display()))?;
-    sync_parent(&a);
-    sync_parent(&b);
-    stat(&b)?.with_context(|| format!("{} vanished right after the rename", b.display()))
+    a.rename_noreplace(a_name, &b, b_name)
+        .with_context(|| format!("cannot rename {from} to {to}"))?;
+    a.sync();
+    b.sync();
+    stat_in(&b, b_name)?.with_context(|| format!("{to} vanished right after the rename"))
 }
 
-/// Removes temp files a crash left behind in `dir` and below, and partial transfers
-/// nobody resumed for [`PARTIAL_MAX_AGE`]; returns the partial transfers it kept.
-pub fn clean_temp_files(dir: &Path) -> Vec<PathBuf> {
+/// Removes temp files a crash left behind in the folder at `root`, and partial transfers
+/// nobody resumed for [`PARTIAL_MAX_AGE`]; returns the partial transfers it kept. Each
+/// directory is opened beneath the root; symlinks are not followed.
+pub fn clean_temp_files(root: &Root) -> Vec<Partial> {
     let mut kept = Vec::new();
-    let mut dirs = vec![dir.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        let Ok(read) = fs::read_dir(&dir) else {
+    let mut dirs: Vec<Vec<String>> = vec![Vec::new()];
+    while let Some(rel) = dirs.pop() {
+        let parts: Vec<&str> = rel.iter().map(String::as_str).collect();
+        let Ok(dir) = root.dir_at(&parts) else {
             continue;
         };
-        for item in read.flatten() {
-            let name = item.file_name();
-            let name = name.to_string_lossy();
-            let Ok(ft) = item.file_type() else { continue };
+        let Ok(items) = dir.names() else { continue };
+        for (name, ft) in items {
+            let Some(name) = name.to_str() else { continue };
             if name.starts_with(TEMP_PREFIX) {
-                let _ = fs::remove_file(item.path());
+                let _ = dir.unlink(name);
             } else if name.starts_with(PARTIAL_PREFIX) {
-                let age = item
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| SystemTime::now().duration_since(t).ok());
+                let age = dir.stat(name).ok().flatten().and_then(|st| {
+                    let at = SystemTime::UNIX_EPOCH
+                        + Duration::from_secs(u64::try_from(st.st_mtime).ok()?);
+                    SystemTime::now().duration_since(at).ok()
+                });
                 if age.is_some_and(|a| a > PARTIAL_MAX_AGE) {
-                    let _ = fs::remove_file(item.path());
+                    let _ = dir.unlink(name);
                 } else {
-                    kept.push(item.path());
+                    kept.push(Partial {
+                        dir: rel.clone(),
+                        name: name.to_string(),
+                    });
                 }
-            } else if ft.is_dir() && !is_reserved(&name) {
-                dirs.push(item.path());
+            } else if !is_reserved(name) && is_dir(&dir, name, ft) {
+                let mut sub = rel.clone();
+                sub.push(name.to_string());
+                dirs.push(sub);
             }
         }
     }
     kept
+}
+
+/// Whether `name` in `dir` is a directory (not a symlink to one), asking the filesystem
+/// when the listing does not say.
+fn is_dir(dir: &Dir, name: &str, ft: FileType) -> bool {
+    match ft {
+        FileType::Unknown => matches!(stat_in(dir, name), Ok(Some(s)) if s.kind == EntryKind::Dir),
+        ft => ft == FileType::Directory,
+    }
 }
 
 #[cfg(test)]
@@ -554,11 +649,12 @@ pub(crate) mod tests {
     #[test]
     fn commit_verifies_then_renames() {
         let dir = tempfile::tempdir().unwrap();
+        let root = Root::open(dir.path()).unwrap();
         let e = entry_for("sub/f", b"hello");
         let target = e.path.to_path(dir.path());
-        let mut t = TempFile::create(&target).unwrap();
+        let mut t = TempFile::create(&root, &e.path).unwrap();
         t.write(b"hello").unwrap();
-        let st = t.commit(&target, &e).unwrap();
+        let st = t.commit(&root, &e).unwrap();
         assert_eq!(fs::read(&target).unwrap(), b"hello");
         assert_eq!(st.mtime_ns, e.mtime_ns);
         assert_eq!(st.mode, 0o755);
@@ -568,12 +664,13 @@ pub(crate) mod tests {
     #[test]
     fn bad_content_leaves_target_and_no_temp() {
         let dir = tempfile::tempdir().unwrap();
+        let root = Root::open(dir.path()).unwrap();
         let e = entry_for("f", b"hello");
         let target = e.path.to_path(dir.path());
         fs::write(&target, b"old").unwrap();
-        let mut t = TempFile::create(&target).unwrap();
+        let mut t = TempFile::create(&root, &e.path).unwrap();
         t.write(b"hellO").unwrap();
-        assert!(t.commit(&target, &e).is_err());
+        assert!(t.commit(&root, &e).is_err());
         assert_eq!(fs::read(&target).unwrap(), b"old");
         assert_eq!(
             fs::read_dir(dir.path()).unwrap().count(),
@@ -600,24 +697,25 @@ pub(crate) mod tests {
     #[test]
     fn a_partial_transfer_outlives_a_failure_and_resumes_its_blocks() {
         let dir = tempfile::tempdir().unwrap();
+        let root = Root::open(dir.path()).unwrap();
         let (content, e, ends) = big("sub/big");
         assert!(e.blocks.len() > 4, "{} blocks", e.blocks.len());
         let target = e.path.to_path(dir.path());
-        let mut t = TempFile::resumable(&target).unwrap();
+        let mut t = TempFile::resumable(&root, &e.path).unwrap();
         assert_eq!(t.resume(&e.blocks).unwrap(), 0);
         t.write(&content[..ends[2]]).unwrap();
         drop(t);
-        let partial = partial_path(&target).unwrap();
+        let partial = dir.path().join(Partial::of(&e.path).to_string());
         assert!(
             partial.is_file(),
             "an interrupted transfer keeps its partial"
         );
 
-        let mut t = TempFile::resumable(&target).unwrap();
+        let mut t = TempFile::resumable(&root, &e.path).unwrap();
         assert_eq!(t.resume(&e.blocks).unwrap(), 3);
         assert_eq!(t.written(), ends[2] as u64);
         t.write(&content[ends[2]..]).unwrap();
-        t.commit(&target, &e).unwrap();
+        t.commit(&root, &e).unwrap();
         assert_eq!(fs::read(&target).unwrap(), content);
         assert!(!partial.exists());
     }
@@ -625,42 +723,44 @@ pub(crate) mod tests {
     #[test]
     fn resume_stops_at_the_first_block_that_does_not_verify() {
         let dir = tempfile::tempdir().unwrap();
+        let root = Root::open(dir.path()).unwrap();
         let (content, e, ends) = big("big");
         let target = e.path.to_path(dir.path());
         // Left by a longer version of the file, and spoiled in its second block.
         let mut spoiled = content.clone();
         spoiled.extend_from_slice(b"the tail of a longer version");
         spoiled[ends[0] + 5] ^= 1;
-        fs::write(partial_path(&target).unwrap(), &spoiled).unwrap();
-        let mut t = TempFile::resumable(&target).unwrap();
+        fs::write(dir.path().join(Partial::of(&e.path).to_string()), &spoiled).unwrap();
+        let mut t = TempFile::resumable(&root, &e.path).unwrap();
         assert_eq!(t.resume(&e.blocks).unwrap(), 1);
         t.write(&content[ends[0]..]).unwrap();
         // The leftover beyond what this transfer wrote is cut off.
-        t.commit(&target, &e).unwrap();
+        t.commit(&root, &e).unwrap();
         assert_eq!(fs::read(&target).unwrap(), content);
     }
 
     #[test]
     fn content_that_fails_its_final_check_is_not_kept() {
         let dir = tempfile::tempdir().unwrap();
+        let root = Root::open(dir.path()).unwrap();
         let (content, e, _) = big("big");
-        let target = e.path.to_path(dir.path());
-        let mut t = TempFile::resumable(&target).unwrap();
+        let mut t = TempFile::resumable(&root, &e.path).unwrap();
         t.write(&content[1..]).unwrap();
         t.write(b"!").unwrap();
-        assert!(t.commit(&target, &e).is_err());
+        assert!(t.commit(&root, &e).is_err());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]
     fn a_partial_in_use_is_left_to_its_transfer() {
         let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("big");
-        let first = TempFile::resumable(&target).unwrap();
-        let second = TempFile::resumable(&target).unwrap();
-        assert_eq!(first.path, partial_path(&target).unwrap());
-        assert_ne!(second.path, first.path);
-        let second_path = second.path.clone();
+        let root = Root::open(dir.path()).unwrap();
+        let target = RelPath::new("big").unwrap();
+        let first = TempFile::resumable(&root, &target).unwrap();
+        let second = TempFile::resumable(&root, &target).unwrap();
+        assert_eq!(first.name, Partial::of(&target).name);
+        assert_ne!(second.name, first.name);
+        let second_path = second.path();
         drop(second);
         assert!(
             !second_path.exists(),
@@ -673,10 +773,13 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sub = dir.path().join("a/b");
         fs::create_dir_all(&sub).unwrap();
-        let recent = partial_path(&sub.join("new")).unwrap();
-        let old = partial_path(&dir.path().join("old")).unwrap();
+        let recent = Partial::of(&RelPath::new("a/b/new").unwrap());
+        let old = dir
+            .path()
+            .join(Partial::of(&RelPath::new("old").unwrap()).to_string());
+        let recent_path = dir.path().join(recent.to_string());
         let tmp = sub.join(format!("{TEMP_PREFIX}1"));
-        for p in [&recent, &old, &tmp] {
+        for p in [&recent_path, &old, &tmp] {
             fs::write(p, b"x").unwrap();
         }
         let long_ago = SystemTime::now() - PARTIAL_MAX_AGE - Duration::from_secs(60);
@@ -686,41 +789,44 @@ pub(crate) mod tests {
             .unwrap()
             .set_modified(long_ago)
             .unwrap();
-        assert_eq!(clean_temp_files(dir.path()), std::slice::from_ref(&recent));
-        assert!(recent.exists() && !old.exists() && !tmp.exists());
-        assert!(is_reserved(recent.file_name().unwrap().to_str().unwrap()));
+        let root = Root::open(dir.path()).unwrap();
+        assert_eq!(clean_temp_files(&root), std::slice::from_ref(&recent));
+        assert!(recent_path.exists() && !old.exists() && !tmp.exists());
+        assert!(is_reserved(&recent.name));
+        recent.remove(&root).unwrap();
+        assert!(!recent_path.exists());
     }
 
     #[test]
     fn remove_keeps_non_empty_dirs() {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join("d/e")).unwrap();
-        assert!(!remove(dir.path(), &RelPath::new("d").unwrap()).unwrap());
-        assert!(remove(dir.path(), &RelPath::new("d/e").unwrap()).unwrap());
-        assert!(remove(dir.path(), &RelPath::new("d").unwrap()).unwrap());
-        assert!(remove(dir.path(), &RelPath::new("missing").unwrap()).unwrap());
+        let root = Root::open(dir.path()).unwrap();
+        let root = &root;
+        assert!(!remove(root, &RelPath::new("d").unwrap()).unwrap());
+        assert!(remove(root, &RelPath::new("d/e").unwrap()).unwrap());
+        assert!(remove(root, &RelPath::new("d").unwrap()).unwrap());
+        assert!(remove(root, &RelPath::new("missing").unwrap()).unwrap());
     }
 
     #[test]
     fn kinds_replace_each_other_but_never_a_non_empty_dir() {
         let dir = tempfile::tempdir().unwrap();
+        let root = Root::open(dir.path()).unwrap();
         let mut e = entry_for("x", b"");
         std::os::unix::fs::symlink("/etc", dir.path().join("x")).unwrap();
         e.kind = EntryKind::Dir;
         e.mode = 0o755;
-        assert_eq!(make_dir(dir.path(), &e).unwrap().kind, EntryKind::Dir);
+        assert_eq!(make_dir(&root, &e).unwrap().kind, EntryKind::Dir);
         let f = entry_for("x", b"now a file");
-        let mut t = TempFile::create(&dir.path().join("x")).unwrap();
+        let mut t = TempFile::create(&root, &f.path).unwrap();
         t.write(b"now a file").unwrap();
-        assert_eq!(
-            t.commit(&dir.path().join("x"), &f).unwrap().kind,
-            EntryKind::File
-        );
+        assert_eq!(t.commit(&root, &f).unwrap().kind, EntryKind::File);
         fs::remove_file(dir.path().join("x")).unwrap();
         fs::create_dir_all(dir.path().join("x/child")).unwrap();
-        let mut t = TempFile::create(&dir.path().join("x")).unwrap();
+        let mut t = TempFile::create(&root, &f.path).unwrap();
         t.write(b"now a file").unwrap();
-        assert!(t.commit(&dir.path().join("x"), &f).is_err());
+        assert!(t.commit(&root, &f).is_err());
         assert!(
             dir.path().join("x/child").is_dir(),
             "a non-empty directory is never replaced"
@@ -730,14 +836,63 @@ pub(crate) mod tests {
     #[test]
     fn symlinks_are_made_not_followed() {
         let dir = tempfile::tempdir().unwrap();
+        let root = Root::open(dir.path()).unwrap();
         let mut e = entry_for("link", b"");
         e.kind = EntryKind::Symlink;
         e.target = "/etc/passwd".into();
-        let st = make_symlink(dir.path(), &e).unwrap();
+        let st = make_symlink(&root, &e).unwrap();
         assert_eq!(st.kind, EntryKind::Symlink);
         assert_eq!(
             fs::read_link(dir.path().join("link")).unwrap(),
-            Path::new("/etc/passwd")
+            std::path::Path::new("/etc/passwd")
         );
+    }
+
+    /// Nothing is written, removed, renamed or chmodded through a symlink inside the
+    /// folder, even one that appears after the transfer began.
+    #[test]
+    fn nothing_goes_through_a_symlinked_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let (canary, tree) = (dir.path().join("canary"), dir.path().join("root"));
+        fs::create_dir_all(&canary).unwrap();
+        fs::create_dir_all(tree.join("d")).unwrap();
+        fs::write(canary.join("f"), b"canary").unwrap();
+        let root = Root::open(&tree).unwrap();
+        let e = entry_for("d/f", b"hello");
+        let mut t = TempFile::create(&root, &e.path).unwrap();
+        t.write(b"hello").unwrap();
+        // The directory is swapped for a symlink to the canary while the file arrives.
+        fs::rename(tree.join("d"), tree.join("d.old")).unwrap();
+        std::os::unix::fs::symlink(&canary, tree.join("d")).unwrap();
+        let err = t.commit(&root, &e).unwrap_err();
+        assert!(format!("{err:#}").contains("symlink"), "{err:#}");
+        let mut sub = entry_for("d/sub", b"");
+        sub.kind = EntryKind::Dir;
+        let mut link = entry_for("d/l", b"");
+        link.kind = EntryKind::Symlink;
+        link.target = "x".into();
+        assert!(make_dir(&root, &sub).is_err());
+        assert!(make_symlink(&root, &link).is_err());
+        assert!(set_file_meta(&root, &e).is_err());
+        assert!(remove(&root, &e.path).is_err());
+        assert!(TempFile::create(&root, &e.path).is_err());
+        assert!(read_block(&root, &e.path, 0, 1).is_err());
+        assert!(stat(&root, &e.path).is_err());
+        let moved = RelPath::new("moved").unwrap();
+        assert!(move_aside(&root, &e.path, &moved).is_err());
+        assert!(
+            rename_dir(
+                &root,
+                &RelPath::new("d.old").unwrap(),
+                &RelPath::new("d/x").unwrap()
+            )
+            .is_err()
+        );
+        let names: Vec<_> = fs::read_dir(&canary)
+            .unwrap()
+            .map(|i| i.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["f"]);
+        assert_eq!(fs::read(canary.join("f")).unwrap(), b"canary");
     }
 }

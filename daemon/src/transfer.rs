@@ -11,13 +11,13 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use filesync_proto::Hash;
 use filesync_proto::wire::{BlockRequest, Entry};
 use futures::StreamExt;
 
+use crate::beneath::Root;
 use crate::chunk;
 use crate::conn;
 use crate::index::{BlockSource, Index};
@@ -51,7 +51,7 @@ enum Got {
 /// target. `fetch` asks the peer for one block. The temp file is complete but neither
 /// verified as a whole nor renamed: the caller does that ([`TempFile::prepare`]).
 pub async fn assemble<F, Fut>(
-    root: &Path,
+    root: &Root,
     index: &Index,
     entry: &Entry,
     fetch: F,
@@ -68,11 +68,10 @@ where
             entry.size
         );
     }
-    let target = entry.path.to_path(root);
     let mut tmp = if entry.size >= RESUMABLE_SIZE {
-        TempFile::resumable(&target)?
+        TempFile::resumable(root, &entry.path)?
     } else {
-        TempFile::create(&target)?
+        TempFile::create(root, &entry.path)?
     };
     let kept = tokio::task::block_in_place(|| tmp.resume(&entry.blocks))
         .with_context(|| format!("cannot resume the transfer of {}", entry.path))?;
@@ -152,7 +151,7 @@ where
 
 /// The block from the first local file that still holds it, read as it would be served
 /// to a peer: inside the folder, never through a symlink, and verified.
-fn read_local(root: &Path, sources: Vec<BlockSource>, want: &BlockRequest) -> Option<Vec<u8>> {
+fn read_local(root: &Root, sources: Vec<BlockSource>, want: &BlockRequest) -> Option<Vec<u8>> {
     sources.into_iter().find_map(|s| {
         let at = BlockRequest {
             path: s.path,
@@ -210,7 +209,9 @@ mod tests {
     async fn an_interrupted_transfer_asks_only_for_what_it_lacks() {
         let dir = tempfile::tempdir().unwrap();
         let index = Index::open(&dir.path().join("index.db")).unwrap();
-        let root = dir.path().join("root");
+        let root_path = dir.path().join("root");
+        std::fs::create_dir(&root_path).unwrap();
+        let root = Root::open(&root_path).unwrap();
         let content = pseudo_random(3 * 1024 * 1024, 21);
         let entry = entry_for("big.bin", &content);
         let n = entry.blocks.len();
@@ -230,18 +231,23 @@ mod tests {
             n - 10,
             "blocks received before are asked again"
         );
-        let target = entry.path.to_path(&root);
-        done.tmp.commit(&target, &entry).unwrap();
+        let target = entry.path.to_path(&root_path);
+        done.tmp.commit(&root, &entry).unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), content);
-        assert_eq!(std::fs::read_dir(&root).unwrap().count(), 1, "partial left");
+        assert_eq!(
+            std::fs::read_dir(&root_path).unwrap().count(),
+            1,
+            "partial left"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn blocks_come_from_local_files_that_still_hold_them() {
         let dir = tempfile::tempdir().unwrap();
         let index = Index::open(&dir.path().join("index.db")).unwrap();
-        let root = dir.path().join("root");
-        std::fs::create_dir(&root).unwrap();
+        let root_path = dir.path().join("root");
+        std::fs::create_dir(&root_path).unwrap();
+        let root = Root::open(&root_path).unwrap();
         let content = pseudo_random(2 * 1024 * 1024, 22);
         let old = entry_for("old", &content);
         index
@@ -254,7 +260,7 @@ mod tests {
         // The first block of the local copy changed since the index saw it.
         let mut stale = content.clone();
         stale[10] ^= 1;
-        std::fs::write(root.join("old"), &stale).unwrap();
+        std::fs::write(root_path.join("old"), &stale).unwrap();
         let entry = entry_for("new", &content);
         let peer = Peer::new(&content, usize::MAX);
         let done = assemble(&root, &index, &entry, |r| peer.fetch(r))
@@ -267,8 +273,8 @@ mod tests {
         );
         let first = u64::from(entry.blocks[0].size);
         assert_eq!(done.reused, entry.size - first);
-        let target = entry.path.to_path(&root);
-        done.tmp.commit(&target, &entry).unwrap();
+        let target = entry.path.to_path(&root_path);
+        done.tmp.commit(&root, &entry).unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), content);
     }
 
@@ -276,7 +282,9 @@ mod tests {
     async fn a_repeated_block_is_fetched_once() {
         let dir = tempfile::tempdir().unwrap();
         let index = Index::open(&dir.path().join("index.db")).unwrap();
-        let root = dir.path().join("root");
+        let root_path = dir.path().join("root");
+        std::fs::create_dir(&root_path).unwrap();
+        let root = Root::open(&root_path).unwrap();
         // Zeros cut into identical blocks of the largest size.
         let content = vec![0u8; 8 * chunk::MAX_BLOCK + 1000];
         let entry = entry_for("zeros", &content);
@@ -287,8 +295,8 @@ mod tests {
             .unwrap();
         assert_eq!(peer.asked(), 2, "one big block and the short last one");
         assert_eq!(done.reused, 7 * chunk::MAX_BLOCK as u64);
-        let target = entry.path.to_path(&root);
-        done.tmp.commit(&target, &entry).unwrap();
+        let target = entry.path.to_path(&root_path);
+        done.tmp.commit(&root, &entry).unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), content);
     }
 }

@@ -11,6 +11,8 @@
 
 #[path = "e2e/changes.rs"]
 mod changes;
+#[path = "e2e/confinement.rs"]
+mod confinement;
 #[path = "e2e/conflicts.rs"]
 mod conflicts;
 #[path = "e2e/control.rs"]

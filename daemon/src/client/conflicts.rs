@@ -6,13 +6,12 @@
 //! pushes the result, so the other devices follow and the server keeps what was
 //! replaced among its versions.
 
-use std::path::Path;
-
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use filesync_proto::RelPath;
 use filesync_proto::control::{ConflictInfo, Keep};
 use filesync_proto::wire::ConflictNote;
 
+use crate::beneath::Root;
 use crate::index::{Index, LocalRow};
 use crate::store;
 
@@ -61,7 +60,7 @@ impl<'a> Pattern<'a> {
 /// Settles every conflict `pattern` names; returns the paths it changed on disk (to be
 /// scanned) and how many conflicts it settled.
 pub(super) fn resolve(
-    root: &Path,
+    root: &Root,
     index: &Index,
     pattern: &str,
     keep: Keep,
@@ -87,10 +86,7 @@ pub(super) fn resolve(
         unchanged_on_disk(root, &copy.entry.path, Some(&copy))?;
         if keep_copy {
             unchanged_on_disk(root, &note.original, original.as_ref())?;
-            let (from, to) = (copy.entry.path.to_path(root), note.original.to_path(root));
-            std::fs::rename(&from, &to).with_context(|| {
-                format!("cannot move {} over {}", copy.entry.path, note.original)
-            })?;
+            store::rename_over(root, &copy.entry.path, &note.original)?;
         } else if !store::remove(root, &copy.entry.path)? {
             bail!(
                 "cannot remove conflict copy {}: it is a non-empty directory",
@@ -112,9 +108,8 @@ pub(super) fn resolve(
 /// Refuses to act on a path that changed since the index last saw it; with no `row`, the
 /// index knows nothing there, so nothing may be there (an ignored file, say, or one not
 /// scanned yet, which moving the copy over it would destroy).
-fn unchanged_on_disk(root: &Path, path: &RelPath, row: Option<&LocalRow>) -> Result<()> {
-    let full = path.to_path(root);
-    let disk = store::stat(&full).with_context(|| format!("cannot stat {}", full.display()))?;
+fn unchanged_on_disk(root: &Root, path: &RelPath, row: Option<&LocalRow>) -> Result<()> {
+    let disk = store::stat(root, path)?;
     let unchanged = match row {
         Some(row) => store::matches_index(disk.as_ref(), &row.entry, row.inode),
         None => disk.is_none(),
@@ -157,7 +152,10 @@ mod tests {
         /// Writes `content` at `path` and records it in the index as scanned.
         fn put(&self, path: &str, content: &str, conflict: Option<ConflictNote>) {
             self.write(path, content);
-            let st = store::stat(&self.root().join(path)).unwrap().unwrap();
+            let root = Root::open(&self.root()).unwrap();
+            let st = store::stat(&root, &RelPath::new(path).unwrap())
+                .unwrap()
+                .unwrap();
             let entry = Entry {
                 path: RelPath::new(path).unwrap(),
                 kind: EntryKind::File,
@@ -193,7 +191,8 @@ mod tests {
         }
 
         fn resolve(&self, pattern: &str, keep: Keep) -> Result<usize> {
-            resolve(&self.root(), &self.index, pattern, keep).map(|(n, _)| n)
+            let root = Root::open(&self.root()).unwrap();
+            resolve(&root, &self.index, pattern, keep).map(|(n, _)| n)
         }
 
         fn read(&self, path: &str) -> Option<String> {

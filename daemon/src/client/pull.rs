@@ -6,33 +6,29 @@
 //! and renamed in, unless the user wrote the path meanwhile.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use filesync_proto::wire::{Entry, EntryKind};
 
 use super::session::SessionHandle;
-use crate::conn::{self, Counters};
+use crate::beneath::Root;
+use crate::conn::Counters;
 use crate::index::Index;
-use crate::store::{self, Stat};
+use crate::store::{self, Partial, Stat};
 use crate::transfer;
 
-/// Writes `entry` (a live file, dir or symlink) into the folder at `root`.
+/// Writes `entry` (a live file, dir or symlink) into the folder at `root`. A path whose
+/// parent is a symlink or a file here is refused.
 pub async fn apply(
-    root: &Path,
+    root: &Root,
     index: &Index,
     session: &SessionHandle,
     entry: &Entry,
     counters: &Arc<Counters>,
     partials: &Partials,
 ) -> Result<Stat> {
-    if !conn::no_symlink_ancestors(root, &entry.path) {
-        bail!(
-            "a parent of {} is not a directory (a symlink or file is in the way)",
-            entry.path
-        );
-    }
     match entry.kind {
         EntryKind::Dir => store::make_dir(root, entry),
         EntryKind::Symlink => store::make_symlink(root, entry),
@@ -50,18 +46,15 @@ fn same_file_content(index: &Index, entry: &Entry) -> Result<bool> {
 }
 
 async fn fetch_file(
-    root: &Path,
+    root: &Root,
     index: &Index,
     session: &SessionHandle,
     entry: &Entry,
     counters: &Arc<Counters>,
     partials: &Partials,
 ) -> Result<Stat> {
-    let target = entry.path.to_path(root);
-    if entry.size >= transfer::RESUMABLE_SIZE
-        && let Some(partial) = store::partial_path(&target)
-    {
-        partials.note(partial);
+    if entry.size >= transfer::RESUMABLE_SIZE {
+        partials.note(Partial::of(&entry.path));
     }
     let assembled =
         transfer::assemble(root, index, entry, |request| session.request_block(request)).await?;
@@ -73,7 +66,7 @@ async fn fetch_file(
     // theirs and must not be replaced. Giving up here lets the scan take it in as a local
     // change, which then meets this version as an ordinary conflict.
     let local = index.local(&entry.path)?;
-    let disk = store::stat(&target)?;
+    let disk = store::stat(root, &entry.path)?;
     let unchanged = match &local {
         Some(row) => store::matches_index(disk.as_ref(), &row.entry, row.inode),
         None => disk.is_none(),
@@ -84,7 +77,7 @@ async fn fetch_file(
             entry.path
         );
     }
-    tmp.install(&target)
+    tmp.install(root, &entry.path)
 }
 
 /// The partial downloads that may be on disk: left by a transfer that failed, or found
@@ -92,30 +85,38 @@ async fn fetch_file(
 #[derive(Default)]
 pub(super) struct Partials {
     // Behind a mutex only so that a shared borrow can note one during a pull.
-    paths: Mutex<HashSet<PathBuf>>,
+    paths: Mutex<HashSet<Partial>>,
 }
 
 impl Partials {
-    pub(super) fn note(&self, path: PathBuf) {
-        self.lock().insert(path);
+    pub(super) fn note(&self, partial: Partial) {
+        self.lock().insert(partial);
     }
 
-    /// Removes every partial download noted so far.
-    pub(super) fn sweep(&self) {
-        for path in self.lock().drain() {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {
-                    tracing::debug!(path = %path.display(), "removed a partial download nobody resumed")
+    /// Removes every partial download noted so far from the folder at `root`.
+    pub(super) fn sweep(&self, root: &Path) {
+        let partials: Vec<Partial> = self.lock().drain().collect();
+        if partials.is_empty() {
+            return;
+        }
+        let opened =
+            Root::open(root).with_context(|| format!("cannot open folder root {}", root.display()));
+        for partial in partials {
+            match opened.as_ref().map(|r| partial.remove(r)) {
+                Ok(Ok(())) => {
+                    tracing::debug!(path = %partial, "removed a partial download nobody resumed")
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(path = %partial, "cannot remove a partial download: {e}")
+                }
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), "cannot remove a partial download: {e}")
+                    tracing::warn!(path = %partial, "cannot remove a partial download: {e:#}")
                 }
             }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<PathBuf>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<Partial>> {
         // A panic while holding this lock cannot leave the set inconsistent.
         self.paths.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -327,10 +327,11 @@ where
                 let permit = serving.clone().acquire_owned().await?;
                 let (root, out, counters) = (cfg.root.clone(), out.clone(), cfg.counters.clone());
                 tokio::spawn(async move {
-                    let result =
-                        tokio::task::spawn_blocking(move || conn::serve_block(&root, &request))
-                            .await
-                            .unwrap_or(Err(BlockError::NotAvailable));
+                    let result = tokio::task::spawn_blocking(move || {
+                        conn::serve_block_from(&root, &request)
+                    })
+                    .await
+                    .unwrap_or(Err(BlockError::NotAvailable));
                     if let Ok(data) = &result {
                         Counters::add(&counters.content_sent, data.len() as u64);
                     }

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use filesync_proto::RelPath;
 use filesync_proto::control::{FolderState, FolderStatus, Unsyncable, VersionEntry};
 use filesync_proto::wire::Entry;
@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::pull::Partials;
 use super::session::{self, SessionConfig, SessionEvent, SessionHandle};
 use super::{ClientIdentity, FolderCmd, conflicts, meter};
+use crate::beneath::Root;
 use crate::config::FolderConfig;
 use crate::conn::Counters;
 use crate::ignore::IgnoreRules;
@@ -155,8 +156,10 @@ impl FolderTask {
             }
         }
         // Partial downloads stay for the transfers that resume them.
-        for partial in store::clean_temp_files(&self.cfg.path) {
-            self.partials.note(partial);
+        if let Ok(root) = self.root() {
+            for partial in store::clean_temp_files(&root) {
+                self.partials.note(partial);
+            }
         }
         match watcher::watch(&self.cfg.path) {
             Ok(w) => self.watcher = Some(w),
@@ -266,7 +269,9 @@ impl FolderTask {
                 keep,
                 reply,
             } => {
-                let result = conflicts::resolve(&self.cfg.path, self.index(), &pattern, keep);
+                let result = self
+                    .root()
+                    .and_then(|root| conflicts::resolve(&root, self.index(), &pattern, keep));
                 let _ = reply.send(match result {
                     Ok((0, _)) => Err(format!(
                         "no conflict in folder {} matches {pattern:?}",
@@ -390,6 +395,12 @@ impl FolderTask {
         self.last_error = Some(msg);
     }
 
+    /// A handle of the folder's root: every change to the disk is made relative to it.
+    fn root(&self) -> Result<Root> {
+        Root::open(&self.cfg.path)
+            .with_context(|| format!("cannot open folder root {}", self.cfg.path.display()))
+    }
+
     fn index(&self) -> &Index {
         self.index
             .as_ref()
@@ -439,7 +450,7 @@ impl FolderTask {
         };
         if state == FolderState::Idle {
             // In sync: no download is left to resume any partial one.
-            self.partials.sweep();
+            self.partials.sweep(&self.cfg.path);
             self.last_sync = Some(
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)

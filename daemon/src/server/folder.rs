@@ -19,12 +19,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::versions::Versions;
+use crate::beneath::Root;
+use crate::chunk;
 use crate::ignore::{IGNORE_FILE, IgnoreRules};
 use crate::index::{Index, LocalRow};
 use crate::scan::{self, Scope};
 use crate::store::{self, Prepared, Stat, TempFile};
 use crate::watch::{self as watcher, WatchEvent};
-use crate::{chunk, conn};
 
 /// How often the server rescans its copy in full, behind the watcher, and expires old
 /// versions.
@@ -152,7 +153,9 @@ pub fn start(
 
 impl Sequencer {
     async fn run(mut self, mut cmds: mpsc::Receiver<FolderCmd>, cancel: CancellationToken) {
-        store::clean_temp_files(&self.root);
+        if let Ok(root) = self.open_root() {
+            store::clean_temp_files(&root);
+        }
         let watcher = watcher::watch(&self.root)
             .inspect_err(|e| tracing::warn!(folder = %self.name, "cannot watch the server copy: {e}; relying on rescans"))
             .ok();
@@ -290,6 +293,12 @@ impl Sequencer {
         }
     }
 
+    /// A handle of the folder's root: every change to the tree is made relative to it.
+    fn open_root(&self) -> Result<Root> {
+        Root::open(&self.root)
+            .with_context(|| format!("cannot open folder root {}", self.root.display()))
+    }
+
     /// Removes versions kept longer than `keep_versions`; with 0, those kept under an
     /// earlier setting too.
     fn expire(&self) {
@@ -303,9 +312,9 @@ impl Sequencer {
     /// The current row at `path`, after taking in any change made there in the server
     /// copy that the watcher has not reported yet: that change must become a version of
     /// its own before anything replaces it.
-    fn current(&mut self, path: &RelPath) -> Result<Option<LocalRow>> {
+    fn current(&mut self, root: &Root, path: &RelPath) -> Result<Option<LocalRow>> {
         let current = self.index.local(path)?;
-        let disk = store::stat(&path.to_path(&self.root))?;
+        let disk = store::stat(root, path)?;
         let known = match &current {
             Some(row) => store::matches_index(disk.as_ref(), &row.entry, row.inode),
             None => disk.is_none(),
@@ -327,8 +336,8 @@ impl Sequencer {
             return self.try_rename(change, &from, device);
         }
         let path = change.entry.path.clone();
-        let target = path.to_path(&self.root);
-        let current = self.current(&path)?;
+        let root = self.open_root()?;
+        let current = self.current(&root, &path)?;
         let current_seq = current.as_ref().map_or(0, |r| r.entry.seq);
         let same = current
             .as_ref()
@@ -342,14 +351,11 @@ impl Sequencer {
         if let Some(current_seq) = stale_base(current.as_ref(), &change) {
             return Ok(PushOutcome::Conflict { current_seq });
         }
-        if !conn::no_symlink_ancestors(&self.root, &path) {
-            bail!("a parent of {path} is not a directory on the server");
-        }
         let mut entry = change.entry;
         let stat = match (entry.deleted, entry.kind) {
             (true, _) => {
-                self.retire(current.as_ref(), false)?;
-                if !store::remove(&self.root, &path)? {
+                self.retire(&root, current.as_ref(), false)?;
+                if !store::remove(&root, &path)? {
                     return self.keep_dir(current);
                 }
                 Stat {
@@ -361,21 +367,21 @@ impl Sequencer {
                 }
             }
             (false, EntryKind::Dir) => {
-                self.retire(current.as_ref(), false)?;
-                store::make_dir(&self.root, &entry)?
+                self.retire(&root, current.as_ref(), false)?;
+                store::make_dir(&root, &entry)?
             }
             (false, EntryKind::Symlink) => {
-                self.retire(current.as_ref(), false)?;
-                store::make_symlink(&self.root, &entry)?
+                self.retire(&root, current.as_ref(), false)?;
+                store::make_symlink(&root, &entry)?
             }
             // The content is already here: only the mtime changed.
             (false, EntryKind::File) if same && staged.is_none() => {
-                store::set_file_meta(&self.root, &entry)?
+                store::set_file_meta(&root, &entry)?
             }
             (false, EntryKind::File) => {
                 let tmp = staged.with_context(|| format!("no content was staged for {path}"))?;
-                self.retire(current.as_ref(), true)?;
-                tmp.install(&target)?
+                self.retire(&root, current.as_ref(), true)?;
+                tmp.install(&root, &path)?
             }
         };
         entry.origin = device;
@@ -415,7 +421,7 @@ impl Sequencer {
             let current_seq = self.index.local(&to)?.map_or(0, |r| r.entry.seq);
             return Ok(PushOutcome::Conflict { current_seq });
         }
-        let stat = store::rename_dir(&self.root, from, &to)?;
+        let stat = store::rename_dir(&self.open_root()?, from, &to)?;
         let rename_seq = self.next_seq;
         let moved = self.index.batch(|ix| {
             ix.move_local(from, &to)?;
@@ -440,17 +446,22 @@ impl Sequencer {
     /// A file that will be replaced by another file stays in the tree (linked into the
     /// versions) so the rename over it is atomic for readers; one that will be deleted or
     /// replaced by a directory or symlink is moved out.
-    fn retire(&self, current: Option<&LocalRow>, replaced_by_file: bool) -> Result<()> {
+    fn retire(
+        &self,
+        root: &Root,
+        current: Option<&LocalRow>,
+        replaced_by_file: bool,
+    ) -> Result<()> {
         let Some(row) = current else { return Ok(()) };
         if self.keep_secs == 0 || row.entry.deleted || row.entry.kind != EntryKind::File {
             return Ok(());
         }
-        let full = row.entry.path.to_path(&self.root);
         let (path, seq, now) = (&row.entry.path, row.entry.seq, now_secs());
+        let (dir, name) = store::parent(root, path)?;
         let kept = if replaced_by_file {
-            self.versions.keep_linked(&full, path, seq, now)
+            self.versions.keep_linked(&dir, name, path, seq, now)
         } else {
-            self.versions.keep(&full, path, seq, now)
+            self.versions.keep(&dir, name, path, seq, now)
         };
         kept.with_context(|| format!("cannot keep the old version of {path}"))?;
         Ok(())
@@ -562,7 +573,8 @@ impl Sequencer {
         let mode =
             std::os::unix::fs::PermissionsExt::mode(&source.metadata()?.permissions()) & 0o777;
         let hashed = chunk::hash_reader(&source)?;
-        let current = self.current(path)?;
+        let root = self.open_root()?;
+        let current = self.current(&root, path)?;
         if let Some(cur) = &current
             && !cur.entry.deleted
             && cur.entry.kind == EntryKind::File
@@ -575,9 +587,6 @@ impl Sequencer {
             .is_some_and(|c| !c.entry.deleted && c.entry.kind != EntryKind::File)
         {
             bail!("{path} is now a directory or symlink; move it away first");
-        }
-        if !conn::no_symlink_ancestors(&self.root, path) {
-            bail!("a parent of {path} is not a directory on the server");
         }
         let entry = Entry {
             path: path.clone(),
@@ -594,8 +603,7 @@ impl Sequencer {
             conflict: None,
             renamed_from: None,
         };
-        let target = path.to_path(&self.root);
-        let mut tmp = TempFile::create(&target)?;
+        let mut tmp = TempFile::create(&root, path)?;
         // Streamed in blocks; `prepare` checks the copy against the hash taken above.
         let mut reader = std::io::BufReader::new(std::fs::File::open(&chosen.file)?);
         let mut buf = vec![0u8; 256 * 1024];
@@ -607,8 +615,8 @@ impl Sequencer {
             tmp.write(&buf[..n])?;
         }
         let tmp = tmp.prepare(&entry)?;
-        self.retire(current.as_ref(), true)?;
-        let stat = tmp.install(&target)?;
+        self.retire(&root, current.as_ref(), true)?;
+        let stat = tmp.install(&root, path)?;
         tracing::info!(folder = %self.name, path = %path, version = chosen.version, "restored a kept version");
         Ok(self.record(entry, stat))
     }

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Server;
 use super::folder::{FolderCmd, ServerFolderHandle, cut_batch, stale_base};
+use crate::beneath::Root;
 use crate::conn::{self, Counted, Pending};
 use crate::index::Index;
 use crate::store::Prepared;
@@ -218,10 +219,11 @@ where
                 let permit = serving.clone().acquire_owned().await?;
                 let (root, out) = (folder.root.clone(), out.clone());
                 tokio::spawn(async move {
-                    let result =
-                        tokio::task::spawn_blocking(move || conn::serve_block(&root, &request))
-                            .await
-                            .unwrap_or(Err(BlockError::NotAvailable));
+                    let result = tokio::task::spawn_blocking(move || {
+                        conn::serve_block_from(&root, &request)
+                    })
+                    .await
+                    .unwrap_or(Err(BlockError::NotAvailable));
                     let _ = out.send(ServerMsg::BlockResponse { id, result }).await;
                     drop(permit);
                 });
@@ -422,13 +424,9 @@ async fn stage(
     pending: &Pending,
 ) -> Result<Prepared> {
     let entry = &change.entry;
-    if !conn::no_symlink_ancestors(&folder.root, &entry.path) {
-        bail!(
-            "a parent of {} is not a directory on the server",
-            entry.path
-        );
-    }
-    let tmp = transfer::assemble(&folder.root, index, entry, |request| {
+    let root = Root::open(&folder.root)
+        .with_context(|| format!("cannot open folder root {}", folder.root.display()))?;
+    let tmp = transfer::assemble(&root, index, entry, |request| {
         request_block(out, pending, request)
     })
     .await?

@@ -40,8 +40,8 @@
 //!
 //! Only regular files. A symlink holds no content of its own, and a directory is removed
 //! only once empty, after its files went through here one by one; neither is versioned.
-//! `keep` never follows a symlink at the path it is given; the caller makes sure the
-//! parents are real directories (the sequencer checks this before any change).
+//! `keep` takes the file as a name in a directory handle opened beneath the folder's
+//! root ([`crate::beneath`]), so it never follows a symlink, on the way or at the end.
 //!
 //! One `Versions` per folder, driven by that folder's sequencer: `keep` picks a free name
 //! by looking first, which is race-free only with a single writer. `expire` may run
@@ -56,6 +56,7 @@ use anyhow::{Context, Result, bail};
 use filesync_proto::RelPath;
 use filesync_proto::wire::EntryKind;
 
+use crate::beneath::Dir;
 use crate::store;
 
 /// Where copies are assembled before they are renamed into a slot.
@@ -138,51 +139,60 @@ impl Versions {
         Ok(Versions { dir, tmp })
     }
 
-    /// Moves the regular file at `full` (inside the folder tree, for `path`, currently
-    /// version `version`) into the store. Ok(false) if there was nothing to keep
-    /// (missing, not a regular file). On error the file is still at `full`.
-    pub fn keep(&self, full: &Path, path: &RelPath, version: u64, now_secs: i64) -> Result<bool> {
-        self.store(full, path, version, now_secs, false)
-    }
-
-    /// Keeps the regular file at `full` by linking it into the store, leaving it in the
-    /// tree: for a file about to be replaced by a rename over it, so that readers of the
-    /// tree never see the path missing. Ok(false) if there was nothing to keep.
-    pub fn keep_linked(
+    /// Moves the regular file `name` in `dir` (inside the folder tree, for `path`,
+    /// currently version `version`) into the store. Ok(false) if there was nothing to
+    /// keep (missing, not a regular file). On error the file is still in the tree.
+    pub fn keep(
         &self,
-        full: &Path,
+        dir: &Dir,
+        name: &str,
         path: &RelPath,
         version: u64,
         now_secs: i64,
     ) -> Result<bool> {
-        self.store(full, path, version, now_secs, true)
+        self.store(dir, name, path, (version, now_secs), false)
+    }
+
+    /// Keeps the regular file `name` in `dir` by linking it into the store, leaving it in
+    /// the tree: for a file about to be replaced by a rename over it, so that readers of
+    /// the tree never see the path missing. Ok(false) if there was nothing to keep.
+    pub fn keep_linked(
+        &self,
+        dir: &Dir,
+        name: &str,
+        path: &RelPath,
+        version: u64,
+        now_secs: i64,
+    ) -> Result<bool> {
+        self.store(dir, name, path, (version, now_secs), true)
     }
 
     fn store(
         &self,
-        full: &Path,
+        dir: &Dir,
+        name: &str,
         path: &RelPath,
-        version: u64,
-        now_secs: i64,
+        (version, now_secs): (u64, i64),
         link: bool,
     ) -> Result<bool> {
-        if !is_regular_file(full)? {
+        let full = dir.display(name);
+        if !is_regular_file(dir, name)? {
             return Ok(false);
         }
         let slot = self.slot(path);
         make_dir(&slot)?;
         let dest = free_name(&slot, version, now_secs)?;
         let moved = if link {
-            fs::hard_link(full, &dest)
+            dir.link_out(name, &dest)
         } else {
-            fs::rename(full, &dest)
+            dir.rename_out(name, &dest)
         };
         match moved {
             Ok(()) => {}
             // The file went between the look and the move: nothing left to keep.
-            Err(e) if is_missing(&e) && !is_regular_file(full)? => return Ok(false),
+            Err(e) if is_missing(&e) && !is_regular_file(dir, name)? => return Ok(false),
             Err(e) if e.raw_os_error() == Some(libc::EXDEV) && !link => {
-                if !self.copy_in(full, &dest)? {
+                if !self.copy_in(dir, name, &dest)? {
                     return Ok(false);
                 }
             }
@@ -194,8 +204,8 @@ impl Versions {
         }
         store::sync_dir(&slot);
         // A link leaves the tree's directory as it was; a move took the file out of it.
-        if !link && let Some(parent) = full.parent() {
-            store::sync_dir(parent);
+        if !link {
+            dir.sync();
         }
         // The content is safe under its final name; a missing record only costs the
         // reverse lookup from slot to path, so it must not turn a done keep into an error.
@@ -294,12 +304,9 @@ impl Versions {
     /// The fallback when the tree and the store are on different filesystems: copy,
     /// fsync, rename into place, and only then remove the original. Ok(false) when
     /// `full` is no longer a regular file.
-    fn copy_in(&self, full: &Path, dest: &Path) -> Result<bool> {
-        let mut src = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(full)
-        {
+    fn copy_in(&self, dir: &Dir, name: &str, dest: &Path) -> Result<bool> {
+        let full = dir.display(name);
+        let mut src = match dir.open(name, rustix::fs::OFlags::RDONLY, 0) {
             Ok(f) => f,
             Err(e) if is_missing(&e) || e.raw_os_error() == Some(libc::ELOOP) => {
                 return Ok(false);
@@ -328,19 +335,19 @@ impl Versions {
         // A file written over meanwhile holds newer content, and a copy of one written
         // into meanwhile may be torn: either way the tree keeps its file and the
         // sequencer's next look at it decides.
-        match fs::symlink_metadata(full) {
-            Ok(now) if same_file(&before, &now) => {
-                fs::remove_file(full)
+        match dir.stat(name) {
+            Ok(Some(now)) if same_file(&before, &now) => {
+                dir.unlink(name)
                     .with_context(|| format!("cannot remove {} after copying it", full.display()))
                     .inspect_err(|_| {
                         let _ = fs::remove_file(dest);
                     })?;
             }
-            Ok(_) => {
+            Ok(Some(_)) => {
                 let _ = fs::remove_file(dest);
                 bail!("{} changed while it was being kept", full.display());
             }
-            Err(e) if is_missing(&e) => {}
+            Ok(None) => {}
             Err(e) => return Err(e).with_context(|| format!("cannot stat {}", full.display())),
         }
         Ok(true)
@@ -444,12 +451,8 @@ fn check_record(slot: &Path, path: &RelPath) -> Result<()> {
     }
 }
 
-fn is_regular_file(path: &Path) -> Result<bool> {
-    match fs::symlink_metadata(path) {
-        Ok(m) => Ok(m.file_type().is_file()),
-        Err(e) if is_missing(&e) => Ok(false),
-        Err(e) => Err(e).with_context(|| format!("cannot stat {}", path.display())),
-    }
+fn is_regular_file(dir: &Dir, name: &str) -> Result<bool> {
+    Ok(store::stat_in(dir, name)?.is_some_and(|s| s.kind == EntryKind::File))
 }
 
 fn is_missing(e: &io::Error) -> bool {
@@ -470,9 +473,17 @@ fn is_hex_dir(item: &fs::DirEntry, len: usize) -> bool {
         && item.file_type().is_ok_and(|t| t.is_dir())
 }
 
-fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+// The field types of `struct stat` differ between architectures.
+#[allow(clippy::unnecessary_cast)]
+fn same_file(a: &fs::Metadata, b: &rustix::fs::Stat) -> bool {
     (a.dev(), a.ino(), a.len(), a.mtime(), a.mtime_nsec())
-        == (b.dev(), b.ino(), b.len(), b.mtime(), b.mtime_nsec())
+        == (
+            b.st_dev as u64,
+            b.st_ino as u64,
+            b.st_size as u64,
+            b.st_mtime as i64,
+            b.st_mtime_nsec as i64,
+        )
 }
 
 /// Versions hold the content of every account of the server: private to the daemon.
@@ -538,9 +549,23 @@ mod tests {
             full
         }
 
+        /// The directory holding `path` in the tree, and its name there.
+        fn at(&self, path: &str) -> (Dir, String) {
+            let root = crate::beneath::Root::open(&self.root).unwrap();
+            let p = rel(path);
+            let (dir, name) = root.parent(&p).unwrap();
+            (dir, name.to_string())
+        }
+
         fn keep(&self, path: &str, version: u64, now: i64) -> bool {
-            let full = rel(path).to_path(&self.root);
-            self.versions.keep(&full, &rel(path), version, now).unwrap()
+            let root = crate::beneath::Root::open(&self.root).unwrap();
+            let p = rel(path);
+            match root.parent(&p) {
+                Ok((dir, name)) => self.versions.keep(&dir, name, &p, version, now).unwrap(),
+                // Nothing to keep where even the directory is missing.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                Err(e) => panic!("{path}: {e}"),
+            }
         }
 
         /// (version, kept_at, content) of each version of `path`, newest first.
@@ -721,9 +746,10 @@ mod tests {
         let slot = f.versions.slot(&rel("a"));
         make_dir(&slot).unwrap();
         let dest = slot.join(Name::parse("4.100").unwrap().render());
-        assert!(f.versions.copy_in(&full, &dest).unwrap());
+        let (dir, name) = f.at("a");
+        assert!(f.versions.copy_in(&dir, &name, &dest).unwrap());
         assert!(!full.exists());
-        let st = store::stat(&dest).unwrap().unwrap();
+        let st = store::stat_of(&fs::symlink_metadata(&dest).unwrap()).unwrap();
         assert_eq!((st.size, st.mtime_ns, st.mode), (6, MTIME_NS, 0o640));
         assert_eq!(f.listed("a"), vec![(4, 100, b"copied".to_vec())]);
         assert_eq!(fs::read_dir(&f.versions.tmp).unwrap().count(), 0);
@@ -736,7 +762,8 @@ mod tests {
         let link = f.root.join("link");
         std::os::unix::fs::symlink(&target, &link).unwrap();
         let dest = f.store.join("dest");
-        assert!(!f.versions.copy_in(&link, &dest).unwrap());
+        let (dir, name) = f.at("link");
+        assert!(!f.versions.copy_in(&dir, &name, &dest).unwrap());
         assert!(fs::symlink_metadata(&link).is_ok() && !dest.exists());
     }
 

@@ -291,7 +291,10 @@ impl FolderTask {
             // A version newer than the rename was made at the old path afterwards.
             && below_src.iter().all(|r| r.entry.seq < seq);
         if whole && self.make_parents(dst).await {
-            match store::rename_dir(&self.cfg.path, src, dst) {
+            match self
+                .root()
+                .and_then(|root| store::rename_dir(&root, src, dst))
+            {
                 Ok(_) => {
                     self.index().batch(|ix| ix.move_local(src, dst))?;
                     self.scan_paths.push(dst.clone());
@@ -319,10 +322,11 @@ impl FolderTask {
     /// Creates the directories above `path` that the server has and this disk lacks;
     /// false if one cannot be made.
     async fn make_parents(&mut self, path: &RelPath) -> bool {
+        let Ok(root) = self.root() else { return false };
         let mut missing = Vec::new();
         let mut at = path.parent();
         while let Some(dir) = at {
-            match store::stat(&dir.to_path(&self.cfg.path)) {
+            match store::stat(&root, &dir) {
                 Ok(Some(s)) if s.kind == EntryKind::Dir => break,
                 Ok(None) => {
                     at = dir.parent();
@@ -367,7 +371,7 @@ impl FolderTask {
     /// Whether the disk still shows what the index says at `path`. If not, a local change
     /// has not been scanned yet: scan it before anything overwrites it.
     fn disk_matches(&mut self, path: &RelPath, local: Option<&LocalRow>) -> Result<bool> {
-        let disk = store::stat(&path.to_path(&self.cfg.path))?;
+        let disk = store::stat(&self.root()?, path)?;
         let ok = match local {
             Some(row) => store::matches_index(disk.as_ref(), &row.entry, row.inode),
             None => disk.is_none(),
@@ -383,8 +387,12 @@ impl FolderTask {
             .session
             .clone()
             .expect("pulls run only while connected");
+        let root = match self.root() {
+            Ok(root) => root,
+            Err(e) => return self.applied(remote, Err(e)),
+        };
         let result = pull::apply(
-            &self.cfg.path,
+            &root,
             self.index(),
             &session,
             remote,
@@ -405,8 +413,8 @@ impl FolderTask {
             .session
             .clone()
             .expect("pulls run only while connected");
-        let (root, index, counters, partials) =
-            (&self.cfg.path, self.index(), &self.counters, &self.partials);
+        let root = &self.root()?;
+        let (index, counters, partials) = (self.index(), &self.counters, &self.partials);
         let results: Vec<(Entry, Result<store::Stat>)> = futures::stream::iter(files)
             .map(|remote| {
                 let session = &session;
@@ -486,7 +494,10 @@ impl FolderTask {
             // Children are still live in the index: they are deleted first.
             return Ok(false);
         }
-        match store::remove(&self.cfg.path, &remote.path) {
+        match self
+            .root()
+            .and_then(|root| store::remove(&root, &remote.path))
+        {
             Ok(true) => {
                 self.record_deleted(remote)?;
                 Counters::add(&self.counters.deletes_applied, 1);
@@ -531,7 +542,10 @@ impl FolderTask {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
         let aside = plan::conflict_path(&remote.path, now, self.id.device.as_str());
-        match store::move_aside(&self.cfg.path, &remote.path, &aside) {
+        match self
+            .root()
+            .and_then(|root| store::move_aside(&root, &remote.path, &aside))
+        {
             Ok(()) => {
                 tracing::warn!(folder = %self.cfg.name, path = %remote.path, copy = %aside, "conflict: both sides changed; kept the local version as a conflict copy");
                 let local = self.index().local(&remote.path)?;
