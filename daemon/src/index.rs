@@ -246,7 +246,12 @@ impl Index {
             .with_context(|| format!("cannot update index {} to this version", file.display()))?;
         index
             .c()
-            .execute_batch(&format!("BEGIN; {NEEDED_SCHEMA} {LIVE_SCHEMA} COMMIT;"))
+            // IMMEDIATE: other connections open the same index at the same time (the
+            // sequencer and each session); a deferred transaction that read first could
+            // not take the write lock after another one wrote, and would fail at once.
+            .execute_batch(&format!(
+                "BEGIN IMMEDIATE; {NEEDED_SCHEMA} {LIVE_SCHEMA} COMMIT;"
+            ))
             .with_context(|| format!("cannot initialise index {}", file.display()))?;
         if index.meta("epoch")?.is_none() {
             index.set_meta("epoch", (rand::random::<u64>() >> 1) as i64)?;

@@ -115,19 +115,28 @@ async fn run(
     });
     let pending = Arc::new(Pending::default());
     let conn_cancel = cancel.child_token();
-    let index_task = tokio::spawn(stream_index(
-        folder.clone(),
-        since,
-        out_tx.clone(),
+    let flow = |what: &str| {
+        format!(
+            "{what} of device {} in folder {}",
+            hello.device, hello.folder
+        )
+    };
+    let index_task = tokio::spawn(end_on_error(
+        flow("index stream"),
+        stream_index(folder.clone(), since, out_tx.clone(), conn_cancel.clone()),
         conn_cancel.clone(),
     ));
     let (push_tx, push_rx) = mpsc::channel(4);
-    let push_task = tokio::spawn(process_pushes(
-        folder.clone(),
-        hello.clone(),
-        push_rx,
-        out_tx.clone(),
-        pending.clone(),
+    let push_task = tokio::spawn(end_on_error(
+        flow("pushes"),
+        process_pushes(
+            folder.clone(),
+            hello.clone(),
+            push_rx,
+            out_tx.clone(),
+            pending.clone(),
+        ),
+        conn_cancel.clone(),
     ));
     let result = read_loop(
         &folder,
@@ -146,6 +155,19 @@ async fn run(
     writer.abort();
     tracing::info!(%peer, device = %hello.device, folder = %hello.folder, "device disconnected");
     result
+}
+
+/// Runs one of a session's flows; if it fails, the whole connection ends (the device
+/// reconnects and starts over) rather than live on without that flow.
+async fn end_on_error(
+    flow: String,
+    run: impl Future<Output = Result<()>>,
+    conn: CancellationToken,
+) {
+    if let Err(e) = run.await {
+        tracing::warn!("closing the connection: its {flow} failed: {e:#}");
+        conn.cancel();
+    }
 }
 
 fn error(kind: ErrorKind, message: &str) -> ServerMsg {
