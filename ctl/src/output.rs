@@ -8,7 +8,7 @@ use std::io::{self, Write as _};
 
 use anyhow::{Context, Result};
 use filesync_proto::control::{
-    ConflictInfo, DaemonStatus, FolderStatus, ServerStatus, VersionEntry,
+    ConflictInfo, DaemonStatus, DeviceInfo, FolderStatus, ServerStatus, ServerTrust, VersionEntry,
 };
 
 use crate::format::{ago, bytes, count, thousands, utc_time};
@@ -67,9 +67,59 @@ pub fn status_human(status: &DaemonStatus, now: i64) -> String {
         out.push('\n');
         folder_block(&mut out, folder, now);
     }
+    if !status.servers.is_empty() {
+        out.push_str("\nservers this device trusts\n");
+        for trust in &status.servers {
+            trust_line(&mut out, trust);
+        }
+    }
     if let Some(server) = &status.server {
         out.push('\n');
         server_block(&mut out, server);
+    }
+    out
+}
+
+fn trust_line(out: &mut String, t: &ServerTrust) {
+    let enrolled = match (&t.account, &t.device) {
+        (Some(account), Some(device)) => format!("account {account}, device {device}"),
+        _ => "not enrolled".into(),
+    };
+    let _ = writeln!(
+        out,
+        "  {}  {enrolled}\n    fingerprint {} (pinned by {})",
+        t.server, t.fingerprint, t.pinned_by
+    );
+}
+
+/// The devices as a pretty JSON array, with a final newline.
+pub fn devices_json(devices: &[DeviceInfo]) -> Result<String> {
+    pretty(serde_json::to_string_pretty(devices), "the devices")
+}
+
+/// The devices as a table, grouped by account.
+pub fn devices_human(devices: &[DeviceInfo], now: i64) -> String {
+    if devices.is_empty() {
+        return "no devices enrolled (`filesyncctl server invite ACCOUNT` makes a token)\n".into();
+    }
+    let mut out = String::new();
+    let mut account = None;
+    for d in devices {
+        if account != Some(&d.account) {
+            let _ = writeln!(out, "account {}", d.account);
+            account = Some(&d.account);
+        }
+        let seen = d.last_seen.map_or("never".into(), |t| ago(t, now));
+        let state = if d.revoked {
+            "revoked".to_string()
+        } else {
+            format!("{} open", count(u64::from(d.connections), "connection"))
+        };
+        let _ = writeln!(
+            out,
+            "  {}  {:<20} last seen {seen}, {state}",
+            d.device, d.name
+        );
     }
     out
 }
@@ -257,6 +307,8 @@ pub fn pending(f: &FolderStatus) -> String {
 fn server_block(out: &mut String, s: &ServerStatus) {
     let _ = writeln!(out, "server  listening on {}", s.listen);
     line(out, "data dir", &s.data_dir);
+    line(out, "cert", format!("fingerprint {}", s.fingerprint));
+    line(out, "enrolment", &s.registration);
     line(out, "folders", thousands(s.folders.len() as u64));
     for f in &s.folders {
         let _ = writeln!(
@@ -345,6 +397,8 @@ pub mod tests {
             server: Some(ServerStatus {
                 listen: "0.0.0.0:7101".into(),
                 data_dir: "/var/lib/filesync".into(),
+                fingerprint: "ab".repeat(32),
+                registration: "invite".into(),
                 folders: vec![ServerFolderStatus {
                     account: "alice".into(),
                     name: "docs".into(),
@@ -360,6 +414,13 @@ pub mod tests {
                     address: "10.0.0.5:51234".into(),
                 }],
             }),
+            servers: vec![ServerTrust {
+                server: "server.example:7101".into(),
+                fingerprint: "cd".repeat(32),
+                pinned_by: "token".into(),
+                account: Some("alice".into()),
+                device: Some("DEV1".into()),
+            }],
             config_error: Some("line 3: unknown key `foo`".into()),
         }
     }
@@ -392,8 +453,14 @@ photos  /home/a/photos  ->  server.example:7101  (send-only)
     bad4: permission denied
     and 2 more
 
+servers this device trusts
+  server.example:7101  account alice, device DEV1
+    fingerprint cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd (pinned by token)
+
 server  listening on 0.0.0.0:7101
   data dir:  /var/lib/filesync
+  cert:      fingerprint abababababababababababababababababababababababababababababababab
+  enrolment: invite
   folders:   1
     alice/docs  seq 42, 1 file, 512 B
   devices:   1 connected
@@ -404,10 +471,41 @@ server  listening on 0.0.0.0:7101
     }
 
     #[test]
+    fn devices_are_grouped_by_account() {
+        let device = |account: &str, id: &str, revoked| DeviceInfo {
+            account: account.into(),
+            device: id.into(),
+            name: "laptop".into(),
+            enrolled: NOW - 86_400,
+            last_seen: Some(NOW - 120),
+            revoked,
+            connections: 2,
+        };
+        let got = devices_human(
+            &[
+                device("alice", "D1", false),
+                device("alice", "D2", true),
+                device("bob", "D3", false),
+            ],
+            NOW,
+        );
+        let want = "\
+account alice
+  D1  laptop               last seen 2 minutes ago, 2 connections open
+  D2  laptop               last seen 2 minutes ago, revoked
+account bob
+  D3  laptop               last seen 2 minutes ago, 2 connections open
+";
+        assert_eq!(got, want, "got:\n{got}");
+        assert!(devices_human(&[], NOW).starts_with("no devices enrolled"));
+    }
+
+    #[test]
     fn human_status_without_folders() {
         let status = DaemonStatus {
             folders: Vec::new(),
             server: None,
+            servers: Vec::new(),
             config_error: None,
             ..sample()
         };
@@ -431,6 +529,7 @@ server  listening on 0.0.0.0:7101
                 ..folder("docs")
             }],
             server: None,
+            servers: Vec::new(),
             config_error: None,
             ..sample()
         };
