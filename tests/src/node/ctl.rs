@@ -130,6 +130,26 @@ impl Node {
             .to_owned()
     }
 
+    /// `filesyncctl server invite ACCOUNT [--expires DURATION]`: the token it prints.
+    pub fn server_invite(&self, account: &str, expires: Option<&str>) -> String {
+        let mut args = vec!["server", "invite", account];
+        if let Some(expires) = expires {
+            args.extend(["--expires", expires]);
+        }
+        self.ctl_ok(args).trim().to_owned()
+    }
+
+    /// `filesyncctl server devices --json`, parsed.
+    pub fn server_devices(&self) -> Vec<Value> {
+        let stdout = self.ctl_ok(["server", "devices", "--json"]);
+        serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!(
+                "{}: server devices --json is not a list ({e}):\n{stdout}",
+                self.name
+            )
+        })
+    }
+
     /// `filesyncctl conflicts --json FOLDER`, parsed.
     pub fn conflicts(&self, folder: &str) -> Vec<Conflict> {
         let stdout = self.ctl_ok(["conflicts", "--json", folder]);
