@@ -46,7 +46,7 @@ pub struct Server {
     registration: RegistrationMode,
     folders: Mutex<HashMap<(AccountName, FolderName), ServerFolderHandle>>,
     devices: Mutex<HashMap<u64, ConnectedDevice>>,
-    /// One token per device with connections: revoking the device cancels it, which
+    /// One token per device that connected: revoking the device cancels it, which
     /// closes every connection of that device at once.
     device_cancels: Mutex<HashMap<DeviceId, CancellationToken>>,
     counters: Arc<Counters>,
@@ -204,9 +204,12 @@ impl Server {
         if !self.accounts.revoke(device)? {
             return Ok(false);
         }
-        if let Some(cancel) = lock(&self.device_cancels).remove(device) {
-            cancel.cancel();
-        }
+        // The cancelled token stays: a connection admitted just before the revocation
+        // gets an already cancelled child and ends at once.
+        lock(&self.device_cancels)
+            .entry(device.clone())
+            .or_insert_with(|| self.cancel.child_token())
+            .cancel();
         tracing::warn!(device = %device, "device revoked; its connections are closed");
         Ok(true)
     }

@@ -104,6 +104,12 @@ async fn admit(
 
 async fn run(server: &Arc<Server>, stream: Counted<TcpStream>, peer: SocketAddr) -> Result<()> {
     let (mut framed, admitted) = admit(server, stream, peer).await?;
+    // Cancelled at shutdown, and when the device is revoked (already, if that happened
+    // since it was admitted).
+    let conn_cancel = server.device_cancel(&admitted.device);
+    if conn_cancel.is_cancelled() {
+        bail!("device {} was revoked", admitted.device);
+    }
     let mut hello: Hello = match tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, framed.next()).await
     {
         Ok(Some(Ok(ClientMsg::Hello(h)))) => h,
@@ -167,8 +173,6 @@ async fn run(server: &Arc<Server>, stream: Counted<TcpStream>, peer: SocketAddr)
         }
     });
     let pending = Arc::new(Pending::default());
-    // Cancelled at shutdown, and when the device is revoked.
-    let conn_cancel = server.device_cancel(&admitted.device);
     let index_task = tokio::spawn(stream_index(
         folder.clone(),
         since,

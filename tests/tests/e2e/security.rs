@@ -365,6 +365,13 @@ fn a_changed_server_certificate_is_refused_until_trusted_again() {
     });
     files::assert_absent(&cl.server_path(DOCS, "held.txt"));
     assert_eq!(trust_entry(cl.a(), &addr)["fingerprint"], old.as_str());
+    // Adding another folder of that server fails the same way and records nothing.
+    cl.folder_dir(0, "notes");
+    let before = fs::read(cl.a().config_path()).unwrap();
+    let out = cl.a().ctl(cl.add_args(0, "notes"));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server identity changed"));
+    assert_eq!(fs::read(cl.a().config_path()).unwrap(), before);
 
     // Re-trusting deliberately: the same credential works again and the file goes up.
     cl.a().ctl_ok(["trust", &addr, &new]);
