@@ -39,9 +39,9 @@ pub struct Authenticated {
 #[derive(Debug, thiserror::Error)]
 #[error(
     "server identity changed: {server} presented certificate fingerprint {presented}, but \
-     this device pinned {pinned}; nothing was sent. If the server's key was replaced on \
-     purpose, check the new fingerprint with its admin (`filesyncctl status` on the \
-     server) and run `filesyncctl trust {server} {presented}`"
+     this device expected {pinned} (its pin, or the invite token's); nothing was sent. If \
+     the server's key was replaced on purpose, check the new fingerprint with its admin \
+     (`filesyncctl status` on the server) and run `filesyncctl trust {server} {presented}`"
 )]
 pub struct IdentityChanged {
     pub server: String,

@@ -404,3 +404,25 @@ fn a_plain_tcp_client_is_closed_without_an_answer() {
     files::write(&cl.path_on(0, DOCS, "still.txt"), b"fine\n");
     cl.settle(DOCS);
 }
+
+#[test]
+fn a_token_only_works_against_the_server_that_made_it() {
+    let cl = Cluster::without_folders(1, None);
+    let other = Node::server_with_registration(cl.root(), "other", Some("open"));
+    other.start();
+    let token = cl.server().server_invite("alice", None);
+    let node = cl.a();
+    let before = fs::read(node.config_path()).unwrap();
+    let mut args = cl.add_args_with_token(0, DOCS, &token);
+    let server_at = args.iter().position(|a| a == "--server").unwrap() + 1;
+    args[server_at] = other.server_addr().into();
+    let out = node.ctl(args);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("server identity changed"), "{stderr}");
+    assert_eq!(fs::read(node.config_path()).unwrap(), before);
+    // Nothing was sent: the other server enrolled nobody, though it is open.
+    assert!(other.server_devices().is_empty());
+    // The token was not spent either: it still enrols at its own server.
+    enrol(&cl, 0, DOCS, &token);
+}
