@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, anyhow, bail};
 use filesync_proto::auth::InviteToken;
 use filesync_proto::control::{
-    AddFolder, ConflictInfo, DaemonStatus, DeviceInfo, Request, Response, VersionEntry,
+    AccountInfo, AddFolder, ConflictInfo, DaemonStatus, Request, Response, VersionEntry,
 };
 
 use crate::cli::{AddArgs, Command, DeviceCommand, ResolveArgs, ServerCommand, Target};
@@ -96,11 +96,11 @@ async fn devices(client: &Client, json: bool) -> Result<()> {
     let response = client
         .call(&Request::ServerDevices, Some(RESPONSE_TIMEOUT))
         .await?;
-    let devices = expect_devices(response)?;
+    let accounts = expect_accounts(response)?;
     let text = if json {
-        output::devices_json(&devices)?
+        output::accounts_json(&accounts)?
     } else {
-        output::devices_human(&devices, unix_now())
+        output::accounts_human(&accounts, unix_now())
     };
     output::print(&text)
 }
@@ -185,11 +185,11 @@ pub fn expect_conflicts(response: Response) -> Result<Vec<ConflictInfo>> {
     }
 }
 
-/// The devices in an answer; the daemon's error or a wrong answer otherwise.
-pub fn expect_devices(response: Response) -> Result<Vec<DeviceInfo>> {
+/// The accounts in an answer; the daemon's error or a wrong answer otherwise.
+pub fn expect_accounts(response: Response) -> Result<Vec<AccountInfo>> {
     match response {
-        Response::Devices(devices) => Ok(devices),
-        other => Err(unexpected(other, "a list of devices")),
+        Response::Accounts(accounts) => Ok(accounts),
+        other => Err(unexpected(other, "a list of accounts")),
     }
 }
 
@@ -208,7 +208,7 @@ fn unexpected(response: Response, wanted: &str) -> anyhow::Error {
         Response::Status(_) => "a status",
         Response::Conflicts(_) => "a list of conflicts",
         Response::Versions(_) => "a list of versions",
-        Response::Devices(_) => "a list of devices",
+        Response::Accounts(_) => "a list of accounts",
     };
     anyhow!("the daemon answered with {got} where {wanted} was expected")
 }

@@ -8,7 +8,7 @@ use std::io::{self, Write as _};
 
 use anyhow::{Context, Result};
 use filesync_proto::control::{
-    ConflictInfo, DaemonStatus, DeviceInfo, FolderStatus, ServerStatus, ServerTrust, VersionEntry,
+    AccountInfo, ConflictInfo, DaemonStatus, FolderStatus, ServerStatus, ServerTrust, VersionEntry,
 };
 
 use crate::format::{ago, bytes, count, thousands, utc_time};
@@ -92,34 +92,40 @@ fn trust_line(out: &mut String, t: &ServerTrust) {
     );
 }
 
-/// The devices as a pretty JSON array, with a final newline.
-pub fn devices_json(devices: &[DeviceInfo]) -> Result<String> {
-    pretty(serde_json::to_string_pretty(devices), "the devices")
+/// The accounts and their devices as a pretty JSON array, with a final newline.
+pub fn accounts_json(accounts: &[AccountInfo]) -> Result<String> {
+    pretty(serde_json::to_string_pretty(accounts), "the accounts")
 }
 
-/// The devices as a table, grouped by account.
-pub fn devices_human(devices: &[DeviceInfo], now: i64) -> String {
-    if devices.is_empty() {
-        return "no devices enrolled (`filesyncctl server invite ACCOUNT` makes a token)\n".into();
+/// Each account, then its devices: when each was last seen, and whether it is revoked
+/// or how many connections it has open.
+pub fn accounts_human(accounts: &[AccountInfo], now: i64) -> String {
+    if accounts.is_empty() {
+        return "no accounts yet (`filesyncctl server invite ACCOUNT` makes one, with a token)\n"
+            .into();
     }
     let mut out = String::new();
-    let mut account = None;
-    for d in devices {
-        if account != Some(&d.account) {
-            let _ = writeln!(out, "account {}", d.account);
-            account = Some(&d.account);
-        }
-        let seen = d.last_seen.map_or("never".into(), |t| ago(t, now));
-        let state = if d.revoked {
-            "revoked".to_string()
-        } else {
-            format!("{} open", count(u64::from(d.connections), "connection"))
-        };
+    for a in accounts {
         let _ = writeln!(
             out,
-            "  {}  {:<20} last seen {seen}, {state}",
-            d.device, d.name
+            "account {}  created {}, {}",
+            a.account,
+            utc_time(a.created),
+            count(a.devices.len() as u64, "device")
         );
+        for d in &a.devices {
+            let seen = d.last_seen.map_or("never".into(), |t| ago(t, now));
+            let state = if d.revoked {
+                "revoked".to_string()
+            } else {
+                format!("{} open", count(u64::from(d.connections), "connection"))
+            };
+            let _ = writeln!(
+                out,
+                "  {}  {:<20} last seen {seen}, {state}",
+                d.device, d.name
+            );
+        }
     }
     out
 }
@@ -335,7 +341,8 @@ fn server_block(out: &mut String, s: &ServerStatus) {
 pub mod tests {
     use super::*;
     use filesync_proto::control::{
-        ConnectedDevice, Counters, FolderMode, FolderState, ServerFolderStatus, Unsyncable,
+        ConnectedDevice, Counters, DeviceInfo, FolderMode, FolderState, ServerFolderStatus,
+        Unsyncable,
     };
 
     /// Nanoseconds in a second, for modification times.
@@ -471,9 +478,9 @@ server  listening on 0.0.0.0:7101
     }
 
     #[test]
-    fn devices_are_grouped_by_account() {
-        let device = |account: &str, id: &str, revoked| DeviceInfo {
-            account: account.into(),
+    fn accounts_list_their_devices() {
+        let device = |id: &str, revoked| DeviceInfo {
+            account: "alice".into(),
             device: id.into(),
             name: "laptop".into(),
             enrolled: NOW - 86_400,
@@ -481,23 +488,26 @@ server  listening on 0.0.0.0:7101
             revoked,
             connections: 2,
         };
-        let got = devices_human(
+        let account = |name: &str, devices| AccountInfo {
+            account: name.into(),
+            created: NOW - 86_400,
+            devices,
+        };
+        let got = accounts_human(
             &[
-                device("alice", "D1", false),
-                device("alice", "D2", true),
-                device("bob", "D3", false),
+                account("alice", vec![device("D1", false), device("D2", true)]),
+                account("bob", Vec::new()),
             ],
             NOW,
         );
         let want = "\
-account alice
+account alice  created 2026-11-20 14:02:11 UTC, 2 devices
   D1  laptop               last seen 2 minutes ago, 2 connections open
   D2  laptop               last seen 2 minutes ago, revoked
-account bob
-  D3  laptop               last seen 2 minutes ago, 2 connections open
+account bob  created 2026-11-20 14:02:11 UTC, 0 devices
 ";
         assert_eq!(got, want, "got:\n{got}");
-        assert!(devices_human(&[], NOW).starts_with("no devices enrolled"));
+        assert!(accounts_human(&[], NOW).starts_with("no accounts yet"));
     }
 
     #[test]

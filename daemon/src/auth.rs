@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use filesync_proto::auth::{AuthRequest, Refusal, Secret};
-use filesync_proto::control::DeviceInfo;
+use filesync_proto::control::{AccountInfo, DeviceInfo};
 use filesync_proto::{AccountName, DeviceId};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -269,14 +269,24 @@ impl Accounts {
         })
     }
 
-    /// Every device of every account, by account then enrolment.
-    pub fn devices(&self) -> Result<Vec<DeviceInfo>> {
+    /// Every account by name, each with its devices in the order they enrolled.
+    pub fn accounts(&self) -> Result<Vec<AccountInfo>> {
         let db = lock(&self.db);
+        let mut stmt = db.prepare("SELECT name, created FROM accounts ORDER BY name")?;
+        let mut accounts = stmt
+            .query_map([], |r| {
+                Ok(AccountInfo {
+                    account: r.get(0)?,
+                    created: r.get(1)?,
+                    devices: Vec::new(),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
         let mut stmt = db.prepare(
             "SELECT account, id, name, enrolled, last_seen, revoked FROM devices
-             ORDER BY account, enrolled, id",
+             ORDER BY enrolled, id",
         )?;
-        let rows = stmt.query_map([], |r| {
+        let devices = stmt.query_map([], |r| {
             Ok(DeviceInfo {
                 account: r.get(0)?,
                 device: r.get(1)?,
@@ -287,7 +297,13 @@ impl Accounts {
                 connections: 0,
             })
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        for device in devices {
+            let device = device?;
+            if let Some(a) = accounts.iter_mut().find(|a| a.account == device.account) {
+                a.devices.push(device);
+            }
+        }
+        Ok(accounts)
     }
 
     /// Marks `device` revoked; false when there is no such device.
@@ -370,9 +386,10 @@ mod tests {
             accounts.authenticate(&login, false, PEER).unwrap(),
             Err(Refusal::DeviceRevoked)
         );
-        let devices = accounts.devices().unwrap();
-        assert_eq!(devices.len(), 1);
-        assert!(devices[0].revoked);
+        let listed = accounts.accounts().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].account, "alice");
+        assert!(listed[0].devices[0].revoked);
     }
 
     #[test]
@@ -426,7 +443,7 @@ mod tests {
                 .count()
         });
         assert_eq!(wins, 1);
-        assert_eq!(accounts.devices().unwrap().len(), 1);
+        assert_eq!(accounts.accounts().unwrap()[0].devices.len(), 1);
     }
 
     #[test]

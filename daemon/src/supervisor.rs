@@ -220,8 +220,8 @@ impl Supervisor {
             } => now(self.server_invite(&account, expires_secs)),
             Request::ServerDevices => now(match self.server() {
                 Err(r) => r,
-                Ok(server) => match server.enrolled_devices() {
-                    Ok(list) => Response::Devices(list),
+                Ok(server) => match server.accounts() {
+                    Ok(list) => Response::Accounts(list),
                     Err(e) => failed(format!("cannot read the account store: {e:#}")),
                 },
             }),

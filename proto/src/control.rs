@@ -98,7 +98,7 @@ pub enum Request {
         account: String,
         expires_secs: Option<u64>,
     },
-    /// Server role: every account's devices.
+    /// Server role: every account, with its devices.
     ServerDevices,
     /// Server role: refuse `device` from now on and close its connections.
     ServerRevoke {
@@ -174,7 +174,7 @@ pub enum Response {
     Status(Box<DaemonStatus>),
     Conflicts(Vec<ConflictInfo>),
     Versions(Vec<VersionEntry>),
-    Devices(Vec<DeviceInfo>),
+    Accounts(Vec<AccountInfo>),
     Error {
         kind: ControlErrorKind,
         message: String,
@@ -344,6 +344,15 @@ pub struct ConnectedDevice {
     pub account: String,
     pub folder: String,
     pub address: String,
+}
+
+/// One account of the server and its devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountInfo {
+    pub account: String,
+    /// Unix seconds.
+    pub created: i64,
+    pub devices: Vec<DeviceInfo>,
 }
 
 /// One enrolled device, as the server's account store knows it.

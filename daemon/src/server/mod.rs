@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use filesync_proto::auth::InviteToken;
-use filesync_proto::control::{ConnectedDevice, DeviceInfo, ServerStatus};
+use filesync_proto::control::{AccountInfo, ConnectedDevice, ServerStatus};
 use filesync_proto::wire::Hello;
 use filesync_proto::{AccountName, DeviceId, FolderName};
 use tokio::net::TcpListener;
@@ -189,14 +189,14 @@ impl Server {
         .to_text())
     }
 
-    /// Every enrolled device, with how many connections it has open now.
-    pub fn enrolled_devices(&self) -> Result<Vec<DeviceInfo>> {
-        let mut list = self.accounts.devices()?;
+    /// Every account and its devices, with how many connections each has open now.
+    pub fn accounts(&self) -> Result<Vec<AccountInfo>> {
+        let mut accounts = self.accounts.accounts()?;
         let connected = lock(&self.devices);
-        for d in &mut list {
+        for d in accounts.iter_mut().flat_map(|a| a.devices.iter_mut()) {
             d.connections = connected.values().filter(|c| c.device == d.device).count() as u32;
         }
-        Ok(list)
+        Ok(accounts)
     }
 
     /// Refuses `device` from now on and closes its open connections.

@@ -139,8 +139,8 @@ impl Node {
         self.ctl_ok(args).trim().to_owned()
     }
 
-    /// `filesyncctl server devices --json`, parsed.
-    pub fn server_devices(&self) -> Vec<Value> {
+    /// `filesyncctl server devices --json`, parsed: the accounts, each with its devices.
+    pub fn server_accounts(&self) -> Vec<Value> {
         let stdout = self.ctl_ok(["server", "devices", "--json"]);
         serde_json::from_str(&stdout).unwrap_or_else(|e| {
             panic!(
@@ -148,6 +148,14 @@ impl Node {
                 self.name
             )
         })
+    }
+
+    /// Every device of [`Node::server_accounts`], each naming its `account`.
+    pub fn server_devices(&self) -> Vec<Value> {
+        self.server_accounts()
+            .iter()
+            .flat_map(|a| a["devices"].as_array().cloned().unwrap_or_default())
+            .collect()
     }
 
     /// `filesyncctl conflicts --json FOLDER`, parsed.

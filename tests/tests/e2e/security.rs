@@ -228,6 +228,12 @@ fn a_server_without_a_registration_key_refuses_tokenless_devices() {
         "this server needs an invite token: ask its admin to run `filesyncctl server invite ACCOUNT`",
     );
     assert!(cl.server().server_devices().is_empty());
+    // An account exists from its first invite, before any device joins it.
+    cl.server().server_invite("carol", None);
+    let accounts = cl.server().server_accounts();
+    assert_eq!(accounts.len(), 1);
+    assert_eq!(accounts[0]["account"], "carol");
+    assert_eq!(accounts[0]["devices"], serde_json::json!([]));
 }
 
 #[test]
@@ -287,13 +293,15 @@ fn accounts_with_the_same_folder_name_never_see_each_other() {
     assert_eq!(files::list_dir(&data.join("bob").join(DOCS)), ["bob.txt"]);
     files::assert_absent(&cl.path_on(0, DOCS, "bob.txt"));
     files::assert_absent(&cl.path_on(1, DOCS, "alice.txt"));
-    let accounts: Vec<_> = cl
-        .server()
-        .server_devices()
-        .iter()
-        .map(|d| d["account"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(accounts, ["alice", "bob"]);
+    let accounts = cl.server().server_accounts();
+    let names: Vec<_> = accounts.iter().map(|a| a["account"].clone()).collect();
+    assert_eq!(names, ["alice", "bob"]);
+    assert!(
+        accounts
+            .iter()
+            .all(|a| a["devices"].as_array().unwrap().len() == 1),
+        "{accounts:?}"
+    );
 }
 
 #[test]
