@@ -247,3 +247,49 @@ impl TrustStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_pin_keeps_the_credential_and_the_list_never_shows_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TrustStore::new(dir.path());
+        let server = "files.example.invalid:7101";
+        assert!(store.get(server).unwrap().is_none());
+        store
+            .pin(server, Fingerprint([1; 32]), "first-use")
+            .unwrap();
+        let (account, device) = (
+            AccountName::new("alice").unwrap(),
+            DeviceId::new("D1").unwrap(),
+        );
+        store
+            .enrolled(server, &account, &device, &Secret([7; 32]))
+            .unwrap();
+        store.pin(server, Fingerprint([2; 32]), "manual").unwrap();
+
+        let known = store.get(server).unwrap().unwrap();
+        assert_eq!(known.fingerprint, Fingerprint([2; 32]));
+        assert_eq!(known.credential, Some((device, Secret([7; 32]))));
+        let listed = store.list().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].pinned_by, "manual");
+        assert_eq!(listed[0].account.as_deref(), Some("alice"));
+        let shown = format!("{listed:?}");
+        assert!(
+            !shown.contains(&"07".repeat(32)) && !shown.contains("7, 7"),
+            "{shown}"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("servers.db"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}
