@@ -52,7 +52,7 @@ cat "$demo/alice-desktop/Docs/hello.txt"
 cat <<MSG
 
 A server and two clients are running (Ctrl-C stops them):
-  server copy:     $demo/server/data/default/docs
+  server copy:     $demo/server/data/alice/docs
   laptop folder:   $demo/alice-laptop/Docs
   desktop folder:  $demo/alice-desktop/Docs
 Try, in another terminal:
