@@ -32,10 +32,14 @@ node() { # node NAME [EXTRA-TOML]: writes NAME's config and starts its daemon
 }
 
 node server "$(printf '[server]\nlisten = "127.0.0.1:%s"\ndata_dir = "%s"\n' "$port" "$demo/server/data")"
+# The server's admin invites the laptop into account alice; the laptop, once enrolled,
+# invites the desktop into the same account.
+token=$("$bin/filesyncctl" --socket "$demo/server/ctl.sock" server invite alice)
 for c in alice-laptop alice-desktop; do
     node "$c"
     mkdir -p "$demo/$c/Docs"
-    "$bin/filesyncctl" --socket "$demo/$c/ctl.sock" add "$demo/$c/Docs" --server "127.0.0.1:$port" --name docs
+    "$bin/filesyncctl" --socket "$demo/$c/ctl.sock" add "$demo/$c/Docs" --server "127.0.0.1:$port" --name docs --token "$token"
+    token=$("$bin/filesyncctl" --socket "$demo/$c/ctl.sock" device invite --server "127.0.0.1:$port")
 done
 
 echo "Hello from the laptop, $(date)" > "$demo/alice-laptop/Docs/hello.txt"
@@ -48,7 +52,7 @@ cat "$demo/alice-desktop/Docs/hello.txt"
 cat <<MSG
 
 A server and two clients are running (Ctrl-C stops them):
-  server copy:     $demo/server/data/default/docs
+  server copy:     $demo/server/data/alice/docs
   laptop folder:   $demo/alice-laptop/Docs
   desktop folder:  $demo/alice-desktop/Docs
 Try, in another terminal:

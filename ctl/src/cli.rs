@@ -14,6 +14,12 @@ const AFTER_HELP: &str = "\
 The daemon is reached through its control socket: --socket PATH, else $FILESYNC_SOCKET,
 else $XDG_RUNTIME_DIR/filesync/filesyncd.sock (/run/filesyncd/filesyncd.sock for root).
 
+Every connection to a server is TLS. A device pins the server's certificate fingerprint
+(from the invite token, or on first use); if it changes, the folder stops with \"server
+identity changed\". Re-trust deliberately, after checking the new fingerprint with the
+server's admin (`filesyncctl status` on the server shows it):
+  filesyncctl trust HOST:PORT FINGERPRINT
+
 FOLDER is a folder name or a local path; an existing path is sent in its absolute form.
 PATH (of `resolve`, `versions` and `restore`) is relative to the folder's root, e.g.
 `notes/todo.txt`, whatever the current directory.
@@ -25,8 +31,8 @@ Exit codes:
   3  the daemon is not reachable (not running, or no access to its socket)";
 
 /// Control the filesync daemon (filesyncd): add and remove folders, pause and resume
-/// them, show status, wait until everything is in sync, settle conflicts and bring back
-/// old versions of files.
+/// them, show status, wait until everything is in sync, settle conflicts, bring back
+/// old versions of files, and enrol and administer devices.
 #[derive(Debug, Parser)]
 #[command(name = "filesyncctl", version, after_help = AFTER_HELP)]
 pub struct Cli {
@@ -128,6 +134,61 @@ pub enum Command {
         /// newest kept version].
         #[arg(long, value_name = "V")]
         version: Option<u64>,
+    },
+    /// Pin a server's certificate fingerprint, replacing the pin this device had.
+    ///
+    /// For a server whose key was replaced on purpose: its folders stop with "server
+    /// identity changed" until the new fingerprint is trusted. Check it with the
+    /// server's admin first (`filesyncctl status` on the server shows it).
+    Trust {
+        /// The server, exactly as the folders' `--server` names it.
+        #[arg(value_name = "HOST:PORT")]
+        server: String,
+        /// The certificate's SHA-256 fingerprint: 64 hex digits (`:` between is fine).
+        fingerprint: String,
+    },
+    /// Administer this daemon's server role: invite devices, list them, revoke them.
+    #[command(subcommand)]
+    Server(ServerCommand),
+    /// This device's enrolment with a server.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
+    /// Print a one-time invite token that enrols one device into ACCOUNT.
+    ///
+    /// The account is created if new. On the device:
+    /// `filesyncctl add PATH --server HOST:PORT --token TOKEN`.
+    Invite {
+        /// The account the device will belong to.
+        account: String,
+        /// How long the token stays valid, e.g. `1h`, `7days` [default: 24h].
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        expires: Option<Duration>,
+    },
+    /// List every account's devices, with when each was last seen.
+    Devices {
+        /// Print the devices as a JSON array, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cut a device off now: its connections are closed and it is refused from then on.
+    Revoke {
+        /// The device id, as `filesyncctl server devices` lists it.
+        device: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Print a one-time invite token that enrols another device into this device's
+    /// account on SERVER.
+    Invite {
+        /// The server this device is enrolled with.
+        #[arg(long, value_name = "HOST:PORT")]
+        server: String,
     },
 }
 

@@ -5,11 +5,12 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
+use filesync_proto::auth::InviteToken;
 use filesync_proto::control::{
-    AddFolder, ConflictInfo, DaemonStatus, Request, Response, VersionEntry,
+    AccountInfo, AddFolder, ConflictInfo, DaemonStatus, Request, Response, VersionEntry,
 };
 
-use crate::cli::{AddArgs, Command, ResolveArgs, Target};
+use crate::cli::{AddArgs, Command, DeviceCommand, ResolveArgs, ServerCommand, Target};
 use crate::output;
 use crate::transport::{Client, RESPONSE_TIMEOUT};
 use crate::wait::wait;
@@ -64,7 +65,44 @@ pub async fn run(command: Command, client: &Client) -> Result<()> {
             };
             confirm(client, request).await
         }
+        Command::Trust {
+            server,
+            fingerprint,
+        } => {
+            let request = Request::Trust {
+                server,
+                fingerprint,
+            };
+            confirm(client, request).await
+        }
+        Command::Server(ServerCommand::Invite { account, expires }) => {
+            let request = Request::ServerInvite {
+                account,
+                expires_secs: expires.map(|d| d.as_secs()),
+            };
+            confirm(client, request).await
+        }
+        Command::Server(ServerCommand::Devices { json }) => devices(client, json).await,
+        Command::Server(ServerCommand::Revoke { device }) => {
+            confirm(client, Request::ServerRevoke { device }).await
+        }
+        Command::Device(DeviceCommand::Invite { server }) => {
+            confirm(client, Request::DeviceInvite { server }).await
+        }
     }
+}
+
+async fn devices(client: &Client, json: bool) -> Result<()> {
+    let response = client
+        .call(&Request::ServerDevices, Some(RESPONSE_TIMEOUT))
+        .await?;
+    let accounts = expect_accounts(response)?;
+    let text = if json {
+        output::accounts_json(&accounts)?
+    } else {
+        output::accounts_human(&accounts, unix_now())
+    };
+    output::print(&text)
 }
 
 /// Sends a request answered by a confirmation, and prints its message if it has one.
@@ -147,6 +185,14 @@ pub fn expect_conflicts(response: Response) -> Result<Vec<ConflictInfo>> {
     }
 }
 
+/// The accounts in an answer; the daemon's error or a wrong answer otherwise.
+pub fn expect_accounts(response: Response) -> Result<Vec<AccountInfo>> {
+    match response {
+        Response::Accounts(accounts) => Ok(accounts),
+        other => Err(unexpected(other, "a list of accounts")),
+    }
+}
+
 /// The kept versions in an answer; the daemon's error or a wrong answer otherwise.
 pub fn expect_versions(response: Response) -> Result<Vec<VersionEntry>> {
     match response {
@@ -162,11 +208,17 @@ fn unexpected(response: Response, wanted: &str) -> anyhow::Error {
         Response::Status(_) => "a status",
         Response::Conflicts(_) => "a list of conflicts",
         Response::Versions(_) => "a list of versions",
+        Response::Accounts(_) => "a list of accounts",
     };
     anyhow!("the daemon answered with {got} where {wanted} was expected")
 }
 
+/// A token that cannot be one is refused here, before the daemon or the config is
+/// touched.
 fn add_folder(args: AddArgs) -> Result<AddFolder> {
+    if let Some(token) = &args.token {
+        InviteToken::parse(token).context("--token is not a usable invite token")?;
+    }
     Ok(AddFolder {
         path: absolute(&args.path)?,
         server: args.server,

@@ -8,7 +8,7 @@ use std::io::{self, Write as _};
 
 use anyhow::{Context, Result};
 use filesync_proto::control::{
-    ConflictInfo, DaemonStatus, FolderStatus, ServerStatus, VersionEntry,
+    AccountInfo, ConflictInfo, DaemonStatus, FolderStatus, ServerStatus, ServerTrust, VersionEntry,
 };
 
 use crate::format::{ago, bytes, count, thousands, utc_time};
@@ -67,9 +67,65 @@ pub fn status_human(status: &DaemonStatus, now: i64) -> String {
         out.push('\n');
         folder_block(&mut out, folder, now);
     }
+    if !status.servers.is_empty() {
+        out.push_str("\nservers this device trusts\n");
+        for trust in &status.servers {
+            trust_line(&mut out, trust);
+        }
+    }
     if let Some(server) = &status.server {
         out.push('\n');
         server_block(&mut out, server);
+    }
+    out
+}
+
+fn trust_line(out: &mut String, t: &ServerTrust) {
+    let enrolled = match (&t.account, &t.device) {
+        (Some(account), Some(device)) => format!("account {account}, device {device}"),
+        _ => "not enrolled".into(),
+    };
+    let _ = writeln!(
+        out,
+        "  {}  {enrolled}\n    fingerprint {} (pinned by {})",
+        t.server, t.fingerprint, t.pinned_by
+    );
+}
+
+/// The accounts and their devices as a pretty JSON array, with a final newline.
+pub fn accounts_json(accounts: &[AccountInfo]) -> Result<String> {
+    pretty(serde_json::to_string_pretty(accounts), "the accounts")
+}
+
+/// Each account, then its devices: when each was last seen, and whether it is revoked
+/// or how many connections it has open.
+pub fn accounts_human(accounts: &[AccountInfo], now: i64) -> String {
+    if accounts.is_empty() {
+        return "no accounts yet (`filesyncctl server invite ACCOUNT` makes one, with a token)\n"
+            .into();
+    }
+    let mut out = String::new();
+    for a in accounts {
+        let _ = writeln!(
+            out,
+            "account {}  created {}, {}",
+            a.account,
+            utc_time(a.created),
+            count(a.devices.len() as u64, "device")
+        );
+        for d in &a.devices {
+            let seen = d.last_seen.map_or("never".into(), |t| ago(t, now));
+            let state = if d.revoked {
+                "revoked".to_string()
+            } else {
+                format!("{} open", count(u64::from(d.connections), "connection"))
+            };
+            let _ = writeln!(
+                out,
+                "  {}  {:<20} last seen {seen}, {state}",
+                d.device, d.name
+            );
+        }
     }
     out
 }
@@ -257,6 +313,8 @@ pub fn pending(f: &FolderStatus) -> String {
 fn server_block(out: &mut String, s: &ServerStatus) {
     let _ = writeln!(out, "server  listening on {}", s.listen);
     line(out, "data dir", &s.data_dir);
+    line(out, "cert", format!("fingerprint {}", s.fingerprint));
+    line(out, "enrolment", &s.registration);
     line(out, "folders", thousands(s.folders.len() as u64));
     for f in &s.folders {
         let _ = writeln!(
@@ -283,7 +341,8 @@ fn server_block(out: &mut String, s: &ServerStatus) {
 pub mod tests {
     use super::*;
     use filesync_proto::control::{
-        ConnectedDevice, Counters, FolderMode, FolderState, ServerFolderStatus, Unsyncable,
+        ConnectedDevice, Counters, DeviceInfo, FolderMode, FolderState, ServerFolderStatus,
+        Unsyncable,
     };
 
     /// Nanoseconds in a second, for modification times.
@@ -345,6 +404,8 @@ pub mod tests {
             server: Some(ServerStatus {
                 listen: "0.0.0.0:7101".into(),
                 data_dir: "/var/lib/filesync".into(),
+                fingerprint: "ab".repeat(32),
+                registration: "invite".into(),
                 folders: vec![ServerFolderStatus {
                     account: "alice".into(),
                     name: "docs".into(),
@@ -360,6 +421,13 @@ pub mod tests {
                     address: "10.0.0.5:51234".into(),
                 }],
             }),
+            servers: vec![ServerTrust {
+                server: "server.example:7101".into(),
+                fingerprint: "cd".repeat(32),
+                pinned_by: "token".into(),
+                account: Some("alice".into()),
+                device: Some("DEV1".into()),
+            }],
             config_error: Some("line 3: unknown key `foo`".into()),
         }
     }
@@ -392,8 +460,14 @@ photos  /home/a/photos  ->  server.example:7101  (send-only)
     bad4: permission denied
     and 2 more
 
+servers this device trusts
+  server.example:7101  account alice, device DEV1
+    fingerprint cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd (pinned by token)
+
 server  listening on 0.0.0.0:7101
   data dir:  /var/lib/filesync
+  cert:      fingerprint abababababababababababababababababababababababababababababababab
+  enrolment: invite
   folders:   1
     alice/docs  seq 42, 1 file, 512 B
   devices:   1 connected
@@ -404,10 +478,44 @@ server  listening on 0.0.0.0:7101
     }
 
     #[test]
+    fn accounts_list_their_devices() {
+        let device = |id: &str, revoked| DeviceInfo {
+            account: "alice".into(),
+            device: id.into(),
+            name: "laptop".into(),
+            enrolled: NOW - 86_400,
+            last_seen: Some(NOW - 120),
+            revoked,
+            connections: 2,
+        };
+        let account = |name: &str, devices| AccountInfo {
+            account: name.into(),
+            created: NOW - 86_400,
+            devices,
+        };
+        let got = accounts_human(
+            &[
+                account("alice", vec![device("D1", false), device("D2", true)]),
+                account("bob", Vec::new()),
+            ],
+            NOW,
+        );
+        let want = "\
+account alice  created 2026-11-20 14:02:11 UTC, 2 devices
+  D1  laptop               last seen 2 minutes ago, 2 connections open
+  D2  laptop               last seen 2 minutes ago, revoked
+account bob  created 2026-11-20 14:02:11 UTC, 0 devices
+";
+        assert_eq!(got, want, "got:\n{got}");
+        assert!(accounts_human(&[], NOW).starts_with("no accounts yet"));
+    }
+
+    #[test]
     fn human_status_without_folders() {
         let status = DaemonStatus {
             folders: Vec::new(),
             server: None,
+            servers: Vec::new(),
             config_error: None,
             ..sample()
         };
@@ -431,6 +539,7 @@ server  listening on 0.0.0.0:7101
                 ..folder("docs")
             }],
             server: None,
+            servers: Vec::new(),
             config_error: None,
             ..sample()
         };

@@ -222,6 +222,7 @@ mod tests {
                 },
             ],
             server: None,
+            servers: Vec::new(),
             config_error: None,
         };
         assert_eq!(

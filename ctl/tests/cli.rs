@@ -229,6 +229,7 @@ mod with_a_daemon {
             config: "/home/a/.config/filesync/filesyncd.toml".into(),
             folders,
             server: None,
+            servers: Vec::new(),
             config_error: None,
         }))
     }

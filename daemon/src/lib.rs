@@ -5,6 +5,7 @@
 //! sequencer → [`index`] + [`store`] → fan-out → other clients → [`client`] apply.
 //! [`plan`] decides, without I/O, what a client does about each path.
 
+pub mod auth;
 pub mod beneath;
 pub mod chunk;
 pub mod client;
@@ -15,10 +16,12 @@ pub mod ignore;
 pub mod index;
 pub mod lifecycle;
 pub mod plan;
+pub mod private;
 pub mod scan;
 pub mod server;
 pub mod store;
 pub mod supervisor;
+pub mod tls;
 pub mod transfer;
 pub mod watch;
 
@@ -58,6 +61,7 @@ pub async fn run(
         device: device.clone(),
         device_name: host_name(),
         state_dir: state_dir.clone(),
+        trust: std::sync::Arc::new(client::trust::TrustStore::new(state_dir)),
     };
     let tracker = TaskTracker::new();
     let control = control::bind(&socket).await?;

@@ -5,9 +5,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use filesync_proto::auth::{Fingerprint, InviteToken};
 use filesync_proto::control::{
     AddFolder, ControlErrorKind, DaemonStatus, FolderStatus, Request, Response,
 };
+use filesync_proto::{AccountName, DeviceId};
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -16,6 +18,10 @@ use tokio_util::task::TaskTracker;
 use crate::client::{self, ClientIdentity, FolderCmd, FolderHandle};
 use crate::config::{self, Config, FolderConfig};
 use crate::server::Server;
+
+/// A folder whose device got into its server, to be saved and started; the answer to
+/// its `add` goes back on the sender.
+type Enrolled = (FolderConfig, oneshot::Sender<Response>);
 
 /// A control request and where to send its answer. The answer is a future so that a
 /// slow request (`Flush`) is awaited by its own connection, not by the supervisor.
@@ -34,6 +40,9 @@ pub struct Supervisor {
     cancel: CancellationToken,
     /// Why the last reload was refused, while the file differs from what runs.
     config_error: Option<String>,
+    /// `add` enrols outside the supervisor, then hands the folder back here.
+    enrolled_tx: mpsc::Sender<Enrolled>,
+    enrolled_rx: Option<mpsc::Receiver<Enrolled>>,
 }
 
 fn ok(message: impl Into<String>) -> Response {
@@ -64,6 +73,7 @@ impl Supervisor {
         tracker: TaskTracker,
         cancel: CancellationToken,
     ) -> Self {
+        let (enrolled_tx, enrolled_rx) = mpsc::channel(8);
         let mut s = Supervisor {
             config,
             identity,
@@ -72,6 +82,8 @@ impl Supervisor {
             tracker,
             cancel,
             config_error: None,
+            enrolled_tx,
+            enrolled_rx: Some(enrolled_rx),
         };
         for f in s.config.folders.clone() {
             s.start_folder(f);
@@ -101,9 +113,15 @@ impl Supervisor {
         mut cmds: mpsc::Receiver<ControlCmd>,
         mut reloads: mpsc::Receiver<()>,
     ) {
+        let Some(mut enrolled) = self.enrolled_rx.take() else {
+            return;
+        };
         loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
+                Some((folder, reply)) = enrolled.recv() => {
+                    let _ = reply.send(self.finish_add(folder));
+                }
                 Some(cmd) = cmds.recv() => {
                     let reply = self.handle(cmd.request);
                     let _ = cmd.reply.send(reply);
@@ -121,7 +139,7 @@ impl Supervisor {
         let now = |r: Response| -> BoxFuture<'static, Response> { Box::pin(std::future::ready(r)) };
         match request {
             Request::Status { folder } => now(self.status(folder.as_deref())),
-            Request::Add(add) => now(self.add(add)),
+            Request::Add(add) => self.add(add),
             Request::Remove { folder } => now(self.remove(&folder)),
             Request::Pause { folder } => now(self.set_paused(folder.as_deref(), true)),
             Request::Resume { folder } => now(self.set_paused(folder.as_deref(), false)),
@@ -196,6 +214,92 @@ impl Supervisor {
                 },
                 |m: String| ok(m),
             ),
+            Request::ServerInvite {
+                account,
+                expires_secs,
+            } => now(self.server_invite(&account, expires_secs)),
+            Request::ServerDevices => now(match self.server() {
+                Err(r) => r,
+                Ok(server) => match server.accounts() {
+                    Ok(list) => Response::Accounts(list),
+                    Err(e) => failed(format!("cannot read the account store: {e:#}")),
+                },
+            }),
+            Request::ServerRevoke { device } => now(self.server_revoke(&device)),
+            Request::DeviceInvite { server } => {
+                let (trust, id) = (self.identity.trust.clone(), self.identity.clone());
+                Box::pin(async move {
+                    match trust
+                        .device_invite(&server, (&id.device, &id.device_name))
+                        .await
+                    {
+                        Ok(token) => ok(token),
+                        Err(e) => failed(format!("no invite token: {e:#}")),
+                    }
+                })
+            }
+            Request::Trust {
+                server,
+                fingerprint,
+            } => now(self.trust(&server, &fingerprint)),
+        }
+    }
+
+    fn server(&self) -> Result<&Arc<Server>, Response> {
+        self.server
+            .as_ref()
+            .ok_or_else(|| bad("this daemon has no server role: its config has no [server] table"))
+    }
+
+    fn server_invite(&self, account: &str, expires_secs: Option<u64>) -> Response {
+        let server = match self.server() {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        let account = match AccountName::new(account) {
+            Ok(a) => a,
+            Err(e) => return bad(format!("{e}")),
+        };
+        let ttl = expires_secs.map_or(
+            crate::auth::DEFAULT_INVITE_TTL,
+            std::time::Duration::from_secs,
+        );
+        match server.invite(&account, ttl) {
+            Ok(token) => ok(token),
+            Err(e) => failed(format!("no invite token: {e:#}")),
+        }
+    }
+
+    fn server_revoke(&self, device: &str) -> Response {
+        let server = match self.server() {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        let id = match DeviceId::new(device) {
+            Ok(id) => id,
+            Err(e) => return bad(format!("{e}")),
+        };
+        match server.revoke(&id) {
+            Ok(true) => ok(format!("device {id} revoked; its connections are closed")),
+            Ok(false) => bad(format!(
+                "no device {id} on this server; `filesyncctl server devices` lists them"
+            )),
+            Err(e) => failed(format!("cannot revoke {id}: {e:#}")),
+        }
+    }
+
+    fn trust(&self, server: &str, fingerprint: &str) -> Response {
+        let Some(fp) = Fingerprint::parse(fingerprint) else {
+            return bad(format!(
+                "{fingerprint:?} is not a certificate fingerprint (64 hex digits, as the \
+                 server's `filesyncctl status` shows it)"
+            ));
+        };
+        match self.identity.trust.pin(server, fp, "manual") {
+            Ok(()) => ok(format!(
+                "server {server} is now trusted with fingerprint {fp}"
+            )),
+            Err(e) => failed(format!("cannot record the pin: {e:#}")),
         }
     }
 
@@ -296,31 +400,60 @@ impl Supervisor {
             config: self.config.file.display().to_string(),
             folders,
             server: self.server.as_ref().map(|s| s.status()),
+            servers: self.identity.trust.list().unwrap_or_else(|e| {
+                tracing::warn!("cannot read the pinned servers: {e:#}");
+                Vec::new()
+            }),
             config_error: self.config_error.clone(),
         }))
     }
 
-    fn add(&mut self, add: AddFolder) -> Response {
-        if add.token.is_some() {
-            return bad(
-                "--token is not supported by this version: enrolment comes with TLS; add the folder without it",
-            );
-        }
+    /// Checks the new folder, then gets the device into its server (pinning, redeeming a
+    /// token or registering) outside the supervisor; only then is the folder saved and
+    /// started, by [`Supervisor::finish_add`]. A failed `add` changes no file.
+    fn add(&mut self, add: AddFolder) -> BoxFuture<'static, Response> {
+        let now = |r: Response| -> BoxFuture<'static, Response> { Box::pin(std::future::ready(r)) };
+        let token = match add.token.as_deref().map(InviteToken::parse).transpose() {
+            Ok(t) => t,
+            Err(e) => return now(bad(format!("{e}"))),
+        };
         let path = PathBuf::from(&add.path);
         let name = match add.name {
             Some(n) => match filesync_proto::FolderName::new(n) {
                 Ok(n) => n,
-                Err(e) => return bad(format!("{e}")),
+                Err(e) => return now(bad(format!("{e}"))),
             },
             None => match config::default_folder_name(&path) {
                 Ok(n) => n,
-                Err(e) => return bad(e),
+                Err(e) => return now(bad(e)),
             },
         };
         let mut folder = FolderConfig::new(path, add.server, name);
         if let Some(mode) = add.mode {
             folder.mode = mode;
         }
+        if let Err(e) = self.config.check_new_folder(&folder) {
+            return now(bad(e));
+        }
+        let (id, enrolled) = (self.identity.clone(), self.enrolled_tx.clone());
+        Box::pin(async move {
+            let me = (&id.device, id.device_name.as_str());
+            let login = id
+                .trust
+                .login(&folder.server, token.as_ref(), me, Arc::default());
+            if let Err(e) = login.await {
+                return failed(format!("folder not added: {e:#}"));
+            }
+            let (tx, rx) = oneshot::channel();
+            if enrolled.send((folder, tx)).await.is_err() {
+                return failed("folder not added: the daemon is stopping");
+            }
+            rx.await
+                .unwrap_or_else(|_| failed("folder not added: the daemon is stopping"))
+        })
+    }
+
+    fn finish_add(&mut self, folder: FolderConfig) -> Response {
         if let Err(e) = self.config.check_new_folder(&folder) {
             return bad(e);
         }

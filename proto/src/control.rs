@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the control protocol; the CLI refuses to talk to a daemon of another.
 /// The encoding is not self-describing, so a new field in any message is a new version.
-pub const CONTROL_VERSION: u32 = 2;
+pub const CONTROL_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -92,6 +92,28 @@ pub enum Request {
         path: String,
         version: Option<u64>,
     },
+    /// Server role: a one-time token enrolling a device into `account` (created if
+    /// new), valid for `expires_secs` (the server's default when `None`).
+    ServerInvite {
+        account: String,
+        expires_secs: Option<u64>,
+    },
+    /// Server role: every account, with its devices.
+    ServerDevices,
+    /// Server role: refuse `device` from now on and close its connections.
+    ServerRevoke {
+        device: String,
+    },
+    /// Client role: ask `server` for a token enrolling another device into this
+    /// device's account there.
+    DeviceInvite {
+        server: String,
+    },
+    /// Client role: pin `server`'s certificate fingerprint, replacing any earlier pin.
+    Trust {
+        server: String,
+        fingerprint: String,
+    },
 }
 
 /// Which side of a conflict to keep.
@@ -152,6 +174,7 @@ pub enum Response {
     Status(Box<DaemonStatus>),
     Conflicts(Vec<ConflictInfo>),
     Versions(Vec<VersionEntry>),
+    Accounts(Vec<AccountInfo>),
     Error {
         kind: ControlErrorKind,
         message: String,
@@ -323,10 +346,50 @@ pub struct ConnectedDevice {
     pub address: String,
 }
 
+/// One account of the server and its devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountInfo {
+    pub account: String,
+    /// Unix seconds.
+    pub created: i64,
+    pub devices: Vec<DeviceInfo>,
+}
+
+/// One enrolled device, as the server's account store knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub account: String,
+    pub device: String,
+    pub name: String,
+    /// Unix seconds.
+    pub enrolled: i64,
+    /// When it last authenticated, Unix seconds.
+    pub last_seen: Option<i64>,
+    pub revoked: bool,
+    /// Connections it has open now.
+    pub connections: u32,
+}
+
+/// What this device knows of a server it talks to: the pinned certificate and, once
+/// enrolled, its account and device id there. Never the credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerTrust {
+    pub server: String,
+    /// The pinned certificate fingerprint (SHA-256, hex).
+    pub fingerprint: String,
+    /// How the pin was made: `token`, `first-use` or `manual`.
+    pub pinned_by: String,
+    pub account: Option<String>,
+    pub device: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerStatus {
     pub listen: String,
     pub data_dir: String,
+    /// The SHA-256 of the server's certificate, hex: what devices pin.
+    pub fingerprint: String,
+    pub registration: String,
     pub folders: Vec<ServerFolderStatus>,
     pub devices: Vec<ConnectedDevice>,
 }
@@ -338,6 +401,8 @@ pub struct DaemonStatus {
     pub config: String,
     pub folders: Vec<FolderStatus>,
     pub server: Option<ServerStatus>,
+    /// The servers this device has pinned or enrolled with.
+    pub servers: Vec<ServerTrust>,
     /// The last config reload that failed, if the running config is older than the file.
     pub config_error: Option<String>,
 }
@@ -417,6 +482,7 @@ mod tests {
             config: "/etc/filesync/filesyncd.toml".into(),
             folders: Vec::new(),
             server: None,
+            servers: Vec::new(),
             config_error: None,
         };
         for resp in [

@@ -2,6 +2,7 @@
 //!
 //! * [`frame`]: the length-prefixed, size-limited frame codec carrying postcard payloads;
 //! * [`handshake`]: the frozen first exchange that states the protocol version;
+//! * [`auth`]: the device's credential, invite token or registration, right after it;
 //! * [`wire`]: messages between a device and a server (block content through
 //!   `block_data`, a byte string rather than a sequence of numbers);
 //! * [`control`]: messages between `filesyncctl` and the local daemon;
@@ -10,6 +11,7 @@
 //!
 //! This crate holds no I/O policy and starts no tasks.
 
+pub mod auth;
 mod block_data;
 pub mod control;
 pub mod frame;

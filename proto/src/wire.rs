@@ -1,4 +1,5 @@
-//! Messages between a device (client role) and a server, after the [`crate::handshake`].
+//! Messages between a device (client role) and a server, after the [`crate::handshake`]
+//! and the [`crate::auth`] exchange.
 //!
 //! One connection carries one folder. The sequence is:
 //!
@@ -211,6 +212,9 @@ pub enum ClientMsg {
         path: RelPath,
         version: Option<u64>,
     },
+    /// Instead of `Hello`, as the first message: ask for an invite token that enrols
+    /// another device into this device's account. The server answers `Invite` and closes.
+    CreateInvite,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -252,6 +256,8 @@ pub enum ServerMsg {
         id: u64,
         result: Result<u64, String>,
     },
+    /// The answer to `CreateInvite`: the token's text, or why there is none.
+    Invite(Result<String, String>),
 }
 
 #[cfg(test)]

@@ -43,9 +43,19 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts a server and `n_clients` clients (`a`, `b`, …) and adds `<client>-docs` on
-    /// each with `filesyncctl add … --name docs`.
+    /// Starts a server with open registration and `n_clients` clients (`a`, `b`, …) and
+    /// adds `<client>-docs` on each with `filesyncctl add … --name docs`.
     pub fn new(n_clients: usize) -> Cluster {
+        let cluster = Cluster::without_folders(n_clients, Some("open"));
+        for i in 0..n_clients {
+            cluster.add_folder(i, DOCS);
+        }
+        cluster
+    }
+
+    /// Starts a server whose `registration` key is `registration` (left out for `None`:
+    /// invite only) and `n_clients` clients, with no folder added.
+    pub fn without_folders(n_clients: usize, registration: Option<&'static str>) -> Cluster {
         assert!(n_clients <= 26, "clients are named a..z");
         let scratch = Scratch::new();
         let root = scratch.path();
@@ -57,7 +67,7 @@ impl Cluster {
         );
         let canary = manifest(&canary_dir).expect("cannot read the canary dir");
 
-        let server = Node::server(root, "server");
+        let server = Node::server_with_registration(root, "server", registration);
         server.start();
         let clients: Vec<Node> = (0..n_clients)
             .map(|i| {
@@ -72,17 +82,13 @@ impl Cluster {
             .map(String::from)
             .chain(clients.iter().map(|c| c.name().to_owned()))
             .collect();
-        let cluster = Cluster {
+        Cluster {
             clients,
             server,
             expected_entries: Mutex::new(expected),
             canary,
             scratch,
-        };
-        for i in 0..n_clients {
-            cluster.add_folder(i, DOCS);
         }
-        cluster
     }
 
     /// The cluster's temp dir.
@@ -130,6 +136,13 @@ impl Cluster {
             "--name".into(),
             folder.into(),
         ]
+    }
+
+    /// [`Cluster::add_args`] with `--token TOKEN`.
+    pub fn add_args_with_token(&self, i: usize, folder: &str, token: &str) -> Vec<OsString> {
+        let mut args = self.add_args(i, folder);
+        args.extend(["--token".into(), token.into()]);
+        args
     }
 
     /// `filesyncctl add` of client `i`'s `folder` on the running daemon; returns its dir.

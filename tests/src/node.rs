@@ -31,6 +31,8 @@ struct ServerRole {
     /// Only changes before the first successful start (see [`Node::start`]).
     port: AtomicU16,
     data_dir: PathBuf,
+    /// The `registration` key, or `None` to leave it out (the daemon's default).
+    registration: Option<&'static str>,
 }
 
 /// One `filesyncd` and everything it owns on disk. Killed on drop; a failing test
@@ -55,15 +57,26 @@ pub struct Node {
 impl Node {
     /// A client-only node under `root`; not started.
     pub fn client(root: &Path, name: &str) -> Node {
-        Node::new(root, name, false)
+        Node::new(root, name, None)
     }
 
     /// A node with the server role (open registration) under `root`; not started.
     pub fn server(root: &Path, name: &str) -> Node {
-        Node::new(root, name, true)
+        Node::new(root, name, Some(Some("open")))
     }
 
-    fn new(root: &Path, name: &str, server: bool) -> Node {
+    /// A node with the server role whose config says `registration = "…"`, or has no
+    /// `registration` key for `None`; not started.
+    pub fn server_with_registration(
+        root: &Path,
+        name: &str,
+        registration: Option<&'static str>,
+    ) -> Node {
+        Node::new(root, name, Some(registration))
+    }
+
+    /// `server` is `None` for a client-only node, else the server's `registration`.
+    fn new(root: &Path, name: &str, server: Option<Option<&'static str>>) -> Node {
         let home = root.join(name);
         // 0700: the control socket lives here, and a daemon may insist that the socket's
         // directory be private (brief §2.9).
@@ -80,9 +93,10 @@ impl Node {
             config: home.join("filesyncd.toml"),
             socket: home.join("ctl.sock"),
             log: home.join("daemon.log"),
-            server: server.then(|| ServerRole {
+            server: server.map(|registration| ServerRole {
                 port: AtomicU16::new(free_port()),
                 data_dir: home.join("data"),
+                registration,
             }),
             root: root.to_owned(),
             home,
@@ -117,6 +131,16 @@ impl Node {
         format!("127.0.0.1:{}", self.role().port.load(Ordering::SeqCst))
     }
 
+    /// The daemon's `state_dir` (device id, pins and credentials, indexes).
+    pub fn state_dir(&self) -> PathBuf {
+        self.home.join("state")
+    }
+
+    /// The daemon's log file (stdout and stderr of every start).
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     /// The server role's `data_dir`; panics on a client-only node.
     pub fn data_dir(&self) -> &Path {
         &self.role().data_dir
@@ -148,8 +172,10 @@ impl Node {
                     role.port.load(Ordering::SeqCst)
                 ),
                 format!("data_dir = {}", toml_string(&role.data_dir)),
-                "registration = \"open\"".to_owned(),
             ]);
+            if let Some(registration) = role.registration {
+                lines.push(format!("registration = \"{registration}\""));
+            }
         }
         lines.push(String::new());
         fs::write(&self.config, lines.join("\n")).expect("cannot write the node's config");

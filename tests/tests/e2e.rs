@@ -29,6 +29,8 @@ mod model;
 mod offline;
 #[path = "e2e/renames.rs"]
 mod renames;
+#[path = "e2e/security.rs"]
+mod security;
 #[path = "e2e/transfer.rs"]
 mod transfer;
 #[path = "e2e/versions.rs"]

@@ -7,10 +7,12 @@
 //! Decisions come from [`crate::plan`]; the session lives in [`session`].
 
 mod conflicts;
+pub mod connect;
 mod meter;
 mod pull;
 pub mod session;
 mod task;
+pub mod trust;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -55,6 +57,8 @@ pub struct ClientIdentity {
     pub device: DeviceId,
     pub device_name: String,
     pub state_dir: PathBuf,
+    /// Pins and credentials, shared by every folder.
+    pub trust: Arc<trust::TrustStore>,
 }
 
 /// The supervisor's handle on a running folder task.

@@ -1,4 +1,5 @@
-//! A client folder's connection to its server: connect, handshake, say hello, then
+//! A client folder's connection to its server: connect (TLS, handshake and credentials,
+//! through [`super::trust::TrustStore::login`]), say hello, then
 //! store every index batch the server sends, route block responses, serve the
 //! server's block requests, and keep the connection alive. Reconnects with backoff.
 //!
@@ -13,16 +14,13 @@ use anyhow::{Context, Result, anyhow, bail};
 use filesync_proto::wire::{
     BlockError, BlockRequest, Change, ClientMsg, Hello, PushOutcome, ServerMsg, VersionInfo,
 };
-use filesync_proto::{
-    DeviceId, FolderName, FrameCodec, Handshake, HandshakeReply, MAX_WIRE_FRAME, RelPath,
-};
+use filesync_proto::{DeviceId, FolderName, RelPath};
 use futures::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
-use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-use crate::conn::{self, Counted, Counters, Pending};
+use super::trust::TrustStore;
+use crate::conn::{self, Counters, Pending};
 use crate::index::Index;
 
 /// What the session tells its folder task.
@@ -136,6 +134,7 @@ pub struct SessionConfig {
     pub device: DeviceId,
     pub device_name: String,
     pub counters: Arc<Counters>,
+    pub trust: Arc<TrustStore>,
 }
 
 /// Connects and reconnects until `cancel`, reporting to `events`.
@@ -168,37 +167,23 @@ pub async fn run(cfg: SessionConfig, events: Events, cancel: CancellationToken) 
 }
 
 async fn connect_once(cfg: &SessionConfig, events: &Events) -> Result<()> {
-    let tcp = tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, TcpStream::connect(&cfg.server))
-        .await
-        .map_err(|_| anyhow!("timed out connecting to server {}", cfg.server))?
-        .with_context(|| {
-            format!(
-                "cannot connect to server {}; is filesyncd running there?",
-                cfg.server
-            )
-        })?;
-    tcp.set_nodelay(true)?;
-    let stream = Counted::new(tcp, cfg.counters.clone());
-    let mut hs = Framed::new(stream, FrameCodec::<HandshakeReply, Handshake>::new(1024));
-    hs.send(Handshake::current()).await?;
-    let reply = tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, hs.next())
-        .await
-        .map_err(|_| anyhow!("server {} did not answer the handshake", cfg.server))?
-        .ok_or_else(|| {
-            anyhow!(
-                "server {} closed the connection during the handshake",
-                cfg.server
-            )
-        })??;
-    reply.check().map_err(|e| anyhow!("{e}"))?;
-    let mut framed = hs.map_codec(|_| FrameCodec::<ServerMsg, ClientMsg>::new(MAX_WIRE_FRAME));
+    let auth = cfg
+        .trust
+        .login(
+            &cfg.server,
+            None,
+            (&cfg.device, &cfg.device_name),
+            cfg.counters.clone(),
+        )
+        .await?;
+    let mut framed = auth.framed;
 
     let index = Index::open(&cfg.index_file)?;
     let epoch = index.meta("server_epoch")?.unwrap_or(0) as u64;
     let since = index.meta("since")?.unwrap_or(0) as u64;
     framed
         .send(ClientMsg::Hello(Hello {
-            device: cfg.device.clone(),
+            device: auth.device.clone(),
             device_name: cfg.device_name.clone(),
             folder: cfg.folder.clone(),
             since_seq: since,
@@ -348,6 +333,7 @@ where
             }
             ServerMsg::Error(e) => bail!("server error: {}", e.message),
             ServerMsg::Welcome(_) => bail!("protocol error: unexpected second Welcome"),
+            ServerMsg::Invite(_) => bail!("protocol error: unexpected Invite"),
         }
     }
 }

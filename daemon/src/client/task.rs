@@ -226,6 +226,7 @@ impl FolderTask {
             device: self.id.device.clone(),
             device_name: self.id.device_name.clone(),
             counters: self.counters.clone(),
+            trust: self.id.trust.clone(),
         };
         self.session_gen += 1;
         let events = session::Events {

@@ -3,6 +3,10 @@
 //! trees; their indexes and kept versions live apart, in
 //! `DATA_DIR/.filesync/index/ACCOUNT/FOLDER.db` and `DATA_DIR/.filesync/versions/ACCOUNT/FOLDER/`,
 //! where no account or folder name can reach (names may not start with a dot).
+//!
+//! Every connection is TLS ([`crate::tls`]); after the handshake the device proves who it
+//! is ([`crate::auth`]) and from then on reaches only folders of its own account: a
+//! folder name is always resolved within the authenticated account.
 
 mod folder;
 mod session;
@@ -14,7 +18,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
-use filesync_proto::control::{ConnectedDevice, ServerStatus};
+use filesync_proto::auth::InviteToken;
+use filesync_proto::control::{AccountInfo, ConnectedDevice, ServerStatus};
 use filesync_proto::wire::Hello;
 use filesync_proto::{AccountName, DeviceId, FolderName};
 use tokio::net::TcpListener;
@@ -22,8 +27,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::ServerSection;
+use crate::auth::Accounts;
+use crate::config::{Registration as RegistrationMode, ServerSection};
 use crate::conn::Counters;
+use crate::tls::ServerIdentity;
 use folder::ServerFolderHandle;
 
 /// Connections served at once; further ones wait in the kernel's backlog.
@@ -34,10 +41,14 @@ pub struct Server {
     data_dir: PathBuf,
     listen: String,
     keep_versions: std::time::Duration,
-    /// Until enrolment exists, every device belongs to this account.
-    default_account: AccountName,
+    identity: ServerIdentity,
+    accounts: Accounts,
+    registration: RegistrationMode,
     folders: Mutex<HashMap<(AccountName, FolderName), ServerFolderHandle>>,
     devices: Mutex<HashMap<u64, ConnectedDevice>>,
+    /// One token per device that connected: revoking the device cancels it, which
+    /// closes every connection of that device at once.
+    device_cancels: Mutex<HashMap<DeviceId, CancellationToken>>,
     counters: Arc<Counters>,
     tracker: TaskTracker,
     cancel: CancellationToken,
@@ -70,12 +81,16 @@ impl Server {
         let listener = TcpListener::bind(&cfg.listen).await.with_context(|| {
             format!("cannot listen on {} (config key server.listen)", cfg.listen)
         })?;
-        std::fs::create_dir_all(cfg.data_dir.join(".filesync")).with_context(|| {
+        let meta = cfg.data_dir.join(".filesync");
+        std::fs::create_dir_all(&meta).with_context(|| {
             format!(
                 "cannot create data directory {} (config key server.data_dir)",
                 cfg.data_dir.display()
             )
         })?;
+        let identity = ServerIdentity::load_or_create(&meta.join("tls"))?;
+        let accounts = Accounts::open(&meta.join("accounts.db"))?;
+        tracing::info!(fingerprint = %identity.fingerprint, "server certificate");
         let server = Arc::new(Server {
             device,
             data_dir: cfg.data_dir.clone(),
@@ -83,9 +98,12 @@ impl Server {
                 .local_addr()
                 .map_or(cfg.listen.clone(), |a| a.to_string()),
             keep_versions: std::time::Duration::from_secs(u64::from(cfg.keep_versions) * 86_400),
-            default_account: AccountName::new("default").expect("valid name"),
+            identity,
+            accounts,
+            registration: cfg.registration,
             folders: Mutex::new(HashMap::new()),
             devices: Mutex::new(HashMap::new()),
+            device_cancels: Mutex::new(HashMap::new()),
             counters: Arc::new(Counters::default()),
             tracker,
             cancel,
@@ -151,6 +169,51 @@ impl Server {
         Ok(handle)
     }
 
+    /// A token cancelled when `device` is revoked (or the server stops).
+    fn device_cancel(&self, device: &DeviceId) -> CancellationToken {
+        lock(&self.device_cancels)
+            .entry(device.clone())
+            .or_insert_with(|| self.cancel.child_token())
+            .child_token()
+    }
+
+    /// A one-time invite token for `account` (created if new), as text.
+    pub fn invite(&self, account: &AccountName, ttl: std::time::Duration) -> Result<String> {
+        let secret = self.accounts.invite(account, ttl)?;
+        tracing::info!(account = %account, valid_secs = ttl.as_secs(), "invite token made");
+        Ok(InviteToken {
+            server: self.listen.clone(),
+            fingerprint: self.identity.fingerprint,
+            secret,
+        }
+        .to_text())
+    }
+
+    /// Every account and its devices, with how many connections each has open now.
+    pub fn accounts(&self) -> Result<Vec<AccountInfo>> {
+        let mut accounts = self.accounts.accounts()?;
+        let connected = lock(&self.devices);
+        for d in accounts.iter_mut().flat_map(|a| a.devices.iter_mut()) {
+            d.connections = connected.values().filter(|c| c.device == d.device).count() as u32;
+        }
+        Ok(accounts)
+    }
+
+    /// Refuses `device` from now on and closes its open connections.
+    pub fn revoke(&self, device: &DeviceId) -> Result<bool> {
+        if !self.accounts.revoke(device)? {
+            return Ok(false);
+        }
+        // The cancelled token stays: a connection admitted just before the revocation
+        // gets an already cancelled child and ends at once.
+        lock(&self.device_cancels)
+            .entry(device.clone())
+            .or_insert_with(|| self.cancel.child_token())
+            .cancel();
+        tracing::warn!(device = %device, "device revoked; its connections are closed");
+        Ok(true)
+    }
+
     fn register_device(
         self: &Arc<Self>,
         hello: &Hello,
@@ -185,6 +248,12 @@ impl Server {
         ServerStatus {
             listen: self.listen.clone(),
             data_dir: self.data_dir.display().to_string(),
+            fingerprint: self.identity.fingerprint.to_hex(),
+            registration: match self.registration {
+                RegistrationMode::Invite => "invite",
+                RegistrationMode::Open => "open",
+            }
+            .into(),
             folders,
             devices,
         }
@@ -211,9 +280,9 @@ pub async fn serve(server: Arc<Server>, listener: TcpListener, cancel: Cancellat
                 }
             },
         };
-        let (server, cancel) = (server.clone(), cancel.child_token());
+        let server = server.clone();
         server.tracker.clone().spawn(async move {
-            session::serve(server, tcp, peer, cancel).await;
+            session::serve(server, tcp, peer).await;
             drop(permit);
         });
     }

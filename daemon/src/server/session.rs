@@ -1,4 +1,5 @@
-//! One device's connection to the server: handshake, hello, then three flows at once —
+//! One device's connection to the server: TLS, handshake, credentials, hello, then
+//! three flows at once —
 //! the index stream (every committed version the device has not seen, then each new one
 //! as it is committed), its pushes (content staged here through
 //! [`crate::transfer`], committed by the sequencer), and block requests both ways.
@@ -7,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
+use filesync_proto::auth::{AuthReply, AuthRequest, MAX_AUTH_FRAME};
 use filesync_proto::wire::{
     BlockError, BlockRequest, Change, ClientMsg, EntryKind, ErrorKind, Hello, PushOutcome,
     ServerMsg, Welcome, WireError,
@@ -15,11 +17,13 @@ use filesync_proto::{FrameCodec, Handshake, HandshakeReply, MAX_WIRE_FRAME};
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_rustls::server::TlsStream;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use super::Server;
 use super::folder::{FolderCmd, ServerFolderHandle, cut_batch, stale_base};
+use crate::auth::Admitted;
 use crate::beneath::Root;
 use crate::conn::{self, Counted, Pending};
 use crate::index::Index;
@@ -29,27 +33,36 @@ use crate::transfer;
 /// Index bytes per message to a device.
 const INDEX_BYTES: usize = 4 * 1024 * 1024;
 
-pub async fn serve(
-    server: Arc<Server>,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    cancel: CancellationToken,
-) {
+pub async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
     let stream = Counted::new(tcp, server.counters.clone());
-    match run(&server, stream, peer, &cancel).await {
+    match run(&server, stream, peer).await {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
         Err(e) => tracing::info!(%peer, "connection closed: {e:#}"),
     }
 }
 
-async fn run(
+/// TLS, the frozen handshake, then the device's credentials: the device and account
+/// this connection acts for, and the framed stream for the wire messages.
+async fn admit(
     server: &Arc<Server>,
     stream: Counted<TcpStream>,
     peer: SocketAddr,
-    cancel: &CancellationToken,
-) -> Result<()> {
-    let mut hs = Framed::new(stream, FrameCodec::<Handshake, HandshakeReply>::new(1024));
+) -> Result<(
+    Framed<TlsStream<Counted<TcpStream>>, FrameCodec<ClientMsg, ServerMsg>>,
+    Admitted,
+)> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(server.identity.config.clone());
+    let tls = tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "no TLS handshake within {}s",
+                conn::HANDSHAKE_TIMEOUT.as_secs()
+            )
+        })?
+        .context("TLS handshake failed (a client without TLS, or not a filesync client)")?;
+    let mut hs = Framed::new(tls, FrameCodec::<Handshake, HandshakeReply>::new(1024));
     let hello = tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, hs.next())
         .await
         .map_err(|_| anyhow!("no handshake within {}s", conn::HANDSHAKE_TIMEOUT.as_secs()))?
@@ -60,9 +73,54 @@ async fn run(
         bail!("refused: {reason}");
     }
     hs.send(HandshakeReply::accept()).await?;
-    let mut framed = hs.map_codec(|_| FrameCodec::<ClientMsg, ServerMsg>::new(MAX_WIRE_FRAME));
-    let hello: Hello = match tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, framed.next()).await {
+    let mut auth = hs.map_codec(|_| FrameCodec::<AuthRequest, AuthReply>::new(MAX_AUTH_FRAME));
+    let request = tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, auth.next())
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "no credentials within {}s",
+                conn::HANDSHAKE_TIMEOUT.as_secs()
+            )
+        })?
+        .ok_or_else(|| anyhow!("closed before sending credentials"))?
+        .context("bad credentials message")?;
+    let open = server.registration == crate::config::Registration::Open;
+    let decided = server.accounts.authenticate(&request, open, peer.ip())?;
+    let admitted = match decided {
+        Ok(a) => a,
+        Err(refusal) => {
+            let _ = auth.send(AuthReply::Refused(refusal)).await;
+            bail!("device refused: {refusal:?}");
+        }
+    };
+    auth.send(AuthReply::Accepted {
+        account: admitted.account.clone(),
+        device: admitted.device.clone(),
+        credential: admitted.credential.clone(),
+    })
+    .await?;
+    let framed = auth.map_codec(|_| FrameCodec::<ClientMsg, ServerMsg>::new(MAX_WIRE_FRAME));
+    Ok((framed, admitted))
+}
+
+async fn run(server: &Arc<Server>, stream: Counted<TcpStream>, peer: SocketAddr) -> Result<()> {
+    let (mut framed, admitted) = admit(server, stream, peer).await?;
+    // Cancelled at shutdown, and when the device is revoked (already, if that happened
+    // since it was admitted).
+    let conn_cancel = server.device_cancel(&admitted.device);
+    if conn_cancel.is_cancelled() {
+        bail!("device {} was revoked", admitted.device);
+    }
+    let mut hello: Hello = match tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, framed.next()).await
+    {
         Ok(Some(Ok(ClientMsg::Hello(h)))) => h,
+        Ok(Some(Ok(ClientMsg::CreateInvite))) => {
+            let answer = server
+                .invite(&admitted.account, crate::auth::DEFAULT_INVITE_TTL)
+                .map_err(|e| format!("{e:#}"));
+            framed.send(ServerMsg::Invite(answer)).await?;
+            return Ok(());
+        }
         Ok(Some(Ok(_))) => {
             let _ = framed
                 .send(error(
@@ -76,7 +134,9 @@ async fn run(
         Ok(None) => bail!("closed before hello"),
         Err(_) => bail!("no hello within {}s", conn::HANDSHAKE_TIMEOUT.as_secs()),
     };
-    let folder = match server.folder(&server.default_account, &hello.folder) {
+    // The device is who it proved to be, whatever its hello says.
+    hello.device = admitted.device.clone();
+    let folder = match server.folder(&admitted.account, &hello.folder) {
         Ok(f) => f,
         Err(e) => {
             let _ = framed
@@ -114,7 +174,6 @@ async fn run(
         }
     });
     let pending = Arc::new(Pending::default());
-    let conn_cancel = cancel.child_token();
     let flow = |what: &str| {
         format!(
             "{what} of device {} in folder {}",
@@ -278,6 +337,7 @@ where
                 .await?;
             }
             ClientMsg::Hello(_) => bail!("protocol error: second Hello"),
+            ClientMsg::CreateInvite => bail!("protocol error: CreateInvite after Hello"),
         }
     }
 }

@@ -130,6 +130,34 @@ impl Node {
             .to_owned()
     }
 
+    /// `filesyncctl server invite ACCOUNT [--expires DURATION]`: the token it prints.
+    pub fn server_invite(&self, account: &str, expires: Option<&str>) -> String {
+        let mut args = vec!["server", "invite", account];
+        if let Some(expires) = expires {
+            args.extend(["--expires", expires]);
+        }
+        self.ctl_ok(args).trim().to_owned()
+    }
+
+    /// `filesyncctl server devices --json`, parsed: the accounts, each with its devices.
+    pub fn server_accounts(&self) -> Vec<Value> {
+        let stdout = self.ctl_ok(["server", "devices", "--json"]);
+        serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!(
+                "{}: server devices --json is not a list ({e}):\n{stdout}",
+                self.name
+            )
+        })
+    }
+
+    /// Every device of [`Node::server_accounts`], each naming its `account`.
+    pub fn server_devices(&self) -> Vec<Value> {
+        self.server_accounts()
+            .iter()
+            .flat_map(|a| a["devices"].as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+
     /// `filesyncctl conflicts --json FOLDER`, parsed.
     pub fn conflicts(&self, folder: &str) -> Vec<Conflict> {
         let stdout = self.ctl_ok(["conflicts", "--json", folder]);

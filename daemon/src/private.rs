@@ -1,0 +1,56 @@
+//! Files only the daemon's user may read: the server's TLS key, the account store, a
+//! device's pins and credentials. Directories are made 0700 and files 0600 from the
+//! start, never created readable and tightened afterwards.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// Makes `dir` (and its parents) if missing; a directory it makes is 0700.
+pub fn create_dir(dir: &Path) -> Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("cannot create directory {}", dir.display()))
+}
+
+fn options() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+}
+
+/// Writes `bytes` to `path` through a 0600 temp file renamed into place.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let temp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&temp);
+    let mut file = options()
+        .write(true)
+        .create_new(true)
+        .open(&temp)
+        .with_context(|| format!("cannot create {}", temp.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", temp.display()))?;
+    std::fs::rename(&temp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Makes sure `path` exists as a 0600 file before a database is opened there: SQLite
+/// gives its journal files the database file's permissions.
+pub fn touch(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        create_dir(dir)?;
+    }
+    options()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    Ok(())
+}
