@@ -20,7 +20,8 @@ use crate::{chunk, store};
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
 /// How often we ping an idle connection so the other side does not time out.
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);
-/// How long the handshake may take before the connection is dropped.
+/// How long a connection may take from accept (or connect) to its Hello, whatever the
+/// pace of its bytes, before it is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long we wait for one block.
 pub const BLOCK_TIMEOUT: Duration = Duration::from_secs(60);

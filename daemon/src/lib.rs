@@ -14,6 +14,7 @@ pub mod ignore;
 pub mod index;
 pub mod lifecycle;
 pub mod plan;
+pub mod received;
 pub mod scan;
 pub mod server;
 pub mod store;

@@ -191,6 +191,8 @@ mod tests {
         // Oversized lengths are refused from the prefix alone, before allocation.
         check(&1025u32.to_be_bytes(), too_large);
         check(&u32::MAX.to_be_bytes(), too_large);
+        // Exactly the limit is read, and judged by its content.
+        check(&frame(&[0xff; 1024]), malformed);
         // Truncated: a prefix promising more than arrives, or a cut prefix.
         check(&[0, 0, 0, 9, 1, 2], truncated);
         check(&[0, 0], truncated);

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use filesync_proto::wire::{
-    BlockError, BlockRequest, Change, ClientMsg, Hello, PushOutcome, ServerMsg, VersionInfo,
+    BlockError, BlockRequest, Change, ClientMsg, Entry, Hello, MAX_BATCH, PushOutcome, ServerMsg,
+    VersionInfo,
 };
 use filesync_proto::{
     DeviceId, FolderName, FrameCodec, Handshake, HandshakeReply, MAX_WIRE_FRAME, RelPath,
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::conn::{self, Counted, Counters, Pending};
 use crate::index::Index;
+use crate::received;
 
 /// What the session tells its folder task.
 pub enum SessionEvent {
@@ -303,6 +305,13 @@ where
                 up_to,
                 caught_up,
             } => {
+                if entries.len() > MAX_BATCH {
+                    bail!(
+                        "protocol error: an index batch of {} entries is over the limit of {MAX_BATCH}",
+                        entries.len()
+                    );
+                }
+                let entries = accepted(cfg, entries);
                 index.batch(|ix| {
                     for e in &entries {
                         match &e.renamed_from {
@@ -349,4 +358,19 @@ where
             ServerMsg::Welcome(_) => bail!("protocol error: unexpected second Welcome"),
         }
     }
+}
+
+/// The server's entries this client can take: one that fails [`received::check_entry`]
+/// is logged and left out, never applied, and the rest of the batch goes on.
+fn accepted(cfg: &SessionConfig, entries: Vec<Entry>) -> Vec<Entry> {
+    entries
+        .into_iter()
+        .filter_map(|mut e| match received::check_entry(&mut e) {
+            Ok(()) => Some(e),
+            Err(reason) => {
+                tracing::warn!(folder = %cfg.folder, server = %cfg.server, "ignored an entry from the server: {reason}");
+                None
+            }
+        })
+        .collect()
 }

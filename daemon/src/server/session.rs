@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use filesync_proto::wire::{
-    BlockError, BlockRequest, Change, ClientMsg, EntryKind, ErrorKind, Hello, PushOutcome,
-    ServerMsg, Welcome, WireError,
+    BlockError, BlockRequest, Change, ClientMsg, EntryKind, ErrorKind, Hello, MAX_BATCH,
+    PushOutcome, ServerMsg, Welcome, WireError,
 };
 use filesync_proto::{FrameCodec, Handshake, HandshakeReply, MAX_WIRE_FRAME};
 use futures::{SinkExt, StreamExt};
@@ -23,7 +23,7 @@ use super::folder::{FolderCmd, ServerFolderHandle, cut_batch, stale_base};
 use crate::conn::{self, Counted, Pending};
 use crate::index::Index;
 use crate::store::Prepared;
-use crate::transfer;
+use crate::{received, transfer};
 
 /// Index bytes per message to a device.
 const INDEX_BYTES: usize = 4 * 1024 * 1024;
@@ -48,8 +48,10 @@ async fn run(
     peer: SocketAddr,
     cancel: &CancellationToken,
 ) -> Result<()> {
+    // One deadline for everything before Hello, however slowly its bytes arrive.
+    let deadline = tokio::time::Instant::now() + conn::HANDSHAKE_TIMEOUT;
     let mut hs = Framed::new(stream, FrameCodec::<Handshake, HandshakeReply>::new(1024));
-    let hello = tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, hs.next())
+    let hello = tokio::time::timeout_at(deadline, hs.next())
         .await
         .map_err(|_| anyhow!("no handshake within {}s", conn::HANDSHAKE_TIMEOUT.as_secs()))?
         .ok_or_else(|| anyhow!("closed before the handshake"))?
@@ -60,7 +62,7 @@ async fn run(
     }
     hs.send(HandshakeReply::accept()).await?;
     let mut framed = hs.map_codec(|_| FrameCodec::<ClientMsg, ServerMsg>::new(MAX_WIRE_FRAME));
-    let hello: Hello = match tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, framed.next()).await {
+    let hello: Hello = match tokio::time::timeout_at(deadline, framed.next()).await {
         Ok(Some(Ok(ClientMsg::Hello(h)))) => h,
         Ok(Some(Ok(_))) => {
             let _ = framed
@@ -73,7 +75,10 @@ async fn run(
         }
         Ok(Some(Err(e))) => return Err(e).context("bad hello"),
         Ok(None) => bail!("closed before hello"),
-        Err(_) => bail!("no hello within {}s", conn::HANDSHAKE_TIMEOUT.as_secs()),
+        Err(_) => bail!(
+            "no hello within {}s of connecting",
+            conn::HANDSHAKE_TIMEOUT.as_secs()
+        ),
     };
     let folder = match server.folder(&server.default_account, &hello.folder) {
         Ok(f) => f,
@@ -208,6 +213,12 @@ where
         };
         match msg {
             ClientMsg::Push { id, changes } => {
+                if changes.len() > MAX_BATCH {
+                    bail!(
+                        "protocol error: a push of {} changes is over the limit of {MAX_BATCH}",
+                        changes.len()
+                    );
+                }
                 pushes
                     .send((id, changes))
                     .await
@@ -393,6 +404,11 @@ async fn prepare(
     let failed = |e: anyhow::Error| PushOutcome::Failed {
         reason: format!("{e:#}"),
     };
+    let mut change = change;
+    if let Err(reason) = received::check_entry(&mut change.entry) {
+        tracing::warn!(folder = %folder.name, "refused a pushed change: {reason}");
+        return Err(PushOutcome::Failed { reason });
+    }
     let current = index.local(&change.entry.path).map_err(failed)?;
     let same = current
         .as_ref()
