@@ -1,0 +1,545 @@
+//! Hostile input on the wire (test-matrix A1, A2, A6, A7, A8, A11, A12 and the connection
+//! limits): a device written in the test code sends what no honest device would. Each
+//! bad input must close its connection (or have its change refused) with a reason in the
+//! server's log, write nothing outside the folder, and leave the server serving the
+//! well-behaved clients, which sync a file afterwards.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::thread;
+use std::time::Duration;
+
+use filesync_proto::frame::encode_payload;
+use filesync_proto::handshake::MAGIC;
+use filesync_proto::wire::{BlockInfo, Change, ClientMsg, EntryKind, Hello, PushOutcome};
+use filesync_proto::{DeviceId, FolderName, Handshake, MAX_WIRE_FRAME};
+use filesync_tests::cluster::DOCS;
+use filesync_tests::files::{self, pseudo_random};
+use filesync_tests::hostile::{
+    self, PLACEHOLDER, Raw, all_paths, create, file_entry, frame, serve_from, splice_path,
+    wait_for_log_line,
+};
+use filesync_tests::{Cluster, manifest, server_store};
+
+/// How long the server may take to log why it closed a connection.
+const LOG_WAIT: Duration = Duration::from_secs(10);
+/// Longer than the server's deadline for everything before Hello (10 s).
+const PRE_HELLO_WAIT: Duration = Duration::from_secs(20);
+
+/// The server's data dir without its index files, which SQLite rewrites at will: what a
+/// hostile device might manage to write into.
+fn data_snapshot(data_dir: &Path) -> BTreeSet<String> {
+    all_paths(data_dir)
+        .into_iter()
+        .filter(|p| !p.starts_with(".filesync/index/"))
+        .collect()
+}
+
+/// A cluster whose clients have synced one file, so the server's folder exists.
+fn started() -> Cluster {
+    let cl = Cluster::new(2);
+    files::write(&cl.path_on(0, DOCS, "before.txt"), b"before the attack\n");
+    cl.settle(DOCS);
+    cl
+}
+
+/// Ends a scenario: the well-behaved clients still sync a new file both ways, and
+/// the common oracle (canary dir untouched, nothing next to the folders) holds.
+fn still_syncs(cl: &Cluster, name: &str) {
+    let content = pseudo_random(91, 70_000);
+    files::write(&cl.path_on(1, DOCS, name), &content);
+    cl.settle(DOCS);
+    cl.assert_file_everywhere(DOCS, name, &content);
+}
+
+/// The server logs a closed connection with the peer's address and the reason.
+fn closed_with(cl: &Cluster, peer: std::net::SocketAddr, reason: &str) {
+    let peer = peer.to_string();
+    wait_for_log_line(
+        || cl.server().log_text(),
+        &[&peer, "connection closed", reason],
+        LOG_WAIT,
+    )
+    .unwrap_or_else(|why| panic!("no logged reason {reason:?} for {peer}: {why}"));
+}
+
+/// Sends `bytes` after Hello and checks that the server closes the connection and logs
+/// `reason`.
+fn after_hello(cl: &Cluster, what: &str, bytes: &[u8], reason: &str) {
+    let (mut dev, _) = hostile::connect(&cl.server().server_addr(), "hostile", DOCS)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let peer = dev.local_addr();
+    // The server may close before it has read everything: a failed write is fine.
+    let _ = dev.send_raw(bytes);
+    dev.into_raw()
+        .wait_closed(LOG_WAIT)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    closed_with(cl, peer, reason);
+}
+
+fn push_of(changes: Vec<Change>) -> ClientMsg {
+    ClientMsg::Push { id: 1, changes }
+}
+
+/// A8 and the handshake: bad frames before and after Hello, a wrong protocol version, a
+/// handshake that never finishes, a 1-byte-per-second trickle, and one address opening
+/// too many connections.
+#[test]
+fn hostile_frames_close_the_connection_with_a_logged_reason() {
+    let cl = started();
+    let addr = cl.server().server_addr();
+    let data_dir = cl.server().data_dir().to_owned();
+    let before = data_snapshot(&data_dir);
+
+    // Slow attackers run while the others go on: each must be cut at the deadline.
+    let silent = {
+        let addr = addr.clone();
+        thread::spawn(move || {
+            let mut raw = Raw::connect(&addr).expect("connect");
+            let peer = raw.local_addr();
+            (peer, raw.wait_closed(PRE_HELLO_WAIT))
+        })
+    };
+    let trickle = {
+        let addr = addr.clone();
+        thread::spawn(move || {
+            let mut raw = Raw::connect(&addr).expect("connect");
+            let peer = raw.local_addr();
+            let mut bytes = frame(&encode_payload(&Handshake::current()).unwrap());
+            bytes.extend(frame(&encode_payload(&hello()).unwrap()));
+            // One byte a second, until the server gives up on us (or all are sent).
+            for b in bytes {
+                if raw.write(&[b]).is_err() {
+                    break;
+                }
+                thread::sleep(Duration::from_secs(1));
+            }
+            (peer, raw.wait_closed(PRE_HELLO_WAIT))
+        })
+    };
+
+    // Before Hello: not our protocol, a wrong magic, a wrong version, a frame over the
+    // handshake's limit, a truncated handshake.
+    let wrong_version = Handshake {
+        magic: MAGIC,
+        version: filesync_proto::PROTOCOL_VERSION + 7,
+    };
+    let wrong_magic = Handshake {
+        magic: *b"HTTP",
+        version: filesync_proto::PROTOCOL_VERSION,
+    };
+    let pre_hello: [(&str, Vec<u8>, &str); 5] = [
+        (
+            "HTTP request",
+            b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+            "bad handshake",
+        ),
+        (
+            "wrong magic",
+            frame(&encode_payload(&wrong_magic).unwrap()),
+            "not a filesync client",
+        ),
+        (
+            "wrong protocol version",
+            frame(&encode_payload(&wrong_version).unwrap()),
+            "protocol version mismatch",
+        ),
+        (
+            "2^32-1 handshake",
+            u32::MAX.to_be_bytes().to_vec(),
+            "larger than the limit",
+        ),
+        (
+            "truncated handshake",
+            vec![0, 0, 0, 5, b'F'],
+            "in the middle of a frame",
+        ),
+    ];
+    for (what, bytes, reason) in pre_hello {
+        let mut raw = Raw::connect(&addr).unwrap();
+        let peer = raw.local_addr();
+        raw.write(&bytes).unwrap();
+        raw.shutdown_write();
+        raw.wait_closed(LOG_WAIT)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        closed_with(&cl, peer, reason);
+    }
+
+    // After Hello: every frame case of A8, an unknown message, a second Hello, a push
+    // over the batch limit.
+    let bad_frames: [(&str, Vec<u8>, &str); 7] = [
+        ("length 0", frame(&[]), "bad message from device"),
+        (
+            "length 1, unknown tag",
+            frame(&[0x7f]),
+            "bad message from device",
+        ),
+        (
+            "max + 1",
+            (MAX_WIRE_FRAME as u32 + 1).to_be_bytes().to_vec(),
+            "larger than the limit",
+        ),
+        (
+            "2^32 - 1",
+            u32::MAX.to_be_bytes().to_vec(),
+            "larger than the limit",
+        ),
+        (
+            "valid length, garbage",
+            frame(&[0xff; 64]),
+            "bad message from device",
+        ),
+        (
+            "second Hello",
+            frame(&encode_payload(&hello()).unwrap()),
+            "second Hello",
+        ),
+        (
+            "1001 changes in one push",
+            frame(
+                &encode_payload(&push_of(
+                    (0..1001)
+                        .map(|i| create(file_entry(&format!("f{i}"), b"x")))
+                        .collect(),
+                ))
+                .unwrap(),
+            ),
+            "over the limit of 1000",
+        ),
+    ];
+    for (what, bytes, reason) in &bad_frames {
+        after_hello(&cl, what, bytes, reason);
+    }
+    // A truncated frame, then EOF.
+    let mut cut = 100u32.to_be_bytes().to_vec();
+    cut.extend([1; 10]);
+    let (mut dev, _) = hostile::connect(&addr, "hostile", DOCS).unwrap();
+    let peer = dev.local_addr();
+    dev.send_raw(&cut).unwrap();
+    let mut raw = dev.into_raw();
+    raw.shutdown_write();
+    raw.wait_closed(LOG_WAIT).unwrap();
+    closed_with(&cl, peer, "in the middle of a frame");
+
+    for (what, handle) in [("silent", silent), ("trickle", trickle)] {
+        let (peer, closed) = handle.join().expect("attacker thread");
+        let after = closed.unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(
+            after < Duration::from_secs(15),
+            "{what}: closed only after {after:?}"
+        );
+        closed_with(&cl, peer, "within 10s");
+    }
+
+    // Too many connections from one address: the clients hold one each; the server
+    // takes 30 more and closes the rest at once with a reason.
+    let crowd: Vec<Raw> = (0..40).map(|_| Raw::connect(&addr).unwrap()).collect();
+    let refused = "connection refused: 32 connections from that address already";
+    filesync_tests::poll_until(LOG_WAIT, || {
+        let n = cl.server().log_text().matches(refused).count();
+        if n == 10 {
+            Ok(())
+        } else {
+            Err(format!("{n} refusals logged, expected 10"))
+        }
+    })
+    .unwrap();
+    drop(crowd);
+
+    assert_eq!(
+        data_snapshot(&data_dir),
+        before,
+        "the server's data dir changed"
+    );
+    still_syncs(&cl, "after-frames.bin");
+}
+
+/// A1: every path form of the matrix, spliced into a push, fails to decode: the
+/// connection is closed with a logged reason and nothing is written.
+#[test]
+fn hostile_paths_in_a_push_close_the_connection() {
+    let cl = started();
+    let data_dir = cl.server().data_dir().to_owned();
+    let before = data_snapshot(&data_dir);
+    let long_path = vec!["x".repeat(240); 17].join("/") + "y";
+    let long_component = "x".repeat(256);
+    let bad: Vec<&[u8]> = vec![
+        b"../x",
+        b"..",
+        b"a/../../x",
+        b"a/./../..",
+        b"bar/../../foo/bar",
+        b"/etc/passwd",
+        b"//x",
+        b"\\x",
+        b"a\\..\\..\\x",
+        b"C:\\x",
+        b"C:x",
+        b"\\\\?\\C:\\x",
+        b"\\\\server\\share",
+        b"",
+        b".",
+        b"a//b",
+        b"a/",
+        b"a\0b",
+        b"\xff\xfe",
+        long_path.as_bytes(),
+        long_component.as_bytes(),
+    ];
+    for path in bad {
+        let msg = push_of(vec![create(file_entry(PLACEHOLDER, b"evil"))]);
+        after_hello(
+            &cl,
+            &String::from_utf8_lossy(path),
+            &frame(&splice_path(&msg, path)),
+            "bad message from device",
+        );
+    }
+    // The same in the other places a path travels: a rename's source, a block request,
+    // a versions listing.
+    let mut moved = file_entry("moved", b"");
+    moved.kind = EntryKind::Dir;
+    moved.renamed_from = Some(filesync_proto::RelPath::new(PLACEHOLDER).unwrap());
+    let request = filesync_proto::wire::BlockRequest {
+        path: filesync_proto::RelPath::new(PLACEHOLDER).unwrap(),
+        offset: 0,
+        size: 4,
+        hash: hostile::sha256(b"root"),
+    };
+    for msg in [
+        push_of(vec![create(moved)]),
+        ClientMsg::BlockRequest { id: 1, request },
+        ClientMsg::ListVersions {
+            id: 2,
+            path: filesync_proto::RelPath::new(PLACEHOLDER).unwrap(),
+        },
+    ] {
+        after_hello(
+            &cl,
+            "../../etc/passwd elsewhere",
+            &frame(&splice_path(&msg, b"../../etc/passwd")),
+            "bad message from device",
+        );
+    }
+    assert_eq!(
+        data_snapshot(&data_dir),
+        before,
+        "the server's data dir changed"
+    );
+    still_syncs(&cl, "after-paths.bin");
+}
+
+/// A2, A6, A7, A11, A12: changes that decode but must be refused (reserved names, block
+/// lists that do not describe the file, blocks that do not match), base and sequence
+/// anomalies, and mode bits and mtimes that are stored narrowed or as they are.
+#[test]
+fn hostile_pushes_are_refused_and_odd_metadata_is_tamed() {
+    let cl = started();
+    let (mut dev, welcome) = hostile::connect(&cl.server().server_addr(), "hostile", DOCS).unwrap();
+    let server_docs = cl.server_dir(DOCS).unwrap();
+
+    // A2: the daemon's reserved namespace, anywhere in a path.
+    let reserved = [
+        ".filesync-tmp-0000000000000000",
+        "sub/.filesync-partial-0123",
+        ".filesync/versions/x",
+        ".filesync",
+    ];
+    let changes = reserved
+        .iter()
+        .map(|p| create(file_entry(p, b"evil")))
+        .collect();
+    let outcomes = dev.push(1, changes, &|r| serve_from(b"evil", r)).unwrap();
+    for (path, outcome) in reserved.iter().zip(&outcomes) {
+        assert!(
+            matches!(outcome, PushOutcome::Failed { reason } if reason.contains("reserved namespace")),
+            "{path}: {outcome:?}"
+        );
+    }
+
+    // A6: block lists and blocks that do not describe the content.
+    let content = pseudo_random(5, 3000);
+    let refusals: Vec<(&str, filesync_proto::wire::Entry, Vec<u8>, &str)> = vec![
+        {
+            let e = file_entry("bad-bytes.bin", &content);
+            (
+                "bytes not matching the hash",
+                e,
+                vec![0; 3000],
+                "does not match its hash",
+            )
+        },
+        {
+            let mut e = file_entry("short.bin", &content);
+            e.size += 1;
+            ("sizes not adding up", e, content.clone(), "entry.size")
+        },
+        {
+            let mut e = file_entry("zero.bin", &content);
+            e.blocks.push(BlockInfo {
+                hash: hostile::sha256(b""),
+                size: 0,
+            });
+            ("zero-length block", e, content.clone(), "entry.blocks")
+        },
+        {
+            let big = vec![1u8; filesync_proto::wire::MAX_BLOCK_SIZE as usize + 1];
+            let mut e = file_entry("huge-block.bin", &big);
+            e.blocks = vec![BlockInfo {
+                hash: hostile::sha256(&big),
+                size: filesync_proto::wire::MAX_BLOCK_SIZE + 1,
+            }];
+            ("block over the limit", e, big, "entry.blocks[0].size")
+        },
+        {
+            let mut e = file_entry("tiny.bin", b"x");
+            e.blocks = vec![
+                BlockInfo {
+                    hash: hostile::sha256(b"x"),
+                    size: 1,
+                };
+                100_000
+            ];
+            (
+                "100000 blocks for 1 byte",
+                e,
+                b"x".to_vec(),
+                "100000 blocks",
+            )
+        },
+        {
+            let mut e = file_entry("link", b"");
+            e.kind = EntryKind::Symlink;
+            e.blocks.clear();
+            ("empty link target", e, Vec::new(), "entry.target")
+        },
+    ];
+    for (what, entry, serve, reason) in refusals {
+        let outcomes = dev
+            .push(2, vec![create(entry)], &|r| serve_from(&serve, r))
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(
+            matches!(&outcomes[..], [PushOutcome::Failed { reason: r }] if r.contains(reason)),
+            "{what}: {outcomes:?}"
+        );
+    }
+
+    // A7: a new file, the same change again, a base from the future, a good edit.
+    let v1 = file_entry("a7.txt", b"one\n");
+    let push = |dev: &mut hostile::Device, change: Change, bytes: &[u8]| {
+        let outcomes = dev
+            .push(3, vec![change], &|r| serve_from(bytes, r))
+            .unwrap();
+        assert_eq!(outcomes.len(), 1);
+        outcomes[0].clone()
+    };
+    let PushOutcome::Accepted { seq: s1 } = push(&mut dev, create(v1.clone()), b"one\n") else {
+        panic!("a new file was not accepted")
+    };
+    assert!(
+        s1 > welcome.current_seq,
+        "{s1} after {}",
+        welcome.current_seq
+    );
+    assert_eq!(
+        push(&mut dev, create(v1.clone()), b"one\n"),
+        PushOutcome::Accepted { seq: s1 },
+        "the same change twice is one version"
+    );
+    let v2 = file_entry("a7.txt", b"two\n");
+    let future = Change {
+        entry: v2.clone(),
+        base_seq: s1 + 1000,
+    };
+    assert_eq!(
+        push(&mut dev, future, b"two\n"),
+        PushOutcome::Conflict { current_seq: s1 }
+    );
+    let good = Change {
+        entry: v2,
+        base_seq: s1,
+    };
+    let PushOutcome::Accepted { seq: s2 } = push(&mut dev, good.clone(), b"two\n") else {
+        panic!("an edit on the current version was not accepted")
+    };
+    assert!(s2 > s1);
+    assert_eq!(
+        push(&mut dev, good, b"two\n"),
+        PushOutcome::Accepted { seq: s2 },
+        "the same update twice is one version"
+    );
+
+    // A11 and A12: narrowed mode bits, a mode that forbids everything, extreme mtimes.
+    let odd_files = [
+        ("setuid.sh", 0o4755, 0o755, 1_700_000_000_000_000_000),
+        ("sticky.txt", 0o1777, 0o777, 1_700_000_000_000_000_000),
+        ("locked.txt", 0o000, 0o000, 1_700_000_000_000_000_000),
+        ("epoch.txt", 0o644, 0o644, 0),
+        ("before-1970.txt", 0o644, 0o644, -1_500_000_000_000_000_000),
+        ("year-2262.txt", 0o644, 0o644, i64::MAX),
+    ];
+    let odd = odd_files
+        .iter()
+        .map(|&(name, mode, _, mtime_ns)| {
+            let mut e = file_entry(name, name.as_bytes());
+            e.mode = mode;
+            e.mtime_ns = mtime_ns;
+            create(e)
+        })
+        .collect();
+    let outcomes = dev
+        .push(4, odd, &|r| serve_from(r.path.as_str().as_bytes(), r))
+        .unwrap();
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, PushOutcome::Accepted { .. })),
+        "{outcomes:?}"
+    );
+    drop(dev);
+
+    let common = cl.settle(DOCS);
+    for (name, _, want, _) in odd_files {
+        cl.assert_file_everywhere(DOCS, name, name.as_bytes());
+        for i in cl.all_clients() {
+            assert_eq!(
+                files::mode(&cl.path_on(i, DOCS, name)),
+                want,
+                "{name} on {i}"
+            );
+        }
+        assert_eq!(
+            files::mode(&server_docs.join(name)),
+            want,
+            "{name} on the server"
+        );
+    }
+    cl.assert_file_everywhere(DOCS, "a7.txt", b"two\n");
+    for path in reserved
+        .iter()
+        .chain(&["bad-bytes.bin", "short.bin", "tiny.bin", "link"])
+    {
+        assert!(
+            !all_paths(&server_docs).contains(*path),
+            "{path} appeared on the server"
+        );
+    }
+    assert!(!common.contains_key("huge-block.bin"));
+    let summary = server_store::check_index(
+        &server_store::index_file(cl.server().data_dir(), "default", DOCS),
+        &manifest(&server_docs).unwrap(),
+    )
+    .unwrap();
+    assert!(summary.max_seq >= s2);
+    still_syncs(&cl, "after-pushes.bin");
+}
+
+fn hello() -> ClientMsg {
+    ClientMsg::Hello(Hello {
+        device: DeviceId::new("hostile").unwrap(),
+        device_name: "hostile".into(),
+        folder: FolderName::new(DOCS).unwrap(),
+        since_seq: 0,
+        epoch: 0,
+    })
+}
