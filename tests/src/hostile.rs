@@ -4,6 +4,7 @@
 //! * [`connect`] is the only place that opens a device connection (TCP, the frozen
 //!   handshake, Hello for a folder); a change to how devices connect changes it alone.
 //! * [`Device`] sends messages or raw bytes on such a connection and reads the answers.
+//! * [`accept_device`] plays the server for a real client ([`ServerEnd`]).
 //! * [`Raw`] is a bare TCP connection for what goes wrong before Hello.
 //! * [`splice_path`] puts any bytes where a message holds a path, since a `RelPath` that
 //!   fails validation cannot be built.
@@ -62,6 +63,44 @@ pub fn connect(addr: &str, device: &str, folder: &str) -> Result<(Device, Welcom
         Some(ServerMsg::Welcome(w)) => Ok((conn, w)),
         other => Err(format!("expected Welcome, got {other:?}")),
     }
+}
+
+/// Plays the server for one connection from a real client on `listener`: reads its
+/// handshake and Hello, accepts them and welcomes it as `server` with `current_seq`.
+pub fn accept_device(
+    listener: &std::net::TcpListener,
+    server: &str,
+    current_seq: u64,
+) -> Result<(ServerEnd, Hello), String> {
+    let (stream, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+    stream
+        .set_read_timeout(Some(READ_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let mut raw = Raw { stream };
+    let mut hs = FrameCodec::<Handshake, HandshakeReply>::new(1024);
+    let mut buf = BytesMut::new();
+    read_frame(&mut raw.stream, &mut hs, &mut buf)?
+        .ok_or("the client closed the connection during the handshake")?
+        .check()?;
+    let mut out = BytesMut::new();
+    hs.encode(HandshakeReply::accept(), &mut out)
+        .map_err(|e| e.to_string())?;
+    raw.write(&out)?;
+    let mut conn = ServerEnd {
+        raw,
+        codec: FrameCodec::new(MAX_WIRE_FRAME),
+        buf,
+    };
+    let hello = match conn.recv()? {
+        Some(ClientMsg::Hello(h)) => h,
+        other => return Err(format!("expected Hello, got {other:?}")),
+    };
+    conn.send(ServerMsg::Welcome(Welcome {
+        server: DeviceId::new(server).map_err(|e| e.to_string())?,
+        epoch: 1,
+        current_seq,
+    }))?;
+    Ok((conn, hello))
 }
 
 /// A bare TCP connection to a server, for raw bytes.
@@ -128,19 +167,28 @@ impl Raw {
     }
 }
 
-/// A device connection after Hello.
-pub struct Device {
+/// One end of a device connection after Hello, reading `In` and writing `Out`.
+pub struct Conn<In, Out> {
     raw: Raw,
-    codec: FrameCodec<ServerMsg, ClientMsg>,
+    codec: FrameCodec<In, Out>,
     buf: BytesMut,
 }
 
-impl Device {
+/// The device's end: it reads what a server sends.
+pub type Device = Conn<ServerMsg, ClientMsg>;
+/// The server's end, for a fake server that talks to a real client.
+pub type ServerEnd = Conn<ClientMsg, ServerMsg>;
+
+impl<In, Out> Conn<In, Out>
+where
+    FrameCodec<In, Out>: Decoder<Item = In, Error = filesync_proto::FrameError>
+        + Encoder<Out, Error = filesync_proto::FrameError>,
+{
     pub fn local_addr(&self) -> SocketAddr {
         self.raw.local_addr()
     }
 
-    pub fn send(&mut self, msg: ClientMsg) -> Result<(), String> {
+    pub fn send(&mut self, msg: Out) -> Result<(), String> {
         let mut out = BytesMut::new();
         self.codec
             .encode(msg, &mut out)
@@ -148,21 +196,23 @@ impl Device {
         self.raw.write(&out)
     }
 
-    /// Sends bytes as they are: frames no honest device would write.
+    /// Sends bytes as they are: frames no honest peer would write.
     pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), String> {
         self.raw.write(bytes)
     }
 
-    /// The next message, `None` when the server closed the connection.
-    pub fn recv(&mut self) -> Result<Option<ServerMsg>, String> {
+    /// The next message, `None` when the peer closed the connection.
+    pub fn recv(&mut self) -> Result<Option<In>, String> {
         read_frame(&mut self.raw.stream, &mut self.codec, &mut self.buf)
     }
 
-    /// The raw connection, to wait for the server to close it.
+    /// The raw connection, to wait for the peer to close it.
     pub fn into_raw(self) -> Raw {
         self.raw
     }
+}
 
+impl Device {
     /// Pushes `changes` and answers the server's block requests with `block` until the
     /// push's result arrives; other messages (index, pings) are read and dropped.
     pub fn push(

@@ -11,15 +11,18 @@ use std::time::Duration;
 
 use filesync_proto::frame::encode_payload;
 use filesync_proto::handshake::MAGIC;
-use filesync_proto::wire::{BlockInfo, Change, ClientMsg, EntryKind, Hello, PushOutcome};
+use filesync_proto::wire::{
+    BlockInfo, Change, ClientMsg, EntryKind, Hello, PushOutcome, ServerMsg,
+};
 use filesync_proto::{DeviceId, FolderName, Handshake, MAX_WIRE_FRAME};
 use filesync_tests::cluster::DOCS;
+use filesync_tests::exec::Scratch;
 use filesync_tests::files::{self, pseudo_random};
 use filesync_tests::hostile::{
     self, PLACEHOLDER, Raw, all_paths, create, file_entry, frame, serve_from, splice_path,
     wait_for_log_line,
 };
-use filesync_tests::{Cluster, manifest, server_store};
+use filesync_tests::{Cluster, Node, manifest, server_store};
 
 /// How long the server may take to log why it closed a connection.
 const LOG_WAIT: Duration = Duration::from_secs(10);
@@ -542,4 +545,102 @@ fn hello() -> ClientMsg {
         since_seq: 0,
         epoch: 0,
     })
+}
+
+/// A hostile *server*: a fake one in the test code welcomes a real client, then sends
+/// entries the client must not apply (a reserved name, a block list that does not add
+/// up, an empty link target) beside a good one, and then an entry whose path leaves the
+/// folder. The client applies only the good entry, logs each refusal, drops the
+/// connection on the bad path, and writes nothing outside its folder.
+#[test]
+fn hostile_server_entries_are_refused_by_the_client() {
+    let scratch = Scratch::new();
+    let root = scratch.path();
+    files::write(&root.join("canary/keep.txt"), b"no daemon writes here\n");
+    let canary = all_paths(root);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let client = Node::client(root, "a");
+    client.start();
+    let folder = client.folder_dir("evil");
+    std::fs::create_dir_all(&folder).unwrap();
+    let listed = all_paths(root);
+
+    let applied = folder.clone();
+    let fake = thread::spawn(move || -> Result<(), String> {
+        let (mut conn, hello) = hostile::accept_device(&listener, "evil-server", 10)?;
+        assert_eq!(hello.folder.as_str(), "evil");
+        let reserved = file_entry(".filesync-tmp-0000000000000001", b"evil");
+        let mut short = file_entry("short.txt", b"evil");
+        short.size = 1;
+        let mut link = file_entry("bad-link", b"");
+        link.kind = EntryKind::Symlink;
+        let mut good = file_entry("good-dir", b"");
+        good.kind = EntryKind::Dir;
+        let mut entries = vec![reserved, short, link, good];
+        for (i, e) in entries.iter_mut().enumerate() {
+            e.seq = i as u64 + 1;
+        }
+        conn.send(ServerMsg::Index {
+            entries,
+            up_to: 4,
+            caught_up: true,
+        })?;
+        // The good entry is applied while the connection lives on.
+        let good_dir = applied.join("good-dir");
+        filesync_tests::poll_until(LOG_WAIT, || {
+            if good_dir.is_dir() {
+                Ok(())
+            } else {
+                Err("good-dir was not applied".to_owned())
+            }
+        })?;
+        let mut escape = file_entry(PLACEHOLDER, b"evil");
+        escape.seq = 5;
+        let msg = ServerMsg::Index {
+            entries: vec![escape],
+            up_to: 5,
+            caught_up: true,
+        };
+        conn.send_raw(&frame(&splice_path(&msg, b"../escape.txt")))?;
+        conn.into_raw().wait_closed(LOG_WAIT).map(drop)
+    });
+    client.ctl_ok([
+        "add".as_ref(),
+        folder.as_os_str(),
+        "--server".as_ref(),
+        addr.as_ref(),
+        "--name".as_ref(),
+        "evil".as_ref(),
+    ]);
+    fake.join().expect("fake server thread").unwrap();
+
+    for reason in [
+        "reserved namespace",
+        "entry.size",
+        "entry.target",
+        "bad message from server",
+    ] {
+        wait_for_log_line(|| client.log_text(), &[reason], LOG_WAIT)
+            .unwrap_or_else(|why| panic!("the client did not log {reason:?}: {why}"));
+    }
+    client.check_running().unwrap();
+    assert_eq!(
+        all_paths(&folder),
+        BTreeSet::from(["good-dir".to_owned()]),
+        "only the good entry is applied"
+    );
+    let outside: BTreeSet<String> = all_paths(root)
+        .into_iter()
+        .filter(|p| !p.starts_with("a/") && !p.starts_with("a-evil"))
+        .collect();
+    let before: BTreeSet<String> = canary
+        .union(&listed)
+        .filter(|p| !p.starts_with("a/") && !p.starts_with("a-evil"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        outside, before,
+        "something appeared outside the client's folder"
+    );
 }
