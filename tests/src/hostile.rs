@@ -129,6 +129,24 @@ impl Raw {
             .map_err(|e| format!("write: {e}"))
     }
 
+    /// Sends `chunk` again and again without reading anything, until the peer stops
+    /// taking bytes (a write waits more than a second); returns how many were sent.
+    /// `Err` if the peer still takes them after `max_rounds`.
+    pub fn fill(&mut self, chunk: &[u8], max_rounds: usize) -> Result<usize, String> {
+        self.stream
+            .set_write_timeout(Some(Duration::from_secs(1)))
+            .map_err(|e| e.to_string())?;
+        for round in 0..max_rounds {
+            if let Err(e) = self.stream.write_all(chunk) {
+                return match e.kind() {
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Ok(round),
+                    _ => Err(format!("write: {e}")),
+                };
+            }
+        }
+        Err(format!("the peer still reads after {max_rounds} rounds"))
+    }
+
     /// Closes our sending side: the server reads EOF.
     pub fn shutdown_write(&self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Write);

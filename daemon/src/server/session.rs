@@ -110,15 +110,25 @@ async fn run(
 
     let (mut sink, mut stream) = framed.split();
     let (out_tx, mut out_rx) = mpsc::channel::<ServerMsg>(64);
+    let conn_cancel = cancel.child_token();
+    // A device that stops reading would stall every sender on a full queue, the read
+    // loop included, and hold its connection for ever: a write that cannot finish
+    // within the idle timeout ends the connection.
+    let stop = conn_cancel.clone();
     let writer = tokio::spawn(async move {
         while let Some(msg) = out_rx.recv().await {
-            if sink.send(msg).await.is_err() {
-                break;
+            match tokio::time::timeout(conn::IDLE_TIMEOUT, sink.send(msg)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    tracing::info!(%peer, "connection closed: the device read nothing for {}s", conn::IDLE_TIMEOUT.as_secs());
+                    break;
+                }
             }
         }
+        stop.cancel();
     });
     let pending = Arc::new(Pending::default());
-    let conn_cancel = cancel.child_token();
     let index_task = tokio::spawn(stream_index(
         folder.clone(),
         since,

@@ -257,6 +257,34 @@ fn hostile_frames_close_the_connection_with_a_logged_reason() {
     still_syncs(&cl, "after-frames.bin");
 }
 
+/// A device that sends but never reads: once the server's queue to it is full, the
+/// server closes the connection after the idle timeout (45 s) instead of holding it,
+/// and says why.
+#[test]
+fn hostile_device_that_never_reads_is_cut_off() {
+    let cl = started();
+    let (dev, _) = hostile::connect(&cl.server().server_addr(), "hostile", DOCS).unwrap();
+    let peer = dev.local_addr();
+    let mut raw = dev.into_raw();
+    let pings: Vec<u8> = (0..10_000u64)
+        .flat_map(|nonce| frame(&encode_payload(&ClientMsg::Ping { nonce }).unwrap()))
+        .collect();
+    let sent = raw.fill(&pings, 10_000).unwrap();
+    assert!(sent > 0, "the server stopped reading at once");
+    // Reading now would unblock the server: wait for its verdict first.
+    wait_for_log_line(
+        || cl.server().log_text(),
+        &[
+            &peer.to_string(),
+            "connection closed: the device read nothing for 45s",
+        ],
+        Duration::from_secs(90),
+    )
+    .unwrap();
+    raw.wait_closed(LOG_WAIT).unwrap();
+    still_syncs(&cl, "after-never-reads.bin");
+}
+
 /// A1: every path form of the matrix, spliced into a push, fails to decode: the
 /// connection is closed with a logged reason and nothing is written.
 #[test]
@@ -410,6 +438,12 @@ fn hostile_pushes_are_refused_and_odd_metadata_is_tamed() {
                 "100000 blocks",
             )
         },
+        (
+            "a path below a file",
+            file_entry("before.txt/child", b"evil"),
+            b"evil".to_vec(),
+            "not a directory",
+        ),
         {
             let mut e = file_entry("link", b"");
             e.kind = EntryKind::Symlink;
