@@ -109,6 +109,31 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     }
 }
 
+/// Writes the messages queued on `rx` to `sink`, in order, until the queue closes or
+/// the sink fails (`Ok`), or until one message cannot be written within
+/// [`IDLE_TIMEOUT`]: the peer stopped reading, and the error says so. Either way the
+/// caller then ends the connection, so that a peer that reads nothing cannot hold it,
+/// nor every task waiting to queue a message to it, for ever.
+pub async fn write_queue<M, S>(mut sink: S, mut rx: mpsc::Receiver<M>) -> Result<(), String>
+where
+    S: futures::Sink<M> + Unpin,
+{
+    use futures::SinkExt;
+    while let Some(msg) = rx.recv().await {
+        match tokio::time::timeout(IDLE_TIMEOUT, sink.send(msg)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Ok(()),
+            Err(_) => {
+                return Err(format!(
+                    "the peer read nothing for {}s",
+                    IDLE_TIMEOUT.as_secs()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub type BlockResult = Result<Vec<u8>, BlockError>;
 
 /// Requests we sent and are waiting for, by id: block requests, and calls such as

@@ -19,7 +19,7 @@ use filesync_proto::{
 };
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
@@ -232,15 +232,14 @@ async fn connect_once(cfg: &SessionConfig, events: &Events) -> Result<()> {
     }
     tracing::info!(folder = %cfg.folder, server = %cfg.server, seq = welcome.current_seq, "connected");
 
-    let (mut sink, mut stream) = framed.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<ClientMsg>(64);
+    let (sink, mut stream) = framed.split();
+    let (out_tx, out_rx) = mpsc::channel::<ClientMsg>(64);
     let pending = Arc::new(Pending::default());
     let calls = Arc::new(Pending::default());
+    let (stuck_tx, stuck) = oneshot::channel();
     let writer = tokio::spawn(async move {
-        while let Some(msg) = out_rx.recv().await {
-            if sink.send(msg).await.is_err() {
-                break;
-            }
+        if let Err(why) = conn::write_queue(sink, out_rx).await {
+            let _ = stuck_tx.send(why);
         }
     });
     let handle = SessionHandle {
@@ -256,15 +255,10 @@ async fn connect_once(cfg: &SessionConfig, events: &Events) -> Result<()> {
         writer,
     };
     events.send(SessionEvent::Connected(handle));
-    read_loop(
-        cfg,
-        &index,
-        &mut stream,
-        &out_tx,
-        (&pending, &calls),
-        events,
-    )
-    .await
+    tokio::select! {
+        r = read_loop(cfg, &index, &mut stream, &out_tx, (&pending, &calls), events) => r,
+        Ok(why) = stuck => bail!("server {}: {why}", cfg.server),
+    }
 }
 
 async fn read_loop<S>(

@@ -108,23 +108,13 @@ async fn run(
     tracing::info!(%peer, device = %hello.device, folder = %hello.folder, since, "device connected");
     let _registration = server.register_device(&hello, &folder, peer);
 
-    let (mut sink, mut stream) = framed.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<ServerMsg>(64);
+    let (sink, mut stream) = framed.split();
+    let (out_tx, out_rx) = mpsc::channel::<ServerMsg>(64);
     let conn_cancel = cancel.child_token();
-    // A device that stops reading would stall every sender on a full queue, the read
-    // loop included, and hold its connection for ever: a write that cannot finish
-    // within the idle timeout ends the connection.
     let stop = conn_cancel.clone();
     let writer = tokio::spawn(async move {
-        while let Some(msg) = out_rx.recv().await {
-            match tokio::time::timeout(conn::IDLE_TIMEOUT, sink.send(msg)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => break,
-                Err(_) => {
-                    tracing::info!(%peer, "connection closed: the device read nothing for {}s", conn::IDLE_TIMEOUT.as_secs());
-                    break;
-                }
-            }
+        if let Err(why) = conn::write_queue(sink, out_rx).await {
+            tracing::info!(%peer, "connection closed: {why}");
         }
         stop.cancel();
     });

@@ -5,7 +5,8 @@
 //! well-behaved clients, which sync a file afterwards.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::Duration;
 
@@ -276,7 +277,7 @@ fn hostile_device_that_never_reads_is_cut_off() {
         || cl.server().log_text(),
         &[
             &peer.to_string(),
-            "connection closed: the device read nothing for 45s",
+            "connection closed: the peer read nothing for 45s",
         ],
         Duration::from_secs(90),
     )
@@ -581,6 +582,48 @@ fn hello() -> ClientMsg {
     })
 }
 
+/// A running client `a` with a folder dir `evil` not added yet, and a listener on
+/// which the test plays the server.
+struct FakeServer {
+    // Field order is drop order: the daemon goes before its directory.
+    client: Node,
+    folder: PathBuf,
+    listener: TcpListener,
+    addr: String,
+    scratch: Scratch,
+}
+
+impl FakeServer {
+    fn new() -> FakeServer {
+        let scratch = Scratch::new();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let client = Node::client(scratch.path(), "a");
+        client.start();
+        let folder = client.folder_dir("evil");
+        std::fs::create_dir_all(&folder).unwrap();
+        FakeServer {
+            client,
+            folder,
+            listener,
+            addr,
+            scratch,
+        }
+    }
+}
+
+/// `filesyncctl add` of `folder` as `evil` on the server at `addr`.
+fn add_evil(client: &Node, folder: &Path, addr: &str) {
+    client.ctl_ok([
+        "add".as_ref(),
+        folder.as_os_str(),
+        "--server".as_ref(),
+        addr.as_ref(),
+        "--name".as_ref(),
+        "evil".as_ref(),
+    ]);
+}
+
 /// A hostile *server*: a fake one in the test code welcomes a real client, then sends
 /// entries the client must not apply (a reserved name, a block list that does not add
 /// up, an empty link target) beside a good one, and then an entry whose path leaves the
@@ -588,17 +631,17 @@ fn hello() -> ClientMsg {
 /// connection on the bad path, and writes nothing outside its folder.
 #[test]
 fn hostile_server_entries_are_refused_by_the_client() {
-    let scratch = Scratch::new();
+    // `scratch` first: locals drop in reverse, so the daemon goes before its directory.
+    let FakeServer {
+        scratch,
+        client,
+        folder,
+        listener,
+        addr,
+    } = FakeServer::new();
     let root = scratch.path();
     files::write(&root.join("canary/keep.txt"), b"no daemon writes here\n");
-    let canary = all_paths(root);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let client = Node::client(root, "a");
-    client.start();
-    let folder = client.folder_dir("evil");
-    std::fs::create_dir_all(&folder).unwrap();
-    let listed = all_paths(root);
+    let before = all_paths(root);
 
     let applied = folder.clone();
     let fake = thread::spawn(move || -> Result<(), String> {
@@ -639,14 +682,7 @@ fn hostile_server_entries_are_refused_by_the_client() {
         conn.send_raw(&frame(&splice_path(&msg, b"../escape.txt")))?;
         conn.into_raw().wait_closed(LOG_WAIT).map(drop)
     });
-    client.ctl_ok([
-        "add".as_ref(),
-        folder.as_os_str(),
-        "--server".as_ref(),
-        addr.as_ref(),
-        "--name".as_ref(),
-        "evil".as_ref(),
-    ]);
+    add_evil(&client, &folder, &addr);
     fake.join().expect("fake server thread").unwrap();
 
     for reason in [
@@ -668,13 +704,44 @@ fn hostile_server_entries_are_refused_by_the_client() {
         .into_iter()
         .filter(|p| !p.starts_with("a/") && !p.starts_with("a-evil"))
         .collect();
-    let before: BTreeSet<String> = canary
-        .union(&listed)
+    let before: BTreeSet<String> = before
+        .into_iter()
         .filter(|p| !p.starts_with("a/") && !p.starts_with("a-evil"))
-        .cloned()
         .collect();
     assert_eq!(
         outside, before,
         "something appeared outside the client's folder"
     );
+}
+
+/// A server that sends but never reads: the client gives up on the connection after the
+/// idle timeout (45 s) and says why, instead of leaving the folder stalled on it.
+#[test]
+fn hostile_server_that_never_reads_is_cut_off() {
+    let FakeServer {
+        scratch: _scratch,
+        client,
+        folder,
+        listener,
+        addr,
+    } = FakeServer::new();
+    let fake = thread::spawn(move || -> Result<hostile::Raw, String> {
+        let (conn, _) = hostile::accept_device(&listener, "evil-server", 0)?;
+        let mut raw = conn.into_raw();
+        let pings: Vec<u8> = (0..10_000u64)
+            .flat_map(|nonce| frame(&encode_payload(&ServerMsg::Ping { nonce }).unwrap()))
+            .collect();
+        raw.fill(&pings, 10_000)?;
+        Ok(raw)
+    });
+    add_evil(&client, &folder, &addr);
+    let mut raw = fake.join().expect("fake server thread").unwrap();
+    wait_for_log_line(
+        || client.log_text(),
+        &["disconnected", &addr, "the peer read nothing for 45s"],
+        Duration::from_secs(90),
+    )
+    .unwrap();
+    raw.wait_closed(LOG_WAIT).unwrap();
+    client.check_running().unwrap();
 }
