@@ -1,7 +1,7 @@
 //! A hostile peer for the security tests: it speaks the real protocol with the
 //! `filesync-proto` types, and can also send bytes no honest peer would.
 //!
-//! * [`connect`] is the only place that opens a device connection (TCP, the frozen
+//! * [`connect_with`] is the only place that opens a device connection (TCP, the frozen
 //!   handshake, Hello for a folder); a change to how devices connect changes it alone.
 //! * [`Device`] sends messages or raw bytes on such a connection and reads the answers.
 //! * [`accept_device`] plays the server for a real client ([`ServerEnd`]).
@@ -34,9 +34,24 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// A path no test uses, put into a message and then replaced by [`splice_path`].
 pub const PLACEHOLDER: &str = "hostile-placeholder-path";
 
-/// Opens a device connection to the server at `addr` for `folder`: TCP, handshake,
-/// Hello as `device` (knowing nothing yet). Returns the connection and the Welcome.
+/// Opens a device connection to the server at `addr` for `folder` as `device`, knowing
+/// nothing yet ([`connect_with`]).
 pub fn connect(addr: &str, device: &str, folder: &str) -> Result<(Device, Welcome), String> {
+    connect_with(
+        addr,
+        Hello {
+            device: DeviceId::new(device).map_err(|e| e.to_string())?,
+            device_name: "hostile".into(),
+            folder: FolderName::new(folder).map_err(|e| e.to_string())?,
+            since_seq: 0,
+            epoch: 0,
+        },
+    )
+}
+
+/// Opens a device connection to the server at `addr`: TCP, handshake, then `hello`.
+/// Returns the connection and the Welcome.
+pub fn connect_with(addr: &str, hello: Hello) -> Result<(Device, Welcome), String> {
     let mut raw = Raw::connect(addr)?;
     let mut hs = FrameCodec::<HandshakeReply, Handshake>::new(1024);
     let mut out = BytesMut::new();
@@ -52,13 +67,7 @@ pub fn connect(addr: &str, device: &str, folder: &str) -> Result<(Device, Welcom
         codec: FrameCodec::new(MAX_WIRE_FRAME),
         buf,
     };
-    conn.send(ClientMsg::Hello(Hello {
-        device: DeviceId::new(device).map_err(|e| e.to_string())?,
-        device_name: "hostile".into(),
-        folder: FolderName::new(folder).map_err(|e| e.to_string())?,
-        since_seq: 0,
-        epoch: 0,
-    }))?;
+    conn.send(ClientMsg::Hello(hello))?;
     match conn.recv()? {
         Some(ServerMsg::Welcome(w)) => Ok((conn, w)),
         other => Err(format!("expected Welcome, got {other:?}")),
@@ -231,6 +240,28 @@ where
 }
 
 impl Device {
+    /// The paths of the index the server streams until it says the device is caught up.
+    pub fn read_index(&mut self) -> Result<Vec<String>, String> {
+        let mut paths = Vec::new();
+        // Bounded by count: an index longer than this is a bug in the test.
+        for _ in 0..10_000 {
+            match self.recv()? {
+                Some(ServerMsg::Index {
+                    entries, caught_up, ..
+                }) => {
+                    paths.extend(entries.iter().map(|e| e.path.to_string()));
+                    if caught_up {
+                        return Ok(paths);
+                    }
+                }
+                Some(ServerMsg::Ping { nonce }) => self.send(ClientMsg::Pong { nonce })?,
+                Some(_) => {}
+                None => return Err("the server closed the connection".into()),
+            }
+        }
+        Err("no caught-up index after 10000 messages".into())
+    }
+
     /// Pushes `changes` and answers the server's block requests with `block` until the
     /// push's result arrives; other messages (index, pings) are read and dropped.
     pub fn push(

@@ -92,12 +92,14 @@ async fn run(
             return Err(e);
         }
     };
-    let since = if hello.epoch == folder.epoch {
+    let current = *folder.seq.borrow();
+    // A sequence this folder never reached is not one the device has seen: it gets the
+    // whole index, as does a device that followed another history (epoch).
+    let since = if hello.epoch == folder.epoch && hello.since_seq <= current {
         hello.since_seq
     } else {
         0
     };
-    let current = *folder.seq.borrow();
     framed
         .send(ServerMsg::Welcome(Welcome {
             server: server.device.clone(),

@@ -507,6 +507,26 @@ fn hostile_pushes_are_refused_and_odd_metadata_is_tamed() {
         "the same update twice is one version"
     );
 
+    // A Hello from a sequence the folder never reached gets the whole index.
+    for since_seq in [s2 + 1000, u64::MAX] {
+        let (mut ahead, _) = hostile::connect_with(
+            &cl.server().server_addr(),
+            Hello {
+                since_seq,
+                epoch: welcome.epoch,
+                ..hello_msg()
+            },
+        )
+        .unwrap();
+        let streamed = ahead.read_index().unwrap();
+        assert!(
+            ["before.txt", "a7.txt"]
+                .iter()
+                .all(|want| streamed.iter().any(|p| p == want)),
+            "since {since_seq}: {streamed:?}"
+        );
+    }
+
     // A11 and A12: narrowed mode bits, a mode that forbids everything, extreme mtimes.
     let odd_files = [
         ("setuid.sh", 0o4755, 0o755, 1_700_000_000_000_000_000),
@@ -572,14 +592,18 @@ fn hostile_pushes_are_refused_and_odd_metadata_is_tamed() {
     still_syncs(&cl, "after-pushes.bin");
 }
 
-fn hello() -> ClientMsg {
-    ClientMsg::Hello(Hello {
+fn hello_msg() -> Hello {
+    Hello {
         device: DeviceId::new("hostile").unwrap(),
         device_name: "hostile".into(),
         folder: FolderName::new(DOCS).unwrap(),
         since_seq: 0,
         epoch: 0,
-    })
+    }
+}
+
+fn hello() -> ClientMsg {
+    ClientMsg::Hello(hello_msg())
 }
 
 /// A running client `a` with a folder dir `evil` not added yet, and a listener on
