@@ -15,6 +15,9 @@ use tokio_util::codec::{Decoder, Encoder};
 pub const MAX_WIRE_FRAME: usize = 16 * 1024 * 1024;
 /// Largest frame on the control socket: requests are small; status of many folders is not.
 pub const MAX_CONTROL_FRAME: usize = 4 * 1024 * 1024;
+/// Largest request the daemon reads from the control socket: a request names a few
+/// folders and paths, so more than this is not one.
+pub const MAX_CONTROL_REQUEST: usize = 1024 * 1024;
 
 const PREFIX: usize = 4;
 /// Most room made for a frame's bytes before they arrive: a block's frame in one go.

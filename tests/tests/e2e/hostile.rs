@@ -769,3 +769,46 @@ fn hostile_server_that_never_reads_is_cut_off() {
     raw.wait_closed(LOG_WAIT).unwrap();
     client.check_running().unwrap();
 }
+
+/// L6: on the control socket, a request over 1 MiB, garbage, and a half request are each
+/// answered with an error or a closed connection, and the daemon still answers `status`.
+#[test]
+fn hostile_control_requests_leave_the_daemon_serving() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let scratch = Scratch::new();
+    let node = Node::client(scratch.path(), "a");
+    node.start();
+    let socket = node.config_path().with_file_name("ctl.sock");
+    let over = (filesync_proto::MAX_CONTROL_REQUEST as u32 + 1).to_be_bytes();
+    // (what, bytes, how long the daemon may take to close: a request over the limit is
+    // refused from its length alone; a stalled one waits out its 10 s deadline).
+    let cases: [(&str, Vec<u8>, Duration); 3] = [
+        ("over 1 MiB", over.to_vec(), Duration::from_secs(5)),
+        ("garbage", frame(&[0xff; 32]), Duration::from_secs(5)),
+        (
+            "half a request, then a stall",
+            vec![0, 0, 0, 200, 1, 2, 3],
+            PRE_HELLO_WAIT,
+        ),
+    ];
+    for (what, bytes, within) in cases {
+        let mut conn = UnixStream::connect(&socket).unwrap();
+        conn.set_read_timeout(Some(within)).unwrap();
+        conn.write_all(&bytes).unwrap();
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer).unwrap_or_else(|e| {
+            panic!("{what}: the daemon kept the connection open for {within:?}: {e}")
+        });
+        assert!(
+            answer.len() < 1024,
+            "{what}: {} bytes of answer",
+            answer.len()
+        );
+        assert!(
+            node.status_json()["folders"].is_array(),
+            "{what}: no status after it"
+        );
+    }
+    node.check_running().unwrap();
+}
