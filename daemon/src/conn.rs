@@ -21,7 +21,8 @@ use crate::{chunk, store};
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
 /// How often we ping an idle connection so the other side does not time out.
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);
-/// How long the handshake may take before the connection is dropped.
+/// How long a connection may take from accept (or connect) to its Hello, whatever the
+/// pace of its bytes, before it is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long we wait for one block.
 pub const BLOCK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -107,6 +108,31 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
+}
+
+/// Writes the messages queued on `rx` to `sink`, in order, until the queue closes or
+/// the sink fails (`Ok`), or until one message cannot be written within
+/// [`IDLE_TIMEOUT`]: the peer stopped reading, and the error says so. Either way the
+/// caller then ends the connection, so that a peer that reads nothing cannot hold it,
+/// nor every task waiting to queue a message to it, for ever.
+pub async fn write_queue<M, S>(mut sink: S, mut rx: mpsc::Receiver<M>) -> Result<(), String>
+where
+    S: futures::Sink<M> + Unpin,
+{
+    use futures::SinkExt;
+    while let Some(msg) = rx.recv().await {
+        match tokio::time::timeout(IDLE_TIMEOUT, sink.send(msg)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Ok(()),
+            Err(_) => {
+                return Err(format!(
+                    "the peer read nothing for {}s",
+                    IDLE_TIMEOUT.as_secs()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 pub type BlockResult = Result<Vec<u8>, BlockError>;

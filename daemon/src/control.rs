@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use filesync_proto::MAX_CONTROL_FRAME;
+use filesync_proto::MAX_CONTROL_REQUEST;
 use filesync_proto::control::{self, ControlErrorKind, Request, Response};
 use interprocess::local_socket::tokio::{Listener, Stream, prelude::*};
 use interprocess::local_socket::{GenericFilePath, ListenerOptions};
@@ -163,8 +163,8 @@ async fn read_frame(stream: &mut Stream) -> Result<Vec<u8>> {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_CONTROL_FRAME {
-        bail!("request of {len} bytes is over the limit of {MAX_CONTROL_FRAME}");
+    if len > MAX_CONTROL_REQUEST {
+        bail!("request of {len} bytes is over the limit of {MAX_CONTROL_REQUEST}");
     }
     let mut buf = vec![0; len];
     stream.read_exact(&mut buf).await?;

@@ -17,6 +17,7 @@ pub mod index;
 pub mod lifecycle;
 pub mod plan;
 pub mod private;
+pub mod received;
 pub mod scan;
 pub mod server;
 pub mod store;

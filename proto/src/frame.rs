@@ -1,7 +1,8 @@
 //! Frames: a 4-byte big-endian length, then that many bytes of postcard payload.
 //!
 //! The length is checked against a per-codec maximum before any buffer is reserved, so
-//! a peer cannot make us allocate more than the limit by announcing a large frame.
+//! a peer cannot make us allocate more than the limit by announcing a large frame; and
+//! beyond the first MiB, room is made only as the frame's bytes arrive.
 
 use std::marker::PhantomData;
 
@@ -14,8 +15,13 @@ use tokio_util::codec::{Decoder, Encoder};
 pub const MAX_WIRE_FRAME: usize = 16 * 1024 * 1024;
 /// Largest frame on the control socket: requests are small; status of many folders is not.
 pub const MAX_CONTROL_FRAME: usize = 4 * 1024 * 1024;
+/// Largest request the daemon reads from the control socket: a request names a few
+/// folders and paths, so more than this is not one.
+pub const MAX_CONTROL_REQUEST: usize = 1024 * 1024;
 
 const PREFIX: usize = 4;
+/// Most room made for a frame's bytes before they arrive: a block's frame in one go.
+const RESERVE_AHEAD: usize = 1024 * 1024 + 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -60,8 +66,10 @@ impl<In: DeserializeOwned, Out> Decoder for FrameCodec<In, Out> {
             return Err(FrameError::TooLarge { len, max: self.max });
         }
         if src.len() < PREFIX + len {
-            // Only now, with the length known to be within the limit, make room for it.
-            src.reserve(PREFIX + len - src.len());
+            // Only now, with the length known to be within the limit, make room for it;
+            // at most `RESERVE_AHEAD` before the bytes come, so that a peer announcing
+            // large frames and sending nothing holds no more than that of our memory.
+            src.reserve((PREFIX + len - src.len()).min(RESERVE_AHEAD));
             return Ok(None);
         }
         src.advance(PREFIX);
@@ -116,6 +124,7 @@ pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MAX_WIRE_FRAME;
     use crate::wire::{ClientMsg, ServerMsg};
 
     type ServerCodec = FrameCodec<ClientMsg, ServerMsg>;
@@ -191,6 +200,8 @@ mod tests {
         // Oversized lengths are refused from the prefix alone, before allocation.
         check(&1025u32.to_be_bytes(), too_large);
         check(&u32::MAX.to_be_bytes(), too_large);
+        // Exactly the limit is read, and judged by its content.
+        check(&frame(&[0xff; 1024]), malformed);
         // Truncated: a prefix promising more than arrives, or a cut prefix.
         check(&[0, 0, 0, 9, 1, 2], truncated);
         check(&[0, 0], truncated);
@@ -205,6 +216,18 @@ mod tests {
         let mut ping = encode_payload(&ClientMsg::Ping { nonce: 1 }).unwrap();
         ping.push(0);
         check(&frame(&ping), malformed);
+    }
+
+    #[test]
+    fn an_announced_frame_reserves_little_before_its_bytes_arrive() {
+        let mut dec = FrameCodec::<ClientMsg, ServerMsg>::new(MAX_WIRE_FRAME);
+        let mut buf = BytesMut::from(&(MAX_WIRE_FRAME as u32).to_be_bytes()[..]);
+        assert!(dec.decode(&mut buf).unwrap().is_none());
+        assert!(
+            buf.capacity() <= 2 * RESERVE_AHEAD,
+            "{} bytes reserved for a frame with no bytes yet",
+            buf.capacity()
+        );
     }
 
     #[test]

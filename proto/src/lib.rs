@@ -21,7 +21,7 @@ pub mod names;
 pub mod path;
 pub mod wire;
 
-pub use frame::{FrameCodec, FrameError, MAX_CONTROL_FRAME, MAX_WIRE_FRAME};
+pub use frame::{FrameCodec, FrameError, MAX_CONTROL_FRAME, MAX_CONTROL_REQUEST, MAX_WIRE_FRAME};
 pub use handshake::{Handshake, HandshakeReply, PROTOCOL_VERSION};
 pub use hash::Hash;
 pub use names::{AccountName, DeviceId, FolderName, NameError};

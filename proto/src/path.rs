@@ -194,36 +194,68 @@ mod tests {
         }
     }
 
+    /// Every escape of test-matrix A1, with the error it must get.
     #[test]
     fn refuses_every_escape() {
-        let long_component = "x".repeat(256);
-        let long_path = vec!["x"; 2049].join("/");
-        for bad in [
-            "",
-            ".",
-            "..",
-            "../x",
-            "a/../../x",
-            "a/./../..",
-            "a/..",
-            "/etc/passwd",
-            "//x",
-            "\\x",
-            "a\\..\\..\\x",
-            "C:\\x",
-            "C:x",
-            "c:",
-            "\\\\?\\C:\\x",
-            "\\\\server\\share",
-            "a//b",
-            "a/",
-            "a\0b",
-            "a\nb",
-            &long_component,
-            &long_path,
-        ] {
-            assert!(RelPath::new(bad).is_err(), "{bad:?} must be refused");
+        use PathError as E;
+        let long_component = "x".repeat(MAX_COMPONENT_LEN + 1);
+        // 17 components of 240 bytes and 16 slashes make 4096 bytes; one more is too long.
+        let at_limit = vec!["x".repeat(240); 17].join("/");
+        assert_eq!(at_limit.len(), MAX_PATH_LEN);
+        let long_path = format!("{at_limit}y");
+        assert_eq!(long_path.len(), MAX_PATH_LEN + 1);
+        type Want = fn(&PathError) -> bool;
+        let table: &[(&str, Want)] = &[
+            ("", |e| matches!(e, E::Empty)),
+            (".", |e| matches!(e, E::BadComponent(_))),
+            ("..", |e| matches!(e, E::BadComponent(_))),
+            ("../x", |e| matches!(e, E::BadComponent(_))),
+            ("a/../../x", |e| matches!(e, E::BadComponent(_))),
+            ("bar/../../foo/bar", |e| matches!(e, E::BadComponent(_))),
+            ("a/./../..", |e| matches!(e, E::BadComponent(_))),
+            ("a/..", |e| matches!(e, E::BadComponent(_))),
+            ("a//b", |e| matches!(e, E::BadComponent(_))),
+            ("a/", |e| matches!(e, E::BadComponent(_))),
+            ("/etc/passwd", |e| matches!(e, E::Absolute(_))),
+            ("//x", |e| matches!(e, E::Absolute(_))),
+            ("/", |e| matches!(e, E::Absolute(_))),
+            ("\\x", |e| matches!(e, E::BadChar(_))),
+            ("a\\..\\..\\x", |e| matches!(e, E::BadChar(_))),
+            ("C:\\x", |e| matches!(e, E::BadChar(_))),
+            ("\\\\?\\C:\\x", |e| matches!(e, E::BadChar(_))),
+            ("\\\\server\\share", |e| matches!(e, E::BadChar(_))),
+            ("C:x", |e| matches!(e, E::Drive(_))),
+            ("c:", |e| matches!(e, E::Drive(_))),
+            ("C:/x", |e| matches!(e, E::Drive(_))),
+            ("a\0b", |e| matches!(e, E::BadChar(_))),
+            ("a\nb", |e| matches!(e, E::BadChar(_))),
+            ("a\u{7f}b", |e| matches!(e, E::BadChar(_))),
+            (&long_component, |e| matches!(e, E::ComponentTooLong(_))),
+            (&long_path, |e| matches!(e, E::TooLong(4097))),
+        ];
+        for (bad, want) in table {
+            let err = RelPath::new(*bad).expect_err(&format!("{bad:?} must be refused"));
+            assert!(want(&err), "{bad:?} gave {err:?}");
+            assert!(err.to_string().contains("path"), "{err} names the field");
+            let encoded = postcard::to_stdvec(&bad.to_string()).unwrap();
+            assert!(
+                postcard::from_bytes::<RelPath>(&encoded).is_err(),
+                "{bad:?}"
+            );
         }
+        // The longest path and component are still accepted.
+        assert!(RelPath::new(at_limit).is_ok());
+        assert!(RelPath::new("x".repeat(MAX_COMPONENT_LEN)).is_ok());
+    }
+
+    /// NFC and NFD spellings are different byte strings and so different names, as on
+    /// Linux file systems: both are accepted and neither is rewritten into the other.
+    #[test]
+    fn unicode_twins_stay_distinct() {
+        let nfc = RelPath::new("caf\u{e9}").unwrap();
+        let nfd = RelPath::new("cafe\u{301}").unwrap();
+        assert_ne!(nfc, nfd);
+        assert_eq!(nfd.as_str(), "cafe\u{301}");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! printed by `filesyncctl status --json`, and the on-disk layout of the server's copy
 //! (`DATA_DIR/ACCOUNT/FOLDER/`). It does not link against the daemon, so a test here
 //! breaks only when behaviour a user can see breaks. It mirrors the Python harness in
-//! `shared/checks/fsharness.py`, which the product must pass as well.
+//! `shared/checks/fsharness.py`, which the product must pass as well. The one exception
+//! is [`hostile`], which links `filesync-proto` to speak the wire protocol itself.
 //!
 //! * [`exec`] finds the built binaries, runs commands with a deadline, owns scratch dirs.
 //! * [`node`] is one `filesyncd` process: [`Node`].
@@ -16,6 +17,7 @@
 //! * [`tree`] reads a synced tree into a [`Manifest`], compares trees, waits for them to
 //!   converge, and finds daemon temp files left behind.
 //! * [`files`] makes and checks test content.
+//! * [`hostile`] speaks the real protocol, or raw bytes, as a hostile device or server.
 //! * [`server_store`] reads what the server keeps beside its tree: kept versions, index.
 //!
 //! Every wait is a poll with a deadline ([`poll_until`]) or `filesyncctl wait`; nothing
@@ -30,6 +32,7 @@
 pub mod cluster;
 pub mod exec;
 pub mod files;
+pub mod hostile;
 pub mod node;
 pub mod server_store;
 pub mod tree;

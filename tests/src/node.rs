@@ -375,6 +375,11 @@ impl Node {
         }
     }
 
+    /// The daemon's whole log so far (empty before the first start).
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// Appends a marker line to the daemon's log, so a failing step can be found in it.
     /// The daemon writes the same file through an `O_APPEND` handle, so lines do not mix.
     pub fn note(&self, text: &str) {

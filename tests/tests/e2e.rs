@@ -21,6 +21,8 @@ mod control;
 mod editors;
 #[path = "e2e/hardcases.rs"]
 mod hardcases;
+#[path = "e2e/hostile.rs"]
+mod hostile;
 #[path = "e2e/ignore.rs"]
 mod ignore;
 #[path = "e2e/model.rs"]

@@ -12,16 +12,18 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use filesync_proto::wire::{
-    BlockError, BlockRequest, Change, ClientMsg, Hello, PushOutcome, ServerMsg, VersionInfo,
+    BlockError, BlockRequest, Change, ClientMsg, Entry, Hello, MAX_BATCH, PushOutcome, ServerMsg,
+    VersionInfo,
 };
 use filesync_proto::{DeviceId, FolderName, RelPath};
 use futures::{SinkExt, StreamExt};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::trust::TrustStore;
 use crate::conn::{self, Counters, Pending};
 use crate::index::Index;
+use crate::received;
 
 /// What the session tells its folder task.
 pub enum SessionEvent {
@@ -215,15 +217,14 @@ async fn connect_once(cfg: &SessionConfig, events: &Events) -> Result<()> {
     }
     tracing::info!(folder = %cfg.folder, server = %cfg.server, seq = welcome.current_seq, "connected");
 
-    let (mut sink, mut stream) = framed.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<ClientMsg>(64);
+    let (sink, mut stream) = framed.split();
+    let (out_tx, out_rx) = mpsc::channel::<ClientMsg>(64);
     let pending = Arc::new(Pending::default());
     let calls = Arc::new(Pending::default());
+    let (stuck_tx, stuck) = oneshot::channel();
     let writer = tokio::spawn(async move {
-        while let Some(msg) = out_rx.recv().await {
-            if sink.send(msg).await.is_err() {
-                break;
-            }
+        if let Err(why) = conn::write_queue(sink, out_rx).await {
+            let _ = stuck_tx.send(why);
         }
     });
     let handle = SessionHandle {
@@ -239,15 +240,10 @@ async fn connect_once(cfg: &SessionConfig, events: &Events) -> Result<()> {
         writer,
     };
     events.send(SessionEvent::Connected(handle));
-    read_loop(
-        cfg,
-        &index,
-        &mut stream,
-        &out_tx,
-        (&pending, &calls),
-        events,
-    )
-    .await
+    tokio::select! {
+        r = read_loop(cfg, &index, &mut stream, &out_tx, (&pending, &calls), events) => r,
+        Ok(why) = stuck => bail!("server {}: {why}", cfg.server),
+    }
 }
 
 async fn read_loop<S>(
@@ -288,6 +284,13 @@ where
                 up_to,
                 caught_up,
             } => {
+                if entries.len() > MAX_BATCH {
+                    bail!(
+                        "protocol error: an index batch of {} entries is over the limit of {MAX_BATCH}",
+                        entries.len()
+                    );
+                }
+                let entries = accepted(cfg, entries);
                 index.batch(|ix| {
                     for e in &entries {
                         match &e.renamed_from {
@@ -336,4 +339,19 @@ where
             ServerMsg::Invite(_) => bail!("protocol error: unexpected Invite"),
         }
     }
+}
+
+/// The server's entries this client can take: one that fails [`received::check_entry`]
+/// is logged and left out, never applied, and the rest of the batch goes on.
+fn accepted(cfg: &SessionConfig, entries: Vec<Entry>) -> Vec<Entry> {
+    entries
+        .into_iter()
+        .filter_map(|mut e| match received::check_entry(&mut e) {
+            Ok(()) => Some(e),
+            Err(reason) => {
+                tracing::warn!(folder = %cfg.folder, server = %cfg.server, "ignored an entry from the server: {reason}");
+                None
+            }
+        })
+        .collect()
 }

@@ -13,7 +13,7 @@ mod session;
 pub mod versions;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -35,6 +35,9 @@ use folder::ServerFolderHandle;
 
 /// Connections served at once; further ones wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 1024;
+/// Connections served at once from one source address; further ones are closed at once
+/// with a logged reason, so that one host cannot take every slot of [`MAX_CONNECTIONS`].
+pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 32;
 
 pub struct Server {
     pub device: DeviceId,
@@ -263,6 +266,7 @@ impl Server {
 /// Accepts connections until `cancel`; each is served by its own task.
 pub async fn serve(server: Arc<Server>, listener: TcpListener, cancel: CancellationToken) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_address = PerAddress::default();
     loop {
         let permit = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -280,10 +284,79 @@ pub async fn serve(server: Arc<Server>, listener: TcpListener, cancel: Cancellat
                 }
             },
         };
+        let Some(slot) = per_address.take(peer.ip()) else {
+            tracing::warn!(%peer, "connection refused: {MAX_CONNECTIONS_PER_ADDRESS} connections from that address already");
+            continue;
+        };
         let server = server.clone();
         server.tracker.clone().spawn(async move {
             session::serve(server, tcp, peer).await;
-            drop(permit);
+            drop((slot, permit));
         });
+    }
+}
+
+/// Connections open per source address, each counted by the [`AddressSlot`] its session
+/// holds.
+#[derive(Clone, Default)]
+struct PerAddress(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+impl PerAddress {
+    /// A slot for one more connection from `ip`, or `None` at the limit.
+    fn take(&self, ip: IpAddr) -> Option<AddressSlot> {
+        let mut open = lock(&self.0);
+        let n = open.entry(ip).or_default();
+        if *n >= MAX_CONNECTIONS_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One connection's place in its address's count, given back on drop.
+struct AddressSlot {
+    counts: PerAddress,
+    ip: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = lock(&self.counts.0);
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_address_has_its_own_limit_and_slots_come_back() {
+        let counts = PerAddress::default();
+        let (a, b): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "::1".parse().unwrap());
+        let mut held: Vec<_> = (0..MAX_CONNECTIONS_PER_ADDRESS)
+            .map(|_| counts.take(a).expect("under the limit"))
+            .collect();
+        assert!(counts.take(a).is_none(), "one over the limit");
+        assert!(counts.take(b).is_some(), "another address is not affected");
+        held.pop();
+        assert!(
+            counts.take(a).is_some(),
+            "a closed connection frees its slot"
+        );
+        drop(held);
+        assert!(
+            lock(&counts.0).is_empty(),
+            "no address is remembered for ever"
+        );
     }
 }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result, anyhow, bail};
 use filesync_proto::auth::{AuthReply, AuthRequest, MAX_AUTH_FRAME};
 use filesync_proto::wire::{
-    BlockError, BlockRequest, Change, ClientMsg, EntryKind, ErrorKind, Hello, PushOutcome,
-    ServerMsg, Welcome, WireError,
+    BlockError, BlockRequest, Change, ClientMsg, EntryKind, ErrorKind, Hello, MAX_BATCH,
+    PushOutcome, ServerMsg, Welcome, WireError,
 };
 use filesync_proto::{FrameCodec, Handshake, HandshakeReply, MAX_WIRE_FRAME};
 use futures::{SinkExt, StreamExt};
@@ -28,7 +28,7 @@ use crate::beneath::Root;
 use crate::conn::{self, Counted, Pending};
 use crate::index::Index;
 use crate::store::Prepared;
-use crate::transfer;
+use crate::{received, transfer};
 
 /// Index bytes per message to a device.
 const INDEX_BYTES: usize = 4 * 1024 * 1024;
@@ -48,12 +48,13 @@ async fn admit(
     server: &Arc<Server>,
     stream: Counted<TcpStream>,
     peer: SocketAddr,
+    deadline: tokio::time::Instant,
 ) -> Result<(
     Framed<TlsStream<Counted<TcpStream>>, FrameCodec<ClientMsg, ServerMsg>>,
     Admitted,
 )> {
     let acceptor = tokio_rustls::TlsAcceptor::from(server.identity.config.clone());
-    let tls = tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+    let tls = tokio::time::timeout_at(deadline, acceptor.accept(stream))
         .await
         .map_err(|_| {
             anyhow!(
@@ -63,7 +64,7 @@ async fn admit(
         })?
         .context("TLS handshake failed (a client without TLS, or not a filesync client)")?;
     let mut hs = Framed::new(tls, FrameCodec::<Handshake, HandshakeReply>::new(1024));
-    let hello = tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, hs.next())
+    let hello = tokio::time::timeout_at(deadline, hs.next())
         .await
         .map_err(|_| anyhow!("no handshake within {}s", conn::HANDSHAKE_TIMEOUT.as_secs()))?
         .ok_or_else(|| anyhow!("closed before the handshake"))?
@@ -74,7 +75,7 @@ async fn admit(
     }
     hs.send(HandshakeReply::accept()).await?;
     let mut auth = hs.map_codec(|_| FrameCodec::<AuthRequest, AuthReply>::new(MAX_AUTH_FRAME));
-    let request = tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, auth.next())
+    let request = tokio::time::timeout_at(deadline, auth.next())
         .await
         .map_err(|_| {
             anyhow!(
@@ -104,15 +105,16 @@ async fn admit(
 }
 
 async fn run(server: &Arc<Server>, stream: Counted<TcpStream>, peer: SocketAddr) -> Result<()> {
-    let (mut framed, admitted) = admit(server, stream, peer).await?;
+    // One deadline for everything before Hello, however slowly its bytes arrive.
+    let deadline = tokio::time::Instant::now() + conn::HANDSHAKE_TIMEOUT;
+    let (mut framed, admitted) = admit(server, stream, peer, deadline).await?;
     // Cancelled at shutdown, and when the device is revoked (already, if that happened
     // since it was admitted).
     let conn_cancel = server.device_cancel(&admitted.device);
     if conn_cancel.is_cancelled() {
         bail!("device {} was revoked", admitted.device);
     }
-    let mut hello: Hello = match tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, framed.next()).await
-    {
+    let mut hello: Hello = match tokio::time::timeout_at(deadline, framed.next()).await {
         Ok(Some(Ok(ClientMsg::Hello(h)))) => h,
         Ok(Some(Ok(ClientMsg::CreateInvite))) => {
             let answer = server
@@ -132,7 +134,10 @@ async fn run(server: &Arc<Server>, stream: Counted<TcpStream>, peer: SocketAddr)
         }
         Ok(Some(Err(e))) => return Err(e).context("bad hello"),
         Ok(None) => bail!("closed before hello"),
-        Err(_) => bail!("no hello within {}s", conn::HANDSHAKE_TIMEOUT.as_secs()),
+        Err(_) => bail!(
+            "no hello within {}s of connecting",
+            conn::HANDSHAKE_TIMEOUT.as_secs()
+        ),
     };
     // The device is who it proved to be, whatever its hello says.
     hello.device = admitted.device.clone();
@@ -148,12 +153,14 @@ async fn run(server: &Arc<Server>, stream: Counted<TcpStream>, peer: SocketAddr)
             return Err(e);
         }
     };
-    let since = if hello.epoch == folder.epoch {
+    let current = *folder.seq.borrow();
+    // A sequence this folder never reached is not one the device has seen: it gets the
+    // whole index, as does a device that followed another history (epoch).
+    let since = if hello.epoch == folder.epoch && hello.since_seq <= current {
         hello.since_seq
     } else {
         0
     };
-    let current = *folder.seq.borrow();
     framed
         .send(ServerMsg::Welcome(Welcome {
             server: server.device.clone(),
@@ -164,14 +171,14 @@ async fn run(server: &Arc<Server>, stream: Counted<TcpStream>, peer: SocketAddr)
     tracing::info!(%peer, device = %hello.device, folder = %hello.folder, since, "device connected");
     let _registration = server.register_device(&hello, &folder, peer);
 
-    let (mut sink, mut stream) = framed.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<ServerMsg>(64);
+    let (sink, mut stream) = framed.split();
+    let (out_tx, out_rx) = mpsc::channel::<ServerMsg>(64);
+    let stop = conn_cancel.clone();
     let writer = tokio::spawn(async move {
-        while let Some(msg) = out_rx.recv().await {
-            if sink.send(msg).await.is_err() {
-                break;
-            }
+        if let Err(why) = conn::write_queue(sink, out_rx).await {
+            tracing::info!(%peer, "connection closed: {why}");
         }
+        stop.cancel();
     });
     let pending = Arc::new(Pending::default());
     let flow = |what: &str| {
@@ -290,6 +297,12 @@ where
         };
         match msg {
             ClientMsg::Push { id, changes } => {
+                if changes.len() > MAX_BATCH {
+                    bail!(
+                        "protocol error: a push of {} changes is over the limit of {MAX_BATCH}",
+                        changes.len()
+                    );
+                }
                 pushes
                     .send((id, changes))
                     .await
@@ -477,6 +490,11 @@ async fn prepare(
     let failed = |e: anyhow::Error| PushOutcome::Failed {
         reason: format!("{e:#}"),
     };
+    let mut change = change;
+    if let Err(reason) = received::check_entry(&mut change.entry) {
+        tracing::warn!(folder = %folder.name, "refused a pushed change: {reason}");
+        return Err(PushOutcome::Failed { reason });
+    }
     let current = index.local(&change.entry.path).map_err(failed)?;
     let same = current
         .as_ref()
