@@ -89,9 +89,12 @@ pub async fn run(
         tracker.clone(),
         shutdown.child_token(),
     );
-    tracing::info!(device = %device, socket = %socket.display(), "filesyncd ready");
+    let summary = supervisor.summary();
     tracker.spawn(supervisor.run(cmd_rx, reload));
     tracker.close();
+    // Both sockets are bound: a client connecting from now on is queued, then answered.
+    lifecycle::ready(&summary)?;
+    tracing::info!(device = %device, socket = %socket.display(), "filesyncd ready");
     shutdown.cancelled().await;
     if tokio::time::timeout(GRACE, tracker.wait()).await.is_err() {
         tracing::warn!("some tasks did not stop within {}s", GRACE.as_secs());

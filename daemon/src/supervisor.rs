@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::client::{self, ClientIdentity, FolderCmd, FolderHandle};
 use crate::config::{self, Config, FolderConfig};
+use crate::lifecycle;
 use crate::server::Server;
 
 /// A control request and where to send its answer. The answer is a future so that a
@@ -101,9 +102,12 @@ impl Supervisor {
         mut cmds: mpsc::Receiver<ControlCmd>,
         mut reloads: mpsc::Receiver<()>,
     ) {
+        let mut heartbeat = tokio::time::interval(lifecycle::heartbeat_interval());
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
+                _ = heartbeat.tick() => lifecycle::heartbeat(&self.summary()),
                 Some(cmd) = cmds.recv() => {
                     let reply = self.handle(cmd.request);
                     let _ = cmd.reply.send(reply);
@@ -113,6 +117,34 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    /// One line for `systemctl status`: how many folders are in which state, the server
+    /// role's connected devices, and a refused reload.
+    pub fn summary(&self) -> String {
+        let mut states: Vec<(&str, usize)> = Vec::new();
+        for f in &self.folders {
+            let state = f.status.borrow().state.as_str();
+            match states.iter_mut().find(|(s, _)| *s == state) {
+                Some((_, n)) => *n += 1,
+                None => states.push((state, 1)),
+            }
+        }
+        let mut line = format!("{} folders", self.folders.len());
+        if !states.is_empty() {
+            let parts: Vec<String> = states.iter().map(|(s, n)| format!("{n} {s}")).collect();
+            line.push_str(&format!(" ({})", parts.join(", ")));
+        }
+        if let Some(server) = &self.server {
+            line.push_str(&format!(
+                "; server: {} devices connected",
+                server.status().devices.len()
+            ));
+        }
+        if self.config_error.is_some() {
+            line.push_str("; config reload failed (see filesyncctl status)");
+        }
+        line
     }
 
     /// Answers at once, never waiting on a folder task: what takes time is in the

@@ -1,12 +1,15 @@
 //! Operations: the control socket's privacy, signals, systemd notification, `--daemon`.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use filesync_tests::exec::{Scratch, run_with_timeout};
+use filesync_tests::cluster::DOCS;
+use filesync_tests::exec::{Scratch, run_with_timeout, signal};
 use filesync_tests::process::Daemon;
+use filesync_tests::{Cluster, SYNC_TIMEOUT, files, poll_until, tree};
 
 /// The uid the "other user" checks run as.
 const NOBODY: &str = "65534";
@@ -141,5 +144,231 @@ fn stale_socket_is_replaced_and_live_one_means_already_running() {
     assert!(
         first.ctl(["status"]).status.success(),
         "the first daemon lost its socket"
+    );
+}
+
+/// Every datagram received on `sock` within `timeout` until `done` says enough.
+fn notifications(
+    sock: &UnixDatagram,
+    timeout: Duration,
+    done: impl Fn(&str) -> bool,
+) -> Result<String, String> {
+    let mut all = String::new();
+    let deadline = Instant::now() + timeout;
+    let mut buf = vec![0u8; 4096];
+    for _ in 0..1000 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        sock.set_read_timeout(Some(left)).unwrap();
+        match sock.recv(&mut buf) {
+            Ok(n) => all.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(_) => break,
+        }
+        if done(&all) {
+            return Ok(all);
+        }
+    }
+    Err(format!("received so far: {all:?}"))
+}
+
+#[test]
+fn ready_is_sent_once_the_control_socket_answers_and_the_watchdog_is_fed() {
+    let scratch = Scratch::new();
+    let home = scratch.path().join("d");
+    let socket = home.join("ctl.sock");
+    let mut daemon = Daemon::new(&home, &socket);
+    let notify = scratch.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&notify).unwrap();
+    let mut cmd = daemon.command(None::<&str>);
+    cmd.env("NOTIFY_SOCKET", &notify)
+        .env("WATCHDOG_USEC", "1000000");
+    daemon.spawn(cmd);
+
+    let got = notifications(&sock, Duration::from_secs(30), |s| s.contains("READY=1"))
+        .unwrap_or_else(|why| panic!("no READY=1: {why}\n{}", daemon.log_tail()));
+    // No retry: READY means the socket is there and is answered.
+    let out = daemon.ctl(["status"]);
+    assert!(out.status.success(), "status right after READY: {out:?}");
+    assert!(got.contains("STATUS=0 folders"), "{got}");
+    assert!(got.contains(&format!("MAINPID={}", daemon.pid())), "{got}");
+    notifications(&sock, Duration::from_secs(10), |s| s.contains("WATCHDOG=1"))
+        .unwrap_or_else(|why| panic!("no WATCHDOG=1 with a 1 s watchdog: {why}"));
+
+    signal(daemon.pid(), libc::SIGTERM);
+    assert!(daemon.wait_exit(Duration::from_secs(10)).success());
+    notifications(&sock, Duration::from_secs(5), |s| s.contains("STOPPING=1"))
+        .unwrap_or_else(|why| panic!("no STOPPING=1: {why}"));
+}
+
+/// Kills a detached daemon the test lost track of.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if std::path::Path::new(&format!("/proc/{}", self.0)).exists() {
+            signal(self.0 as u32, libc::SIGKILL);
+        }
+    }
+}
+
+/// Whether `pid` is gone (or a zombie nobody reaped yet).
+fn exited(pid: i32) -> Result<(), String> {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => Ok(()),
+        Ok(stat)
+            if stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|s| s.trim_start().starts_with('Z')) =>
+        {
+            Ok(())
+        }
+        Ok(_) => Err(format!("{pid} still runs")),
+    }
+}
+
+#[test]
+fn daemon_flag_detaches_and_writes_the_pid_file() {
+    let scratch = Scratch::new();
+    let home = scratch.path().join("d");
+    let socket = home.join("run/ctl.sock");
+    let daemon = Daemon::new(&home, &socket);
+    let mut cmd = daemon.command(["--daemon"]);
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(30));
+    assert!(out.status.success(), "{out:?}\n{}", daemon.log_tail());
+    // It returned only once ready: no waiting here.
+    let pid_file = home.join("run/filesyncd.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap_or_else(|e| panic!("no pid file {}: {e}", pid_file.display()))
+        .trim()
+        .parse()
+        .expect("the pid file holds a number");
+    let _guard = KillOnDrop(pid);
+    assert!(daemon.ctl(["status"]).status.success());
+    // SAFETY: getsid takes a plain integer.
+    let (ours, theirs) = unsafe { (libc::getsid(0), libc::getsid(pid)) };
+    assert_ne!(ours, theirs, "the daemon did not leave our session");
+    assert_ne!(
+        theirs, pid,
+        "the daemon is a session leader and could get a terminal"
+    );
+    let log = std::fs::read_to_string(home.join("state/filesyncd.log")).unwrap_or_default();
+    assert!(log.contains("filesyncd ready"), "log file: {log}");
+
+    // A second one fails in the foreground, and leaves the first one's pid file alone.
+    let mut cmd = daemon.command(["--daemon"]);
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(pid_file.exists());
+
+    signal(pid as u32, libc::SIGTERM);
+    poll_until(Duration::from_secs(10), || exited(pid))
+        .unwrap_or_else(|why| panic!("no exit after SIGTERM: {why}"));
+    assert!(!pid_file.exists(), "the pid file outlived the daemon");
+}
+
+#[test]
+fn sighup_adds_and_removes_folders_and_a_broken_config_keeps_the_old_one() {
+    let cluster = Cluster::new(1);
+    let a = cluster.a();
+    let original = std::fs::read_to_string(a.config_path()).unwrap();
+    let more = cluster.folder_dir(0, "more");
+    files::write(&more.join("hello.txt"), b"hello from a reload\n");
+    let with_more = format!(
+        "{original}\n[[folder]]\npath = \"{}\"\nserver = \"{}\"\nname = \"more\"\n",
+        more.display(),
+        cluster.server().server_addr()
+    );
+    std::fs::write(a.config_path(), &with_more).unwrap();
+    a.signal(libc::SIGHUP);
+    poll_until(SYNC_TIMEOUT, || {
+        let on_server = cluster.server_dir("more").map(|d| d.join("hello.txt"));
+        match on_server.map(std::fs::read) {
+            Some(Ok(bytes)) if bytes == b"hello from a reload\n" => Ok(()),
+            other => Err(format!("not on the server yet: {other:?}")),
+        }
+    })
+    .unwrap_or_else(|why| panic!("the added folder did not sync: {why}"));
+
+    std::fs::write(a.config_path(), &original).unwrap();
+    a.signal(libc::SIGHUP);
+    poll_until(SYNC_TIMEOUT, || match a.folder_names() {
+        names if names == ["docs"] => Ok(()),
+        names => Err(format!("folders: {names:?}")),
+    })
+    .unwrap_or_else(|why| panic!("the removed folder still runs: {why}"));
+
+    std::fs::write(a.config_path(), format!("{original}\n[[folder]\npath = ")).unwrap();
+    a.signal(libc::SIGHUP);
+    let error = poll_until(SYNC_TIMEOUT, || match &a.status_json()["config_error"] {
+        serde_json::Value::String(e) => Ok(e.clone()),
+        other => Err(format!("config_error: {other}")),
+    })
+    .unwrap_or_else(|why| panic!("status does not show the broken config: {why}"));
+    assert!(error.contains("filesyncd.toml"), "names the file: {error}");
+    let human = a.ctl_ok(["status"]);
+    assert!(human.contains("config"), "{human}");
+    a.check_running().unwrap();
+    files::write(&cluster.path_on(0, DOCS, "after.txt"), b"still syncing\n");
+    poll_until(SYNC_TIMEOUT, || {
+        match std::fs::read(cluster.server_path(DOCS, "after.txt")) {
+            Ok(bytes) if bytes == b"still syncing\n" => Ok(()),
+            other => Err(format!("after.txt on the server: {other:?}")),
+        }
+    })
+    .unwrap_or_else(|why| panic!("the old config stopped syncing: {why}"));
+
+    std::fs::write(a.config_path(), &original).unwrap();
+    a.signal(libc::SIGHUP);
+    poll_until(SYNC_TIMEOUT, || match &a.status_json()["config_error"] {
+        serde_json::Value::Null => Ok(()),
+        other => Err(format!("config_error: {other}")),
+    })
+    .unwrap_or_else(|why| panic!("a fixed config still shows the error: {why}"));
+    cluster.settle(DOCS);
+}
+
+#[test]
+fn sigterm_during_a_transfer_exits_0_within_10s_and_leaves_no_partial_file() {
+    let cluster = Cluster::new(1);
+    // Written beside the folder and moved in, so that no scan sees it half written.
+    let outside = cluster.root().join("big.bin");
+    let sum = files::write_pseudo_random(&outside, 11, 384 << 20);
+    std::fs::rename(&outside, cluster.path_on(0, DOCS, "big.bin")).unwrap();
+    let server_docs = cluster.server_dir(DOCS).expect("the server has docs");
+    poll_until(SYNC_TIMEOUT, || {
+        let names: Vec<String> = std::fs::read_dir(&server_docs)
+            .map_err(|e| e.to_string())?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        match names.iter().any(|n| n.starts_with(".filesync-partial-")) {
+            true => Ok(()),
+            false => Err(format!("no upload in progress on the server: {names:?}")),
+        }
+    })
+    .unwrap_or_else(|why| panic!("{why}"));
+
+    let started = Instant::now();
+    let status = cluster.server().stop();
+    let took = started.elapsed();
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(10), "took {took:?} to stop");
+    let at_path = server_docs.join("big.bin");
+    if at_path.exists() {
+        assert_eq!(
+            tree::sha256_file(&at_path).unwrap(),
+            sum,
+            "a partial file at a real path"
+        );
+    }
+
+    cluster.server().start();
+    cluster.settle(DOCS);
+    assert_eq!(
+        tree::sha256_file(&cluster.server_path(DOCS, "big.bin")).unwrap(),
+        sum
     );
 }
