@@ -372,3 +372,63 @@ fn sigterm_during_a_transfer_exits_0_within_10s_and_leaves_no_partial_file() {
         sum
     );
 }
+
+/// The repository's `systemd/` directory.
+fn units_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd")
+}
+
+/// `systemd-analyze verify` of both units, with `ExecStart` pointing at the built
+/// daemon (verify checks that the binary exists). It exits 0 even on unknown keys and
+/// bad values, so any complaint on stderr fails the test.
+#[test]
+fn systemd_units_verify() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("skipping: systemd-analyze is not installed (apt-get install systemd)");
+        return;
+    }
+    let scratch = Scratch::new();
+    let daemon = filesync_tests::exec::bin("filesyncd");
+    let runtime = scratch.path().join("rt");
+    std::fs::create_dir(&runtime).unwrap();
+    for (unit, user) in [
+        ("filesyncd.service", false),
+        ("user/filesyncd.service", true),
+    ] {
+        let text = std::fs::read_to_string(units_dir().join(unit)).unwrap();
+        assert!(
+            text.contains("Type=notify") && text.contains("WatchdogSec="),
+            "{unit}"
+        );
+        let dir = scratch.path().join(if user { "user" } else { "system" });
+        std::fs::create_dir(&dir).unwrap();
+        let copy = dir.join("filesyncd.service");
+        let exec = daemon.to_str().unwrap();
+        std::fs::write(&copy, text.replace("/usr/bin/filesyncd", exec)).unwrap();
+        let mut cmd = Command::new("systemd-analyze");
+        if user {
+            cmd.arg("--user").env("XDG_RUNTIME_DIR", &runtime);
+        }
+        cmd.arg("verify").arg(&copy);
+        let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.trim().is_empty(),
+            "systemd-analyze verify {unit}: {}\n{stderr}",
+            out.status
+        );
+        if !user {
+            let mut cmd = Command::new("systemd-analyze");
+            cmd.args(["security", "--offline=true"]).arg(&copy);
+            let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
+            let report = String::from_utf8_lossy(&out.stdout);
+            let score = report.lines().last().unwrap_or_default();
+            println!("systemd-analyze security {unit}: {score}");
+            assert!(score.contains("OK"), "exposure is worse than OK:\n{report}");
+        }
+    }
+}
