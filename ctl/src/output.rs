@@ -8,7 +8,7 @@ use std::io::{self, Write as _};
 
 use anyhow::{Context, Result};
 use filesync_proto::control::{
-    ConflictInfo, DaemonStatus, FolderStatus, ServerStatus, VersionEntry,
+    ConflictInfo, DaemonStatus, Event, FolderStatus, ServerStatus, VersionEntry,
 };
 
 use crate::format::{ago, bytes, count, thousands, utc_time};
@@ -24,6 +24,33 @@ pub fn print(text: &str) -> Result<()> {
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e).context("cannot write to stdout"),
         _ => Ok(()),
     }
+}
+
+/// One event as one line: `2026-11-21 14:02:11 UTC  docs  uploaded  notes/a.txt`, then
+/// the detail in parentheses when there is one.
+pub fn event_human(event: &Event) -> String {
+    let mut line = format!(
+        "{}  {}  {}",
+        utc_time(event.time_ms.div_euclid(1000)),
+        event.folder,
+        event.kind.as_str()
+    );
+    if let Some(path) = &event.path {
+        line.push_str("  ");
+        line.push_str(path);
+    }
+    if let Some(detail) = &event.detail {
+        let _ = write!(line, "  ({detail})");
+    }
+    line.push('\n');
+    line
+}
+
+/// One event as one line of JSON (`{"time_ms":…,"folder":…,"kind":"uploaded",…}`).
+pub fn event_json(event: &Event) -> Result<String> {
+    let mut line = serde_json::to_string(event).context("cannot render the event as JSON")?;
+    line.push('\n');
+    Ok(line)
 }
 
 /// The status as pretty JSON, with a final newline.

@@ -16,9 +16,10 @@ use filesync_proto::control::{self, ControlErrorKind, Request, Response};
 use interprocess::local_socket::tokio::{Listener, Stream, prelude::*};
 use interprocess::local_socket::{GenericFilePath, ListenerOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::events::{self, Events};
 use crate::supervisor::ControlCmd;
 
 /// A client that has not sent its whole request by then is dropped.
@@ -202,6 +203,7 @@ pub async fn serve(
     listener: Listener,
     path: PathBuf,
     supervisor: mpsc::Sender<ControlCmd>,
+    events: Events,
     cancel: CancellationToken,
 ) {
     loop {
@@ -220,8 +222,10 @@ pub async fn serve(
             continue;
         }
         let supervisor = supervisor.clone();
+        let events = events.clone();
+        let cancel = cancel.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, supervisor).await {
+            if let Err(e) = handle(stream, supervisor, events, cancel).await {
                 tracing::debug!("control connection: {e:#}");
             }
         });
@@ -242,12 +246,20 @@ async fn refuse(mut stream: Stream) {
     let _ = write_frame(&mut stream, &response).await;
 }
 
-async fn handle(mut stream: Stream, supervisor: mpsc::Sender<ControlCmd>) -> Result<()> {
+async fn handle(
+    mut stream: Stream,
+    supervisor: mpsc::Sender<ControlCmd>,
+    events: Events,
+    cancel: CancellationToken,
+) -> Result<()> {
     let payload = match tokio::time::timeout(REQUEST_TIMEOUT, read_frame(&mut stream)).await {
         Ok(r) => r?,
         Err(_) => bail!("no complete request within {}s", REQUEST_TIMEOUT.as_secs()),
     };
     let response = match control::decode::<Request>(&payload) {
+        Ok(Request::Events { folder, follow }) => {
+            return stream_events(stream, &events, folder.as_deref(), follow, cancel).await;
+        }
         Err(e) => Response::Error {
             kind: ControlErrorKind::BadRequest,
             message: e.to_string(),
@@ -275,6 +287,43 @@ async fn handle(mut stream: Stream, supervisor: mpsc::Sender<ControlCmd>) -> Res
         }
     };
     write_frame(&mut stream, &response).await
+}
+
+/// Sends the recent events of `folder` (all when `None`), then `Ok` — or, with
+/// `follow`, every new one until the client goes away or the daemon stops.
+async fn stream_events(
+    mut stream: Stream,
+    events: &Events,
+    folder: Option<&str>,
+    follow: bool,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let (recent, mut live) = events.subscribe();
+    for event in recent.into_iter().filter(|e| events::matches(e, folder)) {
+        write_frame(&mut stream, &Response::Event(event)).await?;
+    }
+    if !follow {
+        let done = Response::Ok {
+            message: String::new(),
+        };
+        return write_frame(&mut stream, &done).await;
+    }
+    loop {
+        let event = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            r = live.recv() => r,
+        };
+        let response = match event {
+            Ok(event) if events::matches(&event, folder) => Response::Event(event),
+            Ok(_) => continue,
+            Err(broadcast::error::RecvError::Lagged(n)) => Response::Error {
+                kind: ControlErrorKind::Failed,
+                message: format!("{n} events were missed: they came faster than they were read"),
+            },
+            Err(broadcast::error::RecvError::Closed) => return Ok(()),
+        };
+        write_frame(&mut stream, &response).await?;
+    }
 }
 
 async fn write_frame(stream: &mut Stream, response: &Response) -> Result<()> {

@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod conn;
 pub mod control;
+pub mod events;
 pub mod ignore;
 pub mod index;
 pub mod lifecycle;
@@ -76,16 +77,19 @@ pub async fn run(
         None => None,
     };
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let events = events::Events::default();
     tracker.spawn(control::serve(
         control,
         socket.clone(),
         cmd_tx,
+        events.clone(),
         shutdown.child_token(),
     ));
     let supervisor = Supervisor::new(
         config,
         identity,
         server,
+        events,
         tracker.clone(),
         shutdown.child_token(),
     );

@@ -45,10 +45,23 @@ struct Args {
     /// STATE_DIR/filesyncd.log].
     #[arg(long, value_name = "PATH", requires = "daemon")]
     log_file: Option<PathBuf>,
+    /// Print this manual page (roff) to stdout; used by the packages.
+    #[arg(long, hide = true)]
+    man_page: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.man_page {
+        use clap::CommandFactory;
+        return match clap_mangen::Man::new(Args::command()).render(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("filesyncd: error: cannot write the man page: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let file = args.config.unwrap_or_else(Config::default_path);
     let config = match Config::load(&file) {
         Ok(c) => c,

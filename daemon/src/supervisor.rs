@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::client::{self, ClientIdentity, FolderCmd, FolderHandle};
 use crate::config::{self, Config, FolderConfig};
+use crate::events::Events;
 use crate::lifecycle;
 use crate::server::Server;
 
@@ -30,6 +31,8 @@ pub struct Supervisor {
     identity: ClientIdentity,
     folders: Vec<FolderHandle>,
     server: Option<Arc<Server>>,
+    /// Where folder tasks report what happens, for `filesyncctl events`.
+    events: Events,
     tracker: TaskTracker,
     /// Parent of every folder task's token.
     cancel: CancellationToken,
@@ -62,6 +65,7 @@ impl Supervisor {
         config: Config,
         identity: ClientIdentity,
         server: Option<Arc<Server>>,
+        events: Events,
         tracker: TaskTracker,
         cancel: CancellationToken,
     ) -> Self {
@@ -70,6 +74,7 @@ impl Supervisor {
             identity,
             folders: Vec::new(),
             server,
+            events,
             tracker,
             cancel,
             config_error: None,
@@ -85,6 +90,7 @@ impl Supervisor {
         self.folders.push(client::spawn(
             cfg,
             &self.identity,
+            &self.events,
             &self.tracker,
             &self.cancel,
         ));
@@ -215,6 +221,8 @@ impl Supervisor {
                 |reply| FolderCmd::Versions { path, reply },
                 Response::Versions,
             ),
+            // The control socket streams events itself, from the event bus.
+            Request::Events { .. } => now(bad("events are not a supervisor request")),
             Request::Restore {
                 folder,
                 path,

@@ -432,3 +432,64 @@ fn systemd_units_verify() {
         }
     }
 }
+
+/// Lines of a running command's stdout, read on a thread so that waiting is bounded.
+fn line_reader(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn events_follow_shows_a_change_arriving() {
+    let cluster = Cluster::new(2);
+    let mut follow = cluster
+        .b()
+        .ctl_spawn(["events", "--follow", "--json", DOCS]);
+    let lines = line_reader(&mut follow);
+    // An event from before the follower subscribed comes among the recent ones it is
+    // sent first, so there is no race with the write.
+    files::write(&cluster.path_on(0, DOCS, "note.txt"), b"an event\n");
+    cluster.settle(DOCS);
+    let deadline = Instant::now() + SYNC_TIMEOUT;
+    let mut seen = Vec::new();
+    let found = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                let event: serde_json::Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"));
+                if event["kind"] == "downloaded" && event["path"] == "note.txt" {
+                    break Some(event);
+                }
+                seen.push(line);
+            }
+            Err(_) => break None,
+        }
+    };
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let event = found.unwrap_or_else(|| panic!("no downloaded event for note.txt; saw {seen:?}"));
+    assert_eq!(event["folder"], DOCS);
+    assert!(event["time_ms"].as_i64().is_some_and(|t| t > 0), "{event}");
+
+    let uploaded = cluster.a().ctl_ok(["events", DOCS]);
+    assert!(
+        uploaded
+            .lines()
+            .any(|l| l.contains(" docs  uploaded  note.txt")),
+        "{uploaded}"
+    );
+    assert!(uploaded.contains(" docs  scanned"), "{uploaded}");
+}
