@@ -96,7 +96,7 @@ async fn status(client: &Client, folder: Option<String>, json: bool) -> Result<(
     let text = if json {
         output::status_json(&status)?
     } else {
-        output::status_human(&status, unix_now())
+        output::status_human(&status, unix_now(), output::colour_stdout())
     };
     output::print(&text)
 }
