@@ -50,6 +50,17 @@ struct Args {
     man_page: bool,
 }
 
+#[cfg(unix)]
+fn current_uid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// Named pipes have no per-user runtime directory: the default is the same for everyone.
+#[cfg(not(unix))]
+fn current_uid() -> u32 {
+    0
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if args.man_page {
@@ -74,11 +85,9 @@ fn main() -> ExitCode {
         .socket
         .or_else(|| config.daemon.control_socket.clone())
         .unwrap_or_else(|| {
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            let uid = unsafe { libc::geteuid() };
             filesync_proto::control::default_socket_path(
                 std::env::var("XDG_RUNTIME_DIR").ok().as_deref(),
-                uid,
+                current_uid(),
             )
         });
     if args.daemon {

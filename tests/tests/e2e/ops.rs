@@ -493,3 +493,112 @@ fn events_follow_shows_a_change_arriving() {
     );
     assert!(uploaded.contains(" docs  scanned"), "{uploaded}");
 }
+
+/// The keys of a JSON object, sorted.
+fn keys(value: &serde_json::Value) -> Vec<String> {
+    let mut keys: Vec<String> = value
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {value}"))
+        .keys()
+        .cloned()
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// `status --json` has exactly the fields the README documents, each named there.
+#[test]
+fn status_json_matches_its_documented_schema() {
+    let cluster = Cluster::new(1);
+    cluster.settle(DOCS);
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let check = |what: &str, value: &serde_json::Value, want: &[&str]| {
+        let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(keys(value), want, "fields of {what}");
+        for key in &want {
+            assert!(
+                readme.contains(&format!("`{key}`")),
+                "README does not document {what}.{key}"
+            );
+        }
+    };
+    let client = cluster.a().status_json();
+    check(
+        "the status",
+        &client,
+        &[
+            "version",
+            "device",
+            "config",
+            "folders",
+            "server",
+            "config_error",
+        ],
+    );
+    assert!(client["server"].is_null() && client["config_error"].is_null());
+    let folder = &client["folders"][0];
+    check(
+        "a folder",
+        folder,
+        &[
+            "name",
+            "path",
+            "server",
+            "mode",
+            "state",
+            "connected",
+            "scanned",
+            "files",
+            "bytes",
+            "pending_up_files",
+            "pending_up_bytes",
+            "pending_down_files",
+            "pending_down_bytes",
+            "seq",
+            "last_sync",
+            "conflicts",
+            "last_error",
+            "unsyncable",
+            "counters",
+            "rate_up_bps",
+            "rate_down_bps",
+        ],
+    );
+    assert_eq!(folder["state"], "idle");
+    assert_eq!(folder["mode"], "two-way");
+    assert!(folder["last_sync"].as_i64().is_some(), "{folder}");
+    check(
+        "counters",
+        &folder["counters"],
+        &[
+            "wire_bytes_sent",
+            "wire_bytes_received",
+            "content_bytes_sent",
+            "content_bytes_received",
+            "content_bytes_reused",
+            "files_uploaded",
+            "files_downloaded",
+            "deletes_applied",
+        ],
+    );
+    let server = cluster.server().status_json();
+    let role = &server["server"];
+    check(
+        "the server role",
+        role,
+        &["listen", "data_dir", "folders", "devices"],
+    );
+    check(
+        "a server folder",
+        &role["folders"][0],
+        &["account", "name", "seq", "files", "bytes"],
+    );
+    check(
+        "a connected device",
+        &role["devices"][0],
+        &["device", "name", "account", "folder", "address"],
+    );
+}
