@@ -5,7 +5,7 @@
 #
 #   packaging/build.sh              # packages land in $CARGO_TARGET_DIR/packages/
 #
-# Prints the path of each package on its last two lines.
+# Prints the path of the .deb, then of the .rpm, on its last two lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -34,4 +34,5 @@ rm -rf "$out"
 mkdir -p "$out"
 cargo deb -p filesyncd --no-build --no-strip --output "$out/" >&2
 cargo generate-rpm -p daemon --target-dir "$target" --output "$out/" >&2
-ls "$out"/*.deb "$out"/*.rpm
+echo "$out"/*.deb
+echo "$out"/*.rpm
