@@ -24,6 +24,8 @@ use crate::supervisor::ControlCmd;
 
 /// A client that has not sent its whole request by then is dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a refused peer's request is drained before the connection is closed.
+const REFUSED_DRAIN: Duration = Duration::from_secs(2);
 
 /// Binds the control socket at `path`, refusing to start if another daemon answers there
 /// or if the socket's directory or path could let another user in.
@@ -233,17 +235,23 @@ pub async fn serve(
     let _ = std::fs::remove_file(&path);
 }
 
-/// Tells a refused peer why. Its request is read first (and ignored), so that the
-/// answer does not meet a peer still writing into a closed connection.
+/// Tells a refused peer why, then drains what it sent for a moment without keeping it:
+/// closing with unread data would reset the connection before the peer reads the answer.
 async fn refuse(mut stream: Stream) {
-    let _ = tokio::time::timeout(REQUEST_TIMEOUT, read_frame(&mut stream)).await;
     let response = Response::Error {
         kind: ControlErrorKind::Failed,
         message: "permission denied: this daemon accepts control requests only from its own \
                   user and root"
             .into(),
     };
-    let _ = write_frame(&mut stream, &response).await;
+    if write_frame(&mut stream, &response).await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    };
+    let _ = tokio::time::timeout(REFUSED_DRAIN, drain).await;
 }
 
 async fn handle(
