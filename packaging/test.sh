@@ -16,7 +16,11 @@ if dpkg -s filesync >/dev/null 2>&1; then
     exit 1
 fi
 if ! command -v rpm >/dev/null; then
-    timeout 600 apt-get install -y -q rpm >/dev/null
+    # The package lists may be missing or stale on a fresh machine.
+    timeout 600 apt-get install -y -q rpm >/dev/null 2>&1 || {
+        timeout 600 apt-get update -q >/dev/null
+        timeout 600 apt-get install -y -q rpm >/dev/null
+    }
 fi
 
 mapfile -t built < <(packaging/build.sh | tail -n 2)
