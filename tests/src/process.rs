@@ -52,7 +52,8 @@ impl Daemon {
         }
     }
 
-    /// `filesyncd --config CONFIG ARGS…` with `env`, its output appended to the log.
+    /// `filesyncd --config CONFIG ARGS…` in a hermetic environment (no systemd variables),
+    /// its output appended to the log; the caller may add to it before [`Daemon::spawn`].
     pub fn command<I, S>(&self, args: I) -> Command
     where
         I: IntoIterator<Item = S>,
