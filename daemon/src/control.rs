@@ -8,6 +8,7 @@
 //! replaced, and anything else there (a symbolic link, a file) stops the start.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -16,7 +17,7 @@ use filesync_proto::control::{self, ControlErrorKind, Request, Response};
 use interprocess::local_socket::tokio::{Listener, Stream, prelude::*};
 use interprocess::local_socket::{GenericFilePath, ListenerOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{self, Events};
@@ -24,6 +25,9 @@ use crate::supervisor::ControlCmd;
 
 /// A client that has not sent its whole request by then is dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most this many control connections are served at once (an `events --follow` holds
+/// one for as long as it runs); further ones wait in the socket's backlog.
+const MAX_CONNECTIONS: usize = 64;
 /// How long a refused peer's request is drained before the connection is closed.
 const REFUSED_DRAIN: Duration = Duration::from_secs(2);
 
@@ -208,7 +212,15 @@ pub async fn serve(
     events: Events,
     cancel: CancellationToken,
 ) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
         let stream = tokio::select! {
             _ = cancel.cancelled() => break,
             r = listener.accept() => match r {
@@ -220,7 +232,10 @@ pub async fn serve(
             },
         };
         if !peer_allowed(&stream) {
-            tokio::spawn(refuse(stream));
+            tokio::spawn(async move {
+                refuse(stream).await;
+                drop(permit);
+            });
             continue;
         }
         let supervisor = supervisor.clone();
@@ -230,6 +245,7 @@ pub async fn serve(
             if let Err(e) = handle(stream, supervisor, events, cancel).await {
                 tracing::debug!("control connection: {e:#}");
             }
+            drop(permit);
         });
     }
     let _ = std::fs::remove_file(&path);
