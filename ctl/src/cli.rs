@@ -135,6 +135,33 @@ pub enum Command {
         #[arg(long, value_name = "V")]
         version: Option<u64>,
     },
+    /// Show what the daemon did lately (scanned, uploaded, downloaded, deleted,
+    /// conflict, error), one line per event; with --follow, keep printing new events.
+    ///
+    /// The daemon keeps the last 100 events; --follow prints those, then every new one
+    /// until interrupted (Ctrl-C).
+    Events {
+        /// Keep printing new events as they happen.
+        #[arg(long, short)]
+        follow: bool,
+        /// Print one JSON object per line, for scripts.
+        #[arg(long)]
+        json: bool,
+        /// Only this folder's events: its name or its local path.
+        folder: Option<String>,
+    },
+    /// Print the completion script for a shell to stdout (used by the packages).
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages into a directory (used by the packages).
+    #[command(hide = true)]
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Pin a server's certificate fingerprint, replacing the pin this device had.
     ///
     /// For a server whose key was replaced on purpose: its folders stop with "server

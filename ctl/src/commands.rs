@@ -11,6 +11,7 @@ use filesync_proto::control::{
 };
 
 use crate::cli::{AddArgs, Command, DeviceCommand, ResolveArgs, ServerCommand, Target};
+use crate::generate;
 use crate::output;
 use crate::transport::{Client, RESPONSE_TIMEOUT};
 use crate::wait::wait;
@@ -89,6 +90,19 @@ pub async fn run(command: Command, client: &Client) -> Result<()> {
         Command::Device(DeviceCommand::Invite { server }) => {
             confirm(client, Request::DeviceInvite { server }).await
         }
+        Command::Events {
+            follow,
+            json,
+            folder,
+        } => {
+            let folder = folder.map(folder_arg).transpose()?;
+            events(client, folder, follow, json).await
+        }
+        Command::Completions { shell } => {
+            generate::completions(shell);
+            Ok(())
+        }
+        Command::Man { dir } => generate::man_pages(&dir),
     }
 }
 
@@ -120,9 +134,30 @@ async fn status(client: &Client, folder: Option<String>, json: bool) -> Result<(
     let text = if json {
         output::status_json(&status)?
     } else {
-        output::status_human(&status, unix_now())
+        output::status_human(&status, unix_now(), output::colour_stdout())
     };
     output::print(&text)
+}
+
+/// Prints each event as it arrives; ends at the daemon's `Ok` (without `--follow`).
+async fn events(client: &Client, folder: Option<String>, follow: bool, json: bool) -> Result<()> {
+    let request = Request::Events { folder, follow };
+    let limit = (!follow).then_some(RESPONSE_TIMEOUT);
+    client
+        .stream(&request, limit, |response| match response {
+            Response::Event(event) => {
+                let line = if json {
+                    output::event_json(&event)?
+                } else {
+                    output::event_human(&event)
+                };
+                output::print(&line)?;
+                Ok(true)
+            }
+            Response::Ok { .. } => Ok(false),
+            other => Err(unexpected(other, "an event")),
+        })
+        .await
 }
 
 async fn conflicts(client: &Client, folder: Option<String>, json: bool) -> Result<()> {
@@ -209,6 +244,7 @@ fn unexpected(response: Response, wanted: &str) -> anyhow::Error {
         Response::Conflicts(_) => "a list of conflicts",
         Response::Versions(_) => "a list of versions",
         Response::Accounts(_) => "a list of accounts",
+        Response::Event(_) => "an event",
     };
     anyhow!("the daemon answered with {got} where {wanted} was expected")
 }

@@ -1,7 +1,8 @@
 //! `filesyncctl`: the command-line control for the filesync daemon (`filesyncd`).
 //!
 //! Each command sends one request over the daemon's local control socket and prints
-//! the answer; there is no sync logic here. Modules: `cli` (arguments), `commands`
+//! the answer; there is no sync logic here. Modules: `cli` (arguments), `generate`
+//! (completions and man pages), `commands`
 //! (command to request, answer to output), `transport` (the socket and its framing),
 //! `wait` (the `wait` polling loop), `output` and `format` (human and JSON rendering).
 //!
@@ -18,6 +19,7 @@
 mod cli;
 mod commands;
 mod format;
+mod generate;
 mod output;
 mod transport;
 mod wait;

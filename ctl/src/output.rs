@@ -4,11 +4,12 @@
 //! Rendering is pure: it takes the answer and the current time and returns text.
 
 use std::fmt::Write as _;
-use std::io::{self, Write as _};
+use std::io::{self, IsTerminal, Write as _};
 
 use anyhow::{Context, Result};
 use filesync_proto::control::{
-    AccountInfo, ConflictInfo, DaemonStatus, FolderStatus, ServerStatus, ServerTrust, VersionEntry,
+    AccountInfo, ConflictInfo, DaemonStatus, Event, FolderState, FolderStatus, ServerStatus,
+    ServerTrust, VersionEntry,
 };
 
 use crate::format::{ago, bytes, count, thousands, utc_time};
@@ -24,6 +25,33 @@ pub fn print(text: &str) -> Result<()> {
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e).context("cannot write to stdout"),
         _ => Ok(()),
     }
+}
+
+/// One event as one line: `2026-11-21 14:02:11 UTC  docs  uploaded  notes/a.txt`, then
+/// the detail in parentheses when there is one.
+pub fn event_human(event: &Event) -> String {
+    let mut line = format!(
+        "{}  {}  {}",
+        utc_time(event.time_ms.div_euclid(1000)),
+        event.folder,
+        event.kind.as_str()
+    );
+    if let Some(path) = &event.path {
+        line.push_str("  ");
+        line.push_str(path);
+    }
+    if let Some(detail) = &event.detail {
+        let _ = write!(line, "  ({detail})");
+    }
+    line.push('\n');
+    line
+}
+
+/// One event as one line of JSON (`{"time_ms":…,"folder":…,"kind":"uploaded",…}`).
+pub fn event_json(event: &Event) -> Result<String> {
+    let mut line = serde_json::to_string(event).context("cannot render the event as JSON")?;
+    line.push('\n');
+    Ok(line)
 }
 
 /// The status as pretty JSON, with a final newline.
@@ -48,9 +76,31 @@ fn pretty(rendered: serde_json::Result<String>, what: &str) -> Result<String> {
     Ok(text)
 }
 
+/// Whether to colour what goes to stdout: only on a terminal, and not when `NO_COLOR`
+/// is set.
+pub fn colour_stdout() -> bool {
+    io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// A folder state, in colour when `colour`: green idle, yellow busy, red trouble.
+fn state_word(state: FolderState, colour: bool) -> String {
+    let code = match state {
+        FolderState::Idle => "32",
+        FolderState::Scanning | FolderState::Syncing => "33",
+        FolderState::Offline | FolderState::Error => "31",
+        FolderState::Paused => "2",
+    };
+    if colour {
+        format!("\x1b[{code}m{}\x1b[0m", state.as_str())
+    } else {
+        state.as_str().to_owned()
+    }
+}
+
 /// The status as text blocks: a header, then one block per folder, then the server
-/// role if it is enabled. `now` is the current Unix time, for the "ago" parts.
-pub fn status_human(status: &DaemonStatus, now: i64) -> String {
+/// role if it is enabled. `now` is the current Unix time, for the "ago" parts; the
+/// states are coloured when `colour`.
+pub fn status_human(status: &DaemonStatus, now: i64, colour: bool) -> String {
     let mut out = format!(
         "filesyncd {}  device {}  config {}\n",
         status.version, status.device, status.config
@@ -65,7 +115,7 @@ pub fn status_human(status: &DaemonStatus, now: i64) -> String {
     }
     for folder in &status.folders {
         out.push('\n');
-        folder_block(&mut out, folder, now);
+        folder_block(&mut out, folder, now, colour);
     }
     if !status.servers.is_empty() {
         out.push_str("\nservers this device trusts\n");
@@ -136,7 +186,7 @@ fn line(out: &mut String, label: &str, value: impl std::fmt::Display) {
     let _ = writeln!(out, "  {:<10} {value}", format!("{label}:"));
 }
 
-fn folder_block(out: &mut String, f: &FolderStatus, now: i64) {
+fn folder_block(out: &mut String, f: &FolderStatus, now: i64, colour: bool) {
     let _ = writeln!(
         out,
         "{}  {}  ->  {}  ({})",
@@ -158,7 +208,7 @@ fn folder_block(out: &mut String, f: &FolderStatus, now: i64) {
     line(
         out,
         "state",
-        format!("{} ({connected}{scan})", f.state.as_str()),
+        format!("{} ({connected}{scan})", state_word(f.state, colour)),
     );
     line(
         out,
@@ -473,7 +523,7 @@ server  listening on 0.0.0.0:7101
   devices:   1 connected
     laptop (DEV2)  alice/docs  from 10.0.0.5:51234
 ";
-        let got = status_human(&sample(), NOW);
+        let got = status_human(&sample(), NOW, false);
         assert_eq!(got, want, "got:\n{got}");
     }
 
@@ -511,6 +561,37 @@ account bob  created 2026-11-20 14:02:11 UTC, 0 devices
     }
 
     #[test]
+    fn states_are_coloured_only_when_asked() {
+        let plain = status_human(&sample(), NOW, false);
+        assert!(!plain.contains('\x1b'), "{plain}");
+        let coloured = status_human(&sample(), NOW, true);
+        assert!(coloured.contains("\x1b[32midle\x1b[0m"), "{coloured}");
+        assert_eq!(state_word(FolderState::Error, true), "\x1b[31merror\x1b[0m");
+    }
+
+    #[test]
+    fn events_render_as_lines() {
+        let event = Event {
+            time_ms: NOW * 1000 + 250,
+            folder: "docs".into(),
+            folder_path: "/home/a/Docs".into(),
+            kind: filesync_proto::control::EventKind::Deleted,
+            path: Some("old.txt".into()),
+            detail: Some("by the server".into()),
+        };
+        assert_eq!(
+            event_human(&event),
+            format!(
+                "{}  docs  deleted  old.txt  (by the server)\n",
+                utc_time(NOW)
+            )
+        );
+        let json: serde_json::Value = serde_json::from_str(&event_json(&event).unwrap()).unwrap();
+        assert_eq!(json["kind"], "deleted");
+        assert_eq!(json["path"], "old.txt");
+    }
+
+    #[test]
     fn human_status_without_folders() {
         let status = DaemonStatus {
             folders: Vec::new(),
@@ -519,7 +600,7 @@ account bob  created 2026-11-20 14:02:11 UTC, 0 devices
             config_error: None,
             ..sample()
         };
-        let got = status_human(&status, NOW);
+        let got = status_human(&status, NOW, false);
         assert!(
             got.ends_with(
                 "\nno folders (add one with `filesyncctl add PATH --server HOST:PORT`)\n"
@@ -543,7 +624,7 @@ account bob  created 2026-11-20 14:02:11 UTC, 0 devices
             config_error: None,
             ..sample()
         };
-        let got = status_human(&status, NOW);
+        let got = status_human(&status, NOW, false);
         assert!(
             got.contains(
                 "  pending:   up 0 files (0 B), down 1 file (4.0 GiB)\n  rate:      up 0 B/s, down 12.0 MiB/s\n"

@@ -137,6 +137,35 @@ impl Client {
         }
     }
 
+    /// Sends `request` and hands every answer frame to `each` until it returns `false`
+    /// or fails. The whole exchange is bounded by `limit` when there is one.
+    pub async fn stream(
+        &self,
+        request: &Request,
+        limit: Option<Duration>,
+        mut each: impl FnMut(Response) -> Result<bool>,
+    ) -> Result<()> {
+        let frame = encode_frame(request)?;
+        let mut stream = self.connect().await?;
+        let exchange = async {
+            stream
+                .write_all(&frame)
+                .await
+                .context("cannot send the request to the daemon")?;
+            while each(decode_response(&read_frame(&mut stream).await?)?)? {}
+            Ok(())
+        };
+        match limit {
+            Some(limit) => tokio::time::timeout(limit, exchange).await.map_err(|_| {
+                anyhow!(
+                    "the daemon did not finish answering within {}",
+                    humantime::format_duration(limit)
+                )
+            })?,
+            None => exchange.await,
+        }
+    }
+
     async fn connect(&self) -> Result<Stream, Unreachable> {
         let connect_error = |source| Unreachable::Connect {
             path: self.path.clone(),

@@ -1,15 +1,16 @@
 //! `filesyncctl wait`: ask the daemon to scan, then poll its status until every folder
-//! it reports is in sync, or the timeout passes.
+//! it reports is in sync, or the timeout passes; on a terminal, with a progress bar.
 //!
 //! Every step is bounded by the one deadline, so a daemon that hangs cannot hold `wait`
 //! past its `--timeout`. Without a timeout it waits until in sync, however long.
 
 use std::future::Future;
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, IsTerminal};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use filesync_proto::control::{DaemonStatus, FolderStatus, Request};
+use indicatif::{ProgressBar, ProgressStyle};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::commands::{expect_ok, expect_status};
@@ -39,7 +40,7 @@ pub async fn wait(
     };
     let mut progress = Progress::new(io::stderr().is_terminal());
 
-    progress.show("waiting for sync: the daemon is scanning");
+    progress.message("waiting for sync: the daemon is scanning");
     // The daemon answers a flush once it has scanned, so every change made before
     // `wait` started is counted in the statuses that follow. Scanning a large tree can
     // take long: only the overall deadline bounds it.
@@ -77,7 +78,7 @@ pub async fn wait(
         if behind.is_empty() {
             return Ok(());
         }
-        progress.show(&summary(&status));
+        progress.update(&status);
     }
 }
 
@@ -127,38 +128,55 @@ fn summary(status: &DaemonStatus) -> String {
     )
 }
 
-/// A status line on a terminal's stderr, rewritten in place and erased when dropped;
-/// silent when stderr is not a terminal, so logs and scripts get no noise.
+/// A progress bar on a terminal's stderr (indicatif): the bytes transferred since
+/// `wait` began out of the most that was pending at once, with the summary beside it.
+/// Hidden when stderr is not a terminal, so logs and scripts get no noise; erased when
+/// dropped.
 struct Progress {
-    enabled: bool,
-    /// Characters currently shown, to blank out what a shorter line leaves behind.
-    shown: usize,
+    bar: ProgressBar,
+    /// The most bytes pending (both ways) seen so far: the bar's length.
+    most: u64,
 }
 
 impl Progress {
     fn new(enabled: bool) -> Progress {
-        Progress { enabled, shown: 0 }
+        let bar = if enabled {
+            let style = ProgressStyle::with_template(
+                "{spinner} [{bar:30}] {bytes}/{total_bytes}  {wide_msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            let bar = ProgressBar::new(0).with_style(style);
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        Progress { bar, most: 0 }
     }
 
-    fn show(&mut self, text: &str) {
-        if !self.enabled {
-            return;
+    fn message(&self, text: &str) {
+        self.bar.set_message(text.to_owned());
+    }
+
+    fn update(&mut self, status: &DaemonStatus) {
+        let left: u64 = status
+            .folders
+            .iter()
+            .map(|f| f.pending_up_bytes + f.pending_down_bytes)
+            .sum();
+        if left > self.most {
+            self.most = left;
+            self.bar.set_length(left);
         }
-        let len = text.chars().count();
-        let blank = self.shown.saturating_sub(len);
-        // Progress is best effort: a failed write to stderr must not fail the wait.
-        let _ = write!(io::stderr(), "\r{text}{:blank$}", "");
-        let _ = io::stderr().flush();
-        self.shown = len;
+        self.bar.set_position(self.most - left);
+        self.message(&summary(status));
     }
 }
 
 impl Drop for Progress {
     fn drop(&mut self) {
-        if self.shown > 0 {
-            let _ = write!(io::stderr(), "\r{:width$}\r", "", width = self.shown);
-            let _ = io::stderr().flush();
-        }
+        self.bar.finish_and_clear();
     }
 }
 
@@ -228,6 +246,39 @@ mod tests {
         assert_eq!(
             summary(&status),
             "waiting for sync: 1 of 2 folders in sync, 0 files to send, 3 files to receive"
+        );
+    }
+
+    #[test]
+    fn the_bar_counts_bytes_done_out_of_the_most_pending() {
+        let status = |up: u64, down: u64| DaemonStatus {
+            version: "0.1.0".into(),
+            device: "DEV1".into(),
+            config: "/c.toml".into(),
+            folders: vec![FolderStatus {
+                pending_up_bytes: up,
+                pending_down_bytes: down,
+                ..folder("a")
+            }],
+            server: None,
+            servers: Vec::new(),
+            config_error: None,
+        };
+        let mut progress = Progress::new(false);
+        progress.update(&status(60, 40));
+        assert_eq!(
+            (progress.bar.position(), progress.bar.length()),
+            (0, Some(100))
+        );
+        progress.update(&status(10, 20));
+        assert_eq!(
+            (progress.bar.position(), progress.bar.length()),
+            (70, Some(100))
+        );
+        progress.update(&status(0, 150));
+        assert_eq!(
+            (progress.bar.position(), progress.bar.length()),
+            (0, Some(150))
         );
     }
 

@@ -1,10 +1,14 @@
 //! The local control socket: one framed request in, one framed response out.
 //!
 //! All platform-specific socket code is here. On Unix the socket's directory is made
-//! 0700 and the socket 0600, so only the daemon's user can reach it; a live socket at
-//! the path means another daemon is running, a dead one is stale and replaced.
+//! 0700 (an existing one must belong to the daemon's user and be writable by nobody
+//! else) and the socket 0600, so only the daemon's user can reach it; on top of that
+//! every connection's peer uid (SO_PEERCRED) must be the daemon's own or root. A live
+//! socket at the path means another daemon is running, a dead one is stale and
+//! replaced, and anything else there (a symbolic link, a file) stops the start.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -13,28 +17,45 @@ use filesync_proto::control::{self, ControlErrorKind, Request, Response};
 use interprocess::local_socket::tokio::{Listener, Stream, prelude::*};
 use interprocess::local_socket::{GenericFilePath, ListenerOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::events::{self, Events};
 use crate::supervisor::ControlCmd;
 
 /// A client that has not sent its whole request by then is dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most this many control connections are served at once (an `events --follow` holds
+/// one for as long as it runs); further ones wait in the socket's backlog.
+const MAX_CONNECTIONS: usize = 64;
+/// How long a refused peer's request is drained before the connection is closed.
+const REFUSED_DRAIN: Duration = Duration::from_secs(2);
 
-/// Binds the control socket at `path`, refusing to start if another daemon answers there.
+/// Binds the control socket at `path`, refusing to start if another daemon answers there
+/// or if the socket's directory or path could let another user in.
 pub async fn bind(path: &Path) -> Result<Listener> {
     let dir = path
         .parent()
         .context("control socket path has no directory")?;
-    make_private_dir(dir)?;
-    if path.exists() {
+    ensure_private_dir(dir)?;
+    if let Some(kind) = existing_kind(path)? {
+        if kind != Existing::Socket {
+            bail!(
+                "{} is in the way of the control socket ({}); remove it or choose another \
+                 daemon.control_socket",
+                path.display(),
+                kind.describe()
+            );
+        }
         let name = path.to_fs_name::<GenericFilePath>()?;
         if Stream::connect(name).await.is_ok() {
             bail!(
-                "another filesyncd is already running (its control socket {} answers)",
+                "filesyncd is already running (its control socket {} answers); stop it first \
+                 or give this one another --socket",
                 path.display()
             );
         }
+        tracing::info!(socket = %path.display(), "replacing a stale control socket");
         std::fs::remove_file(path)
             .with_context(|| format!("cannot remove stale control socket {}", path.display()))?;
     }
@@ -52,23 +73,83 @@ pub async fn bind(path: &Path) -> Result<Listener> {
     Ok(listener)
 }
 
+/// What already sits at the control socket's path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Existing {
+    Socket,
+    Symlink,
+    Other,
+}
+
+impl Existing {
+    fn describe(self) -> &'static str {
+        match self {
+            Existing::Socket => "a socket",
+            Existing::Symlink => "a symbolic link, which filesyncd never follows",
+            Existing::Other => "not a socket",
+        }
+    }
+}
+
+/// Looks at `path` without following a symbolic link.
+fn existing_kind(path: &Path) -> Result<Option<Existing>> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", path.display())),
+    };
+    Ok(Some(if meta.file_type().is_symlink() {
+        Existing::Symlink
+    } else if is_socket(&meta) {
+        Existing::Socket
+    } else {
+        Existing::Other
+    }))
+}
+
 #[cfg(unix)]
-fn make_private_dir(dir: &Path) -> Result<()> {
+fn is_socket(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    meta.file_type().is_socket()
+}
+
+#[cfg(not(unix))]
+fn is_socket(meta: &std::fs::Metadata) -> bool {
+    meta.is_file()
+}
+
+/// Makes `dir` 0700 when it does not exist. An existing one must be a real directory
+/// (not a symbolic link) owned by this user that no other user can write to, or another
+/// user could swap the socket for one of their own.
+#[cfg(unix)]
+pub fn ensure_private_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    if !dir.exists() {
+    if std::fs::symlink_metadata(dir).is_err() {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
             .with_context(|| format!("cannot create control socket directory {}", dir.display()))?;
-        return Ok(());
     }
-    let meta = std::fs::symlink_metadata(dir)?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::geteuid() };
-    if !meta.is_dir() || meta.uid() != uid {
+    let meta = std::fs::symlink_metadata(dir)
+        .with_context(|| format!("cannot inspect control socket directory {}", dir.display()))?;
+    let uid = nix::unistd::geteuid().as_raw();
+    let problem = if !meta.is_dir() {
+        Some("is not a directory (a symbolic link is not accepted)".to_owned())
+    } else if meta.uid() != uid {
+        Some(format!("is owned by uid {}, not by uid {uid}", meta.uid()))
+    } else if meta.mode() & 0o022 != 0 {
+        Some(format!(
+            "has mode {:o}: group or others may write in it",
+            meta.mode() & 0o7777
+        ))
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
         bail!(
-            "control socket directory {} is not a directory owned by this user; remove it or choose another control_socket",
+            "control socket directory {} {problem}; make it a directory of this user with \
+             mode 0700 (chmod 700), or choose another daemon.control_socket",
             dir.display()
         );
     }
@@ -83,7 +164,7 @@ fn restrict(path: &Path, mode: u32) -> Result<()> {
 }
 
 #[cfg(not(unix))]
-fn make_private_dir(dir: &Path) -> Result<()> {
+pub fn ensure_private_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
 }
 
@@ -92,14 +173,54 @@ fn restrict(_path: &Path, _mode: u32) -> Result<()> {
     Ok(())
 }
 
+/// Whether the peer of `stream` may control this daemon: only its own user and root,
+/// which also makes every server administration request theirs alone. A refusal is
+/// logged with the peer's uid and pid.
+#[cfg(unix)]
+fn peer_allowed(stream: &Stream) -> bool {
+    let ours = nix::unistd::geteuid().as_raw();
+    match stream.peer_creds() {
+        Ok(creds) => match creds.euid() {
+            Some(uid) if uid == ours || uid == 0 => true,
+            uid => {
+                tracing::warn!(
+                    peer_uid = ?uid,
+                    peer_pid = ?creds.pid(),
+                    "refused a control connection: only uid {ours} and root may control this daemon"
+                );
+                false
+            }
+        },
+        Err(e) => {
+            tracing::warn!("refused a control connection: cannot read its credentials: {e}");
+            false
+        }
+    }
+}
+
+/// Named pipes are created for the current user only; there is no uid to compare.
+#[cfg(not(unix))]
+fn peer_allowed(_stream: &Stream) -> bool {
+    true
+}
+
 /// Serves connections until `cancel`, each request handed to the supervisor.
 pub async fn serve(
     listener: Listener,
     path: PathBuf,
     supervisor: mpsc::Sender<ControlCmd>,
+    events: Events,
     cancel: CancellationToken,
 ) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
         let stream = tokio::select! {
             _ = cancel.cancelled() => break,
             r = listener.accept() => match r {
@@ -110,22 +231,59 @@ pub async fn serve(
                 }
             },
         };
+        if !peer_allowed(&stream) {
+            tokio::spawn(async move {
+                refuse(stream).await;
+                drop(permit);
+            });
+            continue;
+        }
         let supervisor = supervisor.clone();
+        let events = events.clone();
+        let cancel = cancel.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, supervisor).await {
+            if let Err(e) = handle(stream, supervisor, events, cancel).await {
                 tracing::debug!("control connection: {e:#}");
             }
+            drop(permit);
         });
     }
     let _ = std::fs::remove_file(&path);
 }
 
-async fn handle(mut stream: Stream, supervisor: mpsc::Sender<ControlCmd>) -> Result<()> {
+/// Tells a refused peer why, then drains what it sent for a moment without keeping it:
+/// closing with unread data would reset the connection before the peer reads the answer.
+async fn refuse(mut stream: Stream) {
+    let response = Response::Error {
+        kind: ControlErrorKind::Failed,
+        message: "permission denied: this daemon accepts control requests only from its own \
+                  user and root"
+            .into(),
+    };
+    if write_frame(&mut stream, &response).await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    };
+    let _ = tokio::time::timeout(REFUSED_DRAIN, drain).await;
+}
+
+async fn handle(
+    mut stream: Stream,
+    supervisor: mpsc::Sender<ControlCmd>,
+    events: Events,
+    cancel: CancellationToken,
+) -> Result<()> {
     let payload = match tokio::time::timeout(REQUEST_TIMEOUT, read_frame(&mut stream)).await {
         Ok(r) => r?,
         Err(_) => bail!("no complete request within {}s", REQUEST_TIMEOUT.as_secs()),
     };
     let response = match control::decode::<Request>(&payload) {
+        Ok(Request::Events { folder, follow }) => {
+            return stream_events(stream, &events, folder.as_deref(), follow, cancel).await;
+        }
         Err(e) => Response::Error {
             kind: ControlErrorKind::BadRequest,
             message: e.to_string(),
@@ -152,7 +310,48 @@ async fn handle(mut stream: Stream, supervisor: mpsc::Sender<ControlCmd>) -> Res
             }
         }
     };
-    let body = control::encode(&response);
+    write_frame(&mut stream, &response).await
+}
+
+/// Sends the recent events of `folder` (all when `None`), then `Ok` — or, with
+/// `follow`, every new one until the client goes away or the daemon stops.
+async fn stream_events(
+    mut stream: Stream,
+    events: &Events,
+    folder: Option<&str>,
+    follow: bool,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let (recent, mut live) = events.subscribe();
+    for event in recent.into_iter().filter(|e| events::matches(e, folder)) {
+        write_frame(&mut stream, &Response::Event(event)).await?;
+    }
+    if !follow {
+        let done = Response::Ok {
+            message: String::new(),
+        };
+        return write_frame(&mut stream, &done).await;
+    }
+    loop {
+        let event = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            r = live.recv() => r,
+        };
+        let response = match event {
+            Ok(event) if events::matches(&event, folder) => Response::Event(event),
+            Ok(_) => continue,
+            Err(broadcast::error::RecvError::Lagged(n)) => Response::Error {
+                kind: ControlErrorKind::Failed,
+                message: format!("{n} events were missed: they came faster than they were read"),
+            },
+            Err(broadcast::error::RecvError::Closed) => return Ok(()),
+        };
+        write_frame(&mut stream, &response).await?;
+    }
+}
+
+async fn write_frame(stream: &mut Stream, response: &Response) -> Result<()> {
+    let body = control::encode(response);
     stream.write_all(&(body.len() as u32).to_be_bytes()).await?;
     stream.write_all(&body).await?;
     stream.flush().await?;

@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod conn;
 pub mod control;
+pub mod events;
 pub mod ignore;
 pub mod index;
 pub mod lifecycle;
@@ -82,22 +83,28 @@ pub async fn run(
         None => None,
     };
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let events = events::Events::default();
     tracker.spawn(control::serve(
         control,
         socket.clone(),
         cmd_tx,
+        events.clone(),
         shutdown.child_token(),
     ));
     let supervisor = Supervisor::new(
         config,
         identity,
         server,
+        events,
         tracker.clone(),
         shutdown.child_token(),
     );
-    tracing::info!(device = %device, socket = %socket.display(), "filesyncd ready");
+    let summary = supervisor.summary();
     tracker.spawn(supervisor.run(cmd_rx, reload));
     tracker.close();
+    // Both sockets are bound: a client connecting from now on is queued, then answered.
+    lifecycle::ready(&summary)?;
+    tracing::info!(device = %device, socket = %socket.display(), "filesyncd ready");
     shutdown.cancelled().await;
     if tokio::time::timeout(GRACE, tracker.wait()).await.is_err() {
         tracing::warn!("some tasks did not stop within {}s", GRACE.as_secs());

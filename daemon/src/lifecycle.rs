@@ -1,5 +1,21 @@
-//! Process lifecycle: signals and logging. SIGTERM and SIGINT stop the daemon, SIGHUP
-//! reloads its config.
+//! Process lifecycle: signals, logging, systemd notification and detaching.
+//!
+//! * Signals: SIGTERM and SIGINT cancel the shutdown token, SIGHUP asks for a reload.
+//!   This is the only place that listens for signals.
+//! * Logs go to the journal when stderr is connected to it (systemd sets
+//!   `JOURNAL_STREAM`) or when a detached daemon finds the journal socket; else to stderr.
+//! * systemd (`Type=notify`): [`ready`] sends `READY=1` once the control socket and the
+//!   listener are bound; [`heartbeat`], called from the supervisor's loop, keeps `STATUS=`
+//!   current and sends `WATCHDOG=1` while `WATCHDOG_USEC` is set. Without
+//!   `NOTIFY_SOCKET` these send nothing.
+//! * `--daemon` ([`detach`]): fork, `setsid`, fork again, before the async runtime
+//!   exists. The first process waits until the daemon is ready (or has failed) so that
+//!   its exit code tells whether the start worked; the daemon writes its pid file at
+//!   [`ready`] and removes it at [`stopping`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use anyhow::Result;
 use tokio::sync::mpsc;
@@ -35,12 +51,235 @@ pub fn handle_signals(shutdown: CancellationToken, _reload: mpsc::Sender<()>) ->
     Ok(())
 }
 
-/// Logs to stderr at the level `FILESYNC_LOG` sets (EnvFilter syntax, default `info`).
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FILESYNC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+/// Logs at the level `FILESYNC_LOG` sets (EnvFilter syntax, default `info`): to the
+/// journal when `journal` is true and the journal takes it, else to stderr.
+pub fn init_logging(journal: bool) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("FILESYNC_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    #[cfg(unix)]
+    if journal && let Ok(layer) = tracing_journald::layer() {
+        let _ = tracing_subscriber::registry()
+            .with(filter())
+            .with(layer)
+            .try_init();
+        return;
+    }
+    let _ = journal;
+    let _ = tracing_subscriber::registry()
+        .with(filter())
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .try_init();
+}
+
+/// Whether systemd connected our stderr to the journal: `JOURNAL_STREAM` names its
+/// device and inode.
+#[cfg(unix)]
+pub fn stderr_is_journal() -> bool {
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(stat) = nix::sys::stat::fstat(std::io::stderr()) else {
+        return false;
+    };
+    stream.to_string_lossy() == format!("{}:{}", stat.st_dev, stat.st_ino)
+}
+
+#[cfg(not(unix))]
+pub fn stderr_is_journal() -> bool {
+    false
+}
+
+/// Whether the journal's socket exists, for a detached daemon choosing where to log.
+pub fn journal_available() -> bool {
+    cfg!(unix) && Path::new("/run/systemd/journal/socket").exists()
+}
+
+/// What a detached daemon still owes the process that started it.
+struct Detached {
+    pid_file: PathBuf,
+    /// Set once we wrote it: a daemon that failed to start must not remove the pid
+    /// file of the one already running.
+    pid_written: bool,
+    /// Written to once ready; closing it unwritten tells the first process we failed.
+    #[cfg(unix)]
+    ready: Option<std::os::fd::OwnedFd>,
+}
+
+static DETACHED: Mutex<Option<Detached>> = Mutex::new(None);
+
+/// Detaches from the terminal and the session: fork, `setsid`, fork. Only the daemon
+/// returns; the first process exits 0 once the daemon reports [`ready`], or 1 if it
+/// ends before that. stdin goes to `/dev/null`, stdout and stderr to `log` (appended)
+/// or to `/dev/null` when the journal takes the logs.
+///
+/// Must run before any thread is started: a fork copies only the calling thread.
+#[cfg(unix)]
+pub fn detach(pid_file: PathBuf, log: Option<&Path>) -> Result<()> {
+    use anyhow::Context;
+    use nix::unistd::{ForkResult, fork, setsid};
+    use std::io::Read;
+    use std::os::fd::AsFd;
+
+    let out = match log {
+        Some(path) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open the log file {}", path.display()))?,
+        None => std::fs::OpenOptions::new().write(true).open("/dev/null")?,
+    };
+    let null = std::fs::File::open("/dev/null")?;
+    let (read_end, write_end) = nix::unistd::pipe().context("cannot make a pipe")?;
+    // SAFETY: no other thread exists yet (the runtime starts after this), so the child
+    // is a complete copy of the process.
+    match unsafe { fork() }.context("cannot fork")? {
+        ForkResult::Parent { .. } => {
+            drop(write_end);
+            let mut byte = [0u8; 1];
+            let mut pipe = std::fs::File::from(read_end);
+            let code = match pipe.read(&mut byte) {
+                Ok(1) => 0,
+                _ => {
+                    let log = log.map_or("the journal".to_owned(), |p| p.display().to_string());
+                    eprintln!("filesyncd: error: the daemon did not start; see {log}");
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
+        ForkResult::Child => {}
+    }
+    drop(read_end);
+    setsid().context("cannot start a new session")?;
+    // SAFETY: as above; the child is still single-threaded.
+    if let ForkResult::Parent { .. } = unsafe { fork() }.context("cannot fork")? {
+        // The session leader goes, so the daemon can never reacquire a terminal.
+        std::process::exit(0);
+    }
+    std::env::set_current_dir("/").context("cannot change directory to /")?;
+    nix::unistd::dup2_stdin(null.as_fd())?;
+    nix::unistd::dup2_stdout(out.as_fd())?;
+    nix::unistd::dup2_stderr(out.as_fd())?;
+    *DETACHED.lock().unwrap_or_else(|e| e.into_inner()) = Some(Detached {
+        pid_file,
+        pid_written: false,
+        ready: Some(write_end),
+    });
+    Ok(())
+}
+
+#[cfg(not(unix))]
+pub fn detach(_pid_file: PathBuf, _log: Option<&Path>) -> Result<()> {
+    anyhow::bail!("--daemon is not supported on this platform: run filesyncd as a service")
+}
+
+/// The control socket and the listener are bound: tell systemd, write the pid file and
+/// release the process that started a detached daemon.
+pub fn ready(status: &str) -> Result<()> {
+    if let Some(detached) = DETACHED.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        write_pid_file(&detached.pid_file)?;
+        detached.pid_written = true;
+        #[cfg(unix)]
+        if let Some(fd) = detached.ready.take() {
+            use std::io::Write;
+            let _ = std::fs::File::from(fd).write_all(b"R");
+        }
+    }
+    notify(&[
+        SdState::Ready,
+        SdState::Status(status),
+        SdState::MainPid(std::process::id()),
+    ]);
+    Ok(())
+}
+
+fn write_pid_file(path: &Path) -> Result<()> {
+    use anyhow::Context;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the pid file's directory {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("pid.tmp");
+    std::fs::write(&tmp, format!("{}\n", std::process::id()))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("cannot write the pid file {}", path.display()))
+}
+
+/// The daemon is stopping: tell systemd and remove the pid file.
+pub fn stopping() {
+    notify(&[SdState::Stopping]);
+    if let Some(detached) = DETACHED.lock().unwrap_or_else(|e| e.into_inner()).take()
+        && detached.pid_written
+    {
+        let _ = std::fs::remove_file(&detached.pid_file);
+    }
+}
+
+/// Whether this process detached itself (so stderr may lead nowhere).
+pub fn is_detached() -> bool {
+    DETACHED.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+}
+
+/// How often [`heartbeat`] should run: twice per watchdog period, else every 5 s.
+pub fn heartbeat_interval() -> Duration {
+    watchdog().map_or(Duration::from_secs(5), |w| w / 2)
+}
+
+/// Called from the supervisor's loop: a loop that stops turning stops the pings, and
+/// systemd restarts the daemon. `status` is the one-line summary for `systemctl status`.
+pub fn heartbeat(status: &str) {
+    static LAST: Mutex<String> = Mutex::new(String::new());
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    let changed = *last != status;
+    if changed {
+        status.clone_into(&mut last);
+    }
+    match (watchdog().is_some(), changed) {
+        (true, true) => notify(&[SdState::Watchdog, SdState::Status(status)]),
+        (true, false) => notify(&[SdState::Watchdog]),
+        (false, true) => notify(&[SdState::Status(status)]),
+        (false, false) => {}
+    }
+}
+
+#[cfg(unix)]
+use sd_notify::NotifyState as SdState;
+
+#[cfg(unix)]
+fn notify(states: &[SdState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!("cannot notify systemd: {e}");
+    }
+}
+
+#[cfg(unix)]
+fn watchdog() -> Option<Duration> {
+    sd_notify::watchdog_enabled()
+}
+
+/// Without systemd there is nobody to notify.
+#[cfg(not(unix))]
+mod SdState_stub {
+    pub enum NotifyState<'a> {
+        Ready,
+        Stopping,
+        Watchdog,
+        Status(&'a str),
+        MainPid(u32),
+    }
+}
+
+#[cfg(not(unix))]
+use SdState_stub::NotifyState as SdState;
+
+#[cfg(not(unix))]
+fn notify(_states: &[SdState]) {}
+
+#[cfg(not(unix))]
+fn watchdog() -> Option<Duration> {
+    None
 }

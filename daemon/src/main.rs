@@ -1,20 +1,30 @@
-//! `filesyncd`: parses arguments, loads the config, and runs [`filesyncd::run`].
+//! `filesyncd`: parses arguments, loads the config, detaches when asked, and runs
+//! [`filesyncd::run`].
 //!
 //! Exit codes: 0 after a clean stop, 1 when start-up fails (bad config, socket or
 //! listener in use), 2 for usage errors.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use filesyncd::config::Config;
+use filesyncd::lifecycle;
 use tokio_util::sync::CancellationToken;
+
+/// How long blocking work (a file being hashed or fsynced) may hold the exit once every
+/// task has been asked to stop.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
 
 #[derive(Parser)]
 #[command(
     name = "filesyncd",
     version,
-    about = "The filesync daemon: keeps folders in sync through a server, and serves them"
+    about = "The filesync daemon: keeps folders in sync through a server, and serves them",
+    after_help = "Signals: SIGHUP reloads the config file; SIGTERM and SIGINT stop cleanly.\n\
+                  Logs go to the journal under systemd, else to stderr; FILESYNC_LOG sets the \
+                  level (e.g. FILESYNC_LOG=debug)."
 )]
 struct Args {
     /// Config file [default: $XDG_CONFIG_HOME/filesync/filesyncd.toml, /etc/filesync/filesyncd.toml for root]
@@ -23,11 +33,46 @@ struct Args {
     /// Control socket path, overriding daemon.control_socket in the config.
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
+    /// Detach from the terminal and run in the background (for systems without
+    /// systemd; under systemd use the units instead). Returns once the daemon is ready.
+    #[arg(long)]
+    daemon: bool,
+    /// With --daemon: where to write the daemon's pid [default: filesyncd.pid beside the
+    /// control socket].
+    #[arg(long, value_name = "PATH", requires = "daemon")]
+    pid_file: Option<PathBuf>,
+    /// With --daemon: the log file, used when there is no journal [default:
+    /// STATE_DIR/filesyncd.log].
+    #[arg(long, value_name = "PATH", requires = "daemon")]
+    log_file: Option<PathBuf>,
+    /// Print this manual page (roff) to stdout; used by the packages.
+    #[arg(long, hide = true)]
+    man_page: bool,
+}
+
+#[cfg(unix)]
+fn current_uid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// Named pipes have no per-user runtime directory: the default is the same for everyone.
+#[cfg(not(unix))]
+fn current_uid() -> u32 {
+    0
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    filesyncd::lifecycle::init_logging();
+    if args.man_page {
+        use clap::CommandFactory;
+        return match clap_mangen::Man::new(Args::command()).render(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("filesyncd: error: cannot write the man page: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let file = args.config.unwrap_or_else(Config::default_path);
     let config = match Config::load(&file) {
         Ok(c) => c,
@@ -40,13 +85,30 @@ fn main() -> ExitCode {
         .socket
         .or_else(|| config.daemon.control_socket.clone())
         .unwrap_or_else(|| {
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            let uid = unsafe { libc::geteuid() };
             filesync_proto::control::default_socket_path(
                 std::env::var("XDG_RUNTIME_DIR").ok().as_deref(),
-                uid,
+                current_uid(),
             )
         });
+    if args.daemon {
+        let journal = lifecycle::journal_available();
+        let pid_file = args
+            .pid_file
+            .unwrap_or_else(|| socket.with_file_name("filesyncd.pid"));
+        let log_file = args
+            .log_file
+            .unwrap_or_else(|| config.daemon.state_dir.join("filesyncd.log"));
+        if let Err(e) = std::fs::create_dir_all(&config.daemon.state_dir)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| lifecycle::detach(pid_file, (!journal).then_some(&*log_file)))
+        {
+            eprintln!("filesyncd: error: cannot detach: {e:#}");
+            return ExitCode::from(1);
+        }
+        lifecycle::init_logging(journal);
+    } else {
+        lifecycle::init_logging(lifecycle::stderr_is_journal());
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -60,12 +122,18 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
-        filesyncd::lifecycle::handle_signals(shutdown.clone(), reload_tx)?;
+        lifecycle::handle_signals(shutdown.clone(), reload_tx)?;
         filesyncd::run(config, socket, shutdown, reload_rx).await
     });
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    let detached = lifecycle::is_detached();
+    lifecycle::stopping();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if detached {
+                tracing::error!("cannot start: {e:#}");
+            }
             eprintln!("filesyncd: error: {e}");
             for cause in e.chain().skip(1) {
                 eprintln!("  caused by: {cause}");

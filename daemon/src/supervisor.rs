@@ -17,6 +17,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::client::{self, ClientIdentity, FolderCmd, FolderHandle};
 use crate::config::{self, Config, FolderConfig};
+use crate::events::Events;
+use crate::lifecycle;
 use crate::server::Server;
 
 /// A folder whose device got into its server, to be saved and started; the answer to
@@ -35,6 +37,8 @@ pub struct Supervisor {
     identity: ClientIdentity,
     folders: Vec<FolderHandle>,
     server: Option<Arc<Server>>,
+    /// Where folder tasks report what happens, for `filesyncctl events`.
+    events: Events,
     tracker: TaskTracker,
     /// Parent of every folder task's token.
     cancel: CancellationToken,
@@ -70,6 +74,7 @@ impl Supervisor {
         config: Config,
         identity: ClientIdentity,
         server: Option<Arc<Server>>,
+        events: Events,
         tracker: TaskTracker,
         cancel: CancellationToken,
     ) -> Self {
@@ -79,6 +84,7 @@ impl Supervisor {
             identity,
             folders: Vec::new(),
             server,
+            events,
             tracker,
             cancel,
             config_error: None,
@@ -96,6 +102,7 @@ impl Supervisor {
         self.folders.push(client::spawn(
             cfg,
             &self.identity,
+            &self.events,
             &self.tracker,
             &self.cancel,
         ));
@@ -116,9 +123,12 @@ impl Supervisor {
         let Some(mut enrolled) = self.enrolled_rx.take() else {
             return;
         };
+        let mut heartbeat = tokio::time::interval(lifecycle::heartbeat_interval());
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
+                _ = heartbeat.tick() => lifecycle::heartbeat(&self.summary()),
                 Some((folder, reply)) = enrolled.recv() => {
                     let _ = reply.send(self.finish_add(folder));
                 }
@@ -131,6 +141,34 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    /// One line for `systemctl status`: how many folders are in which state, the server
+    /// role's connected devices, and a refused reload.
+    pub fn summary(&self) -> String {
+        let mut states: Vec<(&str, usize)> = Vec::new();
+        for f in &self.folders {
+            let state = f.status.borrow().state.as_str();
+            match states.iter_mut().find(|(s, _)| *s == state) {
+                Some((_, n)) => *n += 1,
+                None => states.push((state, 1)),
+            }
+        }
+        let mut line = format!("{} folders", self.folders.len());
+        if !states.is_empty() {
+            let parts: Vec<String> = states.iter().map(|(s, n)| format!("{n} {s}")).collect();
+            line.push_str(&format!(" ({})", parts.join(", ")));
+        }
+        if let Some(server) = &self.server {
+            line.push_str(&format!(
+                "; server: {} devices connected",
+                server.status().devices.len()
+            ));
+        }
+        if self.config_error.is_some() {
+            line.push_str("; config reload failed (see filesyncctl status)");
+        }
+        line
     }
 
     /// Answers at once, never waiting on a folder task: what takes time is in the
@@ -201,6 +239,8 @@ impl Supervisor {
                 |reply| FolderCmd::Versions { path, reply },
                 Response::Versions,
             ),
+            // The control socket streams events itself, from the event bus.
+            Request::Events { .. } => now(bad("events are not a supervisor request")),
             Request::Restore {
                 folder,
                 path,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the control protocol; the CLI refuses to talk to a daemon of another.
 /// The encoding is not self-describing, so a new field in any message is a new version.
-pub const CONTROL_VERSION: u32 = 3;
+pub const CONTROL_VERSION: u32 = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -114,6 +114,59 @@ pub enum Request {
         server: String,
         fingerprint: String,
     },
+    /// The recent events of every folder (or of one, by name or path), answered with one
+    /// [`Response::Event`] per event and then [`Response::Ok`]; with `follow`, new events
+    /// keep coming on the same connection until the client closes it.
+    Events {
+        folder: Option<String>,
+        follow: bool,
+    },
+}
+
+/// What happened, for `filesyncctl events`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventKind {
+    /// A scan found local changes; `detail` says how many.
+    Scanned,
+    /// A file's content was accepted by the server.
+    Uploaded,
+    /// A file from the server was written here.
+    Downloaded,
+    /// A delete was applied here (`detail`: "by the server") or accepted by the server
+    /// (`detail`: "sent to the server").
+    Deleted,
+    /// Both sides changed a file; `detail` names the conflict copy.
+    Conflict,
+    /// Something failed; `detail` says what, in plain words.
+    Error,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Scanned => "scanned",
+            EventKind::Uploaded => "uploaded",
+            EventKind::Downloaded => "downloaded",
+            EventKind::Deleted => "deleted",
+            EventKind::Conflict => "conflict",
+            EventKind::Error => "error",
+        }
+    }
+}
+
+/// One event of one folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// When it happened, Unix milliseconds.
+    pub time_ms: i64,
+    /// The folder's name and its local path.
+    pub folder: String,
+    pub folder_path: String,
+    pub kind: EventKind,
+    /// The path inside the folder, when the event is about one.
+    pub path: Option<String>,
+    pub detail: Option<String>,
 }
 
 /// Which side of a conflict to keep.
@@ -175,6 +228,7 @@ pub enum Response {
     Conflicts(Vec<ConflictInfo>),
     Versions(Vec<VersionEntry>),
     Accounts(Vec<AccountInfo>),
+    Event(Event),
     Error {
         kind: ControlErrorKind,
         message: String,
@@ -449,6 +503,10 @@ mod tests {
                 path: "a/b".into(),
                 version: None,
             },
+            Request::Events {
+                folder: Some("docs".into()),
+                follow: true,
+            },
         ] {
             let back: Request = decode_payload(&encode_payload(&req).unwrap()).unwrap();
             assert_eq!(back, req);
@@ -492,6 +550,14 @@ mod tests {
             Response::Status(Box::new(status)),
             Response::Conflicts(vec![conflict]),
             Response::Versions(vec![version]),
+            Response::Event(Event {
+                time_ms: 1_700_000_000_000,
+                folder: "docs".into(),
+                folder_path: "/home/a/Docs".into(),
+                kind: EventKind::Conflict,
+                path: Some("a.txt".into()),
+                detail: Some("a.sync-conflict-20260101-000000-ABCDEFG.txt".into()),
+            }),
             Response::Error {
                 kind: ControlErrorKind::BadRequest,
                 message: "no folder named x".into(),

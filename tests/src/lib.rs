@@ -12,6 +12,7 @@
 //!
 //! * [`exec`] finds the built binaries, runs commands with a deadline, owns scratch dirs.
 //! * [`node`] is one `filesyncd` process: [`Node`].
+//! * [`process`] is a bare `filesyncd` whose arguments and environment a test chooses.
 //! * [`cluster`] is a server and N clients syncing a folder, with the common oracle
 //!   that every scenario ends with: [`Cluster`].
 //! * [`tree`] reads a synced tree into a [`Manifest`], compares trees, waits for them to
@@ -34,6 +35,7 @@ pub mod exec;
 pub mod files;
 pub mod hostile;
 pub mod node;
+pub mod process;
 pub mod server_store;
 pub mod tree;
 

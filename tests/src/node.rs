@@ -367,6 +367,15 @@ impl Node {
         })
     }
 
+    /// Sends `sig` to the running daemon.
+    pub fn signal(&self, sig: libc::c_int) {
+        let guard = self.lock_child();
+        let child = guard
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}: signal() on a node that is not running", self.name));
+        signal(child.id(), sig);
+    }
+
     /// SIGKILL and reap; a no-op on a node that is not running.
     pub fn kill(&self) {
         if let Some(mut child) = self.lock_child().take() {

@@ -29,6 +29,8 @@ mod ignore;
 mod model;
 #[path = "e2e/offline.rs"]
 mod offline;
+#[path = "e2e/ops.rs"]
+mod ops;
 #[path = "e2e/renames.rs"]
 mod renames;
 #[path = "e2e/security.rs"]

@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::FolderConfig;
 use crate::conn::Counters;
+use crate::events::Events;
 
 /// Commands the supervisor sends to a folder task.
 #[derive(Debug)]
@@ -85,6 +86,7 @@ pub fn index_file(state_dir: &Path, cfg: &FolderConfig) -> PathBuf {
 pub fn spawn(
     cfg: FolderConfig,
     id: &ClientIdentity,
+    events: &Events,
     tracker: &TaskTracker,
     parent: &CancellationToken,
 ) -> FolderHandle {
@@ -96,6 +98,7 @@ pub fn spawn(
         id.clone(),
         Arc::new(Counters::default()),
         status_tx,
+        events.clone(),
     );
     tracker.spawn(task.run(cmd_rx, cancel.clone()));
     FolderHandle {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use filesync_proto::RelPath;
-use filesync_proto::control::{FolderState, FolderStatus, Unsyncable, VersionEntry};
+use filesync_proto::control::{EventKind, FolderState, FolderStatus, Unsyncable, VersionEntry};
 use filesync_proto::wire::Entry;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -18,6 +18,7 @@ use super::{ClientIdentity, FolderCmd, conflicts, meter};
 use crate::beneath::Root;
 use crate::config::FolderConfig;
 use crate::conn::Counters;
+use crate::events::Events;
 use crate::ignore::IgnoreRules;
 use crate::index::{Index, Totals};
 use crate::store;
@@ -47,6 +48,8 @@ pub(super) struct FolderTask {
     id: ClientIdentity,
     counters: Arc<Counters>,
     status: watch::Sender<FolderStatus>,
+    /// What happens here, for `filesyncctl events`.
+    events: Events,
     index: Option<Index>,
     session: Option<SessionHandle>,
     /// Stops the current session (pause, shutdown).
@@ -95,6 +98,7 @@ impl FolderTask {
         id: ClientIdentity,
         counters: Arc<Counters>,
         status: watch::Sender<FolderStatus>,
+        events: Events,
     ) -> Self {
         let paused = cfg.paused;
         FolderTask {
@@ -102,6 +106,7 @@ impl FolderTask {
             id,
             counters,
             status,
+            events,
             index: None,
             session: None,
             session_cancel: None,
@@ -374,6 +379,9 @@ impl FolderTask {
             }
             SessionEvent::Disconnected { reason } => {
                 if !self.paused {
+                    if self.last_error.as_ref() != Some(&reason) {
+                        self.emit(EventKind::Error, None, Some(reason.clone()));
+                    }
                     self.last_error = Some(reason);
                 }
                 self.disconnected();
@@ -393,6 +401,7 @@ impl FolderTask {
 
     fn error(&mut self, msg: String) {
         tracing::warn!(folder = %self.cfg.name, "{msg}");
+        self.emit(EventKind::Error, None, Some(msg.clone()));
         self.last_error = Some(msg);
     }
 
@@ -400,6 +409,16 @@ impl FolderTask {
     fn root(&self) -> Result<Root> {
         Root::open(&self.cfg.path)
             .with_context(|| format!("cannot open folder root {}", self.cfg.path.display()))
+    }
+
+    /// Reports an event of this folder, about `path` when there is one.
+    fn emit(&self, kind: EventKind, path: Option<&RelPath>, detail: Option<String>) {
+        self.events.emit(
+            (self.cfg.name.as_str(), &self.cfg.path),
+            kind,
+            path.map(RelPath::as_str),
+            detail,
+        );
     }
 
     fn index(&self) -> &Index {

@@ -506,4 +506,20 @@ mod tests {
         };
         assert_eq!(config, expected);
     }
+
+    #[test]
+    fn the_packaged_default_config_parses() {
+        let config = parse_text(include_str!("../../../packaging/filesyncd.toml")).unwrap();
+        assert_eq!(config.daemon.state_dir, Path::new("/var/lib/filesyncd"));
+        assert_eq!(
+            config.daemon.control_socket.as_deref(),
+            Some(Path::new("/run/filesyncd/filesyncd.sock"))
+        );
+        let server = config
+            .server
+            .expect("the package configures the server role");
+        assert_eq!(server.data_dir, Path::new("/var/lib/filesyncd/data"));
+        assert_eq!(server.registration, Registration::Invite);
+        assert!(config.folders.is_empty());
+    }
 }

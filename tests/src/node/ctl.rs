@@ -76,6 +76,23 @@ impl Node {
         run_with_timeout(&mut cmd, timeout)
     }
 
+    /// Starts `filesyncctl --socket SOCK ARGS…` with stdout piped and returns at once,
+    /// for commands that keep running (`events --follow`). The caller kills it.
+    pub fn ctl_spawn<I, S>(&self, args: I) -> std::process::Child
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new(bin("filesyncctl"));
+        cmd.arg("--socket").arg(&self.socket).args(args);
+        self.hermetic_env(&mut cmd);
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("cannot start filesyncctl")
+    }
+
     /// Like [`Node::ctl`], but the call must succeed; returns its stdout.
     pub fn ctl_ok<I, S>(&self, args: I) -> String
     where

@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use filesync_proto::RelPath;
-use filesync_proto::control::FolderMode;
+use filesync_proto::control::{EventKind, FolderMode};
 use filesync_proto::wire::{Change, ConflictNote, Entry, EntryKind, MAX_BATCH, PushOutcome};
 use futures::StreamExt;
 use tokio::time::Instant;
@@ -135,6 +135,9 @@ impl FolderTask {
                 }
                 if !out.changes.is_empty() {
                     tracing::debug!(folder = %self.cfg.name, changes = out.changes.len(), "scanned");
+                    let n = out.changes.len();
+                    let what = format!("{n} local change{}", if n == 1 { "" } else { "s" });
+                    self.emit(EventKind::Scanned, None, Some(what));
                 }
                 if full {
                     self.unsyncable = out.unsyncable;
@@ -151,6 +154,7 @@ impl FolderTask {
                 let msg = format!("{e:#}");
                 if self.root_error.as_ref() != Some(&msg) {
                     tracing::error!(folder = %self.cfg.name, "{msg}");
+                    self.emit(EventKind::Error, None, Some(msg.clone()));
                 }
                 self.root_error = Some(msg);
                 self.flushed.append(&mut self.flush_waiters);
@@ -461,6 +465,9 @@ impl FolderTask {
                     self.rules_stale = true;
                 }
                 tracing::debug!(folder = %self.cfg.name, path = %remote.path, seq = remote.seq, "downloaded");
+                if remote.kind == EntryKind::File {
+                    self.emit(EventKind::Downloaded, Some(&remote.path), None);
+                }
                 true
             }
             Err(e) => {
@@ -502,6 +509,11 @@ impl FolderTask {
                 self.record_deleted(remote)?;
                 Counters::add(&self.counters.deletes_applied, 1);
                 tracing::debug!(folder = %self.cfg.name, path = %remote.path, "deleted");
+                self.emit(
+                    EventKind::Deleted,
+                    Some(&remote.path),
+                    Some("by the server".into()),
+                );
                 Ok(true)
             }
             Ok(false)
@@ -548,6 +560,11 @@ impl FolderTask {
         {
             Ok(()) => {
                 tracing::warn!(folder = %self.cfg.name, path = %remote.path, copy = %aside, "conflict: both sides changed; kept the local version as a conflict copy");
+                self.emit(
+                    EventKind::Conflict,
+                    Some(&remote.path),
+                    Some(format!("local version kept as {aside}")),
+                );
                 let local = self.index().local(&remote.path)?;
                 for row in self.index().local_under(&remote.path)? {
                     self.index().remove_local(&row.entry.path)?;
@@ -758,6 +775,13 @@ impl FolderTask {
         }
         if pushed.kind == EntryKind::File && !pushed.deleted {
             Counters::add(&self.counters.files_uploaded, 1);
+            self.emit(EventKind::Uploaded, Some(&pushed.path), None);
+        } else if pushed.deleted {
+            self.emit(
+                EventKind::Deleted,
+                Some(&pushed.path),
+                Some("sent to the server".into()),
+            );
         }
         tracing::debug!(folder = %self.cfg.name, path = %pushed.path, seq, "uploaded");
         Ok(())
