@@ -86,14 +86,8 @@ struct Sequencer {
     next_seq: u64,
     seq_tx: watch::Sender<u64>,
     status_tx: watch::Sender<ServerFolderStatus>,
-    /// When the status was last published; counting the totals scans the index, so a
-    /// busy folder publishes at most every PUBLISH_EVERY.
-    published: Option<tokio::time::Instant>,
     name: String,
 }
-
-/// How stale a busy server folder's file and byte totals may be in status.
-const PUBLISH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn now_secs() -> i64 {
     std::time::SystemTime::now()
@@ -135,7 +129,6 @@ pub fn start(
         next_seq: max + 1,
         seq_tx,
         status_tx,
-        published: None,
         name: format!("{account}/{name}"),
     };
     tracker.spawn(seq.run(cmd_rx, cancel));
@@ -163,24 +156,11 @@ impl Sequencer {
         self.expire();
         let mut rescan =
             tokio::time::interval_at(tokio::time::Instant::now() + RESCAN_EVERY, RESCAN_EVERY);
-        // Whether something happened since the status was last published.
-        let mut stale = true;
         loop {
             self.announce();
-            let now = tokio::time::Instant::now();
-            let due = self.published.map_or(now, |at| at + PUBLISH_EVERY);
-            if stale && due <= now {
-                self.publish(now);
-                stale = false;
-            }
+            self.publish();
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                // The end of a burst is published once the interval has passed.
-                _ = tokio::time::sleep_until(due), if stale => {
-                    self.publish(tokio::time::Instant::now());
-                    stale = false;
-                    continue;
-                }
                 Some(cmd) = cmds.recv() => tokio::task::block_in_place(|| self.handle(cmd)),
                 ev = watcher::next_event(watcher.as_ref()) => {
                     tracing::debug!(folder = %self.name, "watch: {ev:?}");
@@ -194,7 +174,6 @@ impl Sequencer {
                     self.expire();
                 }
             }
-            stale = true;
         }
     }
 
@@ -621,8 +600,7 @@ impl Sequencer {
         Ok(self.record(entry, stat))
     }
 
-    fn publish(&mut self, now: tokio::time::Instant) {
-        self.published = Some(now);
+    fn publish(&self) {
         let totals = self.index.totals().unwrap_or_default();
         self.status_tx.send_modify(|s| {
             s.seq = self.next_seq - 1;

@@ -535,10 +535,16 @@ fn status_json_matches_its_documented_schema() {
             "config",
             "folders",
             "server",
+            "servers",
             "config_error",
         ],
     );
     assert!(client["server"].is_null() && client["config_error"].is_null());
+    check(
+        "a trusted server",
+        &client["servers"][0],
+        &["server", "fingerprint", "pinned_by", "account", "device"],
+    );
     let folder = &client["folders"][0];
     check(
         "a folder",
@@ -589,7 +595,14 @@ fn status_json_matches_its_documented_schema() {
     check(
         "the server role",
         role,
-        &["listen", "data_dir", "folders", "devices"],
+        &[
+            "listen",
+            "data_dir",
+            "fingerprint",
+            "registration",
+            "folders",
+            "devices",
+        ],
     );
     check(
         "a server folder",
