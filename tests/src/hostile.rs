@@ -1,11 +1,13 @@
 //! A hostile peer for the security tests: it speaks the real protocol with the
 //! `filesync-proto` types, and can also send bytes no honest peer would.
 //!
-//! * [`connect_with`] is the only place that opens a device connection (TCP, the frozen
-//!   handshake, Hello for a folder); a change to how devices connect changes it alone.
+//! * [`connect_with`] is the only place that opens a device connection (TCP, TLS, the
+//!   frozen handshake, open registration, Hello for a folder); a change to how devices
+//!   connect changes it alone.
 //! * [`Device`] sends messages or raw bytes on such a connection and reads the answers.
 //! * [`accept_device`] plays the server for a real client ([`ServerEnd`]).
-//! * [`Raw`] is a bare TCP connection for what goes wrong before Hello.
+//! * [`Raw`] is a bare connection, plain TCP or inside TLS, for what goes wrong before
+//!   Hello.
 //! * [`splice_path`] puts any bytes where a message holds a path, since a `RelPath` that
 //!   fails validation cannot be built.
 //! * [`file_entry`] describes content as a device would push it.
@@ -17,14 +19,18 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use filesync_proto::auth::{AuthReply, AuthRequest, MAX_AUTH_FRAME, Secret};
 use filesync_proto::frame::encode_payload;
 use filesync_proto::wire::{
     BlockInfo, BlockRequest, Change, ClientMsg, Entry, EntryKind, Hello, MAX_BLOCK_SIZE,
     PushOutcome, ServerMsg, Welcome,
 };
 use filesync_proto::{
-    DeviceId, FolderName, FrameCodec, Handshake, HandshakeReply, Hash, MAX_WIRE_FRAME, RelPath,
+    AccountName, DeviceId, FolderName, FrameCodec, Handshake, HandshakeReply, Hash, MAX_WIRE_FRAME,
+    RelPath,
 };
+use filesyncd::tls;
+use rustls::{ClientConnection, ServerConnection, StreamOwned};
 use sha2::{Digest, Sha256};
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -49,10 +55,40 @@ pub fn connect(addr: &str, device: &str, folder: &str) -> Result<(Device, Welcom
     )
 }
 
-/// Opens a device connection to the server at `addr`: TCP, handshake, then `hello`.
-/// Returns the connection and the Welcome.
+/// Opens a device connection to the server at `addr`: TCP, TLS (any certificate), the
+/// handshake, open registration as `hello.device`, then `hello`. Returns the connection
+/// and the Welcome.
 pub fn connect_with(addr: &str, hello: Hello) -> Result<(Device, Welcome), String> {
-    let mut raw = Raw::connect(addr)?;
+    let (raw, buf) = handshaken(addr)?;
+    let mut auth = Conn {
+        raw,
+        codec: FrameCodec::<AuthReply, AuthRequest>::new(MAX_AUTH_FRAME),
+        buf,
+    };
+    auth.send(AuthRequest::Register {
+        device: hello.device.clone(),
+        device_name: hello.device_name.clone(),
+    })?;
+    match auth.recv()? {
+        Some(AuthReply::Accepted { .. }) => {}
+        other => return Err(format!("expected to be accepted, got {other:?}")),
+    }
+    let mut conn = Device {
+        raw: auth.raw,
+        codec: FrameCodec::new(MAX_WIRE_FRAME),
+        buf: auth.buf,
+    };
+    conn.send(ClientMsg::Hello(hello))?;
+    match conn.recv()? {
+        Some(ServerMsg::Welcome(w)) => Ok((conn, w)),
+        other => Err(format!("expected Welcome, got {other:?}")),
+    }
+}
+
+/// TCP, TLS and the frozen handshake to the server at `addr`: the connection where the
+/// server now waits for credentials, and what it already sent after the handshake.
+pub fn handshaken(addr: &str) -> Result<(Raw, BytesMut), String> {
+    let mut raw = Raw::connect_tls(addr)?;
     let mut hs = FrameCodec::<HandshakeReply, Handshake>::new(1024);
     let mut out = BytesMut::new();
     hs.encode(Handshake::current(), &mut out)
@@ -62,30 +98,51 @@ pub fn connect_with(addr: &str, hello: Hello) -> Result<(Device, Welcome), Strin
     let reply = read_frame(&mut raw.stream, &mut hs, &mut buf)?
         .ok_or("the server closed the connection during the handshake")?;
     reply.check()?;
-    let mut conn = Device {
-        raw,
-        codec: FrameCodec::new(MAX_WIRE_FRAME),
-        buf,
-    };
-    conn.send(ClientMsg::Hello(hello))?;
-    match conn.recv()? {
-        Some(ServerMsg::Welcome(w)) => Ok((conn, w)),
-        other => Err(format!("expected Welcome, got {other:?}")),
-    }
+    Ok((raw, buf))
 }
 
-/// Plays the server for one connection from a real client on `listener`: reads its
-/// handshake and Hello, accepts them and welcomes it as `server` with `current_seq`.
+/// Plays the server on `listener` for a real client that trusts it on first use: TLS
+/// with a new certificate, the handshake, credentials accepted whatever they are, and
+/// Hello answered by a Welcome as `server` with `current_seq`. A connection the client
+/// closes after its credentials (the enrolment of `filesyncctl add`) is followed by the
+/// next one. Returns the connection and the Hello.
 pub fn accept_device(
     listener: &std::net::TcpListener,
     server: &str,
     current_seq: u64,
 ) -> Result<(ServerEnd, Hello), String> {
-    let (stream, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
-    stream
-        .set_read_timeout(Some(READ_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    let mut raw = Raw { stream };
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let identity = tls::ServerIdentity::load_or_create(&dir.path().join("tls"))
+        .map_err(|e| format!("{e:#}"))?;
+    // Bounded by count: a client enrols once, then opens its session.
+    for _ in 0..4 {
+        let (tcp, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+        tcp.set_read_timeout(Some(READ_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let tls = ServerConnection::new(identity.config.clone()).map_err(|e| e.to_string())?;
+        let raw = Raw {
+            stream: Stream::Server(Box::new(StreamOwned::new(tls, tcp))),
+        };
+        let mut conn = admit(raw)?;
+        match conn.recv()? {
+            Some(ClientMsg::Hello(hello)) => {
+                conn.send(ServerMsg::Welcome(Welcome {
+                    server: DeviceId::new(server).map_err(|e| e.to_string())?,
+                    epoch: 1,
+                    current_seq,
+                }))?;
+                return Ok((conn, hello));
+            }
+            None => {}
+            other => return Err(format!("expected Hello, got {other:?}")),
+        }
+    }
+    Err("no Hello on 4 connections".into())
+}
+
+/// The server's side of the handshake and of any credentials, on `raw`: an enrolment
+/// gets a new credential.
+fn admit(mut raw: Raw) -> Result<ServerEnd, String> {
     let mut hs = FrameCodec::<Handshake, HandshakeReply>::new(1024);
     let mut buf = BytesMut::new();
     read_frame(&mut raw.stream, &mut hs, &mut buf)?
@@ -95,46 +152,136 @@ pub fn accept_device(
     hs.encode(HandshakeReply::accept(), &mut out)
         .map_err(|e| e.to_string())?;
     raw.write(&out)?;
-    let mut conn = ServerEnd {
+    let mut auth = Conn {
         raw,
-        codec: FrameCodec::new(MAX_WIRE_FRAME),
+        codec: FrameCodec::<AuthRequest, AuthReply>::new(MAX_AUTH_FRAME),
         buf,
     };
-    let hello = match conn.recv()? {
-        Some(ClientMsg::Hello(h)) => h,
-        other => return Err(format!("expected Hello, got {other:?}")),
+    let (device, credential) = match auth.recv()? {
+        Some(AuthRequest::Credential { device, .. }) => (device, None),
+        Some(AuthRequest::Redeem { device, .. } | AuthRequest::Register { device, .. }) => {
+            (device, Some(Secret([7; 32])))
+        }
+        None => return Err("the client closed the connection before its credentials".into()),
     };
-    conn.send(ServerMsg::Welcome(Welcome {
-        server: DeviceId::new(server).map_err(|e| e.to_string())?,
-        epoch: 1,
-        current_seq,
-    }))?;
-    Ok((conn, hello))
+    auth.send(AuthReply::Accepted {
+        account: AccountName::new("fake").map_err(|e| e.to_string())?,
+        device,
+        credential,
+    })?;
+    Ok(ServerEnd {
+        raw: auth.raw,
+        codec: FrameCodec::new(MAX_WIRE_FRAME),
+        buf: auth.buf,
+    })
 }
 
-/// A bare TCP connection to a server, for raw bytes.
+/// The bytes under a connection: plain TCP, or TLS over it as either end.
+enum Stream {
+    Plain(TcpStream),
+    Client(Box<StreamOwned<ClientConnection, TcpStream>>),
+    Server(Box<StreamOwned<ServerConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Client(s) => &s.sock,
+            Stream::Server(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Client(s) => s.read(buf),
+            Stream::Server(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Client(s) => s.write(buf),
+            Stream::Server(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Client(s) => s.flush(),
+            Stream::Server(s) => s.flush(),
+        }
+    }
+}
+
+/// A bare connection to a server, for raw bytes: plain TCP ([`Raw::connect`]) or inside
+/// TLS ([`Raw::connect_tls`]), where the server's decoders see them.
 pub struct Raw {
-    stream: TcpStream,
+    stream: Stream,
+}
+
+fn tcp(addr: &str) -> Result<TcpStream, String> {
+    let stream = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(READ_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// Errors that mean the peer closed the connection (TLS without its close message).
+fn is_closed(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::BrokenPipe
+    )
 }
 
 impl Raw {
+    /// Plain TCP, no TLS.
     pub fn connect(addr: &str) -> Result<Raw, String> {
-        let stream = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
-        stream
-            .set_read_timeout(Some(READ_TIMEOUT))
-            .map_err(|e| e.to_string())?;
-        Ok(Raw { stream })
+        Ok(Raw {
+            stream: Stream::Plain(tcp(addr)?),
+        })
+    }
+
+    /// TCP, then a finished TLS handshake that accepts any certificate.
+    pub fn connect_tls(addr: &str) -> Result<Raw, String> {
+        let tcp = tcp(addr)?;
+        let (config, _) = tls::client_config(None).map_err(|e| format!("{e:#}"))?;
+        let conn =
+            ClientConnection::new(config, tls::server_name()).map_err(|e| format!("TLS: {e}"))?;
+        let mut tls = StreamOwned::new(conn, tcp);
+        // Bounded by the read timeout: each round moves handshake bytes or fails.
+        while tls.conn.is_handshaking() {
+            tls.conn
+                .complete_io(&mut tls.sock)
+                .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+        }
+        Ok(Raw {
+            stream: Stream::Client(Box::new(tls)),
+        })
     }
 
     /// Our end's address, which the server logs as the peer.
     pub fn local_addr(&self) -> SocketAddr {
-        self.stream.local_addr().expect("a connected socket")
+        self.stream.tcp().local_addr().expect("a connected socket")
     }
 
     /// Sends `bytes`; an error means the server already closed the connection.
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
         self.stream
             .write_all(bytes)
+            .and_then(|()| self.stream.flush())
             .map_err(|e| format!("write: {e}"))
     }
 
@@ -143,12 +290,15 @@ impl Raw {
     /// `Err` if the peer still takes them after `max_rounds`.
     pub fn fill(&mut self, chunk: &[u8], max_rounds: usize) -> Result<usize, String> {
         self.stream
+            .tcp()
             .set_write_timeout(Some(Duration::from_secs(1)))
             .map_err(|e| e.to_string())?;
         for round in 0..max_rounds {
             if let Err(e) = self.stream.write_all(chunk) {
                 return match e.kind() {
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Ok(round),
+                    io::ErrorKind::WouldBlock
+                    | io::ErrorKind::TimedOut
+                    | io::ErrorKind::WriteZero => Ok(round),
                     _ => Err(format!("write: {e}")),
                 };
             }
@@ -156,9 +306,15 @@ impl Raw {
         Err(format!("the peer still reads after {max_rounds} rounds"))
     }
 
-    /// Closes our sending side: the server reads EOF.
-    pub fn shutdown_write(&self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+    /// Closes our sending side: the server reads EOF (after TLS's close message).
+    pub fn shutdown_write(&mut self) {
+        match &mut self.stream {
+            Stream::Plain(_) => {}
+            Stream::Client(s) => s.conn.send_close_notify(),
+            Stream::Server(s) => s.conn.send_close_notify(),
+        }
+        let _ = self.stream.flush();
+        let _ = self.stream.tcp().shutdown(std::net::Shutdown::Write);
     }
 
     /// Reads and drops whatever the server sends until it closes the connection, and
@@ -175,14 +331,13 @@ impl Raw {
                 ));
             }
             self.stream
+                .tcp()
                 .set_read_timeout(Some(left))
                 .map_err(|e| e.to_string())?;
             match self.stream.read(&mut sink) {
                 Ok(0) => return Ok(start.elapsed()),
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
-                    return Ok(start.elapsed());
-                }
+                Err(e) if is_closed(&e) => return Ok(start.elapsed()),
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -194,7 +349,7 @@ impl Raw {
     }
 }
 
-/// One end of a device connection after Hello, reading `In` and writing `Out`.
+/// One end of a connection after the handshake, reading `In` and writing `Out`.
 pub struct Conn<In, Out> {
     raw: Raw,
     codec: FrameCodec<In, Out>,
@@ -295,7 +450,7 @@ impl Device {
 }
 
 fn read_frame<In, Out>(
-    stream: &mut TcpStream,
+    stream: &mut impl Read,
     codec: &mut FrameCodec<In, Out>,
     buf: &mut BytesMut,
 ) -> Result<Option<In>, String>
@@ -311,7 +466,7 @@ where
         match stream.read(&mut chunk) {
             Ok(0) => return Ok(None),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(None),
+            Err(e) if is_closed(&e) => return Ok(None),
             Err(e) => return Err(format!("read: {e}")),
         }
     }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::Duration;
 
+use filesync_proto::auth::{AuthRequest, MAX_AUTH_FRAME};
 use filesync_proto::frame::encode_payload;
 use filesync_proto::handshake::MAGIC;
 use filesync_proto::wire::{
@@ -81,13 +82,26 @@ fn after_hello(cl: &Cluster, what: &str, bytes: &[u8], reason: &str) {
     closed_with(cl, peer, reason);
 }
 
+/// Sends `bytes` on `raw` (a connection before Hello), then EOF, and checks that the
+/// server closes the connection and logs `reason`.
+fn before_hello(cl: &Cluster, what: &str, raw: Result<Raw, String>, bytes: &[u8], reason: &str) {
+    let mut raw = raw.unwrap_or_else(|e| panic!("{what}: {e}"));
+    let peer = raw.local_addr();
+    raw.write(bytes).unwrap_or_else(|e| panic!("{what}: {e}"));
+    raw.shutdown_write();
+    raw.wait_closed(LOG_WAIT)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    closed_with(cl, peer, reason);
+}
+
 fn push_of(changes: Vec<Change>) -> ClientMsg {
     ClientMsg::Push { id: 1, changes }
 }
 
-/// A8 and the handshake: bad frames before and after Hello, a wrong protocol version, a
-/// handshake that never finishes, a 1-byte-per-second trickle, and one address opening
-/// too many connections.
+/// A8 and the handshake: bytes without TLS, bad frames inside TLS before and after
+/// Hello (handshake, credentials, wire messages), a wrong protocol version, a connection
+/// that never starts TLS, a 1-byte-per-second trickle, and one address opening too many
+/// connections.
 #[test]
 fn hostile_frames_close_the_connection_with_a_logged_reason() {
     let cl = started();
@@ -107,11 +121,13 @@ fn hostile_frames_close_the_connection_with_a_logged_reason() {
     let trickle = {
         let addr = addr.clone();
         thread::spawn(move || {
-            let mut raw = Raw::connect(&addr).expect("connect");
+            let mut raw = Raw::connect_tls(&addr).expect("connect");
             let peer = raw.local_addr();
             let mut bytes = frame(&encode_payload(&Handshake::current()).unwrap());
+            bytes.extend(frame(&encode_payload(&register()).unwrap()));
             bytes.extend(frame(&encode_payload(&hello()).unwrap()));
-            // One byte a second, until the server gives up on us (or all are sent).
+            // One byte a second inside TLS, until the server gives up on us (or all are
+            // sent): the deadline covers TLS, the handshake, credentials and Hello.
             for b in bytes {
                 if raw.write(&[b]).is_err() {
                     break;
@@ -122,8 +138,22 @@ fn hostile_frames_close_the_connection_with_a_logged_reason() {
         })
     };
 
-    // Before Hello: not our protocol, a wrong magic, a wrong version, a frame over the
-    // handshake's limit, a truncated handshake.
+    // Without TLS: an HTTP request and garbage never reach the handshake.
+    for (what, bytes) in [
+        ("HTTP request", b"GET / HTTP/1.1\r\n\r\n".to_vec()),
+        ("garbage", vec![0xff; 64]),
+    ] {
+        before_hello(
+            &cl,
+            what,
+            Raw::connect(&addr),
+            &bytes,
+            "TLS handshake failed",
+        );
+    }
+
+    // Inside TLS, before Hello: not our protocol, a wrong magic, a wrong version, a frame
+    // over the handshake's limit, a truncated handshake.
     let wrong_version = Handshake {
         magic: MAGIC,
         version: filesync_proto::PROTOCOL_VERSION + 7,
@@ -132,16 +162,16 @@ fn hostile_frames_close_the_connection_with_a_logged_reason() {
         magic: *b"HTTP",
         version: filesync_proto::PROTOCOL_VERSION,
     };
-    let pre_hello: [(&str, Vec<u8>, &str); 5] = [
+    let handshakes: [(&str, Vec<u8>, &str); 5] = [
         (
-            "HTTP request",
+            "HTTP request inside TLS",
             b"GET / HTTP/1.1\r\n\r\n".to_vec(),
             "bad handshake",
         ),
         (
             "wrong magic",
             frame(&encode_payload(&wrong_magic).unwrap()),
-            "not a filesync client",
+            "not a filesync client (bad magic bytes)",
         ),
         (
             "wrong protocol version",
@@ -159,14 +189,31 @@ fn hostile_frames_close_the_connection_with_a_logged_reason() {
             "in the middle of a frame",
         ),
     ];
-    for (what, bytes, reason) in pre_hello {
-        let mut raw = Raw::connect(&addr).unwrap();
-        let peer = raw.local_addr();
-        raw.write(&bytes).unwrap();
-        raw.shutdown_write();
-        raw.wait_closed(LOG_WAIT)
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
-        closed_with(&cl, peer, reason);
+    for (what, bytes, reason) in handshakes {
+        before_hello(&cl, what, Raw::connect_tls(&addr), &bytes, reason);
+    }
+    // After the handshake, instead of credentials: garbage, a frame over the auth
+    // limit, a truncated frame.
+    let credentials: [(&str, Vec<u8>, &str); 3] = [
+        (
+            "garbage credentials",
+            frame(&[0xff; 64]),
+            "bad credentials message",
+        ),
+        (
+            "credentials over the limit",
+            (MAX_AUTH_FRAME as u32 + 1).to_be_bytes().to_vec(),
+            "larger than the limit",
+        ),
+        (
+            "truncated credentials",
+            vec![0, 0, 0, 40, 2, 1],
+            "in the middle of a frame",
+        ),
+    ];
+    for (what, bytes, reason) in credentials {
+        let raw = hostile::handshaken(&addr).map(|(raw, _)| raw);
+        before_hello(&cl, what, raw, &bytes, reason);
     }
 
     // After Hello: every frame case of A8, an unknown message, a second Hello, a push
@@ -225,14 +272,17 @@ fn hostile_frames_close_the_connection_with_a_logged_reason() {
     raw.wait_closed(LOG_WAIT).unwrap();
     closed_with(&cl, peer, "in the middle of a frame");
 
-    for (what, handle) in [("silent", silent), ("trickle", trickle)] {
+    for (what, handle, reason) in [
+        ("silent", silent, "no TLS handshake within 10s"),
+        ("trickle", trickle, "within 10s"),
+    ] {
         let (peer, closed) = handle.join().expect("attacker thread");
         let after = closed.unwrap_or_else(|e| panic!("{what}: {e}"));
         assert!(
             after < Duration::from_secs(15),
             "{what}: closed only after {after:?}"
         );
-        closed_with(&cl, peer, "within 10s");
+        closed_with(&cl, peer, reason);
     }
 
     // Too many connections from one address: the clients hold one each; the server
@@ -583,8 +633,14 @@ fn hostile_pushes_are_refused_and_odd_metadata_is_tamed() {
         );
     }
     assert!(!common.contains_key("huge-block.bin"));
+    // The account is the server's choice: the folder's parent in the data dir.
+    let account = server_docs
+        .parent()
+        .and_then(Path::file_name)
+        .and_then(|a| a.to_str())
+        .expect("the server's folder lies in an account dir");
     let summary = server_store::check_index(
-        &server_store::index_file(cl.server().data_dir(), "default", DOCS),
+        &server_store::index_file(cl.server().data_dir(), account, DOCS),
         &manifest(&server_docs).unwrap(),
     )
     .unwrap();
@@ -599,6 +655,13 @@ fn hello_msg() -> Hello {
         folder: FolderName::new(DOCS).unwrap(),
         since_seq: 0,
         epoch: 0,
+    }
+}
+
+fn register() -> AuthRequest {
+    AuthRequest::Register {
+        device: DeviceId::new("hostile").unwrap(),
+        device_name: "hostile".into(),
     }
 }
 
