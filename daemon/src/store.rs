@@ -723,6 +723,8 @@ pub(crate) mod tests {
         let (content, e, ends) = big("sub/big");
         assert!(e.blocks.len() > 4, "{} blocks", e.blocks.len());
         let target = e.path.to_path(dir.path());
+        // A transfer makes no directory: its target's parent exists.
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
         let mut t = TempFile::resumable(&root, &e.path).unwrap();
         assert_eq!(t.resume(&e.blocks).unwrap(), 0);
         t.write(&content[..ends[2]]).unwrap();
