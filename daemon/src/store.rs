@@ -198,6 +198,23 @@ impl std::fmt::Display for Partial {
     }
 }
 
+/// The directory where a temp file for `target` is made, and whether it is `target`'s
+/// own parent: beside it when that exists, else in the root. A transfer never makes
+/// directories: a file sent "inside" a symlink that an earlier change of the same batch
+/// makes would otherwise turn that name into a real directory before the link is
+/// committed. The missing parents are made when the file is installed, in order.
+fn staging_dir(root: &Root, target: &RelPath) -> Result<(Dir, bool)> {
+    match root.parent(target) {
+        Ok((dir, _)) => Ok((dir, true)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok((
+            root.dir_at(&[])
+                .with_context(|| format!("cannot open {}", root.path().display()))?,
+            false,
+        )),
+        Err(e) => Err(parent_error(target, e)),
+    }
+}
+
 /// A temp file being filled with new content for a target, front to back.
 pub struct TempFile {
     /// The directory that holds it, opened beneath the folder's root.
@@ -211,11 +228,10 @@ pub struct TempFile {
 }
 
 impl TempFile {
-    /// Creates a temp file next to `target` in the folder at `root`, creating missing
-    /// parent directories; it is removed when dropped unless it was renamed into place.
+    /// Creates a temp file for `target` in the folder at `root` ([`staging_dir`]); it is
+    /// removed when dropped unless it was renamed into place.
     pub fn create(root: &Root, target: &RelPath) -> Result<TempFile> {
-        let (dir, _) = parent_creating(root, target)?;
-        TempFile::create_in(dir)
+        TempFile::create_in(staging_dir(root, target)?.0)
     }
 
     fn create_in(dir: Dir) -> Result<TempFile> {
@@ -230,8 +246,13 @@ impl TempFile {
     /// there is none, and locks it. Until [`TempFile::prepare`] it outlives a failure,
     /// so that a later transfer can [`TempFile::resume`] it. When another transfer of the
     /// same target holds the lock, this falls back to a plain temp file.
+    /// A target whose parent is missing gets a plain temp file ([`staging_dir`]).
     pub fn resumable(root: &Root, target: &RelPath) -> Result<TempFile> {
-        let (dir, target_name) = parent_creating(root, target)?;
+        let (dir, beside) = staging_dir(root, target)?;
+        if !beside {
+            return TempFile::create_in(dir);
+        }
+        let target_name = target.components().last().unwrap_or_default();
         let name = partial_name(target_name);
         let file = dir
             .open(&name, OFlags::RDWR | OFlags::CREATE, 0o600)
@@ -372,11 +393,12 @@ pub struct Prepared(TempFile);
 
 impl Prepared {
     /// Renames the content over `path` in the folder at `root`, whose parent directory is
-    /// opened again beneath the root: if it was swapped for a symlink since the transfer
-    /// began, this is refused. An empty directory in the way goes (the caller decided the
-    /// path becomes a file); a non-empty one is an error, so nothing inside it is lost.
+    /// opened again beneath the root (made if missing): if it is a symlink (swapped in
+    /// since the transfer began, or made by an earlier change), this is refused. An empty
+    /// directory in the way goes (the caller decided the path becomes a file); a
+    /// non-empty one is an error, so nothing inside it is lost.
     pub fn install(self, root: &Root, path: &RelPath) -> Result<Stat> {
-        let (dir, name) = parent(root, path)?;
+        let (dir, name) = parent_creating(root, path)?;
         clear_dir_for(&dir, name)?;
         self.0
             .dir
@@ -701,6 +723,8 @@ pub(crate) mod tests {
         let (content, e, ends) = big("sub/big");
         assert!(e.blocks.len() > 4, "{} blocks", e.blocks.len());
         let target = e.path.to_path(dir.path());
+        // A transfer makes no directory: its target's parent exists.
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
         let mut t = TempFile::resumable(&root, &e.path).unwrap();
         assert_eq!(t.resume(&e.blocks).unwrap(), 0);
         t.write(&content[..ends[2]]).unwrap();

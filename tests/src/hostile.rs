@@ -10,7 +10,7 @@
 //!   Hello.
 //! * [`splice_path`] puts any bytes where a message holds a path, since a `RelPath` that
 //!   fails validation cannot be built.
-//! * [`file_entry`] describes content as a device would push it.
+//! * [`file_entry`], [`dir_entry`] and [`link_entry`] describe what a device would push.
 
 use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
@@ -537,6 +537,23 @@ pub fn file_entry(path: &str, content: &[u8]) -> Entry {
         origin: DeviceId::new("hostile").expect("a valid device id"),
         conflict: None,
         renamed_from: None,
+    }
+}
+
+/// A new directory at `path`, as a device would push it.
+pub fn dir_entry(path: &str) -> Entry {
+    Entry {
+        kind: EntryKind::Dir,
+        ..file_entry(path, b"")
+    }
+}
+
+/// A new symlink at `path` to `target`, as a device would push it.
+pub fn link_entry(path: &str, target: &str) -> Entry {
+    Entry {
+        kind: EntryKind::Symlink,
+        target: target.to_owned(),
+        ..file_entry(path, b"")
     }
 }
 

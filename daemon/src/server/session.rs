@@ -508,7 +508,10 @@ async fn prepare(
     }
     let staged = stage(folder, index, &change, out, pending)
         .await
-        .map_err(failed)?;
+        .map_err(|e| {
+            tracing::warn!(folder = %folder.name, "cannot stage a pushed change: {e:#}");
+            failed(e)
+        })?;
     Ok((change, Some(staged)))
 }
 

@@ -27,7 +27,7 @@ use filesync_tests::hostile::{
 use filesync_tests::{Cluster, Node, manifest, server_store};
 
 /// How long the server may take to log why it closed a connection.
-const LOG_WAIT: Duration = Duration::from_secs(10);
+pub(super) const LOG_WAIT: Duration = Duration::from_secs(10);
 /// Longer than the server's deadline for everything before Hello (10 s).
 const PRE_HELLO_WAIT: Duration = Duration::from_secs(20);
 
@@ -41,7 +41,7 @@ fn data_snapshot(data_dir: &Path) -> BTreeSet<String> {
 }
 
 /// A cluster whose clients have synced one file, so the server's folder exists.
-fn started() -> Cluster {
+pub(super) fn started() -> Cluster {
     let cl = Cluster::new(2);
     files::write(&cl.path_on(0, DOCS, "before.txt"), b"before the attack\n");
     cl.settle(DOCS);
@@ -50,7 +50,7 @@ fn started() -> Cluster {
 
 /// Ends a scenario: the well-behaved clients still sync a new file both ways, and
 /// the common oracle (canary dir untouched, nothing next to the folders) holds.
-fn still_syncs(cl: &Cluster, name: &str) {
+pub(super) fn still_syncs(cl: &Cluster, name: &str) {
     let content = pseudo_random(91, 70_000);
     files::write(&cl.path_on(1, DOCS, name), &content);
     cl.settle(DOCS);
@@ -671,17 +671,17 @@ fn hello() -> ClientMsg {
 
 /// A running client `a` with a folder dir `evil` not added yet, and a listener on
 /// which the test plays the server.
-struct FakeServer {
+pub(super) struct FakeServer {
     // Field order is drop order: the daemon goes before its directory.
-    client: Node,
-    folder: PathBuf,
-    listener: TcpListener,
-    addr: String,
-    scratch: Scratch,
+    pub(super) client: Node,
+    pub(super) folder: PathBuf,
+    pub(super) listener: TcpListener,
+    pub(super) addr: String,
+    pub(super) scratch: Scratch,
 }
 
 impl FakeServer {
-    fn new() -> FakeServer {
+    pub(super) fn new() -> FakeServer {
         let scratch = Scratch::new();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
@@ -700,7 +700,7 @@ impl FakeServer {
 }
 
 /// `filesyncctl add` of `folder` as `evil` on the server at `addr`.
-fn add_evil(client: &Node, folder: &Path, addr: &str) {
+pub(super) fn add_evil(client: &Node, folder: &Path, addr: &str) {
     client.ctl_ok([
         "add".as_ref(),
         folder.as_os_str(),

@@ -221,8 +221,15 @@ impl FolderTask {
                 continue;
             }
             let local = self.index().local(&remote.path)?;
-            if !self.disk_matches(&remote.path, local.as_ref())? {
-                continue;
+            // A path that cannot be looked at (its parent is a symlink here) is refused
+            // alone: the rest of the batch goes on.
+            match self.disk_matches(&remote.path, local.as_ref()) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    self.fail_path(&remote.path, format!("cannot apply {}: {e:#}", remote.path));
+                    continue;
+                }
             }
             let action = plan::decide(local.as_ref(), Some(&remote));
             match action {
