@@ -179,6 +179,15 @@ impl Partial {
         Partial { dir, name }
     }
 
+    /// Where the partial transfer of `target` is kept while its parent directory does
+    /// not exist yet: in the root, named after the whole path ([`TempFile::resumable`]).
+    pub fn in_root(target: &RelPath) -> Partial {
+        Partial {
+            dir: Vec::new(),
+            name: partial_name(target.as_str()),
+        }
+    }
+
     /// Removes it from the folder at `root`; nothing there is fine.
     pub fn remove(&self, root: &Root) -> io::Result<()> {
         let dirs: Vec<&str> = self.dir.iter().map(String::as_str).collect();
@@ -246,14 +255,15 @@ impl TempFile {
     /// there is none, and locks it. Until [`TempFile::prepare`] it outlives a failure,
     /// so that a later transfer can [`TempFile::resume`] it. When another transfer of the
     /// same target holds the lock, this falls back to a plain temp file.
-    /// A target whose parent is missing gets a plain temp file ([`staging_dir`]).
+    /// A target whose parent is missing has its partial file in the root
+    /// ([`staging_dir`]), named after its whole path.
     pub fn resumable(root: &Root, target: &RelPath) -> Result<TempFile> {
         let (dir, beside) = staging_dir(root, target)?;
-        if !beside {
-            return TempFile::create_in(dir);
-        }
-        let target_name = target.components().last().unwrap_or_default();
-        let name = partial_name(target_name);
+        let name = if beside {
+            Partial::of(target).name
+        } else {
+            Partial::in_root(target).name
+        };
         let file = dir
             .open(&name, OFlags::RDWR | OFlags::CREATE, 0o600)
             .with_context(|| {
@@ -741,6 +751,30 @@ pub(crate) mod tests {
         t.write(&content[ends[2]..]).unwrap();
         t.commit(&root, &e).unwrap();
         assert_eq!(fs::read(&target).unwrap(), content);
+        assert!(!partial.exists());
+    }
+
+    /// A large file bound for a directory that does not exist yet keeps its partial in
+    /// the root, and a later transfer resumes it.
+    #[test]
+    fn a_partial_for_a_missing_directory_waits_in_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        let (content, e, ends) = big("new/big");
+        let mut t = TempFile::resumable(&root, &e.path).unwrap();
+        t.write(&content[..ends[1]]).unwrap();
+        drop(t);
+        let partial = dir.path().join(Partial::in_root(&e.path).to_string());
+        assert!(partial.is_file(), "the partial waits in the root");
+        assert!(
+            !dir.path().join("new").exists(),
+            "a transfer makes no directory"
+        );
+        let mut t = TempFile::resumable(&root, &e.path).unwrap();
+        assert_eq!(t.resume(&e.blocks).unwrap(), 2);
+        t.write(&content[ends[1]..]).unwrap();
+        t.commit(&root, &e).unwrap();
+        assert_eq!(fs::read(e.path.to_path(dir.path())).unwrap(), content);
         assert!(!partial.exists());
     }
 

@@ -55,6 +55,7 @@ async fn fetch_file(
 ) -> Result<Stat> {
     if entry.size >= transfer::RESUMABLE_SIZE {
         partials.note(Partial::of(&entry.path));
+        partials.note(Partial::in_root(&entry.path));
     }
     let assembled =
         transfer::assemble(root, index, entry, |request| session.request_block(request)).await?;
