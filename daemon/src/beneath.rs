@@ -51,6 +51,12 @@ impl Root {
         })
     }
 
+    /// [`Root::open`] for a synced folder, with an error that names it.
+    pub fn open_folder(path: &Path) -> anyhow::Result<Root> {
+        use anyhow::Context;
+        Root::open(path).with_context(|| format!("cannot open folder root {}", path.display()))
+    }
+
     pub fn path(&self) -> &Path {
         &self.dir.path
     }

@@ -274,8 +274,7 @@ impl Sequencer {
 
     /// A handle of the folder's root: every change to the tree is made relative to it.
     fn open_root(&self) -> Result<Root> {
-        Root::open(&self.root)
-            .with_context(|| format!("cannot open folder root {}", self.root.display()))
+        Root::open_folder(&self.root)
     }
 
     /// Removes versions kept longer than `keep_versions`; with 0, those kept under an

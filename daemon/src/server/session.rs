@@ -527,8 +527,7 @@ async fn stage(
     pending: &Pending,
 ) -> Result<Prepared> {
     let entry = &change.entry;
-    let root = Root::open(&folder.root)
-        .with_context(|| format!("cannot open folder root {}", folder.root.display()))?;
+    let root = Root::open_folder(&folder.root)?;
     let tmp = transfer::assemble(&root, index, entry, |request| {
         request_block(out, pending, request)
     })
