@@ -22,6 +22,7 @@ use rustix::fs::{FileType, OFlags};
 use sha2::{Digest, Sha256};
 
 use crate::beneath::{self, Dir, Root};
+use crate::index::LocalRow;
 
 /// Prefix of everything the daemon keeps inside a synced folder.
 pub const RESERVED_PREFIX: &str = ".filesync";
@@ -155,6 +156,16 @@ pub fn matches_index(disk: Option<&Stat>, entry: &Entry, inode: u64) -> bool {
                 }
         }
     }
+}
+
+/// Whether the disk at `path` still shows what the index row `row` recorded; with no
+/// row the index knows nothing there, so nothing may be there.
+pub fn unchanged_since_scan(root: &Root, path: &RelPath, row: Option<&LocalRow>) -> Result<bool> {
+    let disk = stat(root, path)?;
+    Ok(match row {
+        Some(row) => matches_index(disk.as_ref(), &row.entry, row.inode),
+        None => disk.is_none(),
+    })
 }
 
 /// The name of the partial transfer of a target named `name`: beside it, named after a

@@ -109,12 +109,7 @@ pub(super) fn resolve(
 /// index knows nothing there, so nothing may be there (an ignored file, say, or one not
 /// scanned yet, which moving the copy over it would destroy).
 fn unchanged_on_disk(root: &Root, path: &RelPath, row: Option<&LocalRow>) -> Result<()> {
-    let disk = store::stat(root, path)?;
-    let unchanged = match row {
-        Some(row) => store::matches_index(disk.as_ref(), &row.entry, row.inode),
-        None => disk.is_none(),
-    };
-    if !unchanged {
+    if !store::unchanged_since_scan(root, path, row)? {
         bail!("{path} changed since it was last scanned; wait a moment and try again");
     }
     Ok(())

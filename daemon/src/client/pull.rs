@@ -67,12 +67,7 @@ async fn fetch_file(
     // theirs and must not be replaced. Giving up here lets the scan take it in as a local
     // change, which then meets this version as an ordinary conflict.
     let local = index.local(&entry.path)?;
-    let disk = store::stat(root, &entry.path)?;
-    let unchanged = match &local {
-        Some(row) => store::matches_index(disk.as_ref(), &row.entry, row.inode),
-        None => disk.is_none(),
-    };
-    if !unchanged {
+    if !store::unchanged_since_scan(root, &entry.path, local.as_ref())? {
         bail!(
             "{} changed here while its new version was downloading; both are kept",
             entry.path
