@@ -199,12 +199,13 @@ impl Partial {
         }
     }
 
-    /// Removes it from the folder at `root`; nothing there is fine.
-    pub fn remove(&self, root: &Root) -> io::Result<()> {
+    /// Removes it from the folder at `root`: Ok(false) when it was not there.
+    pub fn remove(&self, root: &Root) -> io::Result<bool> {
         let dirs: Vec<&str> = self.dir.iter().map(String::as_str).collect();
         match root.dir_at(&dirs).and_then(|d| d.unlink(&self.name)) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            other => other,
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
         }
     }
 }
@@ -862,8 +863,9 @@ pub(crate) mod tests {
         assert_eq!(clean_temp_files(&root), std::slice::from_ref(&recent));
         assert!(recent_path.exists() && !old.exists() && !tmp.exists());
         assert!(is_reserved(&recent.name));
-        recent.remove(&root).unwrap();
+        assert!(recent.remove(&root).unwrap());
         assert!(!recent_path.exists());
+        assert!(!recent.remove(&root).unwrap(), "nothing left to remove");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use filesync_proto::wire::{Entry, EntryKind};
 
 use super::session::SessionHandle;
@@ -95,18 +95,26 @@ impl Partials {
         if partials.is_empty() {
             return;
         }
-        let opened =
-            Root::open(root).with_context(|| format!("cannot open folder root {}", root.display()));
+        let root = match Root::open(root) {
+            Ok(root) => root,
+            Err(e) => {
+                tracing::warn!(
+                    root = %root.display(),
+                    "cannot open the folder to remove {} partial downloads: {e}",
+                    partials.len()
+                );
+                return;
+            }
+        };
         for partial in partials {
-            match opened.as_ref().map(|r| partial.remove(r)) {
-                Ok(Ok(())) => {
+            match partial.remove(&root) {
+                Ok(true) => {
                     tracing::debug!(path = %partial, "removed a partial download nobody resumed")
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(path = %partial, "cannot remove a partial download: {e}")
-                }
+                // Each large file notes two places its partial may be; most are empty.
+                Ok(false) => {}
                 Err(e) => {
-                    tracing::warn!(path = %partial, "cannot remove a partial download: {e:#}")
+                    tracing::warn!(path = %partial, "cannot remove a partial download: {e}")
                 }
             }
         }
