@@ -118,8 +118,7 @@ fn unchanged_on_disk(root: &Root, path: &RelPath, row: Option<&LocalRow>) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use filesync_proto::wire::{Entry, EntryKind};
-    use filesync_proto::{DeviceId, Hash};
+    use filesync_proto::DeviceId;
 
     /// A folder on disk and its index.
     struct Folder {
@@ -151,21 +150,9 @@ mod tests {
             let st = store::stat(&root, &RelPath::new(path).unwrap())
                 .unwrap()
                 .unwrap();
-            let entry = Entry {
-                path: RelPath::new(path).unwrap(),
-                kind: EntryKind::File,
-                deleted: false,
-                size: st.size,
-                mtime_ns: st.mtime_ns,
-                mode: st.mode,
-                hash: Hash([0; 32]),
-                blocks: Vec::new(),
-                target: String::new(),
-                seq: 1,
-                origin: DeviceId::new("loser").unwrap(),
-                conflict,
-                renamed_from: None,
-            };
+            let mut entry = store::tests::entry_for(path, content.as_bytes());
+            (entry.mtime_ns, entry.mode) = (st.mtime_ns, st.mode);
+            entry.conflict = conflict;
             let row = LocalRow {
                 entry,
                 inode: st.inode,
