@@ -59,7 +59,7 @@ fn hash(secret: &Secret) -> Vec<u8> {
     sha256(&secret.0).0.to_vec()
 }
 
-pub fn new_secret() -> Secret {
+fn new_secret() -> Secret {
     Secret(rand::random())
 }
 

@@ -37,7 +37,7 @@ use folder::ServerFolderHandle;
 const MAX_CONNECTIONS: usize = 1024;
 /// Connections served at once from one source address; further ones are closed at once
 /// with a logged reason, so that one host cannot take every slot of [`MAX_CONNECTIONS`].
-pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 32;
+const MAX_CONNECTIONS_PER_ADDRESS: usize = 32;
 
 pub struct Server {
     pub device: DeviceId,
