@@ -122,13 +122,10 @@ fn is_socket(meta: &std::fs::Metadata) -> bool {
 /// (not a symbolic link) owned by this user that no other user can write to, or another
 /// user could swap the socket for one of their own.
 #[cfg(unix)]
-pub fn ensure_private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+fn ensure_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
     if std::fs::symlink_metadata(dir).is_err() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
+        crate::private::create_dir(dir)
             .with_context(|| format!("cannot create control socket directory {}", dir.display()))?;
     }
     let meta = std::fs::symlink_metadata(dir)
@@ -164,8 +161,8 @@ fn restrict(path: &Path, mode: u32) -> Result<()> {
 }
 
 #[cfg(not(unix))]
-pub fn ensure_private_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
+fn ensure_private_dir(dir: &Path) -> Result<()> {
+    crate::private::create_dir(dir)
 }
 
 #[cfg(not(unix))]
