@@ -128,7 +128,7 @@ impl Supervisor {
         loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
-                _ = heartbeat.tick() => lifecycle::heartbeat(&self.summary()),
+                _ = heartbeat.tick() => lifecycle::heartbeat(|| self.summary()),
                 Some((folder, reply)) = enrolled.recv() => {
                     let _ = reply.send(self.finish_add(folder));
                 }
