@@ -269,7 +269,7 @@ fn watchdog() -> Option<Duration> {
 
 /// Without systemd there is nobody to notify.
 #[cfg(not(unix))]
-mod SdState_stub {
+mod sd_stub {
     pub enum NotifyState<'a> {
         Ready,
         Stopping,
@@ -280,7 +280,7 @@ mod SdState_stub {
 }
 
 #[cfg(not(unix))]
-use SdState_stub::NotifyState as SdState;
+use sd_stub::NotifyState as SdState;
 
 #[cfg(not(unix))]
 fn notify(_states: &[SdState]) {}
