@@ -450,33 +450,43 @@ fn line_reader(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<Str
 #[test]
 fn events_follow_shows_a_change_arriving() {
     let cluster = Cluster::new(2);
+    // An event from before the follower subscribed comes among the recent ones it is
+    // sent first: seeing it says the follower is subscribed, so what comes after the
+    // second write can only have been followed live.
+    files::write(
+        &cluster.path_on(0, DOCS, "before.txt"),
+        b"an earlier event\n",
+    );
+    cluster.settle(DOCS);
     let mut follow = cluster
         .b()
         .ctl_spawn(["events", "--follow", "--json", DOCS]);
     let lines = line_reader(&mut follow);
-    // An event from before the follower subscribed comes among the recent ones it is
-    // sent first, so there is no race with the write.
-    files::write(&cluster.path_on(0, DOCS, "note.txt"), b"an event\n");
-    cluster.settle(DOCS);
-    let deadline = Instant::now() + SYNC_TIMEOUT;
     let mut seen = Vec::new();
-    let found = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) => {
-                let event: serde_json::Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"));
-                if event["kind"] == "downloaded" && event["path"] == "note.txt" {
-                    break Some(event);
-                }
-                seen.push(line);
+    let mut downloaded = |path: &str| {
+        let deadline = Instant::now() + SYNC_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = lines.recv_timeout(left) else {
+                break None;
+            };
+            let event: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"));
+            if event["kind"] == "downloaded" && event["path"] == path {
+                break Some(event);
             }
-            Err(_) => break None,
+            seen.push(line);
         }
     };
+    let earlier = downloaded("before.txt");
+    files::write(&cluster.path_on(0, DOCS, "note.txt"), b"an event\n");
+    cluster.settle(DOCS);
+    let found = earlier.and_then(|_| downloaded("note.txt"));
     let _ = follow.kill();
     let _ = follow.wait();
-    let event = found.unwrap_or_else(|| panic!("no downloaded event for note.txt; saw {seen:?}"));
+    let event = found.unwrap_or_else(|| {
+        panic!("no downloaded event for before.txt, then note.txt; saw {seen:?}")
+    });
     assert_eq!(event["folder"], DOCS);
     assert!(event["time_ms"].as_i64().is_some_and(|t| t > 0), "{event}");
 
