@@ -406,7 +406,7 @@ fn a_plain_tcp_client_is_closed_without_an_answer() {
 #[test]
 fn a_token_only_works_against_the_server_that_made_it() {
     let cl = Cluster::without_folders(1, None);
-    let other = Node::server_with_registration(cl.root(), "other", Some("open"));
+    let other = Node::server(cl.root(), "other");
     other.start();
     let token = cl.server().server_invite("alice", None);
     let node = cl.a();
