@@ -390,11 +390,7 @@ impl FolderTask {
         path: &RelPath,
         local: Option<&LocalRow>,
     ) -> Result<bool> {
-        let disk = store::stat(root, path)?;
-        let ok = match local {
-            Some(row) => store::matches_index(disk.as_ref(), &row.entry, row.inode),
-            None => disk.is_none(),
-        };
+        let ok = store::unchanged_since_scan(root, path, local)?;
         if !ok {
             self.scan_paths.push(path.clone());
         }
