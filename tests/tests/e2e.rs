@@ -17,6 +17,8 @@ mod confinement;
 mod conflicts;
 #[path = "e2e/control.rs"]
 mod control;
+#[path = "e2e/diskfull.rs"]
+mod diskfull;
 #[path = "e2e/editors.rs"]
 mod editors;
 #[path = "e2e/hardcases.rs"]
