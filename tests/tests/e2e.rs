@@ -11,6 +11,8 @@
 
 #[path = "e2e/changes.rs"]
 mod changes;
+#[path = "e2e/clock.rs"]
+mod clock;
 #[path = "e2e/confinement.rs"]
 mod confinement;
 #[path = "e2e/conflicts.rs"]
