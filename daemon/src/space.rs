@@ -3,6 +3,7 @@
 //! transfer that ran out of space does not keep what it wrote.
 
 use std::io;
+use std::path::Path;
 
 /// Whether an I/O error means the filesystem has no room left: no free blocks or
 /// inodes (`ENOSPC`), or the user's quota is used up (`EDQUOT`).
@@ -23,6 +24,20 @@ pub fn is_full(e: &anyhow::Error) -> bool {
                 if f.code == rusqlite::ErrorCode::DiskFull
         )
     })
+}
+
+/// `e` in words, with what to do when it is a full disk: the chain names the file that
+/// could not be written, this names the folder (local `dir`) that waits for space.
+pub fn explain(e: &anyhow::Error, folder: &str, dir: &Path) -> String {
+    if is_full(e) {
+        format!(
+            "{e:#}; disk full: free some space on the disk of folder {folder} ({}) or of its \
+             index, and it resumes by itself",
+            dir.display()
+        )
+    } else {
+        format!("{e:#}")
+    }
 }
 
 #[cfg(test)]

@@ -50,6 +50,24 @@ impl Tmpfs {
         Some(Tmpfs(dir.to_owned()))
     }
 
+    /// Mounts a fresh tmpfs on the existing directory `dir`, with what `dir` held copied
+    /// onto it. The daemon that uses `dir` must be stopped.
+    fn mount_keeping(dir: &Path) -> Option<Tmpfs> {
+        let saved = dir.with_extension("saved");
+        fs::rename(dir, &saved).expect("cannot move the directory aside");
+        let Some(disk) = Tmpfs::mount(dir) else {
+            fs::rename(&saved, dir).expect("cannot move the directory back");
+            return None;
+        };
+        let out = run_with_timeout(
+            Command::new("cp").arg("-a").arg(saved.join(".")).arg(dir),
+            Duration::from_secs(10),
+        );
+        assert!(out.status.success(), "cp failed: {}", describe(&out));
+        fs::remove_dir_all(&saved).expect("cannot remove the saved directory");
+        Some(disk)
+    }
+
     /// Fills the filesystem with `dir/FILLER` until a write fails for lack of space.
     fn fill(&self, dir: &Path) {
         let mut f = OpenOptions::new()
@@ -171,17 +189,10 @@ fn a_full_server_refuses_pushes_cleanly_and_takes_them_once_space_is_freed() {
     let data = server.data_dir().to_owned();
     // The server made its key and account store at start: they move onto the tmpfs.
     server.stop();
-    let saved = data.with_extension("saved");
-    fs::rename(&data, &saved).expect("cannot move the data dir aside");
-    let Some(disk) = Tmpfs::mount(&data) else {
+    let Some(disk) = Tmpfs::mount_keeping(&data) else {
+        server.start();
         return;
     };
-    let out = run_with_timeout(
-        Command::new("cp").arg("-a").arg(saved.join(".")).arg(&data),
-        Duration::from_secs(10),
-    );
-    assert!(out.status.success(), "cp failed: {}", describe(&out));
-    fs::remove_dir_all(&saved).expect("cannot remove the saved data dir");
     server.start();
     cl.add_folder(0, DOCS);
     cl.add_folder(1, DOCS);
@@ -235,5 +246,67 @@ fn a_full_server_refuses_pushes_cleanly_and_takes_them_once_space_is_freed() {
     server_store::check_index(&server_store::index_file(&data, "open", DOCS), &tree)
         .unwrap_or_else(|why| panic!("the server's index disagrees with its tree: {why}"));
     server.stop();
+    drop(disk);
+}
+
+/// Client B's index cannot grow (its state dir is full) while its folder has room: the
+/// downloads that cannot be recorded fail with "disk full" in B's status, B's index and
+/// disk stay consistent, and once space is freed B records what it has and converges
+/// without sending anything it should not.
+#[test]
+fn a_full_client_index_is_reported_and_recovers_when_space_is_freed() {
+    let cl = Cluster::without_folders(2, Some("open"));
+    let b = cl.b();
+    let state = b.state_dir();
+    b.stop();
+    let Some(disk) = Tmpfs::mount_keeping(&state) else {
+        b.start();
+        return;
+    };
+    b.start();
+    cl.add_folder(0, DOCS);
+    cl.add_folder(1, DOCS);
+    files::write(
+        &cl.path_on(0, DOCS, "first.txt"),
+        b"recorded while there is room\n",
+    );
+    cl.settle(DOCS);
+
+    disk.fill(&state);
+    // Many small files: enough index rows that the index has to grow for them.
+    let files_made: Vec<(String, Vec<u8>)> = (0..200)
+        .map(|i| (format!("f{i:03}.bin"), pseudo_random(920 + i, 2_000)))
+        .collect();
+    for (name, content) in &files_made {
+        files::write(&cl.path_on(0, DOCS, name), content);
+    }
+    cl.note("B's index cannot grow: expecting a disk-full error");
+    poll_until(SYNC_TIMEOUT, || {
+        let status = b.folder_status(DOCS);
+        let error = status["last_error"].as_str().unwrap_or_default();
+        if error.contains("disk full") && error.contains(&format!("folder {DOCS}")) {
+            Ok(())
+        } else {
+            Err(format!("B's status does not say disk full: {status}"))
+        }
+    })
+    .unwrap_or_else(|why| panic!("{why}\n{}", b.log_text()));
+    files::assert_file(
+        &cl.path_on(1, DOCS, "first.txt"),
+        b"recorded while there is room\n",
+    );
+
+    cl.note("freeing B's state dir");
+    fs::remove_file(state.join(FILLER)).expect("cannot remove the filler");
+    let common = cl.settle(DOCS);
+    assert_eq!(common.len(), 201, "{common:?}");
+    for (name, content) in &files_made {
+        cl.assert_file_everywhere(DOCS, name, content);
+    }
+    assert!(
+        b.conflicts(DOCS).is_empty(),
+        "files B downloaded but could not record are no conflict"
+    );
+    b.stop();
     drop(disk);
 }

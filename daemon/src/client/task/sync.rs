@@ -180,19 +180,9 @@ impl FolderTask {
         self.error(msg);
     }
 
-    /// `e` in words, with what to do when it is a full disk: the chain names the file
-    /// that could not be written, this names the folder that waits for space.
+    /// `e` in words; a full disk says so and names this folder ([`crate::space::explain`]).
     pub(super) fn explain(&self, e: &anyhow::Error) -> String {
-        if crate::space::is_full(e) {
-            format!(
-                "{e:#}; disk full: free some space on the disk of folder {} ({}) or of its \
-                 index, and it resumes by itself",
-                self.cfg.name,
-                self.cfg.path.display()
-            )
-        } else {
-            format!("{e:#}")
-        }
+        crate::space::explain(e, self.cfg.name.as_str(), &self.cfg.path)
     }
 
     /// Applies server entries we lack; true if a full batch was taken.
