@@ -11,12 +11,16 @@
 
 #[path = "e2e/changes.rs"]
 mod changes;
+#[path = "e2e/clock.rs"]
+mod clock;
 #[path = "e2e/confinement.rs"]
 mod confinement;
 #[path = "e2e/conflicts.rs"]
 mod conflicts;
 #[path = "e2e/control.rs"]
 mod control;
+#[path = "e2e/diskfull.rs"]
+mod diskfull;
 #[path = "e2e/editors.rs"]
 mod editors;
 #[path = "e2e/hardcases.rs"]

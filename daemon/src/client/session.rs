@@ -148,7 +148,7 @@ pub async fn run(cfg: SessionConfig, events: Events, cancel: CancellationToken) 
             _ = cancel.cancelled() => return,
             r = connect_once(&cfg, &events) => match r {
                 Ok(()) => "the server closed the connection".to_string(),
-                Err(e) => format!("{e:#}"),
+                Err(e) => crate::space::explain(&e, cfg.folder.as_str(), &cfg.root),
             },
         };
         tracing::info!(folder = %cfg.folder, server = %cfg.server, "disconnected: {reason}");

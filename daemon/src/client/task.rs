@@ -34,8 +34,12 @@ const PULL_FILES: usize = 8;
 const MAX_INFLIGHT: usize = 2;
 /// Rough cap on one push message, well under the frame limit.
 const PUSH_BYTES: usize = 4 * 1024 * 1024;
-/// How long a path that failed waits before it is tried again.
+/// How long a path that failed waits before it is tried again; each further failure
+/// doubles the wait, up to RETRY_MAX.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// The longest wait between two attempts at a path that keeps failing (a full disk, a
+/// server refusing it): freed space is used within this long.
+const RETRY_MAX: Duration = Duration::from_secs(30);
 /// How long a fresh delete waits before it is pushed. A rename or move often reaches us
 /// as two watcher batches, the delete first; holding the delete back lets the new path
 /// travel in the same push, so the server still has the content to reuse.
@@ -74,7 +78,11 @@ pub(super) struct FolderTask {
     inflight_paths: HashSet<RelPath>,
     /// Pushes refused as conflicts wait until the index brings the server's version.
     blocked: HashMap<RelPath, u64>,
+    /// Paths that failed, and when each may be tried again.
     retry_at: HashMap<RelPath, Instant>,
+    /// The wait after each failing path's last failure; forgotten on success and once
+    /// the folder is in sync.
+    retry_delay: HashMap<RelPath, Duration>,
     /// Deletes found by a scan, held back until the given instant (see RENAME_WINDOW).
     hold_deletes: HashMap<RelPath, Instant>,
     last_sync: Option<i64>,
@@ -128,6 +136,7 @@ impl FolderTask {
             inflight_paths: HashSet::new(),
             blocked: HashMap::new(),
             retry_at: HashMap::new(),
+            retry_delay: HashMap::new(),
             hold_deletes: HashMap::new(),
             last_sync: None,
             watcher: None,
@@ -477,6 +486,7 @@ impl FolderTask {
                     .map_or(0, |d| d.as_secs() as i64),
             );
             self.last_error = None;
+            self.retry_delay.clear();
         }
         // The meter keeps the rate; a step does not change it. One borrow at a time: a
         // second read of the watch while the meter waits to write would deadlock.

@@ -480,7 +480,7 @@ impl Sequencer {
         device: &DeviceId,
     ) -> Vec<PushOutcome> {
         let failed = |e: &anyhow::Error| PushOutcome::Failed {
-            reason: format!("{e:#}"),
+            reason: super::session::refusal(e),
         };
         if let Err(e) = self.index.begin() {
             tracing::error!(folder = %self.name, "cannot start an index transaction: {e:#}");
@@ -498,9 +498,18 @@ impl Sequencer {
             .collect();
         if let Err(e) = self.index.commit() {
             // The tree already changed: the next scan takes those changes in as versions
-            // of its own, under new sequence numbers.
+            // of its own, under new sequence numbers. Nothing was recorded, so no device
+            // may take its change as accepted: each sends it again, and then finds it is
+            // the server's content already.
             tracing::error!(folder = %self.name, "cannot record commits in the index: {e:#}; rescanning");
             self.scan_sync(Scope::All);
+            return outcomes
+                .into_iter()
+                .map(|o| match o {
+                    PushOutcome::Accepted { .. } => failed(&e),
+                    other => other,
+                })
+                .collect();
         }
         outcomes
     }

@@ -487,7 +487,7 @@ async fn prepare(
     pending: &Pending,
 ) -> Result<(Change, Option<Prepared>), PushOutcome> {
     let failed = |e: anyhow::Error| PushOutcome::Failed {
-        reason: format!("{e:#}"),
+        reason: refusal(&e),
     };
     let mut change = change;
     if let Err(reason) = received::check_entry(&mut change.entry) {
@@ -508,10 +508,20 @@ async fn prepare(
     let staged = stage(folder, index, &change, out, pending)
         .await
         .map_err(|e| {
-            tracing::warn!(folder = %folder.name, "cannot stage a pushed change: {e:#}");
+            tracing::warn!(folder = %folder.name, path = %change.entry.path, "cannot stage a pushed change: {e:#}");
             failed(e)
         })?;
     Ok((change, Some(staged)))
+}
+
+/// Why a pushed change was refused, as the device shows it: a full disk here is said
+/// in words, since only the server's admin can fix it and the device retries meanwhile.
+pub(super) fn refusal(e: &anyhow::Error) -> String {
+    if crate::space::is_full(e) {
+        format!("server disk full ({e:#}); the change is sent again later")
+    } else {
+        format!("{e:#}")
+    }
 }
 
 /// Builds the pushed file's content in a temp file beside its target: what an

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::{
     FolderTask, MAX_INFLIGHT, PULL_BATCH, PULL_FILES, PUSH_BYTES, RENAME_WINDOW, RETRY_AFTER,
+    RETRY_MAX,
 };
 use crate::beneath::Root;
 use crate::client::pull;
@@ -77,14 +78,14 @@ impl FolderTask {
         let pulled = match self.pull_round().await {
             Ok(more) => more,
             Err(e) => {
-                self.error(format!("{e:#}"));
+                self.error(self.explain(&e));
                 false
             }
         };
         let pushed = match self.push_round().await {
             Ok(more) => more,
             Err(e) => {
-                self.error(format!("{e:#}"));
+                self.error(self.explain(&e));
                 false
             }
         };
@@ -152,7 +153,7 @@ impl FolderTask {
                 self.flushed.append(&mut self.flush_waiters);
             }
             Err(e) => {
-                let msg = format!("{e:#}");
+                let msg = self.explain(&e);
                 if self.root_error.as_ref() != Some(&msg) {
                     tracing::error!(folder = %self.cfg.name, "{msg}");
                     self.emit(EventKind::Error, None, Some(msg.clone()));
@@ -167,10 +168,21 @@ impl FolderTask {
         self.retry_at.contains_key(path)
     }
 
+    /// Sets `path` aside after a failure, for twice as long as after its last one
+    /// (RETRY_AFTER to RETRY_MAX), and reports `msg`.
     fn fail_path(&mut self, path: &RelPath, msg: String) {
-        self.retry_at
-            .insert(path.clone(), Instant::now() + RETRY_AFTER);
+        let delay = self
+            .retry_delay
+            .get(path)
+            .map_or(RETRY_AFTER, |last| (*last * 2).min(RETRY_MAX));
+        self.retry_delay.insert(path.clone(), delay);
+        self.retry_at.insert(path.clone(), Instant::now() + delay);
         self.error(msg);
+    }
+
+    /// `e` in words; a full disk says so and names this folder ([`crate::space::explain`]).
+    pub(super) fn explain(&self, e: &anyhow::Error) -> String {
+        crate::space::explain(e, self.cfg.name.as_str(), &self.cfg.path)
     }
 
     /// Applies server entries we lack; true if a full batch was taken.
@@ -463,12 +475,14 @@ impl FolderTask {
                     dirty: false,
                 };
                 if let Err(e) = self.index().put_local(&row) {
+                    let why = self.explain(&e);
                     self.fail_path(
                         &remote.path,
-                        format!("cannot record {}: {e:#}", remote.path),
+                        format!("cannot record {}: {why}", remote.path),
                     );
                     return false;
                 }
+                self.retry_delay.remove(&remote.path);
                 if remote.kind == EntryKind::File {
                     Counters::add(&self.counters.files_downloaded, 1);
                 }
@@ -482,7 +496,8 @@ impl FolderTask {
                 true
             }
             Err(e) => {
-                self.fail_path(&remote.path, format!("cannot apply {}: {e:#}", remote.path));
+                let why = self.explain(&e);
+                self.fail_path(&remote.path, format!("cannot apply {}: {why}", remote.path));
                 false
             }
         }
@@ -550,9 +565,10 @@ impl FolderTask {
                 Ok(true)
             }
             Err(e) => {
+                let why = self.explain(&e);
                 self.fail_path(
                     &remote.path,
-                    format!("cannot delete {}: {e:#}", remote.path),
+                    format!("cannot delete {}: {why}", remote.path),
                 );
                 Ok(false)
             }
@@ -601,9 +617,10 @@ impl FolderTask {
                 Ok(true)
             }
             Err(e) => {
+                let why = self.explain(&e);
                 self.fail_path(
                     &remote.path,
-                    format!("cannot keep conflicting {}: {e:#}", remote.path),
+                    format!("cannot keep conflicting {}: {why}", remote.path),
                 );
                 Ok(false)
             }
@@ -772,6 +789,7 @@ impl FolderTask {
     }
 
     fn accepted(&mut self, mut pushed: Entry, seq: u64) -> Result<()> {
+        self.retry_delay.remove(&pushed.path);
         pushed.seq = seq;
         // The server's entry is the directory's state; the rename is confirmed when its
         // record arrives in the index.
