@@ -18,7 +18,7 @@ use filesync_proto::{AccountName, DeviceId, FolderName, RelPath};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::history;
+use super::history::{self, Lineage};
 use super::versions::Versions;
 use crate::beneath::Root;
 use crate::chunk;
@@ -57,7 +57,7 @@ pub enum FolderCmd {
     },
 }
 
-/// The sequencer's answer to a device's hello.
+/// Where a device's index stream starts, in which epoch: the answer to its hello.
 #[derive(Debug, Clone, Copy)]
 pub struct Joined {
     pub epoch: u64,
@@ -65,6 +65,25 @@ pub struct Joined {
     pub since: u64,
     /// The folder's highest committed sequence number.
     pub current: u64,
+}
+
+impl Joined {
+    /// The answer to `hello` when it does not show that the folder went back in time
+    /// (sessions answer those themselves, so a busy sequencer does not hold up a
+    /// connection); else the number from the lost history that the device saw, which only
+    /// the sequencer may act on.
+    pub fn without_rollback(hello: &Hello, lineage: &Lineage, last: u64) -> Result<Joined, u64> {
+        let since = match history::standing(hello, lineage, last) {
+            history::Standing::Follows { since } => since,
+            history::Standing::Stranger => 0,
+            history::Standing::Ahead { seen } => return Err(seen),
+        };
+        Ok(Joined {
+            epoch: lineage.epoch,
+            since,
+            current: last,
+        })
+    }
 }
 
 /// Where a server folder keeps its parts.
@@ -86,6 +105,7 @@ pub struct ServerFolderHandle {
     pub cmd: mpsc::Sender<FolderCmd>,
     /// The folder's highest committed sequence number.
     pub seq: watch::Receiver<u64>,
+    pub lineage: watch::Receiver<Lineage>,
     pub status: watch::Receiver<ServerFolderStatus>,
 }
 
@@ -103,8 +123,9 @@ struct Sequencer {
     /// The highest number given to a version (what sessions are told), which is below
     /// `next_seq - 1` when numbering skipped a gap.
     last: u64,
-    /// The folder's epoch, which changes when its history went back in time.
-    epoch: u64,
+    /// The folder's epoch and skipped numbers, for sessions to place devices by; the
+    /// epoch changes when the folder's history went back in time.
+    lineage_tx: watch::Sender<Lineage>,
     seq_tx: watch::Sender<u64>,
     status_tx: watch::Sender<ServerFolderStatus>,
     name: String,
@@ -128,13 +149,16 @@ pub fn start(
     std::fs::create_dir_all(&place.root)?;
     let index = Index::open_or_rebuild(&place.index_file, &format!("{account}/{name}"))?;
     let versions = Versions::open(place.versions_dir.clone())?;
-    let epoch = index.epoch()?;
     let max = index.max_seq()?;
     let floor = index.meta("next_floor")?.unwrap_or(0) as u64;
     let next_seq = history::first_seq(max, history::now_us()).max(floor);
     if next_seq > max + 1 {
         index.add_gap(max, next_seq)?;
     }
+    let (lineage_tx, lineage_rx) = watch::channel(Lineage {
+        epoch: index.epoch()?,
+        gaps: index.gaps()?.into(),
+    });
     let (seq_tx, seq_rx) = watch::channel(max);
     let status = ServerFolderStatus {
         account: account.to_string(),
@@ -154,7 +178,7 @@ pub fn start(
         rules: IgnoreRules::builtin(),
         next_seq,
         last: max,
-        epoch,
+        lineage_tx,
         seq_tx,
         status_tx,
         name: format!("{account}/{name}"),
@@ -167,6 +191,7 @@ pub fn start(
         index_file: place.index_file,
         cmd: cmd_tx,
         seq: seq_rx,
+        lineage: lineage_rx,
         status: status_rx,
     })
 }
@@ -251,31 +276,28 @@ impl Sequencer {
     /// same epoch than this history goes means the folder went back in time: the epoch
     /// changes and numbering moves past what the device saw (see [`history`]).
     fn join(&mut self, hello: &Hello) -> Result<Joined> {
-        let skipped = self.index.in_gap(hello.since_seq)?;
-        let since = match history::standing(hello, self.epoch, self.last, skipped) {
-            history::Standing::Follows { since } => since,
-            history::Standing::Stranger => 0,
-            history::Standing::Ahead { seen } => {
-                self.rolled_back(&hello.device, seen)?;
-                0
-            }
+        let lineage = self.lineage_tx.borrow().clone();
+        let seen = match Joined::without_rollback(hello, &lineage, self.last) {
+            Ok(joined) => return Ok(joined),
+            Err(seen) => seen,
         };
+        self.rolled_back(&hello.device, seen)?;
         Ok(Joined {
-            epoch: self.epoch,
-            since,
+            epoch: self.lineage_tx.borrow().epoch,
+            since: 0,
             current: self.last,
         })
     }
 
     fn rolled_back(&mut self, device: &DeviceId, seen: u64) -> Result<()> {
         let next = history::next_after_rollback(self.next_seq, seen);
-        let (old, last) = (self.epoch, self.last);
-        let epoch = self.index.batch(|ix| {
+        let (old, last) = (self.lineage_tx.borrow().epoch, self.last);
+        let (epoch, gaps) = self.index.batch(|ix| {
             if next > self.next_seq {
                 ix.add_gap(last, next)?;
                 ix.set_meta("next_floor", next as i64)?;
             }
-            ix.new_epoch()
+            Ok((ix.new_epoch()?, ix.gaps()?))
         })?;
         tracing::warn!(
             folder = %self.name, device = %device, seen, last, old_epoch = old, epoch,
@@ -283,7 +305,10 @@ impl Sequencer {
              sequence {seen}, this copy ends at {last}; the folder gets a new epoch, so every device \
              merges with it without deleting anything"
         );
-        self.epoch = epoch;
+        self.lineage_tx.send_replace(Lineage {
+            epoch,
+            gaps: gaps.into(),
+        });
         self.next_seq = next;
         Ok(())
     }

@@ -10,6 +10,8 @@
 //! number from the lost history names a number this history skipped (or has not reached):
 //! that is how the rollback is seen, even after other devices pushed since the restore.
 
+use std::sync::Arc;
+
 use filesync_proto::wire::Hello;
 
 /// Numbers skipped past the highest one a device reports from a lost history, in case
@@ -33,6 +35,23 @@ pub fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
+/// A folder's history as sessions need it to place a device: its epoch and the ranges of
+/// numbers it skipped, published by the sequencer on a watch channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lineage {
+    pub epoch: u64,
+    /// `(after, start)`: the numbers strictly between were never given in this history.
+    pub gaps: Arc<[(u64, u64)]>,
+}
+
+impl Lineage {
+    pub fn skipped(&self, seq: u64) -> bool {
+        self.gaps
+            .iter()
+            .any(|&(after, start)| seq > after && seq < start)
+    }
+}
+
 /// What a device's Hello says about its place in the folder's history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Standing {
@@ -47,12 +66,11 @@ pub enum Standing {
     Ahead { seen: u64 },
 }
 
-/// Judges `hello` against the folder's `epoch` and its highest committed number `last`;
-/// `skipped` says whether the Hello's number is one this history skipped.
-pub fn standing(hello: &Hello, epoch: u64, last: u64, skipped: bool) -> Standing {
-    if hello.epoch != epoch {
+/// Judges `hello` against the folder's `lineage` and its highest committed number `last`.
+pub fn standing(hello: &Hello, lineage: &Lineage, last: u64) -> Standing {
+    if hello.epoch != lineage.epoch {
         Standing::Stranger
-    } else if hello.since_seq > last || skipped {
+    } else if hello.since_seq > last || lineage.skipped(hello.since_seq) {
         Standing::Ahead {
             seen: hello.since_seq,
         }
@@ -90,24 +108,23 @@ mod tests {
 
     #[test]
     fn standing_of_hellos() {
-        let check = |h: Hello, skipped: bool, want: Standing| {
-            assert_eq!(
-                standing(&h, 7, 100, skipped),
-                want,
-                "{h:?} skipped {skipped}"
-            );
+        let lineage = Lineage {
+            epoch: 7,
+            gaps: Arc::new([(10, 40), (60, 90)]),
         };
-        check(hello(7, 0), false, Standing::Follows { since: 0 });
-        check(hello(7, 100), false, Standing::Follows { since: 100 });
-        check(hello(7, 50), true, Standing::Ahead { seen: 50 });
-        check(hello(7, 101), false, Standing::Ahead { seen: 101 });
-        check(
-            hello(7, u64::MAX),
-            false,
-            Standing::Ahead { seen: u64::MAX },
-        );
-        check(hello(8, 50), false, Standing::Stranger);
-        check(hello(0, 500), false, Standing::Stranger);
+        let check = |h: Hello, want: Standing| {
+            assert_eq!(standing(&h, &lineage, 100), want, "{h:?}");
+        };
+        check(hello(7, 0), Standing::Follows { since: 0 });
+        check(hello(7, 10), Standing::Follows { since: 10 });
+        check(hello(7, 40), Standing::Follows { since: 40 });
+        check(hello(7, 100), Standing::Follows { since: 100 });
+        check(hello(7, 11), Standing::Ahead { seen: 11 });
+        check(hello(7, 89), Standing::Ahead { seen: 89 });
+        check(hello(7, 101), Standing::Ahead { seen: 101 });
+        check(hello(7, u64::MAX), Standing::Ahead { seen: u64::MAX });
+        check(hello(8, 50), Standing::Stranger);
+        check(hello(0, 500), Standing::Stranger);
     }
 
     #[test]

@@ -141,7 +141,7 @@ async fn run(server: &Arc<Server>, stream: Counted<TcpStream>, peer: SocketAddr)
     // The device is who it proved to be, whatever its hello says.
     hello.device = admitted.device.clone();
     // A device that followed another history (epoch), or this one further than it goes,
-    // gets the whole index; the sequencer decides, in order with its commits.
+    // gets the whole index.
     let placed = async {
         let folder = server.folder(&admitted.account, &hello.folder)?;
         let joined = join(&folder, &hello).await?;
@@ -222,8 +222,14 @@ async fn run(server: &Arc<Server>, stream: Counted<TcpStream>, peer: SocketAddr)
     result
 }
 
-/// The sequencer's placing of `hello`'s device in the folder's history.
+/// Where `hello`'s device stands in the folder's history; a Hello that shows the folder
+/// went back in time goes to the sequencer, which changes the epoch.
 async fn join(folder: &ServerFolderHandle, hello: &Hello) -> Result<Joined> {
+    let current = *folder.seq.borrow();
+    let lineage = folder.lineage.borrow().clone();
+    if let Ok(joined) = Joined::without_rollback(hello, &lineage, current) {
+        return Ok(joined);
+    }
     let (reply, answer) = oneshot::channel();
     let cmd = FolderCmd::Join {
         hello: hello.clone(),
