@@ -1250,6 +1250,19 @@ mod tests {
             } else {
                 assert_eq!((rows, kept.len()), (0, 1), "{what}: kept {kept:?}");
                 assert_eq!(std::fs::read(dir.path().join(&kept[0])).unwrap(), bytes);
+                // Damaged again within the same second: the first kept file stays.
+                drop(index);
+                std::fs::write(&file, b"not a database at all").unwrap();
+                Index::open_or_rebuild(&file, "docs").unwrap();
+                let kept_now = std::fs::read_dir(dir.path())
+                    .unwrap()
+                    .filter(|e| {
+                        let name = e.as_ref().unwrap().file_name();
+                        name.to_string_lossy().starts_with("f.db.corrupt-")
+                    })
+                    .count();
+                assert_eq!(kept_now, 2, "{what}");
+                assert_eq!(std::fs::read(dir.path().join(&kept[0])).unwrap(), bytes);
             }
         }
     }

@@ -87,13 +87,15 @@ fn server_restored_from_backup_merges_without_losing_anything() {
     files::write(&cl.path_on(0, DOCS, "new-a.txt"), new_a);
     files::write(&cl.path_on(1, DOCS, "edited.txt"), edited);
     fs::remove_file(cl.path_on(0, DOCS, "deleted.txt")).unwrap();
-    cl.settle(DOCS);
+    let synced = cl.settle(DOCS);
     files::assert_absent(&cl.path_on(1, DOCS, "deleted.txt"));
 
     restore_backup(&cl);
     cl.server().start();
     let common = cl.settle(DOCS);
     assert_rollback_noticed(&cl);
+    let gone: Vec<&String> = synced.keys().filter(|p| !common.contains_key(*p)).collect();
+    assert!(gone.is_empty(), "paths lost in the merge: {gone:?}");
     cl.assert_file_everywhere(DOCS, "new-a.txt", new_a);
     cl.assert_file_everywhere(DOCS, "same.txt", before[0].1);
     // The restored server's version keeps the name; B's edit lives on as a conflict copy
