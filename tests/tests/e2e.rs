@@ -37,6 +37,8 @@ mod offline;
 mod ops;
 #[path = "e2e/renames.rs"]
 mod renames;
+#[path = "e2e/restore.rs"]
+mod restore;
 #[path = "e2e/security.rs"]
 mod security;
 #[path = "e2e/transfer.rs"]

@@ -205,11 +205,13 @@ async fn connect_once(cfg: &SessionConfig, events: &Events) -> Result<()> {
             conn::HANDSHAKE_TIMEOUT.as_secs()
         ),
     };
-    if welcome.epoch != epoch {
+    // A server whose history is not the one we followed (restored or re-created: a new
+    // epoch; or, from a server that did not notice, one that has not reached what we
+    // saw): forget what we knew of it and merge without deleting anything.
+    let went_back = welcome.epoch == epoch && welcome.current_seq < since;
+    if welcome.epoch != epoch || went_back {
         if epoch != 0 {
-            // The server's history is not the one we followed (restored or re-created):
-            // forget what we knew of it and merge without deleting anything.
-            tracing::warn!(folder = %cfg.folder, "server history changed (epoch {epoch} -> {}); merging conservatively", welcome.epoch);
+            tracing::warn!(folder = %cfg.folder, server = %cfg.server, "the server's copy of the folder has another history than the one this device followed (epoch {epoch} -> {}, sequence {since} -> {}): restored from a backup or re-created; merging without deleting anything, differences become conflict copies", welcome.epoch, welcome.current_seq);
             index.reset_to_unsynced()?;
         }
         index.set_meta("server_epoch", welcome.epoch as i64)?;

@@ -161,7 +161,7 @@ impl FolderTask {
         ));
         let _stop_meter = stop_meter.drop_guard();
         let index_file = super::index_file(&self.id.state_dir, &self.cfg);
-        match Index::open(&index_file) {
+        match Index::open_or_rebuild(&index_file, self.cfg.name.as_str()) {
             Ok(ix) => self.index = Some(ix),
             Err(e) => {
                 self.root_error = Some(format!("{e:#}"));
