@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use filesync_proto::FrameError;
 use filesync_proto::wire::{BlockError, BlockRequest, MAX_BLOCK_SIZE};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
@@ -146,6 +147,25 @@ impl Silence {
 impl Default for Silence {
     fn default() -> Silence {
         Silence::new()
+    }
+}
+
+/// What a failed read from `peer` (e.g. "server HOST:PORT") means, in words for logs and
+/// status: a connection that broke (cut by the network, reset, the peer gone) is told
+/// apart from a message that does not decode.
+pub fn read_failed(peer: &str, error: FrameError) -> anyhow::Error {
+    use std::io::ErrorKind;
+    match error {
+        FrameError::Io(io) => match io.kind() {
+            ErrorKind::UnexpectedEof => {
+                anyhow::anyhow!("the connection to {peer} was cut (it ended without a TLS goodbye)")
+            }
+            ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
+                anyhow::anyhow!("the connection to {peer} was reset")
+            }
+            _ => anyhow::anyhow!("the connection to {peer} failed: {io}"),
+        },
+        other => anyhow::Error::new(other).context(format!("bad message from {peer}")),
     }
 }
 
@@ -344,6 +364,36 @@ mod tests {
         assert_eq!(silent_for(None).await, IDLE_TIMEOUT);
         let at = Duration::from_secs(12);
         assert_eq!(silent_for(Some(at)).await, at + IDLE_TIMEOUT);
+    }
+
+    #[test]
+    fn a_broken_connection_is_not_called_a_bad_message() {
+        use std::io::{Error, ErrorKind};
+        let check = |error: FrameError, expected: &str| {
+            let got = format!("{:#}", read_failed("server h:1", error));
+            assert!(got.contains(expected), "{got:?} lacks {expected:?}");
+        };
+        let io = |kind: ErrorKind| FrameError::Io(Error::new(kind, "detail"));
+        check(
+            io(ErrorKind::UnexpectedEof),
+            "connection to server h:1 was cut",
+        );
+        check(
+            io(ErrorKind::ConnectionReset),
+            "connection to server h:1 was reset",
+        );
+        check(
+            io(ErrorKind::InvalidData),
+            "connection to server h:1 failed: detail",
+        );
+        check(
+            FrameError::Truncated,
+            "bad message from server h:1: connection closed",
+        );
+        check(
+            FrameError::TooLarge { len: 9, max: 8 },
+            "bad message from server h:1: frame of 9 bytes",
+        );
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use filesync_proto::wire::{
     BlockError, BlockRequest, Change, ClientMsg, Entry, Hello, MAX_BATCH, PushOutcome, ServerMsg,
     VersionInfo,
@@ -294,7 +294,7 @@ where
         silence.heard();
         let msg = match msg {
             None => return Ok(()),
-            Some(m) => m.context("bad message from server")?,
+            Some(m) => m.map_err(|e| conn::read_failed(&format!("server {}", cfg.server), e))?,
         };
         match msg {
             ServerMsg::Index {

@@ -296,7 +296,7 @@ where
         silence.heard();
         let msg = match msg {
             None => return Ok(()),
-            Some(m) => m.context("bad message from device")?,
+            Some(m) => m.map_err(|e| conn::read_failed("device", e))?,
         };
         match msg {
             ClientMsg::Push { id, changes } => {
