@@ -103,9 +103,10 @@ fn open(db: &Path) -> Result<Connection, String> {
     Ok(conn)
 }
 
-/// The highest sequence number the server index at `db` holds, in `local` or in
-/// `renames` (what the server's sequencer resumes after when it starts); 0 for an index
-/// that does not exist yet. Read while the server is stopped, or is between commits.
+/// The highest sequence number the server index at `db` holds, in `local`, in
+/// `renames` or as `meta.removed_seq` (what the server's sequencer resumes after when it
+/// starts); 0 for an index that does not exist yet. Read while the server is stopped, or
+/// is between commits.
 pub fn max_seq(db: &Path) -> Result<u64, String> {
     if !db.exists() {
         return Ok(0);
@@ -113,7 +114,8 @@ pub fn max_seq(db: &Path) -> Result<u64, String> {
     let conn = open(db)?;
     conn.query_row(
         "SELECT MAX((SELECT COALESCE(MAX(seq), 0) FROM local), \
-                    (SELECT COALESCE(MAX(seq), 0) FROM renames))",
+                    (SELECT COALESCE(MAX(seq), 0) FROM renames), \
+                    (SELECT COALESCE(MAX(value), 0) FROM meta WHERE key = 'removed_seq'))",
         [],
         |r| r.get::<_, i64>(0),
     )
