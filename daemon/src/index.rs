@@ -692,8 +692,18 @@ impl Index {
         Ok(())
     }
 
+    /// Forgets `path` (it became ignored). Its sequence number is kept in
+    /// `meta.removed_seq` when it is the highest removed so far, so that
+    /// [`Index::max_seq`] never goes back: a server that restarted after forgetting its
+    /// latest row would otherwise hand that number out again, and a device that had
+    /// received it would never ask for the new change.
     pub fn remove_local(&self, path: &RelPath) -> Result<()> {
         let conn = self.c();
+        conn.prepare_cached(
+            "INSERT INTO meta (key, value) SELECT 'removed_seq', seq FROM local WHERE path = ?1 \
+             ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)",
+        )?
+        .execute([path.as_str()])?;
         conn.prepare_cached("DELETE FROM local WHERE path = ?1")?
             .execute([path.as_str()])?;
         conn.prepare_cached("DELETE FROM blocks WHERE path = ?1")?
@@ -780,10 +790,14 @@ impl Index {
         Ok(entries)
     }
 
+    /// The highest sequence number this index has ever held: in `local`, in `renames`,
+    /// or on a row since forgotten ([`Index::remove_local`]). A server folder's next
+    /// sequence number is one more.
     pub fn max_seq(&self) -> Result<u64> {
         Ok(self.c().query_row(
             "SELECT MAX((SELECT COALESCE(MAX(seq), 0) FROM local),
-                            (SELECT COALESCE(MAX(seq), 0) FROM renames))",
+                        (SELECT COALESCE(MAX(seq), 0) FROM renames),
+                        (SELECT COALESCE(MAX(value), 0) FROM meta WHERE key = 'removed_seq'))",
             [],
             |r| r.get::<_, i64>(0),
         )? as u64)
@@ -914,6 +928,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let index = Index::open(&dir.path().join("i.db")).unwrap();
         (dir, index)
+    }
+
+    #[test]
+    fn max_seq_never_goes_back_when_rows_are_forgotten() {
+        let (_d, index) = open();
+        for (path, seq) in [("a", 3), ("b", 7), ("c", 5)] {
+            index
+                .put_local(&LocalRow {
+                    entry: file_entry(path, seq, b"x"),
+                    inode: 0,
+                    dirty: false,
+                })
+                .unwrap();
+        }
+        index
+            .add_rename(4, &RelPath::new("d").unwrap(), &RelPath::new("e").unwrap())
+            .unwrap();
+        assert_eq!(index.max_seq().unwrap(), 7);
+        index.remove_local(&RelPath::new("b").unwrap()).unwrap();
+        assert_eq!(index.max_seq().unwrap(), 7, "forgetting the latest row");
+        index.remove_local(&RelPath::new("a").unwrap()).unwrap();
+        assert_eq!(
+            index.max_seq().unwrap(),
+            7,
+            "forgetting an older row after it"
+        );
+        index
+            .remove_local(&RelPath::new("nothing").unwrap())
+            .unwrap();
+        assert_eq!(index.max_seq().unwrap(), 7);
     }
 
     #[test]

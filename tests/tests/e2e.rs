@@ -23,6 +23,8 @@ mod control;
 mod diskfull;
 #[path = "e2e/editors.rs"]
 mod editors;
+#[path = "e2e/faults.rs"]
+mod faults;
 #[path = "e2e/hardcases.rs"]
 mod hardcases;
 #[path = "e2e/hostile.rs"]

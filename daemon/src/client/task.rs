@@ -76,6 +76,11 @@ pub(super) struct FolderTask {
     next_push: u64,
     inflight: HashMap<u64, Vec<Entry>>,
     inflight_paths: HashSet<RelPath>,
+    /// Versions we pushed whose results were lost with their connection, by path. When
+    /// the index brings one back as the server's current version of its path, made by
+    /// this device, it is the base of what we hold now, not a change to conflict with
+    /// (`sync::rebase_on_own_push`). Emptied for a path by its next push result.
+    unconfirmed: HashMap<RelPath, Vec<Entry>>,
     /// Pushes refused as conflicts wait until the index brings the server's version.
     blocked: HashMap<RelPath, u64>,
     /// Paths that failed, and when each may be tried again.
@@ -134,6 +139,7 @@ impl FolderTask {
             next_push: 1,
             inflight: HashMap::new(),
             inflight_paths: HashSet::new(),
+            unconfirmed: HashMap::new(),
             blocked: HashMap::new(),
             retry_at: HashMap::new(),
             retry_delay: HashMap::new(),
@@ -367,7 +373,12 @@ impl FolderTask {
     fn disconnected(&mut self) {
         self.session = None;
         self.caught_up = false;
-        self.inflight.clear();
+        for pushed in self.inflight.drain().flat_map(|(_, entries)| entries) {
+            self.unconfirmed
+                .entry(pushed.path.clone())
+                .or_default()
+                .push(pushed);
+        }
         self.inflight_paths.clear();
     }
 

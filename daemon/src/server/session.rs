@@ -304,6 +304,7 @@ where
 {
     let serving = Arc::new(Semaphore::new(16));
     let mut ping = tokio::time::interval(conn::PING_INTERVAL);
+    let mut silence = conn::Silence::new();
     loop {
         let msg = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
@@ -311,12 +312,15 @@ where
                 let _ = out.try_send(ServerMsg::Ping { nonce: 0 });
                 continue;
             }
-            msg = tokio::time::timeout(conn::IDLE_TIMEOUT, stream.next()) => msg,
+            () = silence.expired() => {
+                bail!("device sent nothing for {}s", conn::IDLE_TIMEOUT.as_secs())
+            }
+            msg = stream.next() => msg,
         };
+        silence.heard();
         let msg = match msg {
-            Err(_) => bail!("device sent nothing for {}s", conn::IDLE_TIMEOUT.as_secs()),
-            Ok(None) => return Ok(()),
-            Ok(Some(m)) => m.context("bad message from device")?,
+            None => return Ok(()),
+            Some(m) => m.map_err(|e| conn::read_failed("device", e))?,
         };
         match msg {
             ClientMsg::Push { id, changes } => {

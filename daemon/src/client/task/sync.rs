@@ -234,7 +234,10 @@ impl FolderTask {
                 progress = true;
                 continue;
             }
-            let local = self.index().local(&remote.path)?;
+            let mut local = self.index().local(&remote.path)?;
+            if let Some(row) = local.as_mut() {
+                self.rebase_on_own_push(row, &remote)?;
+            }
             // A path that cannot be looked at (its parent is a symlink here) is refused
             // alone: the rest of the batch goes on.
             match self.disk_matches(&root, &remote.path, local.as_ref()) {
@@ -645,7 +648,7 @@ impl FolderTask {
         let mut live = Vec::new();
         let mut deletes = Vec::new();
         let mut bytes = 0usize;
-        for row in dirty {
+        for mut row in dirty {
             let path = row.entry.path.clone();
             if self.inflight_paths.contains(&path)
                 || self.retrying(&path)
@@ -660,6 +663,9 @@ impl FolderTask {
                     continue;
                 }
                 self.blocked.remove(&path);
+            }
+            if let Some(remote) = &remote {
+                self.rebase_on_own_push(&mut row, remote)?;
             }
             match plan::decide(Some(&row), remote.as_ref()) {
                 Action::Push { base } => {
@@ -720,6 +726,7 @@ impl FolderTask {
         };
         for e in &entries {
             self.inflight_paths.remove(&e.path);
+            self.unconfirmed.remove(&e.path);
         }
         for (pushed, outcome) in entries.into_iter().zip(outcomes) {
             let refused = !matches!(outcome, PushOutcome::Accepted { .. });
@@ -741,6 +748,30 @@ impl FolderTask {
                     );
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Makes `remote` the base of our dirty `row` when it is a version this device pushed
+    /// whose result was lost with its connection (the server took it, the answer never
+    /// came), and we have edited the path since: those edits derive from it, so they go
+    /// to the server on top of it. Without this the device would find its own earlier
+    /// version "changed on the server" and make a conflict copy against itself.
+    fn rebase_on_own_push(&mut self, row: &mut LocalRow, remote: &Entry) -> Result<()> {
+        let ours = remote.origin == self.id.device
+            && self
+                .unconfirmed
+                .get(&remote.path)
+                .is_some_and(|pushed| pushed.iter().any(|p| p.same_content(remote)));
+        if !ours {
+            return Ok(());
+        }
+        // The server has it: nothing more to remember about that push.
+        self.unconfirmed.remove(&remote.path);
+        if row.dirty && row.entry.seq < remote.seq && !row.entry.same_content(remote) {
+            row.entry.seq = remote.seq;
+            self.index().put_local(row)?;
+            tracing::debug!(folder = %self.cfg.name, path = %remote.path, seq = remote.seq, "our earlier push was taken; pushing our later edit on top of it");
         }
         Ok(())
     }
