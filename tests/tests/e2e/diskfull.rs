@@ -103,18 +103,8 @@ fn leftovers(root: &Path) -> Vec<String> {
 
 /// Waits until `node`'s log has a line holding every one of `words`.
 fn wait_for_log_line(node: &filesync_tests::Node, words: &[&str]) {
-    poll_until(SYNC_TIMEOUT, || {
-        let log = node.log_text();
-        if log.lines().any(|l| words.iter().all(|w| l.contains(w))) {
-            Ok(())
-        } else {
-            Err(format!(
-                "no line of {}'s log holds all of {words:?}",
-                node.name()
-            ))
-        }
-    })
-    .unwrap_or_else(|why| panic!("{why}\n{}", node.log_text()));
+    filesync_tests::hostile::wait_for_log_line(|| node.log_text(), words, SYNC_TIMEOUT)
+        .unwrap_or_else(|why| panic!("{}: {why}\n{}", node.name(), node.log_text()));
 }
 
 /// Client B's folder fills up: a new file larger than the space left and an edit that

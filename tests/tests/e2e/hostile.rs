@@ -799,7 +799,9 @@ fn hostile_server_entries_are_refused_by_the_client() {
 }
 
 /// A server that sends but never reads: the client gives up on the connection after the
-/// idle timeout (30 s) and says why, instead of leaving the folder stalled on it.
+/// idle timeout (30 s) and says why, instead of leaving the folder stalled on it. Once
+/// the client's writes are stuck it stops reading too, so the silence deadline and the
+/// stuck-write deadline run out together: either reason is a right one.
 #[test]
 fn hostile_server_that_never_reads_is_cut_off() {
     let FakeServer {
@@ -822,7 +824,7 @@ fn hostile_server_that_never_reads_is_cut_off() {
     let mut raw = fake.join().expect("fake server thread").unwrap();
     wait_for_log_line(
         || client.log_text(),
-        &["disconnected", &addr, "the peer read nothing for 30s"],
+        &["disconnected", &addr, "nothing for 30s"],
         Duration::from_secs(90),
     )
     .unwrap();
