@@ -52,6 +52,8 @@ pub struct Node {
     /// Start the daemon without the powers that let root read any file, so that file
     /// permissions apply to it as to a user's daemon (see [`Node::run_unprivileged`]).
     unprivileged: std::sync::atomic::AtomicBool,
+    /// Environment variables the daemon gets from its next start on (test knobs).
+    extra_env: Mutex<Vec<(String, String)>>,
 }
 
 impl Node {
@@ -103,6 +105,7 @@ impl Node {
             child: Mutex::new(None),
             starts: AtomicU32::new(0),
             unprivileged: std::sync::atomic::AtomicBool::new(false),
+            extra_env: Mutex::new(Vec::new()),
         };
         assert!(
             node.socket.as_os_str().len() < 100,
@@ -187,6 +190,13 @@ impl Node {
         self.unprivileged.store(true, Ordering::SeqCst);
     }
 
+    /// From the next start on, the daemon runs with `key=value` in its environment.
+    pub fn set_env(&self, key: &str, value: &str) {
+        let mut env = self.extra_env.lock().unwrap_or_else(|e| e.into_inner());
+        env.retain(|(k, _)| k != key);
+        env.push((key.to_owned(), value.to_owned()));
+    }
+
     /// Starts `filesyncd --config …` in the foreground and returns once its control
     /// socket answers `status` (and, for a server, once its port accepts connections).
     ///
@@ -251,6 +261,13 @@ impl Node {
             .stdout(log.try_clone().expect("cannot clone the log handle"))
             .stderr(log);
         self.hermetic_env(&mut cmd);
+        cmd.envs(
+            self.extra_env
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|(k, v)| (k, v)),
+        );
         kill_with_parent(&mut cmd);
         let child = cmd
             .spawn()

@@ -33,6 +33,8 @@ mod offline;
 mod ops;
 #[path = "e2e/renames.rs"]
 mod renames;
+#[path = "e2e/scale.rs"]
+mod scale;
 #[path = "e2e/security.rs"]
 mod security;
 #[path = "e2e/transfer.rs"]
