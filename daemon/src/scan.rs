@@ -21,6 +21,10 @@ use crate::ignore::IgnoreRules;
 use crate::index::{Index, LocalRow};
 use crate::store::{self, Stat};
 
+/// Files hashed together: enough to keep every core busy, few enough that what waits
+/// to be hashed stays small whatever the size of the folder.
+const HASH_BATCH: usize = 256;
+
 /// Which part of the folder to look at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
@@ -58,8 +62,8 @@ struct Scanner<'a> {
     /// Known live files by inode, built on first need: a new path whose stat matches one
     /// is the same file moved, and is not read again.
     files_by_inode: std::cell::OnceCell<HashMap<u64, RelPath>>,
-    /// Files to read, found by the walk: they are hashed together at its end, by as many
-    /// threads as there are cores.
+    /// Files to read, found by the walk: they are hashed together, by as many threads as
+    /// there are cores, every HASH_BATCH files and at the end of the walk.
     to_hash: Vec<(RelPath, Stat)>,
     out: ScanOutcome,
 }
@@ -242,6 +246,9 @@ impl Scanner<'_> {
         let unchanged = old.is_some_and(|o| store::matches_index(Some(&st), &o.entry, o.inode));
         if !unchanged && st.kind == EntryKind::File && self.moved_file(&st).is_none() {
             self.to_hash.push((path.clone(), st));
+            if self.to_hash.len() >= HASH_BATCH {
+                self.hash_pending();
+            }
         } else if !unchanged {
             match self.describe(&path, &st) {
                 Ok(entry) => self.record(entry, st.inode),
@@ -813,6 +820,30 @@ mod tests {
         fs::remove_dir_all(f.root()).unwrap();
         let err = scan(&f.root(), &f.index, &Scope::All, &f.origin, &f.rules).unwrap_err();
         assert!(err.to_string().contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn every_new_file_is_hashed_once_in_batches_and_an_unchanged_tree_not_at_all() {
+        let f = Fixture::new();
+        let n = HASH_BATCH * 2 + 7;
+        for i in 0..n {
+            fs::write(f.root().join(format!("f{i}")), i.to_string()).unwrap();
+        }
+        let out = scan(&f.root(), &f.index, &Scope::All, &f.origin, &f.rules).unwrap();
+        assert_eq!(out.changes.len(), n);
+        assert_eq!(out.hashed_files, n as u64);
+        let bytes: u64 = out.changes.iter().map(|r| r.entry.size).sum();
+        assert_eq!(out.hashed_bytes, bytes);
+        for row in &out.changes {
+            assert_eq!(
+                row.entry.hash,
+                chunk::sha256(&row.entry.path.as_str().as_bytes()[1..])
+            );
+            f.index.put_local(row).unwrap();
+        }
+        let again = scan(&f.root(), &f.index, &Scope::All, &f.origin, &f.rules).unwrap();
+        assert_eq!((again.entries, again.hashed_files), (n as u64, 0));
+        assert!(again.changes.is_empty() && again.refreshed.is_empty());
     }
 
     #[test]
