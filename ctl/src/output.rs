@@ -232,7 +232,26 @@ fn folder_block(out: &mut String, f: &FolderStatus, now: i64, colour: bool) {
         None => "never".to_owned(),
     };
     line(out, "last sync", last_sync);
+    if let Some(scan) = &f.last_scan {
+        line(
+            out,
+            "last scan",
+            format!(
+                "{} in {:.2} s, {} read ({}), {} ({})",
+                count(scan.entries, "path"),
+                scan.millis as f64 / 1000.0,
+                count(scan.hashed_files, "file"),
+                bytes(scan.hashed_bytes),
+                scan.reason,
+                ago(scan.at_ms.div_euclid(1000), now)
+            ),
+        );
+    }
+    line(out, "index", bytes(f.index_bytes));
     line(out, "conflicts", thousands(f.conflicts));
+    if let Some(problem) = &f.watch_problem {
+        line(out, "watching", problem);
+    }
     if let Some(error) = &f.last_error {
         line(out, "error", error);
     }
@@ -369,12 +388,13 @@ fn server_block(out: &mut String, s: &ServerStatus) {
     for f in &s.folders {
         let _ = writeln!(
             out,
-            "    {}/{}  seq {}, {}, {}",
+            "    {}/{}  seq {}, {}, {}, index {}",
             f.account,
             f.name,
             f.seq,
             count(f.files, "file"),
-            bytes(f.bytes)
+            bytes(f.bytes),
+            bytes(f.index_bytes)
         );
     }
     line(out, "devices", format!("{} connected", s.devices.len()));
@@ -391,8 +411,8 @@ fn server_block(out: &mut String, s: &ServerStatus) {
 pub mod tests {
     use super::*;
     use filesync_proto::control::{
-        ConnectedDevice, Counters, DeviceInfo, FolderMode, FolderState, ServerFolderStatus,
-        Unsyncable,
+        ConnectedDevice, Counters, DeviceInfo, FolderMode, FolderState, ScanReport,
+        ServerFolderStatus, Unsyncable,
     };
 
     /// Nanoseconds in a second, for modification times.
@@ -424,6 +444,16 @@ pub mod tests {
             counters: Counters::default(),
             rate_up_bps: 0,
             rate_down_bps: 0,
+            index_bytes: 1_843_200,
+            last_scan: Some(ScanReport {
+                at_ms: (NOW - 60) * 1000,
+                reason: "periodic".into(),
+                entries: 1_300,
+                hashed_files: 2,
+                hashed_bytes: 4096,
+                millis: 125,
+            }),
+            watch_problem: None,
         }
     }
 
@@ -438,6 +468,12 @@ pub mod tests {
             last_sync: None,
             conflicts: 2,
             last_error: Some("connection refused".into()),
+            last_scan: None,
+            watch_problem: Some(
+                "watching incomplete: the system allows 8192 inotify watches; \
+                 rescanning every 60 s meanwhile"
+                    .into(),
+            ),
             unsyncable: (0..7)
                 .map(|i| Unsyncable {
                     path: format!("bad{i}"),
@@ -462,6 +498,7 @@ pub mod tests {
                     seq: 42,
                     files: 1,
                     bytes: 512,
+                    index_bytes: 40_960,
                 }],
                 devices: vec![ConnectedDevice {
                     device: "DEV2".into(),
@@ -493,6 +530,8 @@ docs  /home/a/docs  ->  server.example:7101  (two-way)
   files:     1,204 files, 35.2 MiB
   pending:   up 0 files (0 B), down 0 files (0 B)
   last sync: 2026-11-21 13:59:11 UTC (3 minutes ago)
+  last scan: 1,300 paths in 0.12 s, 2 files read (4.0 KiB), periodic (1 minute ago)
+  index:     1.8 MiB
   conflicts: 0
 
 photos  /home/a/photos  ->  server.example:7101  (send-only)
@@ -500,7 +539,9 @@ photos  /home/a/photos  ->  server.example:7101  (send-only)
   files:     1,204 files, 35.2 MiB
   pending:   up 0 files (0 B), down 3 files (1.2 MiB)
   last sync: never
+  index:     1.8 MiB
   conflicts: 2
+  watching:  watching incomplete: the system allows 8192 inotify watches; rescanning every 60 s meanwhile
   error:     connection refused
   unsyncable: 7 items
     bad0: permission denied
@@ -519,7 +560,7 @@ server  listening on 0.0.0.0:7101
   cert:      fingerprint abababababababababababababababababababababababababababababababab
   enrolment: invite
   folders:   1
-    alice/docs  seq 42, 1 file, 512 B
+    alice/docs  seq 42, 1 file, 512 B, index 40.0 KiB
   devices:   1 connected
     laptop (DEV2)  alice/docs  from 10.0.0.5:51234
 ";

@@ -219,6 +219,9 @@ mod with_a_daemon {
             counters: Counters::default(),
             rate_up_bps: 0,
             rate_down_bps: 0,
+            index_bytes: 0,
+            last_scan: None,
+            watch_problem: None,
         }
     }
 

@@ -42,6 +42,9 @@ pub struct Counters {
     pub files_uploaded: AtomicU64,
     pub files_downloaded: AtomicU64,
     pub deletes_applied: AtomicU64,
+    pub bytes_hashed: AtomicU64,
+    pub files_hashed: AtomicU64,
+    pub pushes: AtomicU64,
 }
 
 impl Counters {
@@ -60,6 +63,9 @@ impl Counters {
             files_uploaded: g(&self.files_uploaded),
             files_downloaded: g(&self.files_downloaded),
             deletes_applied: g(&self.deletes_applied),
+            bytes_hashed: g(&self.bytes_hashed),
+            files_hashed: g(&self.files_hashed),
+            pushes: g(&self.pushes),
         }
     }
 }

@@ -266,6 +266,17 @@ fn rename_record(seq: u64, src: RelPath, dst: RelPath) -> Entry {
     }
 }
 
+/// The bytes the index at `file` takes on disk: the database and its write-ahead log.
+pub fn size_on_disk(file: &Path) -> u64 {
+    let mut wal = file.as_os_str().to_owned();
+    wal.push("-wal");
+    [file.as_os_str(), &wal]
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
 impl Index {
     /// Opens the index at `file` as its owner does when a folder starts: an index that
     /// SQLite finds damaged is moved aside (with its `-wal` and `-shm`, as

@@ -12,6 +12,9 @@
 //!   exists. The first process waits until the daemon is ready (or has failed) so that
 //!   its exit code tells whether the start worked; the daemon writes its pid file at
 //!   [`ready`] and removes it at [`stopping`].
+//! * Memory: [`limit_malloc_arenas`] before the runtime starts, and
+//!   [`release_free_memory`] after big pieces of work (a full scan), so that an idle
+//!   daemon's resident memory falls back to what it holds (glibc only; elsewhere no-ops).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -222,6 +225,28 @@ pub fn stopping() {
 /// Whether this process detached itself (so stderr may lead nowhere).
 pub fn is_detached() -> bool {
     DETACHED.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+}
+
+/// Caps glibc's malloc arenas at two. By default every thread that allocates at the
+/// same time as another may get an arena of its own (up to eight per core), and memory
+/// freed in one is never reused by another: a daemon whose scans hash on every core
+/// would keep the high-water mark of each.
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a tunable; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Hands memory that is free in the allocator back to the system, after work whose
+/// peak (a full scan's listing of the index) will not come back soon.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// How often [`heartbeat`] should run: twice per watchdog period, else every 5 s.

@@ -109,6 +109,7 @@ fn main() -> ExitCode {
     } else {
         lifecycle::init_logging(lifecycle::stderr_is_journal());
     }
+    lifecycle::limit_malloc_arenas();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

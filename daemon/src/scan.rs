@@ -21,6 +21,10 @@ use crate::ignore::IgnoreRules;
 use crate::index::{Index, LocalRow};
 use crate::store::{self, Stat};
 
+/// Files hashed together: enough to keep every core busy, few enough that what waits
+/// to be hashed stays small whatever the size of the folder.
+const HASH_BATCH: usize = 256;
+
 /// Which part of the folder to look at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
@@ -39,6 +43,10 @@ pub struct ScanOutcome {
     /// so that ignoring a file never deletes it anywhere.
     pub forget: Vec<RelPath>,
     pub unsyncable: Vec<Unsyncable>,
+    /// Paths looked at (each one stat), and the files read to hash them and their bytes.
+    pub entries: u64,
+    pub hashed_files: u64,
+    pub hashed_bytes: u64,
 }
 
 struct Scanner<'a> {
@@ -54,6 +62,9 @@ struct Scanner<'a> {
     /// Known live files by inode, built on first need: a new path whose stat matches one
     /// is the same file moved, and is not read again.
     files_by_inode: std::cell::OnceCell<HashMap<u64, RelPath>>,
+    /// Files to read, found by the walk: they are hashed together, by as many threads as
+    /// there are cores, every HASH_BATCH files and at the end of the walk.
+    to_hash: Vec<(RelPath, Stat)>,
     out: ScanOutcome,
 }
 
@@ -100,6 +111,7 @@ pub fn scan(
         seen: HashSet::new(),
         new_dirs: HashMap::new(),
         files_by_inode: std::cell::OnceCell::new(),
+        to_hash: Vec::new(),
         out: ScanOutcome::default(),
     };
     match tops {
@@ -115,7 +127,9 @@ pub fn scan(
             }
         }
     }
+    s.hash_pending();
     s.finish();
+    s.out.entries = s.seen.len() as u64;
     Ok(s.out)
 }
 
@@ -230,7 +244,12 @@ impl Scanner<'_> {
             return;
         }
         let unchanged = old.is_some_and(|o| store::matches_index(Some(&st), &o.entry, o.inode));
-        if !unchanged {
+        if !unchanged && st.kind == EntryKind::File && self.moved_file(&st).is_none() {
+            self.to_hash.push((path.clone(), st));
+            if self.to_hash.len() >= HASH_BATCH {
+                self.hash_pending();
+            }
+        } else if !unchanged {
             match self.describe(&path, &st) {
                 Ok(entry) => self.record(entry, st.inode),
                 Err(reason) => self.unsyncable(path.as_str(), &reason),
@@ -241,9 +260,9 @@ impl Scanner<'_> {
         }
     }
 
-    /// Builds the entry for a path from disk, hashing a file's content.
-    fn describe(&self, path: &RelPath, st: &Stat) -> Result<Entry, String> {
-        let mut entry = Entry {
+    /// The entry for a path as its stat shows it, before any content is read.
+    fn stat_entry(&self, path: &RelPath, st: &Stat) -> Entry {
+        Entry {
             path: path.clone(),
             kind: st.kind,
             deleted: false,
@@ -257,7 +276,12 @@ impl Scanner<'_> {
             origin: self.origin.clone(),
             conflict: None,
             renamed_from: None,
-        };
+        }
+    }
+
+    /// Builds the entry for a path from disk, hashing a file's content.
+    fn describe(&self, path: &RelPath, st: &Stat) -> Result<Entry, String> {
+        let mut entry = self.stat_entry(path, st);
         match st.kind {
             EntryKind::Dir => {}
             EntryKind::Symlink => {
@@ -296,6 +320,26 @@ impl Scanner<'_> {
         });
         let old = &self.known.get(by_inode.get(&st.inode)?)?.entry;
         (old.size == st.size && old.mtime_ns == st.mtime_ns).then_some(old)
+    }
+
+    /// Hashes the files the walk found new or changed, on every core, and records them.
+    fn hash_pending(&mut self) {
+        let pending = std::mem::take(&mut self.to_hash);
+        let results = hash_all(&self.handle, &pending);
+        for ((path, st), result) in pending.into_iter().zip(results) {
+            match result {
+                Ok(hashed) => {
+                    self.out.hashed_files += 1;
+                    self.out.hashed_bytes += hashed.size;
+                    let mut entry = self.stat_entry(&path, &st);
+                    entry.hash = hashed.hash;
+                    entry.blocks = hashed.blocks;
+                    entry.size = hashed.size;
+                    self.record(entry, st.inode);
+                }
+                Err(reason) => self.unsyncable(path.as_str(), &reason),
+            }
+        }
     }
 
     fn record(&mut self, mut entry: Entry, inode: u64) {
@@ -513,6 +557,49 @@ pub fn holds_only_ignored(full: &Path, rel: &RelPath, rules: &IgnoreRules) -> bo
     }
     let mut any = false;
     walk(full, rel, rules, &mut any) && any
+}
+
+/// Hashes `files` with one thread per core (fewer for few files), results in order.
+fn hash_all(root: &Root, files: &[(RelPath, Stat)]) -> Vec<Result<chunk::Hashed, String>> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(files.len());
+    if workers <= 1 {
+        return files
+            .iter()
+            .map(|(path, st)| hash_stable(root, path, st))
+            .collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done: Vec<Vec<(usize, Result<chunk::Hashed, String>)>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((path, st)) = files.get(i) else {
+                            return mine;
+                        };
+                        mine.push((i, hash_stable(root, path, st)));
+                    }
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap_or_default())
+            .collect()
+    });
+    let mut results: Vec<Option<Result<chunk::Hashed, String>>> =
+        (0..files.len()).map(|_| None).collect();
+    for (i, r) in done.into_iter().flatten() {
+        results[i] = Some(r);
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err("the hashing thread failed; will retry".into())))
+        .collect()
 }
 
 /// Hashes a file, retrying when it changes while being read, so that no mix of two
@@ -733,6 +820,30 @@ mod tests {
         fs::remove_dir_all(f.root()).unwrap();
         let err = scan(&f.root(), &f.index, &Scope::All, &f.origin, &f.rules).unwrap_err();
         assert!(err.to_string().contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn every_new_file_is_hashed_once_in_batches_and_an_unchanged_tree_not_at_all() {
+        let f = Fixture::new();
+        let n = HASH_BATCH * 2 + 7;
+        for i in 0..n {
+            fs::write(f.root().join(format!("f{i}")), i.to_string()).unwrap();
+        }
+        let out = scan(&f.root(), &f.index, &Scope::All, &f.origin, &f.rules).unwrap();
+        assert_eq!(out.changes.len(), n);
+        assert_eq!(out.hashed_files, n as u64);
+        let bytes: u64 = out.changes.iter().map(|r| r.entry.size).sum();
+        assert_eq!(out.hashed_bytes, bytes);
+        for row in &out.changes {
+            assert_eq!(
+                row.entry.hash,
+                chunk::sha256(&row.entry.path.as_str().as_bytes()[1..])
+            );
+            f.index.put_local(row).unwrap();
+        }
+        let again = scan(&f.root(), &f.index, &Scope::All, &f.origin, &f.rules).unwrap();
+        assert_eq!((again.entries, again.hashed_files), (n as u64, 0));
+        assert!(again.changes.is_empty() && again.refreshed.is_empty());
     }
 
     #[test]

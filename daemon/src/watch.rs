@@ -10,6 +10,12 @@
 //! several bursts is scanned once, complete. The queue never drops anything and never
 //! grows past a bound (beyond it, the paths are replaced by a full rescan). The watcher
 //! is only a hint all the same: the periodic rescan catches what it cannot see.
+//!
+//! When the watcher cannot see everything — the tree needs more inotify watches than the
+//! system allows (`fs.inotify.max_user_watches`), or it cannot start at all — it says so
+//! ([`Watcher::problem`]) and the folder rescans often instead ([`fallback_rescan`]).
+//! `FILESYNC_MAX_WATCHES=N`, a test and operations knob, makes a tree of more than N
+//! directories count as over the limit, without touching the system-wide setting.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +34,11 @@ use crate::store;
 pub const DEBOUNCE: Duration = Duration::from_millis(30);
 /// Most paths queued before the queue turns into a full rescan.
 const MAX_QUEUED: usize = 10_000;
+/// How often a folder the watcher cannot fully see is rescanned (at most).
+const FALLBACK_RESCAN: Duration = Duration::from_secs(60);
+/// The environment variable that caps the directories a folder's watcher may watch.
+pub const MAX_WATCHES_ENV: &str = "FILESYNC_MAX_WATCHES";
+const MAX_WATCHES_SYSCTL: &str = "/proc/sys/fs/inotify/max_user_watches";
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum WatchEvent {
@@ -48,6 +59,8 @@ struct Queued {
 pub struct WatchQueue {
     queued: Mutex<Queued>,
     ready: Notify,
+    /// Set once a watch could not be added: part of the tree is not watched.
+    incomplete: Mutex<Option<String>>,
 }
 
 impl WatchQueue {
@@ -66,6 +79,10 @@ impl WatchQueue {
         }
         drop(q);
         self.ready.notify_one();
+    }
+
+    fn set_incomplete(&self, why: String) {
+        *self.incomplete.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
     }
 
     fn rescan(&self, why: String) {
@@ -124,16 +141,35 @@ impl WatchQueue {
 
 /// Keeps the watcher alive; dropping it stops watching.
 pub struct Watcher {
-    _watcher: notify::RecommendedWatcher,
+    /// `None` when watching could not start at all.
+    _watcher: Option<notify::RecommendedWatcher>,
     pub queue: Arc<WatchQueue>,
 }
 
-/// Starts watching `root`.
-pub fn watch(root: &Path) -> notify::Result<Watcher> {
+impl Watcher {
+    /// Why this watcher does not see every change in the tree, or `None` when it does.
+    pub fn problem(&self) -> Option<String> {
+        self.queue
+            .incomplete
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// How often to rescan a folder whose watcher does not see everything: its own rescan
+/// interval, or [`FALLBACK_RESCAN`] if that is sooner.
+pub fn fallback_rescan(rescan_interval: Duration) -> Duration {
+    rescan_interval.min(FALLBACK_RESCAN)
+}
+
+/// Starts watching `root`. Watching that fails in part or whole is reported by
+/// [`Watcher::problem`]; what could be watched still is.
+pub fn watch(root: &Path) -> Watcher {
     let queue = Arc::new(WatchQueue::default());
     let q = queue.clone();
     let root_buf: PathBuf = root.to_path_buf();
-    let mut watcher =
+    let started =
         notify::recommended_watcher(move |result: notify::Result<notify::Event>| match result {
             Ok(event) if event.need_rescan() => {
                 q.rescan("the watcher lost events (queue overflow)".into())
@@ -145,13 +181,95 @@ pub fn watch(root: &Path) -> notify::Result<Watcher> {
                 event.paths.iter().filter_map(|p| relative(&root_buf, p)),
                 Instant::now(),
             ),
-            Err(e) => q.rescan(format!("watcher error: {e}")),
-        })?;
-    watcher.watch(root, RecursiveMode::Recursive)?;
-    Ok(Watcher {
-        _watcher: watcher,
+            Err(e) => {
+                if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) {
+                    q.set_incomplete(over_limit(system_max_watches()));
+                }
+                q.rescan(format!("watcher error: {e}"))
+            }
+        });
+    let mut watcher = match started {
+        Ok(w) => w,
+        Err(e) => {
+            queue.set_incomplete(format!("not watching: {e}"));
+            return Watcher {
+                _watcher: None,
+                queue,
+            };
+        }
+    };
+    if let Some(cap) = watch_cap()
+        && count_dirs(root, cap + 1) > cap
+    {
+        queue.set_incomplete(over_limit(cap));
+        return Watcher {
+            _watcher: None,
+            queue,
+        };
+    }
+    match watcher.watch(root, RecursiveMode::Recursive) {
+        Ok(()) => {}
+        Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
+            queue.set_incomplete(over_limit(system_max_watches()))
+        }
+        Err(e) => queue.set_incomplete(format!("not watching: {e}")),
+    }
+    Watcher {
+        _watcher: Some(watcher),
         queue,
-    })
+    }
+}
+
+/// What to tell the user when the tree needs more than `limit` watches.
+fn over_limit(limit: u64) -> String {
+    let raise = (limit.saturating_mul(2)).max(524_288);
+    format!(
+        "watching incomplete: the system allows {limit} inotify watches \
+         (fs.inotify.max_user_watches) and this folder needs more; raise it with \
+         `sysctl fs.inotify.max_user_watches={raise}`"
+    )
+}
+
+/// The system's limit on inotify watches per user (0 when it cannot be read).
+fn system_max_watches() -> u64 {
+    std::fs::read_to_string(MAX_WATCHES_SYSCTL)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The per-folder cap on watches from [`MAX_WATCHES_ENV`], if set.
+fn watch_cap() -> Option<u64> {
+    let value = std::env::var(MAX_WATCHES_ENV).ok()?;
+    match value.trim().parse() {
+        Ok(n) => Some(n),
+        Err(_) => {
+            tracing::warn!("{MAX_WATCHES_ENV}={value:?} is not a number of watches; ignored");
+            None
+        }
+    }
+}
+
+/// The directories of the tree at `root`, itself included, counting no further than
+/// `stop`. Symbolic links are not followed.
+fn count_dirs(root: &Path, stop: u64) -> u64 {
+    let mut count = 0;
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        count += 1;
+        if count >= stop {
+            break;
+        }
+        let Ok(read) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        todo.extend(
+            read.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path()),
+        );
+    }
+    count
 }
 
 /// The next watcher event, or never when there is no watcher.
@@ -196,6 +314,30 @@ mod tests {
         assert_eq!(
             q.take(t0 + 2 * DEBOUNCE),
             Ok(WatchEvent::Changed(vec![p("a")]))
+        );
+    }
+
+    #[test]
+    fn a_tree_over_the_watch_cap_is_reported_with_the_limit_and_how_to_raise_it() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["a/b", "c"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        assert_eq!(count_dirs(dir.path(), 100), 4);
+        assert_eq!(count_dirs(dir.path(), 2), 2, "stops counting at the cap");
+        let msg = over_limit(8192);
+        assert!(msg.contains("allows 8192 inotify watches"), "{msg}");
+        assert!(
+            msg.contains("sysctl fs.inotify.max_user_watches=524288"),
+            "{msg}"
+        );
+        assert_eq!(
+            fallback_rescan(Duration::from_secs(3600)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            fallback_rescan(Duration::from_secs(5)),
+            Duration::from_secs(5)
         );
     }
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the control protocol; the CLI refuses to talk to a daemon of another.
 /// The encoding is not self-describing, so a new field in any message is a new version.
-pub const CONTROL_VERSION: u32 = 4;
+pub const CONTROL_VERSION: u32 = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -331,6 +331,26 @@ pub struct Counters {
     pub files_uploaded: u64,
     pub files_downloaded: u64,
     pub deletes_applied: u64,
+    /// File content read by scans to hash it, and the files it came from: a rescan of an
+    /// unchanged folder adds nothing, and a change is hashed once.
+    pub bytes_hashed: u64,
+    pub files_hashed: u64,
+    /// Push messages sent to the server (each carries up to a batch of changes).
+    pub pushes: u64,
+}
+
+/// The last full scan of a folder: how long it took and what it found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanReport {
+    /// When it finished, Unix milliseconds.
+    pub at_ms: i64,
+    /// Why it ran: `start-up`, `periodic`, `requested`, or what the watcher could not see.
+    pub reason: String,
+    /// Paths it looked at (stat), and the files among them it read to hash.
+    pub entries: u64,
+    pub hashed_files: u64,
+    pub hashed_bytes: u64,
+    pub millis: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -369,6 +389,12 @@ pub struct FolderStatus {
     pub rate_up_bps: u64,
     #[serde(default)]
     pub rate_down_bps: u64,
+    /// Size of the folder's index on disk (database and write-ahead log), bytes.
+    pub index_bytes: u64,
+    pub last_scan: Option<ScanReport>,
+    /// Why the watcher does not see every change (and what is done meanwhile), or `None`
+    /// when it does.
+    pub watch_problem: Option<String>,
 }
 
 impl FolderStatus {
@@ -389,6 +415,8 @@ pub struct ServerFolderStatus {
     pub seq: u64,
     pub files: u64,
     pub bytes: u64,
+    /// Size of the folder's index on disk (database and write-ahead log), bytes.
+    pub index_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -195,10 +195,10 @@ impl Node {
     /// From the next start on, runs the daemon with `key=value` in its environment (say,
     /// `LD_PRELOAD` of a library that skews its clock).
     pub fn set_daemon_env(&self, key: impl Into<OsString>, value: impl Into<OsString>) {
-        self.daemon_env
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((key.into(), value.into()));
+        let (key, value) = (key.into(), value.into());
+        let mut env = self.daemon_env.lock().unwrap_or_else(|e| e.into_inner());
+        env.retain(|(k, _)| *k != key);
+        env.push((key, value));
     }
 
     /// Starts `filesyncd --config …` in the foreground and returns once its control

@@ -41,6 +41,8 @@ mod ops;
 mod renames;
 #[path = "e2e/restore.rs"]
 mod restore;
+#[path = "e2e/scale.rs"]
+mod scale;
 #[path = "e2e/security.rs"]
 mod security;
 #[path = "e2e/transfer.rs"]

@@ -136,5 +136,8 @@ fn initial_status(cfg: &FolderConfig) -> FolderStatus {
         counters: Default::default(),
         rate_up_bps: 0,
         rate_down_bps: 0,
+        index_bytes: 0,
+        last_scan: None,
+        watch_problem: None,
     }
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 use filesync_proto::RelPath;
-use filesync_proto::control::{EventKind, FolderState, FolderStatus, Unsyncable, VersionEntry};
+use filesync_proto::control::{
+    EventKind, FolderState, FolderStatus, ScanReport, Unsyncable, VersionEntry,
+};
 use filesync_proto::wire::Entry;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -65,6 +67,12 @@ pub(super) struct FolderTask {
     scanned: bool,
     paused: bool,
     scan_all: bool,
+    /// Why the pending full scan runs (the first reason given), for status.
+    scan_reason: Option<String>,
+    /// When the last full scan ended: the next periodic one is due a rescan interval
+    /// later (a shorter one while the watcher cannot see everything).
+    last_full_scan: Instant,
+    last_scan: Option<ScanReport>,
     scan_paths: Vec<RelPath>,
     flush_waiters: Vec<oneshot::Sender<()>>,
     /// Flushes whose scan is done; answered only after the status that reflects that
@@ -130,6 +138,9 @@ impl FolderTask {
             scanned: false,
             paused,
             scan_all: true,
+            scan_reason: Some("start-up".into()),
+            last_full_scan: Instant::now(),
+            last_scan: None,
             scan_paths: Vec::new(),
             flush_waiters: Vec::new(),
             flushed: Vec::new(),
@@ -182,21 +193,12 @@ impl FolderTask {
                 self.partials.note(partial);
             }
         }
-        match watcher::watch(&self.cfg.path) {
-            Ok(w) => self.watcher = Some(w),
-            Err(e) => {
-                tracing::warn!(folder = %self.cfg.name, "cannot watch {}: {e}; relying on periodic rescans", self.cfg.path.display());
-            }
-        }
+        self.start_watching();
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
         self.events_tx = events_tx;
         if !self.paused {
             self.start_session(&cancel);
         }
-        let mut rescan = tokio::time::interval_at(
-            Instant::now() + self.cfg.rescan_interval,
-            self.cfg.rescan_interval,
-        );
         loop {
             let more = self.step().await;
             self.publish_busy(more);
@@ -223,7 +225,9 @@ impl FolderTask {
                     }
                 }
                 ev = watcher::next_event(self.watcher.as_ref()) => self.on_watch(ev),
-                _ = rescan.tick() => self.scan_all = true,
+                _ = tokio::time::sleep_until(self.last_full_scan + self.rescan_every()) => {
+                    self.periodic_rescan()
+                }
                 _ = tokio::time::sleep_until(retry) => {
                     let now = Instant::now();
                     self.retry_at.retain(|_, at| *at > now);
@@ -272,13 +276,13 @@ impl FolderTask {
             FolderCmd::Resume => {
                 if self.paused {
                     self.paused = false;
-                    self.scan_all = true;
+                    self.full_scan("resumed");
                     self.start_session(cancel);
                 }
             }
-            FolderCmd::Rescan => self.scan_all = true,
+            FolderCmd::Rescan => self.full_scan("requested"),
             FolderCmd::Flush(reply) => {
-                self.scan_all = true;
+                self.full_scan("requested by wait");
                 self.flush_waiters.push(reply);
             }
             FolderCmd::Conflicts(reply) => {
@@ -415,9 +419,52 @@ impl FolderTask {
             WatchEvent::Changed(paths) => self.scan_paths.extend(paths),
             WatchEvent::Rescan(why) => {
                 tracing::info!(folder = %self.cfg.name, "full rescan: {why}");
-                self.scan_all = true;
+                self.full_scan(&why);
             }
         }
+    }
+
+    /// Asks for a scan of the whole folder, for `why` (shown in status).
+    pub(super) fn full_scan(&mut self, why: &str) {
+        self.scan_all = true;
+        self.scan_reason.get_or_insert_with(|| why.to_string());
+    }
+
+    /// Starts the watcher; what it cannot see is left to [`Self::rescan_every`].
+    fn start_watching(&mut self) {
+        // The old watcher's watches go first: they count against the same limit.
+        self.watcher = None;
+        let w = watcher::watch(&self.cfg.path);
+        if let Some(problem) = w.problem() {
+            tracing::warn!(folder = %self.cfg.name, "{problem}; rescanning every {} s meanwhile", self.rescan_every().as_secs());
+        }
+        self.watcher = Some(w);
+    }
+
+    /// Why the watcher does not see every change, if it does not.
+    fn watch_problem(&self) -> Option<String> {
+        self.watcher.as_ref().and_then(watcher::Watcher::problem)
+    }
+
+    /// How long after a full scan the next one is due.
+    fn rescan_every(&self) -> Duration {
+        match self.watch_problem() {
+            Some(_) => watcher::fallback_rescan(self.cfg.rescan_interval),
+            None => self.cfg.rescan_interval,
+        }
+    }
+
+    /// The periodic rescan; a watcher that could not see everything is started again
+    /// first, so that it recovers once the limit is raised.
+    fn periodic_rescan(&mut self) {
+        if self.watch_problem().is_some() {
+            self.start_watching();
+            self.full_scan("periodic, the watcher does not see every change");
+        } else {
+            self.full_scan("periodic");
+        }
+        // Not due again before this scan has run.
+        self.last_full_scan = Instant::now();
     }
 
     fn error(&mut self, msg: String) {
@@ -532,6 +579,17 @@ impl FolderTask {
             counters: self.counters.snapshot(),
             rate_up_bps,
             rate_down_bps,
+            index_bytes: crate::index::size_on_disk(&super::index_file(
+                &self.id.state_dir,
+                &self.cfg,
+            )),
+            last_scan: self.last_scan.clone(),
+            watch_problem: self.watch_problem().map(|p| {
+                format!(
+                    "{p}; rescanning every {} s meanwhile",
+                    self.rescan_every().as_secs()
+                )
+            }),
         };
         self.status.send_replace(status);
     }

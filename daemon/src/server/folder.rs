@@ -112,6 +112,8 @@ pub struct ServerFolderHandle {
 struct Sequencer {
     root: PathBuf,
     index: Index,
+    /// Where `index` lives, for its size on disk in status.
+    index_file: PathBuf,
     versions: Versions,
     keep_secs: i64,
     server: DeviceId,
@@ -166,12 +168,14 @@ pub fn start(
         seq: max,
         files: 0,
         bytes: 0,
+        index_bytes: 0,
     };
     let (status_tx, status_rx) = watch::channel(status);
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let seq = Sequencer {
         root: place.root.clone(),
         index,
+        index_file: place.index_file.clone(),
         versions,
         keep_secs: place.keep_versions.as_secs() as i64,
         server,
@@ -201,20 +205,25 @@ impl Sequencer {
         if let Ok(root) = self.open_root() {
             store::clean_temp_files(&root);
         }
-        let watcher = watcher::watch(&self.root)
-            .inspect_err(|e| tracing::warn!(folder = %self.name, "cannot watch the server copy: {e}; relying on rescans"))
-            .ok();
+        let watcher = watcher::watch(&self.root);
+        let every = match watcher.problem() {
+            Some(problem) => {
+                let every = watcher::fallback_rescan(RESCAN_EVERY);
+                tracing::warn!(folder = %self.name, "server copy: {problem}; rescanning every {} s meanwhile", every.as_secs());
+                every
+            }
+            None => RESCAN_EVERY,
+        };
         self.scan(Scope::All);
         self.expire();
-        let mut rescan =
-            tokio::time::interval_at(tokio::time::Instant::now() + RESCAN_EVERY, RESCAN_EVERY);
+        let mut rescan = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             self.announce();
             self.publish();
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 Some(cmd) = cmds.recv() => tokio::task::block_in_place(|| self.handle(cmd)),
-                ev = watcher::next_event(watcher.as_ref()) => {
+                ev = watcher::next_event(Some(&watcher)) => {
                     tracing::debug!(folder = %self.name, "watch: {ev:?}");
                     match ev {
                         WatchEvent::Changed(paths) => self.scan(Scope::Paths(paths)),
@@ -371,6 +380,9 @@ impl Sequencer {
                 }
             }
             Err(e) => tracing::error!(folder = %self.name, "scan of the server copy failed: {e:#}"),
+        }
+        if matches!(scope, Scope::All) {
+            crate::lifecycle::release_free_memory();
         }
     }
 
@@ -717,6 +729,7 @@ impl Sequencer {
             s.seq = self.last;
             s.files = totals.files;
             s.bytes = totals.bytes;
+            s.index_bytes = crate::index::size_on_disk(&self.index_file);
         });
     }
 }

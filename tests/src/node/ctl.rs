@@ -26,6 +26,9 @@ pub struct Counters {
     pub files_uploaded: u64,
     pub files_downloaded: u64,
     pub deletes_applied: u64,
+    pub bytes_hashed: u64,
+    pub files_hashed: u64,
+    pub pushes: u64,
 }
 
 /// One unresolved conflict as `filesyncctl conflicts --json` prints it

@@ -577,8 +577,24 @@ fn status_json_matches_its_documented_schema() {
             "counters",
             "rate_up_bps",
             "rate_down_bps",
+            "index_bytes",
+            "last_scan",
+            "watch_problem",
         ],
     );
+    check(
+        "the last full scan",
+        &folder["last_scan"],
+        &[
+            "at_ms",
+            "reason",
+            "entries",
+            "hashed_files",
+            "hashed_bytes",
+            "millis",
+        ],
+    );
+    assert!(folder["watch_problem"].is_null(), "{folder}");
     assert_eq!(folder["state"], "idle");
     assert_eq!(folder["mode"], "two-way");
     assert!(folder["last_sync"].as_i64().is_some(), "{folder}");
@@ -594,6 +610,9 @@ fn status_json_matches_its_documented_schema() {
             "files_uploaded",
             "files_downloaded",
             "deletes_applied",
+            "bytes_hashed",
+            "files_hashed",
+            "pushes",
         ],
     );
     let server = cluster.server().status_json();
@@ -613,7 +632,7 @@ fn status_json_matches_its_documented_schema() {
     check(
         "a server folder",
         &role["folders"][0],
-        &["account", "name", "seq", "files", "bytes"],
+        &["account", "name", "seq", "files", "bytes", "index_bytes"],
     );
     check(
         "a connected device",

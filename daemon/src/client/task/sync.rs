@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use filesync_proto::RelPath;
-use filesync_proto::control::{EventKind, FolderMode};
+use filesync_proto::control::{EventKind, FolderMode, ScanReport};
 use filesync_proto::wire::{Change, ConflictNote, Entry, EntryKind, MAX_BATCH, PushOutcome};
 use futures::StreamExt;
 use tokio::time::Instant;
@@ -22,6 +22,12 @@ use crate::plan::{self, Action};
 use crate::scan::{self, Scope};
 use crate::store;
 
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 impl FolderTask {
     /// Reads `.filesyncignore` again; when the rules changed, every path is judged anew.
     fn reload_rules(&mut self) {
@@ -38,7 +44,7 @@ impl FolderTask {
                             "cannot update the index for new ignore rules: {e:#}"
                         ));
                     }
-                    self.scan_all = true;
+                    self.full_scan("the ignore rules changed");
                 }
             }
             Err(e) => {
@@ -100,9 +106,11 @@ impl FolderTask {
         };
         let full = self.scan_all;
         self.scan_all = false;
+        let reason = self.scan_reason.take();
         if full {
             self.scan_paths.clear();
         }
+        let started = Instant::now();
         let result = tokio::task::block_in_place(|| {
             let out = scan::scan(
                 &self.cfg.path,
@@ -124,6 +132,20 @@ impl FolderTask {
         });
         match result {
             Ok(out) => {
+                Counters::add(&self.counters.bytes_hashed, out.hashed_bytes);
+                Counters::add(&self.counters.files_hashed, out.hashed_files);
+                if full {
+                    crate::lifecycle::release_free_memory();
+                    self.last_full_scan = Instant::now();
+                    self.last_scan = Some(ScanReport {
+                        at_ms: unix_ms(),
+                        reason: reason.unwrap_or_else(|| "requested".into()),
+                        entries: out.entries,
+                        hashed_files: out.hashed_files,
+                        hashed_bytes: out.hashed_bytes,
+                        millis: started.elapsed().as_millis() as u64,
+                    });
+                }
                 if out
                     .changes
                     .iter()
@@ -714,6 +736,7 @@ impl FolderTask {
             .clone()
             .expect("pushes run only while connected");
         session.push(id, live).await?;
+        Counters::add(&self.counters.pushes, 1);
         self.inflight_paths
             .extend(entries.iter().map(|e| e.path.clone()));
         self.inflight.insert(id, entries);
