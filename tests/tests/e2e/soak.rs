@@ -58,12 +58,17 @@ const LOG_ENV: &str = "FILESYNC_SOAK_LOG";
 const DEFAULT_SECS: u64 = 120;
 
 const CLIENTS: usize = 3;
-/// 6 dirs and 6 names in each and in the root: 36 paths, so clients collide often, and
-/// far fewer files than the 100 at which a mass-delete guard may hold a folder.
+/// 9 dirs and 6 names in each and in the root: 60 paths, so clients collide often, and
+/// fewer files than the 100 at which a mass-delete guard may hold a folder. Only dir
+/// moves make and fill the last [`MOVED_ONLY`] dirs, so that a move often finds its
+/// target free.
 const UNIVERSE: Universe = Universe {
-    dirs: &["d0", "d1", "d0/e", "d2", "d2/f", "d2/f/g"],
+    dirs: &[
+        "d0", "d1", "d0/e", "d2", "d2/f", "d2/f/g", "m0", "m1", "d1/h",
+    ],
     names: &["a.txt", "b.txt", "c", "d.md", "e.bin", "f"],
 };
+const MOVED_ONLY: usize = 3;
 /// Operations per second, over all clients.
 const OPS_PER_SEC: u64 = 6;
 /// The time between two faults: from the first to the second bound.
@@ -114,12 +119,12 @@ fn random_action(rng: &mut Rng) -> Action {
     };
     let small = 1 + rng.below(2000);
     let pick = rng.below(1 << 16);
-    let dir = rng.below(UNIVERSE.dirs.len());
+    let dirs = UNIVERSE.dirs.len() - MOVED_ONLY;
+    let dir = rng.below(dirs);
+    // The root's files and those of the dirs that are not [`MOVED_ONLY`].
+    let file = rng.below((dirs + 1) * UNIVERSE.names.len());
     match rng.below(100) {
-        0..=21 => Action::Write {
-            file: rng.below(UNIVERSE.files()),
-            size,
-        },
+        0..=21 => Action::Write { file, size },
         22..=39 => Action::Modify {
             pick,
             size: size.min(300_000),
@@ -127,18 +132,18 @@ fn random_action(rng: &mut Rng) -> Action {
         },
         40..=49 => Action::Append { pick, size: small },
         50..=59 => Action::Delete { pick },
-        60..=71 => Action::Rename {
-            pick,
-            to: rng.below(UNIVERSE.files()),
-        },
+        60..=71 => Action::Rename { pick, to: file },
         72..=77 => Action::Mkdir { dir },
         78..=81 => Action::Rmdir { dir },
         82..=84 => Action::RmdirAll { dir },
         // Never onto itself: a dir move that does not apply teaches nothing.
-        _ => Action::RenameDir {
-            from: dir,
-            to: (dir + 1 + rng.below(UNIVERSE.dirs.len() - 1)) % UNIVERSE.dirs.len(),
-        },
+        _ => {
+            let from = rng.below(UNIVERSE.dirs.len());
+            Action::RenameDir {
+                from,
+                to: (from + 1 + rng.below(UNIVERSE.dirs.len() - 1)) % UNIVERSE.dirs.len(),
+            }
+        }
     }
 }
 
