@@ -128,11 +128,17 @@ impl Cluster {
 
     /// The `filesyncctl` arguments that add client `i`'s `folder` to the server.
     pub fn add_args(&self, i: usize, folder: &str) -> Vec<OsString> {
+        self.add_args_via(i, folder, &self.server.server_addr())
+    }
+
+    /// [`Cluster::add_args`] with the server reached at `server` (`HOST:PORT`), e.g. a
+    /// [`crate::proxy::FaultProxy`] in front of it.
+    fn add_args_via(&self, i: usize, folder: &str, server: &str) -> Vec<OsString> {
         vec![
             "add".into(),
             self.folder_dir(i, folder).into(),
             "--server".into(),
-            self.server.server_addr().into(),
+            server.into(),
             "--name".into(),
             folder.into(),
         ]
@@ -148,6 +154,13 @@ impl Cluster {
     /// `filesyncctl add` of client `i`'s `folder` on the running daemon; returns its dir.
     pub fn add_folder(&self, i: usize, folder: &str) -> PathBuf {
         self.clients[i].ctl_ok(self.add_args(i, folder));
+        self.clients[i].folder_dir(folder)
+    }
+
+    /// [`Cluster::add_folder`], with client `i` reaching the server at `server`
+    /// (`HOST:PORT`), e.g. a [`crate::proxy::FaultProxy`] in front of it.
+    pub fn add_folder_via(&self, i: usize, folder: &str, server: &str) -> PathBuf {
+        self.clients[i].ctl_ok(self.add_args_via(i, folder, server));
         self.clients[i].folder_dir(folder)
     }
 

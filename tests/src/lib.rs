@@ -22,6 +22,8 @@
 //! * [`server_store`] reads what the server keeps beside its tree: kept versions, index.
 //! * [`proxy`] is a TCP relay that a test turns into a bad network: stall, refuse, reset,
 //!   throttle.
+//! * [`workload`] runs seeded random file operations on clients and keeps the ledger of
+//!   every content written, for the "nothing lost" oracle of the model test and the soak.
 //!
 //! Every wait is a poll with a deadline ([`poll_until`]) or `filesyncctl wait`; nothing
 //! sleeps for a fixed time hoping that the daemons are done.
@@ -41,6 +43,7 @@ pub mod process;
 pub mod proxy;
 pub mod server_store;
 pub mod tree;
+pub mod workload;
 
 use std::time::{Duration, Instant};
 

@@ -45,6 +45,8 @@ mod restore;
 mod scale;
 #[path = "e2e/security.rs"]
 mod security;
+#[path = "e2e/soak.rs"]
+mod soak;
 #[path = "e2e/transfer.rs"]
 mod transfer;
 #[path = "e2e/versions.rs"]

@@ -38,6 +38,9 @@
 //!   sequence number, its live rows are exactly the server's tree, and its highest
 //!   sequence number and file count are what `status` reports.
 //!
+//! The operations and the ledger behind (b) and (c) are `filesync_tests::workload`, shared
+//! with the chaos soak (`soak.rs`).
+//!
 //! # Running it
 //!
 //! * `FILESYNC_MODEL_CASES=N`: how many cases (default 3: CI's share, well under a
@@ -59,18 +62,18 @@
 //! come back; the op log and the daemons' logs (each operation is noted in every
 //! daemon's log, `FILESYNC_KEEP_TEST_DIRS=1` keeps them) are the record of the run.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
-use std::io;
-use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use filesync_tests::cluster::DOCS;
 use filesync_tests::files::pseudo_random;
 use filesync_tests::node::describe;
-use filesync_tests::server_store::{self, KeptVersion};
-use filesync_tests::tree::{self, Kind, Manifest};
+use filesync_tests::tree;
+use filesync_tests::workload::{
+    Action, Ledger, Outcome, Rng, Universe, client_name, env_number, random_seed,
+    server_index_problems, server_versions,
+};
 use filesync_tests::{Cluster, poll_until};
 
 const CASES_ENV: &str = "FILESYNC_MODEL_CASES";
@@ -83,91 +86,30 @@ const DEFAULT_SEED: u64 = 0x5eed_f11e_2026_1121;
 const DEFAULT_OPS: u64 = 40;
 
 const CLIENTS: usize = 3;
-/// The dirs operations make, remove and rename.
-const DIRS: [&str; 3] = ["d0", "d1", "d0/e"];
-/// Where files go: the root and each dir.
-const LOCATIONS: [&str; 4] = ["", "d0/", "d1/", "d0/e/"];
-/// File names; one without an extension, for the conflict copy's name.
-const NAMES: [&str; 3] = ["a.txt", "b.txt", "c"];
-const FILES: usize = LOCATIONS.len() * NAMES.len();
-/// The temp file of a safe save: a GIO name, which the daemon ignores.
-const SAFE_SAVE_PREFIX: &str = ".goutputstream-";
+/// Three dirs, two of them nested, and three names in each and in the root; one name
+/// without an extension, for the conflict copy's name.
+const UNIVERSE: Universe = Universe {
+    dirs: &["d0", "d1", "d0/e"],
+    names: &["a.txt", "b.txt", "c"],
+};
 /// How long a `wait` between two operations may take; the cluster is quiet then.
 const STEP_WAIT: Duration = Duration::from_secs(30);
 
-/// The path of file `i` of the universe.
-fn universe_file(i: usize) -> String {
-    format!("{}{}", LOCATIONS[i / NAMES.len()], NAMES[i % NAMES.len()])
-}
-
-fn client_name(c: usize) -> char {
-    char::from(b'a' + c as u8)
-}
-
-/// splitmix64: small, fast, and the same on every platform and Rust version, so a seed
-/// printed today replays the same operations tomorrow.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn percent(&mut self, p: u64) -> bool {
-        self.next() % 100 < p
-    }
-}
-
-/// What one operation does, with its random choices made in advance. `pick` chooses
-/// among the files the client has when the operation runs (modulo their number).
+/// One step of a case: a file operation, or a disconnect / reconnect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
-    /// Fresh content of `size` bytes at a path of the universe: creates the file (and
-    /// its dirs) or overwrites it.
-    Write {
-        file: usize,
-        size: usize,
-    },
-    /// Fresh content over an existing file, in place or by a safe save.
-    Modify {
-        pick: usize,
-        size: usize,
-        safe: bool,
-    },
-    Delete {
-        pick: usize,
-    },
-    /// Rename an existing file to a path of the universe, replacing a file there.
-    Rename {
-        pick: usize,
-        to: usize,
-    },
-    Mkdir {
-        dir: usize,
-    },
-    /// Remove a dir if it is empty.
-    Rmdir {
-        dir: usize,
-    },
-    /// Remove a dir and everything in it.
-    RmdirAll {
-        dir: usize,
-    },
-    /// Rename a dir to another dir of the universe that does not exist or is empty.
-    RenameDir {
-        from: usize,
-        to: usize,
-    },
+enum Step {
+    Files(Action),
     /// Disconnect the client (`pause docs`) if it is connected, else reconnect it.
     Toggle,
+}
+
+impl Step {
+    fn kind(&self) -> &'static str {
+        match self {
+            Step::Files(action) => action.kind(),
+            Step::Toggle => "pause",
+        }
+    }
 }
 
 /// What the test waits for after an operation.
@@ -181,8 +123,8 @@ enum Then {
     WaitAll,
 }
 
-/// The names of [`Action::kind`], for `FILESYNC_MODEL_SKIP`.
-const ACTION_KINDS: [&str; 9] = [
+/// The kinds of step the model makes, for `FILESYNC_MODEL_SKIP`.
+const STEP_KINDS: [&str; 9] = [
     "write",
     "modify",
     "delete",
@@ -194,41 +136,25 @@ const ACTION_KINDS: [&str; 9] = [
     "pause",
 ];
 
-impl Action {
-    fn kind(&self) -> &'static str {
-        match self {
-            Action::Write { .. } => "write",
-            Action::Modify { .. } => "modify",
-            Action::Delete { .. } => "delete",
-            Action::Rename { .. } => "rename",
-            Action::Mkdir { .. } => "mkdir",
-            Action::Rmdir { .. } => "rmdir",
-            Action::RmdirAll { .. } => "rm-r",
-            Action::RenameDir { .. } => "rename-dir",
-            Action::Toggle => "pause",
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Op {
     client: usize,
-    action: Action,
+    step: Step,
     then: Then,
 }
 
 /// The operations of the case `seed`, without the kinds named in `skip` (see
-/// [`Action::kind`]).
+/// [`Step::kind`]).
 fn generate(seed: u64, n: usize, skip: &[String]) -> Vec<Op> {
     assert!(
-        skip.len() < ACTION_KINDS.len(),
+        skip.len() < STEP_KINDS.len(),
         "{SKIP_ENV} leaves no kind of operation"
     );
     let mut rng = Rng(seed);
     let mut ops = Vec::with_capacity(n);
     while ops.len() < n {
         let op = random_op(&mut rng);
-        if !skip.iter().any(|k| k == op.action.kind()) {
+        if !skip.iter().any(|k| k == op.step.kind()) {
             ops.push(op);
         }
     }
@@ -244,72 +170,37 @@ fn random_op(rng: &mut Rng) -> Op {
         1 + rng.below(400)
     };
     let pick = rng.below(1 << 16);
-    let dir = rng.below(DIRS.len());
-    let action = match rng.below(100) {
-        0..=25 => Action::Write {
-            file: rng.below(FILES),
+    let dir = rng.below(UNIVERSE.dirs.len());
+    let step = match rng.below(100) {
+        0..=25 => Step::Files(Action::Write {
+            file: rng.below(UNIVERSE.files()),
             size,
-        },
-        26..=43 => Action::Modify {
+        }),
+        26..=43 => Step::Files(Action::Modify {
             pick,
             size,
             safe: rng.percent(30),
-        },
-        44..=53 => Action::Delete { pick },
-        54..=65 => Action::Rename {
+        }),
+        44..=53 => Step::Files(Action::Delete { pick }),
+        54..=65 => Step::Files(Action::Rename {
             pick,
-            to: rng.below(FILES),
-        },
-        66..=70 => Action::Mkdir { dir },
-        71..=74 => Action::Rmdir { dir },
-        75..=78 => Action::RmdirAll { dir },
-        79..=81 => Action::RenameDir {
+            to: rng.below(UNIVERSE.files()),
+        }),
+        66..=70 => Step::Files(Action::Mkdir { dir }),
+        71..=74 => Step::Files(Action::Rmdir { dir }),
+        75..=78 => Step::Files(Action::RmdirAll { dir }),
+        79..=81 => Step::Files(Action::RenameDir {
             from: dir,
-            to: rng.below(DIRS.len()),
-        },
-        _ => Action::Toggle,
+            to: rng.below(UNIVERSE.dirs.len()),
+        }),
+        _ => Step::Toggle,
     };
     let then = match rng.below(100) {
         0..=64 => Then::Go,
         65..=89 => Then::WaitClient,
         _ => Then::WaitAll,
     };
-    Op {
-        client,
-        action,
-        then,
-    }
-}
-
-/// A content one client wrote.
-struct Content {
-    writer: usize,
-    /// The operation that wrote it.
-    op: usize,
-    /// Where it was written.
-    path: String,
-    len: usize,
-    digest: String,
-    /// The operation by which its writer destroyed it; then it need not survive.
-    released: Option<usize>,
-}
-
-impl fmt::Display for Content {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "written by {} at op {} to {} ({} B, sha256 {})",
-            client_name(self.writer),
-            self.op,
-            self.path,
-            self.len,
-            &self.digest[..12]
-        )?;
-        if let Some(op) = self.released {
-            write!(f, ", released by its writer at op {op}")?;
-        }
-        Ok(())
-    }
+    Op { client, step, then }
 }
 
 #[derive(Default)]
@@ -321,16 +212,15 @@ struct Stats {
     waits: usize,
 }
 
-/// The state of one case: what was written, by whom, what is still required, and the
-/// op log. When the case fails, dropping it prints all of that with the seed.
+/// The state of one case: the ledger of what was written, the op log, and problems.
+/// When the case fails, dropping it prints all of that with the seed.
 struct Model {
     seed: u64,
     n_ops: usize,
     skip: Vec<String>,
     start: Instant,
     log: Vec<String>,
-    contents: Vec<Content>,
-    by_digest: HashMap<String, usize>,
+    ledger: Ledger,
     paused: [bool; CLIENTS],
     /// Problems seen during the run, reported at the end.
     problems: Vec<String>,
@@ -353,8 +243,11 @@ impl Model {
             skip: skip.to_vec(),
             start: Instant::now(),
             log: Vec::new(),
-            contents: Vec::new(),
-            by_digest: HashMap::new(),
+            ledger: Ledger::new(
+                format!("filesync model test, seed {seed:#x}"),
+                seed,
+                UNIVERSE,
+            ),
             paused: [false; CLIENTS],
             problems: Vec::new(),
             stats: Stats::default(),
@@ -381,9 +274,7 @@ impl Model {
             text.push('\n');
         }
         text.push_str("--- contents ---\n");
-        for (id, c) in self.contents.iter().enumerate() {
-            text.push_str(&format!("#{id}: {c}\n"));
-        }
+        text.push_str(&self.ledger.dump());
         text.push_str(&format!(
             "===== end of model case seed {:#x} =====",
             self.seed
@@ -399,95 +290,16 @@ impl Model {
         ));
     }
 
-    /// Fresh bytes that no other write of any case produces: a line naming the seed,
-    /// the operation and the client, then filler.
-    fn fresh(&self, n: usize, client: usize, size: usize) -> Vec<u8> {
-        let mut bytes = format!(
-            "filesync model test, seed {:#x}, op {n}, client {}\n",
-            self.seed,
-            client_name(client)
-        )
-        .into_bytes();
-        let filler = pseudo_random(self.seed ^ ((n as u64) << 20), size);
-        if size < 1000 {
-            // Small files stay text, to read in a kept test dir.
-            bytes.extend(
-                filler
-                    .iter()
-                    .map(|b| b"abcdefghijklmnopqrstuvwxyz \n"[*b as usize % 28]),
-            );
-        } else {
-            bytes.extend(filler);
-        }
-        bytes
-    }
-
-    /// Records a content that `client` wrote at op `n`; returns its id.
-    fn register(&mut self, n: usize, client: usize, path: &str, bytes: &[u8]) -> usize {
-        let digest = tree::sha256(bytes);
-        let id = self.contents.len();
-        self.contents.push(Content {
-            writer: client,
-            op: n,
-            path: path.to_owned(),
-            len: bytes.len(),
-            digest: digest.clone(),
-            released: None,
-        });
-        let earlier = self.by_digest.insert(digest, id);
-        assert!(earlier.is_none(), "two writes produced the same content");
-        id
-    }
-
-    /// Names the content of a file on a client, for the op log; a content nobody wrote
-    /// is a problem. `None` when the file cannot be read (it is gone).
-    fn identify(&mut self, n: usize, client: usize, rel: &str, path: &Path) -> Option<usize> {
-        let bytes = fs::read(path).ok()?;
-        if bytes.is_empty() {
-            // Every content the model writes starts with a header line, so an empty file
-            // is the moment inside a non-atomic write (`fs::write` truncates, then
-            // writes) that a scan may catch and sync like any state of the file.
-            return None;
-        }
-        let digest = tree::sha256(&bytes);
-        match self.by_digest.get(&digest) {
-            Some(&id) => Some(id),
-            None => {
-                self.problems.push(format!(
-                    "op {n}: {rel} on {} holds {} bytes (sha256 {}) that no client wrote: {:?}",
-                    client_name(client),
-                    bytes.len(),
-                    &digest[..12],
-                    String::from_utf8_lossy(&bytes[..bytes.len().min(120)])
-                ));
-                None
-            }
-        }
-    }
-
-    /// `client` is about to destroy the file `rel`: if it holds a content this client
-    /// wrote, that content is no longer required. Returns text for the op log.
-    fn release(&mut self, n: usize, client: usize, rel: &str, path: &Path) -> String {
-        let Some(id) = self.identify(n, client, rel, path) else {
-            return format!("{rel}: unreadable or unknown");
-        };
-        let c = &mut self.contents[id];
-        if c.writer == client && c.released.is_none() {
-            c.released = Some(n);
-            format!("{rel}: #{id}, released")
-        } else if c.writer == client {
-            format!("{rel}: #{id}, already released")
-        } else {
-            format!("{rel}: #{id} of {}, stays required", client_name(c.writer))
-        }
-    }
-
     /// Runs one operation on the cluster and logs what it did.
     fn apply(&mut self, cl: &Cluster, n: usize, op: Op) {
         let c = op.client;
-        let root = cl.client(c).folder_dir(DOCS);
         let name = client_name(c);
-        let outcome = self.act(cl, n, c, &root, op.action);
+        let outcome = match op.step {
+            Step::Files(action) => self
+                .ledger
+                .act(n, c, &cl.client(c).folder_dir(DOCS), action),
+            Step::Toggle => self.toggle(cl, c),
+        };
         match &outcome {
             Outcome::Done(_) => self.stats.done += 1,
             Outcome::Skipped(_) => self.stats.skipped += 1,
@@ -524,174 +336,16 @@ impl Model {
         }
     }
 
-    fn act(&mut self, cl: &Cluster, n: usize, c: usize, root: &Path, action: Action) -> Outcome {
-        use Outcome::{Done, Failed, Skipped};
-        match action {
-            Action::Write { file, size } => {
-                let rel = universe_file(file);
-                let path = root.join(&rel);
-                let replaced = match fs::symlink_metadata(&path) {
-                    Ok(m) if m.is_dir() => return Skipped(format!("write {rel}: a dir is there")),
-                    Ok(_) => format!(", replacing {}", self.release(n, c, &rel, &path)),
-                    Err(_) => String::new(),
-                };
-                let bytes = self.fresh(n, c, size);
-                match create_parent(&path).and_then(|()| fs::write(&path, &bytes)) {
-                    Ok(()) => {
-                        let id = self.register(n, c, &rel, &bytes);
-                        Done(format!(
-                            "write {rel} <- #{id} ({} B){replaced}",
-                            bytes.len()
-                        ))
-                    }
-                    Err(e) => Failed(format!("write {rel}: {e}{replaced}")),
-                }
-            }
-            Action::Modify { pick, size, safe } => {
-                let Some(rel) = pick_file(root, pick) else {
-                    return Skipped("modify: no file".into());
-                };
-                let path = root.join(&rel);
-                let replaced = self.release(n, c, &rel, &path);
-                let bytes = self.fresh(n, c, size);
-                let how = if safe { "safe save" } else { "in place" };
-                let written = if safe {
-                    let tmp = path.with_file_name(format!("{SAFE_SAVE_PREFIX}{n}"));
-                    fs::write(&tmp, &bytes)
-                        .and_then(|()| fs::rename(&tmp, &path))
-                        .inspect_err(|_| {
-                            let _ = fs::remove_file(&tmp);
-                        })
-                } else {
-                    fs::write(&path, &bytes)
-                };
-                match written {
-                    Ok(()) => {
-                        let id = self.register(n, c, &rel, &bytes);
-                        Done(format!(
-                            "modify {rel} ({how}) <- #{id} ({} B), replacing {replaced}",
-                            bytes.len()
-                        ))
-                    }
-                    Err(e) => Failed(format!("modify {rel} ({how}): {e}, was {replaced}")),
-                }
-            }
-            Action::Delete { pick } => {
-                let Some(rel) = pick_file(root, pick) else {
-                    return Skipped("delete: no file".into());
-                };
-                let path = root.join(&rel);
-                let gone = self.release(n, c, &rel, &path);
-                match fs::remove_file(&path) {
-                    Ok(()) => Done(format!("delete {gone}")),
-                    Err(e) => Failed(format!("delete {rel}: {e}")),
-                }
-            }
-            Action::Rename { pick, to } => {
-                let Some(rel) = pick_file(root, pick) else {
-                    return Skipped("rename: no file".into());
-                };
-                let dest = universe_file(to);
-                if dest == rel {
-                    return Skipped(format!("rename {rel} onto itself"));
-                }
-                let (from, target) = (root.join(&rel), root.join(&dest));
-                let moved = self
-                    .identify(n, c, &rel, &from)
-                    .map_or_else(|| "?".to_owned(), |id| format!("#{id}"));
-                let replaced = match fs::symlink_metadata(&target) {
-                    Ok(m) if m.is_dir() => {
-                        return Skipped(format!("rename {rel} -> {dest}: a dir is there"));
-                    }
-                    Ok(_) => format!(", replacing {}", self.release(n, c, &dest, &target)),
-                    Err(_) => String::new(),
-                };
-                match create_parent(&target).and_then(|()| fs::rename(&from, &target)) {
-                    Ok(()) => Done(format!("rename {rel} -> {dest} ({moved}){replaced}")),
-                    Err(e) => Failed(format!("rename {rel} -> {dest}: {e}{replaced}")),
-                }
-            }
-            Action::Mkdir { dir } => {
-                let rel = DIRS[dir];
-                let path = root.join(rel);
-                if path.exists() {
-                    return Skipped(format!("mkdir {rel}: exists"));
-                }
-                match fs::create_dir_all(&path) {
-                    Ok(()) => Done(format!("mkdir {rel}")),
-                    Err(e) => Failed(format!("mkdir {rel}: {e}")),
-                }
-            }
-            Action::Rmdir { dir } => {
-                let rel = DIRS[dir];
-                let path = root.join(rel);
-                if !path.is_dir() {
-                    return Skipped(format!("rmdir {rel}: no such dir"));
-                }
-                match fs::remove_dir(&path) {
-                    Ok(()) => Done(format!("rmdir {rel}")),
-                    Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {
-                        Skipped(format!("rmdir {rel}: not empty"))
-                    }
-                    Err(e) => Failed(format!("rmdir {rel}: {e}")),
-                }
-            }
-            Action::RmdirAll { dir } => {
-                let rel = DIRS[dir];
-                let path = root.join(rel);
-                if !path.is_dir() {
-                    return Skipped(format!("rm -r {rel}: no such dir"));
-                }
-                let inside: Vec<String> = files_in(&path)
-                    .into_iter()
-                    .map(|f| {
-                        let full = format!("{rel}/{f}");
-                        self.release(n, c, &full, &path.join(&f))
-                    })
-                    .collect();
-                match fs::remove_dir_all(&path) {
-                    Ok(()) => Done(format!("rm -r {rel} [{}]", inside.join("; "))),
-                    Err(e) => Failed(format!("rm -r {rel}: {e} [{}]", inside.join("; "))),
-                }
-            }
-            Action::RenameDir { from, to } => {
-                let (src, dst) = (DIRS[from], DIRS[to]);
-                if src == dst || dst.starts_with(&format!("{src}/")) {
-                    return Skipped(format!("rename dir {src} -> {dst}: into itself"));
-                }
-                let (from_path, to_path) = (root.join(src), root.join(dst));
-                if !from_path.is_dir() {
-                    return Skipped(format!("rename dir {src}: no such dir"));
-                }
-                if fs::read_dir(&to_path).is_ok_and(|mut d| d.next().is_some()) {
-                    return Skipped(format!("rename dir {src} -> {dst}: target not empty"));
-                }
-                let moved: Vec<String> = files_in(&from_path)
-                    .into_iter()
-                    .map(|f| {
-                        let id = self.identify(n, c, &format!("{src}/{f}"), &from_path.join(&f));
-                        format!(
-                            "{f} {}",
-                            id.map_or_else(|| "?".to_owned(), |i| format!("#{i}"))
-                        )
-                    })
-                    .collect();
-                match create_parent(&to_path).and_then(|()| fs::rename(&from_path, &to_path)) {
-                    Ok(()) => Done(format!("rename dir {src} -> {dst} [{}]", moved.join("; "))),
-                    Err(e) => Failed(format!("rename dir {src} -> {dst}: {e}")),
-                }
-            }
-            Action::Toggle => {
-                let verb = if self.paused[c] { "resume" } else { "pause" };
-                let out = cl.client(c).ctl([verb, DOCS]);
-                if out.status.success() {
-                    self.paused[c] = !self.paused[c];
-                    self.stats.toggles += 1;
-                    Done(verb.to_owned())
-                } else {
-                    Failed(format!("{verb}: {}", describe(&out)))
-                }
-            }
+    /// `pause docs` on client `c` if it is connected, else `resume docs`.
+    fn toggle(&mut self, cl: &Cluster, c: usize) -> Outcome {
+        let verb = if self.paused[c] { "resume" } else { "pause" };
+        let out = cl.client(c).ctl([verb, DOCS]);
+        if out.status.success() {
+            self.paused[c] = !self.paused[c];
+            self.stats.toggles += 1;
+            Outcome::Done(verb.to_owned())
+        } else {
+            Outcome::Failed(format!("{verb}: {}", describe(&out)))
         }
     }
 
@@ -725,34 +379,11 @@ impl Model {
         self.note(None, format!("settled: {} paths", common.len()));
 
         let (account, versions) = server_versions(cl);
-        let data_dir = cl.server().data_dir();
         let mut problems = std::mem::take(&mut self.problems);
-        problems.extend(self.lost(&common, &versions));
-        problems.extend(self.invented(&common));
-
-        let index = server_store::index_file(data_dir, &account, DOCS);
-        match server_store::check_index(&index, &common) {
-            Ok(summary) => {
-                let status = cl.server().status_json();
-                let folder = status["server"]["folders"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|f| f["name"] == DOCS && f["account"] == account.as_str());
-                match folder {
-                    None => problems.push(format!("server status lists no {DOCS}: {status}")),
-                    Some(f) => {
-                        if f["seq"] != summary.max_seq || f["files"] != summary.files {
-                            problems.push(format!(
-                                "server status says seq {} and {} files, its index {} and {}",
-                                f["seq"], f["files"], summary.max_seq, summary.files
-                            ));
-                        }
-                    }
-                }
-            }
-            Err(why) => problems.push(why),
-        }
+        problems.append(&mut self.ledger.problems);
+        problems.extend(self.ledger.lost(&common, &versions));
+        problems.extend(self.ledger.invented(&common));
+        problems.extend(server_index_problems(cl, &account, &common));
 
         assert!(
             problems.is_empty(),
@@ -771,133 +402,12 @@ impl Model {
             versions: versions.len(),
         }
     }
-
-    /// (b): the required contents found neither in the converged tree nor among the
-    /// server's versions.
-    fn lost(&self, common: &Manifest, versions: &[KeptVersion]) -> Vec<String> {
-        let mut found: HashMap<&str, String> = HashMap::new();
-        for v in versions {
-            found.insert(&v.digest, format!("version of {}", v.path));
-        }
-        for (path, entry) in common {
-            if entry.kind == Kind::File {
-                found.insert(&entry.digest, path.clone());
-            }
-        }
-        self.contents
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.released.is_none() && !found.contains_key(c.digest.as_str()))
-            .map(|(id, c)| {
-                format!(
-                    "LOST #{id} ({c}): in no replica and not among the server's {} versions",
-                    versions.len()
-                )
-            })
-            .collect()
-    }
-
-    /// (c): files of the converged tree whose content no client wrote.
-    fn invented(&self, common: &Manifest) -> Vec<String> {
-        common
-            .iter()
-            .filter(|(_, e)| e.kind == Kind::File && !self.by_digest.contains_key(&e.digest))
-            .map(|(path, e)| format!("{path} holds content no client wrote ({e})"))
-            .collect()
-    }
-}
-
-enum Outcome {
-    Done(String),
-    Skipped(String),
-    Failed(String),
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Outcome::Done(s) => write!(f, "{s}"),
-            Outcome::Skipped(s) => write!(f, "(skipped) {s}"),
-            Outcome::Failed(s) => write!(f, "(failed) {s}"),
-        }
-    }
 }
 
 struct CaseSummary {
     paths: usize,
     conflicts: usize,
     versions: usize,
-}
-
-/// The account of the server's copy of `docs` (`DATA_DIR/ACCOUNT/docs`, found once the
-/// cluster has settled) and the versions the server kept of it.
-fn server_versions(cl: &Cluster) -> (String, Vec<KeptVersion>) {
-    let server_dir = cl.server_dir(DOCS).expect("settle found the server's copy");
-    let account = server_dir
-        .parent()
-        .and_then(Path::file_name)
-        .expect("the server's copy is DATA_DIR/ACCOUNT/FOLDER")
-        .to_string_lossy()
-        .into_owned();
-    let store = server_store::versions_dir(cl.server().data_dir(), &account, DOCS);
-    let versions = server_store::kept_versions(&store).unwrap_or_else(|e| {
-        panic!(
-            "cannot read the server's versions in {}: {e}",
-            store.display()
-        )
-    });
-    (account, versions)
-}
-
-fn create_parent(path: &Path) -> io::Result<()> {
-    match path.parent() {
-        Some(parent) => fs::create_dir_all(parent),
-        None => Ok(()),
-    }
-}
-
-/// The regular files under `dir`, as sorted relative paths, without the daemon's
-/// `.filesync*` names and our safe-save temp files. Entries that vanish during the walk
-/// (the daemons keep working) are left out.
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![(dir.to_owned(), String::new())];
-    while let Some((d, prefix)) = stack.pop() {
-        let Ok(items) = fs::read_dir(&d) else {
-            continue;
-        };
-        for item in items.flatten() {
-            let name = item.file_name().to_string_lossy().into_owned();
-            if tree::is_metadata(&name) || name.starts_with(SAFE_SAVE_PREFIX) {
-                continue;
-            }
-            match item.file_type() {
-                Ok(t) if t.is_dir() => stack.push((item.path(), format!("{prefix}{name}/"))),
-                Ok(t) if t.is_file() => out.push(format!("{prefix}{name}")),
-                _ => {}
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// The `pick`-th (modulo their number) regular file of a client's folder, conflict
-/// copies included.
-fn pick_file(root: &Path, pick: usize) -> Option<String> {
-    let files = files_in(root);
-    (!files.is_empty()).then(|| files[pick % files.len()].clone())
-}
-
-/// A number from the environment, decimal or `0x` hex.
-fn env_number(name: &str) -> Option<u64> {
-    let text = std::env::var(name).ok()?;
-    let text = text.trim();
-    let parsed = match text.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => text.parse(),
-    };
-    Some(parsed.unwrap_or_else(|e| panic!("{name}={text:?} is not a number: {e}")))
 }
 
 /// The environment that replays a case.
@@ -920,18 +430,11 @@ fn env_skip() -> Vec<String> {
         .collect();
     for kind in &skip {
         assert!(
-            ACTION_KINDS.contains(&kind.as_str()),
-            "{SKIP_ENV}: unknown kind {kind:?}; the kinds are {ACTION_KINDS:?}"
+            STEP_KINDS.contains(&kind.as_str()),
+            "{SKIP_ENV}: unknown kind {kind:?}; the kinds are {STEP_KINDS:?}"
         );
     }
     skip
-}
-
-fn random_seed() -> u64 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    Rng(nanos ^ (u64::from(std::process::id()) << 32)).next()
 }
 
 /// Random operations on three clients with disconnects and reconnects converge, and
@@ -980,11 +483,7 @@ fn run_case(seed: u64, n_ops: usize, skip: &[String]) {
         model.apply(&cl, n, op);
     }
     let summary = model.finish(&cl);
-    let required = model
-        .contents
-        .iter()
-        .filter(|c| c.released.is_none())
-        .count();
+    let required = model.ledger.required();
     let s = &model.stats;
     eprintln!(
         "model seed {seed:#x}: ok in {:.1?}: {} ops done, {} skipped, {} failed, {} pause/resume, \
@@ -996,7 +495,7 @@ fn run_case(seed: u64, n_ops: usize, skip: &[String]) {
         s.failed,
         s.toggles,
         s.waits,
-        model.contents.len(),
+        model.ledger.contents().len(),
         summary.paths,
         summary.conflicts,
         summary.versions
@@ -1008,10 +507,10 @@ fn a_seed_always_makes_the_same_operations() {
     assert_eq!(generate(42, 200, &[]), generate(42, 200, &[]));
     assert_ne!(generate(42, 50, &[]), generate(43, 50, &[]));
     let ops = generate(7, 2000, &[]);
-    let kinds: HashSet<&str> = ops.iter().map(|op| op.action.kind()).collect();
+    let kinds: HashSet<&str> = ops.iter().map(|op| op.step.kind()).collect();
     assert_eq!(
         kinds.len(),
-        ACTION_KINDS.len(),
+        STEP_KINDS.len(),
         "every kind comes up: {kinds:?}"
     );
     let per_client: BTreeMap<usize, usize> = ops.iter().fold(BTreeMap::new(), |mut m, op| {
@@ -1024,7 +523,7 @@ fn a_seed_always_makes_the_same_operations() {
     assert_eq!(ops.len(), 500);
     assert!(
         ops.iter()
-            .all(|op| !skip.iter().any(|k| k == op.action.kind()))
+            .all(|op| !skip.iter().any(|k| k == op.step.kind()))
     );
 }
 

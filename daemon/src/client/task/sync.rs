@@ -681,7 +681,10 @@ impl FolderTask {
             }
             let remote = self.index().remote(&path)?;
             if let Some(&wait_for) = self.blocked.get(&path) {
-                if remote.as_ref().is_none_or(|r| r.seq < wait_for) {
+                // No remote row is sequence 0: the server answers a push of a path it has
+                // no row for (a tombstone whose path a rename moved away) with 0, and the
+                // path must then go on, to be forgotten or pushed anew, not wait forever.
+                if remote.as_ref().map_or(0, |r| r.seq) < wait_for {
                     continue;
                 }
                 self.blocked.remove(&path);
