@@ -19,6 +19,8 @@ mod conflicts;
 mod control;
 #[path = "e2e/editors.rs"]
 mod editors;
+#[path = "e2e/guard.rs"]
+mod guard;
 #[path = "e2e/hardcases.rs"]
 mod hardcases;
 #[path = "e2e/hostile.rs"]

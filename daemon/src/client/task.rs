@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::guard::Hold;
 use super::pull::Partials;
 use super::session::{self, SessionConfig, SessionEvent, SessionHandle};
 use super::{ClientIdentity, FolderCmd, conflicts, meter};
@@ -24,6 +25,7 @@ use crate::index::{Index, Totals};
 use crate::store;
 use crate::watch::{self as watcher, WatchEvent};
 
+mod guards;
 mod sync;
 
 /// Server entries applied per step, so that commands and events are served in between.
@@ -40,6 +42,9 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// as two watcher batches, the delete first; holding the delete back lets the new path
 /// travel in the same push, so the server still has the content to reuse.
 const RENAME_WINDOW: Duration = Duration::from_millis(300);
+/// How often a folder whose marker is missing looks for it again: a disk mounted back
+/// over the folder's directory sends the watcher no event.
+const MARKER_POLL: Duration = Duration::from_secs(5);
 /// How old the totals in a busy folder's status may be (see `publish_busy`).
 const TOTALS_EVERY: Duration = Duration::from_millis(100);
 
@@ -67,6 +72,12 @@ pub(super) struct FolderTask {
     /// scan is published, so `wait` never reads a status older than its own scan.
     flushed: Vec<oneshot::Sender<()>>,
     root_error: Option<String>,
+    /// Set while the folder marker is missing: nothing is scanned, sent or applied.
+    marker_error: Option<String>,
+    /// Deletes the mass-delete guard holds back until confirmed or undone.
+    hold: Option<Hold>,
+    /// The user confirmed the pending deletes; cleared when a scan finds new ones.
+    deletes_confirmed: bool,
     last_error: Option<String>,
     unsyncable: Vec<Unsyncable>,
     next_push: u64,
@@ -120,6 +131,9 @@ impl FolderTask {
             flush_waiters: Vec::new(),
             flushed: Vec::new(),
             root_error: None,
+            marker_error: None,
+            hold: None,
+            deletes_confirmed: false,
             last_error: None,
             unsyncable: Vec::new(),
             next_push: 1,
@@ -193,6 +207,13 @@ impl FolderTask {
                 .chain(self.hold_deletes.values())
                 .min()
                 .copied()
+                .into_iter()
+                .chain(
+                    self.marker_error
+                        .is_some()
+                        .then(|| Instant::now() + MARKER_POLL),
+                )
+                .min()
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             if more {
                 tokio::task::yield_now().await;
@@ -212,6 +233,7 @@ impl FolderTask {
                     let now = Instant::now();
                     self.retry_at.retain(|_, at| *at > now);
                     self.hold_deletes.retain(|_, at| *at > now);
+                    self.scan_all |= self.marker_error.is_some();
                 }
                 _ = std::future::ready(()), if more => {}
             }
@@ -260,7 +282,11 @@ impl FolderTask {
                     self.start_session(cancel);
                 }
             }
+            FolderCmd::ConfirmDeletes => self.confirm_deletes(),
             FolderCmd::Rescan => self.scan_all = true,
+            FolderCmd::RecreateMarker(reply) => {
+                let _ = reply.send(self.recreate_marker());
+            }
             FolderCmd::Flush(reply) => {
                 self.scan_all = true;
                 self.flush_waiters.push(reply);
@@ -457,10 +483,15 @@ impl FolderTask {
             totals.up_files + totals.down_files > 0 || !self.scan_paths.is_empty() || self.scan_all;
         let state = if self.paused {
             FolderState::Paused
-        } else if self.root_error.is_some() || self.rules_error.is_some() {
+        } else if self.root_error.is_some()
+            || self.rules_error.is_some()
+            || self.marker_error.is_some()
+        {
             FolderState::Error
         } else if !self.scanned {
             FolderState::Scanning
+        } else if self.hold.is_some() {
+            FolderState::Held
         } else if self.session.is_none() {
             FolderState::Offline
         } else if pending || busy || !self.caught_up {
@@ -505,7 +536,9 @@ impl FolderTask {
             last_error: self
                 .rules_error
                 .clone()
+                .or_else(|| self.marker_error.clone())
                 .or_else(|| self.root_error.clone())
+                .or_else(|| self.hold.map(|h| h.message(self.cfg.name.as_str())))
                 .or_else(|| self.last_error.clone()),
             unsyncable: self.unsyncable.clone(),
             counters: self.counters.snapshot(),

@@ -70,7 +70,12 @@ impl FolderTask {
         if self.scan_all || !self.scan_paths.is_empty() {
             self.run_scan();
         }
-        if self.root_error.is_some() || self.paused || self.session.is_none() || !self.caught_up {
+        if self.root_error.is_some()
+            || self.marker_error.is_some()
+            || self.paused
+            || self.session.is_none()
+            || !self.caught_up
+        {
             return false;
         }
         let pulled = match self.pull_round().await {
@@ -91,6 +96,12 @@ impl FolderTask {
     }
 
     fn run_scan(&mut self) {
+        if !self.marker_ok() {
+            self.scan_all = false;
+            self.scan_paths.clear();
+            self.flushed.append(&mut self.flush_waiters);
+            return;
+        }
         let scope = if self.scan_all {
             Scope::All
         } else {
@@ -133,6 +144,7 @@ impl FolderTask {
                 for row in out.changes.iter().filter(|r| r.entry.deleted) {
                     self.hold_deletes.insert(row.entry.path.clone(), until);
                 }
+                self.judge_deletes(&out.changes);
                 if !out.changes.is_empty() {
                     tracing::debug!(folder = %self.cfg.name, changes = out.changes.len(), "scanned");
                     let n = out.changes.len();
@@ -620,7 +632,8 @@ impl FolderTask {
                 renaming.push(dst);
             }
         }
-        let dirty = self.index().dirty(MAX_BATCH * 2)?;
+        // While the mass-delete guard holds, only live changes go out.
+        let dirty = self.index().dirty(MAX_BATCH * 2, self.hold.is_none())?;
         let mut live = Vec::new();
         let mut deletes = Vec::new();
         let mut bytes = 0usize;

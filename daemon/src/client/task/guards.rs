@@ -1,0 +1,171 @@
+//! The folder task's side of [`crate::client::guard`]: checks the folder marker before
+//! each scan and judges the deletes each scan finds, keeping the task's state about both.
+
+use filesync_proto::control::EventKind;
+use filesync_proto::wire::EntryKind;
+
+use super::FolderTask;
+use crate::client::guard::{self, Hold, MARKER, Marker};
+use crate::index::LocalRow;
+
+/// Index meta key: set once this device has written the folder's marker.
+const MARKER_MADE: &str = "marker";
+
+impl FolderTask {
+    /// Checks the folder marker before a scan; false while it is missing, and then
+    /// nothing may be scanned, sent or applied.
+    pub(super) fn marker_ok(&mut self) -> bool {
+        let root = self.cfg.path.clone();
+        // A missing root is the scan's to report.
+        if !root.is_dir() {
+            return true;
+        }
+        let present = root.join(MARKER).symlink_metadata().is_ok();
+        let made = self.index().meta(MARKER_MADE).ok().flatten() == Some(1);
+        let decision = if present {
+            Marker::Present
+        } else {
+            // When in doubt, the folder counts as synced and non-empty is not assumed:
+            // both lean towards stopping rather than sending deletes.
+            let synced = self.index().has_local().unwrap_or(true);
+            let empty = std::fs::read_dir(&root).map_or(true, |mut d| d.next().is_none());
+            guard::check_marker(false, made, synced, empty)
+        };
+        match decision {
+            Marker::Present => {
+                if !made {
+                    self.note_marker_made();
+                }
+                if self.marker_error.take().is_some() {
+                    tracing::info!(folder = %self.cfg.name, "the folder marker is back; syncing again");
+                    self.scan_all = true;
+                }
+                true
+            }
+            Marker::Create { upgrade } => {
+                if let Err(e) = self.write_marker() {
+                    self.error(e);
+                } else if upgrade {
+                    tracing::info!(folder = %self.cfg.name, "wrote the folder marker {} in a folder that synced before markers existed", root.join(MARKER).display());
+                }
+                true
+            }
+            Marker::Missing => {
+                let msg = guard::marker_missing(self.cfg.name.as_str(), &root);
+                if self.marker_error.as_ref() != Some(&msg) {
+                    tracing::error!(folder = %self.cfg.name, "{msg}");
+                    self.emit(EventKind::Error, None, Some(msg.clone()));
+                }
+                self.marker_error = Some(msg);
+                false
+            }
+        }
+    }
+
+    /// Writes the marker and records that it was made.
+    fn write_marker(&mut self) -> Result<(), String> {
+        let path = self.cfg.path.join(MARKER);
+        std::fs::write(&path, guard::marker_text(self.cfg.name.as_str())).map_err(|e| {
+            format!(
+                "cannot write the folder marker {}: {e}; check the folder's permissions",
+                path.display()
+            )
+        })?;
+        self.note_marker_made();
+        Ok(())
+    }
+
+    fn note_marker_made(&mut self) {
+        if let Err(e) = self.index().set_meta(MARKER_MADE, 1) {
+            self.error(format!(
+                "cannot record the folder marker in the index: {e:#}"
+            ));
+        }
+    }
+
+    /// `filesyncctl rescan FOLDER --recreate-marker`: the user says this directory is
+    /// the folder. It is taken in like a folder added on a new device: what it holds is
+    /// merged with the server's (differences become conflicts), and what it lacks comes
+    /// back from the server, so an emptied directory deletes nothing anywhere.
+    pub(super) fn recreate_marker(&mut self) -> Result<String, String> {
+        if !self.cfg.path.is_dir() {
+            return Err(format!(
+                "folder root {} does not exist; mount or create it first",
+                self.cfg.path.display()
+            ));
+        }
+        self.index()
+            .forget_local()
+            .map_err(|e| format!("cannot reset the index of folder {}: {e:#}", self.cfg.name))?;
+        self.write_marker()?;
+        self.marker_error = None;
+        self.hold = None;
+        self.hold_deletes.clear();
+        self.scan_all = true;
+        tracing::info!(folder = %self.cfg.name, "folder marker written again on request; merging the folder with the server's copy");
+        Ok(format!(
+            "wrote {}; folder {} syncs again: what it lacks comes back from the server, \
+             nothing is deleted",
+            self.cfg.path.join(MARKER).display(),
+            self.cfg.name
+        ))
+    }
+
+    /// After a scan: holds the pending deletes back when too many of the folder's files
+    /// went at once, and lets go when the files are back. `changes` is what the scan
+    /// found. The first scan after a start judges whatever is pending, since a hold is
+    /// not kept across restarts.
+    pub(super) fn judge_deletes(&mut self, changes: &[LocalRow]) {
+        let found = changes
+            .iter()
+            .any(|r| r.entry.deleted && r.entry.kind == EntryKind::File);
+        if !found && self.hold.is_none() && self.scanned {
+            return;
+        }
+        let counts = self
+            .index()
+            .pending_file_deletes()
+            .and_then(|d| Ok((d, self.index().totals()?.files)));
+        let (deleted, live) = match counts {
+            Ok(c) => c,
+            Err(e) => {
+                self.error(format!("cannot count the folder's deletes: {e:#}"));
+                return;
+            }
+        };
+        if found {
+            // New deletes are judged again, with those not sent yet.
+            self.deletes_confirmed = false;
+        }
+        let hold = if deleted == 0 || self.deletes_confirmed {
+            None
+        } else {
+            Hold::judge(
+                deleted,
+                live + deleted,
+                self.cfg.max_delete_percent,
+                self.cfg.max_delete_min,
+            )
+        };
+        match (&self.hold, &hold) {
+            (None, Some(h)) => {
+                let msg = h.message(self.cfg.name.as_str());
+                tracing::warn!(folder = %self.cfg.name, "{msg}");
+                self.emit(EventKind::Error, None, Some(msg));
+            }
+            (Some(_), None) => {
+                tracing::info!(folder = %self.cfg.name, deleted, "the mass delete is no longer held back");
+            }
+            _ => {}
+        }
+        self.hold = hold;
+    }
+
+    /// `filesyncctl resume FOLDER --confirm-deletes`: the held deletes go out.
+    pub(super) fn confirm_deletes(&mut self) {
+        if let Some(h) = self.hold.take() {
+            tracing::info!(folder = %self.cfg.name, deleted = h.deleted, "deletes confirmed; sending them");
+            self.deletes_confirmed = true;
+        }
+    }
+}
