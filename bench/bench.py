@@ -556,7 +556,10 @@ class Bench:
                 s2c = after["s2c"] - (login["s2c"] if login else 0)
                 ok = (sent, received) == (c2s, s2c)
                 self.cross_checks.append((name, c2s, s2c, sent, received, ok))
-                word = "equal" if ok else "DIFFERENT"
+                word = "equal" if ok else "DIFFERENT; connections: " + ", ".join(
+                    f"#{c['n']} {c['c2s']}/{c['s2c']}{' open' if c['open'] else ''}"
+                    for c in conns
+                )
                 less = (f" (less add's login connection, {login['c2s']} / {login['s2c']})"
                         if login else "")
                 log(

@@ -78,6 +78,7 @@ class Side(asyncio.Protocol):
         self.transport = None
         self.peer = None  # the other Side, once both ends are connected
         self.closed = False
+        self.eof = False  # this end will send nothing more
 
     def connection_made(self, transport):
         self.transport = transport
@@ -94,9 +95,14 @@ class Side(asyncio.Protocol):
         self.peer.transport.write(data)
 
     def eof_received(self):
-        # Half-close: pass the end of this direction on, keep the other one open.
+        # Half-close: pass the end of this direction on, keep the other one open until
+        # it ends too; then the connection is over and both ends are closed.
+        self.eof = True
         if self.peer is not None and not self.peer.closed and self.peer.transport.can_write_eof():
             self.peer.transport.write_eof()
+            if self.peer.eof:
+                self.peer.transport.close()
+                return False
             return True
         return False
 

@@ -117,24 +117,13 @@ impl Client {
         request: &Request,
         response_timeout: Option<Duration>,
     ) -> Result<Response> {
-        let frame = encode_frame(request)?;
-        let mut stream = self.connect().await?;
-        let exchange = async {
-            stream
-                .write_all(&frame)
-                .await
-                .context("cannot send the request to the daemon")?;
-            decode_response(&read_frame(&mut stream).await?)
-        };
-        match response_timeout {
-            Some(limit) => tokio::time::timeout(limit, exchange).await.map_err(|_| {
-                anyhow!(
-                    "the daemon did not answer within {}",
-                    humantime::format_duration(limit)
-                )
-            })?,
-            None => exchange.await,
-        }
+        let mut answer = None;
+        self.stream(request, response_timeout, |response| {
+            answer = Some(response);
+            Ok(false)
+        })
+        .await?;
+        answer.context("the daemon closed the connection without answering")
     }
 
     /// Sends `request` and hands every answer frame to `each` until it returns `false`
@@ -158,7 +147,7 @@ impl Client {
         match limit {
             Some(limit) => tokio::time::timeout(limit, exchange).await.map_err(|_| {
                 anyhow!(
-                    "the daemon did not finish answering within {}",
+                    "the daemon did not answer within {}",
                     humantime::format_duration(limit)
                 )
             })?,

@@ -38,7 +38,7 @@ pub async fn wait(
         }
         anyhow!(text)
     };
-    let mut progress = Progress::new(io::stderr().is_terminal());
+    let progress = Progress::new(io::stderr().is_terminal());
 
     progress.message("waiting for sync: the daemon is scanning");
     // The daemon answers a flush once it has scanned, so every change made before
@@ -134,8 +134,6 @@ fn summary(status: &DaemonStatus) -> String {
 /// dropped.
 struct Progress {
     bar: ProgressBar,
-    /// The most bytes pending (both ways) seen so far: the bar's length.
-    most: u64,
 }
 
 impl Progress {
@@ -152,24 +150,22 @@ impl Progress {
         } else {
             ProgressBar::hidden()
         };
-        Progress { bar, most: 0 }
+        Progress { bar }
     }
 
     fn message(&self, text: &str) {
         self.bar.set_message(text.to_owned());
     }
 
-    fn update(&mut self, status: &DaemonStatus) {
+    fn update(&self, status: &DaemonStatus) {
         let left: u64 = status
             .folders
             .iter()
             .map(|f| f.pending_up_bytes + f.pending_down_bytes)
             .sum();
-        if left > self.most {
-            self.most = left;
-            self.bar.set_length(left);
-        }
-        self.bar.set_position(self.most - left);
+        let most = self.bar.length().unwrap_or(0).max(left);
+        self.bar.set_length(most);
+        self.bar.set_position(most - left);
         self.message(&summary(status));
     }
 }
@@ -264,7 +260,7 @@ mod tests {
             servers: Vec::new(),
             config_error: None,
         };
-        let mut progress = Progress::new(false);
+        let progress = Progress::new(false);
         progress.update(&status(60, 40));
         assert_eq!(
             (progress.bar.position(), progress.bar.length()),

@@ -59,7 +59,7 @@ fn hash(secret: &Secret) -> Vec<u8> {
     sha256(&secret.0).0.to_vec()
 }
 
-pub fn new_secret() -> Secret {
+fn new_secret() -> Secret {
     Secret(rand::random())
 }
 
@@ -200,19 +200,21 @@ impl Accounts {
         device: &DeviceId,
         device_name: &str,
     ) -> Result<Result<Admitted, Refusal>> {
+        let key = hash(secret);
+        let now = now();
         let mut db = lock(&self.db);
         let tx = db.transaction()?;
         let row: Option<(String, i64, Option<String>)> = tx
             .query_row(
                 "SELECT account, expires, used_by FROM invites WHERE hash = ?1",
-                [hash(secret)],
+                [&key],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
         let account = match row {
             None => return Ok(Err(Refusal::TokenUnknown)),
             Some((_, _, Some(_))) => return Ok(Err(Refusal::TokenUsed)),
-            Some((_, expires, None)) if expires <= now() => {
+            Some((_, expires, None)) if expires <= now => {
                 return Ok(Err(Refusal::TokenExpired));
             }
             Some((account, _, None)) => AccountName::new(account)?,
@@ -220,7 +222,7 @@ impl Accounts {
         let admitted = self.enrol(&tx, &account, device, device_name)?;
         let used = tx.execute(
             "UPDATE invites SET used_by = ?1, used_at = ?2 WHERE hash = ?3 AND used_by IS NULL",
-            params![admitted.device.as_str(), now(), hash(secret)],
+            params![admitted.device.as_str(), now, key],
         )?;
         if used != 1 {
             return Ok(Err(Refusal::TokenUsed));

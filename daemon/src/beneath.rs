@@ -8,8 +8,8 @@
 //! where the kernel lacks it (ENOSYS, before 5.6) and on other systems, by opening one
 //! component at a time with `O_DIRECTORY | O_NOFOLLOW` ([`walk`]). The operation on the
 //! last component is then relative to that [`Dir`] and never follows a symlink either:
-//! `openat` with `O_NOFOLLOW`, `renameat2`, `unlinkat`, `mkdirat`, `fchmod`, `utimensat`
-//! with `AT_SYMLINK_NOFOLLOW`, `symlinkat`, `readlinkat`, `linkat`.
+//! `openat` with `O_NOFOLLOW`, `renameat2`, `unlinkat`, `mkdirat`, `fchmod`, `symlinkat`,
+//! `readlinkat`, `linkat`; a file's mode and times are then set on its open handle.
 //!
 //! A path whose parent is a symlink (or a file) fails with [`is_refused`] true. The root
 //! itself is opened by its configured path, symlinks and all: that is the user's choice.
@@ -17,12 +17,12 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use filesync_proto::RelPath;
-use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Timespec, Timestamps};
+use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 
 const DIR_FLAGS: OFlags = OFlags::DIRECTORY
     .union(OFlags::NOFOLLOW)
@@ -49,6 +49,12 @@ impl Root {
                 path: path.to_path_buf(),
             },
         })
+    }
+
+    /// [`Root::open`] for a synced folder, with an error that names it.
+    pub fn open_folder(path: &Path) -> anyhow::Result<Root> {
+        use anyhow::Context;
+        Root::open(path).with_context(|| format!("cannot open folder root {}", path.display()))
     }
 
     pub fn path(&self) -> &Path {
@@ -168,7 +174,8 @@ impl Dir {
     }
 
     /// Whether both handles are the same directory.
-    pub fn same_as(&self, other: &Dir) -> io::Result<bool> {
+    #[cfg(test)]
+    fn same_as(&self, other: &Dir) -> io::Result<bool> {
         let (a, b) = (rustix::fs::fstat(&self.fd)?, rustix::fs::fstat(&other.fd)?);
         Ok(a.st_dev == b.st_dev && a.st_ino == b.st_ino)
     }
@@ -268,24 +275,6 @@ impl Dir {
         Ok(PathBuf::from(OsStr::from_bytes(target.as_bytes())))
     }
 
-    /// Sets the access and modification times of `name` itself, never a link's target.
-    pub fn set_mtime(&self, name: &str, mtime_ns: i64) -> io::Result<()> {
-        let t = Timespec {
-            tv_sec: mtime_ns.div_euclid(1_000_000_000),
-            tv_nsec: mtime_ns.rem_euclid(1_000_000_000),
-        };
-        let times = Timestamps {
-            last_access: t,
-            last_modification: t,
-        };
-        Ok(rustix::fs::utimensat(
-            &self.fd,
-            name,
-            &times,
-            AtFlags::SYMLINK_NOFOLLOW,
-        )?)
-    }
-
     /// Sets the permission bits of this directory itself.
     pub fn chmod(&self, mode: u32) -> io::Result<()> {
         Ok(rustix::fs::fchmod(&self.fd, Mode::from_raw_mode(mode))?)
@@ -309,10 +298,6 @@ impl Dir {
             }
         }
         Ok(out)
-    }
-
-    pub fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
     }
 }
 
@@ -405,14 +390,6 @@ mod tests {
             .unwrap_err();
         assert!(is_refused(&e), "{e}");
         assert!(a.open_regular("out").is_err());
-        a.set_mtime("out", 1_000_000_000_000_000_000).unwrap();
-        assert_ne!(
-            fs::metadata(d.path().join("outside"))
-                .unwrap()
-                .modified()
-                .unwrap(),
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000)
-        );
         assert_eq!(a.read_link("out").unwrap(), d.path().join("outside"));
         a.unlink("out").unwrap();
         assert!(d.path().join("outside").is_dir());

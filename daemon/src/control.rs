@@ -122,13 +122,10 @@ fn is_socket(meta: &std::fs::Metadata) -> bool {
 /// (not a symbolic link) owned by this user that no other user can write to, or another
 /// user could swap the socket for one of their own.
 #[cfg(unix)]
-pub fn ensure_private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+fn ensure_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
     if std::fs::symlink_metadata(dir).is_err() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
+        crate::private::create_dir(dir)
             .with_context(|| format!("cannot create control socket directory {}", dir.display()))?;
     }
     let meta = std::fs::symlink_metadata(dir)
@@ -164,8 +161,8 @@ fn restrict(path: &Path, mode: u32) -> Result<()> {
 }
 
 #[cfg(not(unix))]
-pub fn ensure_private_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
+fn ensure_private_dir(dir: &Path) -> Result<()> {
+    crate::private::create_dir(dir)
 }
 
 #[cfg(not(unix))]
@@ -332,9 +329,13 @@ async fn stream_events(
         };
         return write_frame(&mut stream, &done).await;
     }
+    // The client sends nothing after its request: a read that ends means it went away,
+    // and its connection (and its permit) must not wait for the next matching event.
+    let mut probe = [0u8; 1];
     loop {
         let event = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
+            _ = stream.read(&mut probe) => return Ok(()),
             r = live.recv() => r,
         };
         let response = match event {
@@ -368,4 +369,39 @@ async fn read_frame(stream: &mut Stream) -> Result<Vec<u8>> {
     let mut buf = vec![0; len];
     stream.read_exact(&mut buf).await?;
     Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A follower still lets go of its connection when the client leaves, though no
+    /// event comes to make it write.
+    #[tokio::test]
+    async fn a_follower_that_leaves_is_let_go_without_an_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run").join("ctl.sock");
+        let listener = bind(&path).await.unwrap();
+        let events = Events::default();
+        let server = tokio::spawn({
+            let events = events.clone();
+            async move {
+                let stream = listener.accept().await.unwrap();
+                stream_events(
+                    stream,
+                    &events,
+                    Some("quiet"),
+                    true,
+                    CancellationToken::new(),
+                )
+                .await
+            }
+        });
+        let client = Stream::connect(path.to_fs_name::<GenericFilePath>().unwrap())
+            .await
+            .unwrap();
+        drop(client);
+        let ended = tokio::time::timeout(Duration::from_secs(10), server).await;
+        assert!(ended.is_ok(), "the follower kept its connection");
+    }
 }

@@ -230,9 +230,15 @@ pub fn heartbeat_interval() -> Duration {
 }
 
 /// Called from the supervisor's loop: a loop that stops turning stops the pings, and
-/// systemd restarts the daemon. `status` is the one-line summary for `systemctl status`.
-pub fn heartbeat(status: &str) {
+/// systemd restarts the daemon. `status` makes the one-line summary for `systemctl
+/// status`; it is not called when there is no systemd to tell (no `NOTIFY_SOCKET`).
+pub fn heartbeat(status: impl FnOnce() -> String) {
     static LAST: Mutex<String> = Mutex::new(String::new());
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    let status = status();
+    let status = status.as_str();
     let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
     let changed = *last != status;
     if changed {
@@ -263,7 +269,7 @@ fn watchdog() -> Option<Duration> {
 
 /// Without systemd there is nobody to notify.
 #[cfg(not(unix))]
-mod SdState_stub {
+mod sd_stub {
     pub enum NotifyState<'a> {
         Ready,
         Stopping,
@@ -274,7 +280,7 @@ mod SdState_stub {
 }
 
 #[cfg(not(unix))]
-use SdState_stub::NotifyState as SdState;
+use sd_stub::NotifyState as SdState;
 
 #[cfg(not(unix))]
 fn notify(_states: &[SdState]) {}

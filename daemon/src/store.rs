@@ -22,6 +22,7 @@ use rustix::fs::{FileType, OFlags};
 use sha2::{Digest, Sha256};
 
 use crate::beneath::{self, Dir, Root};
+use crate::index::LocalRow;
 
 /// Prefix of everything the daemon keeps inside a synced folder.
 pub const RESERVED_PREFIX: &str = ".filesync";
@@ -157,6 +158,16 @@ pub fn matches_index(disk: Option<&Stat>, entry: &Entry, inode: u64) -> bool {
     }
 }
 
+/// Whether the disk at `path` still shows what the index row `row` recorded; with no
+/// row the index knows nothing there, so nothing may be there.
+pub fn unchanged_since_scan(root: &Root, path: &RelPath, row: Option<&LocalRow>) -> Result<bool> {
+    let disk = stat(root, path)?;
+    Ok(match row {
+        Some(row) => matches_index(disk.as_ref(), &row.entry, row.inode),
+        None => disk.is_none(),
+    })
+}
+
 /// The name of the partial transfer of a target named `name`: beside it, named after a
 /// digest of its name, so that the next transfer of that path finds it.
 fn partial_name(name: &str) -> String {
@@ -188,12 +199,13 @@ impl Partial {
         }
     }
 
-    /// Removes it from the folder at `root`; nothing there is fine.
-    pub fn remove(&self, root: &Root) -> io::Result<()> {
+    /// Removes it from the folder at `root`: Ok(false) when it was not there.
+    pub fn remove(&self, root: &Root) -> io::Result<bool> {
         let dirs: Vec<&str> = self.dir.iter().map(String::as_str).collect();
         match root.dir_at(&dirs).and_then(|d| d.unlink(&self.name)) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            other => other,
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
         }
     }
 }
@@ -851,8 +863,9 @@ pub(crate) mod tests {
         assert_eq!(clean_temp_files(&root), std::slice::from_ref(&recent));
         assert!(recent_path.exists() && !old.exists() && !tmp.exists());
         assert!(is_reserved(&recent.name));
-        recent.remove(&root).unwrap();
+        assert!(recent.remove(&root).unwrap());
         assert!(!recent_path.exists());
+        assert!(!recent.remove(&root).unwrap(), "nothing left to remove");
     }
 
     #[test]

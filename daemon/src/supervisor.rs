@@ -49,6 +49,11 @@ pub struct Supervisor {
     enrolled_rx: Option<mpsc::Receiver<Enrolled>>,
 }
 
+/// An answer that is ready at once, for [`Supervisor::handle`]'s future.
+fn now(response: Response) -> BoxFuture<'static, Response> {
+    Box::pin(std::future::ready(response))
+}
+
 fn ok(message: impl Into<String>) -> Response {
     Response::Ok {
         message: message.into(),
@@ -128,7 +133,7 @@ impl Supervisor {
         loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
-                _ = heartbeat.tick() => lifecycle::heartbeat(&self.summary()),
+                _ = heartbeat.tick() => lifecycle::heartbeat(|| self.summary()),
                 Some((folder, reply)) = enrolled.recv() => {
                     let _ = reply.send(self.finish_add(folder));
                 }
@@ -174,7 +179,6 @@ impl Supervisor {
     /// Answers at once, never waiting on a folder task: what takes time is in the
     /// returned future, which the request's own connection awaits.
     fn handle(&mut self, request: Request) -> BoxFuture<'static, Response> {
-        let now = |r: Response| -> BoxFuture<'static, Response> { Box::pin(std::future::ready(r)) };
         match request {
             Request::Status { folder } => now(self.status(folder.as_deref())),
             Request::Add(add) => self.add(add),
@@ -280,9 +284,10 @@ impl Supervisor {
             }),
             Request::ServerRevoke { device } => now(self.server_revoke(&device)),
             Request::DeviceInvite { server } => {
-                let (trust, id) = (self.identity.trust.clone(), self.identity.clone());
+                let id = self.identity.clone();
                 Box::pin(async move {
-                    match trust
+                    match id
+                        .trust
                         .device_invite(&server, (&id.device, &id.device_name))
                         .await
                     {
@@ -465,7 +470,6 @@ impl Supervisor {
     /// token or registering) outside the supervisor; only then is the folder saved and
     /// started, by [`Supervisor::finish_add`]. A failed `add` changes no file.
     fn add(&mut self, add: AddFolder) -> BoxFuture<'static, Response> {
-        let now = |r: Response| -> BoxFuture<'static, Response> { Box::pin(std::future::ready(r)) };
         let token = match add.token.as_deref().map(InviteToken::parse).transpose() {
             Ok(t) => t,
             Err(e) => return now(bad(format!("{e}"))),

@@ -205,13 +205,20 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_interrupted_transfer_asks_only_for_what_it_lacks() {
+    /// An empty folder and its index: (their temp dir, the index, the root's path, the
+    /// root).
+    fn folder() -> (tempfile::TempDir, Index, std::path::PathBuf, Root) {
         let dir = tempfile::tempdir().unwrap();
         let index = Index::open(&dir.path().join("index.db")).unwrap();
         let root_path = dir.path().join("root");
         std::fs::create_dir(&root_path).unwrap();
         let root = Root::open(&root_path).unwrap();
+        (dir, index, root_path, root)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_interrupted_transfer_asks_only_for_what_it_lacks() {
+        let (_dir, index, root_path, root) = folder();
         let content = pseudo_random(3 * 1024 * 1024, 21);
         let entry = entry_for("big.bin", &content);
         let n = entry.blocks.len();
@@ -243,11 +250,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn blocks_come_from_local_files_that_still_hold_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let index = Index::open(&dir.path().join("index.db")).unwrap();
-        let root_path = dir.path().join("root");
-        std::fs::create_dir(&root_path).unwrap();
-        let root = Root::open(&root_path).unwrap();
+        let (_dir, index, root_path, root) = folder();
         let content = pseudo_random(2 * 1024 * 1024, 22);
         let old = entry_for("old", &content);
         index
@@ -280,11 +283,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_repeated_block_is_fetched_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let index = Index::open(&dir.path().join("index.db")).unwrap();
-        let root_path = dir.path().join("root");
-        std::fs::create_dir(&root_path).unwrap();
-        let root = Root::open(&root_path).unwrap();
+        let (_dir, index, root_path, root) = folder();
         // Zeros cut into identical blocks of the largest size.
         let content = vec![0u8; 8 * chunk::MAX_BLOCK + 1000];
         let entry = entry_for("zeros", &content);

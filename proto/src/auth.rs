@@ -47,7 +47,7 @@ impl Fingerprint {
             .chars()
             .filter(|c| !matches!(c, ':' | ' ' | '-'))
             .collect();
-        let bytes = hex::decode(digits.to_ascii_lowercase()).ok()?;
+        let bytes = hex::decode(digits).ok()?;
         Some(Fingerprint(bytes.try_into().ok()?))
     }
 }

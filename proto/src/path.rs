@@ -166,6 +166,7 @@ impl fmt::Debug for RelPath {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn rebase_moves_a_path_and_its_subtree_only() {
@@ -175,7 +176,6 @@ mod tests {
         assert_eq!(p("a/bc").rebase(&p("a/b"), &p("c")), None);
         assert_eq!(p("a").rebase(&p("a/b"), &p("c")), None);
     }
-    use super::*;
 
     #[test]
     fn accepts_ordinary_paths() {

@@ -20,6 +20,8 @@
 //! * [`files`] makes and checks test content.
 //! * [`hostile`] speaks the real protocol, or raw bytes, as a hostile device or server.
 //! * [`server_store`] reads what the server keeps beside its tree: kept versions, index.
+//! * [`proxy`] is a TCP relay that a test turns into a bad network: stall, refuse, reset,
+//!   throttle.
 //!
 //! Every wait is a poll with a deadline ([`poll_until`]) or `filesyncctl wait`; nothing
 //! sleeps for a fixed time hoping that the daemons are done.
@@ -36,6 +38,7 @@ pub mod files;
 pub mod hostile;
 pub mod node;
 pub mod process;
+pub mod proxy;
 pub mod server_store;
 pub mod tree;
 

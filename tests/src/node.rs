@@ -136,11 +136,6 @@ impl Node {
         self.home.join("state")
     }
 
-    /// The daemon's log file (stdout and stderr of every start).
-    pub fn log_path(&self) -> &Path {
-        &self.log
-    }
-
     /// The server role's `data_dir`; panics on a client-only node.
     pub fn data_dir(&self) -> &Path {
         &self.role().data_dir

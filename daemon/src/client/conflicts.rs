@@ -109,12 +109,7 @@ pub(super) fn resolve(
 /// index knows nothing there, so nothing may be there (an ignored file, say, or one not
 /// scanned yet, which moving the copy over it would destroy).
 fn unchanged_on_disk(root: &Root, path: &RelPath, row: Option<&LocalRow>) -> Result<()> {
-    let disk = store::stat(root, path)?;
-    let unchanged = match row {
-        Some(row) => store::matches_index(disk.as_ref(), &row.entry, row.inode),
-        None => disk.is_none(),
-    };
-    if !unchanged {
+    if !store::unchanged_since_scan(root, path, row)? {
         bail!("{path} changed since it was last scanned; wait a moment and try again");
     }
     Ok(())
@@ -123,8 +118,7 @@ fn unchanged_on_disk(root: &Root, path: &RelPath, row: Option<&LocalRow>) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use filesync_proto::wire::{Entry, EntryKind};
-    use filesync_proto::{DeviceId, Hash};
+    use filesync_proto::DeviceId;
 
     /// A folder on disk and its index.
     struct Folder {
@@ -156,21 +150,9 @@ mod tests {
             let st = store::stat(&root, &RelPath::new(path).unwrap())
                 .unwrap()
                 .unwrap();
-            let entry = Entry {
-                path: RelPath::new(path).unwrap(),
-                kind: EntryKind::File,
-                deleted: false,
-                size: st.size,
-                mtime_ns: st.mtime_ns,
-                mode: st.mode,
-                hash: Hash([0; 32]),
-                blocks: Vec::new(),
-                target: String::new(),
-                seq: 1,
-                origin: DeviceId::new("loser").unwrap(),
-                conflict,
-                renamed_from: None,
-            };
+            let mut entry = store::tests::entry_for(path, content.as_bytes());
+            (entry.mtime_ns, entry.mode) = (st.mtime_ns, st.mode);
+            entry.conflict = conflict;
             let row = LocalRow {
                 entry,
                 inode: st.inode,

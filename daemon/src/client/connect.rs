@@ -1,6 +1,6 @@
 //! Reaching a server as a device: TCP, TLS with the pinned certificate, the frozen
 //! handshake, then credentials. [`connect`] is the whole way in and returns the framed
-//! stream that wire messages go through; sessions, enrolment and tests all use it.
+//! stream that wire messages go through; sessions and enrolment both use it.
 //!
 //! Nothing is sent before the server proved it holds the pinned certificate's key: a
 //! failed pin ends the connection inside the TLS handshake.

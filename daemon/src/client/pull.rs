@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use filesync_proto::wire::{Entry, EntryKind};
 
 use super::session::SessionHandle;
@@ -67,12 +67,7 @@ async fn fetch_file(
     // theirs and must not be replaced. Giving up here lets the scan take it in as a local
     // change, which then meets this version as an ordinary conflict.
     let local = index.local(&entry.path)?;
-    let disk = store::stat(root, &entry.path)?;
-    let unchanged = match &local {
-        Some(row) => store::matches_index(disk.as_ref(), &row.entry, row.inode),
-        None => disk.is_none(),
-    };
-    if !unchanged {
+    if !store::unchanged_since_scan(root, &entry.path, local.as_ref())? {
         bail!(
             "{} changed here while its new version was downloading; both are kept",
             entry.path
@@ -100,18 +95,26 @@ impl Partials {
         if partials.is_empty() {
             return;
         }
-        let opened =
-            Root::open(root).with_context(|| format!("cannot open folder root {}", root.display()));
+        let root = match Root::open(root) {
+            Ok(root) => root,
+            Err(e) => {
+                tracing::warn!(
+                    root = %root.display(),
+                    "cannot open the folder to remove {} partial downloads: {e}",
+                    partials.len()
+                );
+                return;
+            }
+        };
         for partial in partials {
-            match opened.as_ref().map(|r| partial.remove(r)) {
-                Ok(Ok(())) => {
+            match partial.remove(&root) {
+                Ok(true) => {
                     tracing::debug!(path = %partial, "removed a partial download nobody resumed")
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(path = %partial, "cannot remove a partial download: {e}")
-                }
+                // Each large file notes two places its partial may be; most are empty.
+                Ok(false) => {}
                 Err(e) => {
-                    tracing::warn!(path = %partial, "cannot remove a partial download: {e:#}")
+                    tracing::warn!(path = %partial, "cannot remove a partial download: {e}")
                 }
             }
         }

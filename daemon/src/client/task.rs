@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use filesync_proto::RelPath;
 use filesync_proto::control::{EventKind, FolderState, FolderStatus, Unsyncable, VersionEntry};
 use filesync_proto::wire::Entry;
@@ -98,8 +98,9 @@ pub(super) struct FolderTask {
     rules_error: Option<String>,
     /// Partial downloads to remove once the folder is in sync.
     partials: Partials,
-    /// The index totals last published and when: counting them scans the index, so
-    /// while the loop has more work they are counted at most every TOTALS_EVERY.
+    /// The index totals last published and when: counting the pending rows costs as
+    /// many as there are (thousands in a big sync), so while the loop has more work
+    /// they are counted at most every TOTALS_EVERY.
     totals: Option<(Instant, Totals)>,
 }
 
@@ -433,8 +434,7 @@ impl FolderTask {
 
     /// A handle of the folder's root: every change to the disk is made relative to it.
     fn root(&self) -> Result<Root> {
-        Root::open(&self.cfg.path)
-            .with_context(|| format!("cannot open folder root {}", self.cfg.path.display()))
+        Root::open_folder(&self.cfg.path)
     }
 
     /// Reports an event of this folder, about `path` when there is one.

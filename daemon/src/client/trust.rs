@@ -30,6 +30,8 @@ struct Known {
 
 pub struct TrustStore {
     file: PathBuf,
+    /// Opened on first use and kept: every login reads and writes it several times.
+    db: std::sync::Mutex<Option<Connection>>,
     /// Held while enrolling without a token, so that two folders of one server starting
     /// together enrol the device once.
     enrolling: tokio::sync::Mutex<()>,
@@ -47,11 +49,21 @@ impl TrustStore {
     pub fn new(state_dir: &std::path::Path) -> TrustStore {
         TrustStore {
             file: state_dir.join("servers.db"),
+            db: std::sync::Mutex::new(None),
             enrolling: tokio::sync::Mutex::new(()),
         }
     }
 
-    fn db(&self) -> Result<Connection> {
+    /// Runs `f` on the store, opening it (and creating it, 0600) the first time.
+    fn with_db<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let mut db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        if db.is_none() {
+            *db = Some(self.open()?);
+        }
+        f(db.as_ref().expect("opened above"))
+    }
+
+    fn open(&self) -> Result<Connection> {
         private::touch(&self.file)?;
         let db = Connection::open(&self.file)
             .with_context(|| format!("cannot open {}", self.file.display()))?;
@@ -67,14 +79,15 @@ impl TrustStore {
     fn get(&self, server: &str) -> Result<Option<Known>> {
         /// Fingerprint, device id, secret.
         type Row = (Vec<u8>, Option<String>, Option<Vec<u8>>);
-        let row: Option<Row> = self
-            .db()?
-            .query_row(
-                "SELECT fingerprint, device, secret FROM servers WHERE server = ?1",
-                [server],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
+        let row: Option<Row> = self.with_db(|db| {
+            Ok(db
+                .query_row(
+                    "SELECT fingerprint, device, secret FROM servers WHERE server = ?1",
+                    [server],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?)
+        })?;
         let Some((fp, device, secret)) = row else {
             return Ok(None);
         };
@@ -96,13 +109,15 @@ impl TrustStore {
 
     /// Pins `server`'s certificate; `how` is `token`, `first-use` or `manual`.
     pub fn pin(&self, server: &str, fp: Fingerprint, how: &str) -> Result<()> {
-        self.db()?.execute(
-            "INSERT INTO servers (server, fingerprint, pinned_by) VALUES (?1, ?2, ?3)
-             ON CONFLICT(server) DO UPDATE SET fingerprint = excluded.fingerprint,
-                                               pinned_by = excluded.pinned_by",
-            params![server, fp.0.to_vec(), how],
-        )?;
-        Ok(())
+        self.with_db(|db| {
+            db.execute(
+                "INSERT INTO servers (server, fingerprint, pinned_by) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(server) DO UPDATE SET fingerprint = excluded.fingerprint,
+                                                   pinned_by = excluded.pinned_by",
+                params![server, fp.0.to_vec(), how],
+            )?;
+            Ok(())
+        })
     }
 
     fn enrolled(
@@ -112,39 +127,43 @@ impl TrustStore {
         device: &DeviceId,
         secret: &Secret,
     ) -> Result<()> {
-        self.db()?.execute(
-            "UPDATE servers SET account = ?2, device = ?3, secret = ?4 WHERE server = ?1",
-            params![server, account.as_str(), device.as_str(), secret.0.to_vec()],
-        )?;
-        Ok(())
+        self.with_db(|db| {
+            db.execute(
+                "UPDATE servers SET account = ?2, device = ?3, secret = ?4 WHERE server = ?1",
+                params![server, account.as_str(), device.as_str(), secret.0.to_vec()],
+            )?;
+            Ok(())
+        })
     }
 
     /// Every known server, for `status`; never the credential.
     pub fn list(&self) -> Result<Vec<ServerTrust>> {
-        let db = self.db()?;
-        let mut stmt = db.prepare(
-            "SELECT server, fingerprint, pinned_by, account, device FROM servers ORDER BY server",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-            ))
-        })?;
-        rows.map(|row| {
-            let (server, fp, pinned_by, account, device) = row?;
-            Ok(ServerTrust {
-                server,
-                fingerprint: fingerprint(fp)?.to_hex(),
-                pinned_by,
-                account,
-                device,
+        self.with_db(|db| {
+            let mut stmt = db.prepare(
+                "SELECT server, fingerprint, pinned_by, account, device FROM servers \
+                 ORDER BY server",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                ))
+            })?;
+            rows.map(|row| {
+                let (server, fp, pinned_by, account, device) = row?;
+                Ok(ServerTrust {
+                    server,
+                    fingerprint: fingerprint(fp)?.to_hex(),
+                    pinned_by,
+                    account,
+                    device,
+                })
             })
+            .collect()
         })
-        .collect()
     }
 
     /// Gets this device into `server`: redeeming `token` when given, else with the

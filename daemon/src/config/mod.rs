@@ -55,7 +55,7 @@ pub const MIN_RESCAN_INTERVAL: Duration = Duration::from_secs(1);
 pub enum Registration {
     /// Only with a one-time token from `filesyncctl server invite`.
     Invite,
-    /// Any device may create itself a new account.
+    /// Any device may enrol itself, into the one shared account `open`.
     Open,
 }
 

@@ -274,8 +274,7 @@ impl Sequencer {
 
     /// A handle of the folder's root: every change to the tree is made relative to it.
     fn open_root(&self) -> Result<Root> {
-        Root::open(&self.root)
-            .with_context(|| format!("cannot open folder root {}", self.root.display()))
+        Root::open_folder(&self.root)
     }
 
     /// Removes versions kept longer than `keep_versions`; with 0, those kept under an
@@ -293,12 +292,7 @@ impl Sequencer {
     /// its own before anything replaces it.
     fn current(&mut self, root: &Root, path: &RelPath) -> Result<Option<LocalRow>> {
         let current = self.index.local(path)?;
-        let disk = store::stat(root, path)?;
-        let known = match &current {
-            Some(row) => store::matches_index(disk.as_ref(), &row.entry, row.inode),
-            None => disk.is_none(),
-        };
-        if known {
+        if store::unchanged_since_scan(root, path, current.as_ref())? {
             return Ok(current);
         }
         self.scan_sync(Scope::Paths(vec![path.clone()]));

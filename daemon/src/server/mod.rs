@@ -37,7 +37,7 @@ use folder::ServerFolderHandle;
 const MAX_CONNECTIONS: usize = 1024;
 /// Connections served at once from one source address; further ones are closed at once
 /// with a logged reason, so that one host cannot take every slot of [`MAX_CONNECTIONS`].
-pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 32;
+const MAX_CONNECTIONS_PER_ADDRESS: usize = 32;
 
 pub struct Server {
     pub device: DeviceId,
@@ -172,12 +172,17 @@ impl Server {
         Ok(handle)
     }
 
-    /// A token cancelled when `device` is revoked (or the server stops).
-    fn device_cancel(&self, device: &DeviceId) -> CancellationToken {
+    /// `device`'s token: cancelled when it is revoked (or the server stops).
+    fn device_token(&self, device: &DeviceId) -> CancellationToken {
         lock(&self.device_cancels)
             .entry(device.clone())
             .or_insert_with(|| self.cancel.child_token())
-            .child_token()
+            .clone()
+    }
+
+    /// A token for one connection of `device`, cancelled with the device's.
+    fn device_cancel(&self, device: &DeviceId) -> CancellationToken {
+        self.device_token(device).child_token()
     }
 
     /// A one-time invite token for `account` (created if new), as text.
@@ -209,10 +214,7 @@ impl Server {
         }
         // The cancelled token stays: a connection admitted just before the revocation
         // gets an already cancelled child and ends at once.
-        lock(&self.device_cancels)
-            .entry(device.clone())
-            .or_insert_with(|| self.cancel.child_token())
-            .cancel();
+        self.device_token(device).cancel();
         tracing::warn!(device = %device, "device revoked; its connections are closed");
         Ok(true)
     }

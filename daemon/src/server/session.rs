@@ -54,19 +54,12 @@ async fn admit(
     Admitted,
 )> {
     let acceptor = tokio_rustls::TlsAcceptor::from(server.identity.config.clone());
-    let tls = tokio::time::timeout_at(deadline, acceptor.accept(stream))
-        .await
-        .map_err(|_| {
-            anyhow!(
-                "no TLS handshake within {}s",
-                conn::HANDSHAKE_TIMEOUT.as_secs()
-            )
-        })?
+    let tls = by(deadline, "TLS handshake", acceptor.accept(stream))
+        .await?
         .context("TLS handshake failed (a client without TLS, or not a filesync client)")?;
     let mut hs = Framed::new(tls, FrameCodec::<Handshake, HandshakeReply>::new(1024));
-    let hello = tokio::time::timeout_at(deadline, hs.next())
-        .await
-        .map_err(|_| anyhow!("no handshake within {}s", conn::HANDSHAKE_TIMEOUT.as_secs()))?
+    let hello = by(deadline, "handshake", hs.next())
+        .await?
         .ok_or_else(|| anyhow!("closed before the handshake"))?
         .context("bad handshake")?;
     if let Err(reason) = hello.check() {
@@ -75,14 +68,8 @@ async fn admit(
     }
     hs.send(HandshakeReply::accept()).await?;
     let mut auth = hs.map_codec(|_| FrameCodec::<AuthRequest, AuthReply>::new(MAX_AUTH_FRAME));
-    let request = tokio::time::timeout_at(deadline, auth.next())
-        .await
-        .map_err(|_| {
-            anyhow!(
-                "no credentials within {}s",
-                conn::HANDSHAKE_TIMEOUT.as_secs()
-            )
-        })?
+    let request = by(deadline, "credentials", auth.next())
+        .await?
         .ok_or_else(|| anyhow!("closed before sending credentials"))?
         .context("bad credentials message")?;
     let open = server.registration == crate::config::Registration::Open;
@@ -102,6 +89,18 @@ async fn admit(
     .await?;
     let framed = auth.map_codec(|_| FrameCodec::<ClientMsg, ServerMsg>::new(MAX_WIRE_FRAME));
     Ok((framed, admitted))
+}
+
+/// `step`'s result, or an error naming `what` did not come by `deadline` (which is
+/// [`conn::HANDSHAKE_TIMEOUT`] after the connection was accepted).
+async fn by<T>(
+    deadline: tokio::time::Instant,
+    what: &str,
+    step: impl Future<Output = T>,
+) -> Result<T> {
+    tokio::time::timeout_at(deadline, step)
+        .await
+        .map_err(|_| anyhow!("no {what} within {}s", conn::HANDSHAKE_TIMEOUT.as_secs()))
 }
 
 async fn run(server: &Arc<Server>, stream: Counted<TcpStream>, peer: SocketAddr) -> Result<()> {
@@ -527,8 +526,7 @@ async fn stage(
     pending: &Pending,
 ) -> Result<Prepared> {
     let entry = &change.entry;
-    let root = Root::open(&folder.root)
-        .with_context(|| format!("cannot open folder root {}", folder.root.display()))?;
+    let root = Root::open_folder(&folder.root)?;
     let tmp = transfer::assemble(&root, index, entry, |request| {
         request_block(out, pending, request)
     })

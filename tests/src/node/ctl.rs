@@ -70,10 +70,19 @@ impl Node {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        run_with_timeout(&mut self.ctl_command(args), timeout)
+    }
+
+    /// `filesyncctl --socket SOCK ARGS…` in the node's hermetic environment, not started.
+    fn ctl_command<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let mut cmd = Command::new(bin("filesyncctl"));
         cmd.arg("--socket").arg(&self.socket).args(args);
         self.hermetic_env(&mut cmd);
-        run_with_timeout(&mut cmd, timeout)
+        cmd
     }
 
     /// Starts `filesyncctl --socket SOCK ARGS…` with stdout piped and returns at once,
@@ -83,10 +92,8 @@ impl Node {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut cmd = Command::new(bin("filesyncctl"));
-        cmd.arg("--socket").arg(&self.socket).args(args);
-        self.hermetic_env(&mut cmd);
-        cmd.stdin(std::process::Stdio::null())
+        self.ctl_command(args)
+            .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
             .spawn()

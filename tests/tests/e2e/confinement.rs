@@ -30,13 +30,6 @@ fn swap_for_link(dir: &Path, target: &Path, keep: &Path) {
     symlink(target, dir).unwrap();
 }
 
-/// The names in `dir`, sorted.
-fn names(dir: &Path) -> Vec<String> {
-    let mut names = files::list_dir(dir);
-    names.sort();
-    names
-}
-
 /// The canary directory outside every folder, as the test found it.
 fn canary_now(cl: &Cluster) -> Manifest {
     manifest(&cl.root().join("canary")).expect("the canary dir is readable")
@@ -98,7 +91,7 @@ fn a_link_made_on_a_paused_client_is_never_written_through() {
     // reports itself in sync does not matter here, only that nothing went through.
     let _ = cl.b().wait(DOCS, Duration::from_secs(15));
     assert_confined(&cl, &before);
-    assert_eq!(names(&b("sub")), ["own.txt"]);
+    assert_eq!(files::list_dir(&b("sub")), ["own.txt"]);
     for (d, _) in &targets {
         for name in ["keep.txt", "meta.txt", "gone.txt"] {
             files::assert_file(

@@ -607,20 +607,17 @@ fn hostile_pushes_are_refused_and_odd_metadata_is_tamed() {
     drop(dev);
 
     let common = cl.settle(DOCS);
-    for (name, _, want, _) in odd_files {
+    for (name, _, want, mtime_ns) in odd_files {
         cl.assert_file_everywhere(DOCS, name, name.as_bytes());
-        for i in cl.all_clients() {
-            assert_eq!(
-                files::mode(&cl.path_on(i, DOCS, name)),
-                want,
-                "{name} on {i}"
-            );
+        let copies = cl
+            .all_clients()
+            .into_iter()
+            .map(|i| (format!("client {i}"), cl.path_on(i, DOCS, name)))
+            .chain([("the server".to_owned(), server_docs.join(name))]);
+        for (on, path) in copies {
+            assert_eq!(files::mode(&path), want, "{name}'s mode on {on}");
+            assert_eq!(files::mtime_ns(&path), mtime_ns, "{name}'s mtime on {on}");
         }
-        assert_eq!(
-            files::mode(&server_docs.join(name)),
-            want,
-            "{name} on the server"
-        );
     }
     cl.assert_file_everywhere(DOCS, "a7.txt", b"two\n");
     for path in reserved

@@ -1,6 +1,6 @@
 //! Operations: the control socket's privacy, signals, systemd notification, `--daemon`.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::Command;
@@ -8,22 +8,12 @@ use std::time::{Duration, Instant};
 
 use filesync_tests::cluster::DOCS;
 use filesync_tests::exec::{Scratch, run_with_timeout, signal};
+use filesync_tests::files::{mode, set_mode};
 use filesync_tests::process::Daemon;
 use filesync_tests::{Cluster, SYNC_TIMEOUT, files, poll_until, tree};
 
 /// The uid the "other user" checks run as.
 const NOBODY: &str = "65534";
-
-fn mode(path: &Path) -> u32 {
-    std::fs::symlink_metadata(path)
-        .unwrap_or_else(|e| panic!("cannot stat {}: {e}", path.display()))
-        .mode()
-}
-
-fn chmod(path: &Path, mode: u32) {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", path.display()));
-}
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -55,9 +45,15 @@ fn control_socket_is_private_and_refuses_other_users() {
     daemon.wait_ready();
 
     let dir = socket.parent().unwrap();
-    assert_eq!(mode(dir) & 0o7777, 0o700, "socket directory mode");
-    assert_eq!(mode(&socket) & 0o7777, 0o600, "socket mode");
-    assert_eq!(mode(&socket) & libc::S_IFMT, libc::S_IFSOCK, "is a socket");
+    assert_eq!(mode(dir), 0o700, "socket directory mode");
+    assert_eq!(mode(&socket), 0o600, "socket mode");
+    assert!(
+        std::fs::symlink_metadata(&socket)
+            .unwrap()
+            .file_type()
+            .is_socket(),
+        "is a socket"
+    );
 
     if !is_root() {
         println!("skipping the other-user checks: they need root to switch to uid {NOBODY}");
@@ -65,7 +61,7 @@ fn control_socket_is_private_and_refuses_other_users() {
     }
     // Let the other user walk down to the socket's directory, which stays 0700.
     for d in [scratch.path(), home.as_path(), &home.join("run")] {
-        chmod(d, 0o755);
+        set_mode(d, 0o755);
     }
     let out = status_as_nobody(&socket);
     assert_eq!(
@@ -75,8 +71,8 @@ fn control_socket_is_private_and_refuses_other_users() {
     );
 
     // Loosened by hand, the file modes no longer stop it: the peer check must.
-    chmod(dir, 0o777);
-    chmod(&socket, 0o777);
+    set_mode(dir, 0o777);
+    set_mode(&socket, 0o777);
     let out = status_as_nobody(&socket);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -104,7 +100,7 @@ fn unsafe_control_socket_paths_stop_the_start() {
 
     let open_dir = home.join("open");
     std::fs::create_dir_all(&open_dir).unwrap();
-    chmod(&open_dir, 0o777);
+    set_mode(&open_dir, 0o777);
     let log = refused_start(&mut Daemon::new(&home, &open_dir.join("ctl.sock")));
     assert!(log.contains("has mode 777"), "{log}");
 
@@ -118,7 +114,7 @@ fn unsafe_control_socket_paths_stop_the_start() {
     if is_root() {
         let theirs = home.join("theirs");
         std::fs::create_dir(&theirs).unwrap();
-        chmod(&theirs, 0o700);
+        set_mode(&theirs, 0o700);
         std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
         let log = refused_start(&mut Daemon::new(&home, &theirs.join("ctl.sock")));
         assert!(log.contains("owned by uid 65534"), "{log}");
@@ -454,33 +450,43 @@ fn line_reader(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<Str
 #[test]
 fn events_follow_shows_a_change_arriving() {
     let cluster = Cluster::new(2);
+    // An event from before the follower subscribed comes among the recent ones it is
+    // sent first: seeing it says the follower is subscribed, so what comes after the
+    // second write can only have been followed live.
+    files::write(
+        &cluster.path_on(0, DOCS, "before.txt"),
+        b"an earlier event\n",
+    );
+    cluster.settle(DOCS);
     let mut follow = cluster
         .b()
         .ctl_spawn(["events", "--follow", "--json", DOCS]);
     let lines = line_reader(&mut follow);
-    // An event from before the follower subscribed comes among the recent ones it is
-    // sent first, so there is no race with the write.
-    files::write(&cluster.path_on(0, DOCS, "note.txt"), b"an event\n");
-    cluster.settle(DOCS);
-    let deadline = Instant::now() + SYNC_TIMEOUT;
     let mut seen = Vec::new();
-    let found = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) => {
-                let event: serde_json::Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"));
-                if event["kind"] == "downloaded" && event["path"] == "note.txt" {
-                    break Some(event);
-                }
-                seen.push(line);
+    let mut downloaded = |path: &str| {
+        let deadline = Instant::now() + SYNC_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = lines.recv_timeout(left) else {
+                break None;
+            };
+            let event: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"));
+            if event["kind"] == "downloaded" && event["path"] == path {
+                break Some(event);
             }
-            Err(_) => break None,
+            seen.push(line);
         }
     };
+    let earlier = downloaded("before.txt");
+    files::write(&cluster.path_on(0, DOCS, "note.txt"), b"an event\n");
+    cluster.settle(DOCS);
+    let found = earlier.and_then(|_| downloaded("note.txt"));
     let _ = follow.kill();
     let _ = follow.wait();
-    let event = found.unwrap_or_else(|| panic!("no downloaded event for note.txt; saw {seen:?}"));
+    let event = found.unwrap_or_else(|| {
+        panic!("no downloaded event for before.txt, then note.txt; saw {seen:?}")
+    });
     assert_eq!(event["folder"], DOCS);
     assert!(event["time_ms"].as_i64().is_some_and(|t| t > 0), "{event}");
 

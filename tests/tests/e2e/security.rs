@@ -8,7 +8,6 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -67,17 +66,8 @@ fn server_fingerprint(server: &Node) -> String {
 }
 
 fn assert_private(path: &Path) {
-    let mode = fs::metadata(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .permissions()
-        .mode();
-    assert_eq!(
-        mode & 0o777,
-        0o600,
-        "{} is {:o}",
-        path.display(),
-        mode & 0o777
-    );
+    let mode = files::mode(path);
+    assert_eq!(mode, 0o600, "{} is {mode:o}", path.display());
 }
 
 /// The credential secret client `node` keeps for `server`, hex.
@@ -148,7 +138,7 @@ fn invite_token_enrols_a_device_that_then_adds_folders_without_one() {
         "the credential is in status"
     );
     for node in [cl.server(), cl.a(), cl.b()] {
-        let log = fs::read_to_string(node.log_path()).unwrap();
+        let log = node.log_text();
         for (what, needle) in [
             ("token", &token_a),
             ("token", &token_b),
@@ -249,7 +239,7 @@ fn open_registration_puts_tokenless_devices_in_the_open_account() {
         assert_eq!(trust["account"], "open");
         assert_eq!(trust["pinned_by"], "first-use");
         assert!(trust["device"].is_string());
-        let log = fs::read_to_string(node.log_path()).unwrap();
+        let log = node.log_text();
         assert!(log.contains("trusting the server's certificate on first use"));
     }
     let devices = cl.server().server_devices();
@@ -416,7 +406,7 @@ fn a_plain_tcp_client_is_closed_without_an_answer() {
 #[test]
 fn a_token_only_works_against_the_server_that_made_it() {
     let cl = Cluster::without_folders(1, None);
-    let other = Node::server_with_registration(cl.root(), "other", Some("open"));
+    let other = Node::server(cl.root(), "other");
     other.start();
     let token = cl.server().server_invite("alice", None);
     let node = cl.a();

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::{
     FolderTask, MAX_INFLIGHT, PULL_BATCH, PULL_FILES, PUSH_BYTES, RENAME_WINDOW, RETRY_AFTER,
 };
+use crate::beneath::Root;
 use crate::client::pull;
 use crate::conn::Counters;
 use crate::ignore::{IGNORE_FILE, IgnoreRules};
@@ -214,6 +215,7 @@ impl FolderTask {
         );
         let needed = self.index().needed(PULL_BATCH)?;
         let full = needed.len() == PULL_BATCH;
+        let root = self.root()?;
         let mut deletes = Vec::new();
         let mut files = Vec::new();
         for remote in needed {
@@ -235,7 +237,7 @@ impl FolderTask {
             let local = self.index().local(&remote.path)?;
             // A path that cannot be looked at (its parent is a symlink here) is refused
             // alone: the rest of the batch goes on.
-            match self.disk_matches(&remote.path, local.as_ref()) {
+            match self.disk_matches(&root, &remote.path, local.as_ref()) {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {
@@ -300,8 +302,9 @@ impl FolderTask {
     async fn apply_rename(&mut self, seq: u64, src: &RelPath, dst: &RelPath) -> Result<bool> {
         let local_src = self.index().local(src)?;
         let local_dst = self.index().local(dst)?;
-        if !self.disk_matches(src, local_src.as_ref())?
-            || !self.disk_matches(dst, local_dst.as_ref())?
+        let root = self.root()?;
+        if !self.disk_matches(&root, src, local_src.as_ref())?
+            || !self.disk_matches(&root, dst, local_dst.as_ref())?
         {
             return Ok(false);
         }
@@ -383,7 +386,7 @@ impl FolderTask {
         };
         if plan::decide(local.as_ref(), Some(&remote)) == Action::Pull
             && !remote.deleted
-            && self.disk_matches(&path, local.as_ref())?
+            && self.disk_matches(&self.root()?, &path, local.as_ref())?
             && self.apply(&remote).await
         {
             self.reload_rules();
@@ -393,12 +396,13 @@ impl FolderTask {
 
     /// Whether the disk still shows what the index says at `path`. If not, a local change
     /// has not been scanned yet: scan it before anything overwrites it.
-    fn disk_matches(&mut self, path: &RelPath, local: Option<&LocalRow>) -> Result<bool> {
-        let disk = store::stat(&self.root()?, path)?;
-        let ok = match local {
-            Some(row) => store::matches_index(disk.as_ref(), &row.entry, row.inode),
-            None => disk.is_none(),
-        };
+    fn disk_matches(
+        &mut self,
+        root: &Root,
+        path: &RelPath,
+        local: Option<&LocalRow>,
+    ) -> Result<bool> {
+        let ok = store::unchanged_since_scan(root, path, local)?;
         if !ok {
             self.scan_paths.push(path.clone());
         }
