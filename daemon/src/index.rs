@@ -30,6 +30,7 @@ DROP INDEX IF EXISTS local_dirty;
 CREATE INDEX IF NOT EXISTS local_dirty_path ON local(path) WHERE dirty = 1;
 CREATE INDEX IF NOT EXISTS local_renamed ON local(renamed_from) WHERE renamed_from IS NOT NULL;
 CREATE INDEX IF NOT EXISTS local_conflict ON local(path) WHERE conflict IS NOT NULL AND deleted = 0;
+CREATE INDEX IF NOT EXISTS local_dir_inode ON local(inode) WHERE kind = 1 AND deleted = 0;
 CREATE TABLE IF NOT EXISTS blocks (hash BLOB NOT NULL, path TEXT NOT NULL, offset INTEGER NOT NULL, size INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS blocks_hash ON blocks(hash);
 CREATE INDEX IF NOT EXISTS blocks_path ON blocks(path);
@@ -377,6 +378,19 @@ impl Index {
             .optional()?)
     }
 
+    /// The live directory recorded with `inode`: where a directory found under a new path
+    /// may have been moved from.
+    pub fn live_dir_with_inode(&self, inode: u64) -> Result<Option<RelPath>> {
+        let path: Option<String> = self
+            .c()
+            .prepare_cached(
+                "SELECT path FROM local WHERE inode = ?1 AND kind = 1 AND deleted = 0 LIMIT 1",
+            )?
+            .query_row([inode as i64], |r| r.get(0))
+            .optional()?;
+        Ok(path.and_then(|p| RelPath::new(p).ok()))
+    }
+
     /// Every local row, for a full scan to compare against.
     pub fn all_local(&self) -> Result<HashMap<RelPath, LocalRow>> {
         let sql = format!("SELECT {LOCAL_COLS} FROM local");
@@ -623,16 +637,23 @@ impl Index {
         )?)
     }
 
-    /// Local file deletes the server has not taken yet, not counting those whose content
-    /// lives on at a new path also waiting to be sent (files moved, not deleted).
-    pub fn pending_file_deletes(&self) -> Result<u64> {
-        let n: i64 = self.c().query_row(
-            "SELECT COUNT(*) FROM local WHERE dirty = 1 AND deleted = 1 AND kind = 0
+    /// The paths of local file deletes the server has not taken yet, not counting those
+    /// whose content lives on at a new path also waiting to be sent (files moved, not
+    /// deleted).
+    pub fn pending_file_deletes(&self) -> Result<Vec<RelPath>> {
+        let conn = self.c();
+        let mut stmt = conn.prepare_cached(
+            "SELECT path FROM local WHERE dirty = 1 AND deleted = 1 AND kind = 0
                AND hash NOT IN (SELECT hash FROM local WHERE dirty = 1 AND deleted = 0 AND kind = 0)",
-            [],
-            |r| r.get(0),
         )?;
-        Ok(n as u64)
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for path in rows {
+            if let Ok(path) = RelPath::new(path?) {
+                out.push(path);
+            }
+        }
+        Ok(out)
     }
 
     /// Live conflict copies.
@@ -1139,7 +1160,10 @@ mod tests {
             index.put_local(&r).unwrap();
         }
         assert!(index.has_local().unwrap());
-        assert_eq!(index.pending_file_deletes().unwrap(), 1);
+        assert_eq!(
+            index.pending_file_deletes().unwrap(),
+            [RelPath::new("gone").unwrap()]
+        );
         let live: Vec<String> = index
             .dirty(10, false)
             .unwrap()
@@ -1150,7 +1174,7 @@ mod tests {
         assert_eq!(index.dirty(10, true).unwrap().len(), 3);
         index.forget_local().unwrap();
         assert!(!index.has_local().unwrap());
-        assert_eq!(index.pending_file_deletes().unwrap(), 0);
+        assert!(index.pending_file_deletes().unwrap().is_empty());
         assert_eq!(index.totals().unwrap().files, 0);
     }
 }

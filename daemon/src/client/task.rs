@@ -78,6 +78,9 @@ pub(super) struct FolderTask {
     hold: Option<Hold>,
     /// The user confirmed the pending deletes; cleared when a scan finds new ones.
     deletes_confirmed: bool,
+    /// The pending deletes must be judged again before the next push: a scan changed
+    /// something, or deletes left the rename window.
+    judge_due: bool,
     last_error: Option<String>,
     unsyncable: Vec<Unsyncable>,
     next_push: u64,
@@ -135,6 +138,7 @@ impl FolderTask {
             marker_error: None,
             hold: None,
             deletes_confirmed: false,
+            judge_due: false,
             last_error: None,
             unsyncable: Vec::new(),
             next_push: 1,
@@ -233,7 +237,9 @@ impl FolderTask {
                 _ = tokio::time::sleep_until(retry) => {
                     let now = Instant::now();
                     self.retry_at.retain(|_, at| *at > now);
+                    let held = self.hold_deletes.len();
                     self.hold_deletes.retain(|_, at| *at > now);
+                    self.judge_due |= self.hold_deletes.len() < held;
                     self.scan_all |= self.marker_error.is_some();
                 }
                 _ = std::future::ready(()), if more => {}

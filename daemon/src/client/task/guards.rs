@@ -1,5 +1,6 @@
 //! The folder task's side of [`crate::client::guard`]: checks the folder marker before
-//! each scan and judges the deletes each scan finds, keeping the task's state about both.
+//! each scan and judges the deletes about to be pushed, keeping the task's state about
+//! both.
 
 use filesync_proto::control::EventKind;
 use filesync_proto::wire::EntryKind;
@@ -111,33 +112,33 @@ impl FolderTask {
         ))
     }
 
-    /// After a scan: holds the pending deletes back when too many of the folder's files
-    /// went at once, and lets go when the files are back. `changes` is what the scan
-    /// found. The first scan after a start judges whatever is pending, since a hold is
-    /// not kept across restarts.
-    pub(super) fn judge_deletes(&mut self, changes: &[LocalRow]) {
-        let found = changes
-            .iter()
-            .any(|r| r.entry.deleted && r.entry.kind == EntryKind::File);
-        if !found && self.hold.is_none() && self.scanned {
+    /// Before a push: holds the pending deletes back when too many of the folder's files
+    /// went at once, and lets go when the files are back. The hold is decided only when
+    /// deletes are about to be pushed: while every pending delete is still in the rename
+    /// window, any of them may yet turn out to be a move (a directory moved in two
+    /// watcher batches, whose content then lives on and no longer counts). Once one is
+    /// due, all the pending deletes count, those of the same burst still in the window
+    /// too, so that a mass delete the watcher saw in several batches is judged whole.
+    /// Judged when `judge_due` says something changed; the first scan after a start
+    /// judges whatever is pending, since a hold is not kept across restarts.
+    pub(super) fn judge_deletes(&mut self) {
+        if !std::mem::take(&mut self.judge_due) {
             return;
         }
         let counts = self
             .index()
             .pending_file_deletes()
             .and_then(|d| Ok((d, self.index().totals()?.files)));
-        let (deleted, live) = match counts {
+        let (pending, live) = match counts {
             Ok(c) => c,
             Err(e) => {
                 self.error(format!("cannot count the folder's deletes: {e:#}"));
                 return;
             }
         };
-        if found {
-            // New deletes are judged again, with those not sent yet.
-            self.deletes_confirmed = false;
-        }
-        let hold = if deleted == 0 || self.deletes_confirmed {
+        let due = self.hold.is_some() || pending.iter().any(|p| !self.hold_deletes.contains_key(p));
+        let deleted = pending.len() as u64;
+        let hold = if !due || self.deletes_confirmed {
             None
         } else {
             Hold::judge(
@@ -159,6 +160,18 @@ impl FolderTask {
             _ => {}
         }
         self.hold = hold;
+    }
+
+    /// After a scan that found `changes`: the deletes are judged again before the next
+    /// push, and new file deletes need a confirmation of their own.
+    pub(super) fn deletes_changed(&mut self, changes: &[LocalRow]) {
+        if changes
+            .iter()
+            .any(|r| r.entry.deleted && r.entry.kind == EntryKind::File)
+        {
+            self.deletes_confirmed = false;
+        }
+        self.judge_due |= !changes.is_empty() || !self.scanned;
     }
 
     /// `filesyncctl resume FOLDER --confirm-deletes`: the held deletes go out.

@@ -71,6 +71,7 @@ impl FolderTask {
         if self.scan_all || !self.scan_paths.is_empty() {
             self.run_scan();
         }
+        self.judge_deletes();
         if self.root_error.is_some()
             || self.marker_error.is_some()
             || self.paused
@@ -145,7 +146,7 @@ impl FolderTask {
                 for row in out.changes.iter().filter(|r| r.entry.deleted) {
                     self.hold_deletes.insert(row.entry.path.clone(), until);
                 }
-                self.judge_deletes(&out.changes);
+                self.deletes_changed(&out.changes);
                 if !out.changes.is_empty() {
                     tracing::debug!(folder = %self.cfg.name, changes = out.changes.len(), "scanned");
                     let n = out.changes.len();
