@@ -42,6 +42,8 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// as two watcher batches, the delete first; holding the delete back lets the new path
 /// travel in the same push, so the server still has the content to reuse.
 const RENAME_WINDOW: Duration = Duration::from_millis(300);
+/// The longest a burst of fresh deletes is held back as one (see `hold_fresh_deletes`).
+const DELETE_BURST: Duration = Duration::from_secs(5);
 /// How often a folder whose marker is missing looks for it again: a disk mounted back
 /// over the folder's directory sends the watcher no event.
 const MARKER_POLL: Duration = Duration::from_secs(5);
@@ -91,6 +93,8 @@ pub(super) struct FolderTask {
     retry_at: HashMap<RelPath, Instant>,
     /// Deletes found by a scan, held back until the given instant (see RENAME_WINDOW).
     hold_deletes: HashMap<RelPath, Instant>,
+    /// When the deletes now in `hold_deletes` began to come in (see DELETE_BURST).
+    burst_start: Instant,
     last_sync: Option<i64>,
     watcher: Option<watcher::Watcher>,
     rules: IgnoreRules,
@@ -147,6 +151,7 @@ impl FolderTask {
             blocked: HashMap::new(),
             retry_at: HashMap::new(),
             hold_deletes: HashMap::new(),
+            burst_start: Instant::now(),
             last_sync: None,
             watcher: None,
             rules: IgnoreRules::builtin(),

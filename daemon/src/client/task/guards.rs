@@ -4,8 +4,9 @@
 
 use filesync_proto::control::EventKind;
 use filesync_proto::wire::EntryKind;
+use tokio::time::Instant;
 
-use super::FolderTask;
+use super::{DELETE_BURST, FolderTask, RENAME_WINDOW};
 use crate::client::guard::{self, Hold, MARKER, Marker};
 use crate::index::LocalRow;
 
@@ -160,6 +161,29 @@ impl FolderTask {
             _ => {}
         }
         self.hold = hold;
+    }
+
+    /// Holds the deletes among a scan's `changes` back for the rename window. Deletes
+    /// already waiting wait as long as the new ones, up to DELETE_BURST after the first of
+    /// them: a mass delete the watcher hands over in several batches (a slow `rm -r`)
+    /// is judged by the guard whole, instead of its first batches leaving on their own.
+    pub(super) fn hold_fresh_deletes(&mut self, changes: &[LocalRow]) {
+        let now = Instant::now();
+        let until = now + RENAME_WINDOW;
+        let mut fresh = changes.iter().filter(|r| r.entry.deleted).peekable();
+        if fresh.peek().is_none() {
+            return;
+        }
+        if self.hold_deletes.is_empty() {
+            self.burst_start = now;
+        }
+        let longest = until.min(self.burst_start + DELETE_BURST);
+        for at in self.hold_deletes.values_mut() {
+            *at = (*at).max(longest);
+        }
+        for row in fresh {
+            self.hold_deletes.insert(row.entry.path.clone(), until);
+        }
     }
 
     /// After a scan that found `changes`: the deletes are judged again before the next

@@ -9,9 +9,7 @@ use filesync_proto::wire::{Change, ConflictNote, Entry, EntryKind, MAX_BATCH, Pu
 use futures::StreamExt;
 use tokio::time::Instant;
 
-use super::{
-    FolderTask, MAX_INFLIGHT, PULL_BATCH, PULL_FILES, PUSH_BYTES, RENAME_WINDOW, RETRY_AFTER,
-};
+use super::{FolderTask, MAX_INFLIGHT, PULL_BATCH, PULL_FILES, PUSH_BYTES, RETRY_AFTER};
 use crate::beneath::Root;
 use crate::client::pull;
 use crate::conn::Counters;
@@ -142,10 +140,7 @@ impl FolderTask {
                 {
                     self.rules_stale = true;
                 }
-                let until = Instant::now() + RENAME_WINDOW;
-                for row in out.changes.iter().filter(|r| r.entry.deleted) {
-                    self.hold_deletes.insert(row.entry.path.clone(), until);
-                }
+                self.hold_fresh_deletes(&out.changes);
                 self.deletes_changed(&out.changes);
                 if !out.changes.is_empty() {
                     tracing::debug!(folder = %self.cfg.name, changes = out.changes.len(), "scanned");
