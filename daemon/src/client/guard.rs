@@ -46,6 +46,14 @@ pub fn marker_missing(folder: &str, root: &Path) -> String {
     )
 }
 
+/// The status text of a folder whose directory is gone, after the scan's `cause`.
+pub fn root_missing(folder: &str, cause: &str) -> String {
+    format!(
+        "{cause}; no delete is sent meanwhile, and the folder syncs again by itself once \
+         the directory is back; if it is gone for good, run `filesyncctl remove {folder}`"
+    )
+}
+
 /// What the marker file says to someone who finds it.
 pub fn marker_text(folder: &str) -> String {
     format!(
@@ -146,6 +154,12 @@ mod tests {
             m.contains("filesyncctl rescan docs --recreate-marker"),
             "{m}"
         );
+        let r = root_missing("docs", "folder root /home/a/Docs is missing");
+        assert!(
+            r.starts_with("folder root /home/a/Docs is missing; no delete is sent"),
+            "{r}"
+        );
+        assert!(r.contains("filesyncctl remove docs"), "{r}");
         let h = Hold {
             deleted: 150,
             files: 200,

@@ -44,9 +44,9 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 const RENAME_WINDOW: Duration = Duration::from_millis(300);
 /// The longest a burst of fresh deletes is held back as one (see `hold_fresh_deletes`).
 const DELETE_BURST: Duration = Duration::from_secs(5);
-/// How often a folder whose marker is missing looks for it again: a disk mounted back
-/// over the folder's directory sends the watcher no event.
-const MARKER_POLL: Duration = Duration::from_secs(5);
+/// How often a folder whose root or marker is missing looks for it again: a disk mounted
+/// back, or a directory moved back, over the folder's path sends the watcher no event.
+const AWAY_POLL: Duration = Duration::from_secs(5);
 /// How old the totals in a busy folder's status may be (see `publish_busy`).
 const TOTALS_EVERY: Duration = Duration::from_millis(100);
 
@@ -190,12 +190,7 @@ impl FolderTask {
                 self.partials.note(partial);
             }
         }
-        match watcher::watch(&self.cfg.path) {
-            Ok(w) => self.watcher = Some(w),
-            Err(e) => {
-                tracing::warn!(folder = %self.cfg.name, "cannot watch {}: {e}; relying on periodic rescans", self.cfg.path.display());
-            }
-        }
+        self.watch_root();
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
         self.events_tx = events_tx;
         if !self.paused {
@@ -218,11 +213,7 @@ impl FolderTask {
                 .min()
                 .copied()
                 .into_iter()
-                .chain(
-                    self.marker_error
-                        .is_some()
-                        .then(|| Instant::now() + MARKER_POLL),
-                )
+                .chain(self.away().then(|| Instant::now() + AWAY_POLL))
                 .min()
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             if more {
@@ -245,7 +236,7 @@ impl FolderTask {
                     let held = self.hold_deletes.len();
                     self.hold_deletes.retain(|_, at| *at > now);
                     self.judge_due |= self.hold_deletes.len() < held;
-                    self.scan_all |= self.marker_error.is_some();
+                    self.scan_all |= self.away();
                 }
                 _ = std::future::ready(()), if more => {}
             }
@@ -433,6 +424,24 @@ impl FolderTask {
             WatchEvent::Rescan(why) => {
                 tracing::info!(folder = %self.cfg.name, "full rescan: {why}");
                 self.scan_all = true;
+            }
+        }
+    }
+
+    /// Whether the folder's directory is gone or is not the folder (its marker is
+    /// missing): then it is looked for every AWAY_POLL.
+    fn away(&self) -> bool {
+        self.root_error.is_some() || self.marker_error.is_some()
+    }
+
+    /// Watches the folder's directory, anew when it was watched before: the directory
+    /// watched then may have been deleted, moved away or mounted over since.
+    fn watch_root(&mut self) {
+        self.watcher = None;
+        match watcher::watch(&self.cfg.path) {
+            Ok(w) => self.watcher = Some(w),
+            Err(e) => {
+                tracing::warn!(folder = %self.cfg.name, "cannot watch {}: {e}; relying on periodic rescans", self.cfg.path.display());
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The guards against spreading a loss (issue 8, faults F10 and F11): a folder whose
-//! marker vanished (an unmounted disk) stops instead of sending deletes, and a scan that
-//! finds most of a large folder deleted holds those deletes until the user confirms.
+//! directory or marker vanished (an unmounted, deleted or moved disk) stops instead of
+//! sending deletes, and a scan that finds most of a large folder deleted holds those
+//! deletes until the user confirms.
 
 use std::fs;
 use std::path::Path;
@@ -68,6 +69,31 @@ fn move_all(from: &Path, to: &Path, first: &str) {
     }
 }
 
+/// B writes a file while A's folder is stopped: it reaches the server, proving B and the
+/// server live, and nothing of A's was deleted on either.
+fn b_and_server_go_on_without_a(cl: &Cluster) {
+    files::write(&cl.path_on(1, DOCS, "from-b.txt"), b"b\n");
+    let server = cl.server_dir(DOCS).expect("the server has the folder");
+    let common = converge(&[cl.path_on(1, DOCS, ""), server], SYNC_TIMEOUT)
+        .unwrap_or_else(|e| panic!("B and the server disagree: {e}"));
+    assert_eq!(common.len(), 11, "B or the server lost files: {common:?}");
+    assert_eq!(
+        cl.b().counters(DOCS).deletes_applied,
+        0,
+        "a delete reached B"
+    );
+}
+
+/// Waits for `file` to appear (A is given no command meanwhile).
+fn wait_for_file(cl: &Cluster, file: &Path) {
+    poll_until(SYNC_TIMEOUT, || {
+        file.is_file()
+            .then_some(())
+            .ok_or_else(|| format!("A's status: {}", cl.a().folder_status(DOCS)))
+    })
+    .unwrap_or_else(|e| panic!("{} never appeared: {e}", file.display()));
+}
+
 /// F10: A's folder loses its whole content at once, marker included, as when the disk
 /// it lives on is unmounted. A stops with an error that says what to do, sends no delete,
 /// applies nothing there, and syncs again by itself once the content is back.
@@ -90,13 +116,8 @@ fn vanished_folder_content_stops_the_folder_until_it_is_back() {
         "{error}"
     );
 
-    // B's change still reaches the server, proving B and the server are live; A's
-    // empty directory takes nothing in and gives nothing away.
-    files::write(&cl.path_on(1, DOCS, "from-b.txt"), b"b\n");
-    let server = cl.server_dir(DOCS).expect("the server has the folder");
-    let common = converge(&[cl.path_on(1, DOCS, ""), server], SYNC_TIMEOUT)
-        .unwrap_or_else(|e| panic!("B and the server disagree: {e}"));
-    assert_eq!(common.len(), 11, "B or the server lost files: {common:?}");
+    // A's empty directory takes nothing in and gives nothing away.
+    b_and_server_go_on_without_a(&cl);
     cl.b().assert_in_sync(DOCS, SYNC_TIMEOUT);
     assert_eq!(files::list_dir(&root), Vec::<String>::new());
     assert!(!root.join(MARKER).exists(), "the marker was written again");
@@ -106,6 +127,88 @@ fn vanished_folder_content_stops_the_folder_until_it_is_back() {
     let common = cl.settle(DOCS);
     assert_eq!(common.len(), 11, "{:?}", paths(&common));
     files::assert_file(&cl.path_on(0, DOCS, "from-b.txt"), b"b\n");
+}
+
+/// How client A's folder directory goes away in [`root_goes_away_and_comes_back`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Away {
+    /// Deleted; a backup copy (a new directory) comes back.
+    Deleted,
+    /// `mv root root.gone`, then moved back.
+    Renamed,
+    /// Moved away and an empty directory made in its place (a mount point with the disk
+    /// unmounted); the real one comes back over it.
+    Replaced,
+}
+
+/// F10: A's folder directory goes away `how`. A stops with an error that says what is
+/// wrong and which command helps (in `status --json` and the human status), sends no
+/// delete, and syncs again by itself, watcher included, once the directory is back.
+fn root_goes_away_and_comes_back(how: Away) {
+    let cl = cluster_with_files(10);
+    let root = cl.path_on(0, DOCS, "");
+    let parked = cl.folder_dir(0, "parked").join("docs");
+    if how == Away::Deleted {
+        fs::create_dir(&parked).unwrap();
+        for name in files::list_dir(&root)
+            .iter()
+            .map(String::as_str)
+            .chain([MARKER])
+        {
+            fs::copy(root.join(name), parked.join(name)).unwrap();
+        }
+        fs::remove_dir_all(&root).unwrap();
+    } else {
+        fs::rename(&root, &parked).unwrap();
+    }
+    if how == Away::Replaced {
+        fs::create_dir(&root).unwrap();
+    }
+    let (why, command) = match how {
+        Away::Replaced => (
+            ".filesync-folder is missing",
+            "filesyncctl rescan docs --recreate-marker",
+        ),
+        Away::Deleted | Away::Renamed => ("is missing", "filesyncctl remove docs"),
+    };
+    let error = wait_state(&cl, 0, "error", why);
+    assert!(error.contains(command), "{how:?}: {error}");
+    let human = cl.a().ctl_ok(["status", DOCS]);
+    assert!(
+        human.contains("error") && human.contains(why) && human.contains(command),
+        "{how:?}: the human status does not say what is wrong and what to do:\n{human}"
+    );
+
+    b_and_server_go_on_without_a(&cl);
+    assert_eq!(cl.a().folder_status(DOCS)["state"], "error", "{how:?}");
+    if how == Away::Replaced {
+        assert_eq!(files::list_dir(&root), Vec::<String>::new(), "{how:?}");
+        fs::remove_dir(&root).unwrap();
+    }
+    fs::rename(&parked, &root).unwrap();
+
+    // No command on A: it finds its directory again, takes B's file in, and its
+    // watcher sends a new file of its own.
+    wait_for_file(&cl, &root.join("from-b.txt"));
+    files::write(&root.join("from-a.txt"), b"a\n");
+    wait_for_file(&cl, &cl.path_on(1, DOCS, "from-a.txt"));
+    let common = cl.settle(DOCS);
+    assert_eq!(common.len(), 12, "{how:?}: {:?}", paths(&common));
+}
+
+#[test]
+fn deleted_root_sends_no_deletes_and_resumes_when_restored() {
+    root_goes_away_and_comes_back(Away::Deleted);
+}
+
+#[test]
+fn renamed_away_root_sends_no_deletes_and_resumes_when_moved_back() {
+    root_goes_away_and_comes_back(Away::Renamed);
+}
+
+#[test]
+fn root_replaced_by_an_empty_dir_sends_no_deletes_and_resumes() {
+    root_goes_away_and_comes_back(Away::Replaced);
 }
 
 /// The user says an empty directory really is the folder: `rescan --recreate-marker`
@@ -141,6 +244,13 @@ fn mass_delete_is_held_until_confirmed() {
         "{why}"
     );
     assert_still_held(&cl, 0);
+    let human = cl.a().ctl_ok(["status", DOCS]);
+    assert!(
+        human.contains("held")
+            && human.contains("150 of 200 files were deleted at once")
+            && human.contains("filesyncctl resume docs --confirm-deletes"),
+        "the human status does not say what waits and how to confirm:\n{human}"
+    );
 
     // Other changes flow both ways meanwhile.
     let from_a = pseudo_random(1, 5000);
@@ -166,6 +276,16 @@ fn mass_delete_is_held_until_confirmed() {
     cl.assert_absent_everywhere(DOCS, "f000.txt");
     cl.assert_file_everywhere(DOCS, "f199.txt", b"file 199\n");
     files::assert_file(&cl.path_on(1, DOCS, "new-on-a.bin"), &from_a);
+    // The server keeps what the confirmed deletes removed.
+    for k in [0, 149] {
+        let rel = format!("f{k:03}.txt");
+        let kept = cl.b().versions(DOCS, &rel);
+        let size = format!("file {k}\n").len() as u64;
+        assert!(
+            kept.iter().any(|v| v.size == size),
+            "the server kept no version of the deleted {rel}: {kept:?}"
+        );
+    }
 }
 
 /// F11: files deleted en masse and then restored: the hold clears by itself and

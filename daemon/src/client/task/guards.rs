@@ -41,6 +41,7 @@ impl FolderTask {
                 if self.marker_error.take().is_some() {
                     tracing::info!(folder = %self.cfg.name, "the folder marker is back; syncing again");
                     self.scan_all = true;
+                    self.watch_root();
                 }
                 true
             }

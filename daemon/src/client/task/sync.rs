@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::{FolderTask, MAX_INFLIGHT, PULL_BATCH, PULL_FILES, PUSH_BYTES, RETRY_AFTER};
 use crate::beneath::Root;
-use crate::client::pull;
+use crate::client::{guard, pull};
 use crate::conn::Counters;
 use crate::ignore::{IGNORE_FILE, IgnoreRules};
 use crate::index::LocalRow;
@@ -96,6 +96,10 @@ impl FolderTask {
     }
 
     fn run_scan(&mut self) {
+        if self.root_error.is_some() && self.cfg.path.is_dir() {
+            // The directory is back, maybe another one than was watched.
+            self.watch_root();
+        }
         if !self.marker_ok() {
             self.scan_all = false;
             self.scan_paths.clear();
@@ -160,7 +164,10 @@ impl FolderTask {
                 self.flushed.append(&mut self.flush_waiters);
             }
             Err(e) => {
-                let msg = format!("{e:#}");
+                let mut msg = format!("{e:#}");
+                if !self.cfg.path.is_dir() {
+                    msg = guard::root_missing(self.cfg.name.as_str(), &msg);
+                }
                 if self.root_error.as_ref() != Some(&msg) {
                     tracing::error!(folder = %self.cfg.name, "{msg}");
                     self.emit(EventKind::Error, None, Some(msg.clone()));
