@@ -65,6 +65,16 @@ impl FolderTask {
         }
     }
 
+    /// After a scan, before anything it found is recorded: whether the marker is still
+    /// there, when this device made one. The directory may have been replaced between
+    /// the check before the scan and the walk (a directory moved away and an empty one
+    /// made in its place): then the walk saw another directory, whose missing files are
+    /// no deletes.
+    pub(super) fn marker_still_there(&self) -> bool {
+        let made = self.index().meta(MARKER_MADE).ok().flatten() == Some(1);
+        !made || self.cfg.path.join(MARKER).symlink_metadata().is_ok()
+    }
+
     /// Writes the marker and records that it was made.
     fn write_marker(&mut self) -> Result<(), String> {
         let path = self.cfg.path.join(MARKER);

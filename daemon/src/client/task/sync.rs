@@ -124,6 +124,9 @@ impl FolderTask {
                 &self.id.device,
                 &self.rules,
             )?;
+            if !self.marker_still_there() {
+                return Ok(None);
+            }
             self.index().batch(|ix| {
                 for row in out.changes.iter().chain(&out.refreshed) {
                     ix.put_local(row)?;
@@ -133,10 +136,20 @@ impl FolderTask {
                 }
                 Ok(())
             })?;
-            Ok::<_, anyhow::Error>(out)
+            Ok::<_, anyhow::Error>(Some(out))
         });
         match result {
-            Ok(out) => {
+            Ok(None) => {
+                // Nothing the scan found is recorded: it may have walked another
+                // directory. The folder looks again as it does for a missing root.
+                self.root_error = Some(format!(
+                    "the folder's directory {} changed during a scan; looking again",
+                    self.cfg.path.display()
+                ));
+                self.marker_ok();
+                self.flushed.append(&mut self.flush_waiters);
+            }
+            Ok(Some(out)) => {
                 if out
                     .changes
                     .iter()
