@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use filesync_proto::FrameError;
 use filesync_proto::wire::{BlockError, BlockRequest, MAX_BLOCK_SIZE};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
@@ -17,10 +18,13 @@ use tokio::sync::{mpsc, oneshot};
 use crate::beneath::Root;
 use crate::{chunk, store};
 
-/// A peer that says nothing for this long is considered gone.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
-/// How often we ping an idle connection so the other side does not time out.
-pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// A peer that sends no whole message for this long is considered gone: a silent
+/// partition (a dropped NAT entry, a cable pulled on the far side) shows as this.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often each end pings the other, so that a live peer is never silent for
+/// [`IDLE_TIMEOUT`]: three pings fit in it, so losing one or two to a slow moment
+/// is not enough to drop a healthy connection.
+pub const PING_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a connection may take from accept (or connect) to its Hello, whatever the
 /// pace of its bytes, before it is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -107,6 +111,61 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// How long a connection's peer has been silent: [`Silence::expired`] completes once no
+/// message has arrived for [`IDLE_TIMEOUT`]; [`Silence::heard`] restarts the count.
+///
+/// One deadline for the life of the read loop, not a timeout around each read: the loop
+/// also wakes to send pings, and a timeout made anew at each wake-up would never expire
+/// while pings go out, so a silent partition would never be noticed.
+pub struct Silence {
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Silence {
+    pub fn new() -> Silence {
+        Silence {
+            deadline: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
+        }
+    }
+
+    /// A message arrived.
+    pub fn heard(&mut self) {
+        self.deadline
+            .as_mut()
+            .reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
+    }
+
+    /// Completes when the peer has been silent for [`IDLE_TIMEOUT`].
+    pub async fn expired(&mut self) {
+        self.deadline.as_mut().await
+    }
+}
+
+impl Default for Silence {
+    fn default() -> Silence {
+        Silence::new()
+    }
+}
+
+/// What a failed read from `peer` (e.g. "server HOST:PORT") means, in words for logs and
+/// status: a connection that broke (cut by the network, reset, the peer gone) is told
+/// apart from a message that does not decode.
+pub fn read_failed(peer: &str, error: FrameError) -> anyhow::Error {
+    use std::io::ErrorKind;
+    match error {
+        FrameError::Io(io) => match io.kind() {
+            ErrorKind::UnexpectedEof => {
+                anyhow::anyhow!("the connection to {peer} was cut (it ended without a TLS goodbye)")
+            }
+            ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
+                anyhow::anyhow!("the connection to {peer} was reset")
+            }
+            _ => anyhow::anyhow!("the connection to {peer} failed: {io}"),
+        },
+        other => anyhow::Error::new(other).context(format!("bad message from {peer}")),
     }
 }
 
@@ -280,6 +339,61 @@ mod tests {
             serve_block(&root, &req(".filesync-tmp-1", 4, good)),
             Err(BlockError::Refused(_))
         ));
+    }
+
+    /// A read loop that wakes every PING_INTERVAL to send a ping still notices a
+    /// silent peer after IDLE_TIMEOUT, and a message postpones that by IDLE_TIMEOUT.
+    #[tokio::test(start_paused = true)]
+    async fn silence_expires_however_often_the_loop_wakes_to_ping() {
+        let silent_for = |heard_at: Option<Duration>| async move {
+            let start = tokio::time::Instant::now();
+            let mut silence = Silence::new();
+            let mut ping = tokio::time::interval(PING_INTERVAL);
+            let mut heard = heard_at.map(|at| Box::pin(tokio::time::sleep(at)));
+            loop {
+                tokio::select! {
+                    _ = ping.tick() => {}
+                    () = async { heard.as_mut().unwrap().await }, if heard.is_some() => {
+                        heard = None;
+                        silence.heard();
+                    }
+                    () = silence.expired() => return start.elapsed(),
+                }
+            }
+        };
+        assert_eq!(silent_for(None).await, IDLE_TIMEOUT);
+        let at = Duration::from_secs(12);
+        assert_eq!(silent_for(Some(at)).await, at + IDLE_TIMEOUT);
+    }
+
+    #[test]
+    fn a_broken_connection_is_not_called_a_bad_message() {
+        use std::io::{Error, ErrorKind};
+        let check = |error: FrameError, expected: &str| {
+            let got = format!("{:#}", read_failed("server h:1", error));
+            assert!(got.contains(expected), "{got:?} lacks {expected:?}");
+        };
+        let io = |kind: ErrorKind| FrameError::Io(Error::new(kind, "detail"));
+        check(
+            io(ErrorKind::UnexpectedEof),
+            "connection to server h:1 was cut",
+        );
+        check(
+            io(ErrorKind::ConnectionReset),
+            "connection to server h:1 was reset",
+        );
+        check(
+            io(ErrorKind::InvalidData),
+            "connection to server h:1 failed: detail",
+        );
+        check(
+            FrameError::Truncated,
+            "bad message from server h:1: connection closed",
+        );
+        check(
+            FrameError::TooLarge { len: 9, max: 8 },
+            "bad message from server h:1: frame of 9 bytes",
+        );
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use filesync_proto::wire::{BlockInfo, Entry, EntryKind};
 use filesync_proto::{DeviceId, Hash, RelPath};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -37,6 +37,7 @@ CREATE INDEX IF NOT EXISTS blocks_path ON blocks(path);
 CREATE TABLE IF NOT EXISTS remote (path TEXT PRIMARY KEY, seq INTEGER NOT NULL, deleted INTEGER NOT NULL,
     size INTEGER NOT NULL, entry BLOB NOT NULL, ignored INTEGER NOT NULL DEFAULT 0, have INTEGER);
 CREATE TABLE IF NOT EXISTS renames (seq INTEGER PRIMARY KEY, src TEXT NOT NULL, dst TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS gaps (after INTEGER PRIMARY KEY, start INTEGER NOT NULL);
 ";
 
 /// What makes finding the entries a client still needs cost as much as there are of them,
@@ -195,6 +196,52 @@ fn row_to_local(row: &Row) -> rusqlite::Result<LocalRow> {
     })
 }
 
+/// Whether `error` says the database file is damaged or not a database at all.
+fn is_corruption(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause
+                .downcast_ref::<rusqlite::Error>()
+                .and_then(|e| e.sqlite_error_code()),
+            Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+        )
+    })
+}
+
+/// Renames a damaged index and its sidecar files out of the way, keeping them; returns
+/// the new name of the index.
+fn set_aside(file: &Path) -> Result<std::path::PathBuf> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let with = |path: &Path, suffix: &str| {
+        let mut to = path.as_os_str().to_owned();
+        to.push(suffix);
+        std::path::PathBuf::from(to)
+    };
+    // A name already taken (a second rebuild within the second) gets a number: nothing
+    // kept before is overwritten.
+    let suffix = (0..1000)
+        .map(|n| match n {
+            0 => format!(".corrupt-{secs}"),
+            n => format!(".corrupt-{secs}.{n}"),
+        })
+        .find(|suffix| !with(file, suffix).exists())
+        .with_context(|| format!("cannot find a free name to keep {} aside", file.display()))?;
+    let kept = with(file, &suffix);
+    std::fs::rename(file, &kept)
+        .with_context(|| format!("cannot move the damaged index {} aside", file.display()))?;
+    for sidecar in ["-wal", "-shm"] {
+        let side = with(file, sidecar);
+        if side.exists() {
+            std::fs::rename(&side, with(&side, &suffix)).with_context(|| {
+                format!("cannot move the damaged index's {} aside", side.display())
+            })?;
+        }
+    }
+    Ok(kept)
+}
+
 /// Bounds of the paths strictly below `path`: every one sorts between `path/` and
 /// `path0` ('0' follows '/').
 fn subtree_bounds(path: &RelPath) -> (String, String) {
@@ -221,6 +268,37 @@ fn rename_record(seq: u64, src: RelPath, dst: RelPath) -> Entry {
 }
 
 impl Index {
+    /// Opens the index at `file` as its owner does when a folder starts: an index that
+    /// SQLite finds damaged is moved aside (with its `-wal` and `-shm`, as
+    /// `FILE.corrupt-SECONDS`, kept for inspection) and a new, empty one is made, which
+    /// the folder then rebuilds from its directory (and a client from its server).
+    /// `folder` names the folder in the warning. Other errors (permissions, a full disk)
+    /// are returned: only corruption is worth a rebuild.
+    pub fn open_or_rebuild(file: &Path, folder: &str) -> Result<Index> {
+        let damage = match Index::open(file) {
+            Ok(index) => match index.quick_check() {
+                Ok(()) => return Ok(index),
+                Err(e) => e,
+            },
+            Err(e) if is_corruption(&e) => e,
+            Err(e) => return Err(e),
+        };
+        let kept = set_aside(file)?;
+        tracing::warn!(folder, kept = %kept.display(), "the folder's index is damaged ({damage:#}); kept it aside and rebuilding the index from the folder");
+        Index::open(file)
+    }
+
+    /// SQLite's `quick_check` of the whole file: `Ok` when it finds nothing wrong.
+    fn quick_check(&self) -> Result<()> {
+        let verdict: String = self
+            .c()
+            .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))?;
+        if verdict != "ok" {
+            bail!("integrity check failed: {verdict}");
+        }
+        Ok(())
+    }
+
     /// Opens (creating if needed) the index at `file`.
     pub fn open(file: &Path) -> Result<Index> {
         if let Some(dir) = file.parent() {
@@ -317,6 +395,38 @@ impl Index {
     /// A random id made when this index was created; a server folder's epoch.
     pub fn epoch(&self) -> Result<u64> {
         Ok(self.meta("epoch")?.unwrap_or(0) as u64)
+    }
+
+    /// Server: gives the folder a new random epoch, different from the current one.
+    pub fn new_epoch(&self) -> Result<u64> {
+        let old = self.epoch()?;
+        let epoch = std::iter::repeat_with(|| rand::random::<u64>() >> 1)
+            .find(|&e| e != old && e != 0)
+            .unwrap_or(old ^ 1);
+        self.set_meta("epoch", epoch as i64)?;
+        Ok(epoch)
+    }
+
+    /// Server: records that the sequence numbers strictly between `after` and `start`
+    /// were skipped, never given to any version of this history.
+    pub fn add_gap(&self, after: u64, start: u64) -> Result<()> {
+        self.c()
+            .prepare_cached(
+                "INSERT INTO gaps (after, start) VALUES (?1, ?2)
+                 ON CONFLICT(after) DO UPDATE SET start = MAX(start, excluded.start)",
+            )?
+            .execute(params![after as i64, start as i64])?;
+        Ok(())
+    }
+
+    /// Server: every skipped range (see [`Index::add_gap`]), as `(after, start)`.
+    pub fn gaps(&self) -> Result<Vec<(u64, u64)>> {
+        let conn = self.c();
+        let mut stmt = conn.prepare_cached("SELECT after, start FROM gaps ORDER BY after")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Runs `f` inside one transaction: all its writes land together or not at all.
@@ -596,8 +706,18 @@ impl Index {
         Ok(())
     }
 
+    /// Forgets `path` (it became ignored). Its sequence number is kept in
+    /// `meta.removed_seq` when it is the highest removed so far, so that
+    /// [`Index::max_seq`] never goes back: a server that restarted after forgetting its
+    /// latest row would otherwise hand that number out again, and a device that had
+    /// received it would never ask for the new change.
     pub fn remove_local(&self, path: &RelPath) -> Result<()> {
         let conn = self.c();
+        conn.prepare_cached(
+            "INSERT INTO meta (key, value) SELECT 'removed_seq', seq FROM local WHERE path = ?1 \
+             ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)",
+        )?
+        .execute([path.as_str()])?;
         conn.prepare_cached("DELETE FROM local WHERE path = ?1")?
             .execute([path.as_str()])?;
         conn.prepare_cached("DELETE FROM blocks WHERE path = ?1")?
@@ -726,10 +846,14 @@ impl Index {
         Ok(entries)
     }
 
+    /// The highest sequence number this index has ever held: in `local`, in `renames`,
+    /// or on a row since forgotten ([`Index::remove_local`]). A server folder's next
+    /// sequence number is one more.
     pub fn max_seq(&self) -> Result<u64> {
         Ok(self.c().query_row(
             "SELECT MAX((SELECT COALESCE(MAX(seq), 0) FROM local),
-                            (SELECT COALESCE(MAX(seq), 0) FROM renames))",
+                        (SELECT COALESCE(MAX(seq), 0) FROM renames),
+                        (SELECT COALESCE(MAX(value), 0) FROM meta WHERE key = 'removed_seq'))",
             [],
             |r| r.get::<_, i64>(0),
         )? as u64)
@@ -860,6 +984,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let index = Index::open(&dir.path().join("i.db")).unwrap();
         (dir, index)
+    }
+
+    #[test]
+    fn max_seq_never_goes_back_when_rows_are_forgotten() {
+        let (_d, index) = open();
+        for (path, seq) in [("a", 3), ("b", 7), ("c", 5)] {
+            index
+                .put_local(&LocalRow {
+                    entry: file_entry(path, seq, b"x"),
+                    inode: 0,
+                    dirty: false,
+                })
+                .unwrap();
+        }
+        index
+            .add_rename(4, &RelPath::new("d").unwrap(), &RelPath::new("e").unwrap())
+            .unwrap();
+        assert_eq!(index.max_seq().unwrap(), 7);
+        index.remove_local(&RelPath::new("b").unwrap()).unwrap();
+        assert_eq!(index.max_seq().unwrap(), 7, "forgetting the latest row");
+        index.remove_local(&RelPath::new("a").unwrap()).unwrap();
+        assert_eq!(
+            index.max_seq().unwrap(),
+            7,
+            "forgetting an older row after it"
+        );
+        index
+            .remove_local(&RelPath::new("nothing").unwrap())
+            .unwrap();
+        assert_eq!(index.max_seq().unwrap(), 7);
     }
 
     #[test]
@@ -1176,5 +1330,81 @@ mod tests {
         assert!(!index.has_local().unwrap());
         assert!(index.pending_file_deletes().unwrap().is_empty());
         assert_eq!(index.totals().unwrap().files, 0);
+    }
+
+    #[test]
+    fn gaps_and_new_epochs() {
+        let (_d, index) = open();
+        index.add_gap(10, 1000).unwrap();
+        index.add_gap(10, 500).unwrap();
+        index.add_gap(2000, 3000).unwrap();
+        assert_eq!(index.gaps().unwrap(), [(10, 1000), (2000, 3000)]);
+        let old = index.epoch().unwrap();
+        let new = index.new_epoch().unwrap();
+        assert_ne!(old, new);
+        assert_eq!(index.epoch().unwrap(), new);
+    }
+
+    /// An index damaged in the ways a disk or a person damages one: each is kept aside
+    /// and replaced by an empty index; a sound one is opened as it is.
+    #[test]
+    fn damaged_index_is_kept_aside_and_rebuilt() {
+        type Damage = fn(&mut Vec<u8>);
+        let damages: [(&str, Damage); 3] = [
+            ("sound", |_| {}),
+            ("truncated", |b| b.truncate(b.len() / 2 + 100)),
+            ("flipped", |b| {
+                let mid = b.len() / 2;
+                b[mid..mid + 64].iter_mut().for_each(|x| *x ^= 0x5a);
+            }),
+        ];
+        for (what, damage) in damages {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("f.db");
+            {
+                let index = Index::open(&file).unwrap();
+                index
+                    .batch(|ix| {
+                        for i in 0..300 {
+                            ix.put_local(&LocalRow {
+                                entry: file_entry(&format!("file-{i:04}"), i + 1, &[i as u8; 9]),
+                                inode: i,
+                                dirty: false,
+                            })?;
+                        }
+                        Ok(())
+                    })
+                    .unwrap();
+            }
+            let mut bytes = std::fs::read(&file).unwrap();
+            damage(&mut bytes);
+            std::fs::write(&file, &bytes).unwrap();
+            let index = Index::open_or_rebuild(&file, "docs").unwrap();
+            let kept: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("f.db.corrupt-"))
+                .collect();
+            let rows = index.all_local().unwrap().len();
+            if what == "sound" {
+                assert_eq!((rows, kept.len()), (300, 0), "{what}");
+            } else {
+                assert_eq!((rows, kept.len()), (0, 1), "{what}: kept {kept:?}");
+                assert_eq!(std::fs::read(dir.path().join(&kept[0])).unwrap(), bytes);
+                // Damaged again within the same second: the first kept file stays.
+                drop(index);
+                std::fs::write(&file, b"not a database at all").unwrap();
+                Index::open_or_rebuild(&file, "docs").unwrap();
+                let kept_now = std::fs::read_dir(dir.path())
+                    .unwrap()
+                    .filter(|e| {
+                        let name = e.as_ref().unwrap().file_name();
+                        name.to_string_lossy().starts_with("f.db.corrupt-")
+                    })
+                    .count();
+                assert_eq!(kept_now, 2, "{what}");
+                assert_eq!(std::fs::read(dir.path().join(&kept[0])).unwrap(), bytes);
+            }
+        }
     }
 }

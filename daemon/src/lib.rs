@@ -21,6 +21,7 @@ pub mod private;
 pub mod received;
 pub mod scan;
 pub mod server;
+pub mod space;
 pub mod store;
 pub mod supervisor;
 pub mod tls;

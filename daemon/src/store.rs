@@ -341,11 +341,16 @@ impl TempFile {
         Ok(kept)
     }
 
-    /// Appends `data` after what is written so far.
+    /// Appends `data` after what is written so far. When the disk is full, a partial
+    /// transfer is not kept: its blocks would hold on to the space the user frees for
+    /// it, and the next attempt fetches them again instead.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.file
-            .write_all_at(data, self.written)
-            .with_context(|| format!("cannot write {}", self.path().display()))?;
+        if let Err(e) = self.file.write_all_at(data, self.written) {
+            if crate::space::is_full_io(&e) {
+                self.keep = false;
+            }
+            return Err(e).with_context(|| format!("cannot write {}", self.path().display()));
+        }
         self.hasher.update(data);
         self.written += data.len() as u64;
         Ok(())

@@ -31,14 +31,26 @@ impl PseudoRandom {
     pub fn take(&mut self, len: usize) -> Vec<u8> {
         let mut out = Vec::with_capacity(len + 8);
         while out.len() < len {
-            self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+            out.extend_from_slice(&self.next_u64().to_le_bytes());
         }
         out.truncate(len);
         out
+    }
+
+    /// The next 8 bytes as a number: the stream doubles as a seeded random generator for
+    /// the choices of a test (which file, how long to wait before a fault).
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `range`, `range.start` when it is empty.
+    pub fn in_range(&mut self, range: std::ops::Range<u64>) -> u64 {
+        let span = range.end.saturating_sub(range.start).max(1);
+        range.start + self.next_u64() % span
     }
 }
 

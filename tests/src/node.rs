@@ -2,6 +2,7 @@
 //! and log, all under `<root>/<name>/`. Its lifecycle is here; the `filesyncctl` calls
 //! that drive it are in `node/ctl.rs`.
 
+use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -52,6 +53,9 @@ pub struct Node {
     /// Start the daemon without the powers that let root read any file, so that file
     /// permissions apply to it as to a user's daemon (see [`Node::run_unprivileged`]).
     unprivileged: std::sync::atomic::AtomicBool,
+    /// Environment variables added to the daemon's from the next start on
+    /// (see [`Node::set_daemon_env`]).
+    daemon_env: Mutex<Vec<(OsString, OsString)>>,
 }
 
 impl Node {
@@ -103,6 +107,7 @@ impl Node {
             child: Mutex::new(None),
             starts: AtomicU32::new(0),
             unprivileged: std::sync::atomic::AtomicBool::new(false),
+            daemon_env: Mutex::new(Vec::new()),
         };
         assert!(
             node.socket.as_os_str().len() < 100,
@@ -187,6 +192,15 @@ impl Node {
         self.unprivileged.store(true, Ordering::SeqCst);
     }
 
+    /// From the next start on, runs the daemon with `key=value` in its environment (say,
+    /// `LD_PRELOAD` of a library that skews its clock).
+    pub fn set_daemon_env(&self, key: impl Into<OsString>, value: impl Into<OsString>) {
+        self.daemon_env
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((key.into(), value.into()));
+    }
+
     /// Starts `filesyncd --config …` in the foreground and returns once its control
     /// socket answers `status` (and, for a server, once its port accepts connections).
     ///
@@ -251,6 +265,13 @@ impl Node {
             .stdout(log.try_clone().expect("cannot clone the log handle"))
             .stderr(log);
         self.hermetic_env(&mut cmd);
+        cmd.envs(
+            self.daemon_env
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|(k, v)| (k, v)),
+        );
         kill_with_parent(&mut cmd);
         let child = cmd
             .spawn()

@@ -91,6 +91,38 @@ pub fn kept_versions(dir: &Path) -> io::Result<Vec<KeptVersion>> {
     Ok(out)
 }
 
+/// The server index at `db`, read-only.
+fn open(db: &Path) -> Result<Connection, String> {
+    let conn = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| format!("cannot open the server index {}: {e}", db.display()))?;
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    Ok(conn)
+}
+
+/// The highest sequence number the server index at `db` holds, in `local`, in
+/// `renames` or as `meta.removed_seq` (what the server's sequencer resumes after when it
+/// starts); 0 for an index that does not exist yet. Read while the server is stopped, or
+/// is between commits.
+pub fn max_seq(db: &Path) -> Result<u64, String> {
+    if !db.exists() {
+        return Ok(0);
+    }
+    let conn = open(db)?;
+    conn.query_row(
+        "SELECT MAX((SELECT COALESCE(MAX(seq), 0) FROM local), \
+                    (SELECT COALESCE(MAX(seq), 0) FROM renames), \
+                    (SELECT COALESCE(MAX(value), 0) FROM meta WHERE key = 'removed_seq'))",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|seq| seq as u64)
+    .map_err(|e| format!("server index {}: {e}", db.display()))
+}
+
 /// What [`check_index`] read from a sound index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexSummary {
@@ -108,13 +140,7 @@ pub struct IndexSummary {
 /// the live rows are exactly the tree's paths, with the same kinds and, for files, the
 /// same SHA-256. `Err` lists every problem found.
 pub fn check_index(db: &Path, tree: &Manifest) -> Result<IndexSummary, String> {
-    let conn = Connection::open_with_flags(
-        db,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| format!("cannot open the server index {}: {e}", db.display()))?;
-    conn.busy_timeout(Duration::from_secs(10))
-        .map_err(|e| e.to_string())?;
+    let conn = open(db)?;
     let sql = |e: rusqlite::Error| format!("server index {}: {e}", db.display());
     let mut problems = Vec::new();
 

@@ -11,14 +11,20 @@
 
 #[path = "e2e/changes.rs"]
 mod changes;
+#[path = "e2e/clock.rs"]
+mod clock;
 #[path = "e2e/confinement.rs"]
 mod confinement;
 #[path = "e2e/conflicts.rs"]
 mod conflicts;
 #[path = "e2e/control.rs"]
 mod control;
+#[path = "e2e/diskfull.rs"]
+mod diskfull;
 #[path = "e2e/editors.rs"]
 mod editors;
+#[path = "e2e/faults.rs"]
+mod faults;
 #[path = "e2e/guard.rs"]
 mod guard;
 #[path = "e2e/hardcases.rs"]
@@ -35,6 +41,8 @@ mod offline;
 mod ops;
 #[path = "e2e/renames.rs"]
 mod renames;
+#[path = "e2e/restore.rs"]
+mod restore;
 #[path = "e2e/security.rs"]
 mod security;
 #[path = "e2e/transfer.rs"]

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use filesync_proto::wire::{
     BlockError, BlockRequest, Change, ClientMsg, Entry, Hello, MAX_BATCH, PushOutcome, ServerMsg,
     VersionInfo,
@@ -139,36 +139,51 @@ pub struct SessionConfig {
     pub trust: Arc<TrustStore>,
 }
 
+/// The wait before the first retry, and after any session the server welcomed.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+/// The longest wait between two attempts; failed attempts double the wait up to it.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Up to this much is added to each wait, so that the devices of a restarted server
+/// do not all come back at the same instant.
+const RETRY_JITTER_MS: u64 = 250;
+
 /// Connects and reconnects until `cancel`, reporting to `events`.
+///
+/// A session the server welcomed proves the server and the path to it work, so however
+/// briefly it lasted (a flapping link), the next attempt comes after [`RETRY_FIRST`].
+/// Attempts that fail before the welcome (server down, refusing, unreachable) wait twice
+/// as long each time, up to [`RETRY_MAX`]: a handful of attempts in the first few
+/// seconds, then two a minute, never a tight loop.
 pub async fn run(cfg: SessionConfig, events: Events, cancel: CancellationToken) {
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = RETRY_FIRST;
     loop {
-        let started = tokio::time::Instant::now();
+        let mut welcomed = false;
         let reason = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = connect_once(&cfg, &events) => match r {
+            r = connect_once(&cfg, &events, &mut welcomed) => match r {
                 Ok(()) => "the server closed the connection".to_string(),
-                Err(e) => format!("{e:#}"),
+                Err(e) => crate::space::explain(&e, cfg.folder.as_str(), &cfg.root),
             },
         };
         tracing::info!(folder = %cfg.folder, server = %cfg.server, "disconnected: {reason}");
         if !events.send(SessionEvent::Disconnected { reason }) {
             return;
         }
-        // A connection that lasted a while earns a quick retry; repeated failures back off.
-        if started.elapsed() > Duration::from_secs(30) {
-            backoff = Duration::from_millis(250);
+        if welcomed {
+            backoff = RETRY_FIRST;
         }
-        let jitter = Duration::from_millis(rand::random::<u64>() % 250);
+        let jitter = Duration::from_millis(rand::random::<u64>() % RETRY_JITTER_MS);
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(backoff + jitter) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
+        backoff = (backoff * 2).min(RETRY_MAX);
     }
 }
 
-async fn connect_once(cfg: &SessionConfig, events: &Events) -> Result<()> {
+/// One session: log in, hello, then serve the connection until it ends. `welcomed` is
+/// set once the server has accepted the hello.
+async fn connect_once(cfg: &SessionConfig, events: &Events, welcomed: &mut bool) -> Result<()> {
     let auth = cfg
         .trust
         .login(
@@ -205,16 +220,19 @@ async fn connect_once(cfg: &SessionConfig, events: &Events) -> Result<()> {
             conn::HANDSHAKE_TIMEOUT.as_secs()
         ),
     };
-    if welcome.epoch != epoch {
+    // A server whose history is not the one we followed (restored or re-created: a new
+    // epoch; or, from a server that did not notice, one that has not reached what we
+    // saw): forget what we knew of it and merge without deleting anything.
+    let went_back = welcome.epoch == epoch && welcome.current_seq < since;
+    if welcome.epoch != epoch || went_back {
         if epoch != 0 {
-            // The server's history is not the one we followed (restored or re-created):
-            // forget what we knew of it and merge without deleting anything.
-            tracing::warn!(folder = %cfg.folder, "server history changed (epoch {epoch} -> {}); merging conservatively", welcome.epoch);
+            tracing::warn!(folder = %cfg.folder, server = %cfg.server, "the server's copy of the folder has another history than the one this device followed (epoch {epoch} -> {}, sequence {since} -> {}): restored from a backup or re-created; merging without deleting anything, differences become conflict copies", welcome.epoch, welcome.current_seq);
             index.reset_to_unsynced()?;
         }
         index.set_meta("server_epoch", welcome.epoch as i64)?;
         index.set_meta("since", 0)?;
     }
+    *welcomed = true;
     tracing::info!(folder = %cfg.folder, server = %cfg.server, seq = welcome.current_seq, "connected");
 
     let (sink, mut stream) = framed.split();
@@ -261,22 +279,24 @@ where
     // for blocks would wait forever: they run as tasks, a bounded number at once.
     let serving = Arc::new(Semaphore::new(16));
     let mut ping = tokio::time::interval(conn::PING_INTERVAL);
+    let mut silence = conn::Silence::new();
     loop {
         let msg = tokio::select! {
             _ = ping.tick() => {
                 let _ = out.try_send(ClientMsg::Ping { nonce: 0 });
                 continue;
             }
-            msg = tokio::time::timeout(conn::IDLE_TIMEOUT, stream.next()) => msg,
-        };
-        let msg = match msg {
-            Err(_) => bail!(
+            () = silence.expired() => bail!(
                 "server {} sent nothing for {}s",
                 cfg.server,
                 conn::IDLE_TIMEOUT.as_secs()
             ),
-            Ok(None) => return Ok(()),
-            Ok(Some(m)) => m.context("bad message from server")?,
+            msg = stream.next() => msg,
+        };
+        silence.heard();
+        let msg = match msg {
+            None => return Ok(()),
+            Some(m) => m.map_err(|e| conn::read_failed(&format!("server {}", cfg.server), e))?,
         };
         match msg {
             ServerMsg::Index {

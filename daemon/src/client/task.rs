@@ -36,8 +36,12 @@ const PULL_FILES: usize = 8;
 const MAX_INFLIGHT: usize = 2;
 /// Rough cap on one push message, well under the frame limit.
 const PUSH_BYTES: usize = 4 * 1024 * 1024;
-/// How long a path that failed waits before it is tried again.
+/// How long a path that failed waits before it is tried again; each further failure
+/// doubles the wait, up to RETRY_MAX.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// The longest wait between two attempts at a path that keeps failing (a full disk, a
+/// server refusing it): freed space is used within this long.
+const RETRY_MAX: Duration = Duration::from_secs(30);
 /// How long a fresh delete waits before it is pushed. A rename or move often reaches us
 /// as two watcher batches, the delete first; holding the delete back lets the new path
 /// travel in the same push, so the server still has the content to reuse.
@@ -88,9 +92,18 @@ pub(super) struct FolderTask {
     next_push: u64,
     inflight: HashMap<u64, Vec<Entry>>,
     inflight_paths: HashSet<RelPath>,
+    /// Versions we pushed whose results were lost with their connection, by path. When
+    /// the index brings one back as the server's current version of its path, made by
+    /// this device, it is the base of what we hold now, not a change to conflict with
+    /// (`sync::rebase_on_own_push`). Emptied for a path by its next push result.
+    unconfirmed: HashMap<RelPath, Vec<Entry>>,
     /// Pushes refused as conflicts wait until the index brings the server's version.
     blocked: HashMap<RelPath, u64>,
+    /// Paths that failed, and when each may be tried again.
     retry_at: HashMap<RelPath, Instant>,
+    /// The wait after each failing path's last failure; forgotten on success and once
+    /// the folder is in sync.
+    retry_delay: HashMap<RelPath, Duration>,
     /// Deletes found by a scan, held back until the given instant (see RENAME_WINDOW).
     hold_deletes: HashMap<RelPath, Instant>,
     /// When the deletes now in `hold_deletes` began to come in (see DELETE_BURST).
@@ -148,8 +161,10 @@ impl FolderTask {
             next_push: 1,
             inflight: HashMap::new(),
             inflight_paths: HashSet::new(),
+            unconfirmed: HashMap::new(),
             blocked: HashMap::new(),
             retry_at: HashMap::new(),
+            retry_delay: HashMap::new(),
             hold_deletes: HashMap::new(),
             burst_start: Instant::now(),
             last_sync: None,
@@ -175,7 +190,7 @@ impl FolderTask {
         ));
         let _stop_meter = stop_meter.drop_guard();
         let index_file = super::index_file(&self.id.state_dir, &self.cfg);
-        match Index::open(&index_file) {
+        match Index::open_or_rebuild(&index_file, self.cfg.name.as_str()) {
             Ok(ix) => self.index = Some(ix),
             Err(e) => {
                 self.root_error = Some(format!("{e:#}"));
@@ -386,7 +401,12 @@ impl FolderTask {
     fn disconnected(&mut self) {
         self.session = None;
         self.caught_up = false;
-        self.inflight.clear();
+        for pushed in self.inflight.drain().flat_map(|(_, entries)| entries) {
+            self.unconfirmed
+                .entry(pushed.path.clone())
+                .or_default()
+                .push(pushed);
+        }
         self.inflight_paths.clear();
     }
 
@@ -528,6 +548,7 @@ impl FolderTask {
                     .map_or(0, |d| d.as_secs() as i64),
             );
             self.last_error = None;
+            self.retry_delay.clear();
         }
         // The meter keeps the rate; a step does not change it. One borrow at a time: a
         // second read of the watch while the meter waits to write would deadlock.

@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use filesync_proto::control::ServerFolderStatus;
-use filesync_proto::wire::{Change, Entry, EntryKind, PushOutcome, VersionInfo};
+use filesync_proto::wire::{Change, Entry, EntryKind, Hello, PushOutcome, VersionInfo};
 use filesync_proto::{AccountName, DeviceId, FolderName, RelPath};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::history::{self, Lineage};
 use super::versions::Versions;
 use crate::beneath::Root;
 use crate::chunk;
@@ -49,6 +50,40 @@ pub enum FolderCmd {
         device: DeviceId,
         reply: oneshot::Sender<Result<u64, String>>,
     },
+    /// A device said hello: where its index stream starts, in which epoch.
+    Join {
+        hello: Hello,
+        reply: oneshot::Sender<Result<Joined, String>>,
+    },
+}
+
+/// Where a device's index stream starts, in which epoch: the answer to its hello.
+#[derive(Debug, Clone, Copy)]
+pub struct Joined {
+    pub epoch: u64,
+    /// The device gets every version above this.
+    pub since: u64,
+    /// The folder's highest committed sequence number.
+    pub current: u64,
+}
+
+impl Joined {
+    /// The answer to `hello` when it does not show that the folder went back in time
+    /// (sessions answer those themselves, so a busy sequencer does not hold up a
+    /// connection); else the number from the lost history that the device saw, which only
+    /// the sequencer may act on.
+    pub fn without_rollback(hello: &Hello, lineage: &Lineage, last: u64) -> Result<Joined, u64> {
+        let since = match history::standing(hello, lineage, last) {
+            history::Standing::Follows { since } => since,
+            history::Standing::Stranger => 0,
+            history::Standing::Ahead { seen } => return Err(seen),
+        };
+        Ok(Joined {
+            epoch: lineage.epoch,
+            since,
+            current: last,
+        })
+    }
 }
 
 /// Where a server folder keeps its parts.
@@ -67,10 +102,10 @@ pub struct ServerFolderHandle {
     pub name: FolderName,
     pub root: PathBuf,
     pub index_file: PathBuf,
-    pub epoch: u64,
     pub cmd: mpsc::Sender<FolderCmd>,
     /// The folder's highest committed sequence number.
     pub seq: watch::Receiver<u64>,
+    pub lineage: watch::Receiver<Lineage>,
     pub status: watch::Receiver<ServerFolderStatus>,
 }
 
@@ -83,7 +118,14 @@ struct Sequencer {
     /// The folder's ignore rules, so editor files made in the server's copy stay out of
     /// it like anywhere else. A broken rule file keeps the last good rules.
     rules: IgnoreRules,
+    /// The number the next version gets; see [`history`] for how it starts.
     next_seq: u64,
+    /// The highest number given to a version (what sessions are told), which is below
+    /// `next_seq - 1` when numbering skipped a gap.
+    last: u64,
+    /// The folder's epoch and skipped numbers, for sessions to place devices by; the
+    /// epoch changes when the folder's history went back in time.
+    lineage_tx: watch::Sender<Lineage>,
     seq_tx: watch::Sender<u64>,
     status_tx: watch::Sender<ServerFolderStatus>,
     name: String,
@@ -105,10 +147,18 @@ pub fn start(
     cancel: CancellationToken,
 ) -> Result<ServerFolderHandle> {
     std::fs::create_dir_all(&place.root)?;
-    let index = Index::open(&place.index_file)?;
+    let index = Index::open_or_rebuild(&place.index_file, &format!("{account}/{name}"))?;
     let versions = Versions::open(place.versions_dir.clone())?;
-    let epoch = index.epoch()?;
     let max = index.max_seq()?;
+    let floor = index.meta("next_floor")?.unwrap_or(0) as u64;
+    let next_seq = history::first_seq(max, history::now_us()).max(floor);
+    if next_seq > max + 1 {
+        index.add_gap(max, next_seq)?;
+    }
+    let (lineage_tx, lineage_rx) = watch::channel(Lineage {
+        epoch: index.epoch()?,
+        gaps: index.gaps()?.into(),
+    });
     let (seq_tx, seq_rx) = watch::channel(max);
     let status = ServerFolderStatus {
         account: account.to_string(),
@@ -126,7 +176,9 @@ pub fn start(
         keep_secs: place.keep_versions.as_secs() as i64,
         server,
         rules: IgnoreRules::builtin(),
-        next_seq: max + 1,
+        next_seq,
+        last: max,
+        lineage_tx,
         seq_tx,
         status_tx,
         name: format!("{account}/{name}"),
@@ -137,9 +189,9 @@ pub fn start(
         name,
         root: place.root,
         index_file: place.index_file,
-        epoch,
         cmd: cmd_tx,
         seq: seq_rx,
+        lineage: lineage_rx,
         status: status_rx,
     })
 }
@@ -211,7 +263,54 @@ impl Sequencer {
                 }
                 let _ = reply.send(result.map_err(|e| format!("{e:#}")));
             }
+            FolderCmd::Join { hello, reply } => {
+                let joined = self.join(&hello).inspect_err(|e| {
+                    tracing::error!(folder = %self.name, device = %hello.device, "cannot place a device in the folder's history: {e:#}");
+                });
+                let _ = reply.send(joined.map_err(|e| format!("{e:#}")));
+            }
         }
+    }
+
+    /// Where `hello`'s device stands in this folder's history. One from further along the
+    /// same epoch than this history goes means the folder went back in time: the epoch
+    /// changes and numbering moves past what the device saw (see [`history`]).
+    fn join(&mut self, hello: &Hello) -> Result<Joined> {
+        let lineage = self.lineage_tx.borrow().clone();
+        let seen = match Joined::without_rollback(hello, &lineage, self.last) {
+            Ok(joined) => return Ok(joined),
+            Err(seen) => seen,
+        };
+        self.rolled_back(&hello.device, seen)?;
+        Ok(Joined {
+            epoch: self.lineage_tx.borrow().epoch,
+            since: 0,
+            current: self.last,
+        })
+    }
+
+    fn rolled_back(&mut self, device: &DeviceId, seen: u64) -> Result<()> {
+        let next = history::next_after_rollback(self.next_seq, seen);
+        let (old, last) = (self.lineage_tx.borrow().epoch, self.last);
+        let (epoch, gaps) = self.index.batch(|ix| {
+            if next > self.next_seq {
+                ix.add_gap(last, next)?;
+                ix.set_meta("next_floor", next as i64)?;
+            }
+            Ok((ix.new_epoch()?, ix.gaps()?))
+        })?;
+        tracing::warn!(
+            folder = %self.name, device = %device, seen, last, old_epoch = old, epoch,
+            "the folder's history went back in time (restored from a backup?): the device had seen \
+             sequence {seen}, this copy ends at {last}; the folder gets a new epoch, so every device \
+             merges with it without deleting anything"
+        );
+        self.lineage_tx.send_replace(Lineage {
+            epoch,
+            gaps: gaps.into(),
+        });
+        self.next_seq = next;
+        Ok(())
     }
 
     fn scan(&mut self, scope: Scope) {
@@ -263,6 +362,9 @@ impl Sequencer {
         })();
         match result {
             Ok((n, next)) => {
+                if next > self.next_seq {
+                    self.last = next - 1;
+                }
                 self.next_seq = next;
                 if n > 0 {
                     tracing::info!(folder = %self.name, changes = n, "changes made in the server copy");
@@ -395,7 +497,7 @@ impl Sequencer {
             return Ok(PushOutcome::Conflict { current_seq });
         }
         let stat = store::rename_dir(&self.open_root()?, from, &to)?;
-        let rename_seq = self.next_seq;
+        let rename_seq = self.take_seq();
         let moved = self.index.batch(|ix| {
             ix.move_local(from, &to)?;
             ix.add_rename(rename_seq, from, &to)
@@ -405,7 +507,6 @@ impl Sequencer {
             // records the rename itself.
             tracing::error!(folder = %self.name, from = %from, to = %to, "cannot record a rename in the index: {e:#}");
         }
-        self.next_seq += 1;
         tracing::info!(folder = %self.name, from = %from, to = %to, "renamed a directory");
         let mut entry = change.entry;
         entry.renamed_from = None;
@@ -442,7 +543,7 @@ impl Sequencer {
 
     /// Records a committed entry under the next sequence number and announces it.
     fn record(&mut self, mut entry: Entry, stat: Stat) -> u64 {
-        let seq = self.next_seq;
+        let seq = self.take_seq();
         entry.seq = seq;
         if !entry.deleted {
             entry.mtime_ns = stat.mtime_ns;
@@ -456,7 +557,14 @@ impl Sequencer {
             // version, so the folder stays consistent; the sequence number is not reused.
             tracing::error!(folder = %self.name, "cannot record a commit in the index: {e:#}");
         }
+        seq
+    }
+
+    /// The next sequence number, used up whether or not its version gets recorded.
+    fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
         self.next_seq += 1;
+        self.last = seq;
         seq
     }
 
@@ -464,7 +572,7 @@ impl Sequencer {
     /// between commands, never inside a transaction, so a session that wakes up reads
     /// every row it is told about.
     fn announce(&self) {
-        let last = self.next_seq - 1;
+        let last = self.last;
         self.seq_tx.send_if_modified(|seq| {
             let changed = *seq != last;
             *seq = last;
@@ -480,7 +588,7 @@ impl Sequencer {
         device: &DeviceId,
     ) -> Vec<PushOutcome> {
         let failed = |e: &anyhow::Error| PushOutcome::Failed {
-            reason: format!("{e:#}"),
+            reason: super::session::refusal(e),
         };
         if let Err(e) = self.index.begin() {
             tracing::error!(folder = %self.name, "cannot start an index transaction: {e:#}");
@@ -498,9 +606,18 @@ impl Sequencer {
             .collect();
         if let Err(e) = self.index.commit() {
             // The tree already changed: the next scan takes those changes in as versions
-            // of its own, under new sequence numbers.
+            // of its own, under new sequence numbers. Nothing was recorded, so no device
+            // may take its change as accepted: each sends it again, and then finds it is
+            // the server's content already.
             tracing::error!(folder = %self.name, "cannot record commits in the index: {e:#}; rescanning");
             self.scan_sync(Scope::All);
+            return outcomes
+                .into_iter()
+                .map(|o| match o {
+                    PushOutcome::Accepted { .. } => failed(&e),
+                    other => other,
+                })
+                .collect();
         }
         outcomes
     }
@@ -597,7 +714,7 @@ impl Sequencer {
     fn publish(&self) {
         let totals = self.index.totals().unwrap_or_default();
         self.status_tx.send_modify(|s| {
-            s.seq = self.next_seq - 1;
+            s.seq = self.last;
             s.files = totals.files;
             s.bytes = totals.bytes;
         });

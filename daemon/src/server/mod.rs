@@ -9,6 +9,7 @@
 //! folder name is always resolved within the authenticated account.
 
 mod folder;
+mod history;
 mod session;
 pub mod versions;
 

@@ -22,7 +22,7 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use super::Server;
-use super::folder::{FolderCmd, ServerFolderHandle, cut_batch, stale_base};
+use super::folder::{FolderCmd, Joined, ServerFolderHandle, cut_batch, stale_base};
 use crate::auth::Admitted;
 use crate::beneath::Root;
 use crate::conn::{self, Counted, Pending};
@@ -140,8 +140,15 @@ async fn run(server: &Arc<Server>, stream: Counted<TcpStream>, peer: SocketAddr)
     };
     // The device is who it proved to be, whatever its hello says.
     hello.device = admitted.device.clone();
-    let folder = match server.folder(&admitted.account, &hello.folder) {
-        Ok(f) => f,
+    // A device that followed another history (epoch), or this one further than it goes,
+    // gets the whole index.
+    let placed = async {
+        let folder = server.folder(&admitted.account, &hello.folder)?;
+        let joined = join(&folder, &hello).await?;
+        anyhow::Ok((folder, joined))
+    };
+    let (folder, joined) = match placed.await {
+        Ok(placed) => placed,
         Err(e) => {
             let _ = framed
                 .send(error(
@@ -152,19 +159,12 @@ async fn run(server: &Arc<Server>, stream: Counted<TcpStream>, peer: SocketAddr)
             return Err(e);
         }
     };
-    let current = *folder.seq.borrow();
-    // A sequence this folder never reached is not one the device has seen: it gets the
-    // whole index, as does a device that followed another history (epoch).
-    let since = if hello.epoch == folder.epoch && hello.since_seq <= current {
-        hello.since_seq
-    } else {
-        0
-    };
+    let since = joined.since;
     framed
         .send(ServerMsg::Welcome(Welcome {
             server: server.device.clone(),
-            epoch: folder.epoch,
-            current_seq: current,
+            epoch: joined.epoch,
+            current_seq: joined.current,
         }))
         .await?;
     tracing::info!(%peer, device = %hello.device, folder = %hello.folder, since, "device connected");
@@ -220,6 +220,30 @@ async fn run(server: &Arc<Server>, stream: Counted<TcpStream>, peer: SocketAddr)
     writer.abort();
     tracing::info!(%peer, device = %hello.device, folder = %hello.folder, "device disconnected");
     result
+}
+
+/// Where `hello`'s device stands in the folder's history; a Hello that shows the folder
+/// went back in time goes to the sequencer, which changes the epoch.
+async fn join(folder: &ServerFolderHandle, hello: &Hello) -> Result<Joined> {
+    let current = *folder.seq.borrow();
+    let lineage = folder.lineage.borrow().clone();
+    if let Ok(joined) = Joined::without_rollback(hello, &lineage, current) {
+        return Ok(joined);
+    }
+    let (reply, answer) = oneshot::channel();
+    let cmd = FolderCmd::Join {
+        hello: hello.clone(),
+        reply,
+    };
+    folder
+        .cmd
+        .send(cmd)
+        .await
+        .map_err(|_| anyhow!("the folder is shutting down"))?;
+    answer
+        .await
+        .map_err(|_| anyhow!("the folder is shutting down"))?
+        .map_err(|e| anyhow!(e))
 }
 
 /// Runs one of a session's flows; if it fails, the whole connection ends (the device
@@ -280,6 +304,7 @@ where
 {
     let serving = Arc::new(Semaphore::new(16));
     let mut ping = tokio::time::interval(conn::PING_INTERVAL);
+    let mut silence = conn::Silence::new();
     loop {
         let msg = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
@@ -287,12 +312,15 @@ where
                 let _ = out.try_send(ServerMsg::Ping { nonce: 0 });
                 continue;
             }
-            msg = tokio::time::timeout(conn::IDLE_TIMEOUT, stream.next()) => msg,
+            () = silence.expired() => {
+                bail!("device sent nothing for {}s", conn::IDLE_TIMEOUT.as_secs())
+            }
+            msg = stream.next() => msg,
         };
+        silence.heard();
         let msg = match msg {
-            Err(_) => bail!("device sent nothing for {}s", conn::IDLE_TIMEOUT.as_secs()),
-            Ok(None) => return Ok(()),
-            Ok(Some(m)) => m.context("bad message from device")?,
+            None => return Ok(()),
+            Some(m) => m.map_err(|e| conn::read_failed("device", e))?,
         };
         match msg {
             ClientMsg::Push { id, changes } => {
@@ -487,7 +515,7 @@ async fn prepare(
     pending: &Pending,
 ) -> Result<(Change, Option<Prepared>), PushOutcome> {
     let failed = |e: anyhow::Error| PushOutcome::Failed {
-        reason: format!("{e:#}"),
+        reason: refusal(&e),
     };
     let mut change = change;
     if let Err(reason) = received::check_entry(&mut change.entry) {
@@ -508,10 +536,20 @@ async fn prepare(
     let staged = stage(folder, index, &change, out, pending)
         .await
         .map_err(|e| {
-            tracing::warn!(folder = %folder.name, "cannot stage a pushed change: {e:#}");
+            tracing::warn!(folder = %folder.name, path = %change.entry.path, "cannot stage a pushed change: {e:#}");
             failed(e)
         })?;
     Ok((change, Some(staged)))
+}
+
+/// Why a pushed change was refused, as the device shows it: a full disk here is said
+/// in words, since only the server's admin can fix it and the device retries meanwhile.
+pub(super) fn refusal(e: &anyhow::Error) -> String {
+    if crate::space::is_full(e) {
+        format!("server disk full ({e:#}); the change is sent again later")
+    } else {
+        format!("{e:#}")
+    }
 }
 
 /// Builds the pushed file's content in a temp file beside its target: what an

@@ -23,7 +23,7 @@ fn sorted<'a>(names: &[&'a str]) -> Vec<&'a str> {
 }
 
 /// The conflict copies in a manifest.
-fn copies(common: &Manifest) -> Vec<String> {
+pub(crate) fn copies(common: &Manifest) -> Vec<String> {
     common
         .keys()
         .filter(|k| k.contains(MARK))
@@ -32,7 +32,7 @@ fn copies(common: &Manifest) -> Vec<String> {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;

@@ -9,7 +9,7 @@ use filesync_proto::wire::{Change, ConflictNote, Entry, EntryKind, MAX_BATCH, Pu
 use futures::StreamExt;
 use tokio::time::Instant;
 
-use super::{FolderTask, MAX_INFLIGHT, PULL_BATCH, PULL_FILES, PUSH_BYTES, RETRY_AFTER};
+use super::{FolderTask, MAX_INFLIGHT, PULL_BATCH, PULL_FILES, PUSH_BYTES, RETRY_AFTER, RETRY_MAX};
 use crate::beneath::Root;
 use crate::client::{guard, pull};
 use crate::conn::Counters;
@@ -81,14 +81,14 @@ impl FolderTask {
         let pulled = match self.pull_round().await {
             Ok(more) => more,
             Err(e) => {
-                self.error(format!("{e:#}"));
+                self.error(self.explain(&e));
                 false
             }
         };
         let pushed = match self.push_round().await {
             Ok(more) => more,
             Err(e) => {
-                self.error(format!("{e:#}"));
+                self.error(self.explain(&e));
                 false
             }
         };
@@ -177,7 +177,7 @@ impl FolderTask {
                 self.flushed.append(&mut self.flush_waiters);
             }
             Err(e) => {
-                let mut msg = format!("{e:#}");
+                let mut msg = self.explain(&e);
                 if !self.cfg.path.is_dir() {
                     msg = guard::root_missing(self.cfg.name.as_str(), &msg);
                 }
@@ -195,10 +195,21 @@ impl FolderTask {
         self.retry_at.contains_key(path)
     }
 
+    /// Sets `path` aside after a failure, for twice as long as after its last one
+    /// (RETRY_AFTER to RETRY_MAX), and reports `msg`.
     fn fail_path(&mut self, path: &RelPath, msg: String) {
-        self.retry_at
-            .insert(path.clone(), Instant::now() + RETRY_AFTER);
+        let delay = self
+            .retry_delay
+            .get(path)
+            .map_or(RETRY_AFTER, |last| (*last * 2).min(RETRY_MAX));
+        self.retry_delay.insert(path.clone(), delay);
+        self.retry_at.insert(path.clone(), Instant::now() + delay);
         self.error(msg);
+    }
+
+    /// `e` in words; a full disk says so and names this folder ([`crate::space::explain`]).
+    pub(super) fn explain(&self, e: &anyhow::Error) -> String {
+        crate::space::explain(e, self.cfg.name.as_str(), &self.cfg.path)
     }
 
     /// Applies server entries we lack; true if a full batch was taken.
@@ -250,7 +261,10 @@ impl FolderTask {
                 progress = true;
                 continue;
             }
-            let local = self.index().local(&remote.path)?;
+            let mut local = self.index().local(&remote.path)?;
+            if let Some(row) = local.as_mut() {
+                self.rebase_on_own_push(row, &remote)?;
+            }
             // A path that cannot be looked at (its parent is a symlink here) is refused
             // alone: the rest of the batch goes on.
             match self.disk_matches(&root, &remote.path, local.as_ref()) {
@@ -491,12 +505,14 @@ impl FolderTask {
                     dirty: false,
                 };
                 if let Err(e) = self.index().put_local(&row) {
+                    let why = self.explain(&e);
                     self.fail_path(
                         &remote.path,
-                        format!("cannot record {}: {e:#}", remote.path),
+                        format!("cannot record {}: {why}", remote.path),
                     );
                     return false;
                 }
+                self.retry_delay.remove(&remote.path);
                 if remote.kind == EntryKind::File {
                     Counters::add(&self.counters.files_downloaded, 1);
                 }
@@ -510,7 +526,8 @@ impl FolderTask {
                 true
             }
             Err(e) => {
-                self.fail_path(&remote.path, format!("cannot apply {}: {e:#}", remote.path));
+                let why = self.explain(&e);
+                self.fail_path(&remote.path, format!("cannot apply {}: {why}", remote.path));
                 false
             }
         }
@@ -578,9 +595,10 @@ impl FolderTask {
                 Ok(true)
             }
             Err(e) => {
+                let why = self.explain(&e);
                 self.fail_path(
                     &remote.path,
-                    format!("cannot delete {}: {e:#}", remote.path),
+                    format!("cannot delete {}: {why}", remote.path),
                 );
                 Ok(false)
             }
@@ -629,9 +647,10 @@ impl FolderTask {
                 Ok(true)
             }
             Err(e) => {
+                let why = self.explain(&e);
                 self.fail_path(
                     &remote.path,
-                    format!("cannot keep conflicting {}: {e:#}", remote.path),
+                    format!("cannot keep conflicting {}: {why}", remote.path),
                 );
                 Ok(false)
             }
@@ -657,7 +676,7 @@ impl FolderTask {
         let mut live = Vec::new();
         let mut deletes = Vec::new();
         let mut bytes = 0usize;
-        for row in dirty {
+        for mut row in dirty {
             let path = row.entry.path.clone();
             if self.inflight_paths.contains(&path)
                 || self.retrying(&path)
@@ -672,6 +691,9 @@ impl FolderTask {
                     continue;
                 }
                 self.blocked.remove(&path);
+            }
+            if let Some(remote) = &remote {
+                self.rebase_on_own_push(&mut row, remote)?;
             }
             match plan::decide(Some(&row), remote.as_ref()) {
                 Action::Push { base } => {
@@ -732,6 +754,7 @@ impl FolderTask {
         };
         for e in &entries {
             self.inflight_paths.remove(&e.path);
+            self.unconfirmed.remove(&e.path);
         }
         for (pushed, outcome) in entries.into_iter().zip(outcomes) {
             let refused = !matches!(outcome, PushOutcome::Accepted { .. });
@@ -753,6 +776,30 @@ impl FolderTask {
                     );
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Makes `remote` the base of our dirty `row` when it is a version this device pushed
+    /// whose result was lost with its connection (the server took it, the answer never
+    /// came), and we have edited the path since: those edits derive from it, so they go
+    /// to the server on top of it. Without this the device would find its own earlier
+    /// version "changed on the server" and make a conflict copy against itself.
+    fn rebase_on_own_push(&mut self, row: &mut LocalRow, remote: &Entry) -> Result<()> {
+        let ours = remote.origin == self.id.device
+            && self
+                .unconfirmed
+                .get(&remote.path)
+                .is_some_and(|pushed| pushed.iter().any(|p| p.same_content(remote)));
+        if !ours {
+            return Ok(());
+        }
+        // The server has it: nothing more to remember about that push.
+        self.unconfirmed.remove(&remote.path);
+        if row.dirty && row.entry.seq < remote.seq && !row.entry.same_content(remote) {
+            row.entry.seq = remote.seq;
+            self.index().put_local(row)?;
+            tracing::debug!(folder = %self.cfg.name, path = %remote.path, seq = remote.seq, "our earlier push was taken; pushing our later edit on top of it");
         }
         Ok(())
     }
@@ -801,6 +848,7 @@ impl FolderTask {
     }
 
     fn accepted(&mut self, mut pushed: Entry, seq: u64) -> Result<()> {
+        self.retry_delay.remove(&pushed.path);
         pushed.seq = seq;
         // The server's entry is the directory's state; the rename is confirmed when its
         // record arrives in the index.

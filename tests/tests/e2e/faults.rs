@@ -1,0 +1,501 @@
+//! Faults of the server and of the network (shared/test-matrix.md, section b: F3, F6,
+//! F7): the server SIGKILLed again and again while two devices push; a link that is cut
+//! every second or so while a large file crosses it; a server that refuses connections;
+//! a silent partition.
+//!
+//! The network faults put a [`FaultProxy`] between device A and the server; B talks to
+//! the server directly, so every change A makes has a witness on the far side.
+//!
+//! The moments of the faults and the files written are drawn from a seed that each test
+//! prints; `FILESYNC_FAULTS_SEED=N` replays a seed's choices (not its timing: the
+//! daemons run at their own pace).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use filesync_tests::cluster::DOCS;
+use filesync_tests::files::{self, PseudoRandom};
+use filesync_tests::proxy::{FaultProxy, Mode};
+use filesync_tests::tree::sha256;
+use filesync_tests::{
+    Cluster, Kind, Manifest, Node, SYNC_TIMEOUT, manifest, poll_until, server_store,
+};
+
+const SEED_ENV: &str = "FILESYNC_FAULTS_SEED";
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+/// The infix of a conflict copy's name (brief §2.6): none may appear where nobody
+/// edited the same file.
+const CONFLICT_INFIX: &str = ".sync-conflict-";
+
+/// The seed of a test: `FILESYNC_FAULTS_SEED` (decimal or `0x…`), else the clock.
+/// Printed, so that a failing run can be replayed.
+fn seed(test: &str) -> u64 {
+    let seed = match std::env::var(SEED_ENV) {
+        Ok(text) => {
+            let text = text.trim();
+            let parsed = match text.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16),
+                None => text.parse(),
+            };
+            parsed.unwrap_or_else(|e| panic!("{SEED_ENV}={text:?} is not a number: {e}"))
+        }
+        Err(_) => SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("the clock is after 1970")
+            .as_nanos() as u64,
+    };
+    eprintln!("{test}: seed {seed} ({SEED_ENV}={seed} replays its choices)");
+    seed
+}
+
+/// A random moment of the devices' work in `range_ms`: when the next fault strikes.
+/// Choosing the moment is the point; nothing is waited for.
+fn pause_ms(rng: &mut PseudoRandom, range_ms: std::ops::Range<u64>) -> Duration {
+    let pause = Duration::from_millis(rng.in_range(range_ms));
+    std::thread::sleep(pause);
+    pause
+}
+
+/// What the writers wrote: the last content of each path, and how many writes.
+#[derive(Default)]
+struct Writes {
+    last: BTreeMap<String, Vec<u8>>,
+    count: u64,
+}
+
+type Written = Mutex<Writes>;
+
+/// Writes `rel` on client `i` with content no other write produces, and records it.
+fn write_unique(cl: &Cluster, i: usize, rel: &str, rng: &mut PseudoRandom, written: &Written) {
+    let mut content = format!("{rel} {}\n", rng.next_u64()).into_bytes();
+    let extra = rng.in_range(0..4 * KIB) as usize;
+    content.extend_from_slice(&rng.take(extra));
+    files::write(&cl.path_on(i, DOCS, rel), &content);
+    let mut written = written.lock().unwrap_or_else(|e| e.into_inner());
+    written.last.insert(rel.to_owned(), content);
+    written.count += 1;
+}
+
+/// Files each writer round makes, and earlier files it edits.
+const ROUND_NEW: u64 = 8;
+const ROUND_EDITS: u64 = 2;
+/// The pace of a writer's rounds, and their most, however long the faults take.
+const ROUND_PACE: Duration = Duration::from_millis(200);
+const MAX_ROUNDS: u64 = 150;
+
+/// Client `i` writes rounds of new files (`<client>/rNNN/fNN.txt`) and edits a few
+/// files of its earlier rounds, until `done`. Only its own files: no two devices ever
+/// edit the same path, so no conflict may come out of it.
+fn write_rounds(cl: &Cluster, i: usize, seed: u64, done: &AtomicBool, written: &Written) {
+    let name = cl.client(i).name().to_owned();
+    let mut rng = PseudoRandom::new(seed ^ (i as u64 + 1));
+    for round in 0..MAX_ROUNDS {
+        if done.load(Ordering::SeqCst) {
+            return;
+        }
+        for f in 0..ROUND_NEW {
+            write_unique(
+                cl,
+                i,
+                &format!("{name}/r{round:03}/f{f:02}.txt"),
+                &mut rng,
+                written,
+            );
+        }
+        for _ in 0..ROUND_EDITS.min(round) {
+            let (r, f) = (rng.in_range(0..round), rng.in_range(0..ROUND_NEW));
+            write_unique(
+                cl,
+                i,
+                &format!("{name}/r{r:03}/f{f:02}.txt"),
+                &mut rng,
+                written,
+            );
+        }
+        std::thread::sleep(ROUND_PACE);
+    }
+}
+
+/// No conflict copy in `tree`, and none listed by either client.
+fn assert_no_conflicts(cl: &Cluster, tree: &Manifest) {
+    let copies: Vec<&String> = tree.keys().filter(|p| p.contains(CONFLICT_INFIX)).collect();
+    assert!(copies.is_empty(), "conflict copies appeared: {copies:?}");
+    for i in cl.all_clients() {
+        let listed = cl.client(i).conflicts(DOCS);
+        assert!(
+            listed.is_empty(),
+            "{} lists conflicts: {listed:?}",
+            cl.client(i).name()
+        );
+    }
+}
+
+/// Every file in `written` is in `tree` with its last content, and `tree` holds no file
+/// that nobody wrote.
+fn assert_holds_exactly(tree: &Manifest, written: &BTreeMap<String, Vec<u8>>) {
+    for (rel, content) in written {
+        let got = tree.get(rel).map(|e| e.digest.as_str());
+        assert_eq!(
+            got,
+            Some(sha256(content).as_str()),
+            "{rel} does not hold its last content"
+        );
+    }
+    let strays: Vec<&String> = tree
+        .iter()
+        .filter(|(rel, e)| e.kind == Kind::File && !written.contains_key(*rel))
+        .map(|(rel, _)| rel)
+        .collect();
+    assert!(strays.is_empty(), "files nobody wrote: {strays:?}");
+}
+
+/// The server's index of `docs`, with its account found from the server's copy.
+fn server_index(cl: &Cluster) -> std::path::PathBuf {
+    let docs = cl.server_dir(DOCS).expect("the server has a copy of docs");
+    let account = docs
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|a| a.to_str())
+        .expect("the server's folder lies in an account dir")
+        .to_owned();
+    server_store::index_file(cl.server().data_dir(), &account, DOCS)
+}
+
+/// The highest sequence number any client has received, from `status --json`.
+fn highest_seq_seen(cl: &Cluster) -> u64 {
+    cl.all_clients()
+        .into_iter()
+        .map(|i| {
+            cl.client(i).folder_status(DOCS)["seq"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// How many times the server is killed while the devices push.
+const SERVER_KILLS: usize = 5;
+
+/// F3, issue 8 item 2: the server is SIGKILLed five times at random moments while both
+/// devices push batches of new files and edits, so kills land among staging, renaming
+/// into place and committing. Each time, the index it left must hold every sequence
+/// number a device had already received (else it would hand them out again); after the
+/// last restart the replicas converge with every file's last content, no conflict copy,
+/// and the server's index and tree agree, with one sequence number per row.
+#[test]
+fn a_server_killed_while_devices_push_reuses_no_sequence_number_and_loses_nothing() {
+    let seed = seed("server kills");
+    let mut rng = PseudoRandom::new(seed);
+    let cl = Cluster::new(2);
+    cl.settle(DOCS);
+    let index = server_index(&cl);
+    let written = Written::default();
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for i in cl.all_clients() {
+            let (cl, written, done) = (&cl, &written, &done);
+            s.spawn(move || write_rounds(cl, i, seed, done, written));
+        }
+        let stop_writers = StopOnDrop(&done);
+        for kill in 1..=SERVER_KILLS {
+            let pause = pause_ms(&mut rng, 300..2000);
+            let seen = highest_seq_seen(&cl);
+            cl.note(&format!(
+                "kill #{kill} of the server, {pause:?} into the round"
+            ));
+            cl.server().kill();
+            let kept = server_store::max_seq(&index).unwrap_or_else(|e| panic!("{e}"));
+            eprintln!(
+                "kill #{kill} after {pause:?}: devices had seq {seen}, the index kept {kept}"
+            );
+            assert!(
+                kept >= seen,
+                "kill #{kill}: a device had received sequence number {seen}, but the server's \
+                 index only reached {kept}: the server would hand those numbers out again"
+            );
+            cl.server().start();
+        }
+        drop(stop_writers);
+    });
+    let Writes {
+        last: written,
+        count: writes,
+    } = written.into_inner().unwrap_or_else(|e| e.into_inner());
+    eprintln!(
+        "{writes} writes of {} files by the two devices",
+        written.len()
+    );
+
+    let common = cl.settle(DOCS);
+    assert_holds_exactly(&common, &written);
+    assert_no_conflicts(&cl, &common);
+    let server_tree = manifest(&cl.server_dir(DOCS).unwrap()).unwrap();
+    let summary = server_store::check_index(&index, &server_tree).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("server index after the kills: {summary:?}");
+    assert_eq!(summary.files, written.len() as u64);
+    for i in cl.all_clients() {
+        let seq = cl.client(i).folder_status(DOCS)["seq"].as_u64();
+        assert_eq!(
+            seq,
+            Some(summary.max_seq),
+            "{} is not at the server's last sequence number",
+            cl.client(i).name()
+        );
+    }
+}
+
+/// Sets the flag when dropped, so that writer threads stop even when the main thread
+/// of a scope panics (else the scope would wait for them to run out of rounds).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A server and two devices syncing `docs`: A through a fault proxy, B directly.
+fn behind_proxy() -> (Cluster, FaultProxy) {
+    let cl = Cluster::without_folders(2, Some("open"));
+    let server: SocketAddr = cl
+        .server()
+        .server_addr()
+        .parse()
+        .expect("the server address is IP:PORT");
+    let proxy = FaultProxy::start(server);
+    let mut args = cl.add_args(0, DOCS);
+    let at = args
+        .iter()
+        .position(|a| a == "--server")
+        .expect("add_args names the server")
+        + 1;
+    args[at] = OsString::from(proxy.addr().to_string());
+    cl.client(0).ctl_ok(args);
+    cl.add_folder(1, DOCS);
+    (cl, proxy)
+}
+
+/// Waits until the proxy has relayed more than `than` connections: A reconnected.
+fn wait_connections(proxy: &FaultProxy, than: u64, timeout: Duration) -> u64 {
+    poll_until(timeout, || {
+        let n = proxy.traffic().connections;
+        if n > than {
+            Ok(n)
+        } else {
+            Err(format!("A has not reconnected: {:?}", proxy.traffic()))
+        }
+    })
+    .unwrap_or_else(|why| panic!("{why}"))
+}
+
+/// Waits until A's status shows the folder offline with an error naming the server it
+/// cannot reach (the proxy's address), and returns that status.
+fn wait_offline(node: &Node, server: SocketAddr, timeout: Duration) -> serde_json::Value {
+    poll_until(timeout, || {
+        let f = node.folder_status(DOCS);
+        let error = f["last_error"].as_str().unwrap_or_default();
+        if f["state"] == "offline" && f["connected"] == false && error.contains(&server.to_string())
+        {
+            Ok(f)
+        } else {
+            Err(format!("status does not show {server} offline: {f}"))
+        }
+    })
+    .unwrap_or_else(|why| panic!("{}: {why}", node.name()))
+}
+
+/// How many times the link between A and the server is cut.
+const FLAPS: usize = 30;
+/// The large file that crosses the flapping link, and the link's rate while it does.
+const BIG: u64 = 8 * MIB;
+const FLAP_RATE: u64 = 2 * MIB;
+
+/// F7, issue 8 item 3: the link between A and the server is reset thirty times, each
+/// time a little after A has reconnected, while A writes small files and uploads a large
+/// one. After it heals: every replica has every file, there is no conflict, the large
+/// file's bytes crossed about once (interrupted uploads resume), and B applied each
+/// file once.
+#[test]
+fn a_flapping_link_costs_reconnects_not_resends_and_converges() {
+    let seed = seed("flapping link");
+    let mut rng = PseudoRandom::new(seed);
+    let (cl, proxy) = behind_proxy();
+    let mut connections = wait_connections(&proxy, 0, SYNC_TIMEOUT);
+    // One commit before the flapping: sequence numbers are not counts (they start from
+    // the clock), so the run's commits are counted from this one's number.
+    files::write(&cl.path_on(0, DOCS, "before.txt"), b"before");
+    cl.settle(DOCS);
+    let seq0 = server_store::max_seq(&server_index(&cl)).unwrap_or_else(|e| panic!("{e}"));
+    let b0 = cl.b().counters(DOCS);
+    let up0 = proxy.traffic().up;
+    proxy.set_rate(FLAP_RATE);
+
+    let staged = cl.root().join(cl.a().name()).join("big.bin");
+    let big_hash = files::write_pseudo_random(&staged, seed, BIG);
+    std::fs::rename(&staged, cl.path_on(0, DOCS, "big.bin")).unwrap();
+    let written = Written::default();
+    let done = AtomicBool::new(false);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        let (cl_ref, written_ref, done_ref) = (&cl, &written, &done);
+        s.spawn(move || write_rounds(cl_ref, 0, seed, done_ref, written_ref));
+        let _stop_writers = StopOnDrop(&done);
+        for flap in 1..=FLAPS {
+            pause_ms(&mut rng, 100..700);
+            cl.note(&format!("flap #{flap}"));
+            proxy.reset_all();
+            connections = wait_connections(&proxy, connections, Duration::from_secs(20));
+        }
+    });
+    let flapping = started.elapsed();
+    proxy.set_rate(0);
+    let Writes {
+        last: written,
+        count: writes,
+    } = written.into_inner().unwrap_or_else(|e| e.into_inner());
+
+    let common = cl.settle(DOCS);
+    let traffic = proxy.traffic();
+    let small: u64 = written.values().map(|c| c.len() as u64).sum();
+    let a = cl.a().counters(DOCS);
+    let b = cl.b().counters(DOCS);
+    eprintln!(
+        "{FLAPS} flaps in {flapping:.1?}; {writes} writes of {} files ({small} bytes) and \
+         {BIG} bytes written; proxy {traffic:?}, {} bytes up since the start; A {a:?}; B {b:?}",
+        written.len(),
+        traffic.up - up0
+    );
+    assert_eq!(
+        common.get("big.bin").map(|e| e.digest.as_str()),
+        Some(big_hash.as_str())
+    );
+    let dirs = common.values().filter(|e| e.kind == Kind::Dir).count() as u64;
+    let files: Manifest = common
+        .into_iter()
+        .filter(|(rel, _)| rel != "big.bin" && rel != "before.txt")
+        .collect();
+    assert_holds_exactly(&files, &written);
+    assert_no_conflicts(&cl, &files);
+    // What crossed the link for content: every byte of the files once, plus what a cut
+    // loses (blocks on their way, small files staged but not committed), plus per
+    // connection its handshake and the pushes it repeats. A's own count of content it
+    // served is higher: what sat in its queues when the link was cut never crossed.
+    let content = BIG + small;
+    let up = traffic.up - up0;
+    let allowance = content / 2 + traffic.connections * 64 * KIB;
+    assert!(
+        up <= content + allowance,
+        "{up} bytes went up through the proxy for {content} bytes of files and {} \
+         connections: interrupted uploads did not resume, or pushes were repeated",
+        traffic.connections
+    );
+    // Each write is one version at most (B may skip versions replaced before it
+    // looked); a push repeated after a cut must not become a second one.
+    let versions = writes + 1;
+    assert!(
+        b.files_downloaded - b0.files_downloaded <= versions,
+        "B applied {} files for {versions} versions written",
+        b.files_downloaded - b0.files_downloaded
+    );
+    let summary = server_store::check_index(
+        &server_index(&cl),
+        &manifest(&cl.server_dir(DOCS).unwrap()).unwrap(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        summary.max_seq - seq0 <= versions + dirs,
+        "the server committed {} changes for {versions} file versions and {dirs} dirs",
+        summary.max_seq - seq0
+    );
+}
+
+/// How long the proxy refuses A's connections while the test counts them.
+const REFUSED_FOR: Duration = Duration::from_secs(5);
+/// The most connection attempts A may make in [`REFUSED_FOR`]. Its waits start at
+/// 0.25 s and double (0.25, 0.5, 1, 2, 4 s, plus up to 0.25 s of jitter each): the
+/// attempts come at 0.25, 0.75, 1.75 and 3.75 s at the earliest, four in 5 s.
+const MOST_ATTEMPTS_REFUSED: u64 = 4;
+
+/// F7's other half: a server that refuses connections gets a few attempts that back
+/// off, not a tight loop; status says offline and names the server; a file written
+/// meanwhile syncs once the server takes connections again.
+#[test]
+fn a_refusing_server_gets_backed_off_attempts_and_status_says_offline() {
+    let (cl, proxy) = behind_proxy();
+    wait_connections(&proxy, 0, SYNC_TIMEOUT);
+    cl.settle(DOCS);
+
+    proxy.set_mode(Mode::Refuse);
+    let refusing = Instant::now();
+    proxy.reset_all();
+    files::write(
+        &cl.path_on(0, DOCS, "offline.txt"),
+        b"written while offline\n",
+    );
+    let status = wait_offline(cl.a(), proxy.addr(), Duration::from_secs(10));
+    eprintln!("A while refused: {status}");
+    // The window in which attempts are counted: its length is what is measured.
+    std::thread::sleep(REFUSED_FOR.saturating_sub(refusing.elapsed()));
+    let refused = proxy.traffic().refused;
+    eprintln!("{refused} connection attempts refused in {REFUSED_FOR:?}");
+    assert!(
+        (2..=MOST_ATTEMPTS_REFUSED).contains(&refused),
+        "A made {refused} connection attempts in {REFUSED_FOR:?}; with its backoff, 2 to \
+         {MOST_ATTEMPTS_REFUSED}"
+    );
+    let human = cl.a().ctl_ok(["status", DOCS]);
+    assert!(
+        human.contains("offline") && human.contains(&proxy.addr().to_string()),
+        "`status` does not say the folder is offline and why:\n{human}"
+    );
+
+    proxy.set_mode(Mode::Pass);
+    cl.settle(DOCS);
+    cl.assert_file_everywhere(DOCS, "offline.txt", b"written while offline\n");
+}
+
+/// F6, issue 8 item 3: a silent partition. The proxy holds every byte; A must notice
+/// within the idle timeout (30 s: the server pings every 10 s) and say so; edits made on
+/// both sides meanwhile are kept and sync once the partition heals, without conflict.
+#[test]
+fn a_silent_partition_is_noticed_and_edits_sync_after_it_heals() {
+    let (cl, proxy) = behind_proxy();
+    wait_connections(&proxy, 0, SYNC_TIMEOUT);
+    files::write(&cl.path_on(0, DOCS, "shared.txt"), b"first\n");
+    cl.settle(DOCS);
+
+    proxy.set_mode(Mode::Stall);
+    let stalled = Instant::now();
+    files::write(
+        &cl.path_on(0, DOCS, "from-a.txt"),
+        b"A, during the partition\n",
+    );
+    files::write(
+        &cl.path_on(1, DOCS, "shared.txt"),
+        b"B, during the partition\n",
+    );
+    let status = wait_offline(cl.a(), proxy.addr(), Duration::from_secs(45));
+    let noticed = stalled.elapsed();
+    eprintln!("A noticed the partition after {noticed:.1?}: {status}");
+    assert!(
+        noticed <= Duration::from_secs(35),
+        "A took {noticed:?} to notice a silent partition"
+    );
+    files::assert_file(
+        &cl.path_on(0, DOCS, "from-a.txt"),
+        b"A, during the partition\n",
+    );
+    files::assert_absent(&cl.path_on(1, DOCS, "from-a.txt"));
+
+    proxy.set_mode(Mode::Pass);
+    let common = cl.settle(DOCS);
+    cl.assert_file_everywhere(DOCS, "from-a.txt", b"A, during the partition\n");
+    cl.assert_file_everywhere(DOCS, "shared.txt", b"B, during the partition\n");
+    assert_no_conflicts(&cl, &common);
+}
