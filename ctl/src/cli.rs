@@ -57,7 +57,17 @@ pub enum Command {
     /// Pause syncing of one folder, or of every folder with --all.
     Pause(Target),
     /// Resume syncing of one paused folder, or of every folder with --all.
-    Resume(Target),
+    ///
+    /// With --confirm-deletes, also send the deletes the mass-delete guard holds back
+    /// (status shows the folder as `held` when one scan found more than
+    /// `max_delete_percent` of its files deleted).
+    Resume {
+        #[command(flatten)]
+        target: Target,
+        /// Send the deletes held back by the mass-delete guard to the server.
+        #[arg(long)]
+        confirm_deletes: bool,
+    },
     /// Show the state of every folder (or of one), and of the server role if enabled.
     Status {
         /// Print the status as JSON, for scripts.
@@ -82,6 +92,10 @@ pub enum Command {
     Rescan {
         /// Scan only this folder: its name or its local path.
         folder: Option<String>,
+        /// Write the folder marker `.filesync-folder` again first: the folder's
+        /// directory is really the folder, although its marker went missing.
+        #[arg(long, requires = "folder")]
+        recreate_marker: bool,
     },
     /// Make the daemon read its config file again.
     Reload,
@@ -388,6 +402,8 @@ mod tests {
         for args in [
             &["pause"][..],
             &["resume", "docs", "--all"],
+            &["resume", "--confirm-deletes"],
+            &["rescan", "--recreate-marker"],
             &["add", "x"],
             &["add", "x", "--server", "h:1", "--mode", "both"],
             &["remove"],

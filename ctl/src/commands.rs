@@ -27,9 +27,16 @@ pub async fn run(command: Command, client: &Client) -> Result<()> {
             let folder = target_arg(target)?;
             confirm(client, Request::Pause { folder }).await
         }
-        Command::Resume(target) => {
+        Command::Resume {
+            target,
+            confirm_deletes,
+        } => {
             let folder = target_arg(target)?;
-            confirm(client, Request::Resume { folder }).await
+            let request = Request::Resume {
+                folder,
+                confirm_deletes,
+            };
+            confirm(client, request).await
         }
         Command::Status { json, folder } => {
             let folder = folder.map(folder_arg).transpose()?;
@@ -39,9 +46,16 @@ pub async fn run(command: Command, client: &Client) -> Result<()> {
             let folder = folder.map(folder_arg).transpose()?;
             wait(client, folder, timeout).await
         }
-        Command::Rescan { folder } => {
+        Command::Rescan {
+            folder,
+            recreate_marker,
+        } => {
             let folder = folder.map(folder_arg).transpose()?;
-            confirm(client, Request::Rescan { folder }).await
+            let request = Request::Rescan {
+                folder,
+                recreate_marker,
+            };
+            confirm(client, request).await
         }
         Command::Reload => confirm(client, Request::Reload).await,
         Command::Conflicts { json, folder } => {

@@ -87,7 +87,7 @@ fn state_word(state: FolderState, colour: bool) -> String {
     let code = match state {
         FolderState::Idle => "32",
         FolderState::Scanning | FolderState::Syncing => "33",
-        FolderState::Offline | FolderState::Error => "31",
+        FolderState::Offline | FolderState::Error | FolderState::Held => "31",
         FolderState::Paused => "2",
     };
     if colour {

@@ -30,6 +30,7 @@ DROP INDEX IF EXISTS local_dirty;
 CREATE INDEX IF NOT EXISTS local_dirty_path ON local(path) WHERE dirty = 1;
 CREATE INDEX IF NOT EXISTS local_renamed ON local(renamed_from) WHERE renamed_from IS NOT NULL;
 CREATE INDEX IF NOT EXISTS local_conflict ON local(path) WHERE conflict IS NOT NULL AND deleted = 0;
+CREATE INDEX IF NOT EXISTS local_dir_inode ON local(inode) WHERE kind = 1 AND deleted = 0;
 CREATE TABLE IF NOT EXISTS blocks (hash BLOB NOT NULL, path TEXT NOT NULL, offset INTEGER NOT NULL, size INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS blocks_hash ON blocks(hash);
 CREATE INDEX IF NOT EXISTS blocks_path ON blocks(path);
@@ -498,6 +499,19 @@ impl Index {
             .optional()?)
     }
 
+    /// The live directory recorded with `inode`: where a directory found under a new path
+    /// may have been moved from.
+    pub fn live_dir_with_inode(&self, inode: u64) -> Result<Option<RelPath>> {
+        let path: Option<String> = self
+            .c()
+            .prepare_cached(
+                "SELECT path FROM local WHERE inode = ?1 AND kind = 1 AND deleted = 0 LIMIT 1",
+            )?
+            .query_row([inode as i64], |r| r.get(0))
+            .optional()?;
+        Ok(path.and_then(|p| RelPath::new(p).ok()))
+    }
+
     /// Every local row, for a full scan to compare against.
     pub fn all_local(&self) -> Result<HashMap<RelPath, LocalRow>> {
         let sql = format!("SELECT {LOCAL_COLS} FROM local");
@@ -722,13 +736,55 @@ impl Index {
         Ok(())
     }
 
-    /// Local changes not yet accepted by the server, parents before children.
-    pub fn dirty(&self, limit: usize) -> Result<Vec<LocalRow>> {
-        let sql = format!("SELECT {LOCAL_COLS} FROM local WHERE dirty = 1 ORDER BY path LIMIT ?1");
+    /// Local changes not yet accepted by the server, by path (parents before children);
+    /// without `deletes`, tombstones are left
+    /// out (the mass-delete guard holds them back, and they must not fill the batch).
+    pub fn dirty(&self, limit: usize, deletes: bool) -> Result<Vec<LocalRow>> {
+        let only_live = if deletes { "" } else { "AND deleted = 0" };
+        let sql = format!(
+            "SELECT {LOCAL_COLS} FROM local WHERE dirty = 1 {only_live} ORDER BY path LIMIT ?1"
+        );
         let conn = self.c();
         let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map([limit as i64], row_to_local)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Forgets every local row, as on a device that never synced the folder: the next
+    /// scan finds what is on disk as new, and what is missing is needed from the server
+    /// instead of deleted there.
+    pub fn forget_local(&self) -> Result<()> {
+        self.c()
+            .execute_batch("DELETE FROM local; DELETE FROM blocks;")?;
+        Ok(())
+    }
+
+    /// Whether anything live was ever recorded here: a folder that synced before.
+    pub fn has_local(&self) -> Result<bool> {
+        Ok(self.c().query_row(
+            "SELECT EXISTS (SELECT 1 FROM local WHERE deleted = 0)",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// The paths of local file deletes the server has not taken yet, not counting those
+    /// whose content lives on at a new path also waiting to be sent (files moved, not
+    /// deleted).
+    pub fn pending_file_deletes(&self) -> Result<Vec<RelPath>> {
+        let conn = self.c();
+        let mut stmt = conn.prepare_cached(
+            "SELECT path FROM local WHERE dirty = 1 AND deleted = 1 AND kind = 0
+               AND hash NOT IN (SELECT hash FROM local WHERE dirty = 1 AND deleted = 0 AND kind = 0)",
+        )?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for path in rows {
+            if let Ok(path) = RelPath::new(path?) {
+                out.push(path);
+            }
+        }
+        Ok(out)
     }
 
     /// Live conflict copies.
@@ -989,7 +1045,7 @@ mod tests {
                 offset: 0
             }]
         );
-        assert_eq!(index.dirty(10).unwrap().len(), 1);
+        assert_eq!(index.dirty(10, true).unwrap().len(), 1);
         index.remove_local(&row.entry.path).unwrap();
         assert!(index.block_sources(&Hash([9; 32]), 5).unwrap().is_empty());
     }
@@ -1244,6 +1300,47 @@ mod tests {
         assert!(r.is_err());
         assert!(index.local(&RelPath::new("f").unwrap()).unwrap().is_none());
         assert!(index.epoch().unwrap() > 0);
+    }
+
+    #[test]
+    fn pending_file_deletes_leave_out_moves_and_sent_deletes() {
+        let (_d, index) = open();
+        assert!(!index.has_local().unwrap());
+        let row = |path: &str, content: &[u8], deleted: bool, dirty: bool| {
+            let mut entry = file_entry(path, 1, content);
+            entry.deleted = deleted;
+            LocalRow {
+                entry,
+                inode: 0,
+                dirty,
+            }
+        };
+        for r in [
+            row("kept", b"k", false, false),
+            row("gone", b"g", true, true),
+            row("sent", b"s", true, false),
+            row("moved-from", b"m", true, true),
+            row("moved-to", b"m", false, true),
+        ] {
+            index.put_local(&r).unwrap();
+        }
+        assert!(index.has_local().unwrap());
+        assert_eq!(
+            index.pending_file_deletes().unwrap(),
+            [RelPath::new("gone").unwrap()]
+        );
+        let live: Vec<String> = index
+            .dirty(10, false)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.entry.path.to_string())
+            .collect();
+        assert_eq!(live, ["moved-to"]);
+        assert_eq!(index.dirty(10, true).unwrap().len(), 3);
+        index.forget_local().unwrap();
+        assert!(!index.has_local().unwrap());
+        assert!(index.pending_file_deletes().unwrap().is_empty());
+        assert_eq!(index.totals().unwrap().files, 0);
     }
 
     #[test]

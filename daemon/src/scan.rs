@@ -114,10 +114,10 @@ pub fn scan(
         to_hash: Vec::new(),
         out: ScanOutcome::default(),
     };
-    match tops {
+    match &tops {
         None => s.walk_dir(root, None),
         Some(tops) => {
-            for top in tops {
+            for top in tops.iter().cloned() {
                 let full = top.to_path(root);
                 match fs::symlink_metadata(&full) {
                     Ok(m) => s.visit(top, &m),
@@ -126,6 +126,9 @@ pub fn scan(
                 }
             }
         }
+    }
+    if tops.is_some() {
+        s.add_moved_in(index)?;
     }
     s.hash_pending();
     s.finish();
@@ -417,6 +420,35 @@ impl Scanner<'_> {
 }
 
 impl Scanner<'_> {
+    /// Takes into a scan of some paths the rows of each directory that a new directory
+    /// was moved from, when that old path is outside the scanned ones: the watcher may
+    /// hand over a move's new path a batch before its old one (a new parent is scanned
+    /// whole as soon as it appears), and a rename is only seen with both sides in one
+    /// scan. An old path that is still on disk is left alone.
+    fn add_moved_in(&mut self, index: &Index) -> Result<()> {
+        let new: Vec<(u64, RelPath)> = self
+            .new_dirs
+            .iter()
+            .map(|(inode, path)| (*inode, path.clone()))
+            .collect();
+        for (inode, dst) in new {
+            let Some(src) = index.live_dir_with_inode(inode)? else {
+                continue;
+            };
+            if self.known.contains_key(&src)
+                || src.starts_with(&dst)
+                || dst.starts_with(&src)
+                || fs::symlink_metadata(src.to_path(self.root)).is_ok()
+            {
+                continue;
+            }
+            for row in index.local_under(&src)? {
+                self.known.entry(row.entry.path.clone()).or_insert(row);
+            }
+        }
+        Ok(())
+    }
+
     /// Pairs each directory that is gone with a new one of the same inode: it was renamed.
     /// Its rows move below the new path keeping their history, so that the rename is
     /// reported as one change (the new directory, with `renamed_from`) rather than a
@@ -734,6 +766,43 @@ mod tests {
             "an edit of the moved file"
         );
         assert!(f.index.local_under(&p("old")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_directory_moved_into_a_new_parent_pairs_when_only_the_new_parent_is_scanned() {
+        let f = Fixture::new();
+        fs::create_dir_all(f.root().join("old/sub")).unwrap();
+        fs::write(f.root().join("old/sub/c"), b"c").unwrap();
+        fs::create_dir(f.root().join("kept")).unwrap();
+        f.scan(&Scope::All);
+        mark_synced(&f);
+        fs::create_dir(f.root().join("archive")).unwrap();
+        fs::rename(f.root().join("old"), f.root().join("archive/old")).unwrap();
+        let p = |s: &str| RelPath::new(s).unwrap();
+        // The watcher's first batch names only the new parent.
+        assert_eq!(
+            f.scan(&Scope::Paths(vec![p("archive")])),
+            ["archive", "archive/old"],
+            "the new parent and the rename, no file re-sent"
+        );
+        let top = f.index.local(&p("archive/old")).unwrap().unwrap();
+        assert_eq!(top.entry.renamed_from, Some(p("old")));
+        let moved = f.index.local(&p("archive/old/sub/c")).unwrap().unwrap();
+        assert_eq!((moved.entry.seq, moved.dirty), (7, false), "moved, not new");
+        assert!(f.index.local_under(&p("old")).unwrap().is_empty());
+        // The next batch names the old path and the new one: nothing more to report.
+        assert!(
+            f.scan(&Scope::Paths(vec![p("old"), p("archive/old")]))
+                .is_empty()
+        );
+        // A directory that is still at its old path is not taken for a move.
+        fs::create_dir(f.root().join("copy")).unwrap();
+        let kept = f.index.local(&p("kept")).unwrap().unwrap();
+        assert_eq!(f.scan(&Scope::Paths(vec![p("copy")])), ["copy"]);
+        assert_eq!(
+            f.index.local(&p("kept")).unwrap().unwrap().entry,
+            kept.entry
+        );
     }
 
     #[test]

@@ -184,8 +184,21 @@ impl Supervisor {
             Request::Add(add) => self.add(add),
             Request::Remove { folder } => now(self.remove(&folder)),
             Request::Pause { folder } => now(self.set_paused(folder.as_deref(), true)),
-            Request::Resume { folder } => now(self.set_paused(folder.as_deref(), false)),
-            Request::Rescan { folder } => match self.select(folder.as_deref()) {
+            Request::Resume {
+                folder,
+                confirm_deletes,
+            } => now(self.resume(folder.as_deref(), confirm_deletes)),
+            Request::Rescan {
+                folder: Some(folder),
+                recreate_marker: true,
+            } => self.ask_one(&folder, FolderCmd::RecreateMarker, |m: String| ok(m)),
+            Request::Rescan {
+                folder: None,
+                recreate_marker: true,
+            } => now(bad(
+                "--recreate-marker needs the FOLDER whose marker to write",
+            )),
+            Request::Rescan { folder, .. } => match self.select(folder.as_deref()) {
                 Err(m) => now(bad(m)),
                 Ok(idx) => {
                     for i in idx {
@@ -531,6 +544,24 @@ impl Supervisor {
             h.config.name,
             path.display()
         ))
+    }
+
+    /// Resumes, and with `confirm_deletes` releases the deletes the guard holds back.
+    fn resume(&mut self, which: Option<&str>, confirm_deletes: bool) -> Response {
+        let response = self.set_paused(which, false);
+        if !confirm_deletes || !matches!(response, Response::Ok { .. }) {
+            return response;
+        }
+        let idx = match self.select(which) {
+            Ok(i) => i,
+            Err(m) => return bad(m),
+        };
+        for i in idx {
+            if let Err(busy) = self.tell(i, FolderCmd::ConfirmDeletes) {
+                return failed(busy);
+            }
+        }
+        response
     }
 
     fn set_paused(&mut self, which: Option<&str>, paused: bool) -> Response {

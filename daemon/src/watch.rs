@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use filesync_proto::RelPath;
+use notify::event::ModifyKind;
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -177,6 +178,11 @@ pub fn watch(root: &Path) -> Watcher {
             // Reads (open, close-without-write) change nothing; a reader polling the
             // folder must not turn into a stream of scans.
             Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
+            // The folder's directory itself moved away or deleted: its paths say nothing
+            // of it, and only a scan of the whole folder finds out what is there now.
+            Ok(event) if moved_or_removed(&event.kind) && event.paths.contains(&root_buf) => {
+                q.rescan("the folder's directory was moved or deleted".into())
+            }
             Ok(event) => q.push(
                 event.paths.iter().filter_map(|p| relative(&root_buf, p)),
                 Instant::now(),
@@ -278,6 +284,13 @@ pub async fn next_event(watcher: Option<&Watcher>) -> WatchEvent {
         Some(w) => w.queue.next().await,
         None => std::future::pending().await,
     }
+}
+
+fn moved_or_removed(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+    )
 }
 
 /// The folder-relative path of an event, or `None` for the root itself, the daemon's

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the control protocol; the CLI refuses to talk to a daemon of another.
 /// The encoding is not self-describing, so a new field in any message is a new version.
-pub const CONTROL_VERSION: u32 = 5;
+pub const CONTROL_VERSION: u32 = 6;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -62,11 +62,16 @@ pub enum Request {
     Pause {
         folder: Option<String>,
     },
+    /// With `confirm_deletes`, also sends the deletes the mass-delete guard holds back.
     Resume {
         folder: Option<String>,
+        confirm_deletes: bool,
     },
+    /// With `recreate_marker`, first writes the folder marker again: the user says the
+    /// directory is really the folder (see [`FolderState::Error`]).
     Rescan {
         folder: Option<String>,
+        recreate_marker: bool,
     },
     /// Scan now and answer once the scan is done, so that a following status reflects
     /// every change made before this request. Used by `wait`.
@@ -302,6 +307,9 @@ pub enum FolderState {
     Paused,
     Offline,
     Error,
+    /// One scan found a large share of the folder deleted: those deletes wait for
+    /// `filesyncctl resume FOLDER --confirm-deletes`; other changes still flow.
+    Held,
 }
 
 impl FolderState {
@@ -313,6 +321,7 @@ impl FolderState {
             FolderState::Paused => "paused",
             FolderState::Offline => "offline",
             FolderState::Error => "error",
+            FolderState::Held => "held",
         }
     }
 }
@@ -512,8 +521,12 @@ mod tests {
             Request::Pause { folder: None },
             Request::Resume {
                 folder: Some("docs".into()),
+                confirm_deletes: true,
             },
-            Request::Rescan { folder: None },
+            Request::Rescan {
+                folder: None,
+                recreate_marker: false,
+            },
             Request::Flush { folder: None },
             Request::Reload,
             Request::Conflicts { folder: None },

@@ -25,6 +25,8 @@ mod diskfull;
 mod editors;
 #[path = "e2e/faults.rs"]
 mod faults;
+#[path = "e2e/guard.rs"]
+mod guard;
 #[path = "e2e/hardcases.rs"]
 mod hardcases;
 #[path = "e2e/hostile.rs"]

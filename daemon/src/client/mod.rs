@@ -8,6 +8,7 @@
 
 mod conflicts;
 pub mod connect;
+mod guard;
 mod meter;
 mod pull;
 pub mod session;
@@ -32,7 +33,11 @@ use crate::events::Events;
 pub enum FolderCmd {
     Pause,
     Resume,
+    /// Send the deletes the mass-delete guard holds back.
+    ConfirmDeletes,
     Rescan,
+    /// Write the folder marker again and scan; answers what was done.
+    RecreateMarker(oneshot::Sender<Result<String, String>>),
     /// Scan now; answer once the scan is done.
     Flush(oneshot::Sender<()>),
     Conflicts(oneshot::Sender<Result<Vec<ConflictInfo>, String>>),

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::guard::Hold;
 use super::pull::Partials;
 use super::session::{self, SessionConfig, SessionEvent, SessionHandle};
 use super::{ClientIdentity, FolderCmd, conflicts, meter};
@@ -26,6 +27,7 @@ use crate::index::{Index, Totals};
 use crate::store;
 use crate::watch::{self as watcher, WatchEvent};
 
+mod guards;
 mod sync;
 
 /// Server entries applied per step, so that commands and events are served in between.
@@ -46,6 +48,11 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 /// as two watcher batches, the delete first; holding the delete back lets the new path
 /// travel in the same push, so the server still has the content to reuse.
 const RENAME_WINDOW: Duration = Duration::from_millis(300);
+/// The longest a burst of fresh deletes is held back as one (see `hold_fresh_deletes`).
+const DELETE_BURST: Duration = Duration::from_secs(5);
+/// How often a folder whose root or marker is missing looks for it again: a disk mounted
+/// back, or a directory moved back, over the folder's path sends the watcher no event.
+const AWAY_POLL: Duration = Duration::from_secs(5);
 /// How old the totals in a busy folder's status may be (see `publish_busy`).
 const TOTALS_EVERY: Duration = Duration::from_millis(100);
 
@@ -79,6 +86,15 @@ pub(super) struct FolderTask {
     /// scan is published, so `wait` never reads a status older than its own scan.
     flushed: Vec<oneshot::Sender<()>>,
     root_error: Option<String>,
+    /// Set while the folder marker is missing: nothing is scanned, sent or applied.
+    marker_error: Option<String>,
+    /// Deletes the mass-delete guard holds back until confirmed or undone.
+    hold: Option<Hold>,
+    /// The user confirmed the pending deletes; cleared when a scan finds new ones.
+    deletes_confirmed: bool,
+    /// The pending deletes must be judged again before the next push: a scan changed
+    /// something, or deletes left the rename window.
+    judge_due: bool,
     last_error: Option<String>,
     unsyncable: Vec<Unsyncable>,
     next_push: u64,
@@ -98,6 +114,8 @@ pub(super) struct FolderTask {
     retry_delay: HashMap<RelPath, Duration>,
     /// Deletes found by a scan, held back until the given instant (see RENAME_WINDOW).
     hold_deletes: HashMap<RelPath, Instant>,
+    /// When the deletes now in `hold_deletes` began to come in (see DELETE_BURST).
+    burst_start: Instant,
     last_sync: Option<i64>,
     watcher: Option<watcher::Watcher>,
     rules: IgnoreRules,
@@ -145,6 +163,10 @@ impl FolderTask {
             flush_waiters: Vec::new(),
             flushed: Vec::new(),
             root_error: None,
+            marker_error: None,
+            hold: None,
+            deletes_confirmed: false,
+            judge_due: false,
             last_error: None,
             unsyncable: Vec::new(),
             next_push: 1,
@@ -155,6 +177,7 @@ impl FolderTask {
             retry_at: HashMap::new(),
             retry_delay: HashMap::new(),
             hold_deletes: HashMap::new(),
+            burst_start: Instant::now(),
             last_sync: None,
             watcher: None,
             rules: IgnoreRules::builtin(),
@@ -211,6 +234,9 @@ impl FolderTask {
                 .chain(self.hold_deletes.values())
                 .min()
                 .copied()
+                .into_iter()
+                .chain(self.away().then(|| Instant::now() + AWAY_POLL))
+                .min()
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             if more {
                 tokio::task::yield_now().await;
@@ -231,7 +257,10 @@ impl FolderTask {
                 _ = tokio::time::sleep_until(retry) => {
                     let now = Instant::now();
                     self.retry_at.retain(|_, at| *at > now);
+                    let held = self.hold_deletes.len();
                     self.hold_deletes.retain(|_, at| *at > now);
+                    self.judge_due |= self.hold_deletes.len() < held;
+                    self.scan_all |= self.away();
                 }
                 _ = std::future::ready(()), if more => {}
             }
@@ -280,7 +309,11 @@ impl FolderTask {
                     self.start_session(cancel);
                 }
             }
+            FolderCmd::ConfirmDeletes => self.confirm_deletes(),
             FolderCmd::Rescan => self.full_scan("requested"),
+            FolderCmd::RecreateMarker(reply) => {
+                let _ = reply.send(self.recreate_marker());
+            }
             FolderCmd::Flush(reply) => {
                 self.full_scan("requested by wait");
                 self.flush_waiters.push(reply);
@@ -467,6 +500,12 @@ impl FolderTask {
         self.last_full_scan = Instant::now();
     }
 
+    /// Whether the folder's directory is gone or is not the folder (its marker is
+    /// missing): then it is looked for every AWAY_POLL.
+    fn away(&self) -> bool {
+        self.root_error.is_some() || self.marker_error.is_some()
+    }
+
     fn error(&mut self, msg: String) {
         tracing::warn!(folder = %self.cfg.name, "{msg}");
         self.emit(EventKind::Error, None, Some(msg.clone()));
@@ -524,10 +563,15 @@ impl FolderTask {
             totals.up_files + totals.down_files > 0 || !self.scan_paths.is_empty() || self.scan_all;
         let state = if self.paused {
             FolderState::Paused
-        } else if self.root_error.is_some() || self.rules_error.is_some() {
+        } else if self.root_error.is_some()
+            || self.rules_error.is_some()
+            || self.marker_error.is_some()
+        {
             FolderState::Error
         } else if !self.scanned {
             FolderState::Scanning
+        } else if self.hold.is_some() {
+            FolderState::Held
         } else if self.session.is_none() {
             FolderState::Offline
         } else if pending || busy || !self.caught_up {
@@ -573,7 +617,9 @@ impl FolderTask {
             last_error: self
                 .rules_error
                 .clone()
+                .or_else(|| self.marker_error.clone())
                 .or_else(|| self.root_error.clone())
+                .or_else(|| self.hold.map(|h| h.message(self.cfg.name.as_str())))
                 .or_else(|| self.last_error.clone()),
             unsyncable: self.unsyncable.clone(),
             counters: self.counters.snapshot(),

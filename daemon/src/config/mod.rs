@@ -40,6 +40,11 @@ pub use rules::default_folder_name;
 pub const DEFAULT_PORT: u16 = 7101;
 /// How often a folder is walked in full when its `rescan_interval` is not set.
 pub const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(3600);
+/// The mass-delete guard's defaults: a scan that finds more than this percentage of a
+/// folder's files deleted holds those deletes back, in a folder of at least
+/// DEFAULT_MAX_DELETE_MIN files.
+pub const DEFAULT_MAX_DELETE_PERCENT: u32 = 50;
+pub const DEFAULT_MAX_DELETE_MIN: u64 = 100;
 /// Days the server keeps replaced and deleted files when `keep_versions` is not set.
 pub const DEFAULT_KEEP_VERSIONS_DAYS: u32 = 30;
 /// Below this, full rescans would run back to back and starve the watcher path.
@@ -82,6 +87,11 @@ pub struct FolderConfig {
     pub mode: FolderMode,
     pub rescan_interval: Duration,
     pub paused: bool,
+    /// Deletes found at once above this percentage of the folder's files wait for a
+    /// confirmation (`max_delete_percent`; 100 turns the guard off).
+    pub max_delete_percent: u32,
+    /// Folders with fewer files than this are never held (`max_delete_min`).
+    pub max_delete_min: u64,
 }
 
 impl FolderConfig {
@@ -94,6 +104,8 @@ impl FolderConfig {
             mode: FolderMode::TwoWay,
             rescan_interval: DEFAULT_RESCAN_INTERVAL,
             paused: false,
+            max_delete_percent: DEFAULT_MAX_DELETE_PERCENT,
+            max_delete_min: DEFAULT_MAX_DELETE_MIN,
         }
     }
 }

@@ -14,8 +14,9 @@ use toml_edit::{Document, Item, Table};
 use super::rules::{self, check_server_addr, default_folder_name};
 use super::spanned::{Cx, Section};
 use super::{
-    Config, ConfigError, DEFAULT_KEEP_VERSIONS_DAYS, DEFAULT_PORT, DEFAULT_RESCAN_INTERVAL,
-    DaemonSection, Env, FolderConfig, MIN_RESCAN_INTERVAL, Registration, ServerSection,
+    Config, ConfigError, DEFAULT_KEEP_VERSIONS_DAYS, DEFAULT_MAX_DELETE_MIN,
+    DEFAULT_MAX_DELETE_PERCENT, DEFAULT_PORT, DEFAULT_RESCAN_INTERVAL, DaemonSection, Env,
+    FolderConfig, MIN_RESCAN_INTERVAL, Registration, ServerSection,
 };
 
 const DAEMON_KEYS: &[&str] = &["state_dir", "control_socket"];
@@ -27,6 +28,8 @@ const FOLDER_KEYS: &[&str] = &[
     "mode",
     "rescan_interval",
     "paused",
+    "max_delete_percent",
+    "max_delete_min",
 ];
 const SECTIONS: &str = "[daemon], [server] and [[folder]]";
 
@@ -236,6 +239,24 @@ fn folder(cx: &Cx, s: &Section) -> Result<(FolderConfig, FolderLines), ConfigErr
         }
     };
     let paused = s.bool(cx, "paused")?.unwrap_or(false);
+    let max_delete_percent = match s.integer(cx, "max_delete_percent")? {
+        None => DEFAULT_MAX_DELETE_PERCENT,
+        Some((n, _)) if (1..=100).contains(&n) => n as u32,
+        Some((n, line)) => {
+            let message = format!(
+                "{n} is not a percentage from 1 to 100 (100 turns the mass-delete guard off)"
+            );
+            return Err(cx.err(line, s.key("max_delete_percent"), message));
+        }
+    };
+    let max_delete_min = match s.integer(cx, "max_delete_min")? {
+        None => DEFAULT_MAX_DELETE_MIN,
+        Some((n, _)) if n >= 0 => n as u64,
+        Some((n, line)) => {
+            let message = format!("{n} is not a number of files (0 or more)");
+            return Err(cx.err(line, s.key("max_delete_min"), message));
+        }
+    };
 
     let folder = FolderConfig {
         path,
@@ -244,6 +265,8 @@ fn folder(cx: &Cx, s: &Section) -> Result<(FolderConfig, FolderLines), ConfigErr
         mode,
         rescan_interval,
         paused,
+        max_delete_percent,
+        max_delete_min,
     };
     let lines = FolderLines {
         path: path_line,
@@ -334,6 +357,9 @@ mod tests {
             ("[server]\nkeep_versions = \"30d\"\n", 2, "server.keep_versions", "whole number"),
             (concat!(docs!(), "rescan_interval = \"often\"\n"), 4, "folder[1].rescan_interval", "is not a duration"),
             (concat!(docs!(), "rescan_interval = \"500ms\"\n"), 4, "folder[1].rescan_interval", "minimum is \"1s\""),
+            (concat!(docs!(), "max_delete_percent = 0\n"), 4, "folder[1].max_delete_percent", "from 1 to 100"),
+            (concat!(docs!(), "max_delete_percent = \"50%\"\n"), 4, "folder[1].max_delete_percent", "whole number"),
+            (concat!(docs!(), "max_delete_min = -1\n"), 4, "folder[1].max_delete_min", "0 or more"),
             ("[server]\nlisten = \"localhost:7101\"\n", 2, "server.listen", "not an address to listen on"),
             ("[server]\nlisten = \"0.0.0.0\"\n", 2, "server.listen", "write IP:PORT"),
             ("[[folder]]\npath = \"/a\"\nserver = \"files.example.org\"\n", 3, "folder[1].server", "has no port; write it as \"files.example.org:7101\""),

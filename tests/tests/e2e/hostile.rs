@@ -779,9 +779,10 @@ fn hostile_server_entries_are_refused_by_the_client() {
             .unwrap_or_else(|why| panic!("the client did not log {reason:?}: {why}"));
     }
     client.check_running().unwrap();
+    // Besides the daemon's own folder marker, written at the first scan.
     assert_eq!(
         all_paths(&folder),
-        BTreeSet::from(["good-dir".to_owned()]),
+        BTreeSet::from([".filesync-folder".to_owned(), "good-dir".to_owned()]),
         "only the good entry is applied"
     );
     let outside: BTreeSet<String> = all_paths(root)

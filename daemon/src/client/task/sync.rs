@@ -9,12 +9,9 @@ use filesync_proto::wire::{Change, ConflictNote, Entry, EntryKind, MAX_BATCH, Pu
 use futures::StreamExt;
 use tokio::time::Instant;
 
-use super::{
-    FolderTask, MAX_INFLIGHT, PULL_BATCH, PULL_FILES, PUSH_BYTES, RENAME_WINDOW, RETRY_AFTER,
-    RETRY_MAX,
-};
+use super::{FolderTask, MAX_INFLIGHT, PULL_BATCH, PULL_FILES, PUSH_BYTES, RETRY_AFTER, RETRY_MAX};
 use crate::beneath::Root;
-use crate::client::pull;
+use crate::client::{guard, pull};
 use crate::conn::Counters;
 use crate::ignore::{IGNORE_FILE, IgnoreRules};
 use crate::index::LocalRow;
@@ -78,7 +75,13 @@ impl FolderTask {
         if self.scan_all || !self.scan_paths.is_empty() {
             self.run_scan();
         }
-        if self.root_error.is_some() || self.paused || self.session.is_none() || !self.caught_up {
+        self.judge_deletes();
+        if self.root_error.is_some()
+            || self.marker_error.is_some()
+            || self.paused
+            || self.session.is_none()
+            || !self.caught_up
+        {
             return false;
         }
         let pulled = match self.pull_round().await {
@@ -99,6 +102,16 @@ impl FolderTask {
     }
 
     fn run_scan(&mut self) {
+        if self.root_error.is_some() && self.cfg.path.is_dir() {
+            // The directory is back, maybe another one than was watched.
+            self.start_watching();
+        }
+        if !self.marker_ok() {
+            self.scan_all = false;
+            self.scan_paths.clear();
+            self.flushed.append(&mut self.flush_waiters);
+            return;
+        }
         let scope = if self.scan_all {
             Scope::All
         } else {
@@ -119,6 +132,9 @@ impl FolderTask {
                 &self.id.device,
                 &self.rules,
             )?;
+            if !self.marker_still_there() {
+                return Ok(None);
+            }
             self.index().batch(|ix| {
                 for row in out.changes.iter().chain(&out.refreshed) {
                     ix.put_local(row)?;
@@ -128,10 +144,20 @@ impl FolderTask {
                 }
                 Ok(())
             })?;
-            Ok::<_, anyhow::Error>(out)
+            Ok::<_, anyhow::Error>(Some(out))
         });
         match result {
-            Ok(out) => {
+            Ok(None) => {
+                // Nothing the scan found is recorded: it may have walked another
+                // directory. The folder looks again as it does for a missing root.
+                self.root_error = Some(format!(
+                    "the folder's directory {} changed during a scan; looking again",
+                    self.cfg.path.display()
+                ));
+                self.marker_ok();
+                self.flushed.append(&mut self.flush_waiters);
+            }
+            Ok(Some(out)) => {
                 Counters::add(&self.counters.bytes_hashed, out.hashed_bytes);
                 Counters::add(&self.counters.files_hashed, out.hashed_files);
                 if full {
@@ -153,10 +179,8 @@ impl FolderTask {
                 {
                     self.rules_stale = true;
                 }
-                let until = Instant::now() + RENAME_WINDOW;
-                for row in out.changes.iter().filter(|r| r.entry.deleted) {
-                    self.hold_deletes.insert(row.entry.path.clone(), until);
-                }
+                self.hold_fresh_deletes(&out.changes);
+                self.deletes_changed(&out.changes);
                 if !out.changes.is_empty() {
                     tracing::debug!(folder = %self.cfg.name, changes = out.changes.len(), "scanned");
                     let n = out.changes.len();
@@ -175,7 +199,10 @@ impl FolderTask {
                 self.flushed.append(&mut self.flush_waiters);
             }
             Err(e) => {
-                let msg = self.explain(&e);
+                let mut msg = self.explain(&e);
+                if !self.cfg.path.is_dir() {
+                    msg = guard::root_missing(self.cfg.name.as_str(), &msg);
+                }
                 if self.root_error.as_ref() != Some(&msg) {
                     tracing::error!(folder = %self.cfg.name, "{msg}");
                     self.emit(EventKind::Error, None, Some(msg.clone()));
@@ -666,7 +693,8 @@ impl FolderTask {
                 renaming.push(dst);
             }
         }
-        let dirty = self.index().dirty(MAX_BATCH * 2)?;
+        // While the mass-delete guard holds, only live changes go out.
+        let dirty = self.index().dirty(MAX_BATCH * 2, self.hold.is_none())?;
         let mut live = Vec::new();
         let mut deletes = Vec::new();
         let mut bytes = 0usize;
