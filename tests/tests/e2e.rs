@@ -19,6 +19,8 @@ mod conflicts;
 mod control;
 #[path = "e2e/editors.rs"]
 mod editors;
+#[path = "e2e/fanout.rs"]
+mod fanout;
 #[path = "e2e/hardcases.rs"]
 mod hardcases;
 #[path = "e2e/hostile.rs"]
