@@ -135,16 +135,17 @@ fn max_connections_per_address_caps_one_address() {
     server.start();
 
     let addr = server.server_addr();
-    // With the default (32) none of these would be refused.
+    // With the default (32) none of these would be refused. At least two are: the
+    // fixture's own check that the server listens may still hold a slot too.
     let crowd: Vec<Raw> = (0..5).map(|_| Raw::connect(&addr).unwrap()).collect();
     let refused = "connection refused: 3 connections from that address already \
                    (config key server.max_connections_per_address)";
     poll_until(Duration::from_secs(10), || {
         let n = server.log_text().matches(refused).count();
-        if n == 2 {
+        if (2..=3).contains(&n) {
             Ok(())
         } else {
-            Err(format!("{n} refusals logged, expected 2"))
+            Err(format!("{n} refusals logged, expected 2 (or 3)"))
         }
     })
     .unwrap();
