@@ -445,7 +445,17 @@ class Bench:
 
     # -- set-up
 
+    # What the other column holds, in the tables.
+    THEIRS = "rsync / lsyncd"
+
     def start(self):
+        self.start_filesync()
+        self.rsyncd = RsyncDaemon(self.work)
+        self.src = self.work / "rsync-src"
+        log(f"server on 127.0.0.1:{self.server_port}, rsync daemon on 127.0.0.1:{self.rsyncd.port}")
+
+    def start_filesync(self):
+        """The filesync server (open registration) and clients A and B."""
         self.server_port = None
         for attempt in range(3):
             port = free_port()
@@ -466,9 +476,6 @@ class Bench:
         poll_until(lambda: port_open(self.server_port), 20, 0.05, "the filesync server to listen")
         self.a = Node(self, "a")
         self.b = Node(self, "b")
-        self.rsyncd = RsyncDaemon(self.work)
-        self.src = self.work / "rsync-src"
-        log(f"server on 127.0.0.1:{self.server_port}, rsync daemon on 127.0.0.1:{self.rsyncd.port}")
 
     def pair(self, name, prefill_a=False):
         """Adds folder `name` on B (through a fresh relay) and, unless `prefill_a`, on A.
@@ -871,7 +878,20 @@ class Bench:
         )
         return samples
 
+    def stop(self):
+        stop_all()
+
     # -- output
+
+    def tool_versions(self):
+        """The versions of the tools compared, for the record."""
+        first = run(["rsync", "--version"], 10).stdout.splitlines()[0]
+        tools = " ".join(first.split()[:3])  # "rsync version 3.x.y"
+        if shutil.which("lsyncd"):
+            r = run(["lsyncd", "--version"], 10, check=False)
+            m = re.search(r"(\d+\.\d+\.\d+)", r.stdout + r.stderr)
+            tools += f", lsyncd {m.group(1) if m else '?'}"
+        return tools
 
     def machine(self):
         info = {}
@@ -888,12 +908,7 @@ class Bench:
             info["cpu"] = cpu.split(":", 1)[1].strip()
         except (OSError, StopIteration):
             info["cpu"] = "?"
-        first = run(["rsync", "--version"], 10).stdout.splitlines()[0]
-        info["rsync"] = " ".join(first.split()[:3])  # "rsync version 3.x.y"
-        if shutil.which("lsyncd"):
-            r = run(["lsyncd", "--version"], 10, check=False)
-            m = re.search(r"(\d+\.\d+\.\d+)", r.stdout + r.stderr)
-            info["lsyncd"] = f"lsyncd {m.group(1) if m else '?'}"
+        info["tools"] = self.tool_versions()
         info["load"] = f"{self.load_start} at the start, {os.getloadavg()[0]:.2f} at the end"
         r = run(["git", "-C", HERE.parent, "rev-parse", "--short", "HEAD"], 10, check=False)
         info["filesync"] = r.stdout.strip() or "?"
@@ -902,7 +917,7 @@ class Bench:
         return info
 
     def table(self):
-        head = ["scenario", "measure", "filesync", "rsync / lsyncd", "ratio", "goal", "verdict"]
+        head = ["scenario", "measure", "filesync", self.THEIRS, "ratio", "goal", "verdict"]
         rows = [r.cells for r in self.rows]
         widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
         line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))
@@ -913,13 +928,12 @@ class Bench:
         md = []
         md.append(f"Measured {info['date']} on: {info['nproc']} CPUs ({info['cpu']}), "
                   f"{info['memory']} memory, Linux {info['kernel']}, temp dir on {info['filesystem']}; "
-                  f"filesync {info['filesync']}, {info['rsync']}"
-                  + (f", {info['lsyncd']}" if "lsyncd" in info else "")
+                  f"filesync {info['filesync']}, {info['tools']}"
                   + f"; 1-minute load average {info['load']}.")
         md.append("")
         md.append(f"Command: `{self.args.command}`")
         md.append("")
-        md.append("| scenario | measure | filesync | rsync / lsyncd | ratio | goal | verdict |")
+        md.append(f"| scenario | measure | filesync | {self.THEIRS} | ratio | goal | verdict |")
         md.append("|---|---|---|---|---|---|---|")
         for r in self.rows:
             md.append("| " + " | ".join(str(c) for c in r.cells) + " |")
@@ -984,19 +998,25 @@ def main():
         if not shutil.which(tool):
             raise BenchError(f"{tool} is not installed (bench/run.sh installs it)")
 
+    run_bench(Bench(args), chosen)
+
+
+def run_bench(bench, chosen):
+    """Runs the `chosen` scenarios of `bench` (stopping every process it started however
+    it ends), then prints the table and the Markdown, which also goes to --markdown."""
+
     def on_term(signum, frame):
         print(f"bench: stopping on signal {signum}", file=sys.stderr, flush=True)
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_term)
-    bench = Bench(args)
     try:
         bench.start()
         for s in chosen:
             getattr(bench, f"scenario_{s}")()
     finally:
-        stop_all()
+        bench.stop()
     info = bench.machine()
     print()
     print(bench.table())
@@ -1005,12 +1025,13 @@ def main():
     print("Markdown (for docs/benchmarks.md):")
     print()
     print(md)
-    if args.markdown:
-        Path(args.markdown).write_text(md)
-        log(f"results written to {args.markdown}")
+    if bench.args.markdown:
+        Path(bench.args.markdown).write_text(md)
+        log(f"results written to {bench.args.markdown}")
 
 
-if __name__ == "__main__":
+def entry(main):
+    """Runs `main`, turning a BenchError or ^C into a message and an exit code."""
     try:
         main()
     except BenchError as e:
@@ -1021,3 +1042,7 @@ if __name__ == "__main__":
         stop_all()
         print("bench: interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    entry(main)

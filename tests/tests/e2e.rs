@@ -23,6 +23,8 @@ mod control;
 mod diskfull;
 #[path = "e2e/editors.rs"]
 mod editors;
+#[path = "e2e/fanout.rs"]
+mod fanout;
 #[path = "e2e/faults.rs"]
 mod faults;
 #[path = "e2e/guard.rs"]

@@ -47,6 +47,12 @@ pub const DEFAULT_MAX_DELETE_PERCENT: u32 = 50;
 pub const DEFAULT_MAX_DELETE_MIN: u64 = 100;
 /// Days the server keeps replaced and deleted files when `keep_versions` is not set.
 pub const DEFAULT_KEEP_VERSIONS_DAYS: u32 = 30;
+/// Connections the server serves at once from one source address when
+/// `max_connections_per_address` is not set.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: u32 = 32;
+/// Connections the server serves at once in all; `max_connections_per_address` cannot
+/// exceed it.
+pub const MAX_CONNECTIONS: u32 = 1024;
 /// Below this, full rescans would run back to back and starve the watcher path.
 pub const MIN_RESCAN_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -75,6 +81,8 @@ pub struct ServerSection {
     pub registration: Registration,
     /// Days a replaced or deleted file is kept in the server's versions; 0 keeps none.
     pub keep_versions: u32,
+    /// Connections served at once from one source address, 1 to [`MAX_CONNECTIONS`].
+    pub max_connections_per_address: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -14,13 +14,20 @@ use toml_edit::{Document, Item, Table};
 use super::rules::{self, check_server_addr, default_folder_name};
 use super::spanned::{Cx, Section};
 use super::{
-    Config, ConfigError, DEFAULT_KEEP_VERSIONS_DAYS, DEFAULT_MAX_DELETE_MIN,
-    DEFAULT_MAX_DELETE_PERCENT, DEFAULT_PORT, DEFAULT_RESCAN_INTERVAL, DaemonSection, Env,
-    FolderConfig, MIN_RESCAN_INTERVAL, Registration, ServerSection,
+    Config, ConfigError, DEFAULT_KEEP_VERSIONS_DAYS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+    DEFAULT_MAX_DELETE_MIN, DEFAULT_MAX_DELETE_PERCENT, DEFAULT_PORT, DEFAULT_RESCAN_INTERVAL,
+    DaemonSection, Env, FolderConfig, MAX_CONNECTIONS, MIN_RESCAN_INTERVAL, Registration,
+    ServerSection,
 };
 
 const DAEMON_KEYS: &[&str] = &["state_dir", "control_socket"];
-const SERVER_KEYS: &[&str] = &["listen", "data_dir", "registration", "keep_versions"];
+const SERVER_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "registration",
+    "keep_versions",
+    "max_connections_per_address",
+];
 const FOLDER_KEYS: &[&str] = &[
     "path",
     "server",
@@ -179,11 +186,23 @@ fn server_section(
             return Err(cx.err(line, s.key("keep_versions"), message));
         }
     };
+    let max_connections_per_address = match s.integer(cx, "max_connections_per_address")? {
+        None => DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+        Some((n, _)) if (1..=i64::from(MAX_CONNECTIONS)).contains(&n) => n as u32,
+        Some((n, line)) => {
+            let message = format!(
+                "{n} is not a number of connections from 1 to {MAX_CONNECTIONS} \
+                 (the server's limit for all addresses together)"
+            );
+            return Err(cx.err(line, s.key("max_connections_per_address"), message));
+        }
+    };
     Ok(ServerSection {
         listen,
         data_dir,
         registration,
         keep_versions,
+        max_connections_per_address,
     })
 }
 
@@ -355,6 +374,8 @@ mod tests {
             ("[server]\nregistration = \"closed\"\n", 2, "server.registration", "use \"invite\" or \"open\""),
             ("[server]\nkeep_versions = -1\n", 2, "server.keep_versions", "0 to 36500"),
             ("[server]\nkeep_versions = \"30d\"\n", 2, "server.keep_versions", "whole number"),
+            ("[server]\nmax_connections_per_address = 0\n", 2, "server.max_connections_per_address", "from 1 to 1024"),
+            ("[server]\nmax_connections_per_address = \"many\"\n", 2, "server.max_connections_per_address", "whole number"),
             (concat!(docs!(), "rescan_interval = \"often\"\n"), 4, "folder[1].rescan_interval", "is not a duration"),
             (concat!(docs!(), "rescan_interval = \"500ms\"\n"), 4, "folder[1].rescan_interval", "minimum is \"1s\""),
             (concat!(docs!(), "max_delete_percent = 0\n"), 4, "folder[1].max_delete_percent", "from 1 to 100"),
@@ -426,6 +447,24 @@ mod tests {
         );
         assert_eq!(server.registration, Registration::Invite);
         assert_eq!(server.keep_versions, DEFAULT_KEEP_VERSIONS_DAYS);
+        assert_eq!(
+            server.max_connections_per_address,
+            DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
+        );
+    }
+
+    #[test]
+    fn max_connections_per_address_takes_1_to_the_server_limit() {
+        for n in [1, 200, MAX_CONNECTIONS] {
+            let text = format!("[server]\nmax_connections_per_address = {n}\n");
+            let config = parse_text(&text).unwrap();
+            assert_eq!(config.server.unwrap().max_connections_per_address, n);
+        }
+        check_err(
+            "[server]\nmax_connections_per_address = 1025\n",
+            2,
+            "server.max_connections_per_address",
+        );
     }
 
     #[test]
@@ -511,6 +550,7 @@ mod tests {
                 data_dir: state_dir.join("server"),
                 registration: Registration::Invite,
                 keep_versions: 30,
+                max_connections_per_address: 32,
             }),
             folders: vec![
                 FolderConfig::new(

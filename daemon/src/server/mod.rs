@@ -34,17 +34,18 @@ use crate::conn::Counters;
 use crate::tls::ServerIdentity;
 use folder::ServerFolderHandle;
 
-/// Connections served at once; further ones wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 1024;
-/// Connections served at once from one source address; further ones are closed at once
-/// with a logged reason, so that one host cannot take every slot of [`MAX_CONNECTIONS`].
-const MAX_CONNECTIONS_PER_ADDRESS: usize = 32;
+/// Connections served at once; further ones wait in the kernel's backlog. From one
+/// source address, at most `server.max_connections_per_address` of them (default 32);
+/// further ones are closed at once with a logged reason, so that one host cannot take
+/// every slot.
+const MAX_CONNECTIONS: usize = crate::config::MAX_CONNECTIONS as usize;
 
 pub struct Server {
     pub device: DeviceId,
     data_dir: PathBuf,
     listen: String,
     keep_versions: std::time::Duration,
+    max_connections_per_address: usize,
     identity: ServerIdentity,
     accounts: Accounts,
     registration: RegistrationMode,
@@ -102,6 +103,7 @@ impl Server {
                 .local_addr()
                 .map_or(cfg.listen.clone(), |a| a.to_string()),
             keep_versions: std::time::Duration::from_secs(u64::from(cfg.keep_versions) * 86_400),
+            max_connections_per_address: cfg.max_connections_per_address as usize,
             identity,
             accounts,
             registration: cfg.registration,
@@ -269,7 +271,7 @@ impl Server {
 /// Accepts connections until `cancel`; each is served by its own task.
 pub async fn serve(server: Arc<Server>, listener: TcpListener, cancel: CancellationToken) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let per_address = PerAddress::default();
+    let per_address = PerAddress::new(server.max_connections_per_address);
     loop {
         let permit = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -288,7 +290,12 @@ pub async fn serve(server: Arc<Server>, listener: TcpListener, cancel: Cancellat
             },
         };
         let Some(slot) = per_address.take(peer.ip()) else {
-            tracing::warn!(%peer, "connection refused: {MAX_CONNECTIONS_PER_ADDRESS} connections from that address already");
+            tracing::warn!(
+                %peer,
+                "connection refused: {} connections from that address already \
+                 (config key server.max_connections_per_address)",
+                per_address.limit
+            );
             continue;
         };
         let server = server.clone();
@@ -300,16 +307,26 @@ pub async fn serve(server: Arc<Server>, listener: TcpListener, cancel: Cancellat
 }
 
 /// Connections open per source address, each counted by the [`AddressSlot`] its session
-/// holds.
-#[derive(Clone, Default)]
-struct PerAddress(Arc<Mutex<HashMap<IpAddr, usize>>>);
+/// holds, and at most `limit` of them from one address.
+#[derive(Clone)]
+struct PerAddress {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    limit: usize,
+}
 
 impl PerAddress {
+    fn new(limit: usize) -> Self {
+        PerAddress {
+            open: Arc::default(),
+            limit,
+        }
+    }
+
     /// A slot for one more connection from `ip`, or `None` at the limit.
     fn take(&self, ip: IpAddr) -> Option<AddressSlot> {
-        let mut open = lock(&self.0);
+        let mut open = lock(&self.open);
         let n = open.entry(ip).or_default();
-        if *n >= MAX_CONNECTIONS_PER_ADDRESS {
+        if *n >= self.limit {
             return None;
         }
         *n += 1;
@@ -328,7 +345,7 @@ struct AddressSlot {
 
 impl Drop for AddressSlot {
     fn drop(&mut self) {
-        let mut open = lock(&self.counts.0);
+        let mut open = lock(&self.counts.open);
         if let Some(n) = open.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -344,9 +361,9 @@ mod tests {
 
     #[test]
     fn each_address_has_its_own_limit_and_slots_come_back() {
-        let counts = PerAddress::default();
+        let counts = PerAddress::new(3);
         let (a, b): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "::1".parse().unwrap());
-        let mut held: Vec<_> = (0..MAX_CONNECTIONS_PER_ADDRESS)
+        let mut held: Vec<_> = (0..3)
             .map(|_| counts.take(a).expect("under the limit"))
             .collect();
         assert!(counts.take(a).is_none(), "one over the limit");
@@ -358,7 +375,7 @@ mod tests {
         );
         drop(held);
         assert!(
-            lock(&counts.0).is_empty(),
+            lock(&counts.open).is_empty(),
             "no address is remembered for ever"
         );
     }
