@@ -967,7 +967,7 @@ impl Index {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn file_entry(path: &str, seq: u64, content: &[u8]) -> Entry {

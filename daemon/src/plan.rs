@@ -51,6 +51,11 @@ fn decide_both(l: &LocalRow, r: &Entry) -> Action {
             Action::Pull
         };
     }
+    if l.entry.deleted && r.deleted {
+        // Both sides say the path is gone: in sync, whatever the sequence numbers say
+        // (a directory rename may have carried a tombstone's number to another path).
+        return Action::MarkSynced { seq: r.seq };
+    }
     if base == r.seq {
         return Action::Push { base };
     }
@@ -195,6 +200,17 @@ mod tests {
             Some(local(5, 2, true, true)),
             Some(entry(5, 1, false)),
             Push { base: 5 },
+        );
+        // Both deleted: in sync on any base, even one above the server's number.
+        check(
+            Some(local(5, 2, true, true)),
+            Some(entry(5, 1, true)),
+            MarkSynced { seq: 5 },
+        );
+        check(
+            Some(local(9, 2, true, true)),
+            Some(entry(5, 1, true)),
+            MarkSynced { seq: 5 },
         );
         // Accepted, echo pending.
         check(

@@ -736,10 +736,12 @@ impl Sequencer {
 
 /// The base check: `Some(current sequence)` when `change` was based on a version of its
 /// path that is no longer the server's current one, which makes it a conflict. A path
-/// with no row at all was renamed away under the device: its change lands at the old
-/// path whatever its base (an edit beats the rename's implied delete).
+/// with no row at all was renamed away under the device, and a path whose current
+/// version is a delete holds nothing to lose: new content lands there whatever its base
+/// (an edit beats a delete, so the device would push it again on top of the delete).
 pub fn stale_base(current: Option<&LocalRow>, change: &Change) -> Option<u64> {
     current
+        .filter(|c| !c.entry.deleted || change.entry.deleted)
         .map(|c| c.entry.seq)
         .filter(|&seq| seq != change.base_seq)
 }
@@ -757,4 +759,40 @@ pub fn cut_batch(mut entries: Vec<Entry>, max_bytes: usize) -> Vec<Entry> {
     }
     entries.truncate(keep);
     entries
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::tests::file_entry;
+
+    fn row(seq: u64, deleted: bool) -> LocalRow {
+        let mut entry = file_entry("f.txt", seq, b"old");
+        entry.deleted = deleted;
+        LocalRow {
+            entry,
+            inode: 1,
+            dirty: false,
+        }
+    }
+
+    fn change(base_seq: u64, deleted: bool) -> Change {
+        let mut entry = file_entry("f.txt", 0, b"new");
+        entry.deleted = deleted;
+        Change { entry, base_seq }
+    }
+
+    #[test]
+    fn a_base_is_stale_unless_current_or_there_is_nothing_to_lose() {
+        assert_eq!(stale_base(Some(&row(5, false)), &change(5, false)), None);
+        assert_eq!(stale_base(Some(&row(5, false)), &change(3, false)), Some(5));
+        assert_eq!(stale_base(Some(&row(5, false)), &change(9, false)), Some(5));
+        assert_eq!(stale_base(Some(&row(5, false)), &change(3, true)), Some(5));
+        assert_eq!(stale_base(None, &change(7, false)), None);
+        // New content over a delete lands whatever its base, even one the path never had.
+        assert_eq!(stale_base(Some(&row(5, true)), &change(3, false)), None);
+        assert_eq!(stale_base(Some(&row(5, true)), &change(9, false)), None);
+        // A delete over a delete still needs the current base.
+        assert_eq!(stale_base(Some(&row(5, true)), &change(3, true)), Some(5));
+    }
 }
