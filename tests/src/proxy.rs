@@ -232,10 +232,15 @@ fn pump(
         while *shared.mode.lock().unwrap() == Mode::Stall && !stopped() {
             std::thread::park_timeout(TICK);
         }
-        if stopped() || to.write_all(&buf[..n]).is_err() {
+        if stopped() {
             break;
         }
+        // Counted before they are written, so that a peer that has read them sees them
+        // counted.
         count.fetch_add(n as u64, Ordering::SeqCst);
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
         if rate > 0 {
             window.1 += n as u64;
             let due = Duration::from_secs_f64(window.1 as f64 / rate as f64);
