@@ -9,13 +9,14 @@
 //! received and the server folder's epoch. `blocks` maps content hashes to where they
 //! sit in local files, so that content already on disk is copied, never fetched.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use filesync_proto::wire::{BlockInfo, Entry, EntryKind};
 use filesync_proto::{DeviceId, Hash, RelPath};
 use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::store::Stat;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -99,6 +100,18 @@ pub struct LocalRow {
     pub inode: u64,
     /// Client only: local content the server has not accepted yet.
     pub dirty: bool,
+}
+
+/// A local row as a scan compares it with the disk (see [`Index::each_local_stat`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatRow {
+    /// Kind, size, mtime, mode and inode as last scanned or written.
+    pub stat: Stat,
+    pub deleted: bool,
+    pub dirty: bool,
+    /// The server has a version of this path, or the row carries a rename not pushed yet
+    /// (`seq > 0` or `renamed_from` set): a directory a rename can be paired with.
+    pub shared: bool,
 }
 
 /// Where a block of content can be read locally.
@@ -512,18 +525,73 @@ impl Index {
         Ok(path.and_then(|p| RelPath::new(p).ok()))
     }
 
-    /// Every local row, for a full scan to compare against.
-    pub fn all_local(&self) -> Result<HashMap<RelPath, LocalRow>> {
+    /// Every local row.
+    #[cfg(test)]
+    pub fn all_local(&self) -> Result<std::collections::HashMap<RelPath, LocalRow>> {
         let sql = format!("SELECT {LOCAL_COLS} FROM local");
         let conn = self.c();
         let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map([], row_to_local)?;
-        let mut out = HashMap::new();
+        let mut out = std::collections::HashMap::new();
         for row in rows {
             let row = row?;
             out.insert(row.entry.path.clone(), row);
         }
         Ok(out)
+    }
+
+    /// What a scan compares the disk with: the stat fingerprint of every local row (or of
+    /// the rows at `under` and below), handed to `f` one by one. No content, blocks or
+    /// history is read, so that a scan of a big folder holds a few dozen bytes per path;
+    /// it reads the whole row with [`Index::local`] only for a path that changed.
+    pub fn each_local_stat(
+        &self,
+        under: Option<&RelPath>,
+        mut f: impl FnMut(RelPath, StatRow),
+    ) -> Result<()> {
+        const COLS: &str = "path, kind, deleted, size, mtime_ns, mode, inode, dirty, seq > 0 OR renamed_from IS NOT NULL";
+        let conn = self.c();
+        let mut take = |row: &Row| -> Result<()> {
+            let path: String = row.get(0)?;
+            let path = RelPath::new(path).context("a path in the index is not valid")?;
+            let stat = Stat {
+                kind: kind_from(row.get(1)?),
+                size: row.get::<_, i64>(3)? as u64,
+                mtime_ns: row.get(4)?,
+                mode: row.get(5)?,
+                inode: row.get::<_, i64>(6)? as u64,
+            };
+            f(
+                path,
+                StatRow {
+                    stat,
+                    deleted: row.get(2)?,
+                    dirty: row.get(7)?,
+                    shared: row.get(8)?,
+                },
+            );
+            Ok(())
+        };
+        match under {
+            None => {
+                let mut stmt = conn.prepare_cached(&format!("SELECT {COLS} FROM local"))?;
+                let mut rows = stmt.query([])?;
+                while let Some(row) = rows.next()? {
+                    take(row)?;
+                }
+            }
+            Some(path) => {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {COLS} FROM local WHERE path = ?1 OR (path > ?2 AND path < ?3)"
+                ))?;
+                let (lo, hi) = subtree_bounds(path);
+                let mut rows = stmt.query(params![path.as_str(), lo, hi])?;
+                while let Some(row) = rows.next()? {
+                    take(row)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The rows at `path` and below it.
@@ -1070,6 +1138,51 @@ pub(crate) mod tests {
             .collect();
         got.sort();
         assert_eq!(got, ["a", "a/x", "a/y/z"]);
+    }
+
+    #[test]
+    fn local_stats_carry_the_stat_fingerprint_in_scope() {
+        let (_d, index) = open();
+        for (p, seq, inode, dirty) in [("a", 0, 5, true), ("a/x", 3, 6, false), ("ab", 0, 7, false)]
+        {
+            index
+                .put_local(&LocalRow {
+                    entry: file_entry(p, seq, b"abc"),
+                    inode,
+                    dirty,
+                })
+                .unwrap();
+        }
+        let stats = |under: Option<&RelPath>| {
+            let mut got = Vec::new();
+            index
+                .each_local_stat(under, |path, row| got.push((path.to_string(), row)))
+                .unwrap();
+            got.sort_by(|a, b| a.0.cmp(&b.0));
+            got
+        };
+        let row = |inode, dirty, shared| StatRow {
+            stat: Stat {
+                kind: EntryKind::File,
+                size: 3,
+                mtime_ns: 1,
+                mode: 0o644,
+                inode,
+            },
+            deleted: false,
+            dirty,
+            shared,
+        };
+        let all = stats(None);
+        assert_eq!(
+            all,
+            [
+                ("a".to_string(), row(5, true, false)),
+                ("a/x".to_string(), row(6, false, true)),
+                ("ab".to_string(), row(7, false, false)),
+            ]
+        );
+        assert_eq!(stats(Some(&RelPath::new("a").unwrap())), all[..2]);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use filesync_proto::{DeviceId, Hash, RelPath};
 use crate::beneath::Root;
 use crate::chunk;
 use crate::ignore::IgnoreRules;
-use crate::index::{Index, LocalRow};
+use crate::index::{Index, LocalRow, StatRow};
 use crate::store::{self, Stat};
 
 /// Files hashed together: enough to keep every core busy, few enough that what waits
@@ -49,14 +49,27 @@ pub struct ScanOutcome {
     pub hashed_bytes: u64,
 }
 
+/// An indexed path in scope: its stat fingerprint, and whether the walk saw it.
+struct Known {
+    row: StatRow,
+    seen: bool,
+}
+
 struct Scanner<'a> {
     root: &'a Path,
     /// Files are read relative to this handle of the root, never through a symlink.
     handle: Root,
     rules: &'a IgnoreRules,
     origin: &'a DeviceId,
-    known: HashMap<RelPath, LocalRow>,
-    seen: HashSet<RelPath>,
+    /// Whole rows are read from here only for the paths that changed.
+    index: &'a Index,
+    /// Every indexed path in scope, compact: a big folder's scan holds this and little
+    /// else.
+    known: HashMap<RelPath, Known>,
+    /// Paths the walk saw that the index does not know.
+    new_seen: u64,
+    /// Paths the walk saw but could not describe (unreadable, or their row unreadable).
+    unreadable: HashSet<RelPath>,
     /// New directories by inode: a gone directory with the same inode was renamed.
     new_dirs: HashMap<u64, RelPath>,
     /// Known live files by inode, built on first need: a new path whose stat matches one
@@ -90,25 +103,27 @@ pub fn scan(
         Scope::All => None,
         Scope::Paths(paths) => Some(scan_roots(index, paths)?),
     };
-    let known = match &tops {
-        None => index.all_local()?,
-        Some(tops) => {
-            let mut known = HashMap::new();
-            for top in tops {
-                for row in index.local_under(top)? {
-                    known.insert(row.entry.path.clone(), row);
-                }
-            }
-            known
-        }
+    let mut known = HashMap::new();
+    let mut add = |path, row| {
+        known.insert(path, Known { row, seen: false });
     };
+    match &tops {
+        None => index.each_local_stat(None, &mut add)?,
+        Some(tops) => {
+            for top in tops {
+                index.each_local_stat(Some(top), &mut add)?;
+            }
+        }
+    }
     let mut s = Scanner {
         root,
         handle,
         rules,
         origin,
+        index,
         known,
-        seen: HashSet::new(),
+        new_seen: 0,
+        unreadable: HashSet::new(),
         new_dirs: HashMap::new(),
         files_by_inode: std::cell::OnceCell::new(),
         to_hash: Vec::new(),
@@ -131,8 +146,8 @@ pub fn scan(
         s.add_moved_in(index)?;
     }
     s.hash_pending();
-    s.finish();
-    s.out.entries = s.seen.len() as u64;
+    s.finish()?;
+    s.out.entries = s.known.values().filter(|k| k.seen).count() as u64 + s.new_seen;
     Ok(s.out)
 }
 
@@ -170,6 +185,17 @@ fn scan_roots(index: &Index, paths: &[RelPath]) -> Result<Vec<RelPath>> {
 }
 
 impl Scanner<'_> {
+    /// Whether the walk saw `path` (or could not look where it is).
+    fn seen(&self, path: &RelPath) -> bool {
+        self.known.get(path).is_some_and(|k| k.seen) || self.unreadable.contains(path)
+    }
+
+    /// A path the walk saw but cannot describe: reported, and kept as it is in the index.
+    fn unreadable(&mut self, path: RelPath, reason: &str) {
+        self.unsyncable(path.as_str(), reason);
+        self.unreadable.insert(path);
+    }
+
     fn unsyncable(&mut self, path: &str, reason: &str) {
         self.out.unsyncable.push(Unsyncable {
             path: path.to_string(),
@@ -185,13 +211,11 @@ impl Scanner<'_> {
                 self.unsyncable(&shown, &format!("cannot list directory: {e}"));
                 // Do not report its children as deleted: we could not look.
                 if let Some(rel) = rel {
-                    let below: Vec<RelPath> = self
-                        .known
-                        .keys()
-                        .filter(|k| k.starts_with(rel))
-                        .cloned()
-                        .collect();
-                    self.seen.extend(below);
+                    for (path, known) in &mut self.known {
+                        if path.starts_with(rel) {
+                            known.seen = true;
+                        }
+                    }
                 }
                 return;
             }
@@ -235,18 +259,26 @@ impl Scanner<'_> {
             );
             return;
         };
-        self.seen.insert(path.clone());
+        let old = match self.known.get_mut(&path) {
+            Some(known) => {
+                known.seen = true;
+                Some(known.row)
+            }
+            None => {
+                self.new_seen += 1;
+                None
+            }
+        };
         let full = path.to_path(self.root);
-        let old = self.known.get(&path);
         if st.kind == EntryKind::Dir
-            && old.is_some_and(|o| o.entry.deleted && !o.dirty)
+            && old.is_some_and(|o| o.deleted && !o.dirty)
             && holds_only_ignored(&full, &path, self.rules)
         {
             // Deleted elsewhere, kept here only for files the user ignores: it stays
             // on this disk and is not offered back to anyone.
             return;
         }
-        let unchanged = old.is_some_and(|o| store::matches_index(Some(&st), &o.entry, o.inode));
+        let unchanged = old.is_some_and(|o| store::matches_stat(Some(&st), &o.stat, o.deleted));
         if !unchanged && st.kind == EntryKind::File && self.moved_file(&st).is_none() {
             self.to_hash.push((path.clone(), st));
             if self.to_hash.len() >= HASH_BATCH {
@@ -255,7 +287,7 @@ impl Scanner<'_> {
         } else if !unchanged {
             match self.describe(&path, &st) {
                 Ok(entry) => self.record(entry, st.inode),
-                Err(reason) => self.unsyncable(path.as_str(), &reason),
+                Err(reason) => self.unreadable(path.clone(), &reason),
             }
         }
         if st.kind == EntryKind::Dir {
@@ -297,9 +329,13 @@ impl Scanner<'_> {
                     .to_string();
             }
             EntryKind::File => {
-                if let Some(same) = self.moved_file(st) {
-                    entry.hash = same.hash;
-                    entry.blocks = same.blocks.clone();
+                let same = self
+                    .moved_file(st)
+                    .and_then(|old| self.index.local(old).ok().flatten())
+                    .filter(|old| old.entry.size == st.size && old.entry.mtime_ns == st.mtime_ns);
+                if let Some(same) = same {
+                    entry.hash = same.entry.hash;
+                    entry.blocks = same.entry.blocks;
                     return Ok(entry);
                 }
                 let hashed = hash_stable(&self.handle, path, st)?;
@@ -313,16 +349,19 @@ impl Scanner<'_> {
 
     /// The indexed file that `st` shows under another name (moved or hard-linked): same
     /// inode, size and mtime, so the same content.
-    fn moved_file(&self, st: &Stat) -> Option<&Entry> {
+    fn moved_file(&self, st: &Stat) -> Option<&RelPath> {
         let by_inode = self.files_by_inode.get_or_init(|| {
             self.known
-                .values()
-                .filter(|r| !r.entry.deleted && r.entry.kind == EntryKind::File && r.inode != 0)
-                .map(|r| (r.inode, r.entry.path.clone()))
+                .iter()
+                .filter(|(_, k)| {
+                    !k.row.deleted && k.row.stat.kind == EntryKind::File && k.row.stat.inode != 0
+                })
+                .map(|(path, k)| (k.row.stat.inode, path.clone()))
                 .collect()
         });
-        let old = &self.known.get(by_inode.get(&st.inode)?)?.entry;
-        (old.size == st.size && old.mtime_ns == st.mtime_ns).then_some(old)
+        let path = by_inode.get(&st.inode)?;
+        let old = &self.known.get(path)?.row.stat;
+        (old.size == st.size && old.mtime_ns == st.mtime_ns).then_some(path)
     }
 
     /// Hashes the files the walk found new or changed, on every core, and records them.
@@ -340,13 +379,27 @@ impl Scanner<'_> {
                     entry.size = hashed.size;
                     self.record(entry, st.inode);
                 }
-                Err(reason) => self.unsyncable(path.as_str(), &reason),
+                Err(reason) => self.unreadable(path, &reason),
             }
         }
     }
 
     fn record(&mut self, mut entry: Entry, inode: u64) {
-        match self.known.get(&entry.path) {
+        let old = if self.known.contains_key(&entry.path) {
+            match self.index.local(&entry.path) {
+                Ok(old) => old,
+                Err(e) => {
+                    let reason = format!(
+                        "cannot read its row in the index ({e:#}); will retry on the next scan"
+                    );
+                    self.unreadable(entry.path, &reason);
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        match old {
             // Same content: only the stat changed (an inode after a copy, or a directory's
             // mtime). A file's mtime is data users sort and merge by, so a new mtime on a
             // file is a change that syncs.
@@ -357,8 +410,8 @@ impl Scanner<'_> {
                     && (entry.kind != EntryKind::File || old.entry.mtime_ns == entry.mtime_ns) =>
             {
                 entry.seq = old.entry.seq;
-                entry.origin = old.entry.origin.clone();
-                entry.conflict = old.entry.conflict.clone();
+                entry.origin = old.entry.origin;
+                entry.conflict = old.entry.conflict;
                 self.out.refreshed.push(LocalRow {
                     entry,
                     inode,
@@ -369,11 +422,11 @@ impl Scanner<'_> {
                 if old.is_none() && entry.kind == EntryKind::Dir {
                     self.new_dirs.insert(inode, entry.path.clone());
                 }
-                entry.seq = old.map_or(0, |o| o.entry.seq);
+                entry.seq = old.as_ref().map_or(0, |o| o.entry.seq);
                 // A conflict copy stays one when edited; it stops being one when resolved.
                 entry.conflict = old
                     .filter(|o| !o.entry.deleted)
-                    .and_then(|o| o.entry.conflict.clone());
+                    .and_then(|o| o.entry.conflict);
                 self.out.changes.push(LocalRow {
                     entry,
                     inode,
@@ -397,25 +450,26 @@ impl Scanner<'_> {
 
     /// Every indexed path that was in scope and not seen is gone: a tombstone. Unless it
     /// is ignored now: then it is only forgotten.
-    fn finish(&mut self) {
-        self.pair_renames();
-        let mut gone: Vec<&LocalRow> = self
+    fn finish(&mut self) -> Result<()> {
+        self.pair_renames()?;
+        let mut gone: Vec<(&RelPath, EntryKind)> = self
             .known
-            .values()
-            .filter(|r| !r.entry.deleted && !self.seen.contains(&r.entry.path))
+            .iter()
+            .filter(|(_, k)| !k.row.deleted && !k.seen)
+            .map(|(path, k)| (path, k.row.stat.kind))
             .collect();
-        gone.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
-        for row in gone {
-            if self
-                .rules
-                .is_ignored(&row.entry.path, row.entry.kind == EntryKind::Dir)
-            {
-                self.out.forget.push(row.entry.path.clone());
+        gone.sort_by_key(|(path, _)| *path);
+        for (path, kind) in gone {
+            if self.rules.is_ignored(path, kind == EntryKind::Dir) {
+                self.out.forget.push(path.clone());
                 continue;
             }
-            let tombstone = self.tombstone(row.entry.clone());
-            self.out.changes.push(tombstone);
+            if let Some(row) = self.index.local(path)?.filter(|r| !r.entry.deleted) {
+                let tombstone = self.tombstone(row.entry);
+                self.out.changes.push(tombstone);
+            }
         }
+        Ok(())
     }
 }
 
@@ -442,9 +496,10 @@ impl Scanner<'_> {
             {
                 continue;
             }
-            for row in index.local_under(&src)? {
-                self.known.entry(row.entry.path.clone()).or_insert(row);
-            }
+            let known = &mut self.known;
+            index.each_local_stat(Some(&src), |path, row| {
+                known.entry(path).or_insert(Known { row, seen: false });
+            })?;
         }
         Ok(())
     }
@@ -454,28 +509,25 @@ impl Scanner<'_> {
     /// reported as one change (the new directory, with `renamed_from`) rather than a
     /// delete and a create per file. A directory the server never had, or a new path
     /// with old rows below it, is left to the per-file path.
-    fn pair_renames(&mut self) {
+    fn pair_renames(&mut self) -> Result<()> {
         if self.new_dirs.is_empty() {
-            return;
+            return Ok(());
         }
-        let mut gone: Vec<&LocalRow> = self
+        let mut gone: Vec<(&RelPath, u64)> = self
             .known
-            .values()
-            .filter(|r| {
-                !r.entry.deleted
-                    && r.entry.kind == EntryKind::Dir
-                    && !self.seen.contains(&r.entry.path)
-                    && (r.entry.seq > 0 || r.entry.renamed_from.is_some())
+            .iter()
+            .filter(|(_, k)| {
+                !k.row.deleted && k.row.stat.kind == EntryKind::Dir && !k.seen && k.row.shared
             })
+            .map(|(path, k)| (path, k.row.stat.inode))
             .collect();
-        gone.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
+        gone.sort();
         let mut pairs: Vec<(RelPath, RelPath)> = Vec::new();
-        for row in gone {
-            let src = &row.entry.path;
+        for (src, inode) in gone {
             if pairs.iter().any(|(done, _)| src.starts_with(done)) {
                 continue;
             }
-            let Some(dst) = self.new_dirs.get(&row.inode) else {
+            let Some(dst) = self.new_dirs.get(&inode) else {
                 continue;
             };
             let clash = src.starts_with(dst)
@@ -486,19 +538,16 @@ impl Scanner<'_> {
             }
         }
         for (src, dst) in pairs {
-            self.move_subtree(&src, &dst);
+            self.move_subtree(&src, &dst)?;
         }
+        Ok(())
     }
 
     /// Moves the known rows at `src` and below to `dst`, matching each with what the walk
     /// found at its new path.
-    fn move_subtree(&mut self, src: &RelPath, dst: &RelPath) {
-        let mut olds: Vec<LocalRow> = self
-            .known
-            .values()
-            .filter(|r| r.entry.path.starts_with(src) && !self.seen.contains(&r.entry.path))
-            .cloned()
-            .collect();
+    fn move_subtree(&mut self, src: &RelPath, dst: &RelPath) -> Result<()> {
+        let mut olds: Vec<LocalRow> = self.index.local_under(src)?;
+        olds.retain(|r| self.known.get(&r.entry.path).is_some_and(|k| !k.seen));
         olds.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
         let mut found: HashMap<RelPath, LocalRow> = HashMap::new();
         self.out.changes.retain(|r| {
@@ -511,7 +560,9 @@ impl Scanner<'_> {
         });
         for old in olds {
             let path = old.entry.path.rebase(src, dst).expect("row is below src");
-            self.seen.insert(old.entry.path.clone());
+            if let Some(known) = self.known.get_mut(&old.entry.path) {
+                known.seen = true;
+            }
             self.out.forget.push(old.entry.path.clone());
             match found.remove(&path) {
                 Some(mut new) if path == *dst => {
@@ -538,7 +589,7 @@ impl Scanner<'_> {
                     new.entry.seq = old.entry.seq;
                     self.out.changes.push(new);
                 }
-                None if self.seen.contains(&path) && !old.entry.deleted => {
+                None if self.seen(&path) && !old.entry.deleted => {
                     // Present but unreadable at the new path: keep the old state there
                     // until it can be read; the stat mismatch brings it back to a scan.
                     let mut row = old;
@@ -564,6 +615,7 @@ impl Scanner<'_> {
         }
         // New paths below `dst` that had no old row: plain new entries.
         self.out.changes.extend(found.into_values());
+        Ok(())
     }
 }
 

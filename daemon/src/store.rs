@@ -139,17 +139,30 @@ fn parent_creating<'p>(root: &Root, path: &'p RelPath) -> Result<(Dir, &'p str)>
 
 /// Whether the disk still holds what the index recorded for a path.
 pub fn matches_index(disk: Option<&Stat>, entry: &Entry, inode: u64) -> bool {
+    let recorded = Stat {
+        kind: entry.kind,
+        size: entry.size,
+        mtime_ns: entry.mtime_ns,
+        mode: entry.mode,
+        inode,
+    };
+    matches_stat(disk, &recorded, entry.deleted)
+}
+
+/// [`matches_index`] for a row's stat fingerprint: what the index `recorded` (a
+/// tombstone when `deleted`).
+pub fn matches_stat(disk: Option<&Stat>, recorded: &Stat, deleted: bool) -> bool {
     match disk {
-        None => entry.deleted,
-        Some(_) if entry.deleted => false,
+        None => deleted,
+        Some(_) if deleted => false,
         Some(s) => {
-            s.kind == entry.kind
+            s.kind == recorded.kind
                 && match s.kind {
                     EntryKind::File => {
-                        s.size == entry.size
-                            && s.mtime_ns == entry.mtime_ns
-                            && s.inode == inode
-                            && s.mode == entry.mode
+                        s.size == recorded.size
+                            && s.mtime_ns == recorded.mtime_ns
+                            && s.inode == recorded.inode
+                            && s.mode == recorded.mode
                     }
                     EntryKind::Dir => true,
                     EntryKind::Symlink => true,
