@@ -97,15 +97,27 @@ fn concurrent_edits_conflict_and_the_first_to_arrive_wins_whatever_the_mtimes() 
     cl.resume(1, DOCS);
     let common = cl.settle(DOCS);
 
-    cl.assert_file_everywhere(DOCS, "report.txt", from_a);
-    let found = copies(&common);
-    assert_eq!(found.len(), 1, "expected one conflict copy: {common:?}");
-    cl.assert_file_everywhere(DOCS, &found[0], from_b);
+    let copy = assert_one_copy(&cl, &common, ("report.txt", from_a), from_b);
     assert_eq!(
-        files::mtime_ns(&cl.path_on(0, DOCS, &found[0])),
+        files::mtime_ns(&cl.path_on(0, DOCS, &copy)),
         b_mtime,
         "the conflict copy keeps B's mtime"
     );
+}
+
+/// Asserts that every replica holds `winner` at its path and exactly one conflict copy,
+/// holding `loser`; returns the copy's path.
+fn assert_one_copy(
+    cl: &Cluster,
+    common: &filesync_tests::Manifest,
+    (path, winner): (&str, &[u8]),
+    loser: &[u8],
+) -> String {
+    cl.assert_file_everywhere(DOCS, path, winner);
+    let found = copies(common);
+    assert_eq!(found.len(), 1, "expected one conflict copy: {common:?}");
+    cl.assert_file_everywhere(DOCS, &found[0], loser);
+    found[0].clone()
 }
 
 /// Where libfaketime sits once `apt-get install faketime` has run.
@@ -152,13 +164,10 @@ fn a_device_five_hours_behind_syncs_and_conflicts_by_the_servers_order() {
     files::write(&cl.path_on(0, DOCS, "shared.txt"), from_a);
     cl.resume(0, DOCS);
     let common = cl.settle(DOCS);
-    cl.assert_file_everywhere(DOCS, "shared.txt", from_b);
-    let found = copies(&common);
-    assert_eq!(found.len(), 1, "expected one conflict copy: {common:?}");
-    cl.assert_file_everywhere(DOCS, &found[0], from_a);
+    let copy = assert_one_copy(&cl, &common, ("shared.txt", from_b), from_a);
     assert!(
-        found[0].contains(&cl.a().device()[..7]),
-        "A lost, so the copy names A: {found:?}"
+        copy.contains(&cl.a().device()[..7]),
+        "A lost, so the copy names A: {copy}"
     );
 
     // Now B loses a conflict: its copy carries B's clock, five hours behind.
