@@ -110,6 +110,17 @@ def run(args, timeout, check=True, **kw):
     return r
 
 
+def memory(pid):
+    """(VmRSS, VmHWM) of a process in bytes."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0]) * KiB
+    return out["VmRSS"], out["VmHWM"]
+
+
 def cpu_seconds(pid, children=False):
     """User + system CPU time of a process (and of its reaped children) from /proc."""
     try:

@@ -45,13 +45,7 @@ def make_tree(root, files, dirs, max_size, seed):
 
 def memory(pid):
     """(VmRSS, VmHWM) of a process in MiB."""
-    fields = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                fields[key] = int(value.split()[0]) / 1024
-    return fields["VmRSS"], fields["VmHWM"]
+    return tuple(b / bench.MiB for b in bench.memory(pid))
 
 
 class Scale:

@@ -39,6 +39,7 @@ from bench import (
     fmt_ms,
     fmt_secs,
     log,
+    memory,
     percentile,
     random_bytes,
     run_bench,
@@ -48,17 +49,6 @@ from bench import (
     wait_tree,
     write_file,
 )
-
-
-def memory(pid):
-    """(VmRSS, VmHWM) of a process in bytes."""
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0]) * KiB
-    return out["VmRSS"], out["VmHWM"]
 
 
 def fmt_mib(n):
