@@ -328,42 +328,66 @@ impl TempFile {
 
     /// Keeps the blocks an interrupted transfer already wrote: from the start, each block
     /// of `blocks` that the file holds at its offset and that hashes as expected counts
-    /// as written. Stops at the first that does not; returns how many were kept. Only at
-    /// the start of a transfer; reads as much as the file holds, so call it off the
-    /// async threads.
-    pub fn resume(&mut self, blocks: &[BlockInfo]) -> Result<usize> {
+    /// as written, up to the first that does not. Beyond that gap, the blocks that the
+    /// file holds at their offsets and that verify ([`TempFile::write_ahead`] put them
+    /// there) are listed, to be read back instead of fetched. Only at the start of a
+    /// transfer; reads as much as the file holds, so call it off the async threads.
+    pub fn resume(&mut self, blocks: &[BlockInfo]) -> Result<Resumed> {
         let len = self.file.metadata()?.len();
         let mut buf = Vec::new();
-        let mut kept = 0;
-        for block in blocks {
-            let end = self.written + u64::from(block.size);
+        let mut resumed = Resumed::default();
+        let mut offset = 0;
+        for (i, block) in blocks.iter().enumerate() {
+            let end = offset + u64::from(block.size);
             if end > len {
                 break;
             }
             buf.resize(block.size as usize, 0);
             self.file
-                .read_exact_at(&mut buf, self.written)
+                .read_exact_at(&mut buf, offset)
                 .with_context(|| format!("cannot read {}", self.path().display()))?;
-            if crate::chunk::sha256(&buf) != block.hash {
-                break;
+            let holds = crate::chunk::sha256(&buf) == block.hash;
+            if holds && resumed.kept == i {
+                self.hasher.update(&buf);
+                self.written = end;
+                resumed.kept += 1;
+            } else if holds {
+                resumed.ahead.push(i);
             }
-            self.hasher.update(&buf);
-            self.written = end;
-            kept += 1;
+            offset = end;
         }
-        Ok(kept)
+        Ok(resumed)
     }
 
-    /// Appends `data` after what is written so far. When the disk is full, a partial
-    /// transfer is not kept: its blocks would hold on to the space the user frees for
-    /// it, and the next attempt fetches them again instead.
-    pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        if let Err(e) = self.file.write_all_at(data, self.written) {
+    /// Writes a verified block at its `offset` beyond what is written so far, without
+    /// counting it as written: a block that arrived before its turn waits there for it,
+    /// and in a partial transfer that fails first, for [`TempFile::resume`].
+    pub fn write_ahead(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        if offset < self.written {
+            bail!(
+                "{} already holds the bytes at offset {offset}",
+                self.path().display()
+            );
+        }
+        self.write_at(offset, data)
+    }
+
+    /// Writes `data` at `offset`. When the disk is full, a partial transfer is not kept:
+    /// its blocks would hold on to the space the user frees for it, and the next attempt
+    /// fetches them again instead.
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        if let Err(e) = self.file.write_all_at(data, offset) {
             if crate::space::is_full_io(&e) {
                 self.keep = false;
             }
             return Err(e).with_context(|| format!("cannot write {}", self.path().display()));
         }
+        Ok(())
+    }
+
+    /// Appends `data` after what is written so far.
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.write_at(self.written, data)?;
         self.hasher.update(data);
         self.written += data.len() as u64;
         Ok(())
@@ -373,15 +397,9 @@ impl TempFile {
         self.written
     }
 
-    /// Reads back `size` bytes written earlier at `offset`: a block that repeats within
-    /// the file is copied, not fetched again.
+    /// Reads back `size` bytes at `offset`: written earlier (a block that repeats within
+    /// the file is copied, not fetched again), or found there by [`TempFile::resume`].
     pub fn read_back(&self, offset: u64, size: u32) -> Result<Vec<u8>> {
-        if offset + u64::from(size) > self.written {
-            bail!(
-                "{} has no block at offset {offset} yet",
-                self.path().display()
-            );
-        }
         let mut buf = vec![0; size as usize];
         self.file
             .read_exact_at(&mut buf, offset)
@@ -426,6 +444,15 @@ impl TempFile {
             .with_context(|| format!("cannot set mtime of {}", self.path().display()))?;
         Ok(Prepared(self))
     }
+}
+
+/// What [`TempFile::resume`] found of an interrupted transfer.
+#[derive(Debug, Default, PartialEq)]
+pub struct Resumed {
+    /// The blocks from the start that count as written.
+    pub kept: usize,
+    /// The later blocks, in order, that the file holds at their offsets.
+    pub ahead: Vec<usize>,
 }
 
 /// Content verified against its entry and durable, ready to be renamed into place.
@@ -766,7 +793,7 @@ pub(crate) mod tests {
         // A transfer makes no directory: its target's parent exists.
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         let mut t = TempFile::resumable(&root, &e.path).unwrap();
-        assert_eq!(t.resume(&e.blocks).unwrap(), 0);
+        assert_eq!(t.resume(&e.blocks).unwrap().kept, 0);
         t.write(&content[..ends[2]]).unwrap();
         drop(t);
         let partial = dir.path().join(Partial::of(&e.path).to_string());
@@ -776,7 +803,7 @@ pub(crate) mod tests {
         );
 
         let mut t = TempFile::resumable(&root, &e.path).unwrap();
-        assert_eq!(t.resume(&e.blocks).unwrap(), 3);
+        assert_eq!(t.resume(&e.blocks).unwrap().kept, 3);
         assert_eq!(t.written(), ends[2] as u64);
         t.write(&content[ends[2]..]).unwrap();
         t.commit(&root, &e).unwrap();
@@ -801,7 +828,7 @@ pub(crate) mod tests {
             "a transfer makes no directory"
         );
         let mut t = TempFile::resumable(&root, &e.path).unwrap();
-        assert_eq!(t.resume(&e.blocks).unwrap(), 2);
+        assert_eq!(t.resume(&e.blocks).unwrap().kept, 2);
         t.write(&content[ends[1]..]).unwrap();
         t.commit(&root, &e).unwrap();
         assert_eq!(fs::read(e.path.to_path(dir.path())).unwrap(), content);
@@ -820,7 +847,13 @@ pub(crate) mod tests {
         spoiled[ends[0] + 5] ^= 1;
         fs::write(dir.path().join(Partial::of(&e.path).to_string()), &spoiled).unwrap();
         let mut t = TempFile::resumable(&root, &e.path).unwrap();
-        assert_eq!(t.resume(&e.blocks).unwrap(), 1);
+        let resumed = t.resume(&e.blocks).unwrap();
+        assert_eq!(resumed.kept, 1);
+        assert_eq!(
+            resumed.ahead,
+            (2..e.blocks.len()).collect::<Vec<_>>(),
+            "the blocks after the spoiled one are found at their offsets"
+        );
         t.write(&content[ends[0]..]).unwrap();
         // The leftover beyond what this transfer wrote is cut off.
         t.commit(&root, &e).unwrap();

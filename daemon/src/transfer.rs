@@ -6,22 +6,26 @@
 //! already wrote ([`TempFile::resume`]); an earlier block of the same file (a repeated
 //! block is fetched once); a local file that holds it (the index knows where, and the
 //! bytes are verified); the peer, asked for [`PIPELINE`] blocks ahead so that
-//! throughput is not bound by round trips. Memory stays at a few blocks whatever the
-//! file's size, plus one small record per distinct block.
+//! throughput is not bound by round trips. A block from the peer that arrives ahead of
+//! its turn is verified and written at its offset at once, so that a transfer cut off
+//! while an earlier block is on its way does not fetch it again. Memory stays at
+//! [`PIPELINE`] blocks whatever the file's size, plus one small record per distinct
+//! block.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 
 use anyhow::{Context, Result, bail};
 use filesync_proto::Hash;
 use filesync_proto::wire::{BlockRequest, Entry};
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 
 use crate::beneath::Root;
 use crate::chunk;
 use crate::conn;
 use crate::index::{BlockSource, Index};
-use crate::store::TempFile;
+use crate::store::{Resumed, TempFile};
 
 /// Blocks asked for or read ahead at once, so throughput is not bound by round trips.
 const PIPELINE: usize = 16;
@@ -43,13 +47,21 @@ enum Got {
     Local(Vec<u8>),
     /// From the peer, not verified yet.
     Fetched(Vec<u8>),
-    /// The same content as the block written at this offset of the temp file.
-    Repeat(u64),
+    /// The same content as the block at this offset of the temp file: written before it
+    /// (a repeat), or left there by an interrupted transfer ([`TempFile::resume`]).
+    InTemp(u64),
+    /// From the peer before its turn, verified and written at this offset of the temp
+    /// file.
+    Early(u64),
 }
 
 /// Builds `entry`'s content (a live file inside `root`) in a temp file beside its
 /// target. `fetch` asks the peer for one block. The temp file is complete but neither
 /// verified as a whole nor renamed: the caller does that ([`TempFile::prepare`]).
+///
+/// Blocks are asked for up to [`PIPELINE`] ahead and arrive in any order; one that
+/// arrives before its turn is written at its offset at once, so that a transfer that
+/// ends before its turn (a cut connection) does not have to ask for it again.
 pub async fn assemble<F, Fut>(
     root: &Root,
     index: &Index,
@@ -73,30 +85,91 @@ where
     } else {
         TempFile::create(root, &entry.path)?
     };
-    let kept = tokio::task::block_in_place(|| tmp.resume(&entry.blocks))
+    let resumed = tokio::task::block_in_place(|| tmp.resume(&entry.blocks))
         .with_context(|| format!("cannot resume the transfer of {}", entry.path))?;
-    let resumed = tmp.written();
-    if resumed > 0 {
-        tracing::info!(path = %entry.path, bytes = resumed, of = entry.size, "resuming an interrupted transfer");
+    if resumed.kept > 0 || !resumed.ahead.is_empty() {
+        tracing::info!(
+            path = %entry.path,
+            bytes = tmp.written(),
+            blocks_ahead = resumed.ahead.len(),
+            of = entry.size,
+            "resuming an interrupted transfer"
+        );
     }
-    // The first offset of every distinct block written or about to be, so that a
-    // repeated block is copied within the file rather than fetched again.
-    let mut first_at: HashMap<Hash, u64> = HashMap::new();
-    let mut offset = 0u64;
-    for block in &entry.blocks[..kept] {
-        first_at.entry(block.hash).or_insert(offset);
-        offset += u64::from(block.size);
-    }
-    let fetch = &fetch;
-    let mut stream = futures::stream::iter(kept..entry.blocks.len())
-        .map(|i| {
-            let block = &entry.blocks[i];
-            let at = offset;
-            offset += u64::from(block.size);
+    let offsets: Vec<u64> = entry
+        .blocks
+        .iter()
+        .scan(0, |at, b| {
+            let start = *at;
+            *at += u64::from(b.size);
+            Some(start)
+        })
+        .collect();
+    let job = Job {
+        root,
+        index,
+        entry,
+        offsets: &offsets,
+        fetch: &fetch,
+    };
+    let reused = job.fill(&resumed, &mut tmp).await?;
+    Ok(Assembled { tmp, reused })
+}
+
+/// One transfer under way: the file it builds and where its blocks can come from.
+struct Job<'a, F> {
+    root: &'a Root,
+    index: &'a Index,
+    entry: &'a Entry,
+    /// Where each block of `entry` starts.
+    offsets: &'a [u64],
+    /// Asks the peer for one block.
+    fetch: &'a F,
+}
+
+/// Where a block will come from, decided when it is asked for.
+enum Plan {
+    Settled(Got),
+    /// The local files that hold it, to try before the peer.
+    Look(Result<Vec<BlockSource>>),
+}
+
+impl<F, Fut> Job<'_, F>
+where
+    F: Fn(BlockRequest) -> Fut,
+    Fut: Future<Output = Result<Vec<u8>>>,
+{
+    /// Writes the blocks after the resumed ones into `tmp` in order, from where each can
+    /// be had, asking the peer for up to [`PIPELINE`] at once. Returns the bytes that did
+    /// not cross the wire.
+    async fn fill(&self, resumed: &Resumed, tmp: &mut TempFile) -> Result<u64> {
+        let Job {
+            root,
+            index,
+            entry,
+            offsets,
+            fetch,
+        } = *self;
+        let blocks = &entry.blocks;
+        // The first offset of every distinct block written or about to be, so that a
+        // repeated block is copied within the file rather than fetched again.
+        let mut first_at: HashMap<Hash, u64> = HashMap::new();
+        for (block, &at) in blocks.iter().zip(offsets).take(resumed.kept) {
+            first_at.entry(block.hash).or_insert(at);
+        }
+        let in_temp: HashSet<usize> = resumed.ahead.iter().copied().collect();
+        let source = |i: usize, first_at: &mut HashMap<Hash, u64>| {
+            let (block, at) = (&blocks[i], offsets[i]);
             let earlier = *first_at.entry(block.hash).or_insert(at);
-            // Looked up when the block is about to be fetched, so the sources of a huge
-            // file are never all held at once.
-            let sources = (earlier == at).then(|| index.block_sources(&block.hash, 4));
+            let plan = if in_temp.contains(&i) {
+                Plan::Settled(Got::InTemp(at))
+            } else if earlier != at {
+                Plan::Settled(Got::InTemp(earlier))
+            } else {
+                // Looked up when the block is about to be fetched, so the sources of a
+                // huge file are never all held at once.
+                Plan::Look(index.block_sources(&block.hash, 4))
+            };
             let request = BlockRequest {
                 path: entry.path.clone(),
                 offset: at,
@@ -104,49 +177,85 @@ where
                 hash: block.hash,
             };
             async move {
-                let Some(sources) = sources else {
-                    return Ok(Got::Repeat(earlier));
+                let got = match plan {
+                    Plan::Settled(got) => Ok(got),
+                    Plan::Look(Err(e)) => Err(e),
+                    Plan::Look(Ok(sources)) => match read_local(root, sources, &request) {
+                        Some(data) => Ok(Got::Local(data)),
+                        None => fetch(request).await.map(Got::Fetched),
+                    },
                 };
-                if let Some(data) = read_local(root, sources?, &request) {
-                    return Ok(Got::Local(data));
-                }
-                Ok::<_, anyhow::Error>(Got::Fetched(fetch(request).await?))
-            }
-        })
-        .buffered(PIPELINE);
-    let mut reused = 0;
-    for block in &entry.blocks[kept..] {
-        let got = stream
-            .next()
-            .await
-            .context("the block stream ended early")?
-            .with_context(|| format!("cannot fetch {}", entry.path))?;
-        // Only what the peer sent is hashed here: a local block was verified as it was
-        // read, a repeat copies a block verified before, and the whole-file hash that
-        // `TempFile::prepare` checks covers every byte again.
-        let data = match got {
-            Got::Local(data) => {
-                reused += data.len() as u64;
-                data
-            }
-            Got::Repeat(earlier) => {
-                reused += u64::from(block.size);
-                tmp.read_back(earlier, block.size)?
-            }
-            Got::Fetched(data) => {
-                if data.len() != block.size as usize || chunk::sha256(&data) != block.hash {
-                    bail!(
-                        "the block of {} at offset {} does not match its hash; it was discarded",
-                        entry.path,
-                        tmp.written()
-                    );
-                }
-                data
+                (i, got)
             }
         };
-        tmp.write(&data)?;
+        let mut in_flight = FuturesUnordered::new();
+        // The blocks that came before their turn, at most PIPELINE.
+        let mut arrived = BTreeMap::new();
+        let mut next = resumed.kept;
+        let mut reused = 0;
+        for i in resumed.kept..blocks.len() {
+            while next < blocks.len() && next < i + PIPELINE {
+                in_flight.push(source(next, &mut first_at));
+                next += 1;
+            }
+            let got = loop {
+                if let Some(got) = arrived.remove(&i) {
+                    break got;
+                }
+                let (at, got) = in_flight
+                    .next()
+                    .await
+                    .context("the block stream ended early")?;
+                let got = got.with_context(|| format!("cannot fetch {}", entry.path))?;
+                // A block from the peer that came before its turn is verified and written
+                // at its offset now: if the transfer ends before its turn (a connection
+                // cut while an earlier block is on its way), a resumed one finds it.
+                let got = match got {
+                    Got::Fetched(data) if at != i => {
+                        verify(entry, at, offsets[at], &data)?;
+                        tmp.write_ahead(offsets[at], &data)?;
+                        Got::Early(offsets[at])
+                    }
+                    got => got,
+                };
+                arrived.insert(at, got);
+            };
+            let block = &blocks[i];
+            // Only what the peer sent is hashed here: a local block was verified as it was
+            // read, a block in the temp file was verified when it was written or resumed,
+            // and the whole-file hash that `TempFile::prepare` checks covers every byte
+            // again.
+            let data = match got {
+                Got::Local(data) => {
+                    reused += data.len() as u64;
+                    data
+                }
+                Got::InTemp(at) => {
+                    reused += u64::from(block.size);
+                    tmp.read_back(at, block.size)?
+                }
+                Got::Early(at) => tmp.read_back(at, block.size)?,
+                Got::Fetched(data) => {
+                    verify(entry, i, tmp.written(), &data)?;
+                    data
+                }
+            };
+            tmp.write(&data)?;
+        }
+        Ok(reused)
     }
-    Ok(Assembled { tmp, reused })
+}
+
+/// Checks that `data`, from the peer, is block `i` of `entry` (at `offset`).
+fn verify(entry: &Entry, i: usize, offset: u64, data: &[u8]) -> Result<()> {
+    let block = &entry.blocks[i];
+    if data.len() != block.size as usize || chunk::sha256(data) != block.hash {
+        bail!(
+            "the block of {} at offset {offset} does not match its hash; it was discarded",
+            entry.path
+        );
+    }
+    Ok(())
 }
 
 /// The block from the first local file that still holds it, read as it would be served
@@ -223,29 +332,89 @@ mod tests {
         let entry = entry_for("big.bin", &content);
         let n = entry.blocks.len();
         let flaky = Peer::new(&content, 10);
-        let err = assemble(&root, &index, &entry, |r| flaky.fetch(r))
-            .await
-            .err()
-            .expect("the transfer fails once the peer is gone");
-        assert!(format!("{err:#}").contains("connection closed"), "{err:#}");
-
-        let peer = Peer::new(&content, usize::MAX);
-        let done = assemble(&root, &index, &entry, |r| peer.fetch(r))
-            .await
-            .unwrap();
+        cut_off(&root, &index, &entry, |r| flaky.fetch(r)).await;
+        let asked = resume(&root, &index, &entry, &content).await;
         assert_eq!(
-            peer.asked(),
+            asked.len(),
             n - 10,
             "blocks received before are asked again"
         );
-        let target = entry.path.to_path(&root_path);
-        done.tmp.commit(&root, &entry).unwrap();
-        assert_eq!(std::fs::read(&target).unwrap(), content);
         assert_eq!(
             std::fs::read_dir(&root_path).unwrap().count(),
             1,
             "partial left"
         );
+    }
+
+    /// A peer whose first block never comes: it fails once every other block of the
+    /// pipeline has been answered, as a connection cut while a slow read of that block
+    /// is under way.
+    struct StuckFirst {
+        content: Vec<u8>,
+        answered: std::sync::atomic::AtomicUsize,
+    }
+
+    impl StuckFirst {
+        async fn fetch(&self, request: BlockRequest) -> Result<Vec<u8>> {
+            use std::sync::atomic::Ordering::SeqCst;
+            if request.offset == 0 {
+                for _ in 0..10_000 {
+                    if self.answered.load(SeqCst) == PIPELINE - 1 {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                return Err(anyhow!("connection closed"));
+            }
+            self.answered.fetch_add(1, SeqCst);
+            let at = request.offset as usize;
+            Ok(self.content[at..at + request.size as usize].to_vec())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blocks_that_arrived_ahead_of_a_failed_one_are_not_fetched_again() {
+        let (_dir, index, _, root) = folder();
+        let content = pseudo_random(3 * 1024 * 1024, 23);
+        let entry = entry_for("big.bin", &content);
+        let n = entry.blocks.len();
+        assert!(n > PIPELINE, "{n} blocks");
+        let stuck = StuckFirst {
+            content: content.clone(),
+            answered: Default::default(),
+        };
+        cut_off(&root, &index, &entry, |r| stuck.fetch(r)).await;
+        let asked = resume(&root, &index, &entry, &content).await;
+        assert_eq!(asked.len(), n - (PIPELINE - 1), "asked again: {asked:?}");
+        assert_eq!(asked[0], 0, "the missing first block is asked for");
+    }
+
+    /// Runs a transfer of `entry` that `fetch` cuts off.
+    async fn cut_off<F, Fut>(root: &Root, index: &Index, entry: &Entry, fetch: F)
+    where
+        F: Fn(BlockRequest) -> Fut,
+        Fut: Future<Output = Result<Vec<u8>>>,
+    {
+        let err = assemble(root, index, entry, fetch)
+            .await
+            .err()
+            .expect("the transfer fails once the peer is gone");
+        assert!(format!("{err:#}").contains("connection closed"), "{err:#}");
+    }
+
+    /// Runs the transfer of `entry` again with a peer that answers everything, checks
+    /// that it installs `content`, and returns the offsets it asked the peer for.
+    async fn resume(root: &Root, index: &Index, entry: &Entry, content: &[u8]) -> Vec<u64> {
+        let peer = Peer::new(content, usize::MAX);
+        let done = assemble(root, index, entry, |r| peer.fetch(r))
+            .await
+            .unwrap();
+        done.tmp.commit(root, entry).unwrap();
+        assert_eq!(
+            std::fs::read(entry.path.to_path(root.path())).unwrap(),
+            content
+        );
+        peer.asked.lock().unwrap().clone()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
