@@ -208,6 +208,7 @@ fn lost_or_damaged_client_index_is_rebuilt_without_deleting() {
             remove_sidecars(db);
         }),
         ("truncated", |db| {
+            checkpoint(db);
             let len = fs::metadata(db).unwrap().len();
             fs::OpenOptions::new()
                 .write(true)
@@ -285,11 +286,21 @@ fn remove_sidecars(db: &Path) {
     }
 }
 
+/// Moves what the write-ahead log of the index at `db` holds into the file itself, so
+/// that damage to the file hits the index's content: a daemon that exits with a
+/// connection still open (a task not yet dropped) leaves it all in the log, and a file
+/// that holds only an empty first page cut in half still reads as an empty index.
+fn checkpoint(db: &Path) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+}
+
 /// XORs the first 64 bytes (a b-tree page's header) of each page in the middle third of
-/// the index, with the daemon stopped; the write-ahead log, checkpointed at the daemon's
-/// exit, goes too.
+/// the index, with the daemon stopped; the write-ahead log goes too, once checkpointed.
 fn flip_middle(db: &Path) {
     const PAGE: usize = 4096;
+    checkpoint(db);
     remove_sidecars(db);
     let mut bytes = fs::read(db).unwrap();
     let pages = bytes.len() / PAGE;
