@@ -390,7 +390,7 @@ impl FolderTask {
                 gone.deleted = true;
                 gone.seq = seq;
                 gone.renamed_from = None;
-                ix.put_remote(&gone)?;
+                ix.put_remote(&gone, seq)?;
             }
             Ok(())
         })?;
@@ -880,7 +880,7 @@ impl FolderTask {
         // record arrives in the index.
         pushed.renamed_from = None;
         let index = self.index();
-        index.put_remote(&pushed)?;
+        index.put_remote(&pushed, seq)?;
         if let Some(mut row) = index.local(&pushed.path)? {
             // If the file changed again since we pushed, it stays dirty, now based on `seq`.
             row.dirty = !(row.entry.same_content(&pushed));
