@@ -95,6 +95,10 @@ const NEEDED: &str = "ignored = 0 AND ((have IS NULL AND deleted = 0) OR have !=
 /// 4: `remote.as_of`.
 const FORMAT: i64 = 4;
 
+/// `remote.as_of` of the entries a re-read of the server's index has not confirmed yet
+/// (see [`Index::start_refresh`]).
+const UNCONFIRMED: i64 = -1;
+
 /// What a local row records besides the entry: enough to tell whether the file changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalRow {
@@ -747,25 +751,33 @@ impl Index {
     /// (see [`crate::server::stream`]), so what this moves was there.
     pub fn take_remote_rename(&self, seq: u64, src: &RelPath, dst: &RelPath) -> Result<()> {
         let (lo, hi) = subtree_bounds(src);
-        let blobs: Vec<Vec<u8>> = {
+        let moving: Vec<(Vec<u8>, i64)> = {
             let conn = self.c();
             let mut stmt = conn.prepare_cached(
-                "SELECT entry FROM remote WHERE (path = ?1 OR (path > ?2 AND path < ?3)) AND as_of < ?4",
+                "SELECT entry, as_of FROM remote WHERE (path = ?1 OR (path > ?2 AND path < ?3)) AND as_of < ?4",
             )?;
-            let rows = stmt.query_map(params![src.as_str(), lo, hi, seq as i64], |r| r.get(0))?;
-            let blobs = rows.collect::<rusqlite::Result<_>>()?;
+            let rows = stmt.query_map(params![src.as_str(), lo, hi, seq as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+            let moving = rows.collect::<rusqlite::Result<_>>()?;
             conn.prepare_cached(
                 "DELETE FROM remote WHERE (path = ?1 OR (path > ?2 AND path < ?3)) AND as_of < ?4",
             )?
             .execute(params![src.as_str(), lo, hi, seq as i64])?;
-            blobs
+            moving
         };
-        for blob in blobs {
+        for (blob, as_of) in moving {
             let mut e: Entry =
                 postcard::from_bytes(&blob).context("corrupt remote entry in index")?;
             if let Some(moved) = e.path.rebase(src, dst) {
                 e.path = moved;
-                self.put_remote(&e, seq)?;
+                // An entry a re-read has not confirmed stays unconfirmed wherever it goes.
+                let as_of = if as_of == UNCONFIRMED {
+                    as_of
+                } else {
+                    seq as i64
+                };
+                self.put_remote_as_of(&e, as_of)?;
             }
         }
         self.add_rename(seq, src, dst)
@@ -900,10 +912,10 @@ impl Index {
 
     /// Marks every row as a local change based on nothing: used when the server's
     /// history no longer matches ours, so that every difference becomes a conflict and
-    /// nothing is deleted.
+    /// nothing is deleted. A re-read of the old history under way ends with it.
     pub fn reset_to_unsynced(&self) -> Result<()> {
         self.c().execute_batch("UPDATE local SET dirty = 1, seq = 0; DELETE FROM local WHERE deleted = 1; DELETE FROM remote; DELETE FROM renames;
-             DELETE FROM meta WHERE key = 'renamed';")?;
+             DELETE FROM meta WHERE key IN ('refresh', 'renamed');")?;
         Ok(())
     }
 
@@ -993,7 +1005,10 @@ impl Index {
     /// entry's own number: a directory rename carries entries to new paths with their old
     /// numbers, so a lower number can be the newer state of a path.
     pub fn put_remote(&self, e: &Entry, as_of: u64) -> Result<()> {
-        let as_of = as_of.min(i64::MAX as u64) as i64;
+        self.put_remote_as_of(e, as_of.min(i64::MAX as u64) as i64)
+    }
+
+    fn put_remote_as_of(&self, e: &Entry, as_of: i64) -> Result<()> {
         let blob = postcard::to_stdvec(e)?;
         self.c()
             .prepare_cached(
@@ -1012,6 +1027,45 @@ impl Index {
                 as_of
             ])?;
         Ok(())
+    }
+
+    /// Client: a re-read of the server's whole index begins. Every entry we hold is
+    /// unconfirmed until the server sends its path again ([`Index::end_refresh`]).
+    pub fn start_refresh(&self) -> Result<()> {
+        self.c()
+            .prepare_cached("UPDATE remote SET as_of = ?1")?
+            .execute([UNCONFIRMED])?;
+        Ok(())
+    }
+
+    /// Client: the re-read is through, as of the server's sequence `as_of`: what it did
+    /// not confirm, the server no longer has. Where a live local row derives from such an
+    /// entry, it becomes the server's tombstone (numbered `as_of`, so the planner applies
+    /// it, and a local change meets it as an edit beats a delete); any other is dropped.
+    /// A local version newer than the re-read is left to the index stream. Returns how
+    /// many entries were dropped or turned into tombstones.
+    pub fn end_refresh(&self, as_of: u64) -> Result<usize> {
+        let stale: Vec<Vec<u8>> = {
+            let conn = self.c();
+            let mut stmt = conn.prepare_cached("SELECT entry FROM remote WHERE as_of = ?1")?;
+            let rows = stmt.query_map([UNCONFIRMED], |r| r.get(0))?;
+            let stale = rows.collect::<rusqlite::Result<_>>()?;
+            conn.prepare_cached("DELETE FROM remote WHERE as_of = ?1")?
+                .execute([UNCONFIRMED])?;
+            stale
+        };
+        for blob in &stale {
+            let mut e: Entry =
+                postcard::from_bytes(blob).context("corrupt remote entry in index")?;
+            let local = self.local(&e.path)?;
+            if local.is_some_and(|l| !l.entry.deleted && l.entry.seq < as_of) {
+                e.deleted = true;
+                e.seq = as_of;
+                e.renamed_from = None;
+                self.put_remote(&e, as_of)?;
+            }
+        }
+        Ok(stale.len())
     }
 
     /// Client: the server's entry at `path` is ignored here; it is not needed.

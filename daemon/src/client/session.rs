@@ -25,6 +25,46 @@ use crate::conn::{self, Counters, Pending};
 use crate::index::Index;
 use crate::received;
 
+/// A block request the server answered with "not available": the entry we asked about
+/// is not what the server holds (any more). Once is a race with a newer version on its
+/// way; again, and this device's view of the server may have drifted (see
+/// [`request_refresh`]).
+#[derive(Debug, thiserror::Error)]
+#[error("the server no longer has that content")]
+pub struct ServerLacks;
+
+/// Asks the next session to read the server's whole index again. The folder task calls
+/// it with no session running, so that no index batch lands in between.
+///
+/// The session that starts it marks every server entry we hold unconfirmed and says
+/// hello from sequence 0 (the server then sends every entry it has, at its current
+/// path); renames this device already took in are skipped as always. Once caught up,
+/// what was not sent again is what the server no longer has: dropped, or a tombstone
+/// where a local copy derives from it ([`Index::end_refresh`]). A refresh cut off by a
+/// disconnect goes on from where it was.
+pub fn request_refresh(index: &Index) -> Result<()> {
+    index.set_meta(REFRESH, REFRESH_ASKED)
+}
+
+/// Starts the refresh asked for, if any: every remote entry unconfirmed, the stream back
+/// to sequence 0, where rename records stand kept. True if it started.
+fn begin_refresh(index: &Index) -> Result<bool> {
+    if index.meta(REFRESH)? != Some(REFRESH_ASKED) {
+        return Ok(false);
+    }
+    index.batch(|ix| {
+        ix.start_refresh()?;
+        ix.set_meta(RENAMED, renamed(ix)? as i64)?;
+        ix.set_meta(REFRESH, REFRESH_UNDER_WAY)?;
+        ix.set_meta("since", 0)
+    })?;
+    Ok(true)
+}
+
+/// Meta key of a refresh: asked for, or under way.
+const REFRESH: &str = "refresh";
+const REFRESH_ASKED: i64 = 1;
+const REFRESH_UNDER_WAY: i64 = 2;
 /// Meta key: the server's sequence number up to which rename records were taken in.
 /// Every remote entry is at its path as of it (see [`crate::server::stream`]).
 const RENAMED: &str = "renamed";
@@ -79,7 +119,7 @@ impl SessionHandle {
         );
         match asked.await? {
             Ok(data) => Ok(data),
-            Err(BlockError::NotAvailable) => bail!("the server no longer has that content"),
+            Err(BlockError::NotAvailable) => Err(ServerLacks.into()),
             Err(BlockError::Refused(why)) => bail!("the server refused a block request: {why}"),
         }
     }
@@ -201,7 +241,11 @@ async fn connect_once(cfg: &SessionConfig, events: &Events, welcomed: &mut bool)
 
     let index = Index::open(&cfg.index_file)?;
     let epoch = index.meta("server_epoch")?.unwrap_or(0) as u64;
-    let since = index.meta("since")?.unwrap_or(0) as u64;
+    let mut since = index.meta("since")?.unwrap_or(0) as u64;
+    if begin_refresh(&index)? {
+        tracing::info!(folder = %cfg.folder, server = %cfg.server, "reading the server's whole index again");
+        since = 0;
+    }
     framed
         .send(ClientMsg::Hello(Hello {
             device: auth.device.clone(),
@@ -238,6 +282,7 @@ async fn connect_once(cfg: &SessionConfig, events: &Events, welcomed: &mut bool)
         index.delete_meta(RENAMED)?;
     }
     *welcomed = true;
+    let refreshing = index.meta(REFRESH)? == Some(REFRESH_UNDER_WAY);
     tracing::info!(folder = %cfg.folder, server = %cfg.server, seq = welcome.current_seq, "connected");
 
     let (sink, mut stream) = framed.split();
@@ -264,14 +309,16 @@ async fn connect_once(cfg: &SessionConfig, events: &Events, welcomed: &mut bool)
     };
     events.send(SessionEvent::Connected(handle));
     tokio::select! {
-        r = read_loop(cfg, &index, &mut stream, &out_tx, (&pending, &calls), events) => r,
+        r = read_loop(cfg, &index, refreshing, &mut stream, &out_tx, (&pending, &calls), events) => r,
         Ok(why) = stuck => bail!("server {}: {why}", cfg.server),
     }
 }
 
+/// `refreshing`: a refresh is under way (see [`request_refresh`]).
 async fn read_loop<S>(
     cfg: &SessionConfig,
     index: &Index,
+    mut refreshing: bool,
     stream: &mut S,
     out: &mpsc::Sender<ClientMsg>,
     (pending, calls): (&Pending, &Pending<ServerMsg>),
@@ -317,8 +364,16 @@ where
                     );
                 }
                 let entries = accepted(cfg, entries);
-                let batch = Batch { up_to, as_of };
-                index.batch(|ix| store_batch(ix, &entries, batch))?;
+                let batch = Batch {
+                    up_to,
+                    as_of,
+                    caught_up,
+                };
+                let dropped = index.batch(|ix| store_batch(ix, &entries, batch, refreshing))?;
+                if let Some(dropped) = dropped {
+                    refreshing = false;
+                    tracing::info!(folder = %cfg.folder, server = %cfg.server, dropped, "read the server's whole index again");
+                }
                 events.send(SessionEvent::IndexUpdated { caught_up });
             }
             ServerMsg::PushResult { id, outcomes } => {
@@ -365,6 +420,7 @@ where
 struct Batch {
     up_to: u64,
     as_of: u64,
+    caught_up: bool,
 }
 
 /// Where the rename records taken in stand: before this layout kept it, the received
@@ -377,8 +433,15 @@ fn renamed(ix: &Index) -> Result<u64> {
 }
 
 /// Stores an index batch in `ix`: the rename records not taken in yet, then the entries
-/// (at their paths as of after those renames), then where the stream stands.
-fn store_batch(ix: &Index, entries: &[Entry], batch: Batch) -> Result<()> {
+/// (at their paths as of after those renames), then where the stream stands. With
+/// `refreshing`, the batch that catches up ends the refresh, and then the number of
+/// entries it dropped is returned.
+fn store_batch(
+    ix: &Index,
+    entries: &[Entry],
+    batch: Batch,
+    refreshing: bool,
+) -> Result<Option<usize>> {
     let renamed = renamed(ix)?;
     for e in entries {
         if let Some(src) = &e.renamed_from
@@ -391,7 +454,12 @@ fn store_batch(ix: &Index, entries: &[Entry], batch: Batch) -> Result<()> {
         ix.put_remote(e, batch.as_of)?;
     }
     ix.set_meta(RENAMED, renamed.max(batch.as_of) as i64)?;
-    ix.set_meta("since", batch.up_to as i64)
+    ix.set_meta("since", batch.up_to as i64)?;
+    if batch.caught_up && refreshing {
+        ix.delete_meta(REFRESH)?;
+        return ix.end_refresh(batch.as_of).map(Some);
+    }
+    Ok(None)
 }
 
 /// The server's entries this client can take: one that fails [`received::check_entry`]
@@ -503,6 +571,7 @@ mod tests {
         _dir: tempfile::TempDir,
         ix: Index,
         stream: Option<Cursor>,
+        refreshing: bool,
     }
 
     impl Device {
@@ -512,6 +581,7 @@ mod tests {
                 _dir: dir,
                 ix,
                 stream: None,
+                refreshing: false,
             }
         }
 
@@ -526,15 +596,21 @@ mod tests {
                     entries,
                     up_to,
                     as_of,
-                    ..
+                    caught_up: done,
                 } = msg
                 else {
                     panic!("not an index batch: {msg:?}");
                 };
-                let batch = Batch { up_to, as_of };
-                self.ix
-                    .batch(|ix| store_batch(ix, &entries, batch))
+                let batch = Batch {
+                    up_to,
+                    as_of,
+                    caught_up: done,
+                };
+                let refreshing = self.refreshing;
+                let dropped = (self.ix)
+                    .batch(|ix| store_batch(ix, &entries, batch, refreshing))
                     .unwrap();
+                self.refreshing &= dropped.is_none();
             }
             more
         }
@@ -652,5 +728,49 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A device whose view of the server drifted (entries the server never had) reads
+    /// the whole index again: what the server lacks goes, as a tombstone where a local
+    /// copy derives from it, and renames it took in before are not queued again.
+    #[test]
+    fn a_refresh_drops_what_the_server_lacks() {
+        let mut server = Server::new();
+        server.commit("a", EntryKind::Dir, false);
+        server.commit("a/x", EntryKind::File, false);
+        server.rename("a", "b");
+        let mut device = Device::new();
+        device.catch_up(&server);
+        device.ix.remove_rename(3).unwrap();
+        let mut ghost_dir = file_entry("g", 2, b"");
+        ghost_dir.kind = EntryKind::Dir;
+        ghost_dir.blocks.clear();
+        device.ix.put_remote(&ghost_dir, 2).unwrap();
+        device
+            .ix
+            .put_remote(&file_entry("g/f", 2, b"f"), 2)
+            .unwrap();
+        let row = LocalRow {
+            entry: ghost_dir,
+            inode: 0,
+            dirty: false,
+        };
+        device.ix.put_local(&row).unwrap();
+
+        request_refresh(&device.ix).unwrap();
+        assert!(begin_refresh(&device.ix).unwrap());
+        device.stream = None;
+        device.refreshing = true;
+        device.catch_up(&server);
+        assert!(!device.refreshing, "the refresh ended");
+        assert_eq!(device.ix.meta(REFRESH).unwrap(), None);
+        assert_eq!(device.live(None), server.live(None));
+        let ghost = device.ix.remote(&path("g")).unwrap().unwrap();
+        assert!(ghost.deleted && ghost.seq > 2, "{ghost:?}");
+        assert_eq!(device.ix.remote(&path("g/f")).unwrap(), None);
+        assert!(
+            device.ix.renames(0, u64::MAX).unwrap().is_empty(),
+            "a rename taken in before the refresh is not queued again"
+        );
     }
 }

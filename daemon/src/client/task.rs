@@ -55,6 +55,9 @@ const DELETE_BURST: Duration = Duration::from_secs(5);
 const AWAY_POLL: Duration = Duration::from_secs(5);
 /// How old the totals in a busy folder's status may be (see `publish_busy`).
 const TOTALS_EVERY: Duration = Duration::from_millis(100);
+/// The shortest time between two re-reads of the server's whole index (see `refresh`):
+/// a server that lists content it cannot serve must not keep a device re-reading.
+const REFRESH_EVERY: Duration = Duration::from_secs(60);
 
 pub(super) struct FolderTask {
     cfg: FolderConfig,
@@ -67,6 +70,14 @@ pub(super) struct FolderTask {
     session: Option<SessionHandle>,
     /// Stops the current session (pause, shutdown).
     session_cancel: Option<CancellationToken>,
+    /// The current session's task, awaited after `session_cancel` when nothing it had
+    /// under way may land after what comes next (a refresh).
+    session_task: Option<tokio::task::JoinHandle<()>>,
+    /// A fetch found that the server lacks what this device's view of it lists, twice:
+    /// read its whole index again after this step (see `refresh`).
+    refresh_due: bool,
+    /// When the last refresh began.
+    last_refresh: Option<Instant>,
     events_tx: mpsc::UnboundedSender<(u64, SessionEvent)>,
     /// The current session's generation; events of earlier sessions are stale.
     session_gen: u64,
@@ -150,6 +161,9 @@ impl FolderTask {
             index: None,
             session: None,
             session_cancel: None,
+            session_task: None,
+            refresh_due: false,
+            last_refresh: None,
             events_tx: mpsc::unbounded_channel().0,
             session_gen: 0,
             caught_up: false,
@@ -224,6 +238,9 @@ impl FolderTask {
         }
         loop {
             let more = self.step().await;
+            if self.refresh_due {
+                self.refresh(&cancel).await;
+            }
             self.publish_busy(more);
             for w in self.flushed.drain(..) {
                 let _ = w.send(());
@@ -287,8 +304,34 @@ impl FolderTask {
             tx: self.events_tx.clone(),
             generation: self.session_gen,
         };
-        tokio::spawn(session::run(cfg, events, cancel.clone()));
+        self.session_task = Some(tokio::spawn(session::run(cfg, events, cancel.clone())));
         self.session_cancel = Some(cancel);
+    }
+
+    /// Reads the server's whole index again ([`session::request_refresh`]), at most once
+    /// per REFRESH_EVERY. The running session is stopped and waited for first, so that
+    /// none of its index batches lands after the request.
+    async fn refresh(&mut self, parent: &CancellationToken) {
+        self.refresh_due = false;
+        if self.paused
+            || self
+                .last_refresh
+                .is_some_and(|at| at.elapsed() < REFRESH_EVERY)
+        {
+            return;
+        }
+        self.last_refresh = Some(Instant::now());
+        if let Some(c) = self.session_cancel.take() {
+            c.cancel();
+        }
+        if let Some(task) = self.session_task.take() {
+            let _ = task.await;
+        }
+        self.disconnected();
+        if let Err(e) = session::request_refresh(self.index()) {
+            self.error(format!("cannot ask for the server's whole index: {e:#}"));
+        }
+        self.start_session(parent);
     }
 
     fn on_cmd(&mut self, cmd: FolderCmd, cancel: &CancellationToken) {

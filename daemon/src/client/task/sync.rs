@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::{FolderTask, MAX_INFLIGHT, PULL_BATCH, PULL_FILES, PUSH_BYTES, RETRY_AFTER, RETRY_MAX};
 use crate::beneath::Root;
-use crate::client::{guard, pull};
+use crate::client::{guard, pull, session};
 use crate::conn::Counters;
 use crate::ignore::{IGNORE_FILE, IgnoreRules};
 use crate::index::LocalRow;
@@ -548,6 +548,11 @@ impl FolderTask {
                 true
             }
             Err(e) => {
+                let lacks = e.chain().any(|c| c.is::<session::ServerLacks>());
+                if lacks && self.retry_delay.contains_key(&remote.path) {
+                    tracing::warn!(folder = %self.cfg.name, path = %remote.path, "the server again has no content for this path's version: reading its whole index again");
+                    self.refresh_due = true;
+                }
                 let why = self.explain(&e);
                 self.fail_path(&remote.path, format!("cannot apply {}: {why}", remote.path));
                 false
