@@ -58,6 +58,10 @@ const TOTALS_EVERY: Duration = Duration::from_millis(100);
 /// The shortest time between two re-reads of the server's whole index (see `refresh`):
 /// a server that lists content it cannot serve must not keep a device re-reading.
 const REFRESH_EVERY: Duration = Duration::from_secs(60);
+/// How long a push refused as a conflict may wait, caught up, for the server's version
+/// of its path before the device takes it that its view of the server is wrong: the
+/// stream brings that version right after the answer.
+const BLOCKED_TOO_LONG: Duration = Duration::from_secs(30);
 
 pub(super) struct FolderTask {
     cfg: FolderConfig,
@@ -73,9 +77,10 @@ pub(super) struct FolderTask {
     /// The current session's task, awaited after `session_cancel` when nothing it had
     /// under way may land after what comes next (a refresh).
     session_task: Option<tokio::task::JoinHandle<()>>,
-    /// A fetch found that the server lacks what this device's view of it lists, twice:
-    /// read its whole index again after this step (see `refresh`).
-    refresh_due: bool,
+    /// This device's view of the server looks wrong (a fetch found twice that the server
+    /// lacks what it lists, or a refused push waited too long for the server's version):
+    /// why, to read its whole index again after this step (see `refresh`).
+    refresh_due: Option<String>,
     /// When the last refresh began.
     last_refresh: Option<Instant>,
     events_tx: mpsc::UnboundedSender<(u64, SessionEvent)>,
@@ -116,8 +121,9 @@ pub(super) struct FolderTask {
     /// this device, it is the base of what we hold now, not a change to conflict with
     /// (`sync::rebase_on_own_push`). Emptied for a path by its next push result.
     unconfirmed: HashMap<RelPath, Vec<Entry>>,
-    /// Pushes refused as conflicts wait until the index brings the server's version.
-    blocked: HashMap<RelPath, u64>,
+    /// Pushes refused as conflicts wait until the index brings the server's version
+    /// (its sequence number), since the given instant.
+    blocked: HashMap<RelPath, (u64, Instant)>,
     /// Paths that failed, and when each may be tried again.
     retry_at: HashMap<RelPath, Instant>,
     /// The wait after each failing path's last failure; forgotten on success and once
@@ -162,7 +168,7 @@ impl FolderTask {
             session: None,
             session_cancel: None,
             session_task: None,
-            refresh_due: false,
+            refresh_due: None,
             last_refresh: None,
             events_tx: mpsc::unbounded_channel().0,
             session_gen: 0,
@@ -238,17 +244,26 @@ impl FolderTask {
         }
         loop {
             let more = self.step().await;
-            if self.refresh_due {
-                self.refresh(&cancel).await;
+            if let Some(why) = self.refresh_due.take() {
+                self.refresh(&why, &cancel).await;
             }
             self.publish_busy(more);
             for w in self.flushed.drain(..) {
                 let _ = w.send(());
             }
+            // A refused push that waits too long for the server's version is looked at
+            // again then (see BLOCKED_TOO_LONG); one already past that waits for the
+            // next step, so the loop never spins on it.
+            let now = Instant::now();
+            let blocked: Vec<Instant> = (self.blocked.values())
+                .map(|(_, at)| *at + BLOCKED_TOO_LONG)
+                .filter(|at| *at > now)
+                .collect();
             let retry = self
                 .retry_at
                 .values()
                 .chain(self.hold_deletes.values())
+                .chain(&blocked)
                 .min()
                 .copied()
                 .into_iter()
@@ -308,11 +323,10 @@ impl FolderTask {
         self.session_cancel = Some(cancel);
     }
 
-    /// Reads the server's whole index again ([`session::request_refresh`]), at most once
-    /// per REFRESH_EVERY. The running session is stopped and waited for first, so that
-    /// none of its index batches lands after the request.
-    async fn refresh(&mut self, parent: &CancellationToken) {
-        self.refresh_due = false;
+    /// Reads the server's whole index again ([`session::request_refresh`]) because of
+    /// `why`, at most once per REFRESH_EVERY. The running session is stopped and waited
+    /// for first, so that none of its index batches lands after the request.
+    async fn refresh(&mut self, why: &str, parent: &CancellationToken) {
         if self.paused
             || self
                 .last_refresh
@@ -320,6 +334,7 @@ impl FolderTask {
         {
             return;
         }
+        tracing::warn!(folder = %self.cfg.name, "{why}: reading the server's whole index again");
         self.last_refresh = Some(Instant::now());
         if let Some(c) = self.session_cancel.take() {
             c.cancel();

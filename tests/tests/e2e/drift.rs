@@ -117,3 +117,35 @@ fn a_device_whose_view_drifted_reads_the_servers_index_again() {
     let status = cl.b().folder_status(DOCS);
     assert_eq!(status["state"], "idle", "{status}");
 }
+
+/// B's view of the server lost its entry of a file B holds: B's edit of it goes out
+/// based on nothing, the server refuses it as a conflict with its version, and that
+/// version never comes down the stream again. After a while B reads the server's index
+/// again, finds the version its edit is based on, and sends the edit on top of it: no
+/// conflict copy, nothing pending.
+#[test]
+fn a_refused_push_that_never_sees_the_servers_version_reads_the_index_again() {
+    let cl = Cluster::new(2);
+    files::write(&cl.path_on(0, DOCS, "f.txt"), "from a\n");
+    cl.settle(DOCS);
+
+    cl.b().stop();
+    let db = rusqlite::Connection::open(client_index(&cl.b().state_dir())).unwrap();
+    let removed = db
+        .execute("DELETE FROM remote WHERE path = 'f.txt'", [])
+        .unwrap();
+    assert_eq!(removed, 1, "B's index had the server's entry of f.txt");
+    drop(db);
+    cl.b().start();
+    cl.b().assert_in_sync(DOCS, filesync_tests::SYNC_TIMEOUT);
+
+    files::write(&cl.path_on(1, DOCS, "f.txt"), "edited on b\n");
+    cl.settle(DOCS);
+    cl.assert_file_everywhere(DOCS, "f.txt", b"edited on b\n");
+    assert_eq!(cl.b().conflicts(DOCS).len(), 0, "no conflict copy");
+    let b_log = cl.b().log_text();
+    assert!(
+        b_log.contains("never arrived: reading the server's whole index again"),
+        "B converged without a refresh:\n{b_log}"
+    );
+}
