@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS blocks (hash BLOB NOT NULL, path TEXT NOT NULL, offse
 CREATE INDEX IF NOT EXISTS blocks_hash ON blocks(hash);
 CREATE INDEX IF NOT EXISTS blocks_path ON blocks(path);
 CREATE TABLE IF NOT EXISTS remote (path TEXT PRIMARY KEY, seq INTEGER NOT NULL, deleted INTEGER NOT NULL,
-    size INTEGER NOT NULL, entry BLOB NOT NULL, ignored INTEGER NOT NULL DEFAULT 0, have INTEGER);
+    size INTEGER NOT NULL, entry BLOB NOT NULL, ignored INTEGER NOT NULL DEFAULT 0, have INTEGER,
+    as_of INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS renames (seq INTEGER PRIMARY KEY, src TEXT NOT NULL, dst TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS gaps (after INTEGER PRIMARY KEY, start INTEGER NOT NULL);
 ";
@@ -91,7 +92,12 @@ const NEEDED: &str = "ignored = 0 AND ((have IS NULL AND deleted = 0) OR have !=
 /// Version of the layout above; an index of an older layout is brought up to date when
 /// opened. 2: `local.renamed_from`, `renames`, and remote entries that carry
 /// `renamed_from` (older ones are dropped and fetched again). 3: `remote.have`.
-const FORMAT: i64 = 3;
+/// 4: `remote.as_of`.
+const FORMAT: i64 = 4;
+
+/// `remote.as_of` of the entries a re-read of the server's index has not confirmed yet
+/// (see [`Index::start_refresh`]).
+const UNCONFIRMED: i64 = -1;
 
 /// What a local row records besides the entry: enough to tell whether the file changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +125,16 @@ pub struct StatRow {
 pub struct BlockSource {
     pub path: RelPath,
     pub offset: u64,
+}
+
+/// What a device's index stream sends next (see [`Index::stream_read`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRead {
+    pub entries: Vec<Entry>,
+    /// Rename records, in order; a device applies them before `entries`, which are at
+    /// their paths as of after them.
+    pub renames: Vec<Entry>,
+    pub as_of: u64,
 }
 
 /// Totals for status.
@@ -368,25 +384,36 @@ impl Index {
         if format.is_some_and(|f| f >= FORMAT) {
             return Ok(());
         }
-        let has_column: bool = self.c().query_row(
-            "SELECT COUNT(*) > 0 FROM pragma_table_info('local') WHERE name = 'renamed_from'",
-            [],
-            |r| r.get(0),
-        )?;
-        if !has_column {
-            self.c()
-                .execute_batch("ALTER TABLE local ADD COLUMN renamed_from TEXT")?;
-        }
-        let has_have: bool = self.c().query_row(
-            "SELECT COUNT(*) > 0 FROM pragma_table_info('remote') WHERE name = 'have'",
-            [],
-            |r| r.get(0),
-        )?;
-        if !has_have {
-            self.c().execute_batch(
+        // Columns later layouts added: (table, column, how to add and fill it).
+        let added = [
+            (
+                "local",
+                "renamed_from",
+                "ALTER TABLE local ADD COLUMN renamed_from TEXT",
+            ),
+            (
+                "remote",
+                "have",
                 "ALTER TABLE remote ADD COLUMN have INTEGER;
                  UPDATE remote SET have = (SELECT seq FROM local WHERE local.path = remote.path);",
+            ),
+            // What an older index did: a rename moves every entry older than itself.
+            (
+                "remote",
+                "as_of",
+                "ALTER TABLE remote ADD COLUMN as_of INTEGER NOT NULL DEFAULT 0;
+                 UPDATE remote SET as_of = seq;",
+            ),
+        ];
+        for (table, column, add) in added {
+            let has: bool = self.c().query_row(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+                [table, column],
+                |r| r.get(0),
             )?;
+            if !has {
+                self.c().execute_batch(add)?;
+            }
         }
         if format.is_none_or(|f| f < 2) {
             // Remote entries of an older layout do not decode: they are fetched again.
@@ -413,6 +440,11 @@ impl Index {
             "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             params![key, value],
         )?;
+        Ok(())
+    }
+
+    pub fn delete_meta(&self, key: &str) -> Result<()> {
+        self.c().execute("DELETE FROM meta WHERE key = ?1", [key])?;
         Ok(())
     }
 
@@ -709,31 +741,43 @@ impl Index {
     }
 
     /// Client: takes in a rename record from the server's index stream. The server's
-    /// entries at `src` and below move below `dst` (an entry already recorded at the new
-    /// path wins when newer: the server sent it after the move), and the rename is queued
-    /// for the folder task, which applies it to the disk or confirms it as its own.
+    /// entries at `src` and below move below `dst`, as of the rename, unless read after
+    /// it (a push's answer: already where the server has it); the rename is queued for
+    /// the folder task, which applies it to the disk or confirms it as its own.
+    ///
+    /// Entries keep their own sequence numbers through a rename, so a number alone cannot
+    /// tell an entry that was at `src` when the server renamed it from one a later rename
+    /// moved into `src`. The stream sends a rename record before any entry read after it
+    /// (see [`crate::server::stream`]), so what this moves was there.
     pub fn take_remote_rename(&self, seq: u64, src: &RelPath, dst: &RelPath) -> Result<()> {
         let (lo, hi) = subtree_bounds(src);
-        let blobs: Vec<Vec<u8>> = {
+        let moving: Vec<(Vec<u8>, i64)> = {
             let conn = self.c();
-            // Entries newer than the rename were made at the old path after it.
             let mut stmt = conn.prepare_cached(
-                "SELECT entry FROM remote WHERE (path = ?1 OR (path > ?2 AND path < ?3)) AND seq < ?4",
+                "SELECT entry, as_of FROM remote WHERE (path = ?1 OR (path > ?2 AND path < ?3)) AND as_of < ?4",
             )?;
-            let rows = stmt.query_map(params![src.as_str(), lo, hi, seq as i64], |r| r.get(0))?;
-            let blobs = rows.collect::<rusqlite::Result<_>>()?;
+            let rows = stmt.query_map(params![src.as_str(), lo, hi, seq as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+            let moving = rows.collect::<rusqlite::Result<_>>()?;
             conn.prepare_cached(
-                "DELETE FROM remote WHERE (path = ?1 OR (path > ?2 AND path < ?3)) AND seq < ?4",
+                "DELETE FROM remote WHERE (path = ?1 OR (path > ?2 AND path < ?3)) AND as_of < ?4",
             )?
             .execute(params![src.as_str(), lo, hi, seq as i64])?;
-            blobs
+            moving
         };
-        for blob in blobs {
+        for (blob, as_of) in moving {
             let mut e: Entry =
                 postcard::from_bytes(&blob).context("corrupt remote entry in index")?;
             if let Some(moved) = e.path.rebase(src, dst) {
                 e.path = moved;
-                self.put_remote(&e)?;
+                // An entry a re-read has not confirmed stays unconfirmed wherever it goes.
+                let as_of = if as_of == UNCONFIRMED {
+                    as_of
+                } else {
+                    seq as i64
+                };
+                self.put_remote_as_of(&e, as_of)?;
             }
         }
         self.add_rename(seq, src, dst)
@@ -868,9 +912,10 @@ impl Index {
 
     /// Marks every row as a local change based on nothing: used when the server's
     /// history no longer matches ours, so that every difference becomes a conflict and
-    /// nothing is deleted.
+    /// nothing is deleted. A re-read of the old history under way ends with it.
     pub fn reset_to_unsynced(&self) -> Result<()> {
-        self.c().execute_batch("UPDATE local SET dirty = 1, seq = 0; DELETE FROM local WHERE deleted = 1; DELETE FROM remote; DELETE FROM renames;")?;
+        self.c().execute_batch("UPDATE local SET dirty = 1, seq = 0; DELETE FROM local WHERE deleted = 1; DELETE FROM remote; DELETE FROM renames;
+             DELETE FROM meta WHERE key IN ('refresh', 'renamed');")?;
         Ok(())
     }
 
@@ -895,34 +940,41 @@ impl Index {
         Ok(out)
     }
 
-    /// Server: entries with a sequence number above `seq`, in order, with the folder's
-    /// directory renames among them as rename records (see [`Entry::renamed_from`]).
+    /// Server: what a device's index stream sends next, read in one snapshot: up to
+    /// `limit` entries with a sequence number above `since`, in order, at their current
+    /// paths; the folder's highest sequence number then (`as_of`); and the directory
+    /// renames above `renamed` up to it, as rename records (see [`Entry::renamed_from`]).
+    pub fn stream_read(&self, since: u64, renamed: u64, limit: usize) -> Result<StreamRead> {
+        self.c().execute_batch("BEGIN DEFERRED")?;
+        let read = (|| {
+            let entries = self.entries_since(since, limit)?;
+            let as_of = self.max_seq()?;
+            let renames = (self.renames(renamed, as_of)?.into_iter())
+                .map(|(seq, src, dst)| rename_record(seq, src, dst))
+                .collect();
+            Ok(StreamRead {
+                entries,
+                renames,
+                as_of,
+            })
+        })();
+        let done = self.c().execute_batch("COMMIT");
+        if done.is_err() {
+            let _ = self.c().execute_batch("ROLLBACK");
+        }
+        done?;
+        read
+    }
+
+    /// Server: up to `limit` entries with a sequence number above `seq`, in order.
     pub fn entries_since(&self, seq: u64, limit: usize) -> Result<Vec<Entry>> {
         let sql = format!("SELECT {LOCAL_COLS} FROM local WHERE seq > ?1 ORDER BY seq LIMIT ?2");
-        let mut entries: Vec<Entry> = {
-            let conn = self.c();
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(params![seq as i64, limit as i64], row_to_local)?;
-            rows.map(|r| r.map(|r| r.entry))
-                .collect::<rusqlite::Result<_>>()?
-        };
-        // Rows past the last one read are for the next call, renames included.
-        let up_to = match entries.last() {
-            Some(last) if entries.len() == limit => last.seq,
-            _ => u64::MAX,
-        };
-        let renames = self.renames(seq, up_to)?;
-        if renames.is_empty() {
-            return Ok(entries);
-        }
-        entries.extend(
-            renames
-                .into_iter()
-                .map(|(seq, src, dst)| rename_record(seq, src, dst)),
-        );
-        entries.sort_by_key(|e| e.seq);
-        entries.truncate(limit);
-        Ok(entries)
+        let conn = self.c();
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![seq as i64, limit as i64], row_to_local)?;
+        Ok(rows
+            .map(|r| r.map(|r| r.entry))
+            .collect::<rusqlite::Result<_>>()?)
     }
 
     /// The highest sequence number this index has ever held: in `local`, in `renames`,
@@ -948,24 +1000,72 @@ impl Index {
             .transpose()
     }
 
-    /// Records the server's entry unless we already hold a newer one for the path.
-    pub fn put_remote(&self, e: &Entry) -> Result<()> {
+    /// Records the server's entry at its path as of the server's sequence `as_of` (the
+    /// folder's highest number when it was read), unless we hold one read later. Not the
+    /// entry's own number: a directory rename carries entries to new paths with their old
+    /// numbers, so a lower number can be the newer state of a path.
+    pub fn put_remote(&self, e: &Entry, as_of: u64) -> Result<()> {
+        self.put_remote_as_of(e, as_of.min(i64::MAX as u64) as i64)
+    }
+
+    fn put_remote_as_of(&self, e: &Entry, as_of: i64) -> Result<()> {
         let blob = postcard::to_stdvec(e)?;
         self.c()
             .prepare_cached(
-                "INSERT INTO remote (path, seq, deleted, size, entry, have)
-                 VALUES (?1,?2,?3,?4,?5, (SELECT seq FROM local WHERE path = ?1))
+                "INSERT INTO remote (path, seq, deleted, size, entry, have, as_of)
+                 VALUES (?1,?2,?3,?4,?5, (SELECT seq FROM local WHERE path = ?1), ?6)
                  ON CONFLICT(path) DO UPDATE SET seq = excluded.seq, deleted = excluded.deleted,
-                 size = excluded.size, entry = excluded.entry WHERE excluded.seq >= remote.seq",
+                 size = excluded.size, entry = excluded.entry, as_of = excluded.as_of
+                 WHERE excluded.as_of >= remote.as_of",
             )?
             .execute(params![
                 e.path.as_str(),
                 e.seq as i64,
                 e.deleted,
                 e.size as i64,
-                blob
+                blob,
+                as_of
             ])?;
         Ok(())
+    }
+
+    /// Client: a re-read of the server's whole index begins. Every entry we hold is
+    /// unconfirmed until the server sends its path again ([`Index::end_refresh`]).
+    pub fn start_refresh(&self) -> Result<()> {
+        self.c()
+            .prepare_cached("UPDATE remote SET as_of = ?1")?
+            .execute([UNCONFIRMED])?;
+        Ok(())
+    }
+
+    /// Client: the re-read is through, as of the server's sequence `as_of`: what it did
+    /// not confirm, the server no longer has. Where a live local row derives from such an
+    /// entry, it becomes the server's tombstone (numbered `as_of`, so the planner applies
+    /// it, and a local change meets it as an edit beats a delete); any other is dropped.
+    /// A local version newer than the re-read is left to the index stream. Returns how
+    /// many entries were dropped or turned into tombstones.
+    pub fn end_refresh(&self, as_of: u64) -> Result<usize> {
+        let stale: Vec<Vec<u8>> = {
+            let conn = self.c();
+            let mut stmt = conn.prepare_cached("SELECT entry FROM remote WHERE as_of = ?1")?;
+            let rows = stmt.query_map([UNCONFIRMED], |r| r.get(0))?;
+            let stale = rows.collect::<rusqlite::Result<_>>()?;
+            conn.prepare_cached("DELETE FROM remote WHERE as_of = ?1")?
+                .execute([UNCONFIRMED])?;
+            stale
+        };
+        for blob in &stale {
+            let mut e: Entry =
+                postcard::from_bytes(blob).context("corrupt remote entry in index")?;
+            let local = self.local(&e.path)?;
+            if local.is_some_and(|l| !l.entry.deleted && l.entry.seq < as_of) {
+                e.deleted = true;
+                e.seq = as_of;
+                e.renamed_from = None;
+                self.put_remote(&e, as_of)?;
+            }
+        }
+        Ok(stale.len())
     }
 
     /// Client: the server's entry at `path` is ignored here; it is not needed.
@@ -1186,18 +1286,17 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn remote_keeps_the_newest_and_needed_compares_seq() {
+    fn remote_keeps_the_latest_read_and_needed_compares_seq() {
         let (_d, index) = open();
-        index.put_remote(&file_entry("f", 5, b"new")).unwrap();
-        index.put_remote(&file_entry("f", 3, b"old")).unwrap();
-        assert_eq!(
-            index
-                .remote(&RelPath::new("f").unwrap())
-                .unwrap()
-                .unwrap()
-                .seq,
-            5
-        );
+        let f = RelPath::new("f").unwrap();
+        index.put_remote(&file_entry("f", 5, b"new"), 5).unwrap();
+        index.put_remote(&file_entry("f", 3, b"old"), 4).unwrap();
+        assert_eq!(index.remote(&f).unwrap().unwrap().seq, 5);
+        // A rename brought an older number to the path after the last read: it is what
+        // the server has there now.
+        index.put_remote(&file_entry("f", 3, b"moved"), 6).unwrap();
+        assert_eq!(index.remote(&f).unwrap().unwrap().seq, 3);
+        index.put_remote(&file_entry("f", 5, b"new"), 7).unwrap();
         assert_eq!(index.needed(10).unwrap().len(), 1);
         index
             .put_local(&LocalRow {
@@ -1209,7 +1308,7 @@ pub(crate) mod tests {
         assert!(index.needed(10).unwrap().is_empty());
         let mut gone = file_entry("g", 6, b"");
         gone.deleted = true;
-        index.put_remote(&gone).unwrap();
+        index.put_remote(&gone, 6).unwrap();
         assert!(
             index.needed(10).unwrap().is_empty(),
             "a tombstone for a path we never had needs nothing"
@@ -1264,7 +1363,7 @@ pub(crate) mod tests {
         // A local row that exists before the remote entry arrives.
         index.put_local(&local("d/a", 1)).unwrap();
         for (path, seq) in [("d/a", 1), ("d/b", 2), ("e", 3)] {
-            index.put_remote(&file_entry(path, seq, b"x")).unwrap();
+            index.put_remote(&file_entry(path, seq, b"x"), seq).unwrap();
         }
         check(&index, &["d/b", "e"]);
         index.put_local(&local("d/b", 2)).unwrap();
@@ -1376,8 +1475,8 @@ pub(crate) mod tests {
                     dirty: false,
                 })
                 .unwrap();
-            index.put_remote(&file_entry("a", 1, b"x")).unwrap();
-            index.put_remote(&file_entry("b", 2, b"x")).unwrap();
+            index.put_remote(&file_entry("a", 1, b"x"), 1).unwrap();
+            index.put_remote(&file_entry("b", 2, b"x"), 2).unwrap();
             index
                 .c()
                 .execute_batch(

@@ -45,9 +45,18 @@ pub fn decide(local: Option<&LocalRow>, remote: Option<&Entry>) -> Action {
 fn decide_both(l: &LocalRow, r: &Entry) -> Action {
     let base = l.entry.seq;
     if !l.dirty {
-        return if base >= r.seq {
+        return if base == r.seq {
             Action::Nothing
+        } else if base < r.seq {
+            Action::Pull
+        } else if l.entry.same_content(r) || both_dirs(&l.entry, r) {
+            // A directory rename carried an older number to this path: what the server
+            // has here now is what we hold (or both say it is gone); only the number is
+            // recorded.
+            Action::MarkSynced { seq: r.seq }
         } else {
+            // The server's entry was read after our version (a rename moved another one
+            // here); our copy is one the server had, so nothing of ours is lost.
             Action::Pull
         };
     }
@@ -187,6 +196,27 @@ mod tests {
         );
         check(
             Some(local(2, 1, false, false)),
+            Some(entry(5, 1, true)),
+            Pull,
+        );
+        // Clean local above the server's number: a rename carried an older entry here.
+        check(
+            Some(local(9, 1, true, false)),
+            Some(entry(5, 2, true)),
+            MarkSynced { seq: 5 },
+        );
+        check(
+            Some(local(9, 1, false, false)),
+            Some(entry(5, 1, false)),
+            MarkSynced { seq: 5 },
+        );
+        check(
+            Some(local(9, 1, false, false)),
+            Some(entry(5, 2, false)),
+            Pull,
+        );
+        check(
+            Some(local(9, 1, false, false)),
             Some(entry(5, 1, true)),
             Pull,
         );

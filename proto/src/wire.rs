@@ -221,10 +221,13 @@ pub enum ClientMsg {
 pub enum ServerMsg {
     Welcome(Welcome),
     /// Entries in increasing `seq`; `up_to` is the folder sequence they bring the device
-    /// to, and `caught_up` says there was nothing newer when the batch was cut.
+    /// to, and `caught_up` says there was nothing newer when the batch was cut. `as_of`
+    /// is the folder's highest sequence number when the batch was read: every entry is
+    /// at its path as of then, so a rename record at or below it has already moved it.
     Index {
         entries: Vec<Entry>,
         up_to: u64,
+        as_of: u64,
         caught_up: bool,
     },
     PushResult {
@@ -363,6 +366,7 @@ mod tests {
             ServerMsg::Index {
                 entries: vec![entry()],
                 up_to: 3,
+                as_of: 5,
                 caught_up: true,
             },
             ServerMsg::PushResult {
@@ -438,6 +442,7 @@ mod tests {
         round_trip(ServerMsg::Index {
             entries: vec![e],
             up_to: 4,
+            as_of: 4,
             caught_up: false,
         });
     }

@@ -118,6 +118,7 @@ fn server_messages() -> Vec<(&'static str, ServerMsg)> {
                     entry("dir", EntryKind::Dir),
                 ],
                 up_to: 20,
+                as_of: 20,
                 caught_up: true,
             },
         ),

@@ -21,6 +21,8 @@ mod conflicts;
 mod control;
 #[path = "e2e/diskfull.rs"]
 mod diskfull;
+#[path = "e2e/drift.rs"]
+mod drift;
 #[path = "e2e/editors.rs"]
 mod editors;
 #[path = "e2e/fanout.rs"]

@@ -55,6 +55,13 @@ const DELETE_BURST: Duration = Duration::from_secs(5);
 const AWAY_POLL: Duration = Duration::from_secs(5);
 /// How old the totals in a busy folder's status may be (see `publish_busy`).
 const TOTALS_EVERY: Duration = Duration::from_millis(100);
+/// The shortest time between two re-reads of the server's whole index (see `refresh`):
+/// a server that lists content it cannot serve must not keep a device re-reading.
+const REFRESH_EVERY: Duration = Duration::from_secs(60);
+/// How long a push refused as a conflict may wait, caught up, for the server's version
+/// of its path before the device takes it that its view of the server is wrong: the
+/// stream brings that version right after the answer.
+const BLOCKED_TOO_LONG: Duration = Duration::from_secs(30);
 
 pub(super) struct FolderTask {
     cfg: FolderConfig,
@@ -67,6 +74,15 @@ pub(super) struct FolderTask {
     session: Option<SessionHandle>,
     /// Stops the current session (pause, shutdown).
     session_cancel: Option<CancellationToken>,
+    /// The current session's task, awaited after `session_cancel` when nothing it had
+    /// under way may land after what comes next (a refresh).
+    session_task: Option<tokio::task::JoinHandle<()>>,
+    /// This device's view of the server looks wrong (a fetch found twice that the server
+    /// lacks what it lists, or a refused push waited too long for the server's version):
+    /// why, to read its whole index again after this step (see `refresh`).
+    refresh_due: Option<String>,
+    /// When the last refresh began.
+    last_refresh: Option<Instant>,
     events_tx: mpsc::UnboundedSender<(u64, SessionEvent)>,
     /// The current session's generation; events of earlier sessions are stale.
     session_gen: u64,
@@ -105,8 +121,9 @@ pub(super) struct FolderTask {
     /// this device, it is the base of what we hold now, not a change to conflict with
     /// (`sync::rebase_on_own_push`). Emptied for a path by its next push result.
     unconfirmed: HashMap<RelPath, Vec<Entry>>,
-    /// Pushes refused as conflicts wait until the index brings the server's version.
-    blocked: HashMap<RelPath, u64>,
+    /// Pushes refused as conflicts wait until the index brings the server's version
+    /// (its sequence number), since the given instant.
+    blocked: HashMap<RelPath, (u64, Instant)>,
     /// Paths that failed, and when each may be tried again.
     retry_at: HashMap<RelPath, Instant>,
     /// The wait after each failing path's last failure; forgotten on success and once
@@ -150,6 +167,9 @@ impl FolderTask {
             index: None,
             session: None,
             session_cancel: None,
+            session_task: None,
+            refresh_due: None,
+            last_refresh: None,
             events_tx: mpsc::unbounded_channel().0,
             session_gen: 0,
             caught_up: false,
@@ -224,14 +244,26 @@ impl FolderTask {
         }
         loop {
             let more = self.step().await;
+            if let Some(why) = self.refresh_due.take() {
+                self.refresh(&why, &cancel).await;
+            }
             self.publish_busy(more);
             for w in self.flushed.drain(..) {
                 let _ = w.send(());
             }
+            // A refused push that waits too long for the server's version is looked at
+            // again then (see BLOCKED_TOO_LONG); one already past that waits for the
+            // next step, so the loop never spins on it.
+            let now = Instant::now();
+            let blocked: Vec<Instant> = (self.blocked.values())
+                .map(|(_, at)| *at + BLOCKED_TOO_LONG)
+                .filter(|at| *at > now)
+                .collect();
             let retry = self
                 .retry_at
                 .values()
                 .chain(self.hold_deletes.values())
+                .chain(&blocked)
                 .min()
                 .copied()
                 .into_iter()
@@ -287,8 +319,34 @@ impl FolderTask {
             tx: self.events_tx.clone(),
             generation: self.session_gen,
         };
-        tokio::spawn(session::run(cfg, events, cancel.clone()));
+        self.session_task = Some(tokio::spawn(session::run(cfg, events, cancel.clone())));
         self.session_cancel = Some(cancel);
+    }
+
+    /// Reads the server's whole index again ([`session::request_refresh`]) because of
+    /// `why`, at most once per REFRESH_EVERY. The running session is stopped and waited
+    /// for first, so that none of its index batches lands after the request.
+    async fn refresh(&mut self, why: &str, parent: &CancellationToken) {
+        if self.paused
+            || self
+                .last_refresh
+                .is_some_and(|at| at.elapsed() < REFRESH_EVERY)
+        {
+            return;
+        }
+        tracing::warn!(folder = %self.cfg.name, "{why}: reading the server's whole index again");
+        self.last_refresh = Some(Instant::now());
+        if let Some(c) = self.session_cancel.take() {
+            c.cancel();
+        }
+        if let Some(task) = self.session_task.take() {
+            let _ = task.await;
+        }
+        self.disconnected();
+        if let Err(e) = session::request_refresh(self.index()) {
+            self.error(format!("cannot ask for the server's whole index: {e:#}"));
+        }
+        self.start_session(parent);
     }
 
     fn on_cmd(&mut self, cmd: FolderCmd, cancel: &CancellationToken) {

@@ -11,6 +11,7 @@
 mod folder;
 mod history;
 mod session;
+pub(crate) mod stream;
 pub mod versions;
 
 use std::collections::HashMap;

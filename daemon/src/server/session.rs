@@ -22,16 +22,13 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use super::Server;
-use super::folder::{FolderCmd, Joined, ServerFolderHandle, cut_batch, stale_base};
+use super::folder::{FolderCmd, Joined, ServerFolderHandle, stale_base};
 use crate::auth::Admitted;
 use crate::beneath::Root;
 use crate::conn::{self, Counted, Pending};
 use crate::index::Index;
 use crate::store::Prepared;
 use crate::{received, transfer};
-
-/// Index bytes per message to a device.
-const INDEX_BYTES: usize = 4 * 1024 * 1024;
 
 pub async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
@@ -188,7 +185,7 @@ async fn run(server: &Arc<Server>, stream: Counted<TcpStream>, peer: SocketAddr)
     };
     let index_task = tokio::spawn(end_on_error(
         flow("index stream"),
-        stream_index(folder.clone(), since, out_tx.clone(), conn_cancel.clone()),
+        super::stream::run(folder.clone(), since, out_tx.clone(), conn_cancel.clone()),
         conn_cancel.clone(),
     ));
     let (push_tx, push_rx) = mpsc::channel(4);
@@ -379,46 +376,6 @@ where
             ClientMsg::Hello(_) => bail!("protocol error: second Hello"),
             ClientMsg::CreateInvite => bail!("protocol error: CreateInvite after Hello"),
         }
-    }
-}
-
-/// Sends every version above `since`, then follows the folder's sequence.
-async fn stream_index(
-    folder: ServerFolderHandle,
-    mut since: u64,
-    out: mpsc::Sender<ServerMsg>,
-    cancel: CancellationToken,
-) -> Result<()> {
-    let index = Index::open(&folder.index_file)?;
-    let mut seq = folder.seq.clone();
-    let mut announced = false;
-    loop {
-        let entries = cut_batch(index.entries_since(since, 1000)?, INDEX_BYTES);
-        if entries.is_empty() {
-            if !announced {
-                out.send(ServerMsg::Index {
-                    entries: Vec::new(),
-                    up_to: since,
-                    caught_up: true,
-                })
-                .await?;
-                announced = true;
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                r = seq.changed() => r?,
-            }
-            continue;
-        }
-        since = entries.last().map_or(since, |e| e.seq);
-        let caught_up = index.entries_since(since, 1)?.is_empty();
-        announced |= caught_up;
-        out.send(ServerMsg::Index {
-            entries,
-            up_to: since,
-            caught_up,
-        })
-        .await?;
     }
 }
 

@@ -361,6 +361,7 @@ fn files_sent_inside_a_sent_link_are_refused_by_the_client() {
             conn.send(ServerMsg::Index {
                 entries: first,
                 up_to: 2,
+                as_of: 2,
                 caught_up: true,
             })?;
             // The next message once the link is there: a later batch for the client.
@@ -372,6 +373,7 @@ fn files_sent_inside_a_sent_link_are_refused_by_the_client() {
             conn.send(ServerMsg::Index {
                 entries: next,
                 up_to: 3,
+                as_of: 3,
                 caught_up: true,
             })?;
             // Serves blocks until the client goes away.

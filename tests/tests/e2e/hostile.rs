@@ -745,6 +745,7 @@ fn hostile_server_entries_are_refused_by_the_client() {
         conn.send(ServerMsg::Index {
             entries,
             up_to: 4,
+            as_of: 4,
             caught_up: true,
         })?;
         // The good entry is applied while the connection lives on.
@@ -761,6 +762,7 @@ fn hostile_server_entries_are_refused_by_the_client() {
         let msg = ServerMsg::Index {
             entries: vec![escape],
             up_to: 5,
+            as_of: 5,
             caught_up: true,
         };
         conn.send_raw(&frame(&splice_path(&msg, b"../escape.txt")))?;

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use filesync_tests::cluster::DOCS;
-use filesync_tests::{Cluster, Counters, files};
+use filesync_tests::{Cluster, Counters, SYNC_TIMEOUT, files};
 
 use crate::paths;
 
@@ -254,4 +254,47 @@ fn offline_rename_onto_a_name_created_elsewhere() {
     );
     cl.assert_file_everywhere(DOCS, "target/from-b.txt", b"B's file\n");
     cl.assert_file_everywhere(DOCS, "target/d001/f002.txt", b"src/d001/f002.txt\n");
+}
+
+/// The soak's drift (issue 8): a directory renamed away and another renamed into its old
+/// name while a device was away. Entries keep their sequence numbers through a rename,
+/// so the device must take in both renames before the entries sent at their new paths:
+/// it then holds exactly the server's tree, and never asks for content the server does
+/// not have there.
+#[test]
+fn a_device_away_across_a_rename_out_and_in_gets_the_servers_tree() {
+    let cl = Cluster::new(2);
+    let a = cl.a().folder_dir(DOCS);
+    fs::create_dir_all(a.join("old")).unwrap();
+    files::write(&a.join("old/x.txt"), "x\n");
+    cl.settle(DOCS);
+
+    cl.pause(1, DOCS);
+    fs::create_dir_all(a.join("other")).unwrap();
+    files::write(&a.join("other/y.txt"), "y\n");
+    cl.a().assert_in_sync(DOCS, SYNC_TIMEOUT);
+    fs::rename(a.join("old"), a.join("new")).unwrap();
+    cl.a().assert_in_sync(DOCS, SYNC_TIMEOUT);
+    fs::rename(a.join("other"), a.join("old")).unwrap();
+    cl.a().assert_in_sync(DOCS, SYNC_TIMEOUT);
+    let renamed = cl
+        .server()
+        .log_text()
+        .matches("renamed a directory")
+        .count();
+    assert_eq!(
+        renamed, 2,
+        "the server took both moves as directory renames"
+    );
+
+    cl.resume(1, DOCS);
+    cl.settle(DOCS);
+    cl.assert_file_everywhere(DOCS, "new/x.txt", b"x\n");
+    cl.assert_file_everywhere(DOCS, "old/y.txt", b"y\n");
+    cl.assert_absent_everywhere(DOCS, "new/y.txt");
+    let b_log = cl.b().log_text();
+    assert!(
+        !b_log.contains("no longer has that content"),
+        "B asked for content the server does not have:\n{b_log}"
+    );
 }

@@ -9,9 +9,12 @@ use filesync_proto::wire::{Change, ConflictNote, Entry, EntryKind, MAX_BATCH, Pu
 use futures::StreamExt;
 use tokio::time::Instant;
 
-use super::{FolderTask, MAX_INFLIGHT, PULL_BATCH, PULL_FILES, PUSH_BYTES, RETRY_AFTER, RETRY_MAX};
+use super::{
+    BLOCKED_TOO_LONG, FolderTask, MAX_INFLIGHT, PULL_BATCH, PULL_FILES, PUSH_BYTES, RETRY_AFTER,
+    RETRY_MAX,
+};
 use crate::beneath::Root;
-use crate::client::{guard, pull};
+use crate::client::{guard, pull, session};
 use crate::conn::Counters;
 use crate::ignore::{IGNORE_FILE, IgnoreRules};
 use crate::index::LocalRow;
@@ -390,7 +393,7 @@ impl FolderTask {
                 gone.deleted = true;
                 gone.seq = seq;
                 gone.renamed_from = None;
-                ix.put_remote(&gone)?;
+                ix.put_remote(&gone, seq)?;
             }
             Ok(())
         })?;
@@ -548,6 +551,13 @@ impl FolderTask {
                 true
             }
             Err(e) => {
+                let lacks = e.chain().any(|c| c.is::<session::ServerLacks>());
+                if lacks && self.retry_delay.contains_key(&remote.path) {
+                    self.refresh_due = Some(format!(
+                        "the server again has no content for {} as this device knows it",
+                        remote.path
+                    ));
+                }
                 let why = self.explain(&e);
                 self.fail_path(&remote.path, format!("cannot apply {}: {why}", remote.path));
                 false
@@ -708,11 +718,18 @@ impl FolderTask {
                 continue;
             }
             let remote = self.index().remote(&path)?;
-            if let Some(&wait_for) = self.blocked.get(&path) {
+            if let Some(&(wait_for, since)) = self.blocked.get(&path) {
                 // No remote row is sequence 0: the server answers a push of a path it has
                 // no row for (a tombstone whose path a rename moved away) with 0, and the
                 // path must then go on, to be forgotten or pushed anew, not wait forever.
                 if remote.as_ref().map_or(0, |r| r.seq) < wait_for {
+                    if since.elapsed() >= BLOCKED_TOO_LONG {
+                        self.refresh_due = Some(format!(
+                            "the server's version {wait_for} of {path} never arrived"
+                        ));
+                        // Asked again only after as long once more.
+                        (self.blocked).insert(path.clone(), (wait_for, Instant::now()));
+                    }
                     continue;
                 }
                 self.blocked.remove(&path);
@@ -792,7 +809,7 @@ impl FolderTask {
             match outcome {
                 PushOutcome::Accepted { seq } => self.accepted(pushed, seq)?,
                 PushOutcome::Conflict { current_seq } => {
-                    self.blocked.insert(pushed.path.clone(), current_seq);
+                    (self.blocked).insert(pushed.path.clone(), (current_seq, Instant::now()));
                 }
                 PushOutcome::Failed { reason } => {
                     self.scan_paths.push(pushed.path.clone());
@@ -880,7 +897,7 @@ impl FolderTask {
         // record arrives in the index.
         pushed.renamed_from = None;
         let index = self.index();
-        index.put_remote(&pushed)?;
+        index.put_remote(&pushed, seq)?;
         if let Some(mut row) = index.local(&pushed.path)? {
             // If the file changed again since we pushed, it stays dirty, now based on `seq`.
             row.dirty = !(row.entry.same_content(&pushed));

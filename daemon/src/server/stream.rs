@@ -1,0 +1,105 @@
+//! A device's index stream: every version it has not seen, then each new one as it is
+//! committed.
+//!
+//! Entries keep their sequence numbers when a directory rename moves them, and the
+//! stream sends each at its path as of when it was read. So a device must apply every
+//! rename committed up to that read before it takes the entries in: otherwise it cannot
+//! tell an entry that was below a renamed directory when the rename happened from one a
+//! later rename moved there (and moving that one too made it expect a file the server
+//! never had there). Each batch therefore goes out after the rename records it depends
+//! on, and says up to which sequence number it was read (`as_of`).
+
+use anyhow::Result;
+use filesync_proto::wire::{MAX_BATCH, ServerMsg};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::folder::{ServerFolderHandle, cut_batch};
+use crate::index::Index;
+
+/// Index bytes per message to a device.
+const INDEX_BYTES: usize = 4 * 1024 * 1024;
+/// Entries read per batch.
+const READ_BATCH: usize = 1000;
+
+/// Sends every version above `since`, then follows the folder's sequence.
+pub async fn run(
+    folder: ServerFolderHandle,
+    since: u64,
+    out: mpsc::Sender<ServerMsg>,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let index = Index::open(&folder.index_file)?;
+    let mut seq = folder.seq.clone();
+    let mut cursor = Cursor::new(since);
+    loop {
+        let (messages, more) = cursor.next(&index)?;
+        for msg in messages {
+            out.send(msg).await?;
+        }
+        if !more {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                r = seq.changed() => r?,
+            }
+        }
+    }
+}
+
+/// Where one connection's index stream stands.
+pub struct Cursor {
+    /// The highest sequence number of the entries sent.
+    since: u64,
+    /// The highest sequence number up to which rename records were sent.
+    renamed: u64,
+    /// The device was told it is caught up.
+    announced: bool,
+}
+
+impl Cursor {
+    pub fn new(since: u64) -> Cursor {
+        Cursor {
+            since,
+            renamed: since,
+            announced: false,
+        }
+    }
+
+    /// What to send next: rename records not sent yet (in batches whose `as_of` is their
+    /// last one), then a batch of entries. True if there may be more to read at once.
+    pub fn next(&mut self, index: &Index) -> Result<(Vec<ServerMsg>, bool)> {
+        let read = index.stream_read(self.since, self.renamed, READ_BATCH)?;
+        let mut out: Vec<ServerMsg> = (read.renames.chunks(MAX_BATCH))
+            .map(|chunk| ServerMsg::Index {
+                entries: chunk.to_vec(),
+                up_to: self.since,
+                as_of: chunk.last().map_or(self.renamed, |e| e.seq),
+                caught_up: false,
+            })
+            .collect();
+        self.renamed = self.renamed.max(read.as_of);
+        let entries = cut_batch(read.entries, INDEX_BYTES);
+        let Some(last) = entries.last() else {
+            if !self.announced {
+                self.announced = true;
+                out.push(ServerMsg::Index {
+                    entries,
+                    up_to: self.since,
+                    as_of: read.as_of,
+                    caught_up: true,
+                });
+            }
+            return Ok((out, false));
+        };
+        self.since = last.seq;
+        let caught_up = index.entries_since(self.since, 1)?.is_empty();
+        self.announced |= caught_up;
+        out.push(ServerMsg::Index {
+            entries,
+            up_to: self.since,
+            as_of: read.as_of,
+            caught_up,
+        });
+        Ok((out, true))
+    }
+}
