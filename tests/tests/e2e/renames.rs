@@ -298,3 +298,45 @@ fn a_device_away_across_a_rename_out_and_in_gets_the_servers_tree() {
         "B asked for content the server does not have:\n{b_log}"
     );
 }
+
+/// The soak's last stuck client (issue 8): while a device was away, the server renamed a
+/// directory to below a name where the device made a file of its own. The rename cannot
+/// be applied whole there, so it is applied path by path; the device's file and the
+/// server's directory of that name are kept both, and every replica converges.
+#[test]
+fn a_rename_to_below_a_file_made_while_away_is_applied_path_by_path() {
+    let cl = Cluster::new(2);
+    let a = cl.a().folder_dir(DOCS);
+    fs::create_dir_all(a.join("m0/g")).unwrap();
+    files::write(&a.join("m0/g/x.txt"), "x\n");
+    fs::create_dir_all(a.join("d1")).unwrap();
+    cl.settle(DOCS);
+
+    cl.pause(1, DOCS);
+    fs::create_dir(a.join("d1/f")).unwrap();
+    cl.a().assert_in_sync(DOCS, SYNC_TIMEOUT);
+    fs::rename(a.join("m0/g"), a.join("d1/f/g")).unwrap();
+    cl.a().assert_in_sync(DOCS, SYNC_TIMEOUT);
+    let renamed = cl
+        .server()
+        .log_text()
+        .matches("renamed a directory")
+        .count();
+    assert_eq!(renamed, 1, "the server took the move as a directory rename");
+    files::write(&cl.path_on(1, DOCS, "d1/f"), "B's file\n");
+
+    cl.resume(1, DOCS);
+    let common = cl.settle(DOCS);
+    cl.assert_file_everywhere(DOCS, "d1/f/g/x.txt", b"x\n");
+    cl.assert_absent_everywhere(DOCS, "m0/g");
+    let copies: Vec<&String> = common
+        .keys()
+        .filter(|p| p.starts_with("d1/f.sync-conflict-"))
+        .collect();
+    assert_eq!(
+        copies.len(),
+        1,
+        "B's file is kept beside the directory: {common:?}"
+    );
+    cl.assert_file_everywhere(DOCS, copies[0], b"B's file\n");
+}

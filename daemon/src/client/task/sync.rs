@@ -358,10 +358,19 @@ impl FolderTask {
         let local_src = self.index().local(src)?;
         let local_dst = self.index().local(dst)?;
         let root = self.root()?;
-        if !self.disk_matches(&root, src, local_src.as_ref())?
-            || !self.disk_matches(&root, dst, local_dst.as_ref())?
-        {
+        // A path that cannot even be looked at (a parent of it here is a file or a
+        // symlink: made by this device, in conflict with the server's directory) rules
+        // out a rename on disk; path by path, that conflict is settled like any other.
+        let looked = [(src, local_src.as_ref()), (dst, local_dst.as_ref())]
+            .into_iter()
+            .map(|(path, local)| self.disk_matches(&root, path, local))
+            .collect::<Vec<_>>();
+        if looked.iter().any(|m| matches!(m, Ok(false))) {
             return Ok(false);
+        }
+        let blocked = looked.into_iter().find_map(Result::err);
+        if let Some(e) = &blocked {
+            tracing::info!(folder = %self.cfg.name, from = %src, to = %dst, "cannot rename here ({e:#}); moving it path by path");
         }
         let below_src = self.index().local_under(src)?;
         let whole = local_src
@@ -370,7 +379,8 @@ impl FolderTask {
             && !self.index().local_under(dst)?.iter().any(|r| !r.entry.deleted)
             && !self.rules.is_ignored(dst, true)
             // A version newer than the rename was made at the old path afterwards.
-            && below_src.iter().all(|r| r.entry.seq < seq);
+            && below_src.iter().all(|r| r.entry.seq < seq)
+            && blocked.is_none();
         if whole && self.make_parents(dst).await {
             match self
                 .root()
