@@ -397,14 +397,24 @@ impl TempFile {
         self.written
     }
 
-    /// Reads back `size` bytes at `offset`: written earlier (a block that repeats within
-    /// the file is copied, not fetched again), or found there by [`TempFile::resume`].
+    /// Reads back `size` bytes written earlier at `offset`: a block that repeats within
+    /// the file is copied, not fetched again.
     pub fn read_back(&self, offset: u64, size: u32) -> Result<Vec<u8>> {
         let mut buf = vec![0; size as usize];
         self.file
             .read_exact_at(&mut buf, offset)
             .with_context(|| format!("cannot read {}", self.path().display()))?;
         Ok(buf)
+    }
+
+    /// Counts as written the next `size` bytes, which the file already holds there
+    /// ([`TempFile::write_ahead`], or found by [`TempFile::resume`]): they are read and
+    /// hashed, not written again.
+    pub fn adopt(&mut self, size: u32) -> Result<()> {
+        let data = self.read_back(self.written, size)?;
+        self.hasher.update(&data);
+        self.written += u64::from(size);
+        Ok(())
     }
 
     /// Checks the content against `entry`, applies its mode and mtime, fsyncs, and

@@ -47,12 +47,13 @@ enum Got {
     Local(Vec<u8>),
     /// From the peer, not verified yet.
     Fetched(Vec<u8>),
-    /// The same content as the block at this offset of the temp file: written before it
-    /// (a repeat), or left there by an interrupted transfer ([`TempFile::resume`]).
-    InTemp(u64),
-    /// From the peer before its turn, verified and written at this offset of the temp
-    /// file.
-    Early(u64),
+    /// The same content as the block written earlier at this offset of the temp file.
+    Repeat(u64),
+    /// Already in the temp file at its own offset, left there by an interrupted transfer
+    /// ([`TempFile::resume`]).
+    Resumed,
+    /// From the peer before its turn, verified and already written at its own offset.
+    Early,
 }
 
 /// Builds `entry`'s content (a live file inside `root`) in a temp file beside its
@@ -157,14 +158,14 @@ where
         for (block, &at) in blocks.iter().zip(offsets).take(resumed.kept) {
             first_at.entry(block.hash).or_insert(at);
         }
-        let in_temp: HashSet<usize> = resumed.ahead.iter().copied().collect();
+        let resumed_ahead: HashSet<usize> = resumed.ahead.iter().copied().collect();
         let source = |i: usize, first_at: &mut HashMap<Hash, u64>| {
             let (block, at) = (&blocks[i], offsets[i]);
             let earlier = *first_at.entry(block.hash).or_insert(at);
-            let plan = if in_temp.contains(&i) {
-                Plan::Settled(Got::InTemp(at))
+            let plan = if resumed_ahead.contains(&i) {
+                Plan::Settled(Got::Resumed)
             } else if earlier != at {
-                Plan::Settled(Got::InTemp(earlier))
+                Plan::Settled(Got::Repeat(earlier))
             } else {
                 // Looked up when the block is about to be fetched, so the sources of a
                 // huge file are never all held at once.
@@ -214,7 +215,7 @@ where
                     Got::Fetched(data) if at != i => {
                         verify(entry, at, offsets[at], &data)?;
                         tmp.write_ahead(offsets[at], &data)?;
-                        Got::Early(offsets[at])
+                        Got::Early
                     }
                     got => got,
                 };
@@ -230,11 +231,19 @@ where
                     reused += data.len() as u64;
                     data
                 }
-                Got::InTemp(at) => {
+                Got::Repeat(at) => {
                     reused += u64::from(block.size);
                     tmp.read_back(at, block.size)?
                 }
-                Got::Early(at) => tmp.read_back(at, block.size)?,
+                Got::Resumed => {
+                    reused += u64::from(block.size);
+                    tmp.adopt(block.size)?;
+                    continue;
+                }
+                Got::Early => {
+                    tmp.adopt(block.size)?;
+                    continue;
+                }
                 Got::Fetched(data) => {
                     verify(entry, i, tmp.written(), &data)?;
                     data

@@ -277,15 +277,7 @@ fn a_device_away_across_a_rename_out_and_in_gets_the_servers_tree() {
     cl.a().assert_in_sync(DOCS, SYNC_TIMEOUT);
     fs::rename(a.join("other"), a.join("old")).unwrap();
     cl.a().assert_in_sync(DOCS, SYNC_TIMEOUT);
-    let renamed = cl
-        .server()
-        .log_text()
-        .matches("renamed a directory")
-        .count();
-    assert_eq!(
-        renamed, 2,
-        "the server took both moves as directory renames"
-    );
+    assert_server_renamed_dirs(&cl, 2);
 
     cl.resume(1, DOCS);
     cl.settle(DOCS);
@@ -317,12 +309,7 @@ fn a_rename_to_below_a_file_made_while_away_is_applied_path_by_path() {
     cl.a().assert_in_sync(DOCS, SYNC_TIMEOUT);
     fs::rename(a.join("m0/g"), a.join("d1/f/g")).unwrap();
     cl.a().assert_in_sync(DOCS, SYNC_TIMEOUT);
-    let renamed = cl
-        .server()
-        .log_text()
-        .matches("renamed a directory")
-        .count();
-    assert_eq!(renamed, 1, "the server took the move as a directory rename");
+    assert_server_renamed_dirs(&cl, 1);
     files::write(&cl.path_on(1, DOCS, "d1/f"), "B's file\n");
 
     cl.resume(1, DOCS);
@@ -339,4 +326,15 @@ fn a_rename_to_below_a_file_made_while_away_is_applied_path_by_path() {
         "B's file is kept beside the directory: {common:?}"
     );
     cl.assert_file_everywhere(DOCS, copies[0], b"B's file\n");
+}
+
+/// The server took `count` moves as directory renames (not as deletes and creates): the
+/// tests above are about how a device applies those.
+fn assert_server_renamed_dirs(cl: &Cluster, count: usize) {
+    let renamed = cl
+        .server()
+        .log_text()
+        .matches("renamed a directory")
+        .count();
+    assert_eq!(renamed, count, "directory renames on the server");
 }
