@@ -65,20 +65,26 @@ impl Cursor {
         }
     }
 
-    /// What to send next: rename records not sent yet (in batches whose `as_of` is their
-    /// last one), then a batch of entries. True if there may be more to read at once.
+    /// What to send next: rename records not sent yet, then a batch of entries. The
+    /// rename records travel in the entries' message when they fit, so that a device
+    /// stores them together and never applies a rename before the entries read with it
+    /// (its new parent directory); else first, in batches whose `as_of` is their last
+    /// one. True if there may be more to read at once.
     pub fn next(&mut self, index: &Index) -> Result<(Vec<ServerMsg>, bool)> {
         let read = index.stream_read(self.since, self.renamed, READ_BATCH)?;
-        let mut out: Vec<ServerMsg> = (read.renames.chunks(MAX_BATCH))
-            .map(|chunk| ServerMsg::Index {
+        let entries = cut_batch(read.entries, INDEX_BYTES);
+        let mut renames = read.renames;
+        let mut out = Vec::new();
+        if entries.is_empty() || renames.len() + entries.len() > MAX_BATCH {
+            out.extend(renames.chunks(MAX_BATCH).map(|chunk| ServerMsg::Index {
                 entries: chunk.to_vec(),
                 up_to: self.since,
                 as_of: chunk.last().map_or(self.renamed, |e| e.seq),
                 caught_up: false,
-            })
-            .collect();
+            }));
+            renames.clear();
+        }
         self.renamed = self.renamed.max(read.as_of);
-        let entries = cut_batch(read.entries, INDEX_BYTES);
         let Some(last) = entries.last() else {
             if !self.announced {
                 self.announced = true;
@@ -94,8 +100,9 @@ impl Cursor {
         self.since = last.seq;
         let caught_up = index.entries_since(self.since, 1)?.is_empty();
         self.announced |= caught_up;
+        renames.extend(entries);
         out.push(ServerMsg::Index {
-            entries,
+            entries: renames,
             up_to: self.since,
             as_of: read.as_of,
             caught_up,
