@@ -203,38 +203,44 @@ where
 pub type BlockResult = Result<Vec<u8>, BlockError>;
 
 /// Requests we sent and are waiting for, by id: block requests, and calls such as
-/// listing versions.
+/// listing versions. Once its connection is gone ([`Pending::fail_all`]) it takes no
+/// new waiter: a request made through a handle that outlived its connection fails at
+/// once instead of waiting [`BLOCK_TIMEOUT`] for an answer that cannot come.
 pub struct Pending<T = BlockResult> {
     next: AtomicU64,
-    waiting: Mutex<HashMap<u64, oneshot::Sender<T>>>,
+    /// `None` once the connection is gone.
+    waiting: Mutex<Option<HashMap<u64, oneshot::Sender<T>>>>,
 }
 
 impl<T> Default for Pending<T> {
     fn default() -> Self {
         Pending {
             next: AtomicU64::new(0),
-            waiting: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(Some(HashMap::new())),
         }
     }
 }
 
 impl<T> Pending<T> {
-    pub fn register(&self) -> (u64, oneshot::Receiver<T>) {
+    /// A fresh id and the receiver of its answer; `None` if the connection is gone.
+    pub fn register(&self) -> Option<(u64, oneshot::Receiver<T>)> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.lock().insert(id, tx);
-        (id, rx)
+        self.lock().as_mut()?.insert(id, tx);
+        Some((id, rx))
     }
 
     /// Delivers a response; a response nobody asked for is ignored.
     pub fn complete(&self, id: u64, result: T) {
-        if let Some(tx) = self.lock().remove(&id) {
+        if let Some(tx) = self.lock().as_mut().and_then(|w| w.remove(&id)) {
             let _ = tx.send(result);
         }
     }
 
     pub fn forget(&self, id: u64) {
-        self.lock().remove(&id);
+        if let Some(w) = self.lock().as_mut() {
+            w.remove(&id);
+        }
     }
 
     /// Sends the request `make` builds around a fresh id on `out`, and waits at most
@@ -245,14 +251,15 @@ impl<T> Pending<T> {
         make: impl FnOnce(u64) -> M,
         peer: &str,
     ) -> anyhow::Result<T> {
-        let (id, rx) = self.register();
+        let closed = || anyhow::anyhow!("connection to {peer} closed");
+        let (id, rx) = self.register().ok_or_else(closed)?;
         if out.send(make(id)).await.is_err() {
             self.forget(id);
-            anyhow::bail!("connection to {peer} closed");
+            return Err(closed());
         }
         match tokio::time::timeout(BLOCK_TIMEOUT, rx).await {
             Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(_)) => anyhow::bail!("connection to {peer} closed"),
+            Ok(Err(_)) => Err(closed()),
             Err(_) => {
                 self.forget(id);
                 anyhow::bail!("{peer} did not answer within {}s", BLOCK_TIMEOUT.as_secs())
@@ -260,12 +267,13 @@ impl<T> Pending<T> {
         }
     }
 
-    /// Drops every waiter: their receivers see the connection is gone.
+    /// The connection is gone: drops every waiter (their receivers see it) and refuses
+    /// new ones.
     pub fn fail_all(&self) {
-        self.lock().clear();
+        self.lock().take();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<T>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<HashMap<u64, oneshot::Sender<T>>>> {
         // A panic while holding this lock cannot leave the map inconsistent.
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -415,20 +423,42 @@ mod tests {
         drop(rx);
         let err = p.ask(&tx, |id| id, "the peer").await.unwrap_err();
         assert_eq!(err.to_string(), "connection to the peer closed");
-        assert!(p.lock().is_empty(), "a failed request is forgotten");
+        assert!(
+            p.lock().as_ref().is_some_and(|w| w.is_empty()),
+            "a failed request is forgotten"
+        );
+    }
+
+    /// A handle can outlive its connection by a moment (the folder task learns of the
+    /// end after the session has failed its waiters): a request made then must fail at
+    /// once, even though its message still fits in the dead writer's queue.
+    #[tokio::test]
+    async fn a_request_made_after_the_connection_ended_fails_at_once() {
+        let p: Pending<u64> = Pending::default();
+        let (tx, _rx_still_open) = mpsc::channel(4);
+        p.fail_all();
+        let err = tokio::time::timeout(Duration::from_secs(5), p.ask(&tx, |id| id, "the peer"))
+            .await
+            .expect("the request does not wait for an answer")
+            .unwrap_err();
+        assert_eq!(err.to_string(), "connection to the peer closed");
     }
 
     #[test]
     fn pending_routes_by_id() {
         let p: Pending = Pending::default();
-        let (a, mut rx_a) = p.register();
-        let (b, rx_b) = p.register();
+        let (a, mut rx_a) = p.register().unwrap();
+        let (b, rx_b) = p.register().unwrap();
         p.complete(b, Ok(vec![1]));
         p.complete(999, Ok(vec![]));
         assert_eq!(rx_b.blocking_recv().unwrap(), Ok(vec![1]));
         assert!(rx_a.try_recv().is_err());
         p.fail_all();
         assert!(rx_a.blocking_recv().is_err());
+        assert!(
+            p.register().is_none(),
+            "a closed connection takes no new waiter"
+        );
         let _ = a;
     }
 }
