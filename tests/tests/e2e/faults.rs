@@ -250,6 +250,54 @@ fn a_server_killed_while_devices_push_reuses_no_sequence_number_and_loses_nothin
     }
 }
 
+/// F3, issue 8 item 2, one kill placed by hand: the server dies after putting a pushed
+/// file in place but before recording it, so its restart takes the file in as a change
+/// of its own, and the device never hears that its push was taken. The device has
+/// edited the file since; its edit was made on what it pushed, so it goes on top of the
+/// server's version: no conflict copy of a device against itself.
+///
+/// The server is frozen (SIGSTOP) while A pushes, killed, and handed the pushed content
+/// in its tree while down: the state such a kill leaves, without racing for it.
+#[test]
+fn a_push_the_server_took_in_as_its_own_at_restart_is_the_base_of_later_edits() {
+    let cl = Cluster::new(2);
+    let a = cl.a();
+    files::write(&cl.path_on(0, DOCS, "notes.txt"), b"first\n");
+    cl.settle(DOCS);
+    let pushes = || {
+        a.folder_status(DOCS)["counters"]["pushes"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let before = pushes();
+
+    cl.server().signal(libc::SIGSTOP);
+    files::write(&cl.path_on(0, DOCS, "notes.txt"), b"first\npushed\n");
+    poll_until(SYNC_TIMEOUT, || {
+        let n = pushes();
+        (n > before)
+            .then_some(n)
+            .ok_or_else(|| "A has not pushed its edit".to_owned())
+    })
+    .unwrap_or_else(|why| panic!("{why}"));
+    files::write(
+        &cl.path_on(0, DOCS, "notes.txt"),
+        b"first\npushed\nthen edited\n",
+    );
+    cl.note("killing the frozen server; its tree gets A's pushed content");
+    cl.server().kill();
+    files::write(&cl.server_path(DOCS, "notes.txt"), b"first\npushed\n");
+    cl.server().start();
+
+    let common = cl.settle(DOCS);
+    assert_no_conflicts(&cl, &common);
+    cl.assert_file_everywhere(DOCS, "notes.txt", b"first\npushed\nthen edited\n");
+    assert!(
+        a.log_text().contains("our earlier push was taken"),
+        "A did not take the server's version as its own push"
+    );
+}
+
 /// Sets the flag when dropped, so that writer threads stop even when the main thread
 /// of a scope panics (else the scope would wait for them to run out of rounds).
 struct StopOnDrop<'a>(&'a AtomicBool);

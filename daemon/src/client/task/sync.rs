@@ -838,12 +838,16 @@ impl FolderTask {
     /// came), and we have edited the path since: those edits derive from it, so they go
     /// to the server on top of it. Without this the device would find its own earlier
     /// version "changed on the server" and make a conflict copy against itself.
+    ///
+    /// The content decides, not the version's origin: a server killed between putting
+    /// our file in place and recording it takes the file in at its restart as a change
+    /// of its own. Whoever the server names, a version holding exactly what we pushed is
+    /// one our later edits were made on, so nothing of it is lost under them.
     fn rebase_on_own_push(&mut self, row: &mut LocalRow, remote: &Entry) -> Result<()> {
-        let ours = remote.origin == self.id.device
-            && self
-                .unconfirmed
-                .get(&remote.path)
-                .is_some_and(|pushed| pushed.iter().any(|p| p.same_content(remote)));
+        let ours = self
+            .unconfirmed
+            .get(&remote.path)
+            .is_some_and(|pushed| pushed.iter().any(|p| p.same_content(remote)));
         if !ours {
             return Ok(());
         }
