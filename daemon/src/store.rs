@@ -490,7 +490,9 @@ impl Drop for TempFile {
     fn drop(&mut self) {
         // After a successful rename the temp name no longer exists; otherwise this
         // removes the incomplete content, unless it is a partial transfer to resume.
-        if !self.keep {
+        // One that got no byte (the content was not to be had) has nothing to resume.
+        let empty = || self.file.metadata().is_ok_and(|m| m.len() == 0);
+        if !self.keep || empty() {
             let _ = self.dir.unlink(&self.name);
         }
     }
@@ -610,7 +612,10 @@ pub fn make_symlink(root: &Root, entry: &Entry) -> Result<Stat> {
 }
 
 /// Removes the file or symlink at `path`, or the directory if it is empty. Returns
-/// false, touching nothing, when a directory still holds something.
+/// false, touching nothing, when a directory still holds something. Partial transfers
+/// do not count: they are ours, of files that were in the directory, and go with it
+/// (else a directory deleted everywhere else would stay here, or on the server come
+/// back to every device, for a cache).
 pub fn remove(root: &Root, path: &RelPath) -> Result<bool> {
     let (dir, name) = match root.parent(path) {
         Ok(found) => found,
@@ -620,20 +625,55 @@ pub fn remove(root: &Root, path: &RelPath) -> Result<bool> {
     let full = dir.display(name);
     match stat_in(&dir, name)? {
         None => return Ok(true),
-        Some(s) if s.kind == EntryKind::Dir => match dir.rmdir(name) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => return Ok(false),
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("cannot remove directory {}", full.display()));
+        Some(s) if s.kind == EntryKind::Dir => {
+            let removed = match dir.rmdir(name) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {
+                    if !drop_partials(&dir, name) {
+                        return Ok(false);
+                    }
+                    dir.rmdir(name)
+                }
+                other => other,
+            };
+            match removed {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => return Ok(false),
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("cannot remove directory {}", full.display()));
+                }
             }
-        },
+        }
         Some(_) => dir
             .unlink(name)
             .with_context(|| format!("cannot remove {}", full.display()))?,
     }
     dir.sync();
     Ok(true)
+}
+
+/// Removes the partial transfers in the directory `name` of `dir` if they are all it
+/// holds; false, touching nothing, if it holds anything else (or cannot be listed).
+fn drop_partials(dir: &Dir, name: &str) -> bool {
+    let Ok(sub) = dir.open_dir(name) else {
+        return false;
+    };
+    let Ok(items) = sub.names() else {
+        return false;
+    };
+    let names: Option<Vec<&str>> = items
+        .iter()
+        .map(|(n, _)| n.to_str().filter(|n| n.starts_with(PARTIAL_PREFIX)))
+        .collect();
+    let Some(names) = names else {
+        return false;
+    };
+    for n in names {
+        if sub.unlink(n).is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// Moves a local version aside to a conflict copy name, keeping it; nothing at `to` is
@@ -802,11 +842,14 @@ pub(crate) mod tests {
         let target = e.path.to_path(dir.path());
         // A transfer makes no directory: its target's parent exists.
         std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let partial = dir.path().join(Partial::of(&e.path).to_string());
+        // A transfer that failed before its first byte leaves nothing behind.
+        drop(TempFile::resumable(&root, &e.path).unwrap());
+        assert!(!partial.exists(), "an empty partial is not kept");
         let mut t = TempFile::resumable(&root, &e.path).unwrap();
         assert_eq!(t.resume(&e.blocks).unwrap().kept, 0);
         t.write(&content[..ends[2]]).unwrap();
         drop(t);
-        let partial = dir.path().join(Partial::of(&e.path).to_string());
         assert!(
             partial.is_file(),
             "an interrupted transfer keeps its partial"
@@ -939,6 +982,29 @@ pub(crate) mod tests {
         assert!(remove(root, &RelPath::new("d/e").unwrap()).unwrap());
         assert!(remove(root, &RelPath::new("d").unwrap()).unwrap());
         assert!(remove(root, &RelPath::new("missing").unwrap()).unwrap());
+    }
+
+    /// A download cut off in a directory leaves its partial transfer there; when the
+    /// directory is deleted (on the server, or by the server), the partial must not keep
+    /// it alive. Anything else in it still does, and then the partial stays too.
+    #[test]
+    fn a_directory_holding_only_partial_transfers_is_removed_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        let cut = Partial::of(&RelPath::new("d/big.bin").unwrap());
+        fs::create_dir_all(dir.path().join("d")).unwrap();
+        let partial = dir.path().join("d").join(&cut.name);
+        fs::write(&partial, b"first blocks").unwrap();
+        fs::write(dir.path().join("d/user.txt"), b"mine").unwrap();
+        let d = RelPath::new("d").unwrap();
+        assert!(
+            !remove(&root, &d).unwrap(),
+            "a user's file keeps the directory"
+        );
+        assert!(partial.exists(), "and its partial transfer stays");
+        fs::remove_file(dir.path().join("d/user.txt")).unwrap();
+        assert!(remove(&root, &d).unwrap());
+        assert!(!dir.path().join("d").exists());
     }
 
     #[test]

@@ -403,3 +403,38 @@ fn an_interrupted_upload_resumes_after_a_restart() {
     let sent = cl.a().counters(DOCS).content_bytes_sent;
     assert_resumed("A sent", sent, kept);
 }
+
+/// A download cut off by a kill leaves its partial transfer in the file's directory. If
+/// that directory is deleted elsewhere meanwhile, the restarted device deletes it too,
+/// partial and all: a cache of ours must not keep alive, on one device only, a
+/// directory everyone else has deleted (the 30-minute soak found one so kept).
+#[test]
+fn a_directory_deleted_elsewhere_goes_with_an_interrupted_downloads_partial() {
+    let cl = Cluster::new(2);
+    cl.pause(1, DOCS);
+    let staged = staging(&cl, "big.bin");
+    files::write_pseudo_random(&staged, 370, INTERRUPTED);
+    move_in(&cl, &staged, "d/big.bin");
+    cl.a().assert_in_sync(DOCS, LARGE_TIMEOUT);
+    cl.resume(1, DOCS);
+    let target = cl.path_on(1, DOCS, "d/big.bin");
+    kill_mid_transfer(cl.b(), &target);
+
+    fs::remove_dir_all(cl.path_on(0, DOCS, "d")).unwrap();
+    cl.a().assert_in_sync(DOCS, SYNC_TIMEOUT);
+    assert!(
+        !cl.server_path(DOCS, "d").exists(),
+        "the server still has d after A deleted it"
+    );
+    cl.b().start();
+    cl.settle(DOCS);
+    let kept = cl.path_on(1, DOCS, "d");
+    let held: Vec<_> = fs::read_dir(&kept)
+        .map(|r| r.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        !kept.exists(),
+        "B kept {}, holding {held:?}",
+        kept.display()
+    );
+}
