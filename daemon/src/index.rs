@@ -882,12 +882,14 @@ impl Index {
 
     /// The paths of local file deletes the server has not taken yet, not counting those
     /// whose content lives on at a new path also waiting to be sent (files moved, not
-    /// deleted).
+    /// deleted), nor those of paths the server holds no file at: those delete nothing
+    /// on any device, so they are no mass delete (the guard's only concern).
     pub fn pending_file_deletes(&self) -> Result<Vec<RelPath>> {
         let conn = self.c();
         let mut stmt = conn.prepare_cached(
             "SELECT path FROM local WHERE dirty = 1 AND deleted = 1 AND kind = 0
-               AND hash NOT IN (SELECT hash FROM local WHERE dirty = 1 AND deleted = 0 AND kind = 0)",
+               AND hash NOT IN (SELECT hash FROM local WHERE dirty = 1 AND deleted = 0 AND kind = 0)
+               AND EXISTS (SELECT 1 FROM remote r WHERE r.path = local.path AND r.deleted = 0)",
         )?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
@@ -1533,8 +1535,22 @@ pub(crate) mod tests {
             row("sent", b"s", true, false),
             row("moved-from", b"m", true, true),
             row("moved-to", b"m", false, true),
+            // Deletes the server has nothing to apply to: they can wipe no device.
+            row("never-sent", b"n", true, true),
+            row("gone-there-too", b"t", true, true),
         ] {
             index.put_local(&r).unwrap();
+        }
+        for (path, deleted) in [
+            ("kept", false),
+            ("gone", false),
+            ("sent", false),
+            ("moved-from", false),
+            ("gone-there-too", true),
+        ] {
+            let mut e = file_entry(path, 1, path.as_bytes());
+            e.deleted = deleted;
+            index.put_remote(&e, 1).unwrap();
         }
         assert!(index.has_local().unwrap());
         assert_eq!(
@@ -1548,7 +1564,7 @@ pub(crate) mod tests {
             .map(|r| r.entry.path.to_string())
             .collect();
         assert_eq!(live, ["moved-to"]);
-        assert_eq!(index.dirty(10, true).unwrap().len(), 3);
+        assert_eq!(index.dirty(10, true).unwrap().len(), 5);
         index.forget_local().unwrap();
         assert!(!index.has_local().unwrap());
         assert!(index.pending_file_deletes().unwrap().is_empty());
