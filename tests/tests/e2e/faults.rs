@@ -298,6 +298,55 @@ fn a_push_the_server_took_in_as_its_own_at_restart_is_the_base_of_later_edits() 
     );
 }
 
+/// Never lose data: a delete from the server reaches A in the same batch as new files
+/// that cross a slow link, and A's user edits the file to be deleted while they come.
+/// A checked its disk when it read the batch; the edit came after, while the batch's
+/// downloads ran, and must survive the delete applied after them (an edit beats a
+/// delete) and reach every replica.
+#[test]
+fn a_file_edited_while_its_delete_waits_behind_slow_downloads_is_kept() {
+    const FILES: usize = 8;
+    const SIZE: u64 = 64 * KIB;
+    let (cl, proxy) = behind_proxy();
+    files::write(&cl.path_on(0, DOCS, "notes.txt"), b"first\n");
+    cl.settle(DOCS);
+
+    // Held at the proxy while B makes its changes, A gets them in one batch.
+    proxy.set_mode(Mode::Stall);
+    let mut rng = PseudoRandom::new(seed("edit behind downloads"));
+    for i in 0..FILES {
+        files::write(
+            &cl.path_on(1, DOCS, &format!("new/f{i}.bin")),
+            rng.take(SIZE as usize),
+        );
+    }
+    std::fs::remove_file(cl.path_on(1, DOCS, "notes.txt")).unwrap();
+    cl.b().assert_in_sync(DOCS, SYNC_TIMEOUT);
+    let before = proxy.traffic().down;
+    proxy.set_rate(FILES as u64 * SIZE / 8);
+    proxy.set_mode(Mode::Pass);
+    poll_until(SYNC_TIMEOUT, || {
+        let down = proxy.traffic().down - before;
+        if down > 2 * SIZE {
+            Ok(())
+        } else {
+            Err(format!("A has received {down} bytes of the new files"))
+        }
+    })
+    .unwrap_or_else(|why| panic!("{why}"));
+    let edited = b"first\nedited on A while the new files came\n";
+    files::write(&cl.path_on(0, DOCS, "notes.txt"), edited);
+    assert!(
+        !cl.path_on(0, DOCS, &format!("new/f{}.bin", FILES - 1))
+            .exists(),
+        "the new files all arrived before the edit; slow the link further"
+    );
+    proxy.set_rate(0);
+
+    cl.settle(DOCS);
+    cl.assert_file_everywhere(DOCS, "notes.txt", edited);
+}
+
 /// Sets the flag when dropped, so that writer threads stop even when the main thread
 /// of a scope panics (else the scope would wait for them to run out of rounds).
 struct StopOnDrop<'a>(&'a AtomicBool);

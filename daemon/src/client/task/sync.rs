@@ -599,6 +599,26 @@ impl FolderTask {
             // Children are still live in the index: they are deleted first.
             return Ok(false);
         }
+        // The disk was checked when the batch was read, but the batch's downloads ran
+        // since: a file edited meanwhile is a change the server has not seen, which a
+        // delete must never remove. Checked again right before it goes.
+        let unchanged = self
+            .root()
+            .and_then(|root| store::unchanged_since_scan(&root, &remote.path, Some(&local)));
+        match unchanged {
+            Ok(true) => {}
+            Ok(false) => {
+                self.scan_paths.push(remote.path.clone());
+                return Ok(false);
+            }
+            Err(e) => {
+                self.fail_path(
+                    &remote.path,
+                    format!("cannot delete {}: {e:#}", remote.path),
+                );
+                return Ok(false);
+            }
+        }
         match self
             .root()
             .and_then(|root| store::remove(&root, &remote.path))
