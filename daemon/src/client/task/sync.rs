@@ -601,29 +601,17 @@ impl FolderTask {
         }
         // The disk was checked when the batch was read, but the batch's downloads ran
         // since: a file edited meanwhile is a change the server has not seen, which a
-        // delete must never remove. Checked again right before it goes.
-        let unchanged = self
-            .root()
-            .and_then(|root| store::unchanged_since_scan(&root, &remote.path, Some(&local)));
-        match unchanged {
-            Ok(true) => {}
-            Ok(false) => {
-                self.scan_paths.push(remote.path.clone());
-                return Ok(false);
+        // delete must never remove. Checked again right before it goes; a changed file
+        // is rescanned instead (`None`).
+        let removed = self.root().and_then(|root| {
+            if !self.disk_matches(&root, &remote.path, Some(&local))? {
+                return Ok(None);
             }
-            Err(e) => {
-                self.fail_path(
-                    &remote.path,
-                    format!("cannot delete {}: {e:#}", remote.path),
-                );
-                return Ok(false);
-            }
-        }
-        match self
-            .root()
-            .and_then(|root| store::remove(&root, &remote.path))
-        {
-            Ok(true) => {
+            store::remove(&root, &remote.path).map(Some)
+        });
+        match removed {
+            Ok(None) => Ok(false),
+            Ok(Some(true)) => {
                 self.record_deleted(remote)?;
                 Counters::add(&self.counters.deletes_applied, 1);
                 tracing::debug!(folder = %self.cfg.name, path = %remote.path, "deleted");
@@ -634,7 +622,7 @@ impl FolderTask {
                 );
                 Ok(true)
             }
-            Ok(false)
+            Ok(Some(false))
                 if scan::holds_only_ignored(
                     &remote.path.to_path(&self.cfg.path),
                     &remote.path,
@@ -646,7 +634,7 @@ impl FolderTask {
                 self.record_deleted(remote)?;
                 Ok(true)
             }
-            Ok(false) => {
+            Ok(Some(false)) => {
                 // The directory holds files the server has never seen: keep it, and tell
                 // the server it still exists.
                 let mut row = local;
