@@ -1,5 +1,5 @@
 //! Processes and places: where the built binaries are, running a command with a
-//! deadline, a free loopback port, and the scratch directory each test owns.
+//! deadline, a free loopback port for a server, and the scratch directory each test owns.
 
 use std::ffi::OsStr;
 use std::io::Read;
@@ -7,6 +7,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -90,15 +91,40 @@ pub fn signal(pid: u32, sig: libc::c_int) {
     }
 }
 
-/// A loopback port that was free a moment ago: bind port 0, read the port, let it go.
-/// Another process can take it in between; [`crate::Node::start`] retries a server whose
-/// listener could not bind.
+/// The lowest port a server of these tests listens on.
+const SERVER_PORTS_FROM: u16 = 10_000;
+
+/// A loopback port for a server to listen on: free now, never handed out before by this
+/// process, and below the kernel's ephemeral range.
+///
+/// A server that a test kills and starts again must bind the same port, and while it is
+/// down any free ephemeral port may become the local end of some outgoing connection
+/// (the suite makes thousands): a port from `bind(0)` lies in that range, one below it
+/// does not. Another process can still take the port before the first start;
+/// [`crate::Node::start`] moves such a server to a new port.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("cannot bind a loopback port");
-    listener
-        .local_addr()
-        .expect("a bound listener has an address")
-        .port()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let below = ephemeral_low().max(SERVER_PORTS_FROM + 1);
+    let span = u32::from(below - SERVER_PORTS_FROM);
+    // Different test processes start at different places.
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..span {
+        let offset = start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = SERVER_PORTS_FROM + u16::try_from(offset).expect("offset < span <= u16::MAX");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {SERVER_PORTS_FROM}..{below}")
+}
+
+/// The first port of the kernel's ephemeral range (`ip_local_port_range`), 32768 where
+/// it cannot be read.
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// The last `max_bytes` of a file, as text, for failure messages.
