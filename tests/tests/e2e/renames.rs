@@ -328,6 +328,44 @@ fn a_rename_to_below_a_file_made_while_away_is_applied_path_by_path() {
     cl.assert_file_everywhere(DOCS, copies[0], b"B's file\n");
 }
 
+/// Found by the 2-minute soak: while a device was away, the server renamed `d/s` to
+/// `p/s`, then `d` to `q`, then deleted `p`. The device applies the first rename path by
+/// path (its target's parent is gone), so `d/s` gets the server's tombstones; the second
+/// rename, whole on disk, carries `d/s` to `q/s`. Those tombstones must go along to
+/// `q/s`, or the device keeps there, for ever, a directory no one else has.
+#[test]
+fn tombstones_of_a_rename_applied_path_by_path_follow_a_later_rename_of_the_parent() {
+    let cl = Cluster::new(2);
+    let a = cl.a().folder_dir(DOCS);
+    fs::create_dir_all(a.join("d/s")).unwrap();
+    files::write(&a.join("d/s/x.txt"), "x\n");
+    files::write(&a.join("d/y.txt"), "y\n");
+    cl.settle(DOCS);
+
+    cl.pause(1, DOCS);
+    fs::create_dir(a.join("p")).unwrap();
+    cl.a().assert_in_sync(DOCS, SYNC_TIMEOUT);
+    fs::rename(a.join("d/s"), a.join("p/s")).unwrap();
+    cl.a().assert_in_sync(DOCS, SYNC_TIMEOUT);
+    fs::rename(a.join("d"), a.join("q")).unwrap();
+    cl.a().assert_in_sync(DOCS, SYNC_TIMEOUT);
+    fs::remove_dir_all(a.join("p")).unwrap();
+    cl.a().assert_in_sync(DOCS, SYNC_TIMEOUT);
+    assert_server_renamed_dirs(&cl, 2);
+
+    cl.resume(1, DOCS);
+    let common = cl.settle(DOCS);
+    cl.assert_file_everywhere(DOCS, "q/y.txt", b"y\n");
+    for gone in ["d", "p", "q/s"] {
+        cl.assert_absent_everywhere(DOCS, gone);
+    }
+    assert_eq!(
+        common.keys().collect::<Vec<_>>(),
+        ["q", "q/y.txt"],
+        "every replica holds exactly the server's tree"
+    );
+}
+
 /// The server took `count` moves as directory renames (not as deletes and creates): the
 /// tests above are about how a device applies those.
 fn assert_server_renamed_dirs(cl: &Cluster, count: usize) {

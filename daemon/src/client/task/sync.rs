@@ -398,12 +398,24 @@ impl FolderTask {
             }
         }
         self.index().batch(|ix| {
+            // Later renames were taken into the server's entries when they arrived, and
+            // moved what was below their old paths then: a tombstone made now at an old
+            // path goes where they took the rest, or the next rename would carry the
+            // local row alone to a path the server has nothing at.
+            let later = ix.renames(seq, u64::MAX)?;
             for row in below_src.iter().filter(|r| !r.entry.deleted) {
                 let mut gone = row.entry.clone();
                 gone.deleted = true;
                 gone.seq = seq;
                 gone.renamed_from = None;
-                ix.put_remote(&gone, seq)?;
+                let mut as_of = seq;
+                for (at, from, to) in &later {
+                    if let Some(moved) = gone.path.rebase(from, to) {
+                        gone.path = moved;
+                        as_of = *at;
+                    }
+                }
+                ix.put_remote(&gone, as_of)?;
             }
             Ok(())
         })?;
