@@ -29,6 +29,10 @@ pub enum Mode {
     /// New connections are closed at once; live ones carry on (call
     /// [`FaultProxy::reset_all`] to cut them too).
     Refuse,
+    /// Bytes from the client pass; the server's wait until the mode changes (a path
+    /// back that is congested): the server takes a device's requests, the device hears
+    /// nothing yet.
+    HoldDown,
 }
 
 /// Bytes and connections the relay has seen.
@@ -192,26 +196,44 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         });
         let (up, down) = (shared.clone(), shared.clone());
         let (cut_up, cut_down) = (cut.clone(), cut);
-        std::thread::spawn(move || pump(client, server, &up, &up.up, &cut_up));
-        std::thread::spawn(move || pump(s2, c2, &down, &down.down, &cut_down));
+        std::thread::spawn(move || pump(client, server, &up, Way::Up, &cut_up));
+        std::thread::spawn(move || pump(s2, c2, &down, Way::Down, &cut_down));
+    }
+}
+
+/// Which way a pump copies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Way {
+    /// Client to server.
+    Up,
+    /// Server to client.
+    Down,
+}
+
+impl Shared {
+    /// Whether bytes going `way` wait now.
+    fn held(&self, way: Way) -> bool {
+        match *self.mode.lock().unwrap() {
+            Mode::Stall => true,
+            Mode::HoldDown => way == Way::Down,
+            Mode::Pass | Mode::Refuse => false,
+        }
     }
 }
 
 /// Copies `from` to `to` until either end closes, the connection is cut or the relay
-/// stops; holds the bytes while the mode is [`Mode::Stall`].
-fn pump(
-    mut from: TcpStream,
-    mut to: TcpStream,
-    shared: &Shared,
-    count: &AtomicU64,
-    cut: &AtomicBool,
-) {
+/// stops; holds the bytes while the mode holds `way` ([`Mode::Stall`], [`Mode::HoldDown`]).
+fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, way: Way, cut: &AtomicBool) {
+    let count = match way {
+        Way::Up => &shared.up,
+        Way::Down => &shared.down,
+    };
     let _ = from.set_read_timeout(Some(TICK));
     let mut buf = vec![0u8; 16 * 1024];
     let mut window = (Instant::now(), 0u64);
     let stopped = || shared.stop.load(Ordering::SeqCst) || cut.load(Ordering::SeqCst);
     while !stopped() {
-        if *shared.mode.lock().unwrap() == Mode::Stall {
+        if shared.held(way) {
             std::thread::park_timeout(TICK);
             continue;
         }
@@ -229,7 +251,7 @@ fn pump(
             Err(_) => break,
         };
         // A read that was under way when the stall began holds its bytes until it ends.
-        while *shared.mode.lock().unwrap() == Mode::Stall && !stopped() {
+        while shared.held(way) && !stopped() {
             std::thread::park_timeout(TICK);
         }
         if stopped() {
@@ -354,5 +376,30 @@ mod tests {
         let t = proxy.traffic();
         assert_eq!((t.connections, t.refused), (1, 1));
         assert_eq!((t.up, t.down), (9, 9));
+    }
+
+    #[test]
+    fn holding_the_way_down_passes_the_clients_bytes_only() {
+        let proxy = FaultProxy::start(echo());
+        let mut c = TcpStream::connect(proxy.addr()).unwrap();
+        proxy.set_mode(Mode::HoldDown);
+        c.write_all(b"ask").unwrap();
+        crate::poll_until(Duration::from_secs(5), || {
+            let up = proxy.traffic().up;
+            if up == 3 {
+                Ok(())
+            } else {
+                Err(format!("{up} bytes went up"))
+            }
+        })
+        .unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut back = [0u8; 3];
+        assert!(c.read_exact(&mut back).is_err(), "the answer was not held");
+        proxy.set_mode(Mode::Pass);
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"ask", "the held answer arrives after the hold");
     }
 }

@@ -485,6 +485,7 @@ async fn prepare(
         .is_some_and(|c| c.entry.same_content(&change.entry));
     if let Some(current_seq) = stale_base(current.as_ref(), &change).filter(|_| !same) {
         // Settled without staging anything; the sequencer would say the same.
+        tracing::debug!(folder = %folder.name, path = %change.entry.path, base = change.base_seq, current_seq, "refused a push made on an older version");
         return Err(PushOutcome::Conflict { current_seq });
     }
     if change.entry.kind != EntryKind::File || change.entry.deleted || same {

@@ -347,6 +347,56 @@ fn a_file_edited_while_its_delete_waits_behind_slow_downloads_is_kept() {
     cl.assert_file_everywhere(DOCS, "notes.txt", edited);
 }
 
+/// Found by the 2-minute soak: the server refuses A's push of an edit (B's newer version
+/// got there first); A takes B's version in and keeps its own as a conflict copy. The
+/// refusal must not outlive that: when a directory rename later moves B's version away
+/// and A's user makes a new file of the old name, the file goes out like any other,
+/// instead of waiting for ever for B's version to come back to that path.
+#[test]
+fn a_refused_push_does_not_hold_a_later_file_of_that_name() {
+    let (cl, proxy) = behind_proxy();
+    files::write(&cl.path_on(0, DOCS, "d/p.txt"), b"first\n");
+    cl.settle(DOCS);
+
+    // A hears nothing from the server, so it edits the version it knows and pushes that
+    // edit after B's reached the server: the server refuses it.
+    proxy.set_mode(Mode::HoldDown);
+    files::write(&cl.path_on(1, DOCS, "d/p.txt"), b"B's edit\n");
+    cl.b().assert_in_sync(DOCS, SYNC_TIMEOUT);
+    files::write(&cl.path_on(0, DOCS, "d/p.txt"), b"A's edit\n");
+    poll_until(SYNC_TIMEOUT, || {
+        let log = cl.server().log_text();
+        if log
+            .lines()
+            .any(|l| l.contains("refused a push made on an older version") && l.contains("d/p.txt"))
+        {
+            Ok(())
+        } else {
+            Err("the server has not refused A's push of d/p.txt".to_owned())
+        }
+    })
+    .unwrap_or_else(|why| panic!("{why}"));
+    proxy.set_mode(Mode::Pass);
+    let common = cl.settle(DOCS);
+    let copies: Vec<&String> = common
+        .keys()
+        .filter(|p| p.starts_with("d/p.sync-conflict-"))
+        .collect();
+    assert_eq!(
+        copies.len(),
+        1,
+        "A's edit is kept as one conflict copy: {common:?}"
+    );
+    cl.assert_file_everywhere(DOCS, "d/p.txt", b"B's edit\n");
+
+    std::fs::rename(cl.path_on(1, DOCS, "d"), cl.path_on(1, DOCS, "e")).unwrap();
+    cl.settle(DOCS);
+    files::write(&cl.path_on(0, DOCS, "d/p.txt"), b"A's new file\n");
+    cl.settle(DOCS);
+    cl.assert_file_everywhere(DOCS, "d/p.txt", b"A's new file\n");
+    cl.assert_file_everywhere(DOCS, "e/p.txt", b"B's edit\n");
+}
+
 /// Sets the flag when dropped, so that writer threads stop even when the main thread
 /// of a scope panics (else the scope would wait for them to run out of rounds).
 struct StopOnDrop<'a>(&'a AtomicBool);

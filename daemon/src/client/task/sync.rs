@@ -735,6 +735,16 @@ impl FolderTask {
         }
         // While the mass-delete guard holds, only live changes go out.
         let dirty = self.index().dirty(MAX_BATCH * 2, self.hold.is_none())?;
+        // A wait ends when the server's version arrives, or once the row it held back is
+        // no longer a change to send (the server's version was pulled, ours kept as a
+        // conflict copy): a later change of that path is a push of its own, which must
+        // not wait for a version a directory rename may since have moved away.
+        let waiting: Vec<RelPath> = self.blocked.keys().cloned().collect();
+        for path in waiting {
+            if !self.index().local(&path)?.is_some_and(|r| r.dirty) {
+                self.blocked.remove(&path);
+            }
+        }
         let mut live = Vec::new();
         let mut deletes = Vec::new();
         let mut bytes = 0usize;
