@@ -397,6 +397,47 @@ fn a_refused_push_does_not_hold_a_later_file_of_that_name() {
     cl.assert_file_everywhere(DOCS, "e/p.txt", b"B's edit\n");
 }
 
+/// Found by the 2-minute soak: while its link was down, A renamed `d` to `m` and then
+/// made a new file at `d/a.txt`. Both go out in one push; the new file must not reach
+/// the server before the rename, or it lands in the old `d` there and the rename
+/// carries it to `m/a.txt`, while A holds it at `d/a.txt`.
+#[test]
+fn a_file_made_at_a_renamed_directorys_old_path_while_offline_stays_there() {
+    let (cl, proxy) = behind_proxy();
+    files::write(&cl.path_on(0, DOCS, "d/x.txt"), b"x\n");
+    cl.settle(DOCS);
+
+    proxy.set_mode(Mode::Refuse);
+    proxy.reset_all();
+    wait_offline(cl.a(), proxy.addr(), Duration::from_secs(10));
+    let scans = || cl.a().log_text().matches(" scanned ").count();
+    let before = scans();
+    std::fs::rename(cl.path_on(0, DOCS, "d"), cl.path_on(0, DOCS, "m")).unwrap();
+    poll_until(SYNC_TIMEOUT, || {
+        if scans() > before {
+            Ok(())
+        } else {
+            Err("A has not scanned the rename".to_owned())
+        }
+    })
+    .unwrap_or_else(|why| panic!("{why}"));
+    files::write(&cl.path_on(0, DOCS, "d/a.txt"), b"new at the old path\n");
+    proxy.set_mode(Mode::Pass);
+
+    let common = cl.settle(DOCS);
+    cl.assert_file_everywhere(DOCS, "m/x.txt", b"x\n");
+    cl.assert_file_everywhere(DOCS, "d/a.txt", b"new at the old path\n");
+    assert_eq!(
+        common.keys().collect::<Vec<_>>(),
+        ["d", "d/a.txt", "m", "m/x.txt"],
+        "every replica holds exactly A's tree"
+    );
+    assert!(
+        cl.server().log_text().contains("renamed a directory"),
+        "the server took the move as a directory rename"
+    );
+}
+
 /// Sets the flag when dropped, so that writer threads stop even when the main thread
 /// of a scope panics (else the scope would wait for them to run out of rounds).
 struct StopOnDrop<'a>(&'a AtomicBool);

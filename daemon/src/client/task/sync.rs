@@ -725,12 +725,16 @@ impl FolderTask {
             return Ok(false);
         }
         // What lies below a directory whose rename the server has not taken yet waits:
-        // the server has it at the new path only once the rename is in.
+        // the server has it at the new path only once the rename is in. So does what was
+        // made at the old path since: sent before the rename, it would land in the old
+        // directory there and move with it.
         let mut renaming = Vec::new();
-        for (_, dst) in self.index().pending_renames()? {
+        let mut vacated = Vec::new();
+        for (src, dst) in self.index().pending_renames()? {
             let dirty = self.index().local(&dst)?.is_some_and(|r| r.dirty);
             if dirty || self.inflight_paths.contains(&dst) {
                 renaming.push(dst);
+                vacated.push(src);
             }
         }
         // While the mass-delete guard holds, only live changes go out.
@@ -754,6 +758,7 @@ impl FolderTask {
                 || self.retrying(&path)
                 || self.hold_deletes.contains_key(&path)
                 || renaming.iter().any(|d| path != *d && path.starts_with(d))
+                || vacated.iter().any(|s| path.starts_with(s))
             {
                 continue;
             }
