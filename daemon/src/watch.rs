@@ -15,10 +15,12 @@
 //! created (or moved in) registers a directory moved below it a moment before under its
 //! new path, with the watch descriptor its old path still holds; handling the move away
 //! from the old path then removes that descriptor, and the directory is watched no more
-//! (`mkdir new && mv old new/`, or our own apply of such a rename, hit it about once in
-//! twenty). So every event that removes watches re-watches the directories added in the
-//! last [`REWATCH_WINDOW`], once notify has handled that event, and has them scanned for
-//! what changed while they were not watched ([`Rewatch`]).
+//! (`mkdir new && mv old new/`, or our own apply of such a rename, hit it in a few
+//! percent of tries here). Such a move away has no arrival in the tree (the new parent
+//! was not watched yet), so each move away without one re-watches the directories added
+//! in the last [`REWATCH_WINDOW`], once notify has handled it, and has them scanned for
+//! what changed while they were not watched ([`Rewatch`]). Paired moves, every editor's
+//! save and every download among them, cost a no-op round trip to notify's loop.
 //!
 //! When the watcher cannot see everything — the tree needs more inotify watches than the
 //! system allows (`fs.inotify.max_user_watches`), or it cannot start at all — it says so
@@ -26,7 +28,7 @@
 //! `FILESYNC_MAX_WATCHES=N`, a test and operations knob, makes a tree of more than N
 //! directories count as over the limit, without touching the system-wide setting.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -162,24 +164,61 @@ pub struct Watcher {
     pub queue: Arc<WatchQueue>,
 }
 
-/// Directories to watch again (see the module docs), shared by notify's callback and the
-/// short-lived thread that re-watches them: it runs while there are some, then ends.
+/// What the re-watch needs to know (see the module docs), shared by notify's callback and
+/// the short-lived thread that does it: the thread runs while there are moves to look
+/// at, then ends.
 struct Rewatch {
     root: PathBuf,
     queue: Arc<WatchQueue>,
-    due: Mutex<Vec<PathBuf>>,
+    /// Directories notify added watches for lately, oldest first.
+    added: Mutex<VecDeque<(PathBuf, Instant)>>,
+    moves: Mutex<Moves>,
     running: AtomicBool,
     watcher: OnceLock<Weak<SharedNotify>>,
 }
 
+/// Moves away seen by the callback and not looked at yet, and the moves seen arriving.
+#[derive(Default)]
+struct Moves {
+    /// The tracker (inotify cookie) of each move away; `None` when notify gives none.
+    away: Vec<Option<usize>>,
+    /// Trackers of moves seen arriving in the tree: their move away was paired.
+    arrived: HashSet<usize>,
+}
+
 impl Rewatch {
-    /// Asks for `dirs` to be watched again. Called from notify's callback, so the thread
-    /// does it after notify has handled the event at hand, removals included.
-    fn request(self: &Arc<Self>, dirs: impl IntoIterator<Item = PathBuf>) {
-        self.due
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(dirs);
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes note of one of notify's events, from its callback.
+    fn saw(self: &Arc<Self>, event: &notify::Event, now: Instant) {
+        match event.kind {
+            EventKind::Create(CreateKind::Folder | CreateKind::Any)
+            | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) => {
+                let mut added = Self::lock(&self.added);
+                while added
+                    .front()
+                    .is_some_and(|(_, at)| now.duration_since(*at) >= REWATCH_WINDOW)
+                {
+                    added.pop_front();
+                }
+                let dirs = event.paths.iter().filter(|p| p.is_dir());
+                added.extend(dirs.map(|p| (p.clone(), now)));
+                drop(added);
+                if let (EventKind::Modify(_), Some(tracker)) = (event.kind, event.tracker()) {
+                    Self::lock(&self.moves).arrived.insert(tracker);
+                }
+            }
+            EventKind::Modify(ModifyKind::Name(RenameMode::From | RenameMode::Any)) => {
+                Self::lock(&self.moves).away.push(event.tracker());
+                self.start();
+            }
+            _ => {}
+        }
+    }
+
+    fn start(self: &Arc<Self>) {
         if self.running.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -197,15 +236,11 @@ impl Rewatch {
 
     fn run(&self) {
         loop {
-            let mut due = std::mem::take(&mut *self.due.lock().unwrap_or_else(|e| e.into_inner()));
-            if due.is_empty() {
+            let away = std::mem::take(&mut Self::lock(&self.moves).away);
+            if away.is_empty() {
                 self.running.store(false, Ordering::SeqCst);
-                // A request that came in between found the thread still running.
-                let more = !self
-                    .due
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .is_empty();
+                // A move that came in between found the thread still running.
+                let more = !Self::lock(&self.moves).away.is_empty();
                 if more && !self.running.swap(true, Ordering::SeqCst) {
                     continue;
                 }
@@ -214,11 +249,38 @@ impl Rewatch {
             let Some(watcher) = self.watcher.get().and_then(Weak::upgrade) else {
                 return;
             };
-            due.sort();
-            due.dedup();
-            due.retain(|d| std::fs::symlink_metadata(d).is_ok_and(|m| m.is_dir()));
-            let mut w = watcher.lock().unwrap_or_else(|e| e.into_inner());
-            for dir in &due {
+            let mut w = Self::lock(&watcher);
+            // A no-op that notify's loop answers only once it is through the events at
+            // hand: a move's arrival, if any, has been seen then, and the watches notify
+            // drops for the move away are gone.
+            let _ = w.configure(notify::Config::default());
+            let unpaired = {
+                let mut moves = Self::lock(&self.moves);
+                let unpaired = away
+                    .iter()
+                    .filter(|t| t.is_none_or(|t| !moves.arrived.remove(&t)))
+                    .count();
+                if moves.arrived.len() > MAX_QUEUED {
+                    moves.arrived.clear();
+                }
+                unpaired
+            };
+            if unpaired == 0 {
+                continue;
+            }
+            // A move away that arrived nowhere in the tree may have been a move into a
+            // directory notify was not watching yet: the directories added lately are
+            // watched again.
+            let now = Instant::now();
+            let mut dirs: Vec<PathBuf> = Self::lock(&self.added)
+                .iter()
+                .filter(|(_, at)| now.duration_since(*at) < REWATCH_WINDOW)
+                .map(|(p, _)| p.clone())
+                .collect();
+            dirs.sort();
+            dirs.dedup();
+            dirs.retain(|d| std::fs::symlink_metadata(d).is_ok_and(|m| m.is_dir()));
+            for dir in &dirs {
                 // A directory gone meanwhile needs no watch; its removal was an event.
                 if let Err(e) = w.watch(dir, RecursiveMode::Recursive)
                     && matches!(e.kind, notify::ErrorKind::MaxFilesWatch)
@@ -229,20 +291,11 @@ impl Rewatch {
             drop(w);
             // Whatever changed in them while they were not watched is found by a scan.
             self.queue.push(
-                due.iter().filter_map(|d| relative(&self.root, d)),
+                dirs.iter().filter_map(|d| relative(&self.root, d)),
                 Instant::now(),
             );
         }
     }
-}
-
-/// Whether notify added watches for the event's paths that are directories.
-fn adds_watches(kind: &EventKind) -> bool {
-    matches!(
-        kind,
-        EventKind::Create(CreateKind::Folder | CreateKind::Any)
-            | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
-    )
 }
 
 impl Watcher {
@@ -271,13 +324,12 @@ pub fn watch(root: &Path) -> Watcher {
     let rewatch = Arc::new(Rewatch {
         root: root_buf.clone(),
         queue: queue.clone(),
-        due: Mutex::new(Vec::new()),
+        added: Mutex::new(VecDeque::new()),
+        moves: Mutex::new(Moves::default()),
         running: AtomicBool::new(false),
         watcher: OnceLock::new(),
     });
     let rw = rewatch.clone();
-    // Paths notify added watches for lately, with when.
-    let mut added: Vec<(PathBuf, Instant)> = Vec::new();
     let started =
         notify::recommended_watcher(move |result: notify::Result<notify::Event>| match result {
             Ok(event) if event.need_rescan() => {
@@ -293,15 +345,7 @@ pub fn watch(root: &Path) -> Watcher {
             }
             Ok(event) => {
                 let now = Instant::now();
-                if adds_watches(&event.kind) {
-                    let dirs = event.paths.iter().filter(|p| p.is_dir());
-                    added.extend(dirs.map(|p| (p.clone(), now)));
-                } else if moved_or_removed(&event.kind) {
-                    added.retain(|(_, at)| now.duration_since(*at) < REWATCH_WINDOW);
-                    if !added.is_empty() {
-                        rw.request(added.iter().map(|(p, _)| p.clone()));
-                    }
-                }
+                rw.saw(&event, now);
                 q.push(
                     event.paths.iter().filter_map(|p| relative(&root_buf, p)),
                     now,
