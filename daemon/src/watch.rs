@@ -85,9 +85,27 @@ impl WatchQueue {
     }
 
     fn push(&self, paths: impl IntoIterator<Item = RelPath>, at: Instant) {
+        self.queue(paths, at, true);
+    }
+
+    /// Queues `paths` like [`WatchQueue::push`], but a path already queued keeps its own
+    /// time: a reminder must not split a batch that events made (a directory moved in
+    /// and the move's old path belong in one scan, or the move is taken for a delete
+    /// and a create).
+    fn remind(&self, paths: impl IntoIterator<Item = RelPath>, at: Instant) {
+        self.queue(paths, at, false);
+    }
+
+    fn queue(&self, paths: impl IntoIterator<Item = RelPath>, at: Instant, postpone: bool) {
         let mut q = self.lock();
         if q.rescan.is_none() {
-            q.paths.extend(paths.into_iter().map(|p| (p, at)));
+            for path in paths {
+                if postpone {
+                    q.paths.insert(path, at);
+                } else {
+                    q.paths.entry(path).or_insert(at);
+                }
+            }
             if q.paths.len() > MAX_QUEUED {
                 q.paths.clear();
                 q.rescan = Some("too many changes at once".into());
@@ -290,7 +308,7 @@ impl Rewatch {
             }
             drop(w);
             // Whatever changed in them while they were not watched is found by a scan.
-            self.queue.push(
+            self.queue.remind(
                 dirs.iter().filter_map(|d| relative(&self.root, d)),
                 Instant::now(),
             );
@@ -568,6 +586,23 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_reminder_does_not_postpone_a_queued_path() {
+        let q = WatchQueue::default();
+        let t0 = Instant::now();
+        q.push([p("archive"), p("project")], t0);
+        q.remind([p("archive"), p("other")], t0 + DEBOUNCE / 2);
+        // "archive" stays in the batch of the event it came with.
+        assert_eq!(
+            q.take(t0 + DEBOUNCE),
+            Ok(WatchEvent::Changed(vec![p("archive"), p("project")]))
+        );
+        assert_eq!(
+            q.take(t0 + DEBOUNCE + DEBOUNCE / 2),
+            Ok(WatchEvent::Changed(vec![p("other")]))
+        );
     }
 
     #[test]
