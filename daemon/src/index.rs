@@ -271,6 +271,20 @@ fn set_aside(file: &Path) -> Result<std::path::PathBuf> {
     Ok(kept)
 }
 
+/// Where the server holds now what it held at `path` as of `seq`, and as of which
+/// sequence: the renames in `later` (taken in above `seq`, in order, as
+/// [`Index::renames`] gives them) moved everything below their old paths. A client
+/// writing an entry it learned of at `seq` after those renames arrived puts it there.
+pub fn moved_by(path: &RelPath, seq: u64, later: &[(u64, RelPath, RelPath)]) -> (RelPath, u64) {
+    let mut at = (path.clone(), seq);
+    for (rename, from, to) in later {
+        if let Some(moved) = at.0.rebase(from, to) {
+            at = (moved, *rename);
+        }
+    }
+    at
+}
+
 /// Bounds of the paths strictly below `path`: every one sorts between `path/` and
 /// `path0` ('0' follows '/').
 fn subtree_bounds(path: &RelPath) -> (String, String) {
@@ -1139,6 +1153,22 @@ impl Index {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_learned_before_later_renames_goes_where_they_took_its_path() {
+        let p = |s: &str| RelPath::new(s).unwrap();
+        let later = vec![
+            (11, p("d"), p("m")),
+            (12, p("m/s"), p("q")),
+            (13, p("x"), p("y")),
+        ];
+        // Both renames above it carry it; the last one that did is when it is as of.
+        assert_eq!(moved_by(&p("d/s/f"), 10, &later), (p("q/f"), 12));
+        assert_eq!(moved_by(&p("d/g"), 10, &later), (p("m/g"), 11));
+        // A path no rename touches stays, as of its own number.
+        assert_eq!(moved_by(&p("dd/f"), 10, &later), (p("dd/f"), 10));
+        assert_eq!(moved_by(&p("d/s/f"), 10, &[]), (p("d/s/f"), 10));
+    }
 
     pub(crate) fn file_entry(path: &str, seq: u64, content: &[u8]) -> Entry {
         Entry {

@@ -17,7 +17,7 @@ use crate::beneath::Root;
 use crate::client::{guard, pull, session};
 use crate::conn::Counters;
 use crate::ignore::{IGNORE_FILE, IgnoreRules};
-use crate::index::LocalRow;
+use crate::index::{self, LocalRow};
 use crate::plan::{self, Action};
 use crate::scan::{self, Scope};
 use crate::store;
@@ -408,13 +408,8 @@ impl FolderTask {
                 gone.deleted = true;
                 gone.seq = seq;
                 gone.renamed_from = None;
-                let mut as_of = seq;
-                for (at, from, to) in &later {
-                    if let Some(moved) = gone.path.rebase(from, to) {
-                        gone.path = moved;
-                        as_of = *at;
-                    }
-                }
+                let (path, as_of) = index::moved_by(&gone.path, seq, &later);
+                gone.path = path;
                 ix.put_remote(&gone, as_of)?;
             }
             Ok(())
@@ -946,7 +941,14 @@ impl FolderTask {
         // record arrives in the index.
         pushed.renamed_from = None;
         let index = self.index();
-        index.put_remote(&pushed, seq)?;
+        // A rename of a directory above it may have reached us before this answer; the
+        // server's entry is where that rename took it (the local row moves when the
+        // rename is applied here).
+        let later = index.renames(seq, u64::MAX)?;
+        let (at, as_of) = index::moved_by(&pushed.path, seq, &later);
+        let mut remote = pushed.clone();
+        remote.path = at;
+        index.put_remote(&remote, as_of)?;
         if let Some(mut row) = index.local(&pushed.path)? {
             // If the file changed again since we pushed, it stays dirty, now based on `seq`.
             row.dirty = !(row.entry.same_content(&pushed));
