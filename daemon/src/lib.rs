@@ -104,8 +104,10 @@ pub async fn run(
     tracker.spawn(supervisor.run(cmd_rx, reload));
     tracker.close();
     // Both sockets are bound: a client connecting from now on is queued, then answered.
-    lifecycle::ready(&summary)?;
+    // Logged first, so that whoever is told it is ready (`--daemon`'s parent, systemd)
+    // finds the line in the log.
     tracing::info!(device = %device, socket = %socket.display(), "filesyncd ready");
+    lifecycle::ready(&summary)?;
     shutdown.cancelled().await;
     if tokio::time::timeout(GRACE, tracker.wait()).await.is_err() {
         tracing::warn!("some tasks did not stop within {}s", GRACE.as_secs());
