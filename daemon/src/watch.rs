@@ -49,8 +49,8 @@ pub const DEBOUNCE: Duration = Duration::from_millis(30);
 const MAX_QUEUED: usize = 10_000;
 /// How often a folder the watcher cannot fully see is rescanned (at most).
 const FALLBACK_RESCAN: Duration = Duration::from_secs(60);
-/// How long after notify added a directory's watches a move or delete elsewhere may
-/// still take one of them away (see the module docs).
+/// How long after notify added a directory's watches the handling of a move away
+/// elsewhere may still take one of them away (see the module docs).
 const REWATCH_WINDOW: Duration = Duration::from_secs(2);
 /// The environment variable that caps the directories a folder's watcher may watch.
 pub const MAX_WATCHES_ENV: &str = "FILESYNC_MAX_WATCHES";
@@ -264,7 +264,10 @@ impl Rewatch {
                 }
                 return;
             }
+            // Not set yet: the first watch is still being added, and the folder's
+            // start-up scan, which follows it, covers what it misses. Gone: dropped.
             let Some(watcher) = self.watcher.get().and_then(Weak::upgrade) else {
+                self.running.store(false, Ordering::SeqCst);
                 return;
             };
             let mut w = Self::lock(&watcher);
