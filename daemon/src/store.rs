@@ -626,23 +626,18 @@ pub fn remove(root: &Root, path: &RelPath) -> Result<bool> {
     match stat_in(&dir, name)? {
         None => return Ok(true),
         Some(s) if s.kind == EntryKind::Dir => {
-            let removed = match dir.rmdir(name) {
-                Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {
-                    if !drop_partials(&dir, name) {
-                        return Ok(false);
-                    }
-                    dir.rmdir(name)
-                }
-                other => other,
+            let not_empty = |r: &std::io::Result<()>| {
+                r.as_ref()
+                    .is_err_and(|e| e.raw_os_error() == Some(libc::ENOTEMPTY))
             };
-            match removed {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => return Ok(false),
-                Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("cannot remove directory {}", full.display()));
-                }
+            let mut removed = dir.rmdir(name);
+            if not_empty(&removed) && drop_partials(&dir, name) {
+                removed = dir.rmdir(name);
             }
+            if not_empty(&removed) {
+                return Ok(false);
+            }
+            removed.with_context(|| format!("cannot remove directory {}", full.display()))?;
         }
         Some(_) => dir
             .unlink(name)
