@@ -272,12 +272,12 @@ fn set_aside(file: &Path) -> Result<std::path::PathBuf> {
 }
 
 /// Where the server holds now what it held at `path` as of `seq`, and as of which
-/// sequence: the renames in `later` (taken in above `seq`, in order, as
-/// [`Index::renames`] gives them) moved everything below their old paths. A client
-/// writing an entry it learned of at `seq` after those renames arrived puts it there.
-pub fn moved_by(path: &RelPath, seq: u64, later: &[(u64, RelPath, RelPath)]) -> (RelPath, u64) {
+/// sequence: the renames taken in (`renames`, in order, as [`Index::renames`] gives
+/// them) numbered above `seq` moved everything below their old paths. A client writing
+/// an entry it learned of at `seq` after those renames arrived puts it there.
+pub fn moved_by(path: &RelPath, seq: u64, renames: &[(u64, RelPath, RelPath)]) -> (RelPath, u64) {
     let mut at = (path.clone(), seq);
-    for (rename, from, to) in later {
+    for (rename, from, to) in renames.iter().filter(|(rename, ..)| *rename > seq) {
         if let Some(moved) = at.0.rebase(from, to) {
             at = (moved, *rename);
         }
@@ -1158,6 +1158,7 @@ pub(crate) mod tests {
     fn an_entry_learned_before_later_renames_goes_where_they_took_its_path() {
         let p = |s: &str| RelPath::new(s).unwrap();
         let later = vec![
+            (9, p("d/s"), p("z")),
             (11, p("d"), p("m")),
             (12, p("m/s"), p("q")),
             (13, p("x"), p("y")),
@@ -1165,6 +1166,7 @@ pub(crate) mod tests {
         // Both renames above it carry it; the last one that did is when it is as of.
         assert_eq!(moved_by(&p("d/s/f"), 10, &later), (p("q/f"), 12));
         assert_eq!(moved_by(&p("d/g"), 10, &later), (p("m/g"), 11));
+        // Renames up to its own number were there before it: they do not move it.
         // A path no rename touches stays, as of its own number.
         assert_eq!(moved_by(&p("dd/f"), 10, &later), (p("dd/f"), 10));
         assert_eq!(moved_by(&p("d/s/f"), 10, &[]), (p("d/s/f"), 10));

@@ -402,13 +402,13 @@ impl FolderTask {
             // moved what was below their old paths then: a tombstone made now at an old
             // path goes where they took the rest, or the next rename would carry the
             // local row alone to a path the server has nothing at.
-            let later = ix.renames(seq, u64::MAX)?;
+            let renames = ix.renames(seq, u64::MAX)?;
             for row in below_src.iter().filter(|r| !r.entry.deleted) {
                 let mut gone = row.entry.clone();
                 gone.deleted = true;
                 gone.seq = seq;
                 gone.renamed_from = None;
-                let (path, as_of) = index::moved_by(&gone.path, seq, &later);
+                let (path, as_of) = index::moved_by(&gone.path, seq, &renames);
                 gone.path = path;
                 ix.put_remote(&gone, as_of)?;
             }
@@ -839,6 +839,7 @@ impl FolderTask {
             self.inflight_paths.remove(&e.path);
             self.unconfirmed.remove(&e.path);
         }
+        let renames = self.index().renames(0, u64::MAX)?;
         for (pushed, outcome) in entries.into_iter().zip(outcomes) {
             let refused = !matches!(outcome, PushOutcome::Accepted { .. });
             if let Some(src) = pushed.renamed_from.as_ref().filter(|_| refused) {
@@ -847,7 +848,7 @@ impl FolderTask {
                 continue;
             }
             match outcome {
-                PushOutcome::Accepted { seq } => self.accepted(pushed, seq)?,
+                PushOutcome::Accepted { seq } => self.accepted(pushed, seq, &renames)?,
                 PushOutcome::Conflict { current_seq } => {
                     (self.blocked).insert(pushed.path.clone(), (current_seq, Instant::now()));
                 }
@@ -934,7 +935,14 @@ impl FolderTask {
         })
     }
 
-    fn accepted(&mut self, mut pushed: Entry, seq: u64) -> Result<()> {
+    /// Records a push the server took as its version `seq`; `renames` are those taken in
+    /// and not yet applied here ([`index::moved_by`]).
+    fn accepted(
+        &mut self,
+        mut pushed: Entry,
+        seq: u64,
+        renames: &[(u64, RelPath, RelPath)],
+    ) -> Result<()> {
         self.retry_delay.remove(&pushed.path);
         pushed.seq = seq;
         // The server's entry is the directory's state; the rename is confirmed when its
@@ -944,11 +952,10 @@ impl FolderTask {
         // A rename of a directory above it may have reached us before this answer; the
         // server's entry is where that rename took it (the local row moves when the
         // rename is applied here).
-        let later = index.renames(seq, u64::MAX)?;
-        let (at, as_of) = index::moved_by(&pushed.path, seq, &later);
-        let mut remote = pushed.clone();
-        remote.path = at;
-        index.put_remote(&remote, as_of)?;
+        let (at, as_of) = index::moved_by(&pushed.path, seq, renames);
+        let path = std::mem::replace(&mut pushed.path, at);
+        index.put_remote(&pushed, as_of)?;
+        pushed.path = path;
         if let Some(mut row) = index.local(&pushed.path)? {
             // If the file changed again since we pushed, it stays dirty, now based on `seq`.
             row.dirty = !(row.entry.same_content(&pushed));
