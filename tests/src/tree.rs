@@ -59,6 +59,15 @@ impl fmt::Display for Entry {
 /// Relative path (with `/`) → entry, for everything a user sees under a folder root.
 pub type Manifest = BTreeMap<String, Entry>;
 
+/// The conflict copies (`*.sync-conflict-*`) among a manifest's paths.
+pub fn conflict_copies(manifest: &Manifest) -> Vec<&str> {
+    manifest
+        .keys()
+        .map(String::as_str)
+        .filter(|p| p.contains(".sync-conflict-"))
+        .collect()
+}
+
 /// Whether a file name is in the daemon's reserved namespace.
 pub fn is_metadata(name: &str) -> bool {
     name.starts_with(METADATA_PREFIX)

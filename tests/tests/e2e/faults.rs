@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use filesync_tests::cluster::DOCS;
 use filesync_tests::files::{self, PseudoRandom};
 use filesync_tests::proxy::{FaultProxy, Mode};
-use filesync_tests::tree::sha256;
+use filesync_tests::tree::{conflict_copies, sha256};
 use filesync_tests::{
     Cluster, Kind, Manifest, Node, SYNC_TIMEOUT, manifest, poll_until, server_store,
 };
@@ -381,13 +381,9 @@ fn a_refused_push_does_not_hold_a_later_file_of_that_name() {
     .unwrap_or_else(|why| panic!("{why}"));
     proxy.set_mode(Mode::Pass);
     let common = cl.settle(DOCS);
-    let copies: Vec<&String> = common
-        .keys()
-        .filter(|p| p.starts_with("d/p.sync-conflict-"))
-        .collect();
-    assert_eq!(
-        copies.len(),
-        1,
+    let copies = conflict_copies(&common);
+    assert!(
+        copies.len() == 1 && copies[0].starts_with("d/p.sync-conflict-"),
         "A's edit is kept as one conflict copy: {common:?}"
     );
     cl.assert_file_everywhere(DOCS, "d/p.txt", b"B's edit\n");

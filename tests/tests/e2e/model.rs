@@ -395,10 +395,7 @@ impl Model {
         );
         CaseSummary {
             paths: common.len(),
-            conflicts: common
-                .keys()
-                .filter(|p| p.contains(".sync-conflict-"))
-                .count(),
+            conflicts: tree::conflict_copies(&common).len(),
             versions: versions.len(),
         }
     }

@@ -5,6 +5,7 @@ use std::fs;
 
 use filesync_tests::cluster::DOCS;
 use filesync_tests::files::{self, pseudo_random};
+use filesync_tests::tree::conflict_copies;
 use filesync_tests::{Cluster, SYNC_TIMEOUT};
 
 use crate::paths;
@@ -82,10 +83,7 @@ fn concurrent_edits_keep_both_versions_as_conflict_copy() {
     cl.resume(1, DOCS);
     let common = cl.settle(DOCS);
 
-    let copies: Vec<&String> = common
-        .keys()
-        .filter(|k| k.contains(".sync-conflict-"))
-        .collect();
+    let copies = conflict_copies(&common);
     assert_eq!(
         copies.len(),
         1,
@@ -93,7 +91,7 @@ fn concurrent_edits_keep_both_versions_as_conflict_copy() {
         paths(&common)
     );
     // `settle` proved every replica holds the same two files; A's copy speaks for all.
-    let copy = copies[0].clone();
+    let copy = copies[0].to_owned();
     assert!(
         copy.starts_with("notes.sync-conflict-") && copy.ends_with(".txt"),
         "conflict copy {copy:?} is not named NAME.sync-conflict-….EXT"

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use filesync_tests::cluster::DOCS;
+use filesync_tests::tree::conflict_copies;
 use filesync_tests::{Cluster, Counters, SYNC_TIMEOUT, files};
 
 use crate::paths;
@@ -316,13 +317,9 @@ fn a_rename_to_below_a_file_made_while_away_is_applied_path_by_path() {
     let common = cl.settle(DOCS);
     cl.assert_file_everywhere(DOCS, "d1/f/g/x.txt", b"x\n");
     cl.assert_absent_everywhere(DOCS, "m0/g");
-    let copies: Vec<&String> = common
-        .keys()
-        .filter(|p| p.starts_with("d1/f.sync-conflict-"))
-        .collect();
-    assert_eq!(
-        copies.len(),
-        1,
+    let copies = conflict_copies(&common);
+    assert!(
+        copies.len() == 1 && copies[0].starts_with("d1/f.sync-conflict-"),
         "B's file is kept beside the directory: {common:?}"
     );
     cl.assert_file_everywhere(DOCS, copies[0], b"B's file\n");

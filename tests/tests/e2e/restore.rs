@@ -16,6 +16,7 @@ use std::process::Command;
 
 use filesync_tests::cluster::DOCS;
 use filesync_tests::exec::run_with_timeout;
+use filesync_tests::tree::conflict_copies;
 use filesync_tests::{Cluster, Manifest, SYNC_TIMEOUT, files};
 
 /// The contents of `name` and of its conflict copies, as read on client A after settling.
@@ -26,14 +27,6 @@ fn versions_of(cl: &Cluster, common: &Manifest, name: &str) -> BTreeSet<Vec<u8>>
         .keys()
         .filter(|p| *p == name || (p.starts_with(&copy) && p.ends_with(ext)))
         .map(|p| fs::read(cl.path_on(0, DOCS, p)).unwrap())
-        .collect()
-}
-
-fn conflict_copies(common: &Manifest) -> Vec<&str> {
-    common
-        .keys()
-        .map(String::as_str)
-        .filter(|p| p.contains(".sync-conflict-"))
         .collect()
 }
 

@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use filesync_tests::cluster::DOCS;
 use filesync_tests::proxy::{FaultProxy, Mode};
-use filesync_tests::tree::Kind;
+use filesync_tests::tree::{Kind, conflict_copies};
 use filesync_tests::workload::{
     Action, Ledger, Outcome, Rng, Universe, client_name, env_number, random_seed,
     server_index_problems, server_versions,
@@ -456,10 +456,7 @@ fn chaos_soak() {
     problems.extend(server_index_problems(&cl, &account, &common));
 
     let (files, bytes) = files_and_bytes(&cl, &common);
-    let conflicts = common
-        .keys()
-        .filter(|p| p.contains(".sync-conflict-"))
-        .count();
+    let conflicts = conflict_copies(&common).len();
     let ops: Vec<String> = soak
         .ops
         .iter()
