@@ -188,6 +188,39 @@ pub enum Command {
         /// The certificate's SHA-256 fingerprint: 64 hex digits (`:` between is fine).
         fingerprint: String,
     },
+    /// Share a folder of this device's account with another account on its server.
+    ///
+    /// The other account's devices then add it with their own credential:
+    /// `filesyncctl add PATH --server HOST:PORT --name OWNER/FOLDER`. With --read-only
+    /// they receive every change and send none. Sharing again changes the mode.
+    Share {
+        /// The folder: its name or its local path. It must be one of this account's own
+        /// folders, not one shared with it.
+        folder: String,
+        /// The account to share it with.
+        #[arg(long, value_name = "ACCOUNT")]
+        with: String,
+        /// The other account may read the folder but not change it.
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// Take another account's access to a folder back, at once: its devices'
+    /// connections to the folder are closed, and later ones are refused.
+    Unshare {
+        /// The folder: its name or its local path.
+        folder: String,
+        /// The account whose access to take back.
+        #[arg(long, value_name = "ACCOUNT")]
+        with: String,
+    },
+    /// List the accounts this device's account shares its folders with (or one folder).
+    Shares {
+        /// Print the shares as a JSON array, for scripts.
+        #[arg(long)]
+        json: bool,
+        /// Only this folder's shares: its name or its local path.
+        folder: Option<String>,
+    },
     /// Administer this daemon's server role: invite devices, list them, revoke them.
     #[command(subcommand)]
     Server(ServerCommand),
@@ -219,6 +252,36 @@ pub enum ServerCommand {
     Revoke {
         /// The device id, as `filesyncctl server devices` lists it.
         device: String,
+    },
+    /// Share account OWNER's folder FOLDER with another account.
+    Share {
+        /// The folder, as `OWNER/FOLDER`: its owner's account and its name there.
+        #[arg(value_name = "OWNER/FOLDER")]
+        folder: String,
+        /// The account to share it with.
+        #[arg(long, value_name = "ACCOUNT")]
+        with: String,
+        /// The other account may read the folder but not change it.
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// Take an account's access to a folder back, closing its connections at once.
+    Unshare {
+        /// The folder, as `OWNER/FOLDER`.
+        #[arg(value_name = "OWNER/FOLDER")]
+        folder: String,
+        /// The account whose access to take back.
+        #[arg(long, value_name = "ACCOUNT")]
+        with: String,
+    },
+    /// List every folder shared across accounts (or the shares of one).
+    Shares {
+        /// Print the shares as a JSON array, for scripts.
+        #[arg(long)]
+        json: bool,
+        /// Only this folder's shares, as `OWNER/FOLDER`.
+        #[arg(value_name = "OWNER/FOLDER")]
+        folder: Option<String>,
     },
 }
 
@@ -395,6 +458,31 @@ mod tests {
             version(&["restore", "docs", "a.txt", "--version", "7"]),
             Some(7)
         );
+    }
+
+    #[test]
+    fn share_takes_an_account_and_a_mode() {
+        match parse(&["share", "docs", "--with", "bob", "--read-only"])
+            .unwrap()
+            .command
+        {
+            Command::Share {
+                folder,
+                with,
+                read_only,
+            } => assert_eq!(
+                (folder.as_str(), with.as_str(), read_only),
+                ("docs", "bob", true)
+            ),
+            other => panic!("not share: {other:?}"),
+        }
+        for args in [
+            &["share", "docs"][..],
+            &["unshare", "docs"],
+            &["server", "share", "alice/docs"],
+        ] {
+            assert_eq!(parse(args).unwrap_err().exit_code(), 2, "{args:?}");
+        }
     }
 
     #[test]

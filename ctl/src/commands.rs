@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
+use filesync_proto::FolderName;
 use filesync_proto::auth::InviteToken;
 use filesync_proto::control::{
     AccountInfo, AddFolder, ConflictInfo, DaemonStatus, Request, Response, VersionEntry,
@@ -101,6 +102,53 @@ pub async fn run(command: Command, client: &Client) -> Result<()> {
         Command::Server(ServerCommand::Revoke { device }) => {
             confirm(client, Request::ServerRevoke { device }).await
         }
+        Command::Share {
+            folder,
+            with,
+            read_only,
+        } => {
+            let folder = folder_arg(folder)?;
+            let request = Request::Share {
+                folder,
+                with,
+                read_only,
+            };
+            shares(client, request, false).await
+        }
+        Command::Unshare { folder, with } => {
+            let folder = folder_arg(folder)?;
+            shares(client, Request::Unshare { folder, with }, false).await
+        }
+        Command::Shares { json, folder } => {
+            let folder = folder.map(folder_arg).transpose()?;
+            shares(client, Request::Shares { folder }, json).await
+        }
+        Command::Server(ServerCommand::Share {
+            folder,
+            with,
+            read_only,
+        }) => {
+            let (owner, folder) = owner_folder(&folder)?;
+            let request = Request::ServerShare {
+                owner,
+                folder,
+                with,
+                read_only,
+            };
+            shares(client, request, false).await
+        }
+        Command::Server(ServerCommand::Unshare { folder, with }) => {
+            let (owner, folder) = owner_folder(&folder)?;
+            let request = Request::ServerUnshare {
+                owner,
+                folder,
+                with,
+            };
+            shares(client, request, false).await
+        }
+        Command::Server(ServerCommand::Shares { json, folder }) => {
+            shares(client, Request::ServerShares { folder }, json).await
+        }
         Command::Device(DeviceCommand::Invite { server }) => {
             confirm(client, Request::DeviceInvite { server }).await
         }
@@ -131,6 +179,34 @@ async fn devices(client: &Client, json: bool) -> Result<()> {
         output::accounts_human(&accounts, unix_now())
     };
     output::print(&text)
+}
+
+/// Sends a request answered by the grants it concerns, and prints them.
+async fn shares(client: &Client, request: Request, json: bool) -> Result<()> {
+    let response = client.call(&request, Some(RESPONSE_TIMEOUT)).await?;
+    let grants = match response {
+        Response::Shares(grants) => grants,
+        other => return Err(unexpected(other, "a list of shares")),
+    };
+    let text = if json {
+        output::shares_json(&grants)?
+    } else {
+        output::shares_human(&grants)
+    };
+    output::print(&text)
+}
+
+/// `OWNER/FOLDER` of the server's share commands, split.
+fn owner_folder(folder: &str) -> Result<(String, String)> {
+    match folder.split_once('/') {
+        Some((owner, name)) if !owner.is_empty() && !name.is_empty() => {
+            Ok((owner.to_string(), name.to_string()))
+        }
+        _ => bail!(
+            "{folder:?} is not OWNER/FOLDER: give the owner's account and the folder's name, \
+             e.g. alice/docs"
+        ),
+    }
 }
 
 /// Sends a request answered by a confirmation, and prints its message if it has one.
@@ -258,6 +334,7 @@ fn unexpected(response: Response, wanted: &str) -> anyhow::Error {
         Response::Conflicts(_) => "a list of conflicts",
         Response::Versions(_) => "a list of versions",
         Response::Accounts(_) => "a list of accounts",
+        Response::Shares(_) => "a list of shares",
         Response::Event(_) => "an event",
     };
     anyhow!("the daemon answered with {got} where {wanted} was expected")
@@ -295,8 +372,11 @@ fn folder_arg(folder: String) -> Result<String> {
     // A bare word is a folder name, even if a directory of that name happens to be in
     // the working directory (`filesyncctl pause docs` run inside a project with a docs/
     // subdirectory must mean the folder named docs); write `./docs` for the path.
-    let unlike_a_name =
-        folder.starts_with('.') || path.components().nth(1).is_some() || path.is_absolute();
+    // `OWNER/FOLDER` (two names and one `/`) is a shared folder's name; write
+    // `./OWNER/FOLDER` for a relative path of that shape.
+    let shared_name = folder.contains('/') && FolderName::new(folder.as_str()).is_ok();
+    let unlike_a_name = !shared_name
+        && (folder.starts_with('.') || path.components().nth(1).is_some() || path.is_absolute());
     if unlike_a_name {
         absolute(path)
     } else {
@@ -345,7 +425,8 @@ mod tests {
         let here = std::env::current_dir().unwrap();
         assert_eq!(Path::new(&folder_arg(".".into()).unwrap()), here);
         // Relative paths that cannot be names are made absolute even when missing.
-        for relative in ["./gone", "gone/sub", ".gone"] {
+        assert_eq!(folder_arg("alice/docs".into()).unwrap(), "alice/docs");
+        for relative in ["./gone", "gone/sub/deeper", ".gone", "./alice/docs"] {
             let got = folder_arg(relative.into()).unwrap();
             assert_eq!(Path::new(&got), here.join(relative), "{relative}");
         }

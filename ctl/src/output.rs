@@ -9,7 +9,7 @@ use std::io::{self, IsTerminal, Write as _};
 use anyhow::{Context, Result};
 use filesync_proto::control::{
     AccountInfo, ConflictInfo, DaemonStatus, Event, FolderState, FolderStatus, ServerStatus,
-    ServerTrust, VersionEntry,
+    ServerTrust, ShareInfo, VersionEntry,
 };
 
 use crate::format::{ago, bytes, count, thousands, utc_time};
@@ -176,6 +176,34 @@ pub fn accounts_human(accounts: &[AccountInfo], now: i64) -> String {
                 d.device, d.name
             );
         }
+    }
+    out
+}
+
+pub fn shares_json(shares: &[ShareInfo]) -> Result<String> {
+    pretty(serde_json::to_string_pretty(shares), "the shares")
+}
+
+/// One line per grant: `OWNER/FOLDER  ->  MEMBER  (read-write|read-only)`.
+pub fn shares_human(shares: &[ShareInfo]) -> String {
+    if shares.is_empty() {
+        return "no shares (`filesyncctl share FOLDER --with ACCOUNT` makes one)\n".into();
+    }
+    let mut out = String::new();
+    for s in shares {
+        let mode = if s.read_only {
+            "read-only"
+        } else {
+            "read-write"
+        };
+        let _ = writeln!(
+            out,
+            "{}/{}  shared with  {}  ({mode}, since {})",
+            s.owner,
+            s.folder,
+            s.member,
+            utc_time(s.granted_at)
+        );
     }
     out
 }

@@ -300,6 +300,15 @@ impl Supervisor {
                 server,
                 fingerprint,
             } => now(self.trust(&server, &fingerprint)),
+            Request::Share { .. } | Request::Unshare { .. } | Request::Shares { .. } => {
+                client::share::handle(&self.config, &self.identity, request)
+            }
+            Request::ServerShare { .. }
+            | Request::ServerUnshare { .. }
+            | Request::ServerShares { .. } => now(match self.server() {
+                Err(r) => r,
+                Ok(server) => crate::server::shares::control(server, request),
+            }),
         }
     }
 

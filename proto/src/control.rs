@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the control protocol; the CLI refuses to talk to a daemon of another.
 /// The encoding is not self-describing, so a new field in any message is a new version.
-pub const CONTROL_VERSION: u32 = 6;
+pub const CONTROL_VERSION: u32 = 7;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -126,6 +126,40 @@ pub enum Request {
         folder: Option<String>,
         follow: bool,
     },
+    /// Client role: ask the server of this device's `folder` (name or path) to share it
+    /// with account `with`; answered with [`Response::Shares`] of that folder.
+    Share {
+        folder: String,
+        with: String,
+        read_only: bool,
+    },
+    /// Client role: take `with`'s access to `folder` back at once.
+    Unshare {
+        folder: String,
+        with: String,
+    },
+    /// Client role: the grants of `folder`, or of every folder this device syncs as
+    /// their owner's account.
+    Shares {
+        folder: Option<String>,
+    },
+    /// Server role: share `owner`'s folder `folder` with account `with`.
+    ServerShare {
+        owner: String,
+        folder: String,
+        with: String,
+        read_only: bool,
+    },
+    /// Server role: take `with`'s access to `owner`'s folder `folder` back at once.
+    ServerUnshare {
+        owner: String,
+        folder: String,
+        with: String,
+    },
+    /// Server role: every grant, or those of one `OWNER/FOLDER`.
+    ServerShares {
+        folder: Option<String>,
+    },
 }
 
 /// What happened, for `filesyncctl events`.
@@ -233,6 +267,7 @@ pub enum Response {
     Conflicts(Vec<ConflictInfo>),
     Versions(Vec<VersionEntry>),
     Accounts(Vec<AccountInfo>),
+    Shares(Vec<ShareInfo>),
     Event(Event),
     Error {
         kind: ControlErrorKind,
@@ -437,6 +472,19 @@ pub struct ConnectedDevice {
     pub address: String,
 }
 
+/// One account's access to a folder of another account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareInfo {
+    /// The account that owns the folder, and the folder's name in that account.
+    pub owner: String,
+    pub folder: String,
+    /// The account it is shared with; its devices add it as `OWNER/FOLDER`.
+    pub member: String,
+    pub read_only: bool,
+    /// When it was granted (or last changed), Unix seconds.
+    pub granted_at: i64,
+}
+
 /// One account of the server and its devices.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountInfo {
@@ -548,6 +596,30 @@ mod tests {
                 folder: Some("docs".into()),
                 follow: true,
             },
+            Request::Share {
+                folder: "docs".into(),
+                with: "bob".into(),
+                read_only: true,
+            },
+            Request::Unshare {
+                folder: "docs".into(),
+                with: "bob".into(),
+            },
+            Request::Shares { folder: None },
+            Request::ServerShare {
+                owner: "alice".into(),
+                folder: "docs".into(),
+                with: "bob".into(),
+                read_only: false,
+            },
+            Request::ServerUnshare {
+                owner: "alice".into(),
+                folder: "docs".into(),
+                with: "bob".into(),
+            },
+            Request::ServerShares {
+                folder: Some("alice/docs".into()),
+            },
         ] {
             let back: Request = decode_payload(&encode_payload(&req).unwrap()).unwrap();
             assert_eq!(back, req);
@@ -591,6 +663,13 @@ mod tests {
             Response::Status(Box::new(status)),
             Response::Conflicts(vec![conflict]),
             Response::Versions(vec![version]),
+            Response::Shares(vec![ShareInfo {
+                owner: "alice".into(),
+                folder: "docs".into(),
+                member: "bob".into(),
+                read_only: true,
+                granted_at: 1_700_000_000,
+            }]),
             Response::Event(Event {
                 time_ms: 1_700_000_000_000,
                 folder: "docs".into(),

@@ -3,6 +3,10 @@
 //! Account and folder names are used as path components under the server's `data_dir`,
 //! so they are restricted to a safe alphabet and may not start with a dot: the server's
 //! own metadata lives in `data_dir/.filesync`, which no name can reach.
+//!
+//! A folder name may also be `OWNER/FOLDER`: a folder that account `OWNER` shared with
+//! the device's account. That is the only `/` a name can hold, and the server resolves
+//! it to `data_dir/OWNER/FOLDER` only for an account the owner granted access to.
 
 use std::fmt;
 
@@ -53,8 +57,22 @@ fn check_name(what: &'static str, name: &str, max: usize) -> Result<(), NameErro
     Ok(())
 }
 
+/// `FOLDER` or `OWNER/FOLDER`, each part a valid name on its own.
+fn check_folder_name(name: &str) -> Result<(), NameError> {
+    match name.split_once('/') {
+        None => check_name("folder name", name, 64),
+        Some((owner, folder)) => {
+            check_name("owner account of a shared folder", owner, 64)?;
+            check_name("folder name", folder, 64)
+        }
+    }
+}
+
 macro_rules! validated_name {
     ($(#[$doc:meta])* $ty:ident, $what:literal, $max:literal) => {
+        validated_name!($(#[$doc])* $ty, |name| check_name($what, name, $max));
+    };
+    ($(#[$doc:meta])* $ty:ident, $check:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -63,7 +81,8 @@ macro_rules! validated_name {
         impl $ty {
             pub fn new(name: impl Into<String>) -> Result<Self, NameError> {
                 let name = name.into();
-                check_name($what, &name, $max)?;
+                let check: fn(&str) -> Result<(), NameError> = $check;
+                check(&name)?;
                 Ok($ty(name))
             }
 
@@ -94,8 +113,10 @@ macro_rules! validated_name {
 }
 
 validated_name!(
-    /// The name of a folder on a server, unique within an account.
-    FolderName, "folder name", 64
+    /// The name of a folder: `FOLDER`, unique within an account, or `OWNER/FOLDER`, a
+    /// folder that account `OWNER` shares with the device's account.
+    FolderName,
+    check_folder_name
 );
 validated_name!(
     /// The name of an account on a server.
@@ -106,20 +127,55 @@ validated_name!(
     DeviceId, "device id", 64
 );
 
+impl FolderName {
+    /// The owner's account and the folder's own name, for a shared folder's
+    /// `OWNER/FOLDER`; `None` for a plain name.
+    pub fn shared(&self) -> Option<(AccountName, FolderName)> {
+        let (owner, folder) = self.0.split_once('/')?;
+        // Both parts were checked when the name was made.
+        Some((
+            AccountName(owner.to_string()),
+            FolderName(folder.to_string()),
+        ))
+    }
+
+    /// The owner's part of `OWNER/FOLDER`; `None` for a plain name.
+    pub fn owner(&self) -> Option<&str> {
+        self.0.split_once('/').map(|(owner, _)| owner)
+    }
+
+    /// The name as one path component: `OWNER+FOLDER` for a shared folder (`+` is in no
+    /// name), for a device's files that are keyed by folder name.
+    pub fn file_stem(&self) -> String {
+        self.0.replace('/', "+")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn names_are_validated() {
-        for ok in ["docs", "Photos-2024", "a.b_c", "x"] {
+        for ok in ["docs", "Photos-2024", "a.b_c", "x", "alice/docs"] {
             assert!(FolderName::new(ok).is_ok(), "{ok}");
         }
+        let shared = FolderName::new("alice/docs").unwrap();
+        let (owner, folder) = shared.shared().unwrap();
+        assert_eq!((owner.as_str(), folder.as_str()), ("alice", "docs"));
+        assert_eq!(shared.owner(), Some("alice"));
+        assert_eq!(shared.file_stem(), "alice+docs");
+        assert_eq!(FolderName::new("docs").unwrap().shared(), None);
         for bad in [
             "",
             ".filesync",
             "..",
-            "a/b",
+            "a/b/c",
+            "/b",
+            "a/",
+            ".x/b",
+            "a/.b",
+            "a//b",
             "a b",
             "-x",
             "é",

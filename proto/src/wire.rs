@@ -11,10 +11,13 @@
 //!    fetches content it lacks with `BlockRequest`, commits, and answers `PushResult`.
 //!
 //! Block requests and responses flow both ways, matched by `id`.
+//!
+//! Instead of `Hello`, a connection may carry one request that is not about syncing a
+//! folder (`CreateInvite`, `Sharing`); the server answers it and closes.
 
 use serde::{Deserialize, Serialize};
 
-use crate::{DeviceId, FolderName, Hash, RelPath};
+use crate::{AccountName, DeviceId, FolderName, Hash, RelPath};
 
 /// Largest content block carried in one message.
 pub const MAX_BLOCK_SIZE: u32 = 1024 * 1024;
@@ -162,6 +165,38 @@ pub struct Welcome {
     /// re-created or restored, and then the device's `since_seq` means nothing.
     pub epoch: u64,
     pub current_seq: u64,
+    /// The folder is shared with the device's account read-only: the device must treat
+    /// it as receive-only (the server refuses its pushes anyway).
+    pub read_only: bool,
+}
+
+/// A change to, or a look at, the grants of folders of the device's own account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShareRequest {
+    /// Grant (or change) `with`'s access to the account's folder `folder`.
+    Share {
+        folder: FolderName,
+        with: AccountName,
+        read_only: bool,
+    },
+    /// Take `with`'s access back; its open connections to the folder are closed.
+    Unshare {
+        folder: FolderName,
+        with: AccountName,
+    },
+    /// The grants of one of the account's folders, or of all of them.
+    List { folder: Option<FolderName> },
+}
+
+/// One account's access to another account's folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareGrant {
+    pub owner: AccountName,
+    pub folder: FolderName,
+    pub member: AccountName,
+    pub read_only: bool,
+    /// When it was granted (or last changed), Unix seconds.
+    pub granted_at: i64,
 }
 
 /// Why a server or device ended a conversation, as data rather than a dropped socket.
@@ -215,6 +250,9 @@ pub enum ClientMsg {
     /// Instead of `Hello`, as the first message: ask for an invite token that enrols
     /// another device into this device's account. The server answers `Invite` and closes.
     CreateInvite,
+    /// Instead of `Hello`, as the first message: share a folder of this device's account,
+    /// take a share back, or list shares. The server answers `Sharing` and closes.
+    Sharing(ShareRequest),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -261,6 +299,9 @@ pub enum ServerMsg {
     },
     /// The answer to `CreateInvite`: the token's text, or why there is none.
     Invite(Result<String, String>),
+    /// The answer to `Sharing`: the grants of the folder concerned (of every folder of
+    /// the account, for a list of all), or why the request was refused.
+    Sharing(Result<Vec<ShareGrant>, String>),
 }
 
 #[cfg(test)]
@@ -344,6 +385,17 @@ mod tests {
                 path: entry().path,
                 version: Some(3),
             },
+            ClientMsg::CreateInvite,
+            ClientMsg::Sharing(ShareRequest::Share {
+                folder: FolderName::new("docs").unwrap(),
+                with: AccountName::new("bob").unwrap(),
+                read_only: true,
+            }),
+            ClientMsg::Sharing(ShareRequest::Unshare {
+                folder: FolderName::new("docs").unwrap(),
+                with: AccountName::new("bob").unwrap(),
+            }),
+            ClientMsg::Sharing(ShareRequest::List { folder: None }),
         ] {
             round_trip(msg);
         }
@@ -362,7 +414,16 @@ mod tests {
                 server: DeviceId::new("s").unwrap(),
                 epoch: 1,
                 current_seq: 2,
+                read_only: true,
             }),
+            ServerMsg::Sharing(Ok(vec![ShareGrant {
+                owner: AccountName::new("alice").unwrap(),
+                folder: FolderName::new("docs").unwrap(),
+                member: AccountName::new("bob").unwrap(),
+                read_only: false,
+                granted_at: 1_700_000_000,
+            }])),
+            ServerMsg::Sharing(Err("no such account".into())),
             ServerMsg::Index {
                 entries: vec![entry()],
                 up_to: 3,

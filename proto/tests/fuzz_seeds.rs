@@ -10,9 +10,9 @@ use filesync_proto::control::{self, AddFolder, Keep, Request, Response};
 use filesync_proto::frame::encode_payload;
 use filesync_proto::wire::{
     BlockError, BlockInfo, BlockRequest, Change, ClientMsg, Entry, EntryKind, Hello, PushOutcome,
-    ServerMsg, Welcome,
+    ServerMsg, ShareRequest, Welcome,
 };
-use filesync_proto::{DeviceId, FolderName, Handshake, Hash, RelPath};
+use filesync_proto::{AccountName, DeviceId, FolderName, Handshake, Hash, RelPath};
 
 fn entry(path: &str, kind: EntryKind) -> Entry {
     Entry {
@@ -47,6 +47,14 @@ fn client_messages() -> Vec<(&'static str, ClientMsg)> {
         hash: Hash([3; 32]),
     };
     vec![
+        (
+            "sharing",
+            ClientMsg::Sharing(ShareRequest::Share {
+                folder: FolderName::new("docs").unwrap(),
+                with: AccountName::new("bob").unwrap(),
+                read_only: true,
+            }),
+        ),
         (
             "hello",
             ClientMsg::Hello(Hello {
@@ -108,6 +116,7 @@ fn server_messages() -> Vec<(&'static str, ServerMsg)> {
                 server: DeviceId::new("srv").unwrap(),
                 epoch: 99,
                 current_seq: 20,
+                read_only: true,
             }),
         ),
         (

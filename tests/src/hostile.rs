@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use filesync_proto::auth::{AuthReply, AuthRequest, MAX_AUTH_FRAME, Secret};
+use filesync_proto::auth::{AuthReply, AuthRequest, InviteToken, MAX_AUTH_FRAME, Secret};
 use filesync_proto::frame::encode_payload;
 use filesync_proto::wire::{
     BlockInfo, BlockRequest, Change, ClientMsg, Entry, EntryKind, Hello, MAX_BLOCK_SIZE,
@@ -59,16 +59,51 @@ pub fn connect(addr: &str, device: &str, folder: &str) -> Result<(Device, Welcom
 /// handshake, open registration as `hello.device`, then `hello`. Returns the connection
 /// and the Welcome.
 pub fn connect_with(addr: &str, hello: Hello) -> Result<(Device, Welcome), String> {
+    let register = AuthRequest::Register {
+        device: hello.device.clone(),
+        device_name: hello.device_name.clone(),
+    };
+    connect_as(addr, register, hello)
+}
+
+/// Opens a device connection for `folder` that enrols by redeeming the invite token
+/// `token` (the account is the token's), as [`connect_with`] does by registering.
+pub fn connect_with_token(
+    addr: &str,
+    token: &str,
+    device: &str,
+    folder: &str,
+) -> Result<(Device, Welcome), String> {
+    let secret = InviteToken::parse(token).map_err(|e| e.to_string())?.secret;
+    let device = DeviceId::new(device).map_err(|e| e.to_string())?;
+    let redeem = AuthRequest::Redeem {
+        secret,
+        device: device.clone(),
+        device_name: "hostile".into(),
+    };
+    let hello = Hello {
+        device,
+        device_name: "hostile".into(),
+        folder: FolderName::new(folder).map_err(|e| e.to_string())?,
+        since_seq: 0,
+        epoch: 0,
+    };
+    connect_as(addr, redeem, hello)
+}
+
+/// TCP, TLS, the handshake, `credentials`, then `hello`.
+fn connect_as(
+    addr: &str,
+    credentials: AuthRequest,
+    hello: Hello,
+) -> Result<(Device, Welcome), String> {
     let (raw, buf) = handshaken(addr)?;
     let mut auth = Conn {
         raw,
         codec: FrameCodec::<AuthReply, AuthRequest>::new(MAX_AUTH_FRAME),
         buf,
     };
-    auth.send(AuthRequest::Register {
-        device: hello.device.clone(),
-        device_name: hello.device_name.clone(),
-    })?;
+    auth.send(credentials)?;
     match auth.recv()? {
         Some(AuthReply::Accepted { .. }) => {}
         other => return Err(format!("expected to be accepted, got {other:?}")),
@@ -130,6 +165,7 @@ pub fn accept_device(
                     server: DeviceId::new(server).map_err(|e| e.to_string())?,
                     epoch: 1,
                     current_seq,
+                    read_only: false,
                 }))?;
                 return Ok((conn, hello));
             }

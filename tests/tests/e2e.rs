@@ -51,6 +51,8 @@ mod restore;
 mod scale;
 #[path = "e2e/security.rs"]
 mod security;
+#[path = "e2e/sharing.rs"]
+mod sharing;
 #[path = "e2e/soak.rs"]
 mod soak;
 #[path = "e2e/transfer.rs"]

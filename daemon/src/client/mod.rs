@@ -12,6 +12,7 @@ mod guard;
 mod meter;
 mod pull;
 pub mod session;
+pub mod share;
 mod task;
 pub mod trust;
 
@@ -82,9 +83,11 @@ pub struct FolderHandle {
 /// finds its history.
 pub fn index_file(state_dir: &Path, cfg: &FolderConfig) -> PathBuf {
     let digest = crate::chunk::sha256(cfg.path.as_os_str().as_encoded_bytes());
-    state_dir
-        .join("folders")
-        .join(format!("{}-{}.db", cfg.name, &digest.to_hex()[..12]))
+    state_dir.join("folders").join(format!(
+        "{}-{}.db",
+        cfg.name.file_stem(),
+        &digest.to_hex()[..12]
+    ))
 }
 
 /// Starts the task for `cfg` under `parent`; it ends when the handle's token is cancelled.

@@ -108,6 +108,8 @@ pub struct SessionHandle {
     pending: Arc<Pending>,
     /// Calls other than block requests (versions, restore), answered by id.
     calls: Arc<Pending<ServerMsg>>,
+    /// The server said the folder is shared read-only with this device's account.
+    pub read_only: bool,
 }
 
 impl SessionHandle {
@@ -299,7 +301,11 @@ async fn connect_once(cfg: &SessionConfig, events: &Events, welcomed: &mut bool)
         out: out_tx.clone(),
         pending: pending.clone(),
         calls: calls.clone(),
+        read_only: welcome.read_only,
     };
+    if welcome.read_only {
+        tracing::info!(folder = %cfg.folder, server = %cfg.server, "the folder is shared read-only with this account: receiving only");
+    }
     // Cancelling the session drops this future mid-await: the guard still fails every
     // waiting request at once and stops the writer, so nothing waits for a dead socket.
     let _cleanup = Cleanup {
@@ -411,6 +417,7 @@ where
             ServerMsg::Error(e) => bail!("server error: {}", e.message),
             ServerMsg::Welcome(_) => bail!("protocol error: unexpected second Welcome"),
             ServerMsg::Invite(_) => bail!("protocol error: unexpected Invite"),
+            ServerMsg::Sharing(_) => bail!("protocol error: unexpected Sharing"),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Result;
 use filesync_proto::RelPath;
 use filesync_proto::control::{
-    EventKind, FolderState, FolderStatus, ScanReport, Unsyncable, VersionEntry,
+    EventKind, FolderMode, FolderState, FolderStatus, ScanReport, Unsyncable, VersionEntry,
 };
 use filesync_proto::wire::Entry;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -72,6 +72,9 @@ pub(super) struct FolderTask {
     events: Events,
     index: Option<Index>,
     session: Option<SessionHandle>,
+    /// The server said, when it last welcomed this device, that the folder is shared
+    /// read-only with this device's account (see [`FolderTask::effective_mode`]).
+    read_only_share: bool,
     /// Stops the current session (pause, shutdown).
     session_cancel: Option<CancellationToken>,
     /// The current session's task, awaited after `session_cancel` when nothing it had
@@ -150,6 +153,17 @@ pub(super) struct FolderTask {
 }
 
 impl FolderTask {
+    /// The way changes flow, the one place that decides it: the configured mode, except
+    /// that a folder shared read-only with this account is receive-only whatever the
+    /// config says (the server refuses its pushes anyway).
+    pub(super) fn effective_mode(&self) -> FolderMode {
+        if self.read_only_share {
+            FolderMode::ReceiveOnly
+        } else {
+            self.cfg.mode
+        }
+    }
+
     pub(super) fn new(
         cfg: FolderConfig,
         id: ClientIdentity,
@@ -166,6 +180,7 @@ impl FolderTask {
             events,
             index: None,
             session: None,
+            read_only_share: false,
             session_cancel: None,
             session_task: None,
             refresh_due: None,
@@ -481,7 +496,10 @@ impl FolderTask {
         match ev {
             // The last error stays until the folder is in sync again: a connection that
             // keeps failing after it is made must still explain itself in status.
-            SessionEvent::Connected(handle) => self.session = Some(handle),
+            SessionEvent::Connected(handle) => {
+                self.read_only_share = handle.read_only;
+                self.session = Some(handle);
+            }
             SessionEvent::IndexUpdated { caught_up } => {
                 self.caught_up |= caught_up;
                 // The next step may be one long download: show what is pending now,
@@ -658,7 +676,7 @@ impl FolderTask {
             name: self.cfg.name.to_string(),
             path: self.cfg.path.display().to_string(),
             server: self.cfg.server.clone(),
-            mode: self.cfg.mode,
+            mode: self.effective_mode(),
             state,
             connected: self.session.is_some(),
             scanned: self.scanned,

@@ -6,11 +6,14 @@
 //!
 //! Every connection is TLS ([`crate::tls`]); after the handshake the device proves who it
 //! is ([`crate::auth`]) and from then on reaches only folders of its own account: a
-//! folder name is always resolved within the authenticated account.
+//! folder name is always resolved within the authenticated account, except
+//! `OWNER/FOLDER`, which reaches another account's folder only through a grant
+//! ([`shares`]).
 
 mod folder;
 mod history;
 mod session;
+pub mod shares;
 pub(crate) mod stream;
 pub mod versions;
 
@@ -19,7 +22,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use filesync_proto::auth::InviteToken;
 use filesync_proto::control::{AccountInfo, ConnectedDevice, ServerStatus};
 use filesync_proto::wire::Hello;
@@ -49,6 +52,9 @@ pub struct Server {
     max_connections_per_address: usize,
     identity: ServerIdentity,
     accounts: Accounts,
+    /// Folders shared across accounts, and the tokens that close a member's
+    /// connections when its grant is taken back.
+    shares: shares::Shares,
     registration: RegistrationMode,
     folders: Mutex<HashMap<(AccountName, FolderName), ServerFolderHandle>>,
     devices: Mutex<HashMap<u64, ConnectedDevice>>,
@@ -96,6 +102,7 @@ impl Server {
         })?;
         let identity = ServerIdentity::load_or_create(&meta.join("tls"))?;
         let accounts = Accounts::open(&meta.join("accounts.db"))?;
+        let shares = shares::Shares::open(&meta.join("accounts.db"))?;
         tracing::info!(fingerprint = %identity.fingerprint, "server certificate");
         let server = Arc::new(Server {
             device,
@@ -107,6 +114,7 @@ impl Server {
             max_connections_per_address: cfg.max_connections_per_address as usize,
             identity,
             accounts,
+            shares,
             registration: cfg.registration,
             folders: Mutex::new(HashMap::new()),
             devices: Mutex::new(HashMap::new()),
@@ -146,6 +154,11 @@ impl Server {
 
     /// The folder's handle, starting its sequencer on first use.
     pub fn folder(&self, account: &AccountName, name: &FolderName) -> Result<ServerFolderHandle> {
+        // `OWNER/FOLDER` is resolved to the owner's account first ([`Server::resolve`]);
+        // here it would become a directory inside another folder.
+        if name.owner().is_some() {
+            bail!("folder name {name} is not a name within account {account}");
+        }
         let mut folders = lock(&self.folders);
         if let Some(h) = folders.get(&(account.clone(), name.clone())) {
             return Ok(h.clone());
@@ -223,9 +236,12 @@ impl Server {
         Ok(true)
     }
 
+    /// Lists the device as connected to `folder` as a device of `account` (the folder's
+    /// owner, or a member it is shared with, shown as `OWNER/FOLDER`).
     fn register_device(
         self: &Arc<Self>,
         hello: &Hello,
+        account: &AccountName,
         folder: &ServerFolderHandle,
         peer: SocketAddr,
     ) -> Registration {
@@ -233,8 +249,12 @@ impl Server {
         let device = ConnectedDevice {
             device: hello.device.to_string(),
             name: hello.device_name.clone(),
-            account: folder.account.to_string(),
-            folder: folder.name.to_string(),
+            account: account.to_string(),
+            folder: if *account == folder.account {
+                folder.name.to_string()
+            } else {
+                format!("{}/{}", folder.account, folder.name)
+            },
             address: peer.to_string(),
         };
         lock(&self.devices).insert(id, device);

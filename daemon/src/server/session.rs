@@ -119,6 +119,11 @@ async fn run(server: &Arc<Server>, stream: Counted<TcpStream>, peer: SocketAddr)
             framed.send(ServerMsg::Invite(answer)).await?;
             return Ok(());
         }
+        Ok(Some(Ok(ClientMsg::Sharing(request)))) => {
+            let answer = server.sharing(&admitted.account, request);
+            framed.send(ServerMsg::Sharing(answer)).await?;
+            return Ok(());
+        }
         Ok(Some(Ok(_))) => {
             let _ = framed
                 .send(error(
@@ -139,8 +144,16 @@ async fn run(server: &Arc<Server>, stream: Counted<TcpStream>, peer: SocketAddr)
     hello.device = admitted.device.clone();
     // A device that followed another history (epoch), or this one further than it goes,
     // gets the whole index.
+    // `OWNER/FOLDER` reaches another account's folder only through a grant.
+    let access = match server.resolve(&admitted.account, &hello.folder) {
+        Ok(access) => access,
+        Err(why) => {
+            let _ = framed.send(error(ErrorKind::Denied, &why)).await;
+            bail!("refused device {}: {why}", admitted.device);
+        }
+    };
     let placed = async {
-        let folder = server.folder(&admitted.account, &hello.folder)?;
+        let folder = server.folder(&access.owner, &access.folder)?;
         let joined = join(&folder, &hello).await?;
         anyhow::Ok((folder, joined))
     };
@@ -162,10 +175,11 @@ async fn run(server: &Arc<Server>, stream: Counted<TcpStream>, peer: SocketAddr)
             server: server.device.clone(),
             epoch: joined.epoch,
             current_seq: joined.current,
+            read_only: access.read_only.is_some(),
         }))
         .await?;
     tracing::info!(%peer, device = %hello.device, folder = %hello.folder, since, "device connected");
-    let _registration = server.register_device(&hello, &folder, peer);
+    let _registration = server.register_device(&hello, &admitted.account, &folder, peer);
 
     let (sink, mut stream) = framed.split();
     let (out_tx, out_rx) = mpsc::channel::<ServerMsg>(64);
@@ -176,6 +190,14 @@ async fn run(server: &Arc<Server>, stream: Counted<TcpStream>, peer: SocketAddr)
         }
         stop.cancel();
     });
+    if let Some(withdrawn) = access.withdrawn.clone() {
+        tokio::spawn(close_when_withdrawn(
+            withdrawn,
+            hello.folder.clone(),
+            out_tx.clone(),
+            conn_cancel.clone(),
+        ));
+    }
     let pending = Arc::new(Pending::default());
     let flow = |what: &str| {
         format!(
@@ -200,9 +222,13 @@ async fn run(server: &Arc<Server>, stream: Counted<TcpStream>, peer: SocketAddr)
         ),
         conn_cancel.clone(),
     ));
+    let caller = Caller {
+        device: hello.device.clone(),
+        read_only: access.read_only.clone(),
+    };
     let result = read_loop(
         &folder,
-        &hello.device,
+        &caller,
         &mut stream,
         &out_tx,
         &pending,
@@ -214,9 +240,52 @@ async fn run(server: &Arc<Server>, stream: Counted<TcpStream>, peer: SocketAddr)
     pending.fail_all();
     index_task.abort();
     push_task.abort();
-    writer.abort();
+    if access.withdrawn.is_some_and(|w| w.is_cancelled()) {
+        // Let the writer send why the connection ends; it stops once every sender is gone.
+        drop(out_tx);
+        let mut writer = writer;
+        if tokio::time::timeout(WITHDRAWN_FLUSH, &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+        }
+    } else {
+        writer.abort();
+    }
     tracing::info!(%peer, device = %hello.device, folder = %hello.folder, "device disconnected");
     result
+}
+
+/// How long a connection whose share was taken back waits to send the reason.
+const WITHDRAWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The device a session serves, and why it may not change the folder, if it may not.
+struct Caller {
+    device: filesync_proto::DeviceId,
+    /// Set for a read-only member: the reason its pushes and restores are refused.
+    read_only: Option<String>,
+}
+
+/// Ends the connection of a member when its grant is taken back, telling the device why.
+async fn close_when_withdrawn(
+    withdrawn: CancellationToken,
+    folder: filesync_proto::FolderName,
+    out: mpsc::Sender<ServerMsg>,
+    conn: CancellationToken,
+) {
+    tokio::select! {
+        _ = conn.cancelled() => {}
+        _ = withdrawn.cancelled() => {
+            let why = format!(
+                "access to folder {folder} was withdrawn by its owner; the folder stops \
+                 syncing here until it is shared with this account again"
+            );
+            tracing::info!(%folder, "closing a member's connection: its share was taken back");
+            let _ = out.try_send(error(ErrorKind::Denied, &why));
+            conn.cancel();
+        }
+    }
 }
 
 /// Where `hello`'s device stands in the folder's history; a Hello that shows the folder
@@ -289,7 +358,7 @@ async fn answer<T: Send + 'static>(
 
 async fn read_loop<S>(
     folder: &ServerFolderHandle,
-    device: &filesync_proto::DeviceId,
+    caller: &Caller,
     stream: &mut S,
     out: &mpsc::Sender<ServerMsg>,
     pending: &Pending,
@@ -327,6 +396,18 @@ where
                         changes.len()
                     );
                 }
+                if let Some(reason) = &caller.read_only {
+                    // Refused before anything is staged: a read-only member writes nothing.
+                    tracing::warn!(folder = %folder.name, device = %caller.device, changes = changes.len(), "refused a push from a read-only member");
+                    let outcomes = vec![
+                        PushOutcome::Failed {
+                            reason: reason.clone()
+                        };
+                        changes.len()
+                    ];
+                    let _ = out.send(ServerMsg::PushResult { id, outcomes }).await;
+                    continue;
+                }
                 pushes
                     .send((id, changes))
                     .await
@@ -359,12 +440,16 @@ where
                 })
                 .await?;
             }
+            ClientMsg::Restore { id, .. } if caller.read_only.is_some() => {
+                let result = Err(caller.read_only.clone().unwrap_or_default());
+                let _ = out.send(ServerMsg::Restored { id, result }).await;
+            }
             ClientMsg::Restore { id, path, version } => {
                 let (tx, rx) = oneshot::channel();
                 let cmd = FolderCmd::Restore {
                     path,
                     version,
-                    device: device.clone(),
+                    device: caller.device.clone(),
                     reply: tx,
                 };
                 answer(folder, cmd, rx, out, move |result| ServerMsg::Restored {
@@ -375,6 +460,7 @@ where
             }
             ClientMsg::Hello(_) => bail!("protocol error: second Hello"),
             ClientMsg::CreateInvite => bail!("protocol error: CreateInvite after Hello"),
+            ClientMsg::Sharing(_) => bail!("protocol error: Sharing after Hello"),
         }
     }
 }

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 const STATUS_TIMEOUT: Duration = Duration::from_secs(30);
 /// The device-to-server protocol version, as its one postcard byte.
-const PROTOCOL_VERSION: u8 = 3;
+const PROTOCOL_VERSION: u8 = 5;
 
 /// `add` of client `i`'s `folder` with `token`; must succeed.
 fn enrol(cl: &Cluster, i: usize, folder: &str, token: &str) {

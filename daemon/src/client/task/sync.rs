@@ -239,7 +239,7 @@ impl FolderTask {
 
     /// Applies server entries we lack; true if a full batch was taken.
     async fn pull_round(&mut self) -> Result<bool> {
-        let send_only = self.cfg.mode == FolderMode::SendOnly;
+        let send_only = self.effective_mode() == FolderMode::SendOnly;
         let mut progress = false;
         // Paths whose entries are moving by a rename not applied yet: left alone.
         let mut moving: Vec<RelPath> = Vec::new();
@@ -716,7 +716,7 @@ impl FolderTask {
 
     /// Sends local changes the server lacks; true if a full batch went out.
     async fn push_round(&mut self) -> Result<bool> {
-        if self.cfg.mode == FolderMode::ReceiveOnly || self.inflight.len() >= MAX_INFLIGHT {
+        if self.effective_mode() == FolderMode::ReceiveOnly || self.inflight.len() >= MAX_INFLIGHT {
             return Ok(false);
         }
         // What lies below a directory whose rename the server has not taken yet waits:

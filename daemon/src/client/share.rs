@@ -1,0 +1,136 @@
+//! `filesyncctl share`, `unshare` and `shares` on a device: the request goes to the
+//! server of the folder named, as this device's account there, on a connection of its
+//! own (`Sharing` instead of `Hello`; see [`filesync_proto::wire::ShareRequest`]). The
+//! server decides everything: only the owning account may share its folders.
+
+use std::sync::Arc;
+
+use anyhow::{Result, bail};
+use filesync_proto::AccountName;
+use filesync_proto::control::{ControlErrorKind, Request, Response};
+use filesync_proto::wire::{ClientMsg, ServerMsg, ShareGrant, ShareRequest};
+use futures::future::BoxFuture;
+use futures::{SinkExt, StreamExt};
+
+use super::ClientIdentity;
+use crate::config::Config;
+use crate::conn::{self, Counters};
+use crate::server::shares::infos;
+
+fn error(kind: ControlErrorKind, message: String) -> Response {
+    Response::Error { kind, message }
+}
+
+/// Answers a `Share`, `Unshare` or `Shares` request: the grants of the folder
+/// concerned, or for `shares` without a folder, those of every server this device's
+/// folders sync with.
+pub fn handle(
+    config: &Config,
+    identity: &ClientIdentity,
+    request: Request,
+) -> BoxFuture<'static, Response> {
+    let requests = match plan(config, request) {
+        Ok(requests) => requests,
+        Err(message) => {
+            return Box::pin(std::future::ready(error(
+                ControlErrorKind::BadRequest,
+                message,
+            )));
+        }
+    };
+    let identity = identity.clone();
+    Box::pin(async move {
+        let mut all = Vec::new();
+        for (server, request) in requests {
+            match ask(&identity, &server, request).await {
+                Ok(grants) => all.extend(infos(grants)),
+                Err(e) => return error(ControlErrorKind::Failed, format!("{e:#}")),
+            }
+        }
+        Response::Shares(all)
+    })
+}
+
+/// The servers to ask, and what.
+fn plan(config: &Config, request: Request) -> Result<Vec<(String, ShareRequest)>, String> {
+    let named = |want: &str| {
+        config
+            .find_folder(want)
+            .map(|f| (f.server.clone(), f.name.clone()))
+            .ok_or_else(|| {
+                format!(
+                    "no folder named or at {want:?} (or the name is used for two servers: \
+                     give the path); `filesyncctl status` lists the folders"
+                )
+            })
+    };
+    Ok(match request {
+        Request::Share {
+            folder,
+            with,
+            read_only,
+        } => {
+            let (server, folder) = named(&folder)?;
+            let with = account(&with)?;
+            vec![(
+                server,
+                ShareRequest::Share {
+                    folder,
+                    with,
+                    read_only,
+                },
+            )]
+        }
+        Request::Unshare { folder, with } => {
+            let (server, folder) = named(&folder)?;
+            let with = account(&with)?;
+            vec![(server, ShareRequest::Unshare { folder, with })]
+        }
+        Request::Shares { folder: Some(want) } => {
+            let (server, folder) = named(&want)?;
+            let folder = Some(folder);
+            vec![(server, ShareRequest::List { folder })]
+        }
+        Request::Shares { folder: None } => {
+            let mut servers: Vec<&String> = config.folders.iter().map(|f| &f.server).collect();
+            servers.sort();
+            servers.dedup();
+            servers
+                .into_iter()
+                .map(|s| (s.clone(), ShareRequest::List { folder: None }))
+                .collect()
+        }
+        other => return Err(format!("{other:?} is not a sharing request")),
+    })
+}
+
+fn account(name: &str) -> Result<AccountName, String> {
+    AccountName::new(name).map_err(|e| format!("--with: {e}"))
+}
+
+/// Sends one sharing request to `server` as this device's account there.
+async fn ask(
+    identity: &ClientIdentity,
+    server: &str,
+    request: ShareRequest,
+) -> Result<Vec<ShareGrant>> {
+    let me = (&identity.device, identity.device_name.as_str());
+    let mut auth = identity
+        .trust
+        .login(server, None, me, Arc::new(Counters::default()))
+        .await?;
+    auth.framed.send(ClientMsg::Sharing(request)).await?;
+    match tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, auth.framed.next()).await {
+        Ok(Some(Ok(ServerMsg::Sharing(Ok(grants))))) => Ok(grants),
+        Ok(Some(Ok(ServerMsg::Sharing(Err(why))))) => {
+            bail!("server {server} refused: {why}")
+        }
+        Ok(Some(Ok(other))) => bail!("protocol error: expected Sharing, got {other:?}"),
+        Ok(Some(Err(e))) => Err(e.into()),
+        Ok(None) => bail!(
+            "server {server} closed the connection (a server older than protocol version 5 \
+             does not know shares)"
+        ),
+        Err(_) => bail!("server {server} did not answer"),
+    }
+}
