@@ -21,6 +21,7 @@ server's admin (`filesyncctl status` on the server shows it):
   filesyncctl trust HOST:PORT FINGERPRINT
 
 FOLDER is a folder name or a local path; an existing path is sent in its absolute form.
+A shared folder's name is OWNER/FOLDER; write ./OWNER/FOLDER for a relative path.
 PATH (of `resolve`, `versions` and `restore`) is relative to the folder's root, e.g.
 `notes/todo.txt`, whatever the current directory.
 

@@ -120,7 +120,8 @@ async fn run(server: &Arc<Server>, stream: Counted<TcpStream>, peer: SocketAddr)
             return Ok(());
         }
         Ok(Some(Ok(ClientMsg::Sharing(request)))) => {
-            let answer = server.sharing(&admitted.account, request);
+            // The account store's SQLite work (and its fsync) stays off the worker.
+            let answer = tokio::task::block_in_place(|| server.sharing(&admitted.account, request));
             framed.send(ServerMsg::Sharing(answer)).await?;
             return Ok(());
         }
@@ -145,7 +146,8 @@ async fn run(server: &Arc<Server>, stream: Counted<TcpStream>, peer: SocketAddr)
     // A device that followed another history (epoch), or this one further than it goes,
     // gets the whole index.
     // `OWNER/FOLDER` reaches another account's folder only through a grant.
-    let access = match server.resolve(&admitted.account, &hello.folder) {
+    let resolved = tokio::task::block_in_place(|| server.resolve(&admitted.account, &hello.folder));
+    let access = match resolved {
         Ok(access) => access,
         Err(why) => {
             let _ = framed.send(error(ErrorKind::Denied, &why)).await;

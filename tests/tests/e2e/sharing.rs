@@ -7,7 +7,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use filesync_proto::wire::PushOutcome;
+use filesync_proto::RelPath;
+use filesync_proto::wire::{ClientMsg, PushOutcome, ServerMsg};
 use filesync_tests::cluster::DOCS;
 use filesync_tests::files;
 use filesync_tests::hostile::{self, create, file_entry, serve_from};
@@ -227,6 +228,25 @@ fn a_read_only_member_receives_and_the_server_refuses_its_pushes() {
         other => panic!("the push was not refused: {other:?}"),
     }
     files::assert_absent(&owner_copy(&cl, "evil.txt"));
+    // Nor may it bring back an old version: that would change the folder too.
+    let path = RelPath::new("hello.txt").unwrap();
+    dev.send(ClientMsg::Restore {
+        id: 2,
+        path,
+        version: None,
+    })
+    .unwrap();
+    let restored = (0..1000)
+        .find_map(|_| match dev.recv() {
+            Ok(Some(ServerMsg::Restored { id: 2, result })) => Some(result),
+            Ok(Some(_)) => None,
+            other => panic!("no answer to the restore: {other:?}"),
+        })
+        .expect("no answer to the restore among 1000 messages");
+    match restored {
+        Err(why) => assert!(why.contains("read-only"), "{why}"),
+        Ok(seq) => panic!("a read-only member restored a version as {seq}"),
+    }
     assert!(
         cl.server()
             .log_text()
@@ -251,6 +271,13 @@ fn unshare_closes_the_members_connection_and_refuses_later_ones() {
                 .as_str()
                 .is_some_and(|e| e.contains("withdrawn") && e.contains(SHARED))
     });
+
+    // The live connection was told why it ended.
+    let events = cl.b().ctl_ok(["events", SHARED]);
+    assert!(
+        events.contains("access to folder alice/docs was withdrawn by its owner"),
+        "{events}"
+    );
 
     // Alice's change no longer reaches bob, whose reconnections are refused.
     files::write(&cl.path_on(0, DOCS, "after-unshare.txt"), b"not for bob\n");
