@@ -214,7 +214,8 @@ pub enum Command {
         #[arg(long, value_name = "ACCOUNT")]
         with: String,
     },
-    /// List the accounts this device's account shares its folders with (or one folder).
+    /// List the shares of this device's account (or of one folder): the accounts it
+    /// shares its folders with, and the folders other accounts share with it.
     Shares {
         /// Print the shares as a JSON array, for scripts.
         #[arg(long)]

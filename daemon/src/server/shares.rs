@@ -192,6 +192,11 @@ impl Shares {
     }
 }
 
+/// `folder` without its owner's part, for a name the account's own folder goes by.
+fn plain(folder: &FolderName) -> FolderName {
+    folder.shared().map_or_else(|| folder.clone(), |(_, f)| f)
+}
+
 /// `account` may share `folder` only if it is a folder of its own.
 fn own_folder(owner: &AccountName, folder: &FolderName) -> Result<(), String> {
     match folder.owner() {
@@ -297,12 +302,23 @@ impl Server {
                 read_only,
             } => self.share(account, &folder, &with, read_only),
             ShareRequest::Unshare { folder, with } => self.unshare(account, &folder, &with),
-            ShareRequest::List { folder } => {
-                if let Some(f) = &folder {
-                    own_folder(account, f)?;
-                }
-                self.grants(Some(account), folder.as_ref())
-            }
+            // What the account shares, and what is shared with it (only its own grant
+            // of another account's folder: a member does not see the other members).
+            ShareRequest::List { folder: None } => Ok(self
+                .grants(None, None)?
+                .into_iter()
+                .filter(|g| g.owner == *account || g.member == *account)
+                .collect()),
+            ShareRequest::List {
+                folder: Some(folder),
+            } => match folder.shared().filter(|(owner, _)| owner != account) {
+                None => self.grants(Some(account), Some(&plain(&folder))),
+                Some((owner, folder)) => Ok(self
+                    .grants(Some(&owner), Some(&folder))?
+                    .into_iter()
+                    .filter(|g| g.member == *account)
+                    .collect()),
+            },
         }
     }
 
@@ -312,7 +328,7 @@ impl Server {
         let Some((owner, folder)) = name.shared().filter(|(owner, _)| owner != account) else {
             return Ok(Access {
                 owner: account.clone(),
-                folder: name.shared().map_or_else(|| name.clone(), |(_, f)| f),
+                folder: plain(name),
                 read_only: None,
                 withdrawn: None,
             });

@@ -151,6 +151,9 @@ fn a_read_write_member_syncs_both_ways_into_the_owners_folder_and_restores() {
     );
     let all = grants(&cl.server().ctl_ok(["server", "shares", "--json"]));
     assert_eq!(all, mine);
+    // The member sees what is shared with it, by the owner's folder or in all.
+    assert_eq!(grants(&cl.b().ctl_ok(["shares", "--json", SHARED])), mine);
+    assert_eq!(grants(&cl.b().ctl_ok(["shares", "--json"])), mine);
     let human = cl.server().ctl_ok(["server", "shares", SHARED]);
     assert!(
         human.contains("alice/docs  shared with  bob  (read-write"),
