@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the control protocol; the CLI refuses to talk to a daemon of another.
 /// The encoding is not self-describing, so a new field in any message is a new version.
-pub const CONTROL_VERSION: u32 = 6;
+pub const CONTROL_VERSION: u32 = 7;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -47,6 +47,10 @@ pub struct AddFolder {
     pub name: Option<String>,
     pub token: Option<String>,
     pub mode: Option<FolderMode>,
+    /// The account the folder syncs as, among this device's credentials for the server;
+    /// needed once the device holds more than one there.
+    #[serde(default)]
+    pub account: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -404,6 +408,14 @@ pub struct FolderStatus {
     /// Why the watcher does not see every change (and what is done meanwhile), or `None`
     /// when it does.
     pub watch_problem: Option<String>,
+    /// The account the folder syncs as (its `account` key); `None` until a folder of an
+    /// old config learns it from the device's only credential for its server.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// The account that owns the folder: the `OWNER` of a shared `OWNER/FOLDER` name,
+    /// else the folder's own account.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 impl FolderStatus {
@@ -511,6 +523,7 @@ mod tests {
             name: Some("docs".into()),
             token: None,
             mode: Some(FolderMode::SendOnly),
+            account: Some("home".into()),
         };
         for req in [
             Request::Status { folder: None },
