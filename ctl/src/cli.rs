@@ -230,6 +230,10 @@ pub enum DeviceCommand {
         /// The server this device is enrolled with.
         #[arg(long, value_name = "HOST:PORT")]
         server: String,
+        /// The account to invite into, when this device holds credentials for several
+        /// accounts on SERVER.
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
     },
 }
 

@@ -101,8 +101,8 @@ pub async fn run(command: Command, client: &Client) -> Result<()> {
         Command::Server(ServerCommand::Revoke { device }) => {
             confirm(client, Request::ServerRevoke { device }).await
         }
-        Command::Device(DeviceCommand::Invite { server }) => {
-            confirm(client, Request::DeviceInvite { server }).await
+        Command::Device(DeviceCommand::Invite { server, account }) => {
+            confirm(client, Request::DeviceInvite { server, account }).await
         }
         Command::Events {
             follow,

@@ -284,14 +284,15 @@ impl Supervisor {
                 },
             }),
             Request::ServerRevoke { device } => now(self.server_revoke(&device)),
-            Request::DeviceInvite { server } => {
+            Request::DeviceInvite { server, account } => {
+                let account = match account.map(AccountName::new).transpose() {
+                    Ok(a) => a,
+                    Err(e) => return now(bad(format!("--account: {e}"))),
+                };
                 let id = self.identity.clone();
                 Box::pin(async move {
-                    match id
-                        .trust
-                        .device_invite(&server, None, (&id.device, &id.device_name))
-                        .await
-                    {
+                    let me = (&id.device, id.device_name.as_str());
+                    match id.trust.device_invite(&server, account.as_ref(), me).await {
                         Ok(token) => ok(token),
                         Err(e) => failed(format!("no invite token: {e:#}")),
                     }

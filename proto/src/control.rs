@@ -114,9 +114,11 @@ pub enum Request {
         device: String,
     },
     /// Client role: ask `server` for a token enrolling another device into this
-    /// device's account there.
+    /// device's account there (`account`, when it holds credentials for several).
     DeviceInvite {
         server: String,
+        #[serde(default)]
+        account: Option<String>,
     },
     /// Client role: pin `server`'s certificate fingerprint, replacing any earlier pin.
     Trust {

@@ -128,7 +128,7 @@ fn a_token_of_another_account_binds_only_the_folder_it_adds_across_a_restart() {
 
 #[test]
 fn add_without_account_is_refused_once_the_device_holds_two_credentials() {
-    let cl = Cluster::without_folders(1, None);
+    let cl = Cluster::without_folders(2, None);
     let data = cl.server().data_dir().to_owned();
     add(
         &cl,
@@ -163,6 +163,20 @@ fn add_without_account_is_refused_once_the_device_holds_two_credentials() {
     files::assert_file(&data.join("work/music/song.txt"), b"la\n");
     files::assert_absent(&data.join("home/music"));
     assert_eq!(account_of(cl.a(), "music").0, "work");
+
+    // `device invite` needs the account too, and then invites into that one.
+    let addr = cl.server().server_addr();
+    let out = cl.a().ctl(["device", "invite", "--server", &addr]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("(home, work)"));
+    let token = cl
+        .a()
+        .ctl_ok(["device", "invite", "--server", &addr, "--account", "work"]);
+    cl.b()
+        .ctl_ok(cl.add_args_with_token(1, "music", token.trim()));
+    cl.b().assert_in_sync("music", SYNC_TIMEOUT);
+    files::assert_file(&cl.path_on(1, "music", "song.txt"), b"la\n");
+    assert_eq!(account_of(cl.b(), "music").0, "work");
 }
 
 #[test]
