@@ -8,6 +8,8 @@
 use std::fs;
 use std::time::Duration;
 
+use filesync_proto::wire::ClientMsg;
+use filesync_tests::hostile::{self, FakeIdentity};
 use filesync_tests::node::describe;
 use filesync_tests::{Cluster, Node, SYNC_TIMEOUT, files, poll_until};
 use serde_json::Value;
@@ -227,6 +229,45 @@ fn a_folder_whose_account_has_no_credential_stops_and_names_the_token_it_needs()
     files::write(&cl.path_on(0, "private", "still.txt"), b"fine\n");
     cl.a().assert_in_sync("private", SYNC_TIMEOUT);
     files::assert_file(&data.join("home/private/still.txt"), b"fine\n");
+}
+
+#[test]
+fn a_login_let_into_another_account_stops_the_folder_before_its_hello() {
+    let cl = Cluster::without_folders(1, None);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let fake = FakeIdentity::new().unwrap();
+    std::thread::scope(|s| {
+        type AfterLogin = Result<Option<ClientMsg>, String>;
+        let server = s.spawn(|| -> Result<AfterLogin, String> {
+            // The enrolment of `add` and the first session land in `home`; the next
+            // login the fake server lets in as `work`.
+            let (first, _hello) = hostile::accept_device_as(&fake, &listener, "evil", 0, "home")?;
+            drop(first);
+            let mut next = fake.admit_one(&listener, "work")?;
+            // The client's next message, or how its closing the connection read.
+            Ok(next.recv())
+        });
+        let mut args = cl.add_args(0, "docs");
+        let at = args.iter().position(|a| a == "--server").unwrap() + 1;
+        args[at] = addr.clone().into();
+        cl.a().ctl_ok(args);
+        assert_eq!(account_of(cl.a(), "docs").0, "home");
+        wait_for_error(
+            cl.a(),
+            "docs",
+            &[
+                "folder docs",
+                "syncs as account home",
+                &format!("server {addr} let this device in as account work"),
+            ],
+        );
+        let after_login = server.join().unwrap().expect("the fake server failed");
+        assert!(
+            !matches!(after_login, Ok(Some(_))),
+            "the client went on after a login into another account: {after_login:?}"
+        );
+    });
 }
 
 #[test]
