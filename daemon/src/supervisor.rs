@@ -502,7 +502,7 @@ impl Supervisor {
             // The token enrols one more credential for this server: from then on, a
             // folder that does not record its account could no longer tell which is
             // its own. Record it now, while the device holds only that one.
-            bind_accounts(&mut self.config, &self.identity.trust, Some(&folder.server));
+            self.bind_running(&folder.server);
             if let Some(unbound) = self
                 .config
                 .folders
@@ -542,6 +542,30 @@ impl Supervisor {
             rx.await
                 .unwrap_or_else(|_| failed("folder not added: the daemon is stopping"))
         })
+    }
+
+    /// [`bind_accounts`] for the folders of `server`, restarting each running folder that
+    /// gets its account, so that its session logs in as that account from then on.
+    fn bind_running(&mut self, server: &str) {
+        bind_accounts(&mut self.config, &self.identity.trust, Some(server));
+        let rebound: Vec<FolderConfig> = self
+            .config
+            .folders
+            .iter()
+            .filter(|f| {
+                self.folders
+                    .iter()
+                    .any(|h| h.config.path == f.path && h.config.account != f.account)
+            })
+            .cloned()
+            .collect();
+        for cfg in rebound {
+            if let Some(i) = self.folders.iter().position(|h| h.config.path == cfg.path) {
+                tracing::info!(folder = %cfg.name, "restarting the folder to sync as its recorded account");
+                self.stop_folder(i);
+                self.start_folder(cfg);
+            }
+        }
     }
 
     fn finish_add(&mut self, folder: FolderConfig) -> Response {

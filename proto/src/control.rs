@@ -476,7 +476,8 @@ pub struct DeviceInfo {
 }
 
 /// What this device knows of a server it talks to: the pinned certificate and, once
-/// enrolled, its account and device id there. Never the credential.
+/// enrolled, an account and its device id there; one entry per account it holds a
+/// credential for. Never the credential.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerTrust {
     pub server: String,

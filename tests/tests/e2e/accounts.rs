@@ -403,3 +403,42 @@ fn an_install_of_the_old_layout_keeps_syncing_as_its_account() {
     files::assert_file(&data.join("home/private/later.txt"), b"home again\n");
     files::assert_absent(&data.join("work/private"));
 }
+
+#[test]
+fn a_folder_of_an_old_config_that_enrolled_by_itself_keeps_its_account_after_a_token() {
+    let cl = Cluster::without_folders(1, Some("open"));
+    let data = cl.server().data_dir().to_owned();
+    // A folder written by hand, without `account`, on a device holding no credential
+    // yet: its session enrols by open registration.
+    cl.a().stop();
+    let docs = cl.folder_dir(0, "docs");
+    files::write(&docs.join("mine.txt"), b"open account\n");
+    let mut config = fs::read_to_string(cl.a().config_path()).unwrap();
+    config.push_str(&format!(
+        "\n[[folder]]\npath = {:?}\nserver = \"{}\"\nname = \"docs\"\n",
+        docs.display().to_string(),
+        cl.server().server_addr()
+    ));
+    fs::write(cl.a().config_path(), config).unwrap();
+    cl.a().start();
+    cl.a().assert_in_sync("docs", SYNC_TIMEOUT);
+    files::assert_file(&data.join("open/docs/mine.txt"), b"open account\n");
+
+    // A token of another account, for another folder: the first folder is bound to the
+    // account it has synced as before the token adds a second credential.
+    add(
+        &cl,
+        "shared",
+        &["--token", &cl.server().server_invite("work", None)],
+    );
+    assert_eq!(account_of(cl.a(), "docs").0, "open");
+    assert_eq!(account_of(cl.a(), "shared").0, "work");
+    cl.a().stop();
+    cl.a().start();
+    files::write(&docs.join("later.txt"), b"still open\n");
+    cl.a().assert_in_sync("docs", SYNC_TIMEOUT);
+    files::assert_file(&data.join("open/docs/later.txt"), b"still open\n");
+    files::assert_absent(&data.join("work/docs"));
+    let config = fs::read_to_string(cl.a().config_path()).unwrap();
+    assert!(config.contains("account = \"open\""), "{config}");
+}
