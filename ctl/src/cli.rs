@@ -295,6 +295,10 @@ pub enum DeviceCommand {
         /// The server this device is enrolled with.
         #[arg(long, value_name = "HOST:PORT")]
         server: String,
+        /// The account to invite into, when this device holds credentials for several
+        /// accounts on SERVER.
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
     },
 }
 
@@ -322,9 +326,21 @@ pub struct AddArgs {
     /// The folder's name on the server [default: the local directory's name].
     #[arg(long)]
     pub name: Option<String>,
-    /// A one-time invite token from `filesyncctl server invite`, to enrol this device.
-    #[arg(long)]
+    /// A one-time invite token from `filesyncctl server invite` or `device invite`, to
+    /// enrol this device in the token's account; `-` reads it from standard input. When
+    /// not given, $FILESYNC_TOKEN is used if set, so that the token need not appear in
+    /// the process list or the shell history.
+    #[arg(
+        long,
+        value_name = "TOKEN|-",
+        env = "FILESYNC_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
+    /// The account the folder syncs as, among this device's credentials for the server
+    /// (required once it holds more than one there; `filesyncctl status` lists them).
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
     /// Which way changes flow [default: two-way].
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,

@@ -149,8 +149,8 @@ pub async fn run(command: Command, client: &Client) -> Result<()> {
         Command::Server(ServerCommand::Shares { json, folder }) => {
             shares(client, Request::ServerShares { folder }, json).await
         }
-        Command::Device(DeviceCommand::Invite { server }) => {
-            confirm(client, Request::DeviceInvite { server }).await
+        Command::Device(DeviceCommand::Invite { server, account }) => {
+            confirm(client, Request::DeviceInvite { server, account }).await
         }
         Command::Events {
             follow,
@@ -343,16 +343,40 @@ fn unexpected(response: Response, wanted: &str) -> anyhow::Error {
 /// A token that cannot be one is refused here, before the daemon or the config is
 /// touched.
 fn add_folder(args: AddArgs) -> Result<AddFolder> {
-    if let Some(token) = &args.token {
+    let token = match args.token.as_deref() {
+        Some("-") => Some(token_from(std::io::stdin().lock())?),
+        _ => args.token,
+    };
+    if let Some(token) = &token {
         InviteToken::parse(token).context("--token is not a usable invite token")?;
     }
     Ok(AddFolder {
         path: absolute(&args.path)?,
         server: args.server,
         name: args.name,
-        token: args.token,
+        token,
         mode: args.mode.map(Into::into),
+        account: args.account,
     })
+}
+
+/// The token of `--token -`: the first line of `input`, without surrounding blanks. Reads
+/// at most a little more than any token, so a wrong file piped in is refused quickly.
+fn token_from(input: impl std::io::Read) -> Result<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    input
+        .take(64 * 1024)
+        .read_to_string(&mut text)
+        .context("--token -: cannot read the token from standard input")?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        bail!(
+            "--token -: standard input held no token; pipe it in, e.g. \
+             `filesyncctl add PATH --server HOST:PORT --token - < token.txt`"
+        );
+    }
+    Ok(token.to_owned())
 }
 
 /// `None` for `--all`; clap makes sure exactly one of the two is given.
@@ -429,6 +453,16 @@ mod tests {
         for relative in ["./gone", "gone/sub/deeper", ".gone", "./alice/docs"] {
             let got = folder_arg(relative.into()).unwrap();
             assert_eq!(Path::new(&got), here.join(relative), "{relative}");
+        }
+    }
+
+    #[test]
+    fn a_token_on_standard_input_is_its_first_line_trimmed() {
+        assert_eq!(token_from(&b"  fs1-abc \nrest\n"[..]).unwrap(), "fs1-abc");
+        assert_eq!(token_from(&b"fs1-abc"[..]).unwrap(), "fs1-abc");
+        for empty in [&b""[..], b"\n", b"   \n"] {
+            let err = token_from(empty).unwrap_err().to_string();
+            assert!(err.contains("standard input held no token"), "{err}");
         }
     }
 

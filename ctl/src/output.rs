@@ -238,6 +238,14 @@ fn folder_block(out: &mut String, f: &FolderStatus, now: i64, colour: bool) {
         "state",
         format!("{} ({connected}{scan})", state_word(f.state, colour)),
     );
+    let account = match (&f.account, &f.owner) {
+        (None, _) => "not recorded yet (the device's only credential for the server)".into(),
+        (Some(account), Some(owner)) if owner != account => {
+            format!("{account}, in a folder of account {owner}")
+        }
+        (Some(account), _) => account.clone(),
+    };
+    line(out, "account", account);
     line(
         out,
         "files",
@@ -482,6 +490,8 @@ pub mod tests {
                 millis: 125,
             }),
             watch_problem: None,
+            account: Some("alice".into()),
+            owner: Some("alice".into()),
         }
     }
 
@@ -555,6 +565,7 @@ warning: the config file could not be reloaded; the previous config is still in 
 
 docs  /home/a/docs  ->  server.example:7101  (two-way)
   state:     idle (connected)
+  account:   alice
   files:     1,204 files, 35.2 MiB
   pending:   up 0 files (0 B), down 0 files (0 B)
   last sync: 2026-11-21 13:59:11 UTC (3 minutes ago)
@@ -564,6 +575,7 @@ docs  /home/a/docs  ->  server.example:7101  (two-way)
 
 photos  /home/a/photos  ->  server.example:7101  (send-only)
   state:     offline (not connected, first scan not finished)
+  account:   alice
   files:     1,204 files, 35.2 MiB
   pending:   up 0 files (0 B), down 3 files (1.2 MiB)
   last sync: never

@@ -222,6 +222,8 @@ mod with_a_daemon {
             index_bytes: 0,
             last_scan: None,
             watch_problem: None,
+            account: Some("alice".into()),
+            owner: Some("alice".into()),
         }
     }
 

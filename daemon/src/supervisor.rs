@@ -96,6 +96,7 @@ impl Supervisor {
             enrolled_tx,
             enrolled_rx: Some(enrolled_rx),
         };
+        bind_accounts(&mut s.config, &s.identity.trust, None);
         for f in s.config.folders.clone() {
             s.start_folder(f);
         }
@@ -283,14 +284,15 @@ impl Supervisor {
                 },
             }),
             Request::ServerRevoke { device } => now(self.server_revoke(&device)),
-            Request::DeviceInvite { server } => {
+            Request::DeviceInvite { server, account } => {
+                let account = match account.map(AccountName::new).transpose() {
+                    Ok(a) => a,
+                    Err(e) => return now(bad(format!("--account: {e}"))),
+                };
                 let id = self.identity.clone();
                 Box::pin(async move {
-                    match id
-                        .trust
-                        .device_invite(&server, (&id.device, &id.device_name))
-                        .await
-                    {
+                    let me = (&id.device, id.device_name.as_str());
+                    match id.trust.device_invite(&server, account.as_ref(), me).await {
                         Ok(token) => ok(token),
                         Err(e) => failed(format!("no invite token: {e:#}")),
                     }
@@ -494,6 +496,10 @@ impl Supervisor {
                 Err(e) => return now(bad(e)),
             },
         };
+        let account = match add.account.map(AccountName::new).transpose() {
+            Ok(a) => a,
+            Err(e) => return now(bad(format!("--account: {e}"))),
+        };
         let mut folder = FolderConfig::new(path, add.server, name);
         if let Some(mode) = add.mode {
             folder.mode = mode;
@@ -501,14 +507,42 @@ impl Supervisor {
         if let Err(e) = self.config.check_new_folder(&folder) {
             return now(bad(e));
         }
+        if token.is_some() {
+            // The token enrols one more credential for this server: from then on, a
+            // folder that does not record its account could no longer tell which is
+            // its own. Record it now, while the device holds only that one.
+            self.bind_running(&folder.server);
+            if let Some(unbound) = self
+                .config
+                .folders
+                .iter()
+                .find(|f| f.server == folder.server && f.account.is_none())
+            {
+                return now(failed(format!(
+                    "folder not added: folder {} ({}) of server {} does not record its \
+                     account and this device holds no credential there yet, so a token \
+                     would decide its account; write `account = \"NAME\"` in its \
+                     [[folder]] table of {} and run `filesyncctl reload` first",
+                    unbound.name,
+                    unbound.path.display(),
+                    folder.server,
+                    self.config.file.display()
+                )));
+            }
+        }
         let (id, enrolled) = (self.identity.clone(), self.enrolled_tx.clone());
         Box::pin(async move {
             let me = (&id.device, id.device_name.as_str());
-            let login = id
-                .trust
-                .login(&folder.server, token.as_ref(), me, Arc::default());
-            if let Err(e) = login.await {
-                return failed(format!("folder not added: {e:#}"));
+            let login = id.trust.login(
+                &folder.server,
+                token.as_ref(),
+                account.as_ref(),
+                me,
+                Arc::default(),
+            );
+            match login.await {
+                Ok(auth) => folder.account = Some(auth.account),
+                Err(e) => return failed(format!("folder not added: {e:#}")),
             }
             let (tx, rx) = oneshot::channel();
             if enrolled.send((folder, tx)).await.is_err() {
@@ -519,6 +553,30 @@ impl Supervisor {
         })
     }
 
+    /// [`bind_accounts`] for the folders of `server`, restarting each running folder that
+    /// gets its account, so that its session logs in as that account from then on.
+    fn bind_running(&mut self, server: &str) {
+        bind_accounts(&mut self.config, &self.identity.trust, Some(server));
+        let rebound: Vec<FolderConfig> = self
+            .config
+            .folders
+            .iter()
+            .filter(|f| {
+                self.folders
+                    .iter()
+                    .any(|h| h.config.path == f.path && h.config.account != f.account)
+            })
+            .cloned()
+            .collect();
+        for cfg in rebound {
+            if let Some(i) = self.folders.iter().position(|h| h.config.path == cfg.path) {
+                tracing::info!(folder = %cfg.name, "restarting the folder to sync as its recorded account");
+                self.stop_folder(i);
+                self.start_folder(cfg);
+            }
+        }
+    }
+
     fn finish_add(&mut self, folder: FolderConfig) -> Response {
         if let Err(e) = self.config.check_new_folder(&folder) {
             return bad(e);
@@ -527,10 +585,11 @@ impl Supervisor {
             return failed(format!("folder not added: {e}"));
         }
         let msg = format!(
-            "added folder {} ({}) syncing with {}",
+            "added folder {} ({}) syncing with {} as account {}",
             folder.name,
             folder.path.display(),
-            folder.server
+            folder.server,
+            folder.account.as_ref().map_or("?", AccountName::as_str)
         );
         self.config.folders.push(folder.clone());
         self.start_folder(folder);
@@ -601,7 +660,7 @@ impl Supervisor {
 
     /// Re-reads the config file and applies folder changes; a bad file keeps the old config.
     pub fn reload(&mut self) -> Result<String, String> {
-        let new = match Config::load(&self.config.file) {
+        let mut new = match Config::load(&self.config.file) {
             Ok(c) => c,
             Err(e) => {
                 let msg = format!("config not reloaded, the running config stays: {e}");
@@ -611,6 +670,7 @@ impl Supervisor {
             }
         };
         self.config_error = None;
+        bind_accounts(&mut new, &self.identity.trust, None);
         if new.server != self.config.server || new.daemon != self.config.daemon {
             tracing::warn!("changes to [daemon] or [server] take effect after a restart");
         }
@@ -636,5 +696,42 @@ impl Supervisor {
             "config reloaded; {} folders ({added} started)",
             self.folders.len()
         ))
+    }
+}
+
+/// Gives each folder of `config` (of `server` only, when given) that does not record its
+/// account, as in a config from before accounts were recorded, the one account this
+/// device holds a credential for on its server, and writes it into the file. A folder
+/// whose server has none or several stays without: its session then registers (none) or
+/// says which account to write (several), and never picks one of several.
+fn bind_accounts(config: &mut Config, trust: &client::trust::TrustStore, server: Option<&str>) {
+    for folder in &mut config.folders {
+        if folder.account.is_some() || server.is_some_and(|s| s != folder.server) {
+            continue;
+        }
+        let accounts = match trust.accounts(&folder.server) {
+            Ok(accounts) => accounts,
+            Err(e) => {
+                tracing::warn!(folder = %folder.name, "cannot read this device's credentials: {e:#}");
+                continue;
+            }
+        };
+        let [account] = accounts.as_slice() else {
+            continue;
+        };
+        folder.account = Some(account.clone());
+        match config::persist_set_account(&config.file, &folder.path, account) {
+            Ok(()) => tracing::info!(
+                folder = %folder.name,
+                account = %account,
+                config = %config.file.display(),
+                "the folder syncs as the account of this device's credential for its server; recorded in the config"
+            ),
+            Err(e) => tracing::warn!(
+                folder = %folder.name,
+                account = %account,
+                "the folder syncs as the account of this device's credential for its server, but it could not be recorded in the config: {e}"
+            ),
+        }
     }
 }

@@ -47,6 +47,10 @@ pub struct AddFolder {
     pub name: Option<String>,
     pub token: Option<String>,
     pub mode: Option<FolderMode>,
+    /// The account the folder syncs as, among this device's credentials for the server;
+    /// needed once the device holds more than one there.
+    #[serde(default)]
+    pub account: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,9 +114,11 @@ pub enum Request {
         device: String,
     },
     /// Client role: ask `server` for a token enrolling another device into this
-    /// device's account there.
+    /// device's account there (`account`, when it holds credentials for several).
     DeviceInvite {
         server: String,
+        #[serde(default)]
+        account: Option<String>,
     },
     /// Client role: pin `server`'s certificate fingerprint, replacing any earlier pin.
     Trust {
@@ -439,6 +445,14 @@ pub struct FolderStatus {
     /// Why the watcher does not see every change (and what is done meanwhile), or `None`
     /// when it does.
     pub watch_problem: Option<String>,
+    /// The account the folder syncs as (its `account` key); `None` until a folder of an
+    /// old config learns it from the device's only credential for its server.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// The account that owns the folder: the `OWNER` of a shared `OWNER/FOLDER` name,
+    /// else the folder's own account.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 impl FolderStatus {
@@ -510,7 +524,8 @@ pub struct DeviceInfo {
 }
 
 /// What this device knows of a server it talks to: the pinned certificate and, once
-/// enrolled, its account and device id there. Never the credential.
+/// enrolled, an account and its device id there; one entry per account it holds a
+/// credential for. Never the credential.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerTrust {
     pub server: String,
@@ -559,6 +574,7 @@ mod tests {
             name: Some("docs".into()),
             token: None,
             mode: Some(FolderMode::SendOnly),
+            account: Some("home".into()),
         };
         for req in [
             Request::Status { folder: None },

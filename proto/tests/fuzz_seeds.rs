@@ -184,6 +184,7 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
                 name: Some("docs".into()),
                 token: None,
                 mode: None,
+                account: None,
             }),
         ),
         (

@@ -58,14 +58,29 @@ pub fn bin(name: &str) -> PathBuf {
 /// Runs `cmd` to completion with its output captured, killing it if it takes longer
 /// than `timeout`. A hung `filesyncctl` must fail the test, not hang the whole run.
 pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
+    run(cmd.stdin(Stdio::null()), None, timeout)
+}
+
+/// [`run_with_timeout`] with `input` on the command's standard input, which is then
+/// closed.
+pub fn run_with_input(cmd: &mut Command, input: &[u8], timeout: Duration) -> Output {
+    run(cmd.stdin(Stdio::piped()), Some(input.to_vec()), timeout)
+}
+
+fn run(cmd: &mut Command, input: Option<Vec<u8>>, timeout: Duration) -> Output {
     let what = format!("{cmd:?}");
-    let child = cmd
-        .stdin(Stdio::null())
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
     let pid = child.id();
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        // A command that exits without reading all of it is not this helper's failure.
+        std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut stdin, &input);
+        });
+    }
     // The helper thread owns the child and drains both pipes, so a chatty command cannot
     // block on a full pipe while we wait; we only keep its pid to kill it on timeout.
     let (tx, rx) = mpsc::channel();

@@ -5,7 +5,8 @@
 //!   frozen handshake, open registration, Hello for a folder); a change to how devices
 //!   connect changes it alone.
 //! * [`Device`] sends messages or raw bytes on such a connection and reads the answers.
-//! * [`accept_device`] plays the server for a real client ([`ServerEnd`]).
+//! * [`accept_device`] plays the server for a real client ([`ServerEnd`]); with a
+//!   [`FakeIdentity`] kept across connections, each login can land in another account.
 //! * [`Raw`] is a bare connection, plain TCP or inside TLS, for what goes wrong before
 //!   Hello.
 //! * [`splice_path`] puts any bytes where a message holds a path, since a `RelPath` that
@@ -136,6 +137,42 @@ pub fn handshaken(addr: &str) -> Result<(Raw, BytesMut), String> {
     Ok((raw, buf))
 }
 
+/// A fake server's key and certificate, in a temp dir that lives as long as it does:
+/// kept across connections, so that a client pins it once.
+pub struct FakeIdentity {
+    identity: tls::ServerIdentity,
+    _dir: tempfile::TempDir,
+}
+
+impl FakeIdentity {
+    pub fn new() -> Result<FakeIdentity, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let identity = tls::ServerIdentity::load_or_create(&dir.path().join("tls"))
+            .map_err(|e| format!("{e:#}"))?;
+        Ok(FakeIdentity {
+            identity,
+            _dir: dir,
+        })
+    }
+
+    /// Accepts one connection on `listener` and plays the server up to the credentials,
+    /// whatever they are, which it accepts into `account`.
+    pub fn admit_one(
+        &self,
+        listener: &std::net::TcpListener,
+        account: &str,
+    ) -> Result<ServerEnd, String> {
+        let (tcp, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+        tcp.set_read_timeout(Some(READ_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let tls = ServerConnection::new(self.identity.config.clone()).map_err(|e| e.to_string())?;
+        let raw = Raw {
+            stream: Stream::Server(Box::new(StreamOwned::new(tls, tcp))),
+        };
+        admit(raw, account)
+    }
+}
+
 /// Plays the server on `listener` for a real client that trusts it on first use: TLS
 /// with a new certificate, the handshake, credentials accepted whatever they are, and
 /// Hello answered by a Welcome as `server` with `current_seq`. A connection the client
@@ -146,19 +183,21 @@ pub fn accept_device(
     server: &str,
     current_seq: u64,
 ) -> Result<(ServerEnd, Hello), String> {
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let identity = tls::ServerIdentity::load_or_create(&dir.path().join("tls"))
-        .map_err(|e| format!("{e:#}"))?;
+    accept_device_as(&FakeIdentity::new()?, listener, server, current_seq, "fake")
+}
+
+/// [`accept_device`] with the fake server's `identity`, accepting every login into
+/// `account`.
+pub fn accept_device_as(
+    identity: &FakeIdentity,
+    listener: &std::net::TcpListener,
+    server: &str,
+    current_seq: u64,
+    account: &str,
+) -> Result<(ServerEnd, Hello), String> {
     // Bounded by count: a client enrols once, then opens its session.
     for _ in 0..4 {
-        let (tcp, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
-        tcp.set_read_timeout(Some(READ_TIMEOUT))
-            .map_err(|e| e.to_string())?;
-        let tls = ServerConnection::new(identity.config.clone()).map_err(|e| e.to_string())?;
-        let raw = Raw {
-            stream: Stream::Server(Box::new(StreamOwned::new(tls, tcp))),
-        };
-        let mut conn = admit(raw)?;
+        let mut conn = identity.admit_one(listener, account)?;
         match conn.recv()? {
             Some(ClientMsg::Hello(hello)) => {
                 conn.send(ServerMsg::Welcome(Welcome {
@@ -176,9 +215,9 @@ pub fn accept_device(
     Err("no Hello on 4 connections".into())
 }
 
-/// The server's side of the handshake and of any credentials, on `raw`: an enrolment
-/// gets a new credential.
-fn admit(mut raw: Raw) -> Result<ServerEnd, String> {
+/// The server's side of the handshake and of any credentials, on `raw`, accepted into
+/// `account`: an enrolment gets a new credential.
+fn admit(mut raw: Raw, account: &str) -> Result<ServerEnd, String> {
     let mut hs = FrameCodec::<Handshake, HandshakeReply>::new(1024);
     let mut buf = BytesMut::new();
     read_frame(&mut raw.stream, &mut hs, &mut buf)?
@@ -201,7 +240,7 @@ fn admit(mut raw: Raw) -> Result<ServerEnd, String> {
         None => return Err("the client closed the connection before its credentials".into()),
     };
     auth.send(AuthReply::Accepted {
-        account: AccountName::new("fake").map_err(|e| e.to_string())?,
+        account: AccountName::new(account).map_err(|e| e.to_string())?,
         device,
         credential,
     })?;

@@ -330,7 +330,8 @@ impl Node {
             .env("XDG_STATE_HOME", self.home.join("xdg/state"))
             .env("XDG_DATA_HOME", self.home.join("xdg/data"))
             .env("XDG_CACHE_HOME", self.home.join("xdg/cache"))
-            .env_remove("FILESYNC_SOCKET");
+            .env_remove("FILESYNC_SOCKET")
+            .env_remove("FILESYNC_TOKEN");
     }
 
     /// The exit status if the process has exited; `None` while it runs or when it

@@ -9,6 +9,8 @@
 //! Needs the binaries: `cargo build --workspace` before `cargo test`.
 #![cfg(unix)]
 
+#[path = "e2e/accounts.rs"]
+mod accounts;
 #[path = "e2e/changes.rs"]
 mod changes;
 #[path = "e2e/clock.rs"]

@@ -6,6 +6,7 @@
 //! apply what the server has that we lack, push what we have that the server lacks.
 //! Decisions come from [`crate::plan`]; the session lives in [`session`].
 
+pub mod account;
 mod conflicts;
 pub mod connect;
 mod guard;
@@ -147,5 +148,7 @@ fn initial_status(cfg: &FolderConfig) -> FolderStatus {
         index_bytes: 0,
         last_scan: None,
         watch_problem: None,
+        account: cfg.account.as_ref().map(ToString::to_string),
+        owner: account::owner(&cfg.name, cfg.account.as_ref()),
     }
 }

@@ -15,7 +15,7 @@ use filesync_proto::wire::{
     BlockError, BlockRequest, Change, ClientMsg, Entry, Hello, MAX_BATCH, PushOutcome, ServerMsg,
     VersionInfo,
 };
-use filesync_proto::{DeviceId, FolderName, RelPath};
+use filesync_proto::{AccountName, DeviceId, FolderName, RelPath};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -183,6 +183,10 @@ pub struct SessionConfig {
     pub device_name: String,
     pub counters: Arc<Counters>,
     pub trust: Arc<TrustStore>,
+    /// The account the folder syncs as: only that account's credential is used, and a
+    /// login that lands elsewhere ends the attempt before the hello. `None` for a folder
+    /// of an old config, which takes the device's only credential for the server.
+    pub account: Option<AccountName>,
 }
 
 /// The wait before the first retry, and after any session the server welcomed.
@@ -235,10 +239,12 @@ async fn connect_once(cfg: &SessionConfig, events: &Events, welcomed: &mut bool)
         .login(
             &cfg.server,
             None,
+            cfg.account.as_ref(),
             (&cfg.device, &cfg.device_name),
             cfg.counters.clone(),
         )
-        .await?;
+        .await
+        .map_err(|e| super::account::explain(e, &cfg.folder, &cfg.root))?;
     let mut framed = auth.framed;
 
     let index = Index::open(&cfg.index_file)?;

@@ -41,8 +41,8 @@ pub fn handle(
     let identity = identity.clone();
     Box::pin(async move {
         let mut all = Vec::new();
-        for (server, request) in requests {
-            match ask(&identity, &server, request).await {
+        for (server, account, request) in requests {
+            match ask(&identity, &server, account.as_ref(), request).await {
                 Ok(grants) => all.extend(infos(grants)),
                 Err(e) => return error(ControlErrorKind::Failed, format!("{e:#}")),
             }
@@ -51,12 +51,16 @@ pub fn handle(
     })
 }
 
+/// A server to ask, as which of this device's accounts there (`None`: the only one),
+/// and what.
+type Ask = (String, Option<AccountName>, ShareRequest);
+
 /// The servers to ask, and what.
-fn plan(config: &Config, request: Request) -> Result<Vec<(String, ShareRequest)>, String> {
+fn plan(config: &Config, request: Request) -> Result<Vec<Ask>, String> {
     let named = |want: &str| {
         config
             .find_folder(want)
-            .map(|f| (f.server.clone(), f.name.clone()))
+            .map(|f| (f.server.clone(), f.account.clone(), f.name.clone()))
             .ok_or_else(|| {
                 format!(
                     "no folder named or at {want:?} (or the name is used for two servers: \
@@ -70,10 +74,11 @@ fn plan(config: &Config, request: Request) -> Result<Vec<(String, ShareRequest)>
             with,
             read_only,
         } => {
-            let (server, folder) = named(&folder)?;
+            let (server, as_account, folder) = named(&folder)?;
             let with = account(&with)?;
             vec![(
                 server,
+                as_account,
                 ShareRequest::Share {
                     folder,
                     with,
@@ -82,22 +87,26 @@ fn plan(config: &Config, request: Request) -> Result<Vec<(String, ShareRequest)>
             )]
         }
         Request::Unshare { folder, with } => {
-            let (server, folder) = named(&folder)?;
+            let (server, as_account, folder) = named(&folder)?;
             let with = account(&with)?;
-            vec![(server, ShareRequest::Unshare { folder, with })]
+            vec![(server, as_account, ShareRequest::Unshare { folder, with })]
         }
         Request::Shares { folder: Some(want) } => {
-            let (server, folder) = named(&want)?;
+            let (server, as_account, folder) = named(&want)?;
             let folder = Some(folder);
-            vec![(server, ShareRequest::List { folder })]
+            vec![(server, as_account, ShareRequest::List { folder })]
         }
         Request::Shares { folder: None } => {
-            let mut servers: Vec<&String> = config.folders.iter().map(|f| &f.server).collect();
-            servers.sort();
-            servers.dedup();
-            servers
+            let mut logins: Vec<(&String, &Option<AccountName>)> = config
+                .folders
+                .iter()
+                .map(|f| (&f.server, &f.account))
+                .collect();
+            logins.sort();
+            logins.dedup();
+            logins
                 .into_iter()
-                .map(|s| (s.clone(), ShareRequest::List { folder: None }))
+                .map(|(s, a)| (s.clone(), a.clone(), ShareRequest::List { folder: None }))
                 .collect()
         }
         other => return Err(format!("{other:?} is not a sharing request")),
@@ -108,16 +117,18 @@ fn account(name: &str) -> Result<AccountName, String> {
     AccountName::new(name).map_err(|e| format!("--with: {e}"))
 }
 
-/// Sends one sharing request to `server` as this device's account there.
+/// Sends one sharing request to `server` as `account` there (the folder's own account,
+/// never another credential of this device).
 async fn ask(
     identity: &ClientIdentity,
     server: &str,
+    account: Option<&AccountName>,
     request: ShareRequest,
 ) -> Result<Vec<ShareGrant>> {
     let me = (&identity.device, identity.device_name.as_str());
     let mut auth = identity
         .trust
-        .login(server, None, me, Arc::new(Counters::default()))
+        .login(server, None, account, me, Arc::new(Counters::default()))
         .await?;
     auth.framed.send(ClientMsg::Sharing(request)).await?;
     match tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, auth.framed.next()).await {

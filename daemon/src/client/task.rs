@@ -328,6 +328,7 @@ impl FolderTask {
             device_name: self.id.device_name.clone(),
             counters: self.counters.clone(),
             trust: self.id.trust.clone(),
+            account: self.cfg.account.clone(),
         };
         self.session_gen += 1;
         let events = session::Events {
@@ -712,6 +713,8 @@ impl FolderTask {
                     self.rescan_every().as_secs()
                 )
             }),
+            account: self.cfg.account.as_ref().map(ToString::to_string),
+            owner: super::account::owner(&self.cfg.name, self.cfg.account.as_ref()),
         };
         self.status.send_replace(status);
     }

@@ -28,12 +28,14 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use filesync_proto::FolderName;
 use filesync_proto::control::FolderMode;
+use filesync_proto::{AccountName, FolderName};
 
 use env::Env;
 
-pub use persist::{persist_add_folder, persist_remove_folder, persist_set_paused};
+pub use persist::{
+    persist_add_folder, persist_remove_folder, persist_set_account, persist_set_paused,
+};
 pub use rules::default_folder_name;
 
 /// The TCP port of the server role when nobody says otherwise.
@@ -92,6 +94,11 @@ pub struct FolderConfig {
     /// `HOST:PORT`, with an IPv6 host in brackets.
     pub server: String,
     pub name: FolderName,
+    /// The account the folder syncs as (`account`): only this account's credential is
+    /// ever used for it. `None` in a config from before accounts were recorded: the
+    /// folder then takes the device's only credential for its server, and the daemon
+    /// writes that account into the file.
+    pub account: Option<AccountName>,
     pub mode: FolderMode,
     pub rescan_interval: Duration,
     pub paused: bool,
@@ -109,6 +116,7 @@ impl FolderConfig {
             path,
             server,
             name,
+            account: None,
             mode: FolderMode::TwoWay,
             rescan_interval: DEFAULT_RESCAN_INTERVAL,
             paused: false,

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use filesync_proto::FolderName;
 use filesync_proto::control::FolderMode;
+use filesync_proto::{AccountName, FolderName};
 use toml_edit::{Document, Item, Table};
 
 use super::rules::{self, check_server_addr, default_folder_name};
@@ -32,6 +32,7 @@ const FOLDER_KEYS: &[&str] = &[
     "path",
     "server",
     "name",
+    "account",
     "mode",
     "rescan_interval",
     "paused",
@@ -242,6 +243,14 @@ fn folder(cx: &Cx, s: &Section) -> Result<(FolderConfig, FolderLines), ConfigErr
         },
     };
 
+    let account = match s.string(cx, "account", "\"home\"")? {
+        None => None,
+        Some((text, line)) => Some(AccountName::new(text).map_err(|e| {
+            let message = format!("{e}; write the account's name as the server knows it");
+            cx.err(line, s.key("account"), message)
+        })?),
+    };
+
     let mode = match s.string(cx, "mode", "\"two-way\"")? {
         None => FolderMode::TwoWay,
         Some((text, line)) => FolderMode::parse(text).ok_or_else(|| {
@@ -281,6 +290,7 @@ fn folder(cx: &Cx, s: &Section) -> Result<(FolderConfig, FolderLines), ConfigErr
         path,
         server: server.to_owned(),
         name,
+        account,
         mode,
         rescan_interval,
         paused,
@@ -381,6 +391,8 @@ mod tests {
             (concat!(docs!(), "max_delete_percent = 0\n"), 4, "folder[1].max_delete_percent", "from 1 to 100"),
             (concat!(docs!(), "max_delete_percent = \"50%\"\n"), 4, "folder[1].max_delete_percent", "whole number"),
             (concat!(docs!(), "max_delete_min = -1\n"), 4, "folder[1].max_delete_min", "0 or more"),
+            (concat!(docs!(), "account = \"my home\"\n"), 4, "folder[1].account", "may only contain letters"),
+            (concat!(docs!(), "account = 5\n"), 4, "folder[1].account", "expected a string"),
             ("[server]\nlisten = \"localhost:7101\"\n", 2, "server.listen", "not an address to listen on"),
             ("[server]\nlisten = \"0.0.0.0\"\n", 2, "server.listen", "write IP:PORT"),
             ("[[folder]]\npath = \"/a\"\nserver = \"files.example.org\"\n", 3, "folder[1].server", "has no port; write it as \"files.example.org:7101\""),
@@ -553,11 +565,14 @@ mod tests {
                 max_connections_per_address: 32,
             }),
             folders: vec![
-                FolderConfig::new(
-                    "/home/alice/Documents".into(),
-                    "files.example.org:7101".into(),
-                    FolderName::new("Documents").unwrap(),
-                ),
+                FolderConfig {
+                    account: Some(AccountName::new("home").unwrap()),
+                    ..FolderConfig::new(
+                        "/home/alice/Documents".into(),
+                        "files.example.org:7101".into(),
+                        FolderName::new("Documents").unwrap(),
+                    )
+                },
                 FolderConfig {
                     mode: FolderMode::SendOnly,
                     rescan_interval: Duration::from_secs(6 * 3600),

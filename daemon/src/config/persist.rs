@@ -8,13 +8,14 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use filesync_proto::AccountName;
 use filesync_proto::control::FolderMode;
 use toml_edit::{ArrayOfTables, DocumentMut, Item, Table, TableLike, Value, value};
 
 use super::atomic::write_atomic;
 use super::{Config, ConfigError, DEFAULT_RESCAN_INTERVAL, FolderConfig, normalize};
 
-/// Appends a `[[folder]]` table with `path`, `server` and `name`, and `mode`,
+/// Appends a `[[folder]]` table with `path`, `server`, `name` and `account`, and `mode`,
 /// `rescan_interval` and `paused` only where they differ from the defaults. It lands after
 /// the last `[[folder]]`, or at the end of the file.
 pub fn persist_add_folder(file: &Path, folder: &FolderConfig) -> Result<(), ConfigError> {
@@ -78,17 +79,7 @@ pub fn persist_set_paused(file: &Path, path: &Path, paused: bool) -> Result<(), 
         if config.folders[index].paused == paused {
             return Ok(());
         }
-        let table: Option<&mut dyn TableLike> = match doc.get_mut("folder") {
-            Some(Item::ArrayOfTables(tables)) => {
-                tables.get_mut(index).map(|t| t as &mut dyn TableLike)
-            }
-            Some(Item::Value(Value::Array(array))) => array
-                .get_mut(index)
-                .and_then(Value::as_inline_table_mut)
-                .map(|t| t as &mut dyn TableLike),
-            _ => None,
-        };
-        let table = table.ok_or_else(|| no_folder(path))?;
+        let table = folder_table_mut(doc, index).ok_or_else(|| no_folder(path))?;
         if paused {
             table.insert("paused", value(true));
         } else {
@@ -96,6 +87,43 @@ pub fn persist_set_paused(file: &Path, path: &Path, paused: bool) -> Result<(), 
         }
         Ok(())
     })
+}
+
+/// Writes `account = "NAME"` into the folder with `path`, which has none: a folder of a
+/// config from before accounts were recorded, bound to the account it has synced as.
+pub fn persist_set_account(
+    file: &Path,
+    path: &Path,
+    account: &AccountName,
+) -> Result<(), ConfigError> {
+    edit(file, |doc, config| {
+        let index = folder_index(config, path)?;
+        match &config.folders[index].account {
+            Some(written) if written == account => return Ok(()),
+            Some(written) => {
+                return Err(format!(
+                    "folder {} already syncs as account {written}, not {account}",
+                    path.display()
+                ));
+            }
+            None => {}
+        }
+        let table = folder_table_mut(doc, index).ok_or_else(|| no_folder(path))?;
+        table.insert("account", value(account.as_str()));
+        Ok(())
+    })
+}
+
+/// The `index`-th folder table of the document, in either of its spellings.
+fn folder_table_mut(doc: &mut DocumentMut, index: usize) -> Option<&mut dyn TableLike> {
+    match doc.get_mut("folder") {
+        Some(Item::ArrayOfTables(tables)) => tables.get_mut(index).map(|t| t as &mut dyn TableLike),
+        Some(Item::Value(Value::Array(array))) => array
+            .get_mut(index)
+            .and_then(Value::as_inline_table_mut)
+            .map(|t| t as &mut dyn TableLike),
+        _ => None,
+    }
 }
 
 fn no_folder(path: &Path) -> String {
@@ -120,6 +148,9 @@ fn folder_table(folder: &FolderConfig) -> Result<Table, String> {
     table.insert("path", value(path));
     table.insert("server", value(&folder.server));
     table.insert("name", value(folder.name.as_str()));
+    if let Some(account) = &folder.account {
+        table.insert("account", value(account.as_str()));
+    }
     if folder.mode != FolderMode::TwoWay {
         table.insert("mode", value(folder.mode.as_str()));
     }
@@ -285,6 +316,7 @@ mod tests {
             mode: FolderMode::SendOnly,
             rescan_interval: Duration::from_secs(90 * 60),
             paused: true,
+            account: Some(AccountName::new("home").unwrap()),
             ..folder(dir.path().join("music"), "tunes")
         };
         persist_add_folder(&file, &music).unwrap();
@@ -296,6 +328,7 @@ mod tests {
              path = \"{}\"\n\
              server = \"h:7101\"\n\
              name = \"tunes\"\n\
+             account = \"home\"\n\
              mode = \"send-only\"\n\
              rescan_interval = \"1h 30m\"\n\
              paused = true\n\
@@ -352,6 +385,33 @@ mod tests {
         persist_set_paused(&file, &work.join("."), false).unwrap();
         assert_eq!(fs::read_to_string(&file).unwrap(), original);
         assert_eq!(entries(dir.path()), ["filesyncd.toml"]);
+    }
+
+    #[test]
+    fn an_old_folder_gets_its_account_written_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("filesyncd.toml");
+        let original = user_file(dir.path());
+        fs::write(&file, &original).unwrap();
+        let work = dir.path().join("work");
+        let home = AccountName::new("home").unwrap();
+
+        persist_set_account(&file, &work, &home).unwrap();
+        let expected = original.replace("h:7101\"\n", "h:7101\"\naccount = \"home\"\n");
+        assert_eq!(fs::read_to_string(&file).unwrap(), expected);
+        assert_eq!(
+            Config::load(&file).unwrap().folders[0].account,
+            Some(home.clone())
+        );
+        // Once written, the same account is no change and another one is refused.
+        persist_set_account(&file, &work, &home).unwrap();
+        let other = AccountName::new("work").unwrap();
+        let err = persist_set_account(&file, &work, &other).unwrap_err();
+        assert!(
+            err.message.contains("already syncs as account home"),
+            "{err}"
+        );
+        assert_eq!(fs::read_to_string(&file).unwrap(), expected);
     }
 
     #[test]

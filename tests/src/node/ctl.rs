@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::Node;
-use crate::exec::{bin, run_with_timeout};
+use crate::exec::{bin, run_with_input, run_with_timeout};
 
 /// How long one `filesyncctl` call other than `wait` may take.
 const CTL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -74,6 +74,18 @@ impl Node {
         S: AsRef<OsStr>,
     {
         run_with_timeout(&mut self.ctl_command(args), timeout)
+    }
+
+    /// [`Node::ctl`] with `input` on standard input and the variables `env` set, for
+    /// what must not be an argument (an invite token).
+    pub fn ctl_with_input<I, S>(&self, args: I, input: &[u8], env: &[(&str, &str)]) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = self.ctl_command(args);
+        cmd.envs(env.iter().copied());
+        run_with_input(&mut cmd, input, CTL_TIMEOUT)
     }
 
     /// `filesyncctl --socket SOCK ARGS…` in the node's hermetic environment, not started.

@@ -580,6 +580,8 @@ fn status_json_matches_its_documented_schema() {
             "index_bytes",
             "last_scan",
             "watch_problem",
+            "account",
+            "owner",
         ],
     );
     check(

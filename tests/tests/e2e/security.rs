@@ -70,12 +70,12 @@ fn assert_private(path: &Path) {
     assert_eq!(mode, 0o600, "{} is {mode:o}", path.display());
 }
 
-/// The credential secret client `node` keeps for `server`, hex.
+/// The credential secret client `node` keeps for `server` (its only one there), hex.
 fn stored_secret(node: &Node, server: &str) -> String {
     let db = rusqlite::Connection::open(node.state_dir().join("servers.db")).unwrap();
     let secret: Vec<u8> = db
         .query_row(
-            "SELECT secret FROM servers WHERE server = ?1",
+            "SELECT secret FROM credentials WHERE server = ?1",
             [server],
             |r| r.get(0),
         )
