@@ -80,6 +80,10 @@ pub async fn run(command: Command, client: &Client) -> Result<()> {
             };
             confirm(client, request).await
         }
+        Command::Revert { folder } => {
+            let folder = folder_arg(folder)?;
+            confirm(client, Request::Revert { folder }).await
+        }
         Command::Trust {
             server,
             fingerprint,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the control protocol; the CLI refuses to talk to a daemon of another.
 /// The encoding is not self-describing, so a new field in any message is a new version.
-pub const CONTROL_VERSION: u32 = 6;
+pub const CONTROL_VERSION: u32 = 7;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -125,6 +125,12 @@ pub enum Request {
     Events {
         folder: Option<String>,
         follow: bool,
+    },
+    /// Put the server's version back in a receive-only folder: locally changed and
+    /// deleted paths get the server's version again, local-only files are moved aside
+    /// (never deleted). Refused for a folder that sends its changes.
+    Revert {
+        folder: String,
     },
 }
 
@@ -368,6 +374,20 @@ pub struct Unsyncable {
     pub reason: String,
 }
 
+/// How many paths [`LocalChanges::paths`] lists at most, so that a status answer stays
+/// small whatever the folder holds.
+pub const LOCAL_CHANGES_LISTED: usize = 50;
+
+/// The local changes of a folder that does not send them (receive-only): edits, new
+/// files and deletes the server never gets. Not pending: the folder is in sync without
+/// them, and `filesyncctl revert` puts the server's version back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalChanges {
+    pub count: u64,
+    /// The first [`LOCAL_CHANGES_LISTED`] of them, in path order.
+    pub paths: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FolderStatus {
     pub name: String,
@@ -404,6 +424,9 @@ pub struct FolderStatus {
     /// Why the watcher does not see every change (and what is done meanwhile), or `None`
     /// when it does.
     pub watch_problem: Option<String>,
+    /// Local changes a receive-only folder keeps to itself; never counted as pending.
+    #[serde(default)]
+    pub local_changes: LocalChanges,
 }
 
 impl FolderStatus {
@@ -547,6 +570,9 @@ mod tests {
             Request::Events {
                 folder: Some("docs".into()),
                 follow: true,
+            },
+            Request::Revert {
+                folder: "docs".into(),
             },
         ] {
             let back: Request = decode_payload(&encode_payload(&req).unwrap()).unwrap();

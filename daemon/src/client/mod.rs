@@ -40,6 +40,8 @@ pub enum FolderCmd {
     RecreateMarker(oneshot::Sender<Result<String, String>>),
     /// Scan now; answer once the scan is done.
     Flush(oneshot::Sender<()>),
+    /// Put the server's version back in a receive-only folder; answers what was done.
+    Revert(oneshot::Sender<Result<String, String>>),
     Conflicts(oneshot::Sender<Result<Vec<ConflictInfo>, String>>),
     Resolve {
         pattern: String,
@@ -144,5 +146,6 @@ fn initial_status(cfg: &FolderConfig) -> FolderStatus {
         index_bytes: 0,
         last_scan: None,
         watch_problem: None,
+        local_changes: Default::default(),
     }
 }

@@ -580,7 +580,13 @@ fn status_json_matches_its_documented_schema() {
             "index_bytes",
             "last_scan",
             "watch_problem",
+            "local_changes",
         ],
+    );
+    check(
+        "the local changes",
+        &folder["local_changes"],
+        &["count", "paths"],
     );
     check(
         "the last full scan",
