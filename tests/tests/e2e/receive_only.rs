@@ -48,8 +48,19 @@ fn assert_local_changes(cl: &Cluster, paths: &[&str]) -> Value {
     status
 }
 
+/// B never pushed anything, nor sent file content: its counters since it started.
+fn assert_b_never_pushed(cl: &Cluster) {
+    let sent = cl.client(B).counters(DOCS);
+    assert_eq!(
+        (sent.pushes, sent.files_uploaded, sent.content_bytes_sent),
+        (0, 0, 0),
+        "the receive-only device sent something: {sent:?}"
+    );
+}
+
 /// Nothing of B's changes reached the server or A.
 fn assert_not_sent(cl: &Cluster, edit: &[u8], gone: &[u8]) {
+    assert_b_never_pushed(cl);
     for path in [
         cl.server_path(DOCS, "edit.txt"),
         cl.path_on(0, DOCS, "edit.txt"),
@@ -163,13 +174,16 @@ fn local_changes_of_a_receive_only_folder_stay_local_until_reverted() {
     // What went aside stays there, out of sync.
     files::assert_file(&aside.join("new.txt"), new_b);
     files::assert_absent(&cl.server_path(DOCS, ".filesync-reverted"));
+    assert_b_never_pushed(&cl);
 }
 
 /// Local changes that meet the server's own: an edit of a file the server then
-/// deletes, a directory renamed here, a new directory with a file. None of them keeps
-/// the folder from being idle, none is sent, and `revert` undoes each: the edited file
-/// goes aside (the server has none), the renamed directory is back under its old name
-/// and gone from the new one, the new directory's file goes aside.
+/// deletes, an edit of a file the server then changes, a directory renamed here, a new
+/// directory with a file. None of them keeps the folder from being idle, none is sent,
+/// and `revert` undoes each: the edited file goes aside (the server has none), the
+/// server's edit wins the name and B's is a conflict copy (a local change) that goes
+/// aside, the renamed directory is back under its old name and gone from the new one,
+/// the new directory's file goes aside.
 #[test]
 fn local_changes_meeting_server_changes_never_block_wait() {
     let cl = Cluster::without_folders(2, Some("open"));
@@ -177,28 +191,49 @@ fn local_changes_meeting_server_changes_never_block_wait() {
     add_receive_only(&cl, B);
     files::write(&cl.path_on(0, DOCS, "x.txt"), b"x from A\n");
     files::write(&cl.path_on(0, DOCS, "d/f.txt"), b"f from A\n");
+    files::write(&cl.path_on(0, DOCS, "c.txt"), b"c v1 from A\n");
     cl.settle(DOCS);
 
-    cl.note("B edits x.txt, renames d to e, makes n/g.txt; A deletes x.txt");
+    cl.note("B edits x.txt and c.txt, renames d to e, makes n/g.txt");
     files::write(&cl.path_on(B, DOCS, "x.txt"), b"x edited on B\n");
+    files::write(&cl.path_on(B, DOCS, "c.txt"), b"c edited on B\n");
     fs::rename(cl.path_on(B, DOCS, "d"), cl.path_on(B, DOCS, "e")).unwrap();
     files::write(&cl.path_on(B, DOCS, "n/g.txt"), b"g made on B\n");
     wait_on_b(&cl);
+    cl.note("A deletes x.txt and edits c.txt");
     fs::remove_file(cl.path_on(0, DOCS, "x.txt")).unwrap();
+    files::write(&cl.path_on(0, DOCS, "c.txt"), b"c v2 from A\n");
     assert!(cl.a().wait(DOCS, Duration::from_secs(20)).status.success());
     files::assert_absent(&cl.server_path(DOCS, "x.txt"));
     received_all(&cl);
     wait_on_b(&cl);
-    assert_local_changes(
-        &cl,
-        &["d", "d/f.txt", "e", "e/f.txt", "n", "n/g.txt", "x.txt"],
+    files::assert_file(&cl.path_on(B, DOCS, "c.txt"), b"c v2 from A\n");
+    let copies: Vec<String> = files::list_dir(&cl.path_on(B, DOCS, ""))
+        .into_iter()
+        .filter(|name| name.starts_with("c.sync-conflict-"))
+        .collect();
+    assert_eq!(
+        copies.len(),
+        1,
+        "B's edit of c.txt as one conflict copy: {copies:?}"
     );
+    let copy = copies[0].as_str();
+    files::assert_file(&cl.path_on(B, DOCS, copy), b"c edited on B\n");
+    let mut changed = vec![
+        copy, "d", "d/f.txt", "e", "e/f.txt", "n", "n/g.txt", "x.txt",
+    ];
+    changed.sort();
+    assert_local_changes(&cl, &changed);
+    assert_eq!(cl.client(B).folder_status(DOCS)["conflicts"], 1);
+    files::assert_absent(&cl.server_path(DOCS, copy));
+    files::assert_absent(&cl.path_on(0, DOCS, copy));
     files::assert_file(&cl.path_on(B, DOCS, "x.txt"), b"x edited on B\n");
     for absent in ["e", "n", "x.txt"] {
         files::assert_absent(&cl.server_path(DOCS, absent));
         files::assert_absent(&cl.path_on(0, DOCS, absent));
     }
     files::assert_file(&cl.server_path(DOCS, "d/f.txt"), b"f from A\n");
+    assert_b_never_pushed(&cl);
 
     cl.note("B reverts");
     cl.client(B).ctl_ok(["revert", DOCS]);
@@ -207,9 +242,11 @@ fn local_changes_meeting_server_changes_never_block_wait() {
     files::assert_file(&dirs[0].join("x.txt"), b"x edited on B\n");
     files::assert_file(&dirs[0].join("e/f.txt"), b"f from A\n");
     files::assert_file(&dirs[0].join("n/g.txt"), b"g made on B\n");
+    files::assert_file(&dirs[0].join(copy), b"c edited on B\n");
     cl.settle(DOCS);
     cl.assert_file_everywhere(DOCS, "d/f.txt", b"f from A\n");
-    for absent in ["e", "n", "x.txt"] {
+    cl.assert_file_everywhere(DOCS, "c.txt", b"c v2 from A\n");
+    for absent in ["e", "n", "x.txt", copy] {
         cl.assert_absent_everywhere(DOCS, absent);
     }
     assert_local_changes(&cl, &[]);
