@@ -269,7 +269,7 @@ fn folder_block(out: &mut String, f: &FolderStatus, now: i64, colour: bool) {
     }
 }
 
-/// The local changes a receive-only folder keeps, with the paths the daemon listed:
+/// The local changes a folder keeps (receive-only), with the paths the daemon listed:
 ///
 /// ```text
 ///   local:     2 changes not uploaded: this folder is receive-only
@@ -285,9 +285,9 @@ fn local_changes(out: &mut String, f: &FolderStatus) {
         out,
         "local",
         format!(
-            "{} not uploaded: this folder is {}",
+            "{} not uploaded: {}",
             count(changes.count, "change"),
-            f.mode.as_str()
+            changes.reason
         ),
     );
     for path in &changes.paths {
@@ -720,6 +720,7 @@ account bob  created 2026-11-20 14:02:11 UTC, 0 devices
                 local_changes: LocalChanges {
                     count: 3,
                     paths: vec!["new.txt".into(), "notes/todo.txt".into()],
+                    reason: "this folder is receive-only".into(),
                 },
                 ..folder("docs")
             }],

@@ -386,6 +386,8 @@ pub struct LocalChanges {
     pub count: u64,
     /// The first [`LOCAL_CHANGES_LISTED`] of them, in path order.
     pub paths: Vec<String>,
+    /// Why they are not sent, e.g. "this folder is receive-only"; empty without any.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -586,7 +586,7 @@ fn status_json_matches_its_documented_schema() {
     check(
         "the local changes",
         &folder["local_changes"],
-        &["count", "paths"],
+        &["count", "paths", "reason"],
     );
     check(
         "the last full scan",

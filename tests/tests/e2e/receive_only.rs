@@ -45,6 +45,11 @@ fn assert_local_changes(cl: &Cluster, paths: &[&str]) -> Value {
         serde_json::json!(paths),
         "{status}"
     );
+    let reason = match paths {
+        [] => "",
+        _ => "this folder is receive-only",
+    };
+    assert_eq!(status["local_changes"]["reason"], reason, "{status}");
     status
 }
 

@@ -49,9 +49,9 @@ impl FolderTask {
         self.cfg.mode == FolderMode::ReceiveOnly
     }
 
-    /// After a scan of a receive-only folder recorded `changes`: a directory rename is
-    /// split into paths (it is never sent, so nothing may wait for the server to take
-    /// it), and what is no change after all is settled at once.
+    /// After a scan of a receive-only folder recorded `changes` (a full scan: every local
+    /// change): a directory rename is split into paths (it is never sent, so nothing may
+    /// wait for the server to take it), and what is no change after all is settled.
     pub(super) fn settle_unsent(&mut self, changes: &[LocalRow]) -> Result<()> {
         for row in changes.iter().filter(|r| r.dirty) {
             if let Some(src) = &row.entry.renamed_from {
@@ -91,6 +91,7 @@ impl FolderTask {
         LocalChanges {
             count,
             paths: within_listed_bytes(listed),
+            reason: format!("this folder is {}", FolderMode::ReceiveOnly.as_str()),
         }
     }
 

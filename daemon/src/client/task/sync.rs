@@ -163,10 +163,18 @@ impl FolderTask {
                 self.flushed.append(&mut self.flush_waiters);
             }
             Ok(Some(out)) => {
-                if self.receive_only()
-                    && let Err(e) = self.settle_unsent(&out.changes)
-                {
-                    self.error(format!("cannot record the local changes: {e:#}"));
+                if self.receive_only() {
+                    // A full scan settles every local change, those an earlier version
+                    // of the daemon left too.
+                    let settled = if full {
+                        (self.index().dirty(usize::MAX >> 1, true))
+                            .and_then(|all| self.settle_unsent(&all))
+                    } else {
+                        self.settle_unsent(&out.changes)
+                    };
+                    if let Err(e) = settled {
+                        self.error(format!("cannot record the local changes: {e:#}"));
+                    }
                 }
                 Counters::add(&self.counters.bytes_hashed, out.hashed_bytes);
                 Counters::add(&self.counters.files_hashed, out.hashed_files);
