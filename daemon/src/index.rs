@@ -1692,4 +1692,26 @@ pub(crate) mod tests {
             }
         }
     }
+
+    #[test]
+    fn dirty_paths_lists_the_first_local_changes_in_path_order() {
+        let (_d, index) = open();
+        for (path, dirty) in [("b", true), ("a", false), ("c/d", true), ("c", true)] {
+            let entry = file_entry(path, 3, b"x");
+            index
+                .put_local(&LocalRow {
+                    entry,
+                    inode: 1,
+                    dirty,
+                })
+                .unwrap();
+        }
+        let paths = |limit| -> Vec<String> {
+            let listed = index.dirty_paths(limit).unwrap();
+            listed.iter().map(RelPath::to_string).collect()
+        };
+        assert_eq!(paths(10), ["b", "c", "c/d"]);
+        assert_eq!(paths(2), ["b", "c"]);
+        assert_eq!(index.totals().unwrap().up_files, 3);
+    }
 }
