@@ -155,8 +155,9 @@ pub enum Command {
     /// undoes them: edited and deleted files get the server's version again, and every
     /// local version that is replaced or removed (edited files, files the server never
     /// had) is moved to `FOLDER/.filesync-reverted/YYYYMMDD-HHMMSS/` (UTC) under its
-    /// own path, never deleted. A file written while the revert runs is left alone.
-    /// Refused for a folder that sends its changes.
+    /// own path, never deleted. The folder is scanned first, so a change made just
+    /// before counts (the answer waits for that scan); a file written while the revert
+    /// runs is left alone. Refused for a folder that sends its changes.
     Revert {
         /// The folder: its name or its local path.
         folder: String,

@@ -82,7 +82,7 @@ pub async fn run(command: Command, client: &Client) -> Result<()> {
         }
         Command::Revert { folder } => {
             let folder = folder_arg(folder)?;
-            confirm(client, Request::Revert { folder }).await
+            revert(client, folder).await
         }
         Command::Trust {
             server,
@@ -135,6 +135,14 @@ async fn devices(client: &Client, json: bool) -> Result<()> {
         output::accounts_human(&accounts, unix_now())
     };
     output::print(&text)
+}
+
+/// The daemon answers a revert after scanning the folder, which a folder busy with a
+/// long download starts only after it: no time limit, so that the answer (what was
+/// moved where) is never lost to a timeout while the revert goes on.
+async fn revert(client: &Client, folder: String) -> Result<()> {
+    let message = expect_ok(client.call(&Request::Revert { folder }, None).await?)?;
+    output::print(&format!("{message}\n"))
 }
 
 /// Sends a request answered by a confirmation, and prints its message if it has one.
