@@ -187,8 +187,10 @@ impl FolderTask {
                 Revert::RemoveDir => match store::remove(&root, &path) {
                     Ok(true) => self.index().remove_local(&path)?,
                     Ok(false) => {
-                        done.left
-                            .push(format!("{path} (a directory still holding files)"));
+                        done.left.push(format!(
+                            "{path} (a directory still holding files revert leaves alone, \
+                             such as ignored ones: move them out first)"
+                        ));
                         continue;
                     }
                     Err(e) => {
