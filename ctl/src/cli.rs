@@ -150,6 +150,19 @@ pub enum Command {
         #[arg(long, value_name = "V")]
         version: Option<u64>,
     },
+    /// Put the server's version back in a receive-only folder, undoing its local changes.
+    ///
+    /// A receive-only folder never sends its local changes; `status` lists them. This
+    /// undoes them: edited and deleted files get the server's version again, and every
+    /// local version that is replaced or removed (edited files, files the server never
+    /// had) is moved to `FOLDER/.filesync-reverted/YYYYMMDD-HHMMSS/` (UTC) under its
+    /// own path, never deleted. The folder is scanned first, so a change made just
+    /// before counts (the answer waits for that scan); a file written while the revert
+    /// runs is left alone. Refused for a folder that sends its changes.
+    Revert {
+        /// The folder: its name or its local path.
+        folder: String,
+    },
     /// Show what the daemon did lately (scanned, uploaded, downloaded, deleted,
     /// conflict, error), one line per event; with --follow, keep printing new events.
     ///
@@ -518,6 +531,8 @@ mod tests {
             &["resolve", "docs", "--keep", "newer"],
             &["versions", "docs"],
             &["restore", "docs", "a.txt", "--version", "latest"],
+            &["revert"],
+            &["revert", "docs", "more"],
         ] {
             let err = parse(args).expect_err("must be refused");
             assert_eq!(err.exit_code(), 2, "{args:?}");

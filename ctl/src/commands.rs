@@ -81,6 +81,10 @@ pub async fn run(command: Command, client: &Client) -> Result<()> {
             };
             confirm(client, request).await
         }
+        Command::Revert { folder } => {
+            let folder = folder_arg(folder)?;
+            revert(client, folder).await
+        }
         Command::Trust {
             server,
             fingerprint,
@@ -207,6 +211,14 @@ fn owner_folder(folder: &str) -> Result<(String, String)> {
              e.g. alice/docs"
         ),
     }
+}
+
+/// The daemon answers a revert after scanning the folder, which a folder busy with a
+/// long download starts only after it: no time limit, so that the answer (what was
+/// moved where) is never lost to a timeout while the revert goes on.
+async fn revert(client: &Client, folder: String) -> Result<()> {
+    let message = expect_ok(client.call(&Request::Revert { folder }, None).await?)?;
+    output::print(&format!("{message}\n"))
 }
 
 /// Sends a request answered by a confirmation, and prints its message if it has one.

@@ -252,6 +252,7 @@ fn folder_block(out: &mut String, f: &FolderStatus, now: i64, colour: bool) {
         format!("{}, {}", count(f.files, "file"), bytes(f.bytes)),
     );
     line(out, "pending", pending(f));
+    local_changes(out, f);
     if f.rate_up_bps > 0 || f.rate_down_bps > 0 {
         line(
             out,
@@ -302,6 +303,42 @@ fn folder_block(out: &mut String, f: &FolderStatus, now: i64, colour: bool) {
             let _ = writeln!(out, "    and {} more", thousands(rest as u64));
         }
     }
+}
+
+/// The local changes a folder keeps (receive-only), with the paths the daemon listed:
+///
+/// ```text
+///   local:     2 changes not uploaded: this folder is receive-only
+///     notes.txt
+///     new.txt
+/// ```
+fn local_changes(out: &mut String, f: &FolderStatus) {
+    let changes = &f.local_changes;
+    if changes.count == 0 {
+        return;
+    }
+    line(
+        out,
+        "local",
+        format!(
+            "{} not uploaded: {}",
+            count(changes.count, "change"),
+            changes.reason
+        ),
+    );
+    for path in &changes.paths {
+        let _ = writeln!(out, "    {path}");
+    }
+    if let Some(rest) = changes.count.checked_sub(changes.paths.len() as u64)
+        && rest > 0
+    {
+        let _ = writeln!(out, "    and {} more", thousands(rest));
+    }
+    let _ = writeln!(
+        out,
+        "    (`filesyncctl revert {}` puts the server's version back)",
+        f.name
+    );
 }
 
 /// One block per conflict, blank lines between, in the daemon's order:
@@ -447,7 +484,7 @@ fn server_block(out: &mut String, s: &ServerStatus) {
 pub mod tests {
     use super::*;
     use filesync_proto::control::{
-        ConnectedDevice, Counters, DeviceInfo, FolderMode, FolderState, ScanReport,
+        ConnectedDevice, Counters, DeviceInfo, FolderMode, FolderState, LocalChanges, ScanReport,
         ServerFolderStatus, Unsyncable,
     };
 
@@ -492,6 +529,7 @@ pub mod tests {
             watch_problem: None,
             account: Some("alice".into()),
             owner: Some("alice".into()),
+            local_changes: Default::default(),
         }
     }
 
@@ -712,6 +750,36 @@ account bob  created 2026-11-20 14:02:11 UTC, 0 devices
             ),
             "got:\n{got}"
         );
+    }
+
+    #[test]
+    fn human_status_lists_local_changes() {
+        let status = DaemonStatus {
+            folders: vec![FolderStatus {
+                mode: FolderMode::ReceiveOnly,
+                local_changes: LocalChanges {
+                    count: 3,
+                    paths: vec!["new.txt".into(), "notes/todo.txt".into()],
+                    reason: "this folder is receive-only".into(),
+                },
+                ..folder("docs")
+            }],
+            server: None,
+            servers: Vec::new(),
+            config_error: None,
+            ..sample()
+        };
+        let got = status_human(&status, NOW, false);
+        assert!(
+            got.contains(
+                "  pending:   up 0 files (0 B), down 0 files (0 B)\n  \
+                 local:     3 changes not uploaded: this folder is receive-only\n    \
+                 new.txt\n    notes/todo.txt\n    and 1 more\n    \
+                 (`filesyncctl revert docs` puts the server's version back)\n"
+            ),
+            "got:\n{got}"
+        );
+        assert!(!status_human(&sample(), NOW, false).contains("local:"));
     }
 
     #[test]

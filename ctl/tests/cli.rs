@@ -62,6 +62,7 @@ fn usage_errors_exit_2() {
         &["resolve", "docs", "*.txt", "--keep", "mine"],
         &["versions", "docs"],
         &["restore", "docs", "a.txt", "--version", "newest"],
+        &["revert"],
     ] {
         let out = ctl(socket, args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
@@ -86,6 +87,7 @@ fn help_lists_every_command_and_the_exit_codes() {
         "resolve",
         "versions",
         "restore",
+        "revert",
     ] {
         assert!(
             help.contains(&format!("\n  {command} ")),
@@ -224,6 +226,7 @@ mod with_a_daemon {
             watch_problem: None,
             account: Some("alice".into()),
             owner: Some("alice".into()),
+            local_changes: Default::default(),
         }
     }
 

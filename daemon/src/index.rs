@@ -876,6 +876,20 @@ impl Index {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// The paths of the first `limit` local changes, in path order: what a receive-only
+    /// folder lists in its status. Reads only those rows (`local_dirty_path`).
+    pub fn dirty_paths(&self, limit: usize) -> Result<Vec<RelPath>> {
+        let conn = self.c();
+        let mut stmt =
+            conn.prepare_cached("SELECT path FROM local WHERE dirty = 1 ORDER BY path LIMIT ?1")?;
+        let rows = stmt.query_map([limit as i64], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for path in rows {
+            out.push(RelPath::new(path?).context("corrupt local path in index")?);
+        }
+        Ok(out)
+    }
+
     /// Forgets every local row, as on a device that never synced the folder: the next
     /// scan finds what is on disk as new, and what is missing is needed from the server
     /// instead of deleted there.
@@ -1677,5 +1691,27 @@ pub(crate) mod tests {
                 assert_eq!(std::fs::read(dir.path().join(&kept[0])).unwrap(), bytes);
             }
         }
+    }
+
+    #[test]
+    fn dirty_paths_lists_the_first_local_changes_in_path_order() {
+        let (_d, index) = open();
+        for (path, dirty) in [("b", true), ("a", false), ("c/d", true), ("c", true)] {
+            let entry = file_entry(path, 3, b"x");
+            index
+                .put_local(&LocalRow {
+                    entry,
+                    inode: 1,
+                    dirty,
+                })
+                .unwrap();
+        }
+        let paths = |limit| -> Vec<String> {
+            let listed = index.dirty_paths(limit).unwrap();
+            listed.iter().map(RelPath::to_string).collect()
+        };
+        assert_eq!(paths(10), ["b", "c", "c/d"]);
+        assert_eq!(paths(2), ["b", "c"]);
+        assert_eq!(index.totals().unwrap().up_files, 3);
     }
 }

@@ -10,6 +10,8 @@ use filesync_proto::wire::{Entry, EntryKind};
 
 use crate::index::LocalRow;
 
+pub mod receive_only;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// In sync, or waiting for the server to confirm something.
@@ -111,7 +113,7 @@ pub fn conflict_path(path: &RelPath, now_secs: i64, device: &str) -> RelPath {
 }
 
 /// `YYYYMMDD-HHMMSS` in UTC, from days-since-epoch arithmetic (proleptic Gregorian).
-fn format_utc(secs: i64) -> String {
+pub fn format_utc(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let z = days + 719_468;
@@ -132,11 +134,11 @@ fn format_utc(secs: i64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use filesync_proto::{DeviceId, Hash};
 
-    fn entry(seq: u64, content: u8, deleted: bool) -> Entry {
+    pub(crate) fn entry(seq: u64, content: u8, deleted: bool) -> Entry {
         Entry {
             path: RelPath::new("f.txt").unwrap(),
             kind: EntryKind::File,
@@ -154,7 +156,7 @@ mod tests {
         }
     }
 
-    fn local(seq: u64, content: u8, deleted: bool, dirty: bool) -> LocalRow {
+    pub(crate) fn local(seq: u64, content: u8, deleted: bool, dirty: bool) -> LocalRow {
         LocalRow {
             entry: entry(seq, content, deleted),
             inode: 1,

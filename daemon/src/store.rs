@@ -681,6 +681,17 @@ pub fn move_aside(root: &Root, from: &RelPath, to: &RelPath) -> Result<()> {
     Ok(())
 }
 
+/// Moves `from` to `to` inside the folder, making the directories above `to` as real
+/// directories; nothing at `to` is replaced, and no symlink is passed through.
+pub fn move_into(root: &Root, from: &RelPath, to: &RelPath) -> Result<()> {
+    let ((a, a_name), (b, b_name)) = (parent(root, from)?, parent_creating(root, to)?);
+    a.rename_noreplace(a_name, &b, b_name)
+        .with_context(|| format!("cannot move {from} to {to}"))?;
+    a.sync();
+    b.sync();
+    Ok(())
+}
+
 /// Moves `from` over `to`, replacing what is there.
 pub fn rename_over(root: &Root, from: &RelPath, to: &RelPath) -> Result<()> {
     let ((a, a_name), (b, b_name)) = (parent(root, from)?, parent(root, to)?);

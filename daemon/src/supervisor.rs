@@ -272,6 +272,9 @@ impl Supervisor {
                 },
                 |m: String| ok(m),
             ),
+            Request::Revert { folder } => {
+                self.ask_one(&folder, FolderCmd::Revert, |m: String| ok(m))
+            }
             Request::ServerInvite {
                 account,
                 expires_secs,

@@ -166,6 +166,12 @@ pub enum Request {
     ServerShares {
         folder: Option<String>,
     },
+    /// Put the server's version back in a receive-only folder: locally changed and
+    /// deleted paths get the server's version again, local-only files are moved aside
+    /// (never deleted). Refused for a folder that sends its changes.
+    Revert {
+        folder: String,
+    },
 }
 
 /// What happened, for `filesyncctl events`.
@@ -409,6 +415,22 @@ pub struct Unsyncable {
     pub reason: String,
 }
 
+/// How many paths [`LocalChanges::paths`] lists at most, so that a status answer stays
+/// small whatever the folder holds.
+pub const LOCAL_CHANGES_LISTED: usize = 50;
+
+/// The local changes of a folder that does not send them (receive-only): edits, new
+/// files and deletes the server never gets. Not pending: the folder is in sync without
+/// them, and `filesyncctl revert` puts the server's version back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalChanges {
+    pub count: u64,
+    /// The first [`LOCAL_CHANGES_LISTED`] of them, in path order.
+    pub paths: Vec<String>,
+    /// Why they are not sent, e.g. "this folder is receive-only"; empty without any.
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FolderStatus {
     pub name: String,
@@ -453,6 +475,9 @@ pub struct FolderStatus {
     /// else the folder's own account.
     #[serde(default)]
     pub owner: Option<String>,
+    /// Local changes a receive-only folder keeps to itself; never counted as pending.
+    #[serde(default)]
+    pub local_changes: LocalChanges,
 }
 
 impl FolderStatus {
@@ -635,6 +660,9 @@ mod tests {
             },
             Request::ServerShares {
                 folder: Some("alice/docs".into()),
+            },
+            Request::Revert {
+                folder: "docs".into(),
             },
         ] {
             let back: Request = decode_payload(&encode_payload(&req).unwrap()).unwrap();

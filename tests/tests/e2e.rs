@@ -45,6 +45,8 @@ mod model;
 mod offline;
 #[path = "e2e/ops.rs"]
 mod ops;
+#[path = "e2e/receive_only.rs"]
+mod receive_only;
 #[path = "e2e/renames.rs"]
 mod renames;
 #[path = "e2e/restore.rs"]

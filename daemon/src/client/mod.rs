@@ -42,6 +42,8 @@ pub enum FolderCmd {
     RecreateMarker(oneshot::Sender<Result<String, String>>),
     /// Scan now; answer once the scan is done.
     Flush(oneshot::Sender<()>),
+    /// Put the server's version back in a receive-only folder; answers what was done.
+    Revert(oneshot::Sender<Result<String, String>>),
     Conflicts(oneshot::Sender<Result<Vec<ConflictInfo>, String>>),
     Resolve {
         pattern: String,
@@ -150,5 +152,6 @@ fn initial_status(cfg: &FolderConfig) -> FolderStatus {
         watch_problem: None,
         account: cfg.account.as_ref().map(ToString::to_string),
         owner: account::owner(&cfg.name, cfg.account.as_ref()),
+        local_changes: Default::default(),
     }
 }

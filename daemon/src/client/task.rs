@@ -28,6 +28,7 @@ use crate::store;
 use crate::watch::{self as watcher, WatchEvent};
 
 mod guards;
+mod local_changes;
 mod sync;
 
 /// Server entries applied per step, so that commands and events are served in between.
@@ -104,6 +105,8 @@ pub(super) struct FolderTask {
     /// Flushes whose scan is done; answered only after the status that reflects that
     /// scan is published, so `wait` never reads a status older than its own scan.
     flushed: Vec<oneshot::Sender<()>>,
+    /// Reverts asked for, answered after the scan they asked for.
+    revert_waiters: Vec<oneshot::Sender<Result<String, String>>>,
     root_error: Option<String>,
     /// Set while the folder marker is missing: nothing is scanned, sent or applied.
     marker_error: Option<String>,
@@ -197,6 +200,7 @@ impl FolderTask {
             scan_paths: Vec::new(),
             flush_waiters: Vec::new(),
             flushed: Vec::new(),
+            revert_waiters: Vec::new(),
             root_error: None,
             marker_error: None,
             hold: None,
@@ -392,6 +396,7 @@ impl FolderTask {
                 self.full_scan("requested by wait");
                 self.flush_waiters.push(reply);
             }
+            FolderCmd::Revert(reply) => self.ask_revert(reply),
             FolderCmd::Conflicts(reply) => {
                 let list = conflicts::list(self.index(), self.cfg.name.as_str())
                     .map_err(|e| format!("{e:#}"));
@@ -636,8 +641,14 @@ impl FolderTask {
             .as_ref()
             .and_then(|ix| ix.meta("since").ok().flatten())
             .unwrap_or(0) as u64;
+        // What a receive-only folder does not send is not pending: its local changes.
+        let (up_files, up_bytes, local_changes) = if self.receive_only() {
+            (0, 0, self.local_changes(totals.up_files))
+        } else {
+            (totals.up_files, totals.up_bytes, Default::default())
+        };
         let pending =
-            totals.up_files + totals.down_files > 0 || !self.scan_paths.is_empty() || self.scan_all;
+            up_files + totals.down_files > 0 || !self.scan_paths.is_empty() || self.scan_all;
         let state = if self.paused {
             FolderState::Paused
         } else if self.root_error.is_some()
@@ -683,8 +694,8 @@ impl FolderTask {
             scanned: self.scanned,
             files: totals.files,
             bytes: totals.bytes,
-            pending_up_files: totals.up_files,
-            pending_up_bytes: totals.up_bytes,
+            pending_up_files: up_files,
+            pending_up_bytes: up_bytes,
             pending_down_files: totals.down_files,
             pending_down_bytes: totals.down_bytes,
             seq,
@@ -715,6 +726,7 @@ impl FolderTask {
             }),
             account: self.cfg.account.as_ref().map(ToString::to_string),
             owner: super::account::owner(&self.cfg.name, self.cfg.account.as_ref()),
+            local_changes,
         };
         self.status.send_replace(status);
     }

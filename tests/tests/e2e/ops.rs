@@ -582,7 +582,13 @@ fn status_json_matches_its_documented_schema() {
             "watch_problem",
             "account",
             "owner",
+            "local_changes",
         ],
+    );
+    check(
+        "the local changes",
+        &folder["local_changes"],
+        &["count", "paths", "reason"],
     );
     check(
         "the last full scan",

@@ -188,9 +188,16 @@ fn a_read_only_member_receives_and_the_server_refuses_its_pushes() {
 
     // Bob's edit stays local: the device never even offers it.
     files::write(&dir.join("local.txt"), b"bob's local note\n");
-    // `wait` scans first; its verdict on a receive-only folder with local changes is
-    // not what this test is about, only that the scan is done when it returns.
-    let _ = cl.b().wait(SHARED, Duration::from_secs(1));
+    // It is a local change, not pending work: `wait` (which scans first) returns 0, and
+    // status lists it with the read-only grant as the reason.
+    cl.b().assert_in_sync(SHARED, SYNC_TIMEOUT);
+    wait_for(&cl, 1, "bob's file listed as a local change", |f| {
+        let changes = &f["local_changes"];
+        changes["count"] == 1
+            && changes["paths"][0] == "local.txt"
+            && changes["reason"].as_str().is_some_and(|r| r.contains("read-only"))
+            && f["state"] == "idle"
+    });
     files::write(&cl.path_on(0, DOCS, "after.txt"), b"alice again\n");
     cl.a().assert_in_sync(DOCS, SYNC_TIMEOUT);
     poll_until(SYNC_TIMEOUT, || {

@@ -137,6 +137,11 @@ impl FolderTask {
         if !std::mem::take(&mut self.judge_due) {
             return;
         }
+        // A receive-only folder sends no delete: nothing to hold back.
+        if self.receive_only() {
+            self.hold = None;
+            return;
+        }
         let counts = self
             .index()
             .pending_file_deletes()

@@ -73,11 +73,13 @@ impl FolderTask {
             if let Err(e) = self.pull_rules_file().await {
                 self.error(format!("{e:#}"));
             }
+            self.finish_reverts();
             return false;
         }
         if self.scan_all || !self.scan_paths.is_empty() {
             self.run_scan();
         }
+        self.finish_reverts();
         self.judge_deletes();
         if self.root_error.is_some()
             || self.marker_error.is_some()
@@ -161,6 +163,19 @@ impl FolderTask {
                 self.flushed.append(&mut self.flush_waiters);
             }
             Ok(Some(out)) => {
+                if self.receive_only() {
+                    // A full scan settles every local change, those an earlier version
+                    // of the daemon left too.
+                    let settled = if full {
+                        (self.index().dirty(usize::MAX >> 1, true))
+                            .and_then(|all| self.settle_unsent(&all))
+                    } else {
+                        self.settle_unsent(&out.changes)
+                    };
+                    if let Err(e) = settled {
+                        self.error(format!("cannot record the local changes: {e:#}"));
+                    }
+                }
                 Counters::add(&self.counters.bytes_hashed, out.hashed_bytes);
                 Counters::add(&self.counters.files_hashed, out.hashed_files);
                 if full {
@@ -322,6 +337,15 @@ impl FolderTask {
                 Action::SplitRename => {
                     if let Some(src) = local.and_then(|l| l.entry.renamed_from) {
                         self.unpair_rename(&src, &remote.path)?;
+                        progress = true;
+                    }
+                }
+                // A local change of a receive-only folder, against a delete on the
+                // server: it stays here, based on that delete, so it is no longer needed.
+                Action::Push { base } if self.receive_only() => {
+                    if let Some(mut row) = local {
+                        row.entry.seq = base;
+                        self.index().put_local(&row)?;
                         progress = true;
                     }
                 }
@@ -716,7 +740,8 @@ impl FolderTask {
 
     /// Sends local changes the server lacks; true if a full batch went out.
     async fn push_round(&mut self) -> Result<bool> {
-        if self.effective_mode() == FolderMode::ReceiveOnly || self.inflight.len() >= MAX_INFLIGHT {
+        // Nothing of a receive-only folder is ever sent: its changes stay local changes.
+        if self.receive_only() || self.inflight.len() >= MAX_INFLIGHT {
             return Ok(false);
         }
         // What lies below a directory whose rename the server has not taken yet waits:
@@ -895,7 +920,7 @@ impl FolderTask {
     /// The server did not take our rename of `src` to `dst`: it is sent path by path
     /// instead. What came from the old directory gets a tombstone there, based on the
     /// version it was, and is new at its new path.
-    fn unpair_rename(&mut self, src: &RelPath, dst: &RelPath) -> Result<()> {
+    pub(super) fn unpair_rename(&mut self, src: &RelPath, dst: &RelPath) -> Result<()> {
         let rows = self.index().local_under(dst)?;
         let src_seq = self.index().remote(src)?.map_or(0, |r| r.seq);
         let me = self.id.device.clone();
