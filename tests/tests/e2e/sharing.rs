@@ -195,7 +195,9 @@ fn a_read_only_member_receives_and_the_server_refuses_its_pushes() {
         let changes = &f["local_changes"];
         changes["count"] == 1
             && changes["paths"][0] == "local.txt"
-            && changes["reason"].as_str().is_some_and(|r| r.contains("read-only"))
+            && changes["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("read-only"))
             && f["state"] == "idle"
     });
     files::write(&cl.path_on(0, DOCS, "after.txt"), b"alice again\n");
