@@ -215,17 +215,37 @@ pub enum ServerCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Cut a device off now: its connections are closed and it is refused from then on.
+    /// Cut a device off now: its connections are closed, it is refused from then on,
+    /// and the invite tokens it made that were not used yet are cancelled.
     Revoke {
         /// The device id, as `filesyncctl server devices` lists it.
         device: String,
+    },
+    /// List the invite tokens that can still enrol a device: id, account, who made it
+    /// (the admin or a device), and when it expires. `invites cancel ID` cancels one.
+    #[command(args_conflicts_with_subcommands = true)]
+    Invites {
+        /// Print the tokens as a JSON array, for scripts.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: Option<InvitesCommand>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InvitesCommand {
+    /// Cancel a pending invite token: from now on it enrols no device.
+    Cancel {
+        /// The token's id, as `filesyncctl server invites` lists it.
+        id: String,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum DeviceCommand {
     /// Print a one-time invite token that enrols another device into this device's
-    /// account on SERVER.
+    /// account on SERVER. A device may make 10 an hour.
     Invite {
         /// The server this device is enrolled with.
         #[arg(long, value_name = "HOST:PORT")]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the control protocol; the CLI refuses to talk to a daemon of another.
 /// The encoding is not self-describing, so a new field in any message is a new version.
-pub const CONTROL_VERSION: u32 = 6;
+pub const CONTROL_VERSION: u32 = 7;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -126,6 +126,12 @@ pub enum Request {
         folder: Option<String>,
         follow: bool,
     },
+    /// Server role: the invite tokens that can still enrol a device.
+    ServerInvites,
+    /// Server role: cancel the pending invite token `id` (as `ServerInvites` lists it).
+    ServerCancelInvite {
+        id: String,
+    },
 }
 
 /// What happened, for `filesyncctl events`.
@@ -234,6 +240,7 @@ pub enum Response {
     Versions(Vec<VersionEntry>),
     Accounts(Vec<AccountInfo>),
     Event(Event),
+    Invites(Vec<InviteInfo>),
     Error {
         kind: ControlErrorKind,
         message: String,
@@ -461,6 +468,23 @@ pub struct DeviceInfo {
     pub connections: u32,
 }
 
+/// One invite token that can still enrol a device (not used, cancelled or expired).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteInfo {
+    /// What `filesyncctl server invites cancel` takes: 16 hex digits of the token's
+    /// hash (the token itself is never stored).
+    pub id: String,
+    /// The account the token enrols into.
+    pub account: String,
+    /// `admin` (`filesyncctl server invite`), `device` (`filesyncctl device invite`, by
+    /// `device`), or `unknown` for tokens made before the server recorded makers.
+    pub made_by: String,
+    pub device: Option<String>,
+    /// Unix seconds.
+    pub created: i64,
+    pub expires: i64,
+}
+
 /// What this device knows of a server it talks to: the pinned certificate and, once
 /// enrolled, its account and device id there. Never the credential.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -548,6 +572,10 @@ mod tests {
                 folder: Some("docs".into()),
                 follow: true,
             },
+            Request::ServerInvites,
+            Request::ServerCancelInvite {
+                id: "0123456789abcdef".into(),
+            },
         ] {
             let back: Request = decode_payload(&encode_payload(&req).unwrap()).unwrap();
             assert_eq!(back, req);
@@ -591,6 +619,14 @@ mod tests {
             Response::Status(Box::new(status)),
             Response::Conflicts(vec![conflict]),
             Response::Versions(vec![version]),
+            Response::Invites(vec![InviteInfo {
+                id: "0123456789abcdef".into(),
+                account: "alice".into(),
+                made_by: "device".into(),
+                device: Some("DEV1".into()),
+                created: 1_700_000_000,
+                expires: 1_700_086_400,
+            }]),
             Response::Event(Event {
                 time_ms: 1_700_000_000_000,
                 folder: "docs".into(),

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -251,6 +251,31 @@ impl Raw {
     pub fn connect(addr: &str) -> Result<Raw, String> {
         Ok(Raw {
             stream: Stream::Plain(tcp(addr)?),
+        })
+    }
+
+    /// Plain TCP from the loopback address `source` (any of 127.0.0.0/8 on Linux), so
+    /// that the server counts it apart from connections of other sources.
+    pub fn connect_from(addr: &str, source: IpAddr) -> Result<Raw, String> {
+        let to: SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(to),
+            socket2::Type::STREAM,
+            None,
+        )
+        .map_err(|e| format!("socket: {e}"))?;
+        socket
+            .bind(&SocketAddr::new(source, 0).into())
+            .map_err(|e| format!("bind {source}: {e}"))?;
+        socket
+            .connect_timeout(&to.into(), READ_TIMEOUT)
+            .map_err(|e| format!("connect {addr} from {source}: {e}"))?;
+        let stream: TcpStream = socket.into();
+        stream
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        Ok(Raw {
+            stream: Stream::Plain(stream),
         })
     }
 
