@@ -276,18 +276,14 @@ impl Supervisor {
                 account,
                 expires_secs,
             } => self.server_invite(&account, expires_secs),
-            Request::ServerDevices => self.off_runtime(|server| {
-                Ok(match server.accounts() {
-                    Ok(list) => Response::Accounts(list),
-                    Err(e) => failed(format!("cannot read the account store: {e:#}")),
-                })
+            Request::ServerDevices => self.off_runtime(|server| match server.accounts() {
+                Ok(list) => Response::Accounts(list),
+                Err(e) => failed(format!("cannot read the account store: {e:#}")),
             }),
             Request::ServerRevoke { device } => self.server_revoke(&device),
-            Request::ServerInvites => self.off_runtime(|server| {
-                Ok(match server.invites() {
-                    Ok(list) => Response::Invites(list),
-                    Err(e) => failed(format!("cannot read the account store: {e:#}")),
-                })
+            Request::ServerInvites => self.off_runtime(|server| match server.invites() {
+                Ok(list) => Response::Invites(list),
+                Err(e) => failed(format!("cannot read the account store: {e:#}")),
             }),
             Request::ServerCancelInvite { id } => self.server_cancel_invite(id),
             Request::DeviceInvite { server } => {
@@ -317,10 +313,10 @@ impl Supervisor {
     }
 
     /// Answers with `work`'s response, run on the blocking pool with the server role
-    /// (account-store calls wait on a lock and on fsync); an `Err` is a failure.
+    /// (account-store calls wait on a lock and on fsync).
     fn off_runtime(
         &self,
-        work: impl FnOnce(&Server) -> anyhow::Result<Response> + Send + 'static,
+        work: impl FnOnce(&Server) -> Response + Send + 'static,
     ) -> BoxFuture<'static, Response> {
         let server = match self.server() {
             Ok(s) => s.clone(),
@@ -328,7 +324,7 @@ impl Supervisor {
         };
         Box::pin(async move {
             server
-                .off_runtime(work)
+                .off_runtime(move |s| Ok(work(s)))
                 .await
                 .unwrap_or_else(|e| failed(format!("{e:#}")))
         })
@@ -347,12 +343,12 @@ impl Supervisor {
             crate::auth::DEFAULT_INVITE_TTL,
             std::time::Duration::from_secs,
         );
-        self.off_runtime(move |server| {
-            Ok(match server.invite(&account, ttl, &Maker::Admin) {
+        self.off_runtime(
+            move |server| match server.invite(&account, ttl, &Maker::Admin) {
                 Ok(token) => ok(token),
                 Err(e) => failed(format!("no invite token: {e:#}")),
-            })
-        })
+            },
+        )
     }
 
     fn server_revoke(&self, device: &str) -> BoxFuture<'static, Response> {
@@ -360,43 +356,39 @@ impl Supervisor {
             Ok(id) => id,
             Err(e) => return now(bad(format!("{e}"))),
         };
-        self.off_runtime(move |server| {
-            Ok(match server.revoke(&id) {
-                Ok(Some(tokens)) => ok(format!(
-                    "device {id} revoked; its connections are closed{}",
-                    match tokens {
-                        0 => String::new(),
-                        1 => " and the invite token it made is cancelled".into(),
-                        n => format!(" and the {n} invite tokens it made are cancelled"),
-                    }
-                )),
-                Ok(None) => bad(format!(
-                    "no device {id} on this server; `filesyncctl server devices` lists them"
-                )),
-                Err(e) => failed(format!("cannot revoke {id}: {e:#}")),
-            })
+        self.off_runtime(move |server| match server.revoke(&id) {
+            Ok(Some(tokens)) => ok(format!(
+                "device {id} revoked; its connections are closed{}",
+                match tokens {
+                    0 => String::new(),
+                    1 => " and the invite token it made is cancelled".into(),
+                    n => format!(" and the {n} invite tokens it made are cancelled"),
+                }
+            )),
+            Ok(None) => bad(format!(
+                "no device {id} on this server; `filesyncctl server devices` lists them"
+            )),
+            Err(e) => failed(format!("cannot revoke {id}: {e:#}")),
         })
     }
 
     fn server_cancel_invite(&self, id: String) -> BoxFuture<'static, Response> {
-        self.off_runtime(move |server| {
-            Ok(match server.cancel_invite(&id) {
-                Ok(Cancelled::Done(account)) => ok(format!(
-                    "invite token {id} (account {account}) is cancelled; it enrols no device"
-                )),
-                Ok(Cancelled::Unknown) => bad(format!(
-                    "no invite token {id:?} on this server; `filesyncctl server invites` \
-                     lists the pending ones by id"
-                )),
-                Ok(Cancelled::Used(device)) => bad(format!(
-                    "invite token {id} was already used, by device {device}; to cut that \
-                     device off: `filesyncctl server revoke {device}`"
-                )),
-                Ok(Cancelled::NotPending) => bad(format!(
-                    "invite token {id} has expired or was cancelled already; it enrols no device"
-                )),
-                Err(e) => failed(format!("cannot cancel invite token {id}: {e:#}")),
-            })
+        self.off_runtime(move |server| match server.cancel_invite(&id) {
+            Ok(Cancelled::Done(account)) => ok(format!(
+                "invite token {id} (account {account}) is cancelled; it enrols no device"
+            )),
+            Ok(Cancelled::Unknown) => bad(format!(
+                "no invite token {id:?} on this server; `filesyncctl server invites` \
+                 lists the pending ones by id"
+            )),
+            Ok(Cancelled::Used(device)) => bad(format!(
+                "invite token {id} was already used, by device {device}; to cut that \
+                 device off: `filesyncctl server revoke {device}`"
+            )),
+            Ok(Cancelled::NotPending) => bad(format!(
+                "invite token {id} has expired or was cancelled already; it enrols no device"
+            )),
+            Err(e) => failed(format!("cannot cancel invite token {id}: {e:#}")),
         })
     }
 

@@ -228,7 +228,12 @@ impl Server {
             Maker::Admin => "admin".to_owned(),
             Maker::Device(d) => format!("device {d}"),
         };
-        tracing::info!(account = %account, valid_secs = ttl.as_secs(), made_by, "invite token made");
+        tracing::info!(
+            account = %account,
+            valid_secs = ttl.as_secs(),
+            made_by,
+            "invite token made"
+        );
         Ok(InviteToken {
             server: self.listen.clone(),
             fingerprint: self.identity.fingerprint,
@@ -256,7 +261,11 @@ impl Server {
         // The cancelled token stays: a connection admitted just before the revocation
         // gets an already cancelled child and ends at once.
         self.device_token(device).cancel();
-        tracing::warn!(device = %device, tokens, "device revoked; its connections are closed and its invite tokens cancelled");
+        tracing::warn!(
+            device = %device,
+            tokens,
+            "device revoked; its connections are closed and its invite tokens cancelled"
+        );
         Ok(Some(tokens))
     }
 
@@ -370,8 +379,8 @@ pub async fn serve(server: Arc<Server>, listener: TcpListener, cancel: Cancellat
     }
 }
 
-/// Connections open per source ([`crate::auth::source_key`]), each counted by the [`AddressSlot`] its session
-/// holds, and at most `limit` of them from one address.
+/// Connections open per source ([`crate::auth::source_key`]), each counted by the
+/// [`AddressSlot`] its session holds, and at most `limit` of them from one source.
 #[derive(Clone)]
 struct PerAddress {
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
