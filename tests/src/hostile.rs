@@ -85,6 +85,32 @@ pub fn connect_with(addr: &str, hello: Hello) -> Result<(Device, Welcome), Strin
     }
 }
 
+/// A device connection to the server at `addr` that got in by open registration as
+/// `device` and has sent nothing since: the server waits for its Hello (or
+/// `CreateInvite`). Returns the connection and the device id the server gave it.
+pub fn registered(addr: &str, device: &str) -> Result<(Device, DeviceId), String> {
+    let (raw, buf) = handshaken(addr)?;
+    let mut auth = Conn {
+        raw,
+        codec: FrameCodec::<AuthReply, AuthRequest>::new(MAX_AUTH_FRAME),
+        buf,
+    };
+    auth.send(AuthRequest::Register {
+        device: DeviceId::new(device).map_err(|e| e.to_string())?,
+        device_name: "hostile".into(),
+    })?;
+    let id = match auth.recv()? {
+        Some(AuthReply::Accepted { device, .. }) => device,
+        other => return Err(format!("expected to be accepted, got {other:?}")),
+    };
+    let conn = Device {
+        raw: auth.raw,
+        codec: FrameCodec::new(MAX_WIRE_FRAME),
+        buf: auth.buf,
+    };
+    Ok((conn, id))
+}
+
 /// TCP, TLS and the frozen handshake to the server at `addr`: the connection where the
 /// server now waits for credentials, and what it already sent after the handshake.
 pub fn handshaken(addr: &str) -> Result<(Raw, BytesMut), String> {

@@ -5,7 +5,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use filesync_proto::wire::{ClientMsg, ServerMsg};
 use filesync_tests::cluster::DOCS;
+use filesync_tests::hostile;
 use filesync_tests::node::describe;
 use filesync_tests::{Cluster, Node};
 use serde_json::Value;
@@ -81,6 +83,25 @@ fn revoking_a_device_cancels_the_invite_tokens_it_made() {
     assert!(pending(cl.server()).is_empty());
     let devices = cl.server().server_devices();
     assert_eq!(devices.len(), 2, "{devices:?}");
+}
+
+/// A connection admitted before its device was revoked cannot make a token after: the
+/// server checks the connection's cancellation (and the store the device) first.
+#[test]
+fn a_connection_admitted_before_the_revocation_makes_no_token() {
+    let cl = Cluster::without_folders(0, Some("open"));
+    let addr = cl.server().server_addr();
+    let (mut dev, id) = hostile::registered(&addr, "STOLEN").expect("registered");
+    cl.server().ctl_ok(["server", "revoke", id.as_str()]);
+    dev.send(ClientMsg::CreateInvite)
+        .expect("send CreateInvite");
+    match dev.recv() {
+        Ok(Some(ServerMsg::Invite(Err(why)))) => {
+            assert!(why.contains(&format!("device {id} was revoked")), "{why}");
+        }
+        other => panic!("a revoked device's connection got {other:?}"),
+    }
+    assert!(pending(cl.server()).is_empty());
 }
 
 #[test]
