@@ -132,8 +132,10 @@ impl Accounts {
             .with_context(|| format!("cannot open the account store {}", file.display()))?;
         db.busy_timeout(Duration::from_secs(10))?;
         // One fsync per commit (of the log) instead of the rollback journal's two or
-        // three; `synchronous` stays FULL so an enrolment survives a power cut.
+        // three; `synchronous` FULL so that an enrolment survives a power cut (the device
+        // keeps the credential it was given).
         db.pragma_update(None, "journal_mode", "WAL")
+            .and_then(|()| db.pragma_update(None, "synchronous", "FULL"))
             .with_context(|| format!("cannot set up the account store {}", file.display()))?;
         db.execute_batch(
             "CREATE TABLE IF NOT EXISTS accounts (
@@ -1034,5 +1036,40 @@ mod tests {
         drop(accounts);
         // Opening it again finds the columns already there.
         Accounts::open(&file).unwrap();
+    }
+
+    #[test]
+    fn the_store_uses_a_log_and_last_seen_moves_once_a_minute() {
+        let (_dir, accounts) = store();
+        let credential = enrolled(&accounts, "alice", "D1");
+        let mode: String = lock(&accounts.db)
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let login = AuthRequest::Credential {
+            device: id("D1"),
+            secret: credential,
+        };
+        let seen_after_login = |set: i64| -> i64 {
+            let db = lock(&accounts.db);
+            db.execute("UPDATE devices SET last_seen = ?1", [set])
+                .unwrap();
+            drop(db);
+            accounts.authenticate(&login, false, PEER).unwrap().unwrap();
+            lock(&accounts.db)
+                .query_row("SELECT last_seen FROM devices", [], |r| r.get(0))
+                .unwrap()
+        };
+        let recent = now() - 30;
+        assert_eq!(
+            seen_after_login(recent),
+            recent,
+            "rewritten within the minute"
+        );
+        let old = now() - 120;
+        assert!(
+            seen_after_login(old) >= now() - 1,
+            "not rewritten after a minute"
+        );
     }
 }
