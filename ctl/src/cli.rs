@@ -215,14 +215,17 @@ pub enum ServerCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Cut a device off now: its connections are closed, it is refused from then on,
-    /// and the invite tokens it made that were not used yet are cancelled.
+    /// Cut a device off now: its connections are closed and it is refused from then on.
+    ///
+    /// The invite tokens it made (`device invite`) that nobody used yet are cancelled.
     Revoke {
         /// The device id, as `filesyncctl server devices` lists it.
         device: String,
     },
-    /// List the invite tokens that can still enrol a device: id, account, who made it
-    /// (the admin or a device), and when it expires. `invites cancel ID` cancels one.
+    /// List the invite tokens that can still enrol a device, or cancel one.
+    ///
+    /// Each with its id, account, who made it (the admin, or the device that ran
+    /// `device invite`) and when it expires. `server invites cancel ID` cancels one.
     #[command(args_conflicts_with_subcommands = true)]
     Invites {
         /// Print the tokens as a JSON array, for scripts.
