@@ -440,4 +440,28 @@ mod tests {
             assert_eq!(err.exit_code(), 2, "{args:?}");
         }
     }
+
+    #[test]
+    fn server_invites_lists_or_cancels() {
+        let invites = |args: &[&str]| match parse(args).map(|cli| cli.command) {
+            Ok(Command::Server(ServerCommand::Invites { json, action })) => (json, action),
+            other => panic!("{args:?}: {other:?}"),
+        };
+        assert!(matches!(invites(&["server", "invites"]), (false, None)));
+        assert!(matches!(
+            invites(&["server", "invites", "--json"]),
+            (true, None)
+        ));
+        assert!(matches!(
+            invites(&["server", "invites", "cancel", "0123456789abcdef"]),
+            (false, Some(InvitesCommand::Cancel { id })) if id == "0123456789abcdef"
+        ));
+        for args in [
+            &["server", "invites", "cancel"][..],
+            &["server", "invites", "--json", "cancel", "x"],
+        ] {
+            let err = parse(args).expect_err("must be refused");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
 }
