@@ -346,7 +346,7 @@ fn silent_connections_hold_at_most_the_unauthenticated_budget() {
     cl.settle(DOCS);
     cl.assert_file_everywhere(DOCS, "during.bin", &during);
 
-    // A device that connects anew is refused while the budget is full, and gets in
+    // A device that connects anew: refused while the budget is still full, it gets in
     // once the server has closed the silent connections at their deadline.
     cl.b().stop();
     cl.b().start();
