@@ -264,6 +264,8 @@ pub enum ServerCommand {
         json: bool,
     },
     /// Cut a device off now: its connections are closed and it is refused from then on.
+    ///
+    /// The invite tokens it made (`device invite`) that nobody used yet are cancelled.
     Revoke {
         /// The device id, as `filesyncctl server devices` lists it.
         device: String,
@@ -298,12 +300,33 @@ pub enum ServerCommand {
         #[arg(value_name = "OWNER/FOLDER")]
         folder: Option<String>,
     },
+    /// List the invite tokens that can still enrol a device, or cancel one.
+    ///
+    /// Each with its id, account, who made it (the admin, or the device that ran
+    /// `device invite`) and when it expires. `server invites cancel ID` cancels one.
+    #[command(args_conflicts_with_subcommands = true)]
+    Invites {
+        /// Print the tokens as a JSON array, for scripts.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: Option<InvitesCommand>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InvitesCommand {
+    /// Cancel a pending invite token: from now on it enrols no device.
+    Cancel {
+        /// The token's id, as `filesyncctl server invites` lists it.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum DeviceCommand {
     /// Print a one-time invite token that enrols another device into this device's
-    /// account on SERVER.
+    /// account on SERVER. A device may make 10 an hour.
     Invite {
         /// The server this device is enrolled with.
         #[arg(long, value_name = "HOST:PORT")]
@@ -533,6 +556,30 @@ mod tests {
             &["restore", "docs", "a.txt", "--version", "latest"],
             &["revert"],
             &["revert", "docs", "more"],
+        ] {
+            let err = parse(args).expect_err("must be refused");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn server_invites_lists_or_cancels() {
+        let invites = |args: &[&str]| match parse(args).map(|cli| cli.command) {
+            Ok(Command::Server(ServerCommand::Invites { json, action })) => (json, action),
+            other => panic!("{args:?}: {other:?}"),
+        };
+        assert!(matches!(invites(&["server", "invites"]), (false, None)));
+        assert!(matches!(
+            invites(&["server", "invites", "--json"]),
+            (true, None)
+        ));
+        assert!(matches!(
+            invites(&["server", "invites", "cancel", "0123456789abcdef"]),
+            (false, Some(InvitesCommand::Cancel { id })) if id == "0123456789abcdef"
+        ));
+        for args in [
+            &["server", "invites", "cancel"][..],
+            &["server", "invites", "--json", "cancel", "x"],
         ] {
             let err = parse(args).expect_err("must be refused");
             assert_eq!(err.exit_code(), 2, "{args:?}");

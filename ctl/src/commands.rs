@@ -11,8 +11,11 @@ use filesync_proto::control::{
     AccountInfo, AddFolder, ConflictInfo, DaemonStatus, Request, Response, VersionEntry,
 };
 
-use crate::cli::{AddArgs, Command, DeviceCommand, ResolveArgs, ServerCommand, Target};
+use crate::cli::{
+    AddArgs, Command, DeviceCommand, InvitesCommand, ResolveArgs, ServerCommand, Target,
+};
 use crate::generate;
+use crate::invites;
 use crate::output;
 use crate::transport::{Client, RESPONSE_TIMEOUT};
 use crate::wait::wait;
@@ -153,6 +156,12 @@ pub async fn run(command: Command, client: &Client) -> Result<()> {
         Command::Server(ServerCommand::Shares { json, folder }) => {
             shares(client, Request::ServerShares { folder }, json).await
         }
+        Command::Server(ServerCommand::Invites { json, action }) => match action {
+            None => invites::list(client, json).await,
+            Some(InvitesCommand::Cancel { id }) => {
+                confirm(client, Request::ServerCancelInvite { id }).await
+            }
+        },
         Command::Device(DeviceCommand::Invite { server, account }) => {
             confirm(client, Request::DeviceInvite { server, account }).await
         }
@@ -338,7 +347,7 @@ pub fn expect_versions(response: Response) -> Result<Vec<VersionEntry>> {
     }
 }
 
-fn unexpected(response: Response, wanted: &str) -> anyhow::Error {
+pub fn unexpected(response: Response, wanted: &str) -> anyhow::Error {
     let got = match response {
         Response::Error { message, .. } => return anyhow!(message),
         Response::Ok { .. } => "a confirmation",
@@ -348,6 +357,7 @@ fn unexpected(response: Response, wanted: &str) -> anyhow::Error {
         Response::Accounts(_) => "a list of accounts",
         Response::Shares(_) => "a list of shares",
         Response::Event(_) => "an event",
+        Response::Invites(_) => "a list of invite tokens",
     };
     anyhow!("the daemon answered with {got} where {wanted} was expected")
 }
@@ -435,7 +445,7 @@ fn absolute(path: &Path) -> Result<String> {
 }
 
 /// The current Unix time, for "3 minutes ago"; a clock before 1970 reads as 1970.
-fn unix_now() -> i64 {
+pub fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))

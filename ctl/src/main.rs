@@ -3,7 +3,8 @@
 //! Each command sends one request over the daemon's local control socket and prints
 //! the answer; there is no sync logic here. Modules: `cli` (arguments), `generate`
 //! (completions and man pages), `commands`
-//! (command to request, answer to output), `transport` (the socket and its framing),
+//! (command to request, answer to output), `invites` (`server invites`), `transport`
+//! (the socket and its framing),
 //! `wait` (the `wait` polling loop), `output` and `format` (human and JSON rendering).
 //!
 //! Exit codes:
@@ -20,6 +21,7 @@ mod cli;
 mod commands;
 mod format;
 mod generate;
+mod invites;
 mod output;
 mod transport;
 mod wait;

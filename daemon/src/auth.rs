@@ -5,18 +5,26 @@
 //! database lets nobody in. Redeeming a token is one transaction under one lock: of two
 //! devices presenting the same token at once, exactly one is enrolled. Failed guesses
 //! (unknown, used or expired tokens, unknown credentials) are counted per source
-//! address, and an address with too many is refused for a minute without looking at
-//! what it sent.
+//! ([`source_key`]: an IPv4 address, or an IPv6 /64), and a source with too many has its
+//! failures answered "too many attempts" for a minute; a good secret from it still gets
+//! in, so that a neighbour behind the same NAT cannot lock a device out.
+//!
+//! Every token records who made it ([`Maker`]): revoking a device cancels the pending
+//! tokens it made, and a device makes at most [`MAX_DEVICE_INVITES`] an hour.
+//!
+//! The store is SQLite with a write-ahead log (one fsync per commit) behind a std mutex:
+//! callers on the async runtime go through `spawn_blocking`
+//! ([`crate::server::Server::off_runtime`]).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use filesync_proto::auth::{AuthRequest, Refusal, Secret};
-use filesync_proto::control::{AccountInfo, DeviceInfo};
+use filesync_proto::control::{AccountInfo, DeviceInfo, InviteInfo};
 use filesync_proto::{AccountName, DeviceId};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -30,6 +38,56 @@ pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Failed attempts an address may make within [`FAILURE_WINDOW`].
 const MAX_FAILURES: u32 = 10;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Invite tokens one device may make within [`DEVICE_INVITE_WINDOW`]: enough to enrol a
+/// household's devices, too few for a stolen device to hand out access in bulk.
+pub const MAX_DEVICE_INVITES: usize = 10;
+const DEVICE_INVITE_WINDOW: i64 = 3600;
+/// `last_seen` is rewritten only when older than this, so that a device reconnecting in
+/// a loop does not turn every login into a write and an fsync.
+const LAST_SEEN_RESOLUTION: i64 = 60;
+
+/// Where failed guesses and connection limits count a peer: its IPv4 address, or the
+/// /64 of its IPv6 address (one host usually holds a whole /64, so a per-address count
+/// would give it 2^64 of them). IPv4-mapped IPv6 addresses count as their IPv4 address.
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u64::MAX as u128))),
+        v4 => v4,
+    }
+}
+
+/// Who made an invite token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Maker {
+    /// The server's admin, through the control socket (`filesyncctl server invite`).
+    Admin,
+    /// A device of the token's account (`filesyncctl device invite`).
+    Device(DeviceId),
+}
+
+impl Maker {
+    /// As stored in `invites.made_by`; a device id cannot contain `:`, so no device
+    /// reads as the admin.
+    fn column(&self) -> String {
+        match self {
+            Maker::Admin => "admin".into(),
+            Maker::Device(d) => format!("device:{d}"),
+        }
+    }
+}
+
+/// What `server invites cancel` did with an id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancelled {
+    /// The token of this account can no longer enrol anyone.
+    Done(AccountName),
+    /// No token has this id.
+    Unknown,
+    /// The token already enrolled this device: revoking the device is what helps.
+    Used(String),
+    /// It expired or was cancelled already.
+    NotPending,
+}
 
 /// A device that got in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +131,12 @@ impl Accounts {
         let db = Connection::open(file)
             .with_context(|| format!("cannot open the account store {}", file.display()))?;
         db.busy_timeout(Duration::from_secs(10))?;
+        // One fsync per commit (of the log) instead of the rollback journal's two or
+        // three; `synchronous` FULL so that an enrolment survives a power cut (the device
+        // keeps the credential it was given).
+        db.pragma_update(None, "journal_mode", "WAL")
+            .and_then(|()| db.pragma_update(None, "synchronous", "FULL"))
+            .with_context(|| format!("cannot set up the account store {}", file.display()))?;
         db.execute_batch(
             "CREATE TABLE IF NOT EXISTS accounts (
                  name TEXT PRIMARY KEY, created INTEGER NOT NULL);
@@ -85,31 +149,149 @@ impl Accounts {
                  expires INTEGER NOT NULL, used_by TEXT, used_at INTEGER);",
         )
         .with_context(|| format!("cannot set up the account store {}", file.display()))?;
+        // Stores made before tokens recorded their maker and cancellation get the
+        // columns in place; their old tokens show as made by an unknown maker.
+        for (column, decl) in [("made_by", "TEXT"), ("cancelled", "INTEGER")] {
+            add_column(&db, "invites", column, decl)
+                .with_context(|| format!("cannot upgrade the account store {}", file.display()))?;
+        }
         Ok(Accounts {
             db: Mutex::new(db),
             failures: Mutex::new(HashMap::new()),
         })
     }
 
-    /// A new one-time token secret for `account`, which is created if new.
-    pub fn invite(&self, account: &AccountName, ttl: Duration) -> Result<Secret> {
-        let secret = new_secret();
-        let db = lock(&self.db);
+    /// A new one-time token secret for `account` (created if new), made by `maker`.
+    /// Refused for a revoked device, and for a device that made
+    /// [`MAX_DEVICE_INVITES`] within the last hour (the error says when it may again).
+    pub fn invite(&self, account: &AccountName, ttl: Duration, maker: &Maker) -> Result<Secret> {
         let now = now();
-        db.execute(
+        let expires = i64::try_from(ttl.as_secs())
+            .ok()
+            .and_then(|secs| now.checked_add(secs))
+            .with_context(|| {
+                format!(
+                    "a token valid for {} seconds would expire past the end of time; \
+                     choose a shorter --expires",
+                    ttl.as_secs()
+                )
+            })?;
+        let secret = new_secret();
+        let mut db = lock(&self.db);
+        let tx = db.transaction()?;
+        if let Maker::Device(device) = maker {
+            let revoked: Option<bool> = tx
+                .query_row(
+                    "SELECT revoked FROM devices WHERE id = ?1",
+                    [device.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if revoked != Some(false) {
+                bail!("device {device} is revoked and may not make invite tokens");
+            }
+            let tenth_latest: Option<i64> = tx
+                .query_row(
+                    "SELECT created FROM invites WHERE made_by = ?1
+                     ORDER BY created DESC LIMIT 1 OFFSET ?2",
+                    params![maker.column(), MAX_DEVICE_INVITES as i64 - 1],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(wait) = invite_wait(tenth_latest, now) {
+                bail!(
+                    "device {device} made {MAX_DEVICE_INVITES} invite tokens within the last \
+                     hour, the most a device may; it can make the next one in {} \
+                     (or the server's admin can: `filesyncctl server invite {account}`)",
+                    minutes(wait)
+                );
+            }
+        }
+        tx.execute(
             "INSERT OR IGNORE INTO accounts (name, created) VALUES (?1, ?2)",
             params![account.as_str(), now],
         )?;
-        db.execute(
-            "INSERT INTO invites (hash, account, created, expires) VALUES (?1, ?2, ?3, ?4)",
+        tx.execute(
+            "INSERT INTO invites (hash, account, created, expires, made_by)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
                 hash(&secret),
                 account.as_str(),
                 now,
-                now + ttl.as_secs() as i64
+                expires,
+                maker.column()
             ],
         )?;
+        tx.commit()?;
         Ok(secret)
+    }
+
+    /// The tokens that can still enrol a device, oldest first.
+    pub fn invites(&self) -> Result<Vec<InviteInfo>> {
+        let db = lock(&self.db);
+        let mut stmt = db.prepare(
+            "SELECT hash, account, made_by, created, expires FROM invites
+             WHERE used_by IS NULL AND cancelled IS NULL AND expires > ?1
+             ORDER BY created, hash",
+        )?;
+        let rows = stmt.query_map([now()], |r| {
+            let hash: Vec<u8> = r.get(0)?;
+            let made_by: Option<String> = r.get(2)?;
+            let (made_by, device) = match made_by.as_deref() {
+                Some("admin") => ("admin", None),
+                Some(m) => match m.strip_prefix("device:") {
+                    Some(d) => ("device", Some(d.to_owned())),
+                    None => ("unknown", None),
+                },
+                None => ("unknown", None),
+            };
+            Ok(InviteInfo {
+                id: invite_id(&hash),
+                account: r.get(1)?,
+                made_by: made_by.into(),
+                device,
+                created: r.get(3)?,
+                expires: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Cancels the pending token whose [`invite_id`] is `id`.
+    pub fn cancel_invite(&self, id: &str) -> Result<Cancelled> {
+        let Some(prefix) = parse_invite_id(id) else {
+            return Ok(Cancelled::Unknown);
+        };
+        let now = now();
+        let db = lock(&self.db);
+        // The token's hash and account if it is pending, what to answer otherwise.
+        let found = db
+            .query_row(
+                "SELECT hash, account, expires, used_by, cancelled FROM invites
+                 WHERE substr(hash, 1, ?1) = ?2",
+                params![INVITE_ID_BYTES as i64, prefix],
+                |r| {
+                    let (expires, used_by, cancelled): (i64, Option<String>, Option<i64>) =
+                        (r.get(2)?, r.get(3)?, r.get(4)?);
+                    Ok(match used_by {
+                        Some(device) => Err(Cancelled::Used(device)),
+                        None if cancelled.is_some() || expires <= now => Err(Cancelled::NotPending),
+                        None => Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)),
+                    })
+                },
+            )
+            .optional()?;
+        match found {
+            None => Ok(Cancelled::Unknown),
+            Some(Err(answer)) => Ok(answer),
+            Some(Ok((hash, account))) => {
+                db.execute(
+                    "UPDATE invites SET cancelled = ?1 WHERE hash = ?2",
+                    params![now, hash],
+                )?;
+                Ok(Cancelled::Done(AccountName::new(account)?))
+            }
+        }
     }
 
     /// Decides whether the device behind `request`, from `peer`, gets in; an `Err` is a
@@ -120,9 +302,7 @@ impl Accounts {
         open_registration: bool,
         peer: IpAddr,
     ) -> Result<Result<Admitted, Refusal>> {
-        if self.blocked(peer) {
-            return Ok(Err(Refusal::TooManyAttempts));
-        }
+        let source = source_key(peer);
         let decided = match request {
             AuthRequest::Credential { device, secret } => self.login(device, secret)?,
             AuthRequest::Redeem {
@@ -139,42 +319,37 @@ impl Accounts {
             }
             AuthRequest::Register { .. } => Err(Refusal::RegistrationClosed),
         };
-        // Guesses count; a revoked device or one without a token retrying is no guess.
-        if let Err(
-            Refusal::TokenUnknown
-            | Refusal::TokenUsed
-            | Refusal::TokenExpired
-            | Refusal::CredentialUnknown,
-        ) = decided
-        {
-            self.failed(peer);
+        if !is_guess(&decided) {
+            return Ok(decided);
         }
-        Ok(decided)
+        let blocked = self.blocked(source);
+        self.failed(source);
+        Ok(lockout(decided, blocked))
     }
 
-    fn blocked(&self, peer: IpAddr) -> bool {
+    fn blocked(&self, source: IpAddr) -> bool {
         let failures = lock(&self.failures);
         failures
-            .get(&peer)
+            .get(&source)
             .is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW)
     }
 
-    fn failed(&self, peer: IpAddr) {
+    fn failed(&self, source: IpAddr) {
         let mut failures = lock(&self.failures);
         failures.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
-        failures.entry(peer).or_insert((0, Instant::now())).0 += 1;
+        failures.entry(source).or_insert((0, Instant::now())).0 += 1;
     }
 
     fn login(&self, device: &DeviceId, secret: &Secret) -> Result<Result<Admitted, Refusal>> {
         let db = lock(&self.db);
-        let row: Option<(String, Vec<u8>, bool)> = db
+        let row: Option<(String, Vec<u8>, bool, Option<i64>)> = db
             .query_row(
-                "SELECT account, secret_hash, revoked FROM devices WHERE id = ?1",
+                "SELECT account, secret_hash, revoked, last_seen FROM devices WHERE id = ?1",
                 [device.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()?;
-        let Some((account, stored, revoked)) = row else {
+        let Some((account, stored, revoked, last_seen)) = row else {
             return Ok(Err(Refusal::CredentialUnknown));
         };
         if stored != hash(secret) {
@@ -183,10 +358,13 @@ impl Accounts {
         if revoked {
             return Ok(Err(Refusal::DeviceRevoked));
         }
-        db.execute(
-            "UPDATE devices SET last_seen = ?1 WHERE id = ?2",
-            params![now(), device.as_str()],
-        )?;
+        let now = now();
+        if last_seen.is_none_or(|seen| now - seen >= LAST_SEEN_RESOLUTION) {
+            db.execute(
+                "UPDATE devices SET last_seen = ?1 WHERE id = ?2",
+                params![now, device.as_str()],
+            )?;
+        }
         Ok(Ok(Admitted {
             account: AccountName::new(account)?,
             device: device.clone(),
@@ -204,24 +382,28 @@ impl Accounts {
         let now = now();
         let mut db = lock(&self.db);
         let tx = db.transaction()?;
-        let row: Option<(String, i64, Option<String>)> = tx
+        let row: Option<(String, i64, Option<String>, Option<i64>)> = tx
             .query_row(
-                "SELECT account, expires, used_by FROM invites WHERE hash = ?1",
+                "SELECT account, expires, used_by, cancelled FROM invites WHERE hash = ?1",
                 [&key],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()?;
         let account = match row {
             None => return Ok(Err(Refusal::TokenUnknown)),
-            Some((_, _, Some(_))) => return Ok(Err(Refusal::TokenUsed)),
-            Some((_, expires, None)) if expires <= now => {
+            Some((_, _, Some(_), _)) => return Ok(Err(Refusal::TokenUsed)),
+            // A cancelled token reads as expired: the device's advice is the same (ask
+            // for a new one), and the wire has no other word for it.
+            Some((_, _, None, Some(_))) => return Ok(Err(Refusal::TokenExpired)),
+            Some((_, expires, None, None)) if expires <= now => {
                 return Ok(Err(Refusal::TokenExpired));
             }
-            Some((account, _, None)) => AccountName::new(account)?,
+            Some((account, _, None, None)) => AccountName::new(account)?,
         };
         let admitted = self.enrol(&tx, &account, device, device_name)?;
         let used = tx.execute(
-            "UPDATE invites SET used_by = ?1, used_at = ?2 WHERE hash = ?3 AND used_by IS NULL",
+            "UPDATE invites SET used_by = ?1, used_at = ?2
+             WHERE hash = ?3 AND used_by IS NULL AND cancelled IS NULL",
             params![admitted.device.as_str(), now, key],
         )?;
         if used != 1 {
@@ -308,15 +490,98 @@ impl Accounts {
         Ok(accounts)
     }
 
-    /// Marks `device` revoked; false when there is no such device.
-    pub fn revoke(&self, device: &DeviceId) -> Result<bool> {
-        let db = lock(&self.db);
-        let n = db.execute(
+    /// Marks `device` revoked and cancels the pending tokens it made, in one
+    /// transaction (so no token it makes meanwhile survives): how many were cancelled,
+    /// or `None` when there is no such device.
+    pub fn revoke(&self, device: &DeviceId) -> Result<Option<usize>> {
+        let mut db = lock(&self.db);
+        let tx = db.transaction()?;
+        let n = tx.execute(
             "UPDATE devices SET revoked = 1 WHERE id = ?1",
             [device.as_str()],
         )?;
-        Ok(n == 1)
+        if n != 1 {
+            return Ok(None);
+        }
+        let cancelled = tx.execute(
+            "UPDATE invites SET cancelled = ?1
+             WHERE made_by = ?2 AND used_by IS NULL AND cancelled IS NULL",
+            params![now(), Maker::Device(device.clone()).column()],
+        )?;
+        tx.commit()?;
+        Ok(Some(cancelled))
     }
+}
+
+/// Refusals that mean a wrong secret (a guess); a revoked device or one without a
+/// token retrying is no guess.
+fn is_guess(decided: &Result<Admitted, Refusal>) -> bool {
+    matches!(
+        decided,
+        Err(Refusal::TokenUnknown
+            | Refusal::TokenUsed
+            | Refusal::TokenExpired
+            | Refusal::CredentialUnknown)
+    )
+}
+
+/// The answer to a failed guess from a source that has made too many (`blocked`): it
+/// learns nothing more about its guess. Anything else stands as decided.
+fn lockout(decided: Result<Admitted, Refusal>, blocked: bool) -> Result<Admitted, Refusal> {
+    if blocked && is_guess(&decided) {
+        Err(Refusal::TooManyAttempts)
+    } else {
+        decided
+    }
+}
+
+/// How long a device whose tenth-latest token was made at `tenth_latest` must wait for
+/// its next one (`None`: it may make one now), all in Unix seconds.
+fn invite_wait(tenth_latest: Option<i64>, now: i64) -> Option<i64> {
+    let free_at = tenth_latest?.saturating_add(DEVICE_INVITE_WINDOW);
+    (free_at > now).then(|| free_at - now)
+}
+
+/// Seconds as whole minutes for a person, rounded up: "1 minute", "37 minutes".
+fn minutes(secs: i64) -> String {
+    let m = (secs + 59) / 60;
+    format!("{m} minute{}", if m == 1 { "" } else { "s" })
+}
+
+/// Bytes of a token's hash that make its public id: enough to tell tokens apart, and a
+/// prefix of a SHA-256 of a 256-bit secret tells nothing about the secret.
+const INVITE_ID_BYTES: usize = 8;
+
+/// The id `server invites` shows for the token whose secret hashes to `hash`: 16 hex
+/// digits.
+fn invite_id(hash: &[u8]) -> String {
+    hash.iter()
+        .take(INVITE_ID_BYTES)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn parse_invite_id(id: &str) -> Option<Vec<u8>> {
+    let id = id.trim();
+    if id.len() != INVITE_ID_BYTES * 2 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..INVITE_ID_BYTES)
+        .map(|i| u8::from_str_radix(&id[2 * i..2 * i + 2], 16).ok())
+        .collect()
+}
+
+/// Adds `column` to `table` unless it is there: the in-place upgrade of an older store.
+fn add_column(db: &Connection, table: &str, column: &str, decl: &str) -> Result<()> {
+    let present: bool = db.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+        params![table, column],
+        |r| r.get(0),
+    )?;
+    if !present {
+        db.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -347,7 +612,9 @@ mod tests {
     fn a_token_enrols_one_device_and_its_credential_logs_in() {
         let (_dir, accounts) = store();
         let alice = AccountName::new("alice").unwrap();
-        let secret = accounts.invite(&alice, DEFAULT_INVITE_TTL).unwrap();
+        let secret = accounts
+            .invite(&alice, DEFAULT_INVITE_TTL, &Maker::Admin)
+            .unwrap();
         let admitted = accounts
             .authenticate(&redeem(&secret, "D1"), false, PEER)
             .unwrap()
@@ -383,7 +650,8 @@ mod tests {
             accounts.authenticate(&wrong, false, PEER).unwrap(),
             Err(Refusal::CredentialUnknown)
         );
-        assert!(accounts.revoke(&id("D1")).unwrap());
+        assert_eq!(accounts.revoke(&id("D1")).unwrap(), Some(0));
+        assert_eq!(accounts.revoke(&id("nobody")).unwrap(), None);
         assert_eq!(
             accounts.authenticate(&login, false, PEER).unwrap(),
             Err(Refusal::DeviceRevoked)
@@ -398,7 +666,9 @@ mod tests {
     fn expired_unknown_and_closed_registration_are_refused() {
         let (_dir, accounts) = store();
         let bob = AccountName::new("bob").unwrap();
-        let expired = accounts.invite(&bob, Duration::ZERO).unwrap();
+        let expired = accounts
+            .invite(&bob, Duration::ZERO, &Maker::Admin)
+            .unwrap();
         let refused = |req: &AuthRequest, open| accounts.authenticate(req, open, PEER).unwrap();
         assert_eq!(
             refused(&redeem(&expired, "D1"), false),
@@ -423,7 +693,11 @@ mod tests {
     fn concurrent_redemptions_enrol_exactly_one_device() {
         let (_dir, accounts) = store();
         let secret = accounts
-            .invite(&AccountName::new("carol").unwrap(), DEFAULT_INVITE_TTL)
+            .invite(
+                &AccountName::new("carol").unwrap(),
+                DEFAULT_INVITE_TTL,
+                &Maker::Admin,
+            )
             .unwrap();
         let wins = std::thread::scope(|s| {
             let handles: Vec<_> = (0..8)
@@ -466,6 +740,336 @@ mod tests {
         assert_eq!(
             accounts.authenticate(&bad, false, other).unwrap(),
             Err(Refusal::TokenUnknown)
+        );
+    }
+
+    fn enrolled(accounts: &Accounts, account: &str, device: &str) -> Secret {
+        let token = accounts
+            .invite(
+                &AccountName::new(account).unwrap(),
+                DEFAULT_INVITE_TTL,
+                &Maker::Admin,
+            )
+            .unwrap();
+        accounts
+            .authenticate(&redeem(&token, device), false, PEER)
+            .unwrap()
+            .unwrap()
+            .credential
+            .unwrap()
+    }
+
+    #[test]
+    fn ipv6_sources_count_by_their_64_and_ipv4_by_the_address() {
+        let key = |s: &str| source_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:ffff:1:2:3"));
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2::"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("10.0.0.1"), key("10.0.0.1"));
+        assert_ne!(key("10.0.0.1"), key("10.0.0.2"));
+        // A dual-stack listener sees IPv4 peers as mapped addresses: each keeps its own
+        // count instead of all sharing ::ffff:0:0/64.
+        assert_eq!(key("::ffff:10.0.0.1"), key("10.0.0.1"));
+        assert_ne!(key("::ffff:10.0.0.1"), key("::ffff:10.0.0.2"));
+    }
+
+    #[test]
+    fn a_lockout_answers_only_failed_guesses() {
+        let admitted = Admitted {
+            account: AccountName::new("alice").unwrap(),
+            device: id("D1"),
+            credential: None,
+        };
+        for (decided, blocked, expected) in [
+            (Ok(admitted.clone()), true, Ok(admitted.clone())),
+            (Ok(admitted.clone()), false, Ok(admitted.clone())),
+            (
+                Err(Refusal::CredentialUnknown),
+                true,
+                Err(Refusal::TooManyAttempts),
+            ),
+            (
+                Err(Refusal::TokenUnknown),
+                false,
+                Err(Refusal::TokenUnknown),
+            ),
+            (
+                Err(Refusal::DeviceRevoked),
+                true,
+                Err(Refusal::DeviceRevoked),
+            ),
+            (
+                Err(Refusal::RegistrationClosed),
+                true,
+                Err(Refusal::RegistrationClosed),
+            ),
+        ] {
+            assert_eq!(lockout(decided.clone(), blocked), expected, "{decided:?}");
+        }
+    }
+
+    #[test]
+    fn a_good_credential_gets_in_from_a_locked_out_source() {
+        let (_dir, accounts) = store();
+        let credential = enrolled(&accounts, "alice", "D1");
+        // A neighbour behind the same NAT (another port, the same address) guesses.
+        let bad = redeem(&Secret([5; 32]), "D9");
+        for _ in 0..=MAX_FAILURES {
+            accounts
+                .authenticate(&bad, false, PEER)
+                .unwrap()
+                .unwrap_err();
+        }
+        assert_eq!(
+            accounts.authenticate(&bad, false, PEER).unwrap(),
+            Err(Refusal::TooManyAttempts)
+        );
+        let login = AuthRequest::Credential {
+            device: id("D1"),
+            secret: credential,
+        };
+        assert!(accounts.authenticate(&login, false, PEER).unwrap().is_ok());
+        let wrong = AuthRequest::Credential {
+            device: id("D1"),
+            secret: Secret([0; 32]),
+        };
+        assert_eq!(
+            accounts.authenticate(&wrong, false, PEER).unwrap(),
+            Err(Refusal::TooManyAttempts)
+        );
+        // The whole /64 of an IPv6 guesser is locked out, not another /64.
+        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+        for i in 0..MAX_FAILURES {
+            let from = v6(&format!("2001:db8::{:x}", i + 1));
+            accounts
+                .authenticate(&bad, false, from)
+                .unwrap()
+                .unwrap_err();
+        }
+        assert_eq!(
+            accounts
+                .authenticate(&bad, false, v6("2001:db8::ffff"))
+                .unwrap(),
+            Err(Refusal::TooManyAttempts)
+        );
+        assert_eq!(
+            accounts
+                .authenticate(&bad, false, v6("2001:db8:0:1::1"))
+                .unwrap(),
+            Err(Refusal::TokenUnknown)
+        );
+    }
+
+    #[test]
+    fn a_device_makes_at_most_ten_tokens_an_hour() {
+        let (_dir, accounts) = store();
+        enrolled(&accounts, "alice", "D1");
+        let alice = AccountName::new("alice").unwrap();
+        let device = Maker::Device(id("D1"));
+        for _ in 0..MAX_DEVICE_INVITES {
+            accounts
+                .invite(&alice, DEFAULT_INVITE_TTL, &device)
+                .unwrap();
+        }
+        let refused = accounts
+            .invite(&alice, DEFAULT_INVITE_TTL, &device)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("made 10 invite tokens within the last hour"),
+            "{refused}"
+        );
+        assert!(refused.contains("in 60 minutes"), "{refused}");
+        // The admin is not limited.
+        accounts
+            .invite(&alice, DEFAULT_INVITE_TTL, &Maker::Admin)
+            .unwrap();
+        assert_eq!(invite_wait(None, 1_000), None);
+        assert_eq!(invite_wait(Some(1_000), 1_000 + 3_599), Some(1));
+        assert_eq!(invite_wait(Some(1_000), 1_000 + 3_600), None);
+        assert_eq!(minutes(1), "1 minute");
+        assert_eq!(minutes(61), "2 minutes");
+    }
+
+    #[test]
+    fn revoking_a_device_cancels_the_tokens_it_made() {
+        let (_dir, accounts) = store();
+        enrolled(&accounts, "alice", "D1");
+        let alice = AccountName::new("alice").unwrap();
+        let device = Maker::Device(id("D1"));
+        let made = accounts
+            .invite(&alice, DEFAULT_INVITE_TTL, &device)
+            .unwrap();
+        let used = accounts
+            .invite(&alice, DEFAULT_INVITE_TTL, &device)
+            .unwrap();
+        let by_admin = accounts
+            .invite(&alice, DEFAULT_INVITE_TTL, &Maker::Admin)
+            .unwrap();
+        accounts
+            .authenticate(&redeem(&used, "D2"), false, PEER)
+            .unwrap()
+            .unwrap();
+        let listed = accounts.invites().unwrap();
+        assert_eq!(listed.len(), 2, "{listed:?}");
+        assert!(
+            listed
+                .iter()
+                .any(|i| i.made_by == "device" && i.device.as_deref() == Some("D1"))
+        );
+        assert!(
+            listed
+                .iter()
+                .any(|i| i.made_by == "admin" && i.device.is_none())
+        );
+
+        assert_eq!(accounts.revoke(&id("D1")).unwrap(), Some(1));
+        assert_eq!(
+            accounts
+                .authenticate(&redeem(&made, "D3"), false, PEER)
+                .unwrap(),
+            Err(Refusal::TokenExpired)
+        );
+        let listed = accounts.invites().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].made_by, "admin");
+        // A revoked device makes no more, whatever connection it still has.
+        let refused = accounts
+            .invite(&alice, DEFAULT_INVITE_TTL, &device)
+            .unwrap_err();
+        assert!(refused.to_string().contains("revoked"), "{refused}");
+        assert!(
+            accounts
+                .authenticate(&redeem(&by_admin, "D4"), false, PEER)
+                .unwrap()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_token_is_cancelled_by_its_id() {
+        let (_dir, accounts) = store();
+        let bob = AccountName::new("bob").unwrap();
+        let token = accounts
+            .invite(&bob, DEFAULT_INVITE_TTL, &Maker::Admin)
+            .unwrap();
+        let listed = accounts.invites().unwrap();
+        let id_of = listed[0].id.clone();
+        assert_eq!(id_of.len(), 16);
+        assert_eq!(id_of, invite_id(&hash(&token)));
+        for unknown in ["", "nonsense", "+123456789abcdef", "0000000000000000"] {
+            assert_eq!(accounts.cancel_invite(unknown).unwrap(), Cancelled::Unknown);
+        }
+        assert_eq!(
+            accounts.cancel_invite(&id_of.to_uppercase()).unwrap(),
+            Cancelled::Done(bob.clone())
+        );
+        assert_eq!(
+            accounts.cancel_invite(&id_of).unwrap(),
+            Cancelled::NotPending
+        );
+        assert!(accounts.invites().unwrap().is_empty());
+        assert_eq!(
+            accounts
+                .authenticate(&redeem(&token, "D1"), false, PEER)
+                .unwrap(),
+            Err(Refusal::TokenExpired)
+        );
+        let used = accounts
+            .invite(&bob, DEFAULT_INVITE_TTL, &Maker::Admin)
+            .unwrap();
+        accounts
+            .authenticate(&redeem(&used, "D2"), false, PEER)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            accounts.cancel_invite(&invite_id(&hash(&used))).unwrap(),
+            Cancelled::Used("D2".into())
+        );
+    }
+
+    #[test]
+    fn a_token_past_the_end_of_time_is_refused() {
+        let (_dir, accounts) = store();
+        let bob = AccountName::new("bob").unwrap();
+        for ttl in [
+            Duration::from_secs(u64::MAX),
+            Duration::from_secs(i64::MAX as u64),
+        ] {
+            let e = accounts.invite(&bob, ttl, &Maker::Admin).unwrap_err();
+            assert!(e.to_string().contains("choose a shorter --expires"), "{e}");
+        }
+        assert!(accounts.invites().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_older_store_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("accounts.db");
+        {
+            let db = Connection::open(&file).unwrap();
+            db.execute_batch(
+                "CREATE TABLE invites (
+                     hash BLOB PRIMARY KEY, account TEXT NOT NULL, created INTEGER NOT NULL,
+                     expires INTEGER NOT NULL, used_by TEXT, used_at INTEGER);",
+            )
+            .unwrap();
+            db.execute(
+                "INSERT INTO invites (hash, account, created, expires) VALUES (?1, 'old', 1, ?2)",
+                params![hash(&Secret([7; 32])), i64::MAX],
+            )
+            .unwrap();
+        }
+        let accounts = Accounts::open(&file).unwrap();
+        let listed = accounts.invites().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(
+            (listed[0].account.as_str(), listed[0].made_by.as_str()),
+            ("old", "unknown")
+        );
+        assert!(
+            accounts
+                .authenticate(&redeem(&Secret([7; 32]), "D1"), false, PEER)
+                .unwrap()
+                .is_ok()
+        );
+        drop(accounts);
+        // Opening it again finds the columns already there.
+        Accounts::open(&file).unwrap();
+    }
+
+    #[test]
+    fn the_store_uses_a_log_and_last_seen_moves_once_a_minute() {
+        let (_dir, accounts) = store();
+        let credential = enrolled(&accounts, "alice", "D1");
+        let mode: String = lock(&accounts.db)
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let login = AuthRequest::Credential {
+            device: id("D1"),
+            secret: credential,
+        };
+        let seen_after_login = |set: i64| -> i64 {
+            let db = lock(&accounts.db);
+            db.execute("UPDATE devices SET last_seen = ?1", [set])
+                .unwrap();
+            drop(db);
+            accounts.authenticate(&login, false, PEER).unwrap().unwrap();
+            lock(&accounts.db)
+                .query_row("SELECT last_seen FROM devices", [], |r| r.get(0))
+                .unwrap()
+        };
+        let recent = now() - 30;
+        assert_eq!(
+            seen_after_login(recent),
+            recent,
+            "rewritten within the minute"
+        );
+        let old = now() - 120;
+        assert!(
+            seen_after_login(old) >= now() - 1,
+            "not rewritten after a minute"
         );
     }
 }

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::{Cancelled, Maker};
 use crate::client::{self, ClientIdentity, FolderCmd, FolderHandle};
 use crate::config::{self, Config, FolderConfig};
 use crate::events::Events;
@@ -278,15 +279,17 @@ impl Supervisor {
             Request::ServerInvite {
                 account,
                 expires_secs,
-            } => now(self.server_invite(&account, expires_secs)),
-            Request::ServerDevices => now(match self.server() {
-                Err(r) => r,
-                Ok(server) => match server.accounts() {
-                    Ok(list) => Response::Accounts(list),
-                    Err(e) => failed(format!("cannot read the account store: {e:#}")),
-                },
+            } => self.server_invite(&account, expires_secs),
+            Request::ServerDevices => self.off_runtime(|server| match server.accounts() {
+                Ok(list) => Response::Accounts(list),
+                Err(e) => failed(format!("cannot read the account store: {e:#}")),
             }),
-            Request::ServerRevoke { device } => now(self.server_revoke(&device)),
+            Request::ServerRevoke { device } => self.server_revoke(&device),
+            Request::ServerInvites => self.off_runtime(|server| match server.invites() {
+                Ok(list) => Response::Invites(list),
+                Err(e) => failed(format!("cannot read the account store: {e:#}")),
+            }),
+            Request::ServerCancelInvite { id } => self.server_cancel_invite(id),
             Request::DeviceInvite { server, account } => {
                 let account = match account.map(AccountName::new).transpose() {
                     Ok(a) => a,
@@ -310,10 +313,9 @@ impl Supervisor {
             }
             Request::ServerShare { .. }
             | Request::ServerUnshare { .. }
-            | Request::ServerShares { .. } => now(match self.server() {
-                Err(r) => r,
-                Ok(server) => crate::server::shares::control(server, request),
-            }),
+            | Request::ServerShares { .. } => {
+                self.off_runtime(move |server| crate::server::shares::control(server, request))
+            }
         }
     }
 
@@ -323,41 +325,84 @@ impl Supervisor {
             .ok_or_else(|| bad("this daemon has no server role: its config has no [server] table"))
     }
 
-    fn server_invite(&self, account: &str, expires_secs: Option<u64>) -> Response {
+    /// Answers with `work`'s response, run on the blocking pool with the server role
+    /// (account-store calls wait on a lock and on fsync).
+    fn off_runtime(
+        &self,
+        work: impl FnOnce(&Server) -> Response + Send + 'static,
+    ) -> BoxFuture<'static, Response> {
         let server = match self.server() {
-            Ok(s) => s,
-            Err(r) => return r,
+            Ok(s) => s.clone(),
+            Err(r) => return now(r),
         };
+        Box::pin(async move {
+            server
+                .off_runtime(move |s| Ok(work(s)))
+                .await
+                .unwrap_or_else(|e| failed(format!("{e:#}")))
+        })
+    }
+
+    fn server_invite(
+        &self,
+        account: &str,
+        expires_secs: Option<u64>,
+    ) -> BoxFuture<'static, Response> {
         let account = match AccountName::new(account) {
             Ok(a) => a,
-            Err(e) => return bad(format!("{e}")),
+            Err(e) => return now(bad(format!("{e}"))),
         };
         let ttl = expires_secs.map_or(
             crate::auth::DEFAULT_INVITE_TTL,
             std::time::Duration::from_secs,
         );
-        match server.invite(&account, ttl) {
-            Ok(token) => ok(token),
-            Err(e) => failed(format!("no invite token: {e:#}")),
-        }
+        self.off_runtime(
+            move |server| match server.invite(&account, ttl, &Maker::Admin) {
+                Ok(token) => ok(token),
+                Err(e) => failed(format!("no invite token: {e:#}")),
+            },
+        )
     }
 
-    fn server_revoke(&self, device: &str) -> Response {
-        let server = match self.server() {
-            Ok(s) => s,
-            Err(r) => return r,
-        };
+    fn server_revoke(&self, device: &str) -> BoxFuture<'static, Response> {
         let id = match DeviceId::new(device) {
             Ok(id) => id,
-            Err(e) => return bad(format!("{e}")),
+            Err(e) => return now(bad(format!("{e}"))),
         };
-        match server.revoke(&id) {
-            Ok(true) => ok(format!("device {id} revoked; its connections are closed")),
-            Ok(false) => bad(format!(
+        self.off_runtime(move |server| match server.revoke(&id) {
+            Ok(Some(tokens)) => ok(format!(
+                "device {id} revoked; its connections are closed{}",
+                match tokens {
+                    0 => String::new(),
+                    1 => " and the invite token it made is cancelled".into(),
+                    n => format!(" and the {n} invite tokens it made are cancelled"),
+                }
+            )),
+            Ok(None) => bad(format!(
                 "no device {id} on this server; `filesyncctl server devices` lists them"
             )),
             Err(e) => failed(format!("cannot revoke {id}: {e:#}")),
-        }
+        })
+    }
+
+    fn server_cancel_invite(&self, id: String) -> BoxFuture<'static, Response> {
+        self.off_runtime(move |server| match server.cancel_invite(&id) {
+            Ok(Cancelled::Done(account)) => ok(format!(
+                "invite token {id} (account {account}) is cancelled; it enrols no device"
+            )),
+            Ok(Cancelled::Unknown) => bad(format!(
+                "no invite token {id:?} on this server; `filesyncctl server invites` \
+                 lists the pending ones by id"
+            )),
+            Ok(Cancelled::Used(device)) => bad(format!(
+                "invite token {id} was already used, by device {device}; to cut that \
+                 device off: `filesyncctl server revoke {device}`"
+            )),
+            Ok(Cancelled::NotPending) => bad(format!(
+                "invite token {id} has expired or was cancelled already; it enrols no device"
+            )),
+            Err(e) => failed(format!("cannot cancel invite token {id}: {e:#}")),
+        })
     }
 
     fn trust(&self, server: &str, fingerprint: &str) -> Response {

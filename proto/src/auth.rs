@@ -113,8 +113,8 @@ impl fmt::Display for Refusal {
                  or ask the server's admin for a new one"
             }
             Refusal::TokenExpired => {
-                "this invite token has expired; ask the server's admin for a new one \
-                 (`filesyncctl server invite ACCOUNT`)"
+                "this invite token has expired or was cancelled; ask the server's admin for \
+                 a new one (`filesyncctl server invite ACCOUNT`)"
             }
             Refusal::TokenUsed => {
                 "this invite token was already used (each token enrols one device); ask the \

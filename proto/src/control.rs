@@ -172,6 +172,12 @@ pub enum Request {
     Revert {
         folder: String,
     },
+    /// Server role: the invite tokens that can still enrol a device.
+    ServerInvites,
+    /// Server role: cancel the pending invite token `id` (as `ServerInvites` lists it).
+    ServerCancelInvite {
+        id: String,
+    },
 }
 
 /// What happened, for `filesyncctl events`.
@@ -281,6 +287,7 @@ pub enum Response {
     Accounts(Vec<AccountInfo>),
     Shares(Vec<ShareInfo>),
     Event(Event),
+    Invites(Vec<InviteInfo>),
     Error {
         kind: ControlErrorKind,
         message: String,
@@ -548,6 +555,23 @@ pub struct DeviceInfo {
     pub connections: u32,
 }
 
+/// One invite token that can still enrol a device (not used, cancelled or expired).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteInfo {
+    /// What `filesyncctl server invites cancel` takes: 16 hex digits of the token's
+    /// hash (the token itself is never stored).
+    pub id: String,
+    /// The account the token enrols into.
+    pub account: String,
+    /// `admin` (`filesyncctl server invite`), `device` (`filesyncctl device invite`, by
+    /// `device`), or `unknown` for tokens made before the server recorded makers.
+    pub made_by: String,
+    pub device: Option<String>,
+    /// Unix seconds.
+    pub created: i64,
+    pub expires: i64,
+}
+
 /// What this device knows of a server it talks to: the pinned certificate and, once
 /// enrolled, an account and its device id there; one entry per account it holds a
 /// credential for. Never the credential.
@@ -664,6 +688,10 @@ mod tests {
             Request::Revert {
                 folder: "docs".into(),
             },
+            Request::ServerInvites,
+            Request::ServerCancelInvite {
+                id: "0123456789abcdef".into(),
+            },
         ] {
             let back: Request = decode_payload(&encode_payload(&req).unwrap()).unwrap();
             assert_eq!(back, req);
@@ -713,6 +741,14 @@ mod tests {
                 member: "bob".into(),
                 read_only: true,
                 granted_at: 1_700_000_000,
+            }]),
+            Response::Invites(vec![InviteInfo {
+                id: "0123456789abcdef".into(),
+                account: "alice".into(),
+                made_by: "device".into(),
+                device: Some("DEV1".into()),
+                created: 1_700_000_000,
+                expires: 1_700_086_400,
             }]),
             Response::Event(Event {
                 time_ms: 1_700_000_000_000,

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -119,6 +119,32 @@ fn connect_as(
         Some(ServerMsg::Welcome(w)) => Ok((conn, w)),
         other => Err(format!("expected Welcome, got {other:?}")),
     }
+}
+
+/// A device connection to the server at `addr` that got in by open registration as
+/// `device` and has sent nothing since: the server waits for its Hello (or
+/// `CreateInvite`). Returns the connection and the device id the server gave it.
+pub fn registered(addr: &str, device: &str) -> Result<(Device, DeviceId), String> {
+    let (raw, buf) = handshaken(addr)?;
+    let mut auth = Conn {
+        raw,
+        codec: FrameCodec::<AuthReply, AuthRequest>::new(MAX_AUTH_FRAME),
+        buf,
+    };
+    auth.send(AuthRequest::Register {
+        device: DeviceId::new(device).map_err(|e| e.to_string())?,
+        device_name: "hostile".into(),
+    })?;
+    let id = match auth.recv()? {
+        Some(AuthReply::Accepted { device, .. }) => device,
+        other => return Err(format!("expected to be accepted, got {other:?}")),
+    };
+    let conn = Device {
+        raw: auth.raw,
+        codec: FrameCodec::new(MAX_WIRE_FRAME),
+        buf: auth.buf,
+    };
+    Ok((conn, id))
 }
 
 /// TCP, TLS and the frozen handshake to the server at `addr`: the connection where the
@@ -326,6 +352,31 @@ impl Raw {
     pub fn connect(addr: &str) -> Result<Raw, String> {
         Ok(Raw {
             stream: Stream::Plain(tcp(addr)?),
+        })
+    }
+
+    /// Plain TCP from the loopback address `source` (any of 127.0.0.0/8 on Linux), so
+    /// that the server counts it apart from connections of other sources.
+    pub fn connect_from(addr: &str, source: IpAddr) -> Result<Raw, String> {
+        let to: SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(to),
+            socket2::Type::STREAM,
+            None,
+        )
+        .map_err(|e| format!("socket: {e}"))?;
+        socket
+            .bind(&SocketAddr::new(source, 0).into())
+            .map_err(|e| format!("bind {source}: {e}"))?;
+        socket
+            .connect_timeout(&to.into(), READ_TIMEOUT)
+            .map_err(|e| format!("connect {addr} from {source}: {e}"))?;
+        let stream: TcpStream = socket.into();
+        stream
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        Ok(Raw {
+            stream: Stream::Plain(stream),
         })
     }
 

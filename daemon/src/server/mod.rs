@@ -32,7 +32,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::Accounts;
+use crate::auth::{Accounts, Cancelled, Maker, OPEN_ACCOUNT};
 use crate::config::{Registration as RegistrationMode, ServerSection};
 use crate::conn::Counters;
 use crate::tls::ServerIdentity;
@@ -43,6 +43,11 @@ use folder::ServerFolderHandle;
 /// further ones are closed at once with a logged reason, so that one host cannot take
 /// every slot.
 const MAX_CONNECTIONS: usize = crate::config::MAX_CONNECTIONS as usize;
+/// Of those, connections that have not authenticated yet (TLS, handshake, credentials,
+/// each within [`crate::conn::HANDSHAKE_TIMEOUT`]); further ones are closed at once, so
+/// that silent or slow connections, which cost nothing to open, can hold at most this
+/// many slots and only for that long, and never the ones devices sync through.
+const MAX_UNAUTHENTICATED: usize = 128;
 
 pub struct Server {
     pub device: DeviceId,
@@ -51,7 +56,9 @@ pub struct Server {
     keep_versions: std::time::Duration,
     max_connections_per_address: usize,
     identity: ServerIdentity,
-    accounts: Accounts,
+    /// Used on the blocking pool only ([`Server::off_runtime`]): its calls wait on a
+    /// lock and on fsync.
+    accounts: Arc<Accounts>,
     /// Folders shared across accounts, and the tokens that close a member's
     /// connections when its grant is taken back.
     shares: shares::Shares,
@@ -101,7 +108,7 @@ impl Server {
             )
         })?;
         let identity = ServerIdentity::load_or_create(&meta.join("tls"))?;
-        let accounts = Accounts::open(&meta.join("accounts.db"))?;
+        let accounts = Arc::new(Accounts::open(&meta.join("accounts.db"))?);
         let shares = shares::Shares::open(&meta.join("accounts.db"))?;
         tracing::info!(fingerprint = %identity.fingerprint, "server certificate");
         let server = Arc::new(Server {
@@ -202,10 +209,44 @@ impl Server {
         self.device_token(device).child_token()
     }
 
-    /// A one-time invite token for `account` (created if new), as text.
-    pub fn invite(&self, account: &AccountName, ttl: std::time::Duration) -> Result<String> {
-        let secret = self.accounts.invite(account, ttl)?;
-        tracing::info!(account = %account, valid_secs = ttl.as_secs(), "invite token made");
+    /// Runs `work` on the blocking pool and waits for it: account-store calls take a
+    /// lock and fsync, which must not hold up the runtime's worker threads that every
+    /// session needs.
+    pub async fn off_runtime<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&Server) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let server = self.clone();
+        tokio::task::spawn_blocking(move || work(&server))
+            .await
+            .context("the account store's worker thread failed")?
+    }
+
+    /// A one-time invite token for `account` (created if new), made by `maker`, as
+    /// text. The admin may not invite into the account open registration uses.
+    pub fn invite(
+        &self,
+        account: &AccountName,
+        ttl: std::time::Duration,
+        maker: &Maker,
+    ) -> Result<String> {
+        if *maker == Maker::Admin && account.as_str() == OPEN_ACCOUNT {
+            anyhow::bail!(
+                "the account name {OPEN_ACCOUNT:?} is reserved for devices that enrol without \
+                 a token (server.registration = \"open\"); choose another account name"
+            );
+        }
+        let secret = self.accounts.invite(account, ttl, maker)?;
+        let made_by = match maker {
+            Maker::Admin => "admin".to_owned(),
+            Maker::Device(d) => format!("device {d}"),
+        };
+        tracing::info!(
+            account = %account,
+            valid_secs = ttl.as_secs(),
+            made_by,
+            "invite token made"
+        );
         Ok(InviteToken {
             server: self.listen.clone(),
             fingerprint: self.identity.fingerprint,
@@ -224,16 +265,35 @@ impl Server {
         Ok(accounts)
     }
 
-    /// Refuses `device` from now on and closes its open connections.
-    pub fn revoke(&self, device: &DeviceId) -> Result<bool> {
-        if !self.accounts.revoke(device)? {
-            return Ok(false);
-        }
+    /// Refuses `device` from now on, closes its open connections and cancels the
+    /// pending invite tokens it made: how many, or `None` if there is no such device.
+    pub fn revoke(&self, device: &DeviceId) -> Result<Option<usize>> {
+        let Some(tokens) = self.accounts.revoke(device)? else {
+            return Ok(None);
+        };
         // The cancelled token stays: a connection admitted just before the revocation
         // gets an already cancelled child and ends at once.
         self.device_token(device).cancel();
-        tracing::warn!(device = %device, "device revoked; its connections are closed");
-        Ok(true)
+        tracing::warn!(
+            device = %device,
+            tokens,
+            "device revoked; its connections are closed and its invite tokens cancelled"
+        );
+        Ok(Some(tokens))
+    }
+
+    /// The invite tokens that can still enrol a device.
+    pub fn invites(&self) -> Result<Vec<filesync_proto::control::InviteInfo>> {
+        self.accounts.invites()
+    }
+
+    /// Cancels the pending invite token `id`.
+    pub fn cancel_invite(&self, id: &str) -> Result<Cancelled> {
+        let cancelled = self.accounts.cancel_invite(id)?;
+        if let Cancelled::Done(account) = &cancelled {
+            tracing::warn!(id, account = %account, "invite token cancelled");
+        }
+        Ok(cancelled)
     }
 
     /// Lists the device as connected to `folder` as a device of `account` (the folder's
@@ -292,6 +352,8 @@ impl Server {
 /// Accepts connections until `cancel`; each is served by its own task.
 pub async fn serve(server: Arc<Server>, listener: TcpListener, cancel: CancellationToken) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // A permit per connection until it has authenticated (see [`MAX_UNAUTHENTICATED`]).
+    let unauthenticated = Arc::new(Semaphore::new(MAX_UNAUTHENTICATED));
     let per_address = PerAddress::new(server.max_connections_per_address);
     loop {
         let permit = tokio::select! {
@@ -314,21 +376,31 @@ pub async fn serve(server: Arc<Server>, listener: TcpListener, cancel: Cancellat
             tracing::warn!(
                 %peer,
                 "connection refused: {} connections from that address already \
-                 (config key server.max_connections_per_address)",
+                 (config key server.max_connections_per_address); an IPv6 /64 counts as \
+                 one address",
                 per_address.limit
+            );
+            continue;
+        };
+        let Ok(unauthenticated) = unauthenticated.clone().try_acquire_owned() else {
+            tracing::warn!(
+                %peer,
+                "connection refused: {MAX_UNAUTHENTICATED} connections are authenticating \
+                 already (each has {}s)",
+                crate::conn::HANDSHAKE_TIMEOUT.as_secs()
             );
             continue;
         };
         let server = server.clone();
         server.tracker.clone().spawn(async move {
-            session::serve(server, tcp, peer).await;
+            session::serve(server, tcp, peer, unauthenticated).await;
             drop((slot, permit));
         });
     }
 }
 
-/// Connections open per source address, each counted by the [`AddressSlot`] its session
-/// holds, and at most `limit` of them from one address.
+/// Connections open per source ([`crate::auth::source_key`]), each counted by the
+/// [`AddressSlot`] its session holds, and at most `limit` of them from one source.
 #[derive(Clone)]
 struct PerAddress {
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
@@ -343,8 +415,10 @@ impl PerAddress {
         }
     }
 
-    /// A slot for one more connection from `ip`, or `None` at the limit.
+    /// A slot for one more connection from `ip` (counted by its source key), or `None`
+    /// at the limit.
     fn take(&self, ip: IpAddr) -> Option<AddressSlot> {
+        let ip = crate::auth::source_key(ip);
         let mut open = lock(&self.open);
         let n = open.entry(ip).or_default();
         if *n >= self.limit {
@@ -389,6 +463,17 @@ mod tests {
             .collect();
         assert!(counts.take(a).is_none(), "one over the limit");
         assert!(counts.take(b).is_some(), "another address is not affected");
+        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+        let one_64: Vec<_> = ["2001:db8::1", "2001:db8::2", "2001:db8::ffff:1"]
+            .into_iter()
+            .map(|ip| counts.take(v6(ip)).expect("under the limit"))
+            .collect();
+        assert!(
+            counts.take(v6("2001:db8::3")).is_none(),
+            "the addresses of one /64 share its limit"
+        );
+        assert!(counts.take(v6("2001:db8:0:1::1")).is_some());
+        drop(one_64);
         held.pop();
         assert!(
             counts.take(a).is_some(),

@@ -16,24 +16,31 @@ use filesync_proto::wire::{
 use filesync_proto::{FrameCodec, Handshake, HandshakeReply, MAX_WIRE_FRAME};
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_rustls::server::TlsStream;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use super::Server;
 use super::folder::{FolderCmd, Joined, ServerFolderHandle, stale_base};
-use crate::auth::Admitted;
+use crate::auth::{Admitted, Maker};
 use crate::beneath::Root;
 use crate::conn::{self, Counted, Pending};
 use crate::index::Index;
 use crate::store::Prepared;
 use crate::{received, transfer};
 
-pub async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr) {
+/// Serves one connection; `unauthenticated` is its place in the server's budget of
+/// connections that have not authenticated yet, given back once it has.
+pub async fn serve(
+    server: Arc<Server>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    unauthenticated: OwnedSemaphorePermit,
+) {
     let _ = tcp.set_nodelay(true);
     let stream = Counted::new(tcp, server.counters.clone());
-    match run(&server, stream, peer).await {
+    match run(&server, stream, peer, unauthenticated).await {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
         Err(e) => tracing::info!(%peer, "connection closed: {e:#}"),
     }
@@ -70,7 +77,9 @@ async fn admit(
         .ok_or_else(|| anyhow!("closed before sending credentials"))?
         .context("bad credentials message")?;
     let open = server.registration == crate::config::Registration::Open;
-    let decided = server.accounts.authenticate(&request, open, peer.ip())?;
+    let decided = server
+        .off_runtime(move |s| s.accounts.authenticate(&request, open, peer.ip()))
+        .await?;
     let admitted = match decided {
         Ok(a) => a,
         Err(refusal) => {
@@ -100,10 +109,16 @@ async fn by<T>(
         .map_err(|_| anyhow!("no {what} within {}s", conn::HANDSHAKE_TIMEOUT.as_secs()))
 }
 
-async fn run(server: &Arc<Server>, stream: Counted<TcpStream>, peer: SocketAddr) -> Result<()> {
+async fn run(
+    server: &Arc<Server>,
+    stream: Counted<TcpStream>,
+    peer: SocketAddr,
+    unauthenticated: OwnedSemaphorePermit,
+) -> Result<()> {
     // One deadline for everything before Hello, however slowly its bytes arrive.
     let deadline = tokio::time::Instant::now() + conn::HANDSHAKE_TIMEOUT;
     let (mut framed, admitted) = admit(server, stream, peer, deadline).await?;
+    drop(unauthenticated);
     // Cancelled at shutdown, and when the device is revoked (already, if that happened
     // since it was admitted).
     let conn_cancel = server.device_cancel(&admitted.device);
@@ -113,15 +128,31 @@ async fn run(server: &Arc<Server>, stream: Counted<TcpStream>, peer: SocketAddr)
     let mut hello: Hello = match tokio::time::timeout_at(deadline, framed.next()).await {
         Ok(Some(Ok(ClientMsg::Hello(h)))) => h,
         Ok(Some(Ok(ClientMsg::CreateInvite))) => {
-            let answer = server
-                .invite(&admitted.account, crate::auth::DEFAULT_INVITE_TTL)
-                .map_err(|e| format!("{e:#}"));
+            let (account, maker) = (
+                admitted.account.clone(),
+                Maker::Device(admitted.device.clone()),
+            );
+            // Revoked since this connection was admitted: no token. (The store checks
+            // again under its lock, against a revocation in between.)
+            let answer = if conn_cancel.is_cancelled() {
+                Err(format!("device {} was revoked", admitted.device))
+            } else {
+                server
+                    .off_runtime(move |s| {
+                        s.invite(&account, crate::auth::DEFAULT_INVITE_TTL, &maker)
+                    })
+                    .await
+                    .map_err(|e| format!("{e:#}"))
+            };
             framed.send(ServerMsg::Invite(answer)).await?;
             return Ok(());
         }
         Ok(Some(Ok(ClientMsg::Sharing(request)))) => {
-            // The account store's SQLite work (and its fsync) stays off the worker.
-            let answer = tokio::task::block_in_place(|| server.sharing(&admitted.account, request));
+            let account = admitted.account.clone();
+            let answer = server
+                .off_runtime(move |s| Ok(s.sharing(&account, request)))
+                .await
+                .unwrap_or_else(|e| Err(format!("{e:#}")));
             framed.send(ServerMsg::Sharing(answer)).await?;
             return Ok(());
         }
@@ -146,7 +177,11 @@ async fn run(server: &Arc<Server>, stream: Counted<TcpStream>, peer: SocketAddr)
     // A device that followed another history (epoch), or this one further than it goes,
     // gets the whole index.
     // `OWNER/FOLDER` reaches another account's folder only through a grant.
-    let resolved = tokio::task::block_in_place(|| server.resolve(&admitted.account, &hello.folder));
+    let (account, folder) = (admitted.account.clone(), hello.folder.clone());
+    let resolved = server
+        .off_runtime(move |s| Ok(s.resolve(&account, &folder)))
+        .await
+        .unwrap_or_else(|e| Err(format!("{e:#}")));
     let access = match resolved {
         Ok(access) => access,
         Err(why) => {

@@ -442,7 +442,11 @@ mod tests {
         let file = dir.path().join("accounts.db");
         let accounts = crate::auth::Accounts::open(&file).unwrap();
         accounts
-            .invite(&name("bob"), crate::auth::DEFAULT_INVITE_TTL)
+            .invite(
+                &name("bob"),
+                crate::auth::DEFAULT_INVITE_TTL,
+                &crate::auth::Maker::Admin,
+            )
             .unwrap();
         (dir, Shares::open(&file).unwrap())
     }

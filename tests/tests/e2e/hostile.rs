@@ -308,6 +308,62 @@ fn hostile_frames_close_the_connection_with_a_logged_reason() {
     still_syncs(&cl, "after-frames.bin");
 }
 
+/// Review finding M6: at most 128 connections may be authenticating at once, so
+/// connections that say nothing (they cost an attacker nothing) can never hold the
+/// slots devices sync through. Four sources hold 32 silent connections each (the
+/// per-address limit): the 129th and later are closed at once with a logged reason;
+/// devices already connected sync throughout; the server closes the silent ones at
+/// their 10 s deadline, and a device that reconnects meanwhile gets in right after.
+#[test]
+fn silent_connections_hold_at_most_the_unauthenticated_budget() {
+    const BUDGET: usize = 128;
+    const PER_SOURCE: usize = 32;
+    let cl = started();
+    let addr = cl.server().server_addr();
+    let source = |i: u8| std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, i));
+    let mut crowd: Vec<Raw> = (0..BUDGET / PER_SOURCE)
+        .flat_map(|s| (0..PER_SOURCE).map(move |_| source(2 + s as u8)))
+        .map(|from| Raw::connect_from(&addr, from).expect("connect"))
+        .collect();
+    let refused = "connection refused: 128 connections are authenticating already";
+    for _ in 0..4 {
+        let mut late = Raw::connect_from(&addr, source(10)).expect("connect");
+        let peer = late.local_addr().to_string();
+        let after = late
+            .wait_closed(Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("a connection past the budget: {e}"));
+        assert!(
+            after < Duration::from_secs(2),
+            "closed only after {after:?}"
+        );
+        wait_for_log_line(|| cl.server().log_text(), &[&peer, refused], LOG_WAIT)
+            .unwrap_or_else(|why| panic!("no logged refusal for {peer}: {why}"));
+    }
+
+    // The devices' sessions are not part of the budget: they go on syncing.
+    let during = pseudo_random(17, 20_000);
+    files::write(&cl.path_on(0, DOCS, "during.bin"), &during);
+    cl.settle(DOCS);
+    cl.assert_file_everywhere(DOCS, "during.bin", &during);
+
+    // A device that connects anew: refused while the budget is still full, it gets in
+    // once the server has closed the silent connections at their deadline.
+    cl.b().stop();
+    cl.b().start();
+    for (i, raw) in crowd.iter_mut().enumerate() {
+        raw.wait_closed(PRE_HELLO_WAIT)
+            .unwrap_or_else(|e| panic!("silent connection {i}: {e}"));
+    }
+    drop(crowd);
+    still_syncs(&cl, "after-the-crowd.bin");
+    assert!(
+        cl.server()
+            .log_text()
+            .contains("no TLS handshake within 10s"),
+        "the silent connections were not cut at their deadline"
+    );
+}
+
 /// A device that sends but never reads: once the server's queue to it is full, the
 /// server closes the connection after the idle timeout (30 s) instead of holding it,
 /// and says why.
