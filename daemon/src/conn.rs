@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use filesync_proto::FrameError;
-use filesync_proto::wire::{BlockError, BlockRequest, MAX_BLOCK_SIZE};
+use filesync_proto::wire::{BlockError, BlockRequest, Entry, MAX_BLOCK_SIZE};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
 
@@ -277,6 +277,22 @@ impl<T> Pending<T> {
         // A panic while holding this lock cannot leave the map inconsistent.
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Whether `req` names one block of `entry`: the offset where one starts, with its size
+/// and hash.
+pub fn is_block_of(entry: &Entry, req: &BlockRequest) -> bool {
+    let mut at = 0u64;
+    for block in &entry.blocks {
+        if at == req.offset {
+            return block.size == req.size && block.hash == req.hash;
+        }
+        if at > req.offset {
+            return false;
+        }
+        at += u64::from(block.size);
+    }
+    false
 }
 
 /// [`serve_block`] from the folder whose root is at `root`.

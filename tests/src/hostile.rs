@@ -22,8 +22,8 @@ use bytes::BytesMut;
 use filesync_proto::auth::{AuthReply, AuthRequest, MAX_AUTH_FRAME, Secret};
 use filesync_proto::frame::encode_payload;
 use filesync_proto::wire::{
-    BlockInfo, BlockRequest, Change, ClientMsg, Entry, EntryKind, Hello, MAX_BLOCK_SIZE,
-    PushOutcome, ServerMsg, Welcome,
+    BlockError, BlockInfo, BlockRequest, Change, ClientMsg, Entry, EntryKind, Hello,
+    MAX_BLOCK_SIZE, PushOutcome, ServerMsg, Welcome,
 };
 use filesync_proto::{
     AccountName, DeviceId, FolderName, FrameCodec, Handshake, HandshakeReply, Hash, MAX_WIRE_FRAME,
@@ -111,9 +111,23 @@ pub fn accept_device(
     server: &str,
     current_seq: u64,
 ) -> Result<(ServerEnd, Hello), String> {
+    accept_device_as(&fake_identity()?, listener, server, current_seq)
+}
+
+/// A new TLS identity for a fake server, to accept a client's reconnections with
+/// ([`accept_device_as`]): the client pinned its certificate the first time.
+pub fn fake_identity() -> Result<tls::ServerIdentity, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let identity = tls::ServerIdentity::load_or_create(&dir.path().join("tls"))
-        .map_err(|e| format!("{e:#}"))?;
+    tls::ServerIdentity::load_or_create(&dir.path().join("tls")).map_err(|e| format!("{e:#}"))
+}
+
+/// [`accept_device`] with the certificate of `identity`.
+pub fn accept_device_as(
+    identity: &tls::ServerIdentity,
+    listener: &std::net::TcpListener,
+    server: &str,
+    current_seq: u64,
+) -> Result<(ServerEnd, Hello), String> {
     // Bounded by count: a client enrols once, then opens its session.
     for _ in 0..4 {
         let (tcp, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
@@ -391,6 +405,45 @@ where
     /// The raw connection, to wait for the peer to close it.
     pub fn into_raw(self) -> Raw {
         self.raw
+    }
+}
+
+impl ServerEnd {
+    /// Reads what the client sends until a push, and returns it; pings are answered,
+    /// everything else is dropped.
+    pub fn next_push(&mut self) -> Result<(u64, Vec<Change>), String> {
+        // Bounded by count: a client that sends this much before pushing is a bug.
+        for _ in 0..10_000 {
+            match self.recv()? {
+                Some(ClientMsg::Push { id, changes }) => return Ok((id, changes)),
+                Some(ClientMsg::Ping { nonce }) => self.send(ServerMsg::Pong { nonce })?,
+                Some(_) => {}
+                None => return Err("the client closed the connection before pushing".into()),
+            }
+        }
+        Err("no push after 10000 messages".into())
+    }
+
+    /// Asks the client for a block as request `id`, and returns its answer, or `None`
+    /// when the client closed the connection instead.
+    pub fn ask_block(
+        &mut self,
+        id: u64,
+        request: BlockRequest,
+    ) -> Result<Option<Result<Vec<u8>, BlockError>>, String> {
+        self.send(ServerMsg::BlockRequest { id, request })?;
+        // Bounded by count and by the read timeout of each message.
+        for _ in 0..10_000 {
+            match self.recv()? {
+                Some(ClientMsg::BlockResponse { id: got, result }) if got == id => {
+                    return Ok(Some(result));
+                }
+                Some(ClientMsg::Ping { nonce }) => self.send(ServerMsg::Pong { nonce })?,
+                Some(_) => {}
+                None => return Ok(None),
+            }
+        }
+        Err("no block response after 10000 messages".into())
     }
 }
 

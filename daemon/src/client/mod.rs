@@ -10,6 +10,7 @@ mod conflicts;
 pub mod connect;
 mod guard;
 mod meter;
+mod offered;
 mod pull;
 pub mod session;
 mod task;

@@ -11,17 +11,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
+use filesync_proto::control::FolderMode;
 use filesync_proto::wire::{
     BlockError, BlockRequest, Change, ClientMsg, Entry, Hello, MAX_BATCH, PushOutcome, ServerMsg,
     VersionInfo,
 };
 use filesync_proto::{DeviceId, FolderName, RelPath};
 use futures::{SinkExt, StreamExt};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::offered::{self, Offers};
 use super::trust::TrustStore;
 use crate::conn::{self, Counters, Pending};
+use crate::ignore::IgnoreRules;
 use crate::index::Index;
 use crate::received;
 
@@ -108,6 +111,8 @@ pub struct SessionHandle {
     pending: Arc<Pending>,
     /// Calls other than block requests (versions, restore), answered by id.
     calls: Arc<Pending<ServerMsg>>,
+    /// The pushes under way, whose blocks the server may ask for.
+    offers: Arc<Offers>,
 }
 
 impl SessionHandle {
@@ -148,6 +153,7 @@ impl SessionHandle {
     }
 
     pub async fn push(&self, id: u64, changes: Vec<Change>) -> Result<()> {
+        self.offers.pushed(id, &changes);
         self.out
             .send(ClientMsg::Push { id, changes })
             .await
@@ -181,6 +187,9 @@ pub struct SessionConfig {
     pub device_name: String,
     pub counters: Arc<Counters>,
     pub trust: Arc<TrustStore>,
+    /// What the server may read back depends on both (see [`offered`]).
+    pub mode: FolderMode,
+    pub rules: watch::Receiver<IgnoreRules>,
 }
 
 /// The wait before the first retry, and after any session the server welcomed.
@@ -289,6 +298,7 @@ async fn connect_once(cfg: &SessionConfig, events: &Events, welcomed: &mut bool)
     let (out_tx, out_rx) = mpsc::channel::<ClientMsg>(64);
     let pending = Arc::new(Pending::default());
     let calls = Arc::new(Pending::default());
+    let offers = Arc::new(Offers::default());
     let (stuck_tx, stuck) = oneshot::channel();
     let writer = tokio::spawn(async move {
         if let Err(why) = conn::write_queue(sink, out_rx).await {
@@ -299,6 +309,7 @@ async fn connect_once(cfg: &SessionConfig, events: &Events, welcomed: &mut bool)
         out: out_tx.clone(),
         pending: pending.clone(),
         calls: calls.clone(),
+        offers: offers.clone(),
     };
     // Cancelling the session drops this future mid-await: the guard still fails every
     // waiting request at once and stops the writer, so nothing waits for a dead socket.
@@ -309,7 +320,7 @@ async fn connect_once(cfg: &SessionConfig, events: &Events, welcomed: &mut bool)
     };
     events.send(SessionEvent::Connected(handle));
     tokio::select! {
-        r = read_loop(cfg, &index, refreshing, &mut stream, &out_tx, (&pending, &calls), events) => r,
+        r = read_loop(cfg, &index, refreshing, &mut stream, &out_tx, (&pending, &calls, &offers), events) => r,
         Ok(why) = stuck => bail!("server {}: {why}", cfg.server),
     }
 }
@@ -321,7 +332,7 @@ async fn read_loop<S>(
     mut refreshing: bool,
     stream: &mut S,
     out: &mpsc::Sender<ClientMsg>,
-    (pending, calls): (&Pending, &Pending<ServerMsg>),
+    (pending, calls, offers): (&Pending, &Pending<ServerMsg>, &Offers),
     events: &Events,
 ) -> Result<()>
 where
@@ -377,6 +388,7 @@ where
                 events.send(SessionEvent::IndexUpdated { caught_up });
             }
             ServerMsg::PushResult { id, outcomes } => {
+                offers.settled(id);
                 events.send(SessionEvent::PushResult { id, outcomes });
             }
             ServerMsg::BlockResponse { id, result } => {
@@ -386,6 +398,16 @@ where
                 pending.complete(id, result);
             }
             ServerMsg::BlockRequest { id, request } => {
+                let owed = offered::check(&request, cfg.mode, &cfg.rules.borrow(), offers, index);
+                if let Err(why) = owed {
+                    tracing::warn!(folder = %cfg.folder, server = %cfg.server, path = ?request.path.as_str(), "refused the server's request for a block, closing the connection: {why}");
+                    let result = Err(BlockError::Refused(why.clone()));
+                    let _ = out.send(ClientMsg::BlockResponse { id, result }).await;
+                    bail!(
+                        "server {} asked for content this device never offered: {why}",
+                        cfg.server
+                    );
+                }
                 let permit = serving.clone().acquire_owned().await?;
                 let (root, out, counters) = (cfg.root.clone(), out.clone(), cfg.counters.clone());
                 tokio::spawn(async move {

@@ -136,6 +136,8 @@ pub(super) struct FolderTask {
     last_sync: Option<i64>,
     watcher: Option<watcher::Watcher>,
     rules: IgnoreRules,
+    /// The same rules for the sessions, which refuse the server any ignored path.
+    shared_rules: watch::Sender<IgnoreRules>,
     /// Set when `.filesyncignore` may have changed and must be read again.
     rules_stale: bool,
     /// A `.filesyncignore` that does not parse stops the folder until it is fixed:
@@ -201,6 +203,7 @@ impl FolderTask {
             last_sync: None,
             watcher: None,
             rules: IgnoreRules::builtin(),
+            shared_rules: watch::Sender::new(IgnoreRules::builtin()),
             rules_stale: true,
             rules_error: None,
             partials: Partials::default(),
@@ -313,6 +316,8 @@ impl FolderTask {
             device_name: self.id.device_name.clone(),
             counters: self.counters.clone(),
             trust: self.id.trust.clone(),
+            mode: self.cfg.mode,
+            rules: self.shared_rules.subscribe(),
         };
         self.session_gen += 1;
         let events = session::Events {

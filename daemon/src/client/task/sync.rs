@@ -38,6 +38,7 @@ impl FolderTask {
                     tracing::info!(folder = %self.cfg.name, "{IGNORE_FILE} is valid again");
                 }
                 if rules.fingerprint() != self.rules.fingerprint() {
+                    self.shared_rules.send_replace(rules.clone());
                     self.rules = rules;
                     if let Err(e) = self.index().clear_remote_ignored() {
                         self.error(format!(
