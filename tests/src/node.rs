@@ -56,6 +56,9 @@ pub struct Node {
     /// Environment variables added to the daemon's from the next start on
     /// (see [`Node::set_daemon_env`]).
     daemon_env: Mutex<Vec<(OsString, OsString)>>,
+    /// The umask the daemon starts with from the next start on, if not the tests' own
+    /// (see [`Node::set_umask`]).
+    umask: Mutex<Option<libc::mode_t>>,
 }
 
 impl Node {
@@ -108,6 +111,7 @@ impl Node {
             starts: AtomicU32::new(0),
             unprivileged: std::sync::atomic::AtomicBool::new(false),
             daemon_env: Mutex::new(Vec::new()),
+            umask: Mutex::new(None),
         };
         assert!(
             node.socket.as_os_str().len() < 100,
@@ -201,6 +205,17 @@ impl Node {
         env.push((key, value));
     }
 
+    /// From the next start on, runs the daemon under `umask` (say 0 to see that it
+    /// makes its files private whatever umask it gets).
+    pub fn set_umask(&self, umask: libc::mode_t) {
+        *self.umask.lock().unwrap_or_else(|e| e.into_inner()) = Some(umask);
+    }
+
+    /// The process id of the running daemon, `None` when it is not running.
+    pub fn pid(&self) -> Option<u32> {
+        self.lock_child().as_ref().map(Child::id)
+    }
+
     /// Starts `filesyncd --config …` in the foreground and returns once its control
     /// socket answers `status` (and, for a server, once its port accepts connections).
     ///
@@ -273,6 +288,17 @@ impl Node {
                 .map(|(k, v)| (k, v)),
         );
         kill_with_parent(&mut cmd);
+        if let Some(umask) = *self.umask.lock().unwrap_or_else(|e| e.into_inner()) {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: the closure runs between fork and exec and only makes one
+            // async-signal-safe system call, which cannot fail.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::umask(umask);
+                    Ok(())
+                });
+            }
+        }
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("{}: cannot spawn filesyncd: {e}", self.name));

@@ -29,6 +29,8 @@ mod editors;
 mod fanout;
 #[path = "e2e/faults.rs"]
 mod faults;
+#[path = "e2e/follows.rs"]
+mod follows;
 #[path = "e2e/guard.rs"]
 mod guard;
 #[path = "e2e/hardcases.rs"]
