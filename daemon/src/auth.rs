@@ -123,6 +123,13 @@ impl Accounts {
         if self.blocked(peer) {
             return Ok(Err(Refusal::TooManyAttempts));
         }
+        if let AuthRequest::Redeem { device_name, .. } | AuthRequest::Register { device_name, .. } =
+            request
+        {
+            filesync_proto::names::check_device_name(device_name).map_err(|why| {
+                anyhow::anyhow!("refused to enrol device name {device_name:?}: {why}")
+            })?;
+        }
         let decided = match request {
             AuthRequest::Credential { device, secret } => self.login(device, secret)?,
             AuthRequest::Redeem {

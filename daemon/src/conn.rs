@@ -279,6 +279,20 @@ impl<T> Pending<T> {
     }
 }
 
+/// The longest part of a peer's text the daemon keeps, in characters: a message that
+/// fills a frame must not make a status answer too big for the control socket.
+const MAX_PEER_TEXT: usize = 1024;
+
+/// A peer's text (an error message, a refusal's reason) as the daemon logs and shows
+/// it: quoted, with control characters escaped, so that a CR or LF in it cannot forge a
+/// log line, and cut to [`MAX_PEER_TEXT`] characters.
+pub fn peer_text(text: &str) -> String {
+    match text.char_indices().nth(MAX_PEER_TEXT) {
+        Some((end, _)) => format!("{:?}…", &text[..end]),
+        None => format!("{text:?}"),
+    }
+}
+
 /// Whether `req` names one block of `entry`: the offset where one starts, with its size
 /// and hash.
 pub fn is_block_of(entry: &Entry, req: &BlockRequest) -> bool {

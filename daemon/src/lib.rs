@@ -130,10 +130,10 @@ fn device_id(state_dir: &Path) -> Result<DeviceId> {
     Ok(id)
 }
 
+/// The device's name for servers to show: its host name, with any character a server
+/// would refuse (controls, invisible format characters) replaced, so that a host name
+/// with escapes in it still enrols.
 fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".into())
+    let raw = std::fs::read("/proc/sys/kernel/hostname").unwrap_or_default();
+    filesync_proto::names::device_name_from(&String::from_utf8_lossy(&raw))
 }

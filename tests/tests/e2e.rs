@@ -55,6 +55,8 @@ mod restore;
 mod scale;
 #[path = "e2e/security.rs"]
 mod security;
+#[path = "e2e/shown.rs"]
+mod shown;
 #[path = "e2e/soak.rs"]
 mod soak;
 #[path = "e2e/transfer.rs"]

@@ -125,14 +125,17 @@ impl SessionHandle {
         match asked.await? {
             Ok(data) => Ok(data),
             Err(BlockError::NotAvailable) => Err(ServerLacks.into()),
-            Err(BlockError::Refused(why)) => bail!("the server refused a block request: {why}"),
+            Err(BlockError::Refused(why)) => bail!(
+                "the server refused a block request: {}",
+                conn::peer_text(&why)
+            ),
         }
     }
 
     /// The server's kept versions of `path`, newest first.
     pub async fn list_versions(&self, path: RelPath) -> Result<Vec<VersionInfo>> {
         match self.call(|id| ClientMsg::ListVersions { id, path }).await? {
-            ServerMsg::Versions { result, .. } => result.map_err(|e| anyhow!(e)),
+            ServerMsg::Versions { result, .. } => result.map_err(|e| anyhow!(conn::peer_text(&e))),
             other => bail!("protocol error: expected Versions, got {other:?}"),
         }
     }
@@ -143,7 +146,7 @@ impl SessionHandle {
             .call(|id| ClientMsg::Restore { id, path, version })
             .await?
         {
-            ServerMsg::Restored { result, .. } => result.map_err(|e| anyhow!(e)),
+            ServerMsg::Restored { result, .. } => result.map_err(|e| anyhow!(conn::peer_text(&e))),
             other => bail!("protocol error: expected Restored, got {other:?}"),
         }
     }
@@ -267,7 +270,11 @@ async fn connect_once(cfg: &SessionConfig, events: &Events, welcomed: &mut bool)
     let welcome = match tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, framed.next()).await {
         Ok(Some(Ok(ServerMsg::Welcome(w)))) => w,
         Ok(Some(Ok(ServerMsg::Error(e)))) => {
-            bail!("server refused folder {}: {}", cfg.folder, e.message)
+            bail!(
+                "server refused folder {}: {}",
+                cfg.folder,
+                conn::peer_text(&e.message)
+            )
         }
         Ok(Some(Ok(other))) => bail!("protocol error: expected Welcome, got {other:?}"),
         Ok(Some(Err(e))) => return Err(e.into()),
@@ -430,7 +437,7 @@ where
             ServerMsg::Versions { id, .. } | ServerMsg::Restored { id, .. } => {
                 calls.complete(id, msg)
             }
-            ServerMsg::Error(e) => bail!("server error: {}", e.message),
+            ServerMsg::Error(e) => bail!("server error: {}", conn::peer_text(&e.message)),
             ServerMsg::Welcome(_) => bail!("protocol error: unexpected second Welcome"),
             ServerMsg::Invite(_) => bail!("protocol error: unexpected Invite"),
         }

@@ -135,6 +135,14 @@ async fn run(server: &Arc<Server>, stream: Counted<TcpStream>, peer: SocketAddr)
             conn::HANDSHAKE_TIMEOUT.as_secs()
         ),
     };
+    if let Err(why) = filesync_proto::names::check_device_name(&hello.device_name) {
+        let _ = framed.send(error(ErrorKind::Protocol, &why)).await;
+        bail!(
+            "refused the hello of device {} (name {:?}): {why}",
+            admitted.device,
+            hello.device_name
+        );
+    }
     // The device is who it proved to be, whatever its hello says.
     hello.device = admitted.device.clone();
     // A device that followed another history (epoch), or this one further than it goes,
@@ -571,6 +579,9 @@ async fn request_block(
         Err(BlockError::NotAvailable) => {
             bail!("the file changed on the device while it was being uploaded")
         }
-        Err(BlockError::Refused(why)) => bail!("the device refused a block request: {why}"),
+        Err(BlockError::Refused(why)) => bail!(
+            "the device refused a block request: {}",
+            conn::peer_text(&why)
+        ),
     }
 }

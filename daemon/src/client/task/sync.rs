@@ -857,7 +857,11 @@ impl FolderTask {
                     self.scan_paths.push(pushed.path.clone());
                     self.fail_path(
                         &pushed.path,
-                        format!("server did not take {}: {reason}", pushed.path),
+                        format!(
+                            "server did not take {}: {}",
+                            pushed.path,
+                            crate::conn::peer_text(&reason)
+                        ),
                     );
                 }
             }
