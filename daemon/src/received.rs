@@ -22,6 +22,17 @@ pub fn check_entry(entry: &mut Entry) -> Result<(), String> {
     if let Some(from) = &entry.renamed_from {
         check_path("entry.renamed_from", from)?;
     }
+    if let Some(note) = &entry.conflict {
+        check_path("entry.conflict.original", &note.original)?;
+        if !crate::plan::is_conflict_copy_of(&entry.path, &note.original) {
+            return Err(format!(
+                "entry.conflict of {:?} is refused: it is not a conflict copy's name for \
+                 its original {:?}",
+                entry.path.as_str(),
+                note.original.as_str()
+            ));
+        }
+    }
     entry.mode &= 0o777;
     if entry.deleted {
         return Ok(());

@@ -12,6 +12,7 @@ use filesync_proto::control::{ConflictInfo, Keep};
 use filesync_proto::wire::ConflictNote;
 
 use crate::beneath::Root;
+use crate::ignore::IgnoreRules;
 use crate::index::{Index, LocalRow};
 use crate::store;
 
@@ -62,6 +63,7 @@ impl<'a> Pattern<'a> {
 pub(super) fn resolve(
     root: &Root,
     index: &Index,
+    rules: &IgnoreRules,
     pattern: &str,
     keep: Keep,
 ) -> Result<(usize, Vec<RelPath>)> {
@@ -74,6 +76,19 @@ pub(super) fn resolve(
         };
         if !pattern.matches(&note, &copy.entry.path) {
             continue;
+        }
+        // Checked when the note arrived too; a note recorded before that check, or rules
+        // changed since, must still never move a peer's file into such a place.
+        if note.original.components().any(store::is_reserved)
+            || rules.is_ignored(&note.original, false)
+            || !crate::plan::is_conflict_copy_of(&copy.entry.path, &note.original)
+        {
+            bail!(
+                "conflict copy {} names {:?} as its original, an ignored or reserved path \
+                 or not the copy's own; move or delete the copy by hand",
+                copy.entry.path,
+                note.original.as_str()
+            );
         }
         let original = index.local(&note.original)?;
         let keep_copy = match keep {
@@ -174,7 +189,7 @@ mod tests {
 
         fn resolve(&self, pattern: &str, keep: Keep) -> Result<usize> {
             let root = Root::open(&self.root()).unwrap();
-            resolve(&root, &self.index, pattern, keep).map(|(n, _)| n)
+            resolve(&root, &self.index, &IgnoreRules::builtin(), pattern, keep).map(|(n, _)| n)
         }
 
         fn read(&self, path: &str) -> Option<String> {

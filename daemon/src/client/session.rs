@@ -491,12 +491,23 @@ fn store_batch(
     Ok(None)
 }
 
-/// The server's entries this client can take: one that fails [`received::check_entry`]
-/// is logged and left out, never applied, and the rest of the batch goes on.
+/// The server's entries this client can take: one that fails [`received::check_entry`],
+/// or whose conflict note names a path the folder's rules ignore (`resolve` would move
+/// the copy there), is logged and left out, never applied, and the rest of the batch
+/// goes on.
 fn accepted(cfg: &SessionConfig, entries: Vec<Entry>) -> Vec<Entry> {
+    let rules = cfg.rules.borrow();
+    let ignored_original = |e: &Entry| match &e.conflict {
+        Some(note) if rules.is_ignored(&note.original, false) => Err(format!(
+            "entry.conflict of {:?} is refused: its original {:?} is ignored here",
+            e.path.as_str(),
+            note.original.as_str()
+        )),
+        _ => Ok(()),
+    };
     entries
         .into_iter()
-        .filter_map(|mut e| match received::check_entry(&mut e) {
+        .filter_map(|mut e| match received::check_entry(&mut e).and_then(|()| ignored_original(&e)) {
             Ok(()) => Some(e),
             Err(reason) => {
                 tracing::warn!(folder = %cfg.folder, server = %cfg.server, "ignored an entry from the server: {reason}");

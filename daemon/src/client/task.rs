@@ -391,9 +391,9 @@ impl FolderTask {
                 keep,
                 reply,
             } => {
-                let result = self
-                    .root()
-                    .and_then(|root| conflicts::resolve(&root, self.index(), &pattern, keep));
+                let result = self.root().and_then(|root| {
+                    conflicts::resolve(&root, self.index(), &self.rules, &pattern, keep)
+                });
                 let _ = reply.send(match result {
                     Ok((0, _)) => Err(format!(
                         "no conflict in folder {} matches {pattern:?}",

@@ -1,14 +1,21 @@
 //! What the daemon follows and what it carries along: a symlink is never walked by a
-//! watcher, and a directory rename never carries ignored files out of their rule.
+//! watcher, a conflict note never aims `resolve` outside the note's own path, and a
+//! directory rename never carries ignored files out of their rule.
 
 use std::fs;
 use std::path::Path;
+use std::thread;
 use std::time::Duration;
 
+use filesync_proto::wire::{ClientMsg, ConflictNote, ServerMsg};
+use filesync_proto::{DeviceId, RelPath};
 use filesync_tests::cluster::DOCS;
 use filesync_tests::exec::Scratch;
 use filesync_tests::files;
+use filesync_tests::hostile::{self, file_entry, serve_from, wait_for_log_line};
 use filesync_tests::{Cluster, poll_until};
+
+use super::hostile::{FakeServer, LOG_WAIT, add_evil};
 
 /// The inotify watches the process `pid` holds, over all its inotify instances.
 fn inotify_watches(pid: u32) -> usize {
@@ -71,4 +78,83 @@ fn a_synced_link_to_a_big_tree_is_never_watched() {
         "the server watches {after} directories after the rename, {before} before: it \
          followed the link into the {dirs} directories outside the folder"
     );
+}
+
+/// M4: a hostile server sends a file whose conflict note names `.git/hooks/pre-commit`
+/// as its original, with `.git/` ignored. The client refuses the entry and logs why,
+/// and `resolve '*' --keep newer` writes nothing into the hook.
+#[test]
+fn a_conflict_note_never_aims_resolve_at_an_ignored_path() {
+    // `scratch` first: locals drop in reverse, so the daemon goes before its directory.
+    let FakeServer {
+        scratch: _scratch,
+        client,
+        folder,
+        listener,
+        addr,
+    } = FakeServer::new();
+    files::write(&folder.join(".filesyncignore"), b".git/\n");
+    fs::create_dir_all(folder.join(".git/hooks")).unwrap();
+    const SCRIPT: &[u8] = b"#!/bin/sh\necho owned\n";
+    let copy = "x.sync-conflict-20260101-000000-EVIL.sh";
+
+    let fake = thread::spawn(move || -> Result<(), String> {
+        let (mut conn, _) = hostile::accept_device(&listener, "evil-server", 1)?;
+        let mut entry = file_entry(copy, SCRIPT);
+        entry.mode = 0o755;
+        entry.seq = 1;
+        entry.conflict = Some(ConflictNote {
+            original: RelPath::new(".git/hooks/pre-commit").unwrap(),
+            winner_seq: 1,
+            winner: DeviceId::new("victim").unwrap(),
+            made_at: 1_767_225_600,
+        });
+        conn.send(ServerMsg::Index {
+            entries: vec![entry],
+            up_to: 1,
+            as_of: 1,
+            caught_up: true,
+        })?;
+        // Serves the script to a client that would take it, until it goes away.
+        // Bounded by count and by the read timeout of each message.
+        for _ in 0..10_000 {
+            match conn.recv()? {
+                Some(ClientMsg::BlockRequest { id, request }) => {
+                    conn.send(ServerMsg::BlockResponse {
+                        id,
+                        result: Ok(serve_from(SCRIPT, &request)),
+                    })?;
+                }
+                Some(ClientMsg::Ping { nonce }) => conn.send(ServerMsg::Pong { nonce })?,
+                Some(_) => {}
+                None => return Ok(()),
+            }
+        }
+        Err("the client sent 10000 messages".into())
+    });
+    add_evil(&client, &folder, &addr);
+    // Either the refusal, or (without the check) the copy on disk to resolve.
+    let refusal = "entry.conflict";
+    poll_until(LOG_WAIT, || {
+        if client.log_text().contains(refusal) || folder.join(copy).exists() {
+            Ok(())
+        } else {
+            Err("neither the refusal nor the copy".to_owned())
+        }
+    })
+    .unwrap();
+    client.ctl(["resolve", "evil", "*", "--keep", "newer"]);
+    assert!(
+        !folder.join(".git/hooks/pre-commit").exists(),
+        "resolve moved the server's script into the ignored hook"
+    );
+    wait_for_log_line(
+        || client.log_text(),
+        &[refusal, ".git/hooks/pre-commit"],
+        LOG_WAIT,
+    )
+    .unwrap();
+    client.check_running().unwrap();
+    client.stop();
+    fake.join().expect("fake server thread").unwrap();
 }
