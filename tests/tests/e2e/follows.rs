@@ -158,3 +158,31 @@ fn a_conflict_note_never_aims_resolve_at_an_ignored_path() {
     client.stop();
     fake.join().expect("fake server thread").unwrap();
 }
+
+/// M5: with a rule anchored at a directory (`/work/*.pem`), another device renames the
+/// directory. The ignored key stays in `work/` on the first device, where its rule
+/// holds, and never reaches the server; everything else moves to `w2/`.
+#[test]
+fn a_directory_rename_leaves_ignored_files_under_their_rule() {
+    const KEY: &[u8] = b"-----BEGIN PRIVATE KEY-----\n";
+    let cl = Cluster::new(2);
+    files::write(&cl.path_on(0, DOCS, ".filesyncignore"), b"/work/*.pem\n");
+    files::write(&cl.path_on(0, DOCS, "work/doc.txt"), b"a document\n");
+    files::write(&cl.path_on(0, DOCS, "work/sub/notes.txt"), b"notes\n");
+    files::write(&cl.path_on(0, DOCS, "work/k.pem"), KEY);
+    cl.settle_excluding(DOCS, &|rel: &str| rel == "work/k.pem");
+    files::assert_absent(&cl.path_on(1, DOCS, "work/k.pem"));
+
+    fs::rename(cl.path_on(1, DOCS, "work"), cl.path_on(1, DOCS, "w2")).unwrap();
+    let only_on_a = |rel: &str| rel == "work" || rel == "work/k.pem";
+    cl.settle_excluding(DOCS, &only_on_a);
+    files::assert_file(&cl.path_on(0, DOCS, "work/k.pem"), KEY);
+    for rel in ["w2/k.pem", "work/k.pem"] {
+        files::assert_absent(&cl.server_path(DOCS, rel));
+        files::assert_absent(&cl.path_on(1, DOCS, rel));
+    }
+    files::assert_absent(&cl.path_on(0, DOCS, "w2/k.pem"));
+    cl.assert_file_everywhere(DOCS, "w2/doc.txt", b"a document\n");
+    cl.assert_file_everywhere(DOCS, "w2/sub/notes.txt", b"notes\n");
+    files::assert_absent(&cl.path_on(0, DOCS, "work/doc.txt"));
+}
