@@ -53,7 +53,7 @@ pub async fn run(
     reload: mpsc::Receiver<()>,
 ) -> Result<()> {
     let state_dir = &config.daemon.state_dir;
-    std::fs::create_dir_all(state_dir).with_context(|| {
+    private::create_dir(state_dir).with_context(|| {
         format!(
             "cannot create state directory {} (config key daemon.state_dir)",
             state_dir.display()
@@ -125,8 +125,7 @@ fn device_id(state_dir: &Path) -> Result<DeviceId> {
         return Ok(id);
     }
     let id = DeviceId::new(format!("{:016X}", rand::random::<u64>())).expect("hex is a valid id");
-    std::fs::write(&file, id.as_str())
-        .with_context(|| format!("cannot write {}", file.display()))?;
+    private::write_file(&file, id.as_str().as_bytes())?;
     Ok(id)
 }
 

@@ -39,6 +39,8 @@ mod hardcases;
 mod hostile;
 #[path = "e2e/ignore.rs"]
 mod ignore;
+#[path = "e2e/local.rs"]
+mod local;
 #[path = "e2e/model.rs"]
 mod model;
 #[path = "e2e/offline.rs"]
