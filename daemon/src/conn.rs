@@ -293,6 +293,17 @@ pub fn peer_text(text: &str) -> String {
     }
 }
 
+/// A message a peer sent where another was due, as an error names it: its `Debug` form
+/// (which escapes the strings in it), cut to [`MAX_PEER_TEXT`] characters, since a
+/// whole index batch would not fit in a status answer.
+pub fn unexpected(msg: &impl std::fmt::Debug) -> String {
+    let text = format!("{msg:?}");
+    match text.char_indices().nth(MAX_PEER_TEXT) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text,
+    }
+}
+
 /// Whether `req` names one block of `entry`: the offset where one starts, with its size
 /// and hash.
 pub fn is_block_of(entry: &Entry, req: &BlockRequest) -> bool {
@@ -342,6 +353,15 @@ pub fn serve_block(root: &Root, req: &BlockRequest) -> BlockResult {
 mod tests {
     use super::*;
     use filesync_proto::{Hash, RelPath};
+
+    /// Peer text is quoted with its control characters escaped, and cut.
+    #[test]
+    fn peer_text_is_quoted_and_bounded() {
+        assert_eq!(peer_text("no\r\nforged line"), r#""no\r\nforged line""#);
+        let long = "x".repeat(5000);
+        assert_eq!(peer_text(&long).chars().count(), MAX_PEER_TEXT + 3);
+        assert_eq!(unexpected(&long).chars().count(), MAX_PEER_TEXT + 1);
+    }
 
     #[test]
     fn serve_block_checks_hash_size_and_symlinks() {

@@ -232,6 +232,43 @@ mod tests {
         assert_eq!(f.read("a.txt").as_deref(), Some("ours"));
     }
 
+    /// A note recorded before notes were checked, or under other rules: `resolve` still
+    /// never moves the copy into an ignored or reserved path, or one the copy's name does
+    /// not derive from.
+    #[test]
+    fn resolve_never_writes_into_an_ignored_or_reserved_original() {
+        let f = Folder::new();
+        std::fs::create_dir_all(f.root().join(".git/hooks")).unwrap();
+        f.put_copy("x.sync-conflict-20260101-000000-X.sh", "x.sh", "#!/bin/sh");
+        f.put_copy(
+            "pre-commit.sync-conflict-20260101-000000-X",
+            "pre-commit",
+            "#!/bin/sh",
+        );
+        let root = Root::open(&f.root()).unwrap();
+        let rules = IgnoreRules::parse(b".git/\n").unwrap();
+        let note = |copy: &str, original: &str| {
+            let path = RelPath::new(copy).unwrap();
+            let mut row = f.index.local(&path).unwrap().unwrap();
+            row.entry.conflict.as_mut().unwrap().original = RelPath::new(original).unwrap();
+            f.index.put_local(&row).unwrap();
+        };
+        note(
+            "x.sync-conflict-20260101-000000-X.sh",
+            ".git/hooks/pre-commit",
+        );
+        note(
+            "pre-commit.sync-conflict-20260101-000000-X",
+            ".filesync-folder",
+        );
+        for keep in [Keep::Local, Keep::Newer] {
+            let err = resolve(&root, &f.index, &rules, "*", keep).unwrap_err();
+            assert!(err.to_string().contains("ignored or reserved"), "{err:#}");
+        }
+        assert_eq!(f.read(".git/hooks/pre-commit"), None);
+        assert_eq!(f.read(".filesync-folder"), None);
+    }
+
     #[test]
     fn patterns_match_original_copy_or_glob() {
         let note = ConflictNote {

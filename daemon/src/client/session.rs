@@ -136,7 +136,10 @@ impl SessionHandle {
     pub async fn list_versions(&self, path: RelPath) -> Result<Vec<VersionInfo>> {
         match self.call(|id| ClientMsg::ListVersions { id, path }).await? {
             ServerMsg::Versions { result, .. } => result.map_err(|e| anyhow!(conn::peer_text(&e))),
-            other => bail!("protocol error: expected Versions, got {other:?}"),
+            other => bail!(
+                "protocol error: expected Versions, got {}",
+                conn::unexpected(&other)
+            ),
         }
     }
 
@@ -147,7 +150,10 @@ impl SessionHandle {
             .await?
         {
             ServerMsg::Restored { result, .. } => result.map_err(|e| anyhow!(conn::peer_text(&e))),
-            other => bail!("protocol error: expected Restored, got {other:?}"),
+            other => bail!(
+                "protocol error: expected Restored, got {}",
+                conn::unexpected(&other)
+            ),
         }
     }
 
@@ -276,7 +282,10 @@ async fn connect_once(cfg: &SessionConfig, events: &Events, welcomed: &mut bool)
                 conn::peer_text(&e.message)
             )
         }
-        Ok(Some(Ok(other))) => bail!("protocol error: expected Welcome, got {other:?}"),
+        Ok(Some(Ok(other))) => bail!(
+            "protocol error: expected Welcome, got {}",
+            conn::unexpected(&other)
+        ),
         Ok(Some(Err(e))) => return Err(e.into()),
         Ok(None) => bail!("server closed the connection after hello"),
         Err(_) => bail!(
