@@ -59,6 +59,16 @@ pub fn connect(addr: &str, device: &str, folder: &str) -> Result<(Device, Welcom
 /// handshake, open registration as `hello.device`, then `hello`. Returns the connection
 /// and the Welcome.
 pub fn connect_with(addr: &str, hello: Hello) -> Result<(Device, Welcome), String> {
+    let name = hello.device_name.clone();
+    connect_enrolled_as(addr, &name, hello)
+}
+
+/// [`connect_with`], enrolling under `device_name` whatever name `hello` gives.
+pub fn connect_enrolled_as(
+    addr: &str,
+    device_name: &str,
+    hello: Hello,
+) -> Result<(Device, Welcome), String> {
     let (raw, buf) = handshaken(addr)?;
     let mut auth = Conn {
         raw,
@@ -67,7 +77,7 @@ pub fn connect_with(addr: &str, hello: Hello) -> Result<(Device, Welcome), Strin
     };
     auth.send(AuthRequest::Register {
         device: hello.device.clone(),
-        device_name: hello.device_name.clone(),
+        device_name: device_name.to_owned(),
     })?;
     match auth.recv()? {
         Some(AuthReply::Accepted { .. }) => {}

@@ -15,7 +15,8 @@ const HOSTILE_HOST: &[u8] = b"evil\x1b[2K\x1b]0;owned\x07\xe2\x80\xaepc";
 
 /// M3: a device whose host name carries terminal escapes still enrols, under its name
 /// with them replaced, and the server's `status` and `server devices` show no escape
-/// byte. A device that asks to enrol under such a name itself is refused.
+/// byte. A device that asks to enrol under such a name itself is refused, and so is one
+/// that enrolled under a clean name and says Hello under such a name.
 #[test]
 fn escapes_in_a_device_name_never_reach_the_terminal() {
     let cl = Cluster::without_folders(1, Some("open"));
@@ -47,11 +48,20 @@ fn escapes_in_a_device_name_never_reach_the_terminal() {
         since_seq: 0,
         epoch: 0,
     };
-    let refused = hostile::connect_with(&cl.server().server_addr(), hello);
+    let addr = cl.server().server_addr();
+    let refused = hostile::connect_with(&addr, hello.clone());
     assert!(refused.is_err(), "a device name with escapes was enrolled");
     wait_for_log_line(
         || cl.server().log_text(),
         &["refused to enrol device name", "x\\u{1b}[2Jy"],
+        LOG_WAIT,
+    )
+    .unwrap();
+    let refused = hostile::connect_enrolled_as(&addr, "clean", hello);
+    assert!(refused.is_err(), "a Hello with escapes was welcomed");
+    wait_for_log_line(
+        || cl.server().log_text(),
+        &["refused the hello of device", "x\\u{1b}[2Jy"],
         LOG_WAIT,
     )
     .unwrap();
