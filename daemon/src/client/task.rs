@@ -240,6 +240,8 @@ impl FolderTask {
             }
         }
         self.start_watching();
+        // Before any session: what it may serve the server depends on the rules.
+        self.reload_rules();
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
         self.events_tx = events_tx;
         if !self.paused {

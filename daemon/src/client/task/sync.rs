@@ -60,7 +60,7 @@ fn unix_ms() -> i64 {
 
 impl FolderTask {
     /// Reads `.filesyncignore` again; when the rules changed, every path is judged anew.
-    fn reload_rules(&mut self) {
+    pub(super) fn reload_rules(&mut self) {
         self.rules_stale = false;
         match IgnoreRules::load(&self.cfg.path) {
             Ok(rules) => {
