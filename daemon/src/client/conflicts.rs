@@ -84,8 +84,9 @@ pub(super) fn resolve(
             || !crate::plan::is_conflict_copy_of(&copy.entry.path, &note.original)
         {
             bail!(
-                "conflict copy {} names {:?} as its original, an ignored or reserved path \
-                 or not the copy's own; move or delete the copy by hand",
+                "conflict copy {} does not belong to {:?}, which is ignored or reserved \
+                 here or not beside the copy (was its directory renamed?); move or delete \
+                 the copy by hand",
                 copy.entry.path,
                 note.original.as_str()
             );

@@ -500,24 +500,21 @@ fn store_batch(
     Ok(None)
 }
 
-/// The server's entries this client can take: one that fails [`received::check_entry`],
-/// or whose conflict note names a path the folder's rules ignore (`resolve` would move
-/// the copy there), is logged and left out, never applied, and the rest of the batch
-/// goes on.
+/// The server's entries this client can take: one that fails [`received::check_entry`]
+/// is logged and left out, never applied, and the rest of the batch goes on. A conflict
+/// note that could aim `resolve` at another path than the copy's original (an ignored
+/// one, say) is dropped and logged ([`received::check_note`]).
 fn accepted(cfg: &SessionConfig, entries: Vec<Entry>) -> Vec<Entry> {
     let rules = cfg.rules.borrow();
-    let ignored_original = |e: &Entry| match &e.conflict {
-        Some(note) if rules.is_ignored(&note.original, false) => Err(format!(
-            "entry.conflict of {:?} is refused: its original {:?} is ignored here",
-            e.path.as_str(),
-            note.original.as_str()
-        )),
-        _ => Ok(()),
-    };
     entries
         .into_iter()
-        .filter_map(|mut e| match received::check_entry(&mut e).and_then(|()| ignored_original(&e)) {
-            Ok(()) => Some(e),
+        .filter_map(|mut e| match received::check_entry(&mut e) {
+            Ok(()) => {
+                if let Some(why) = received::check_note(&mut e, |p| rules.is_ignored(p, false)) {
+                    tracing::warn!(folder = %cfg.folder, server = %cfg.server, "{why}");
+                }
+                Some(e)
+            }
             Err(reason) => {
                 tracing::warn!(folder = %cfg.folder, server = %cfg.server, "ignored an entry from the server: {reason}");
                 None

@@ -512,6 +512,9 @@ async fn prepare(
         tracing::warn!(folder = %folder.name, "refused a pushed change: {reason}");
         return Err(PushOutcome::Failed { reason });
     }
+    if let Some(why) = received::check_note(&mut change.entry, |_| false) {
+        tracing::warn!(folder = %folder.name, "{why}");
+    }
     let current = index.local(&change.entry.path).map_err(failed)?;
     let same = current
         .as_ref()
