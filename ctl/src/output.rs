@@ -36,10 +36,13 @@ const OWN_COLOURS: [&str; 5] = ["\x1b[32m", "\x1b[33m", "\x1b[31m", "\x1b[2m", "
 /// `text` made safe for a terminal. Much of what this program prints was chosen by a
 /// peer (device names, a server's error texts, file names, event details), and a
 /// terminal takes control characters in it as commands: erase a line, set the title,
-/// write the clipboard. So every control character but newline and tab is written as
-/// an escape (`\u{1b}`), and an invisible format character (a bidi override, a
-/// zero-width space), which would make a name look like another, as `<U+202E>`. Only
-/// with `colour` do the colour codes this program uses itself stay as they are.
+/// write the clipboard. So every control character but newline and tab, and every
+/// invisible format character (a bidi override, a zero-width space, which would make a
+/// name look like another), is written as an escape: `\u001b`, `\u202e`. That is also a
+/// JSON string's escape for the same character, so `--json` output stays valid and
+/// means the same (serde_json already escapes C0; C1, DEL and the rest pass through it
+/// raw). Only with `colour` do the colour codes this program uses itself stay as they
+/// are.
 ///
 /// Everything printed goes through here ([`print`], and `main`'s error report), so no
 /// renderer has to remember which of its strings came from a peer.
@@ -60,10 +63,9 @@ pub fn shown(text: &str, colour: bool) -> std::borrow::Cow<'_, str> {
             rest = &rest[code.len()..];
             continue;
         }
-        if is_invisible_format(c) {
-            let _ = write!(out, "<U+{:04X}>", u32::from(c));
-        } else if unsafe_char(c) {
-            out.extend(c.escape_debug());
+        if unsafe_char(c) {
+            // Every such character is below U+10000: four digits always suffice.
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
         } else {
             out.push(c);
         }
@@ -666,13 +668,23 @@ account bob  created 2026-11-20 14:02:11 UTC, 0 devices
         check(
             "pc\x1b]52;c;b3duZWQ=\x07",
             false,
-            "pc\\u{1b}]52;c;b3duZWQ=\\u{7}",
+            "pc\\u001b]52;c;b3duZWQ=\\u0007",
         );
-        check("a\rforged\x7f\u{9b}2J", false, "a\\rforged\\u{7f}\\u{9b}2J");
-        check("pc\u{202E}exe.txt", false, "pc<U+202E>exe.txt");
+        check(
+            "a\rforged\x7f\u{9b}2J",
+            false,
+            "a\\u000dforged\\u007f\\u009b2J",
+        );
+        check("pc\u{202E}exe.txt", false, "pc\\u202eexe.txt");
         check("\x1b[31merror\x1b[0m", true, "\x1b[31merror\x1b[0m");
-        check("\x1b[31merror\x1b[0m", false, "\\u{1b}[31merror\\u{1b}[0m");
-        check("\x1b[2J", true, "\\u{1b}[2J");
+        check("\x1b[31merror\x1b[0m", false, "\\u001b[31merror\\u001b[0m");
+        check("\x1b[2J", true, "\\u001b[2J");
+
+        // In JSON the escapes are JSON's own: the text reads back unchanged.
+        let name = "pc\u{9b}2J\u{202e}\x7f\x1b";
+        let json = serde_json::to_string(name).unwrap();
+        let back: String = serde_json::from_str(&shown(&json, false)).unwrap();
+        assert_eq!(back, name);
 
         let mut status = sample();
         if let Some(server) = &mut status.server {

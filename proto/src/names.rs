@@ -141,9 +141,7 @@ pub fn check_device_name(name: &str) -> Result<(), String> {
     }
     if let Some(c) = name.chars().find(|&c| bad_in_name(c)) {
         return Err(format!(
-            "a device name must not hold control or invisible characters ({:?} at {:?})",
-            c,
-            name.escape_debug().to_string()
+            "a device name must not hold control or invisible characters ({c:?} in {name:?})"
         ));
     }
     Ok(())
