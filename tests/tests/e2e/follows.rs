@@ -182,4 +182,16 @@ fn a_directory_rename_leaves_ignored_files_under_their_rule() {
     cl.assert_file_everywhere(DOCS, "w2/doc.txt", b"a document\n");
     cl.assert_file_everywhere(DOCS, "w2/sub/notes.txt", b"notes\n");
     files::assert_absent(&cl.path_on(0, DOCS, "work/doc.txt"));
+    assert_eq!(files::list_dir(&cl.path_on(0, DOCS, "work")), ["k.pem"]);
+    // The directory the first device keeps only for its ignored key is not offered back,
+    // not even after a rescan there.
+    cl.client(0).ctl_ok(["rescan", DOCS]);
+    cl.settle_excluding(DOCS, &only_on_a);
+    for at in [cl.server_path(DOCS, "work"), cl.path_on(1, DOCS, "work")] {
+        assert!(
+            fs::symlink_metadata(&at).is_err(),
+            "{} came back",
+            at.display()
+        );
+    }
 }
