@@ -77,6 +77,8 @@ fn report(err: &anyhow::Error) -> ExitCode {
     if let Some(hint) = unreachable.and_then(Unreachable::hint) {
         text.push_str(&format!("hint: {hint}\n"));
     }
+    // The causes may quote the daemon, and through it a peer.
+    let text = output::shown(&text, false);
     // Nothing is left to tell the user if stderr itself is gone.
     let _ = io::stderr().write_all(text.as_bytes());
     ExitCode::from(match unreachable {

@@ -12,19 +12,66 @@ use filesync_proto::control::{
     ServerTrust, ShareInfo, VersionEntry,
 };
 
+use filesync_proto::names::is_invisible_format;
+
 use crate::format::{ago, bytes, count, thousands, utc_time};
 
 /// How many unsyncable items a folder block lists before summing up the rest.
 const UNSYNCABLE_SHOWN: usize = 5;
 
-/// Writes `text` to stdout. A reader that went away (`filesyncctl status | head`) is
-/// not an error worth reporting.
+/// Writes `text` to stdout, [`shown`] as a terminal may take it. A reader that went
+/// away (`filesyncctl status | head`) is not an error worth reporting.
 pub fn print(text: &str) -> Result<()> {
+    let text = shown(text, colour_stdout());
     let mut out = io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e).context("cannot write to stdout"),
         _ => Ok(()),
     }
+}
+
+/// The colour codes of [`state_word`], the only escape sequences this program writes.
+const OWN_COLOURS: [&str; 5] = ["\x1b[32m", "\x1b[33m", "\x1b[31m", "\x1b[2m", "\x1b[0m"];
+
+/// `text` made safe for a terminal. Much of what this program prints was chosen by a
+/// peer (device names, a server's error texts, file names, event details), and a
+/// terminal takes control characters in it as commands: erase a line, set the title,
+/// write the clipboard. So every control character but newline and tab, and every
+/// invisible format character (a bidi override, a zero-width space, which would make a
+/// name look like another), is written as an escape: `\u001b`, `\u202e`. That is also a
+/// JSON string's escape for the same character, so `--json` output stays valid and
+/// means the same (serde_json already escapes C0; C1, DEL and the rest pass through it
+/// raw). Only with `colour` do the colour codes this program uses itself stay as they
+/// are.
+///
+/// Everything printed goes through here ([`print`], and `main`'s error report), so no
+/// renderer has to remember which of its strings came from a peer.
+pub fn shown(text: &str, colour: bool) -> std::borrow::Cow<'_, str> {
+    let unsafe_char =
+        |c: char| (c.is_control() && c != '\n' && c != '\t') || is_invisible_format(c);
+    if !text.chars().any(unsafe_char) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if let Some(code) = OWN_COLOURS
+            .iter()
+            .find(|code| colour && rest.starts_with(**code))
+        {
+            out.push_str(code);
+            rest = &rest[code.len()..];
+            continue;
+        }
+        if unsafe_char(c) {
+            // Every such character is below U+10000: four digits always suffice.
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    out.into()
 }
 
 /// One event as one line: `2026-11-21 14:02:11 UTC  docs  uploaded  notes/a.txt`, then
@@ -686,6 +733,46 @@ account bob  created 2026-11-20 14:02:11 UTC, 0 devices
         let coloured = status_human(&sample(), NOW, true);
         assert!(coloured.contains("\x1b[32midle\x1b[0m"), "{coloured}");
         assert_eq!(state_word(FolderState::Error, true), "\x1b[31merror\x1b[0m");
+    }
+
+    /// Peer text reaches the terminal with its control characters escaped and its
+    /// invisible ones marked; this program's own colours stay only when asked for.
+    #[test]
+    fn peer_text_is_shown_escaped() {
+        let check = |text: &str, colour: bool, want: &str| {
+            assert_eq!(shown(text, colour), want, "{text:?}");
+        };
+        check("plain\tname\n", false, "plain\tname\n");
+        check(
+            "pc\x1b]52;c;b3duZWQ=\x07",
+            false,
+            "pc\\u001b]52;c;b3duZWQ=\\u0007",
+        );
+        check(
+            "a\rforged\x7f\u{9b}2J",
+            false,
+            "a\\u000dforged\\u007f\\u009b2J",
+        );
+        check("pc\u{202E}exe.txt", false, "pc\\u202eexe.txt");
+        check("\x1b[31merror\x1b[0m", true, "\x1b[31merror\x1b[0m");
+        check("\x1b[31merror\x1b[0m", false, "\\u001b[31merror\\u001b[0m");
+        check("\x1b[2J", true, "\\u001b[2J");
+
+        // In JSON the escapes are JSON's own: the text reads back unchanged.
+        let name = "pc\u{9b}2J\u{202e}\x7f\x1b";
+        let json = serde_json::to_string(name).unwrap();
+        let back: String = serde_json::from_str(&shown(&json, false)).unwrap();
+        assert_eq!(back, name);
+
+        let mut status = sample();
+        if let Some(server) = &mut status.server {
+            for d in &mut server.devices {
+                d.name = "evil\x1b[2K\x1b]0;title\x07".into();
+            }
+        }
+        let text = status_human(&status, 1_700_000_000, true);
+        assert!(!shown(&text, true).contains("\x1b[2K"));
+        assert!(!shown(&text, false).contains('\x1b'));
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub enum Unreachable {
         humantime::format_duration(CONNECT_TIMEOUT)
     )]
     Timeout { path: PathBuf },
+    #[error("refusing the control socket at {}: {why}", path.display())]
+    Untrusted { path: PathBuf, why: String },
 }
 
 impl Unreachable {
@@ -61,6 +63,11 @@ impl Unreachable {
             Unreachable::Timeout { .. } => {
                 Some("the daemon may be stuck; its log says more (run it with FILESYNC_LOG=debug)")
             }
+            Unreachable::Untrusted { .. } => Some(
+                "another user may be listening there to read what you send (a token) and \
+                 answer for your daemon; remove that socket or directory, or set \
+                 XDG_RUNTIME_DIR or --socket to your own",
+            ),
         }
     }
 }
@@ -156,6 +163,7 @@ impl Client {
     }
 
     async fn connect(&self) -> Result<Stream, Unreachable> {
+        check_socket(&self.path)?;
         let connect_error = |source| Unreachable::Connect {
             path: self.path.clone(),
             source,
@@ -176,6 +184,72 @@ impl Client {
                 path: self.path.clone(),
             }),
         }
+    }
+}
+
+/// Refuses a socket that someone other than this user or root could have put there: the
+/// socket itself (never followed if a link) owned by another user, or its directory owned
+/// by another user or writable by others. Without `XDG_RUNTIME_DIR` the socket is in
+/// `/tmp/filesync-UID`, a name any local user can take first. A path with nothing there
+/// is left to `connect`, which says the daemon is not running.
+#[cfg(unix)]
+fn check_socket(path: &std::path::Path) -> Result<(), Unreachable> {
+    use std::os::unix::fs::MetadataExt;
+    let untrusted = |why: String| Unreachable::Untrusted {
+        path: path.to_owned(),
+        why,
+    };
+    let Ok(socket) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir = std::fs::metadata(dir.unwrap_or(std::path::Path::new(".")))
+        .map_err(|e| untrusted(format!("cannot look at its directory: {e}")))?;
+    let owners = Owners {
+        me: current_uid(),
+        socket: socket.uid(),
+        dir: dir.uid(),
+        dir_mode: dir.mode(),
+    };
+    owners.check().map_err(untrusted)
+}
+
+#[cfg(not(unix))]
+fn check_socket(_path: &std::path::Path) -> Result<(), Unreachable> {
+    Ok(())
+}
+
+/// Who owns a control socket and its directory, and who this user is.
+#[cfg_attr(not(unix), allow(dead_code))]
+struct Owners {
+    me: u32,
+    socket: u32,
+    dir: u32,
+    dir_mode: u32,
+}
+
+#[cfg_attr(not(unix), allow(dead_code))]
+impl Owners {
+    /// The socket and its directory must be this user's or root's, and the directory
+    /// writable by its owner alone.
+    fn check(&self) -> Result<(), String> {
+        let trusted = |uid: u32| uid == self.me || uid == 0;
+        if !trusted(self.socket) {
+            return Err(format!("it belongs to user {}, not to you", self.socket));
+        }
+        if !trusted(self.dir) {
+            return Err(format!(
+                "its directory belongs to user {}, not to you",
+                self.dir
+            ));
+        }
+        if self.dir_mode & 0o022 != 0 {
+            return Err(format!(
+                "other users can write to its directory (mode {:o})",
+                self.dir_mode & 0o7777
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -246,6 +320,34 @@ fn decode_response(payload: &[u8]) -> Result<Response> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A socket and directory of this user or root, private: trusted; anyone else's,
+    /// or a directory others can write to: refused with the reason.
+    #[test]
+    fn only_own_or_roots_private_sockets_are_trusted() {
+        let check = |socket, dir, dir_mode| {
+            Owners {
+                me: 1000,
+                socket,
+                dir,
+                dir_mode,
+            }
+            .check()
+        };
+        assert_eq!(check(1000, 1000, 0o40700), Ok(()));
+        assert_eq!(check(0, 0, 0o40755), Ok(()));
+        assert_eq!(check(1000, 0, 0o40700), Ok(()));
+        for (socket, dir, mode, why) in [
+            (1001, 1000, 0o40700, "belongs to user 1001"),
+            (1000, 1001, 0o40700, "directory belongs to user 1001"),
+            (1000, 1000, 0o40777, "mode 777"),
+            (1000, 0, 0o41777, "mode 1777"),
+            (1000, 1000, 0o40770, "mode 770"),
+        ] {
+            let err = check(socket, dir, mode).unwrap_err();
+            assert!(err.contains(why), "{socket} {dir} {mode:o}: {err}");
+        }
+    }
     use filesync_proto::control::{CONTROL_VERSION, ControlErrorKind};
     use std::path::Path;
 

@@ -303,6 +303,13 @@ impl Accounts {
         peer: IpAddr,
     ) -> Result<Result<Admitted, Refusal>> {
         let source = source_key(peer);
+        if let AuthRequest::Redeem { device_name, .. } | AuthRequest::Register { device_name, .. } =
+            request
+        {
+            filesync_proto::names::check_device_name(device_name).map_err(|why| {
+                anyhow::anyhow!("refused to enrol device name {device_name:?}: {why}")
+            })?;
+        }
         let decided = match request {
             AuthRequest::Credential { device, secret } => self.login(device, secret)?,
             AuthRequest::Redeem {

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use filesync_proto::FrameError;
-use filesync_proto::wire::{BlockError, BlockRequest, MAX_BLOCK_SIZE};
+use filesync_proto::wire::{BlockError, BlockRequest, Entry, MAX_BLOCK_SIZE};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
 
@@ -279,6 +279,47 @@ impl<T> Pending<T> {
     }
 }
 
+/// The longest part of a peer's text the daemon keeps, in characters: a message that
+/// fills a frame must not make a status answer too big for the control socket.
+const MAX_PEER_TEXT: usize = 1024;
+
+/// A peer's text (an error message, a refusal's reason) as the daemon logs and shows
+/// it: quoted, with control characters escaped, so that a CR or LF in it cannot forge a
+/// log line, and cut to [`MAX_PEER_TEXT`] characters.
+pub fn peer_text(text: &str) -> String {
+    match text.char_indices().nth(MAX_PEER_TEXT) {
+        Some((end, _)) => format!("{:?}…", &text[..end]),
+        None => format!("{text:?}"),
+    }
+}
+
+/// A message a peer sent where another was due, as an error names it: its `Debug` form
+/// (which escapes the strings in it), cut to [`MAX_PEER_TEXT`] characters, since a
+/// whole index batch would not fit in a status answer.
+pub fn unexpected(msg: &impl std::fmt::Debug) -> String {
+    let text = format!("{msg:?}");
+    match text.char_indices().nth(MAX_PEER_TEXT) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text,
+    }
+}
+
+/// Whether `req` names one block of `entry`: the offset where one starts, with its size
+/// and hash.
+pub fn is_block_of(entry: &Entry, req: &BlockRequest) -> bool {
+    let mut at = 0u64;
+    for block in &entry.blocks {
+        if at == req.offset {
+            return block.size == req.size && block.hash == req.hash;
+        }
+        if at > req.offset {
+            return false;
+        }
+        at += u64::from(block.size);
+    }
+    false
+}
+
 /// [`serve_block`] from the folder whose root is at `root`.
 pub fn serve_block_from(root: &std::path::Path, req: &BlockRequest) -> BlockResult {
     let root = Root::open(root).map_err(|_| BlockError::NotAvailable)?;
@@ -312,6 +353,15 @@ pub fn serve_block(root: &Root, req: &BlockRequest) -> BlockResult {
 mod tests {
     use super::*;
     use filesync_proto::{Hash, RelPath};
+
+    /// Peer text is quoted with its control characters escaped, and cut.
+    #[test]
+    fn peer_text_is_quoted_and_bounded() {
+        assert_eq!(peer_text("no\r\nforged line"), r#""no\r\nforged line""#);
+        let long = "x".repeat(5000);
+        assert_eq!(peer_text(&long).chars().count(), MAX_PEER_TEXT + 3);
+        assert_eq!(unexpected(&long).chars().count(), MAX_PEER_TEXT + 1);
+    }
 
     #[test]
     fn serve_block_checks_hash_size_and_symlinks() {

@@ -355,10 +355,9 @@ impl Index {
 
     /// Opens (creating if needed) the index at `file`.
     pub fn open(file: &Path) -> Result<Index> {
-        if let Some(dir) = file.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create index directory {}", dir.display()))?;
-        }
+        // Made private before SQLite opens it: its journal files take its permissions.
+        crate::private::touch(file)
+            .with_context(|| format!("cannot create index {}", file.display()))?;
         let conn = Connection::open(file)
             .with_context(|| format!("cannot open index {}", file.display()))?;
         // WAL lets session tasks read while the folder task writes; NORMAL sync is safe in

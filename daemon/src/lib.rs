@@ -53,7 +53,7 @@ pub async fn run(
     reload: mpsc::Receiver<()>,
 ) -> Result<()> {
     let state_dir = &config.daemon.state_dir;
-    std::fs::create_dir_all(state_dir).with_context(|| {
+    private::create_dir(state_dir).with_context(|| {
         format!(
             "cannot create state directory {} (config key daemon.state_dir)",
             state_dir.display()
@@ -125,15 +125,14 @@ fn device_id(state_dir: &Path) -> Result<DeviceId> {
         return Ok(id);
     }
     let id = DeviceId::new(format!("{:016X}", rand::random::<u64>())).expect("hex is a valid id");
-    std::fs::write(&file, id.as_str())
-        .with_context(|| format!("cannot write {}", file.display()))?;
+    private::write_file(&file, id.as_str().as_bytes())?;
     Ok(id)
 }
 
+/// The device's name for servers to show: its host name, with any character a server
+/// would refuse (controls, invisible format characters) replaced, so that a host name
+/// with escapes in it still enrols.
 fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".into())
+    let raw = std::fs::read("/proc/sys/kernel/hostname").unwrap_or_default();
+    filesync_proto::names::device_name_from(&String::from_utf8_lossy(&raw))
 }

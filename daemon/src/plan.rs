@@ -94,12 +94,7 @@ fn both_dirs(a: &Entry, b: &Entry) -> bool {
 /// `dir/NAME.sync-conflict-YYYYMMDD-HHMMSS-DEVICE.EXT` for a local version made by
 /// `device`, at Unix time `now`.
 pub fn conflict_path(path: &RelPath, now_secs: i64, device: &str) -> RelPath {
-    let name = path.file_name();
-    // A leading dot starts a hidden name, not an extension.
-    let (stem, ext) = match name.rfind('.') {
-        Some(i) if i > 0 => (&name[..i], &name[i..]),
-        _ => (name, ""),
-    };
+    let (stem, ext) = stem_and_ext(path.file_name());
     let short: String = device.chars().take(7).collect();
     let new_name = format!("{stem}.sync-conflict-{}-{short}{ext}", format_utc(now_secs));
     let joined = match path.parent() {
@@ -110,6 +105,45 @@ pub fn conflict_path(path: &RelPath, now_secs: i64, device: &str) -> RelPath {
     joined.unwrap_or_else(|_| {
         RelPath::new(format!("sync-conflict-{}-{short}", format_utc(now_secs))).expect("valid name")
     })
+}
+
+/// A name's stem and extension (with its dot). A leading dot starts a hidden name, not
+/// an extension.
+fn stem_and_ext(name: &str) -> (&str, &str) {
+    match name.rfind('.') {
+        Some(i) if i > 0 => (&name[..i], &name[i..]),
+        _ => (name, ""),
+    }
+}
+
+/// Whether `copy` is a name [`conflict_path`] can give a conflict copy of `original`:
+/// beside it with its stem and extension around the conflict mark, or the short name
+/// at the top of the folder that a path too long for that gets. A conflict note from a
+/// peer that fails this aims `resolve` at some other path, which it must never write.
+pub fn is_conflict_copy_of(copy: &RelPath, original: &RelPath) -> bool {
+    let mark = |middle: &str| {
+        let b = middle.as_bytes();
+        let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+        b.len() > 16
+            && b.len() <= 23
+            && digits(0..8)
+            && b[8] == b'-'
+            && digits(9..15)
+            && b[15] == b'-'
+    };
+    let name = copy.file_name();
+    if copy.parent().is_none()
+        && let Some(middle) = name.strip_prefix("sync-conflict-")
+        && mark(middle)
+    {
+        return true;
+    }
+    let (stem, ext) = stem_and_ext(original.file_name());
+    copy.parent() == original.parent()
+        && (name.strip_prefix(stem))
+            .and_then(|rest| rest.strip_prefix(".sync-conflict-"))
+            .and_then(|rest| rest.strip_suffix(ext))
+            .is_some_and(mark)
 }
 
 /// `YYYYMMDD-HHMMSS` in UTC, from days-since-epoch arithmetic (proleptic Gregorian).
@@ -300,6 +334,48 @@ pub(crate) mod tests {
         check("Makefile", "Makefile.sync-conflict-20260921-141320-ABCDEFG");
         check(".bashrc", ".bashrc.sync-conflict-20260921-141320-ABCDEFG");
         check("x.tar.gz", "x.tar.sync-conflict-20260921-141320-ABCDEFG.gz");
+    }
+
+    #[test]
+    fn conflict_copies_are_recognised_beside_their_original_only() {
+        let at = 1_790_000_000;
+        let p = |s: &str| RelPath::new(s).unwrap();
+        for original in [
+            "a/report.txt",
+            "Makefile",
+            ".bashrc",
+            "x.tar.gz",
+            &"n".repeat(250),
+        ] {
+            let original = p(original);
+            let copy = conflict_path(&original, at, "ABCDEFGHIJ");
+            assert!(is_conflict_copy_of(&copy, &original), "{copy}");
+        }
+        for (copy, original) in [
+            (
+                "x.sync-conflict-20260101-000000-EVIL.sh",
+                ".git/hooks/pre-commit",
+            ),
+            (
+                "b/report.sync-conflict-20260921-141320-ABCDEFG.txt",
+                "a/report.txt",
+            ),
+            (
+                "a/report.sync-conflict-2026092-141320-ABCDEFG.txt",
+                "a/report.txt",
+            ),
+            (
+                "a/report.sync-conflict-20260921-141320-ABCDEFG.txt",
+                "a/other.txt",
+            ),
+            ("a/report.txt", "a/report.txt"),
+            ("a/sync-conflict-20260921-141320-ABCDEFG", "a/report.txt"),
+        ] {
+            assert!(
+                !is_conflict_copy_of(&p(copy), &p(original)),
+                "{copy} of {original}"
+            );
+        }
     }
 
     #[test]

@@ -41,16 +41,26 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Makes sure `path` exists as a 0600 file before a database is opened there: SQLite
-/// gives its journal files the database file's permissions.
+/// gives its journal files the database file's permissions. A file made readable by an
+/// earlier version, or by hand, is made 0600 again.
 pub fn touch(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent() {
         create_dir(dir)?;
     }
-    options()
+    let file = options()
         .write(true)
         .create(true)
         .truncate(false)
         .open(path)
         .with_context(|| format!("cannot create {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.metadata().map(|m| m.permissions().mode() & 0o777);
+        if mode.is_ok_and(|m| m != 0o600) {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("cannot make {} private (0600)", path.display()))?;
+        }
+    }
     Ok(())
 }

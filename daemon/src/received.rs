@@ -15,6 +15,36 @@ use filesync_proto::wire::{Entry, EntryKind, MAX_BLOCK_SIZE};
 
 use crate::store;
 
+/// Checks the conflict note `entry` carries, if any, and drops one that could aim
+/// `resolve` anywhere but at the copy's own original: `rules_ignore` says whether the
+/// receiver's rules ignore a path. The entry itself goes on as a plain file; the reason
+/// is returned, for the log.
+///
+/// A note is kept only when the original is no reserved and no ignored path, and the
+/// entry's path is a conflict copy's name for it ([`crate::plan::is_conflict_copy_of`]).
+/// A copy whose directory was renamed after it was made no longer passes (its note still
+/// names the old path); it then syncs as a plain file, which is what it has become.
+pub fn check_note(entry: &mut Entry, rules_ignore: impl Fn(&RelPath) -> bool) -> Option<String> {
+    let note = entry.conflict.as_ref()?;
+    let why = if let Err(why) = check_path("entry.conflict.original", &note.original) {
+        why
+    } else if rules_ignore(&note.original) {
+        format!("its original {:?} is ignored here", note.original.as_str())
+    } else if !crate::plan::is_conflict_copy_of(&entry.path, &note.original) {
+        format!(
+            "it is not a conflict copy's name for its original {:?}",
+            note.original.as_str()
+        )
+    } else {
+        return None;
+    };
+    entry.conflict = None;
+    Some(format!(
+        "dropped the conflict note of {:?}, which syncs as a plain file: {why}",
+        entry.path.as_str()
+    ))
+}
+
 /// Checks `entry` as received from a peer and strips the mode bits it must not carry.
 /// The error names the field and says why it is refused.
 pub fn check_entry(entry: &mut Entry) -> Result<(), String> {
@@ -192,6 +222,57 @@ mod tests {
         let mut dir = file("d", 0, &[]);
         dir.kind = EntryKind::Dir;
         assert_eq!(check_entry(&mut dir), Ok(()));
+    }
+
+    /// A conflict note stays only on a copy named for its original, beside it, when the
+    /// original is neither reserved nor ignored; otherwise the note goes, the entry stays.
+    #[test]
+    fn conflict_notes_that_aim_elsewhere_are_dropped() {
+        let noted = |copy: &str, original: &str| Entry {
+            conflict: Some(filesync_proto::wire::ConflictNote {
+                original: RelPath::new(original).unwrap(),
+                winner_seq: 1,
+                winner: DeviceId::new("w").unwrap(),
+                made_at: 0,
+            }),
+            ..file(copy, 0, &[])
+        };
+        let git = |p: &RelPath| p.as_str().starts_with(".git/");
+        let mut good = noted("d/a.sync-conflict-20260101-000000-X.txt", "d/a.txt");
+        assert_eq!(check_note(&mut good, git), None);
+        assert!(good.conflict.is_some());
+        for (copy, original, why) in [
+            (
+                "x.sync-conflict-20260101-000000-X.sh",
+                ".git/hooks/pre-commit",
+                "ignored here",
+            ),
+            (
+                "x.sync-conflict-20260101-000000-X.sh",
+                "hooks/pre-commit",
+                "not a conflict copy's name",
+            ),
+            (
+                ".git/hooks/pre-commit.sync-conflict-20260101-000000-X",
+                ".git/hooks/pre-commit",
+                "ignored here",
+            ),
+            (
+                ".filesync-folder.sync-conflict-20260101-000000-X",
+                ".filesync-folder",
+                "reserved",
+            ),
+            (
+                "e/a.sync-conflict-20260101-000000-X.txt",
+                "d/a.txt",
+                "not a conflict copy's name",
+            ),
+        ] {
+            let mut entry = noted(copy, original);
+            let got = check_note(&mut entry, git).expect(copy);
+            assert!(got.contains(why), "{copy}: {got}");
+            assert_eq!(entry.conflict, None, "{copy}");
+        }
     }
 
     #[test]

@@ -274,7 +274,7 @@ impl Rewatch {
             // A no-op that notify's loop answers only once it is through the events at
             // hand: a move's arrival, if any, has been seen then, and the watches notify
             // drops for the move away are gone.
-            let _ = w.configure(notify::Config::default());
+            let _ = w.configure(notify_config());
             let unpaired = {
                 let mut moves = Self::lock(&self.moves);
                 let unpaired = away
@@ -351,8 +351,8 @@ pub fn watch(root: &Path) -> Watcher {
         watcher: OnceLock::new(),
     });
     let rw = rewatch.clone();
-    let started =
-        notify::recommended_watcher(move |result: notify::Result<notify::Event>| match result {
+    let started = notify::RecommendedWatcher::new(
+        move |result: notify::Result<notify::Event>| match result {
             Ok(event) if event.need_rescan() => {
                 q.rescan("the watcher lost events (queue overflow)".into())
             }
@@ -378,7 +378,9 @@ pub fn watch(root: &Path) -> Watcher {
                 }
                 q.rescan(format!("watcher error: {e}"))
             }
-        });
+        },
+        notify_config(),
+    );
     let mut watcher = match started {
         Ok(w) => w,
         Err(e) => {
@@ -411,6 +413,14 @@ pub fn watch(root: &Path) -> Watcher {
         _watcher: Some(watcher),
         queue,
     }
+}
+
+/// How every watcher of the daemon is set up. notify follows symlinks by default: a link
+/// to `/` that a peer pushed into a folder, then a rename of its parent, would make it
+/// walk and watch the whole filesystem, using up the user's inotify watches. A link is
+/// a file here, like everywhere else in the daemon.
+fn notify_config() -> notify::Config {
+    notify::Config::default().with_follow_symlinks(false)
 }
 
 /// What to tell the user when the tree needs more than `limit` watches.

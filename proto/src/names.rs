@@ -151,9 +151,85 @@ impl FolderName {
     }
 }
 
+/// The longest device name, in characters.
+pub const MAX_DEVICE_NAME: usize = 64;
+
+/// Whether `c` changes how the text around it is shown without being seen itself:
+/// bidirectional overrides, embeddings, isolates and marks, and zero-width characters.
+/// In a name they can make one name look like another, or reorder what follows.
+pub fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
+}
+
+/// Whether `c` may not appear in a device name: a control character (C0, DEL, C1), which
+/// a terminal may take as part of an escape sequence, or an invisible format character.
+fn bad_in_name(c: char) -> bool {
+    c.is_control() || is_invisible_format(c)
+}
+
+/// Checks a device's human name, as a device chooses it and a server shows it: 1 to
+/// [`MAX_DEVICE_NAME`] characters, none of them a control or invisible format character.
+pub fn check_device_name(name: &str) -> Result<(), String> {
+    let len = name.chars().count();
+    if len == 0 || len > MAX_DEVICE_NAME {
+        return Err(format!(
+            "a device name must be 1 to {MAX_DEVICE_NAME} characters, not {len}"
+        ));
+    }
+    if let Some(c) = name.chars().find(|&c| bad_in_name(c)) {
+        return Err(format!(
+            "a device name must not hold control or invisible characters ({c:?} in {name:?})"
+        ));
+    }
+    Ok(())
+}
+
+/// A device name that [`check_device_name`] accepts, made from `raw` (a host name):
+/// each character it refuses becomes `?`, and the name is cut to [`MAX_DEVICE_NAME`].
+pub fn device_name_from(raw: &str) -> String {
+    let name: String = (raw.trim().chars())
+        .map(|c| if bad_in_name(c) { '?' } else { c })
+        .take(MAX_DEVICE_NAME)
+        .collect();
+    if name.is_empty() {
+        "unknown".to_owned()
+    } else {
+        name
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_names_are_checked_and_made_safe() {
+        for ok in ["laptop", "Anna's PC", "büro-rechner", &"x".repeat(64)] {
+            assert_eq!(check_device_name(ok), Ok(()), "{ok}");
+            assert_eq!(device_name_from(ok), ok);
+        }
+        for (bad, safe) in [
+            ("\x1b]0;owned\x07pc", "?]0;owned?pc"),
+            ("pc\u{202E}txt.exe", "pc?txt.exe"),
+            ("a\u{200B}b", "a?b"),
+            ("line\r\nforged", "line??forged"),
+            ("\u{9b}2J", "?2J"),
+            ("", "unknown"),
+        ] {
+            assert!(check_device_name(bad).is_err(), "{bad:?}");
+            assert_eq!(device_name_from(bad), safe, "{bad:?}");
+        }
+        assert!(check_device_name(&"x".repeat(65)).is_err());
+        assert_eq!(device_name_from(&"y".repeat(100)).len(), 64);
+    }
 
     #[test]
     fn names_are_validated() {

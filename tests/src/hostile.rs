@@ -23,8 +23,8 @@ use bytes::BytesMut;
 use filesync_proto::auth::{AuthReply, AuthRequest, InviteToken, MAX_AUTH_FRAME, Secret};
 use filesync_proto::frame::encode_payload;
 use filesync_proto::wire::{
-    BlockInfo, BlockRequest, Change, ClientMsg, Entry, EntryKind, Hello, MAX_BLOCK_SIZE,
-    PushOutcome, ServerMsg, Welcome,
+    BlockError, BlockInfo, BlockRequest, Change, ClientMsg, Entry, EntryKind, Hello,
+    MAX_BLOCK_SIZE, PushOutcome, ServerMsg, Welcome,
 };
 use filesync_proto::{
     AccountName, DeviceId, FolderName, FrameCodec, Handshake, HandshakeReply, Hash, MAX_WIRE_FRAME,
@@ -90,6 +90,19 @@ pub fn connect_with_token(
         epoch: 0,
     };
     connect_as(addr, redeem, hello)
+}
+
+/// [`connect_with`], enrolling under `device_name` whatever name `hello` gives.
+pub fn connect_enrolled_as(
+    addr: &str,
+    device_name: &str,
+    hello: Hello,
+) -> Result<(Device, Welcome), String> {
+    let register = AuthRequest::Register {
+        device: hello.device.clone(),
+        device_name: device_name.to_owned(),
+    };
+    connect_as(addr, register, hello)
 }
 
 /// TCP, TLS, the handshake, `credentials`, then `hello`.
@@ -517,6 +530,45 @@ where
     /// The raw connection, to wait for the peer to close it.
     pub fn into_raw(self) -> Raw {
         self.raw
+    }
+}
+
+impl ServerEnd {
+    /// Reads what the client sends until a push, and returns it; pings are answered,
+    /// everything else is dropped.
+    pub fn next_push(&mut self) -> Result<(u64, Vec<Change>), String> {
+        // Bounded by count: a client that sends this much before pushing is a bug.
+        for _ in 0..10_000 {
+            match self.recv()? {
+                Some(ClientMsg::Push { id, changes }) => return Ok((id, changes)),
+                Some(ClientMsg::Ping { nonce }) => self.send(ServerMsg::Pong { nonce })?,
+                Some(_) => {}
+                None => return Err("the client closed the connection before pushing".into()),
+            }
+        }
+        Err("no push after 10000 messages".into())
+    }
+
+    /// Asks the client for a block as request `id`, and returns its answer, or `None`
+    /// when the client closed the connection instead.
+    pub fn ask_block(
+        &mut self,
+        id: u64,
+        request: BlockRequest,
+    ) -> Result<Option<Result<Vec<u8>, BlockError>>, String> {
+        self.send(ServerMsg::BlockRequest { id, request })?;
+        // Bounded by count and by the read timeout of each message.
+        for _ in 0..10_000 {
+            match self.recv()? {
+                Some(ClientMsg::BlockResponse { id: got, result }) if got == id => {
+                    return Ok(Some(result));
+                }
+                Some(ClientMsg::Ping { nonce }) => self.send(ServerMsg::Pong { nonce })?,
+                Some(_) => {}
+                None => return Ok(None),
+            }
+        }
+        Err("no block response after 10000 messages".into())
     }
 }
 

@@ -56,6 +56,12 @@ pub struct Node {
     /// Environment variables added to the daemon's from the next start on
     /// (see [`Node::set_daemon_env`]).
     daemon_env: Mutex<Vec<(OsString, OsString)>>,
+    /// The umask the daemon starts with from the next start on, if not the tests' own
+    /// (see [`Node::set_umask`]).
+    umask: Mutex<Option<libc::mode_t>>,
+    /// The host name the daemon sees from the next start on, if not the machine's (see
+    /// [`Node::set_hostname`]).
+    hostname: Mutex<Option<Vec<u8>>>,
 }
 
 impl Node {
@@ -108,6 +114,8 @@ impl Node {
             starts: AtomicU32::new(0),
             unprivileged: std::sync::atomic::AtomicBool::new(false),
             daemon_env: Mutex::new(Vec::new()),
+            umask: Mutex::new(None),
+            hostname: Mutex::new(None),
         };
         assert!(
             node.socket.as_os_str().len() < 100,
@@ -201,6 +209,23 @@ impl Node {
         env.push((key, value));
     }
 
+    /// From the next start on, runs the daemon under `umask` (say 0 to see that it
+    /// makes its files private whatever umask it gets).
+    pub fn set_umask(&self, umask: libc::mode_t) {
+        *self.umask.lock().unwrap_or_else(|e| e.into_inner()) = Some(umask);
+    }
+
+    /// From the next start on, runs the daemon in a UTS namespace of its own whose host
+    /// name is `name`, any bytes (needs root, as the tests run here).
+    pub fn set_hostname(&self, name: &[u8]) {
+        *self.hostname.lock().unwrap_or_else(|e| e.into_inner()) = Some(name.to_vec());
+    }
+
+    /// The process id of the running daemon, `None` when it is not running.
+    pub fn pid(&self) -> Option<u32> {
+        self.lock_child().as_ref().map(Child::id)
+    }
+
     /// Starts `filesyncd --config …` in the foreground and returns once its control
     /// socket answers `status` (and, for a server, once its port accepts connections).
     ///
@@ -273,6 +298,37 @@ impl Node {
                 .map(|(k, v)| (k, v)),
         );
         kill_with_parent(&mut cmd);
+        if let Some(umask) = *self.umask.lock().unwrap_or_else(|e| e.into_inner()) {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: the closure runs between fork and exec and only makes one
+            // async-signal-safe system call, which cannot fail.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::umask(umask);
+                    Ok(())
+                });
+            }
+        }
+        if let Some(name) = self
+            .hostname
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: the closure runs between fork and exec and makes only two system
+            // calls, both async-signal-safe, on memory owned by the closure.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::unshare(libc::CLONE_NEWUTS) != 0
+                        || libc::sethostname(name.as_ptr().cast(), name.len()) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("{}: cannot spawn filesyncd: {e}", self.name));

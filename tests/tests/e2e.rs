@@ -31,6 +31,8 @@ mod editors;
 mod fanout;
 #[path = "e2e/faults.rs"]
 mod faults;
+#[path = "e2e/follows.rs"]
+mod follows;
 #[path = "e2e/guard.rs"]
 mod guard;
 #[path = "e2e/hardcases.rs"]
@@ -41,12 +43,16 @@ mod hostile;
 mod ignore;
 #[path = "e2e/invites.rs"]
 mod invites;
+#[path = "e2e/local.rs"]
+mod local;
 #[path = "e2e/model.rs"]
 mod model;
 #[path = "e2e/offline.rs"]
 mod offline;
 #[path = "e2e/ops.rs"]
 mod ops;
+#[path = "e2e/owed.rs"]
+mod owed;
 #[path = "e2e/receive_only.rs"]
 mod receive_only;
 #[path = "e2e/renames.rs"]
@@ -59,6 +65,8 @@ mod scale;
 mod security;
 #[path = "e2e/sharing.rs"]
 mod sharing;
+#[path = "e2e/shown.rs"]
+mod shown;
 #[path = "e2e/soak.rs"]
 mod soak;
 #[path = "e2e/transfer.rs"]

@@ -12,6 +12,7 @@ use filesync_proto::control::{ConflictInfo, Keep};
 use filesync_proto::wire::ConflictNote;
 
 use crate::beneath::Root;
+use crate::ignore::IgnoreRules;
 use crate::index::{Index, LocalRow};
 use crate::store;
 
@@ -62,6 +63,7 @@ impl<'a> Pattern<'a> {
 pub(super) fn resolve(
     root: &Root,
     index: &Index,
+    rules: &IgnoreRules,
     pattern: &str,
     keep: Keep,
 ) -> Result<(usize, Vec<RelPath>)> {
@@ -74,6 +76,20 @@ pub(super) fn resolve(
         };
         if !pattern.matches(&note, &copy.entry.path) {
             continue;
+        }
+        // Checked when the note arrived too; a note recorded before that check, or rules
+        // changed since, must still never move a peer's file into such a place.
+        if note.original.components().any(store::is_reserved)
+            || rules.is_ignored(&note.original, false)
+            || !crate::plan::is_conflict_copy_of(&copy.entry.path, &note.original)
+        {
+            bail!(
+                "conflict copy {} does not belong to {:?}, which is ignored or reserved \
+                 here or not beside the copy (was its directory renamed?); move or delete \
+                 the copy by hand",
+                copy.entry.path,
+                note.original.as_str()
+            );
         }
         let original = index.local(&note.original)?;
         let keep_copy = match keep {
@@ -174,7 +190,7 @@ mod tests {
 
         fn resolve(&self, pattern: &str, keep: Keep) -> Result<usize> {
             let root = Root::open(&self.root()).unwrap();
-            resolve(&root, &self.index, pattern, keep).map(|(n, _)| n)
+            resolve(&root, &self.index, &IgnoreRules::builtin(), pattern, keep).map(|(n, _)| n)
         }
 
         fn read(&self, path: &str) -> Option<String> {
@@ -215,6 +231,43 @@ mod tests {
         std::fs::remove_file(f.root().join("a.txt")).unwrap();
         assert_eq!(f.resolve("a.txt", Keep::Local).unwrap(), 1);
         assert_eq!(f.read("a.txt").as_deref(), Some("ours"));
+    }
+
+    /// A note recorded before notes were checked, or under other rules: `resolve` still
+    /// never moves the copy into an ignored or reserved path, or one the copy's name does
+    /// not derive from.
+    #[test]
+    fn resolve_never_writes_into_an_ignored_or_reserved_original() {
+        let f = Folder::new();
+        std::fs::create_dir_all(f.root().join(".git/hooks")).unwrap();
+        f.put_copy("x.sync-conflict-20260101-000000-X.sh", "x.sh", "#!/bin/sh");
+        f.put_copy(
+            "pre-commit.sync-conflict-20260101-000000-X",
+            "pre-commit",
+            "#!/bin/sh",
+        );
+        let root = Root::open(&f.root()).unwrap();
+        let rules = IgnoreRules::parse(b".git/\n").unwrap();
+        let note = |copy: &str, original: &str| {
+            let path = RelPath::new(copy).unwrap();
+            let mut row = f.index.local(&path).unwrap().unwrap();
+            row.entry.conflict.as_mut().unwrap().original = RelPath::new(original).unwrap();
+            f.index.put_local(&row).unwrap();
+        };
+        note(
+            "x.sync-conflict-20260101-000000-X.sh",
+            ".git/hooks/pre-commit",
+        );
+        note(
+            "pre-commit.sync-conflict-20260101-000000-X",
+            ".filesync-folder",
+        );
+        for keep in [Keep::Local, Keep::Newer] {
+            let err = resolve(&root, &f.index, &rules, "*", keep).unwrap_err();
+            assert!(err.to_string().contains("ignored or reserved"), "{err:#}");
+        }
+        assert_eq!(f.read(".git/hooks/pre-commit"), None);
+        assert_eq!(f.read(".filesync-folder"), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod conflicts;
 pub mod connect;
 mod guard;
 mod meter;
+mod offered;
 mod pull;
 pub mod session;
 pub mod share;

@@ -11,17 +11,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
+use filesync_proto::control::FolderMode;
 use filesync_proto::wire::{
     BlockError, BlockRequest, Change, ClientMsg, Entry, Hello, MAX_BATCH, PushOutcome, ServerMsg,
     VersionInfo,
 };
 use filesync_proto::{AccountName, DeviceId, FolderName, RelPath};
 use futures::{SinkExt, StreamExt};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::offered::{self, Offers};
 use super::trust::TrustStore;
 use crate::conn::{self, Counters, Pending};
+use crate::ignore::IgnoreRules;
 use crate::index::Index;
 use crate::received;
 
@@ -110,6 +113,8 @@ pub struct SessionHandle {
     calls: Arc<Pending<ServerMsg>>,
     /// The server said the folder is shared read-only with this device's account.
     pub read_only: bool,
+    /// The pushes under way, whose blocks the server may ask for.
+    offers: Arc<Offers>,
 }
 
 impl SessionHandle {
@@ -122,15 +127,21 @@ impl SessionHandle {
         match asked.await? {
             Ok(data) => Ok(data),
             Err(BlockError::NotAvailable) => Err(ServerLacks.into()),
-            Err(BlockError::Refused(why)) => bail!("the server refused a block request: {why}"),
+            Err(BlockError::Refused(why)) => bail!(
+                "the server refused a block request: {}",
+                conn::peer_text(&why)
+            ),
         }
     }
 
     /// The server's kept versions of `path`, newest first.
     pub async fn list_versions(&self, path: RelPath) -> Result<Vec<VersionInfo>> {
         match self.call(|id| ClientMsg::ListVersions { id, path }).await? {
-            ServerMsg::Versions { result, .. } => result.map_err(|e| anyhow!(e)),
-            other => bail!("protocol error: expected Versions, got {other:?}"),
+            ServerMsg::Versions { result, .. } => result.map_err(|e| anyhow!(conn::peer_text(&e))),
+            other => bail!(
+                "protocol error: expected Versions, got {}",
+                conn::unexpected(&other)
+            ),
         }
     }
 
@@ -140,8 +151,11 @@ impl SessionHandle {
             .call(|id| ClientMsg::Restore { id, path, version })
             .await?
         {
-            ServerMsg::Restored { result, .. } => result.map_err(|e| anyhow!(e)),
-            other => bail!("protocol error: expected Restored, got {other:?}"),
+            ServerMsg::Restored { result, .. } => result.map_err(|e| anyhow!(conn::peer_text(&e))),
+            other => bail!(
+                "protocol error: expected Restored, got {}",
+                conn::unexpected(&other)
+            ),
         }
     }
 
@@ -150,6 +164,7 @@ impl SessionHandle {
     }
 
     pub async fn push(&self, id: u64, changes: Vec<Change>) -> Result<()> {
+        self.offers.pushed(id, &changes);
         self.out
             .send(ClientMsg::Push { id, changes })
             .await
@@ -187,6 +202,9 @@ pub struct SessionConfig {
     /// login that lands elsewhere ends the attempt before the hello. `None` for a folder
     /// of an old config, which takes the device's only credential for the server.
     pub account: Option<AccountName>,
+    /// What the server may read back depends on both (see [`offered`]).
+    pub mode: FolderMode,
+    pub rules: watch::Receiver<IgnoreRules>,
 }
 
 /// The wait before the first retry, and after any session the server welcomed.
@@ -266,9 +284,16 @@ async fn connect_once(cfg: &SessionConfig, events: &Events, welcomed: &mut bool)
     let welcome = match tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, framed.next()).await {
         Ok(Some(Ok(ServerMsg::Welcome(w)))) => w,
         Ok(Some(Ok(ServerMsg::Error(e)))) => {
-            bail!("server refused folder {}: {}", cfg.folder, e.message)
+            bail!(
+                "server refused folder {}: {}",
+                cfg.folder,
+                conn::peer_text(&e.message)
+            )
         }
-        Ok(Some(Ok(other))) => bail!("protocol error: expected Welcome, got {other:?}"),
+        Ok(Some(Ok(other))) => bail!(
+            "protocol error: expected Welcome, got {}",
+            conn::unexpected(&other)
+        ),
         Ok(Some(Err(e))) => return Err(e.into()),
         Ok(None) => bail!("server closed the connection after hello"),
         Err(_) => bail!(
@@ -297,6 +322,7 @@ async fn connect_once(cfg: &SessionConfig, events: &Events, welcomed: &mut bool)
     let (out_tx, out_rx) = mpsc::channel::<ClientMsg>(64);
     let pending = Arc::new(Pending::default());
     let calls = Arc::new(Pending::default());
+    let offers = Arc::new(Offers::default());
     let (stuck_tx, stuck) = oneshot::channel();
     let writer = tokio::spawn(async move {
         if let Err(why) = conn::write_queue(sink, out_rx).await {
@@ -308,6 +334,7 @@ async fn connect_once(cfg: &SessionConfig, events: &Events, welcomed: &mut bool)
         pending: pending.clone(),
         calls: calls.clone(),
         read_only: welcome.read_only,
+        offers: offers.clone(),
     };
     if welcome.read_only {
         tracing::info!(folder = %cfg.folder, server = %cfg.server, "the folder is shared read-only with this account: receiving only");
@@ -321,7 +348,7 @@ async fn connect_once(cfg: &SessionConfig, events: &Events, welcomed: &mut bool)
     };
     events.send(SessionEvent::Connected(handle));
     tokio::select! {
-        r = read_loop(cfg, &index, refreshing, &mut stream, &out_tx, (&pending, &calls), events) => r,
+        r = read_loop(cfg, &index, refreshing, &mut stream, &out_tx, (&pending, &calls, &offers), events) => r,
         Ok(why) = stuck => bail!("server {}: {why}", cfg.server),
     }
 }
@@ -333,7 +360,7 @@ async fn read_loop<S>(
     mut refreshing: bool,
     stream: &mut S,
     out: &mpsc::Sender<ClientMsg>,
-    (pending, calls): (&Pending, &Pending<ServerMsg>),
+    (pending, calls, offers): (&Pending, &Pending<ServerMsg>, &Offers),
     events: &Events,
 ) -> Result<()>
 where
@@ -389,6 +416,7 @@ where
                 events.send(SessionEvent::IndexUpdated { caught_up });
             }
             ServerMsg::PushResult { id, outcomes } => {
+                offers.settled(id);
                 events.send(SessionEvent::PushResult { id, outcomes });
             }
             ServerMsg::BlockResponse { id, result } => {
@@ -398,6 +426,16 @@ where
                 pending.complete(id, result);
             }
             ServerMsg::BlockRequest { id, request } => {
+                let owed = offered::check(&request, cfg.mode, &cfg.rules.borrow(), offers, index);
+                if let Err(why) = owed {
+                    tracing::warn!(folder = %cfg.folder, server = %cfg.server, path = ?request.path.as_str(), "refused the server's request for a block, closing the connection: {why}");
+                    let result = Err(BlockError::Refused(why.clone()));
+                    let _ = out.send(ClientMsg::BlockResponse { id, result }).await;
+                    bail!(
+                        "server {} asked for content this device never offered: {why}",
+                        cfg.server
+                    );
+                }
                 let permit = serving.clone().acquire_owned().await?;
                 let (root, out, counters) = (cfg.root.clone(), out.clone(), cfg.counters.clone());
                 tokio::spawn(async move {
@@ -420,7 +458,7 @@ where
             ServerMsg::Versions { id, .. } | ServerMsg::Restored { id, .. } => {
                 calls.complete(id, msg)
             }
-            ServerMsg::Error(e) => bail!("server error: {}", e.message),
+            ServerMsg::Error(e) => bail!("server error: {}", conn::peer_text(&e.message)),
             ServerMsg::Welcome(_) => bail!("protocol error: unexpected second Welcome"),
             ServerMsg::Invite(_) => bail!("protocol error: unexpected Invite"),
             ServerMsg::Sharing(_) => bail!("protocol error: unexpected Sharing"),
@@ -476,12 +514,20 @@ fn store_batch(
 }
 
 /// The server's entries this client can take: one that fails [`received::check_entry`]
-/// is logged and left out, never applied, and the rest of the batch goes on.
+/// is logged and left out, never applied, and the rest of the batch goes on. A conflict
+/// note that could aim `resolve` at another path than the copy's original (an ignored
+/// one, say) is dropped and logged ([`received::check_note`]).
 fn accepted(cfg: &SessionConfig, entries: Vec<Entry>) -> Vec<Entry> {
+    let rules = cfg.rules.borrow();
     entries
         .into_iter()
         .filter_map(|mut e| match received::check_entry(&mut e) {
-            Ok(()) => Some(e),
+            Ok(()) => {
+                if let Some(why) = received::check_note(&mut e, |p| rules.is_ignored(p, false)) {
+                    tracing::warn!(folder = %cfg.folder, server = %cfg.server, "{why}");
+                }
+                Some(e)
+            }
             Err(reason) => {
                 tracing::warn!(folder = %cfg.folder, server = %cfg.server, "ignored an entry from the server: {reason}");
                 None

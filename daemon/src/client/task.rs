@@ -142,6 +142,8 @@ pub(super) struct FolderTask {
     last_sync: Option<i64>,
     watcher: Option<watcher::Watcher>,
     rules: IgnoreRules,
+    /// The same rules for the sessions, which refuse the server any ignored path.
+    shared_rules: watch::Sender<IgnoreRules>,
     /// Set when `.filesyncignore` may have changed and must be read again.
     rules_stale: bool,
     /// A `.filesyncignore` that does not parse stops the folder until it is fixed:
@@ -220,6 +222,7 @@ impl FolderTask {
             last_sync: None,
             watcher: None,
             rules: IgnoreRules::builtin(),
+            shared_rules: watch::Sender::new(IgnoreRules::builtin()),
             rules_stale: true,
             rules_error: None,
             partials: Partials::default(),
@@ -256,6 +259,8 @@ impl FolderTask {
             }
         }
         self.start_watching();
+        // Before any session: what it may serve the server depends on the rules.
+        self.reload_rules();
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
         self.events_tx = events_tx;
         if !self.paused {
@@ -333,6 +338,8 @@ impl FolderTask {
             counters: self.counters.clone(),
             trust: self.id.trust.clone(),
             account: self.cfg.account.clone(),
+            mode: self.effective_mode(),
+            rules: self.shared_rules.subscribe(),
         };
         self.session_gen += 1;
         let events = session::Events {
@@ -407,9 +414,9 @@ impl FolderTask {
                 keep,
                 reply,
             } => {
-                let result = self
-                    .root()
-                    .and_then(|root| conflicts::resolve(&root, self.index(), &pattern, keep));
+                let result = self.root().and_then(|root| {
+                    conflicts::resolve(&root, self.index(), &self.rules, &pattern, keep)
+                });
                 let _ = reply.send(match result {
                     Ok((0, _)) => Err(format!(
                         "no conflict in folder {} matches {pattern:?}",

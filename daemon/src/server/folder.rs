@@ -148,7 +148,8 @@ pub fn start(
     tracker: &tokio_util::task::TaskTracker,
     cancel: CancellationToken,
 ) -> Result<ServerFolderHandle> {
-    std::fs::create_dir_all(&place.root)?;
+    // The account's directory too: other local users have no business in it.
+    crate::private::create_dir(&place.root)?;
     let index = Index::open_or_rebuild(&place.index_file, &format!("{account}/{name}"))?;
     let versions = Versions::open(place.versions_dir.clone())?;
     let max = index.max_seq()?;

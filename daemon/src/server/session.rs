@@ -25,7 +25,7 @@ use super::Server;
 use super::folder::{FolderCmd, Joined, ServerFolderHandle, stale_base};
 use crate::auth::{Admitted, Maker};
 use crate::beneath::Root;
-use crate::conn::{self, Counted, Pending};
+use crate::conn::{self, BlockResult, Counted, Pending};
 use crate::index::Index;
 use crate::store::Prepared;
 use crate::{received, transfer};
@@ -172,6 +172,14 @@ async fn run(
             conn::HANDSHAKE_TIMEOUT.as_secs()
         ),
     };
+    if let Err(why) = filesync_proto::names::check_device_name(&hello.device_name) {
+        let _ = framed.send(error(ErrorKind::Protocol, &why)).await;
+        bail!(
+            "refused the hello of device {} (name {:?}): {why}",
+            admitted.device,
+            hello.device_name
+        );
+    }
     // The device is who it proved to be, whatever its hello says.
     hello.device = admitted.device.clone();
     // A device that followed another history (epoch), or this one further than it goes,
@@ -406,6 +414,7 @@ where
     S: futures::Stream<Item = Result<ClientMsg, filesync_proto::FrameError>> + Unpin,
 {
     let serving = Arc::new(Semaphore::new(16));
+    let index = Arc::new(Index::open(&folder.index_file)?);
     let mut ping = tokio::time::interval(conn::PING_INTERVAL);
     let mut silence = conn::Silence::new();
     loop {
@@ -453,10 +462,10 @@ where
             ClientMsg::BlockResponse { id, result } => pending.complete(id, result),
             ClientMsg::BlockRequest { id, request } => {
                 let permit = serving.clone().acquire_owned().await?;
-                let (root, out) = (folder.root.clone(), out.clone());
+                let (root, out, index) = (folder.root.clone(), out.clone(), index.clone());
                 tokio::spawn(async move {
                     let result = tokio::task::spawn_blocking(move || {
-                        conn::serve_block_from(&root, &request)
+                        serve_listed_block(&index, &root, &request)
                     })
                     .await
                     .unwrap_or(Err(BlockError::NotAvailable));
@@ -498,6 +507,30 @@ where
             ClientMsg::Hello(_) => bail!("protocol error: second Hello"),
             ClientMsg::CreateInvite => bail!("protocol error: CreateInvite after Hello"),
             ClientMsg::Sharing(_) => bail!("protocol error: Sharing after Hello"),
+        }
+    }
+}
+
+/// Answers a device's block request with a block of a live file of the folder's index,
+/// never anything else under the folder: files the server's rules ignore, or that no
+/// version recorded, stay unreadable. Anything else is "not available" (the device
+/// asked for a version replaced or deleted since, the honest reason to miss).
+fn serve_listed_block(index: &Index, root: &std::path::Path, req: &BlockRequest) -> BlockResult {
+    match index.local(&req.path) {
+        Ok(Some(row))
+            if row.entry.kind == EntryKind::File
+                && !row.entry.deleted
+                && conn::is_block_of(&row.entry, req) =>
+        {
+            conn::serve_block_from(root, req)
+        }
+        Ok(_) => {
+            tracing::debug!(path = ?req.path.as_str(), offset = req.offset, "a device asked for a block that is not one of a live file here");
+            Err(BlockError::NotAvailable)
+        }
+        Err(e) => {
+            tracing::warn!(path = ?req.path.as_str(), "cannot read the index to serve a block: {e:#}");
+            Err(BlockError::NotAvailable)
         }
     }
 }
@@ -602,6 +635,9 @@ async fn prepare(
         tracing::warn!(folder = %folder.name, "refused a pushed change: {reason}");
         return Err(PushOutcome::Failed { reason });
     }
+    if let Some(why) = received::check_note(&mut change.entry, |_| false) {
+        tracing::warn!(folder = %folder.name, "{why}");
+    }
     let current = index.local(&change.entry.path).map_err(failed)?;
     let same = current
         .as_ref()
@@ -669,6 +705,9 @@ async fn request_block(
         Err(BlockError::NotAvailable) => {
             bail!("the file changed on the device while it was being uploaded")
         }
-        Err(BlockError::Refused(why)) => bail!("the device refused a block request: {why}"),
+        Err(BlockError::Refused(why)) => bail!(
+            "the device refused a block request: {}",
+            conn::peer_text(&why)
+        ),
     }
 }

@@ -2,6 +2,8 @@
 //! we lack, push what we have that the server lacks, and record the server's answers.
 //! Split from the task's event loop, whose state it works on.
 
+use std::path::Path;
+
 use anyhow::Result;
 use filesync_proto::RelPath;
 use filesync_proto::control::{EventKind, FolderMode, ScanReport};
@@ -22,6 +24,34 @@ use crate::plan::{self, Action};
 use crate::scan::{self, Scope};
 use crate::store;
 
+/// Whether the directory `dir` under the folder at `root` holds anything `rules` ignore,
+/// at any depth, or a name that is no path of ours (which a scan skips as well). Lists
+/// without following symlinks; a directory that cannot be listed counts as holding
+/// something, since what it holds is unknown.
+fn holds_ignored(root: &Path, dir: &RelPath, rules: &IgnoreRules) -> bool {
+    let mut todo = vec![dir.clone()];
+    // Bounded by the tree: each directory is listed once.
+    while let Some(dir) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(root.join(dir.as_str())) else {
+            return true;
+        };
+        for entry in entries {
+            let Ok(entry) = entry else { return true };
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            let path = (entry.file_name().to_str())
+                .and_then(|name| RelPath::new(format!("{dir}/{name}")).ok());
+            let Some(path) = path else { return true };
+            if rules.is_ignored(&path, is_dir) {
+                return true;
+            }
+            if is_dir {
+                todo.push(path);
+            }
+        }
+    }
+    false
+}
+
 fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -30,7 +60,7 @@ fn unix_ms() -> i64 {
 
 impl FolderTask {
     /// Reads `.filesyncignore` again; when the rules changed, every path is judged anew.
-    fn reload_rules(&mut self) {
+    pub(super) fn reload_rules(&mut self) {
         self.rules_stale = false;
         match IgnoreRules::load(&self.cfg.path) {
             Ok(rules) => {
@@ -38,6 +68,7 @@ impl FolderTask {
                     tracing::info!(folder = %self.cfg.name, "{IGNORE_FILE} is valid again");
                 }
                 if rules.fingerprint() != self.rules.fingerprint() {
+                    self.shared_rules.send_replace(rules.clone());
                     self.rules = rules;
                     if let Err(e) = self.index().clear_remote_ignored() {
                         self.error(format!(
@@ -404,7 +435,11 @@ impl FolderTask {
             && !self.rules.is_ignored(dst, true)
             // A version newer than the rename was made at the old path afterwards.
             && below_src.iter().all(|r| r.entry.seq < seq)
-            && blocked.is_none();
+            && blocked.is_none()
+            // Ignored files would move along, to where a rule anchored at the old path
+            // no longer holds them back, and the next scan would upload them. Path by
+            // path, they stay where they are.
+            && !holds_ignored(&self.cfg.path, src, &self.rules);
         if whole && self.make_parents(dst).await {
             match self
                 .root()
@@ -881,7 +916,11 @@ impl FolderTask {
                     self.scan_paths.push(pushed.path.clone());
                     self.fail_path(
                         &pushed.path,
-                        format!("server did not take {}: {reason}", pushed.path),
+                        format!(
+                            "server did not take {}: {}",
+                            pushed.path,
+                            crate::conn::peer_text(&reason)
+                        ),
                     );
                 }
             }
