@@ -101,6 +101,9 @@ pub async fn run(command: Command, client: &Client) -> Result<()> {
         Command::Server(ServerCommand::Revoke { device }) => {
             confirm(client, Request::ServerRevoke { device }).await
         }
+        Command::Server(ServerCommand::Quota { account, quota }) => {
+            confirm(client, Request::ServerQuota { account, quota }).await
+        }
         Command::Device(DeviceCommand::Invite { server }) => {
             confirm(client, Request::DeviceInvite { server }).await
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use filesync_proto::auth::{Fingerprint, InviteToken};
 use filesync_proto::control::{
-    AddFolder, ControlErrorKind, DaemonStatus, FolderStatus, Request, Response,
+    AddFolder, ControlErrorKind, DaemonStatus, FolderStatus, QuotaChange, Request, Response,
 };
 use filesync_proto::{AccountName, DeviceId};
 use futures::future::BoxFuture;
@@ -283,6 +283,7 @@ impl Supervisor {
                 },
             }),
             Request::ServerRevoke { device } => now(self.server_revoke(&device)),
+            Request::ServerQuota { account, quota } => now(self.server_quota(&account, quota)),
             Request::DeviceInvite { server } => {
                 let id = self.identity.clone();
                 Box::pin(async move {
@@ -343,6 +344,35 @@ impl Supervisor {
                 "no device {id} on this server; `filesyncctl server devices` lists them"
             )),
             Err(e) => failed(format!("cannot revoke {id}: {e:#}")),
+        }
+    }
+
+    fn server_quota(&self, account: &str, quota: QuotaChange) -> Response {
+        let server = match self.server() {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        let account = match AccountName::new(account) {
+            Ok(a) => a,
+            Err(e) => return bad(format!("{e}")),
+        };
+        match server.set_quota(&account, quota) {
+            Ok(true) => {
+                let usage = server.quota_of(&account);
+                let size = |n: u64| bytesize::ByteSize::b(n).display().iec().to_string();
+                let limit = usage.quota.map_or("no limit".to_string(), |q| {
+                    format!("a quota of {}", size(q))
+                });
+                ok(format!(
+                    "account {account} now has {limit}; it uses {}",
+                    size(usage.used)
+                ))
+            }
+            Ok(false) => bad(format!(
+                "no account {account} on this server; `filesyncctl server devices` lists them \
+                 (`filesyncctl server invite {account}` makes it)"
+            )),
+            Err(e) => failed(format!("cannot set the quota of {account}: {e:#}")),
         }
     }
 

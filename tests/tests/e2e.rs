@@ -43,6 +43,8 @@ mod model;
 mod offline;
 #[path = "e2e/ops.rs"]
 mod ops;
+#[path = "e2e/quota.rs"]
+mod quota;
 #[path = "e2e/renames.rs"]
 mod renames;
 #[path = "e2e/restore.rs"]

@@ -9,6 +9,7 @@
 //! are announced on a watch channel that every session follows.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -19,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::history::{self, Lineage};
+use super::quota::Quotas;
 use super::versions::Versions;
 use crate::beneath::Root;
 use crate::chunk;
@@ -93,6 +95,8 @@ pub struct FolderPlace {
     pub versions_dir: PathBuf,
     /// How long replaced and deleted files are kept; zero keeps none.
     pub keep_versions: Duration,
+    /// Where the folder's bytes are charged to its account.
+    pub quotas: Arc<Quotas>,
 }
 
 /// What sessions hold to reach a folder.
@@ -107,6 +111,8 @@ pub struct ServerFolderHandle {
     pub seq: watch::Receiver<u64>,
     pub lineage: watch::Receiver<Lineage>,
     pub status: watch::Receiver<ServerFolderStatus>,
+    /// Where pushes to the folder are charged before they are staged.
+    pub quotas: Arc<Quotas>,
 }
 
 struct Sequencer {
@@ -131,6 +137,10 @@ struct Sequencer {
     seq_tx: watch::Sender<u64>,
     status_tx: watch::Sender<ServerFolderStatus>,
     name: String,
+    /// Where the folder's files and unfinished uploads are charged to `account`.
+    quotas: Arc<Quotas>,
+    account: AccountName,
+    folder: FolderName,
 }
 
 fn now_secs() -> i64 {
@@ -186,6 +196,9 @@ pub fn start(
         seq_tx,
         status_tx,
         name: format!("{account}/{name}"),
+        quotas: place.quotas.clone(),
+        account: account.clone(),
+        folder: name.clone(),
     };
     tracker.spawn(seq.run(cmd_rx, cancel));
     Ok(ServerFolderHandle {
@@ -197,14 +210,13 @@ pub fn start(
         seq: seq_rx,
         lineage: lineage_rx,
         status: status_rx,
+        quotas: place.quotas,
     })
 }
 
 impl Sequencer {
     async fn run(mut self, mut cmds: mpsc::Receiver<FolderCmd>, cancel: CancellationToken) {
-        if let Ok(root) = self.open_root() {
-            store::clean_temp_files(&root);
-        }
+        self.sweep(true);
         let watcher = watcher::watch(&self.root);
         let every = match watcher.problem() {
             Some(problem) => {
@@ -233,6 +245,7 @@ impl Sequencer {
                 _ = rescan.tick() => {
                     self.scan(Scope::All);
                     self.expire();
+                    self.sweep(false);
                 }
             }
         }
@@ -245,7 +258,10 @@ impl Sequencer {
                 device,
                 reply,
             } => {
-                let _ = reply.send(self.commit_all(changes, &device));
+                let outcomes = self.commit_all(changes, &device);
+                // Charged to the account before the push's reservation is given back.
+                self.publish();
+                let _ = reply.send(outcomes);
             }
             FolderCmd::ListVersions { path, reply } => {
                 let list = self.versions.list(&path).map(|vs| {
@@ -399,6 +415,20 @@ impl Sequencer {
             Ok(n) => tracing::info!(folder = %self.name, expired = n, "old versions removed"),
             Err(e) => tracing::warn!(folder = %self.name, "cannot expire old versions: {e:#}"),
         }
+    }
+
+    /// Removes the uploads nobody resumed for a day and charges the rest to the account
+    /// ([`store::sweep_uploads`]); at start, every temp file too.
+    fn sweep(&self, at_start: bool) {
+        let partials = tokio::task::block_in_place(|| match self.open_root() {
+            Ok(root) => store::sweep_uploads(&root, at_start),
+            Err(e) => {
+                tracing::warn!(folder = %self.name, "cannot sweep unfinished uploads: {e:#}");
+                0
+            }
+        });
+        self.quotas
+            .set_partials(&self.account, &self.folder, partials);
     }
 
     /// The current row at `path`, after taking in any change made there in the server
@@ -725,6 +755,8 @@ impl Sequencer {
 
     fn publish(&self) {
         let totals = self.index.totals().unwrap_or_default();
+        self.quotas
+            .set_files(&self.account, &self.folder, totals.bytes);
         self.status_tx.send_modify(|s| {
             s.seq = self.last;
             s.files = totals.files;

@@ -10,18 +10,21 @@
 
 mod folder;
 mod history;
+pub mod quota;
 mod session;
 pub(crate) mod stream;
 pub mod versions;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use filesync_proto::auth::InviteToken;
-use filesync_proto::control::{AccountInfo, ConnectedDevice, ServerStatus};
+use filesync_proto::control::{
+    AccountInfo, ConnectedDevice, FolderProblem, QuotaChange, ServerStatus,
+};
 use filesync_proto::wire::Hello;
 use filesync_proto::{AccountName, DeviceId, FolderName};
 use tokio::net::TcpListener;
@@ -29,11 +32,12 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::Accounts;
+use crate::auth::{Accounts, QuotaSetting};
 use crate::config::{Registration as RegistrationMode, ServerSection};
 use crate::conn::Counters;
 use crate::tls::ServerIdentity;
 use folder::ServerFolderHandle;
+use quota::Quotas;
 
 /// Connections served at once; further ones wait in the kernel's backlog. From one
 /// source address, at most `server.max_connections_per_address` of them (default 32);
@@ -51,6 +55,13 @@ pub struct Server {
     accounts: Accounts,
     registration: RegistrationMode,
     folders: Mutex<HashMap<(AccountName, FolderName), ServerFolderHandle>>,
+    /// What each account stores and may store, charged before a push is staged.
+    quotas: Arc<Quotas>,
+    /// `server.max_folders_per_account`.
+    max_folders_per_account: usize,
+    /// Folders on disk that could not be opened, with why; shown in status until one
+    /// opens.
+    folder_problems: Mutex<BTreeMap<(AccountName, FolderName), FolderProblem>>,
     devices: Mutex<HashMap<u64, ConnectedDevice>>,
     /// One token per device that connected: revoking the device cancels it, which
     /// closes every connection of that device at once.
@@ -96,6 +107,7 @@ impl Server {
         })?;
         let identity = ServerIdentity::load_or_create(&meta.join("tls"))?;
         let accounts = Accounts::open(&meta.join("accounts.db"))?;
+        let quotas = Quotas::new(cfg, accounts.quotas()?);
         tracing::info!(fingerprint = %identity.fingerprint, "server certificate");
         let server = Arc::new(Server {
             device,
@@ -109,6 +121,9 @@ impl Server {
             accounts,
             registration: cfg.registration,
             folders: Mutex::new(HashMap::new()),
+            quotas: Arc::new(quotas),
+            max_folders_per_account: cfg.max_folders_per_account as usize,
+            folder_problems: Mutex::default(),
             devices: Mutex::new(HashMap::new()),
             device_cancels: Mutex::new(HashMap::new()),
             counters: Arc::new(Counters::default()),
@@ -120,7 +135,8 @@ impl Server {
     }
 
     /// Starts a sequencer for every folder already on disk, so that changes made in the
-    /// server's copy are picked up even before a device connects.
+    /// server's copy are picked up even before a device connects. A folder that cannot
+    /// be opened is skipped, logged and shown in status: the others are served.
     fn open_existing(self: &Arc<Self>) -> Result<()> {
         for account in std::fs::read_dir(&self.data_dir)?.flatten() {
             let Some(account) = account
@@ -136,8 +152,9 @@ impl Server {
             for f in folders.flatten() {
                 if f.file_type().is_ok_and(|t| t.is_dir())
                     && let Some(name) = f.file_name().to_str().and_then(|n| FolderName::new(n).ok())
+                    && let Err(e) = self.folder(&account, &name)
                 {
-                    self.folder(&account, &name)?;
+                    tracing::error!(account = %account, folder = %name, path = %f.path().display(), "cannot open the folder; it is not served until this is fixed and a device connects to it again: {e:#}");
                 }
             }
         }
@@ -149,6 +166,10 @@ impl Server {
         let mut folders = lock(&self.folders);
         if let Some(h) = folders.get(&(account.clone(), name.clone())) {
             return Ok(h.clone());
+        }
+        let root = self.data_dir.join(account.as_str()).join(name.as_str());
+        if !root.is_dir() {
+            self.check_folder_limit(account, name)?;
         }
         let meta = self.data_dir.join(".filesync");
         let place = folder::FolderPlace {
@@ -162,18 +183,83 @@ impl Server {
                 .join(account.as_str())
                 .join(name.as_str()),
             keep_versions: self.keep_versions,
+            quotas: self.quotas.clone(),
         };
-        let handle = folder::start(
+        let started = folder::start(
             account.clone(),
             name.clone(),
             place,
             self.device.clone(),
             &self.tracker,
             self.cancel.child_token(),
-        )?;
+        );
+        let key = (account.clone(), name.clone());
+        let handle = match started {
+            Ok(handle) => {
+                lock(&self.folder_problems).remove(&key);
+                handle
+            }
+            Err(e) => {
+                let problem = FolderProblem {
+                    account: account.to_string(),
+                    name: name.to_string(),
+                    path: root.display().to_string(),
+                    error: format!("{e:#}"),
+                };
+                lock(&self.folder_problems).insert(key, problem);
+                return Err(e);
+            }
+        };
         folders.insert((account.clone(), name.clone()), handle.clone());
         tracing::info!(account = %account, folder = %name, "serving folder");
         Ok(handle)
+    }
+
+    /// Refuses a new folder for `account` when it has `server.max_folders_per_account`
+    /// already: each costs the server an index, a sequencer and a watcher.
+    fn check_folder_limit(&self, account: &AccountName, name: &FolderName) -> Result<()> {
+        let have = std::fs::read_dir(self.data_dir.join(account.as_str()))
+            .map(|dir| {
+                dir.flatten()
+                    .filter(|f| f.file_type().is_ok_and(|t| t.is_dir()))
+                    .filter(|f| {
+                        f.file_name()
+                            .to_str()
+                            .is_some_and(|n| FolderName::new(n).is_ok())
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if have >= self.max_folders_per_account {
+            anyhow::bail!(
+                "account {account} already has {have} folders on this server, the most its \
+                 config key server.max_folders_per_account allows, so folder {name} is not \
+                 created; remove a folder of the account on the server, or ask the server's \
+                 admin to raise the limit"
+            );
+        }
+        Ok(())
+    }
+
+    /// Sets `account`'s quota; `Ok(false)` when there is no such account.
+    pub fn set_quota(&self, account: &AccountName, change: QuotaChange) -> Result<bool> {
+        let setting = match change {
+            QuotaChange::Bytes(n) => Some(QuotaSetting::Bytes(n)),
+            QuotaChange::Unlimited => Some(QuotaSetting::Unlimited),
+            QuotaChange::Default => None,
+        };
+        if !self.accounts.set_quota(account, setting)? {
+            return Ok(false);
+        }
+        self.quotas.set(account, setting);
+        tracing::info!(account = %account, quota = ?setting, "quota set");
+        Ok(true)
+    }
+
+    /// `account`'s usage and quota now.
+    pub fn quota_of(&self, account: &AccountName) -> filesync_proto::control::AccountUsage {
+        let mut usage = self.quotas.usage([account.clone()]);
+        usage.remove(0)
     }
 
     /// `device`'s token: cancelled when it is revoked (or the server stops).
@@ -207,6 +293,12 @@ impl Server {
         let connected = lock(&self.devices);
         for d in accounts.iter_mut().flat_map(|a| a.devices.iter_mut()) {
             d.connections = connected.values().filter(|c| c.device == d.device).count() as u32;
+        }
+        for a in &mut accounts {
+            if let Ok(name) = AccountName::new(&a.account) {
+                let usage = self.quota_of(&name);
+                (a.used, a.quota) = (usage.used, usage.quota);
+            }
         }
         Ok(accounts)
     }
@@ -255,6 +347,10 @@ impl Server {
             (&a.account, &a.folder, &a.device).cmp(&(&b.account, &b.folder, &b.device))
         });
         ServerStatus {
+            usage: self.quotas.known_usage(),
+            folder_problems: lock(&self.folder_problems).values().cloned().collect(),
+            free_bytes: self.quotas.free_bytes(),
+            min_free_space: self.quotas.min_free_space(),
             listen: self.listen.clone(),
             data_dir: self.data_dir.display().to_string(),
             fingerprint: self.identity.fingerprint.to_hex(),
