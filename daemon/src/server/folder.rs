@@ -32,7 +32,7 @@ use crate::watch::{self as watcher, WatchEvent};
 
 /// How often the server rescans its copy in full, behind the watcher, and expires old
 /// versions.
-const RESCAN_EVERY: Duration = Duration::from_secs(3600);
+pub(super) const RESCAN_EVERY: Duration = Duration::from_secs(3600);
 
 pub enum FolderCmd {
     /// Commit pushed changes in order, in one index transaction; a file's content
@@ -99,6 +99,23 @@ pub struct FolderPlace {
     pub quotas: Arc<Quotas>,
 }
 
+/// How long an open folder lives: the server opens folders on demand and closes those
+/// that nobody uses, so the folders open at once stay within its file-descriptor and
+/// inotify budget.
+pub struct Lifetime {
+    /// Asked when the folder has been idle for `idle_after`: true when the server has
+    /// let go of the folder (no session holds it), and the sequencer then ends, closing
+    /// its index and its watcher.
+    pub release: Box<dyn Fn() -> bool + Send + Sync>,
+    pub idle_after: Duration,
+    /// Opened only to take in what changed in the server's copy while it was closed:
+    /// it scans, and closes at once unless a device came meanwhile (no watcher then).
+    pub visit: bool,
+    /// The first open of the folder since the server started: no transfer can be in
+    /// progress yet, so every temp file in it is a crash's leftover.
+    pub first_open: bool,
+}
+
 /// What sessions hold to reach a folder.
 #[derive(Clone)]
 pub struct ServerFolderHandle {
@@ -113,6 +130,9 @@ pub struct ServerFolderHandle {
     pub status: watch::Receiver<ServerFolderStatus>,
     /// Where pushes to the folder are charged before they are staged.
     pub quotas: Arc<Quotas>,
+    /// One count per clone of the handle: while anyone but the server's own map holds
+    /// one (a session, its streams), the folder is in use and stays open.
+    pub users: Arc<()>,
 }
 
 struct Sequencer {
@@ -157,6 +177,7 @@ pub fn start(
     server: DeviceId,
     tracker: &tokio_util::task::TaskTracker,
     cancel: CancellationToken,
+    lifetime: Lifetime,
 ) -> Result<ServerFolderHandle> {
     std::fs::create_dir_all(&place.root)?;
     let index = Index::open_or_rebuild(&place.index_file, &format!("{account}/{name}"))?;
@@ -200,7 +221,7 @@ pub fn start(
         account: account.clone(),
         folder: name.clone(),
     };
-    tracker.spawn(seq.run(cmd_rx, cancel));
+    tracker.spawn(seq.run(cmd_rx, cancel, lifetime));
     Ok(ServerFolderHandle {
         account,
         name,
@@ -211,12 +232,28 @@ pub fn start(
         lineage: lineage_rx,
         status: status_rx,
         quotas: place.quotas,
+        users: Arc::new(()),
     })
 }
 
 impl Sequencer {
-    async fn run(mut self, mut cmds: mpsc::Receiver<FolderCmd>, cancel: CancellationToken) {
-        self.sweep(true);
+    async fn run(
+        mut self,
+        mut cmds: mpsc::Receiver<FolderCmd>,
+        cancel: CancellationToken,
+        lifetime: Lifetime,
+    ) {
+        self.sweep(lifetime.first_open);
+        if lifetime.visit {
+            self.scan(Scope::All);
+            self.expire();
+            self.announce();
+            self.publish();
+            if (lifetime.release)() {
+                tracing::debug!(folder = %self.name, "visited: scanned and closed");
+                return;
+            }
+        }
         let watcher = watcher::watch(&self.root);
         let every = match watcher.problem() {
             Some(problem) => {
@@ -226,16 +263,32 @@ impl Sequencer {
             }
             None => RESCAN_EVERY,
         };
-        self.scan(Scope::All);
-        self.expire();
+        if !lifetime.visit {
+            self.scan(Scope::All);
+            self.expire();
+        }
         let mut rescan = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let check_idle = (lifetime.idle_after / 2).max(Duration::from_millis(500));
+        let mut idle_tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + check_idle, check_idle);
+        let mut busy_at = tokio::time::Instant::now();
         loop {
             self.announce();
             self.publish();
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                Some(cmd) = cmds.recv() => tokio::task::block_in_place(|| self.handle(cmd)),
+                Some(cmd) = cmds.recv() => {
+                    busy_at = tokio::time::Instant::now();
+                    tokio::task::block_in_place(|| self.handle(cmd));
+                }
+                _ = idle_tick.tick() => {
+                    if busy_at.elapsed() >= lifetime.idle_after && (lifetime.release)() {
+                        tracing::info!(folder = %self.name, idle_secs = busy_at.elapsed().as_secs(), "folder closed: no device uses it; it opens again on the next device's Hello or the next hourly visit");
+                        break;
+                    }
+                }
                 ev = watcher::next_event(Some(&watcher)) => {
+                    busy_at = tokio::time::Instant::now();
                     tracing::debug!(folder = %self.name, "watch: {ev:?}");
                     match ev {
                         WatchEvent::Changed(paths) => self.scan(Scope::Paths(paths)),
@@ -418,7 +471,7 @@ impl Sequencer {
     }
 
     /// Removes the uploads nobody resumed for a day and charges the rest to the account
-    /// ([`store::sweep_uploads`]); at start, every temp file too.
+    /// ([`store::sweep_uploads`]); `at_start` (of the server), every temp file too.
     fn sweep(&self, at_start: bool) {
         let partials = tokio::task::block_in_place(|| match self.open_root() {
             Ok(root) => store::sweep_uploads(&root, at_start),

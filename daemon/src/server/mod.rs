@@ -19,14 +19,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use filesync_proto::auth::InviteToken;
 use filesync_proto::control::{
-    AccountInfo, ConnectedDevice, FolderProblem, QuotaChange, ServerStatus,
+    AccountInfo, ConnectedDevice, FolderProblem, QuotaChange, ServerFolderStatus, ServerStatus,
 };
 use filesync_proto::wire::Hello;
 use filesync_proto::{AccountName, DeviceId, FolderName};
+use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -44,6 +46,22 @@ use quota::Quotas;
 /// further ones are closed at once with a logged reason, so that one host cannot take
 /// every slot.
 const MAX_CONNECTIONS: usize = crate::config::MAX_CONNECTIONS as usize;
+/// Closed folders the hourly visit opens at once (each for one scan).
+const VISITS_AT_ONCE: usize = 4;
+/// How long the visitor waits for a visited folder to close before it moves on.
+const VISIT_WAIT: Duration = Duration::from_secs(300);
+/// How long a folder that no device uses stays open: its sequencer, index and
+/// watcher are then closed, until a device's Hello or the next hourly visit.
+const FOLDER_IDLE: Duration = Duration::from_secs(600);
+/// `FILESYNC_FOLDER_IDLE_SECS=N`, a test and operations knob, replaces [`FOLDER_IDLE`].
+pub const FOLDER_IDLE_ENV: &str = "FILESYNC_FOLDER_IDLE_SECS";
+
+fn idle_after() -> Duration {
+    std::env::var(FOLDER_IDLE_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(FOLDER_IDLE, Duration::from_secs)
+}
 
 pub struct Server {
     pub device: DeviceId,
@@ -62,6 +80,13 @@ pub struct Server {
     /// Folders on disk that could not be opened, with why; shown in status until one
     /// opens.
     folder_problems: Mutex<BTreeMap<(AccountName, FolderName), FolderProblem>>,
+    /// The last status of each folder closed for being idle, shown in status while it
+    /// is closed.
+    closed: Mutex<BTreeMap<(AccountName, FolderName), ServerFolderStatus>>,
+    /// How long a folder nobody uses stays open.
+    idle_after: Duration,
+    /// Folders opened since the server started (see [`folder::Lifetime::first_open`]).
+    opened: Mutex<std::collections::HashSet<(AccountName, FolderName)>>,
     devices: Mutex<HashMap<u64, ConnectedDevice>>,
     /// One token per device that connected: revoking the device cancels it, which
     /// closes every connection of that device at once.
@@ -124,21 +149,76 @@ impl Server {
             quotas: Arc::new(quotas),
             max_folders_per_account: cfg.max_folders_per_account as usize,
             folder_problems: Mutex::default(),
+            closed: Mutex::default(),
+            idle_after: idle_after(),
+            opened: Mutex::default(),
             devices: Mutex::new(HashMap::new()),
             device_cancels: Mutex::new(HashMap::new()),
             counters: Arc::new(Counters::default()),
             tracker,
             cancel,
         });
-        server.open_existing()?;
+        std::fs::read_dir(&cfg.data_dir).with_context(|| {
+            format!(
+                "cannot read data directory {} (config key server.data_dir)",
+                cfg.data_dir.display()
+            )
+        })?;
+        server.tracker.spawn(server.clone().visits());
         Ok((server, listener))
     }
 
-    /// Starts a sequencer for every folder already on disk, so that changes made in the
-    /// server's copy are picked up even before a device connects. A folder that cannot
-    /// be opened is skipped, logged and shown in status: the others are served.
-    fn open_existing(self: &Arc<Self>) -> Result<()> {
-        for account in std::fs::read_dir(&self.data_dir)?.flatten() {
+    /// Visits every folder on disk that is not open, at start and then every hour, so
+    /// that changes made in the server's copy while it was closed (or the server was
+    /// down) are taken in even before a device connects: each is opened, scanned and
+    /// closed again, a few at a time, so that the folders open at once stay few.
+    async fn visits(self: Arc<Self>) {
+        let mut every = tokio::time::interval(folder::RESCAN_EVERY);
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let closed: Vec<_> = {
+                let open = lock(&self.folders);
+                self.folders_on_disk()
+                    .into_iter()
+                    .filter(|key| !open.contains_key(key))
+                    .collect()
+            };
+            let visits = futures::stream::iter(closed).for_each_concurrent(VISITS_AT_ONCE, |key| {
+                let server = self.clone();
+                async move { server.visit(&key.0, &key.1).await }
+            });
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                () = visits => {}
+            }
+        }
+    }
+
+    /// Opens a closed folder to scan it, and waits (a while at most) until it is closed
+    /// again. A folder that cannot be opened is logged and shown in status.
+    async fn visit(self: &Arc<Self>, account: &AccountName, name: &FolderName) {
+        let cmd = match self.open_folder(account, name, true) {
+            Ok(handle) => handle.cmd.clone(),
+            Err(e) => {
+                tracing::error!(account = %account, folder = %name, path = %self.data_dir.join(account.as_str()).join(name.as_str()).display(), "cannot open the folder; it is not served until this is fixed and a device connects to it again: {e:#}");
+                return;
+            }
+        };
+        // A device that connects meanwhile keeps the folder open: then this visit is
+        // over as far as the visitor is concerned.
+        let _ = tokio::time::timeout(VISIT_WAIT, cmd.closed()).await;
+    }
+
+    /// Every (account, folder) that has a directory under the data dir.
+    fn folders_on_disk(&self) -> Vec<(AccountName, FolderName)> {
+        let mut found = Vec::new();
+        let Ok(accounts) = std::fs::read_dir(&self.data_dir) else {
+            return found;
+        };
+        for account in accounts.flatten() {
             let Some(account) = account
                 .file_name()
                 .to_str()
@@ -152,17 +232,31 @@ impl Server {
             for f in folders.flatten() {
                 if f.file_type().is_ok_and(|t| t.is_dir())
                     && let Some(name) = f.file_name().to_str().and_then(|n| FolderName::new(n).ok())
-                    && let Err(e) = self.folder(&account, &name)
                 {
-                    tracing::error!(account = %account, folder = %name, path = %f.path().display(), "cannot open the folder; it is not served until this is fixed and a device connects to it again: {e:#}");
+                    found.push((account.clone(), name));
                 }
             }
         }
-        Ok(())
+        found
     }
 
-    /// The folder's handle, starting its sequencer on first use.
-    pub fn folder(&self, account: &AccountName, name: &FolderName) -> Result<ServerFolderHandle> {
+    /// The folder's handle, opening it (and scanning it) if it is closed.
+    pub fn folder(
+        self: &Arc<Self>,
+        account: &AccountName,
+        name: &FolderName,
+    ) -> Result<ServerFolderHandle> {
+        self.open_folder(account, name, false)
+    }
+
+    /// The folder's handle, starting its sequencer if the folder is closed: for a
+    /// `visit`, only to scan it ([`folder::Lifetime::visit`]).
+    fn open_folder(
+        self: &Arc<Self>,
+        account: &AccountName,
+        name: &FolderName,
+        visit: bool,
+    ) -> Result<ServerFolderHandle> {
         let mut folders = lock(&self.folders);
         if let Some(h) = folders.get(&(account.clone(), name.clone())) {
             return Ok(h.clone());
@@ -185,6 +279,15 @@ impl Server {
             keep_versions: self.keep_versions,
             quotas: self.quotas.clone(),
         };
+        let key = (account.clone(), name.clone());
+        let server = Arc::downgrade(self);
+        let released = key.clone();
+        let lifetime = folder::Lifetime {
+            release: Box::new(move || server.upgrade().is_none_or(|s| s.release(&released))),
+            idle_after: self.idle_after,
+            visit,
+            first_open: !lock(&self.opened).contains(&key),
+        };
         let started = folder::start(
             account.clone(),
             name.clone(),
@@ -192,11 +295,13 @@ impl Server {
             self.device.clone(),
             &self.tracker,
             self.cancel.child_token(),
+            lifetime,
         );
-        let key = (account.clone(), name.clone());
         let handle = match started {
             Ok(handle) => {
+                lock(&self.opened).insert(key.clone());
                 lock(&self.folder_problems).remove(&key);
+                lock(&self.closed).remove(&key);
                 handle
             }
             Err(e) => {
@@ -211,8 +316,28 @@ impl Server {
             }
         };
         folders.insert((account.clone(), name.clone()), handle.clone());
-        tracing::info!(account = %account, folder = %name, "serving folder");
+        if visit {
+            tracing::debug!(account = %account, folder = %name, "visiting folder");
+        } else {
+            tracing::info!(account = %account, folder = %name, "serving folder");
+        }
         Ok(handle)
+    }
+
+    /// Lets go of the folder `key` if nobody but this map holds it (no session, no
+    /// stream): true when it is closed now, or was already.
+    fn release(&self, key: &(AccountName, FolderName)) -> bool {
+        let mut folders = lock(&self.folders);
+        match folders.get(key) {
+            Some(h) if Arc::strong_count(&h.users) > 1 => false,
+            Some(_) => {
+                if let Some(h) = folders.remove(key) {
+                    lock(&self.closed).insert(key.clone(), h.status.borrow().clone());
+                }
+                true
+            }
+            None => true,
+        }
     }
 
     /// Refuses a new folder for `account` when it has `server.max_folders_per_account`
@@ -341,6 +466,7 @@ impl Server {
             .values()
             .map(|h| h.status.borrow().clone())
             .collect();
+        folders.extend(lock(&self.closed).values().cloned());
         folders.sort_by(|a, b| (&a.account, &a.name).cmp(&(&b.account, &b.name)));
         let mut devices: Vec<_> = lock(&self.devices).values().cloned().collect();
         devices.sort_by(|a, b| {

@@ -265,13 +265,16 @@ fn a_folder_that_cannot_be_opened_does_not_stop_the_server() {
     fs::create_dir(&index).unwrap();
     server.start();
 
-    let status = server.status_json();
-    let problems = status["server"]["folder_problems"].as_array().cloned();
-    let problem = problems
-        .unwrap_or_default()
-        .into_iter()
-        .find(|p| p["name"] == "other")
-        .unwrap_or_else(|| panic!("server status does not show the folder: {status}"));
+    let problem = poll_until(SYNC_TIMEOUT, || {
+        let status = server.status_json();
+        let problems = status["server"]["folder_problems"].as_array().cloned();
+        problems
+            .unwrap_or_default()
+            .into_iter()
+            .find(|p| p["name"] == "other")
+            .ok_or_else(|| format!("server status does not show the folder: {status}"))
+    })
+    .unwrap();
     assert!(
         problem["path"].as_str().unwrap().ends_with("open/other"),
         "{problem}"
@@ -289,4 +292,44 @@ fn a_folder_that_cannot_be_opened_does_not_stop_the_server() {
     files::write(&cl.path_on(0, DOCS, "after.txt"), content);
     cl.settle(DOCS);
     cl.assert_file_everywhere(DOCS, "after.txt", content);
+}
+
+#[test]
+fn an_idle_folder_is_closed_and_what_changed_meanwhile_is_found_when_it_opens() {
+    let cl = Cluster::new(1);
+    let server = cl.server();
+    server.stop();
+    server.set_daemon_env(filesyncd::server::FOLDER_IDLE_ENV, "1");
+    server.start();
+    files::write(&cl.path_on(0, DOCS, "first.txt"), b"first\n");
+    cl.settle(DOCS);
+
+    // No device uses the folder: after its idle period its sequencer, index and watcher
+    // are closed.
+    cl.client(0).ctl_ok(["pause", DOCS]);
+    hostile::wait_for_log_line(
+        || server.log_text(),
+        &["folder closed: no device uses it", "open/docs"],
+        SYNC_TIMEOUT,
+    )
+    .unwrap();
+    let status = server.status_json();
+    let folders = status["server"]["folders"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        folders.iter().any(|f| f["name"] == DOCS && f["files"] == 1),
+        "a closed folder is still shown with its last figures: {status}"
+    );
+
+    // A change made in the server's copy while the folder is closed is found when the
+    // device's Hello opens it again.
+    let made = b"written on the server while the folder was closed\n";
+    files::write(&cl.server_path(DOCS, "made-on-server.txt"), made);
+    cl.client(0).ctl_ok(["resume", DOCS]);
+    cl.settle(DOCS);
+    cl.assert_file_everywhere(DOCS, "made-on-server.txt", made);
+    let opened = server.log_text().matches("serving folder").count();
+    assert!(opened >= 2, "the folder was opened {opened} times");
 }
