@@ -161,6 +161,11 @@ struct Sequencer {
     quotas: Arc<Quotas>,
     account: AccountName,
     folder: FolderName,
+    /// What the last sweep found in unfinished uploads, and when it ran: while there are
+    /// some, a commit (which may have finished one) sweeps again, at most once a minute,
+    /// so a resumed upload is not charged twice for long.
+    partial_bytes: u64,
+    swept_at: Option<std::time::Instant>,
 }
 
 fn now_secs() -> i64 {
@@ -220,6 +225,8 @@ pub fn start(
         quotas: place.quotas.clone(),
         account: account.clone(),
         folder: name.clone(),
+        partial_bytes: 0,
+        swept_at: None,
     };
     tracker.spawn(seq.run(cmd_rx, cancel, lifetime));
     Ok(ServerFolderHandle {
@@ -312,6 +319,13 @@ impl Sequencer {
                 reply,
             } => {
                 let outcomes = self.commit_all(changes, &device);
+                if self.partial_bytes > 0
+                    && self
+                        .swept_at
+                        .is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
+                {
+                    self.sweep(false);
+                }
                 // Charged to the account before the push's reservation is given back.
                 self.publish();
                 let _ = reply.send(outcomes);
@@ -472,7 +486,7 @@ impl Sequencer {
 
     /// Removes the uploads nobody resumed for a day and charges the rest to the account
     /// ([`store::sweep_uploads`]); `at_start` (of the server), every temp file too.
-    fn sweep(&self, at_start: bool) {
+    fn sweep(&mut self, at_start: bool) {
         let partials = tokio::task::block_in_place(|| match self.open_root() {
             Ok(root) => store::sweep_uploads(&root, at_start),
             Err(e) => {
@@ -482,6 +496,8 @@ impl Sequencer {
         });
         self.quotas
             .set_partials(&self.account, &self.folder, partials);
+        self.partial_bytes = partials;
+        self.swept_at = Some(std::time::Instant::now());
     }
 
     /// The current row at `path`, after taking in any change made there in the server

@@ -7,6 +7,10 @@
 //! Every connection is TLS ([`crate::tls`]); after the handshake the device proves who it
 //! is ([`crate::auth`]) and from then on reaches only folders of its own account: a
 //! folder name is always resolved within the authenticated account.
+//!
+//! Folders are opened on demand (a device's Hello, or the hourly visit that scans
+//! closed ones) and closed when nobody uses them, and every push is charged to its
+//! account's quota and the free-space reserve first ([`quota`]).
 
 mod folder;
 mod history;
