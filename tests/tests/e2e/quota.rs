@@ -7,7 +7,7 @@
 
 use std::fs;
 
-use filesync_proto::wire::{BlockInfo, PushOutcome};
+use filesync_proto::wire::{BlockInfo, ClientMsg, PushOutcome, ServerMsg};
 use filesync_tests::cluster::DOCS;
 use filesync_tests::files::{self, pseudo_random};
 use filesync_tests::hostile::{self, all_paths, create, file_entry, sha256};
@@ -332,4 +332,99 @@ fn an_idle_folder_is_closed_and_what_changed_meanwhile_is_found_when_it_opens() 
     cl.assert_file_everywhere(DOCS, "made-on-server.txt", made);
     let opened = server.log_text().matches("serving folder").count();
     assert!(opened >= 2, "the folder was opened {opened} times");
+}
+
+/// The partial upload files in `dir` (not below it), with their sizes.
+fn partials_in(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
+    fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".filesync-partial-")
+        })
+        .map(|e| (e.path(), e.metadata().map_or(0, |m| m.len())))
+        .collect()
+}
+
+#[test]
+fn an_abandoned_upload_counts_against_its_account_until_it_is_removed_after_a_day() {
+    let cl = Cluster::new(1);
+    files::write(&cl.path_on(0, DOCS, "before.txt"), b"before\n");
+    cl.settle(DOCS);
+    let server = cl.server();
+    let server_dir = cl.server_dir(DOCS).unwrap();
+
+    // A device pushes a 2 MiB file, sends its first block and goes away.
+    let content = pseudo_random(24, 2 * MIB);
+    let (mut dev, _) = hostile::connect(&server.server_addr(), "hostile", DOCS).unwrap();
+    let push = ClientMsg::Push {
+        id: 1,
+        changes: vec![create(file_entry("cut.bin", &content))],
+    };
+    dev.send(push).unwrap();
+    let mut answered = false;
+    for _ in 0..1000 {
+        match dev.recv().unwrap() {
+            Some(ServerMsg::BlockRequest { id, request }) if request.offset == 0 => {
+                let data = hostile::serve_from(&content, &request);
+                dev.send(ClientMsg::BlockResponse {
+                    id,
+                    result: Ok(data),
+                })
+                .unwrap();
+                answered = true;
+                break;
+            }
+            Some(_) => {}
+            None => panic!("the server closed the connection"),
+        }
+    }
+    assert!(answered, "the server never asked for the first block");
+    let kept = poll_until(SYNC_TIMEOUT, || match partials_in(&server_dir).as_slice() {
+        [(path, len)] if *len >= MIB as u64 => Ok((path.clone(), *len)),
+        other => Err(format!(
+            "no partial upload with the first block yet: {other:?}"
+        )),
+    })
+    .unwrap();
+    drop(dev);
+
+    // The sweep at start measures it: it counts against the account.
+    server.stop();
+    server.start();
+    let before = b"before\n".len() as u64;
+    poll_until(SYNC_TIMEOUT, || {
+        let open = account(server, OPEN);
+        if open["used"] == before + kept.1 {
+            Ok(())
+        } else {
+            Err(format!("want {} used: {open}", before + kept.1))
+        }
+    })
+    .unwrap();
+
+    // Untouched for two days: the next sweep removes it, and the account is charged
+    // for its files alone.
+    let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86_400);
+    fs::File::options()
+        .write(true)
+        .open(&kept.0)
+        .unwrap()
+        .set_modified(two_days_ago)
+        .unwrap();
+    server.stop();
+    server.start();
+    poll_until(SYNC_TIMEOUT, || {
+        let open = account(server, OPEN);
+        if open["used"] == before && !kept.0.exists() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the old partial upload is still charged or there: {open}"
+            ))
+        }
+    })
+    .unwrap();
 }
