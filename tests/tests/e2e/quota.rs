@@ -428,3 +428,63 @@ fn an_abandoned_upload_counts_against_its_account_until_it_is_removed_after_a_da
     })
     .unwrap();
 }
+
+/// Bytes available to an unprivileged writer on the filesystem of `dir`.
+fn free_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    // SAFETY: `path` is a NUL-terminated string and `st` a zeroed statvfs that the call
+    // fills in; both outlive the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
+    assert_eq!(rc, 0, "statvfs {}", dir.display());
+    st.f_bavail.saturating_mul(st.f_frsize)
+}
+
+/// The review's amplification (H2) with the default config, no quota at all: one push
+/// of a few MiB declaring more bytes than the server's disk has free, all one block.
+/// The free-space reserve refuses it before a block is asked for.
+#[test]
+fn a_push_declaring_more_than_the_disk_holds_is_refused_without_a_quota() {
+    let cl = Cluster::new(1);
+    files::write(&cl.path_on(0, DOCS, "before.txt"), b"before\n");
+    cl.settle(DOCS);
+    let server = cl.server();
+    let free = free_bytes(server.data_dir());
+    // A 1 MiB block repeated past the free space (plus the 1 GiB reserve), within one
+    // frame: up to about 450 GiB free.
+    let blocks = (free / MIB as u64 + 16).min(450_000) as usize;
+    let block = pseudo_random(450, MIB);
+    let mut entry = file_entry("amplified.bin", &block);
+    entry.size = (blocks * MIB) as u64;
+    entry.blocks = vec![
+        BlockInfo {
+            hash: sha256(&block),
+            size: MIB as u32,
+        };
+        blocks
+    ];
+    let (mut dev, _) = hostile::connect(&server.server_addr(), "hostile", DOCS).unwrap();
+    let asked = std::cell::Cell::new(0);
+    // Asked anyway (a disk larger than this test can declare), it gets bytes that do
+    // not match, so the server stops at its first block instead of filling the disk.
+    let outcomes = dev
+        .push(1, vec![create(entry)], &|_| {
+            asked.set(asked.get() + 1);
+            vec![0; 1]
+        })
+        .unwrap();
+    assert_eq!(
+        asked.get(),
+        0,
+        "the server asked for blocks of a refused push"
+    );
+    match outcomes.as_slice() {
+        [PushOutcome::Failed { reason }] => assert!(
+            reason.contains("server low on disk space") && reason.contains("amplified.bin"),
+            "{reason}"
+        ),
+        other => panic!("the push was not refused: {other:?}"),
+    }
+    nothing_of(&cl, "amplified.bin");
+}
