@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use filesync_proto::control::{FolderMode, Keep};
+use filesync_proto::control::{FolderMode, Keep, QuotaChange};
 
 const AFTER_HELP: &str = "\
 The daemon is reached through its control socket: --socket PATH, else $FILESYNC_SOCKET,
@@ -312,6 +312,19 @@ pub enum ServerCommand {
         #[command(subcommand)]
         action: Option<InvitesCommand>,
     },
+    /// Limit how many bytes ACCOUNT may store on this server.
+    ///
+    /// Its folders' files and unfinished uploads count; a push that would go over is
+    /// refused before anything is written, and the device's status says so.
+    /// `server devices` shows each account's usage.
+    Quota {
+        /// The account, as `filesyncctl server devices` lists it.
+        account: String,
+        /// `10GiB`, `500MB`, …; `none` for no limit; `default` for the config's
+        /// `server.default_quota`.
+        #[arg(value_name = "SIZE|none|default", value_parser = parse_quota)]
+        quota: QuotaChange,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -321,6 +334,20 @@ pub enum InvitesCommand {
         /// The token's id, as `filesyncctl server invites` lists it.
         id: String,
     },
+}
+
+/// A quota as written on the command line.
+fn parse_quota(text: &str) -> Result<QuotaChange, String> {
+    match text {
+        "none" => Ok(QuotaChange::Unlimited),
+        "default" => Ok(QuotaChange::Default),
+        size => size
+            .parse::<bytesize::ByteSize>()
+            .map(|b| QuotaChange::Bytes(b.as_u64()))
+            .map_err(|_| {
+                format!("{size:?} is not a size; write e.g. 10GiB or 500MB, or none, or default")
+            }),
+    }
 }
 
 #[derive(Debug, Subcommand)]

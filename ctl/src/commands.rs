@@ -162,6 +162,9 @@ pub async fn run(command: Command, client: &Client) -> Result<()> {
                 confirm(client, Request::ServerCancelInvite { id }).await
             }
         },
+        Command::Server(ServerCommand::Quota { account, quota }) => {
+            confirm(client, Request::ServerQuota { account, quota }).await
+        }
         Command::Device(DeviceCommand::Invite { server, account }) => {
             confirm(client, Request::DeviceInvite { server, account }).await
         }

@@ -205,10 +205,11 @@ pub fn accounts_human(accounts: &[AccountInfo], now: i64) -> String {
     for a in accounts {
         let _ = writeln!(
             out,
-            "account {}  created {}, {}",
+            "account {}  created {}, {}, {}",
             a.account,
             utc_time(a.created),
-            count(a.devices.len() as u64, "device")
+            count(a.devices.len() as u64, "device"),
+            usage(a.used, a.quota)
         );
         for d in &a.devices {
             let seen = d.last_seen.map_or("never".into(), |t| ago(t, now));
@@ -253,6 +254,14 @@ pub fn shares_human(shares: &[ShareInfo]) -> String {
         );
     }
     out
+}
+
+/// "uses 1.2 MiB of 10.0 GiB", or "uses 1.2 MiB, no quota".
+fn usage(used: u64, quota: Option<u64>) -> String {
+    match quota {
+        Some(q) => format!("uses {} of {}", bytes(used), bytes(q)),
+        None => format!("uses {}, no quota", bytes(used)),
+    }
 }
 
 /// One `label: value` line of a block, values aligned.
@@ -517,6 +526,13 @@ fn server_block(out: &mut String, s: &ServerStatus) {
             bytes(f.index_bytes)
         );
     }
+    for p in &s.folder_problems {
+        let _ = writeln!(
+            out,
+            "    {}/{}  NOT SERVED: cannot open {}: {}",
+            p.account, p.name, p.path, p.error
+        );
+    }
     line(out, "devices", format!("{} connected", s.devices.len()));
     for d in &s.devices {
         let _ = writeln!(
@@ -525,14 +541,27 @@ fn server_block(out: &mut String, s: &ServerStatus) {
             d.name, d.device, d.account, d.folder, d.address
         );
     }
+    let free = s.free_bytes.map_or("unknown".into(), bytes);
+    line(
+        out,
+        "disk",
+        format!(
+            "{free} free, {} kept free (server.min_free_space)",
+            bytes(s.min_free_space)
+        ),
+    );
+    line(out, "accounts", thousands(s.usage.len() as u64));
+    for u in &s.usage {
+        let _ = writeln!(out, "    {}  {}", u.account, usage(u.used, u.quota));
+    }
 }
 
 #[cfg(test)]
 pub mod tests {
     use super::*;
     use filesync_proto::control::{
-        ConnectedDevice, Counters, DeviceInfo, FolderMode, FolderState, LocalChanges, ScanReport,
-        ServerFolderStatus, Unsyncable,
+        AccountUsage, ConnectedDevice, Counters, DeviceInfo, FolderMode, FolderProblem,
+        FolderState, LocalChanges, ScanReport, ServerFolderStatus, Unsyncable,
     };
 
     /// Nanoseconds in a second, for modification times.
@@ -630,6 +659,19 @@ pub mod tests {
                     folder: "docs".into(),
                     address: "10.0.0.5:51234".into(),
                 }],
+                usage: vec![AccountUsage {
+                    account: "alice".into(),
+                    used: 512,
+                    quota: Some(10 << 30),
+                }],
+                folder_problems: vec![FolderProblem {
+                    account: "alice".into(),
+                    name: "old".into(),
+                    path: "/var/lib/filesync/alice/old".into(),
+                    error: "cannot open index".into(),
+                }],
+                free_bytes: Some(3 << 30),
+                min_free_space: 1 << 30,
             }),
             servers: vec![ServerTrust {
                 server: "server.example:7101".into(),
@@ -686,8 +728,12 @@ server  listening on 0.0.0.0:7101
   enrolment: invite
   folders:   1
     alice/docs  seq 42, 1 file, 512 B, index 40.0 KiB
+    alice/old  NOT SERVED: cannot open /var/lib/filesync/alice/old: cannot open index
   devices:   1 connected
     laptop (DEV2)  alice/docs  from 10.0.0.5:51234
+  disk:      3.0 GiB free, 1.0 GiB kept free (server.min_free_space)
+  accounts:  1
+    alice  uses 512 B of 10.0 GiB
 ";
         let got = status_human(&sample(), NOW, false);
         assert_eq!(got, want, "got:\n{got}");
@@ -704,23 +750,29 @@ server  listening on 0.0.0.0:7101
             revoked,
             connections: 2,
         };
-        let account = |name: &str, devices| AccountInfo {
+        let account = |name: &str, devices, quota| AccountInfo {
             account: name.into(),
             created: NOW - 86_400,
             devices,
+            used: 2048,
+            quota,
         };
         let got = accounts_human(
             &[
-                account("alice", vec![device("D1", false), device("D2", true)]),
-                account("bob", Vec::new()),
+                account(
+                    "alice",
+                    vec![device("D1", false), device("D2", true)],
+                    Some(1 << 20),
+                ),
+                account("bob", Vec::new(), None),
             ],
             NOW,
         );
         let want = "\
-account alice  created 2026-11-20 14:02:11 UTC, 2 devices
+account alice  created 2026-11-20 14:02:11 UTC, 2 devices, uses 2.0 KiB of 1.0 MiB
   D1  laptop               last seen 2 minutes ago, 2 connections open
   D2  laptop               last seen 2 minutes ago, revoked
-account bob  created 2026-11-20 14:02:11 UTC, 0 devices
+account bob  created 2026-11-20 14:02:11 UTC, 0 devices, uses 2.0 KiB, no quota
 ";
         assert_eq!(got, want, "got:\n{got}");
         assert!(accounts_human(&[], NOW).starts_with("no accounts yet"));

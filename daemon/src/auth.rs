@@ -470,6 +470,8 @@ impl Accounts {
                     account: r.get(0)?,
                     created: r.get(1)?,
                     devices: Vec::new(),
+                    used: 0,
+                    quota: None,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -589,6 +591,75 @@ fn add_column(db: &Connection, table: &str, column: &str, decl: &str) -> Result<
         db.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
     }
     Ok(())
+}
+
+/// An account's quota as the admin set it with `filesyncctl server quota`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaSetting {
+    /// At most this many bytes.
+    Bytes(u64),
+    /// No limit, whatever `server.default_quota` says.
+    Unlimited,
+}
+
+/// Quotas, kept apart from the tables above in a `quotas` table of their own: one row
+/// per account the admin set a quota for; an account without a row has
+/// `server.default_quota`. The table is made on first use, so older stores need no step.
+impl Accounts {
+    const QUOTA_TABLE: &str = "CREATE TABLE IF NOT EXISTS quotas (
+         account TEXT PRIMARY KEY, bytes INTEGER)";
+
+    /// Sets `account`'s quota (`None`: back to the default). False when there is no
+    /// such account.
+    pub fn set_quota(&self, account: &AccountName, quota: Option<QuotaSetting>) -> Result<bool> {
+        let db = lock(&self.db);
+        db.execute_batch(Self::QUOTA_TABLE)?;
+        let known: bool = db.query_row(
+            "SELECT EXISTS (SELECT 1 FROM accounts WHERE name = ?1)",
+            [account.as_str()],
+            |r| r.get(0),
+        )?;
+        if !known {
+            return Ok(false);
+        }
+        match quota {
+            None => db.execute("DELETE FROM quotas WHERE account = ?1", [account.as_str()])?,
+            Some(q) => db.execute(
+                "INSERT OR REPLACE INTO quotas (account, bytes) VALUES (?1, ?2)",
+                params![
+                    account.as_str(),
+                    match q {
+                        QuotaSetting::Bytes(n) => Some(i64::try_from(n).unwrap_or(i64::MAX)),
+                        QuotaSetting::Unlimited => None,
+                    }
+                ],
+            )?,
+        };
+        Ok(true)
+    }
+
+    /// Every quota the admin set, by account.
+    pub fn quotas(&self) -> Result<HashMap<AccountName, QuotaSetting>> {
+        let db = lock(&self.db);
+        db.execute_batch(Self::QUOTA_TABLE)?;
+        let mut stmt = db.prepare("SELECT account, bytes FROM quotas")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
+        })?;
+        let mut quotas = HashMap::new();
+        for row in rows {
+            let (account, bytes) = row?;
+            let Ok(account) = AccountName::new(&account) else {
+                continue;
+            };
+            let setting = match bytes {
+                Some(n) => QuotaSetting::Bytes(u64::try_from(n).unwrap_or(0)),
+                None => QuotaSetting::Unlimited,
+            };
+            quotas.insert(account, setting);
+        }
+        Ok(quotas)
+    }
 }
 
 #[cfg(test)]
@@ -1078,5 +1149,26 @@ mod tests {
             seen_after_login(old) >= now() - 1,
             "not rewritten after a minute"
         );
+    }
+
+    #[test]
+    fn quotas_are_kept_per_known_account() {
+        let (_dir, store) = store();
+        let home = AccountName::new("home").unwrap();
+        let q = QuotaSetting::Bytes(1 << 20);
+        assert!(
+            !store.set_quota(&home, Some(q)).unwrap(),
+            "no such account yet"
+        );
+        store
+            .invite(&home, DEFAULT_INVITE_TTL, &Maker::Admin)
+            .unwrap();
+        assert!(store.set_quota(&home, Some(q)).unwrap());
+        assert_eq!(store.quotas().unwrap().get(&home), Some(&q));
+        let none = QuotaSetting::Unlimited;
+        assert!(store.set_quota(&home, Some(none)).unwrap());
+        assert_eq!(store.quotas().unwrap().get(&home), Some(&none));
+        assert!(store.set_quota(&home, None).unwrap());
+        assert!(store.quotas().unwrap().is_empty());
     }
 }

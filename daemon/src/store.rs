@@ -28,7 +28,8 @@ use crate::index::LocalRow;
 pub const RESERVED_PREFIX: &str = ".filesync";
 const TEMP_PREFIX: &str = ".filesync-tmp-";
 const PARTIAL_PREFIX: &str = ".filesync-partial-";
-/// A partial transfer nobody resumed for this long is removed by the start-up sweep.
+/// A partial download nobody resumed for this long is removed by a device's start-up
+/// sweep (the server keeps uploads for [`UPLOAD_MAX_AGE`]).
 const PARTIAL_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Whether a name belongs to the daemon and must never be synced. The ignore file is
@@ -720,7 +721,38 @@ pub fn rename_dir(root: &Root, from: &RelPath, to: &RelPath) -> Result<Stat> {
 /// nobody resumed for [`PARTIAL_MAX_AGE`]; returns the partial transfers it kept. Each
 /// directory is opened beneath the root; symlinks are not followed.
 pub fn clean_temp_files(root: &Root) -> Vec<Partial> {
-    let mut kept = Vec::new();
+    sweep(root, PARTIAL_MAX_AGE, None).kept
+}
+
+/// How long the server keeps an upload that nobody resumed. Shorter than a device's
+/// [`PARTIAL_MAX_AGE`]: abandoned uploads count against their account's quota, and a
+/// device that was cut off resumes within minutes when it is still there.
+pub const UPLOAD_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// The server's sweep of the folder at `root`: removes partial uploads and temp files
+/// untouched for [`UPLOAD_MAX_AGE`] (with `at_start`, every temp file, since only a
+/// crash leaves one then), and returns the bytes of the partial uploads kept. While
+/// the server runs, a transfer in progress writes its file all the time, so its age
+/// stays low and it is left alone.
+pub fn sweep_uploads(root: &Root, at_start: bool) -> u64 {
+    let temps = if at_start { None } else { Some(UPLOAD_MAX_AGE) };
+    sweep(root, UPLOAD_MAX_AGE, temps).kept_bytes
+}
+
+/// What a sweep kept.
+struct Swept {
+    kept: Vec<Partial>,
+    kept_bytes: u64,
+}
+
+/// Walks the folder at `root` for the daemon's own files: partial transfers older than
+/// `partial_max_age` are removed, and temp files older than `temp_max_age` (all of
+/// them for `None`).
+fn sweep(root: &Root, partial_max_age: Duration, temp_max_age: Option<Duration>) -> Swept {
+    let mut swept = Swept {
+        kept: Vec::new(),
+        kept_bytes: 0,
+    };
     let mut dirs: Vec<Vec<String>> = vec![Vec::new()];
     while let Some(rel) = dirs.pop() {
         let parts: Vec<&str> = rel.iter().map(String::as_str).collect();
@@ -730,18 +762,32 @@ pub fn clean_temp_files(root: &Root) -> Vec<Partial> {
         let Ok(items) = dir.names() else { continue };
         for (name, ft) in items {
             let Some(name) = name.to_str() else { continue };
+            let stat = || dir.stat(name).ok().flatten();
+            let age = |st: &rustix::fs::Stat| {
+                let at =
+                    SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(st.st_mtime).ok()?);
+                SystemTime::now().duration_since(at).ok()
+            };
             if name.starts_with(TEMP_PREFIX) {
-                let _ = dir.unlink(name);
+                let old = match temp_max_age {
+                    None => true,
+                    Some(max) => stat().and_then(|st| age(&st)).is_some_and(|a| a > max),
+                };
+                if old {
+                    let _ = dir.unlink(name);
+                }
             } else if name.starts_with(PARTIAL_PREFIX) {
-                let age = dir.stat(name).ok().flatten().and_then(|st| {
-                    let at = SystemTime::UNIX_EPOCH
-                        + Duration::from_secs(u64::try_from(st.st_mtime).ok()?);
-                    SystemTime::now().duration_since(at).ok()
-                });
-                if age.is_some_and(|a| a > PARTIAL_MAX_AGE) {
+                let st = stat();
+                if st
+                    .as_ref()
+                    .and_then(age)
+                    .is_some_and(|a| a > partial_max_age)
+                {
                     let _ = dir.unlink(name);
                 } else {
-                    kept.push(Partial {
+                    let bytes = st.map_or(0, |st| u64::try_from(st.st_size).unwrap_or(0));
+                    swept.kept_bytes = swept.kept_bytes.saturating_add(bytes);
+                    swept.kept.push(Partial {
                         dir: rel.clone(),
                         name: name.to_string(),
                     });
@@ -753,7 +799,7 @@ pub fn clean_temp_files(root: &Root) -> Vec<Partial> {
             }
         }
     }
-    kept
+    swept
 }
 
 /// Whether `name` in `dir` is a directory (not a symlink to one), asking the filesystem
@@ -976,6 +1022,37 @@ pub(crate) mod tests {
         assert!(recent.remove(&root).unwrap());
         assert!(!recent_path.exists());
         assert!(!recent.remove(&root).unwrap(), "nothing left to remove");
+    }
+
+    #[test]
+    fn the_server_sweep_keeps_uploads_a_day_and_counts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let recent = dir
+            .path()
+            .join(Partial::of(&RelPath::new("new").unwrap()).to_string());
+        let old = dir
+            .path()
+            .join(Partial::of(&RelPath::new("old").unwrap()).to_string());
+        let tmp = dir.path().join(format!("{TEMP_PREFIX}1"));
+        fs::write(&recent, b"12345").unwrap();
+        fs::write(&old, b"abandoned").unwrap();
+        fs::write(&tmp, b"in use").unwrap();
+        let two_days_ago = SystemTime::now() - UPLOAD_MAX_AGE * 2;
+        File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(two_days_ago)
+            .unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        assert_eq!(sweep_uploads(&root, false), 5, "the recent partial counts");
+        assert!(recent.exists() && !old.exists());
+        assert!(
+            tmp.exists(),
+            "a recent temp file belongs to a transfer in progress"
+        );
+        assert_eq!(sweep_uploads(&root, true), 5);
+        assert!(!tmp.exists(), "at start no transfer is in progress");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use filesync_proto::auth::{Fingerprint, InviteToken};
 use filesync_proto::control::{
-    AddFolder, ControlErrorKind, DaemonStatus, FolderStatus, Request, Response,
+    AddFolder, ControlErrorKind, DaemonStatus, FolderStatus, QuotaChange, Request, Response,
 };
 use filesync_proto::{AccountName, DeviceId};
 use futures::future::BoxFuture;
@@ -290,6 +290,9 @@ impl Supervisor {
                 Err(e) => failed(format!("cannot read the account store: {e:#}")),
             }),
             Request::ServerCancelInvite { id } => self.server_cancel_invite(id),
+            Request::ServerQuota { account, quota } => {
+                self.off_runtime(move |server| server_quota(server, &account, quota))
+            }
             Request::DeviceInvite { server, account } => {
                 let account = match account.map(AccountName::new).transpose() {
                     Ok(a) => a,
@@ -781,5 +784,32 @@ fn bind_accounts(config: &mut Config, trust: &client::trust::TrustStore, server:
                 "the folder syncs as the account of this device's credential for its server, but it could not be recorded in the config: {e}"
             ),
         }
+    }
+}
+
+/// `filesyncctl server quota`: sets `account`'s quota, on the blocking pool (the
+/// account store's SQLite).
+fn server_quota(server: &Server, account: &str, quota: QuotaChange) -> Response {
+    let account = match AccountName::new(account) {
+        Ok(a) => a,
+        Err(e) => return bad(format!("{e}")),
+    };
+    match server.set_quota(&account, quota) {
+        Ok(true) => {
+            let usage = server.quota_of(&account);
+            let size = |n: u64| bytesize::ByteSize::b(n).display().iec().to_string();
+            let limit = usage.quota.map_or("no limit".to_string(), |q| {
+                format!("a quota of {}", size(q))
+            });
+            ok(format!(
+                "account {account} now has {limit}; it uses {}",
+                size(usage.used)
+            ))
+        }
+        Ok(false) => bad(format!(
+            "no account {account} on this server; `filesyncctl server devices` lists them \
+             (`filesyncctl server invite {account}` makes it)"
+        )),
+        Err(e) => failed(format!("cannot set the quota of {account}: {e:#}")),
     }
 }

@@ -113,6 +113,11 @@ pub enum Request {
     ServerRevoke {
         device: String,
     },
+    /// Server role: set how many bytes `account` may store.
+    ServerQuota {
+        account: String,
+        quota: QuotaChange,
+    },
     /// Client role: ask `server` for a token enrolling another device into this
     /// device's account there (`account`, when it holds credentials for several).
     DeviceInvite {
@@ -538,6 +543,10 @@ pub struct AccountInfo {
     /// Unix seconds.
     pub created: i64,
     pub devices: Vec<DeviceInfo>,
+    /// Bytes the account stores (see [`AccountUsage::used`]).
+    pub used: u64,
+    /// `None`: no limit.
+    pub quota: Option<u64>,
 }
 
 /// One enrolled device, as the server's account store knows it.
@@ -586,6 +595,38 @@ pub struct ServerTrust {
     pub device: Option<String>,
 }
 
+/// A new quota for an account (`filesyncctl server quota ACCOUNT SIZE|none|default`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QuotaChange {
+    /// At most this many bytes.
+    Bytes(u64),
+    /// No limit for this account, whatever `server.default_quota` says.
+    Unlimited,
+    /// Back to `server.default_quota`.
+    Default,
+}
+
+/// How much of its quota an account uses on the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountUsage {
+    pub account: String,
+    /// Bytes of the account's files in its folders, of its unfinished uploads, and of
+    /// the pushes being received now (counted at their declared size).
+    pub used: u64,
+    /// `None`: no limit.
+    pub quota: Option<u64>,
+}
+
+/// A folder found on disk that the server could not open: it is skipped, the others
+/// are served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderProblem {
+    pub account: String,
+    pub name: String,
+    pub path: String,
+    pub error: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerStatus {
     pub listen: String,
@@ -595,6 +636,14 @@ pub struct ServerStatus {
     pub registration: String,
     pub folders: Vec<ServerFolderStatus>,
     pub devices: Vec<ConnectedDevice>,
+    /// Every account's usage and quota.
+    pub usage: Vec<AccountUsage>,
+    /// Folders that could not be opened, with why.
+    pub folder_problems: Vec<FolderProblem>,
+    /// Bytes available on the filesystem of `data_dir`, when it could be read.
+    pub free_bytes: Option<u64>,
+    /// `server.min_free_space`: pushes that would leave less free are refused.
+    pub min_free_space: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -53,6 +53,8 @@ mod offline;
 mod ops;
 #[path = "e2e/owed.rs"]
 mod owed;
+#[path = "e2e/quota.rs"]
+mod quota;
 #[path = "e2e/receive_only.rs"]
 mod receive_only;
 #[path = "e2e/renames.rs"]

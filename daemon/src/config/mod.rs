@@ -55,6 +55,13 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: u32 = 32;
 /// Connections the server serves at once in all; `max_connections_per_address` cannot
 /// exceed it.
 pub const MAX_CONNECTIONS: u32 = 1024;
+/// Bytes the server keeps free on its data filesystem when `min_free_space` is not set.
+pub const DEFAULT_MIN_FREE_SPACE: u64 = 1 << 30;
+/// Folders one account may have on the server when `max_folders_per_account` is not set.
+pub const DEFAULT_MAX_FOLDERS_PER_ACCOUNT: u32 = 256;
+/// The highest `max_folders_per_account`: each open folder costs an inotify instance
+/// and a few file descriptors.
+pub const MAX_FOLDERS_PER_ACCOUNT: u32 = 100_000;
 /// Below this, full rescans would run back to back and starve the watcher path.
 pub const MIN_RESCAN_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -85,6 +92,12 @@ pub struct ServerSection {
     pub keep_versions: u32,
     /// Connections served at once from one source address, 1 to [`MAX_CONNECTIONS`].
     pub max_connections_per_address: u32,
+    /// Bytes an account may store when the admin set no quota of its own; `None`: no limit.
+    pub default_quota: Option<u64>,
+    /// Bytes kept free on the data filesystem: a push that would go below is refused.
+    pub min_free_space: u64,
+    /// Folders one account may have; a Hello for one more is refused.
+    pub max_folders_per_account: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -15,8 +15,9 @@ use super::rules::{self, check_server_addr, default_folder_name};
 use super::spanned::{Cx, Section};
 use super::{
     Config, ConfigError, DEFAULT_KEEP_VERSIONS_DAYS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
-    DEFAULT_MAX_DELETE_MIN, DEFAULT_MAX_DELETE_PERCENT, DEFAULT_PORT, DEFAULT_RESCAN_INTERVAL,
-    DaemonSection, Env, FolderConfig, MAX_CONNECTIONS, MIN_RESCAN_INTERVAL, Registration,
+    DEFAULT_MAX_DELETE_MIN, DEFAULT_MAX_DELETE_PERCENT, DEFAULT_MAX_FOLDERS_PER_ACCOUNT,
+    DEFAULT_MIN_FREE_SPACE, DEFAULT_PORT, DEFAULT_RESCAN_INTERVAL, DaemonSection, Env,
+    FolderConfig, MAX_CONNECTIONS, MAX_FOLDERS_PER_ACCOUNT, MIN_RESCAN_INTERVAL, Registration,
     ServerSection,
 };
 
@@ -27,6 +28,9 @@ const SERVER_KEYS: &[&str] = &[
     "registration",
     "keep_versions",
     "max_connections_per_address",
+    "default_quota",
+    "min_free_space",
+    "max_folders_per_account",
 ];
 const FOLDER_KEYS: &[&str] = &[
     "path",
@@ -198,13 +202,53 @@ fn server_section(
             return Err(cx.err(line, s.key("max_connections_per_address"), message));
         }
     };
+    let default_quota = match s.string(cx, "default_quota", "\"10GiB\"")? {
+        None | Some(("none", _)) => None,
+        Some((text, line)) => Some(size(cx, s, "default_quota", text, line, "or \"none\"")?),
+    };
+    let min_free_space = match s.string(cx, "min_free_space", "\"1GiB\"")? {
+        None => DEFAULT_MIN_FREE_SPACE,
+        Some((text, line)) => size(cx, s, "min_free_space", text, line, "or \"0\"")?,
+    };
+    let max_folders_per_account = match s.integer(cx, "max_folders_per_account")? {
+        None => DEFAULT_MAX_FOLDERS_PER_ACCOUNT,
+        Some((n, _)) if (1..=i64::from(MAX_FOLDERS_PER_ACCOUNT)).contains(&n) => n as u32,
+        Some((n, line)) => {
+            let message =
+                format!("{n} is not a number of folders from 1 to {MAX_FOLDERS_PER_ACCOUNT}");
+            return Err(cx.err(line, s.key("max_folders_per_account"), message));
+        }
+    };
     Ok(ServerSection {
         listen,
         data_dir,
         registration,
         keep_versions,
         max_connections_per_address,
+        default_quota,
+        min_free_space,
+        max_folders_per_account,
     })
+}
+
+/// A size in bytes as people write it: `10GiB`, `500MB`, `1.5 TiB`, `4096`.
+fn size(
+    cx: &Cx,
+    s: &Section,
+    key: &str,
+    text: &str,
+    line: Option<usize>,
+    other: &str,
+) -> Result<u64, ConfigError> {
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|_| {
+            let message = format!(
+                "{text:?} is not a size; write a number and a unit, e.g. \"10GiB\" or \"500MB\", {other}"
+            );
+            cx.err(line, s.key(key), message)
+        })
 }
 
 /// The lines that rules between folders point at.
@@ -385,6 +429,10 @@ mod tests {
             ("[server]\nkeep_versions = -1\n", 2, "server.keep_versions", "0 to 36500"),
             ("[server]\nkeep_versions = \"30d\"\n", 2, "server.keep_versions", "whole number"),
             ("[server]\nmax_connections_per_address = 0\n", 2, "server.max_connections_per_address", "from 1 to 1024"),
+            ("[server]\ndefault_quota = \"lots\"\n", 2, "server.default_quota", "is not a size"),
+            ("[server]\ndefault_quota = 10\n", 2, "server.default_quota", "expected a string"),
+            ("[server]\nmin_free_space = \"-1GiB\"\n", 2, "server.min_free_space", "is not a size"),
+            ("[server]\nmax_folders_per_account = 0\n", 2, "server.max_folders_per_account", "from 1 to"),
             ("[server]\nmax_connections_per_address = \"many\"\n", 2, "server.max_connections_per_address", "whole number"),
             (concat!(docs!(), "rescan_interval = \"often\"\n"), 4, "folder[1].rescan_interval", "is not a duration"),
             (concat!(docs!(), "rescan_interval = \"500ms\"\n"), 4, "folder[1].rescan_interval", "minimum is \"1s\""),
@@ -463,6 +511,23 @@ mod tests {
             server.max_connections_per_address,
             DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
         );
+        assert_eq!(server.default_quota, None);
+        assert_eq!(server.min_free_space, DEFAULT_MIN_FREE_SPACE);
+        assert_eq!(
+            server.max_folders_per_account,
+            DEFAULT_MAX_FOLDERS_PER_ACCOUNT
+        );
+    }
+
+    #[test]
+    fn sizes_take_units() {
+        let text = "[server]\ndefault_quota = \"10GiB\"\nmin_free_space = \"500MB\"\n";
+        let server = parse_text(text).unwrap().server.unwrap();
+        assert_eq!(server.default_quota, Some(10 << 30));
+        assert_eq!(server.min_free_space, 500_000_000);
+        let text = "[server]\ndefault_quota = \"none\"\nmin_free_space = \"0\"\n";
+        let server = parse_text(text).unwrap().server.unwrap();
+        assert_eq!((server.default_quota, server.min_free_space), (None, 0));
     }
 
     #[test]
@@ -563,6 +628,9 @@ mod tests {
                 registration: Registration::Invite,
                 keep_versions: 30,
                 max_connections_per_address: 32,
+                default_quota: None,
+                min_free_space: 1 << 30,
+                max_folders_per_account: 256,
             }),
             folders: vec![
                 FolderConfig {

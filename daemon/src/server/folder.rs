@@ -9,6 +9,7 @@
 //! are announced on a watch channel that every session follows.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -19,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::history::{self, Lineage};
+use super::quota::Quotas;
 use super::versions::Versions;
 use crate::beneath::Root;
 use crate::chunk;
@@ -30,7 +32,7 @@ use crate::watch::{self as watcher, WatchEvent};
 
 /// How often the server rescans its copy in full, behind the watcher, and expires old
 /// versions.
-const RESCAN_EVERY: Duration = Duration::from_secs(3600);
+pub(super) const RESCAN_EVERY: Duration = Duration::from_secs(3600);
 
 pub enum FolderCmd {
     /// Commit pushed changes in order, in one index transaction; a file's content
@@ -93,6 +95,25 @@ pub struct FolderPlace {
     pub versions_dir: PathBuf,
     /// How long replaced and deleted files are kept; zero keeps none.
     pub keep_versions: Duration,
+    /// Where the folder's bytes are charged to its account.
+    pub quotas: Arc<Quotas>,
+}
+
+/// How long an open folder lives: the server opens folders on demand and closes those
+/// that nobody uses, so the folders open at once stay within its file-descriptor and
+/// inotify budget.
+pub struct Lifetime {
+    /// Asked when the folder has been idle for `idle_after`: true when the server has
+    /// let go of the folder (no session holds it), and the sequencer then ends, closing
+    /// its index and its watcher.
+    pub release: Box<dyn Fn() -> bool + Send + Sync>,
+    pub idle_after: Duration,
+    /// Opened only to take in what changed in the server's copy while it was closed:
+    /// it scans, and closes at once unless a device came meanwhile (no watcher then).
+    pub visit: bool,
+    /// The first open of the folder since the server started: no transfer can be in
+    /// progress yet, so every temp file in it is a crash's leftover.
+    pub first_open: bool,
 }
 
 /// What sessions hold to reach a folder.
@@ -107,6 +128,11 @@ pub struct ServerFolderHandle {
     pub seq: watch::Receiver<u64>,
     pub lineage: watch::Receiver<Lineage>,
     pub status: watch::Receiver<ServerFolderStatus>,
+    /// Where pushes to the folder are charged before they are staged.
+    pub quotas: Arc<Quotas>,
+    /// One count per clone of the handle: while anyone but the server's own map holds
+    /// one (a session, its streams), the folder is in use and stays open.
+    pub users: Arc<()>,
 }
 
 struct Sequencer {
@@ -131,6 +157,15 @@ struct Sequencer {
     seq_tx: watch::Sender<u64>,
     status_tx: watch::Sender<ServerFolderStatus>,
     name: String,
+    /// Where the folder's files and unfinished uploads are charged to `account`.
+    quotas: Arc<Quotas>,
+    account: AccountName,
+    folder: FolderName,
+    /// What the last sweep found in unfinished uploads, and when it ran: while there are
+    /// some, a commit (which may have finished one) sweeps again, at most once a minute,
+    /// so a resumed upload is not charged twice for long.
+    partial_bytes: u64,
+    swept_at: Option<std::time::Instant>,
 }
 
 fn now_secs() -> i64 {
@@ -147,6 +182,7 @@ pub fn start(
     server: DeviceId,
     tracker: &tokio_util::task::TaskTracker,
     cancel: CancellationToken,
+    lifetime: Lifetime,
 ) -> Result<ServerFolderHandle> {
     // The account's directory too: other local users have no business in it.
     crate::private::create_dir(&place.root)?;
@@ -187,8 +223,13 @@ pub fn start(
         seq_tx,
         status_tx,
         name: format!("{account}/{name}"),
+        quotas: place.quotas.clone(),
+        account: account.clone(),
+        folder: name.clone(),
+        partial_bytes: 0,
+        swept_at: None,
     };
-    tracker.spawn(seq.run(cmd_rx, cancel));
+    tracker.spawn(seq.run(cmd_rx, cancel, lifetime));
     Ok(ServerFolderHandle {
         account,
         name,
@@ -198,13 +239,28 @@ pub fn start(
         seq: seq_rx,
         lineage: lineage_rx,
         status: status_rx,
+        quotas: place.quotas,
+        users: Arc::new(()),
     })
 }
 
 impl Sequencer {
-    async fn run(mut self, mut cmds: mpsc::Receiver<FolderCmd>, cancel: CancellationToken) {
-        if let Ok(root) = self.open_root() {
-            store::clean_temp_files(&root);
+    async fn run(
+        mut self,
+        mut cmds: mpsc::Receiver<FolderCmd>,
+        cancel: CancellationToken,
+        lifetime: Lifetime,
+    ) {
+        self.sweep(lifetime.first_open);
+        if lifetime.visit {
+            self.scan(Scope::All);
+            self.expire();
+            self.announce();
+            self.publish();
+            if (lifetime.release)() {
+                tracing::debug!(folder = %self.name, "visited: scanned and closed");
+                return;
+            }
         }
         let watcher = watcher::watch(&self.root);
         let every = match watcher.problem() {
@@ -215,16 +271,32 @@ impl Sequencer {
             }
             None => RESCAN_EVERY,
         };
-        self.scan(Scope::All);
-        self.expire();
+        if !lifetime.visit {
+            self.scan(Scope::All);
+            self.expire();
+        }
         let mut rescan = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let check_idle = (lifetime.idle_after / 2).max(Duration::from_millis(500));
+        let mut idle_tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + check_idle, check_idle);
+        let mut busy_at = tokio::time::Instant::now();
         loop {
             self.announce();
             self.publish();
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                Some(cmd) = cmds.recv() => tokio::task::block_in_place(|| self.handle(cmd)),
+                Some(cmd) = cmds.recv() => {
+                    busy_at = tokio::time::Instant::now();
+                    tokio::task::block_in_place(|| self.handle(cmd));
+                }
+                _ = idle_tick.tick() => {
+                    if busy_at.elapsed() >= lifetime.idle_after && (lifetime.release)() {
+                        tracing::info!(folder = %self.name, idle_secs = busy_at.elapsed().as_secs(), "folder closed: no device uses it; it opens again on the next device's Hello or the next hourly visit");
+                        break;
+                    }
+                }
                 ev = watcher::next_event(Some(&watcher)) => {
+                    busy_at = tokio::time::Instant::now();
                     tracing::debug!(folder = %self.name, "watch: {ev:?}");
                     match ev {
                         WatchEvent::Changed(paths) => self.scan(Scope::Paths(paths)),
@@ -234,6 +306,7 @@ impl Sequencer {
                 _ = rescan.tick() => {
                     self.scan(Scope::All);
                     self.expire();
+                    self.sweep(false);
                 }
             }
         }
@@ -246,7 +319,17 @@ impl Sequencer {
                 device,
                 reply,
             } => {
-                let _ = reply.send(self.commit_all(changes, &device));
+                let outcomes = self.commit_all(changes, &device);
+                if self.partial_bytes > 0
+                    && self
+                        .swept_at
+                        .is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
+                {
+                    self.sweep(false);
+                }
+                // Charged to the account before the push's reservation is given back.
+                self.publish();
+                let _ = reply.send(outcomes);
             }
             FolderCmd::ListVersions { path, reply } => {
                 let list = self.versions.list(&path).map(|vs| {
@@ -400,6 +483,22 @@ impl Sequencer {
             Ok(n) => tracing::info!(folder = %self.name, expired = n, "old versions removed"),
             Err(e) => tracing::warn!(folder = %self.name, "cannot expire old versions: {e:#}"),
         }
+    }
+
+    /// Removes the uploads nobody resumed for a day and charges the rest to the account
+    /// ([`store::sweep_uploads`]); `at_start` (of the server), every temp file too.
+    fn sweep(&mut self, at_start: bool) {
+        let partials = tokio::task::block_in_place(|| match self.open_root() {
+            Ok(root) => store::sweep_uploads(&root, at_start),
+            Err(e) => {
+                tracing::warn!(folder = %self.name, "cannot sweep unfinished uploads: {e:#}");
+                0
+            }
+        });
+        self.quotas
+            .set_partials(&self.account, &self.folder, partials);
+        self.partial_bytes = partials;
+        self.swept_at = Some(std::time::Instant::now());
     }
 
     /// The current row at `path`, after taking in any change made there in the server
@@ -726,6 +825,8 @@ impl Sequencer {
 
     fn publish(&self) {
         let totals = self.index.totals().unwrap_or_default();
+        self.quotas
+            .set_files(&self.account, &self.folder, totals.bytes);
         self.status_tx.send_modify(|s| {
             s.seq = self.last;
             s.files = totals.files;

@@ -9,34 +9,44 @@
 //! folder name is always resolved within the authenticated account, except
 //! `OWNER/FOLDER`, which reaches another account's folder only through a grant
 //! ([`shares`]).
+//!
+//! Folders are opened on demand (a device's Hello, or the hourly visit that scans
+//! closed ones) and closed when nobody uses them, and every push is charged to its
+//! account's quota and the free-space reserve first ([`quota`]).
 
 mod folder;
 mod history;
+pub mod quota;
 mod session;
 pub mod shares;
 pub(crate) mod stream;
 pub mod versions;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use filesync_proto::auth::InviteToken;
-use filesync_proto::control::{AccountInfo, ConnectedDevice, ServerStatus};
+use filesync_proto::control::{
+    AccountInfo, ConnectedDevice, FolderProblem, QuotaChange, ServerFolderStatus, ServerStatus,
+};
 use filesync_proto::wire::Hello;
 use filesync_proto::{AccountName, DeviceId, FolderName};
+use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Accounts, Cancelled, Maker, OPEN_ACCOUNT};
+use crate::auth::{Accounts, Cancelled, Maker, OPEN_ACCOUNT, QuotaSetting};
 use crate::config::{Registration as RegistrationMode, ServerSection};
 use crate::conn::Counters;
 use crate::tls::ServerIdentity;
 use folder::ServerFolderHandle;
+use quota::Quotas;
 
 /// Connections served at once; further ones wait in the kernel's backlog. From one
 /// source address, at most `server.max_connections_per_address` of them (default 32);
@@ -48,6 +58,22 @@ const MAX_CONNECTIONS: usize = crate::config::MAX_CONNECTIONS as usize;
 /// that silent or slow connections, which cost nothing to open, can hold at most this
 /// many slots and only for that long, and never the ones devices sync through.
 const MAX_UNAUTHENTICATED: usize = 128;
+/// Closed folders the hourly visit opens at once (each for one scan).
+const VISITS_AT_ONCE: usize = 4;
+/// How long the visitor waits for a visited folder to close before it moves on.
+const VISIT_WAIT: Duration = Duration::from_secs(300);
+/// How long a folder that no device uses stays open: its sequencer, index and
+/// watcher are then closed, until a device's Hello or the next hourly visit.
+const FOLDER_IDLE: Duration = Duration::from_secs(600);
+/// `FILESYNC_FOLDER_IDLE_SECS=N`, a test and operations knob, replaces [`FOLDER_IDLE`].
+pub const FOLDER_IDLE_ENV: &str = "FILESYNC_FOLDER_IDLE_SECS";
+
+fn idle_after() -> Duration {
+    std::env::var(FOLDER_IDLE_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(FOLDER_IDLE, Duration::from_secs)
+}
 
 pub struct Server {
     pub device: DeviceId,
@@ -64,6 +90,20 @@ pub struct Server {
     shares: shares::Shares,
     registration: RegistrationMode,
     folders: Mutex<HashMap<(AccountName, FolderName), ServerFolderHandle>>,
+    /// What each account stores and may store, charged before a push is staged.
+    quotas: Arc<Quotas>,
+    /// `server.max_folders_per_account`.
+    max_folders_per_account: usize,
+    /// Folders on disk that could not be opened, with why; shown in status until one
+    /// opens.
+    folder_problems: Mutex<BTreeMap<(AccountName, FolderName), FolderProblem>>,
+    /// The last status of each folder closed for being idle, shown in status while it
+    /// is closed.
+    closed: Mutex<BTreeMap<(AccountName, FolderName), ServerFolderStatus>>,
+    /// How long a folder nobody uses stays open.
+    idle_after: Duration,
+    /// Folders opened since the server started (see [`folder::Lifetime::first_open`]).
+    opened: Mutex<std::collections::HashSet<(AccountName, FolderName)>>,
     devices: Mutex<HashMap<u64, ConnectedDevice>>,
     /// One token per device that connected: revoking the device cancels it, which
     /// closes every connection of that device at once.
@@ -110,6 +150,7 @@ impl Server {
         let identity = ServerIdentity::load_or_create(&meta.join("tls"))?;
         let accounts = Arc::new(Accounts::open(&meta.join("accounts.db"))?);
         let shares = shares::Shares::open(&meta.join("accounts.db"))?;
+        let quotas = Quotas::new(cfg, accounts.quotas()?);
         tracing::info!(fingerprint = %identity.fingerprint, "server certificate");
         let server = Arc::new(Server {
             device,
@@ -124,20 +165,79 @@ impl Server {
             shares,
             registration: cfg.registration,
             folders: Mutex::new(HashMap::new()),
+            quotas: Arc::new(quotas),
+            max_folders_per_account: cfg.max_folders_per_account as usize,
+            folder_problems: Mutex::default(),
+            closed: Mutex::default(),
+            idle_after: idle_after(),
+            opened: Mutex::default(),
             devices: Mutex::new(HashMap::new()),
             device_cancels: Mutex::new(HashMap::new()),
             counters: Arc::new(Counters::default()),
             tracker,
             cancel,
         });
-        server.open_existing()?;
+        std::fs::read_dir(&cfg.data_dir).with_context(|| {
+            format!(
+                "cannot read data directory {} (config key server.data_dir)",
+                cfg.data_dir.display()
+            )
+        })?;
+        server.tracker.spawn(server.clone().visits());
         Ok((server, listener))
     }
 
-    /// Starts a sequencer for every folder already on disk, so that changes made in the
-    /// server's copy are picked up even before a device connects.
-    fn open_existing(self: &Arc<Self>) -> Result<()> {
-        for account in std::fs::read_dir(&self.data_dir)?.flatten() {
+    /// Visits every folder on disk that is not open, at start and then every hour, so
+    /// that changes made in the server's copy while it was closed (or the server was
+    /// down) are taken in even before a device connects: each is opened, scanned and
+    /// closed again, a few at a time, so that the folders open at once stay few.
+    async fn visits(self: Arc<Self>) {
+        let mut every = tokio::time::interval(folder::RESCAN_EVERY);
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let closed: Vec<_> = {
+                let open = lock(&self.folders);
+                self.folders_on_disk()
+                    .into_iter()
+                    .filter(|key| !open.contains_key(key))
+                    .collect()
+            };
+            let visits = futures::stream::iter(closed).for_each_concurrent(VISITS_AT_ONCE, |key| {
+                let server = self.clone();
+                async move { server.visit(&key.0, &key.1).await }
+            });
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                () = visits => {}
+            }
+        }
+    }
+
+    /// Opens a closed folder to scan it, and waits (a while at most) until it is closed
+    /// again. A folder that cannot be opened is logged and shown in status.
+    async fn visit(self: &Arc<Self>, account: &AccountName, name: &FolderName) {
+        let cmd = match self.open_folder(account, name, true) {
+            Ok(handle) => handle.cmd.clone(),
+            Err(e) => {
+                tracing::error!(account = %account, folder = %name, path = %self.data_dir.join(account.as_str()).join(name.as_str()).display(), "cannot open the folder; it is not served until this is fixed and a device connects to it again: {e:#}");
+                return;
+            }
+        };
+        // A device that connects meanwhile keeps the folder open: then this visit is
+        // over as far as the visitor is concerned.
+        let _ = tokio::time::timeout(VISIT_WAIT, cmd.closed()).await;
+    }
+
+    /// Every (account, folder) that has a directory under the data dir.
+    fn folders_on_disk(&self) -> Vec<(AccountName, FolderName)> {
+        let mut found = Vec::new();
+        let Ok(accounts) = std::fs::read_dir(&self.data_dir) else {
+            return found;
+        };
+        for account in accounts.flatten() {
             let Some(account) = account
                 .file_name()
                 .to_str()
@@ -152,23 +252,42 @@ impl Server {
                 if f.file_type().is_ok_and(|t| t.is_dir())
                     && let Some(name) = f.file_name().to_str().and_then(|n| FolderName::new(n).ok())
                 {
-                    self.folder(&account, &name)?;
+                    found.push((account.clone(), name));
                 }
             }
         }
-        Ok(())
+        found
     }
 
-    /// The folder's handle, starting its sequencer on first use.
-    pub fn folder(&self, account: &AccountName, name: &FolderName) -> Result<ServerFolderHandle> {
+    /// The folder's handle, opening it (and scanning it) if it is closed.
+    pub fn folder(
+        self: &Arc<Self>,
+        account: &AccountName,
+        name: &FolderName,
+    ) -> Result<ServerFolderHandle> {
         // `OWNER/FOLDER` is resolved to the owner's account first ([`Server::resolve`]);
         // here it would become a directory inside another folder.
         if name.owner().is_some() {
             bail!("folder name {name} is not a name within account {account}");
         }
+        self.open_folder(account, name, false)
+    }
+
+    /// The folder's handle, starting its sequencer if the folder is closed: for a
+    /// `visit`, only to scan it ([`folder::Lifetime::visit`]).
+    fn open_folder(
+        self: &Arc<Self>,
+        account: &AccountName,
+        name: &FolderName,
+        visit: bool,
+    ) -> Result<ServerFolderHandle> {
         let mut folders = lock(&self.folders);
         if let Some(h) = folders.get(&(account.clone(), name.clone())) {
             return Ok(h.clone());
+        }
+        let root = self.data_dir.join(account.as_str()).join(name.as_str());
+        if !root.is_dir() {
+            self.check_folder_limit(account, name)?;
         }
         let meta = self.data_dir.join(".filesync");
         let place = folder::FolderPlace {
@@ -182,18 +301,114 @@ impl Server {
                 .join(account.as_str())
                 .join(name.as_str()),
             keep_versions: self.keep_versions,
+            quotas: self.quotas.clone(),
         };
-        let handle = folder::start(
+        let key = (account.clone(), name.clone());
+        let server = Arc::downgrade(self);
+        let released = key.clone();
+        let lifetime = folder::Lifetime {
+            release: Box::new(move || server.upgrade().is_none_or(|s| s.release(&released))),
+            idle_after: self.idle_after,
+            visit,
+            first_open: !lock(&self.opened).contains(&key),
+        };
+        let started = folder::start(
             account.clone(),
             name.clone(),
             place,
             self.device.clone(),
             &self.tracker,
             self.cancel.child_token(),
-        )?;
+            lifetime,
+        );
+        let handle = match started {
+            Ok(handle) => {
+                lock(&self.opened).insert(key.clone());
+                lock(&self.folder_problems).remove(&key);
+                lock(&self.closed).remove(&key);
+                handle
+            }
+            Err(e) => {
+                let problem = FolderProblem {
+                    account: account.to_string(),
+                    name: name.to_string(),
+                    path: root.display().to_string(),
+                    error: format!("{e:#}"),
+                };
+                lock(&self.folder_problems).insert(key, problem);
+                return Err(e);
+            }
+        };
         folders.insert((account.clone(), name.clone()), handle.clone());
-        tracing::info!(account = %account, folder = %name, "serving folder");
+        if visit {
+            tracing::debug!(account = %account, folder = %name, "visiting folder");
+        } else {
+            tracing::info!(account = %account, folder = %name, "serving folder");
+        }
         Ok(handle)
+    }
+
+    /// Lets go of the folder `key` if nobody but this map holds it (no session, no
+    /// stream): true when it is closed now, or was already.
+    fn release(&self, key: &(AccountName, FolderName)) -> bool {
+        let mut folders = lock(&self.folders);
+        match folders.get(key) {
+            Some(h) if Arc::strong_count(&h.users) > 1 => false,
+            Some(_) => {
+                if let Some(h) = folders.remove(key) {
+                    lock(&self.closed).insert(key.clone(), h.status.borrow().clone());
+                }
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// Refuses a new folder for `account` when it has `server.max_folders_per_account`
+    /// already: each costs the server an index, a sequencer and a watcher.
+    fn check_folder_limit(&self, account: &AccountName, name: &FolderName) -> Result<()> {
+        let have = std::fs::read_dir(self.data_dir.join(account.as_str()))
+            .map(|dir| {
+                dir.flatten()
+                    .filter(|f| f.file_type().is_ok_and(|t| t.is_dir()))
+                    .filter(|f| {
+                        f.file_name()
+                            .to_str()
+                            .is_some_and(|n| FolderName::new(n).is_ok())
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if have >= self.max_folders_per_account {
+            anyhow::bail!(
+                "account {account} already has {have} folders on this server, the most its \
+                 config key server.max_folders_per_account allows, so folder {name} is not \
+                 created; remove a folder of the account on the server, or ask the server's \
+                 admin to raise the limit"
+            );
+        }
+        Ok(())
+    }
+
+    /// Sets `account`'s quota; `Ok(false)` when there is no such account.
+    pub fn set_quota(&self, account: &AccountName, change: QuotaChange) -> Result<bool> {
+        let setting = match change {
+            QuotaChange::Bytes(n) => Some(QuotaSetting::Bytes(n)),
+            QuotaChange::Unlimited => Some(QuotaSetting::Unlimited),
+            QuotaChange::Default => None,
+        };
+        if !self.accounts.set_quota(account, setting)? {
+            return Ok(false);
+        }
+        self.quotas.set(account, setting);
+        tracing::info!(account = %account, quota = ?setting, "quota set");
+        Ok(true)
+    }
+
+    /// `account`'s usage and quota now.
+    pub fn quota_of(&self, account: &AccountName) -> filesync_proto::control::AccountUsage {
+        let mut usage = self.quotas.usage([account.clone()]);
+        usage.remove(0)
     }
 
     /// `device`'s token: cancelled when it is revoked (or the server stops).
@@ -262,6 +477,12 @@ impl Server {
         for d in accounts.iter_mut().flat_map(|a| a.devices.iter_mut()) {
             d.connections = connected.values().filter(|c| c.device == d.device).count() as u32;
         }
+        for a in &mut accounts {
+            if let Ok(name) = AccountName::new(&a.account) {
+                let usage = self.quota_of(&name);
+                (a.used, a.quota) = (usage.used, usage.quota);
+            }
+        }
         Ok(accounts)
     }
 
@@ -329,12 +550,17 @@ impl Server {
             .values()
             .map(|h| h.status.borrow().clone())
             .collect();
+        folders.extend(lock(&self.closed).values().cloned());
         folders.sort_by(|a, b| (&a.account, &a.name).cmp(&(&b.account, &b.name)));
         let mut devices: Vec<_> = lock(&self.devices).values().cloned().collect();
         devices.sort_by(|a, b| {
             (&a.account, &a.folder, &a.device).cmp(&(&b.account, &b.folder, &b.device))
         });
         ServerStatus {
+            usage: self.quotas.known_usage(),
+            folder_problems: lock(&self.folder_problems).values().cloned().collect(),
+            free_bytes: self.quotas.free_bytes(),
+            min_free_space: self.quotas.min_free_space(),
             listen: self.listen.clone(),
             data_dir: self.data_dir.display().to_string(),
             fingerprint: self.identity.fingerprint.to_hex(),

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Server;
 use super::folder::{FolderCmd, Joined, ServerFolderHandle, stale_base};
+use super::quota::Reservation;
 use crate::auth::{Admitted, Maker};
 use crate::beneath::Root;
 use crate::conn::{self, BlockResult, Counted, Pending};
@@ -579,11 +580,14 @@ async fn push_part(
         .collect()
         .await;
     let mut ready = Vec::new();
+    // The pushes' charges against quota and free space, held until they are committed.
+    let mut charged = Vec::new();
     let settled: Vec<Option<PushOutcome>> = prepared
         .into_iter()
         .map(|p| match p {
-            Ok(change) => {
+            Ok((change, charge)) => {
                 ready.push(change);
+                charged.push(charge);
                 None
             }
             Err(outcome) => Some(outcome),
@@ -606,6 +610,7 @@ async fn push_part(
             .map_err(|_| anyhow!("the folder is shutting down"))?
     }
     .into_iter();
+    drop(charged);
     Ok(settled
         .into_iter()
         .map(|slot| {
@@ -618,15 +623,16 @@ async fn push_part(
 }
 
 /// A pushed change ready for the sequencer, with its content staged if it has new
-/// content; or its outcome, when it is settled here (a stale base, or content that could
-/// not be staged).
+/// content, and the charge of that content against the account's quota and the
+/// server's free space; or its outcome, when it is settled here (a stale base, content
+/// over the quota or the free space, or content that could not be staged).
 async fn prepare(
     folder: &ServerFolderHandle,
     index: &Index,
     change: Change,
     out: &mpsc::Sender<ServerMsg>,
     pending: &Pending,
-) -> Result<(Change, Option<Prepared>), PushOutcome> {
+) -> Result<((Change, Option<Prepared>), Option<Reservation>), PushOutcome> {
     let failed = |e: anyhow::Error| PushOutcome::Failed {
         reason: refusal(&e),
     };
@@ -648,15 +654,30 @@ async fn prepare(
         return Err(PushOutcome::Conflict { current_seq });
     }
     if change.entry.kind != EntryKind::File || change.entry.deleted || same {
-        return Ok((change, None));
+        return Ok(((change, None), None));
     }
+    // Charged at its declared size before anything is written: what the blocks repeat
+    // or the server already has is written in full all the same.
+    let replaced = current
+        .filter(|c| !c.entry.deleted && c.entry.kind == EntryKind::File)
+        .map_or(0, |c| c.entry.size);
+    let charge = folder
+        .quotas
+        .reserve(
+            &folder.account,
+            &folder.name,
+            &change.entry.path,
+            change.entry.size,
+            replaced,
+        )
+        .map_err(|reason| PushOutcome::Failed { reason })?;
     let staged = stage(folder, index, &change, out, pending)
         .await
         .map_err(|e| {
             tracing::warn!(folder = %folder.name, path = %change.entry.path, "cannot stage a pushed change: {e:#}");
             failed(e)
         })?;
-    Ok((change, Some(staged)))
+    Ok(((change, Some(staged)), Some(charge)))
 }
 
 /// Why a pushed change was refused, as the device shows it: a full disk here is said

@@ -168,8 +168,9 @@ fn a_full_client_folder_keeps_old_files_and_resumes_when_space_is_freed() {
     drop(disk);
 }
 
-/// The server's data dir fills up, index included: A's new file, its edit and new
-/// directories are refused with "server disk full" in A's status, the server's copy and
+/// The server's data dir fills up, index included: A's new file and its edit are refused
+/// with "server low on disk space" before anything is staged, its new directories with
+/// "server disk full" at the commit, the server's copy and
 /// B keep the old content, and once space is freed A sends them again by itself and the
 /// server's index agrees with its tree.
 #[test]
@@ -179,6 +180,11 @@ fn a_full_server_refuses_pushes_cleanly_and_takes_them_once_space_is_freed() {
     let data = server.data_dir().to_owned();
     // The server made its key and account store at start: they move onto the tmpfs.
     server.stop();
+    // This test fills the disk itself: the server's free-space reserve (default 1 GiB,
+    // larger than the whole tmpfs) is turned off so that writes reach the full disk.
+    let mut config = fs::read_to_string(server.config_path()).unwrap();
+    config.push_str("min_free_space = \"0\"\n");
+    fs::write(server.config_path(), config).unwrap();
     let Some(disk) = Tmpfs::mount_keeping(&data) else {
         server.start();
         return;
@@ -216,9 +222,12 @@ fn a_full_server_refuses_pushes_cleanly_and_takes_them_once_space_is_freed() {
         }
     })
     .unwrap_or_else(|why| panic!("{why}\n{}", server.log_text()));
+    // File content is refused before it is staged, since the disk has less free than
+    // the file's size; the directories reach the commit, where the index cannot grow.
+    wait_for_log_line(server, &["push refused", "min_free_space", "keep.bin"]);
     wait_for_log_line(
-        server,
-        &["cannot stage a pushed change", DOCS, "No space left"],
+        a,
+        &["server did not take keep.bin", "server low on disk space"],
     );
     wait_for_log_line(a, &["server did not take", "server disk full"]);
     let server_copy = cl.server_path(DOCS, "keep.bin");

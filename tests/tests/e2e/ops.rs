@@ -636,7 +636,16 @@ fn status_json_matches_its_documented_schema() {
             "registration",
             "folders",
             "devices",
+            "usage",
+            "folder_problems",
+            "free_bytes",
+            "min_free_space",
         ],
+    );
+    check(
+        "an account's usage",
+        &role["usage"][0],
+        &["account", "used", "quota"],
     );
     check(
         "a server folder",
