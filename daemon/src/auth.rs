@@ -28,8 +28,8 @@ use filesync_proto::control::{AccountInfo, DeviceInfo, InviteInfo};
 use filesync_proto::{AccountName, DeviceId};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::chunk::sha256;
-use crate::private;
+use crate::fs::chunk::sha256;
+use crate::fs::private;
 
 /// The account that open registration enrols tokenless devices into.
 pub const OPEN_ACCOUNT: &str = "open";

@@ -15,8 +15,9 @@ use filesync_proto::wire::{BlockError, BlockRequest, Entry, MAX_BLOCK_SIZE};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::beneath::Root;
-use crate::{chunk, store};
+use crate::fs::beneath::Root;
+use crate::fs::chunk;
+use crate::store;
 
 /// A peer that sends no whole message for this long is considered gone: a silent
 /// partition (a dropped NAT entry, a cable pulled on the far side) shows as this.

@@ -356,7 +356,7 @@ impl Index {
     /// Opens (creating if needed) the index at `file`.
     pub fn open(file: &Path) -> Result<Index> {
         // Made private before SQLite opens it: its journal files take its permissions.
-        crate::private::touch(file)
+        crate::fs::private::touch(file)
             .with_context(|| format!("cannot create index {}", file.display()))?;
         let conn = Connection::open(file)
             .with_context(|| format!("cannot open index {}", file.display()))?;

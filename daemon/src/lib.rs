@@ -1,32 +1,27 @@
 //! `filesyncd`, the filesync daemon, as a library: [`run`] wires the whole process.
 //!
-//! The data path, one module per arrow: local change → [`watch`]/[`scan`] → [`index`]
+//! The data path, one module per arrow: local change → [`fs::watch`]/[`scan`] → [`index`]
 //! → [`client`] session → wire ([`filesync_proto::wire`]) → [`server`] session →
 //! sequencer → [`index`] + [`store`] → fan-out → other clients → [`client`] apply.
 //! [`plan`] decides, without I/O, what a client does about each path.
 
 pub mod auth;
-pub mod beneath;
-pub mod chunk;
 pub mod client;
 pub mod config;
 pub mod conn;
 pub mod control;
 pub mod events;
-pub mod ignore;
+pub mod fs;
 pub mod index;
 pub mod lifecycle;
 pub mod plan;
-pub mod private;
 pub mod received;
 pub mod scan;
 pub mod server;
-pub mod space;
 pub mod store;
 pub mod supervisor;
 pub mod tls;
 pub mod transfer;
-pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -39,6 +34,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::client::ClientIdentity;
 use crate::config::Config;
+use crate::fs::private;
 use crate::supervisor::Supervisor;
 
 /// How long shutdown waits for tasks to finish before giving up on them.

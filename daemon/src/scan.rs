@@ -15,9 +15,9 @@ use filesync_proto::control::Unsyncable;
 use filesync_proto::wire::{Entry, EntryKind};
 use filesync_proto::{DeviceId, Hash, RelPath};
 
-use crate::beneath::Root;
-use crate::chunk;
-use crate::ignore::IgnoreRules;
+use crate::fs::beneath::Root;
+use crate::fs::chunk;
+use crate::fs::ignore::IgnoreRules;
 use crate::index::{Index, LocalRow, StatRow};
 use crate::store::{self, Stat};
 

@@ -3,7 +3,7 @@
 #![no_main]
 
 use filesync_proto::RelPath;
-use filesyncd::ignore::{IGNORE_FILE, IgnoreRules};
+use filesyncd::fs::ignore::{IGNORE_FILE, IgnoreRules};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -11,8 +11,8 @@ use filesync_proto::RelPath;
 use filesync_proto::control::{ConflictInfo, Keep};
 use filesync_proto::wire::ConflictNote;
 
-use crate::beneath::Root;
-use crate::ignore::IgnoreRules;
+use crate::fs::beneath::Root;
+use crate::fs::ignore::IgnoreRules;
 use crate::index::{Index, LocalRow};
 use crate::store;
 

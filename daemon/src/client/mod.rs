@@ -86,7 +86,7 @@ pub struct FolderHandle {
 /// Where a folder's index lives: one file per folder path, so that re-adding a folder
 /// finds its history.
 pub fn index_file(state_dir: &Path, cfg: &FolderConfig) -> PathBuf {
-    let digest = crate::chunk::sha256(cfg.path.as_os_str().as_encoded_bytes());
+    let digest = crate::fs::chunk::sha256(cfg.path.as_os_str().as_encoded_bytes());
     state_dir.join("folders").join(format!(
         "{}-{}.db",
         cfg.name.file_stem(),

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::offered::{self, Offers};
 use super::trust::TrustStore;
 use crate::conn::{self, Counters, Pending};
-use crate::ignore::IgnoreRules;
+use crate::fs::ignore::IgnoreRules;
 use crate::index::Index;
 use crate::received;
 
@@ -230,7 +230,7 @@ pub async fn run(cfg: SessionConfig, events: Events, cancel: CancellationToken) 
             _ = cancel.cancelled() => return,
             r = connect_once(&cfg, &events, &mut welcomed) => match r {
                 Ok(()) => "the server closed the connection".to_string(),
-                Err(e) => crate::space::explain(&e, cfg.folder.as_str(), &cfg.root),
+                Err(e) => crate::fs::space::explain(&e, cfg.folder.as_str(), &cfg.root),
             },
         };
         tracing::info!(folder = %cfg.folder, server = %cfg.server, "disconnected: {reason}");

@@ -18,14 +18,14 @@ use super::guard::Hold;
 use super::pull::Partials;
 use super::session::{self, SessionConfig, SessionEvent, SessionHandle};
 use super::{ClientIdentity, FolderCmd, conflicts, meter};
-use crate::beneath::Root;
 use crate::config::FolderConfig;
 use crate::conn::Counters;
 use crate::events::Events;
-use crate::ignore::IgnoreRules;
+use crate::fs::beneath::Root;
+use crate::fs::ignore::IgnoreRules;
+use crate::fs::watch::{self as watcher, WatchEvent};
 use crate::index::{Index, Totals};
 use crate::store;
-use crate::watch::{self as watcher, WatchEvent};
 
 mod guards;
 mod local_changes;

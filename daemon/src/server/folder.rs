@@ -20,13 +20,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::history::{self, Lineage};
 use super::versions::Versions;
-use crate::beneath::Root;
-use crate::chunk;
-use crate::ignore::{IGNORE_FILE, IgnoreRules};
+use crate::fs::beneath::Root;
+use crate::fs::chunk;
+use crate::fs::ignore::{IGNORE_FILE, IgnoreRules};
+use crate::fs::watch::{self as watcher, WatchEvent};
 use crate::index::{Index, LocalRow};
 use crate::scan::{self, Scope};
 use crate::store::{self, Prepared, Stat, TempFile};
-use crate::watch::{self as watcher, WatchEvent};
 
 /// How often the server rescans its copy in full, behind the watcher, and expires old
 /// versions.
@@ -149,7 +149,7 @@ pub fn start(
     cancel: CancellationToken,
 ) -> Result<ServerFolderHandle> {
     // The account's directory too: other local users have no business in it.
-    crate::private::create_dir(&place.root)?;
+    crate::fs::private::create_dir(&place.root)?;
     let index = Index::open_or_rebuild(&place.index_file, &format!("{account}/{name}"))?;
     let versions = Versions::open(place.versions_dir.clone())?;
     let max = index.max_seq()?;

@@ -101,7 +101,7 @@ impl Server {
             format!("cannot listen on {} (config key server.listen)", cfg.listen)
         })?;
         let meta = cfg.data_dir.join(".filesync");
-        crate::private::create_dir(&meta).with_context(|| {
+        crate::fs::private::create_dir(&meta).with_context(|| {
             format!(
                 "cannot create data directory {} (config key server.data_dir)",
                 cfg.data_dir.display()

@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 use super::Server;
 use super::folder::{FolderCmd, Joined, ServerFolderHandle, stale_base};
 use crate::auth::{Admitted, Maker};
-use crate::beneath::Root;
 use crate::conn::{self, BlockResult, Counted, Pending};
+use crate::fs::beneath::Root;
 use crate::index::Index;
 use crate::store::Prepared;
 use crate::{received, transfer};
@@ -662,7 +662,7 @@ async fn prepare(
 /// Why a pushed change was refused, as the device shows it: a full disk here is said
 /// in words, since only the server's admin can fix it and the device retries meanwhile.
 pub(super) fn refusal(e: &anyhow::Error) -> String {
-    if crate::space::is_full(e) {
+    if crate::fs::space::is_full(e) {
         format!("server disk full ({e:#}); the change is sent again later")
     } else {
         format!("{e:#}")

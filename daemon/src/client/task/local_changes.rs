@@ -12,7 +12,7 @@ use filesync_proto::control::{FolderMode, LOCAL_CHANGES_LISTED, LocalChanges};
 use tokio::sync::oneshot;
 
 use super::FolderTask;
-use crate::beneath::Root;
+use crate::fs::beneath::Root;
 use crate::index::LocalRow;
 use crate::plan::{self, receive_only::Revert, receive_only::Unsent};
 use crate::store;

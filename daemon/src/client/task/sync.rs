@@ -15,10 +15,10 @@ use super::{
     BLOCKED_TOO_LONG, FolderTask, MAX_INFLIGHT, PULL_BATCH, PULL_FILES, PUSH_BYTES, RETRY_AFTER,
     RETRY_MAX,
 };
-use crate::beneath::Root;
 use crate::client::{guard, pull, session};
 use crate::conn::Counters;
-use crate::ignore::{IGNORE_FILE, IgnoreRules};
+use crate::fs::beneath::Root;
+use crate::fs::ignore::{IGNORE_FILE, IgnoreRules};
 use crate::index::{self, LocalRow};
 use crate::plan::{self, Action};
 use crate::scan::{self, Scope};
@@ -278,9 +278,9 @@ impl FolderTask {
         self.error(msg);
     }
 
-    /// `e` in words; a full disk says so and names this folder ([`crate::space::explain`]).
+    /// `e` in words; a full disk says so and names this folder ([`crate::fs::space::explain`]).
     pub(super) fn explain(&self, e: &anyhow::Error) -> String {
-        crate::space::explain(e, self.cfg.name.as_str(), &self.cfg.path)
+        crate::fs::space::explain(e, self.cfg.name.as_str(), &self.cfg.path)
     }
 
     /// Applies server entries we lack; true if a full batch was taken.
