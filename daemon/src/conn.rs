@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::fs::beneath::Root;
 use crate::fs::chunk;
+use crate::fs::is_reserved;
 use crate::store;
 
 /// A peer that sends no whole message for this long is considered gone: a silent
@@ -336,7 +337,7 @@ pub fn serve_block(root: &Root, req: &BlockRequest) -> BlockResult {
             req.size
         )));
     }
-    if req.path.components().any(store::is_reserved) {
+    if req.path.components().any(is_reserved) {
         return Err(BlockError::Refused(format!(
             "{} is not a synced path",
             req.path

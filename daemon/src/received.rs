@@ -13,7 +13,7 @@ use filesync_proto::RelPath;
 use filesync_proto::path::MAX_PATH_LEN;
 use filesync_proto::wire::{Entry, EntryKind, MAX_BLOCK_SIZE};
 
-use crate::store;
+use crate::fs::{RESERVED_PREFIX, is_reserved};
 
 /// Checks the conflict note `entry` carries, if any, and drops one that could aim
 /// `resolve` anywhere but at the copy's own original: `rules_ignore` says whether the
@@ -64,11 +64,11 @@ pub fn check_entry(entry: &mut Entry) -> Result<(), String> {
 }
 
 fn check_path(field: &str, path: &RelPath) -> Result<(), String> {
-    match path.components().find(|c| store::is_reserved(c)) {
+    match path.components().find(|c| is_reserved(c)) {
         Some(name) => Err(format!(
             "{field} {path:?} is refused: {name:?} is in the daemon's reserved namespace \
              ({}*), which is never synced",
-            store::RESERVED_PREFIX
+            RESERVED_PREFIX
         )),
         None => Ok(()),
     }

@@ -22,20 +22,11 @@ use rustix::fs::{FileType, OFlags};
 use sha2::{Digest, Sha256};
 
 use crate::fs::beneath::{self, Dir, Root};
+use crate::fs::{PARTIAL_PREFIX, TEMP_PREFIX, is_reserved};
 use crate::index::LocalRow;
 
-/// Prefix of everything the daemon keeps inside a synced folder.
-pub const RESERVED_PREFIX: &str = ".filesync";
-const TEMP_PREFIX: &str = ".filesync-tmp-";
-const PARTIAL_PREFIX: &str = ".filesync-partial-";
 /// A partial transfer nobody resumed for this long is removed by the start-up sweep.
 const PARTIAL_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// Whether a name belongs to the daemon and must never be synced. The ignore file is
-/// the user's, not the daemon's: it syncs like any file.
-pub fn is_reserved(name: &str) -> bool {
-    name.starts_with(RESERVED_PREFIX) && name != crate::fs::ignore::IGNORE_FILE
-}
 
 /// The facts about a file on disk that tell whether it changed since we looked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,9 +20,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::history::{self, Lineage};
 use super::versions::Versions;
+use crate::fs::IGNORE_FILE;
 use crate::fs::beneath::Root;
 use crate::fs::chunk;
-use crate::fs::ignore::{IGNORE_FILE, IgnoreRules};
+use crate::fs::ignore::IgnoreRules;
 use crate::fs::watch::{self as watcher, WatchEvent};
 use crate::index::{Index, LocalRow};
 use crate::scan::{self, Scope};

@@ -7,7 +7,8 @@ use filesync_proto::wire::EntryKind;
 use tokio::time::Instant;
 
 use super::{DELETE_BURST, FolderTask, RENAME_WINDOW};
-use crate::client::guard::{self, Hold, MARKER, Marker};
+use crate::client::guard::{self, Hold, Marker};
+use crate::fs::MARKER;
 use crate::index::LocalRow;
 
 /// Index meta key: set once this device has written the folder's marker.

@@ -12,16 +12,11 @@ use filesync_proto::control::{FolderMode, LOCAL_CHANGES_LISTED, LocalChanges};
 use tokio::sync::oneshot;
 
 use super::FolderTask;
+use crate::fs::REVERTED_DIR;
 use crate::fs::beneath::Root;
 use crate::index::LocalRow;
 use crate::plan::{self, receive_only::Revert, receive_only::Unsent};
 use crate::store;
-
-/// Where `revert` moves local versions, one dated directory per revert, inside the
-/// folder: the same filesystem, so a move is one rename that cannot half happen, and a
-/// reserved name, so it is never scanned, synced or served, and no server can write
-/// there.
-pub(super) const REVERTED_DIR: &str = ".filesync-reverted";
 
 /// At most this many bytes of paths are listed per folder, whatever their length: a
 /// status answer must stay far below the control frame limit with many folders.

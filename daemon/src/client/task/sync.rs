@@ -17,8 +17,9 @@ use super::{
 };
 use crate::client::{guard, pull, session};
 use crate::conn::Counters;
+use crate::fs::IGNORE_FILE;
 use crate::fs::beneath::Root;
-use crate::fs::ignore::{IGNORE_FILE, IgnoreRules};
+use crate::fs::ignore::IgnoreRules;
 use crate::index::{self, LocalRow};
 use crate::plan::{self, Action};
 use crate::scan::{self, Scope};
