@@ -24,7 +24,7 @@ use crate::events::Events;
 use crate::fs::beneath::Root;
 use crate::fs::ignore::IgnoreRules;
 use crate::fs::watch::{self as watcher, WatchEvent};
-use crate::index::{Index, Totals};
+use crate::index::{Index, Meta, Totals};
 use crate::store;
 
 mod guards;
@@ -646,7 +646,7 @@ impl FolderTask {
         let seq = self
             .index
             .as_ref()
-            .and_then(|ix| ix.meta("since").ok().flatten())
+            .and_then(|ix| ix.meta(Meta::Since).ok().flatten())
             .unwrap_or(0) as u64;
         // What a receive-only folder does not send is not pending: its local changes.
         let (up_files, up_bytes, local_changes) = if self.receive_only() {

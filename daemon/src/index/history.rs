@@ -7,8 +7,8 @@ use filesync_proto::wire::{Entry, EntryKind};
 use filesync_proto::{DeviceId, Hash, RelPath};
 use rusqlite::params;
 
-use super::Index;
 use super::local::{LOCAL_COLS, row_to_local};
+use super::{Index, Meta};
 
 /// What a device's index stream sends next (see [`Index::stream_read`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +42,7 @@ fn rename_record(seq: u64, src: RelPath, dst: RelPath) -> Entry {
 impl Index {
     /// A random id made when this index was created; a server folder's epoch.
     pub fn epoch(&self) -> Result<u64> {
-        Ok(self.meta("epoch")?.unwrap_or(0) as u64)
+        Ok(self.meta(Meta::Epoch)?.unwrap_or(0) as u64)
     }
 
     /// Server: gives the folder a new random epoch, different from the current one.
@@ -51,7 +51,7 @@ impl Index {
         let epoch = std::iter::repeat_with(|| rand::random::<u64>() >> 1)
             .find(|&e| e != old && e != 0)
             .unwrap_or(old ^ 1);
-        self.set_meta("epoch", epoch as i64)?;
+        self.set_meta(Meta::Epoch, epoch as i64)?;
         Ok(epoch)
     }
 
@@ -164,8 +164,8 @@ impl Index {
         Ok(self.c().query_row(
             "SELECT MAX((SELECT COALESCE(MAX(seq), 0) FROM local),
                         (SELECT COALESCE(MAX(seq), 0) FROM renames),
-                        (SELECT COALESCE(MAX(value), 0) FROM meta WHERE key = 'removed_seq'))",
-            [],
+                        (SELECT COALESCE(MAX(value), 0) FROM meta WHERE key = ?1))",
+            [Meta::RemovedSeq.key()],
             |r| r.get::<_, i64>(0),
         )? as u64)
     }

@@ -7,7 +7,7 @@ use filesync_proto::{DeviceId, Hash, RelPath};
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::schema::NEEDED;
-use super::{Index, LocalRow, StatRow, subtree_bounds};
+use super::{Index, LocalRow, Meta, StatRow, subtree_bounds};
 use crate::store::Stat;
 
 /// Where a block of content can be read locally.
@@ -314,10 +314,10 @@ impl Index {
     pub fn remove_local(&self, path: &RelPath) -> Result<()> {
         let conn = self.c();
         conn.prepare_cached(
-            "INSERT INTO meta (key, value) SELECT 'removed_seq', seq FROM local WHERE path = ?1 \
+            "INSERT INTO meta (key, value) SELECT ?2, seq FROM local WHERE path = ?1 \
              ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)",
         )?
-        .execute([path.as_str()])?;
+        .execute([path.as_str(), Meta::RemovedSeq.key()])?;
         conn.prepare_cached("DELETE FROM local WHERE path = ?1")?
             .execute([path.as_str()])?;
         conn.prepare_cached("DELETE FROM blocks WHERE path = ?1")?

@@ -28,6 +28,49 @@ use schema::{LIVE_SCHEMA, NEEDED_SCHEMA, SCHEMA};
 
 use crate::store::Stat;
 
+/// The keys of the `meta` table, each holding one integer. The strings they are stored
+/// under ([`Meta::key`]) are in every existing index and never change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Meta {
+    /// The layout version of the index ([`schema::FORMAT`]).
+    Format,
+    /// A random id made when the index was created; a server folder's epoch.
+    Epoch,
+    /// The highest sequence number of a row since forgotten ([`Index::remove_local`]).
+    RemovedSeq,
+    /// Server: the lowest number the folder may give next, raised when a rollback skips
+    /// numbers, so that a restart never hands them out.
+    NextFloor,
+    /// Client: the epoch of the server folder this index follows.
+    ServerEpoch,
+    /// Client: the server's sequence number up to which entries were received.
+    Since,
+    /// Client: the server's sequence number up to which rename records were taken in.
+    /// Every remote entry is at its path as of it (see [`crate::server::stream`]).
+    Renamed,
+    /// Client: a re-read of the server's whole index, asked for or under way.
+    Refresh,
+    /// Client: set once this device has written the folder's marker.
+    MarkerMade,
+}
+
+impl Meta {
+    /// The key as stored in the table.
+    pub const fn key(self) -> &'static str {
+        match self {
+            Meta::Format => "format",
+            Meta::Epoch => "epoch",
+            Meta::RemovedSeq => "removed_seq",
+            Meta::NextFloor => "next_floor",
+            Meta::ServerEpoch => "server_epoch",
+            Meta::Since => "since",
+            Meta::Renamed => "renamed",
+            Meta::Refresh => "refresh",
+            Meta::MarkerMade => "marker",
+        }
+    }
+}
+
 /// What a local row records besides the entry: enough to tell whether the file changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalRow {
@@ -184,8 +227,8 @@ impl Index {
                 "BEGIN IMMEDIATE; {NEEDED_SCHEMA} {LIVE_SCHEMA} COMMIT;"
             ))
             .with_context(|| format!("cannot initialise index {}", file.display()))?;
-        if index.meta("epoch")?.is_none() {
-            index.set_meta("epoch", (rand::random::<u64>() >> 1) as i64)?;
+        if index.meta(Meta::Epoch)?.is_none() {
+            index.set_meta(Meta::Epoch, (rand::random::<u64>() >> 1) as i64)?;
         }
         Ok(index)
     }
@@ -195,23 +238,26 @@ impl Index {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn meta(&self, key: &str) -> Result<Option<i64>> {
+    pub fn meta(&self, key: Meta) -> Result<Option<i64>> {
         Ok(self
             .c()
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key.key()], |r| {
+                r.get(0)
+            })
             .optional()?)
     }
 
-    pub fn set_meta(&self, key: &str, value: i64) -> Result<()> {
+    pub fn set_meta(&self, key: Meta, value: i64) -> Result<()> {
         self.c().execute(
             "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![key, value],
+            params![key.key(), value],
         )?;
         Ok(())
     }
 
-    pub fn delete_meta(&self, key: &str) -> Result<()> {
-        self.c().execute("DELETE FROM meta WHERE key = ?1", [key])?;
+    pub fn delete_meta(&self, key: Meta) -> Result<()> {
+        self.c()
+            .execute("DELETE FROM meta WHERE key = ?1", [key.key()])?;
         Ok(())
     }
 
@@ -640,10 +686,10 @@ pub(crate) mod tests {
                      ALTER TABLE remote DROP COLUMN have;",
                 )
                 .unwrap();
-            index.set_meta("format", 2).unwrap();
+            index.set_meta(Meta::Format, 2).unwrap();
         }
         let index = Index::open(&file).unwrap();
-        assert_eq!(index.meta("format").unwrap(), Some(FORMAT));
+        assert_eq!(index.meta(Meta::Format).unwrap(), Some(FORMAT));
         let needed: Vec<String> = index
             .needed(10)
             .unwrap()

@@ -7,7 +7,7 @@ use filesync_proto::wire::Entry;
 use rusqlite::{OptionalExtension, params};
 
 use super::schema::NEEDED;
-use super::{Index, subtree_bounds};
+use super::{Index, Meta, subtree_bounds};
 
 /// `remote.as_of` of the entries a re-read of the server's index has not confirmed yet
 /// (see [`Index::start_refresh`]).
@@ -182,8 +182,12 @@ impl Index {
     /// history no longer matches ours, so that every difference becomes a conflict and
     /// nothing is deleted. A re-read of the old history under way ends with it.
     pub fn reset_to_unsynced(&self) -> Result<()> {
-        self.c().execute_batch("UPDATE local SET dirty = 1, seq = 0; DELETE FROM local WHERE deleted = 1; DELETE FROM remote; DELETE FROM renames;
-             DELETE FROM meta WHERE key IN ('refresh', 'renamed');")?;
+        self.c().execute_batch(&format!(
+            "UPDATE local SET dirty = 1, seq = 0; DELETE FROM local WHERE deleted = 1; DELETE FROM remote; DELETE FROM renames;
+             DELETE FROM meta WHERE key IN ('{}', '{}');",
+            Meta::Refresh.key(),
+            Meta::Renamed.key()
+        ))?;
         Ok(())
     }
 }

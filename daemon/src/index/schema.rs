@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use super::Index;
+use super::{Index, Meta};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -85,7 +85,7 @@ pub(super) const FORMAT: i64 = 4;
 impl Index {
     /// Brings an index written by an older version to [`FORMAT`].
     pub(super) fn migrate(&self) -> Result<()> {
-        let format = self.meta("format")?;
+        let format = self.meta(Meta::Format)?;
         if format.is_some_and(|f| f >= FORMAT) {
             return Ok(());
         }
@@ -122,9 +122,11 @@ impl Index {
         }
         if format.is_none_or(|f| f < 2) {
             // Remote entries of an older layout do not decode: they are fetched again.
-            self.c()
-                .execute_batch("DELETE FROM remote; DELETE FROM meta WHERE key = 'since';")?;
+            self.c().execute_batch(&format!(
+                "DELETE FROM remote; DELETE FROM meta WHERE key = '{}';",
+                Meta::Since.key()
+            ))?;
         }
-        self.set_meta("format", FORMAT)
+        self.set_meta(Meta::Format, FORMAT)
     }
 }

@@ -25,7 +25,7 @@ use crate::fs::beneath::Root;
 use crate::fs::chunk;
 use crate::fs::ignore::IgnoreRules;
 use crate::fs::watch::{self as watcher, WatchEvent};
-use crate::index::{Index, LocalRow};
+use crate::index::{Index, LocalRow, Meta};
 use crate::scan::{self, Scope};
 use crate::store::{self, Prepared, Stat, TempFile};
 
@@ -154,7 +154,7 @@ pub fn start(
     let index = Index::open_or_rebuild(&place.index_file, &format!("{account}/{name}"))?;
     let versions = Versions::open(place.versions_dir.clone())?;
     let max = index.max_seq()?;
-    let floor = index.meta("next_floor")?.unwrap_or(0) as u64;
+    let floor = index.meta(Meta::NextFloor)?.unwrap_or(0) as u64;
     let next_seq = history::first_seq(max, history::now_us()).max(floor);
     if next_seq > max + 1 {
         index.add_gap(max, next_seq)?;
@@ -306,7 +306,7 @@ impl Sequencer {
         let (epoch, gaps) = self.index.batch(|ix| {
             if next > self.next_seq {
                 ix.add_gap(last, next)?;
-                ix.set_meta("next_floor", next as i64)?;
+                ix.set_meta(Meta::NextFloor, next as i64)?;
             }
             Ok((ix.new_epoch()?, ix.gaps()?))
         })?;
