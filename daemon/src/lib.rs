@@ -15,12 +15,10 @@ pub mod fs;
 pub mod index;
 pub mod lifecycle;
 pub mod plan;
-pub mod received;
 pub mod scan;
 pub mod server;
 pub mod store;
 pub mod supervisor;
-pub mod tls;
 pub mod transfer;
 
 use std::path::{Path, PathBuf};

@@ -23,10 +23,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::offered::{self, Offers};
 use super::trust::TrustStore;
+use crate::conn::received;
 use crate::conn::{self, Counters, Pending};
 use crate::fs::ignore::IgnoreRules;
 use crate::index::{Index, Meta};
-use crate::received;
 
 /// A block request the server answered with "not available": the entry we asked about
 /// is not what the server holds (any more). Once is a race with a newer version on its

@@ -4,7 +4,7 @@
 //! `DATA_DIR/.filesync/index/ACCOUNT/FOLDER.db` and `DATA_DIR/.filesync/versions/ACCOUNT/FOLDER/`,
 //! where no account or folder name can reach (names may not start with a dot).
 //!
-//! Every connection is TLS ([`crate::tls`]); after the handshake the device proves who it
+//! Every connection is TLS ([`crate::conn::tls`]); after the handshake the device proves who it
 //! is ([`crate::auth`]) and from then on reaches only folders of its own account: a
 //! folder name is always resolved within the authenticated account, except
 //! `OWNER/FOLDER`, which reaches another account's folder only through a grant
@@ -35,7 +35,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{Accounts, Cancelled, Maker, OPEN_ACCOUNT};
 use crate::config::{Registration as RegistrationMode, ServerSection};
 use crate::conn::Counters;
-use crate::tls::ServerIdentity;
+use crate::conn::tls::ServerIdentity;
 use folder::ServerFolderHandle;
 
 /// Connections served at once; further ones wait in the kernel's backlog. From one

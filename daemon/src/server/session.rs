@@ -24,11 +24,12 @@ use tokio_util::sync::CancellationToken;
 use super::Server;
 use super::folder::{FolderCmd, Joined, ServerFolderHandle, stale_base};
 use crate::auth::{Admitted, Maker};
+use crate::conn::received;
 use crate::conn::{self, BlockResult, Counted, Pending};
 use crate::fs::beneath::Root;
 use crate::index::Index;
 use crate::store::Prepared;
-use crate::{received, transfer};
+use crate::transfer;
 
 /// Serves one connection; `unauthenticated` is its place in the server's budget of
 /// connections that have not authenticated yet, given back once it has.

@@ -1,6 +1,10 @@
 //! Plumbing shared by both ends of a device-to-server connection: byte counting,
 //! matching block responses to requests, serving blocks from a folder, and keepalive
-//! timing. Neither end's policy lives here.
+//! timing. Neither end's policy lives here. Beside it: the server's certificate and the
+//! device's pin ([`tls`]) and the checks on what arrives from the network ([`received`]).
+
+pub mod received;
+pub mod tls;
 
 use std::collections::HashMap;
 
