@@ -3,7 +3,7 @@
 //! The data path, one module per arrow: local change → [`fs::watch`]/[`scan`] → [`index`]
 //! → [`client`] session → wire ([`filesync_proto::wire`]) → [`server`] session →
 //! sequencer → [`index`] + [`store`] → fan-out → other clients → [`client`] apply.
-//! [`plan`] decides, without I/O, what a client does about each path.
+//! [`client::plan`] decides, without I/O, what a client does about each path.
 
 pub mod auth;
 pub mod client;
@@ -14,7 +14,6 @@ pub mod events;
 pub mod fs;
 pub mod index;
 pub mod lifecycle;
-pub mod plan;
 pub mod scan;
 pub mod server;
 pub mod store;

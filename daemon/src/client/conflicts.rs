@@ -82,7 +82,7 @@ pub(super) fn resolve(
         // changed since, must still never move a peer's file into such a place.
         if note.original.components().any(is_reserved)
             || rules.is_ignored(&note.original, false)
-            || !crate::plan::is_conflict_copy_of(&copy.entry.path, &note.original)
+            || !crate::client::plan::is_conflict_copy_of(&copy.entry.path, &note.original)
         {
             bail!(
                 "conflict copy {} does not belong to {:?}, which is ignored or reserved \

@@ -4,7 +4,7 @@
 //! reacts to watcher events, periodic rescans, control commands and what its session
 //! reports, and after each event runs one [`FolderTask::step`]: scan what is dirty,
 //! apply what the server has that we lack, push what we have that the server lacks.
-//! Decisions come from [`crate::plan`]; the session lives in [`session`].
+//! Decisions come from [`plan`]; the session lives in [`session`].
 
 pub mod account;
 mod conflicts;
@@ -12,6 +12,7 @@ pub mod connect;
 mod guard;
 mod meter;
 mod offered;
+pub mod plan;
 mod pull;
 pub mod session;
 pub mod share;

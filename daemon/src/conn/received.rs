@@ -21,7 +21,7 @@ use crate::fs::{RESERVED_PREFIX, is_reserved};
 /// is returned, for the log.
 ///
 /// A note is kept only when the original is no reserved and no ignored path, and the
-/// entry's path is a conflict copy's name for it ([`crate::plan::is_conflict_copy_of`]).
+/// entry's path is a conflict copy's name for it ([`crate::client::plan::is_conflict_copy_of`]).
 /// A copy whose directory was renamed after it was made no longer passes (its note still
 /// names the old path); it then syncs as a plain file, which is what it has become.
 pub fn check_note(entry: &mut Entry, rules_ignore: impl Fn(&RelPath) -> bool) -> Option<String> {
@@ -30,7 +30,7 @@ pub fn check_note(entry: &mut Entry, rules_ignore: impl Fn(&RelPath) -> bool) ->
         why
     } else if rules_ignore(&note.original) {
         format!("its original {:?} is ignored here", note.original.as_str())
-    } else if !crate::plan::is_conflict_copy_of(&entry.path, &note.original) {
+    } else if !crate::client::plan::is_conflict_copy_of(&entry.path, &note.original) {
         format!(
             "it is not a conflict copy's name for its original {:?}",
             note.original.as_str()

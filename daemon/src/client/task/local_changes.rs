@@ -1,7 +1,7 @@
 //! A receive-only folder's local changes: kept on this device, listed in status, never
 //! sent; `filesyncctl revert` puts the server's version back, and moves every local
 //! version it replaces or removes aside into the folder's `.filesync-reverted/`.
-//! The decisions are [`crate::plan::receive_only`]'s.
+//! The decisions are [`crate::client::plan::receive_only`]'s.
 
 use std::cmp::Reverse;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -12,10 +12,10 @@ use filesync_proto::control::{FolderMode, LOCAL_CHANGES_LISTED, LocalChanges};
 use tokio::sync::oneshot;
 
 use super::FolderTask;
+use crate::client::plan::{self, receive_only::Revert, receive_only::Unsent};
 use crate::fs::REVERTED_DIR;
 use crate::fs::beneath::Root;
 use crate::index::LocalRow;
-use crate::plan::{self, receive_only::Revert, receive_only::Unsent};
 use crate::store;
 
 /// At most this many bytes of paths are listed per folder, whatever their length: a

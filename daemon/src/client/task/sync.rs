@@ -15,13 +15,13 @@ use super::{
     BLOCKED_TOO_LONG, FolderTask, MAX_INFLIGHT, PULL_BATCH, PULL_FILES, PUSH_BYTES, RETRY_AFTER,
     RETRY_MAX,
 };
+use crate::client::plan::{self, Action};
 use crate::client::{guard, pull, session};
 use crate::conn::Counters;
 use crate::fs::IGNORE_FILE;
 use crate::fs::beneath::Root;
 use crate::fs::ignore::IgnoreRules;
 use crate::index::{self, LocalRow};
-use crate::plan::{self, Action};
 use crate::scan::{self, Scope};
 use crate::store;
 
