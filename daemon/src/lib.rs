@@ -5,7 +5,6 @@
 //! sequencer → [`index`] + [`store`] → fan-out → other clients → [`client`] apply.
 //! [`client::plan`] decides, without I/O, what a client does about each path.
 
-pub mod auth;
 pub mod client;
 pub mod config;
 pub mod conn;

@@ -5,11 +5,12 @@
 //! where no account or folder name can reach (names may not start with a dot).
 //!
 //! Every connection is TLS ([`crate::conn::tls`]); after the handshake the device proves who it
-//! is ([`crate::auth`]) and from then on reaches only folders of its own account: a
+//! is ([`crate::server::accounts`]) and from then on reaches only folders of its own account: a
 //! folder name is always resolved within the authenticated account, except
 //! `OWNER/FOLDER`, which reaches another account's folder only through a grant
 //! ([`shares`]).
 
+pub mod accounts;
 mod folder;
 mod history;
 mod session;
@@ -32,10 +33,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Accounts, Cancelled, Maker, OPEN_ACCOUNT};
 use crate::config::{Registration as RegistrationMode, ServerSection};
 use crate::conn::Counters;
 use crate::conn::tls::ServerIdentity;
+use crate::server::accounts::{Accounts, Cancelled, Maker, OPEN_ACCOUNT};
 use folder::ServerFolderHandle;
 
 /// Connections served at once; further ones wait in the kernel's backlog. From one
@@ -399,7 +400,7 @@ pub async fn serve(server: Arc<Server>, listener: TcpListener, cancel: Cancellat
     }
 }
 
-/// Connections open per source ([`crate::auth::source_key`]), each counted by the
+/// Connections open per source ([`crate::server::accounts::source_key`]), each counted by the
 /// [`AddressSlot`] its session holds, and at most `limit` of them from one source.
 #[derive(Clone)]
 struct PerAddress {
@@ -418,7 +419,7 @@ impl PerAddress {
     /// A slot for one more connection from `ip` (counted by its source key), or `None`
     /// at the limit.
     fn take(&self, ip: IpAddr) -> Option<AddressSlot> {
-        let ip = crate::auth::source_key(ip);
+        let ip = crate::server::accounts::source_key(ip);
         let mut open = lock(&self.open);
         let n = open.entry(ip).or_default();
         if *n >= self.limit {

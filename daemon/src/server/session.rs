@@ -23,11 +23,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::Server;
 use super::folder::{FolderCmd, Joined, ServerFolderHandle, stale_base};
-use crate::auth::{Admitted, Maker};
 use crate::conn::received;
 use crate::conn::{self, BlockResult, Counted, Pending};
 use crate::fs::beneath::Root;
 use crate::index::Index;
+use crate::server::accounts::{Admitted, Maker};
 use crate::store::Prepared;
 use crate::transfer;
 
@@ -140,7 +140,11 @@ async fn run(
             } else {
                 server
                     .off_runtime(move |s| {
-                        s.invite(&account, crate::auth::DEFAULT_INVITE_TTL, &maker)
+                        s.invite(
+                            &account,
+                            crate::server::accounts::DEFAULT_INVITE_TTL,
+                            &maker,
+                        )
                     })
                     .await
                     .map_err(|e| format!("{e:#}"))

@@ -60,7 +60,7 @@ fn now() -> i64 {
 }
 
 impl Shares {
-    /// Opens the grants in the account store `file`, which [`crate::auth::Accounts`]
+    /// Opens the grants in the account store `file`, which [`crate::server::accounts::Accounts`]
     /// already created with its own tables.
     pub fn open(file: &Path) -> Result<Shares> {
         let db = Connection::open(file)
@@ -440,12 +440,12 @@ mod tests {
     fn store() -> (tempfile::TempDir, Shares) {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("accounts.db");
-        let accounts = crate::auth::Accounts::open(&file).unwrap();
+        let accounts = crate::server::accounts::Accounts::open(&file).unwrap();
         accounts
             .invite(
                 &name("bob"),
-                crate::auth::DEFAULT_INVITE_TTL,
-                &crate::auth::Maker::Admin,
+                crate::server::accounts::DEFAULT_INVITE_TTL,
+                &crate::server::accounts::Maker::Admin,
             )
             .unwrap();
         (dir, Shares::open(&file).unwrap())
