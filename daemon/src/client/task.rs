@@ -20,7 +20,7 @@ use super::session::{self, SessionConfig, SessionEvent, SessionHandle};
 use super::{ClientIdentity, FolderCmd, conflicts, meter};
 use crate::config::FolderConfig;
 use crate::conn::Counters;
-use crate::events::Events;
+use crate::events::{Events, unix_secs};
 use crate::fs::beneath::Root;
 use crate::fs::ignore::IgnoreRules;
 use crate::fs::watch::{self as watcher, WatchEvent};
@@ -677,11 +677,7 @@ impl FolderTask {
         if state == FolderState::Idle {
             // In sync: no download is left to resume any partial one.
             self.partials.sweep(&self.cfg.path);
-            self.last_sync = Some(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs() as i64),
-            );
+            self.last_sync = Some(unix_secs());
             self.last_error = None;
             self.retry_delay.clear();
         }

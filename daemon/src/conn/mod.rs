@@ -37,6 +37,12 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long we wait for one block.
 pub const BLOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A generous estimate of an entry's size in a wire message: what both ends cut their
+/// batches by, so that one message stays well under the frame limit.
+pub fn entry_size(entry: &Entry) -> usize {
+    256 + entry.blocks.len() * 40
+}
+
 /// How long a connection's peer has been silent: [`Silence::expired`] completes once no
 /// message has arrived for [`IDLE_TIMEOUT`]; [`Silence::heard`] restarts the count.
 ///

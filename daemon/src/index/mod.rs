@@ -26,6 +26,7 @@ pub use local::{BlockSource, Totals};
 pub use remote::moved_by;
 use schema::{LIVE_SCHEMA, NEEDED_SCHEMA, SCHEMA};
 
+use crate::events::unix_secs;
 use crate::store::Stat;
 
 /// The keys of the `meta` table, each holding one integer. The strings they are stored
@@ -115,9 +116,7 @@ fn is_corruption(error: &anyhow::Error) -> bool {
 /// Renames a damaged index and its sidecar files out of the way, keeping them; returns
 /// the new name of the index.
 fn set_aside(file: &Path) -> Result<std::path::PathBuf> {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = unix_secs();
     let with = |path: &Path, suffix: &str| {
         let mut to = path.as_os_str().to_owned();
         to.push(suffix);

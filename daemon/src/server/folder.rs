@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::history::{self, Lineage};
 use super::versions::Versions;
+use crate::conn;
+use crate::events::unix_secs;
 use crate::fs::IGNORE_FILE;
 use crate::fs::beneath::Root;
 use crate::fs::chunk;
@@ -132,12 +134,6 @@ struct Sequencer {
     seq_tx: watch::Sender<u64>,
     status_tx: watch::Sender<ServerFolderStatus>,
     name: String,
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Opens (creating if needed) the folder and starts its sequencer.
@@ -396,7 +392,7 @@ impl Sequencer {
     /// Removes versions kept longer than `keep_versions`; with 0, those kept under an
     /// earlier setting too.
     fn expire(&self) {
-        match self.versions.expire(now_secs(), self.keep_secs) {
+        match self.versions.expire(unix_secs(), self.keep_secs) {
             Ok(0) => {}
             Ok(n) => tracing::info!(folder = %self.name, expired = n, "old versions removed"),
             Err(e) => tracing::warn!(folder = %self.name, "cannot expire old versions: {e:#}"),
@@ -544,7 +540,7 @@ impl Sequencer {
         if self.keep_secs == 0 || row.entry.deleted || row.entry.kind != EntryKind::File {
             return Ok(());
         }
-        let (path, seq, now) = (&row.entry.path, row.entry.seq, now_secs());
+        let (path, seq, now) = (&row.entry.path, row.entry.seq, unix_secs());
         let (dir, name) = store::parent(root, path)?;
         let kept = if replaced_by_file {
             self.versions.keep_linked(&dir, name, path, seq, now)
@@ -753,7 +749,7 @@ pub fn cut_batch(mut entries: Vec<Entry>, max_bytes: usize) -> Vec<Entry> {
     let mut size = 0usize;
     let mut keep = 0usize;
     for e in &entries {
-        size += 256 + e.blocks.len() * 40;
+        size += conn::entry_size(e);
         if keep > 0 && size > max_bytes {
             break;
         }

@@ -28,6 +28,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio_util::sync::CancellationToken;
 
 use super::Server;
+use crate::events::unix_secs;
 
 /// (owner, folder, member).
 type Key = (AccountName, FolderName, AccountName);
@@ -51,12 +52,6 @@ pub struct Access {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 impl Shares {
@@ -112,7 +107,7 @@ impl Shares {
                     folder.as_str(),
                     member.as_str(),
                     read_only,
-                    now()
+                    unix_secs()
                 ],
             )?;
         }

@@ -4,7 +4,6 @@
 //! The decisions are [`crate::client::plan::receive_only`]'s.
 
 use std::cmp::Reverse;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, bail};
 use filesync_proto::RelPath;
@@ -13,6 +12,7 @@ use tokio::sync::oneshot;
 
 use super::FolderTask;
 use crate::client::plan::{self, receive_only::Revert, receive_only::Unsent};
+use crate::events::unix_secs;
 use crate::fs::REVERTED_DIR;
 use crate::fs::beneath::Root;
 use crate::index::LocalRow;
@@ -247,10 +247,7 @@ impl FolderTask {
 
 /// A directory of [`REVERTED_DIR`] named after the time (UTC) that does not exist yet.
 fn aside_dir(root: &Root) -> Result<RelPath> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let stamp = plan::format_utc(now);
+    let stamp = plan::format_utc(unix_secs());
     for n in 1..=100 {
         let name = match n {
             1 => stamp.clone(),

@@ -17,7 +17,8 @@ use super::{
 };
 use crate::client::plan::{self, Action};
 use crate::client::{guard, pull, session};
-use crate::conn::Counters;
+use crate::conn::{self, Counters};
+use crate::events::{unix_ms, unix_secs};
 use crate::fs::IGNORE_FILE;
 use crate::fs::beneath::Root;
 use crate::fs::ignore::IgnoreRules;
@@ -51,12 +52,6 @@ fn holds_ignored(root: &Path, dir: &RelPath, rules: &IgnoreRules) -> bool {
         }
     }
     false
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl FolderTask {
@@ -724,9 +719,7 @@ impl FolderTask {
 
     /// Moves the local version of a conflicting path aside; it is then pushed as a new file.
     fn keep_conflict(&mut self, remote: &Entry) -> Result<bool> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = unix_secs();
         let aside = plan::conflict_path(&remote.path, now, self.id.device.as_str());
         match self
             .root()
@@ -842,7 +835,7 @@ impl FolderTask {
                 Action::Push { base } => {
                     let mut entry = row.entry;
                     entry.seq = 0;
-                    bytes += 256 + entry.blocks.len() * 40;
+                    bytes += conn::entry_size(&entry);
                     let change = Change {
                         entry,
                         base_seq: base,
