@@ -2,18 +2,19 @@
 //! the daemon's answer into output or an error.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use filesync_proto::FolderName;
 use filesync_proto::auth::InviteToken;
-use filesync_proto::control::{
-    AccountInfo, AddFolder, ConflictInfo, DaemonStatus, Request, Response, VersionEntry,
-};
+use filesync_proto::control::{AddFolder, Request, Response};
 
+use crate::answer::{
+    expect_accounts, expect_conflicts, expect_ok, expect_status, expect_versions, unexpected,
+};
 use crate::cli::{
     AddArgs, Command, DeviceCommand, InvitesCommand, ResolveArgs, ServerCommand, Target,
 };
+use crate::format::unix_now;
 use crate::generate;
 use crate::invites;
 use crate::output;
@@ -310,61 +311,6 @@ fn resolve(args: ResolveArgs) -> Result<Request> {
     })
 }
 
-/// The message of a confirmation; the daemon's error or a wrong answer otherwise.
-pub fn expect_ok(response: Response) -> Result<String> {
-    match response {
-        Response::Ok { message } => Ok(message),
-        other => Err(unexpected(other, "a confirmation")),
-    }
-}
-
-/// The status in an answer; the daemon's error or a wrong answer otherwise.
-pub fn expect_status(response: Response) -> Result<DaemonStatus> {
-    match response {
-        Response::Status(status) => Ok(*status),
-        other => Err(unexpected(other, "a status")),
-    }
-}
-
-/// The conflicts in an answer; the daemon's error or a wrong answer otherwise.
-pub fn expect_conflicts(response: Response) -> Result<Vec<ConflictInfo>> {
-    match response {
-        Response::Conflicts(conflicts) => Ok(conflicts),
-        other => Err(unexpected(other, "a list of conflicts")),
-    }
-}
-
-/// The accounts in an answer; the daemon's error or a wrong answer otherwise.
-pub fn expect_accounts(response: Response) -> Result<Vec<AccountInfo>> {
-    match response {
-        Response::Accounts(accounts) => Ok(accounts),
-        other => Err(unexpected(other, "a list of accounts")),
-    }
-}
-
-/// The kept versions in an answer; the daemon's error or a wrong answer otherwise.
-pub fn expect_versions(response: Response) -> Result<Vec<VersionEntry>> {
-    match response {
-        Response::Versions(versions) => Ok(versions),
-        other => Err(unexpected(other, "a list of versions")),
-    }
-}
-
-pub fn unexpected(response: Response, wanted: &str) -> anyhow::Error {
-    let got = match response {
-        Response::Error { message, .. } => return anyhow!(message),
-        Response::Ok { .. } => "a confirmation",
-        Response::Status(_) => "a status",
-        Response::Conflicts(_) => "a list of conflicts",
-        Response::Versions(_) => "a list of versions",
-        Response::Accounts(_) => "a list of accounts",
-        Response::Shares(_) => "a list of shares",
-        Response::Event(_) => "an event",
-        Response::Invites(_) => "a list of invite tokens",
-    };
-    anyhow!("the daemon answered with {got} where {wanted} was expected")
-}
-
 /// A token that cannot be one is refused here, before the daemon or the config is
 /// touched.
 fn add_folder(args: AddArgs) -> Result<AddFolder> {
@@ -447,17 +393,9 @@ fn absolute(path: &Path) -> Result<String> {
     }
 }
 
-/// The current Unix time, for "3 minutes ago"; a clock before 1970 reads as 1970.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use filesync_proto::control::ControlErrorKind;
 
     #[test]
     fn folder_arguments() {
@@ -498,47 +436,6 @@ mod tests {
         let path = Path::new(std::ffi::OsStr::from_bytes(b"/tmp/bad\xff"));
         let err = absolute(path).unwrap_err();
         assert!(err.to_string().contains("not valid UTF-8"), "{err}");
-    }
-
-    #[test]
-    fn answers_of_the_wrong_kind_are_errors() {
-        let error = Response::Error {
-            kind: ControlErrorKind::BadRequest,
-            message: "no folder named docs".into(),
-        };
-        assert_eq!(
-            expect_status(error.clone()).unwrap_err().to_string(),
-            "no folder named docs"
-        );
-        assert_eq!(
-            expect_ok(error).unwrap_err().to_string(),
-            "no folder named docs"
-        );
-        let ok = Response::Ok {
-            message: String::new(),
-        };
-        assert_eq!(
-            expect_status(ok.clone()).unwrap_err().to_string(),
-            "the daemon answered with a confirmation where a status was expected"
-        );
-        assert_eq!(
-            expect_conflicts(ok).unwrap_err().to_string(),
-            "the daemon answered with a confirmation where a list of conflicts was expected"
-        );
-        assert_eq!(
-            expect_versions(Response::Conflicts(Vec::new()))
-                .unwrap_err()
-                .to_string(),
-            "the daemon answered with a list of conflicts where a list of versions was expected"
-        );
-        assert_eq!(
-            expect_ok(Response::Versions(Vec::new()))
-                .unwrap_err()
-                .to_string(),
-            "the daemon answered with a list of versions where a confirmation was expected"
-        );
-        assert!(expect_conflicts(Response::Conflicts(Vec::new())).is_ok());
-        assert!(expect_versions(Response::Versions(Vec::new())).is_ok());
     }
 
     #[test]

@@ -1,7 +1,17 @@
 //! Small text formatters for human output: byte sizes, counts, and times.
 //!
-//! Pure functions of their inputs (the current time is passed in), so that the
-//! rendering built on them is testable to the character.
+//! Pure functions of their inputs (the current time is passed in, read once by the
+//! caller with [`unix_now`]), so that the rendering built on them is testable to the
+//! character.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The current Unix time, for "3 minutes ago"; a clock before 1970 reads as 1970.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
 
 /// A byte count in binary units with one decimal: `0 B`, `512 B`, `1.5 KiB`, `35.2 MiB`.
 pub fn bytes(n: u64) -> String {

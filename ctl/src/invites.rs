@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use anyhow::{Context, Result};
 use filesync_proto::control::{InviteInfo, Request, Response};
 
-use crate::commands::{unexpected, unix_now};
-use crate::format::utc_time;
+use crate::answer::unexpected;
+use crate::format::{unix_now, utc_time};
 use crate::output;
 use crate::transport::{Client, RESPONSE_TIMEOUT};
 

@@ -17,6 +17,7 @@
 //! Every error is printed as `filesyncctl: error: …`, then one `  caused by: …` line per
 //! underlying cause, then a `hint:` line when there is something to do about it.
 
+mod answer;
 mod cli;
 mod commands;
 mod format;

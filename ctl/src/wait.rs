@@ -13,7 +13,7 @@ use filesync_proto::control::{DaemonStatus, FolderStatus, Request};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::commands::{expect_ok, expect_status};
+use crate::answer::{expect_ok, expect_status};
 use crate::format::count;
 use crate::output::pending;
 use crate::transport::{Client, RESPONSE_TIMEOUT};

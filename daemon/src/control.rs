@@ -125,7 +125,7 @@ fn is_socket(meta: &std::fs::Metadata) -> bool {
 fn ensure_private_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     if std::fs::symlink_metadata(dir).is_err() {
-        crate::private::create_dir(dir)
+        crate::fs::private::create_dir(dir)
             .with_context(|| format!("cannot create control socket directory {}", dir.display()))?;
     }
     let meta = std::fs::symlink_metadata(dir)
@@ -162,7 +162,7 @@ fn restrict(path: &Path, mode: u32) -> Result<()> {
 
 #[cfg(not(unix))]
 fn ensure_private_dir(dir: &Path) -> Result<()> {
-    crate::private::create_dir(dir)
+    crate::fs::private::create_dir(dir)
 }
 
 #[cfg(not(unix))]

@@ -12,6 +12,21 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use filesync_proto::control::{Event, EventKind};
 use tokio::sync::broadcast;
 
+/// The clock in whole seconds since 1970 (0 before it), as the daemon records and names
+/// things by time.
+pub fn unix_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The clock in milliseconds since 1970 (0 before it), as events carry it.
+pub fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// How many past events a new reader gets first.
 const RECENT: usize = 100;
 /// How far a live reader may fall behind before it misses events.
@@ -46,9 +61,7 @@ impl Events {
         detail: Option<String>,
     ) {
         let event = Event {
-            time_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
+            time_ms: unix_ms(),
             folder: name.to_owned(),
             folder_path: root.display().to_string(),
             kind,

@@ -1,32 +1,42 @@
 //! `filesyncd`, the filesync daemon, as a library: [`run`] wires the whole process.
 //!
-//! The data path, one module per arrow: local change → [`watch`]/[`scan`] → [`index`]
+//! The data path, one module per arrow: local change → [`fs::watch`]/[`scan`] → [`index`]
 //! → [`client`] session → wire ([`filesync_proto::wire`]) → [`server`] session →
 //! sequencer → [`index`] + [`store`] → fan-out → other clients → [`client`] apply.
-//! [`plan`] decides, without I/O, what a client does about each path.
+//! [`client::plan`] decides, without I/O, what a client does about each path.
+//!
+//! # Layout
+//!
+//! The groups, in the order data flows through them:
+//!
+//! * [`fs`]: files on disk, for both roles: the reserved names, confined access below a
+//!   folder root, chunking, a full disk, owner-only files, ignore rules, the watcher.
+//! * [`index`]: one folder's SQLite, for both roles: the schema, local rows and blocks,
+//!   the client's copy of the server's index, the server's history.
+//! * [`scan`]: the disk compared with the index, into changed rows.
+//! * [`store`]: writing into a folder through verified temp files, stat, tree operations.
+//! * [`transfer`]: a file's content, block by block, into a temp file, at either end.
+//! * [`conn`]: what both ends of a device-to-server connection share: counters, pending
+//!   block requests, serving blocks, keepalive, TLS identities, checks on received entries.
+//! * [`client`]: the device role: a task per folder, its session, the planner, applying.
+//! * [`server`]: the server role: sessions, the sequencer, history, kept versions,
+//!   accounts and shares.
+//! * The process around them: [`config`], [`supervisor`], [`control`], [`events`],
+//!   [`lifecycle`].
 
-pub mod auth;
-pub mod beneath;
-pub mod chunk;
 pub mod client;
 pub mod config;
 pub mod conn;
 pub mod control;
 pub mod events;
-pub mod ignore;
+pub mod fs;
 pub mod index;
 pub mod lifecycle;
-pub mod plan;
-pub mod private;
-pub mod received;
 pub mod scan;
 pub mod server;
-pub mod space;
 pub mod store;
 pub mod supervisor;
-pub mod tls;
 pub mod transfer;
-pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -39,6 +49,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::client::ClientIdentity;
 use crate::config::Config;
+use crate::fs::private;
 use crate::supervisor::Supervisor;
 
 /// How long shutdown waits for tasks to finish before giving up on them.

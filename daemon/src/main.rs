@@ -98,7 +98,7 @@ fn main() -> ExitCode {
         let log_file = args
             .log_file
             .unwrap_or_else(|| config.daemon.state_dir.join("filesyncd.log"));
-        if let Err(e) = filesyncd::private::create_dir(&config.daemon.state_dir)
+        if let Err(e) = filesyncd::fs::private::create_dir(&config.daemon.state_dir)
             .and_then(|()| lifecycle::detach(pid_file, (!journal).then_some(&*log_file)))
         {
             eprintln!("filesyncd: error: cannot detach: {e:#}");

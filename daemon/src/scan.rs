@@ -15,9 +15,10 @@ use filesync_proto::control::Unsyncable;
 use filesync_proto::wire::{Entry, EntryKind};
 use filesync_proto::{DeviceId, Hash, RelPath};
 
-use crate::beneath::Root;
-use crate::chunk;
-use crate::ignore::IgnoreRules;
+use crate::fs::beneath::Root;
+use crate::fs::chunk;
+use crate::fs::ignore::IgnoreRules;
+use crate::fs::is_reserved;
 use crate::index::{Index, LocalRow, StatRow};
 use crate::store::{self, Stat};
 
@@ -227,7 +228,7 @@ impl Scanner<'_> {
                 self.unsyncable(&shown, "name is not valid UTF-8; rename it to sync it");
                 continue;
             };
-            if store::is_reserved(name) {
+            if is_reserved(name) {
                 continue;
             }
             let path = match rel {
@@ -631,7 +632,7 @@ pub fn holds_only_ignored(full: &Path, rel: &RelPath, rules: &IgnoreRules) -> bo
                 return false;
             };
             let is_dir = item.file_type().is_ok_and(|t| t.is_dir());
-            if rules.is_ignored(&path, is_dir) || name.to_str().is_some_and(store::is_reserved) {
+            if rules.is_ignored(&path, is_dir) || name.to_str().is_some_and(is_reserved) {
                 *any = true;
             } else if !is_dir || !walk(&item.path(), &path, rules, any) {
                 return false;

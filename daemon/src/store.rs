@@ -21,22 +21,13 @@ use filesync_proto::{Hash, RelPath};
 use rustix::fs::{FileType, OFlags};
 use sha2::{Digest, Sha256};
 
-use crate::beneath::{self, Dir, Root};
+use crate::fs::beneath::{self, Dir, Root};
+use crate::fs::{PARTIAL_PREFIX, TEMP_PREFIX, is_reserved};
 use crate::index::LocalRow;
 
-/// Prefix of everything the daemon keeps inside a synced folder.
-pub const RESERVED_PREFIX: &str = ".filesync";
-const TEMP_PREFIX: &str = ".filesync-tmp-";
-const PARTIAL_PREFIX: &str = ".filesync-partial-";
 /// A partial download nobody resumed for this long is removed by a device's start-up
 /// sweep (the server keeps uploads for [`UPLOAD_MAX_AGE`]).
 const PARTIAL_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// Whether a name belongs to the daemon and must never be synced. The ignore file is
-/// the user's, not the daemon's: it syncs like any file.
-pub fn is_reserved(name: &str) -> bool {
-    name.starts_with(RESERVED_PREFIX) && name != crate::ignore::IGNORE_FILE
-}
 
 /// The facts about a file on disk that tell whether it changed since we looked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,7 +176,7 @@ pub fn unchanged_since_scan(root: &Root, path: &RelPath, row: Option<&LocalRow>)
 /// The name of the partial transfer of a target named `name`: beside it, named after a
 /// digest of its name, so that the next transfer of that path finds it.
 fn partial_name(name: &str) -> String {
-    let digest = crate::chunk::sha256(name.as_bytes());
+    let digest = crate::fs::chunk::sha256(name.as_bytes());
     format!("{PARTIAL_PREFIX}{}", &digest.to_hex()[..32])
 }
 
@@ -347,7 +338,7 @@ impl TempFile {
             self.file
                 .read_exact_at(&mut buf, offset)
                 .with_context(|| format!("cannot read {}", self.path().display()))?;
-            let holds = crate::chunk::sha256(&buf) == block.hash;
+            let holds = crate::fs::chunk::sha256(&buf) == block.hash;
             if holds && resumed.kept == i {
                 self.hasher.update(&buf);
                 self.written = end;
@@ -378,7 +369,7 @@ impl TempFile {
     /// fetches them again instead.
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         if let Err(e) = self.file.write_all_at(data, offset) {
-            if crate::space::is_full_io(&e) {
+            if crate::fs::space::is_full_io(&e) {
                 self.keep = false;
             }
             return Err(e).with_context(|| format!("cannot write {}", self.path().display()));
@@ -814,7 +805,7 @@ fn is_dir(dir: &Dir, name: &str, ft: FileType) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::chunk;
+    use crate::fs::chunk;
     use filesync_proto::DeviceId;
 
     /// The entry of a live file at `path` holding `content`.

@@ -15,12 +15,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Cancelled, Maker};
 use crate::client::{self, ClientIdentity, FolderCmd, FolderHandle};
 use crate::config::{self, Config, FolderConfig};
 use crate::events::Events;
 use crate::lifecycle;
 use crate::server::Server;
+use crate::server::accounts::{Cancelled, Maker};
 
 /// A folder whose device got into its server, to be saved and started; the answer to
 /// its `add` goes back on the sender.
@@ -356,7 +356,7 @@ impl Supervisor {
             Err(e) => return now(bad(format!("{e}"))),
         };
         let ttl = expires_secs.map_or(
-            crate::auth::DEFAULT_INVITE_TTL,
+            crate::server::accounts::DEFAULT_INVITE_TTL,
             std::time::Duration::from_secs,
         );
         self.off_runtime(

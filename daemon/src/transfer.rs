@@ -21,9 +21,9 @@ use filesync_proto::wire::{BlockRequest, Entry};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
-use crate::beneath::Root;
-use crate::chunk;
 use crate::conn;
+use crate::fs::beneath::Root;
+use crate::fs::chunk;
 use crate::index::{BlockSource, Index};
 use crate::store::{Resumed, TempFile};
 
@@ -288,7 +288,7 @@ mod tests {
     use anyhow::anyhow;
 
     use super::*;
-    use crate::chunk::tests::pseudo_random;
+    use crate::fs::chunk::tests::pseudo_random;
     use crate::store::tests::entry_for;
 
     /// A peer that holds `content` and records the offsets it was asked for; it fails

@@ -3,7 +3,8 @@
 #![no_main]
 
 use filesync_proto::RelPath;
-use filesyncd::ignore::{IGNORE_FILE, IgnoreRules};
+use filesyncd::fs::IGNORE_FILE;
+use filesyncd::fs::ignore::IgnoreRules;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -5,7 +5,7 @@
 
 use filesync_proto::frame::{decode_payload, encode_payload};
 use filesync_proto::wire::{ClientMsg, ServerMsg};
-use filesyncd::received::check_entry;
+use filesyncd::conn::received::check_entry;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -30,7 +30,7 @@ use filesync_proto::{
     AccountName, DeviceId, FolderName, FrameCodec, Handshake, HandshakeReply, Hash, MAX_WIRE_FRAME,
     RelPath,
 };
-use filesyncd::tls;
+use filesyncd::conn::tls;
 use rustls::{ClientConnection, ServerConnection, StreamOwned};
 use sha2::{Digest, Sha256};
 use tokio_util::codec::{Decoder, Encoder};

@@ -11,8 +11,9 @@ use filesync_proto::RelPath;
 use filesync_proto::control::{ConflictInfo, Keep};
 use filesync_proto::wire::ConflictNote;
 
-use crate::beneath::Root;
-use crate::ignore::IgnoreRules;
+use crate::fs::beneath::Root;
+use crate::fs::ignore::IgnoreRules;
+use crate::fs::is_reserved;
 use crate::index::{Index, LocalRow};
 use crate::store;
 
@@ -79,9 +80,9 @@ pub(super) fn resolve(
         }
         // Checked when the note arrived too; a note recorded before that check, or rules
         // changed since, must still never move a peer's file into such a place.
-        if note.original.components().any(store::is_reserved)
+        if note.original.components().any(is_reserved)
             || rules.is_ignored(&note.original, false)
-            || !crate::plan::is_conflict_copy_of(&copy.entry.path, &note.original)
+            || !crate::client::plan::is_conflict_copy_of(&copy.entry.path, &note.original)
         {
             bail!(
                 "conflict copy {} does not belong to {:?}, which is ignored or reserved \

@@ -18,8 +18,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Framed;
 
+use crate::conn::tls;
 use crate::conn::{self, Counted, Counters};
-use crate::tls;
 
 /// The framed wire stream of an authenticated connection.
 pub type WireStream = Framed<TlsStream<Counted<TcpStream>>, FrameCodec<ServerMsg, ClientMsg>>;

@@ -5,10 +5,7 @@
 
 use std::path::Path;
 
-/// The marker file in a folder's root, in the reserved `.filesync*` namespace, so it is
-/// never synced. Its absence in a folder that has synced before means the directory is
-/// not the folder any more (an unmounted disk, a replaced or emptied directory).
-pub const MARKER: &str = ".filesync-folder";
+use crate::fs::MARKER;
 
 /// What the marker check found before a scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! reacts to watcher events, periodic rescans, control commands and what its session
 //! reports, and after each event runs one [`FolderTask::step`]: scan what is dirty,
 //! apply what the server has that we lack, push what we have that the server lacks.
-//! Decisions come from [`crate::plan`]; the session lives in [`session`].
+//! Decisions come from [`plan`]; the session lives in [`session`].
 
 pub mod account;
 mod conflicts;
@@ -12,6 +12,7 @@ pub mod connect;
 mod guard;
 mod meter;
 mod offered;
+pub mod plan;
 mod pull;
 pub mod session;
 pub mod share;
@@ -86,7 +87,7 @@ pub struct FolderHandle {
 /// Where a folder's index lives: one file per folder path, so that re-adding a folder
 /// finds its history.
 pub fn index_file(state_dir: &Path, cfg: &FolderConfig) -> PathBuf {
-    let digest = crate::chunk::sha256(cfg.path.as_os_str().as_encoded_bytes());
+    let digest = crate::fs::chunk::sha256(cfg.path.as_os_str().as_encoded_bytes());
     state_dir.join("folders").join(format!(
         "{}-{}.db",
         cfg.name.file_stem(),

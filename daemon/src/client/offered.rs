@@ -13,7 +13,7 @@ use filesync_proto::control::FolderMode;
 use filesync_proto::wire::{BlockRequest, Change, Entry, EntryKind};
 
 use crate::conn;
-use crate::ignore::IgnoreRules;
+use crate::fs::ignore::IgnoreRules;
 use crate::index::Index;
 
 /// The pushes a session sent whose results have not come yet, by push id. A push is
@@ -103,14 +103,14 @@ mod tests {
             path: RelPath::new(path).unwrap(),
             offset,
             size: bytes.len() as u32,
-            hash: crate::chunk::sha256(bytes),
+            hash: crate::fs::chunk::sha256(bytes),
         }
     }
 
     /// A file entry of one block holding `content`.
     fn entry(path: &str, content: &[u8]) -> Entry {
         let mut entry = file_entry(path, 1, content);
-        entry.blocks[0].hash = crate::chunk::sha256(content);
+        entry.blocks[0].hash = crate::fs::chunk::sha256(content);
         entry
     }
 

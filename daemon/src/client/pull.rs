@@ -13,8 +13,8 @@ use anyhow::{Result, bail};
 use filesync_proto::wire::{Entry, EntryKind};
 
 use super::session::SessionHandle;
-use crate::beneath::Root;
 use crate::conn::Counters;
+use crate::fs::beneath::Root;
 use crate::index::Index;
 use crate::store::{self, Partial, Stat};
 use crate::transfer;

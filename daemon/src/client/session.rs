@@ -23,10 +23,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::offered::{self, Offers};
 use super::trust::TrustStore;
+use crate::conn::received;
 use crate::conn::{self, Counters, Pending};
-use crate::ignore::IgnoreRules;
-use crate::index::Index;
-use crate::received;
+use crate::fs::ignore::IgnoreRules;
+use crate::index::{Index, Meta};
 
 /// A block request the server answered with "not available": the entry we asked about
 /// is not what the server holds (any more). Once is a race with a newer version on its
@@ -46,31 +46,27 @@ pub struct ServerLacks;
 /// where a local copy derives from it ([`Index::end_refresh`]). A refresh cut off by a
 /// disconnect goes on from where it was.
 pub fn request_refresh(index: &Index) -> Result<()> {
-    index.set_meta(REFRESH, REFRESH_ASKED)
+    index.set_meta(Meta::Refresh, REFRESH_ASKED)
 }
 
 /// Starts the refresh asked for, if any: every remote entry unconfirmed, the stream back
 /// to sequence 0, where rename records stand kept. True if it started.
 fn begin_refresh(index: &Index) -> Result<bool> {
-    if index.meta(REFRESH)? != Some(REFRESH_ASKED) {
+    if index.meta(Meta::Refresh)? != Some(REFRESH_ASKED) {
         return Ok(false);
     }
     index.batch(|ix| {
         ix.start_refresh()?;
-        ix.set_meta(RENAMED, renamed(ix)? as i64)?;
-        ix.set_meta(REFRESH, REFRESH_UNDER_WAY)?;
-        ix.set_meta("since", 0)
+        ix.set_meta(Meta::Renamed, renamed(ix)? as i64)?;
+        ix.set_meta(Meta::Refresh, REFRESH_UNDER_WAY)?;
+        ix.set_meta(Meta::Since, 0)
     })?;
     Ok(true)
 }
 
-/// Meta key of a refresh: asked for, or under way.
-const REFRESH: &str = "refresh";
+/// The values of [`Meta::Refresh`]: asked for, or under way.
 const REFRESH_ASKED: i64 = 1;
 const REFRESH_UNDER_WAY: i64 = 2;
-/// Meta key: the server's sequence number up to which rename records were taken in.
-/// Every remote entry is at its path as of it (see [`crate::server::stream`]).
-const RENAMED: &str = "renamed";
 
 /// What the session tells its folder task.
 pub enum SessionEvent {
@@ -230,7 +226,7 @@ pub async fn run(cfg: SessionConfig, events: Events, cancel: CancellationToken) 
             _ = cancel.cancelled() => return,
             r = connect_once(&cfg, &events, &mut welcomed) => match r {
                 Ok(()) => "the server closed the connection".to_string(),
-                Err(e) => crate::space::explain(&e, cfg.folder.as_str(), &cfg.root),
+                Err(e) => crate::fs::space::explain(&e, cfg.folder.as_str(), &cfg.root),
             },
         };
         tracing::info!(folder = %cfg.folder, server = %cfg.server, "disconnected: {reason}");
@@ -266,8 +262,8 @@ async fn connect_once(cfg: &SessionConfig, events: &Events, welcomed: &mut bool)
     let mut framed = auth.framed;
 
     let index = Index::open(&cfg.index_file)?;
-    let epoch = index.meta("server_epoch")?.unwrap_or(0) as u64;
-    let mut since = index.meta("since")?.unwrap_or(0) as u64;
+    let epoch = index.meta(Meta::ServerEpoch)?.unwrap_or(0) as u64;
+    let mut since = index.meta(Meta::Since)?.unwrap_or(0) as u64;
     if begin_refresh(&index)? {
         tracing::info!(folder = %cfg.folder, server = %cfg.server, "reading the server's whole index again");
         since = 0;
@@ -310,12 +306,12 @@ async fn connect_once(cfg: &SessionConfig, events: &Events, welcomed: &mut bool)
             tracing::warn!(folder = %cfg.folder, server = %cfg.server, "the server's copy of the folder has another history than the one this device followed (epoch {epoch} -> {}, sequence {since} -> {}): restored from a backup or re-created; merging without deleting anything, differences become conflict copies", welcome.epoch, welcome.current_seq);
             index.reset_to_unsynced()?;
         }
-        index.set_meta("server_epoch", welcome.epoch as i64)?;
-        index.set_meta("since", 0)?;
-        index.delete_meta(RENAMED)?;
+        index.set_meta(Meta::ServerEpoch, welcome.epoch as i64)?;
+        index.set_meta(Meta::Since, 0)?;
+        index.delete_meta(Meta::Renamed)?;
     }
     *welcomed = true;
-    let refreshing = index.meta(REFRESH)? == Some(REFRESH_UNDER_WAY);
+    let refreshing = index.meta(Meta::Refresh)? == Some(REFRESH_UNDER_WAY);
     tracing::info!(folder = %cfg.folder, server = %cfg.server, seq = welcome.current_seq, "connected");
 
     let (sink, mut stream) = framed.split();
@@ -477,9 +473,9 @@ struct Batch {
 /// Where the rename records taken in stand: before this layout kept it, the received
 /// sequence.
 fn renamed(ix: &Index) -> Result<u64> {
-    match ix.meta(RENAMED)? {
+    match ix.meta(Meta::Renamed)? {
         Some(r) => Ok(r as u64),
-        None => Ok(ix.meta("since")?.unwrap_or(0) as u64),
+        None => Ok(ix.meta(Meta::Since)?.unwrap_or(0) as u64),
     }
 }
 
@@ -504,10 +500,10 @@ fn store_batch(
     for e in entries.iter().filter(|e| e.renamed_from.is_none()) {
         ix.put_remote(e, batch.as_of)?;
     }
-    ix.set_meta(RENAMED, renamed.max(batch.as_of) as i64)?;
-    ix.set_meta("since", batch.up_to as i64)?;
+    ix.set_meta(Meta::Renamed, renamed.max(batch.as_of) as i64)?;
+    ix.set_meta(Meta::Since, batch.up_to as i64)?;
     if batch.caught_up && refreshing {
-        ix.delete_meta(REFRESH)?;
+        ix.delete_meta(Meta::Refresh)?;
         return ix.end_refresh(batch.as_of).map(Some);
     }
     Ok(None)
@@ -647,7 +643,7 @@ mod tests {
         /// Takes in what the stream sends next, connecting first if need be; false once
         /// there is nothing more to read.
         fn receive(&mut self, server: &Server) -> bool {
-            let since = self.ix.meta("since").unwrap().unwrap_or(0) as u64;
+            let since = self.ix.meta(Meta::Since).unwrap().unwrap_or(0) as u64;
             let cursor = self.stream.get_or_insert_with(|| Cursor::new(since));
             let (messages, more) = cursor.next(&server.ix).unwrap();
             for msg in messages {
@@ -822,7 +818,7 @@ mod tests {
         device.refreshing = true;
         device.catch_up(&server);
         assert!(!device.refreshing, "the refresh ended");
-        assert_eq!(device.ix.meta(REFRESH).unwrap(), None);
+        assert_eq!(device.ix.meta(Meta::Refresh).unwrap(), None);
         assert_eq!(device.live(None), server.live(None));
         let ghost = device.ix.remote(&path("g")).unwrap().unwrap();
         assert!(ghost.deleted && ghost.seq > 2, "{ghost:?}");

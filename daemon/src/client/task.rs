@@ -18,14 +18,14 @@ use super::guard::Hold;
 use super::pull::Partials;
 use super::session::{self, SessionConfig, SessionEvent, SessionHandle};
 use super::{ClientIdentity, FolderCmd, conflicts, meter};
-use crate::beneath::Root;
 use crate::config::FolderConfig;
 use crate::conn::Counters;
-use crate::events::Events;
-use crate::ignore::IgnoreRules;
-use crate::index::{Index, Totals};
+use crate::events::{Events, unix_secs};
+use crate::fs::beneath::Root;
+use crate::fs::ignore::IgnoreRules;
+use crate::fs::watch::{self as watcher, WatchEvent};
+use crate::index::{Index, Meta, Totals};
 use crate::store;
-use crate::watch::{self as watcher, WatchEvent};
 
 mod guards;
 mod local_changes;
@@ -646,7 +646,7 @@ impl FolderTask {
         let seq = self
             .index
             .as_ref()
-            .and_then(|ix| ix.meta("since").ok().flatten())
+            .and_then(|ix| ix.meta(Meta::Since).ok().flatten())
             .unwrap_or(0) as u64;
         // What a receive-only folder does not send is not pending: its local changes.
         let (up_files, up_bytes, local_changes) = if self.receive_only() {
@@ -677,11 +677,7 @@ impl FolderTask {
         if state == FolderState::Idle {
             // In sync: no download is left to resume any partial one.
             self.partials.sweep(&self.cfg.path);
-            self.last_sync = Some(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs() as i64),
-            );
+            self.last_sync = Some(unix_secs());
             self.last_error = None;
             self.retry_delay.clear();
         }

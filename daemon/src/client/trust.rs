@@ -24,7 +24,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::account::{NoCredential, OtherAccount, TokenForAnotherKey, WhichAccount};
 use super::connect::{Authenticated, connect};
 use crate::conn::{self, Counters};
-use crate::private;
+use crate::fs::private;
 
 /// This device's credential in one account of a server.
 #[derive(Debug, Clone, PartialEq)]

@@ -22,13 +22,16 @@ use tokio_util::sync::CancellationToken;
 use super::history::{self, Lineage};
 use super::quota::Quotas;
 use super::versions::Versions;
-use crate::beneath::Root;
-use crate::chunk;
-use crate::ignore::{IGNORE_FILE, IgnoreRules};
-use crate::index::{Index, LocalRow};
+use crate::conn;
+use crate::events::unix_secs;
+use crate::fs::IGNORE_FILE;
+use crate::fs::beneath::Root;
+use crate::fs::chunk;
+use crate::fs::ignore::IgnoreRules;
+use crate::fs::watch::{self as watcher, WatchEvent};
+use crate::index::{Index, LocalRow, Meta};
 use crate::scan::{self, Scope};
 use crate::store::{self, Prepared, Stat, TempFile};
-use crate::watch::{self as watcher, WatchEvent};
 
 /// How often the server rescans its copy in full, behind the watcher, and expires old
 /// versions.
@@ -168,12 +171,6 @@ struct Sequencer {
     swept_at: Option<std::time::Instant>,
 }
 
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 /// Opens (creating if needed) the folder and starts its sequencer.
 pub fn start(
     account: AccountName,
@@ -185,11 +182,11 @@ pub fn start(
     lifetime: Lifetime,
 ) -> Result<ServerFolderHandle> {
     // The account's directory too: other local users have no business in it.
-    crate::private::create_dir(&place.root)?;
+    crate::fs::private::create_dir(&place.root)?;
     let index = Index::open_or_rebuild(&place.index_file, &format!("{account}/{name}"))?;
     let versions = Versions::open(place.versions_dir.clone())?;
     let max = index.max_seq()?;
-    let floor = index.meta("next_floor")?.unwrap_or(0) as u64;
+    let floor = index.meta(Meta::NextFloor)?.unwrap_or(0) as u64;
     let next_seq = history::first_seq(max, history::now_us()).max(floor);
     if next_seq > max + 1 {
         index.add_gap(max, next_seq)?;
@@ -388,7 +385,7 @@ impl Sequencer {
         let (epoch, gaps) = self.index.batch(|ix| {
             if next > self.next_seq {
                 ix.add_gap(last, next)?;
-                ix.set_meta("next_floor", next as i64)?;
+                ix.set_meta(Meta::NextFloor, next as i64)?;
             }
             Ok((ix.new_epoch()?, ix.gaps()?))
         })?;
@@ -478,7 +475,7 @@ impl Sequencer {
     /// Removes versions kept longer than `keep_versions`; with 0, those kept under an
     /// earlier setting too.
     fn expire(&self) {
-        match self.versions.expire(now_secs(), self.keep_secs) {
+        match self.versions.expire(unix_secs(), self.keep_secs) {
             Ok(0) => {}
             Ok(n) => tracing::info!(folder = %self.name, expired = n, "old versions removed"),
             Err(e) => tracing::warn!(folder = %self.name, "cannot expire old versions: {e:#}"),
@@ -642,7 +639,7 @@ impl Sequencer {
         if self.keep_secs == 0 || row.entry.deleted || row.entry.kind != EntryKind::File {
             return Ok(());
         }
-        let (path, seq, now) = (&row.entry.path, row.entry.seq, now_secs());
+        let (path, seq, now) = (&row.entry.path, row.entry.seq, unix_secs());
         let (dir, name) = store::parent(root, path)?;
         let kept = if replaced_by_file {
             self.versions.keep_linked(&dir, name, path, seq, now)
@@ -853,7 +850,7 @@ pub fn cut_batch(mut entries: Vec<Entry>, max_bytes: usize) -> Vec<Entry> {
     let mut size = 0usize;
     let mut keep = 0usize;
     for e in &entries {
-        size += 256 + e.blocks.len() * 40;
+        size += conn::entry_size(e);
         if keep > 0 && size > max_bytes {
             break;
         }

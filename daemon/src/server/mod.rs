@@ -4,8 +4,8 @@
 //! `DATA_DIR/.filesync/index/ACCOUNT/FOLDER.db` and `DATA_DIR/.filesync/versions/ACCOUNT/FOLDER/`,
 //! where no account or folder name can reach (names may not start with a dot).
 //!
-//! Every connection is TLS ([`crate::tls`]); after the handshake the device proves who it
-//! is ([`crate::auth`]) and from then on reaches only folders of its own account: a
+//! Every connection is TLS ([`crate::conn::tls`]); after the handshake the device proves who it
+//! is ([`crate::server::accounts`]) and from then on reaches only folders of its own account: a
 //! folder name is always resolved within the authenticated account, except
 //! `OWNER/FOLDER`, which reaches another account's folder only through a grant
 //! ([`shares`]).
@@ -14,6 +14,7 @@
 //! closed ones) and closed when nobody uses them, and every push is charged to its
 //! account's quota and the free-space reserve first ([`quota`]).
 
+pub mod accounts;
 mod folder;
 mod history;
 pub mod quota;
@@ -41,10 +42,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Accounts, Cancelled, Maker, OPEN_ACCOUNT, QuotaSetting};
 use crate::config::{Registration as RegistrationMode, ServerSection};
 use crate::conn::Counters;
-use crate::tls::ServerIdentity;
+use crate::conn::tls::ServerIdentity;
+use crate::server::accounts::{Accounts, Cancelled, Maker, OPEN_ACCOUNT, QuotaSetting};
 use folder::ServerFolderHandle;
 use quota::Quotas;
 
@@ -141,7 +142,7 @@ impl Server {
             format!("cannot listen on {} (config key server.listen)", cfg.listen)
         })?;
         let meta = cfg.data_dir.join(".filesync");
-        crate::private::create_dir(&meta).with_context(|| {
+        crate::fs::private::create_dir(&meta).with_context(|| {
             format!(
                 "cannot create data directory {} (config key server.data_dir)",
                 cfg.data_dir.display()
@@ -625,7 +626,7 @@ pub async fn serve(server: Arc<Server>, listener: TcpListener, cancel: Cancellat
     }
 }
 
-/// Connections open per source ([`crate::auth::source_key`]), each counted by the
+/// Connections open per source ([`crate::server::accounts::source_key`]), each counted by the
 /// [`AddressSlot`] its session holds, and at most `limit` of them from one source.
 #[derive(Clone)]
 struct PerAddress {
@@ -644,7 +645,7 @@ impl PerAddress {
     /// A slot for one more connection from `ip` (counted by its source key), or `None`
     /// at the limit.
     fn take(&self, ip: IpAddr) -> Option<AddressSlot> {
-        let ip = crate::auth::source_key(ip);
+        let ip = crate::server::accounts::source_key(ip);
         let mut open = lock(&self.open);
         let n = open.entry(ip).or_default();
         if *n >= self.limit {

@@ -20,8 +20,8 @@ use bytesize::ByteSize;
 use filesync_proto::control::AccountUsage;
 use filesync_proto::{AccountName, FolderName, RelPath};
 
-use crate::auth::QuotaSetting;
 use crate::config::ServerSection;
+use crate::server::accounts::QuotaSetting;
 
 pub struct Quotas {
     data_dir: PathBuf,

@@ -24,12 +24,13 @@ use tokio_util::sync::CancellationToken;
 use super::Server;
 use super::folder::{FolderCmd, Joined, ServerFolderHandle, stale_base};
 use super::quota::Reservation;
-use crate::auth::{Admitted, Maker};
-use crate::beneath::Root;
+use crate::conn::received;
 use crate::conn::{self, BlockResult, Counted, Pending};
+use crate::fs::beneath::Root;
 use crate::index::Index;
+use crate::server::accounts::{Admitted, Maker};
 use crate::store::Prepared;
-use crate::{received, transfer};
+use crate::transfer;
 
 /// Serves one connection; `unauthenticated` is its place in the server's budget of
 /// connections that have not authenticated yet, given back once it has.
@@ -140,7 +141,11 @@ async fn run(
             } else {
                 server
                     .off_runtime(move |s| {
-                        s.invite(&account, crate::auth::DEFAULT_INVITE_TTL, &maker)
+                        s.invite(
+                            &account,
+                            crate::server::accounts::DEFAULT_INVITE_TTL,
+                            &maker,
+                        )
                     })
                     .await
                     .map_err(|e| format!("{e:#}"))
@@ -683,7 +688,7 @@ async fn prepare(
 /// Why a pushed change was refused, as the device shows it: a full disk here is said
 /// in words, since only the server's admin can fix it and the device retries meanwhile.
 pub(super) fn refusal(e: &anyhow::Error) -> String {
-    if crate::space::is_full(e) {
+    if crate::fs::space::is_full(e) {
         format!("server disk full ({e:#}); the change is sent again later")
     } else {
         format!("{e:#}")

@@ -28,6 +28,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio_util::sync::CancellationToken;
 
 use super::Server;
+use crate::events::unix_secs;
 
 /// (owner, folder, member).
 type Key = (AccountName, FolderName, AccountName);
@@ -53,14 +54,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 impl Shares {
-    /// Opens the grants in the account store `file`, which [`crate::auth::Accounts`]
+    /// Opens the grants in the account store `file`, which [`crate::server::accounts::Accounts`]
     /// already created with its own tables.
     pub fn open(file: &Path) -> Result<Shares> {
         let db = Connection::open(file)
@@ -112,7 +107,7 @@ impl Shares {
                     folder.as_str(),
                     member.as_str(),
                     read_only,
-                    now()
+                    unix_secs()
                 ],
             )?;
         }
@@ -440,12 +435,12 @@ mod tests {
     fn store() -> (tempfile::TempDir, Shares) {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("accounts.db");
-        let accounts = crate::auth::Accounts::open(&file).unwrap();
+        let accounts = crate::server::accounts::Accounts::open(&file).unwrap();
         accounts
             .invite(
                 &name("bob"),
-                crate::auth::DEFAULT_INVITE_TTL,
-                &crate::auth::Maker::Admin,
+                crate::server::accounts::DEFAULT_INVITE_TTL,
+                &crate::server::accounts::Maker::Admin,
             )
             .unwrap();
         (dir, Shares::open(&file).unwrap())

@@ -41,7 +41,7 @@
 //! Only regular files. A symlink holds no content of its own, and a directory is removed
 //! only once empty, after its files went through here one by one; neither is versioned.
 //! `keep` takes the file as a name in a directory handle opened beneath the folder's
-//! root ([`crate::beneath`]), so it never follows a symlink, on the way or at the end.
+//! root ([`crate::fs::beneath`]), so it never follows a symlink, on the way or at the end.
 //!
 //! One `Versions` per folder, driven by that folder's sequencer: `keep` picks a free name
 //! by looking first, which is race-free only with a single writer. `expire` may run
@@ -56,7 +56,7 @@ use anyhow::{Context, Result, bail};
 use filesync_proto::RelPath;
 use filesync_proto::wire::EntryKind;
 
-use crate::beneath::Dir;
+use crate::fs::beneath::Dir;
 use crate::store;
 
 /// Where copies are assembled before they are renamed into a slot.
@@ -293,7 +293,7 @@ impl Versions {
     }
 
     fn slot(&self, path: &RelPath) -> PathBuf {
-        let hash = crate::chunk::sha256(path.as_str().as_bytes()).to_hex();
+        let hash = crate::fs::chunk::sha256(path.as_str().as_bytes()).to_hex();
         self.dir.join(&hash[..2]).join(hash)
     }
 
@@ -551,14 +551,14 @@ mod tests {
 
         /// The directory holding `path` in the tree, and its name there.
         fn at(&self, path: &str) -> (Dir, String) {
-            let root = crate::beneath::Root::open(&self.root).unwrap();
+            let root = crate::fs::beneath::Root::open(&self.root).unwrap();
             let p = rel(path);
             let (dir, name) = root.parent(&p).unwrap();
             (dir, name.to_string())
         }
 
         fn keep(&self, path: &str, version: u64, now: i64) -> bool {
-            let root = crate::beneath::Root::open(&self.root).unwrap();
+            let root = crate::fs::beneath::Root::open(&self.root).unwrap();
             let p = rel(path);
             match root.parent(&p) {
                 Ok((dir, name)) => self.versions.keep(&dir, name, &p, version, now).unwrap(),

@@ -11,7 +11,7 @@ use filesync_proto::wire::{BlockInfo, Entry, EntryKind};
 use filesync_proto::{DeviceId, Hash, RelPath};
 use filesync_tests::cluster::DOCS;
 use filesync_tests::{Cluster, files};
-use filesyncd::index::{Index, LocalRow};
+use filesyncd::index::{Index, LocalRow, Meta};
 
 /// The index of `DOCS` in a client's state dir (one folder: the only `docs-*.db`).
 fn client_index(state_dir: &Path) -> PathBuf {
@@ -72,7 +72,7 @@ fn a_device_whose_view_drifted_reads_the_servers_index_again() {
     cl.b().stop();
     {
         let index = Index::open(&client_index(&cl.b().state_dir())).unwrap();
-        let since = index.meta("since").unwrap().unwrap() as u64;
+        let since = index.meta(Meta::Since).unwrap().unwrap() as u64;
         let b_dir = cl.b().folder_dir(DOCS);
         // As the soak left them: directories taken from the server, empty here, and
         // files in them the server never had. One also holds a file of B's own.

@@ -7,11 +7,9 @@ use filesync_proto::wire::EntryKind;
 use tokio::time::Instant;
 
 use super::{DELETE_BURST, FolderTask, RENAME_WINDOW};
-use crate::client::guard::{self, Hold, MARKER, Marker};
-use crate::index::LocalRow;
-
-/// Index meta key: set once this device has written the folder's marker.
-const MARKER_MADE: &str = "marker";
+use crate::client::guard::{self, Hold, Marker};
+use crate::fs::MARKER;
+use crate::index::{LocalRow, Meta};
 
 impl FolderTask {
     /// Checks the folder marker before a scan; false while it is missing, and then
@@ -23,7 +21,7 @@ impl FolderTask {
             return true;
         }
         let present = root.join(MARKER).symlink_metadata().is_ok();
-        let made = self.index().meta(MARKER_MADE).ok().flatten() == Some(1);
+        let made = self.index().meta(Meta::MarkerMade).ok().flatten() == Some(1);
         let decision = if present {
             Marker::Present
         } else {
@@ -71,7 +69,7 @@ impl FolderTask {
     /// made in its place): then the walk saw another directory, whose missing files are
     /// no deletes.
     pub(super) fn marker_still_there(&self) -> bool {
-        let made = self.index().meta(MARKER_MADE).ok().flatten() == Some(1);
+        let made = self.index().meta(Meta::MarkerMade).ok().flatten() == Some(1);
         !made || self.cfg.path.join(MARKER).symlink_metadata().is_ok()
     }
 
@@ -89,7 +87,7 @@ impl FolderTask {
     }
 
     fn note_marker_made(&mut self) {
-        if let Err(e) = self.index().set_meta(MARKER_MADE, 1) {
+        if let Err(e) = self.index().set_meta(Meta::MarkerMade, 1) {
             self.error(format!(
                 "cannot record the folder marker in the index: {e:#}"
             ));

@@ -1,10 +1,9 @@
 //! A receive-only folder's local changes: kept on this device, listed in status, never
 //! sent; `filesyncctl revert` puts the server's version back, and moves every local
 //! version it replaces or removes aside into the folder's `.filesync-reverted/`.
-//! The decisions are [`crate::plan::receive_only`]'s.
+//! The decisions are [`crate::client::plan::receive_only`]'s.
 
 use std::cmp::Reverse;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, bail};
 use filesync_proto::RelPath;
@@ -12,16 +11,12 @@ use filesync_proto::control::{FolderMode, LOCAL_CHANGES_LISTED, LocalChanges};
 use tokio::sync::oneshot;
 
 use super::FolderTask;
-use crate::beneath::Root;
+use crate::client::plan::{self, receive_only::Revert, receive_only::Unsent};
+use crate::events::unix_secs;
+use crate::fs::REVERTED_DIR;
+use crate::fs::beneath::Root;
 use crate::index::LocalRow;
-use crate::plan::{self, receive_only::Revert, receive_only::Unsent};
 use crate::store;
-
-/// Where `revert` moves local versions, one dated directory per revert, inside the
-/// folder: the same filesystem, so a move is one rename that cannot half happen, and a
-/// reserved name, so it is never scanned, synced or served, and no server can write
-/// there.
-pub(super) const REVERTED_DIR: &str = ".filesync-reverted";
 
 /// At most this many bytes of paths are listed per folder, whatever their length: a
 /// status answer must stay far below the control frame limit with many folders.
@@ -252,10 +247,7 @@ impl FolderTask {
 
 /// A directory of [`REVERTED_DIR`] named after the time (UTC) that does not exist yet.
 fn aside_dir(root: &Root) -> Result<RelPath> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let stamp = plan::format_utc(now);
+    let stamp = plan::format_utc(unix_secs());
     for n in 1..=100 {
         let name = match n {
             1 => stamp.clone(),

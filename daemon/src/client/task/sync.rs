@@ -15,12 +15,14 @@ use super::{
     BLOCKED_TOO_LONG, FolderTask, MAX_INFLIGHT, PULL_BATCH, PULL_FILES, PUSH_BYTES, RETRY_AFTER,
     RETRY_MAX,
 };
-use crate::beneath::Root;
+use crate::client::plan::{self, Action};
 use crate::client::{guard, pull, session};
-use crate::conn::Counters;
-use crate::ignore::{IGNORE_FILE, IgnoreRules};
+use crate::conn::{self, Counters};
+use crate::events::{unix_ms, unix_secs};
+use crate::fs::IGNORE_FILE;
+use crate::fs::beneath::Root;
+use crate::fs::ignore::IgnoreRules;
 use crate::index::{self, LocalRow};
-use crate::plan::{self, Action};
 use crate::scan::{self, Scope};
 use crate::store;
 
@@ -50,12 +52,6 @@ fn holds_ignored(root: &Path, dir: &RelPath, rules: &IgnoreRules) -> bool {
         }
     }
     false
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl FolderTask {
@@ -278,9 +274,9 @@ impl FolderTask {
         self.error(msg);
     }
 
-    /// `e` in words; a full disk says so and names this folder ([`crate::space::explain`]).
+    /// `e` in words; a full disk says so and names this folder ([`crate::fs::space::explain`]).
     pub(super) fn explain(&self, e: &anyhow::Error) -> String {
-        crate::space::explain(e, self.cfg.name.as_str(), &self.cfg.path)
+        crate::fs::space::explain(e, self.cfg.name.as_str(), &self.cfg.path)
     }
 
     /// Applies server entries we lack; true if a full batch was taken.
@@ -723,9 +719,7 @@ impl FolderTask {
 
     /// Moves the local version of a conflicting path aside; it is then pushed as a new file.
     fn keep_conflict(&mut self, remote: &Entry) -> Result<bool> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = unix_secs();
         let aside = plan::conflict_path(&remote.path, now, self.id.device.as_str());
         match self
             .root()
@@ -841,7 +835,7 @@ impl FolderTask {
                 Action::Push { base } => {
                     let mut entry = row.entry;
                     entry.seq = 0;
-                    bytes += 256 + entry.blocks.len() * 40;
+                    bytes += conn::entry_size(&entry);
                     let change = Change {
                         entry,
                         base_seq: base,

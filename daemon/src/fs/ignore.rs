@@ -21,10 +21,7 @@ use ::ignore::gitignore::{Gitignore, GitignoreBuilder};
 use filesync_proto::RelPath;
 use sha2::{Digest, Sha256};
 
-use crate::store::is_reserved;
-
-/// The per-folder rule file, at the folder root.
-pub const IGNORE_FILE: &str = ".filesyncignore";
+use crate::fs::{IGNORE_FILE, is_reserved};
 
 /// Largest `.filesyncignore` we read. Far above any hand-written file (1 MB of patterns is
 /// a tested case) but low enough that a hostile peer cannot make us load gigabytes.

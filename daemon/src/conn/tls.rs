@@ -17,8 +17,8 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-use crate::chunk::sha256;
-use crate::private;
+use crate::fs::chunk::sha256;
+use crate::fs::private;
 
 /// The name the certificate carries and the client asks for; never checked.
 const SERVER_NAME: &str = "filesync";

@@ -13,7 +13,7 @@ use filesync_proto::RelPath;
 use filesync_proto::path::MAX_PATH_LEN;
 use filesync_proto::wire::{Entry, EntryKind, MAX_BLOCK_SIZE};
 
-use crate::store;
+use crate::fs::{RESERVED_PREFIX, is_reserved};
 
 /// Checks the conflict note `entry` carries, if any, and drops one that could aim
 /// `resolve` anywhere but at the copy's own original: `rules_ignore` says whether the
@@ -21,7 +21,7 @@ use crate::store;
 /// is returned, for the log.
 ///
 /// A note is kept only when the original is no reserved and no ignored path, and the
-/// entry's path is a conflict copy's name for it ([`crate::plan::is_conflict_copy_of`]).
+/// entry's path is a conflict copy's name for it ([`crate::client::plan::is_conflict_copy_of`]).
 /// A copy whose directory was renamed after it was made no longer passes (its note still
 /// names the old path); it then syncs as a plain file, which is what it has become.
 pub fn check_note(entry: &mut Entry, rules_ignore: impl Fn(&RelPath) -> bool) -> Option<String> {
@@ -30,7 +30,7 @@ pub fn check_note(entry: &mut Entry, rules_ignore: impl Fn(&RelPath) -> bool) ->
         why
     } else if rules_ignore(&note.original) {
         format!("its original {:?} is ignored here", note.original.as_str())
-    } else if !crate::plan::is_conflict_copy_of(&entry.path, &note.original) {
+    } else if !crate::client::plan::is_conflict_copy_of(&entry.path, &note.original) {
         format!(
             "it is not a conflict copy's name for its original {:?}",
             note.original.as_str()
@@ -64,11 +64,11 @@ pub fn check_entry(entry: &mut Entry) -> Result<(), String> {
 }
 
 fn check_path(field: &str, path: &RelPath) -> Result<(), String> {
-    match path.components().find(|c| store::is_reserved(c)) {
+    match path.components().find(|c| is_reserved(c)) {
         Some(name) => Err(format!(
             "{field} {path:?} is refused: {name:?} is in the daemon's reserved namespace \
              ({}*), which is never synced",
-            store::RESERVED_PREFIX
+            RESERVED_PREFIX
         )),
         None => Ok(()),
     }

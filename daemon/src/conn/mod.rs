@@ -1,22 +1,28 @@
 //! Plumbing shared by both ends of a device-to-server connection: byte counting,
 //! matching block responses to requests, serving blocks from a folder, and keepalive
-//! timing. Neither end's policy lives here.
+//! timing. Neither end's policy lives here. Beside it: the server's certificate and the
+//! device's pin ([`tls`]) and the checks on what arrives from the network ([`received`]).
+
+mod counters;
+pub mod received;
+pub mod tls;
 
 use std::collections::HashMap;
-
 use std::pin::Pin;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use filesync_proto::FrameError;
 use filesync_proto::wire::{BlockError, BlockRequest, Entry, MAX_BLOCK_SIZE};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::beneath::Root;
-use crate::{chunk, store};
+use crate::fs::beneath::Root;
+use crate::fs::chunk;
+use crate::fs::is_reserved;
+use crate::store;
+
+pub use counters::{Counted, Counters};
 
 /// A peer that sends no whole message for this long is considered gone: a silent
 /// partition (a dropped NAT entry, a cable pulled on the far side) shows as this.
@@ -31,93 +37,10 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long we wait for one block.
 pub const BLOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Byte and item counters of one folder, shared by its task and its connection.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub wire_sent: AtomicU64,
-    pub wire_received: AtomicU64,
-    pub content_sent: AtomicU64,
-    pub content_received: AtomicU64,
-    pub content_reused: AtomicU64,
-    pub files_uploaded: AtomicU64,
-    pub files_downloaded: AtomicU64,
-    pub deletes_applied: AtomicU64,
-    pub bytes_hashed: AtomicU64,
-    pub files_hashed: AtomicU64,
-    pub pushes: AtomicU64,
-}
-
-impl Counters {
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn snapshot(&self) -> filesync_proto::control::Counters {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        filesync_proto::control::Counters {
-            wire_bytes_sent: g(&self.wire_sent),
-            wire_bytes_received: g(&self.wire_received),
-            content_bytes_sent: g(&self.content_sent),
-            content_bytes_received: g(&self.content_received),
-            content_bytes_reused: g(&self.content_reused),
-            files_uploaded: g(&self.files_uploaded),
-            files_downloaded: g(&self.files_downloaded),
-            deletes_applied: g(&self.deletes_applied),
-            bytes_hashed: g(&self.bytes_hashed),
-            files_hashed: g(&self.files_hashed),
-            pushes: g(&self.pushes),
-        }
-    }
-}
-
-/// A stream that counts the bytes through it into shared counters.
-pub struct Counted<S> {
-    inner: S,
-    counters: Arc<Counters>,
-}
-
-impl<S> Counted<S> {
-    pub fn new(inner: S, counters: Arc<Counters>) -> Self {
-        Counted { inner, counters }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        Counters::add(
-            &self.counters.wire_received,
-            (buf.filled().len() - before) as u64,
-        );
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, data);
-        if let Poll::Ready(Ok(n)) = &r {
-            Counters::add(&self.counters.wire_sent, *n as u64);
-        }
-        r
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
+/// A generous estimate of an entry's size in a wire message: what both ends cut their
+/// batches by, so that one message stays well under the frame limit.
+pub fn entry_size(entry: &Entry) -> usize {
+    256 + entry.blocks.len() * 40
 }
 
 /// How long a connection's peer has been silent: [`Silence::expired`] completes once no
@@ -335,7 +258,7 @@ pub fn serve_block(root: &Root, req: &BlockRequest) -> BlockResult {
             req.size
         )));
     }
-    if req.path.components().any(store::is_reserved) {
+    if req.path.components().any(is_reserved) {
         return Err(BlockError::Refused(format!(
             "{} is not a synced path",
             req.path

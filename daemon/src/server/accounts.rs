@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use filesync_proto::auth::{AuthRequest, Refusal, Secret};
@@ -28,8 +28,9 @@ use filesync_proto::control::{AccountInfo, DeviceInfo, InviteInfo};
 use filesync_proto::{AccountName, DeviceId};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::chunk::sha256;
-use crate::private;
+use crate::events::unix_secs;
+use crate::fs::chunk::sha256;
+use crate::fs::private;
 
 /// The account that open registration enrols tokenless devices into.
 pub const OPEN_ACCOUNT: &str = "open";
@@ -107,12 +108,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 fn hash(secret: &Secret) -> Vec<u8> {
     sha256(&secret.0).0.to_vec()
 }
@@ -165,7 +160,7 @@ impl Accounts {
     /// Refused for a revoked device, and for a device that made
     /// [`MAX_DEVICE_INVITES`] within the last hour (the error says when it may again).
     pub fn invite(&self, account: &AccountName, ttl: Duration, maker: &Maker) -> Result<Secret> {
-        let now = now();
+        let now = unix_secs();
         let expires = i64::try_from(ttl.as_secs())
             .ok()
             .and_then(|secs| now.checked_add(secs))
@@ -234,7 +229,7 @@ impl Accounts {
              WHERE used_by IS NULL AND cancelled IS NULL AND expires > ?1
              ORDER BY created, hash",
         )?;
-        let rows = stmt.query_map([now()], |r| {
+        let rows = stmt.query_map([unix_secs()], |r| {
             let hash: Vec<u8> = r.get(0)?;
             let made_by: Option<String> = r.get(2)?;
             let (made_by, device) = match made_by.as_deref() {
@@ -262,7 +257,7 @@ impl Accounts {
         let Some(prefix) = parse_invite_id(id) else {
             return Ok(Cancelled::Unknown);
         };
-        let now = now();
+        let now = unix_secs();
         let db = lock(&self.db);
         // The token's hash and account if it is pending, what to answer otherwise.
         let found = db
@@ -365,7 +360,7 @@ impl Accounts {
         if revoked {
             return Ok(Err(Refusal::DeviceRevoked));
         }
-        let now = now();
+        let now = unix_secs();
         if last_seen.is_none_or(|seen| now - seen >= LAST_SEEN_RESOLUTION) {
             db.execute(
                 "UPDATE devices SET last_seen = ?1 WHERE id = ?2",
@@ -386,7 +381,7 @@ impl Accounts {
         device_name: &str,
     ) -> Result<Result<Admitted, Refusal>> {
         let key = hash(secret);
-        let now = now();
+        let now = unix_secs();
         let mut db = lock(&self.db);
         let tx = db.transaction()?;
         let row: Option<(String, i64, Option<String>, Option<i64>)> = tx
@@ -428,7 +423,7 @@ impl Accounts {
         wanted: &DeviceId,
         device_name: &str,
     ) -> Result<Admitted> {
-        let now = now();
+        let now = unix_secs();
         db.execute(
             "INSERT OR IGNORE INTO accounts (name, created) VALUES (?1, ?2)",
             params![account.as_str(), now],
@@ -515,7 +510,7 @@ impl Accounts {
         let cancelled = tx.execute(
             "UPDATE invites SET cancelled = ?1
              WHERE made_by = ?2 AND used_by IS NULL AND cancelled IS NULL",
-            params![now(), Maker::Device(device.clone()).column()],
+            params![unix_secs(), Maker::Device(device.clone()).column()],
         )?;
         tx.commit()?;
         Ok(Some(cancelled))
@@ -1138,15 +1133,15 @@ mod tests {
                 .query_row("SELECT last_seen FROM devices", [], |r| r.get(0))
                 .unwrap()
         };
-        let recent = now() - 30;
+        let recent = unix_secs() - 30;
         assert_eq!(
             seen_after_login(recent),
             recent,
             "rewritten within the minute"
         );
-        let old = now() - 120;
+        let old = unix_secs() - 120;
         assert!(
-            seen_after_login(old) >= now() - 1,
+            seen_after_login(old) >= unix_secs() - 1,
             "not rewritten after a minute"
         );
     }

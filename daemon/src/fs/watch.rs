@@ -40,7 +40,7 @@ use notify::{EventKind, RecursiveMode, Watcher as _};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::store;
+use crate::fs::is_reserved;
 
 /// How long a path must be quiet before it is scanned: long enough for an editor's
 /// save (temp file, rename) or a write in bursts to finish, short enough to feel instant.
@@ -494,7 +494,7 @@ fn moved_or_removed(kind: &EventKind) -> bool {
 /// own files, and names that cannot be synced (the scan reports those).
 fn relative(root: &Path, path: &Path) -> Option<RelPath> {
     let rel = RelPath::from_local(root, path).ok()?;
-    if rel.components().any(store::is_reserved) {
+    if rel.components().any(is_reserved) {
         return None;
     }
     Some(rel)

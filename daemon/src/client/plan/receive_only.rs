@@ -1,6 +1,6 @@
 //! What a receive-only folder does with the local changes it never sends.
 //!
-//! Pure, like the rest of [`crate::plan`]. A local change of a receive-only folder is a
+//! Pure, like the rest of [`crate::client::plan`]. A local change of a receive-only folder is a
 //! dirty local row: an edit, a delete or a new path the server does not have. It stays
 //! on this device, is listed in status, and is not pending: the folder is in sync
 //! without it. `filesyncctl revert` puts the server's version back, and moves every
@@ -65,7 +65,7 @@ pub fn revert(local: &LocalRow, remote: Option<&Entry>) -> Revert {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::tests::{entry, local};
+    use crate::client::plan::tests::{entry, local};
 
     fn dir(seq: u64, deleted: bool) -> Entry {
         Entry {
