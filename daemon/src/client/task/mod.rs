@@ -27,9 +27,9 @@ use crate::fs::watch::{self as watcher, WatchEvent};
 use crate::index::{Index, Meta, Totals};
 use crate::store;
 
-mod guards;
 mod local_changes;
-mod sync;
+mod pull;
+mod scan;
 
 /// Server entries applied per step, so that commands and events are served in between.
 const PULL_BATCH: usize = 256;
