@@ -13,7 +13,6 @@ mod guard;
 mod meter;
 mod offered;
 pub mod plan;
-mod pull;
 pub mod session;
 pub mod share;
 mod task;

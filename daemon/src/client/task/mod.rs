@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Result;
 use filesync_proto::RelPath;
 use filesync_proto::control::{
-    EventKind, FolderMode, FolderState, FolderStatus, ScanReport, Unsyncable, VersionEntry,
+    EventKind, FolderMode, FolderState, FolderStatus, ScanReport, Unsyncable,
 };
 use filesync_proto::wire::Entry;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -15,20 +15,24 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::guard::Hold;
-use super::pull::Partials;
 use super::session::{self, SessionConfig, SessionEvent, SessionHandle};
-use super::{ClientIdentity, FolderCmd, conflicts, meter};
+use super::{ClientIdentity, FolderCmd, meter};
 use crate::config::FolderConfig;
 use crate::conn::Counters;
 use crate::events::{Events, unix_secs};
+use crate::fs::IGNORE_FILE;
 use crate::fs::beneath::Root;
 use crate::fs::ignore::IgnoreRules;
 use crate::fs::watch::{self as watcher, WatchEvent};
 use crate::index::{Index, Meta, Totals};
 use crate::store;
+use pull::Partials;
 
+mod commands;
 mod local_changes;
 mod pull;
+mod push;
+mod renames;
 mod scan;
 
 /// Server entries applied per step, so that commands and events are served in between.
@@ -125,7 +129,7 @@ pub(super) struct FolderTask {
     /// Versions we pushed whose results were lost with their connection, by path. When
     /// the index brings one back as the server's current version of its path, made by
     /// this device, it is the base of what we hold now, not a change to conflict with
-    /// (`sync::rebase_on_own_push`). Emptied for a path by its next push result.
+    /// (`push::rebase_on_own_push`). Emptied for a path by its next push result.
     unconfirmed: HashMap<RelPath, Vec<Entry>>,
     /// Pushes refused as conflicts wait until the index brings the server's version
     /// (its sequence number), since the given instant.
@@ -376,123 +380,6 @@ impl FolderTask {
         self.start_session(parent);
     }
 
-    fn on_cmd(&mut self, cmd: FolderCmd, cancel: &CancellationToken) {
-        match cmd {
-            FolderCmd::Pause => {
-                self.paused = true;
-                if let Some(c) = self.session_cancel.take() {
-                    c.cancel();
-                }
-                // Whatever the stopped session still sends is stale from now on.
-                self.session_gen += 1;
-                self.disconnected();
-            }
-            FolderCmd::Resume => {
-                if self.paused {
-                    self.paused = false;
-                    self.full_scan("resumed");
-                    self.start_session(cancel);
-                }
-            }
-            FolderCmd::ConfirmDeletes => self.confirm_deletes(),
-            FolderCmd::Rescan => self.full_scan("requested"),
-            FolderCmd::RecreateMarker(reply) => {
-                let _ = reply.send(self.recreate_marker());
-            }
-            FolderCmd::Flush(reply) => {
-                self.full_scan("requested by wait");
-                self.flush_waiters.push(reply);
-            }
-            FolderCmd::Revert(reply) => self.ask_revert(reply),
-            FolderCmd::Conflicts(reply) => {
-                let list = conflicts::list(self.index(), self.cfg.name.as_str())
-                    .map_err(|e| format!("{e:#}"));
-                let _ = reply.send(list);
-            }
-            FolderCmd::Resolve {
-                pattern,
-                keep,
-                reply,
-            } => {
-                let result = self.root().and_then(|root| {
-                    conflicts::resolve(&root, self.index(), &self.rules, &pattern, keep)
-                });
-                let _ = reply.send(match result {
-                    Ok((0, _)) => Err(format!(
-                        "no conflict in folder {} matches {pattern:?}",
-                        self.cfg.name
-                    )),
-                    Ok((n, touched)) => {
-                        self.scan_paths.extend(touched);
-                        Ok(format!(
-                            "resolved {n} conflict{} in folder {}",
-                            if n == 1 { "" } else { "s" },
-                            self.cfg.name
-                        ))
-                    }
-                    Err(e) => Err(format!("{e:#}")),
-                });
-            }
-            FolderCmd::Versions { path, reply } => {
-                self.call_server(reply, path, |session, path| async move {
-                    let list = session.list_versions(path).await?;
-                    Ok(list
-                        .into_iter()
-                        .map(|v| VersionEntry {
-                            version: v.version,
-                            size: v.size,
-                            mtime_ns: v.mtime_ns,
-                            kept_at: v.kept_at,
-                        })
-                        .collect())
-                })
-            }
-            FolderCmd::Restore {
-                path,
-                version,
-                reply,
-            } => self.call_server(reply, path, move |session, path| async move {
-                let shown = path.to_string();
-                let seq = session.restore(path, version).await?;
-                Ok(format!(
-                    "restored {shown} as version {seq}; it syncs to every device"
-                ))
-            }),
-        }
-    }
-
-    /// Runs a call to the server on its own task, so the folder keeps working meanwhile.
-    fn call_server<T, F, Fut>(
-        &self,
-        reply: oneshot::Sender<Result<T, String>>,
-        path: String,
-        call: F,
-    ) where
-        T: Send + 'static,
-        F: FnOnce(SessionHandle, RelPath) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
-    {
-        let Some(session) = self.session.clone() else {
-            let _ = reply.send(Err(format!(
-                "folder {} is not connected to its server {}; see `filesyncctl status`",
-                self.cfg.name, self.cfg.server
-            )));
-            return;
-        };
-        let path = match RelPath::new(path.trim_matches('/').to_string()) {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = reply.send(Err(format!(
-                    "{e}; give the path relative to the folder root"
-                )));
-                return;
-            }
-        };
-        tokio::spawn(async move {
-            let _ = reply.send(call(session, path).await.map_err(|e| format!("{e:#}")));
-        });
-    }
-
     fn disconnected(&mut self) {
         self.session = None;
         self.caught_up = false;
@@ -593,6 +480,76 @@ impl FolderTask {
     /// missing): then it is looked for every AWAY_POLL.
     fn away(&self) -> bool {
         self.root_error.is_some() || self.marker_error.is_some()
+    }
+
+    /// One round of work; true when more is ready to do without waiting for an event.
+    pub(super) async fn step(&mut self) -> bool {
+        // Read new rules before scanning, so a broken rule file is caught here and is
+        // never pushed to the other devices.
+        let rules_touched = self.scan_paths.iter().any(|p| p.as_str() == IGNORE_FILE);
+        if self.rules_stale || rules_touched || self.rules_error.is_some() || self.scan_all {
+            self.reload_rules();
+        }
+        if self.rules_error.is_some() {
+            self.scan_paths.clear();
+            self.scan_all = false;
+            self.flushed.append(&mut self.flush_waiters);
+            // A fixed rule file may come from another device: take that one path in.
+            if let Err(e) = self.pull_rules_file().await {
+                self.error(format!("{e:#}"));
+            }
+            self.finish_reverts();
+            return false;
+        }
+        if self.scan_all || !self.scan_paths.is_empty() {
+            self.run_scan();
+        }
+        self.finish_reverts();
+        self.judge_deletes();
+        if self.root_error.is_some()
+            || self.marker_error.is_some()
+            || self.paused
+            || self.session.is_none()
+            || !self.caught_up
+        {
+            return false;
+        }
+        let pulled = match self.pull_round().await {
+            Ok(more) => more,
+            Err(e) => {
+                self.error(self.explain(&e));
+                false
+            }
+        };
+        let pushed = match self.push_round().await {
+            Ok(more) => more,
+            Err(e) => {
+                self.error(self.explain(&e));
+                false
+            }
+        };
+        pulled || pushed || !self.scan_paths.is_empty()
+    }
+
+    fn retrying(&self, path: &RelPath) -> bool {
+        self.retry_at.contains_key(path)
+    }
+
+    /// Sets `path` aside after a failure, for twice as long as after its last one
+    /// (RETRY_AFTER to RETRY_MAX), and reports `msg`.
+    fn fail_path(&mut self, path: &RelPath, msg: String) {
+        let delay = self
+            .retry_delay
+            .get(path)
+            .map_or(RETRY_AFTER, |last| (*last * 2).min(RETRY_MAX));
+        self.retry_delay.insert(path.clone(), delay);
+        self.retry_at.insert(path.clone(), Instant::now() + delay);
+        self.error(msg);
+    }
+
+    /// `e` in words; a full disk says so and names this folder ([`crate::fs::space::explain`]).
+    pub(super) fn explain(&self, e: &anyhow::Error) -> String {
+        crate::fs::space::explain(e, self.cfg.name.as_str(), &self.cfg.path)
     }
 
     fn error(&mut self, msg: String) {

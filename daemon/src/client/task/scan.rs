@@ -1,15 +1,200 @@
-//! The folder task's side of [`crate::client::guard`]: checks the folder marker before
-//! each scan and judges the deletes about to be pushed, keeping the task's state about
-//! both.
+//! Taking in what changed on disk: the scan itself, the ignore rules it reads first
+//! (and a fixed rule file from the server while ours is broken), and the folder's side
+//! of [`crate::client::guard`]: the folder marker checked before each scan and the
+//! deletes judged before they are pushed.
 
-use filesync_proto::control::EventKind;
+use anyhow::Result;
+use filesync_proto::RelPath;
+use filesync_proto::control::{EventKind, ScanReport};
 use filesync_proto::wire::EntryKind;
 use tokio::time::Instant;
 
 use super::{DELETE_BURST, FolderTask, RENAME_WINDOW};
 use crate::client::guard::{self, Hold, Marker};
-use crate::fs::MARKER;
+use crate::client::plan::{self, Action};
+use crate::conn::Counters;
+use crate::events::unix_ms;
+use crate::fs::ignore::IgnoreRules;
+use crate::fs::{IGNORE_FILE, MARKER};
 use crate::index::{LocalRow, Meta};
+use crate::scan::{self, Scope};
+
+impl FolderTask {
+    /// Reads `.filesyncignore` again; when the rules changed, every path is judged anew.
+    pub(super) fn reload_rules(&mut self) {
+        self.rules_stale = false;
+        match IgnoreRules::load(&self.cfg.path) {
+            Ok(rules) => {
+                if self.rules_error.take().is_some() {
+                    tracing::info!(folder = %self.cfg.name, "{IGNORE_FILE} is valid again");
+                }
+                if rules.fingerprint() != self.rules.fingerprint() {
+                    self.shared_rules.send_replace(rules.clone());
+                    self.rules = rules;
+                    if let Err(e) = self.index().clear_remote_ignored() {
+                        self.error(format!(
+                            "cannot update the index for new ignore rules: {e:#}"
+                        ));
+                    }
+                    self.full_scan("the ignore rules changed");
+                }
+            }
+            Err(e) => {
+                let msg = format!("{e}; this folder does not sync until it is fixed");
+                if self.rules_error.as_ref() != Some(&msg) {
+                    tracing::error!(folder = %self.cfg.name, "{msg}");
+                }
+                self.rules_error = Some(msg);
+            }
+        }
+    }
+
+    pub(super) fn run_scan(&mut self) {
+        if self.root_error.is_some() && self.cfg.path.is_dir() {
+            // The directory is back, maybe another one than was watched.
+            self.start_watching();
+        }
+        if !self.marker_ok() {
+            self.scan_all = false;
+            self.scan_paths.clear();
+            self.flushed.append(&mut self.flush_waiters);
+            return;
+        }
+        let scope = if self.scan_all {
+            Scope::All
+        } else {
+            Scope::Paths(std::mem::take(&mut self.scan_paths))
+        };
+        let full = self.scan_all;
+        self.scan_all = false;
+        let reason = self.scan_reason.take();
+        if full {
+            self.scan_paths.clear();
+        }
+        let started = Instant::now();
+        let result = tokio::task::block_in_place(|| {
+            let out = scan::scan(
+                &self.cfg.path,
+                self.index(),
+                &scope,
+                &self.id.device,
+                &self.rules,
+            )?;
+            if !self.marker_still_there() {
+                return Ok(None);
+            }
+            self.index().batch(|ix| {
+                for row in out.changes.iter().chain(&out.refreshed) {
+                    ix.put_local(row)?;
+                }
+                for path in &out.forget {
+                    ix.remove_local(path)?;
+                }
+                Ok(())
+            })?;
+            Ok::<_, anyhow::Error>(Some(out))
+        });
+        match result {
+            Ok(None) => {
+                // Nothing the scan found is recorded: it may have walked another
+                // directory. The folder looks again as it does for a missing root.
+                self.root_error = Some(format!(
+                    "the folder's directory {} changed during a scan; looking again",
+                    self.cfg.path.display()
+                ));
+                self.marker_ok();
+                self.flushed.append(&mut self.flush_waiters);
+            }
+            Ok(Some(out)) => {
+                if self.receive_only() {
+                    // A full scan settles every local change, those an earlier version
+                    // of the daemon left too.
+                    let settled = if full {
+                        (self.index().dirty(usize::MAX >> 1, true))
+                            .and_then(|all| self.settle_unsent(&all))
+                    } else {
+                        self.settle_unsent(&out.changes)
+                    };
+                    if let Err(e) = settled {
+                        self.error(format!("cannot record the local changes: {e:#}"));
+                    }
+                }
+                Counters::add(&self.counters.bytes_hashed, out.hashed_bytes);
+                Counters::add(&self.counters.files_hashed, out.hashed_files);
+                if full {
+                    crate::lifecycle::release_free_memory();
+                    self.last_full_scan = Instant::now();
+                    self.last_scan = Some(ScanReport {
+                        at_ms: unix_ms(),
+                        reason: reason.unwrap_or_else(|| "requested".into()),
+                        entries: out.entries,
+                        hashed_files: out.hashed_files,
+                        hashed_bytes: out.hashed_bytes,
+                        millis: started.elapsed().as_millis() as u64,
+                    });
+                }
+                if out
+                    .changes
+                    .iter()
+                    .any(|r| r.entry.path.as_str() == IGNORE_FILE)
+                {
+                    self.rules_stale = true;
+                }
+                self.hold_fresh_deletes(&out.changes);
+                self.deletes_changed(&out.changes);
+                if !out.changes.is_empty() {
+                    tracing::debug!(folder = %self.cfg.name, changes = out.changes.len(), "scanned");
+                    let n = out.changes.len();
+                    let what = format!("{n} local change{}", if n == 1 { "" } else { "s" });
+                    self.emit(EventKind::Scanned, None, Some(what));
+                }
+                if full {
+                    self.unsyncable = out.unsyncable;
+                } else {
+                    self.unsyncable
+                        .retain(|u| !out.unsyncable.iter().any(|n| n.path == u.path));
+                    self.unsyncable.extend(out.unsyncable);
+                }
+                self.root_error = None;
+                self.scanned = true;
+                self.flushed.append(&mut self.flush_waiters);
+            }
+            Err(e) => {
+                let mut msg = self.explain(&e);
+                if !self.cfg.path.is_dir() {
+                    msg = guard::root_missing(self.cfg.name.as_str(), &msg);
+                }
+                if self.root_error.as_ref() != Some(&msg) {
+                    tracing::error!(folder = %self.cfg.name, "{msg}");
+                    self.emit(EventKind::Error, None, Some(msg.clone()));
+                }
+                self.root_error = Some(msg);
+                self.flushed.append(&mut self.flush_waiters);
+            }
+        }
+    }
+
+    /// While our rule file is broken, applies a newer one from the server, unless the
+    /// local file has changes of its own (the user is fixing it here).
+    pub(super) async fn pull_rules_file(&mut self) -> Result<()> {
+        if self.session.is_none() || !self.caught_up {
+            return Ok(());
+        }
+        let path = RelPath::new(IGNORE_FILE).expect("valid path");
+        let (Some(remote), local) = (self.index().remote(&path)?, self.index().local(&path)?)
+        else {
+            return Ok(());
+        };
+        if plan::decide(local.as_ref(), Some(&remote)) == Action::Pull
+            && !remote.deleted
+            && self.disk_matches(&self.root()?, &path, local.as_ref())?
+            && self.apply(&remote).await
+        {
+            self.reload_rules();
+        }
+        Ok(())
+    }
+}
 
 impl FolderTask {
     /// Checks the folder marker before a scan; false while it is missing, and then

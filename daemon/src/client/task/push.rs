@@ -1,0 +1,239 @@
+//! Sending what this device has that the server lacks, and recording the server's
+//! answers: accepted versions, refusals as conflicts, and our own pushes coming back.
+
+use anyhow::Result;
+use filesync_proto::RelPath;
+use filesync_proto::control::EventKind;
+use filesync_proto::wire::{Change, Entry, EntryKind, MAX_BATCH, PushOutcome};
+use tokio::time::Instant;
+
+use super::{BLOCKED_TOO_LONG, FolderTask, MAX_INFLIGHT, PUSH_BYTES};
+use crate::client::plan::{self, Action};
+use crate::conn::{self, Counters};
+use crate::index::{self, LocalRow};
+
+impl FolderTask {
+    /// Sends local changes the server lacks; true if a full batch went out.
+    pub(super) async fn push_round(&mut self) -> Result<bool> {
+        // Nothing of a receive-only folder is ever sent: its changes stay local changes.
+        if self.receive_only() || self.inflight.len() >= MAX_INFLIGHT {
+            return Ok(false);
+        }
+        // What lies below a directory whose rename the server has not taken yet waits:
+        // the server has it at the new path only once the rename is in. So does what was
+        // made at the old path since: sent before the rename, it would land in the old
+        // directory there and move with it.
+        let mut renaming = Vec::new();
+        let mut vacated = Vec::new();
+        for (src, dst) in self.index().pending_renames()? {
+            let dirty = self.index().local(&dst)?.is_some_and(|r| r.dirty);
+            if dirty || self.inflight_paths.contains(&dst) {
+                renaming.push(dst);
+                vacated.push(src);
+            }
+        }
+        // While the mass-delete guard holds, only live changes go out.
+        let dirty = self.index().dirty(MAX_BATCH * 2, self.hold.is_none())?;
+        // A wait ends when the server's version arrives, or once the row it held back is
+        // no longer a change to send (the server's version was pulled, ours kept as a
+        // conflict copy): a later change of that path is a push of its own, which must
+        // not wait for a version a directory rename may since have moved away.
+        let waiting: Vec<RelPath> = self.blocked.keys().cloned().collect();
+        for path in waiting {
+            if !self.index().local(&path)?.is_some_and(|r| r.dirty) {
+                self.blocked.remove(&path);
+            }
+        }
+        let mut live = Vec::new();
+        let mut deletes = Vec::new();
+        let mut bytes = 0usize;
+        for mut row in dirty {
+            let path = row.entry.path.clone();
+            if self.inflight_paths.contains(&path)
+                || self.retrying(&path)
+                || self.hold_deletes.contains_key(&path)
+                || renaming.iter().any(|d| path != *d && path.starts_with(d))
+                || vacated.iter().any(|s| path.starts_with(s))
+            {
+                continue;
+            }
+            let remote = self.index().remote(&path)?;
+            if let Some(&(wait_for, since)) = self.blocked.get(&path) {
+                // No remote row is sequence 0: the server answers a push of a path it has
+                // no row for (a tombstone whose path a rename moved away) with 0, and the
+                // path must then go on, to be forgotten or pushed anew, not wait forever.
+                if remote.as_ref().map_or(0, |r| r.seq) < wait_for {
+                    if since.elapsed() >= BLOCKED_TOO_LONG {
+                        self.refresh_due = Some(format!(
+                            "the server's version {wait_for} of {path} never arrived"
+                        ));
+                        // Asked again only after as long once more.
+                        (self.blocked).insert(path.clone(), (wait_for, Instant::now()));
+                    }
+                    continue;
+                }
+                self.blocked.remove(&path);
+            }
+            if let Some(remote) = &remote {
+                self.rebase_on_own_push(&mut row, remote)?;
+            }
+            match plan::decide(Some(&row), remote.as_ref()) {
+                Action::Push { base } => {
+                    let mut entry = row.entry;
+                    entry.seq = 0;
+                    bytes += conn::entry_size(&entry);
+                    let change = Change {
+                        entry,
+                        base_seq: base,
+                    };
+                    if change.entry.deleted {
+                        deletes.push(change)
+                    } else {
+                        live.push(change)
+                    }
+                }
+                Action::Forget => self.index().remove_local(&path)?,
+                Action::SplitRename => {
+                    if let Some(src) = &row.entry.renamed_from {
+                        self.unpair_rename(src, &path)?;
+                    }
+                }
+                Action::MarkSynced { seq } => {
+                    let mut row = row;
+                    row.entry.seq = seq;
+                    row.dirty = false;
+                    self.index().put_local(&row)?;
+                }
+                Action::Nothing | Action::Pull | Action::ConflictThenPull => {}
+            }
+            if live.len() + deletes.len() >= MAX_BATCH || bytes >= PUSH_BYTES {
+                break;
+            }
+        }
+        if live.is_empty() && deletes.is_empty() {
+            return Ok(false);
+        }
+        // Parents before children for new paths; children before parents for deletes.
+        deletes.sort_by_key(|c| std::cmp::Reverse(c.entry.path.depth()));
+        live.extend(deletes);
+        let id = self.next_push;
+        self.next_push += 1;
+        let entries: Vec<Entry> = live.iter().map(|c| c.entry.clone()).collect();
+        let session = self
+            .session
+            .clone()
+            .expect("pushes run only while connected");
+        session.push(id, live).await?;
+        Counters::add(&self.counters.pushes, 1);
+        self.inflight_paths
+            .extend(entries.iter().map(|e| e.path.clone()));
+        self.inflight.insert(id, entries);
+        Ok(self.inflight.len() < MAX_INFLIGHT)
+    }
+
+    pub(super) fn on_push_result(&mut self, id: u64, outcomes: Vec<PushOutcome>) -> Result<()> {
+        let Some(entries) = self.inflight.remove(&id) else {
+            return Ok(());
+        };
+        for e in &entries {
+            self.inflight_paths.remove(&e.path);
+            self.unconfirmed.remove(&e.path);
+        }
+        let renames = self.index().renames(0, u64::MAX)?;
+        for (pushed, outcome) in entries.into_iter().zip(outcomes) {
+            let refused = !matches!(outcome, PushOutcome::Accepted { .. });
+            if let Some(src) = pushed.renamed_from.as_ref().filter(|_| refused) {
+                tracing::info!(folder = %self.cfg.name, from = %src, to = %pushed.path, "server did not take the rename ({outcome:?}); sending it path by path");
+                self.unpair_rename(src, &pushed.path)?;
+                continue;
+            }
+            match outcome {
+                PushOutcome::Accepted { seq } => self.accepted(pushed, seq, &renames)?,
+                PushOutcome::Conflict { current_seq } => {
+                    (self.blocked).insert(pushed.path.clone(), (current_seq, Instant::now()));
+                }
+                PushOutcome::Failed { reason } => {
+                    self.scan_paths.push(pushed.path.clone());
+                    self.fail_path(
+                        &pushed.path,
+                        format!(
+                            "server did not take {}: {}",
+                            pushed.path,
+                            crate::conn::peer_text(&reason)
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes `remote` the base of our dirty `row` when it is a version this device pushed
+    /// whose result was lost with its connection (the server took it, the answer never
+    /// came), and we have edited the path since: those edits derive from it, so they go
+    /// to the server on top of it. Without this the device would find its own earlier
+    /// version "changed on the server" and make a conflict copy against itself.
+    ///
+    /// The content decides, not the version's origin: a server killed between putting
+    /// our file in place and recording it takes the file in at its restart as a change
+    /// of its own. Whoever the server names, a version holding exactly what we pushed is
+    /// one our later edits were made on, so nothing of it is lost under them.
+    pub(super) fn rebase_on_own_push(&mut self, row: &mut LocalRow, remote: &Entry) -> Result<()> {
+        let ours = self
+            .unconfirmed
+            .get(&remote.path)
+            .is_some_and(|pushed| pushed.iter().any(|p| p.same_content(remote)));
+        if !ours {
+            return Ok(());
+        }
+        // The server has it: nothing more to remember about that push.
+        self.unconfirmed.remove(&remote.path);
+        if row.dirty && row.entry.seq < remote.seq && !row.entry.same_content(remote) {
+            row.entry.seq = remote.seq;
+            self.index().put_local(row)?;
+            tracing::debug!(folder = %self.cfg.name, path = %remote.path, seq = remote.seq, "our earlier push was taken; pushing our later edit on top of it");
+        }
+        Ok(())
+    }
+
+    /// Records a push the server took as its version `seq`; `renames` are those taken in
+    /// and not yet applied here ([`index::moved_by`]).
+    fn accepted(
+        &mut self,
+        mut pushed: Entry,
+        seq: u64,
+        renames: &[(u64, RelPath, RelPath)],
+    ) -> Result<()> {
+        self.retry_delay.remove(&pushed.path);
+        pushed.seq = seq;
+        // The server's entry is the directory's state; the rename is confirmed when its
+        // record arrives in the index.
+        pushed.renamed_from = None;
+        let index = self.index();
+        // A rename of a directory above it may have reached us before this answer; the
+        // server's entry is where that rename took it (the local row moves when the
+        // rename is applied here).
+        let (at, as_of) = index::moved_by(&pushed.path, seq, renames);
+        let path = std::mem::replace(&mut pushed.path, at);
+        index.put_remote(&pushed, as_of)?;
+        pushed.path = path;
+        if let Some(mut row) = index.local(&pushed.path)? {
+            // If the file changed again since we pushed, it stays dirty, now based on `seq`.
+            row.dirty = !(row.entry.same_content(&pushed));
+            row.entry.seq = seq;
+            index.put_local(&row)?;
+        }
+        if pushed.kind == EntryKind::File && !pushed.deleted {
+            Counters::add(&self.counters.files_uploaded, 1);
+            self.emit(EventKind::Uploaded, Some(&pushed.path), None);
+        } else if pushed.deleted {
+            self.emit(
+                EventKind::Deleted,
+                Some(&pushed.path),
+                Some("sent to the server".into()),
+            );
+        }
+        tracing::debug!(folder = %self.cfg.name, path = %pushed.path, seq, "uploaded");
+        Ok(())
+    }
+}
