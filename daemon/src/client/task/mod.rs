@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use filesync_proto::RelPath;
-use filesync_proto::control::{
-    EventKind, FolderMode, FolderState, FolderStatus, ScanReport, Unsyncable,
-};
+use filesync_proto::control::{EventKind, FolderMode, FolderStatus, ScanReport, Unsyncable};
 use filesync_proto::wire::Entry;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -19,21 +17,23 @@ use super::session::{self, SessionConfig, SessionEvent, SessionHandle};
 use super::{ClientIdentity, FolderCmd, meter};
 use crate::config::FolderConfig;
 use crate::conn::Counters;
-use crate::events::{Events, unix_secs};
+use crate::events::Events;
 use crate::fs::IGNORE_FILE;
 use crate::fs::beneath::Root;
 use crate::fs::ignore::IgnoreRules;
 use crate::fs::watch::{self as watcher, WatchEvent};
-use crate::index::{Index, Meta, Totals};
+use crate::index::{Index, Totals};
 use crate::store;
 use pull::Partials;
 
 mod commands;
 mod local_changes;
+mod phase;
 mod pull;
 mod push;
 mod renames;
 mod scan;
+mod status;
 
 /// Server entries applied per step, so that commands and events are served in between.
 const PULL_BATCH: usize = 256;
@@ -490,7 +490,9 @@ impl FolderTask {
         if self.rules_stale || rules_touched || self.rules_error.is_some() || self.scan_all {
             self.reload_rules();
         }
-        if self.rules_error.is_some() {
+        // The step is about to work: `work_left` tells only syncing from idle, which
+        // scan and exchange alike.
+        if !self.phase(true).may_scan() {
             self.scan_paths.clear();
             self.scan_all = false;
             self.flushed.append(&mut self.flush_waiters);
@@ -506,12 +508,7 @@ impl FolderTask {
         }
         self.finish_reverts();
         self.judge_deletes();
-        if self.root_error.is_some()
-            || self.marker_error.is_some()
-            || self.paused
-            || self.session.is_none()
-            || !self.caught_up
-        {
+        if !self.phase(true).may_exchange() {
             return false;
         }
         let pulled = match self.pull_round().await {
@@ -577,117 +574,5 @@ impl FolderTask {
         self.index
             .as_ref()
             .expect("index is opened before the loop starts")
-    }
-
-    fn publish(&mut self) {
-        self.publish_busy(false);
-    }
-
-    /// Publishes the status; `busy` when the loop goes straight on to more work, which
-    /// lets it reuse totals counted less than TOTALS_EVERY ago. A busy folder is never
-    /// shown idle, so the reused totals cannot make `wait` return early.
-    fn publish_busy(&mut self, busy: bool) {
-        let now = Instant::now();
-        let totals = match &self.totals {
-            Some((at, totals)) if busy && now.duration_since(*at) < TOTALS_EVERY => totals.clone(),
-            _ => {
-                let totals = self
-                    .index
-                    .as_ref()
-                    .and_then(|ix| ix.totals().ok())
-                    .unwrap_or_default();
-                self.totals = Some((now, totals.clone()));
-                totals
-            }
-        };
-        let seq = self
-            .index
-            .as_ref()
-            .and_then(|ix| ix.meta(Meta::Since).ok().flatten())
-            .unwrap_or(0) as u64;
-        // What a receive-only folder does not send is not pending: its local changes.
-        let (up_files, up_bytes, local_changes) = if self.receive_only() {
-            (0, 0, self.local_changes(totals.up_files))
-        } else {
-            (totals.up_files, totals.up_bytes, Default::default())
-        };
-        let pending =
-            up_files + totals.down_files > 0 || !self.scan_paths.is_empty() || self.scan_all;
-        let state = if self.paused {
-            FolderState::Paused
-        } else if self.root_error.is_some()
-            || self.rules_error.is_some()
-            || self.marker_error.is_some()
-        {
-            FolderState::Error
-        } else if !self.scanned {
-            FolderState::Scanning
-        } else if self.hold.is_some() {
-            FolderState::Held
-        } else if self.session.is_none() {
-            FolderState::Offline
-        } else if pending || busy || !self.caught_up {
-            FolderState::Syncing
-        } else {
-            FolderState::Idle
-        };
-        if state == FolderState::Idle {
-            // In sync: no download is left to resume any partial one.
-            self.partials.sweep(&self.cfg.path);
-            self.last_sync = Some(unix_secs());
-            self.last_error = None;
-            self.retry_delay.clear();
-        }
-        // The meter keeps the rate; a step does not change it. One borrow at a time: a
-        // second read of the watch while the meter waits to write would deadlock.
-        let (rate_up_bps, rate_down_bps) = {
-            let current = self.status.borrow();
-            (current.rate_up_bps, current.rate_down_bps)
-        };
-        let status = FolderStatus {
-            name: self.cfg.name.to_string(),
-            path: self.cfg.path.display().to_string(),
-            server: self.cfg.server.clone(),
-            mode: self.effective_mode(),
-            state,
-            connected: self.session.is_some(),
-            scanned: self.scanned,
-            files: totals.files,
-            bytes: totals.bytes,
-            pending_up_files: up_files,
-            pending_up_bytes: up_bytes,
-            pending_down_files: totals.down_files,
-            pending_down_bytes: totals.down_bytes,
-            seq,
-            last_sync: self.last_sync,
-            // What `filesyncctl conflicts` lists: the copies recorded in the index.
-            conflicts: totals.conflicts,
-            last_error: self
-                .rules_error
-                .clone()
-                .or_else(|| self.marker_error.clone())
-                .or_else(|| self.root_error.clone())
-                .or_else(|| self.hold.map(|h| h.message(self.cfg.name.as_str())))
-                .or_else(|| self.last_error.clone()),
-            unsyncable: self.unsyncable.clone(),
-            counters: self.counters.snapshot(),
-            rate_up_bps,
-            rate_down_bps,
-            index_bytes: crate::index::size_on_disk(&super::index_file(
-                &self.id.state_dir,
-                &self.cfg,
-            )),
-            last_scan: self.last_scan.clone(),
-            watch_problem: self.watch_problem().map(|p| {
-                format!(
-                    "{p}; rescanning every {} s meanwhile",
-                    self.rescan_every().as_secs()
-                )
-            }),
-            account: self.cfg.account.as_ref().map(ToString::to_string),
-            owner: super::account::owner(&self.cfg.name, self.cfg.account.as_ref()),
-            local_changes,
-        };
-        self.status.send_replace(status);
     }
 }
