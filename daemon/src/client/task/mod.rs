@@ -68,6 +68,31 @@ const REFRESH_EVERY: Duration = Duration::from_secs(60);
 /// stream brings that version right after the answer.
 const BLOCKED_TOO_LONG: Duration = Duration::from_secs(30);
 
+/// What the folder task's loop acts on, one at a time, between steps.
+enum Event {
+    /// A command from the supervisor.
+    Cmd(FolderCmd),
+    /// What a session reports, tagged with its generation: events of an earlier
+    /// session are stale and dropped.
+    Session(u64, SessionEvent),
+    /// The watcher saw changes, or asks for a full rescan.
+    Watch(WatchEvent),
+    /// A rescan interval passed since the last full scan.
+    RescanDue,
+    /// Something set aside is due again (see [`FolderTask::next_retry`]).
+    RetryDue,
+    /// The last step left work ready: go straight on to the next.
+    MoreWork,
+}
+
+/// The channels the loop receives on, owned by `run` beside the task.
+struct Inbox {
+    /// Commands from the supervisor's handle.
+    cmds: mpsc::Receiver<FolderCmd>,
+    /// Events of this task's sessions; the sending side is `FolderTask::events_tx`.
+    session_events: mpsc::UnboundedReceiver<(u64, SessionEvent)>,
+}
+
 pub(super) struct FolderTask {
     cfg: FolderConfig,
     id: ClientIdentity,
@@ -234,11 +259,7 @@ impl FolderTask {
         }
     }
 
-    pub(super) async fn run(
-        mut self,
-        mut cmds: mpsc::Receiver<FolderCmd>,
-        cancel: CancellationToken,
-    ) {
+    pub(super) async fn run(mut self, cmds: mpsc::Receiver<FolderCmd>, cancel: CancellationToken) {
         let stop_meter = cancel.child_token();
         tokio::spawn(meter::run(
             self.counters.clone(),
@@ -265,8 +286,12 @@ impl FolderTask {
         self.start_watching();
         // Before any session: what it may serve the server depends on the rules.
         self.reload_rules();
-        let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+        let (events_tx, session_events) = mpsc::unbounded_channel();
         self.events_tx = events_tx;
+        let mut inbox = Inbox {
+            cmds,
+            session_events,
+        };
         if !self.paused {
             self.start_session(&cancel);
         }
@@ -279,54 +304,86 @@ impl FolderTask {
             for w in self.flushed.drain(..) {
                 let _ = w.send(());
             }
-            // A refused push that waits too long for the server's version is looked at
-            // again then (see BLOCKED_TOO_LONG); one already past that waits for the
-            // next step, so the loop never spins on it.
-            let now = Instant::now();
-            let blocked: Vec<Instant> = (self.blocked.values())
-                .map(|(_, at)| *at + BLOCKED_TOO_LONG)
-                .filter(|at| *at > now)
-                .collect();
-            let retry = self
-                .retry_at
-                .values()
-                .chain(self.hold_deletes.values())
-                .chain(&blocked)
-                .min()
-                .copied()
-                .into_iter()
-                .chain(self.away().then(|| Instant::now() + AWAY_POLL))
-                .min()
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-            if more {
-                tokio::task::yield_now().await;
-            }
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled() => break,
-                Some(cmd) = cmds.recv() => self.on_cmd(cmd, &cancel),
-                Some((generation, ev)) = events_rx.recv() => {
-                    if generation == self.session_gen {
-                        self.on_session(ev);
-                    }
-                }
-                ev = watcher::next_event(self.watcher.as_ref()) => self.on_watch(ev),
-                _ = tokio::time::sleep_until(self.last_full_scan + self.rescan_every()) => {
-                    self.periodic_rescan()
-                }
-                _ = tokio::time::sleep_until(retry) => {
-                    let now = Instant::now();
-                    self.retry_at.retain(|_, at| *at > now);
-                    let held = self.hold_deletes.len();
-                    self.hold_deletes.retain(|_, at| *at > now);
-                    self.judge_due |= self.hold_deletes.len() < held;
-                    self.scan_all |= self.away();
-                }
-                _ = std::future::ready(()), if more => {}
+            match self.next_event(&mut inbox, &cancel, more).await {
+                Some(event) => self.handle_event(event, &cancel),
+                None => break,
             }
         }
         if let Some(c) = self.session_cancel.take() {
             c.cancel();
+        }
+    }
+
+    /// Waits for what the loop acts on next; `None` once the task is cancelled, which
+    /// wins over everything else. With `more` work ready it waits for nothing, after
+    /// letting other tasks run.
+    async fn next_event(
+        &self,
+        inbox: &mut Inbox,
+        cancel: &CancellationToken,
+        more: bool,
+    ) -> Option<Event> {
+        let retry = self.next_retry();
+        if more {
+            tokio::task::yield_now().await;
+        }
+        let event = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return None,
+            Some(cmd) = inbox.cmds.recv() => Event::Cmd(cmd),
+            Some((generation, ev)) = inbox.session_events.recv() => Event::Session(generation, ev),
+            ev = watcher::next_event(self.watcher.as_ref()) => Event::Watch(ev),
+            _ = tokio::time::sleep_until(self.last_full_scan + self.rescan_every()) => {
+                Event::RescanDue
+            }
+            _ = tokio::time::sleep_until(retry) => Event::RetryDue,
+            _ = std::future::ready(()), if more => Event::MoreWork,
+        };
+        Some(event)
+    }
+
+    /// When something set aside is due again: a failed path, a held delete, a refused
+    /// push waiting for the server's version, or a look for a folder that is away.
+    fn next_retry(&self) -> Instant {
+        // A refused push that waits too long for the server's version is looked at
+        // again then (see BLOCKED_TOO_LONG); one already past that waits for the
+        // next step, so the loop never spins on it.
+        let now = Instant::now();
+        let blocked: Vec<Instant> = (self.blocked.values())
+            .map(|(_, at)| *at + BLOCKED_TOO_LONG)
+            .filter(|at| *at > now)
+            .collect();
+        self.retry_at
+            .values()
+            .chain(self.hold_deletes.values())
+            .chain(&blocked)
+            .min()
+            .copied()
+            .into_iter()
+            .chain(self.away().then(|| Instant::now() + AWAY_POLL))
+            .min()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+    }
+
+    fn handle_event(&mut self, event: Event, cancel: &CancellationToken) {
+        match event {
+            Event::Cmd(cmd) => self.on_cmd(cmd, cancel),
+            Event::Session(generation, ev) => {
+                if generation == self.session_gen {
+                    self.on_session(ev);
+                }
+            }
+            Event::Watch(ev) => self.on_watch(ev),
+            Event::RescanDue => self.periodic_rescan(),
+            Event::RetryDue => {
+                let now = Instant::now();
+                self.retry_at.retain(|_, at| *at > now);
+                let held = self.hold_deletes.len();
+                self.hold_deletes.retain(|_, at| *at > now);
+                self.judge_due |= self.hold_deletes.len() < held;
+                self.scan_all |= self.away();
+            }
+            Event::MoreWork => {}
         }
     }
 
