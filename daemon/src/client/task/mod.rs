@@ -480,59 +480,6 @@ impl FolderTask {
         }
     }
 
-    fn on_watch(&mut self, ev: WatchEvent) {
-        match ev {
-            WatchEvent::Changed(paths) => self.scan_paths.extend(paths),
-            WatchEvent::Rescan(why) => {
-                tracing::info!(folder = %self.cfg.name, "full rescan: {why}");
-                self.full_scan(&why);
-            }
-        }
-    }
-
-    /// Asks for a scan of the whole folder, for `why` (shown in status).
-    pub(super) fn full_scan(&mut self, why: &str) {
-        self.scan_all = true;
-        self.scan_reason.get_or_insert_with(|| why.to_string());
-    }
-
-    /// Starts the watcher; what it cannot see is left to [`Self::rescan_every`].
-    fn start_watching(&mut self) {
-        // The old watcher's watches go first: they count against the same limit.
-        self.watcher = None;
-        let w = watcher::watch(&self.cfg.path);
-        if let Some(problem) = w.problem() {
-            tracing::warn!(folder = %self.cfg.name, "{problem}; rescanning every {} s meanwhile", self.rescan_every().as_secs());
-        }
-        self.watcher = Some(w);
-    }
-
-    /// Why the watcher does not see every change, if it does not.
-    fn watch_problem(&self) -> Option<String> {
-        self.watcher.as_ref().and_then(watcher::Watcher::problem)
-    }
-
-    /// How long after a full scan the next one is due.
-    fn rescan_every(&self) -> Duration {
-        match self.watch_problem() {
-            Some(_) => watcher::fallback_rescan(self.cfg.rescan_interval),
-            None => self.cfg.rescan_interval,
-        }
-    }
-
-    /// The periodic rescan; a watcher that could not see everything is started again
-    /// first, so that it recovers once the limit is raised.
-    fn periodic_rescan(&mut self) {
-        if self.watch_problem().is_some() {
-            self.start_watching();
-            self.full_scan("periodic, the watcher does not see every change");
-        } else {
-            self.full_scan("periodic");
-        }
-        // Not due again before this scan has run.
-        self.last_full_scan = Instant::now();
-    }
-
     /// Whether the folder's directory is gone or is not the folder (its marker is
     /// missing): then it is looked for every AWAY_POLL.
     fn away(&self) -> bool {

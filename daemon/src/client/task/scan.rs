@@ -1,7 +1,10 @@
-//! Taking in what changed on disk: the scan itself, the ignore rules it reads first
-//! (and a fixed rule file from the server while ours is broken), and the folder's side
+//! Taking in what changed on disk: the watcher and when full rescans are due, the scan
+//! itself, the ignore rules it reads first (and a fixed rule file from the server while
+//! ours is broken), and the folder's side
 //! of [`crate::client::guard`]: the folder marker checked before each scan and the
 //! deletes judged before they are pushed.
+
+use std::time::Duration;
 
 use anyhow::Result;
 use filesync_proto::RelPath;
@@ -15,6 +18,7 @@ use crate::client::plan::{self, Action};
 use crate::conn::Counters;
 use crate::events::unix_ms;
 use crate::fs::ignore::IgnoreRules;
+use crate::fs::watch::{self as watcher, WatchEvent};
 use crate::fs::{IGNORE_FILE, MARKER};
 use crate::index::{LocalRow, Meta};
 use crate::scan::{self, Scope};
@@ -193,6 +197,59 @@ impl FolderTask {
             self.reload_rules();
         }
         Ok(())
+    }
+
+    pub(super) fn on_watch(&mut self, ev: WatchEvent) {
+        match ev {
+            WatchEvent::Changed(paths) => self.scan_paths.extend(paths),
+            WatchEvent::Rescan(why) => {
+                tracing::info!(folder = %self.cfg.name, "full rescan: {why}");
+                self.full_scan(&why);
+            }
+        }
+    }
+
+    /// Asks for a scan of the whole folder, for `why` (shown in status).
+    pub(super) fn full_scan(&mut self, why: &str) {
+        self.scan_all = true;
+        self.scan_reason.get_or_insert_with(|| why.to_string());
+    }
+
+    /// Starts the watcher; what it cannot see is left to [`Self::rescan_every`].
+    pub(super) fn start_watching(&mut self) {
+        // The old watcher's watches go first: they count against the same limit.
+        self.watcher = None;
+        let w = watcher::watch(&self.cfg.path);
+        if let Some(problem) = w.problem() {
+            tracing::warn!(folder = %self.cfg.name, "{problem}; rescanning every {} s meanwhile", self.rescan_every().as_secs());
+        }
+        self.watcher = Some(w);
+    }
+
+    /// Why the watcher does not see every change, if it does not.
+    pub(super) fn watch_problem(&self) -> Option<String> {
+        self.watcher.as_ref().and_then(watcher::Watcher::problem)
+    }
+
+    /// How long after a full scan the next one is due.
+    pub(super) fn rescan_every(&self) -> Duration {
+        match self.watch_problem() {
+            Some(_) => watcher::fallback_rescan(self.cfg.rescan_interval),
+            None => self.cfg.rescan_interval,
+        }
+    }
+
+    /// The periodic rescan; a watcher that could not see everything is started again
+    /// first, so that it recovers once the limit is raised.
+    pub(super) fn periodic_rescan(&mut self) {
+        if self.watch_problem().is_some() {
+            self.start_watching();
+            self.full_scan("periodic, the watcher does not see every change");
+        } else {
+            self.full_scan("periodic");
+        }
+        // Not due again before this scan has run.
+        self.last_full_scan = Instant::now();
     }
 }
 
