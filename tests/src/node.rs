@@ -28,6 +28,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 const LOG_TAIL_BYTES: u64 = 16 * 1024;
 
 /// The server role of a node: its TCP port and the data dir holding the folder copies.
+/// The `min_free_space` every test server starts with: none, whatever the disk holds.
+pub const TEST_MIN_FREE_SPACE: &str = "0";
+
 struct ServerRole {
     /// Only changes before the first successful start (see [`Node::start`]).
     port: AtomicU16,
@@ -180,6 +183,9 @@ impl Node {
                     role.port.load(Ordering::SeqCst)
                 ),
                 format!("data_dir = {}", toml_string(&role.data_dir)),
+                // The free-space reserve (default 1 GiB) would make every test depend on
+                // how full this machine's disk is; the tests of the reserve set their own.
+                format!("min_free_space = \"{TEST_MIN_FREE_SPACE}\""),
             ]);
             if let Some(registration) = role.registration {
                 lines.push(format!("registration = \"{registration}\""));

@@ -16,7 +16,7 @@ use std::time::Duration;
 use filesync_tests::cluster::DOCS;
 use filesync_tests::exec::run_with_timeout;
 use filesync_tests::files::{self, pseudo_random};
-use filesync_tests::node::describe;
+use filesync_tests::node::{TEST_MIN_FREE_SPACE, describe};
 use filesync_tests::tree::{manifest, stray_temp_files_excluding};
 use filesync_tests::{Cluster, SYNC_TIMEOUT, poll_until, server_store};
 
@@ -181,10 +181,14 @@ fn a_full_server_refuses_pushes_cleanly_and_takes_them_once_space_is_freed() {
     // The server made its key and account store at start: they move onto the tmpfs.
     server.stop();
     // This test fills the disk itself: the server's free-space reserve (default 1 GiB,
-    // larger than the whole tmpfs) is turned off so that writes reach the full disk.
-    let mut config = fs::read_to_string(server.config_path()).unwrap();
-    config.push_str("min_free_space = \"0\"\n");
-    fs::write(server.config_path(), config).unwrap();
+    // larger than the whole tmpfs) is off in the fixture, so that writes reach the full
+    // disk.
+    assert!(
+        fs::read_to_string(server.config_path())
+            .unwrap()
+            .contains(&format!("min_free_space = \"{TEST_MIN_FREE_SPACE}\"")),
+        "the fixture no longer turns the reserve off"
+    );
     let Some(disk) = Tmpfs::mount_keeping(&data) else {
         server.start();
         return;

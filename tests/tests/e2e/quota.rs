@@ -24,9 +24,17 @@ const OPEN: &str = "open";
 /// and starts it again.
 fn restart_with(server: &Node, lines: &str) {
     server.stop();
-    let mut config = fs::read_to_string(server.config_path()).unwrap();
+    let config = fs::read_to_string(server.config_path()).unwrap();
     assert!(config.contains("[server]"), "{config}");
     assert!(!config.contains("[[folder]]"), "{config}");
+    // A key given again replaces the fixture's line (`min_free_space`, say).
+    let key = |line: &str| line.split('=').next().unwrap_or_default().trim().to_owned();
+    let new_keys: Vec<String> = lines.lines().map(key).collect();
+    let mut config: String = config
+        .lines()
+        .filter(|l| !new_keys.contains(&key(l)))
+        .map(|l| format!("{l}\n"))
+        .collect();
     config.push_str(lines);
     fs::write(server.config_path(), config).unwrap();
     server.start();
