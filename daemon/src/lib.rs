@@ -2,7 +2,7 @@
 //!
 //! The data path, one module per arrow: local change → [`fs::watch`]/[`scan`] → [`index`]
 //! → [`client`] session → wire ([`filesync_proto::wire`]) → [`server`] session →
-//! sequencer → [`index`] + [`store`] → fan-out → other clients → [`client`] apply.
+//! sequencer → [`index`] + [`fs::temp`] → fan-out → other clients → [`client`] apply.
 //! [`client::plan`] decides, without I/O, what a client does about each path.
 //!
 //! # Layout
@@ -10,11 +10,11 @@
 //! The groups, in the order data flows through them:
 //!
 //! * [`fs`]: files on disk, for both roles: the reserved names, confined access below a
-//!   folder root, chunking, a full disk, owner-only files, ignore rules, the watcher.
+//!   folder root, writing through verified temp files, chunking, a full disk, owner-only
+//!   files, ignore rules, the watcher.
 //! * [`index`]: one folder's SQLite, for both roles: the schema, local rows and blocks,
 //!   the client's copy of the server's index, the server's history.
 //! * [`scan`]: the disk compared with the index, into changed rows.
-//! * [`store`]: writing into a folder through verified temp files, stat, tree operations.
 //! * [`transfer`]: a file's content, block by block, into a temp file, at either end.
 //! * [`conn`]: what both ends of a device-to-server connection share: counters, pending
 //!   block requests, serving blocks, keepalive, TLS identities, checks on received entries.
@@ -34,7 +34,6 @@ pub mod index;
 pub mod lifecycle;
 pub mod scan;
 pub mod server;
-pub mod store;
 pub mod supervisor;
 pub mod transfer;
 

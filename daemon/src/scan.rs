@@ -19,8 +19,8 @@ use crate::fs::beneath::Root;
 use crate::fs::chunk;
 use crate::fs::ignore::IgnoreRules;
 use crate::fs::is_reserved;
+use crate::fs::temp::{self as store, Stat};
 use crate::index::{Index, LocalRow, StatRow};
-use crate::store::{self, Stat};
 
 /// Files hashed together: enough to keep every core busy, few enough that what waits
 /// to be hashed stays small whatever the size of the folder.

@@ -14,8 +14,8 @@ use filesync_proto::wire::ConflictNote;
 use crate::fs::beneath::Root;
 use crate::fs::ignore::IgnoreRules;
 use crate::fs::is_reserved;
+use crate::fs::temp as store;
 use crate::index::{Index, LocalRow};
-use crate::store;
 
 pub(super) fn list(index: &Index, folder: &str) -> Result<Vec<ConflictInfo>> {
     Ok(index

@@ -15,8 +15,8 @@ use filesync_proto::wire::{Entry, EntryKind};
 use super::session::SessionHandle;
 use crate::conn::Counters;
 use crate::fs::beneath::Root;
+use crate::fs::temp::{self as store, Partial, Stat};
 use crate::index::Index;
-use crate::store::{self, Partial, Stat};
 use crate::transfer;
 
 /// Writes `entry` (a live file, dir or symlink) into the folder at `root`. A path whose

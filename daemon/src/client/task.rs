@@ -23,9 +23,9 @@ use crate::conn::Counters;
 use crate::events::{Events, unix_secs};
 use crate::fs::beneath::Root;
 use crate::fs::ignore::IgnoreRules;
+use crate::fs::temp as store;
 use crate::fs::watch::{self as watcher, WatchEvent};
 use crate::index::{Index, Meta, Totals};
-use crate::store;
 
 mod guards;
 mod local_changes;

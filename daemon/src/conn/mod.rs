@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::fs::beneath::Root;
 use crate::fs::chunk;
 use crate::fs::is_reserved;
-use crate::store;
+use crate::fs::temp as store;
 
 pub use counters::{Counted, Counters};
 

@@ -9,6 +9,7 @@ pub mod chunk;
 pub mod ignore;
 pub mod private;
 pub mod space;
+pub mod temp;
 pub mod watch;
 
 /// Prefix of everything the daemon keeps inside a synced folder.

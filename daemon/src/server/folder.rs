@@ -28,10 +28,10 @@ use crate::fs::IGNORE_FILE;
 use crate::fs::beneath::Root;
 use crate::fs::chunk;
 use crate::fs::ignore::IgnoreRules;
+use crate::fs::temp::{self as store, Prepared, Stat, TempFile};
 use crate::fs::watch::{self as watcher, WatchEvent};
 use crate::index::{Index, LocalRow, Meta};
 use crate::scan::{self, Scope};
-use crate::store::{self, Prepared, Stat, TempFile};
 
 /// How often the server rescans its copy in full, behind the watcher, and expires old
 /// versions.

@@ -57,7 +57,7 @@ use filesync_proto::RelPath;
 use filesync_proto::wire::EntryKind;
 
 use crate::fs::beneath::Dir;
-use crate::store;
+use crate::fs::temp as store;
 
 /// Where copies are assembled before they are renamed into a slot.
 const TMP_DIR: &str = ".tmp";

@@ -15,8 +15,8 @@ use crate::client::plan::{self, receive_only::Revert, receive_only::Unsent};
 use crate::events::unix_secs;
 use crate::fs::REVERTED_DIR;
 use crate::fs::beneath::Root;
+use crate::fs::temp as store;
 use crate::index::LocalRow;
-use crate::store;
 
 /// At most this many bytes of paths are listed per folder, whatever their length: a
 /// status answer must stay far below the control frame limit with many folders.

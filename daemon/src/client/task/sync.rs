@@ -22,9 +22,9 @@ use crate::events::{unix_ms, unix_secs};
 use crate::fs::IGNORE_FILE;
 use crate::fs::beneath::Root;
 use crate::fs::ignore::IgnoreRules;
+use crate::fs::temp as store;
 use crate::index::{self, LocalRow};
 use crate::scan::{self, Scope};
-use crate::store;
 
 /// Whether the directory `dir` under the folder at `root` holds anything `rules` ignore,
 /// at any depth, or a name that is no path of ours (which a scan skips as well). Lists
