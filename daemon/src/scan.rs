@@ -19,7 +19,7 @@ use crate::fs::beneath::Root;
 use crate::fs::chunk;
 use crate::fs::ignore::IgnoreRules;
 use crate::fs::is_reserved;
-use crate::fs::temp::{self as store, Stat};
+use crate::fs::stat::{self, Stat};
 use crate::index::{Index, LocalRow, StatRow};
 
 /// Files hashed together: enough to keep every core busy, few enough that what waits
@@ -253,7 +253,7 @@ impl Scanner<'_> {
         if self.rules.is_ignored(&path, meta.is_dir()) {
             return;
         }
-        let Some(st) = store::stat_of(meta) else {
+        let Some(st) = stat::stat_of(meta) else {
             self.unsyncable(
                 path.as_str(),
                 "not a regular file, directory or symlink (FIFO, socket or device)",
@@ -279,7 +279,7 @@ impl Scanner<'_> {
             // on this disk and is not offered back to anyone.
             return;
         }
-        let unchanged = old.is_some_and(|o| store::matches_stat(Some(&st), &o.stat, o.deleted));
+        let unchanged = old.is_some_and(|o| stat::matches_stat(Some(&st), &o.stat, o.deleted));
         if !unchanged && st.kind == EntryKind::File && self.moved_file(&st).is_none() {
             self.to_hash.push((path.clone(), st));
             if self.to_hash.len() >= HASH_BATCH {
@@ -321,7 +321,7 @@ impl Scanner<'_> {
         match st.kind {
             EntryKind::Dir => {}
             EntryKind::Symlink => {
-                let target = store::parent(&self.handle, path)
+                let target = stat::parent(&self.handle, path)
                     .and_then(|(dir, name)| Ok(dir.read_link(name)?))
                     .map_err(|e| format!("cannot read link: {e:#}"))?;
                 entry.target = target
@@ -690,14 +690,14 @@ fn hash_all(root: &Root, files: &[(RelPath, Stat)]) -> Vec<Result<chunk::Hashed,
 /// Hashes a file, retrying when it changes while being read, so that no mix of two
 /// versions is ever reported.
 fn hash_stable(root: &Root, path: &RelPath, before: &Stat) -> Result<chunk::Hashed, String> {
-    let (dir, name) = store::parent(root, path).map_err(|e| format!("cannot read: {e:#}"))?;
+    let (dir, name) = stat::parent(root, path).map_err(|e| format!("cannot read: {e:#}"))?;
     let mut expected = *before;
     for _ in 0..3 {
         let file = dir
             .open_regular(name)
             .map_err(|e| format!("cannot read: {e}"))?;
         let hashed = chunk::hash_reader(&file).map_err(|e| format!("cannot read: {e}"))?;
-        let after = file.metadata().ok().and_then(|m| store::stat_of(&m));
+        let after = file.metadata().ok().and_then(|m| stat::stat_of(&m));
         match after {
             Some(a) if a == expected && hashed.size == a.size => return Ok(hashed),
             Some(a) => expected = a,
@@ -705,6 +705,16 @@ fn hash_stable(root: &Root, path: &RelPath, before: &Stat) -> Result<chunk::Hash
         }
     }
     Err("keeps changing while being read; will retry on the next scan".into())
+}
+
+/// Whether the disk at `path` still shows what the index row `row` recorded; with no
+/// row the index knows nothing there, so nothing may be there.
+pub fn unchanged_since_scan(root: &Root, path: &RelPath, row: Option<&LocalRow>) -> Result<bool> {
+    let disk = stat::stat(root, path)?;
+    Ok(match row {
+        Some(row) => stat::matches_index(disk.as_ref(), &row.entry, row.inode),
+        None => disk.is_none(),
+    })
 }
 
 #[cfg(test)]

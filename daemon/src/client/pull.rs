@@ -15,8 +15,11 @@ use filesync_proto::wire::{Entry, EntryKind};
 use super::session::SessionHandle;
 use crate::conn::Counters;
 use crate::fs::beneath::Root;
-use crate::fs::temp::{self as store, Partial, Stat};
+use crate::fs::stat::Stat;
+use crate::fs::temp::Partial;
+use crate::fs::tree;
 use crate::index::Index;
+use crate::scan;
 use crate::transfer;
 
 /// Writes `entry` (a live file, dir or symlink) into the folder at `root`. A path whose
@@ -30,9 +33,9 @@ pub async fn apply(
     partials: &Partials,
 ) -> Result<Stat> {
     match entry.kind {
-        EntryKind::Dir => store::make_dir(root, entry),
-        EntryKind::Symlink => store::make_symlink(root, entry),
-        EntryKind::File if same_file_content(index, entry)? => store::set_file_meta(root, entry),
+        EntryKind::Dir => tree::make_dir(root, entry),
+        EntryKind::Symlink => tree::make_symlink(root, entry),
+        EntryKind::File if same_file_content(index, entry)? => tree::set_file_meta(root, entry),
         EntryKind::File => fetch_file(root, index, session, entry, counters, partials).await,
     }
 }
@@ -67,7 +70,7 @@ async fn fetch_file(
     // theirs and must not be replaced. Giving up here lets the scan take it in as a local
     // change, which then meets this version as an ordinary conflict.
     let local = index.local(&entry.path)?;
-    if !store::unchanged_since_scan(root, &entry.path, local.as_ref())? {
+    if !scan::unchanged_since_scan(root, &entry.path, local.as_ref())? {
         bail!(
             "{} changed here while its new version was downloading; both are kept",
             entry.path

@@ -23,7 +23,7 @@ use crate::conn::Counters;
 use crate::events::{Events, unix_secs};
 use crate::fs::beneath::Root;
 use crate::fs::ignore::IgnoreRules;
-use crate::fs::temp as store;
+use crate::fs::temp;
 use crate::fs::watch::{self as watcher, WatchEvent};
 use crate::index::{Index, Meta, Totals};
 
@@ -254,7 +254,7 @@ impl FolderTask {
         }
         // Partial downloads stay for the transfers that resume them.
         if let Ok(root) = self.root() {
-            for partial in store::clean_temp_files(&root) {
+            for partial in temp::clean_temp_files(&root) {
                 self.partials.note(partial);
             }
         }

@@ -27,7 +27,7 @@ pub use remote::moved_by;
 use schema::{LIVE_SCHEMA, NEEDED_SCHEMA, SCHEMA};
 
 use crate::events::unix_secs;
-use crate::fs::temp::Stat;
+use crate::fs::stat::Stat;
 
 /// The keys of the `meta` table, each holding one integer. The strings they are stored
 /// under ([`Meta::key`]) are in every existing index and never change.

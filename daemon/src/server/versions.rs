@@ -57,7 +57,8 @@ use filesync_proto::RelPath;
 use filesync_proto::wire::EntryKind;
 
 use crate::fs::beneath::Dir;
-use crate::fs::temp as store;
+use crate::fs::stat;
+use crate::fs::tree;
 
 /// Where copies are assembled before they are renamed into a slot.
 const TMP_DIR: &str = ".tmp";
@@ -202,7 +203,7 @@ impl Versions {
                 });
             }
         }
-        store::sync_dir(&slot);
+        tree::sync_dir(&slot);
         // A link leaves the tree's directory as it was; a move took the file out of it.
         if !link {
             dir.sync();
@@ -241,7 +242,7 @@ impl Versions {
                         .with_context(|| format!("cannot stat {}", item.path().display()));
                 }
             };
-            let Some(st) = store::stat_of(&meta).filter(|s| s.kind == EntryKind::File) else {
+            let Some(st) = stat::stat_of(&meta).filter(|s| s.kind == EntryKind::File) else {
                 continue;
             };
             found.push((
@@ -371,7 +372,7 @@ impl Versions {
         if written.is_err() {
             let _ = fs::remove_file(&tmp);
         }
-        store::sync_dir(slot);
+        tree::sync_dir(slot);
         written
     }
 }
@@ -411,7 +412,7 @@ fn expire_slot(slot: &Path, cutoff: i64) -> usize {
         // Fails harmlessly if a `keep` has just put a version here.
         let _ = fs::remove_dir(slot);
     } else if removed > 0 {
-        store::sync_dir(slot);
+        tree::sync_dir(slot);
     }
     removed
 }
@@ -452,7 +453,7 @@ fn check_record(slot: &Path, path: &RelPath) -> Result<()> {
 }
 
 fn is_regular_file(dir: &Dir, name: &str) -> Result<bool> {
-    Ok(store::stat_in(dir, name)?.is_some_and(|s| s.kind == EntryKind::File))
+    Ok(stat::stat_in(dir, name)?.is_some_and(|s| s.kind == EntryKind::File))
 }
 
 fn is_missing(e: &io::Error) -> bool {
@@ -749,7 +750,7 @@ mod tests {
         let (dir, name) = f.at("a");
         assert!(f.versions.copy_in(&dir, &name, &dest).unwrap());
         assert!(!full.exists());
-        let st = store::stat_of(&fs::symlink_metadata(&dest).unwrap()).unwrap();
+        let st = stat::stat_of(&fs::symlink_metadata(&dest).unwrap()).unwrap();
         assert_eq!((st.size, st.mtime_ns, st.mode), (6, MTIME_NS, 0o640));
         assert_eq!(f.listed("a"), vec![(4, 100, b"copied".to_vec())]);
         assert_eq!(fs::read_dir(&f.versions.tmp).unwrap().count(), 0);

@@ -22,7 +22,8 @@ use crate::events::{unix_ms, unix_secs};
 use crate::fs::IGNORE_FILE;
 use crate::fs::beneath::Root;
 use crate::fs::ignore::IgnoreRules;
-use crate::fs::temp as store;
+use crate::fs::stat;
+use crate::fs::tree;
 use crate::index::{self, LocalRow};
 use crate::scan::{self, Scope};
 
@@ -439,7 +440,7 @@ impl FolderTask {
         if whole && self.make_parents(dst).await {
             match self
                 .root()
-                .and_then(|root| store::rename_dir(&root, src, dst))
+                .and_then(|root| tree::rename_dir(&root, src, dst))
             {
                 Ok(_) => {
                     self.index().batch(|ix| ix.move_local(src, dst))?;
@@ -479,7 +480,7 @@ impl FolderTask {
         let mut missing = Vec::new();
         let mut at = path.parent();
         while let Some(dir) = at {
-            match store::stat(&root, &dir) {
+            match stat::stat(&root, &dir) {
                 Ok(Some(s)) if s.kind == EntryKind::Dir => break,
                 Ok(None) => {
                     at = dir.parent();
@@ -529,7 +530,7 @@ impl FolderTask {
         path: &RelPath,
         local: Option<&LocalRow>,
     ) -> Result<bool> {
-        let ok = store::unchanged_since_scan(root, path, local)?;
+        let ok = scan::unchanged_since_scan(root, path, local)?;
         if !ok {
             self.scan_paths.push(path.clone());
         }
@@ -569,7 +570,7 @@ impl FolderTask {
             .expect("pulls run only while connected");
         let root = &self.root()?;
         let (index, counters, partials) = (self.index(), &self.counters, &self.partials);
-        let results: Vec<(Entry, Result<store::Stat>)> = futures::stream::iter(files)
+        let results: Vec<(Entry, Result<stat::Stat>)> = futures::stream::iter(files)
             .map(|remote| {
                 let session = &session;
                 async move {
@@ -591,7 +592,7 @@ impl FolderTask {
     }
 
     /// Records the outcome of applying `remote`; true if it was applied.
-    fn applied(&mut self, remote: &Entry, result: Result<store::Stat>) -> bool {
+    fn applied(&mut self, remote: &Entry, result: Result<stat::Stat>) -> bool {
         match result {
             Ok(stat) => {
                 let mut entry = remote.clone();
@@ -669,7 +670,7 @@ impl FolderTask {
             if !self.disk_matches(&root, &remote.path, Some(&local))? {
                 return Ok(None);
             }
-            store::remove(&root, &remote.path).map(Some)
+            tree::remove(&root, &remote.path).map(Some)
         });
         match removed {
             Ok(None) => Ok(false),
@@ -723,7 +724,7 @@ impl FolderTask {
         let aside = plan::conflict_path(&remote.path, now, self.id.device.as_str());
         match self
             .root()
-            .and_then(|root| store::move_aside(&root, &remote.path, &aside))
+            .and_then(|root| tree::move_aside(&root, &remote.path, &aside))
         {
             Ok(()) => {
                 tracing::warn!(folder = %self.cfg.name, path = %remote.path, copy = %aside, "conflict: both sides changed; kept the local version as a conflict copy");
