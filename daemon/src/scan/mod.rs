@@ -4,7 +4,9 @@
 //! mtime, mode and inode match its index row is not read. Anything new or different is
 //! hashed (chunked) and reported as a change; a path in the index that is gone from disk
 //! becomes a tombstone. A scan never writes: the caller decides what a change means for
-//! its role (a client marks it dirty, a server gives it a sequence number).
+//! its role (a client marks it dirty, a server gives it a sequence number). Renamed
+//! directories are paired in [`renames`]; [`unchanged_since_scan`] tells a writer whether
+//! the disk at a path is still what the index recorded.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -21,6 +23,8 @@ use crate::fs::ignore::IgnoreRules;
 use crate::fs::is_reserved;
 use crate::fs::stat::{self, Stat};
 use crate::index::{Index, LocalRow, StatRow};
+
+mod renames;
 
 /// Files hashed together: enough to keep every core busy, few enough that what waits
 /// to be hashed stays small whatever the size of the folder.
@@ -470,152 +474,6 @@ impl Scanner<'_> {
                 self.out.changes.push(tombstone);
             }
         }
-        Ok(())
-    }
-}
-
-impl Scanner<'_> {
-    /// Takes into a scan of some paths the rows of each directory that a new directory
-    /// was moved from, when that old path is outside the scanned ones: the watcher may
-    /// hand over a move's new path a batch before its old one (a new parent is scanned
-    /// whole as soon as it appears), and a rename is only seen with both sides in one
-    /// scan. An old path that is still on disk is left alone.
-    fn add_moved_in(&mut self, index: &Index) -> Result<()> {
-        let new: Vec<(u64, RelPath)> = self
-            .new_dirs
-            .iter()
-            .map(|(inode, path)| (*inode, path.clone()))
-            .collect();
-        for (inode, dst) in new {
-            let Some(src) = index.live_dir_with_inode(inode)? else {
-                continue;
-            };
-            if self.known.contains_key(&src)
-                || src.starts_with(&dst)
-                || dst.starts_with(&src)
-                || fs::symlink_metadata(src.to_path(self.root)).is_ok()
-            {
-                continue;
-            }
-            let known = &mut self.known;
-            index.each_local_stat(Some(&src), |path, row| {
-                known.entry(path).or_insert(Known { row, seen: false });
-            })?;
-        }
-        Ok(())
-    }
-
-    /// Pairs each directory that is gone with a new one of the same inode: it was renamed.
-    /// Its rows move below the new path keeping their history, so that the rename is
-    /// reported as one change (the new directory, with `renamed_from`) rather than a
-    /// delete and a create per file. A directory the server never had, or a new path
-    /// with old rows below it, is left to the per-file path.
-    fn pair_renames(&mut self) -> Result<()> {
-        if self.new_dirs.is_empty() {
-            return Ok(());
-        }
-        let mut gone: Vec<(&RelPath, u64)> = self
-            .known
-            .iter()
-            .filter(|(_, k)| {
-                !k.row.deleted && k.row.stat.kind == EntryKind::Dir && !k.seen && k.row.shared
-            })
-            .map(|(path, k)| (path, k.row.stat.inode))
-            .collect();
-        gone.sort();
-        let mut pairs: Vec<(RelPath, RelPath)> = Vec::new();
-        for (src, inode) in gone {
-            if pairs.iter().any(|(done, _)| src.starts_with(done)) {
-                continue;
-            }
-            let Some(dst) = self.new_dirs.get(&inode) else {
-                continue;
-            };
-            let clash = src.starts_with(dst)
-                || dst.starts_with(src)
-                || self.known.keys().any(|k| k.starts_with(dst));
-            if !clash {
-                pairs.push((src.clone(), dst.clone()));
-            }
-        }
-        for (src, dst) in pairs {
-            self.move_subtree(&src, &dst)?;
-        }
-        Ok(())
-    }
-
-    /// Moves the known rows at `src` and below to `dst`, matching each with what the walk
-    /// found at its new path.
-    fn move_subtree(&mut self, src: &RelPath, dst: &RelPath) -> Result<()> {
-        let mut olds: Vec<LocalRow> = self.index.local_under(src)?;
-        olds.retain(|r| self.known.get(&r.entry.path).is_some_and(|k| !k.seen));
-        olds.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
-        let mut found: HashMap<RelPath, LocalRow> = HashMap::new();
-        self.out.changes.retain(|r| {
-            if r.entry.path.starts_with(dst) && !r.entry.deleted {
-                found.insert(r.entry.path.clone(), r.clone());
-                false
-            } else {
-                true
-            }
-        });
-        for old in olds {
-            let path = old.entry.path.rebase(src, dst).expect("row is below src");
-            if let Some(known) = self.known.get_mut(&old.entry.path) {
-                known.seen = true;
-            }
-            self.out.forget.push(old.entry.path.clone());
-            match found.remove(&path) {
-                Some(mut new) if path == *dst => {
-                    // The directory itself carries the rename, as a change the server
-                    // has not seen (a rename of a rename not yet sent keeps its source).
-                    new.entry.renamed_from = old.entry.renamed_from.or(Some(src.clone()));
-                    self.out.changes.push(new);
-                }
-                Some(mut new)
-                    if !old.entry.deleted
-                        && old.entry.same_content(&new.entry)
-                        && (new.entry.kind != EntryKind::File
-                            || old.entry.mtime_ns == new.entry.mtime_ns) =>
-                {
-                    new.entry.seq = old.entry.seq;
-                    new.entry.origin = old.entry.origin;
-                    new.entry.conflict = old.entry.conflict;
-                    new.entry.renamed_from = old.entry.renamed_from;
-                    new.dirty = old.dirty;
-                    self.out.refreshed.push(new);
-                }
-                Some(mut new) => {
-                    // Changed as well as moved: a change based on the moved version.
-                    new.entry.seq = old.entry.seq;
-                    self.out.changes.push(new);
-                }
-                None if self.seen(&path) && !old.entry.deleted => {
-                    // Present but unreadable at the new path: keep the old state there
-                    // until it can be read; the stat mismatch brings it back to a scan.
-                    let mut row = old;
-                    row.entry.path = path;
-                    self.out.refreshed.push(row);
-                }
-                None if self
-                    .rules
-                    .is_ignored(&path, old.entry.kind == EntryKind::Dir) => {}
-                None if old.entry.deleted => {
-                    let mut row = old;
-                    row.entry.path = path;
-                    self.out.refreshed.push(row);
-                }
-                None => {
-                    // Deleted while it was moved: a tombstone at the new path.
-                    let mut entry = old.entry;
-                    entry.path = path;
-                    let tombstone = self.tombstone(entry);
-                    self.out.changes.push(tombstone);
-                }
-            }
-        }
-        // New paths below `dst` that had no old row: plain new entries.
-        self.out.changes.extend(found.into_values());
         Ok(())
     }
 }
