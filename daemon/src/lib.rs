@@ -10,8 +10,10 @@
 //! The groups, in the order data flows through them:
 //!
 //! * [`fs`]: files on disk, for both roles: the reserved names, confined access below a
-//!   folder root, writing through verified temp files, chunking, a full disk, owner-only
-//!   files, ignore rules, the watcher.
+//!   folder root, stat, writing through verified temp files, tree operations, chunking,
+//!   free space and a full disk, owner-only files, ignore rules, the watcher. It imports
+//!   nothing else from the crate, and it is the only module that calls the platform's
+//!   file APIs; the others keep to `std::fs` and `fs`'s functions.
 //! * [`index`]: one folder's SQLite, for both roles: the schema, local rows and blocks,
 //!   the client's copy of the server's index, the server's history.
 //! * [`scan`]: the disk compared with the index, into changed rows.
@@ -22,7 +24,9 @@
 //! * [`server`]: the server role: sessions, the sequencer, history, kept versions,
 //!   accounts and shares.
 //! * The process around them: [`config`], [`supervisor`], [`control`], [`events`],
-//!   [`lifecycle`].
+//!   [`lifecycle`]. Two of them keep Unix calls of their own: [`control`] for its
+//!   socket (the socket file, its directory, the peer's credentials) and [`lifecycle`]
+//!   for the process (signals, `--daemon`'s fork, the journal check, malloc tuning).
 
 pub mod client;
 pub mod config;

@@ -52,9 +52,29 @@ pub fn stat_of(m: &fs::Metadata) -> Option<Stat> {
             .mtime()
             .saturating_mul(1_000_000_000)
             .saturating_add(m.mtime_nsec()),
-        mode: m.mode() & 0o777,
+        mode: mode_of(m),
         inode: m.ino(),
     })
+}
+
+/// The permission bits of a file's metadata.
+pub fn mode_of(m: &fs::Metadata) -> u32 {
+    m.mode() & 0o777
+}
+
+/// Whether `a` and what `lstat` returned as `b` are the same file with the same size
+/// and mtime: nothing wrote into it or over it in between.
+// The field types of `struct stat` differ between architectures.
+#[allow(clippy::unnecessary_cast)]
+pub fn same_file(a: &fs::Metadata, b: &rustix::fs::Stat) -> bool {
+    (a.dev(), a.ino(), a.len(), a.mtime(), a.mtime_nsec())
+        == (
+            b.st_dev as u64,
+            b.st_ino as u64,
+            b.st_size as u64,
+            b.st_mtime as i64,
+            b.st_mtime_nsec as i64,
+        )
 }
 
 /// [`stat_of`] for what `lstat` returns.

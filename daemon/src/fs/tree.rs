@@ -24,6 +24,11 @@ pub(super) fn set_mtime(file: &File, mtime_ns: i64) -> io::Result<()> {
     filetime::set_file_handle_times(file, Some(t), Some(t))
 }
 
+/// Gives an open file the permission bits `mode`.
+pub fn set_mode(file: &File, mode: u32) -> io::Result<()> {
+    file.set_permissions(fs::Permissions::from_mode(mode & 0o777))
+}
+
 /// Persists renames and unlinks in the directory `dir` itself; best effort, as some
 /// filesystems refuse to fsync directories.
 pub fn sync_dir(dir: &std::path::Path) {
@@ -43,7 +48,7 @@ pub fn set_file_meta(root: &Root, entry: &Entry) -> Result<Stat> {
     if !file.metadata()?.is_file() {
         bail!("{} is no longer a regular file", full.display());
     }
-    file.set_permissions(fs::Permissions::from_mode(entry.mode & 0o777))
+    set_mode(&file, entry.mode)
         .with_context(|| format!("cannot set the mode of {}", full.display()))?;
     set_mtime(&file, entry.mtime_ns)
         .with_context(|| format!("cannot set mtime of {}", full.display()))?;

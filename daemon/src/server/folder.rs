@@ -771,8 +771,7 @@ impl Sequencer {
         };
         let source = std::fs::File::open(&chosen.file)
             .with_context(|| format!("cannot open kept version of {path}"))?;
-        let mode =
-            std::os::unix::fs::PermissionsExt::mode(&source.metadata()?.permissions()) & 0o777;
+        let mode = stat::mode_of(&source.metadata()?);
         let hashed = chunk::hash_reader(&source)?;
         let root = self.open_root()?;
         let current = self.current(&root, path)?;
