@@ -11,8 +11,8 @@ use filesync_proto::control::{AddFolder, Response};
 use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
-use super::{Supervisor, bad, failed, now, ok};
-use crate::client::{self, FolderCmd};
+use super::{Supervisor, bad, bind_accounts, failed, now, ok};
+use crate::client::FolderCmd;
 use crate::config::{self, Config, FolderConfig};
 
 impl Supervisor {
@@ -235,46 +235,5 @@ impl Supervisor {
             "config reloaded; {} folders ({added} started)",
             self.folders.len()
         ))
-    }
-}
-
-/// Gives each folder of `config` (of `server` only, when given) that does not record its
-/// account, as in a config from before accounts were recorded, the one account this
-/// device holds a credential for on its server, and writes it into the file. A folder
-/// whose server has none or several stays without: its session then registers (none) or
-/// says which account to write (several), and never picks one of several.
-pub(super) fn bind_accounts(
-    config: &mut Config,
-    trust: &client::trust::TrustStore,
-    server: Option<&str>,
-) {
-    for folder in &mut config.folders {
-        if folder.account.is_some() || server.is_some_and(|s| s != folder.server) {
-            continue;
-        }
-        let accounts = match trust.accounts(&folder.server) {
-            Ok(accounts) => accounts,
-            Err(e) => {
-                tracing::warn!(folder = %folder.name, "cannot read this device's credentials: {e:#}");
-                continue;
-            }
-        };
-        let [account] = accounts.as_slice() else {
-            continue;
-        };
-        folder.account = Some(account.clone());
-        match config::persist_set_account(&config.file, &folder.path, account) {
-            Ok(()) => tracing::info!(
-                folder = %folder.name,
-                account = %account,
-                config = %config.file.display(),
-                "the folder syncs as the account of this device's credential for its server; recorded in the config"
-            ),
-            Err(e) => tracing::warn!(
-                folder = %folder.name,
-                account = %account,
-                "the folder syncs as the account of this device's credential for its server, but it could not be recorded in the config: {e}"
-            ),
-        }
     }
 }
