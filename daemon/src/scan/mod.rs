@@ -579,15 +579,15 @@ pub fn unchanged_since_scan(root: &Root, path: &RelPath, row: Option<&LocalRow>)
 mod tests {
     use super::*;
 
-    struct Fixture {
+    pub(super) struct Fixture {
         dir: tempfile::TempDir,
-        index: Index,
+        pub(super) index: Index,
         origin: DeviceId,
         rules: IgnoreRules,
     }
 
     impl Fixture {
-        fn new() -> Fixture {
+        pub(super) fn new() -> Fixture {
             let dir = tempfile::tempdir().unwrap();
             fs::create_dir(dir.path().join("root")).unwrap();
             let index = Index::open(&dir.path().join("i.db")).unwrap();
@@ -599,12 +599,12 @@ mod tests {
             }
         }
 
-        fn root(&self) -> std::path::PathBuf {
+        pub(super) fn root(&self) -> std::path::PathBuf {
             self.dir.path().join("root")
         }
 
         /// Scans and records the changes as a client would; returns the changed paths.
-        fn scan(&self, scope: &Scope) -> Vec<String> {
+        pub(super) fn scan(&self, scope: &Scope) -> Vec<String> {
             let out = scan(&self.root(), &self.index, scope, &self.origin, &self.rules).unwrap();
             for row in out.changes.iter().chain(&out.refreshed) {
                 self.index.put_local(row).unwrap();
@@ -643,100 +643,6 @@ mod tests {
         fs::write(f.root().join("d/a.txt"), b"changed").unwrap();
         fs::remove_dir(f.root().join("d/empty")).unwrap();
         assert_eq!(f.scan(&Scope::All), ["d/a.txt", "d/empty (deleted)"]);
-    }
-
-    /// Marks every row as accepted by a server at sequence number 7.
-    fn mark_synced(f: &Fixture) {
-        for (_, mut row) in f.index.all_local().unwrap() {
-            row.entry.seq = 7;
-            row.dirty = false;
-            f.index.put_local(&row).unwrap();
-        }
-    }
-
-    #[test]
-    fn a_renamed_directory_is_one_change_and_its_rows_move_with_their_history() {
-        let f = Fixture::new();
-        fs::create_dir_all(f.root().join("old/sub")).unwrap();
-        for name in ["a", "b", "sub/c"] {
-            fs::write(f.root().join("old").join(name), name).unwrap();
-        }
-        f.scan(&Scope::All);
-        mark_synced(&f);
-        fs::rename(f.root().join("old"), f.root().join("new")).unwrap();
-        fs::write(f.root().join("new/b"), b"edited").unwrap();
-        let scope = Scope::Paths(vec![
-            RelPath::new("old").unwrap(),
-            RelPath::new("new").unwrap(),
-        ]);
-        assert_eq!(
-            f.scan(&scope),
-            ["new", "new/b"],
-            "only the rename and the edit"
-        );
-        let p = |s: &str| RelPath::new(s).unwrap();
-        let top = f.index.local(&p("new")).unwrap().unwrap();
-        assert_eq!(top.entry.renamed_from, Some(p("old")));
-        assert!(top.dirty);
-        let moved = f.index.local(&p("new/sub/c")).unwrap().unwrap();
-        assert_eq!((moved.entry.seq, moved.dirty), (7, false), "moved, not new");
-        let edited = f.index.local(&p("new/b")).unwrap().unwrap();
-        assert_eq!(
-            (edited.entry.seq, edited.dirty),
-            (7, true),
-            "an edit of the moved file"
-        );
-        assert!(f.index.local_under(&p("old")).unwrap().is_empty());
-    }
-
-    #[test]
-    fn a_directory_moved_into_a_new_parent_pairs_when_only_the_new_parent_is_scanned() {
-        let f = Fixture::new();
-        fs::create_dir_all(f.root().join("old/sub")).unwrap();
-        fs::write(f.root().join("old/sub/c"), b"c").unwrap();
-        fs::create_dir(f.root().join("kept")).unwrap();
-        f.scan(&Scope::All);
-        mark_synced(&f);
-        fs::create_dir(f.root().join("archive")).unwrap();
-        fs::rename(f.root().join("old"), f.root().join("archive/old")).unwrap();
-        let p = |s: &str| RelPath::new(s).unwrap();
-        // The watcher's first batch names only the new parent.
-        assert_eq!(
-            f.scan(&Scope::Paths(vec![p("archive")])),
-            ["archive", "archive/old"],
-            "the new parent and the rename, no file re-sent"
-        );
-        let top = f.index.local(&p("archive/old")).unwrap().unwrap();
-        assert_eq!(top.entry.renamed_from, Some(p("old")));
-        let moved = f.index.local(&p("archive/old/sub/c")).unwrap().unwrap();
-        assert_eq!((moved.entry.seq, moved.dirty), (7, false), "moved, not new");
-        assert!(f.index.local_under(&p("old")).unwrap().is_empty());
-        // The next batch names the old path and the new one: nothing more to report.
-        assert!(
-            f.scan(&Scope::Paths(vec![p("old"), p("archive/old")]))
-                .is_empty()
-        );
-        // A directory that is still at its old path is not taken for a move.
-        fs::create_dir(f.root().join("copy")).unwrap();
-        let kept = f.index.local(&p("kept")).unwrap().unwrap();
-        assert_eq!(f.scan(&Scope::Paths(vec![p("copy")])), ["copy"]);
-        assert_eq!(
-            f.index.local(&p("kept")).unwrap().unwrap().entry,
-            kept.entry
-        );
-    }
-
-    #[test]
-    fn a_directory_the_server_never_had_is_not_paired() {
-        let f = Fixture::new();
-        fs::create_dir_all(f.root().join("fresh")).unwrap();
-        fs::write(f.root().join("fresh/a"), b"a").unwrap();
-        f.scan(&Scope::All);
-        fs::rename(f.root().join("fresh"), f.root().join("moved")).unwrap();
-        assert_eq!(
-            f.scan(&Scope::All),
-            ["fresh (deleted)", "fresh/a (deleted)", "moved", "moved/a"]
-        );
     }
 
     #[test]

@@ -158,3 +158,107 @@ impl Scanner<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use filesync_proto::RelPath;
+
+    use super::super::Scope;
+    use super::super::tests::Fixture;
+
+    /// Marks every row as accepted by a server at sequence number 7.
+    fn mark_synced(f: &Fixture) {
+        for (_, mut row) in f.index.all_local().unwrap() {
+            row.entry.seq = 7;
+            row.dirty = false;
+            f.index.put_local(&row).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_renamed_directory_is_one_change_and_its_rows_move_with_their_history() {
+        let f = Fixture::new();
+        fs::create_dir_all(f.root().join("old/sub")).unwrap();
+        for name in ["a", "b", "sub/c"] {
+            fs::write(f.root().join("old").join(name), name).unwrap();
+        }
+        f.scan(&Scope::All);
+        mark_synced(&f);
+        fs::rename(f.root().join("old"), f.root().join("new")).unwrap();
+        fs::write(f.root().join("new/b"), b"edited").unwrap();
+        let scope = Scope::Paths(vec![
+            RelPath::new("old").unwrap(),
+            RelPath::new("new").unwrap(),
+        ]);
+        assert_eq!(
+            f.scan(&scope),
+            ["new", "new/b"],
+            "only the rename and the edit"
+        );
+        let p = |s: &str| RelPath::new(s).unwrap();
+        let top = f.index.local(&p("new")).unwrap().unwrap();
+        assert_eq!(top.entry.renamed_from, Some(p("old")));
+        assert!(top.dirty);
+        let moved = f.index.local(&p("new/sub/c")).unwrap().unwrap();
+        assert_eq!((moved.entry.seq, moved.dirty), (7, false), "moved, not new");
+        let edited = f.index.local(&p("new/b")).unwrap().unwrap();
+        assert_eq!(
+            (edited.entry.seq, edited.dirty),
+            (7, true),
+            "an edit of the moved file"
+        );
+        assert!(f.index.local_under(&p("old")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_directory_moved_into_a_new_parent_pairs_when_only_the_new_parent_is_scanned() {
+        let f = Fixture::new();
+        fs::create_dir_all(f.root().join("old/sub")).unwrap();
+        fs::write(f.root().join("old/sub/c"), b"c").unwrap();
+        fs::create_dir(f.root().join("kept")).unwrap();
+        f.scan(&Scope::All);
+        mark_synced(&f);
+        fs::create_dir(f.root().join("archive")).unwrap();
+        fs::rename(f.root().join("old"), f.root().join("archive/old")).unwrap();
+        let p = |s: &str| RelPath::new(s).unwrap();
+        // The watcher's first batch names only the new parent.
+        assert_eq!(
+            f.scan(&Scope::Paths(vec![p("archive")])),
+            ["archive", "archive/old"],
+            "the new parent and the rename, no file re-sent"
+        );
+        let top = f.index.local(&p("archive/old")).unwrap().unwrap();
+        assert_eq!(top.entry.renamed_from, Some(p("old")));
+        let moved = f.index.local(&p("archive/old/sub/c")).unwrap().unwrap();
+        assert_eq!((moved.entry.seq, moved.dirty), (7, false), "moved, not new");
+        assert!(f.index.local_under(&p("old")).unwrap().is_empty());
+        // The next batch names the old path and the new one: nothing more to report.
+        assert!(
+            f.scan(&Scope::Paths(vec![p("old"), p("archive/old")]))
+                .is_empty()
+        );
+        // A directory that is still at its old path is not taken for a move.
+        fs::create_dir(f.root().join("copy")).unwrap();
+        let kept = f.index.local(&p("kept")).unwrap().unwrap();
+        assert_eq!(f.scan(&Scope::Paths(vec![p("copy")])), ["copy"]);
+        assert_eq!(
+            f.index.local(&p("kept")).unwrap().unwrap().entry,
+            kept.entry
+        );
+    }
+
+    #[test]
+    fn a_directory_the_server_never_had_is_not_paired() {
+        let f = Fixture::new();
+        fs::create_dir_all(f.root().join("fresh")).unwrap();
+        fs::write(f.root().join("fresh/a"), b"a").unwrap();
+        f.scan(&Scope::All);
+        fs::rename(f.root().join("fresh"), f.root().join("moved")).unwrap();
+        assert_eq!(
+            f.scan(&Scope::All),
+            ["fresh (deleted)", "fresh/a (deleted)", "moved", "moved/a"]
+        );
+    }
+}
