@@ -56,9 +56,9 @@ def module_files(src, root_file):
 
 
 def strip_comments(text):
-    text = re.sub(r"//[^\n]*", "", text)
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
-    return re.sub(r'"(?:\\.|[^"\\])*"', '""', text)
+    """Comments and string contents, in one pass so that each hides the other's marks."""
+    token = re.compile(r'//[^\n]*|/\*.*?\*/|"(?:\\.|[^"\\])*"', re.S)
+    return token.sub(lambda m: '""' if m.group(0).startswith('"') else "", text)
 
 
 def use_paths(tree):
