@@ -13,7 +13,7 @@ use crate::server::Server;
 use crate::server::accounts::{Cancelled, Maker};
 
 impl Supervisor {
-    pub(super) fn server(&self) -> Result<&Arc<Server>, Response> {
+    fn server(&self) -> Result<&Arc<Server>, Response> {
         self.server
             .as_ref()
             .ok_or_else(|| bad("this daemon has no server role: its config has no [server] table"))
