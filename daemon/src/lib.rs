@@ -2,7 +2,7 @@
 //!
 //! The data path, one module per arrow: local change → [`fs::watch`]/[`scan`] → [`index`]
 //! → [`client`] session → wire ([`filesync_proto::wire`]) → [`server`] session →
-//! sequencer → [`index`] + [`store`] → fan-out → other clients → [`client`] apply.
+//! sequencer → [`index`] + [`fs::temp`] → fan-out → other clients → [`client`] apply.
 //! [`client::plan`] decides, without I/O, what a client does about each path.
 //!
 //! # Layout
@@ -10,11 +10,13 @@
 //! The groups, in the order data flows through them:
 //!
 //! * [`fs`]: files on disk, for both roles: the reserved names, confined access below a
-//!   folder root, chunking, a full disk, owner-only files, ignore rules, the watcher.
+//!   folder root, stat, writing through verified temp files, tree operations, chunking,
+//!   free space and a full disk, owner-only files, ignore rules, the watcher. It imports
+//!   nothing else from the crate, and it is the only module that calls the platform's
+//!   file APIs; the others keep to `std::fs` and `fs`'s functions.
 //! * [`index`]: one folder's SQLite, for both roles: the schema, local rows and blocks,
 //!   the client's copy of the server's index, the server's history.
 //! * [`scan`]: the disk compared with the index, into changed rows.
-//! * [`store`]: writing into a folder through verified temp files, stat, tree operations.
 //! * [`transfer`]: a file's content, block by block, into a temp file, at either end.
 //! * [`conn`]: what both ends of a device-to-server connection share: counters, pending
 //!   block requests, serving blocks, keepalive, TLS identities, checks on received entries.
@@ -22,7 +24,9 @@
 //! * [`server`]: the server role: sessions, the sequencer, history, kept versions,
 //!   accounts and shares.
 //! * The process around them: [`config`], [`supervisor`], [`control`], [`events`],
-//!   [`lifecycle`].
+//!   [`lifecycle`]. Two of them keep Unix calls of their own: [`control`] for its
+//!   socket (the socket file, its directory, the peer's credentials) and [`lifecycle`]
+//!   for the process (signals, `--daemon`'s fork, the journal check, malloc tuning).
 
 pub mod client;
 pub mod config;
@@ -34,7 +38,6 @@ pub mod index;
 pub mod lifecycle;
 pub mod scan;
 pub mod server;
-pub mod store;
 pub mod supervisor;
 pub mod transfer;
 

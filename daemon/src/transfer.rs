@@ -24,8 +24,8 @@ use futures::stream::FuturesUnordered;
 use crate::conn;
 use crate::fs::beneath::Root;
 use crate::fs::chunk;
+use crate::fs::temp::{Resumed, TempFile};
 use crate::index::{BlockSource, Index};
-use crate::store::{Resumed, TempFile};
 
 /// Blocks asked for or read ahead at once, so throughput is not bound by round trips.
 const PIPELINE: usize = 16;
@@ -289,7 +289,7 @@ mod tests {
 
     use super::*;
     use crate::fs::chunk::tests::pseudo_random;
-    use crate::store::tests::entry_for;
+    use crate::fs::temp::tests::entry_for;
 
     /// A peer that holds `content` and records the offsets it was asked for; it fails
     /// every request once it has answered `answers` of them.

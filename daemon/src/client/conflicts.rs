@@ -14,8 +14,9 @@ use filesync_proto::wire::ConflictNote;
 use crate::fs::beneath::Root;
 use crate::fs::ignore::IgnoreRules;
 use crate::fs::is_reserved;
+use crate::fs::tree;
 use crate::index::{Index, LocalRow};
-use crate::store;
+use crate::scan;
 
 pub(super) fn list(index: &Index, folder: &str) -> Result<Vec<ConflictInfo>> {
     Ok(index
@@ -103,8 +104,8 @@ pub(super) fn resolve(
         unchanged_on_disk(root, &copy.entry.path, Some(&copy))?;
         if keep_copy {
             unchanged_on_disk(root, &note.original, original.as_ref())?;
-            store::rename_over(root, &copy.entry.path, &note.original)?;
-        } else if !store::remove(root, &copy.entry.path)? {
+            tree::rename_over(root, &copy.entry.path, &note.original)?;
+        } else if !tree::remove(root, &copy.entry.path)? {
             bail!(
                 "cannot remove conflict copy {}: it is a non-empty directory",
                 copy.entry.path
@@ -126,7 +127,7 @@ pub(super) fn resolve(
 /// index knows nothing there, so nothing may be there (an ignored file, say, or one not
 /// scanned yet, which moving the copy over it would destroy).
 fn unchanged_on_disk(root: &Root, path: &RelPath, row: Option<&LocalRow>) -> Result<()> {
-    if !store::unchanged_since_scan(root, path, row)? {
+    if !scan::unchanged_since_scan(root, path, row)? {
         bail!("{path} changed since it was last scanned; wait a moment and try again");
     }
     Ok(())
@@ -135,6 +136,7 @@ fn unchanged_on_disk(root: &Root, path: &RelPath, row: Option<&LocalRow>) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::{stat, temp};
     use filesync_proto::DeviceId;
 
     /// A folder on disk and its index.
@@ -164,10 +166,10 @@ mod tests {
         fn put(&self, path: &str, content: &str, conflict: Option<ConflictNote>) {
             self.write(path, content);
             let root = Root::open(&self.root()).unwrap();
-            let st = store::stat(&root, &RelPath::new(path).unwrap())
+            let st = stat::stat(&root, &RelPath::new(path).unwrap())
                 .unwrap()
                 .unwrap();
-            let mut entry = store::tests::entry_for(path, content.as_bytes());
+            let mut entry = temp::tests::entry_for(path, content.as_bytes());
             (entry.mtime_ns, entry.mode) = (st.mtime_ns, st.mode);
             entry.conflict = conflict;
             let row = LocalRow {

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::fs::beneath::Root;
 use crate::fs::chunk;
 use crate::fs::is_reserved;
-use crate::store;
+use crate::fs::tree;
 
 pub use counters::{Counted, Counters};
 
@@ -264,7 +264,7 @@ pub fn serve_block(root: &Root, req: &BlockRequest) -> BlockResult {
             req.path
         )));
     }
-    let data = store::read_block(root, &req.path, req.offset, req.size)
+    let data = tree::read_block(root, &req.path, req.offset, req.size)
         .map_err(|_| BlockError::NotAvailable)?;
     if chunk::sha256(&data) != req.hash {
         return Err(BlockError::NotAvailable);

@@ -147,6 +147,16 @@ pub fn walk(from: &Dir, components: &[&str], create: bool) -> io::Result<Dir> {
     Ok(dir)
 }
 
+/// Whether opening a name with `O_NOFOLLOW` failed because the name is a symlink.
+pub fn is_symlink(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ELOOP)
+}
+
+/// Whether a rename failed because its two ends are on different filesystems.
+pub fn is_cross_device(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EXDEV)
+}
+
 /// Whether an error means a symlink or a file stands where a directory was expected on
 /// the way to a path: the path is refused, not merely missing.
 pub fn is_refused(e: &io::Error) -> bool {
@@ -194,6 +204,12 @@ impl Dir {
         let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = rustix::fs::openat(&self.fd, name, flags, Mode::from_raw_mode(mode))?;
         Ok(File::from(fd))
+    }
+
+    /// Opens `name` for reading; a symlink there is refused ([`is_symlink`]), anything
+    /// else is opened.
+    pub fn open_read(&self, name: &str) -> io::Result<File> {
+        self.open(name, OFlags::RDONLY, 0)
     }
 
     /// Opens the regular file `name` for reading; a symlink or anything else is refused.

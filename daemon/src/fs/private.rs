@@ -25,6 +25,15 @@ fn options() -> std::fs::OpenOptions {
     options
 }
 
+/// Creates `path` as a new 0600 file for writing; fails if anything is there, a
+/// symlink included.
+pub fn create_new(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = options();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+    options.write(true).create_new(true).open(path)
+}
+
 /// Writes `bytes` to `path` through a 0600 temp file renamed into place.
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     let temp = path.with_extension("tmp");

@@ -1,6 +1,7 @@
 //! Recognising a full disk among errors, on both roles, so that it is reported in words
 //! a user acts on ("free some space") instead of as one more I/O error, and so that a
-//! transfer that ran out of space does not keep what it wrote.
+//! transfer that ran out of space does not keep what it wrote; and how much room a
+//! filesystem has left, for the server's quota check.
 
 use std::io;
 use std::path::Path;
@@ -24,6 +25,13 @@ pub fn is_full(e: &anyhow::Error) -> bool {
                 if f.code == rusqlite::ErrorCode::DiskFull
         )
     })
+}
+
+/// Bytes available to the daemon's user on the filesystem holding `path`, or `None`
+/// when the filesystem does not say.
+pub fn available(path: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(path).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// `e` in words, with what to do when it is a full disk: the chain names the file that

@@ -8,7 +8,7 @@ use rusqlite::{OptionalExtension, Row, params};
 
 use super::schema::NEEDED;
 use super::{Index, LocalRow, Meta, StatRow, subtree_bounds};
-use crate::store::Stat;
+use crate::fs::stat::Stat;
 
 /// Where a block of content can be read locally.
 #[derive(Debug, Clone, PartialEq, Eq)]

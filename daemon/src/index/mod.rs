@@ -24,10 +24,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 pub use history::StreamRead;
 pub use local::{BlockSource, Totals};
 pub use remote::moved_by;
-use schema::{LIVE_SCHEMA, NEEDED_SCHEMA, SCHEMA};
 
 use crate::events::unix_secs;
-use crate::store::Stat;
+use crate::fs::stat::Stat;
 
 /// The keys of the `meta` table, each holding one integer. The strings they are stored
 /// under ([`Meta::key`]) are in every existing index and never change.
@@ -208,24 +207,11 @@ impl Index {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "recursive_triggers", true)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch(SCHEMA)
-            .with_context(|| format!("cannot initialise index {}", file.display()))?;
         let index = Index {
             conn: std::sync::Mutex::new(conn),
             depth: std::sync::atomic::AtomicU32::new(0),
         };
-        index
-            .migrate()
-            .with_context(|| format!("cannot update index {} to this version", file.display()))?;
-        index
-            .c()
-            // IMMEDIATE: other connections open the same index at the same time (the
-            // sequencer and each session); a deferred transaction that read first could
-            // not take the write lock after another one wrote, and would fail at once.
-            .execute_batch(&format!(
-                "BEGIN IMMEDIATE; {NEEDED_SCHEMA} {LIVE_SCHEMA} COMMIT;"
-            ))
-            .with_context(|| format!("cannot initialise index {}", file.display()))?;
+        index.set_up(file)?;
         if index.meta(Meta::Epoch)?.is_none() {
             index.set_meta(Meta::Epoch, (rand::random::<u64>() >> 1) as i64)?;
         }

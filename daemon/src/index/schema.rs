@@ -1,11 +1,13 @@
 //! The index's SQL: its tables, the triggers and partial indexes that keep the needed
 //! entries and the live totals cheap to read, and bringing an older layout up to date.
 
-use anyhow::Result;
+use std::path::Path;
+
+use anyhow::{Context, Result};
 
 use super::{Index, Meta};
 
-pub(super) const SCHEMA: &str = "
+const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS local (
     path TEXT PRIMARY KEY, kind INTEGER NOT NULL, deleted INTEGER NOT NULL,
@@ -34,7 +36,7 @@ CREATE TABLE IF NOT EXISTS gaps (after INTEGER PRIMARY KEY, start INTEGER NOT NU
 /// when there is no local row), kept so by triggers on `local` and by `put_remote`, and a
 /// partial index holds exactly the needed paths ([`NEEDED`]). Created after [`Index::migrate`],
 /// which adds the column to older indexes.
-pub(super) const NEEDED_SCHEMA: &str = "
+const NEEDED_SCHEMA: &str = "
 CREATE INDEX IF NOT EXISTS remote_needed ON remote(path)
     WHERE ignored = 0 AND ((have IS NULL AND deleted = 0) OR have != seq);
 CREATE TRIGGER IF NOT EXISTS local_have_insert AFTER INSERT ON local BEGIN
@@ -52,7 +54,7 @@ END;
 /// The count and size of the live files of `local`, kept by triggers so that status
 /// never counts a whole table (`recursive_triggers` makes the row an `INSERT OR REPLACE`
 /// deletes fire its trigger). Filled from the table when first created.
-pub(super) const LIVE_SCHEMA: &str = "
+const LIVE_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS live (id INTEGER PRIMARY KEY CHECK (id = 0),
     files INTEGER NOT NULL, bytes INTEGER NOT NULL);
 INSERT OR IGNORE INTO live (id, files, bytes)
@@ -83,8 +85,26 @@ pub(super) const NEEDED: &str = "ignored = 0 AND ((have IS NULL AND deleted = 0)
 pub(super) const FORMAT: i64 = 4;
 
 impl Index {
+    /// Creates what a new index lacks, brings an older one to [`FORMAT`], then makes
+    /// this version's indexes and triggers; `file` names the index in errors.
+    pub(super) fn set_up(&self, file: &Path) -> Result<()> {
+        self.c()
+            .execute_batch(SCHEMA)
+            .with_context(|| format!("cannot initialise index {}", file.display()))?;
+        self.migrate()
+            .with_context(|| format!("cannot update index {} to this version", file.display()))?;
+        self.c()
+            // IMMEDIATE: other connections open the same index at the same time (the
+            // sequencer and each session); a deferred transaction that read first could
+            // not take the write lock after another one wrote, and would fail at once.
+            .execute_batch(&format!(
+                "BEGIN IMMEDIATE; {NEEDED_SCHEMA} {LIVE_SCHEMA} COMMIT;"
+            ))
+            .with_context(|| format!("cannot initialise index {}", file.display()))
+    }
+
     /// Brings an index written by an older version to [`FORMAT`].
-    pub(super) fn migrate(&self) -> Result<()> {
+    fn migrate(&self) -> Result<()> {
         let format = self.meta(Meta::Format)?;
         if format.is_some_and(|f| f >= FORMAT) {
             return Ok(());

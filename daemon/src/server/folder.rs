@@ -28,10 +28,12 @@ use crate::fs::IGNORE_FILE;
 use crate::fs::beneath::Root;
 use crate::fs::chunk;
 use crate::fs::ignore::IgnoreRules;
+use crate::fs::stat::{self, Stat};
+use crate::fs::temp::{self, Prepared, TempFile};
+use crate::fs::tree;
 use crate::fs::watch::{self as watcher, WatchEvent};
 use crate::index::{Index, LocalRow, Meta};
 use crate::scan::{self, Scope};
-use crate::store::{self, Prepared, Stat, TempFile};
 
 /// How often the server rescans its copy in full, behind the watcher, and expires old
 /// versions.
@@ -483,10 +485,10 @@ impl Sequencer {
     }
 
     /// Removes the uploads nobody resumed for a day and charges the rest to the account
-    /// ([`store::sweep_uploads`]); `at_start` (of the server), every temp file too.
+    /// ([`temp::sweep_uploads`]); `at_start` (of the server), every temp file too.
     fn sweep(&mut self, at_start: bool) {
         let partials = tokio::task::block_in_place(|| match self.open_root() {
-            Ok(root) => store::sweep_uploads(&root, at_start),
+            Ok(root) => temp::sweep_uploads(&root, at_start),
             Err(e) => {
                 tracing::warn!(folder = %self.name, "cannot sweep unfinished uploads: {e:#}");
                 0
@@ -503,7 +505,7 @@ impl Sequencer {
     /// its own before anything replaces it.
     fn current(&mut self, root: &Root, path: &RelPath) -> Result<Option<LocalRow>> {
         let current = self.index.local(path)?;
-        if store::unchanged_since_scan(root, path, current.as_ref())? {
+        if scan::unchanged_since_scan(root, path, current.as_ref())? {
             return Ok(current);
         }
         self.scan_sync(Scope::Paths(vec![path.clone()]));
@@ -539,7 +541,7 @@ impl Sequencer {
         let stat = match (entry.deleted, entry.kind) {
             (true, _) => {
                 self.retire(&root, current.as_ref(), false)?;
-                if !store::remove(&root, &path)? {
+                if !tree::remove(&root, &path)? {
                     return self.keep_dir(current);
                 }
                 Stat {
@@ -552,15 +554,15 @@ impl Sequencer {
             }
             (false, EntryKind::Dir) => {
                 self.retire(&root, current.as_ref(), false)?;
-                store::make_dir(&root, &entry)?
+                tree::make_dir(&root, &entry)?
             }
             (false, EntryKind::Symlink) => {
                 self.retire(&root, current.as_ref(), false)?;
-                store::make_symlink(&root, &entry)?
+                tree::make_symlink(&root, &entry)?
             }
             // The content is already here: only the mtime changed.
             (false, EntryKind::File) if same && staged.is_none() => {
-                store::set_file_meta(&root, &entry)?
+                tree::set_file_meta(&root, &entry)?
             }
             (false, EntryKind::File) => {
                 let tmp = staged.with_context(|| format!("no content was staged for {path}"))?;
@@ -605,7 +607,7 @@ impl Sequencer {
             let current_seq = self.index.local(&to)?.map_or(0, |r| r.entry.seq);
             return Ok(PushOutcome::Conflict { current_seq });
         }
-        let stat = store::rename_dir(&self.open_root()?, from, &to)?;
+        let stat = tree::rename_dir(&self.open_root()?, from, &to)?;
         let rename_seq = self.take_seq();
         let moved = self.index.batch(|ix| {
             ix.move_local(from, &to)?;
@@ -640,7 +642,7 @@ impl Sequencer {
             return Ok(());
         }
         let (path, seq, now) = (&row.entry.path, row.entry.seq, unix_secs());
-        let (dir, name) = store::parent(root, path)?;
+        let (dir, name) = stat::parent(root, path)?;
         let kept = if replaced_by_file {
             self.versions.keep_linked(&dir, name, path, seq, now)
         } else {
@@ -769,8 +771,7 @@ impl Sequencer {
         };
         let source = std::fs::File::open(&chosen.file)
             .with_context(|| format!("cannot open kept version of {path}"))?;
-        let mode =
-            std::os::unix::fs::PermissionsExt::mode(&source.metadata()?.permissions()) & 0o777;
+        let mode = stat::mode_of(&source.metadata()?);
         let hashed = chunk::hash_reader(&source)?;
         let root = self.open_root()?;
         let current = self.current(&root, path)?;

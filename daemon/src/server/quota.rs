@@ -21,6 +21,7 @@ use filesync_proto::control::AccountUsage;
 use filesync_proto::{AccountName, FolderName, RelPath};
 
 use crate::config::ServerSection;
+use crate::fs::space;
 use crate::server::accounts::QuotaSetting;
 
 pub struct Quotas {
@@ -171,8 +172,7 @@ impl Quotas {
     /// Bytes available to the daemon on the data filesystem, or `None` when the
     /// filesystem does not say.
     pub fn free_bytes(&self) -> Option<u64> {
-        let st = rustix::fs::statvfs(&self.data_dir).ok()?;
-        Some(st.f_bavail.saturating_mul(st.f_frsize))
+        space::available(&self.data_dir)
     }
 
     pub fn min_free_space(&self) -> u64 {

@@ -27,9 +27,9 @@ use super::quota::Reservation;
 use crate::conn::received;
 use crate::conn::{self, BlockResult, Counted, Pending};
 use crate::fs::beneath::Root;
+use crate::fs::temp::Prepared;
 use crate::index::Index;
 use crate::server::accounts::{Admitted, Maker};
-use crate::store::Prepared;
 use crate::transfer;
 
 /// Serves one connection; `unauthenticated` is its place in the server's budget of

@@ -47,17 +47,16 @@
 //! by looking first, which is race-free only with a single writer. `expire` may run
 //! beside it: a slot it empties as `keep` fills it only makes that `keep` fail.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use filesync_proto::RelPath;
 use filesync_proto::wire::EntryKind;
 
-use crate::fs::beneath::Dir;
-use crate::store;
+use crate::fs::beneath::{self, Dir};
+use crate::fs::{private, stat, tree};
 
 /// Where copies are assembled before they are renamed into a slot.
 const TMP_DIR: &str = ".tmp";
@@ -191,7 +190,7 @@ impl Versions {
             Ok(()) => {}
             // The file went between the look and the move: nothing left to keep.
             Err(e) if is_missing(&e) && !is_regular_file(dir, name)? => return Ok(false),
-            Err(e) if e.raw_os_error() == Some(libc::EXDEV) && !link => {
+            Err(e) if beneath::is_cross_device(&e) && !link => {
                 if !self.copy_in(dir, name, &dest)? {
                     return Ok(false);
                 }
@@ -202,7 +201,7 @@ impl Versions {
                 });
             }
         }
-        store::sync_dir(&slot);
+        tree::sync_dir(&slot);
         // A link leaves the tree's directory as it was; a move took the file out of it.
         if !link {
             dir.sync();
@@ -241,7 +240,7 @@ impl Versions {
                         .with_context(|| format!("cannot stat {}", item.path().display()));
                 }
             };
-            let Some(st) = store::stat_of(&meta).filter(|s| s.kind == EntryKind::File) else {
+            let Some(st) = stat::stat_of(&meta).filter(|s| s.kind == EntryKind::File) else {
                 continue;
             };
             found.push((
@@ -306,9 +305,9 @@ impl Versions {
     /// `full` is no longer a regular file.
     fn copy_in(&self, dir: &Dir, name: &str, dest: &Path) -> Result<bool> {
         let full = dir.display(name);
-        let mut src = match dir.open(name, rustix::fs::OFlags::RDONLY, 0) {
+        let mut src = match dir.open_read(name) {
             Ok(f) => f,
-            Err(e) if is_missing(&e) || e.raw_os_error() == Some(libc::ELOOP) => {
+            Err(e) if is_missing(&e) || beneath::is_symlink(&e) => {
                 return Ok(false);
             }
             Err(e) => return Err(e).with_context(|| format!("cannot open {}", full.display())),
@@ -319,9 +318,9 @@ impl Versions {
         }
         let tmp = self.temp_path();
         let copied = (|| -> Result<()> {
-            let mut out = create_temp(&tmp)?;
+            let mut out = private::create_new(&tmp)?;
             io::copy(&mut src, &mut out)?;
-            out.set_permissions(fs::Permissions::from_mode(before.mode() & 0o777))?;
+            tree::set_mode(&out, stat::mode_of(&before))?;
             let mtime = filetime::FileTime::from_last_modification_time(&before);
             filetime::set_file_handle_times(&out, None, Some(mtime))?;
             out.sync_all()?;
@@ -336,7 +335,7 @@ impl Versions {
         // into meanwhile may be torn: either way the tree keeps its file and the
         // sequencer's next look at it decides.
         match dir.stat(name) {
-            Ok(Some(now)) if same_file(&before, &now) => {
+            Ok(Some(now)) if stat::same_file(&before, &now) => {
                 dir.unlink(name)
                     .with_context(|| format!("cannot remove {} after copying it", full.display()))
                     .inspect_err(|_| {
@@ -362,7 +361,7 @@ impl Versions {
         }
         let tmp = self.temp_path();
         let written = (|| -> Result<()> {
-            let mut f = create_temp(&tmp)?;
+            let mut f = private::create_new(&tmp)?;
             f.write_all(path.as_str().as_bytes())?;
             f.sync_all()?;
             fs::rename(&tmp, &target)?;
@@ -371,7 +370,7 @@ impl Versions {
         if written.is_err() {
             let _ = fs::remove_file(&tmp);
         }
-        store::sync_dir(slot);
+        tree::sync_dir(slot);
         written
     }
 }
@@ -411,7 +410,7 @@ fn expire_slot(slot: &Path, cutoff: i64) -> usize {
         // Fails harmlessly if a `keep` has just put a version here.
         let _ = fs::remove_dir(slot);
     } else if removed > 0 {
-        store::sync_dir(slot);
+        tree::sync_dir(slot);
     }
     removed
 }
@@ -452,7 +451,7 @@ fn check_record(slot: &Path, path: &RelPath) -> Result<()> {
 }
 
 fn is_regular_file(dir: &Dir, name: &str) -> Result<bool> {
-    Ok(store::stat_in(dir, name)?.is_some_and(|s| s.kind == EntryKind::File))
+    Ok(stat::stat_in(dir, name)?.is_some_and(|s| s.kind == EntryKind::File))
 }
 
 fn is_missing(e: &io::Error) -> bool {
@@ -473,40 +472,15 @@ fn is_hex_dir(item: &fs::DirEntry, len: usize) -> bool {
         && item.file_type().is_ok_and(|t| t.is_dir())
 }
 
-// The field types of `struct stat` differ between architectures.
-#[allow(clippy::unnecessary_cast)]
-fn same_file(a: &fs::Metadata, b: &rustix::fs::Stat) -> bool {
-    (a.dev(), a.ino(), a.len(), a.mtime(), a.mtime_nsec())
-        == (
-            b.st_dev as u64,
-            b.st_ino as u64,
-            b.st_size as u64,
-            b.st_mtime as i64,
-            b.st_mtime_nsec as i64,
-        )
-}
-
 /// Versions hold the content of every account of the server: private to the daemon.
 fn make_dir(dir: &Path) -> Result<()> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create versions directory {}", dir.display()))
-}
-
-fn create_temp(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
+    private::create_dir(dir)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     const MTIME_NS: i64 = 1_600_000_000_123_456_789;
 
@@ -749,7 +723,7 @@ mod tests {
         let (dir, name) = f.at("a");
         assert!(f.versions.copy_in(&dir, &name, &dest).unwrap());
         assert!(!full.exists());
-        let st = store::stat_of(&fs::symlink_metadata(&dest).unwrap()).unwrap();
+        let st = stat::stat_of(&fs::symlink_metadata(&dest).unwrap()).unwrap();
         assert_eq!((st.size, st.mtime_ns, st.mode), (6, MTIME_NS, 0o640));
         assert_eq!(f.listed("a"), vec![(4, 100, b"copied".to_vec())]);
         assert_eq!(fs::read_dir(&f.versions.tmp).unwrap().count(), 0);

@@ -15,8 +15,10 @@ use crate::client::plan::{self, receive_only::Revert, receive_only::Unsent};
 use crate::events::unix_secs;
 use crate::fs::REVERTED_DIR;
 use crate::fs::beneath::Root;
+use crate::fs::stat;
+use crate::fs::tree;
 use crate::index::LocalRow;
-use crate::store;
+use crate::scan;
 
 /// At most this many bytes of paths are listed per folder, whatever their length: a
 /// status answer must stay far below the control frame limit with many folders.
@@ -197,7 +199,7 @@ impl FolderTask {
                 // A file made here since the delete was scanned is found by the pull's
                 // check of the disk, and scanned instead of overwritten.
                 Revert::Forget => self.index().remove_local(&path)?,
-                Revert::RemoveDir => match store::remove(&root, &path) {
+                Revert::RemoveDir => match tree::remove(&root, &path) {
                     Ok(true) => self.index().remove_local(&path)?,
                     Ok(false) => {
                         done.left.push(format!(
@@ -215,7 +217,7 @@ impl FolderTask {
                     // The user may have written it since the scan: that version is
                     // theirs, and stays a local change, as the pull treats a file
                     // written during its download.
-                    if !store::unchanged_since_scan(&root, &path, Some(&row))? {
+                    if !scan::unchanged_since_scan(&root, &path, Some(&row))? {
                         self.scan_paths.push(path.clone());
                         done.left
                             .push(format!("{path} (changed since the revert began)"));
@@ -227,7 +229,7 @@ impl FolderTask {
                     };
                     let moved = RelPath::new(format!("{aside}/{path}"))
                         .map_err(anyhow::Error::from)
-                        .and_then(|to| store::move_into(&root, &path, &to));
+                        .and_then(|to| tree::move_into(&root, &path, &to));
                     if let Err(e) = moved {
                         done.left.push(format!("{path} ({e:#})"));
                         continue;
@@ -254,7 +256,7 @@ fn aside_dir(root: &Root) -> Result<RelPath> {
             n => format!("{stamp}-{n}"),
         };
         let dir = RelPath::new(format!("{REVERTED_DIR}/{name}"))?;
-        if store::stat(root, &dir)?.is_none() {
+        if stat::stat(root, &dir)?.is_none() {
             return Ok(dir);
         }
     }

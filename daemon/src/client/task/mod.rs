@@ -21,13 +21,14 @@ use crate::events::Events;
 use crate::fs::IGNORE_FILE;
 use crate::fs::beneath::Root;
 use crate::fs::ignore::IgnoreRules;
+use crate::fs::temp;
 use crate::fs::watch::{self as watcher, WatchEvent};
 use crate::index::{Index, Totals};
-use crate::store;
-use pull::Partials;
+use partials::Partials;
 
 mod commands;
 mod local_changes;
+mod partials;
 mod phase;
 mod pull;
 mod push;
@@ -279,7 +280,7 @@ impl FolderTask {
         }
         // Partial downloads stay for the transfers that resume them.
         if let Ok(root) = self.root() {
-            for partial in store::clean_temp_files(&root) {
+            for partial in temp::clean_temp_files(&root) {
                 self.partials.note(partial);
             }
         }

@@ -7,9 +7,7 @@
 //! the rest from the server, several at a time. The result is verified whole, fsynced
 //! and renamed in, unless the user wrote the path meanwhile.
 
-use std::collections::HashSet;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use filesync_proto::RelPath;
@@ -17,6 +15,7 @@ use filesync_proto::control::{EventKind, FolderMode};
 use filesync_proto::wire::{ConflictNote, Entry, EntryKind};
 use futures::StreamExt;
 
+use super::partials::Partials;
 use super::{FolderTask, PULL_BATCH, PULL_FILES};
 use crate::client::plan::{self, Action};
 use crate::client::session::{self, SessionHandle};
@@ -24,9 +23,11 @@ use crate::conn::Counters;
 use crate::events::unix_secs;
 use crate::fs::IGNORE_FILE;
 use crate::fs::beneath::Root;
+use crate::fs::stat::{self, Stat};
+use crate::fs::temp::Partial;
+use crate::fs::tree;
 use crate::index::{Index, LocalRow};
 use crate::scan::{self};
-use crate::store::{self, Partial, Stat};
 use crate::transfer;
 
 impl FolderTask {
@@ -145,7 +146,7 @@ impl FolderTask {
         let mut missing = Vec::new();
         let mut at = path.parent();
         while let Some(dir) = at {
-            match store::stat(&root, &dir) {
+            match stat::stat(&root, &dir) {
                 Ok(Some(s)) if s.kind == EntryKind::Dir => break,
                 Ok(None) => {
                     at = dir.parent();
@@ -174,7 +175,7 @@ impl FolderTask {
         path: &RelPath,
         local: Option<&LocalRow>,
     ) -> Result<bool> {
-        let ok = store::unchanged_since_scan(root, path, local)?;
+        let ok = scan::unchanged_since_scan(root, path, local)?;
         if !ok {
             self.scan_paths.push(path.clone());
         }
@@ -214,7 +215,7 @@ impl FolderTask {
             .expect("pulls run only while connected");
         let root = &self.root()?;
         let (index, counters, partials) = (self.index(), &self.counters, &self.partials);
-        let results: Vec<(Entry, Result<store::Stat>)> = futures::stream::iter(files)
+        let results: Vec<(Entry, Result<Stat>)> = futures::stream::iter(files)
             .map(|remote| {
                 let session = &session;
                 async move {
@@ -236,7 +237,7 @@ impl FolderTask {
     }
 
     /// Records the outcome of applying `remote`; true if it was applied.
-    fn applied(&mut self, remote: &Entry, result: Result<store::Stat>) -> bool {
+    fn applied(&mut self, remote: &Entry, result: Result<Stat>) -> bool {
         match result {
             Ok(stat) => {
                 let mut entry = remote.clone();
@@ -314,7 +315,7 @@ impl FolderTask {
             if !self.disk_matches(&root, &remote.path, Some(&local))? {
                 return Ok(None);
             }
-            store::remove(&root, &remote.path).map(Some)
+            tree::remove(&root, &remote.path).map(Some)
         });
         match removed {
             Ok(None) => Ok(false),
@@ -368,7 +369,7 @@ impl FolderTask {
         let aside = plan::conflict_path(&remote.path, now, self.id.device.as_str());
         match self
             .root()
-            .and_then(|root| store::move_aside(&root, &remote.path, &aside))
+            .and_then(|root| tree::move_aside(&root, &remote.path, &aside))
         {
             Ok(()) => {
                 tracing::warn!(folder = %self.cfg.name, path = %remote.path, copy = %aside, "conflict: both sides changed; kept the local version as a conflict copy");
@@ -424,9 +425,9 @@ async fn write_entry(
     partials: &Partials,
 ) -> Result<Stat> {
     match entry.kind {
-        EntryKind::Dir => store::make_dir(root, entry),
-        EntryKind::Symlink => store::make_symlink(root, entry),
-        EntryKind::File if same_file_content(index, entry)? => store::set_file_meta(root, entry),
+        EntryKind::Dir => tree::make_dir(root, entry),
+        EntryKind::Symlink => tree::make_symlink(root, entry),
+        EntryKind::File if same_file_content(index, entry)? => tree::set_file_meta(root, entry),
         EntryKind::File => fetch_file(root, index, session, entry, counters, partials).await,
     }
 }
@@ -461,61 +462,11 @@ async fn fetch_file(
     // theirs and must not be replaced. Giving up here lets the scan take it in as a local
     // change, which then meets this version as an ordinary conflict.
     let local = index.local(&entry.path)?;
-    if !store::unchanged_since_scan(root, &entry.path, local.as_ref())? {
+    if !scan::unchanged_since_scan(root, &entry.path, local.as_ref())? {
         bail!(
             "{} changed here while its new version was downloading; both are kept",
             entry.path
         );
     }
     tmp.install(root, &entry.path)
-}
-
-/// The partial downloads that may be on disk: left by a transfer that failed, or found
-/// at start-up. Once the folder is in sync nothing will resume them, so they go.
-#[derive(Default)]
-pub(super) struct Partials {
-    // Behind a mutex only so that a shared borrow can note one during a pull.
-    paths: Mutex<HashSet<Partial>>,
-}
-
-impl Partials {
-    pub(super) fn note(&self, partial: Partial) {
-        self.lock().insert(partial);
-    }
-
-    /// Removes every partial download noted so far from the folder at `root`.
-    pub(super) fn sweep(&self, root: &Path) {
-        let partials: Vec<Partial> = self.lock().drain().collect();
-        if partials.is_empty() {
-            return;
-        }
-        let root = match Root::open(root) {
-            Ok(root) => root,
-            Err(e) => {
-                tracing::warn!(
-                    root = %root.display(),
-                    "cannot open the folder to remove {} partial downloads: {e}",
-                    partials.len()
-                );
-                return;
-            }
-        };
-        for partial in partials {
-            match partial.remove(&root) {
-                Ok(true) => {
-                    tracing::debug!(path = %partial, "removed a partial download nobody resumed")
-                }
-                // Each large file notes two places its partial may be; most are empty.
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(path = %partial, "cannot remove a partial download: {e}")
-                }
-            }
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<Partial>> {
-        // A panic while holding this lock cannot leave the set inconsistent.
-        self.paths.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }

@@ -10,8 +10,8 @@ use filesync_proto::wire::EntryKind;
 
 use super::FolderTask;
 use crate::fs::ignore::IgnoreRules;
+use crate::fs::tree;
 use crate::index::{self, LocalRow};
-use crate::store::{self};
 
 /// Whether the directory `dir` under the folder at `root` holds anything `rules` ignore,
 /// at any depth, or a name that is no path of ours (which a scan skips as well). Lists
@@ -99,7 +99,7 @@ impl FolderTask {
         if whole && self.make_parents(dst).await {
             match self
                 .root()
-                .and_then(|root| store::rename_dir(&root, src, dst))
+                .and_then(|root| tree::rename_dir(&root, src, dst))
             {
                 Ok(_) => {
                     self.index().batch(|ix| ix.move_local(src, dst))?;

@@ -1,15 +1,13 @@
 //! The supervisor: owns the running configuration and the set of folder tasks, and
 //! answers control requests. It is the only place that starts, stops or restarts a
-//! folder, and the only writer of the config file.
+//! folder, and the only writer of the config file. Changes to the set of folders are in
+//! [`folders`], the server role's answers in [`server`].
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use filesync_proto::auth::{Fingerprint, InviteToken};
-use filesync_proto::control::{
-    AddFolder, ControlErrorKind, DaemonStatus, FolderStatus, QuotaChange, Request, Response,
-};
-use filesync_proto::{AccountName, DeviceId};
+use filesync_proto::AccountName;
+use filesync_proto::auth::Fingerprint;
+use filesync_proto::control::{ControlErrorKind, DaemonStatus, FolderStatus, Request, Response};
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -20,7 +18,9 @@ use crate::config::{self, Config, FolderConfig};
 use crate::events::Events;
 use crate::lifecycle;
 use crate::server::Server;
-use crate::server::accounts::{Cancelled, Maker};
+
+mod folders;
+mod server;
 
 /// A folder whose device got into its server, to be saved and started; the answer to
 /// its `add` goes back on the sender.
@@ -280,19 +280,11 @@ impl Supervisor {
                 account,
                 expires_secs,
             } => self.server_invite(&account, expires_secs),
-            Request::ServerDevices => self.off_runtime(|server| match server.accounts() {
-                Ok(list) => Response::Accounts(list),
-                Err(e) => failed(format!("cannot read the account store: {e:#}")),
-            }),
+            Request::ServerDevices => self.server_devices(),
             Request::ServerRevoke { device } => self.server_revoke(&device),
-            Request::ServerInvites => self.off_runtime(|server| match server.invites() {
-                Ok(list) => Response::Invites(list),
-                Err(e) => failed(format!("cannot read the account store: {e:#}")),
-            }),
+            Request::ServerInvites => self.server_invites(),
             Request::ServerCancelInvite { id } => self.server_cancel_invite(id),
-            Request::ServerQuota { account, quota } => {
-                self.off_runtime(move |server| server_quota(server, &account, quota))
-            }
+            Request::ServerQuota { account, quota } => self.server_quota(account, quota),
             Request::DeviceInvite { server, account } => {
                 let account = match account.map(AccountName::new).transpose() {
                     Ok(a) => a,
@@ -316,96 +308,8 @@ impl Supervisor {
             }
             Request::ServerShare { .. }
             | Request::ServerUnshare { .. }
-            | Request::ServerShares { .. } => {
-                self.off_runtime(move |server| crate::server::shares::control(server, request))
-            }
+            | Request::ServerShares { .. } => self.server_shares(request),
         }
-    }
-
-    fn server(&self) -> Result<&Arc<Server>, Response> {
-        self.server
-            .as_ref()
-            .ok_or_else(|| bad("this daemon has no server role: its config has no [server] table"))
-    }
-
-    /// Answers with `work`'s response, run on the blocking pool with the server role
-    /// (account-store calls wait on a lock and on fsync).
-    fn off_runtime(
-        &self,
-        work: impl FnOnce(&Server) -> Response + Send + 'static,
-    ) -> BoxFuture<'static, Response> {
-        let server = match self.server() {
-            Ok(s) => s.clone(),
-            Err(r) => return now(r),
-        };
-        Box::pin(async move {
-            server
-                .off_runtime(move |s| Ok(work(s)))
-                .await
-                .unwrap_or_else(|e| failed(format!("{e:#}")))
-        })
-    }
-
-    fn server_invite(
-        &self,
-        account: &str,
-        expires_secs: Option<u64>,
-    ) -> BoxFuture<'static, Response> {
-        let account = match AccountName::new(account) {
-            Ok(a) => a,
-            Err(e) => return now(bad(format!("{e}"))),
-        };
-        let ttl = expires_secs.map_or(
-            crate::server::accounts::DEFAULT_INVITE_TTL,
-            std::time::Duration::from_secs,
-        );
-        self.off_runtime(
-            move |server| match server.invite(&account, ttl, &Maker::Admin) {
-                Ok(token) => ok(token),
-                Err(e) => failed(format!("no invite token: {e:#}")),
-            },
-        )
-    }
-
-    fn server_revoke(&self, device: &str) -> BoxFuture<'static, Response> {
-        let id = match DeviceId::new(device) {
-            Ok(id) => id,
-            Err(e) => return now(bad(format!("{e}"))),
-        };
-        self.off_runtime(move |server| match server.revoke(&id) {
-            Ok(Some(tokens)) => ok(format!(
-                "device {id} revoked; its connections are closed{}",
-                match tokens {
-                    0 => String::new(),
-                    1 => " and the invite token it made is cancelled".into(),
-                    n => format!(" and the {n} invite tokens it made are cancelled"),
-                }
-            )),
-            Ok(None) => bad(format!(
-                "no device {id} on this server; `filesyncctl server devices` lists them"
-            )),
-            Err(e) => failed(format!("cannot revoke {id}: {e:#}")),
-        })
-    }
-
-    fn server_cancel_invite(&self, id: String) -> BoxFuture<'static, Response> {
-        self.off_runtime(move |server| match server.cancel_invite(&id) {
-            Ok(Cancelled::Done(account)) => ok(format!(
-                "invite token {id} (account {account}) is cancelled; it enrols no device"
-            )),
-            Ok(Cancelled::Unknown) => bad(format!(
-                "no invite token {id:?} on this server; `filesyncctl server invites` \
-                 lists the pending ones by id"
-            )),
-            Ok(Cancelled::Used(device)) => bad(format!(
-                "invite token {id} was already used, by device {device}; to cut that \
-                 device off: `filesyncctl server revoke {device}`"
-            )),
-            Ok(Cancelled::NotPending) => bad(format!(
-                "invite token {id} has expired or was cancelled already; it enrols no device"
-            )),
-            Err(e) => failed(format!("cannot cancel invite token {id}: {e:#}")),
-        })
     }
 
     fn trust(&self, server: &str, fingerprint: &str) -> Response {
@@ -527,227 +431,6 @@ impl Supervisor {
             config_error: self.config_error.clone(),
         }))
     }
-
-    /// Checks the new folder, then gets the device into its server (pinning, redeeming a
-    /// token or registering) outside the supervisor; only then is the folder saved and
-    /// started, by [`Supervisor::finish_add`]. A failed `add` changes no file.
-    fn add(&mut self, add: AddFolder) -> BoxFuture<'static, Response> {
-        let token = match add.token.as_deref().map(InviteToken::parse).transpose() {
-            Ok(t) => t,
-            Err(e) => return now(bad(format!("{e}"))),
-        };
-        let path = PathBuf::from(&add.path);
-        let name = match add.name {
-            Some(n) => match filesync_proto::FolderName::new(n) {
-                Ok(n) => n,
-                Err(e) => return now(bad(format!("{e}"))),
-            },
-            None => match config::default_folder_name(&path) {
-                Ok(n) => n,
-                Err(e) => return now(bad(e)),
-            },
-        };
-        let account = match add.account.map(AccountName::new).transpose() {
-            Ok(a) => a,
-            Err(e) => return now(bad(format!("--account: {e}"))),
-        };
-        let mut folder = FolderConfig::new(path, add.server, name);
-        if let Some(mode) = add.mode {
-            folder.mode = mode;
-        }
-        if let Err(e) = self.config.check_new_folder(&folder) {
-            return now(bad(e));
-        }
-        if token.is_some() {
-            // The token enrols one more credential for this server: from then on, a
-            // folder that does not record its account could no longer tell which is
-            // its own. Record it now, while the device holds only that one.
-            self.bind_running(&folder.server);
-            if let Some(unbound) = self
-                .config
-                .folders
-                .iter()
-                .find(|f| f.server == folder.server && f.account.is_none())
-            {
-                return now(failed(format!(
-                    "folder not added: folder {} ({}) of server {} does not record its \
-                     account and this device holds no credential there yet, so a token \
-                     would decide its account; write `account = \"NAME\"` in its \
-                     [[folder]] table of {} and run `filesyncctl reload` first",
-                    unbound.name,
-                    unbound.path.display(),
-                    folder.server,
-                    self.config.file.display()
-                )));
-            }
-        }
-        let (id, enrolled) = (self.identity.clone(), self.enrolled_tx.clone());
-        Box::pin(async move {
-            let me = (&id.device, id.device_name.as_str());
-            let login = id.trust.login(
-                &folder.server,
-                token.as_ref(),
-                account.as_ref(),
-                me,
-                Arc::default(),
-            );
-            match login.await {
-                Ok(auth) => folder.account = Some(auth.account),
-                Err(e) => return failed(format!("folder not added: {e:#}")),
-            }
-            let (tx, rx) = oneshot::channel();
-            if enrolled.send((folder, tx)).await.is_err() {
-                return failed("folder not added: the daemon is stopping");
-            }
-            rx.await
-                .unwrap_or_else(|_| failed("folder not added: the daemon is stopping"))
-        })
-    }
-
-    /// [`bind_accounts`] for the folders of `server`, restarting each running folder that
-    /// gets its account, so that its session logs in as that account from then on.
-    fn bind_running(&mut self, server: &str) {
-        bind_accounts(&mut self.config, &self.identity.trust, Some(server));
-        let rebound: Vec<FolderConfig> = self
-            .config
-            .folders
-            .iter()
-            .filter(|f| {
-                self.folders
-                    .iter()
-                    .any(|h| h.config.path == f.path && h.config.account != f.account)
-            })
-            .cloned()
-            .collect();
-        for cfg in rebound {
-            if let Some(i) = self.folders.iter().position(|h| h.config.path == cfg.path) {
-                tracing::info!(folder = %cfg.name, "restarting the folder to sync as its recorded account");
-                self.stop_folder(i);
-                self.start_folder(cfg);
-            }
-        }
-    }
-
-    fn finish_add(&mut self, folder: FolderConfig) -> Response {
-        if let Err(e) = self.config.check_new_folder(&folder) {
-            return bad(e);
-        }
-        if let Err(e) = config::persist_add_folder(&self.config.file, &folder) {
-            return failed(format!("folder not added: {e}"));
-        }
-        let msg = format!(
-            "added folder {} ({}) syncing with {} as account {}",
-            folder.name,
-            folder.path.display(),
-            folder.server,
-            folder.account.as_ref().map_or("?", AccountName::as_str)
-        );
-        self.config.folders.push(folder.clone());
-        self.start_folder(folder);
-        ok(msg)
-    }
-
-    fn remove(&mut self, which: &str) -> Response {
-        let idx = match self.select(Some(which)) {
-            Ok(i) => i,
-            Err(m) => return bad(m),
-        };
-        let path = self.folders[idx[0]].config.path.clone();
-        if let Err(e) = config::persist_remove_folder(&self.config.file, &path) {
-            return failed(format!("folder not removed: {e}"));
-        }
-        let h = self.stop_folder(idx[0]);
-        self.config.folders.retain(|f| f.path != path);
-        ok(format!(
-            "removed folder {} ({}); its files are left in place",
-            h.config.name,
-            path.display()
-        ))
-    }
-
-    /// Resumes, and with `confirm_deletes` releases the deletes the guard holds back.
-    fn resume(&mut self, which: Option<&str>, confirm_deletes: bool) -> Response {
-        let response = self.set_paused(which, false);
-        if !confirm_deletes || !matches!(response, Response::Ok { .. }) {
-            return response;
-        }
-        let idx = match self.select(which) {
-            Ok(i) => i,
-            Err(m) => return bad(m),
-        };
-        for i in idx {
-            if let Err(busy) = self.tell(i, FolderCmd::ConfirmDeletes) {
-                return failed(busy);
-            }
-        }
-        response
-    }
-
-    fn set_paused(&mut self, which: Option<&str>, paused: bool) -> Response {
-        let idx = match self.select(which) {
-            Ok(i) => i,
-            Err(m) => return bad(m),
-        };
-        for i in idx {
-            let path = self.folders[i].config.path.clone();
-            if let Err(e) = config::persist_set_paused(&self.config.file, &path, paused) {
-                return failed(format!("cannot record the change in the config: {e}"));
-            }
-            self.folders[i].config.paused = paused;
-            if let Some(f) = self.config.folders.iter_mut().find(|f| f.path == path) {
-                f.paused = paused;
-            }
-            let cmd = if paused {
-                FolderCmd::Pause
-            } else {
-                FolderCmd::Resume
-            };
-            if let Err(busy) = self.tell(i, cmd) {
-                return failed(busy);
-            }
-        }
-        ok("")
-    }
-
-    /// Re-reads the config file and applies folder changes; a bad file keeps the old config.
-    pub fn reload(&mut self) -> Result<String, String> {
-        let mut new = match Config::load(&self.config.file) {
-            Ok(c) => c,
-            Err(e) => {
-                let msg = format!("config not reloaded, the running config stays: {e}");
-                tracing::error!("{msg}");
-                self.config_error = Some(msg.clone());
-                return Err(msg);
-            }
-        };
-        self.config_error = None;
-        bind_accounts(&mut new, &self.identity.trust, None);
-        if new.server != self.config.server || new.daemon != self.config.daemon {
-            tracing::warn!("changes to [daemon] or [server] take effect after a restart");
-        }
-        let mut i = 0;
-        while i < self.folders.len() {
-            let cur = &self.folders[i].config;
-            if new.folders.iter().any(|f| f == cur) {
-                i += 1;
-            } else {
-                tracing::info!(folder = %cur.name, "folder removed or changed by reload");
-                self.stop_folder(i);
-            }
-        }
-        let mut added = 0;
-        for f in &new.folders {
-            if !self.folders.iter().any(|h| &h.config == f) {
-                self.start_folder(f.clone());
-                added += 1;
-            }
-        }
-        self.config = new;
-        Ok(format!(
-            "config reloaded; {} folders ({added} started)",
-            self.folders.len()
-        ))
-    }
 }
 
 /// Gives each folder of `config` (of `server` only, when given) that does not record its
@@ -784,32 +467,5 @@ fn bind_accounts(config: &mut Config, trust: &client::trust::TrustStore, server:
                 "the folder syncs as the account of this device's credential for its server, but it could not be recorded in the config: {e}"
             ),
         }
-    }
-}
-
-/// `filesyncctl server quota`: sets `account`'s quota, on the blocking pool (the
-/// account store's SQLite).
-fn server_quota(server: &Server, account: &str, quota: QuotaChange) -> Response {
-    let account = match AccountName::new(account) {
-        Ok(a) => a,
-        Err(e) => return bad(format!("{e}")),
-    };
-    match server.set_quota(&account, quota) {
-        Ok(true) => {
-            let usage = server.quota_of(&account);
-            let size = |n: u64| bytesize::ByteSize::b(n).display().iec().to_string();
-            let limit = usage.quota.map_or("no limit".to_string(), |q| {
-                format!("a quota of {}", size(q))
-            });
-            ok(format!(
-                "account {account} now has {limit}; it uses {}",
-                size(usage.used)
-            ))
-        }
-        Ok(false) => bad(format!(
-            "no account {account} on this server; `filesyncctl server devices` lists them \
-             (`filesyncctl server invite {account}` makes it)"
-        )),
-        Err(e) => failed(format!("cannot set the quota of {account}: {e:#}")),
     }
 }

@@ -11,167 +11,24 @@
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use filesync_proto::wire::{BlockInfo, Entry, EntryKind};
 use filesync_proto::{Hash, RelPath};
 use rustix::fs::{FileType, OFlags};
 use sha2::{Digest, Sha256};
 
-use crate::fs::beneath::{self, Dir, Root};
+use crate::fs::beneath::{Dir, Root};
+use crate::fs::stat::{Stat, parent_creating, parent_error, stat_in};
+use crate::fs::tree::{clear_dir_for, set_mtime};
 use crate::fs::{PARTIAL_PREFIX, TEMP_PREFIX, is_reserved};
-use crate::index::LocalRow;
 
 /// A partial download nobody resumed for this long is removed by a device's start-up
 /// sweep (the server keeps uploads for [`UPLOAD_MAX_AGE`]).
 const PARTIAL_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// The facts about a file on disk that tell whether it changed since we looked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stat {
-    pub kind: EntryKind,
-    pub size: u64,
-    pub mtime_ns: i64,
-    pub mode: u32,
-    pub inode: u64,
-}
-
-/// What is at `path` in the folder, never following a symlink; a symlink or file where
-/// a parent directory should be is an error.
-pub fn stat(root: &Root, path: &RelPath) -> Result<Option<Stat>> {
-    match root.parent(path) {
-        Ok((dir, name)) => stat_in(&dir, name),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(parent_error(path, e)),
-    }
-}
-
-/// `None` for FIFOs, sockets and devices: they cannot be synced.
-pub fn stat_of(m: &fs::Metadata) -> Option<Stat> {
-    let ft = m.file_type();
-    let kind = if ft.is_file() {
-        EntryKind::File
-    } else if ft.is_dir() {
-        EntryKind::Dir
-    } else if ft.is_symlink() {
-        EntryKind::Symlink
-    } else {
-        return None;
-    };
-    Some(Stat {
-        kind,
-        size: if kind == EntryKind::File { m.len() } else { 0 },
-        mtime_ns: m
-            .mtime()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(m.mtime_nsec()),
-        mode: m.mode() & 0o777,
-        inode: m.ino(),
-    })
-}
-
-/// [`stat_of`] for what `lstat` returns.
-// The field types of `struct stat` differ between architectures.
-#[allow(clippy::unnecessary_cast)]
-fn stat_of_raw(st: &rustix::fs::Stat) -> Option<Stat> {
-    let kind = match FileType::from_raw_mode(st.st_mode as _) {
-        FileType::RegularFile => EntryKind::File,
-        FileType::Directory => EntryKind::Dir,
-        FileType::Symlink => EntryKind::Symlink,
-        _ => return None,
-    };
-    Some(Stat {
-        kind,
-        size: if kind == EntryKind::File {
-            st.st_size as u64
-        } else {
-            0
-        },
-        mtime_ns: (st.st_mtime as i64)
-            .saturating_mul(1_000_000_000)
-            .saturating_add(st.st_mtime_nsec as i64),
-        mode: st.st_mode as u32 & 0o777,
-        inode: st.st_ino as u64,
-    })
-}
-
-/// What is at `name` in `dir`, never following a symlink.
-pub fn stat_in(dir: &Dir, name: &str) -> Result<Option<Stat>> {
-    let st = dir
-        .stat(name)
-        .with_context(|| format!("cannot stat {}", dir.display(name).display()))?;
-    Ok(st.as_ref().and_then(stat_of_raw))
-}
-
-/// The error for a path whose parent directory cannot be opened: refused when a symlink
-/// or a file is in the way, which is said plainly.
-pub fn parent_error(path: &RelPath, e: io::Error) -> anyhow::Error {
-    if beneath::is_refused(&e) {
-        anyhow!(
-            "a parent of {path} is a symlink or not a directory; nothing is read or written through it"
-        )
-    } else {
-        anyhow!(e).context(format!("cannot open the directory of {path}"))
-    }
-}
-
-/// The directory holding `path` and its name there, refused through a symlink.
-pub fn parent<'p>(root: &Root, path: &'p RelPath) -> Result<(Dir, &'p str)> {
-    root.parent(path).map_err(|e| parent_error(path, e))
-}
-
-/// Like [`parent`], creating missing directories as real directories.
-fn parent_creating<'p>(root: &Root, path: &'p RelPath) -> Result<(Dir, &'p str)> {
-    root.parent_creating(path)
-        .map_err(|e| parent_error(path, e))
-}
-
-/// Whether the disk still holds what the index recorded for a path.
-pub fn matches_index(disk: Option<&Stat>, entry: &Entry, inode: u64) -> bool {
-    let recorded = Stat {
-        kind: entry.kind,
-        size: entry.size,
-        mtime_ns: entry.mtime_ns,
-        mode: entry.mode,
-        inode,
-    };
-    matches_stat(disk, &recorded, entry.deleted)
-}
-
-/// [`matches_index`] for a row's stat fingerprint: what the index `recorded` (a
-/// tombstone when `deleted`).
-pub fn matches_stat(disk: Option<&Stat>, recorded: &Stat, deleted: bool) -> bool {
-    match disk {
-        None => deleted,
-        Some(_) if deleted => false,
-        Some(s) => {
-            s.kind == recorded.kind
-                && match s.kind {
-                    EntryKind::File => {
-                        s.size == recorded.size
-                            && s.mtime_ns == recorded.mtime_ns
-                            && s.inode == recorded.inode
-                            && s.mode == recorded.mode
-                    }
-                    EntryKind::Dir => true,
-                    EntryKind::Symlink => true,
-                }
-        }
-    }
-}
-
-/// Whether the disk at `path` still shows what the index row `row` recorded; with no
-/// row the index knows nothing there, so nothing may be there.
-pub fn unchanged_since_scan(root: &Root, path: &RelPath, row: Option<&LocalRow>) -> Result<bool> {
-    let disk = stat(root, path)?;
-    Ok(match row {
-        Some(row) => matches_index(disk.as_ref(), &row.entry, row.inode),
-        None => disk.is_none(),
-    })
-}
 
 /// The name of the partial transfer of a target named `name`: beside it, named after a
 /// digest of its name, so that the next transfer of that path finds it.
@@ -490,224 +347,6 @@ impl Drop for TempFile {
     }
 }
 
-/// Sets the access and modification times of an open file.
-fn set_mtime(file: &File, mtime_ns: i64) -> io::Result<()> {
-    let t = filetime::FileTime::from_unix_time(
-        mtime_ns.div_euclid(1_000_000_000),
-        mtime_ns.rem_euclid(1_000_000_000) as u32,
-    );
-    filetime::set_file_handle_times(file, Some(t), Some(t))
-}
-
-/// Persists renames and unlinks in the directory `dir` itself; best effort, as some
-/// filesystems refuse to fsync directories.
-pub fn sync_dir(dir: &std::path::Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
-/// Gives the file at the entry's path the mode and mtime of `entry`, for a change of
-/// metadata only; never follows a symlink.
-pub fn set_file_meta(root: &Root, entry: &Entry) -> Result<Stat> {
-    let (dir, name) = parent(root, &entry.path)?;
-    let full = dir.display(name);
-    let file = dir
-        .open(name, OFlags::RDONLY, 0)
-        .with_context(|| format!("cannot open {}", full.display()))?;
-    if !file.metadata()?.is_file() {
-        bail!("{} is no longer a regular file", full.display());
-    }
-    file.set_permissions(fs::Permissions::from_mode(entry.mode & 0o777))
-        .with_context(|| format!("cannot set the mode of {}", full.display()))?;
-    set_mtime(&file, entry.mtime_ns)
-        .with_context(|| format!("cannot set mtime of {}", full.display()))?;
-    stat_of(&file.metadata()?).context("file vanished while its metadata was set")
-}
-
-/// Removes an empty directory at `name` in `dir` so a file or symlink can take its place.
-fn clear_dir_for(dir: &Dir, name: &str) -> Result<()> {
-    match stat_in(dir, name)? {
-        Some(s) if s.kind == EntryKind::Dir => match dir.rmdir(name) {
-            Ok(()) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {
-                bail!(
-                    "{} is a directory that is not empty yet",
-                    dir.display(name).display()
-                )
-            }
-            Err(e) => Err(e).with_context(|| {
-                format!("cannot remove directory {}", dir.display(name).display())
-            }),
-        },
-        _ => Ok(()),
-    }
-}
-
-/// Reads `size` bytes at `offset` of the regular file at `path` in the folder at `root`,
-/// never through a symlink.
-pub fn read_block(root: &Root, path: &RelPath, offset: u64, size: u32) -> io::Result<Vec<u8>> {
-    let (dir, name) = root.parent(path)?;
-    let f = dir.open_regular(name)?;
-    let mut buf = vec![0; size as usize];
-    f.read_exact_at(&mut buf, offset)?;
-    Ok(buf)
-}
-
-/// Makes sure the directory for `entry` exists with its mode.
-pub fn make_dir(root: &Root, entry: &Entry) -> Result<Stat> {
-    let (dir, name) = parent_creating(root, &entry.path)?;
-    let full = dir.display(name);
-    match stat_in(&dir, name)? {
-        Some(s) if s.kind == EntryKind::Dir => {}
-        // The caller checked that what is here is what the index knows and decided the
-        // path becomes a directory: a file or symlink in the way is replaced.
-        Some(_) => {
-            dir.unlink(name)
-                .with_context(|| format!("cannot replace {} with a directory", entry.path))?;
-            dir.mkdir(name, 0o777)
-                .with_context(|| format!("cannot create directory {}", full.display()))?;
-        }
-        None => match dir.mkdir(name, 0o777) {
-            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
-                return Err(e)
-                    .with_context(|| format!("cannot create directory {}", full.display()));
-            }
-            _ => {}
-        },
-    }
-    let made = dir
-        .open_dir(name)
-        .map_err(|e| parent_error(&entry.path, e))?;
-    made.chmod((entry.mode & 0o777) | 0o700)
-        .with_context(|| format!("cannot set the mode of {}", full.display()))?;
-    stat_in(&dir, name)?.context("directory vanished right after it was made")
-}
-
-/// Creates or replaces the symlink for `entry`; the target is stored, never followed.
-pub fn make_symlink(root: &Root, entry: &Entry) -> Result<Stat> {
-    let (dir, name) = parent_creating(root, &entry.path)?;
-    clear_dir_for(&dir, name)?;
-    let tmp = format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>());
-    dir.symlink(&entry.target, &tmp)
-        .with_context(|| format!("cannot create symlink {}", dir.display(name).display()))?;
-    if let Err(e) = dir.rename(&tmp, &dir, name) {
-        let _ = dir.unlink(&tmp);
-        return Err(e).with_context(|| {
-            format!(
-                "cannot rename symlink into place {}",
-                dir.display(name).display()
-            )
-        });
-    }
-    stat_in(&dir, name)?.context("symlink vanished right after it was made")
-}
-
-/// Removes the file or symlink at `path`, or the directory if it is empty. Returns
-/// false, touching nothing, when a directory still holds something. Partial transfers
-/// do not count: they are ours, of files that were in the directory, and go with it
-/// (else a directory deleted everywhere else would stay here, or on the server come
-/// back to every device, for a cache).
-pub fn remove(root: &Root, path: &RelPath) -> Result<bool> {
-    let (dir, name) = match root.parent(path) {
-        Ok(found) => found,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
-        Err(e) => return Err(parent_error(path, e)),
-    };
-    let full = dir.display(name);
-    match stat_in(&dir, name)? {
-        None => return Ok(true),
-        Some(s) if s.kind == EntryKind::Dir => {
-            let not_empty = |r: &std::io::Result<()>| {
-                r.as_ref()
-                    .is_err_and(|e| e.raw_os_error() == Some(libc::ENOTEMPTY))
-            };
-            let mut removed = dir.rmdir(name);
-            if not_empty(&removed) && drop_partials(&dir, name) {
-                removed = dir.rmdir(name);
-            }
-            if not_empty(&removed) {
-                return Ok(false);
-            }
-            removed.with_context(|| format!("cannot remove directory {}", full.display()))?;
-        }
-        Some(_) => dir
-            .unlink(name)
-            .with_context(|| format!("cannot remove {}", full.display()))?,
-    }
-    dir.sync();
-    Ok(true)
-}
-
-/// Removes the partial transfers in the directory `name` of `dir` if they are all it
-/// holds; false, touching nothing, if it holds anything else (or cannot be listed).
-fn drop_partials(dir: &Dir, name: &str) -> bool {
-    let Ok(sub) = dir.open_dir(name) else {
-        return false;
-    };
-    let Ok(items) = sub.names() else {
-        return false;
-    };
-    let names: Option<Vec<&str>> = items
-        .iter()
-        .map(|(n, _)| n.to_str().filter(|n| n.starts_with(PARTIAL_PREFIX)))
-        .collect();
-    let Some(names) = names else {
-        return false;
-    };
-    for n in names {
-        if sub.unlink(n).is_err() {
-            return false;
-        }
-    }
-    true
-}
-
-/// Moves a local version aside to a conflict copy name, keeping it; nothing at `to` is
-/// replaced.
-pub fn move_aside(root: &Root, from: &RelPath, to: &RelPath) -> Result<()> {
-    let ((a, a_name), (b, b_name)) = (parent(root, from)?, parent(root, to)?);
-    a.rename_noreplace(a_name, &b, b_name)
-        .with_context(|| format!("cannot move {from} aside to {to}"))?;
-    b.sync();
-    Ok(())
-}
-
-/// Moves `from` to `to` inside the folder, making the directories above `to` as real
-/// directories; nothing at `to` is replaced, and no symlink is passed through.
-pub fn move_into(root: &Root, from: &RelPath, to: &RelPath) -> Result<()> {
-    let ((a, a_name), (b, b_name)) = (parent(root, from)?, parent_creating(root, to)?);
-    a.rename_noreplace(a_name, &b, b_name)
-        .with_context(|| format!("cannot move {from} to {to}"))?;
-    a.sync();
-    b.sync();
-    Ok(())
-}
-
-/// Moves `from` over `to`, replacing what is there.
-pub fn rename_over(root: &Root, from: &RelPath, to: &RelPath) -> Result<()> {
-    let ((a, a_name), (b, b_name)) = (parent(root, from)?, parent(root, to)?);
-    a.rename(a_name, &b, b_name)
-        .with_context(|| format!("cannot move {from} over {to}"))?;
-    b.sync();
-    Ok(())
-}
-
-/// Renames the directory `from` to `to` inside the folder at `root`, subtree and all,
-/// as one rename. Nothing at `to` is replaced, and no symlink is passed through.
-pub fn rename_dir(root: &Root, from: &RelPath, to: &RelPath) -> Result<Stat> {
-    let ((a, a_name), (b, b_name)) = (parent(root, from)?, parent(root, to)?);
-    match stat_in(&a, a_name)? {
-        Some(s) if s.kind == EntryKind::Dir => {}
-        _ => bail!("{from} is no longer a directory here"),
-    }
-    a.rename_noreplace(a_name, &b, b_name)
-        .with_context(|| format!("cannot rename {from} to {to}"))?;
-    a.sync();
-    b.sync();
-    stat_in(&b, b_name)?.with_context(|| format!("{to} vanished right after the rename"))
-}
-
 /// Removes temp files a crash left behind in the folder at `root`, and partial transfers
 /// nobody resumed for [`PARTIAL_MAX_AGE`]; returns the partial transfers it kept. Each
 /// directory is opened beneath the root; symlinks are not followed.
@@ -806,6 +445,10 @@ fn is_dir(dir: &Dir, name: &str, ft: FileType) -> bool {
 pub(crate) mod tests {
     use super::*;
     use crate::fs::chunk;
+    use crate::fs::stat::{matches_index, stat};
+    use crate::fs::tree::{
+        make_dir, make_symlink, move_aside, read_block, remove, rename_dir, set_file_meta,
+    };
     use filesync_proto::DeviceId;
 
     /// The entry of a live file at `path` holding `content`.
@@ -1046,18 +689,6 @@ pub(crate) mod tests {
         assert!(!tmp.exists(), "at start no transfer is in progress");
     }
 
-    #[test]
-    fn remove_keeps_non_empty_dirs() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::create_dir_all(dir.path().join("d/e")).unwrap();
-        let root = Root::open(dir.path()).unwrap();
-        let root = &root;
-        assert!(!remove(root, &RelPath::new("d").unwrap()).unwrap());
-        assert!(remove(root, &RelPath::new("d/e").unwrap()).unwrap());
-        assert!(remove(root, &RelPath::new("d").unwrap()).unwrap());
-        assert!(remove(root, &RelPath::new("missing").unwrap()).unwrap());
-    }
-
     /// A download cut off in a directory leaves its partial transfer there; when the
     /// directory is deleted (on the server, or by the server), the partial must not keep
     /// it alive. Anything else in it still does, and then the partial stays too.
@@ -1102,21 +733,6 @@ pub(crate) mod tests {
         assert!(
             dir.path().join("x/child").is_dir(),
             "a non-empty directory is never replaced"
-        );
-    }
-
-    #[test]
-    fn symlinks_are_made_not_followed() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = Root::open(dir.path()).unwrap();
-        let mut e = entry_for("link", b"");
-        e.kind = EntryKind::Symlink;
-        e.target = "/etc/passwd".into();
-        let st = make_symlink(&root, &e).unwrap();
-        assert_eq!(st.kind, EntryKind::Symlink);
-        assert_eq!(
-            fs::read_link(dir.path().join("link")).unwrap(),
-            std::path::Path::new("/etc/passwd")
         );
     }
 
