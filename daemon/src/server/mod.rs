@@ -15,9 +15,9 @@
 //! account's quota and the free-space reserve first ([`quota`]).
 
 pub mod accounts;
-mod folder;
 mod history;
 pub mod quota;
+mod sequencer;
 mod session;
 pub mod shares;
 pub(crate) mod stream;
@@ -46,8 +46,8 @@ use crate::config::{Registration as RegistrationMode, ServerSection};
 use crate::conn::Counters;
 use crate::conn::tls::ServerIdentity;
 use crate::server::accounts::{Accounts, Cancelled, Maker, OPEN_ACCOUNT, QuotaSetting};
-use folder::ServerFolderHandle;
 use quota::Quotas;
+use sequencer::ServerFolderHandle;
 
 /// Connections served at once; further ones wait in the kernel's backlog. From one
 /// source address, at most `server.max_connections_per_address` of them (default 32);
@@ -103,7 +103,7 @@ pub struct Server {
     closed: Mutex<BTreeMap<(AccountName, FolderName), ServerFolderStatus>>,
     /// How long a folder nobody uses stays open.
     idle_after: Duration,
-    /// Folders opened since the server started (see [`folder::Lifetime::first_open`]).
+    /// Folders opened since the server started (see [`sequencer::Lifetime::first_open`]).
     opened: Mutex<std::collections::HashSet<(AccountName, FolderName)>>,
     devices: Mutex<HashMap<u64, ConnectedDevice>>,
     /// One token per device that connected: revoking the device cancels it, which
@@ -193,7 +193,7 @@ impl Server {
     /// down) are taken in even before a device connects: each is opened, scanned and
     /// closed again, a few at a time, so that the folders open at once stay few.
     async fn visits(self: Arc<Self>) {
-        let mut every = tokio::time::interval(folder::RESCAN_EVERY);
+        let mut every = tokio::time::interval(sequencer::RESCAN_EVERY);
         loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => return,
@@ -275,7 +275,7 @@ impl Server {
     }
 
     /// The folder's handle, starting its sequencer if the folder is closed: for a
-    /// `visit`, only to scan it ([`folder::Lifetime::visit`]).
+    /// `visit`, only to scan it ([`sequencer::Lifetime::visit`]).
     fn open_folder(
         self: &Arc<Self>,
         account: &AccountName,
@@ -291,7 +291,7 @@ impl Server {
             self.check_folder_limit(account, name)?;
         }
         let meta = self.data_dir.join(".filesync");
-        let place = folder::FolderPlace {
+        let place = sequencer::FolderPlace {
             root: self.data_dir.join(account.as_str()).join(name.as_str()),
             index_file: meta
                 .join("index")
@@ -307,13 +307,13 @@ impl Server {
         let key = (account.clone(), name.clone());
         let server = Arc::downgrade(self);
         let released = key.clone();
-        let lifetime = folder::Lifetime {
+        let lifetime = sequencer::Lifetime {
             release: Box::new(move || server.upgrade().is_none_or(|s| s.release(&released))),
             idle_after: self.idle_after,
             visit,
             first_open: !lock(&self.opened).contains(&key),
         };
-        let started = folder::start(
+        let started = sequencer::start(
             account.clone(),
             name.clone(),
             place,

@@ -22,8 +22,8 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use super::Server;
-use super::folder::{FolderCmd, Joined, ServerFolderHandle, stale_base};
 use super::quota::Reservation;
+use super::sequencer::{FolderCmd, Joined, ServerFolderHandle, stale_base};
 use crate::conn::received;
 use crate::conn::{self, BlockResult, Counted, Pending};
 use crate::fs::beneath::Root;

@@ -14,7 +14,7 @@ use filesync_proto::wire::{MAX_BATCH, ServerMsg};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::folder::{ServerFolderHandle, cut_batch};
+use super::sequencer::{ServerFolderHandle, cut_batch};
 use crate::index::Index;
 
 /// Index bytes per message to a device.
