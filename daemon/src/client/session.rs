@@ -539,6 +539,7 @@ mod tests {
     use super::*;
     use crate::index::LocalRow;
     use crate::index::tests::file_entry;
+    use crate::server::sequencer::may_rename;
     use crate::server::stream::Cursor;
 
     fn path(p: &str) -> RelPath {
@@ -585,19 +586,12 @@ mod tests {
             self.ix.put_local(&row).unwrap();
         }
 
-        /// `Sequencer::try_rename`, refusing what it refuses.
+        /// `Sequencer::try_rename`, refusing what [`may_rename`] refuses.
         fn rename(&mut self, from: &str, to: &str) {
             let (from, to) = (path(from), path(to));
-            let live_dir = self
-                .ix
-                .local(&from)
-                .unwrap()
-                .is_some_and(|r| !r.entry.deleted && r.entry.kind == EntryKind::Dir);
-            if !live_dir
-                || to.starts_with(&from)
-                || from.starts_with(&to)
-                || self.ix.has_local_under(&to).unwrap()
-            {
+            let mut target = file_entry(to.as_str(), 0, b"");
+            target.kind = EntryKind::Dir;
+            if !may_rename(&self.ix, &from, &target).unwrap() {
                 return;
             }
             let seq = self.next;

@@ -17,7 +17,7 @@
 pub mod accounts;
 mod history;
 pub mod quota;
-mod sequencer;
+pub(crate) mod sequencer;
 mod session;
 pub mod shares;
 pub(crate) mod stream;
@@ -220,8 +220,8 @@ impl Server {
     /// Opens a closed folder to scan it, and waits (a while at most) until it is closed
     /// again. A folder that cannot be opened is logged and shown in status.
     async fn visit(self: &Arc<Self>, account: &AccountName, name: &FolderName) {
-        let cmd = match self.open_folder(account, name, true) {
-            Ok(handle) => handle.cmd.clone(),
+        let closed = match self.open_folder(account, name, true) {
+            Ok(handle) => handle.closed(),
             Err(e) => {
                 tracing::error!(account = %account, folder = %name, path = %self.data_dir.join(account.as_str()).join(name.as_str()).display(), "cannot open the folder; it is not served until this is fixed and a device connects to it again: {e:#}");
                 return;
@@ -229,7 +229,7 @@ impl Server {
         };
         // A device that connects meanwhile keeps the folder open: then this visit is
         // over as far as the visitor is concerned.
-        let _ = tokio::time::timeout(VISIT_WAIT, cmd.closed()).await;
+        let _ = tokio::time::timeout(VISIT_WAIT, closed).await;
     }
 
     /// Every (account, folder) that has a directory under the data dir.

@@ -16,14 +16,14 @@ use filesync_proto::wire::{
 use filesync_proto::{FrameCodec, Handshake, HandshakeReply, MAX_WIRE_FRAME};
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::server::TlsStream;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use super::Server;
 use super::quota::Reservation;
-use super::sequencer::{FolderCmd, Joined, ServerFolderHandle, stale_base};
+use super::sequencer::{Answer, ServerFolderHandle, refusal, stale_base};
 use crate::conn::received;
 use crate::conn::{self, BlockResult, Counted, Pending};
 use crate::fs::beneath::Root;
@@ -205,7 +205,7 @@ async fn run(
     };
     let placed = async {
         let folder = server.folder(&access.owner, &access.folder)?;
-        let joined = join(&folder, &hello).await?;
+        let joined = folder.join(&hello).await?;
         anyhow::Ok((folder, joined))
     };
     let (folder, joined) = match placed.await {
@@ -339,30 +339,6 @@ async fn close_when_withdrawn(
     }
 }
 
-/// Where `hello`'s device stands in the folder's history; a Hello that shows the folder
-/// went back in time goes to the sequencer, which changes the epoch.
-async fn join(folder: &ServerFolderHandle, hello: &Hello) -> Result<Joined> {
-    let current = *folder.seq.borrow();
-    let lineage = folder.lineage.borrow().clone();
-    if let Ok(joined) = Joined::without_rollback(hello, &lineage, current) {
-        return Ok(joined);
-    }
-    let (reply, answer) = oneshot::channel();
-    let cmd = FolderCmd::Join {
-        hello: hello.clone(),
-        reply,
-    };
-    folder
-        .cmd
-        .send(cmd)
-        .await
-        .map_err(|_| anyhow!("the folder is shutting down"))?;
-    answer
-        .await
-        .map_err(|_| anyhow!("the folder is shutting down"))?
-        .map_err(|e| anyhow!(e))
-}
-
 /// Runs one of a session's flows; if it fails, the whole connection ends (the device
 /// reconnects and starts over) rather than live on without that flow.
 async fn end_on_error(
@@ -383,28 +359,18 @@ fn error(kind: ErrorKind, message: &str) -> ServerMsg {
     })
 }
 
-/// Hands a call to the sequencer and sends its answer when it comes, without holding up
-/// the reading of further messages.
-async fn answer<T: Send + 'static>(
-    folder: &ServerFolderHandle,
-    cmd: FolderCmd,
-    rx: oneshot::Receiver<Result<T, String>>,
+/// Sends the sequencer's answer to a call when it comes, without holding up the reading
+/// of further messages.
+fn answer<T: Send + 'static>(
+    answer: Answer<Result<T, String>>,
     out: &mpsc::Sender<ServerMsg>,
     wrap: impl FnOnce(Result<T, String>) -> ServerMsg + Send + 'static,
-) -> Result<()> {
-    folder
-        .cmd
-        .send(cmd)
-        .await
-        .map_err(|_| anyhow!("the folder is shutting down"))?;
+) {
     let out = out.clone();
     tokio::spawn(async move {
-        let result = rx
-            .await
-            .unwrap_or_else(|_| Err("the folder is shutting down".into()));
+        let result = answer.get().await.unwrap_or_else(|e| Err(format!("{e:#}")));
         let _ = out.send(wrap(result)).await;
     });
-    Ok(())
 }
 
 async fn read_loop<S>(
@@ -484,31 +450,22 @@ where
             }
             ClientMsg::Pong { .. } => {}
             ClientMsg::ListVersions { id, path } => {
-                let (tx, rx) = oneshot::channel();
-                let cmd = FolderCmd::ListVersions { path, reply: tx };
-                answer(folder, cmd, rx, out, move |result| ServerMsg::Versions {
+                let versions = folder.versions(path).await?;
+                answer(versions, out, move |result| ServerMsg::Versions {
                     id,
                     result,
-                })
-                .await?;
+                });
             }
             ClientMsg::Restore { id, .. } if caller.read_only.is_some() => {
                 let result = Err(caller.read_only.clone().unwrap_or_default());
                 let _ = out.send(ServerMsg::Restored { id, result }).await;
             }
             ClientMsg::Restore { id, path, version } => {
-                let (tx, rx) = oneshot::channel();
-                let cmd = FolderCmd::Restore {
-                    path,
-                    version,
-                    device: caller.device.clone(),
-                    reply: tx,
-                };
-                answer(folder, cmd, rx, out, move |result| ServerMsg::Restored {
+                let restored = folder.restore(path, version, caller.device.clone()).await?;
+                answer(restored, out, move |result| ServerMsg::Restored {
                     id,
                     result,
-                })
-                .await?;
+                });
             }
             ClientMsg::Hello(_) => bail!("protocol error: second Hello"),
             ClientMsg::CreateInvite => bail!("protocol error: CreateInvite after Hello"),
@@ -601,18 +558,7 @@ async fn push_part(
     let mut committed = if ready.is_empty() {
         Vec::new()
     } else {
-        let (tx, rx) = oneshot::channel();
-        folder
-            .cmd
-            .send(FolderCmd::Commit {
-                changes: ready,
-                device: hello.device.clone(),
-                reply: tx,
-            })
-            .await
-            .map_err(|_| anyhow!("the folder is shutting down"))?;
-        rx.await
-            .map_err(|_| anyhow!("the folder is shutting down"))?
+        folder.commit(ready, hello.device.clone()).await?
     }
     .into_iter();
     drop(charged);
@@ -683,16 +629,6 @@ async fn prepare(
             failed(e)
         })?;
     Ok(((change, Some(staged)), Some(charge)))
-}
-
-/// Why a pushed change was refused, as the device shows it: a full disk here is said
-/// in words, since only the server's admin can fix it and the device retries meanwhile.
-pub(super) fn refusal(e: &anyhow::Error) -> String {
-    if crate::fs::space::is_full(e) {
-        format!("server disk full ({e:#}); the change is sent again later")
-    } else {
-        format!("{e:#}")
-    }
 }
 
 /// Builds the pushed file's content in a temp file beside its target: what an

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use filesync_proto::control::ServerFolderStatus;
 use filesync_proto::wire::{Change, Entry, EntryKind, Hello, PushOutcome, VersionInfo};
 use filesync_proto::{AccountName, DeviceId, FolderName, RelPath};
@@ -22,7 +22,6 @@ use tokio_util::sync::CancellationToken;
 use super::history::{self, Lineage};
 use super::quota::Quotas;
 use super::versions::Versions;
-use crate::conn;
 use crate::events::unix_secs;
 use crate::fs::IGNORE_FILE;
 use crate::fs::beneath::Root;
@@ -37,7 +36,8 @@ use crate::store::{self, Prepared, Stat, TempFile};
 /// versions.
 pub(super) const RESCAN_EVERY: Duration = Duration::from_secs(3600);
 
-pub enum FolderCmd {
+/// What sessions ask of the sequencer, through [`ServerFolderHandle`]'s methods.
+enum SequencerCmd {
     /// Commit pushed changes in order, in one index transaction; a file's content
     /// arrives staged and prepared (verified, fsynced) in a temp file.
     Commit {
@@ -126,7 +126,7 @@ pub struct ServerFolderHandle {
     pub name: FolderName,
     pub root: PathBuf,
     pub index_file: PathBuf,
-    pub cmd: mpsc::Sender<FolderCmd>,
+    cmd: mpsc::Sender<SequencerCmd>,
     /// The folder's highest committed sequence number.
     pub seq: watch::Receiver<u64>,
     pub lineage: watch::Receiver<Lineage>,
@@ -136,6 +136,92 @@ pub struct ServerFolderHandle {
     /// One count per clone of the handle: while anyone but the server's own map holds
     /// one (a session, its streams), the folder is in use and stays open.
     pub users: Arc<()>,
+}
+
+/// Why a call to the sequencer got no answer.
+const CLOSING: &str = "the folder is shutting down";
+
+impl ServerFolderHandle {
+    /// Commits pushed changes in order (see [`SequencerCmd::Commit`]).
+    pub async fn commit(
+        &self,
+        changes: Vec<(Change, Option<Prepared>)>,
+        device: DeviceId,
+    ) -> Result<Vec<PushOutcome>> {
+        let call = self.call(|reply| SequencerCmd::Commit {
+            changes,
+            device,
+            reply,
+        });
+        call.await?.get().await
+    }
+
+    /// Where `hello`'s device stands in the folder's history; a Hello that shows the
+    /// folder went back in time goes to the sequencer, which changes the epoch.
+    pub async fn join(&self, hello: &Hello) -> Result<Joined> {
+        let current = *self.seq.borrow();
+        let lineage = self.lineage.borrow().clone();
+        if let Ok(joined) = Joined::without_rollback(hello, &lineage, current) {
+            return Ok(joined);
+        }
+        let hello = hello.clone();
+        let call = self.call(|reply| SequencerCmd::Join { hello, reply });
+        call.await?.get().await?.map_err(|e| anyhow!(e))
+    }
+
+    /// Asks for the versions kept of `path`; the answer comes later, so that a session
+    /// reads on meanwhile.
+    pub async fn versions(
+        &self,
+        path: RelPath,
+    ) -> Result<Answer<Result<Vec<VersionInfo>, String>>> {
+        self.call(|reply| SequencerCmd::ListVersions { path, reply })
+            .await
+    }
+
+    /// Asks to bring a kept version back as a change by `device`; the answer comes later.
+    pub async fn restore(
+        &self,
+        path: RelPath,
+        version: Option<u64>,
+        device: DeviceId,
+    ) -> Result<Answer<Result<u64, String>>> {
+        self.call(|reply| SequencerCmd::Restore {
+            path,
+            version,
+            device,
+            reply,
+        })
+        .await
+    }
+
+    /// Resolves once the sequencer has ended (the folder closed), without holding the
+    /// folder open meanwhile.
+    pub fn closed(&self) -> impl Future<Output = ()> + use<> {
+        let cmd = self.cmd.clone();
+        async move { cmd.closed().await }
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> SequencerCmd,
+    ) -> Result<Answer<T>> {
+        let (reply, answer) = oneshot::channel();
+        self.cmd
+            .send(make(reply))
+            .await
+            .map_err(|_| anyhow!(CLOSING))?;
+        Ok(Answer(answer))
+    }
+}
+
+/// The sequencer's answer to a call it has taken.
+pub struct Answer<T>(oneshot::Receiver<T>);
+
+impl<T> Answer<T> {
+    pub async fn get(self) -> Result<T> {
+        self.0.await.map_err(|_| anyhow!(CLOSING))
+    }
 }
 
 struct Sequencer {
@@ -244,7 +330,7 @@ pub fn start(
 impl Sequencer {
     async fn run(
         mut self,
-        mut cmds: mpsc::Receiver<FolderCmd>,
+        mut cmds: mpsc::Receiver<SequencerCmd>,
         cancel: CancellationToken,
         lifetime: Lifetime,
     ) {
@@ -309,9 +395,9 @@ impl Sequencer {
         }
     }
 
-    fn handle(&mut self, cmd: FolderCmd) {
+    fn handle(&mut self, cmd: SequencerCmd) {
         match cmd {
-            FolderCmd::Commit {
+            SequencerCmd::Commit {
                 changes,
                 device,
                 reply,
@@ -328,7 +414,7 @@ impl Sequencer {
                 self.publish();
                 let _ = reply.send(outcomes);
             }
-            FolderCmd::ListVersions { path, reply } => {
+            SequencerCmd::ListVersions { path, reply } => {
                 let list = self.versions.list(&path).map(|vs| {
                     vs.into_iter()
                         .map(|v| VersionInfo {
@@ -341,7 +427,7 @@ impl Sequencer {
                 });
                 let _ = reply.send(list.map_err(|e| format!("{e:#}")));
             }
-            FolderCmd::Restore {
+            SequencerCmd::Restore {
                 path,
                 version,
                 device,
@@ -353,7 +439,7 @@ impl Sequencer {
                 }
                 let _ = reply.send(result.map_err(|e| format!("{e:#}")));
             }
-            FolderCmd::Join { hello, reply } => {
+            SequencerCmd::Join { hello, reply } => {
                 let joined = self.join(&hello).inspect_err(|e| {
                     tracing::error!(folder = %self.name, device = %hello.device, "cannot place a device in the folder's history: {e:#}");
                 });
@@ -580,8 +666,7 @@ impl Sequencer {
     /// Commits a directory rename: the subtree moves by one rename on disk and in the
     /// index, every entry keeping its sequence number, and the folder's history gets one
     /// rename record, which is all that devices receive about it. Refused as a conflict
-    /// (the device then sends the move file by file) when the source is not a directory
-    /// here or the target has any history.
+    /// (the device then sends the move file by file) unless [`may_rename`].
     fn try_rename(
         &mut self,
         change: Change,
@@ -591,17 +676,7 @@ impl Sequencer {
         let to = change.entry.path.clone();
         // Changes made in the server's copy below either path become versions first.
         self.scan_sync(Scope::Paths(vec![from.clone(), to.clone()]));
-        let src = self.index.local(from)?;
-        let src_is_dir = src
-            .as_ref()
-            .is_some_and(|r| !r.entry.deleted && r.entry.kind == EntryKind::Dir);
-        if !src_is_dir
-            || change.entry.deleted
-            || change.entry.kind != EntryKind::Dir
-            || to.starts_with(from)
-            || from.starts_with(&to)
-            || self.index.has_local_under(&to)?
-        {
+        if !may_rename(&self.index, from, &change.entry)? {
             let current_seq = self.index.local(&to)?.map_or(0, |r| r.entry.seq);
             return Ok(PushOutcome::Conflict { current_seq });
         }
@@ -696,9 +771,7 @@ impl Sequencer {
         changes: Vec<(Change, Option<Prepared>)>,
         device: &DeviceId,
     ) -> Vec<PushOutcome> {
-        let failed = |e: &anyhow::Error| PushOutcome::Failed {
-            reason: super::session::refusal(e),
-        };
+        let failed = |e: &anyhow::Error| PushOutcome::Failed { reason: refusal(e) };
         if let Err(e) = self.index.begin() {
             tracing::error!(folder = %self.name, "cannot start an index transaction: {e:#}");
             return changes.iter().map(|_| failed(&e)).collect();
@@ -845,19 +918,29 @@ pub fn stale_base(current: Option<&LocalRow>, change: &Change) -> Option<u64> {
         .filter(|&seq| seq != change.base_seq)
 }
 
-/// Entries for a device, cut so that one message stays well under the frame limit.
-pub fn cut_batch(mut entries: Vec<Entry>, max_bytes: usize) -> Vec<Entry> {
-    let mut size = 0usize;
-    let mut keep = 0usize;
-    for e in &entries {
-        size += conn::entry_size(e);
-        if keep > 0 && size > max_bytes {
-            break;
-        }
-        keep += 1;
+/// Whether a directory rename from `from` to `to` may be committed as one move: the
+/// source is a live directory here, `to` is a live directory outside it (and it outside
+/// `to`), and no history was ever recorded at or below `to`.
+pub fn may_rename(index: &Index, from: &RelPath, to: &Entry) -> Result<bool> {
+    let src_is_dir = index
+        .local(from)?
+        .is_some_and(|r| !r.entry.deleted && r.entry.kind == EntryKind::Dir);
+    Ok(src_is_dir
+        && !to.deleted
+        && to.kind == EntryKind::Dir
+        && !to.path.starts_with(from)
+        && !from.starts_with(&to.path)
+        && !index.has_local_under(&to.path)?)
+}
+
+/// Why a pushed change was refused, as the device shows it: a full disk here is said
+/// in words, since only the server's admin can fix it and the device retries meanwhile.
+pub fn refusal(e: &anyhow::Error) -> String {
+    if crate::fs::space::is_full(e) {
+        format!("server disk full ({e:#}); the change is sent again later")
+    } else {
+        format!("{e:#}")
     }
-    entries.truncate(keep);
-    entries
 }
 
 #[cfg(test)]
