@@ -539,7 +539,7 @@ mod tests {
     use super::*;
     use crate::index::LocalRow;
     use crate::index::tests::file_entry;
-    use crate::server::sequencer::may_rename;
+    use crate::server::sequencer::commit::may_rename;
     use crate::server::stream::Cursor;
 
     fn path(p: &str) -> RelPath {

@@ -23,7 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Server;
 use super::quota::Reservation;
-use super::sequencer::{Answer, ServerFolderHandle, refusal, stale_base};
+use super::sequencer::commit::{refusal, stale_base};
+use super::sequencer::{Answer, ServerFolderHandle};
 use crate::conn::received;
 use crate::conn::{self, BlockResult, Counted, Pending};
 use crate::fs::beneath::Root;
