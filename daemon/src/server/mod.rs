@@ -16,6 +16,7 @@
 
 pub mod accounts;
 mod history;
+mod push;
 pub mod quota;
 pub(crate) mod sequencer;
 mod session;
