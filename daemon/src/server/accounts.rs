@@ -31,6 +31,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::events::unix_secs;
 use crate::fs::chunk::sha256;
 use crate::fs::private;
+use crate::server::lock;
 
 /// The account that open registration enrols tokenless devices into.
 pub const OPEN_ACCOUNT: &str = "open";
@@ -102,10 +103,6 @@ pub struct Admitted {
 pub struct Accounts {
     db: Mutex<Connection>,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn hash(secret: &Secret) -> Vec<u8> {

@@ -104,7 +104,7 @@ impl Quotas {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        super::lock(&self.state)
     }
 
     fn quota_in(&self, state: &State, account: &AccountName) -> Option<u64> {
