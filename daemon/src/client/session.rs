@@ -87,12 +87,12 @@ pub enum SessionEvent {
 /// Where a session's events go, tagged with the session's generation so that the task
 /// can ignore what a session it already stopped still had in flight.
 #[derive(Clone)]
-pub struct Events {
+pub struct SessionEvents {
     pub tx: mpsc::UnboundedSender<(u64, SessionEvent)>,
     pub generation: u64,
 }
 
-impl Events {
+impl SessionEvents {
     /// False once the folder task is gone.
     fn send(&self, ev: SessionEvent) -> bool {
         self.tx.send((self.generation, ev)).is_ok()
@@ -218,7 +218,7 @@ const RETRY_JITTER_MS: u64 = 250;
 /// Attempts that fail before the welcome (server down, refusing, unreachable) wait twice
 /// as long each time, up to [`RETRY_MAX`]: a handful of attempts in the first few
 /// seconds, then two a minute, never a tight loop.
-pub async fn run(cfg: SessionConfig, events: Events, cancel: CancellationToken) {
+pub async fn run(cfg: SessionConfig, events: SessionEvents, cancel: CancellationToken) {
     let mut backoff = RETRY_FIRST;
     loop {
         let mut welcomed = false;
@@ -247,7 +247,11 @@ pub async fn run(cfg: SessionConfig, events: Events, cancel: CancellationToken) 
 
 /// One session: log in, hello, then serve the connection until it ends. `welcomed` is
 /// set once the server has accepted the hello.
-async fn connect_once(cfg: &SessionConfig, events: &Events, welcomed: &mut bool) -> Result<()> {
+async fn connect_once(
+    cfg: &SessionConfig,
+    events: &SessionEvents,
+    welcomed: &mut bool,
+) -> Result<()> {
     let auth = cfg
         .trust
         .login(
@@ -357,7 +361,7 @@ async fn read_loop<S>(
     stream: &mut S,
     out: &mpsc::Sender<ClientMsg>,
     (pending, calls, offers): (&Pending, &Pending<ServerMsg>, &Offers),
-    events: &Events,
+    events: &SessionEvents,
 ) -> Result<()>
 where
     S: futures::Stream<Item = Result<ServerMsg, filesync_proto::FrameError>> + Unpin,

@@ -342,7 +342,7 @@ impl FolderTask {
             rules: self.shared_rules.subscribe(),
         };
         self.session_gen += 1;
-        let events = session::Events {
+        let events = session::SessionEvents {
             tx: self.events_tx.clone(),
             generation: self.session_gen,
         };
