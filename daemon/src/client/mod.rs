@@ -16,6 +16,7 @@ pub mod plan;
 mod pull;
 pub mod session;
 pub mod share;
+mod stream;
 mod task;
 pub mod trust;
 

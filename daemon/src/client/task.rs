@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::guard::Hold;
 use super::pull::Partials;
 use super::session::{self, SessionConfig, SessionEvent, SessionHandle};
-use super::{ClientIdentity, FolderCmd, conflicts, meter};
+use super::{ClientIdentity, FolderCmd, conflicts, meter, stream};
 use crate::config::FolderConfig;
 use crate::conn::Counters;
 use crate::events::{Events, unix_secs};
@@ -350,7 +350,7 @@ impl FolderTask {
         self.session_cancel = Some(cancel);
     }
 
-    /// Reads the server's whole index again ([`session::request_refresh`]) because of
+    /// Reads the server's whole index again ([`stream::request_refresh`]) because of
     /// `why`, at most once per REFRESH_EVERY. The running session is stopped and waited
     /// for first, so that none of its index batches lands after the request.
     async fn refresh(&mut self, why: &str, parent: &CancellationToken) {
@@ -370,7 +370,7 @@ impl FolderTask {
             let _ = task.await;
         }
         self.disconnected();
-        if let Err(e) = session::request_refresh(self.index()) {
+        if let Err(e) = stream::request_refresh(self.index()) {
             self.error(format!("cannot ask for the server's whole index: {e:#}"));
         }
         self.start_session(parent);
