@@ -14,19 +14,18 @@ use std::time::Duration;
 use anyhow::{Result, anyhow, bail};
 use filesync_proto::control::FolderMode;
 use filesync_proto::wire::{
-    BlockError, BlockRequest, Change, ClientMsg, Entry, Hello, MAX_BATCH, PushOutcome, ServerMsg,
-    VersionInfo,
+    BlockRequest, Change, ClientMsg, Entry, Hello, MAX_BATCH, PushOutcome, ServerMsg, VersionInfo,
 };
 use filesync_proto::{AccountName, DeviceId, FolderName, RelPath};
 use futures::{SinkExt, StreamExt};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::offered::{self, Offers};
 use super::stream;
 use super::trust::TrustStore;
 use crate::conn::received;
-use crate::conn::{self, Counters, Pending};
+use crate::conn::{self, Counters, Link, Pending};
 use crate::fs::ignore::IgnoreRules;
 use crate::index::{Index, Meta};
 
@@ -85,18 +84,9 @@ pub struct SessionHandle {
 
 impl SessionHandle {
     pub async fn request_block(&self, request: BlockRequest) -> Result<Vec<u8>> {
-        let asked = self.pending.ask(
-            &self.out,
-            |id| ClientMsg::BlockRequest { id, request },
-            "the server",
-        );
-        match asked.await? {
-            Ok(data) => Ok(data),
-            Err(BlockError::NotAvailable) => Err(ServerLacks.into()),
-            Err(BlockError::Refused(why)) => bail!(
-                "the server refused a block request: {}",
-                conn::peer_text(&why)
-            ),
+        match conn::request_block(&self.out, &self.pending, request, "the server").await? {
+            Some(data) => Ok(data),
+            None => Err(ServerLacks.into()),
         }
     }
 
@@ -138,18 +128,13 @@ impl SessionHandle {
     }
 }
 
-/// Ends a connection's waiters and writer however its session stops.
-struct Cleanup {
-    pending: Arc<Pending>,
-    calls: Arc<Pending<ServerMsg>>,
-    writer: tokio::task::JoinHandle<()>,
-}
+/// Fails a connection's waiting calls however its session stops (its [`Link`] does the
+/// same for block requests).
+struct FailCalls(Arc<Pending<ServerMsg>>);
 
-impl Drop for Cleanup {
+impl Drop for FailCalls {
     fn drop(&mut self) {
-        self.pending.fail_all();
-        self.calls.fail_all();
-        self.writer.abort();
+        self.0.fail_all();
     }
 }
 
@@ -288,20 +273,22 @@ async fn connect_once(
     let refreshing = stream::refresh_under_way(&index)?;
     tracing::info!(folder = %cfg.folder, server = %cfg.server, seq = welcome.current_seq, "connected");
 
-    let (sink, mut stream) = framed.split();
-    let (out_tx, out_rx) = mpsc::channel::<ClientMsg>(64);
-    let pending = Arc::new(Pending::default());
+    let (sink, stream) = framed.split();
+    let (root, counters) = (cfg.root.clone(), cfg.counters.clone());
+    let reader: conn::Reader = Arc::new(move |request| conn::serve_block_from(&root, request));
+    let mut link = Link::<ServerMsg, ClientMsg>::new(
+        sink,
+        stream,
+        format!("server {}", cfg.server),
+        CancellationToken::new(),
+        reader,
+        Some(counters),
+    );
     let calls = Arc::new(Pending::default());
     let offers = Arc::new(Offers::default());
-    let (stuck_tx, stuck) = oneshot::channel();
-    let writer = tokio::spawn(async move {
-        if let Err(why) = conn::write_queue(sink, out_rx).await {
-            let _ = stuck_tx.send(why);
-        }
-    });
     let handle = SessionHandle {
-        out: out_tx.clone(),
-        pending: pending.clone(),
+        out: link.sender(),
+        pending: link.pending(),
         calls: calls.clone(),
         read_only: welcome.read_only,
         offers: offers.clone(),
@@ -309,56 +296,39 @@ async fn connect_once(
     if welcome.read_only {
         tracing::info!(folder = %cfg.folder, server = %cfg.server, "the folder is shared read-only with this account: receiving only");
     }
-    // Cancelling the session drops this future mid-await: the guard still fails every
-    // waiting request at once and stops the writer, so nothing waits for a dead socket.
-    let _cleanup = Cleanup {
-        pending: pending.clone(),
-        calls: calls.clone(),
-        writer,
-    };
+    // Cancelling the session drops this future mid-await: the link and this guard still
+    // fail every waiting request at once and stop the writer, so nothing waits for a dead
+    // socket.
+    let _calls = FailCalls(calls.clone());
     events.send(SessionEvent::Connected(handle));
-    tokio::select! {
-        r = read_loop(cfg, &index, refreshing, &mut stream, &out_tx, (&pending, &calls, &offers), events) => r,
-        Ok(why) = stuck => bail!("server {}: {why}", cfg.server),
-    }
+    read_loop(
+        cfg,
+        &index,
+        refreshing,
+        &mut link,
+        (&calls, &offers),
+        events,
+    )
+    .await
 }
 
 /// `refreshing`: a refresh is under way (see [`stream::request_refresh`]).
-async fn read_loop<S>(
+async fn read_loop(
     cfg: &SessionConfig,
     index: &Index,
     mut refreshing: bool,
-    stream: &mut S,
-    out: &mpsc::Sender<ClientMsg>,
-    (pending, calls, offers): (&Pending, &Pending<ServerMsg>, &Offers),
+    link: &mut Link<ServerMsg, ClientMsg>,
+    (calls, offers): (&Pending<ServerMsg>, &Offers),
     events: &SessionEvents,
-) -> Result<()>
-where
-    S: futures::Stream<Item = Result<ServerMsg, filesync_proto::FrameError>> + Unpin,
-{
-    // Serving the server's block requests must never stall reading, or a push waiting
-    // for blocks would wait forever: they run as tasks, a bounded number at once.
-    let serving = Arc::new(Semaphore::new(16));
-    let mut ping = tokio::time::interval(conn::PING_INTERVAL);
-    let mut silence = conn::Silence::new();
-    loop {
-        let msg = tokio::select! {
-            _ = ping.tick() => {
-                let _ = out.try_send(ClientMsg::Ping { nonce: 0 });
-                continue;
-            }
-            () = silence.expired() => bail!(
-                "server {} sent nothing for {}s",
-                cfg.server,
-                conn::IDLE_TIMEOUT.as_secs()
-            ),
-            msg = stream.next() => msg,
-        };
-        silence.heard();
-        let msg = match msg {
-            None => return Ok(()),
-            Some(m) => m.map_err(|e| conn::read_failed(&format!("server {}", cfg.server), e))?,
-        };
+) -> Result<()> {
+    let check = |request: &BlockRequest| {
+        let owed = offered::check(request, cfg.mode, &cfg.rules.borrow(), offers, index);
+        if let Err(why) = &owed {
+            tracing::warn!(folder = %cfg.folder, server = %cfg.server, path = ?request.path.as_str(), "refused the server's request for a block, closing the connection: {why}");
+        }
+        owed
+    };
+    while let Some(msg) = link.next(&check).await? {
         match msg {
             ServerMsg::Index {
                 entries,
@@ -390,42 +360,6 @@ where
                 offers.settled(id);
                 events.send(SessionEvent::PushResult { id, outcomes });
             }
-            ServerMsg::BlockResponse { id, result } => {
-                if let Ok(data) = &result {
-                    Counters::add(&cfg.counters.content_received, data.len() as u64);
-                }
-                pending.complete(id, result);
-            }
-            ServerMsg::BlockRequest { id, request } => {
-                let owed = offered::check(&request, cfg.mode, &cfg.rules.borrow(), offers, index);
-                if let Err(why) = owed {
-                    tracing::warn!(folder = %cfg.folder, server = %cfg.server, path = ?request.path.as_str(), "refused the server's request for a block, closing the connection: {why}");
-                    let result = Err(BlockError::Refused(why.clone()));
-                    let _ = out.send(ClientMsg::BlockResponse { id, result }).await;
-                    bail!(
-                        "server {} asked for content this device never offered: {why}",
-                        cfg.server
-                    );
-                }
-                let permit = serving.clone().acquire_owned().await?;
-                let (root, out, counters) = (cfg.root.clone(), out.clone(), cfg.counters.clone());
-                tokio::spawn(async move {
-                    let result = tokio::task::spawn_blocking(move || {
-                        conn::serve_block_from(&root, &request)
-                    })
-                    .await
-                    .unwrap_or(Err(BlockError::NotAvailable));
-                    if let Ok(data) = &result {
-                        Counters::add(&counters.content_sent, data.len() as u64);
-                    }
-                    let _ = out.send(ClientMsg::BlockResponse { id, result }).await;
-                    drop(permit);
-                });
-            }
-            ServerMsg::Ping { nonce } => {
-                let _ = out.send(ClientMsg::Pong { nonce }).await;
-            }
-            ServerMsg::Pong { .. } => {}
             ServerMsg::Versions { id, .. } | ServerMsg::Restored { id, .. } => {
                 calls.complete(id, msg)
             }
@@ -433,8 +367,14 @@ where
             ServerMsg::Welcome(_) => bail!("protocol error: unexpected second Welcome"),
             ServerMsg::Invite(_) => bail!("protocol error: unexpected Invite"),
             ServerMsg::Sharing(_) => bail!("protocol error: unexpected Sharing"),
+            // Handled by the link.
+            ServerMsg::Ping { .. }
+            | ServerMsg::Pong { .. }
+            | ServerMsg::BlockRequest { .. }
+            | ServerMsg::BlockResponse { .. } => {}
         }
     }
+    Ok(())
 }
 
 /// The server's entries this client can take: one that fails [`received::check_entry`]

@@ -5,9 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
-use filesync_proto::wire::{
-    BlockError, BlockRequest, Change, EntryKind, Hello, PushOutcome, ServerMsg,
-};
+use filesync_proto::wire::{BlockRequest, Change, EntryKind, Hello, PushOutcome, ServerMsg};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
@@ -180,19 +178,8 @@ async fn request_block(
     pending: &Pending,
     request: BlockRequest,
 ) -> Result<Vec<u8>> {
-    let asked = pending.ask(
-        out,
-        |id| ServerMsg::BlockRequest { id, request },
-        "the device",
-    );
-    match asked.await? {
-        Ok(data) => Ok(data),
-        Err(BlockError::NotAvailable) => {
-            bail!("the file changed on the device while it was being uploaded")
-        }
-        Err(BlockError::Refused(why)) => bail!(
-            "the device refused a block request: {}",
-            conn::peer_text(&why)
-        ),
+    match conn::request_block(out, pending, request, "the device").await? {
+        Some(data) => Ok(data),
+        None => bail!("the file changed on the device while it was being uploaded"),
     }
 }

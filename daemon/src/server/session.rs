@@ -16,14 +16,14 @@ use filesync_proto::wire::{
 use filesync_proto::{FrameCodec, Handshake, HandshakeReply, MAX_WIRE_FRAME};
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_rustls::server::TlsStream;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use super::Server;
 use super::sequencer::{Answer, ServerFolderHandle};
-use crate::conn::{self, BlockResult, Counted, Pending};
+use crate::conn::{self, BlockResult, Counted, Link};
 use crate::index::Index;
 use crate::server::accounts::{Admitted, Maker};
 
@@ -227,15 +227,19 @@ async fn run(
     tracing::info!(%peer, device = %hello.device, folder = %hello.folder, since, "device connected");
     let _registration = server.register_device(&hello, &admitted.account, &folder, peer);
 
-    let (sink, mut stream) = framed.split();
-    let (out_tx, out_rx) = mpsc::channel::<ServerMsg>(64);
-    let stop = conn_cancel.clone();
-    let writer = tokio::spawn(async move {
-        if let Err(why) = conn::write_queue(sink, out_rx).await {
-            tracing::info!(%peer, "connection closed: {why}");
-        }
-        stop.cancel();
-    });
+    let (sink, stream) = framed.split();
+    let index = Arc::new(Index::open(&folder.index_file)?);
+    let root = folder.root.clone();
+    let reader: conn::Reader = Arc::new(move |request| serve_listed_block(&index, &root, request));
+    let mut link = Link::<ClientMsg, ServerMsg>::new(
+        sink,
+        stream,
+        "device".into(),
+        conn_cancel.clone(),
+        reader,
+        None,
+    );
+    let out_tx = link.sender();
     if let Some(withdrawn) = access.withdrawn.clone() {
         tokio::spawn(close_when_withdrawn(
             withdrawn,
@@ -244,7 +248,6 @@ async fn run(
             conn_cancel.clone(),
         ));
     }
-    let pending = Arc::new(Pending::default());
     let flow = |what: &str| {
         format!(
             "{what} of device {} in folder {}",
@@ -264,7 +267,7 @@ async fn run(
             hello.clone(),
             push_rx,
             out_tx.clone(),
-            pending.clone(),
+            link.pending(),
         ),
         conn_cancel.clone(),
     ));
@@ -272,32 +275,16 @@ async fn run(
         device: hello.device.clone(),
         read_only: access.read_only.clone(),
     };
-    let result = read_loop(
-        &folder,
-        &caller,
-        &mut stream,
-        &out_tx,
-        &pending,
-        &push_tx,
-        &conn_cancel,
-    )
-    .await;
+    let result = read_loop(&folder, &caller, &mut link, &out_tx, &push_tx).await;
     conn_cancel.cancel();
-    pending.fail_all();
     index_task.abort();
     push_task.abort();
     if access.withdrawn.is_some_and(|w| w.is_cancelled()) {
         // Let the writer send why the connection ends; it stops once every sender is gone.
         drop(out_tx);
-        let mut writer = writer;
-        if tokio::time::timeout(WITHDRAWN_FLUSH, &mut writer)
-            .await
-            .is_err()
-        {
-            writer.abort();
-        }
+        link.flush(WITHDRAWN_FLUSH).await;
     } else {
-        writer.abort();
+        drop(link);
     }
     tracing::info!(%peer, device = %hello.device, folder = %hello.folder, "device disconnected");
     result
@@ -368,39 +355,16 @@ fn answer<T: Send + 'static>(
     });
 }
 
-async fn read_loop<S>(
+async fn read_loop(
     folder: &ServerFolderHandle,
     caller: &Caller,
-    stream: &mut S,
+    link: &mut Link<ClientMsg, ServerMsg>,
     out: &mpsc::Sender<ServerMsg>,
-    pending: &Pending,
     pushes: &mpsc::Sender<(u64, Vec<Change>)>,
-    cancel: &CancellationToken,
-) -> Result<()>
-where
-    S: futures::Stream<Item = Result<ClientMsg, filesync_proto::FrameError>> + Unpin,
-{
-    let serving = Arc::new(Semaphore::new(16));
-    let index = Arc::new(Index::open(&folder.index_file)?);
-    let mut ping = tokio::time::interval(conn::PING_INTERVAL);
-    let mut silence = conn::Silence::new();
-    loop {
-        let msg = tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            _ = ping.tick() => {
-                let _ = out.try_send(ServerMsg::Ping { nonce: 0 });
-                continue;
-            }
-            () = silence.expired() => {
-                bail!("device sent nothing for {}s", conn::IDLE_TIMEOUT.as_secs())
-            }
-            msg = stream.next() => msg,
-        };
-        silence.heard();
-        let msg = match msg {
-            None => return Ok(()),
-            Some(m) => m.map_err(|e| conn::read_failed("device", e))?,
-        };
+) -> Result<()> {
+    // The server serves any live file's block (see `serve_listed_block`).
+    let check = |_: &BlockRequest| Ok(());
+    while let Some(msg) = link.next(&check).await? {
         match msg {
             ClientMsg::Push { id, changes } => {
                 if changes.len() > MAX_BATCH {
@@ -426,24 +390,6 @@ where
                     .await
                     .map_err(|_| anyhow!("push processing stopped"))?;
             }
-            ClientMsg::BlockResponse { id, result } => pending.complete(id, result),
-            ClientMsg::BlockRequest { id, request } => {
-                let permit = serving.clone().acquire_owned().await?;
-                let (root, out, index) = (folder.root.clone(), out.clone(), index.clone());
-                tokio::spawn(async move {
-                    let result = tokio::task::spawn_blocking(move || {
-                        serve_listed_block(&index, &root, &request)
-                    })
-                    .await
-                    .unwrap_or(Err(BlockError::NotAvailable));
-                    let _ = out.send(ServerMsg::BlockResponse { id, result }).await;
-                    drop(permit);
-                });
-            }
-            ClientMsg::Ping { nonce } => {
-                let _ = out.send(ServerMsg::Pong { nonce }).await;
-            }
-            ClientMsg::Pong { .. } => {}
             ClientMsg::ListVersions { id, path } => {
                 let versions = folder.versions(path).await?;
                 answer(versions, out, move |result| ServerMsg::Versions {
@@ -465,8 +411,14 @@ where
             ClientMsg::Hello(_) => bail!("protocol error: second Hello"),
             ClientMsg::CreateInvite => bail!("protocol error: CreateInvite after Hello"),
             ClientMsg::Sharing(_) => bail!("protocol error: Sharing after Hello"),
+            // Handled by the link.
+            ClientMsg::Ping { .. }
+            | ClientMsg::Pong { .. }
+            | ClientMsg::BlockRequest { .. }
+            | ClientMsg::BlockResponse { .. } => {}
         }
     }
+    Ok(())
 }
 
 /// Answers a device's block request with a block of a live file of the folder's index,
