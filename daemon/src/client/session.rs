@@ -328,7 +328,11 @@ async fn read_loop(
         }
         owed
     };
-    while let Some(msg) = link.next(&check).await? {
+    let named = |e: anyhow::Error| match e.downcast_ref::<conn::Stuck>() {
+        Some(stuck) => anyhow!("server {}: {stuck}", cfg.server),
+        None => e,
+    };
+    while let Some(msg) = link.next(&check).await.map_err(named)? {
         match msg {
             ServerMsg::Index {
                 entries,

@@ -9,7 +9,7 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 use filesync_proto::FrameError;
 use filesync_proto::wire::{BlockError, BlockRequest, ClientMsg, ServerMsg};
 use futures::{Sink, Stream, StreamExt};
@@ -98,6 +98,13 @@ pub type Check<'a> = &'a (dyn Fn(&BlockRequest) -> Result<(), String> + Sync);
 /// Reads one block the peer asked for, off the runtime.
 pub type Reader = Arc<dyn Fn(&BlockRequest) -> BlockResult + Send + Sync>;
 
+/// The peer stopped reading: a message to it could not be written within
+/// [`IDLE_TIMEOUT`]. Typed because the roles word it differently: the server logs it as
+/// it is, the device names the server in it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Stuck(String);
+
 /// One connection: `In` arrives, `Out` is sent.
 pub struct Link<In, Out> {
     stream: Pin<Box<dyn Stream<Item = Result<In, FrameError>> + Send>>,
@@ -181,7 +188,7 @@ impl<In: Message, Out: Message> Link<In, Out> {
                 _ = self.closed.cancelled() => {
                     let stuck = self.stuck.lock().unwrap_or_else(|e| e.into_inner()).take();
                     return match stuck {
-                        Some(why) => Err(anyhow!("{}: {why}", self.peer)),
+                        Some(why) => Err(Stuck(why).into()),
                         None => Ok(None),
                     };
                 }

@@ -25,7 +25,7 @@ use crate::fs::is_reserved;
 use crate::store;
 
 pub use counters::{Counted, Counters};
-pub use link::{Link, Reader, request_block};
+pub use link::{Link, Reader, Stuck, request_block};
 
 /// A peer that sends no whole message for this long is considered gone: a silent
 /// partition (a dropped NAT entry, a cable pulled on the far side) shows as this.
