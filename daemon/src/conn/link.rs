@@ -185,6 +185,9 @@ impl<In: Message, Out: Message> Link<In, Out> {
     pub async fn next(&mut self, check: Check<'_>) -> Result<Option<In>> {
         loop {
             let msg = tokio::select! {
+                // The writer's verdict first: a peer that stops reading also falls
+                // silent, and while a reply waited for room both come due at once.
+                biased;
                 _ = self.closed.cancelled() => {
                     let stuck = self.stuck.lock().unwrap_or_else(|e| e.into_inner()).take();
                     return match stuck {
