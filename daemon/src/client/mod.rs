@@ -15,6 +15,7 @@ mod offered;
 pub mod plan;
 pub mod session;
 pub mod share;
+mod stream;
 mod task;
 pub mod trust;
 

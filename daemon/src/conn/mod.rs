@@ -1,9 +1,11 @@
 //! Plumbing shared by both ends of a device-to-server connection: byte counting,
 //! matching block responses to requests, serving blocks from a folder, and keepalive
-//! timing. Neither end's policy lives here. Beside it: the server's certificate and the
+//! timing, assembled into [`Link`], the connection both ends hold after the hello.
+//! Neither end's policy lives here. Beside it: the server's certificate and the
 //! device's pin ([`tls`]) and the checks on what arrives from the network ([`received`]).
 
 mod counters;
+mod link;
 pub mod received;
 pub mod tls;
 
@@ -23,6 +25,7 @@ use crate::fs::is_reserved;
 use crate::fs::tree;
 
 pub use counters::{Counted, Counters};
+pub use link::{Link, Reader, Stuck, request_block};
 
 /// A peer that sends no whole message for this long is considered gone: a silent
 /// partition (a dropped NAT entry, a cable pulled on the far side) shows as this.

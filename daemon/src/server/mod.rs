@@ -15,16 +15,19 @@
 //! account's quota and the free-space reserve first ([`quota`]).
 
 pub mod accounts;
-mod folder;
 mod history;
+mod listen;
+mod lock;
+mod push;
 pub mod quota;
+pub(crate) mod sequencer;
 mod session;
 pub mod shares;
 pub(crate) mod stream;
 pub mod versions;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,27 +41,18 @@ use filesync_proto::wire::Hello;
 use filesync_proto::{AccountName, DeviceId, FolderName};
 use futures::StreamExt;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::lock::lock;
 use crate::config::{Registration as RegistrationMode, ServerSection};
 use crate::conn::Counters;
 use crate::conn::tls::ServerIdentity;
 use crate::server::accounts::{Accounts, Cancelled, Maker, OPEN_ACCOUNT, QuotaSetting};
-use folder::ServerFolderHandle;
+pub use listen::serve;
 use quota::Quotas;
+use sequencer::ServerFolderHandle;
 
-/// Connections served at once; further ones wait in the kernel's backlog. From one
-/// source address, at most `server.max_connections_per_address` of them (default 32);
-/// further ones are closed at once with a logged reason, so that one host cannot take
-/// every slot.
-const MAX_CONNECTIONS: usize = crate::config::MAX_CONNECTIONS as usize;
-/// Of those, connections that have not authenticated yet (TLS, handshake, credentials,
-/// each within [`crate::conn::HANDSHAKE_TIMEOUT`]); further ones are closed at once, so
-/// that silent or slow connections, which cost nothing to open, can hold at most this
-/// many slots and only for that long, and never the ones devices sync through.
-const MAX_UNAUTHENTICATED: usize = 128;
 /// Closed folders the hourly visit opens at once (each for one scan).
 const VISITS_AT_ONCE: usize = 4;
 /// How long the visitor waits for a visited folder to close before it moves on.
@@ -103,7 +97,7 @@ pub struct Server {
     closed: Mutex<BTreeMap<(AccountName, FolderName), ServerFolderStatus>>,
     /// How long a folder nobody uses stays open.
     idle_after: Duration,
-    /// Folders opened since the server started (see [`folder::Lifetime::first_open`]).
+    /// Folders opened since the server started (see [`sequencer::Lifetime::first_open`]).
     opened: Mutex<std::collections::HashSet<(AccountName, FolderName)>>,
     devices: Mutex<HashMap<u64, ConnectedDevice>>,
     /// One token per device that connected: revoking the device cancels it, which
@@ -124,10 +118,6 @@ impl Drop for Registration {
     fn drop(&mut self) {
         lock(&self.server.devices).remove(&self.id);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Server {
@@ -193,7 +183,7 @@ impl Server {
     /// down) are taken in even before a device connects: each is opened, scanned and
     /// closed again, a few at a time, so that the folders open at once stay few.
     async fn visits(self: Arc<Self>) {
-        let mut every = tokio::time::interval(folder::RESCAN_EVERY);
+        let mut every = tokio::time::interval(sequencer::RESCAN_EVERY);
         loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => return,
@@ -220,8 +210,8 @@ impl Server {
     /// Opens a closed folder to scan it, and waits (a while at most) until it is closed
     /// again. A folder that cannot be opened is logged and shown in status.
     async fn visit(self: &Arc<Self>, account: &AccountName, name: &FolderName) {
-        let cmd = match self.open_folder(account, name, true) {
-            Ok(handle) => handle.cmd.clone(),
+        let closed = match self.open_folder(account, name, true) {
+            Ok(handle) => handle.closed(),
             Err(e) => {
                 tracing::error!(account = %account, folder = %name, path = %self.data_dir.join(account.as_str()).join(name.as_str()).display(), "cannot open the folder; it is not served until this is fixed and a device connects to it again: {e:#}");
                 return;
@@ -229,7 +219,7 @@ impl Server {
         };
         // A device that connects meanwhile keeps the folder open: then this visit is
         // over as far as the visitor is concerned.
-        let _ = tokio::time::timeout(VISIT_WAIT, cmd.closed()).await;
+        let _ = tokio::time::timeout(VISIT_WAIT, closed).await;
     }
 
     /// Every (account, folder) that has a directory under the data dir.
@@ -275,7 +265,7 @@ impl Server {
     }
 
     /// The folder's handle, starting its sequencer if the folder is closed: for a
-    /// `visit`, only to scan it ([`folder::Lifetime::visit`]).
+    /// `visit`, only to scan it ([`sequencer::Lifetime::visit`]).
     fn open_folder(
         self: &Arc<Self>,
         account: &AccountName,
@@ -291,7 +281,7 @@ impl Server {
             self.check_folder_limit(account, name)?;
         }
         let meta = self.data_dir.join(".filesync");
-        let place = folder::FolderPlace {
+        let place = sequencer::FolderPlace {
             root: self.data_dir.join(account.as_str()).join(name.as_str()),
             index_file: meta
                 .join("index")
@@ -307,13 +297,13 @@ impl Server {
         let key = (account.clone(), name.clone());
         let server = Arc::downgrade(self);
         let released = key.clone();
-        let lifetime = folder::Lifetime {
+        let lifetime = sequencer::Lifetime {
             release: Box::new(move || server.upgrade().is_none_or(|s| s.release(&released))),
             idle_after: self.idle_after,
             visit,
             first_open: !lock(&self.opened).contains(&key),
         };
-        let started = folder::start(
+        let started = sequencer::start(
             account.clone(),
             name.clone(),
             place,
@@ -573,143 +563,5 @@ impl Server {
             folders,
             devices,
         }
-    }
-}
-
-/// Accepts connections until `cancel`; each is served by its own task.
-pub async fn serve(server: Arc<Server>, listener: TcpListener, cancel: CancellationToken) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    // A permit per connection until it has authenticated (see [`MAX_UNAUTHENTICATED`]).
-    let unauthenticated = Arc::new(Semaphore::new(MAX_UNAUTHENTICATED));
-    let per_address = PerAddress::new(server.max_connections_per_address);
-    loop {
-        let permit = tokio::select! {
-            _ = cancel.cancelled() => return,
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
-        let (tcp, peer) = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of file descriptors, usually: give sessions time to end.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let Some(slot) = per_address.take(peer.ip()) else {
-            tracing::warn!(
-                %peer,
-                "connection refused: {} connections from that address already \
-                 (config key server.max_connections_per_address); an IPv6 /64 counts as \
-                 one address",
-                per_address.limit
-            );
-            continue;
-        };
-        let Ok(unauthenticated) = unauthenticated.clone().try_acquire_owned() else {
-            tracing::warn!(
-                %peer,
-                "connection refused: {MAX_UNAUTHENTICATED} connections are authenticating \
-                 already (each has {}s)",
-                crate::conn::HANDSHAKE_TIMEOUT.as_secs()
-            );
-            continue;
-        };
-        let server = server.clone();
-        server.tracker.clone().spawn(async move {
-            session::serve(server, tcp, peer, unauthenticated).await;
-            drop((slot, permit));
-        });
-    }
-}
-
-/// Connections open per source ([`crate::server::accounts::source_key`]), each counted by the
-/// [`AddressSlot`] its session holds, and at most `limit` of them from one source.
-#[derive(Clone)]
-struct PerAddress {
-    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    limit: usize,
-}
-
-impl PerAddress {
-    fn new(limit: usize) -> Self {
-        PerAddress {
-            open: Arc::default(),
-            limit,
-        }
-    }
-
-    /// A slot for one more connection from `ip` (counted by its source key), or `None`
-    /// at the limit.
-    fn take(&self, ip: IpAddr) -> Option<AddressSlot> {
-        let ip = crate::server::accounts::source_key(ip);
-        let mut open = lock(&self.open);
-        let n = open.entry(ip).or_default();
-        if *n >= self.limit {
-            return None;
-        }
-        *n += 1;
-        Some(AddressSlot {
-            counts: self.clone(),
-            ip,
-        })
-    }
-}
-
-/// One connection's place in its address's count, given back on drop.
-struct AddressSlot {
-    counts: PerAddress,
-    ip: IpAddr,
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        let mut open = lock(&self.counts.open);
-        if let Some(n) = open.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.ip);
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_address_has_its_own_limit_and_slots_come_back() {
-        let counts = PerAddress::new(3);
-        let (a, b): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "::1".parse().unwrap());
-        let mut held: Vec<_> = (0..3)
-            .map(|_| counts.take(a).expect("under the limit"))
-            .collect();
-        assert!(counts.take(a).is_none(), "one over the limit");
-        assert!(counts.take(b).is_some(), "another address is not affected");
-        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
-        let one_64: Vec<_> = ["2001:db8::1", "2001:db8::2", "2001:db8::ffff:1"]
-            .into_iter()
-            .map(|ip| counts.take(v6(ip)).expect("under the limit"))
-            .collect();
-        assert!(
-            counts.take(v6("2001:db8::3")).is_none(),
-            "the addresses of one /64 share its limit"
-        );
-        assert!(counts.take(v6("2001:db8:0:1::1")).is_some());
-        drop(one_64);
-        held.pop();
-        assert!(
-            counts.take(a).is_some(),
-            "a closed connection frees its slot"
-        );
-        drop(held);
-        assert!(
-            lock(&counts.open).is_empty(),
-            "no address is remembered for ever"
-        );
     }
 }

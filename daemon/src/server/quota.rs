@@ -20,6 +20,7 @@ use bytesize::ByteSize;
 use filesync_proto::control::AccountUsage;
 use filesync_proto::{AccountName, FolderName, RelPath};
 
+use super::lock::lock;
 use crate::config::ServerSection;
 use crate::fs::space;
 use crate::server::accounts::QuotaSetting;
@@ -105,7 +106,7 @@ impl Quotas {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     fn quota_in(&self, state: &State, account: &AccountName) -> Option<u64> {

@@ -1,8 +1,8 @@
 //! One device's connection to the server: TLS, handshake, credentials, hello, then
 //! three flows at once —
 //! the index stream (every committed version the device has not seen, then each new one
-//! as it is committed), its pushes (content staged here through
-//! [`crate::transfer`], committed by the sequencer), and block requests both ways.
+//! as it is committed, [`super::stream`]), its pushes (staged and handed to the
+//! sequencer by [`super::push`]), and block requests both ways.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,21 +16,16 @@ use filesync_proto::wire::{
 use filesync_proto::{FrameCodec, Handshake, HandshakeReply, MAX_WIRE_FRAME};
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_rustls::server::TlsStream;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use super::Server;
-use super::folder::{FolderCmd, Joined, ServerFolderHandle, stale_base};
-use super::quota::Reservation;
-use crate::conn::received;
-use crate::conn::{self, BlockResult, Counted, Pending};
-use crate::fs::beneath::Root;
-use crate::fs::temp::Prepared;
+use super::sequencer::{Answer, ServerFolderHandle};
+use crate::conn::{self, BlockResult, Counted, Link};
 use crate::index::Index;
 use crate::server::accounts::{Admitted, Maker};
-use crate::transfer;
 
 /// Serves one connection; `unauthenticated` is its place in the server's budget of
 /// connections that have not authenticated yet, given back once it has.
@@ -205,7 +200,7 @@ async fn run(
     };
     let placed = async {
         let folder = server.folder(&access.owner, &access.folder)?;
-        let joined = join(&folder, &hello).await?;
+        let joined = folder.join(&hello).await?;
         anyhow::Ok((folder, joined))
     };
     let (folder, joined) = match placed.await {
@@ -232,15 +227,19 @@ async fn run(
     tracing::info!(%peer, device = %hello.device, folder = %hello.folder, since, "device connected");
     let _registration = server.register_device(&hello, &admitted.account, &folder, peer);
 
-    let (sink, mut stream) = framed.split();
-    let (out_tx, out_rx) = mpsc::channel::<ServerMsg>(64);
-    let stop = conn_cancel.clone();
-    let writer = tokio::spawn(async move {
-        if let Err(why) = conn::write_queue(sink, out_rx).await {
-            tracing::info!(%peer, "connection closed: {why}");
-        }
-        stop.cancel();
-    });
+    let (sink, stream) = framed.split();
+    let index = Arc::new(Index::open(&folder.index_file)?);
+    let root = folder.root.clone();
+    let reader: conn::Reader = Arc::new(move |request| serve_listed_block(&index, &root, request));
+    let mut link = Link::<ClientMsg, ServerMsg>::new(
+        sink,
+        stream,
+        "device".into(),
+        conn_cancel.clone(),
+        reader,
+        None,
+    );
+    let out_tx = link.sender();
     if let Some(withdrawn) = access.withdrawn.clone() {
         tokio::spawn(close_when_withdrawn(
             withdrawn,
@@ -249,7 +248,6 @@ async fn run(
             conn_cancel.clone(),
         ));
     }
-    let pending = Arc::new(Pending::default());
     let flow = |what: &str| {
         format!(
             "{what} of device {} in folder {}",
@@ -264,12 +262,12 @@ async fn run(
     let (push_tx, push_rx) = mpsc::channel(4);
     let push_task = tokio::spawn(end_on_error(
         flow("pushes"),
-        process_pushes(
+        super::push::process_pushes(
             folder.clone(),
             hello.clone(),
             push_rx,
             out_tx.clone(),
-            pending.clone(),
+            link.pending(),
         ),
         conn_cancel.clone(),
     ));
@@ -277,32 +275,16 @@ async fn run(
         device: hello.device.clone(),
         read_only: access.read_only.clone(),
     };
-    let result = read_loop(
-        &folder,
-        &caller,
-        &mut stream,
-        &out_tx,
-        &pending,
-        &push_tx,
-        &conn_cancel,
-    )
-    .await;
+    let result = read_loop(&folder, &caller, &mut link, &out_tx, &push_tx).await;
     conn_cancel.cancel();
-    pending.fail_all();
     index_task.abort();
     push_task.abort();
     if access.withdrawn.is_some_and(|w| w.is_cancelled()) {
         // Let the writer send why the connection ends; it stops once every sender is gone.
         drop(out_tx);
-        let mut writer = writer;
-        if tokio::time::timeout(WITHDRAWN_FLUSH, &mut writer)
-            .await
-            .is_err()
-        {
-            writer.abort();
-        }
+        link.flush(WITHDRAWN_FLUSH).await;
     } else {
-        writer.abort();
+        drop(link);
     }
     tracing::info!(%peer, device = %hello.device, folder = %hello.folder, "device disconnected");
     result
@@ -339,30 +321,6 @@ async fn close_when_withdrawn(
     }
 }
 
-/// Where `hello`'s device stands in the folder's history; a Hello that shows the folder
-/// went back in time goes to the sequencer, which changes the epoch.
-async fn join(folder: &ServerFolderHandle, hello: &Hello) -> Result<Joined> {
-    let current = *folder.seq.borrow();
-    let lineage = folder.lineage.borrow().clone();
-    if let Ok(joined) = Joined::without_rollback(hello, &lineage, current) {
-        return Ok(joined);
-    }
-    let (reply, answer) = oneshot::channel();
-    let cmd = FolderCmd::Join {
-        hello: hello.clone(),
-        reply,
-    };
-    folder
-        .cmd
-        .send(cmd)
-        .await
-        .map_err(|_| anyhow!("the folder is shutting down"))?;
-    answer
-        .await
-        .map_err(|_| anyhow!("the folder is shutting down"))?
-        .map_err(|e| anyhow!(e))
-}
-
 /// Runs one of a session's flows; if it fails, the whole connection ends (the device
 /// reconnects and starts over) rather than live on without that flow.
 async fn end_on_error(
@@ -383,63 +341,30 @@ fn error(kind: ErrorKind, message: &str) -> ServerMsg {
     })
 }
 
-/// Hands a call to the sequencer and sends its answer when it comes, without holding up
-/// the reading of further messages.
-async fn answer<T: Send + 'static>(
-    folder: &ServerFolderHandle,
-    cmd: FolderCmd,
-    rx: oneshot::Receiver<Result<T, String>>,
+/// Sends the sequencer's answer to a call when it comes, without holding up the reading
+/// of further messages.
+fn answer<T: Send + 'static>(
+    answer: Answer<Result<T, String>>,
     out: &mpsc::Sender<ServerMsg>,
     wrap: impl FnOnce(Result<T, String>) -> ServerMsg + Send + 'static,
-) -> Result<()> {
-    folder
-        .cmd
-        .send(cmd)
-        .await
-        .map_err(|_| anyhow!("the folder is shutting down"))?;
+) {
     let out = out.clone();
     tokio::spawn(async move {
-        let result = rx
-            .await
-            .unwrap_or_else(|_| Err("the folder is shutting down".into()));
+        let result = answer.get().await.unwrap_or_else(|e| Err(format!("{e:#}")));
         let _ = out.send(wrap(result)).await;
     });
-    Ok(())
 }
 
-async fn read_loop<S>(
+async fn read_loop(
     folder: &ServerFolderHandle,
     caller: &Caller,
-    stream: &mut S,
+    link: &mut Link<ClientMsg, ServerMsg>,
     out: &mpsc::Sender<ServerMsg>,
-    pending: &Pending,
     pushes: &mpsc::Sender<(u64, Vec<Change>)>,
-    cancel: &CancellationToken,
-) -> Result<()>
-where
-    S: futures::Stream<Item = Result<ClientMsg, filesync_proto::FrameError>> + Unpin,
-{
-    let serving = Arc::new(Semaphore::new(16));
-    let index = Arc::new(Index::open(&folder.index_file)?);
-    let mut ping = tokio::time::interval(conn::PING_INTERVAL);
-    let mut silence = conn::Silence::new();
-    loop {
-        let msg = tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            _ = ping.tick() => {
-                let _ = out.try_send(ServerMsg::Ping { nonce: 0 });
-                continue;
-            }
-            () = silence.expired() => {
-                bail!("device sent nothing for {}s", conn::IDLE_TIMEOUT.as_secs())
-            }
-            msg = stream.next() => msg,
-        };
-        silence.heard();
-        let msg = match msg {
-            None => return Ok(()),
-            Some(m) => m.map_err(|e| conn::read_failed("device", e))?,
-        };
+) -> Result<()> {
+    // The server serves any live file's block (see `serve_listed_block`).
+    let check = |_: &BlockRequest| Ok(());
+    while let Some(msg) = link.next(&check).await? {
         match msg {
             ClientMsg::Push { id, changes } => {
                 if changes.len() > MAX_BATCH {
@@ -465,56 +390,35 @@ where
                     .await
                     .map_err(|_| anyhow!("push processing stopped"))?;
             }
-            ClientMsg::BlockResponse { id, result } => pending.complete(id, result),
-            ClientMsg::BlockRequest { id, request } => {
-                let permit = serving.clone().acquire_owned().await?;
-                let (root, out, index) = (folder.root.clone(), out.clone(), index.clone());
-                tokio::spawn(async move {
-                    let result = tokio::task::spawn_blocking(move || {
-                        serve_listed_block(&index, &root, &request)
-                    })
-                    .await
-                    .unwrap_or(Err(BlockError::NotAvailable));
-                    let _ = out.send(ServerMsg::BlockResponse { id, result }).await;
-                    drop(permit);
-                });
-            }
-            ClientMsg::Ping { nonce } => {
-                let _ = out.send(ServerMsg::Pong { nonce }).await;
-            }
-            ClientMsg::Pong { .. } => {}
             ClientMsg::ListVersions { id, path } => {
-                let (tx, rx) = oneshot::channel();
-                let cmd = FolderCmd::ListVersions { path, reply: tx };
-                answer(folder, cmd, rx, out, move |result| ServerMsg::Versions {
+                let versions = folder.versions(path).await?;
+                answer(versions, out, move |result| ServerMsg::Versions {
                     id,
                     result,
-                })
-                .await?;
+                });
             }
             ClientMsg::Restore { id, .. } if caller.read_only.is_some() => {
                 let result = Err(caller.read_only.clone().unwrap_or_default());
                 let _ = out.send(ServerMsg::Restored { id, result }).await;
             }
             ClientMsg::Restore { id, path, version } => {
-                let (tx, rx) = oneshot::channel();
-                let cmd = FolderCmd::Restore {
-                    path,
-                    version,
-                    device: caller.device.clone(),
-                    reply: tx,
-                };
-                answer(folder, cmd, rx, out, move |result| ServerMsg::Restored {
+                let restored = folder.restore(path, version, caller.device.clone()).await?;
+                answer(restored, out, move |result| ServerMsg::Restored {
                     id,
                     result,
-                })
-                .await?;
+                });
             }
             ClientMsg::Hello(_) => bail!("protocol error: second Hello"),
             ClientMsg::CreateInvite => bail!("protocol error: CreateInvite after Hello"),
             ClientMsg::Sharing(_) => bail!("protocol error: Sharing after Hello"),
+            // Handled by the link.
+            ClientMsg::Ping { .. }
+            | ClientMsg::Pong { .. }
+            | ClientMsg::BlockRequest { .. }
+            | ClientMsg::BlockResponse { .. } => {}
         }
     }
+    Ok(())
 }
 
 /// Answers a device's block request with a block of a live file of the folder's index,
@@ -538,202 +442,5 @@ fn serve_listed_block(index: &Index, root: &std::path::Path, req: &BlockRequest)
             tracing::warn!(path = ?req.path.as_str(), "cannot read the index to serve a block: {e:#}");
             Err(BlockError::NotAvailable)
         }
-    }
-}
-
-/// Handles a device's pushes in order: stage content, then ask the sequencer to commit.
-async fn process_pushes(
-    folder: ServerFolderHandle,
-    hello: Hello,
-    mut pushes: mpsc::Receiver<(u64, Vec<Change>)>,
-    out: mpsc::Sender<ServerMsg>,
-    pending: Arc<Pending>,
-) -> Result<()> {
-    let index = Index::open(&folder.index_file)?;
-    while let Some((id, changes)) = pushes.recv().await {
-        let mut outcomes = Vec::with_capacity(changes.len());
-        let mut changes = changes.into_iter().peekable();
-        while changes.peek().is_some() {
-            let part: Vec<Change> = changes.by_ref().take(COMMIT_BATCH).collect();
-            outcomes.extend(push_part(&folder, &index, &hello, part, &out, &pending).await?);
-        }
-        out.send(ServerMsg::PushResult { id, outcomes }).await?;
-    }
-    Ok(())
-}
-
-/// Changes committed together; their files are staged at once, so it also bounds the
-/// temp files open per device.
-const COMMIT_BATCH: usize = 64;
-/// Files of one device staged at the same time, so that block requests and fsyncs
-/// overlap instead of waiting for each other.
-const STAGING: usize = 8;
-
-/// Stages the files of `part` (several at once), then commits them all in order with
-/// one request to the sequencer.
-async fn push_part(
-    folder: &ServerFolderHandle,
-    index: &Index,
-    hello: &Hello,
-    part: Vec<Change>,
-    out: &mpsc::Sender<ServerMsg>,
-    pending: &Pending,
-) -> Result<Vec<PushOutcome>> {
-    let prepared: Vec<_> = futures::stream::iter(part)
-        .map(|change| prepare(folder, index, change, out, pending))
-        .buffered(STAGING)
-        .collect()
-        .await;
-    let mut ready = Vec::new();
-    // The pushes' charges against quota and free space, held until they are committed.
-    let mut charged = Vec::new();
-    let settled: Vec<Option<PushOutcome>> = prepared
-        .into_iter()
-        .map(|p| match p {
-            Ok((change, charge)) => {
-                ready.push(change);
-                charged.push(charge);
-                None
-            }
-            Err(outcome) => Some(outcome),
-        })
-        .collect();
-    let mut committed = if ready.is_empty() {
-        Vec::new()
-    } else {
-        let (tx, rx) = oneshot::channel();
-        folder
-            .cmd
-            .send(FolderCmd::Commit {
-                changes: ready,
-                device: hello.device.clone(),
-                reply: tx,
-            })
-            .await
-            .map_err(|_| anyhow!("the folder is shutting down"))?;
-        rx.await
-            .map_err(|_| anyhow!("the folder is shutting down"))?
-    }
-    .into_iter();
-    drop(charged);
-    Ok(settled
-        .into_iter()
-        .map(|slot| {
-            slot.or_else(|| committed.next())
-                .unwrap_or(PushOutcome::Failed {
-                    reason: "the server lost track of this change; it is retried".into(),
-                })
-        })
-        .collect())
-}
-
-/// A pushed change ready for the sequencer, with its content staged if it has new
-/// content, and the charge of that content against the account's quota and the
-/// server's free space; or its outcome, when it is settled here (a stale base, content
-/// over the quota or the free space, or content that could not be staged).
-async fn prepare(
-    folder: &ServerFolderHandle,
-    index: &Index,
-    change: Change,
-    out: &mpsc::Sender<ServerMsg>,
-    pending: &Pending,
-) -> Result<((Change, Option<Prepared>), Option<Reservation>), PushOutcome> {
-    let failed = |e: anyhow::Error| PushOutcome::Failed {
-        reason: refusal(&e),
-    };
-    let mut change = change;
-    if let Err(reason) = received::check_entry(&mut change.entry) {
-        tracing::warn!(folder = %folder.name, "refused a pushed change: {reason}");
-        return Err(PushOutcome::Failed { reason });
-    }
-    if let Some(why) = received::check_note(&mut change.entry, |_| false) {
-        tracing::warn!(folder = %folder.name, "{why}");
-    }
-    let current = index.local(&change.entry.path).map_err(failed)?;
-    let same = current
-        .as_ref()
-        .is_some_and(|c| c.entry.same_content(&change.entry));
-    if let Some(current_seq) = stale_base(current.as_ref(), &change).filter(|_| !same) {
-        // Settled without staging anything; the sequencer would say the same.
-        tracing::debug!(folder = %folder.name, path = %change.entry.path, base = change.base_seq, current_seq, "refused a push made on an older version");
-        return Err(PushOutcome::Conflict { current_seq });
-    }
-    if change.entry.kind != EntryKind::File || change.entry.deleted || same {
-        return Ok(((change, None), None));
-    }
-    // Charged at its declared size before anything is written: what the blocks repeat
-    // or the server already has is written in full all the same.
-    let replaced = current
-        .filter(|c| !c.entry.deleted && c.entry.kind == EntryKind::File)
-        .map_or(0, |c| c.entry.size);
-    let charge = folder
-        .quotas
-        .reserve(
-            &folder.account,
-            &folder.name,
-            &change.entry.path,
-            change.entry.size,
-            replaced,
-        )
-        .map_err(|reason| PushOutcome::Failed { reason })?;
-    let staged = stage(folder, index, &change, out, pending)
-        .await
-        .map_err(|e| {
-            tracing::warn!(folder = %folder.name, path = %change.entry.path, "cannot stage a pushed change: {e:#}");
-            failed(e)
-        })?;
-    Ok(((change, Some(staged)), Some(charge)))
-}
-
-/// Why a pushed change was refused, as the device shows it: a full disk here is said
-/// in words, since only the server's admin can fix it and the device retries meanwhile.
-pub(super) fn refusal(e: &anyhow::Error) -> String {
-    if crate::fs::space::is_full(e) {
-        format!("server disk full ({e:#}); the change is sent again later")
-    } else {
-        format!("{e:#}")
-    }
-}
-
-/// Builds the pushed file's content in a temp file beside its target: what an
-/// interrupted upload of it left, blocks the server already has, the rest asked of the
-/// device, several at a time. It is verified and fsynced here, several files at once,
-/// so that the sequencer only has to rename it.
-async fn stage(
-    folder: &ServerFolderHandle,
-    index: &Index,
-    change: &Change,
-    out: &mpsc::Sender<ServerMsg>,
-    pending: &Pending,
-) -> Result<Prepared> {
-    let entry = &change.entry;
-    let root = Root::open_folder(&folder.root)?;
-    let tmp = transfer::assemble(&root, index, entry, |request| {
-        request_block(out, pending, request)
-    })
-    .await?
-    .tmp;
-    tokio::task::block_in_place(|| tmp.prepare(entry))
-}
-
-async fn request_block(
-    out: &mpsc::Sender<ServerMsg>,
-    pending: &Pending,
-    request: BlockRequest,
-) -> Result<Vec<u8>> {
-    let asked = pending.ask(
-        out,
-        |id| ServerMsg::BlockRequest { id, request },
-        "the device",
-    );
-    match asked.await? {
-        Ok(data) => Ok(data),
-        Err(BlockError::NotAvailable) => {
-            bail!("the file changed on the device while it was being uploaded")
-        }
-        Err(BlockError::Refused(why)) => bail!(
-            "the device refused a block request: {}",
-            conn::peer_text(&why)
-        ),
     }
 }

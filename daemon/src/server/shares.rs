@@ -28,6 +28,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio_util::sync::CancellationToken;
 
 use super::Server;
+use super::lock::lock;
 use crate::events::unix_secs;
 
 /// (owner, folder, member).
@@ -48,10 +49,6 @@ pub struct Access {
     pub read_only: Option<String>,
     /// Cancelled when the grant is taken back; `None` for the account's own folder.
     pub withdrawn: Option<CancellationToken>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Shares {

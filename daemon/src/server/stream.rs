@@ -10,11 +10,12 @@
 //! on, and says up to which sequence number it was read (`as_of`).
 
 use anyhow::Result;
-use filesync_proto::wire::{MAX_BATCH, ServerMsg};
+use filesync_proto::wire::{Entry, MAX_BATCH, ServerMsg};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::folder::{ServerFolderHandle, cut_batch};
+use super::sequencer::ServerFolderHandle;
+use crate::conn;
 use crate::index::Index;
 
 /// Index bytes per message to a device.
@@ -109,4 +110,19 @@ impl Cursor {
         });
         Ok((out, true))
     }
+}
+
+/// Entries for a device, cut so that one message stays well under the frame limit.
+fn cut_batch(mut entries: Vec<Entry>, max_bytes: usize) -> Vec<Entry> {
+    let mut size = 0usize;
+    let mut keep = 0usize;
+    for e in &entries {
+        size += conn::entry_size(e);
+        if keep > 0 && size > max_bytes {
+            break;
+        }
+        keep += 1;
+    }
+    entries.truncate(keep);
+    entries
 }

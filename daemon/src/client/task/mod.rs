@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::guard::Hold;
 use super::session::{self, SessionConfig, SessionEvent, SessionHandle};
-use super::{ClientIdentity, FolderCmd, meter};
+use super::{ClientIdentity, FolderCmd, meter, stream};
 use crate::config::FolderConfig;
 use crate::conn::Counters;
 use crate::events::Events;
@@ -404,7 +404,7 @@ impl FolderTask {
             rules: self.shared_rules.subscribe(),
         };
         self.session_gen += 1;
-        let events = session::Events {
+        let events = session::SessionEvents {
             tx: self.events_tx.clone(),
             generation: self.session_gen,
         };
@@ -412,7 +412,7 @@ impl FolderTask {
         self.session_cancel = Some(cancel);
     }
 
-    /// Reads the server's whole index again ([`session::request_refresh`]) because of
+    /// Reads the server's whole index again ([`stream::request_refresh`]) because of
     /// `why`, at most once per REFRESH_EVERY. The running session is stopped and waited
     /// for first, so that none of its index batches lands after the request.
     async fn refresh(&mut self, why: &str, parent: &CancellationToken) {
@@ -432,7 +432,7 @@ impl FolderTask {
             let _ = task.await;
         }
         self.disconnected();
-        if let Err(e) = session::request_refresh(self.index()) {
+        if let Err(e) = stream::request_refresh(self.index()) {
             self.error(format!("cannot ask for the server's whole index: {e:#}"));
         }
         self.start_session(parent);

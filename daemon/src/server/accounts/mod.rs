@@ -10,7 +10,8 @@
 //! in, so that a neighbour behind the same NAT cannot lock a device out.
 //!
 //! Every token records who made it ([`Maker`]): revoking a device cancels the pending
-//! tokens it made, and a device makes at most [`MAX_DEVICE_INVITES`] an hour.
+//! tokens it made, and a device makes at most [`MAX_DEVICE_INVITES`] an hour; making,
+//! listing and cancelling tokens is [`invites`].
 //!
 //! The store is SQLite with a write-ahead log (one fsync per commit) behind a std mutex:
 //! callers on the async runtime go through `spawn_blocking`
@@ -22,27 +23,26 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use filesync_proto::auth::{AuthRequest, Refusal, Secret};
-use filesync_proto::control::{AccountInfo, DeviceInfo, InviteInfo};
+use filesync_proto::control::{AccountInfo, DeviceInfo};
 use filesync_proto::{AccountName, DeviceId};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::events::unix_secs;
 use crate::fs::chunk::sha256;
 use crate::fs::private;
+use crate::server::lock::lock;
+
+mod invites;
+
+pub use invites::{Cancelled, DEFAULT_INVITE_TTL, MAX_DEVICE_INVITES, Maker};
 
 /// The account that open registration enrols tokenless devices into.
 pub const OPEN_ACCOUNT: &str = "open";
-/// How long an invite token is valid unless the admin says otherwise.
-pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Failed attempts an address may make within [`FAILURE_WINDOW`].
 const MAX_FAILURES: u32 = 10;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// Invite tokens one device may make within [`DEVICE_INVITE_WINDOW`]: enough to enrol a
-/// household's devices, too few for a stolen device to hand out access in bulk.
-pub const MAX_DEVICE_INVITES: usize = 10;
-const DEVICE_INVITE_WINDOW: i64 = 3600;
 /// `last_seen` is rewritten only when older than this, so that a device reconnecting in
 /// a loop does not turn every login into a write and an fsync.
 const LAST_SEEN_RESOLUTION: i64 = 60;
@@ -57,39 +57,6 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Who made an invite token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Maker {
-    /// The server's admin, through the control socket (`filesyncctl server invite`).
-    Admin,
-    /// A device of the token's account (`filesyncctl device invite`).
-    Device(DeviceId),
-}
-
-impl Maker {
-    /// As stored in `invites.made_by`; a device id cannot contain `:`, so no device
-    /// reads as the admin.
-    fn column(&self) -> String {
-        match self {
-            Maker::Admin => "admin".into(),
-            Maker::Device(d) => format!("device:{d}"),
-        }
-    }
-}
-
-/// What `server invites cancel` did with an id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cancelled {
-    /// The token of this account can no longer enrol anyone.
-    Done(AccountName),
-    /// No token has this id.
-    Unknown,
-    /// The token already enrolled this device: revoking the device is what helps.
-    Used(String),
-    /// It expired or was cancelled already.
-    NotPending,
-}
-
 /// A device that got in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admitted {
@@ -102,10 +69,6 @@ pub struct Admitted {
 pub struct Accounts {
     db: Mutex<Connection>,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn hash(secret: &Secret) -> Vec<u8> {
@@ -154,139 +117,6 @@ impl Accounts {
             db: Mutex::new(db),
             failures: Mutex::new(HashMap::new()),
         })
-    }
-
-    /// A new one-time token secret for `account` (created if new), made by `maker`.
-    /// Refused for a revoked device, and for a device that made
-    /// [`MAX_DEVICE_INVITES`] within the last hour (the error says when it may again).
-    pub fn invite(&self, account: &AccountName, ttl: Duration, maker: &Maker) -> Result<Secret> {
-        let now = unix_secs();
-        let expires = i64::try_from(ttl.as_secs())
-            .ok()
-            .and_then(|secs| now.checked_add(secs))
-            .with_context(|| {
-                format!(
-                    "a token valid for {} seconds would expire past the end of time; \
-                     choose a shorter --expires",
-                    ttl.as_secs()
-                )
-            })?;
-        let secret = new_secret();
-        let mut db = lock(&self.db);
-        let tx = db.transaction()?;
-        if let Maker::Device(device) = maker {
-            let revoked: Option<bool> = tx
-                .query_row(
-                    "SELECT revoked FROM devices WHERE id = ?1",
-                    [device.as_str()],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if revoked != Some(false) {
-                bail!("device {device} is revoked and may not make invite tokens");
-            }
-            let tenth_latest: Option<i64> = tx
-                .query_row(
-                    "SELECT created FROM invites WHERE made_by = ?1
-                     ORDER BY created DESC LIMIT 1 OFFSET ?2",
-                    params![maker.column(), MAX_DEVICE_INVITES as i64 - 1],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(wait) = invite_wait(tenth_latest, now) {
-                bail!(
-                    "device {device} made {MAX_DEVICE_INVITES} invite tokens within the last \
-                     hour, the most a device may; it can make the next one in {} \
-                     (or the server's admin can: `filesyncctl server invite {account}`)",
-                    minutes(wait)
-                );
-            }
-        }
-        tx.execute(
-            "INSERT OR IGNORE INTO accounts (name, created) VALUES (?1, ?2)",
-            params![account.as_str(), now],
-        )?;
-        tx.execute(
-            "INSERT INTO invites (hash, account, created, expires, made_by)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                hash(&secret),
-                account.as_str(),
-                now,
-                expires,
-                maker.column()
-            ],
-        )?;
-        tx.commit()?;
-        Ok(secret)
-    }
-
-    /// The tokens that can still enrol a device, oldest first.
-    pub fn invites(&self) -> Result<Vec<InviteInfo>> {
-        let db = lock(&self.db);
-        let mut stmt = db.prepare(
-            "SELECT hash, account, made_by, created, expires FROM invites
-             WHERE used_by IS NULL AND cancelled IS NULL AND expires > ?1
-             ORDER BY created, hash",
-        )?;
-        let rows = stmt.query_map([unix_secs()], |r| {
-            let hash: Vec<u8> = r.get(0)?;
-            let made_by: Option<String> = r.get(2)?;
-            let (made_by, device) = match made_by.as_deref() {
-                Some("admin") => ("admin", None),
-                Some(m) => match m.strip_prefix("device:") {
-                    Some(d) => ("device", Some(d.to_owned())),
-                    None => ("unknown", None),
-                },
-                None => ("unknown", None),
-            };
-            Ok(InviteInfo {
-                id: invite_id(&hash),
-                account: r.get(1)?,
-                made_by: made_by.into(),
-                device,
-                created: r.get(3)?,
-                expires: r.get(4)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
-    }
-
-    /// Cancels the pending token whose [`invite_id`] is `id`.
-    pub fn cancel_invite(&self, id: &str) -> Result<Cancelled> {
-        let Some(prefix) = parse_invite_id(id) else {
-            return Ok(Cancelled::Unknown);
-        };
-        let now = unix_secs();
-        let db = lock(&self.db);
-        // The token's hash and account if it is pending, what to answer otherwise.
-        let found = db
-            .query_row(
-                "SELECT hash, account, expires, used_by, cancelled FROM invites
-                 WHERE substr(hash, 1, ?1) = ?2",
-                params![INVITE_ID_BYTES as i64, prefix],
-                |r| {
-                    let (expires, used_by, cancelled): (i64, Option<String>, Option<i64>) =
-                        (r.get(2)?, r.get(3)?, r.get(4)?);
-                    Ok(match used_by {
-                        Some(device) => Err(Cancelled::Used(device)),
-                        None if cancelled.is_some() || expires <= now => Err(Cancelled::NotPending),
-                        None => Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)),
-                    })
-                },
-            )
-            .optional()?;
-        match found {
-            None => Ok(Cancelled::Unknown),
-            Some(Err(answer)) => Ok(answer),
-            Some(Ok((hash, account))) => {
-                db.execute(
-                    "UPDATE invites SET cancelled = ?1 WHERE hash = ?2",
-                    params![now, hash],
-                )?;
-                Ok(Cancelled::Done(AccountName::new(account)?))
-            }
-        }
     }
 
     /// Decides whether the device behind `request`, from `peer`, gets in; an `Err` is a
@@ -539,42 +369,6 @@ fn lockout(decided: Result<Admitted, Refusal>, blocked: bool) -> Result<Admitted
     }
 }
 
-/// How long a device whose tenth-latest token was made at `tenth_latest` must wait for
-/// its next one (`None`: it may make one now), all in Unix seconds.
-fn invite_wait(tenth_latest: Option<i64>, now: i64) -> Option<i64> {
-    let free_at = tenth_latest?.saturating_add(DEVICE_INVITE_WINDOW);
-    (free_at > now).then(|| free_at - now)
-}
-
-/// Seconds as whole minutes for a person, rounded up: "1 minute", "37 minutes".
-fn minutes(secs: i64) -> String {
-    let m = (secs + 59) / 60;
-    format!("{m} minute{}", if m == 1 { "" } else { "s" })
-}
-
-/// Bytes of a token's hash that make its public id: enough to tell tokens apart, and a
-/// prefix of a SHA-256 of a 256-bit secret tells nothing about the secret.
-const INVITE_ID_BYTES: usize = 8;
-
-/// The id `server invites` shows for the token whose secret hashes to `hash`: 16 hex
-/// digits.
-fn invite_id(hash: &[u8]) -> String {
-    hash.iter()
-        .take(INVITE_ID_BYTES)
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn parse_invite_id(id: &str) -> Option<Vec<u8>> {
-    let id = id.trim();
-    if id.len() != INVITE_ID_BYTES * 2 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    (0..INVITE_ID_BYTES)
-        .map(|i| u8::from_str_radix(&id[2 * i..2 * i + 2], 16).ok())
-        .collect()
-}
-
 /// Adds `column` to `table` unless it is there: the in-place upgrade of an older store.
 fn add_column(db: &Connection, table: &str, column: &str, decl: &str) -> Result<()> {
     let present: bool = db.query_row(
@@ -659,6 +453,7 @@ impl Accounts {
 
 #[cfg(test)]
 mod tests {
+    use super::invites::{invite_id, invite_wait, minutes};
     use super::*;
 
     const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
