@@ -52,7 +52,7 @@ pub fn entry_size(entry: &Entry) -> usize {
 /// One deadline for the life of the read loop, not a timeout around each read: the loop
 /// also wakes to send pings, and a timeout made anew at each wake-up would never expire
 /// while pings go out, so a silent partition would never be noticed.
-pub struct Silence {
+pub(super) struct Silence {
     deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
@@ -106,7 +106,7 @@ pub fn read_failed(peer: &str, error: FrameError) -> anyhow::Error {
 /// [`IDLE_TIMEOUT`]: the peer stopped reading, and the error says so. Either way the
 /// caller then ends the connection, so that a peer that reads nothing cannot hold it,
 /// nor every task waiting to queue a message to it, for ever.
-pub async fn write_queue<M, S>(mut sink: S, mut rx: mpsc::Receiver<M>) -> Result<(), String>
+pub(super) async fn write_queue<M, S>(mut sink: S, mut rx: mpsc::Receiver<M>) -> Result<(), String>
 where
     S: futures::Sink<M> + Unpin,
 {
