@@ -129,10 +129,9 @@ pub fn explain(e: anyhow::Error, name: &FolderName, path: &Path) -> anyhow::Erro
 /// The account that owns a folder: the `OWNER` of a shared folder's `OWNER/FOLDER` name,
 /// else the account it syncs as.
 pub fn owner(name: &FolderName, account: Option<&AccountName>) -> Option<String> {
-    match name.as_str().split_once('/') {
-        Some((owner, _)) => Some(owner.to_owned()),
-        None => account.map(AccountName::to_string),
-    }
+    name.owner()
+        .map(str::to_owned)
+        .or_else(|| account.map(AccountName::to_string))
 }
 
 #[cfg(test)]
@@ -179,5 +178,8 @@ mod tests {
         let docs = FolderName::new("docs").unwrap();
         assert_eq!(owner(&docs, Some(&home)).as_deref(), Some("home"));
         assert_eq!(owner(&docs, None), None);
+        let shared = FolderName::new("alice/docs").unwrap();
+        assert_eq!(owner(&shared, Some(&home)).as_deref(), Some("alice"));
+        assert_eq!(owner(&shared, None).as_deref(), Some("alice"));
     }
 }

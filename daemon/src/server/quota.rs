@@ -88,7 +88,7 @@ impl Drop for Reservation {
     }
 }
 
-fn size(n: u64) -> String {
+pub(crate) fn size(n: u64) -> String {
     ByteSize::b(n).display().iec().to_string()
 }
 

@@ -138,7 +138,7 @@ fn set_quota(server: &Server, account: &str, quota: QuotaChange) -> Response {
     match server.set_quota(&account, quota) {
         Ok(true) => {
             let usage = server.quota_of(&account);
-            let size = |n: u64| bytesize::ByteSize::b(n).display().iec().to_string();
+            let size = crate::server::quota::size;
             let limit = usage.quota.map_or("no limit".to_string(), |q| {
                 format!("a quota of {}", size(q))
             });

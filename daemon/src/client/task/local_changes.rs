@@ -55,9 +55,8 @@ impl FolderTask {
                 self.cfg.name,
                 self.cfg
                     .name
-                    .as_str()
-                    .split_once('/')
-                    .map_or("FOLDER", |(_, f)| f)
+                    .shared()
+                    .map_or_else(|| "FOLDER".to_owned(), |(_, f)| f.to_string())
             )
         } else {
             format!("this folder is {}", FolderMode::ReceiveOnly.as_str())
