@@ -13,6 +13,7 @@ use filesync_tests::cluster::DOCS;
 use filesync_tests::exec::Scratch;
 use filesync_tests::files;
 use filesync_tests::hostile::{self, file_entry, serve_from, wait_for_log_line};
+use filesync_tests::node::describe;
 use filesync_tests::{Cluster, poll_until};
 
 use super::hostile::{FakeServer, LOG_WAIT, add_evil};
@@ -53,10 +54,19 @@ fn a_synced_link_to_a_big_tree_is_never_watched() {
     let outside = scratch.path().join("big");
     let dirs = big_tree(&outside, 20);
     files::write(&cl.path_on(0, DOCS, "a/f.txt"), b"beside the link\n");
-    std::os::unix::fs::symlink(&outside, cl.path_on(0, DOCS, "a/l")).unwrap();
     cl.settle(DOCS);
     let pid = cl.server().pid().expect("the server runs");
+    // Counted before the link exists, so that following it on its first sync shows too.
     let before = inotify_watches(pid);
+    std::os::unix::fs::symlink(&outside, cl.path_on(0, DOCS, "a/l")).unwrap();
+    cl.settle(DOCS);
+    assert!(cl.server_path(DOCS, "a/l").is_symlink());
+    let with_link = inotify_watches(pid);
+    assert!(
+        with_link < before + dirs / 4,
+        "the server watches {with_link} directories once the link synced, {before} before: \
+         it followed the link into the {dirs} directories outside the folder"
+    );
 
     fs::rename(cl.path_on(0, DOCS, "a"), cl.path_on(0, DOCS, "b")).unwrap();
     cl.settle(DOCS);
@@ -140,11 +150,15 @@ fn a_conflict_note_never_aims_resolve_at_an_ignored_path() {
             .ok_or_else(|| format!("{copy} did not arrive"))
     })
     .unwrap();
-    client.ctl(["resolve", "evil", "*", "--keep", "newer"]);
+    let resolved = client.ctl(["resolve", "evil", "*", "--keep", "newer"]);
+    // Whatever resolve answers, it has finished: the copy must still be where it
+    // arrived, and nothing may stand at the ignored hook.
     assert!(
         !folder.join(".git/hooks/pre-commit").exists(),
-        "resolve moved the server's script into the ignored hook"
+        "resolve moved the server's script into the ignored hook: {}",
+        describe(&resolved)
     );
+    files::assert_file(&folder.join(copy), SCRIPT);
     wait_for_log_line(
         || client.log_text(),
         &["dropped the conflict note", copy, ".git/hooks/pre-commit"],

@@ -219,6 +219,12 @@ fn a_read_only_member_receives_and_the_server_refuses_its_pushes() {
             .contains("refused a push from a read-only member"),
         "the honest read-only device tried to push"
     );
+    let sent = cl.b().counters(SHARED);
+    assert_eq!(
+        (sent.pushes, sent.content_bytes_sent),
+        (0, 0),
+        "the read-only device pushed"
+    );
 
     // A hostile device of bob's that ignores the mode: the server refuses its push and
     // writes nothing.
