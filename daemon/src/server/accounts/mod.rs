@@ -104,7 +104,9 @@ impl Accounts {
                  last_seen INTEGER, revoked INTEGER NOT NULL DEFAULT 0);
              CREATE TABLE IF NOT EXISTS invites (
                  hash BLOB PRIMARY KEY, account TEXT NOT NULL, created INTEGER NOT NULL,
-                 expires INTEGER NOT NULL, used_by TEXT, used_at INTEGER);",
+                 expires INTEGER NOT NULL, used_by TEXT, used_at INTEGER);
+             CREATE TABLE IF NOT EXISTS quotas (
+                 account TEXT PRIMARY KEY, bytes INTEGER);",
         )
         .with_context(|| format!("cannot set up the account store {}", file.display()))?;
         // Stores made before tokens recorded their maker and cancellation get the
@@ -393,16 +395,12 @@ pub enum QuotaSetting {
 
 /// Quotas, kept apart from the tables above in a `quotas` table of their own: one row
 /// per account the admin set a quota for; an account without a row has
-/// `server.default_quota`. The table is made on first use, so older stores need no step.
+/// `server.default_quota`. `open` makes the table where an older store lacks it.
 impl Accounts {
-    const QUOTA_TABLE: &str = "CREATE TABLE IF NOT EXISTS quotas (
-         account TEXT PRIMARY KEY, bytes INTEGER)";
-
     /// Sets `account`'s quota (`None`: back to the default). False when there is no
     /// such account.
     pub fn set_quota(&self, account: &AccountName, quota: Option<QuotaSetting>) -> Result<bool> {
         let db = lock(&self.db);
-        db.execute_batch(Self::QUOTA_TABLE)?;
         let known: bool = db.query_row(
             "SELECT EXISTS (SELECT 1 FROM accounts WHERE name = ?1)",
             [account.as_str()],
@@ -430,7 +428,6 @@ impl Accounts {
     /// Every quota the admin set, by account.
     pub fn quotas(&self) -> Result<HashMap<AccountName, QuotaSetting>> {
         let db = lock(&self.db);
-        db.execute_batch(Self::QUOTA_TABLE)?;
         let mut stmt = db.prepare("SELECT account, bytes FROM quotas")?;
         let rows = stmt.query_map([], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
