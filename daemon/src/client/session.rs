@@ -301,8 +301,15 @@ async fn connect_once(
     // socket.
     let _calls = FailCalls(calls.clone());
     events.send(SessionEvent::Connected(handle));
+    // What the server may read back follows the mode this session learnt: a read-only
+    // grant makes the folder receive-only from this welcome on, not from the next one.
+    let mode = if welcome.read_only {
+        FolderMode::ReceiveOnly
+    } else {
+        cfg.mode
+    };
     read_loop(
-        cfg,
+        (cfg, mode),
         &index,
         refreshing,
         &mut link,
@@ -314,7 +321,7 @@ async fn connect_once(
 
 /// `refreshing`: a refresh is under way (see [`stream::request_refresh`]).
 async fn read_loop(
-    cfg: &SessionConfig,
+    (cfg, mode): (&SessionConfig, FolderMode),
     index: &Index,
     mut refreshing: bool,
     link: &mut Link<ServerMsg, ClientMsg>,
@@ -322,7 +329,7 @@ async fn read_loop(
     events: &SessionEvents,
 ) -> Result<()> {
     let check = |request: &BlockRequest| {
-        let owed = offered::check(request, cfg.mode, &cfg.rules.borrow(), offers, index);
+        let owed = offered::check(request, mode, &cfg.rules.borrow(), offers, index);
         if let Err(why) = &owed {
             tracing::warn!(folder = %cfg.folder, server = %cfg.server, path = ?request.path.as_str(), "refused the server's request for a block, closing the connection: {why}");
         }
