@@ -236,18 +236,21 @@ impl Server {
             else {
                 continue;
             };
-            let Ok(folders) = std::fs::read_dir(self.data_dir.join(account.as_str())) else {
-                continue;
-            };
-            for f in folders.flatten() {
-                if f.file_type().is_ok_and(|t| t.is_dir())
-                    && let Some(name) = f.file_name().to_str().and_then(|n| FolderName::new(n).ok())
-                {
-                    found.push((account.clone(), name));
-                }
-            }
+            let folders = self.folders_of(&account);
+            found.extend(folders.into_iter().map(|name| (account.clone(), name)));
         }
         found
+    }
+
+    /// The folders of `account` on disk: its directories with a folder's name.
+    fn folders_of(&self, account: &AccountName) -> Vec<FolderName> {
+        let Ok(dir) = std::fs::read_dir(self.data_dir.join(account.as_str())) else {
+            return Vec::new();
+        };
+        dir.flatten()
+            .filter(|f| f.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|f| f.file_name().to_str().and_then(|n| FolderName::new(n).ok()))
+            .collect()
     }
 
     /// The folder's handle, opening it (and scanning it) if it is closed.
@@ -358,18 +361,7 @@ impl Server {
     /// Refuses a new folder for `account` when it has `server.max_folders_per_account`
     /// already: each costs the server an index, a sequencer and a watcher.
     fn check_folder_limit(&self, account: &AccountName, name: &FolderName) -> Result<()> {
-        let have = std::fs::read_dir(self.data_dir.join(account.as_str()))
-            .map(|dir| {
-                dir.flatten()
-                    .filter(|f| f.file_type().is_ok_and(|t| t.is_dir()))
-                    .filter(|f| {
-                        f.file_name()
-                            .to_str()
-                            .is_some_and(|n| FolderName::new(n).is_ok())
-                    })
-                    .count()
-            })
-            .unwrap_or(0);
+        let have = self.folders_of(account).len();
         if have >= self.max_folders_per_account {
             anyhow::bail!(
                 "account {account} already has {have} folders on this server, the most its \
