@@ -2,7 +2,9 @@
 //! the daemon's error, or an error naming what came instead. Shared by every command.
 
 use anyhow::{Result, anyhow};
-use filesync_proto::control::{AccountInfo, ConflictInfo, DaemonStatus, Response, VersionEntry};
+use filesync_proto::control::{
+    AccountInfo, ConflictInfo, DaemonStatus, InviteInfo, Response, ShareInfo, VersionEntry,
+};
 
 /// The message of a confirmation; the daemon's error or a wrong answer otherwise.
 pub fn expect_ok(response: Response) -> Result<String> {
@@ -41,6 +43,22 @@ pub fn expect_versions(response: Response) -> Result<Vec<VersionEntry>> {
     match response {
         Response::Versions(versions) => Ok(versions),
         other => Err(unexpected(other, "a list of versions")),
+    }
+}
+
+/// The shares in an answer; the daemon's error or a wrong answer otherwise.
+pub fn expect_shares(response: Response) -> Result<Vec<ShareInfo>> {
+    match response {
+        Response::Shares(shares) => Ok(shares),
+        other => Err(unexpected(other, "a list of shares")),
+    }
+}
+
+/// The invite tokens in an answer; the daemon's error or a wrong answer otherwise.
+pub fn expect_invites(response: Response) -> Result<Vec<InviteInfo>> {
+    match response {
+        Response::Invites(invites) => Ok(invites),
+        other => Err(unexpected(other, "a list of invite tokens")),
     }
 }
 

@@ -9,7 +9,8 @@ use filesync_proto::auth::InviteToken;
 use filesync_proto::control::{AddFolder, Request, Response};
 
 use crate::answer::{
-    expect_accounts, expect_conflicts, expect_ok, expect_status, expect_versions, unexpected,
+    expect_accounts, expect_conflicts, expect_ok, expect_shares, expect_status, expect_versions,
+    unexpected,
 };
 use crate::cli::{
     AddArgs, Command, DeviceCommand, InvitesCommand, ResolveArgs, ServerCommand, Target,
@@ -201,10 +202,7 @@ async fn devices(client: &Client, json: bool) -> Result<()> {
 /// Sends a request answered by the grants it concerns, and prints them.
 async fn shares(client: &Client, request: Request, json: bool) -> Result<()> {
     let response = client.call(&request, Some(RESPONSE_TIMEOUT)).await?;
-    let grants = match response {
-        Response::Shares(grants) => grants,
-        other => return Err(unexpected(other, "a list of shares")),
-    };
+    let grants = expect_shares(response)?;
     let text = if json {
         output::shares_json(&grants)?
     } else {

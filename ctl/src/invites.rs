@@ -3,10 +3,10 @@
 
 use std::fmt::Write as _;
 
-use anyhow::{Context, Result};
-use filesync_proto::control::{InviteInfo, Request, Response};
+use anyhow::Result;
+use filesync_proto::control::{InviteInfo, Request};
 
-use crate::answer::unexpected;
+use crate::answer::expect_invites;
 use crate::format::{unix_now, utc_time};
 use crate::output;
 use crate::transport::{Client, RESPONSE_TIMEOUT};
@@ -15,15 +15,9 @@ pub async fn list(client: &Client, json: bool) -> Result<()> {
     let response = client
         .call(&Request::ServerInvites, Some(RESPONSE_TIMEOUT))
         .await?;
-    let invites = match response {
-        Response::Invites(list) => list,
-        other => return Err(unexpected(other, "a list of invite tokens")),
-    };
+    let invites = expect_invites(response)?;
     let text = if json {
-        let mut text =
-            serde_json::to_string_pretty(&invites).context("cannot render the invite tokens")?;
-        text.push('\n');
-        text
+        output::invites_json(&invites)?
     } else {
         human(&invites, unix_now())
     };

@@ -8,8 +8,8 @@ use std::io::{self, IsTerminal, Write as _};
 
 use anyhow::{Context, Result};
 use filesync_proto::control::{
-    AccountInfo, ConflictInfo, DaemonStatus, Event, FolderState, FolderStatus, ServerStatus,
-    ServerTrust, ShareInfo, VersionEntry,
+    AccountInfo, ConflictInfo, DaemonStatus, Event, FolderState, FolderStatus, InviteInfo,
+    ServerStatus, ServerTrust, ShareInfo, VersionEntry,
 };
 
 use filesync_proto::names::is_invisible_format;
@@ -230,6 +230,10 @@ pub fn accounts_human(accounts: &[AccountInfo], now: i64) -> String {
 
 pub fn shares_json(shares: &[ShareInfo]) -> Result<String> {
     pretty(serde_json::to_string_pretty(shares), "the shares")
+}
+
+pub fn invites_json(invites: &[InviteInfo]) -> Result<String> {
+    pretty(serde_json::to_string_pretty(invites), "the invite tokens")
 }
 
 /// One line per grant: `OWNER/FOLDER  ->  MEMBER  (read-write|read-only)`.
