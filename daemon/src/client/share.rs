@@ -3,18 +3,14 @@
 //! own (`Sharing` instead of `Hello`; see [`filesync_proto::wire::ShareRequest`]). The
 //! server decides everything: only the owning account may share its folders.
 
-use std::sync::Arc;
-
 use anyhow::{Result, bail};
 use filesync_proto::AccountName;
 use filesync_proto::control::{ControlErrorKind, Request, Response};
 use filesync_proto::wire::{ClientMsg, ServerMsg, ShareGrant, ShareRequest};
 use futures::future::BoxFuture;
-use futures::{SinkExt, StreamExt};
 
 use super::ClientIdentity;
 use crate::config::Config;
-use crate::conn::{self, Counters};
 use crate::server::shares::infos;
 
 fn error(kind: ControlErrorKind, message: String) -> Response {
@@ -126,22 +122,17 @@ async fn ask(
     request: ShareRequest,
 ) -> Result<Vec<ShareGrant>> {
     let me = (&identity.device, identity.device_name.as_str());
-    let mut auth = identity
+    let answer = identity
         .trust
-        .login(server, None, account, me, Arc::new(Counters::default()))
+        .one_request(server, account, me, ClientMsg::Sharing(request))
         .await?;
-    auth.framed.send(ClientMsg::Sharing(request)).await?;
-    match tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, auth.framed.next()).await {
-        Ok(Some(Ok(ServerMsg::Sharing(Ok(grants))))) => Ok(grants),
-        Ok(Some(Ok(ServerMsg::Sharing(Err(why))))) => {
-            bail!("server {server} refused: {why}")
-        }
-        Ok(Some(Ok(other))) => bail!("protocol error: expected Sharing, got {other:?}"),
-        Ok(Some(Err(e))) => Err(e.into()),
-        Ok(None) => bail!(
+    match answer {
+        Some(ServerMsg::Sharing(Ok(grants))) => Ok(grants),
+        Some(ServerMsg::Sharing(Err(why))) => bail!("server {server} refused: {why}"),
+        Some(other) => bail!("protocol error: expected Sharing, got {other:?}"),
+        None => bail!(
             "server {server} closed the connection (a server older than protocol version 5 \
              does not know shares)"
         ),
-        Err(_) => bail!("server {server} did not answer"),
     }
 }

@@ -325,18 +325,33 @@ impl TrustStore {
                  first (`filesyncctl add PATH --server {server} --token TOKEN`)"
             );
         }
+        let answer = self
+            .one_request(server, account, me, ClientMsg::CreateInvite)
+            .await?;
+        match answer {
+            Some(ServerMsg::Invite(Ok(token))) => Ok(token),
+            Some(ServerMsg::Invite(Err(why))) => bail!("server {server} made no token: {why}"),
+            Some(other) => bail!("protocol error: expected Invite, got {other:?}"),
+            None => bail!("server {server} closed the connection"),
+        }
+    }
+
+    /// Logs in to `server` as `account` on a connection of its own, sends `request` in
+    /// place of a Hello, and returns the server's one answer (`None`: it closed the
+    /// connection instead).
+    pub async fn one_request(
+        &self,
+        server: &str,
+        account: Option<&AccountName>,
+        me: (&DeviceId, &str),
+        request: ClientMsg,
+    ) -> Result<Option<ServerMsg>> {
         let mut auth = self
             .login(server, None, account, me, Arc::new(Counters::default()))
             .await?;
-        auth.framed.send(ClientMsg::CreateInvite).await?;
+        auth.framed.send(request).await?;
         match tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, auth.framed.next()).await {
-            Ok(Some(Ok(ServerMsg::Invite(Ok(token))))) => Ok(token),
-            Ok(Some(Ok(ServerMsg::Invite(Err(why))))) => {
-                bail!("server {server} made no token: {why}")
-            }
-            Ok(Some(Ok(other))) => bail!("protocol error: expected Invite, got {other:?}"),
-            Ok(Some(Err(e))) => Err(e.into()),
-            Ok(None) => bail!("server {server} closed the connection"),
+            Ok(answer) => Ok(answer.transpose()?),
             Err(_) => bail!("server {server} did not answer"),
         }
     }
