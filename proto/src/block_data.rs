@@ -83,6 +83,33 @@ pub fn deserialize<'de, D: Deserializer<'de>>(
     })
 }
 
+/// A whole file's content as one byte string (`#[serde(with = "crate::block_data::bytes")]`).
+pub mod bytes {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        Bytes(data).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        Ok(ByteBuf::deserialize(d)?.0)
+    }
+}
+
+/// Content that may be absent, as one byte string when present
+/// (`#[serde(with = "crate::block_data::optional")]`).
+pub mod optional {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(data: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        data.as_deref().map(Bytes).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Ok(Option::<ByteBuf>::deserialize(d)?.map(|b| b.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +137,22 @@ mod tests {
                 Fast(r.clone())
             );
             assert_eq!(postcard::from_bytes::<Plain>(&fast).unwrap(), Plain(r));
+        }
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct FastOpt(#[serde(with = "super::optional")] Option<Vec<u8>>);
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct PlainOpt(Option<Vec<u8>>);
+
+    #[test]
+    fn optional_content_is_the_same_bytes_as_a_plain_option() {
+        for o in [None, Some(Vec::new()), Some(vec![9; 70_000])] {
+            let fast = postcard::to_stdvec(&FastOpt(o.clone())).unwrap();
+            let plain = postcard::to_stdvec(&PlainOpt(o.clone())).unwrap();
+            assert_eq!(fast, plain);
+            assert_eq!(postcard::from_bytes::<FastOpt>(&plain).unwrap(), FastOpt(o));
         }
     }
 }

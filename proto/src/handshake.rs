@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 /// Version of the device-to-server protocol. Bump on any change to [`crate::wire`] or
 /// [`crate::auth`]. Version 3: TLS underneath, and the auth exchange after the handshake.
 /// Version 5: folders shared across accounts (`Sharing`, `Welcome::read_only`).
-pub const PROTOCOL_VERSION: u32 = 5;
+/// Version 6: small files' content inline (`Change::data`, `Index::inline`, `Fetch`).
+pub const PROTOCOL_VERSION: u32 = 6;
 /// Marks a filesync connection, so that a stray client gets a clear refusal.
 pub const MAGIC: [u8; 4] = *b"FSYN";
 

@@ -23,6 +23,12 @@ use crate::{AccountName, DeviceId, FolderName, Hash, RelPath};
 pub const MAX_BLOCK_SIZE: u32 = 1024 * 1024;
 /// Most changes in one `Push`, and most entries in one `Index` batch.
 pub const MAX_BATCH: usize = 1000;
+/// The largest file whose content travels inline: in a [`Change`], in an `Index` batch's
+/// [`Inline`] list, or in a `Fetched` answer. Larger files go by [`BlockRequest`]s.
+pub const INLINE_MAX: u64 = 64 * 1024;
+/// Most bytes of inline content in one `Push`, `Index` or `Fetched` message, well under
+/// the frame limit with the entries beside them.
+pub const INLINE_BUDGET: usize = 8 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryKind {
@@ -115,6 +121,35 @@ pub struct Change {
     /// The `seq` of the server version this change was made on; 0 for a path the device
     /// has never seen on the server.
     pub base_seq: u64,
+    /// The whole content of a live file of at most [`INLINE_MAX`] bytes, read by the
+    /// device when it hashed the file; the server then asks for no block of it. Checked
+    /// against `entry.size` and `entry.hash` before anything is written.
+    #[serde(with = "crate::block_data::optional")]
+    pub data: Option<Vec<u8>>,
+}
+
+/// The content of one entry of an `Index` batch: `entry` is its position in `entries`.
+/// Checked against that entry's size and hash before it is used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inline {
+    pub entry: u32,
+    #[serde(with = "crate::block_data::bytes")]
+    pub data: Vec<u8>,
+}
+
+/// One small file asked for in a `Fetch`: the version the device wants, by content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Want {
+    pub path: RelPath,
+    pub hash: Hash,
+    pub size: u64,
+}
+
+/// The answer for one [`Want`], in the order asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchedFile {
+    #[serde(with = "crate::block_data")]
+    pub result: Result<Vec<u8>, BlockError>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -236,6 +271,12 @@ pub enum ClientMsg {
     Pong {
         nonce: u64,
     },
+    /// Several small files' whole content at once (each at most [`INLINE_MAX`] bytes, at
+    /// most [`INLINE_BUDGET`] bytes together), answered by one `Fetched`.
+    Fetch {
+        id: u64,
+        files: Vec<Want>,
+    },
     /// The kept versions of a path.
     ListVersions {
         id: u64,
@@ -264,6 +305,9 @@ pub enum ServerMsg {
     /// at its path as of then, so a rename record at or below it has already moved it.
     Index {
         entries: Vec<Entry>,
+        /// The content of some of `entries` (small live files), never sent back to the
+        /// device that made that version.
+        inline: Vec<Inline>,
         up_to: u64,
         as_of: u64,
         caught_up: bool,
@@ -280,6 +324,11 @@ pub enum ServerMsg {
         id: u64,
         #[serde(with = "crate::block_data")]
         result: Result<Vec<u8>, BlockError>,
+    },
+    /// The answer to a `Fetch`: one result per file asked, in order.
+    Fetched {
+        id: u64,
+        files: Vec<FetchedFile>,
     },
     Ping {
         nonce: u64,
@@ -356,9 +405,25 @@ mod tests {
             }),
             ClientMsg::Push {
                 id: 1,
-                changes: vec![Change {
-                    entry: entry(),
-                    base_seq: 2,
+                changes: vec![
+                    Change {
+                        entry: entry(),
+                        base_seq: 2,
+                        data: None,
+                    },
+                    Change {
+                        entry: entry(),
+                        base_seq: 0,
+                        data: Some(b"0123456789".to_vec()),
+                    },
+                ],
+            },
+            ClientMsg::Fetch {
+                id: 8,
+                files: vec![Want {
+                    path: entry().path,
+                    hash: Hash([7; 32]),
+                    size: 10,
                 }],
             },
             ClientMsg::BlockRequest { id: 2, request },
@@ -426,9 +491,24 @@ mod tests {
             ServerMsg::Sharing(Err("no such account".into())),
             ServerMsg::Index {
                 entries: vec![entry()],
+                inline: vec![Inline {
+                    entry: 0,
+                    data: b"0123456789".to_vec(),
+                }],
                 up_to: 3,
                 as_of: 5,
                 caught_up: true,
+            },
+            ServerMsg::Fetched {
+                id: 9,
+                files: vec![
+                    FetchedFile {
+                        result: Ok(b"0123456789".to_vec()),
+                    },
+                    FetchedFile {
+                        result: Err(BlockError::NotAvailable),
+                    },
+                ],
             },
             ServerMsg::PushResult {
                 id: 1,
@@ -482,6 +562,7 @@ mod tests {
             changes: vec![Change {
                 entry: e,
                 base_seq: 0,
+                data: None,
             }],
         })
         .unwrap();
@@ -502,6 +583,7 @@ mod tests {
         });
         round_trip(ServerMsg::Index {
             entries: vec![e],
+            inline: Vec::new(),
             up_to: 4,
             as_of: 4,
             caught_up: false,

@@ -73,10 +73,12 @@ fn client_messages() -> Vec<(&'static str, ClientMsg)> {
                     Change {
                         entry: entry("dir/file.txt", EntryKind::File),
                         base_seq: 6,
+                        data: None,
                     },
                     Change {
                         entry: entry("link", EntryKind::Symlink),
                         base_seq: 0,
+                        data: None,
                     },
                 ],
             },
@@ -122,6 +124,7 @@ fn server_messages() -> Vec<(&'static str, ServerMsg)> {
         (
             "index",
             ServerMsg::Index {
+                inline: Vec::new(),
                 entries: vec![
                     entry("dir/file.txt", EntryKind::File),
                     entry("dir", EntryKind::Dir),

@@ -737,7 +737,11 @@ pub fn link_entry(path: &str, target: &str) -> Entry {
 
 /// A change that creates `entry`'s path (never seen on the server).
 pub fn create(entry: Entry) -> Change {
-    Change { entry, base_seq: 0 }
+    Change {
+        entry,
+        base_seq: 0,
+        data: None,
+    }
 }
 
 /// Answers a block request from `content` (the bytes it asks for, if it holds them).

@@ -155,6 +155,7 @@ mod tests {
         let change = Change {
             entry: entry("pushed.txt", b"pushed"),
             base_seq: 0,
+            data: None,
         };
         offers.pushed(7, &[change]);
         assert_eq!(two_way(&request("pushed.txt", 0, b"pushed")), Ok(()));

@@ -343,6 +343,7 @@ async fn read_loop(
         match msg {
             ServerMsg::Index {
                 entries,
+                inline: _,
                 up_to,
                 as_of,
                 caught_up,
@@ -378,6 +379,7 @@ async fn read_loop(
             ServerMsg::Welcome(_) => bail!("protocol error: unexpected second Welcome"),
             ServerMsg::Invite(_) => bail!("protocol error: unexpected Invite"),
             ServerMsg::Sharing(_) => bail!("protocol error: unexpected Sharing"),
+            ServerMsg::Fetched { .. } => bail!("protocol error: unexpected Fetched"),
             // Handled by the link.
             ServerMsg::Ping { .. }
             | ServerMsg::Pong { .. }

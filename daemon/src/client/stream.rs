@@ -203,6 +203,7 @@ mod tests {
             for msg in messages {
                 let ServerMsg::Index {
                     entries,
+                    inline: _,
                     up_to,
                     as_of,
                     caught_up: done,

@@ -411,6 +411,7 @@ async fn read_loop(
             ClientMsg::Hello(_) => bail!("protocol error: second Hello"),
             ClientMsg::CreateInvite => bail!("protocol error: CreateInvite after Hello"),
             ClientMsg::Sharing(_) => bail!("protocol error: Sharing after Hello"),
+            ClientMsg::Fetch { .. } => bail!("protocol error: Fetch is not served by this server"),
             // Handled by the link.
             ClientMsg::Ping { .. }
             | ClientMsg::Pong { .. }

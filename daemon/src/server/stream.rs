@@ -78,6 +78,7 @@ impl Cursor {
         let mut out = Vec::new();
         if entries.is_empty() || renames.len() + entries.len() > MAX_BATCH {
             out.extend(renames.chunks(MAX_BATCH).map(|chunk| ServerMsg::Index {
+                inline: Vec::new(),
                 entries: chunk.to_vec(),
                 up_to: self.since,
                 as_of: chunk.last().map_or(self.renamed, |e| e.seq),
@@ -90,6 +91,7 @@ impl Cursor {
             if !self.announced {
                 self.announced = true;
                 out.push(ServerMsg::Index {
+                    inline: Vec::new(),
                     entries,
                     up_to: self.since,
                     as_of: read.as_of,
@@ -103,6 +105,7 @@ impl Cursor {
         self.announced |= caught_up;
         renames.extend(entries);
         out.push(ServerMsg::Index {
+            inline: Vec::new(),
             entries: renames,
             up_to: self.since,
             as_of: read.as_of,

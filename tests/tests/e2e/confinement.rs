@@ -359,6 +359,7 @@ fn files_sent_inside_a_sent_link_are_refused_by_the_client() {
         thread::spawn(move || -> Result<(), String> {
             let (mut conn, _) = hostile::accept_device(&listener, "evil-server", 3)?;
             conn.send(ServerMsg::Index {
+                inline: Vec::new(),
                 entries: first,
                 up_to: 2,
                 as_of: 2,
@@ -371,6 +372,7 @@ fn files_sent_inside_a_sent_link_are_refused_by_the_client() {
                     .map_err(|e| e.to_string())
             })?;
             conn.send(ServerMsg::Index {
+                inline: Vec::new(),
                 entries: next,
                 up_to: 3,
                 as_of: 3,

@@ -121,6 +121,7 @@ fn a_conflict_note_never_aims_resolve_at_an_ignored_path() {
             made_at: 1_767_225_600,
         });
         conn.send(ServerMsg::Index {
+            inline: Vec::new(),
             entries: vec![entry],
             up_to: 1,
             as_of: 1,

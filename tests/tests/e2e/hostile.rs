@@ -594,6 +594,7 @@ fn hostile_pushes_are_refused_and_odd_metadata_is_tamed() {
     let future = Change {
         entry: v2.clone(),
         base_seq: s1 + 1000,
+        data: None,
     };
     assert_eq!(
         push(&mut dev, future, b"two\n"),
@@ -602,6 +603,7 @@ fn hostile_pushes_are_refused_and_odd_metadata_is_tamed() {
     let good = Change {
         entry: v2,
         base_seq: s1,
+        data: None,
     };
     let PushOutcome::Accepted { seq: s2 } = push(&mut dev, good.clone(), b"two\n") else {
         panic!("an edit on the current version was not accepted")
@@ -799,6 +801,7 @@ fn hostile_server_entries_are_refused_by_the_client() {
             e.seq = i as u64 + 1;
         }
         conn.send(ServerMsg::Index {
+            inline: Vec::new(),
             entries,
             up_to: 4,
             as_of: 4,
@@ -816,6 +819,7 @@ fn hostile_server_entries_are_refused_by_the_client() {
         let mut escape = file_entry(PLACEHOLDER, b"evil");
         escape.seq = 5;
         let msg = ServerMsg::Index {
+            inline: Vec::new(),
             entries: vec![escape],
             up_to: 5,
             as_of: 5,

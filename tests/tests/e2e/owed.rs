@@ -27,6 +27,7 @@ fn request(path: &str, content: &[u8], offset: usize, len: usize) -> BlockReques
 /// Tells the client that the server has nothing, so it pushes what it has.
 fn welcome_empty(conn: &mut ServerEnd) -> Result<(), String> {
     conn.send(ServerMsg::Index {
+        inline: Vec::new(),
         entries: Vec::new(),
         up_to: 0,
         as_of: 0,

@@ -85,6 +85,7 @@ impl FolderTask {
                     let change = Change {
                         entry,
                         base_seq: base,
+                        data: None,
                     };
                     if change.entry.deleted {
                         deletes.push(change)

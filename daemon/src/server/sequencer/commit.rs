@@ -376,7 +376,11 @@ mod tests {
     fn change(base_seq: u64, deleted: bool) -> Change {
         let mut entry = file_entry("f.txt", 0, b"new");
         entry.deleted = deleted;
-        Change { entry, base_seq }
+        Change {
+            entry,
+            base_seq,
+            data: None,
+        }
     }
 
     #[test]
