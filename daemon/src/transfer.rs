@@ -4,26 +4,35 @@
 //! The new content is written front to back into a temp file beside the target. Each
 //! block comes from the first of: what an interrupted transfer of the same target
 //! already wrote ([`TempFile::resume`]); an earlier block of the same file (a repeated
-//! block is fetched once); a local file that holds it (the index knows where, and the
-//! bytes are verified); the peer, asked for [`PIPELINE`] blocks ahead so that
-//! throughput is not bound by round trips. A block from the peer that arrives ahead of
-//! its turn is verified and written at its offset at once, so that a transfer cut off
-//! while an earlier block is on its way does not fetch it again. Memory stays at
-//! [`PIPELINE`] blocks whatever the file's size, plus one small record per distinct
-//! block.
+//! block is fetched once); a local file that holds it (the index knows where: see
+//! [`Sources`]); the peer, asked for [`PIPELINE`] blocks ahead so that throughput is not
+//! bound by round trips. A block from the peer that arrives ahead of its turn is
+//! verified and written at its offset at once, so that a transfer cut off while an
+//! earlier block is on its way does not fetch it again. Memory stays at [`PIPELINE`]
+//! blocks whatever the file's size, plus one small record per distinct block.
+//!
+//! Every block is checked once, as it comes in, against the entry's block list: a block
+//! from the peer or from a local file that may have changed is hashed; a block copied
+//! from a local file whose stat still matches its index row is not, because the index
+//! vouches for it (see [`Sources`]); a repeated or resumed block was checked when it was
+//! first written. So [`TempFile::prepare`] checks the file by its block list and no byte
+//! is hashed twice.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
 use std::future::Future;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use filesync_proto::Hash;
-use filesync_proto::wire::{BlockRequest, Entry};
+use filesync_proto::RelPath;
+use filesync_proto::wire::{BlockInfo, BlockRequest, Entry};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
-use crate::conn;
 use crate::fs::beneath::Root;
 use crate::fs::chunk;
+use crate::fs::stat::{Stat, matches_stat, stat_of};
 use crate::fs::temp::{Resumed, TempFile};
 use crate::index::{BlockSource, Index};
 
@@ -43,8 +52,12 @@ pub struct Assembled {
 
 /// Where one block comes from, decided while the blocks before it are still arriving.
 enum Got {
-    /// From a local file, verified as it was read.
+    /// From a local file that may have changed since the index saw it, read and
+    /// verified.
     Local(Vec<u8>),
+    /// From a local file whose stat matches its index row, to be copied at its turn
+    /// from this offset.
+    Copy(Arc<Source>, u64),
     /// From the peer, not verified yet.
     Fetched(Vec<u8>),
     /// The same content as the block written earlier at this offset of the temp file.
@@ -57,8 +70,9 @@ enum Got {
 }
 
 /// Builds `entry`'s content (a live file inside `root`) in a temp file beside its
-/// target. `fetch` asks the peer for one block. The temp file is complete but neither
-/// verified as a whole nor renamed: the caller does that ([`TempFile::prepare`]).
+/// target. `fetch` asks the peer for one block. The temp file is complete, each block
+/// checked against the entry's block list, but not renamed: the caller does that
+/// ([`TempFile::prepare`]).
 ///
 /// Blocks are asked for up to [`PIPELINE`] ahead and arrive in any order; one that
 /// arrives before its turn is written at its offset at once, so that a transfer that
@@ -131,8 +145,8 @@ struct Job<'a, F> {
 /// Where a block will come from, decided when it is asked for.
 enum Plan {
     Settled(Got),
-    /// The local files that hold it, to try before the peer.
-    Look(Result<Vec<BlockSource>>),
+    /// Not in the temp file nor in a local file: to be asked of the peer.
+    Fetch,
 }
 
 impl<F, Fut> Job<'_, F>
@@ -158,8 +172,9 @@ where
         for (block, &at) in blocks.iter().zip(offsets).take(resumed.kept) {
             first_at.entry(block.hash).or_insert(at);
         }
+        let mut sources = Sources::default();
         let resumed_ahead: HashSet<usize> = resumed.ahead.iter().copied().collect();
-        let source = |i: usize, first_at: &mut HashMap<Hash, u64>| {
+        let mut source = |i: usize, first_at: &mut HashMap<Hash, u64>| -> Result<_> {
             let (block, at) = (&blocks[i], offsets[i]);
             let earlier = *first_at.entry(block.hash).or_insert(at);
             let plan = if resumed_ahead.contains(&i) {
@@ -169,7 +184,10 @@ where
             } else {
                 // Looked up when the block is about to be fetched, so the sources of a
                 // huge file are never all held at once.
-                Plan::Look(index.block_sources(&block.hash, 4))
+                let local = index.block_sources(&block.hash, 4)?;
+                sources
+                    .find(root, local, block)
+                    .map_or(Plan::Fetch, Plan::Settled)
             };
             let request = BlockRequest {
                 path: entry.path.clone(),
@@ -177,17 +195,13 @@ where
                 size: block.size,
                 hash: block.hash,
             };
-            async move {
+            Ok(async move {
                 let got = match plan {
                     Plan::Settled(got) => Ok(got),
-                    Plan::Look(Err(e)) => Err(e),
-                    Plan::Look(Ok(sources)) => match read_local(root, sources, &request) {
-                        Some(data) => Ok(Got::Local(data)),
-                        None => fetch(request).await.map(Got::Fetched),
-                    },
+                    Plan::Fetch => fetch(request).await.map(Got::Fetched),
                 };
                 (i, got)
-            }
+            })
         };
         let mut in_flight = FuturesUnordered::new();
         // The blocks that came before their turn, at most PIPELINE.
@@ -196,7 +210,7 @@ where
         let mut reused = 0;
         for i in resumed.kept..blocks.len() {
             while next < blocks.len() && next < i + PIPELINE {
-                in_flight.push(source(next, &mut first_at));
+                in_flight.push(source(next, &mut first_at)?);
                 next += 1;
             }
             let got = loop {
@@ -222,34 +236,29 @@ where
                 arrived.insert(at, got);
             };
             let block = &blocks[i];
-            // Only what the peer sent is hashed here: a local block was verified as it was
-            // read, a block in the temp file was verified when it was written or resumed,
-            // and the whole-file hash that `TempFile::prepare` checks covers every byte
-            // again.
-            let data = match got {
+            match got {
                 Got::Local(data) => {
                     reused += data.len() as u64;
-                    data
+                    tmp.write_block(&data)?;
+                }
+                Got::Copy(source, offset) => {
+                    reused += u64::from(block.size);
+                    copy(tmp, &source, offset, entry, i)?;
                 }
                 Got::Repeat(at) => {
                     reused += u64::from(block.size);
-                    tmp.read_back(at, block.size)?
+                    tmp.repeat_block(at, block.size)?;
                 }
                 Got::Resumed => {
                     reused += u64::from(block.size);
-                    tmp.adopt(block.size)?;
-                    continue;
+                    tmp.adopt_block(block.size);
                 }
-                Got::Early => {
-                    tmp.adopt(block.size)?;
-                    continue;
-                }
+                Got::Early => tmp.adopt_block(block.size),
                 Got::Fetched(data) => {
                     verify(entry, i, tmp.written(), &data)?;
-                    data
+                    tmp.write_block(&data)?;
                 }
-            };
-            tmp.write(&data)?;
+            }
         }
         Ok(reused)
     }
@@ -267,18 +276,100 @@ fn verify(entry: &Entry, i: usize, offset: u64, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// The block from the first local file that still holds it, read as it would be served
-/// to a peer: inside the folder, never through a symlink, and verified.
-fn read_local(root: &Root, sources: Vec<BlockSource>, want: &BlockRequest) -> Option<Vec<u8>> {
-    sources.into_iter().find_map(|s| {
-        let at = BlockRequest {
-            path: s.path,
-            offset: s.offset,
-            size: want.size,
-            hash: want.hash,
-        };
-        conn::serve_block(root, &at).ok()
-    })
+/// Appends block `i` of `entry` to `tmp`, copied from `offset` of `source`. The source's
+/// stat is looked at again once the bytes are copied: if it changed (the user is writing
+/// that file now), the copy may hold some of the new bytes, so it is read back and
+/// verified like a block from the peer.
+fn copy(tmp: &mut TempFile, source: &Source, offset: u64, entry: &Entry, i: usize) -> Result<()> {
+    let (at, size) = (tmp.written(), entry.blocks[i].size);
+    tmp.copy_block(&source.file, offset, size)?;
+    if !source.unchanged() {
+        let data = tmp.read_back(at, size)?;
+        if chunk::sha256(&data) != entry.blocks[i].hash {
+            bail!(
+                "{} changed while a block of {} was copied from it; the transfer is tried again",
+                source.path,
+                entry.path
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Most local files held open by one transfer at once.
+const OPEN_SOURCES: usize = 64;
+
+/// The local files a transfer takes blocks from, each opened once (beneath the root,
+/// never through a symlink) however many blocks it gives.
+///
+/// A file whose stat (size, mtime, inode, mode) still matches the row the index recorded
+/// when it hashed the file holds the blocks the index lists for it: the scan relies on
+/// exactly this to skip unchanged files. Such a block is copied without being read or
+/// hashed ([`crate::fs::copy`]), and the stat is looked at again after the copy. Any
+/// doubt (a file that changed, or that the index knows under another stat) and the block
+/// is read and hashed instead.
+#[derive(Default)]
+struct Sources {
+    /// By path; `None` for a file that could not be opened.
+    open: HashMap<RelPath, Option<Arc<Source>>>,
+}
+
+/// One local file open for reading, and what the index recorded of it.
+struct Source {
+    path: RelPath,
+    file: File,
+    recorded: Stat,
+}
+
+impl Source {
+    /// Whether the file is still as the index recorded it.
+    fn unchanged(&self) -> bool {
+        let now = self.file.metadata().ok().and_then(|m| stat_of(&m));
+        matches_stat(now.as_ref(), &self.recorded, false)
+    }
+}
+
+impl Sources {
+    /// Where `block` can be had from the first of `candidates` that holds it, if any.
+    fn find(
+        &mut self,
+        root: &Root,
+        candidates: Vec<BlockSource>,
+        block: &BlockInfo,
+    ) -> Option<Got> {
+        candidates.into_iter().find_map(|c| {
+            let source = self.open(root, &c)?;
+            if source.unchanged() {
+                return Some(Got::Copy(source, c.offset));
+            }
+            let mut data = vec![0; block.size as usize];
+            use std::os::unix::fs::FileExt;
+            source.file.read_exact_at(&mut data, c.offset).ok()?;
+            (chunk::sha256(&data) == block.hash).then_some(Got::Local(data))
+        })
+    }
+
+    fn open(&mut self, root: &Root, candidate: &BlockSource) -> Option<Arc<Source>> {
+        if let Some(known) = self.open.get(&candidate.path) {
+            return known.clone();
+        }
+        if self.open.len() >= OPEN_SOURCES {
+            self.open.clear();
+        }
+        let file = root
+            .parent(&candidate.path)
+            .and_then(|(dir, name)| dir.open_regular(name))
+            .ok();
+        let source = file.map(|file| {
+            Arc::new(Source {
+                path: candidate.path.clone(),
+                file,
+                recorded: candidate.recorded,
+            })
+        });
+        self.open.insert(candidate.path.clone(), source.clone());
+        source
+    }
 }
 
 #[cfg(test)]
@@ -426,37 +517,124 @@ mod tests {
         peer.asked.lock().unwrap().clone()
     }
 
+    /// Writes `content` at `path` in the folder and records it in the index as it is on
+    /// disk now, as a scan would.
+    fn record(index: &Index, root: &Root, path: &str, content: &[u8]) -> Entry {
+        let mut entry = entry_for(path, content);
+        std::fs::write(entry.path.to_path(root.path()), content).unwrap();
+        let disk = crate::fs::stat::stat(root, &entry.path).unwrap().unwrap();
+        (entry.mtime_ns, entry.mode) = (disk.mtime_ns, disk.mode);
+        let row = crate::index::LocalRow {
+            entry: entry.clone(),
+            inode: disk.inode,
+            dirty: false,
+        };
+        index.put_local(&row).unwrap();
+        entry
+    }
+
+    /// Assembles `entry` from the folder and a peer holding `content`, installs it, and
+    /// returns the offsets asked of the peer and the bytes reused.
+    async fn assemble_from(
+        root: &Root,
+        index: &Index,
+        entry: &Entry,
+        content: &[u8],
+    ) -> (Vec<u64>, u64) {
+        let peer = Peer::new(content, usize::MAX);
+        let done = assemble(root, index, entry, |r| peer.fetch(r))
+            .await
+            .unwrap();
+        done.tmp.commit(root, entry).unwrap();
+        assert_eq!(
+            std::fs::read(entry.path.to_path(root.path())).unwrap(),
+            content
+        );
+        let asked = peer.asked.lock().unwrap().clone();
+        (asked, done.reused)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn blocks_come_from_local_files_that_still_hold_them() {
+    async fn blocks_of_a_local_file_that_matches_its_row_are_copied() {
+        let (_dir, index, _, root) = folder();
+        let content = pseudo_random(2 * 1024 * 1024, 22);
+        let old = record(&index, &root, "old", &content);
+        let mut sources = Sources::default();
+        let found = sources.find(
+            &root,
+            index.block_sources(&old.blocks[1].hash, 4).unwrap(),
+            &old.blocks[1],
+        );
+        assert!(matches!(found, Some(Got::Copy(_, at)) if at == u64::from(old.blocks[0].size)));
+        let entry = entry_for("new", &content);
+        let (asked, reused) = assemble_from(&root, &index, &entry, &content).await;
+        assert!(asked.is_empty(), "asked the peer for {asked:?}");
+        assert_eq!(reused, entry.size);
+    }
+
+    /// A local file written since the index recorded it is not trusted: its blocks are
+    /// read and hashed, and the one that changed comes from the peer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blocks_of_a_local_file_that_changed_are_read_and_hashed() {
         let (_dir, index, root_path, root) = folder();
         let content = pseudo_random(2 * 1024 * 1024, 22);
-        let old = entry_for("old", &content);
-        index
-            .put_local(&crate::index::LocalRow {
-                entry: old.clone(),
-                inode: 0,
-                dirty: false,
-            })
-            .unwrap();
-        // The first block of the local copy changed since the index saw it.
+        let old = record(&index, &root, "old", &content);
+        // The first block changes in place: same size and inode, a later mtime.
         let mut stale = content.clone();
         stale[10] ^= 1;
         std::fs::write(root_path.join("old"), &stale).unwrap();
-        let entry = entry_for("new", &content);
-        let peer = Peer::new(&content, usize::MAX);
-        let done = assemble(&root, &index, &entry, |r| peer.fetch(r))
-            .await
+        let later = std::time::UNIX_EPOCH
+            + std::time::Duration::from_nanos(old.mtime_ns as u64 + 1_000_000_000);
+        let file = File::options()
+            .write(true)
+            .open(root_path.join("old"))
             .unwrap();
-        assert_eq!(
-            *peer.asked.lock().unwrap(),
-            [0],
-            "only the stale block is fetched"
+        file.set_modified(later).unwrap();
+        let mut sources = Sources::default();
+        let found = sources.find(
+            &root,
+            index.block_sources(&old.blocks[1].hash, 4).unwrap(),
+            &old.blocks[1],
         );
-        let first = u64::from(entry.blocks[0].size);
-        assert_eq!(done.reused, entry.size - first);
-        let target = entry.path.to_path(&root_path);
-        done.tmp.commit(&root, &entry).unwrap();
-        assert_eq!(std::fs::read(&target).unwrap(), content);
+        assert!(
+            matches!(found, Some(Got::Local(_))),
+            "a changed file is read"
+        );
+        let entry = entry_for("new", &content);
+        let (asked, reused) = assemble_from(&root, &index, &entry, &content).await;
+        assert_eq!(asked, [0], "only the stale block is fetched");
+        assert_eq!(reused, entry.size - u64::from(entry.blocks[0].size));
+    }
+
+    /// A source that changes while a block is copied from it: the copy is read back and
+    /// checked, and a block that no longer matches fails the transfer.
+    #[test]
+    fn a_block_copied_from_a_file_that_changed_meanwhile_is_checked() {
+        let (_dir, index, root_path, root) = folder();
+        let content = pseudo_random(300 * 1024, 24);
+        let entry = record(&index, &root, "f", &content);
+        let copy_from = |bytes: &[u8]| {
+            std::fs::write(root_path.join("f"), bytes).unwrap();
+            let source = Source {
+                path: entry.path.clone(),
+                file: File::open(root_path.join("f")).unwrap(),
+                // Not what the disk holds now: the file changed after it was opened.
+                recorded: Stat {
+                    size: 1,
+                    ..crate::fs::stat::stat(&root, &entry.path).unwrap().unwrap()
+                },
+            };
+            let mut tmp = TempFile::create(&root, &RelPath::new("g").unwrap()).unwrap();
+            copy(&mut tmp, &source, 0, &entry, 0)
+        };
+        copy_from(&content).unwrap();
+        let mut changed = content.clone();
+        changed[0] ^= 1;
+        let err = copy_from(&changed).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("changed while a block"),
+            "{err:#}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

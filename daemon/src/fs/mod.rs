@@ -2,7 +2,8 @@
 //! (here, so that every module below can ask without importing another), confined
 //! access below a folder root ([`beneath`]), what is at a path ([`stat`]), writing
 //! content through verified temp files and keeping partial transfers ([`temp`]), the
-//! other operations on a tree ([`tree`]), chunking and hashing ([`chunk`]), a full disk
+//! other operations on a tree ([`tree`]), copying a range between open files
+//! ([`copy`]), chunking and hashing ([`chunk`]), a full disk
 //! ([`space`]), owner-only files ([`private`]), a folder's ignore rules ([`ignore`])
 //! and watching a tree ([`watch`]).
 //!
@@ -11,6 +12,7 @@
 
 pub mod beneath;
 pub mod chunk;
+pub mod copy;
 pub mod ignore;
 pub mod private;
 pub mod space;

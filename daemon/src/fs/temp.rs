@@ -99,12 +99,23 @@ fn staging_dir(root: &Root, target: &RelPath) -> Result<(Dir, bool)> {
 }
 
 /// A temp file being filled with new content for a target, front to back.
+///
+/// [`TempFile::prepare`] checks the content one of two ways, by how it was written.
+/// Bytes appended with [`TempFile::write`] are hashed as they go and must hash to the
+/// entry's whole-file hash. Whole blocks appended with the `*_block` methods (and those
+/// [`TempFile::resume`] keeps) were checked by the caller against the entry's block
+/// list, or copied from a source it trusts, so they are not hashed again: there must be
+/// exactly as many as the entry lists. A file written both ways is refused.
 pub struct TempFile {
     /// The directory that holds it, opened beneath the folder's root.
     dir: Dir,
     name: String,
     file: File,
+    /// The bytes appended with [`TempFile::write`], hashed.
     hasher: Sha256,
+    hashed: u64,
+    /// The blocks appended already checked.
+    blocks: usize,
     written: u64,
     /// A partial transfer not yet [`TempFile::prepare`]d: kept when dropped, for resuming.
     keep: bool,
@@ -165,6 +176,8 @@ impl TempFile {
             name,
             file,
             hasher: Sha256::new(),
+            hashed: 0,
+            blocks: 0,
             written: 0,
             keep,
         }
@@ -197,7 +210,7 @@ impl TempFile {
                 .with_context(|| format!("cannot read {}", self.path().display()))?;
             let holds = crate::fs::chunk::sha256(&buf) == block.hash;
             if holds && resumed.kept == i {
-                self.hasher.update(&buf);
+                self.blocks += 1;
                 self.written = end;
                 resumed.kept += 1;
             } else if holds {
@@ -234,12 +247,50 @@ impl TempFile {
         Ok(())
     }
 
-    /// Appends `data` after what is written so far.
+    /// Appends `data` after what is written so far, to be checked against the entry's
+    /// whole-file hash.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
         self.write_at(self.written, data)?;
         self.hasher.update(data);
+        self.hashed += data.len() as u64;
         self.written += data.len() as u64;
         Ok(())
+    }
+
+    /// Appends the next block of the entry, which the caller checked against its hash.
+    pub fn write_block(&mut self, data: &[u8]) -> Result<()> {
+        self.write_at(self.written, data)?;
+        self.blocks += 1;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Appends the next block of the entry, `size` bytes copied from `offset` of `src`,
+    /// a file the caller trusts to hold that block there ([`crate::fs::copy`]: no byte
+    /// passes through the process, and none is hashed).
+    pub fn copy_block(&mut self, src: &File, offset: u64, size: u32) -> Result<()> {
+        self.copy_in(src, offset, size)
+            .with_context(|| format!("cannot copy into {}", self.path().display()))
+    }
+
+    fn copy_in(&mut self, src: &File, offset: u64, size: u32) -> io::Result<()> {
+        let copied =
+            crate::fs::copy::copy_range(src, offset, &self.file, self.written, u64::from(size));
+        if let Err(e) = copied {
+            if crate::fs::space::is_full_io(&e) {
+                self.keep = false;
+            }
+            return Err(e);
+        }
+        self.blocks += 1;
+        self.written += u64::from(size);
+        Ok(())
+    }
+
+    /// Appends the next block of the entry, a repeat of the block written at `offset`.
+    pub fn repeat_block(&mut self, offset: u64, size: u32) -> Result<()> {
+        let file = self.file.try_clone()?;
+        self.copy_block(&file, offset, size)
     }
 
     pub fn written(&self) -> u64 {
@@ -256,14 +307,12 @@ impl TempFile {
         Ok(buf)
     }
 
-    /// Counts as written the next `size` bytes, which the file already holds there
-    /// ([`TempFile::write_ahead`], or found by [`TempFile::resume`]): they are read and
-    /// hashed, not written again.
-    pub fn adopt(&mut self, size: u32) -> Result<()> {
-        let data = self.read_back(self.written, size)?;
-        self.hasher.update(&data);
+    /// Counts as written the next block, `size` bytes that the file already holds there,
+    /// checked when they were written ([`TempFile::write_ahead`]) or found by
+    /// [`TempFile::resume`].
+    pub fn adopt_block(&mut self, size: u32) {
+        self.blocks += 1;
         self.written += u64::from(size);
-        Ok(())
     }
 
     /// Checks the content against `entry`, applies its mode and mtime, fsyncs, and
@@ -280,17 +329,7 @@ impl TempFile {
     /// not be resumed.
     pub fn prepare(mut self, entry: &Entry) -> Result<Prepared> {
         self.keep = false;
-        let got = Hash(std::mem::take(&mut self.hasher).finalize().into());
-        if got != entry.hash || self.written != entry.size {
-            bail!(
-                "content of {} does not match its announced hash (got {} bytes, {}; expected {} bytes, {})",
-                entry.path,
-                self.written,
-                got.short(),
-                entry.size,
-                entry.hash.short()
-            );
-        }
+        self.check(entry)?;
         self.file
             .set_len(self.written)
             .with_context(|| format!("cannot truncate {}", self.path().display()))?;
@@ -302,6 +341,38 @@ impl TempFile {
         set_mtime(&self.file, entry.mtime_ns)
             .with_context(|| format!("cannot set mtime of {}", self.path().display()))?;
         Ok(Prepared(self))
+    }
+}
+
+impl TempFile {
+    /// The check of [`TempFile::prepare`] (see [`TempFile`]): by the whole-file hash, or
+    /// by the block list, whose every block was checked as it came in. A one-block file's
+    /// block hash is its whole-file hash, so that much of an entry is checked too.
+    fn check(&mut self, entry: &Entry) -> Result<()> {
+        let by_blocks = self.blocks > 0 && self.hashed == 0;
+        let got = Hash(std::mem::take(&mut self.hasher).finalize().into());
+        let fits = if by_blocks {
+            self.blocks == entry.blocks.len()
+                && (entry.blocks.len() > 1 || entry.blocks[0].hash == entry.hash)
+        } else {
+            self.blocks == 0 && got == entry.hash
+        };
+        if !fits || self.written != entry.size {
+            let got = if by_blocks {
+                format!("{} blocks", self.blocks)
+            } else {
+                got.short()
+            };
+            bail!(
+                "content of {} does not match its announced hash (got {} bytes, {got}; expected {} bytes, {} in {} blocks)",
+                entry.path,
+                self.written,
+                entry.size,
+                entry.hash.short(),
+                entry.blocks.len()
+            );
+        }
+        Ok(())
     }
 }
 
@@ -519,6 +590,14 @@ pub(crate) mod tests {
         (content, e, ends)
     }
 
+    /// Appends the blocks of `content` that end at `ends`, after the first, as checked
+    /// blocks: what a transfer does after [`TempFile::resume`].
+    fn write_blocks(t: &mut TempFile, content: &[u8], ends: &[usize]) {
+        for pair in ends.windows(2) {
+            t.write_block(&content[pair[0]..pair[1]]).unwrap();
+        }
+    }
+
     #[test]
     fn a_partial_transfer_outlives_a_failure_and_resumes_its_blocks() {
         let dir = tempfile::tempdir().unwrap();
@@ -544,7 +623,7 @@ pub(crate) mod tests {
         let mut t = TempFile::resumable(&root, &e.path).unwrap();
         assert_eq!(t.resume(&e.blocks).unwrap().kept, 3);
         assert_eq!(t.written(), ends[2] as u64);
-        t.write(&content[ends[2]..]).unwrap();
+        write_blocks(&mut t, &content, &ends[2..]);
         t.commit(&root, &e).unwrap();
         assert_eq!(fs::read(&target).unwrap(), content);
         assert!(!partial.exists());
@@ -568,7 +647,7 @@ pub(crate) mod tests {
         );
         let mut t = TempFile::resumable(&root, &e.path).unwrap();
         assert_eq!(t.resume(&e.blocks).unwrap().kept, 2);
-        t.write(&content[ends[1]..]).unwrap();
+        write_blocks(&mut t, &content, &ends[1..]);
         t.commit(&root, &e).unwrap();
         assert_eq!(fs::read(e.path.to_path(dir.path())).unwrap(), content);
         assert!(!partial.exists());
@@ -593,10 +672,42 @@ pub(crate) mod tests {
             (2..e.blocks.len()).collect::<Vec<_>>(),
             "the blocks after the spoiled one are found at their offsets"
         );
-        t.write(&content[ends[0]..]).unwrap();
+        write_blocks(&mut t, &content, &ends[0..]);
         // The leftover beyond what this transfer wrote is cut off.
         t.commit(&root, &e).unwrap();
         assert_eq!(fs::read(&target).unwrap(), content);
+    }
+
+    /// Content written as checked blocks is checked by the block list: every block of
+    /// it, no more, no less, and never mixed with unchecked bytes. A one-block entry's
+    /// block must be its whole content.
+    #[test]
+    fn content_of_checked_blocks_must_be_the_whole_block_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        let (content, e, mut ends) = big("big");
+        ends.insert(0, 0);
+        let blocks = |upto: usize| {
+            let mut t = TempFile::create(&root, &e.path).unwrap();
+            write_blocks(&mut t, &content, &ends[..upto]);
+            t
+        };
+        assert!(blocks(ends.len()).check(&e).is_ok());
+        assert!(blocks(ends.len() - 1).check(&e).is_err(), "a block missing");
+        let mut mixed = blocks(ends.len() - 1);
+        mixed.write(&content[ends[ends.len() - 2]..]).unwrap();
+        assert!(mixed.check(&e).is_err(), "checked and unchecked bytes");
+        let one = entry_for("one", b"small");
+        let mut t = TempFile::create(&root, &one.path).unwrap();
+        t.write_block(b"small").unwrap();
+        let lying = Entry {
+            hash: chunk::sha256(b"other"),
+            ..one
+        };
+        assert!(
+            t.check(&lying).is_err(),
+            "a one-block entry's hash is its block's"
+        );
     }
 
     #[test]

@@ -15,6 +15,9 @@ use crate::fs::stat::Stat;
 pub struct BlockSource {
     pub path: RelPath,
     pub offset: u64,
+    /// The file as the index recorded it when its blocks were hashed: while the disk
+    /// still matches this, the file holds the blocks the index lists for it.
+    pub recorded: Stat,
 }
 
 /// Totals for status.
@@ -406,18 +409,28 @@ impl Index {
     /// Local files that hold a block with `hash`.
     pub fn block_sources(&self, hash: &Hash, limit: usize) -> Result<Vec<BlockSource>> {
         let conn = self.c();
-        let mut stmt =
-            conn.prepare_cached("SELECT path, offset FROM blocks WHERE hash = ?1 LIMIT ?2")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT b.path, b.offset, l.size, l.mtime_ns, l.mode, l.inode FROM blocks b \
+             JOIN local l ON l.path = b.path WHERE b.hash = ?1 LIMIT ?2",
+        )?;
         let rows = stmt.query_map(params![hash.0.as_slice(), limit as i64], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            let recorded = Stat {
+                kind: EntryKind::File,
+                size: r.get::<_, i64>(2)? as u64,
+                mtime_ns: r.get(3)?,
+                mode: r.get(4)?,
+                inode: r.get::<_, i64>(5)? as u64,
+            };
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, recorded))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (path, offset) = row?;
+            let (path, offset, recorded) = row?;
             if let Ok(path) = RelPath::new(path) {
                 out.push(BlockSource {
                     path,
                     offset: offset as u64,
+                    recorded,
                 });
             }
         }

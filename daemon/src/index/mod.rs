@@ -396,7 +396,14 @@ pub(crate) mod tests {
             sources,
             vec![BlockSource {
                 path: row.entry.path.clone(),
-                offset: 0
+                offset: 0,
+                recorded: Stat {
+                    kind: EntryKind::File,
+                    size: row.entry.size,
+                    mtime_ns: row.entry.mtime_ns,
+                    mode: row.entry.mode,
+                    inode: 42,
+                },
             }]
         );
         assert_eq!(index.dirty(10, true).unwrap().len(), 1);
