@@ -29,6 +29,10 @@ pub const INLINE_MAX: u64 = 64 * 1024;
 /// Most bytes of inline content in one `Push`, `Index` or `Fetched` message, well under
 /// the frame limit with the entries beside them.
 pub const INLINE_BUDGET: usize = 8 * 1024 * 1024;
+/// Most blocks in one file's block list (about 1 TiB of content at the average block of
+/// 64 KiB; 600 MiB of list): a list longer than a frame holds travels in
+/// [`BlockListPiece`]s, and the receiver holds at most this many before its entry comes.
+pub const MAX_FILE_BLOCKS: usize = 1 << 24;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryKind {
@@ -112,6 +116,18 @@ impl Entry {
                         EntryKind::Symlink => self.target == other.target,
                     }))
     }
+}
+
+/// The head of the block list of the entry for `path` in the next `Push` or `Index`
+/// message, which carries only the rest of it: sent when the whole list would not fit in
+/// a frame. The pieces of one message come right before it, in the order of its entries,
+/// each list's pieces in order (`first` is the position of the piece's first block in
+/// the list), with no other message between them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockListPiece {
+    pub path: RelPath,
+    pub first: u64,
+    pub blocks: Vec<BlockInfo>,
 }
 
 /// A local change pushed by a device: the new state and the server sequence it replaces.
@@ -294,6 +310,8 @@ pub enum ClientMsg {
     /// Instead of `Hello`, as the first message: share a folder of this device's account,
     /// take a share back, or list shares. The server answers `Sharing` and closes.
     Sharing(ShareRequest),
+    /// Part of the block list of an entry of the `Push` that follows.
+    BlockList(BlockListPiece),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -351,6 +369,8 @@ pub enum ServerMsg {
     /// The answer to `Sharing`: the grants of the folder concerned (of every folder of
     /// the account, for a list of all), or why the request was refused.
     Sharing(Result<Vec<ShareGrant>, String>),
+    /// Part of the block list of an entry of the `Index` that follows.
+    BlockList(BlockListPiece),
 }
 
 #[cfg(test)]
@@ -376,6 +396,14 @@ mod tests {
             origin: DeviceId::new("dev1").unwrap(),
             conflict: None,
             renamed_from: None,
+        }
+    }
+
+    fn piece() -> BlockListPiece {
+        BlockListPiece {
+            path: entry().path,
+            first: 1 << 20,
+            blocks: entry().blocks,
         }
     }
 
@@ -461,6 +489,7 @@ mod tests {
                 with: AccountName::new("bob").unwrap(),
             }),
             ClientMsg::Sharing(ShareRequest::List { folder: None }),
+            ClientMsg::BlockList(piece()),
         ] {
             round_trip(msg);
         }
@@ -489,6 +518,7 @@ mod tests {
                 granted_at: 1_700_000_000,
             }])),
             ServerMsg::Sharing(Err("no such account".into())),
+            ServerMsg::BlockList(piece()),
             ServerMsg::Index {
                 entries: vec![entry()],
                 inline: vec![Inline {

@@ -10,9 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, anyhow};
 use filesync_proto::auth::{AuthReply, AuthRequest, Fingerprint, MAX_AUTH_FRAME, Refusal, Secret};
 use filesync_proto::wire::{ClientMsg, ServerMsg};
-use filesync_proto::{
-    AccountName, DeviceId, FrameCodec, Handshake, HandshakeReply, MAX_WIRE_FRAME,
-};
+use filesync_proto::{AccountName, DeviceId, FrameCodec, Handshake, HandshakeReply};
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -120,7 +118,9 @@ pub async fn connect(
             device,
             credential,
         } => Ok(Authenticated {
-            framed: auth.map_codec(|_| FrameCodec::<ServerMsg, ClientMsg>::new(MAX_WIRE_FRAME)),
+            framed: auth.map_codec(|_| {
+                FrameCodec::<ServerMsg, ClientMsg>::new(crate::conn::lists::max_frame())
+            }),
             account,
             device,
             credential,

@@ -384,7 +384,8 @@ async fn read_loop(
             ServerMsg::Ping { .. }
             | ServerMsg::Pong { .. }
             | ServerMsg::BlockRequest { .. }
-            | ServerMsg::BlockResponse { .. } => {}
+            | ServerMsg::BlockResponse { .. }
+            | ServerMsg::BlockList(_) => {}
         }
     }
     Ok(())

@@ -9,14 +9,15 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 use filesync_proto::FrameError;
-use filesync_proto::wire::{BlockError, BlockRequest, ClientMsg, ServerMsg};
+use filesync_proto::wire::{BlockError, BlockListPiece, BlockRequest, ClientMsg, Entry, ServerMsg};
 use futures::{Sink, Stream, StreamExt};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::lists::Joiner;
 use super::{BlockResult, Counters, IDLE_TIMEOUT, PING_INTERVAL, Pending, Silence, write_queue};
 
 /// Block requests of the peer served at once. Serving must never stall reading, or a
@@ -30,6 +31,9 @@ pub trait Message: Send + Sized + 'static {
     fn pong(nonce: u64) -> Self;
     fn block_request(id: u64, request: BlockRequest) -> Self;
     fn block_response(id: u64, result: BlockResult) -> Self;
+    fn block_list(piece: BlockListPiece) -> Self;
+    /// The entries the message carries, whose block lists may be long.
+    fn entries(&mut self) -> Vec<&mut Entry>;
     /// The message as the link sorts it.
     fn sort(self) -> Sorted<Self>;
 }
@@ -40,6 +44,7 @@ pub enum Sorted<M> {
     Pong,
     BlockRequest { id: u64, request: BlockRequest },
     BlockResponse { id: u64, result: BlockResult },
+    BlockList(BlockListPiece),
     Role(M),
 }
 
@@ -56,12 +61,22 @@ impl Message for ClientMsg {
     fn block_response(id: u64, result: BlockResult) -> Self {
         ClientMsg::BlockResponse { id, result }
     }
+    fn block_list(piece: BlockListPiece) -> Self {
+        ClientMsg::BlockList(piece)
+    }
+    fn entries(&mut self) -> Vec<&mut Entry> {
+        match self {
+            ClientMsg::Push { changes, .. } => changes.iter_mut().map(|c| &mut c.entry).collect(),
+            _ => Vec::new(),
+        }
+    }
     fn sort(self) -> Sorted<Self> {
         match self {
             ClientMsg::Ping { nonce } => Sorted::Ping(nonce),
             ClientMsg::Pong { .. } => Sorted::Pong,
             ClientMsg::BlockRequest { id, request } => Sorted::BlockRequest { id, request },
             ClientMsg::BlockResponse { id, result } => Sorted::BlockResponse { id, result },
+            ClientMsg::BlockList(piece) => Sorted::BlockList(piece),
             other => Sorted::Role(other),
         }
     }
@@ -80,12 +95,22 @@ impl Message for ServerMsg {
     fn block_response(id: u64, result: BlockResult) -> Self {
         ServerMsg::BlockResponse { id, result }
     }
+    fn block_list(piece: BlockListPiece) -> Self {
+        ServerMsg::BlockList(piece)
+    }
+    fn entries(&mut self) -> Vec<&mut Entry> {
+        match self {
+            ServerMsg::Index { entries, .. } => entries.iter_mut().collect(),
+            _ => Vec::new(),
+        }
+    }
     fn sort(self) -> Sorted<Self> {
         match self {
             ServerMsg::Ping { nonce } => Sorted::Ping(nonce),
             ServerMsg::Pong { .. } => Sorted::Pong,
             ServerMsg::BlockRequest { id, request } => Sorted::BlockRequest { id, request },
             ServerMsg::BlockResponse { id, result } => Sorted::BlockResponse { id, result },
+            ServerMsg::BlockList(piece) => Sorted::BlockList(piece),
             other => Sorted::Role(other),
         }
     }
@@ -125,6 +150,8 @@ pub struct Link<In, Out> {
     counters: Option<Arc<Counters>>,
     /// The other end as errors name it ("device", "server HOST:PORT").
     peer: String,
+    /// The pieces of long block lists waiting for their message.
+    joiner: Joiner,
     _in: PhantomData<fn() -> In>,
 }
 
@@ -165,6 +192,7 @@ impl<In: Message, Out: Message> Link<In, Out> {
             reader,
             counters,
             peer,
+            joiner: Joiner::default(),
             _in: PhantomData,
         }
     }
@@ -209,7 +237,18 @@ impl<In: Message, Out: Message> Link<In, Out> {
                 None => return Ok(None),
                 Some(m) => m.map_err(|e| super::read_failed(&self.peer, e))?,
             };
-            match msg.sort() {
+            let sorted = msg.sort();
+            if self.joiner.waiting() && !matches!(sorted, Sorted::BlockList(_) | Sorted::Role(_)) {
+                bail!(
+                    "protocol error: {} sent another message between the pieces of a block list and their message",
+                    self.peer
+                );
+            }
+            match sorted {
+                Sorted::BlockList(piece) => {
+                    let added = self.joiner.add(piece);
+                    added.map_err(|why| anyhow!("protocol error from {}: {why}", self.peer))?;
+                }
                 Sorted::Ping(nonce) => {
                     let _ = self.out.send(Out::pong(nonce)).await;
                 }
@@ -221,7 +260,11 @@ impl<In: Message, Out: Message> Link<In, Out> {
                     self.pending.complete(id, result);
                 }
                 Sorted::BlockRequest { id, request } => self.serve(id, request, check).await?,
-                Sorted::Role(msg) => return Ok(Some(msg)),
+                Sorted::Role(mut msg) => {
+                    let joined = self.joiner.join(msg.entries().into_iter());
+                    joined.map_err(|why| anyhow!("protocol error from {}: {why}", self.peer))?;
+                    return Ok(Some(msg));
+                }
             }
         }
     }

@@ -6,6 +6,7 @@
 
 mod counters;
 mod link;
+pub mod lists;
 pub mod received;
 pub mod tls;
 
@@ -105,21 +106,26 @@ pub fn read_failed(peer: &str, error: FrameError) -> anyhow::Error {
 /// the sink fails (`Ok`), or until one message cannot be written within
 /// [`IDLE_TIMEOUT`]: the peer stopped reading, and the error says so. Either way the
 /// caller then ends the connection, so that a peer that reads nothing cannot hold it,
-/// nor every task waiting to queue a message to it, for ever.
+/// nor every task waiting to queue a message to it, for ever. A block list too long
+/// for one frame goes in pieces right before its message ([`lists`]).
 pub(super) async fn write_queue<M, S>(mut sink: S, mut rx: mpsc::Receiver<M>) -> Result<(), String>
 where
+    M: link::Message,
     S: futures::Sink<M> + Unpin,
 {
     use futures::SinkExt;
-    while let Some(msg) = rx.recv().await {
-        match tokio::time::timeout(IDLE_TIMEOUT, sink.send(msg)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Ok(()),
-            Err(_) => {
-                return Err(format!(
-                    "the peer read nothing for {}s",
-                    IDLE_TIMEOUT.as_secs()
-                ));
+    while let Some(mut msg) = rx.recv().await {
+        let pieces = lists::split(msg.entries().into_iter(), lists::piece_blocks());
+        for part in pieces.into_iter().map(M::block_list).chain([msg]) {
+            match tokio::time::timeout(IDLE_TIMEOUT, sink.send(part)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Ok(()),
+                Err(_) => {
+                    return Err(format!(
+                        "the peer read nothing for {}s",
+                        IDLE_TIMEOUT.as_secs()
+                    ));
+                }
             }
         }
     }

@@ -13,7 +13,7 @@ use filesync_proto::wire::{
     BlockError, BlockRequest, Change, ClientMsg, EntryKind, ErrorKind, Hello, MAX_BATCH,
     PushOutcome, ServerMsg, Welcome, WireError,
 };
-use filesync_proto::{FrameCodec, Handshake, HandshakeReply, MAX_WIRE_FRAME};
+use filesync_proto::{FrameCodec, Handshake, HandshakeReply};
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
@@ -90,7 +90,8 @@ async fn admit(
         credential: admitted.credential.clone(),
     })
     .await?;
-    let framed = auth.map_codec(|_| FrameCodec::<ClientMsg, ServerMsg>::new(MAX_WIRE_FRAME));
+    let framed =
+        auth.map_codec(|_| FrameCodec::<ClientMsg, ServerMsg>::new(conn::lists::max_frame()));
     Ok((framed, admitted))
 }
 
@@ -416,7 +417,8 @@ async fn read_loop(
             ClientMsg::Ping { .. }
             | ClientMsg::Pong { .. }
             | ClientMsg::BlockRequest { .. }
-            | ClientMsg::BlockResponse { .. } => {}
+            | ClientMsg::BlockResponse { .. }
+            | ClientMsg::BlockList(_) => {}
         }
     }
     Ok(())

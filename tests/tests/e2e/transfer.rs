@@ -1,7 +1,8 @@
 //! Chunked transfer (brief §2.5, §2.8): only the blocks a replica lacks cross the wire.
 //! An edit in the middle, an insertion at the start, an append, a truncation and a copy
-//! of a large file each move a small part of it; a file over 1 GiB syncs; a download or
-//! an upload interrupted by a killed daemon resumes where it stopped.
+//! of a large file each move a small part of it; a file over 1 GiB syncs; a file whose
+//! block list needs several frames syncs; a download or an upload interrupted by a killed
+//! daemon resumes where it stopped.
 //!
 //! Every step checks the content on the receiving replicas against the SHA-256 of what
 //! was written, and the file content the daemons counted in `status --json`.
@@ -266,6 +267,53 @@ fn a_file_over_one_gib_syncs_exactly() {
     at_most("A sent", moved.a_sent, limit, &moved);
     at_most("B received", moved.b_received, limit, &moved);
     assert!(moved.b_received >= 3 * MIB, "{moved:?}");
+}
+
+/// The frame limit the daemons of [`a_block_list_longer_than_a_frame_travels_in_pieces`]
+/// run with (`FILESYNC_TEST_MAX_FRAME`): room for a block of 256 KiB, and pieces of 256
+/// blocks, so that [`LARGE`] bytes (about 1,000 blocks) need four frames for their list.
+const SMALL_FRAME: u64 = 320 * KIB;
+
+/// A file whose block list does not fit in one frame syncs both ways (A pushes it to the
+/// server in pieces, the server's index stream sends it to B in pieces), and an edit of it
+/// after that too. The senders' logs show the pieces (at this frame limit the whole list
+/// would still fit in one frame: a list that does not needs a file of about 600 MiB).
+#[test]
+fn a_block_list_longer_than_a_frame_travels_in_pieces() {
+    let cl = Cluster::new(2);
+    for node in [cl.server(), cl.a(), cl.b()] {
+        node.set_daemon_env("FILESYNC_TEST_MAX_FRAME", SMALL_FRAME.to_string());
+        node.stop();
+        node.start();
+    }
+    let mut content = pseudo_random(320, LARGE);
+    let moved = step(&cl, 1, "big.bin", &sha256(&content), || {
+        let staged = staging(&cl, "big.bin");
+        files::write(&staged, &content);
+        move_in(&cl, &staged, "big.bin");
+    });
+    assert!(moved.b_received >= LARGE as u64, "{moved:?}");
+    for node in [cl.a(), cl.server()] {
+        let log = node.log_text();
+        assert!(
+            log.lines()
+                .any(|l| l.contains("the block list goes ahead in pieces") && l.contains("big.bin")),
+            "{} sent no block list in pieces",
+            node.name()
+        );
+    }
+    let at = content.len() / 3;
+    content[at..at + 1000].copy_from_slice(&pseudo_random(321, 1000));
+    let moved = step(&cl, 1, "big.bin", &sha256(&content), || {
+        let file = File::options()
+            .write(true)
+            .open(cl.path_on(0, DOCS, "big.bin"))
+            .unwrap();
+        file.write_all_at(&content[at..at + 1000], at as u64)
+            .unwrap();
+    });
+    at_most("B received", moved.b_received, 2 * MAX_BLOCK + 1000, &moved);
+    cl.check_oracle(DOCS, &[0, 1]);
 }
 
 /// The size of the file an interrupted transfer moves: large enough that a daemon can
