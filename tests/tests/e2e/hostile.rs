@@ -14,7 +14,7 @@ use filesync_proto::auth::{AuthRequest, MAX_AUTH_FRAME};
 use filesync_proto::frame::encode_payload;
 use filesync_proto::handshake::MAGIC;
 use filesync_proto::wire::{
-    BlockInfo, Change, ClientMsg, EntryKind, Hello, PushOutcome, ServerMsg,
+    BlockInfo, BlockListPiece, Change, ClientMsg, EntryKind, Hello, PushOutcome, ServerMsg,
 };
 use filesync_proto::{DeviceId, FolderName, Handshake, MAX_WIRE_FRAME};
 use filesync_tests::cluster::DOCS;
@@ -936,4 +936,55 @@ fn hostile_control_requests_leave_the_daemon_serving() {
         );
     }
     node.check_running().unwrap();
+}
+
+/// Pieces of a block list that do not continue it, that another message interrupts, or
+/// that come before a push without their entry close the connection with a reason naming
+/// the path; the server goes on serving the others.
+#[test]
+fn malformed_block_list_pieces_are_refused_with_their_path() {
+    let cl = started();
+    let content = pseudo_random(7, 300_000);
+    let entry = file_entry("long.bin", &content);
+    let piece = |path: &str, first: u64| {
+        let msg = ClientMsg::BlockList(BlockListPiece {
+            path: filesync_proto::RelPath::new(path).unwrap(),
+            first,
+            blocks: entry.blocks.clone(),
+        });
+        frame(&encode_payload(&msg).unwrap())
+    };
+    let ping = frame(&encode_payload(&ClientMsg::Ping { nonce: 1 }).unwrap());
+    let push =
+        frame(&encode_payload(&push_of(vec![create(file_entry("other.bin", b"x"))])).unwrap());
+    let cases: [(&str, Vec<Vec<u8>>, &str); 4] = [
+        (
+            "a piece out of order",
+            vec![piece("long.bin", 0), piece("long.bin", 7)],
+            "block list of long.bin starts at block 7",
+        ),
+        (
+            "pieces of two paths interleaved",
+            vec![
+                piece("long.bin", 0),
+                piece("b.bin", 0),
+                piece("long.bin", 1),
+            ],
+            "block list of long.bin came in pieces for another path",
+        ),
+        (
+            "another message between the pieces and theirs",
+            vec![piece("long.bin", 0), ping],
+            "another message between the pieces of a block list",
+        ),
+        (
+            "a push without the piece's entry",
+            vec![piece("long.bin", 0), push],
+            "block list of long.bin came before a message without its entry",
+        ),
+    ];
+    for (what, frames, reason) in cases {
+        after_hello(&cl, what, &frames.concat(), reason);
+    }
+    still_syncs(&cl, "after-pieces.bin");
 }
