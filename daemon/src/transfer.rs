@@ -505,16 +505,7 @@ mod tests {
     /// Runs the transfer of `entry` again with a peer that answers everything, checks
     /// that it installs `content`, and returns the offsets it asked the peer for.
     async fn resume(root: &Root, index: &Index, entry: &Entry, content: &[u8]) -> Vec<u64> {
-        let peer = Peer::new(content, usize::MAX);
-        let done = assemble(root, index, entry, |r| peer.fetch(r))
-            .await
-            .unwrap();
-        done.tmp.commit(root, entry).unwrap();
-        assert_eq!(
-            std::fs::read(entry.path.to_path(root.path())).unwrap(),
-            content
-        );
-        peer.asked.lock().unwrap().clone()
+        assemble_from(root, index, entry, content).await.0
     }
 
     /// Writes `content` at `path` in the folder and records it in the index as it is on
