@@ -11,6 +11,8 @@
 //!    fetches content it lacks with `BlockRequest`, commits, and answers `PushResult`.
 //!
 //! Block requests and responses flow both ways, matched by `id`.
+//! A block list too long for one frame goes ahead of its `Push` or `Index` in
+//! `BlockList` pieces ([`BlockListPiece`]).
 //!
 //! Instead of `Hello`, a connection may carry one request that is not about syncing a
 //! folder (`CreateInvite`, `Sharing`); the server answers it and closes.
