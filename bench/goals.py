@@ -441,26 +441,37 @@ class Goals(Bench):
         log(f"row append: a file appended every 10 ms for {secs:g} s; sampling B's copy")
         relay = self.pair(name)
         self.a.wait(name, 60)
-        lags, held = self.append_lags(self.adir(name) / "log.txt", self.bdir(name) / "log.txt",
-                                      secs)
+        lags, held, written = self.append_lags(self.adir(name) / "log.txt",
+                                               self.bdir(name) / "log.txt", secs)
         self.b.wait(name, self.timeout)
         self.cross_check(name, relay)
         self.unpair(name, relay)
         worst = max(lags)
+        gaps = [b - a for a, b in zip(written, written[1:])]
+        pauses = sum(1 for g in gaps if g >= 0.030)
         log(f"  B held {held} distinct versions; lag p50 {percentile(lags, 50):.3f} s, "
-            f"max {worst:.3f} s over {len(lags)} samples")
+            f"max {worst:.3f} s over {len(lags)} samples; {len(written)} appends, "
+            f"largest gap {max(gaps, default=0) * 1000:.0f} ms, {pauses} gaps ≥ 30 ms")
         self.add(label, "most B was behind A (s)", f"{worst:.2f}", "–", "–", "≤ 2.5 s",
                  worst <= 2.5)
         self.add(label, f"B behind A, p50 / p95 of {len(lags)} samples (s)",
                  f"{percentile(lags, 50):.2f} / {percentile(lags, 95):.2f}", "–", "–")
         self.add(label, "versions B held", str(held), "–", "–")
+        self.add(label, "appends made; gaps between two ≥ 30 ms; largest gap",
+                 f"{len(written)} of {round(secs * 100)}; {pauses}; "
+                 f"{max(gaps, default=0) * 1000:.0f} ms", "–", "–")
+        if pauses:
+            self.note(f"Append on {self.medium}: the writer paused {pauses} times for 30 ms "
+                      "or more (machine load), long enough for a 30 ms quiet period to pass, "
+                      "so B may have got versions a writer that never pauses would not give.")
 
     def append_lags(self, src, dst, secs):
         """Appends a RECORD-byte line to `src` every 10 ms for `secs` seconds and, at each
         tick and afterwards until `dst` holds the last version, reads `dst`. Version k is
         the first k records; B's copy must be one of them. The lag at a sample is 0 if B
         holds A's newest version, else the time since A first held a version newer than
-        B's. Returns the lags and how many distinct versions B held."""
+        B's. Returns the lags, how many distinct versions B held, and the time of each
+        append."""
         content = bytearray()
         written = []  # monotonic time of each append: A holds version k + 1 from written[k]
         lags, held = [], set()
@@ -490,7 +501,7 @@ class Goals(Bench):
                 if written:
                     lags.append(0.0 if k == len(written) else now - written[k])
                 if now >= end and k == len(written):
-                    return lags, len(held - {0})
+                    return lags, len(held - {0}), written
                 if now > deadline:
                     raise BenchError(f"timed out after {self.timeout:.0f}s waiting for {dst} "
                                      f"to get A's last version ({len(written)} records; B has {k})")

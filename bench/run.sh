@@ -223,6 +223,7 @@ for b in filesyncd filesyncctl; do
 done
 
 fstype() { stat -f -c %T "$1"; }
+fsname() { df -P --output=source,fstype "$1" | awk 'NR == 2 { print $1 " " $2 }'; }
 # The places the work directories go: "PLACE=BASE" words.
 places=()
 case "$mode" in
@@ -324,7 +325,7 @@ for p in "${places[@]}"; do
     work="$(mktemp -d "$base/filesync-bench.XXXXXX")"
     works+=("$work")
     work_args+=(--work "$place=$work")
-    echo "bench/run.sh: working in $work ($place, $(fstype "$base"))" >&2
+    echo "bench/run.sh: working in $work ($place: $(fsname "$base"))" >&2
 done
 
 echo "bench/run.sh: uptime at the start: $(uptime)"
