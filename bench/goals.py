@@ -273,12 +273,13 @@ class Goals(Bench):
         self.a.wait(name, self.timeout)
         self.b.wait(name, self.timeout)
 
-    def time_change(self, name, size, digest, change_a, change_src):
-        """With big.bin on A, B, in rsync's source and at its daemon: times `change_a()`
-        on A until B holds the new content (`size` bytes hashing to `digest`), then
-        `change_src()` on rsync's source and an rsync copy of it. Returns the seconds of
-        each and the bytes on B's link and on rsync's."""
-        relay, rsync_relay = self.change_relays
+    def time_change(self, name, relays, size, digest, change_a, change_src):
+        """With big.bin on A, B, in rsync's source and at its daemon (big_file): times
+        `change_a()` on A until B holds the new content (`size` bytes hashing to
+        `digest`), then `change_src()` on rsync's source and an rsync copy of it through
+        the `relays` (B's, rsync's). Returns the seconds of each and the bytes on B's link
+        and on rsync's."""
+        relay, rsync_relay = relays
         target = self.bdir(name) / "big.bin"
         old = signature(target)
         b0, a0 = relay.stats(), self.a.wire(name)
@@ -305,14 +306,13 @@ class Goals(Bench):
 
     def big_file(self, name):
         """A folder `name` on A and B holding big.bin of `--size-mb` MiB, also at the rsync
-        daemon; returns its content."""
+        daemon; returns its content and the relays on B's link and on rsync's."""
         relay = self.pair(name)
         rsync_relay = Relay(self.work, f"rsync-{name}", self.rsyncd.port)
-        self.change_relays = relay, rsync_relay
         base = random_bytes(self.rng, self.size)
         self.base_file(name, base)
         rsync_copy(self.src / name, rsync_relay.port, name, self.timeout, self.rsyncd.p.pid)
-        return base
+        return base, (relay, rsync_relay)
 
     def add_change(self, label, ours, theirs, b_bytes, r_bytes, bytes_goal, bytes_ok):
         r = ours / theirs
@@ -326,7 +326,9 @@ class Goals(Bench):
         change = min(MiB, size // 4)
         label = f"{fmt_bytes(change)} overwritten in {fmt_bytes(size)}"
         log(f"row change: {fmt_bytes(change)} overwritten in the middle of {fmt_bytes(size)}")
-        new = bytearray(self.big_file(name))
+        base, relays = self.big_file(name)
+        new = bytearray(base)
+        del base
         patch = random_bytes(self.rng, change)
         at = size // 2 - change // 2
         new[at:at + change] = patch
@@ -339,7 +341,7 @@ class Goals(Bench):
                 f.write(patch)
 
         ours, theirs, b_bytes, r_bytes = self.time_change(
-            name, size, digest, lambda: patch_file(self.adir(name) / "big.bin"),
+            name, relays, size, digest, lambda: patch_file(self.adir(name) / "big.bin"),
             lambda: patch_file(self.src / name / "big.bin"))
         self.add_change(label, ours, theirs, b_bytes, r_bytes, "≤ 1.1× rsync",
                         b_bytes <= 1.1 * r_bytes)
@@ -348,7 +350,9 @@ class Goals(Bench):
         name, size = "insert", self.size
         label = f"1 byte inserted at the start of {fmt_bytes(size)}"
         log(f"row insert: 1 byte inserted at the start of {fmt_bytes(size)}")
-        new = b"\x42" + self.big_file(name)
+        base, relays = self.big_file(name)
+        new = b"\x42" + base
+        del base
         digest = hashlib.sha256(new).hexdigest()
         staged = self.work / "stage" / f"{name}.new"
         write_file(staged, new)
@@ -356,7 +360,7 @@ class Goals(Bench):
         del new
         os.sync()
         ours, theirs, b_bytes, r_bytes = self.time_change(
-            name, size + 1, digest, lambda: os.replace(staged, self.adir(name) / "big.bin"),
+            name, relays, size + 1, digest, lambda: os.replace(staged, self.adir(name) / "big.bin"),
             lambda: os.replace(self.src / name / "big.bin.new", self.src / name / "big.bin"))
         self.add_change(label, ours, theirs, b_bytes, r_bytes, "< 0.5 MB", b_bytes < 500_000)
 
