@@ -368,8 +368,7 @@ class Goals(Bench):
         name, writes = "latency", self.args.writes
         label = f"a 4 KiB write A → B ({writes} writes)"
         log(f"row latency: propagation latency of a 4 KiB file, {writes} writes")
-        relay = self.pair(name)
-        self.a.wait(name, 60)
+        relay = self.pair_empty(name)
         c0, t0 = self.cpu_fs(relay), time.monotonic()
         ours = self.latencies(self.adir(name), self.bdir(name), writes, f"filesync-{self.medium}")
         self.record_cpu(f"{name} ({self.medium})", time.monotonic() - t0, c0, self.cpu_fs(relay))
@@ -434,6 +433,12 @@ class Goals(Bench):
                   "directly, without a relay.")
         return samples
 
+    def pair_empty(self, name):
+        """An empty folder `name` on A and B (B's through a fresh relay), in sync."""
+        relay = self.pair(name)
+        self.a.wait(name, 60)
+        return relay
+
     def note(self, text):
         if text not in self.notes:
             self.notes.append(text)
@@ -443,8 +448,7 @@ class Goals(Bench):
         name, secs = "append", self.args.append_secs
         label = f"a file appended every 10 ms for {secs:g} s"
         log(f"row append: a file appended every 10 ms for {secs:g} s; sampling B's copy")
-        relay = self.pair(name)
-        self.a.wait(name, 60)
+        relay = self.pair_empty(name)
         lags, held, written = self.append_lags(self.adir(name) / "log.txt",
                                                self.bdir(name) / "log.txt", secs)
         self.b.wait(name, self.timeout)
