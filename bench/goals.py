@@ -99,6 +99,9 @@ class Goals(Bench):
             self.load_start = before.load_start
             self.places = before.places + self.places
 
+    def label(self, name):
+        return f"{name} ({self.medium})"
+
     def head(self):
         return ["row", "on", "measure", "filesync", self.THEIRS, "ratio", "goal", "verdict"]
 
@@ -139,7 +142,7 @@ class Goals(Bench):
             total += len(data)
         return expected, total
 
-    def rsync(self, name, relay, label, secs, c0, c1, changed=False):
+    def rsync(self, name, relay, secs, c0, c1, changed=False):
         """Copies rsync's source `name` to its daemon through `relay`, after a sync(2) so
         that write-back of the set-up does not land in it; records both tools' CPU.
         Returns (seconds, CPU seconds of client + daemon, client peak, daemon peak)."""
@@ -148,7 +151,7 @@ class Goals(Bench):
         theirs, stats, client_peak, daemon_peak = rsync_copy(
             self.src / name, relay.port, name, self.timeout, self.rsyncd.p.pid, changed)
         r1 = self.cpu_rsync(relay)
-        self.record_cpu(label, secs, c0, c1, theirs, r0, r1)
+        self.record_cpu(self.label(name), secs, c0, c1, theirs, r0, r1)
         log(f"  rsync: {theirs:.2f} s, {stats}")
         cpu = sum(r1[k] - r0[k] for k in ("client", "daemon"))
         return theirs, cpu, client_peak, daemon_peak
@@ -178,7 +181,7 @@ class Goals(Bench):
         verify_tree(self.bdir(name), expected)
         self.cross_check(name, relay)
         theirs, rs_cpu, client_peak, daemon_peak = self.rsync(
-            name, rsync_relay, f"{name} ({self.medium})", ours, c0, c1)
+            name, rsync_relay, ours, c0, c1)
         r_bytes = rsync_relay.total()
         verify_tree(self.rsyncd.dst / name, expected)
         rsync_relay.close()
@@ -293,8 +296,7 @@ class Goals(Bench):
         self.cross_check(name, relay)
         change_src()
         r0 = rsync_relay.total()
-        theirs, _, _, _ = self.rsync(name, rsync_relay, f"{name} ({self.medium})", ours, c0, c1,
-                                     changed=True)
+        theirs, _, _, _ = self.rsync(name, rsync_relay, ours, c0, c1, changed=True)
         r_bytes = rsync_relay.total() - r0
         if sha256_file(self.rsyncd.dst / name / "big.bin") != digest:
             raise BenchError("rsync's copy of the changed file has the wrong content")
@@ -371,7 +373,7 @@ class Goals(Bench):
         relay = self.pair_empty(name)
         c0, t0 = self.cpu_fs(relay), time.monotonic()
         ours = self.latencies(self.adir(name), self.bdir(name), writes, f"filesync-{self.medium}")
-        self.record_cpu(f"{name} ({self.medium})", time.monotonic() - t0, c0, self.cpu_fs(relay))
+        self.record_cpu(self.label(name), time.monotonic() - t0, c0, self.cpu_fs(relay))
         self.b.wait(name, 60)
         self.cross_check(name, relay)
         self.unpair(name, relay)
