@@ -223,7 +223,7 @@ for b in filesyncd filesyncctl; do
 done
 
 fstype() { stat -f -c %T "$1"; }
-fsname() { df -P --output=source,fstype "$1" | awk 'NR == 2 { print $1 " " $2 }'; }
+fsname() { df --output=source,fstype "$1" | awk 'NR == 2 { print $1 " " $2 }'; }
 # The places the work directories go: "PLACE=BASE" words.
 places=()
 case "$mode" in
@@ -234,7 +234,7 @@ case "$mode" in
                     base="${BENCH_TMPFS:-/dev/shm}"
                     [ -d "$base" ] || die "BENCH_TMPFS=$base is not a directory"
                     [ "$(fstype "$base")" = tmpfs ] ||
-                        die "$base is on $(fstype "$base"), not tmpfs; set BENCH_TMPFS to a tmpfs (as root: mount -t tmpfs -o size=12g tmpfs DIR)"
+                        die "$base is on $(fsname "$base"), not tmpfs; set BENCH_TMPFS to a tmpfs (as root: mount -t tmpfs -o size=12g tmpfs DIR)"
                     ;;
                 disk)
                     base="${BENCH_DISK:-}"
