@@ -187,9 +187,9 @@ class Goals(Bench):
         rsync_relay.close()
         if not keep:
             self.unpair(name, relay)
-        return SimpleNamespace(ours=ours, theirs=theirs, total=total, files=len(expected),
-                               fs_cpu=self.fs_cpu(c0, c1), rs_cpu=rs_cpu, b_bytes=b_bytes,
-                               r_bytes=r_bytes, relay=relay, rsync_peaks=(client_peak, daemon_peak))
+        return SimpleNamespace(ours=ours, theirs=theirs, total=total, fs_cpu=self.fs_cpu(c0, c1),
+                               rs_cpu=rs_cpu, b_bytes=b_bytes, r_bytes=r_bytes, relay=relay,
+                               rsync_peaks=(client_peak, daemon_peak))
 
     def add_times(self, label, s, goal):
         """The rows of an initial sync `s`: seconds (against `goal`, a factor of rsync's),
@@ -237,7 +237,7 @@ class Goals(Bench):
         log("  RSS (steady / peak): " + "; ".join(
             f"{w} {fmt_mib(m[0])} / {fmt_mib(m[1])}" for w, m in mem.items())
             + f"; rsync client peak {fmt_mib(client_peak)}, daemon side {fmt_mib(daemon_peak)}")
-        self.notes.append(
+        self.note(
             "Memory: rsync's column holds the peak RSS of rsync's client next to device A's "
             "and the sum of the peaks of the rsync daemon's processes serving the copy next "
             "to device B's, for the same tree.")
