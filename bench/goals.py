@@ -28,10 +28,12 @@ the big folder):
 """
 
 import argparse
+import contextlib
 import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -117,12 +119,37 @@ class Goals(Bench):
         self.start()
         try:
             if "many" in chosen or "memory" in chosen:
-                self.rows_many(chosen)
+                with self.profiled([r for r in ("many", "memory") if r in chosen]):
+                    self.rows_many(chosen)
             for row in ROWS[2:]:
                 if row in chosen:
-                    getattr(self, f"row_{row}")()
+                    with self.profiled([row]):
+                        getattr(self, f"row_{row}")()
         finally:
             self.stop()
+
+    @contextlib.contextmanager
+    def profiled(self, rows):
+        """Runs the block under `perf record -g` of client A, the server and client B when
+        one of `rows` is in --perf; the profile goes to perf-ROW.data in the work
+        directory."""
+        wanted = [r for r in rows if r in self.args.perf]
+        if not wanted:
+            yield
+            return
+        row = wanted[0]
+        out = self.work / f"perf-{row}.data"
+        pids = ",".join(str(n.p.pid) for n in (self.a, self.server, self.b))
+        log(f"  perf record of A, server, B ({pids}) into {out}")
+        with open(self.work / f"perf-{row}.log", "w") as perf_log:
+            perf = spawn(["perf", "record", "-F", "499", "-g", "-p", pids, "-o", out],
+                         stdout=perf_log, stderr=subprocess.STDOUT)
+            try:
+                yield
+            finally:
+                perf.send_signal(signal.SIGINT)  # perf writes its file and exits
+                stop(perf, grace=60)
+        self.note(f"Profiles (`perf report -i FILE`): {out} and the like, one per row and place.")
 
     # -- helpers
 
@@ -534,13 +561,17 @@ def main():
     ap.add_argument("--timeout", type=float, default=1200, help="seconds any one wait may take")
     ap.add_argument("--seed", type=int, default=4)
     ap.add_argument("--log", default="", help="FILESYNC_LOG for the daemons")
+    ap.add_argument("--perf", default="", help="rows to run under perf record")
     ap.add_argument("--markdown", help="write the results in Markdown here too")
     ap.add_argument("--command", default="bench/run.sh", help="the command to record")
     args = ap.parse_args()
     chosen = [r for r in re.split(r"[,\s]+", args.rows.strip()) if r]
-    unknown = [r for r in chosen if r not in ROWS]
+    args.perf = [r for r in re.split(r"[,\s]+", args.perf.strip()) if r]
+    unknown = [r for r in chosen + args.perf if r not in ROWS]
     if not chosen or unknown:
-        ap.error(f"--rows takes some of {', '.join(ROWS)}, not {args.rows!r}")
+        ap.error(f"--rows and --perf take some of {', '.join(ROWS)}, not {', '.join(unknown)}")
+    if args.perf and not shutil.which("perf"):
+        raise BenchError("--perf needs perf (apt-get install -y linux-perf)")
     places = []
     for w in args.work:
         medium, sep, path = w.partition("=")

@@ -76,6 +76,12 @@ Environment knobs (defaults are the issues' sizes):
   BENCH_TIMEOUT=1200       seconds any single wait may take before the run fails
   BENCH_OUT=bench/results.md  where the Markdown results are written
   BENCH_LOG=               FILESYNC_LOG for the daemons (e.g. debug), in their logs
+  BENCH_PERF=              rows (e.g. small,big) during which `perf record -g` profiles
+                           client A, the server and client B, into perf-ROW.data in each
+                           place's work directory, which is then kept; build with symbols
+                           first: CARGO_PROFILE_RELEASE_STRIP=false
+                           CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build
+                           --release --bins, then run with --no-build
   BENCH_KEEP=1             the same as --keep
  --syncthing and --many only:
   BENCH_SCENARIOS=1,2,3,4,5  the same as SCENARIO arguments
@@ -127,7 +133,7 @@ while [ $# -gt 0 ]; do
 done
 # The command as run, with the knobs that were set, for the record.
 command="bench/run.sh"
-for v in BENCH_ON BENCH_TMPFS BENCH_DISK BENCH_ROWS BENCH_SIZE_MB BENCH_FILES BENCH_DIRS BENCH_MANY BENCH_WRITES BENCH_APPEND_SECS BENCH_BIG_FILES BENCH_SHARED BENCH_ACCOUNTS BENCH_ROUNDS BENCH_SCENARIOS BENCH_LSYNCD BENCH_TIMEOUT BENCH_LOG; do
+for v in BENCH_PERF BENCH_ON BENCH_TMPFS BENCH_DISK BENCH_ROWS BENCH_SIZE_MB BENCH_FILES BENCH_DIRS BENCH_MANY BENCH_WRITES BENCH_APPEND_SECS BENCH_BIG_FILES BENCH_SHARED BENCH_ACCOUNTS BENCH_ROUNDS BENCH_SCENARIOS BENCH_LSYNCD BENCH_TIMEOUT BENCH_LOG; do
     if [ -n "${!v:-}" ]; then command="$v=${!v} $command"; fi
 done
 if [ ${#args[@]} -gt 0 ]; then command="$command ${args[*]}"; fi
@@ -149,6 +155,7 @@ writes="${BENCH_WRITES:-50}"
 append_secs="${BENCH_APPEND_SECS:-10}"
 timeout="${BENCH_TIMEOUT:-1200}"
 lsyncd="${BENCH_LSYNCD:-auto}"
+perf="${BENCH_PERF:-}"
 out="${BENCH_OUT:-$root/bench/results.md}"
 for n in "$size_mb" "$files" "$dirs" "$many" "$writes" "$append_secs" "$timeout" "$big_files" "$shared" "$accounts" "$rounds"; do
     [[ "$n" =~ ^[0-9]+$ ]] || die "the BENCH_* sizes, counts and BENCH_TIMEOUT take whole numbers, not '$n'"
@@ -160,9 +167,11 @@ case "$mode" in
         else
             rows="${BENCH_ROWS:-$rows_all}"
         fi
-        for r in ${rows//,/ }; do
+        for r in ${rows//,/ } ${perf//,/ }; do
             [[ ",$rows_all," == *",$r,"* ]] || die "unknown row '$r' (rows: $rows_all)"
         done
+        # The profiles are in the work directories.
+        if [ -n "$perf" ]; then keep=1; fi
         ;;
     syncthing)
         if [ ${#picked[@]} -gt 0 ]; then
@@ -207,6 +216,10 @@ if [ "$mode" = rsync ] && ! command -v rsync > /dev/null; then
 fi
 if [ "$mode" = rsync ] && [ "$lsyncd" = auto ] && [[ ",$rows," == *,latency,* ]] && ! command -v lsyncd > /dev/null; then
     install_package lsyncd || echo "bench/run.sh: lsyncd could not be installed; row latency runs without it" >&2
+fi
+
+if [ "$mode" = rsync ] && [ -n "$perf" ] && ! command -v perf > /dev/null; then
+    install_package linux-perf || die "BENCH_PERF needs perf, which could not be installed (apt-get install -y linux-perf)"
 fi
 
 if [ "$build" = 1 ]; then
@@ -335,7 +348,7 @@ case "$mode" in
             --bin "$bin" "${work_args[@]}" --rows "$rows" \
             --size-mb "$size_mb" --files "$files" --dirs "$dirs" --many "$many" \
             --writes "$writes" --append-secs "$append_secs" \
-            --lsyncd "$lsyncd" --timeout "$timeout" --log "${BENCH_LOG:-}" \
+            --lsyncd "$lsyncd" --timeout "$timeout" --log "${BENCH_LOG:-}" --perf "$perf" \
             --markdown "$out" --command "$command" &
         ;;
     syncthing)
