@@ -495,6 +495,10 @@ def fmt_bytes(n):
     return f"{n} B"
 
 
+def fmt_mib(n):
+    return "–" if n is None else f"{n / MiB:.1f} MiB"
+
+
 def fmt_secs(s):
     return "–" if s is None else f"{s:.2f} s"
 

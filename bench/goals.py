@@ -49,6 +49,7 @@ from bench import (
     entry,
     filesystem,
     fmt_bytes,
+    fmt_mib,
     fmt_ms,
     fmt_secs,
     log,
@@ -79,10 +80,6 @@ RECORD = 64
 
 def ratio_text(ours, theirs):
     return "–" if not theirs else f"{ours / theirs:.2f}×"
-
-
-def fmt_mib(n):
-    return "–" if n is None else f"{n / MiB:.1f} MiB"
 
 
 class Goals(Bench):

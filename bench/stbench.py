@@ -36,6 +36,7 @@ from bench import (
     cpu_seconds,
     entry,
     fmt_bytes,
+    fmt_mib,
     fmt_ms,
     fmt_secs,
     log,
@@ -50,10 +51,6 @@ from bench import (
     wait_tree,
     write_file,
 )
-
-
-def fmt_mib(n):
-    return f"{n / MiB:.1f} MiB"
 
 
 class StBench(Bench):
