@@ -51,7 +51,7 @@ Options:
   --syncthing  the comparison with Syncthing (issue 7)
   --many       the many-devices load test (issue 7)
   --quick      a small run: BENCH_SIZE_MB=16 BENCH_FILES=1000 BENCH_DIRS=50
-               BENCH_MANY=5000 BENCH_WRITES=20 BENCH_APPEND_SECS=3
+               BENCH_MANY=5000 BENCH_WRITES=20 BENCH_APPEND_SECS=5
                BENCH_BIG_FILES=10000 BENCH_SHARED=4 BENCH_ACCOUNTS=6 BENCH_ROUNDS=10
                (any of these set in the environment wins)
   --no-build   use the binaries already built (skip `cargo build --release --bins`)
@@ -140,7 +140,7 @@ if [ ${#args[@]} -gt 0 ]; then command="$command ${args[*]}"; fi
 
 if [ "$quick" = 1 ]; then
     : "${BENCH_SIZE_MB:=16}" "${BENCH_FILES:=1000}" "${BENCH_DIRS:=50}" "${BENCH_MANY:=5000}"
-    : "${BENCH_WRITES:=20}" "${BENCH_APPEND_SECS:=3}"
+    : "${BENCH_WRITES:=20}" "${BENCH_APPEND_SECS:=5}"
     : "${BENCH_BIG_FILES:=10000}" "${BENCH_SHARED:=4}" "${BENCH_ACCOUNTS:=6}" "${BENCH_ROUNDS:=10}"
 fi
 big_files="${BENCH_BIG_FILES:-100000}"
