@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::time::Instant;
 
 use filesync_proto::{Hash, RelPath};
 
@@ -20,11 +21,29 @@ type Key = (RelPath, Hash);
 
 #[derive(Default)]
 struct Held {
-    content: HashMap<Key, Vec<u8>>,
-    /// Keys in the order they came, oldest first; a key taken since may linger here
-    /// until it is dropped or swept.
-    order: VecDeque<Key>,
+    /// The content by version, with the number of the `put` that brought it.
+    content: HashMap<Key, (u64, Vec<u8>)>,
+    /// Every `put` in order, oldest first: its number, when, and what it brought. One
+    /// whose content was taken or replaced since lingers here until it is dropped or
+    /// swept.
+    order: VecDeque<(u64, Instant, Key)>,
     bytes: usize,
+    puts: u64,
+}
+
+impl Held {
+    /// Drops the oldest `put`'s content, if it is still held; false if there is none.
+    fn drop_oldest(&mut self) -> bool {
+        let Some((n, _, key)) = self.order.pop_front() else {
+            return false;
+        };
+        if self.content.get(&key).is_some_and(|(held, _)| *held == n)
+            && let Some((_, gone)) = self.content.remove(&key)
+        {
+            self.bytes -= gone.len();
+        }
+        true
+    }
 }
 
 /// The default bound of an [`InlineStore`]: eight index batches' worth.
@@ -43,33 +62,38 @@ impl InlineStore {
     pub fn put(&self, path: RelPath, hash: Hash, data: Vec<u8>) {
         let mut held = self.lock();
         let key = (path, hash);
+        held.puts += 1;
+        let n = held.puts;
         held.bytes += data.len();
-        if let Some(old) = held.content.insert(key.clone(), data) {
+        if let Some((_, old)) = held.content.insert(key.clone(), (n, data)) {
             held.bytes -= old.len();
-        } else {
-            held.order.push_back(key);
         }
-        while held.bytes > self.cap {
-            let Some(oldest) = held.order.pop_front() else {
-                break;
-            };
-            if let Some(gone) = held.content.remove(&oldest) {
-                held.bytes -= gone.len();
-            }
-        }
-        // Keys taken since they came: swept once they outnumber what is held.
+        held.order.push_back((n, Instant::now(), key));
+        while held.bytes > self.cap && held.drop_oldest() {}
+        // Puts whose content went since: swept once they outnumber what is held.
         if held.order.len() > 2 * held.content.len() + 1024 {
             let Held { content, order, .. } = &mut *held;
-            order.retain(|k| content.contains_key(k));
+            order.retain(|(n, _, k)| content.get(k).is_some_and(|(held, _)| held == n));
         }
     }
 
     /// The content held for `path` at the version hashing to `hash`, no longer held.
     pub fn take(&self, path: &RelPath, hash: &Hash) -> Option<Vec<u8>> {
         let mut held = self.lock();
-        let data = held.content.remove(&(path.clone(), *hash))?;
+        let (_, data) = held.content.remove(&(path.clone(), *hash))?;
         held.bytes -= data.len();
         Some(data)
+    }
+
+    /// Drops what came before `cutoff`. Called once nothing is needed: what is left
+    /// then was for versions this device had already, and must not sit in memory until
+    /// newer content pushes it out. Content that came since may belong to a batch the
+    /// session is storing right now, and stays.
+    pub fn drop_before(&self, cutoff: Instant) {
+        let mut held = self.lock();
+        while held.order.front().is_some_and(|(_, at, _)| *at < cutoff) {
+            held.drop_oldest();
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
@@ -107,6 +131,29 @@ mod tests {
         assert_eq!(store.take(&path("a"), &Hash([0; 32])), None, "dropped");
         assert!(store.take(&path("b"), &Hash([1; 32])).is_some());
         assert!(store.take(&path("c"), &Hash([2; 32])).is_some());
+        assert_eq!(store.lock().bytes, 0);
+    }
+
+    #[test]
+    fn content_put_again_is_dropped_by_its_own_age() {
+        let store = InlineStore::new(100);
+        let (a, h) = (path("a"), Hash([1; 32]));
+        store.put(a.clone(), h, vec![0; 4]);
+        store.take(&a, &h);
+        let cutoff = Instant::now();
+        store.put(a.clone(), h, vec![1; 4]);
+        store.drop_before(cutoff);
+        assert_eq!(store.take(&a, &h), Some(vec![1; 4]));
+    }
+
+    #[test]
+    fn content_held_too_long_is_dropped() {
+        let store = InlineStore::new(100);
+        store.put(path("a"), Hash([1; 32]), vec![0; 4]);
+        store.drop_before(Instant::now() - std::time::Duration::from_secs(1));
+        assert_eq!(store.lock().bytes, 4, "young content stays");
+        store.drop_before(Instant::now());
+        assert_eq!(store.take(&path("a"), &Hash([1; 32])), None);
         assert_eq!(store.lock().bytes, 0);
     }
 

@@ -12,6 +12,7 @@
 //! unless the user wrote the path meanwhile.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
 use filesync_proto::RelPath;
@@ -36,6 +37,10 @@ use crate::index::{Index, LocalRow};
 use crate::scan::{self};
 use crate::transfer;
 
+/// How long content from an index batch may wait once nothing is needed: far longer
+/// than a batch takes from the session's hands to the index.
+const INLINE_STALE: Duration = Duration::from_secs(5);
+
 impl FolderTask {
     /// Applies server entries we lack; true if a full batch was taken.
     pub(super) async fn pull_round(&mut self) -> Result<bool> {
@@ -57,6 +62,7 @@ impl FolderTask {
             }
         }
         if send_only {
+            self.drop_stale_inline();
             return Ok(false);
         }
         moving.extend(
@@ -66,6 +72,9 @@ impl FolderTask {
                 .map(|(src, _)| src),
         );
         let needed = self.index().needed(PULL_BATCH)?;
+        if needed.is_empty() {
+            self.drop_stale_inline();
+        }
         let full = needed.len() == PULL_BATCH;
         let root = self.root()?;
         let mut deletes = Vec::new();
@@ -143,6 +152,13 @@ impl FolderTask {
             progress |= self.apply_delete(&remote, local)?;
         }
         Ok(full && progress)
+    }
+
+    /// Drops the content from index batches held for longer than [`INLINE_STALE`].
+    fn drop_stale_inline(&self) {
+        if let Some(cutoff) = Instant::now().checked_sub(INLINE_STALE) {
+            self.inline.drop_before(cutoff);
+        }
     }
 
     /// Creates the directories above `path` that the server has and this disk lacks;
