@@ -1,13 +1,15 @@
 //! Small files' content inline (protocol v6): in a device's push, in the server's index
 //! stream (never back to the device that made the version), and in answer to a `Fetch`.
 //! A file that comes whole is never asked for by blocks; content that does not match
-//! its hash is refused and never written; a `Fetch` past the limits ends the connection.
+//! its hash is refused and never written, at either end; a `Fetch` past the limits, or
+//! content that points past its batch, ends the connection.
 
 use std::collections::HashMap;
+use std::thread;
 
 use filesync_proto::RelPath;
 use filesync_proto::wire::{
-    BlockError, Change, ClientMsg, FETCH_MAX_FILES, PushOutcome, ServerMsg, Want,
+    BlockError, Change, ClientMsg, FETCH_MAX_FILES, Inline, PushOutcome, ServerMsg, Want,
 };
 use filesync_tests::Node;
 use filesync_tests::cluster::DOCS;
@@ -16,7 +18,7 @@ use filesync_tests::hostile::{
     self, Device, all_paths, create, dir_entry, file_entry, wait_for_log_line,
 };
 
-use super::hostile::{LOG_WAIT, started};
+use super::hostile::{FakeServer, LOG_WAIT, add_evil, started};
 
 /// What a receiving daemon logs for each file it asks for by blocks.
 const BY_BLOCKS: &str = "downloading by blocks";
@@ -298,4 +300,86 @@ fn the_stream_sends_content_to_others_and_fetch_answers() {
         LOG_WAIT,
     )
     .unwrap();
+}
+
+/// A hostile server: content whose bytes do not hash to its entry is refused and never
+/// written (beside a good file, which is), and an `Inline` pointing past its batch
+/// ends the connection with a protocol error naming the server.
+#[test]
+fn a_client_refuses_content_that_does_not_match_its_entry() {
+    // `scratch` first: locals drop in reverse, so the daemon goes before its directory.
+    let FakeServer {
+        scratch: _scratch,
+        client,
+        folder,
+        listener,
+        addr,
+    } = FakeServer::new();
+    let (good, lying) = (pseudo_random(21, 3000), pseudo_random(22, 3000));
+    let (applied, good_copy) = (folder.join("good.txt"), good.clone());
+    let fake = thread::spawn(move || -> Result<(), String> {
+        let (mut conn, _) = hostile::accept_device(&listener, "evil-server", 2)?;
+        let mut entries = vec![
+            file_entry("lying.txt", &lying),
+            file_entry("good.txt", &good),
+        ];
+        for (seq, e) in (1..).zip(&mut entries) {
+            e.seq = seq;
+        }
+        let mut bad_bytes = lying.clone();
+        bad_bytes[0] ^= 1;
+        conn.send(ServerMsg::Index {
+            entries: entries.clone(),
+            inline: vec![
+                Inline {
+                    entry: 0,
+                    data: bad_bytes,
+                },
+                Inline {
+                    entry: 1,
+                    data: good,
+                },
+            ],
+            up_to: 2,
+            as_of: 2,
+            caught_up: true,
+        })?;
+        filesync_tests::poll_until(LOG_WAIT, || {
+            (applied.exists())
+                .then_some(())
+                .ok_or_else(|| "good.txt was not applied".to_owned())
+        })?;
+        conn.send(ServerMsg::Index {
+            entries,
+            inline: vec![Inline {
+                entry: 5,
+                data: Vec::new(),
+            }],
+            up_to: 2,
+            as_of: 2,
+            caught_up: true,
+        })?;
+        conn.into_raw().wait_closed(LOG_WAIT).map(drop)
+    });
+    add_evil(&client, &folder, &addr);
+    fake.join().expect("fake server thread").unwrap();
+    wait_for_log_line(
+        || client.log_text(),
+        &["lying.txt", "does not match its hash"],
+        LOG_WAIT,
+    )
+    .unwrap();
+    wait_for_log_line(
+        || client.log_text(),
+        &["protocol error from server", "content for entry 5"],
+        LOG_WAIT,
+    )
+    .unwrap();
+    files::assert_file(&folder.join("good.txt"), &good_copy);
+    let written: Vec<String> = (all_paths(&folder).into_iter())
+        .filter(|p| p.contains("lying") || p.starts_with(".filesync-tmp"))
+        .collect();
+    assert!(written.is_empty(), "written: {written:?}");
+    client.check_running().unwrap();
+    client.stop();
 }
