@@ -318,7 +318,8 @@ impl FolderTask {
         Ok(contents)
     }
 
-    /// Records the outcome of applying `remote`; true if it was applied.
+    /// Records the outcome of applying `remote`; true if it was applied, or if a newer
+    /// version of it is to be pulled right away.
     fn applied(&mut self, remote: &Entry, result: Result<Stat>) -> bool {
         match result {
             Ok(stat) => {
@@ -352,6 +353,12 @@ impl FolderTask {
             }
             Err(e) => {
                 let lacks = e.chain().any(|c| c.is::<session::ServerLacks>());
+                let newer = self.index().remote(&remote.path).ok().flatten();
+                if lacks && newer.is_some_and(|r| r.seq > remote.seq) {
+                    // Replaced on the server during the download, and its newer version
+                    // is here: that one is pulled next, without a failure's wait.
+                    return true;
+                }
                 if lacks && self.retry_delay.contains_key(&remote.path) {
                     self.refresh_due = Some(format!(
                         "the server again has no content for {} as this device knows it",
