@@ -45,6 +45,8 @@ mod ignore;
 mod inline;
 #[path = "e2e/invites.rs"]
 mod invites;
+#[path = "e2e/latency.rs"]
+mod latency;
 #[path = "e2e/local.rs"]
 mod local;
 #[path = "e2e/model.rs"]
