@@ -35,6 +35,8 @@ pub const INLINE_BUDGET: usize = 8 * 1024 * 1024;
 /// 64 KiB; 600 MiB of list): a list longer than a frame holds travels in
 /// [`BlockListPiece`]s, and the receiver holds at most this many before its entry comes.
 pub const MAX_FILE_BLOCKS: usize = 1 << 24;
+/// Most files asked for in one `Fetch`.
+pub const FETCH_MAX_FILES: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryKind {
@@ -289,8 +291,9 @@ pub enum ClientMsg {
     Pong {
         nonce: u64,
     },
-    /// Several small files' whole content at once (each at most [`INLINE_MAX`] bytes, at
-    /// most [`INLINE_BUDGET`] bytes together), answered by one `Fetched`.
+    /// Several small files' whole content at once (at most [`FETCH_MAX_FILES`] files,
+    /// each at most [`INLINE_MAX`] bytes, at most [`INLINE_BUDGET`] bytes together),
+    /// answered by one `Fetched`.
     Fetch {
         id: u64,
         files: Vec<Want>,

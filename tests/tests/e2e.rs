@@ -41,8 +41,12 @@ mod hardcases;
 mod hostile;
 #[path = "e2e/ignore.rs"]
 mod ignore;
+#[path = "e2e/inline.rs"]
+mod inline;
 #[path = "e2e/invites.rs"]
 mod invites;
+#[path = "e2e/latency.rs"]
+mod latency;
 #[path = "e2e/local.rs"]
 mod local;
 #[path = "e2e/model.rs"]

@@ -100,12 +100,13 @@ fn staging_dir(root: &Root, target: &RelPath) -> Result<(Dir, bool)> {
 
 /// A temp file being filled with new content for a target, front to back.
 ///
-/// [`TempFile::prepare`] checks the content one of two ways, by how it was written.
+/// [`TempFile::prepare`] checks the content one of three ways, by how it was written.
 /// Bytes appended with [`TempFile::write`] are hashed as they go and must hash to the
-/// entry's whole-file hash. Whole blocks appended with the `*_block` methods (and those
+/// entry's whole-file hash; content written at once with [`TempFile::write_verified`]
+/// must have been hashed to it by the caller. Whole blocks appended with the `*_block` methods (and those
 /// [`TempFile::resume`] keeps) were checked by the caller against the entry's block
 /// list, or copied from a source it trusts, so they are not hashed again: there must be
-/// exactly as many as the entry lists. A file written both ways is refused.
+/// exactly as many as the entry lists. A file written more than one way is refused.
 pub struct TempFile {
     /// The directory that holds it, opened beneath the folder's root.
     dir: Dir,
@@ -116,6 +117,9 @@ pub struct TempFile {
     hashed: u64,
     /// The blocks appended already checked.
     blocks: usize,
+    /// The hash of the whole content, when the caller verified it before writing it
+    /// ([`TempFile::write_verified`]): then `hasher` is left unused.
+    verified: Option<Hash>,
     written: u64,
     /// A partial transfer not yet [`TempFile::prepare`]d: kept when dropped, for resuming.
     keep: bool,
@@ -178,6 +182,7 @@ impl TempFile {
             hasher: Sha256::new(),
             hashed: 0,
             blocks: 0,
+            verified: None,
             written: 0,
             keep,
         }
@@ -293,6 +298,18 @@ impl TempFile {
         self.copy_block(&file, offset, size)
     }
 
+    /// Writes the whole content at once, already checked by the caller to hash to
+    /// `hash`: it is not hashed again. Only into a temp file with nothing written yet.
+    pub fn write_verified(&mut self, data: &[u8], hash: Hash) -> Result<()> {
+        if self.written != 0 {
+            bail!("{} already holds content", self.path().display());
+        }
+        self.write_at(0, data)?;
+        self.verified = Some(hash);
+        self.written = data.len() as u64;
+        Ok(())
+    }
+
     pub fn written(&self) -> u64 {
         self.written
     }
@@ -349,20 +366,18 @@ impl TempFile {
     /// by the block list, whose every block was checked as it came in. A one-block file's
     /// block hash is its whole-file hash, so that much of an entry is checked too.
     fn check(&mut self, entry: &Entry) -> Result<()> {
-        let by_blocks = self.blocks > 0 && self.hashed == 0;
-        let got = Hash(std::mem::take(&mut self.hasher).finalize().into());
-        let fits = if by_blocks {
-            self.blocks == entry.blocks.len()
-                && (entry.blocks.len() > 1 || entry.blocks[0].hash == entry.hash)
-        } else {
-            self.blocks == 0 && got == entry.hash
+        let hashed = Hash(std::mem::take(&mut self.hasher).finalize().into());
+        let (fits, got) = match (self.verified.take(), self.blocks) {
+            (None, 0) => (hashed == entry.hash, hashed.short()),
+            (Some(verified), 0) if self.hashed == 0 => (verified == entry.hash, verified.short()),
+            (None, n) if self.hashed == 0 => (
+                n == entry.blocks.len()
+                    && (entry.blocks.len() > 1 || entry.blocks[0].hash == entry.hash),
+                format!("{n} blocks"),
+            ),
+            _ => (false, "checked and unchecked bytes mixed".to_string()),
         };
         if !fits || self.written != entry.size {
-            let got = if by_blocks {
-                format!("{} blocks", self.blocks)
-            } else {
-                got.short()
-            };
             bail!(
                 "content of {} does not match its announced hash (got {} bytes, {got}; expected {} bytes, {} in {} blocks)",
                 entry.path,

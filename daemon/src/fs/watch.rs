@@ -7,9 +7,15 @@
 //! compares the disk with the index and finds the net change itself.
 //!
 //! A path is handed over once it has been quiet for [`DEBOUNCE`], so a file written in
-//! several bursts is scanned once, complete. The queue never drops anything and never
-//! grows past a bound (beyond it, the paths are replaced by a full rescan). The watcher
-//! is only a hint all the same: the periodic rescan catches what it cannot see.
+//! several bursts is scanned once, complete; a file whose writer has just closed it
+//! (inotify's close-write, with no event after it) is handed over at once, since that
+//! writer has nothing more to add; and a file that is never quiet (a log, a long
+//! download) is handed over at the latest [`MAX_DELAY`] after the first event it was
+//! queued for, so that its other replicas follow it while it grows. The scan reads a
+//! consistent snapshot of it or none (`scan::hash_stable`), and a write that overlapped
+//! the read queued the path again. The queue never drops anything and never grows past a
+//! bound (beyond it, the paths are replaced by a full rescan). The watcher is only a hint
+//! all the same: the periodic rescan catches what it cannot see.
 //!
 //! notify's recursive inotify watcher can lose a directory: its walk of a directory just
 //! created (or moved in) registers a directory moved below it a moment before under its
@@ -35,7 +41,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use filesync_proto::RelPath;
-use notify::event::{CreateKind, ModifyKind, RenameMode};
+use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -44,7 +50,13 @@ use crate::fs::is_reserved;
 
 /// How long a path must be quiet before it is scanned: long enough for an editor's
 /// save (temp file, rename) or a write in bursts to finish, short enough to feel instant.
+/// A file its writer closed waits for nothing.
 pub const DEBOUNCE: Duration = Duration::from_millis(30);
+/// The longest a path waits to be scanned after the first event it was queued for, however
+/// busy it stays: a file written without pause still reaches the other replicas, at
+/// least one consistent version per MAX_DELAY (issue 17's goal for a file appended every
+/// 10 ms: no replica more than 2.5 s behind).
+pub const MAX_DELAY: Duration = Duration::from_secs(2);
 /// Most paths queued before the queue turns into a full rescan.
 const MAX_QUEUED: usize = 10_000;
 /// How often a folder the watcher cannot fully see is rescanned (at most).
@@ -65,9 +77,53 @@ pub enum WatchEvent {
 
 #[derive(Default)]
 struct Queued {
-    /// Each path with the time of its latest event.
-    paths: HashMap<RelPath, Instant>,
+    /// Each path with when it is due.
+    paths: HashMap<RelPath, Due>,
     rescan: Option<String>,
+}
+
+/// What an event says about its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// Anything that may be one step of several: a write, a create, a rename, a delete.
+    Changed,
+    /// The path's writer closed it (inotify's close-write): the write is complete.
+    Closed,
+}
+
+/// When a queued path is due: the sooner of the two.
+#[derive(Debug, Clone, Copy)]
+struct Due {
+    /// Once quiet: DEBOUNCE after its latest event, or that event's time when its writer
+    /// closed it then.
+    quiet: Instant,
+    /// At the latest: MAX_DELAY after the first event it was queued for.
+    cap: Instant,
+}
+
+impl Due {
+    fn new(at: Instant, seen: Seen) -> Due {
+        Due {
+            quiet: Due::quiet_after(at, seen),
+            cap: at + MAX_DELAY,
+        }
+    }
+
+    fn quiet_after(at: Instant, seen: Seen) -> Instant {
+        match seen {
+            Seen::Changed => at + DEBOUNCE,
+            Seen::Closed => at,
+        }
+    }
+
+    /// A later event: the quiet period starts again; the cap stays.
+    fn again(&mut self, at: Instant, seen: Seen) {
+        self.quiet = Due::quiet_after(at, seen);
+    }
+
+    fn at(&self) -> Instant {
+        self.quiet.min(self.cap)
+    }
 }
 
 /// Changes seen by the watcher and not yet taken by the folder's task.
@@ -84,8 +140,8 @@ impl WatchQueue {
         self.queued.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn push(&self, paths: impl IntoIterator<Item = RelPath>, at: Instant) {
-        self.queue(paths, at, true);
+    fn push(&self, paths: impl IntoIterator<Item = RelPath>, at: Instant, seen: Seen) {
+        self.queue(paths, at, Some(seen));
     }
 
     /// Queues `paths` like [`WatchQueue::push`], but a path already queued keeps its own
@@ -93,17 +149,24 @@ impl WatchQueue {
     /// and the move's old path belong in one scan, or the move is taken for a delete
     /// and a create).
     fn remind(&self, paths: impl IntoIterator<Item = RelPath>, at: Instant) {
-        self.queue(paths, at, false);
+        self.queue(paths, at, None);
     }
 
-    fn queue(&self, paths: impl IntoIterator<Item = RelPath>, at: Instant, postpone: bool) {
+    /// Queues `paths` for an event `seen` at `at`, or for a reminder when `None`.
+    fn queue(&self, paths: impl IntoIterator<Item = RelPath>, at: Instant, seen: Option<Seen>) {
         let mut q = self.lock();
         if q.rescan.is_none() {
             for path in paths {
-                if postpone {
-                    q.paths.insert(path, at);
-                } else {
-                    q.paths.entry(path).or_insert(at);
+                let queued = q.paths.entry(path);
+                match seen {
+                    Some(seen) => {
+                        queued
+                            .and_modify(|due| due.again(at, seen))
+                            .or_insert(Due::new(at, seen));
+                    }
+                    None => {
+                        queued.or_insert(Due::new(at, Seen::Changed));
+                    }
                 }
             }
             if q.paths.len() > MAX_QUEUED {
@@ -146,7 +209,7 @@ impl WatchQueue {
         }
     }
 
-    /// The due paths (quiet for DEBOUNCE), or when to look again (`None`: nothing queued).
+    /// The due paths (see [`Due`]), or when to look again (`None`: nothing queued).
     fn take(&self, now: Instant) -> Result<WatchEvent, Option<Instant>> {
         let mut q = self.lock();
         if let Some(why) = q.rescan.take() {
@@ -156,7 +219,7 @@ impl WatchQueue {
         let mut due: Vec<RelPath> = Vec::new();
         let mut wake: Option<Instant> = None;
         q.paths.retain(|path, at| {
-            let ready_at = *at + DEBOUNCE;
+            let ready_at = at.at();
             if ready_at <= now {
                 due.push(path.clone());
                 false
@@ -356,6 +419,13 @@ pub fn watch(root: &Path) -> Watcher {
             Ok(event) if event.need_rescan() => {
                 q.rescan("the watcher lost events (queue overflow)".into())
             }
+            // A writer closing its file: the path need not wait for a quiet period.
+            Ok(event) if event.kind == EventKind::Access(AccessKind::Close(AccessMode::Write)) => q
+                .push(
+                    event.paths.iter().filter_map(|p| relative(&root_buf, p)),
+                    Instant::now(),
+                    Seen::Closed,
+                ),
             // Reads (open, close-without-write) change nothing; a reader polling the
             // folder must not turn into a stream of scans.
             Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
@@ -370,6 +440,7 @@ pub fn watch(root: &Path) -> Watcher {
                 q.push(
                     event.paths.iter().filter_map(|p| relative(&root_buf, p)),
                     now,
+                    Seen::Changed,
                 )
             }
             Err(e) => {
@@ -513,8 +584,8 @@ mod tests {
         let q = WatchQueue::default();
         let t0 = Instant::now();
         assert_eq!(q.take(t0), Err(None));
-        q.push([p("b"), p("a")], t0);
-        q.push([p("a")], t0 + DEBOUNCE / 2);
+        q.push([p("b"), p("a")], t0, Seen::Changed);
+        q.push([p("a")], t0 + DEBOUNCE / 2, Seen::Changed);
         // "b" is due after one window; "a" had a later event and waits for its own.
         assert_eq!(q.take(t0 + DEBOUNCE), Ok(WatchEvent::Changed(vec![p("b")])));
         assert_eq!(
@@ -525,6 +596,67 @@ mod tests {
             q.take(t0 + 2 * DEBOUNCE),
             Ok(WatchEvent::Changed(vec![p("a")]))
         );
+    }
+
+    #[test]
+    fn a_file_its_writer_closed_is_due_at_once() {
+        let q = WatchQueue::default();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis(1);
+        // Created and written, then closed: due with the close, not a quiet period later.
+        q.push([p("done"), p("open")], t0, Seen::Changed);
+        q.push([p("done")], t0 + ms, Seen::Closed);
+        assert_eq!(q.take(t0 + ms), Ok(WatchEvent::Changed(vec![p("done")])));
+        assert_eq!(
+            q.take(t0 + ms),
+            Err(Some(t0 + DEBOUNCE)),
+            "the open one waits"
+        );
+        // A write after the close makes it one being written again.
+        q.push([p("done")], t0 + 2 * ms, Seen::Closed);
+        q.push([p("done")], t0 + 3 * ms, Seen::Changed);
+        assert_eq!(q.take(t0 + 3 * ms), Err(Some(t0 + DEBOUNCE)));
+        assert_eq!(
+            q.take(t0 + 3 * ms + DEBOUNCE),
+            Ok(WatchEvent::Changed(vec![p("done"), p("open")]))
+        );
+    }
+
+    /// A file written every 10 ms, never quiet for DEBOUNCE: handed over MAX_DELAY after
+    /// the first event it was queued for, each time, and once more when the writes stop.
+    #[test]
+    fn a_path_written_without_pause_is_due_at_the_cap_and_never_dropped() {
+        let q = WatchQueue::default();
+        let t0 = Instant::now();
+        let step = Duration::from_millis(10);
+        let writes = 500; // 5 s
+        let mut taken = Vec::new();
+        for i in 0..writes {
+            let now = t0 + step * i;
+            q.push([p("log")], now, Seen::Changed);
+            if let Ok(ev) = q.take(now) {
+                assert_eq!(ev, WatchEvent::Changed(vec![p("log")]));
+                taken.push(now - t0);
+            }
+        }
+        // Queued again by the write right after each take: due a cap after that write.
+        let cap = MAX_DELAY.as_millis() as u32;
+        let expected: Vec<Duration> = [cap, 2 * cap + 10]
+            .iter()
+            .map(|ms| Duration::from_millis(u64::from(*ms)))
+            .collect();
+        assert_eq!(taken, expected);
+        let last = t0 + step * (writes - 1);
+        assert_eq!(
+            q.take(last),
+            Err(Some(last + DEBOUNCE)),
+            "the last write waits"
+        );
+        assert_eq!(
+            q.take(last + DEBOUNCE),
+            Ok(WatchEvent::Changed(vec![p("log")]))
+        );
+        assert_eq!(q.take(last + MAX_DELAY), Err(None));
     }
 
     #[test]
@@ -605,7 +737,7 @@ mod tests {
     fn a_reminder_does_not_postpone_a_queued_path() {
         let q = WatchQueue::default();
         let t0 = Instant::now();
-        q.push([p("archive"), p("project")], t0);
+        q.push([p("archive"), p("project")], t0, Seen::Changed);
         q.remind([p("archive"), p("other")], t0 + DEBOUNCE / 2);
         // "archive" stays in the batch of the event it came with.
         assert_eq!(
@@ -622,10 +754,14 @@ mod tests {
     fn overflow_and_errors_become_a_rescan() {
         let q = WatchQueue::default();
         let t0 = Instant::now();
-        q.push((0..=MAX_QUEUED).map(|i| p(&format!("f{i}"))), t0);
+        q.push(
+            (0..=MAX_QUEUED).map(|i| p(&format!("f{i}"))),
+            t0,
+            Seen::Changed,
+        );
         assert!(matches!(q.take(t0), Ok(WatchEvent::Rescan(_))));
         q.rescan("x".into());
-        q.push([p("later")], t0);
+        q.push([p("later")], t0, Seen::Changed);
         assert!(
             matches!(q.take(t0), Ok(WatchEvent::Rescan(_))),
             "a pending rescan covers later paths"
