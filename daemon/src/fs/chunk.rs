@@ -8,7 +8,7 @@
 use std::io::{self, Read};
 
 use filesync_proto::Hash;
-use filesync_proto::wire::BlockInfo;
+use filesync_proto::wire::{BlockInfo, MAX_FILE_BLOCKS};
 use sha2::{Digest, Sha256};
 
 pub const MIN_BLOCK: usize = 16 * 1024;
@@ -28,6 +28,8 @@ pub fn sha256(bytes: &[u8]) -> Hash {
 }
 
 /// Reads `source` to its end, cutting and hashing as it goes; memory stays at one block.
+/// Content of more blocks than a peer takes ([`MAX_FILE_BLOCKS`], about 1 TiB) is an
+/// error: such a file cannot sync.
 pub fn hash_reader(source: impl Read) -> io::Result<Hashed> {
     let mut whole = Sha256::new();
     let mut blocks = Vec::new();
@@ -37,6 +39,11 @@ pub fn hash_reader(source: impl Read) -> io::Result<Hashed> {
             fastcdc::v2020::Error::IoError(e) => e,
             other => io::Error::other(other.to_string()),
         })?;
+        if blocks.len() == MAX_FILE_BLOCKS {
+            return Err(io::Error::other(format!(
+                "too large to sync: over {MAX_FILE_BLOCKS} blocks (about 1 TiB)"
+            )));
+        }
         whole.update(&chunk.data);
         blocks.push(BlockInfo {
             hash: sha256(&chunk.data),

@@ -14,7 +14,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use filesync_proto::control::Unsyncable;
-use filesync_proto::wire::{Entry, EntryKind, MAX_FILE_BLOCKS};
+use filesync_proto::wire::{Entry, EntryKind};
 use filesync_proto::{DeviceId, Hash, RelPath};
 
 use crate::fs::beneath::Root;
@@ -548,8 +548,7 @@ fn hash_all(root: &Root, files: &[(RelPath, Stat)]) -> Vec<Result<chunk::Hashed,
 /// Hashes a file, retrying when it changes while being read, so that no mix of two
 /// versions is ever reported: a read counts only when the stat before it (`before`, then
 /// the one after the last try) and the one after it are equal, and no write that was
-/// under way at the first of them is still copying its bytes (see [`writes_done`]). A
-/// file with more blocks than a peer takes is not synced.
+/// under way at the first of them is still copying its bytes (see [`writes_done`]).
 fn hash_stable(root: &Root, path: &RelPath, before: &Stat) -> Result<chunk::Hashed, String> {
     let (dir, name) = stat::parent(root, path).map_err(|e| format!("cannot read: {e:#}"))?;
     let mut expected = *before;
@@ -561,13 +560,6 @@ fn hash_stable(root: &Root, path: &RelPath, before: &Stat) -> Result<chunk::Hash
         let hashed = chunk::hash_reader(&file).map_err(|e| format!("cannot read: {e}"))?;
         let after = file.metadata().ok().and_then(|m| stat::stat_of(&m));
         match after {
-            Some(_) if hashed.blocks.len() > MAX_FILE_BLOCKS => {
-                return Err(format!(
-                    "too large to sync: its {} blocks are over the limit of {MAX_FILE_BLOCKS} \
-                     (about 1 TiB)",
-                    hashed.blocks.len()
-                ));
-            }
             Some(a) if a == expected && hashed.size == a.size => return Ok(hashed),
             Some(a) => expected = a,
             None => return Err("vanished while being read".into()),
