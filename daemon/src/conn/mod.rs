@@ -101,18 +101,35 @@ pub fn read_failed(peer: &str, error: FrameError) -> anyhow::Error {
     }
 }
 
+/// Most messages written between two flushes: a long burst still reaches the peer in
+/// pieces, and the sink's own buffer limit flushes sooner when messages are big.
+const BURST: usize = 64;
+
 /// Writes the messages queued on `rx` to `sink`, in order, until the queue closes or
-/// the sink fails (`Ok`), or until one message cannot be written within
+/// the sink fails (`Ok`), or until one burst cannot be written within
 /// [`IDLE_TIMEOUT`]: the peer stopped reading, and the error says so. Either way the
 /// caller then ends the connection, so that a peer that reads nothing cannot hold it,
 /// nor every task waiting to queue a message to it, for ever.
+///
+/// Messages already queued when one is written go with it and the sink is flushed once
+/// per burst: one TLS record and one `write` for many small messages, not one each.
 pub(super) async fn write_queue<M, S>(mut sink: S, mut rx: mpsc::Receiver<M>) -> Result<(), String>
 where
     S: futures::Sink<M> + Unpin,
 {
     use futures::SinkExt;
-    while let Some(msg) = rx.recv().await {
-        match tokio::time::timeout(IDLE_TIMEOUT, sink.send(msg)).await {
+    while let Some(first) = rx.recv().await {
+        let burst = async {
+            sink.feed(first).await?;
+            for _ in 1..BURST {
+                match rx.try_recv() {
+                    Ok(msg) => sink.feed(msg).await?,
+                    Err(_) => break,
+                }
+            }
+            sink.flush().await
+        };
+        match tokio::time::timeout(IDLE_TIMEOUT, burst).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Ok(()),
             Err(_) => {
@@ -279,6 +296,7 @@ pub fn serve_block(root: &Root, req: &BlockRequest) -> BlockResult {
 mod tests {
     use super::*;
     use filesync_proto::{Hash, RelPath};
+    use std::task::{Context, Poll};
 
     /// Peer text is quoted with its control characters escaped, and cut.
     #[test]
@@ -384,6 +402,45 @@ mod tests {
             FrameError::TooLarge { len: 9, max: 8 },
             "bad message from server h:1: frame of 9 bytes",
         );
+    }
+
+    /// A sink that records what it was given and how often it was flushed.
+    #[derive(Default)]
+    struct Recorder {
+        items: Vec<u32>,
+        flushes: usize,
+    }
+
+    impl futures::Sink<u32> for Recorder {
+        type Error = std::convert::Infallible;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(self: Pin<&mut Self>, item: u32) -> Result<(), Self::Error> {
+            self.get_mut().items.push(item);
+            Ok(())
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context) -> Poll<Result<(), Self::Error>> {
+            self.get_mut().flushes += 1;
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_messages_go_out_in_order_with_one_flush_per_burst() {
+        let (tx, rx) = mpsc::channel(2 * BURST);
+        let n = BURST as u32 + 10;
+        for i in 0..n {
+            tx.try_send(i).unwrap();
+        }
+        drop(tx);
+        let mut sink = Recorder::default();
+        write_queue(&mut sink, rx).await.unwrap();
+        assert_eq!(sink.items, (0..n).collect::<Vec<_>>());
+        assert_eq!(sink.flushes, 2, "one flush per burst of at most BURST");
     }
 
     #[tokio::test]

@@ -324,6 +324,18 @@ pub(crate) mod tests {
         assert_eq!(moved_by(&p("d/s/f"), 10, &[]), (p("d/s/f"), 10));
     }
 
+    /// Counts the transactions `index` commits from now on, autocommit writes included.
+    pub(crate) fn count_commits(index: &Index) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+        let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = n.clone();
+        let hook = move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            false
+        };
+        index.c().commit_hook(Some(hook)).unwrap();
+        n
+    }
+
     pub(crate) fn file_entry(path: &str, seq: u64, content: &[u8]) -> Entry {
         Entry {
             path: RelPath::new(path).unwrap(),

@@ -441,12 +441,8 @@ impl FolderTask {
     fn disconnected(&mut self) {
         self.session = None;
         self.caught_up = false;
-        for pushed in self.inflight.drain().flat_map(|(_, entries)| entries) {
-            self.unconfirmed
-                .entry(pushed.path.clone())
-                .or_default()
-                .push(pushed);
-        }
+        let pushed: Vec<Entry> = self.inflight.drain().flat_map(|(_, e)| e).collect();
+        self.unconfirm(pushed);
         self.inflight_paths.clear();
     }
 
@@ -579,5 +575,31 @@ impl FolderTask {
         self.index
             .as_ref()
             .expect("index is opened before the loop starts")
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::client::trust::TrustStore;
+    use filesync_proto::{DeviceId, FolderName};
+
+    /// A folder task on a folder and state directory in `dir`, its index open, not
+    /// running: tests call its steps themselves.
+    pub(in crate::client::task) fn task(dir: &std::path::Path) -> FolderTask {
+        let root = dir.join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let name = FolderName::new("f").unwrap();
+        let cfg = FolderConfig::new(root, "127.0.0.1:1".into(), name);
+        let id = ClientIdentity {
+            device: DeviceId::new("me").unwrap(),
+            device_name: "me".into(),
+            state_dir: dir.to_path_buf(),
+            trust: Arc::new(TrustStore::new(dir)),
+        };
+        let status = watch::channel(super::super::initial_status(&cfg)).0;
+        let mut task = FolderTask::new(cfg, id, Arc::default(), status, Events::default());
+        task.index = Some(Index::open(&dir.join("index.db")).unwrap());
+        task
     }
 }

@@ -132,6 +132,10 @@ impl FolderTask {
         Ok(self.inflight.len() < MAX_INFLIGHT)
     }
 
+    /// Records the server's answer to push `id`: every outcome in one index
+    /// transaction, not a few autocommit writes per file. Should the transaction fail,
+    /// nothing of it is recorded and the push counts as one whose answer was lost with
+    /// its connection ([`FolderTask::rebase_on_own_push`]).
     pub(super) fn on_push_result(&mut self, id: u64, outcomes: Vec<PushOutcome>) -> Result<()> {
         let Some(entries) = self.inflight.remove(&id) else {
             return Ok(());
@@ -140,6 +144,29 @@ impl FolderTask {
             self.inflight_paths.remove(&e.path);
             self.unconfirmed.remove(&e.path);
         }
+        self.index().begin()?;
+        let recorded = match self.record_outcomes(entries.clone(), outcomes) {
+            Ok(()) => self.index().commit(),
+            Err(e) => {
+                self.index().rollback();
+                Err(e)
+            }
+        };
+        if recorded.is_err() {
+            self.unconfirm(entries);
+        }
+        recorded
+    }
+
+    /// Remembers pushed `entries` whose results are not recorded (see `unconfirmed`).
+    pub(super) fn unconfirm(&mut self, entries: Vec<Entry>) {
+        for pushed in entries {
+            let at = pushed.path.clone();
+            self.unconfirmed.entry(at).or_default().push(pushed);
+        }
+    }
+
+    fn record_outcomes(&mut self, entries: Vec<Entry>, outcomes: Vec<PushOutcome>) -> Result<()> {
         let renames = self.index().renames(0, u64::MAX)?;
         for (pushed, outcome) in entries.into_iter().zip(outcomes) {
             let refused = !matches!(outcome, PushOutcome::Accepted { .. });
@@ -236,5 +263,45 @@ impl FolderTask {
         }
         tracing::debug!(folder = %self.cfg.name, path = %pushed.path, seq, "uploaded");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::index::tests::{count_commits, file_entry};
+
+    #[test]
+    fn a_push_result_is_recorded_in_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut task = super::super::tests::task(dir.path());
+        let mut pushed = Vec::new();
+        let mut outcomes = Vec::new();
+        for i in 0..20u64 {
+            let mut entry = file_entry(&format!("f{i}"), 0, b"content");
+            task.index()
+                .put_local(&LocalRow {
+                    entry: entry.clone(),
+                    inode: i,
+                    dirty: true,
+                })
+                .unwrap();
+            entry.origin = task.id.device.clone();
+            pushed.push(entry);
+            outcomes.push(PushOutcome::Accepted { seq: i + 1 });
+        }
+        task.inflight.insert(7, pushed);
+        let commits = count_commits(task.index());
+        task.on_push_result(7, outcomes).unwrap();
+        assert_eq!(commits.load(Ordering::SeqCst), 1);
+        assert!(task.inflight.is_empty());
+        for i in 0..20u64 {
+            let path = RelPath::new(format!("f{i}")).unwrap();
+            let row = task.index().local(&path).unwrap().unwrap();
+            assert_eq!((row.dirty, row.entry.seq), (false, i + 1), "{path}");
+            assert_eq!(task.index().remote(&path).unwrap().unwrap().seq, i + 1);
+        }
     }
 }
