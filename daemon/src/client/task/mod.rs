@@ -23,7 +23,7 @@ use crate::fs::beneath::Root;
 use crate::fs::ignore::IgnoreRules;
 use crate::fs::temp;
 use crate::fs::watch::{self as watcher, WatchEvent};
-use crate::index::{Index, Totals};
+use crate::index::Index;
 use partials::Partials;
 
 mod commands;
@@ -59,8 +59,6 @@ const DELETE_BURST: Duration = Duration::from_secs(5);
 /// How often a folder whose root or marker is missing looks for it again: a disk mounted
 /// back, or a directory moved back, over the folder's path sends the watcher no event.
 const AWAY_POLL: Duration = Duration::from_secs(5);
-/// How old the totals in a busy folder's status may be (see `publish_busy`).
-const TOTALS_EVERY: Duration = Duration::from_millis(100);
 /// The shortest time between two re-reads of the server's whole index (see `refresh`):
 /// a server that lists content it cannot serve must not keep a device re-reading.
 const REFRESH_EVERY: Duration = Duration::from_secs(60);
@@ -181,10 +179,6 @@ pub(super) struct FolderTask {
     rules_error: Option<String>,
     /// Partial downloads to remove once the folder is in sync.
     partials: Partials,
-    /// The index totals last published and when: counting the pending rows costs as
-    /// many as there are (thousands in a big sync), so while the loop has more work
-    /// they are counted at most every TOTALS_EVERY.
-    totals: Option<(Instant, Totals)>,
 }
 
 impl FolderTask {
@@ -256,7 +250,6 @@ impl FolderTask {
             rules_stale: true,
             rules_error: None,
             partials: Partials::default(),
-            totals: None,
         }
     }
 
