@@ -27,6 +27,7 @@ use crate::index::Index;
 use partials::Partials;
 
 mod commands;
+mod content;
 mod local_changes;
 mod partials;
 mod phase;
@@ -179,6 +180,8 @@ pub(super) struct FolderTask {
     rules_error: Option<String>,
     /// Partial downloads to remove once the folder is in sync.
     partials: Partials,
+    /// Small files' content the scans read, for the pushes that send it inline.
+    contents: content::Contents,
 }
 
 impl FolderTask {
@@ -250,6 +253,7 @@ impl FolderTask {
             rules_stale: true,
             rules_error: None,
             partials: Partials::default(),
+            contents: content::Contents::default(),
         }
     }
 

@@ -4,12 +4,14 @@
 use anyhow::Result;
 use filesync_proto::RelPath;
 use filesync_proto::control::EventKind;
-use filesync_proto::wire::{Change, Entry, EntryKind, MAX_BATCH, PushOutcome};
+use filesync_proto::wire::{Change, Entry, EntryKind, INLINE_BUDGET, MAX_BATCH, PushOutcome};
 use tokio::time::Instant;
 
+use super::content;
 use super::{BLOCKED_TOO_LONG, FolderTask, MAX_INFLIGHT, PUSH_BYTES};
 use crate::client::plan::{self, Action};
 use crate::conn::{self, Counters};
+use crate::fs::beneath::Root;
 use crate::index::{self, LocalRow};
 
 impl FolderTask {
@@ -34,6 +36,10 @@ impl FolderTask {
         }
         // While the mass-delete guard holds, only live changes go out.
         let dirty = self.index().dirty(MAX_BATCH * 2, self.hold.is_none())?;
+        if dirty.is_empty() {
+            // Nothing left to send: what the scans read is of no more use.
+            self.contents.clear();
+        }
         // A wait ends when the server's version arrives, or once the row it held back is
         // no longer a change to send (the server's version was pulled, ours kept as a
         // conflict copy): a later change of that path is a push of its own, which must
@@ -47,6 +53,10 @@ impl FolderTask {
         let mut live = Vec::new();
         let mut deletes = Vec::new();
         let mut bytes = 0usize;
+        // Small files' content sent inline, within INLINE_BUDGET, and the root it is read
+        // again from when no scan kept it, opened on first need.
+        let mut inline = 0usize;
+        let mut root = None;
         for mut row in dirty {
             let path = row.entry.path.clone();
             if self.inflight_paths.contains(&path)
@@ -81,11 +91,21 @@ impl FolderTask {
                 Action::Push { base } => {
                     let mut entry = row.entry;
                     entry.seq = 0;
+                    let data = if content::inlinable(&entry) {
+                        if inline + entry.size as usize > INLINE_BUDGET {
+                            // The next push takes it, with its content.
+                            break;
+                        }
+                        self.content_for(&entry, &mut root)
+                    } else {
+                        None
+                    };
+                    inline += data.as_ref().map_or(0, Vec::len);
                     bytes += conn::entry_size(&entry);
                     let change = Change {
                         entry,
                         base_seq: base,
-                        data: None,
+                        data,
                     };
                     if change.entry.deleted {
                         deletes.push(change)
@@ -130,6 +150,25 @@ impl FolderTask {
             .extend(entries.iter().map(|e| e.path.clone()));
         self.inflight.insert(id, entries);
         Ok(self.inflight.len() < MAX_INFLIGHT)
+    }
+
+    /// The content of the small file `entry` describes, to send inline: kept from its
+    /// scan, or read again beneath `root` (opened here on first need). A file that
+    /// changed since its scan goes without, and is scanned again.
+    fn content_for(&mut self, entry: &Entry, root: &mut Option<Root>) -> Option<Vec<u8>> {
+        if let Some(data) = self.contents.take(&entry.path, &entry.hash) {
+            return Some(data);
+        }
+        if root.is_none() {
+            *root = self.root().ok();
+        }
+        match content::read_again(root.as_ref()?, entry) {
+            Ok(Some(data)) => Some(data),
+            Ok(None) | Err(_) => {
+                self.scan_paths.push(entry.path.clone());
+                None
+            }
+        }
     }
 
     /// Records the server's answer to push `id`: every outcome in one index
@@ -272,6 +311,37 @@ mod tests {
 
     use super::*;
     use crate::index::tests::{count_commits, file_entry};
+
+    /// A push sends the content a scan kept without reading the file; without it, the
+    /// file is read again, and one that changed since its scan goes without and is
+    /// scanned again.
+    #[test]
+    fn small_files_content_comes_from_the_scan_or_from_disk_while_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut task = super::super::tests::task(dir.path());
+        let entry = |path: &str, content: &[u8]| {
+            let mut e = file_entry(path, 0, content);
+            e.hash = crate::fs::chunk::sha256(content);
+            e
+        };
+        let (kept, on_disk) = (entry("kept", b"scanned"), entry("disk", b"on disk"));
+        task.contents
+            .keep(vec![(kept.path.clone(), kept.hash, b"scanned".to_vec())]);
+        std::fs::write(task.cfg.path.join("disk"), b"on disk").unwrap();
+        let mut root = None;
+        assert_eq!(
+            task.content_for(&kept, &mut root),
+            Some(b"scanned".to_vec()),
+            "not on disk: from the scan"
+        );
+        assert_eq!(
+            task.content_for(&on_disk, &mut root),
+            Some(b"on disk".to_vec())
+        );
+        std::fs::write(task.cfg.path.join("disk"), b"edited!").unwrap();
+        assert_eq!(task.content_for(&on_disk, &mut root), None);
+        assert_eq!(task.scan_paths, std::slice::from_ref(&on_disk.path));
+    }
 
     #[test]
     fn a_push_result_is_recorded_in_one_transaction() {
