@@ -140,6 +140,7 @@ impl FolderTask {
         let id = self.next_push;
         self.next_push += 1;
         let entries: Vec<Entry> = live.iter().map(|c| c.entry.clone()).collect();
+        Counters::add(&self.counters.content_sent, inline as u64);
         let session = self
             .session
             .clone()
@@ -154,10 +155,16 @@ impl FolderTask {
 
     /// The content of the small file `entry` describes, to send inline: kept from its
     /// scan, or read again beneath `root` (opened here on first need). A file that
-    /// changed since its scan goes without, and is scanned again.
+    /// changed since its scan goes without, and is scanned again; so does one whose
+    /// content another path here already holds (a move, a copy): the server has it or
+    /// gets it once, and it does not cross the wire again.
     fn content_for(&mut self, entry: &Entry, root: &mut Option<Root>) -> Option<Vec<u8>> {
-        if let Some(data) = self.contents.take(&entry.path, &entry.hash) {
-            return Some(data);
+        let kept = self.contents.take(&entry.path, &entry.hash);
+        if self.held_elsewhere(entry) {
+            return None;
+        }
+        if kept.is_some() {
+            return kept;
         }
         if root.is_none() {
             *root = self.root().ok();
@@ -169,6 +176,15 @@ impl FolderTask {
                 None
             }
         }
+    }
+
+    /// Whether every block of `entry` is in a file at another path in the index.
+    fn held_elsewhere(&self, entry: &Entry) -> bool {
+        entry.blocks.iter().all(|b| {
+            self.index()
+                .block_sources(&b.hash, 2)
+                .is_ok_and(|sources| sources.iter().any(|s| s.path != entry.path))
+        })
     }
 
     /// Records the server's answer to push `id`: every outcome in one index
@@ -341,6 +357,18 @@ mod tests {
         std::fs::write(task.cfg.path.join("disk"), b"edited!").unwrap();
         assert_eq!(task.content_for(&on_disk, &mut root), None);
         assert_eq!(task.scan_paths, std::slice::from_ref(&on_disk.path));
+        // The same content at another path (a copy, a move) is not sent again.
+        let mut copy = entry("copy", b"scanned");
+        copy.blocks[0].hash = copy.hash;
+        let mut original = LocalRow {
+            entry: copy.clone(),
+            inode: 1,
+            dirty: false,
+        };
+        original.entry.path = RelPath::new("original").unwrap();
+        task.index().put_local(&original).unwrap();
+        std::fs::write(task.cfg.path.join("copy"), b"scanned").unwrap();
+        assert_eq!(task.content_for(&copy, &mut root), None);
     }
 
     #[test]
