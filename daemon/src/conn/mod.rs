@@ -106,41 +106,53 @@ pub fn read_failed(peer: &str, error: FrameError) -> anyhow::Error {
 const BURST: usize = 64;
 
 /// Writes the messages queued on `rx` to `sink`, in order, until the queue closes or
-/// the sink fails (`Ok`), or until one burst cannot be written within
+/// the sink fails (`Ok`), or until one message cannot be written within
 /// [`IDLE_TIMEOUT`]: the peer stopped reading, and the error says so. Either way the
 /// caller then ends the connection, so that a peer that reads nothing cannot hold it,
 /// nor every task waiting to queue a message to it, for ever.
 ///
 /// Messages already queued when one is written go with it and the sink is flushed once
 /// per burst: one TLS record and one `write` for many small messages, not one each.
+/// The timeout is per message and per flush, never per burst, so that a slow but
+/// reading peer is not taken for one that stopped.
 pub(super) async fn write_queue<M, S>(mut sink: S, mut rx: mpsc::Receiver<M>) -> Result<(), String>
 where
     S: futures::Sink<M> + Unpin,
 {
     use futures::SinkExt;
     while let Some(first) = rx.recv().await {
-        let burst = async {
-            sink.feed(first).await?;
-            for _ in 1..BURST {
-                match rx.try_recv() {
-                    Ok(msg) => sink.feed(msg).await?,
-                    Err(_) => break,
-                }
+        let mut next = Some(first);
+        let mut burst = 0;
+        while let Some(msg) = next {
+            if !in_time(sink.feed(msg)).await? {
+                return Ok(());
             }
-            sink.flush().await
-        };
-        match tokio::time::timeout(IDLE_TIMEOUT, burst).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Ok(()),
-            Err(_) => {
-                return Err(format!(
-                    "the peer read nothing for {}s",
-                    IDLE_TIMEOUT.as_secs()
-                ));
-            }
+            burst += 1;
+            next = if burst < BURST {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if !in_time(sink.flush()).await? {
+            return Ok(());
         }
     }
     Ok(())
+}
+
+/// Runs one write of [`write_queue`]: true if it was done, false if the sink failed (the
+/// connection is gone), an error if it took over [`IDLE_TIMEOUT`].
+async fn in_time<E>(
+    write: impl std::future::Future<Output = Result<(), E>>,
+) -> Result<bool, String> {
+    match tokio::time::timeout(IDLE_TIMEOUT, write).await {
+        Ok(done) => Ok(done.is_ok()),
+        Err(_) => Err(format!(
+            "the peer read nothing for {}s",
+            IDLE_TIMEOUT.as_secs()
+        )),
+    }
 }
 
 pub type BlockResult = Result<Vec<u8>, BlockError>;
@@ -427,6 +439,50 @@ mod tests {
         fn poll_close(self: Pin<&mut Self>, _: &mut Context) -> Poll<Result<(), Self::Error>> {
             Poll::Ready(Ok(()))
         }
+    }
+
+    /// A sink that takes `IDLE_TIMEOUT * 2 / 3` to take each message: a slow reader.
+    #[derive(Default)]
+    struct Slow {
+        wait: Option<Pin<Box<tokio::time::Sleep>>>,
+        taken: usize,
+    }
+
+    impl futures::Sink<u32> for Slow {
+        type Error = std::convert::Infallible;
+        fn poll_ready(self: Pin<&mut Self>, cx: &mut Context) -> Poll<Result<(), Self::Error>> {
+            let me = self.get_mut();
+            let wait = me
+                .wait
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(IDLE_TIMEOUT * 2 / 3)));
+            std::task::ready!(wait.as_mut().poll(cx));
+            me.wait = None;
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(self: Pin<&mut Self>, _: u32) -> Result<(), Self::Error> {
+            self.get_mut().taken += 1;
+            Ok(())
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A burst that takes longer than IDLE_TIMEOUT to write, each message within it, is
+    /// a slow peer, not one that stopped reading.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_burst_is_not_taken_for_a_peer_that_stopped_reading() {
+        let (tx, rx) = mpsc::channel(4);
+        for i in 0..3 {
+            tx.try_send(i).unwrap();
+        }
+        drop(tx);
+        let mut sink = Slow::default();
+        write_queue(&mut sink, rx).await.unwrap();
+        assert_eq!(sink.taken, 3);
     }
 
     #[tokio::test]
