@@ -105,6 +105,9 @@ pub struct TempFile {
     name: String,
     file: File,
     hasher: Sha256,
+    /// The hash of the whole content, when the caller verified it before writing it
+    /// ([`TempFile::write_verified`]): then `hasher` is left unused.
+    verified: Option<Hash>,
     written: u64,
     /// A partial transfer not yet [`TempFile::prepare`]d: kept when dropped, for resuming.
     keep: bool,
@@ -165,6 +168,7 @@ impl TempFile {
             name,
             file,
             hasher: Sha256::new(),
+            verified: None,
             written: 0,
             keep,
         }
@@ -242,6 +246,18 @@ impl TempFile {
         Ok(())
     }
 
+    /// Writes the whole content at once, already checked by the caller to hash to
+    /// `hash`: it is not hashed again. Only into a temp file with nothing written yet.
+    pub fn write_verified(&mut self, data: &[u8], hash: Hash) -> Result<()> {
+        if self.written != 0 {
+            bail!("{} already holds content", self.path().display());
+        }
+        self.write_at(0, data)?;
+        self.verified = Some(hash);
+        self.written = data.len() as u64;
+        Ok(())
+    }
+
     pub fn written(&self) -> u64 {
         self.written
     }
@@ -280,7 +296,10 @@ impl TempFile {
     /// not be resumed.
     pub fn prepare(mut self, entry: &Entry) -> Result<Prepared> {
         self.keep = false;
-        let got = Hash(std::mem::take(&mut self.hasher).finalize().into());
+        let got = match self.verified.take() {
+            Some(hash) => hash,
+            None => Hash(std::mem::take(&mut self.hasher).finalize().into()),
+        };
         if got != entry.hash || self.written != entry.size {
             bail!(
                 "content of {} does not match its announced hash (got {} bytes, {}; expected {} bytes, {})",

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::guard::Hold;
+use super::inline::{INLINE_HELD, InlineStore};
 use super::session::{self, SessionConfig, SessionEvent, SessionHandle};
 use super::{ClientIdentity, FolderCmd, meter, stream};
 use crate::config::FolderConfig;
@@ -39,8 +40,9 @@ mod status;
 
 /// Server entries applied per step, so that commands and events are served in between.
 const PULL_BATCH: usize = 256;
-/// Files fetched at the same time.
-const PULL_FILES: usize = 8;
+/// Files fetched at the same time: enough that the block requests of many files are
+/// in flight at once.
+const PULL_FILES: usize = 32;
 /// Pushes awaiting their result at once.
 const MAX_INFLIGHT: usize = 2;
 /// Rough cap on one push message, well under the frame limit.
@@ -182,6 +184,8 @@ pub(super) struct FolderTask {
     partials: Partials,
     /// Small files' content the scans read, for the pushes that send it inline.
     contents: content::Contents,
+    /// Small files' content that came with index batches, until the pull applies it.
+    inline: Arc<InlineStore>,
 }
 
 impl FolderTask {
@@ -254,6 +258,7 @@ impl FolderTask {
             rules_error: None,
             partials: Partials::default(),
             contents: content::Contents::default(),
+            inline: Arc::new(InlineStore::new(INLINE_HELD)),
         }
     }
 
@@ -399,6 +404,7 @@ impl FolderTask {
             account: self.cfg.account.clone(),
             mode: self.effective_mode(),
             rules: self.shared_rules.subscribe(),
+            inline: self.inline.clone(),
         };
         self.session_gen += 1;
         let events = session::SessionEvents {

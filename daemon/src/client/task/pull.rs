@@ -2,17 +2,24 @@
 //! entries (directories, deletes and conflict copies here, files fetched several at
 //! a time), and making one server entry real on disk.
 //!
-//! A file is assembled block by block into a temp file ([`transfer::assemble`]): what an
-//! interrupted download left, blocks the folder already has in any indexed file, and
-//! the rest from the server, several at a time. The result is verified whole, fsynced
-//! and renamed in, unless the user wrote the path meanwhile.
+//! A small file's whole content comes at once ([`transfer::from_bytes`]): with the
+//! index batch that announced it (held in
+//! [`InlineStore`](crate::client::inline::InlineStore)), else fetched together with
+//! the other small files of the round that lack theirs. A larger file is assembled
+//! block by block into a temp file ([`transfer::assemble`]): what an interrupted
+//! download left, blocks the folder already has in any indexed file, and the rest from
+//! the server, several at a time. The result is verified whole, fsynced and renamed in,
+//! unless the user wrote the path meanwhile.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 use filesync_proto::RelPath;
 use filesync_proto::control::{EventKind, FolderMode};
-use filesync_proto::wire::{ConflictNote, Entry, EntryKind};
+use filesync_proto::wire::{
+    ConflictNote, Entry, EntryKind, FETCH_MAX_FILES, INLINE_BUDGET, INLINE_MAX, Want,
+};
 use futures::StreamExt;
 
 use super::partials::Partials;
@@ -29,6 +36,10 @@ use crate::fs::tree;
 use crate::index::{Index, LocalRow};
 use crate::scan::{self};
 use crate::transfer;
+
+/// How long content from an index batch may wait once nothing is needed: far longer
+/// than a batch takes from the session's hands to the index.
+const INLINE_STALE: Duration = Duration::from_secs(5);
 
 impl FolderTask {
     /// Applies server entries we lack; true if a full batch was taken.
@@ -51,6 +62,7 @@ impl FolderTask {
             }
         }
         if send_only {
+            self.drop_stale_inline();
             return Ok(false);
         }
         moving.extend(
@@ -60,6 +72,9 @@ impl FolderTask {
                 .map(|(src, _)| src),
         );
         let needed = self.index().needed(PULL_BATCH)?;
+        if needed.is_empty() {
+            self.drop_stale_inline();
+        }
         let full = needed.len() == PULL_BATCH;
         let root = self.root()?;
         let mut deletes = Vec::new();
@@ -139,6 +154,13 @@ impl FolderTask {
         Ok(full && progress)
     }
 
+    /// Drops the content from index batches held for longer than [`INLINE_STALE`].
+    fn drop_stale_inline(&self) {
+        if let Some(cutoff) = Instant::now().checked_sub(INLINE_STALE) {
+            self.inline.drop_before(cutoff);
+        }
+    }
+
     /// Creates the directories above `path` that the server has and this disk lacks;
     /// false if one cannot be made.
     pub(super) async fn make_parents(&mut self, path: &RelPath) -> bool {
@@ -191,11 +213,15 @@ impl FolderTask {
             Ok(root) => root,
             Err(e) => return self.applied(remote, Err(e)),
         };
+        let content = (remote.kind == EntryKind::File)
+            .then(|| self.inline.take(&remote.path, &remote.hash).map(Ok))
+            .flatten();
         let result = write_entry(
             &root,
             self.index(),
             &session,
             remote,
+            content,
             &self.counters,
             &self.partials,
         )
@@ -214,19 +240,22 @@ impl FolderTask {
             .clone()
             .expect("pulls run only while connected");
         let root = &self.root()?;
+        let contents = self.whole_contents(&session, &files).await?;
         let (index, counters, partials) = (self.index(), &self.counters, &self.partials);
-        let results: Vec<(Entry, Result<Stat>)> = futures::stream::iter(files)
-            .map(|remote| {
-                let session = &session;
-                async move {
-                    let result =
-                        write_entry(root, index, session, &remote, counters, partials).await;
-                    (remote, result)
-                }
-            })
-            .buffered(PULL_FILES)
-            .collect()
-            .await;
+        let results: Vec<(Entry, Result<Stat>)> =
+            futures::stream::iter(files.into_iter().zip(contents))
+                .map(|(remote, content)| {
+                    let session = &session;
+                    async move {
+                        let result =
+                            write_entry(root, index, session, &remote, content, counters, partials)
+                                .await;
+                        (remote, result)
+                    }
+                })
+                .buffered(PULL_FILES)
+                .collect()
+                .await;
         self.index().begin()?;
         let mut progress = false;
         for (remote, result) in results {
@@ -234,6 +263,59 @@ impl FolderTask {
         }
         self.index().commit()?;
         Ok(progress)
+    }
+
+    /// The whole content of each of `files` small enough for it, in order: held from
+    /// the index stream, else fetched with the others that lack theirs, one `Fetch` per
+    /// [`FETCH_MAX_FILES`] files or [`INLINE_BUDGET`] bytes, all at once. `None` for the
+    /// files that go by blocks, and for those whose content is here already.
+    async fn whole_contents(
+        &self,
+        session: &SessionHandle,
+        files: &[Entry],
+    ) -> Result<Vec<Option<Result<Vec<u8>>>>> {
+        let mut contents = Vec::with_capacity(files.len());
+        let mut wanted = Vec::new();
+        for (i, f) in files.iter().enumerate() {
+            let held = self.inline.take(&f.path, &f.hash);
+            if held.is_none()
+                && (1..=INLINE_MAX).contains(&f.size)
+                && !same_file_content(self.index(), f)?
+            {
+                wanted.push(i);
+            }
+            contents.push(held.map(Ok));
+        }
+        let fetches = fetch_groups(files, wanted).into_iter().map(|group| {
+            let wants = (group.iter().map(|&i| &files[i]))
+                .map(|f| Want {
+                    path: f.path.clone(),
+                    hash: f.hash,
+                    size: f.size,
+                })
+                .collect::<Vec<_>>();
+            tracing::debug!(folder = %self.cfg.name, files = wants.len(), "fetching small files whole");
+            async move { (group, session.fetch(wants).await) }
+        });
+        for (group, fetched) in futures::future::join_all(fetches).await {
+            match fetched {
+                Ok(got) => {
+                    for (i, result) in group.into_iter().zip(got) {
+                        if let Ok(data) = &result {
+                            Counters::add(&self.counters.content_received, data.len() as u64);
+                        }
+                        contents[i] = Some(result);
+                    }
+                }
+                Err(e) => {
+                    let why = format!("{e:#}");
+                    for i in group {
+                        contents[i] = Some(Err(anyhow!("cannot fetch {}: {why}", files[i].path)));
+                    }
+                }
+            }
+        }
+        Ok(contents)
     }
 
     /// Records the outcome of applying `remote`; true if it was applied.
@@ -414,13 +496,37 @@ impl FolderTask {
     }
 }
 
+/// The indexes in `files` of `wanted`, cut into the groups one `Fetch` may ask for.
+fn fetch_groups(files: &[Entry], wanted: Vec<usize>) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut bytes = 0u64;
+    for i in wanted {
+        let size = files[i].size;
+        match groups.last_mut() {
+            Some(group)
+                if group.len() < FETCH_MAX_FILES && bytes + size <= INLINE_BUDGET as u64 =>
+            {
+                group.push(i);
+                bytes += size;
+            }
+            _ => {
+                groups.push(vec![i]);
+                bytes = size;
+            }
+        }
+    }
+    groups
+}
+
 /// Writes `entry` (a live file, dir or symlink) into the folder at `root`. A path whose
-/// parent is a symlink or a file here is refused.
+/// parent is a symlink or a file here is refused. `content` is a file's whole content,
+/// when it came whole (or why it could not).
 async fn write_entry(
     root: &Root,
     index: &Index,
     session: &SessionHandle,
     entry: &Entry,
+    content: Option<Result<Vec<u8>>>,
     counters: &Arc<Counters>,
     partials: &Partials,
 ) -> Result<Stat> {
@@ -428,7 +534,9 @@ async fn write_entry(
         EntryKind::Dir => tree::make_dir(root, entry),
         EntryKind::Symlink => tree::make_symlink(root, entry),
         EntryKind::File if same_file_content(index, entry)? => tree::set_file_meta(root, entry),
-        EntryKind::File => fetch_file(root, index, session, entry, counters, partials).await,
+        EntryKind::File => {
+            fetch_file(root, index, session, entry, content, counters, partials).await
+        }
     }
 }
 
@@ -445,15 +553,24 @@ async fn fetch_file(
     index: &Index,
     session: &SessionHandle,
     entry: &Entry,
+    content: Option<Result<Vec<u8>>>,
     counters: &Arc<Counters>,
     partials: &Partials,
 ) -> Result<Stat> {
-    if entry.size >= transfer::RESUMABLE_SIZE {
-        partials.note(Partial::of(&entry.path));
-        partials.note(Partial::in_root(&entry.path));
-    }
-    let assembled =
-        transfer::assemble(root, index, entry, |request| session.request_block(request)).await?;
+    let assembled = match content {
+        Some(data) => {
+            let data = data?;
+            tokio::task::block_in_place(|| transfer::from_bytes(root, entry, &data))?
+        }
+        None => {
+            if entry.size >= transfer::RESUMABLE_SIZE {
+                partials.note(Partial::of(&entry.path));
+                partials.note(Partial::in_root(&entry.path));
+            }
+            tracing::debug!(path = %entry.path, size = entry.size, "downloading by blocks");
+            transfer::assemble(root, index, entry, |request| session.request_block(request)).await?
+        }
+    };
     Counters::add(&counters.content_reused, assembled.reused);
     // Verify and fsync first, so the check below is the last thing before the rename.
     // The fsync of a large file takes a while: off the async threads, as on the server.
