@@ -102,34 +102,63 @@ pub fn read_failed(peer: &str, error: FrameError) -> anyhow::Error {
     }
 }
 
+/// Most messages written between two flushes: a long burst still reaches the peer in
+/// pieces, and the sink's own buffer limit flushes sooner when messages are big.
+const BURST: usize = 64;
+
 /// Writes the messages queued on `rx` to `sink`, in order, until the queue closes or
 /// the sink fails (`Ok`), or until one message cannot be written within
 /// [`IDLE_TIMEOUT`]: the peer stopped reading, and the error says so. Either way the
 /// caller then ends the connection, so that a peer that reads nothing cannot hold it,
 /// nor every task waiting to queue a message to it, for ever. A block list too long
 /// for one frame goes in pieces right before its message ([`lists`]).
+///
+/// Messages already queued when one is written go with it and the sink is flushed once
+/// per burst: one TLS record and one `write` for many small messages, not one each.
+/// The timeout is per message and per flush, never per burst, so that a slow but
+/// reading peer is not taken for one that stopped.
 pub(super) async fn write_queue<M, S>(mut sink: S, mut rx: mpsc::Receiver<M>) -> Result<(), String>
 where
     M: link::Message,
     S: futures::Sink<M> + Unpin,
 {
     use futures::SinkExt;
-    while let Some(mut msg) = rx.recv().await {
-        let pieces = lists::split(msg.entries().into_iter(), lists::piece_blocks());
-        for part in pieces.into_iter().map(M::block_list).chain([msg]) {
-            match tokio::time::timeout(IDLE_TIMEOUT, sink.send(part)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Ok(()),
-                Err(_) => {
-                    return Err(format!(
-                        "the peer read nothing for {}s",
-                        IDLE_TIMEOUT.as_secs()
-                    ));
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        let mut burst = 0;
+        while let Some(mut msg) = next {
+            let pieces = lists::split(msg.entries().into_iter(), lists::piece_blocks());
+            for part in pieces.into_iter().map(M::block_list).chain([msg]) {
+                if !in_time(sink.feed(part)).await? {
+                    return Ok(());
                 }
             }
+            burst += 1;
+            next = if burst < BURST {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if !in_time(sink.flush()).await? {
+            return Ok(());
         }
     }
     Ok(())
+}
+
+/// Runs one write of [`write_queue`]: true if it was done, false if the sink failed (the
+/// connection is gone), an error if it took over [`IDLE_TIMEOUT`].
+async fn in_time<E>(
+    write: impl std::future::Future<Output = Result<(), E>>,
+) -> Result<bool, String> {
+    match tokio::time::timeout(IDLE_TIMEOUT, write).await {
+        Ok(done) => Ok(done.is_ok()),
+        Err(_) => Err(format!(
+            "the peer read nothing for {}s",
+            IDLE_TIMEOUT.as_secs()
+        )),
+    }
 }
 
 pub type BlockResult = Result<Vec<u8>, BlockError>;
@@ -284,7 +313,9 @@ pub fn serve_block(root: &Root, req: &BlockRequest) -> BlockResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use filesync_proto::wire::ClientMsg;
     use filesync_proto::{Hash, RelPath};
+    use std::task::{Context, Poll};
 
     /// Peer text is quoted with its control characters escaped, and cut.
     #[test]
@@ -390,6 +421,96 @@ mod tests {
             FrameError::TooLarge { len: 9, max: 8 },
             "bad message from server h:1: frame of 9 bytes",
         );
+    }
+
+    /// A sink that records what it was given and how often it was flushed.
+    #[derive(Default)]
+    struct Recorder {
+        items: Vec<u64>,
+        flushes: usize,
+    }
+
+    /// A message that stands for any: its nonce tells which it was.
+    fn numbered(n: u64) -> ClientMsg {
+        ClientMsg::Pong { nonce: n }
+    }
+
+    impl futures::Sink<ClientMsg> for Recorder {
+        type Error = std::convert::Infallible;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(self: Pin<&mut Self>, item: ClientMsg) -> Result<(), Self::Error> {
+            if let ClientMsg::Pong { nonce } = item {
+                self.get_mut().items.push(nonce);
+            }
+            Ok(())
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context) -> Poll<Result<(), Self::Error>> {
+            self.get_mut().flushes += 1;
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A sink that takes `IDLE_TIMEOUT * 2 / 3` to take each message: a slow reader.
+    #[derive(Default)]
+    struct Slow {
+        wait: Option<Pin<Box<tokio::time::Sleep>>>,
+        taken: usize,
+    }
+
+    impl futures::Sink<ClientMsg> for Slow {
+        type Error = std::convert::Infallible;
+        fn poll_ready(self: Pin<&mut Self>, cx: &mut Context) -> Poll<Result<(), Self::Error>> {
+            let me = self.get_mut();
+            let wait = me
+                .wait
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(IDLE_TIMEOUT * 2 / 3)));
+            std::task::ready!(wait.as_mut().poll(cx));
+            me.wait = None;
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(self: Pin<&mut Self>, _: ClientMsg) -> Result<(), Self::Error> {
+            self.get_mut().taken += 1;
+            Ok(())
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A burst that takes longer than IDLE_TIMEOUT to write, each message within it, is
+    /// a slow peer, not one that stopped reading.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_burst_is_not_taken_for_a_peer_that_stopped_reading() {
+        let (tx, rx) = mpsc::channel(4);
+        for i in 0..3 {
+            tx.try_send(numbered(i)).unwrap();
+        }
+        drop(tx);
+        let mut sink = Slow::default();
+        write_queue(&mut sink, rx).await.unwrap();
+        assert_eq!(sink.taken, 3);
+    }
+
+    #[tokio::test]
+    async fn queued_messages_go_out_in_order_with_one_flush_per_burst() {
+        let (tx, rx) = mpsc::channel(2 * BURST);
+        let n = BURST as u64 + 10;
+        for i in 0..n {
+            tx.try_send(numbered(i)).unwrap();
+        }
+        drop(tx);
+        let mut sink = Recorder::default();
+        write_queue(&mut sink, rx).await.unwrap();
+        assert_eq!(sink.items, (0..n).collect::<Vec<_>>());
+        assert_eq!(sink.flushes, 2, "one flush per burst of at most BURST");
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@
 use std::io::{self, Read};
 
 use filesync_proto::Hash;
-use filesync_proto::wire::{BlockInfo, MAX_FILE_BLOCKS};
+use filesync_proto::wire::{BlockInfo, INLINE_MAX, MAX_FILE_BLOCKS};
 use sha2::{Digest, Sha256};
 
 pub const MIN_BLOCK: usize = 16 * 1024;
@@ -58,6 +58,57 @@ pub fn hash_reader(source: impl Read) -> io::Result<Hashed> {
     })
 }
 
+/// Reads and hashes `file`, which its stat said holds `size` bytes. A file of at most
+/// [`INLINE_MAX`] bytes is read whole and hashed from memory, and its bytes come back to
+/// travel inline; a larger one, or one that grew past the limit while read, is streamed.
+pub fn hash_file(mut file: impl Read, size: u64) -> io::Result<(Hashed, Option<Vec<u8>>)> {
+    if size > INLINE_MAX {
+        return Ok((hash_reader(file)?, None));
+    }
+    let mut data = Vec::with_capacity(size as usize + 1);
+    (&mut file).take(INLINE_MAX + 1).read_to_end(&mut data)?;
+    if data.len() as u64 > INLINE_MAX {
+        return Ok((hash_reader(data.as_slice().chain(file))?, None));
+    }
+    Ok((hash_bytes(&data), Some(data)))
+}
+
+/// Hashes a whole file held in memory: the same blocks and hashes as [`hash_reader`]
+/// gives over the same bytes. A file of at most [`MIN_BLOCK`] bytes is one block whose
+/// hash is the file's, hashed once and never run through the chunker.
+pub fn hash_bytes(data: &[u8]) -> Hashed {
+    let size = data.len() as u64;
+    if data.is_empty() {
+        return Hashed {
+            hash: sha256(data),
+            blocks: Vec::new(),
+            size,
+        };
+    }
+    if data.len() <= MIN_BLOCK {
+        let hash = sha256(data);
+        return Hashed {
+            hash,
+            blocks: vec![BlockInfo {
+                hash,
+                size: data.len() as u32,
+            }],
+            size,
+        };
+    }
+    let blocks = fastcdc::v2020::FastCDC::new(data, MIN_BLOCK, AVG_BLOCK, MAX_BLOCK)
+        .map(|c| BlockInfo {
+            hash: sha256(&data[c.offset..c.offset + c.length]),
+            size: c.length as u32,
+        })
+        .collect();
+    Hashed {
+        hash: sha256(data),
+        blocks,
+        size,
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -81,6 +132,42 @@ pub(crate) mod tests {
         assert!(h.blocks.is_empty());
         assert_eq!(h.size, 0);
         assert_eq!(h.hash, sha256(b""));
+    }
+
+    /// Hashing bytes held in memory gives what reading them as a stream gives, for
+    /// one-block files, files at the block limits and files of several blocks.
+    #[test]
+    fn hashing_bytes_equals_hashing_the_stream() {
+        let sizes = [
+            0,
+            1,
+            4096,
+            MIN_BLOCK - 1,
+            MIN_BLOCK,
+            MIN_BLOCK + 1,
+            AVG_BLOCK,
+            3 * AVG_BLOCK + 17,
+            MAX_BLOCK + 1,
+            2 * 1024 * 1024,
+        ];
+        for (seed, size) in sizes.into_iter().enumerate() {
+            let data = pseudo_random(size, seed as u64 + 10);
+            assert_eq!(hash_bytes(&data), hash_reader(&data[..]).unwrap(), "{size}");
+        }
+    }
+
+    /// A file read whole gives its bytes and the stream's hashes; a larger one, or one
+    /// that is longer than its stat said, is streamed and gives the same hashes.
+    #[test]
+    fn hashing_a_file_keeps_the_bytes_of_small_ones_only() {
+        let small = pseudo_random(5000, 1);
+        let (hashed, data) = hash_file(&small[..], small.len() as u64).unwrap();
+        assert_eq!((hashed, data), (hash_bytes(&small), Some(small.clone())));
+        let big = pseudo_random(INLINE_MAX as usize + 1, 2);
+        for said in [big.len() as u64, 10] {
+            let (hashed, data) = hash_file(&big[..], said).unwrap();
+            assert_eq!((hashed, data), (hash_reader(&big[..]).unwrap(), None));
+        }
     }
 
     #[test]

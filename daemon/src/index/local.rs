@@ -6,7 +6,6 @@ use filesync_proto::wire::{BlockInfo, Entry, EntryKind};
 use filesync_proto::{DeviceId, Hash, RelPath};
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::schema::NEEDED;
 use super::{Index, LocalRow, Meta, StatRow, subtree_bounds};
 use crate::fs::stat::Stat;
 
@@ -437,29 +436,18 @@ impl Index {
         Ok(out)
     }
 
+    /// The folder's live and pending totals, kept by triggers: reading them costs the
+    /// same whatever the size of the folder and of what is pending.
     pub fn totals(&self) -> Result<Totals> {
         let (files, bytes) =
             self.c()
                 .query_row("SELECT files, bytes FROM live WHERE id = 0", [], |r| {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
                 })?;
-        let (up_files, up_bytes) = self.c().query_row(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM local WHERE dirty = 1",
+        let (up_files, up_bytes, down_files, down_bytes, conflicts) = self.c().query_row(
+            "SELECT up_files, up_bytes, down_files, down_bytes, conflicts FROM pending WHERE id = 0",
             [],
-            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
-        )?;
-        let (down_files, down_bytes) = self.c().query_row(
-            &format!(
-                "SELECT COUNT(*), COALESCE(SUM(CASE WHEN deleted = 0 THEN size ELSE 0 END), 0)
-                 FROM remote WHERE {NEEDED}"
-            ),
-            [],
-            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
-        )?;
-        let conflicts: i64 = self.c().query_row(
-            "SELECT COUNT(*) FROM local WHERE conflict IS NOT NULL AND deleted = 0",
-            [],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )?;
         let n = |v: i64| v.max(0) as u64;
         Ok(Totals {

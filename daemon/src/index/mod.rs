@@ -299,7 +299,7 @@ impl Index {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use filesync_proto::wire::{BlockInfo, EntryKind};
+    use filesync_proto::wire::{BlockInfo, ConflictNote, EntryKind};
     use filesync_proto::{DeviceId, Hash};
 
     use super::local::LOCAL_COLS;
@@ -322,6 +322,18 @@ pub(crate) mod tests {
         // A path no rename touches stays, as of its own number.
         assert_eq!(moved_by(&p("dd/f"), 10, &later), (p("dd/f"), 10));
         assert_eq!(moved_by(&p("d/s/f"), 10, &[]), (p("d/s/f"), 10));
+    }
+
+    /// Counts the transactions `index` commits from now on, autocommit writes included.
+    pub(crate) fn count_commits(index: &Index) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+        let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = n.clone();
+        let hook = move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            false
+        };
+        index.c().commit_hook(Some(hook)).unwrap();
+        n
     }
 
     pub(crate) fn file_entry(path: &str, seq: u64, content: &[u8]) -> Entry {
@@ -653,6 +665,89 @@ pub(crate) mod tests {
         assert_eq!(counted(&index), (1, 10));
     }
 
+    /// The pending totals kept by triggers agree with counting the tables after every
+    /// kind of change to local and remote rows, from every writer of them.
+    #[test]
+    fn pending_totals_equal_a_recount_after_every_change() {
+        let (_d, index) = open();
+        let recount = |index: &Index| -> [u64; 5] {
+            let one = |sql: &str| -> u64 {
+                let v: i64 = index.c().query_row(sql, [], |r| r.get(0)).unwrap();
+                v as u64
+            };
+            [
+                one("SELECT COUNT(*) FROM local WHERE dirty = 1"),
+                one("SELECT COALESCE(SUM(size), 0) FROM local WHERE dirty = 1"),
+                one(&format!("SELECT COUNT(*) FROM remote WHERE {NEEDED}")),
+                one(&format!(
+                    "SELECT COALESCE(SUM(CASE WHEN deleted = 0 THEN size ELSE 0 END), 0)
+                     FROM remote WHERE {NEEDED}"
+                )),
+                one("SELECT COUNT(*) FROM local WHERE conflict IS NOT NULL AND deleted = 0"),
+            ]
+        };
+        let p = |s: &str| RelPath::new(s).unwrap();
+        let local = |path: &str, seq: u64, content: &[u8], dirty: bool| LocalRow {
+            entry: file_entry(path, seq, content),
+            inode: 0,
+            dirty,
+        };
+        let conflict = |path: &str, deleted: bool| {
+            let mut row = local(path, 0, b"copy", true);
+            row.entry.deleted = deleted;
+            row.entry.conflict = Some(ConflictNote {
+                original: p("a"),
+                winner_seq: 1,
+                winner: DeviceId::new("other").unwrap(),
+                made_at: 0,
+            });
+            row
+        };
+        let tombstone = |path: &str, seq: u64| {
+            let mut e = file_entry(path, seq, b"");
+            e.deleted = true;
+            e
+        };
+        type Step<'a> = Box<dyn Fn(&Index) + 'a>;
+        let steps: Vec<Step> = vec![
+            Box::new(|ix| ix.put_local(&local("a", 0, b"12345", true)).unwrap()),
+            Box::new(|ix| ix.put_local(&local("a", 0, b"1", true)).unwrap()),
+            Box::new(|ix| ix.put_remote(&file_entry("b", 2, b"remote"), 2).unwrap()),
+            Box::new(|ix| ix.put_remote(&file_entry("a", 3, b"abc"), 3).unwrap()),
+            Box::new(|ix| ix.put_local(&local("a", 3, b"abc", false)).unwrap()),
+            Box::new(|ix| ix.put_remote(&tombstone("c", 4), 4).unwrap()),
+            Box::new(|ix| ix.put_local(&local("c", 1, b"old", false)).unwrap()),
+            Box::new(|ix| ix.put_local(&conflict("a.sync-conflict", false)).unwrap()),
+            Box::new(|ix| ix.put_local(&conflict("a.sync-conflict", true)).unwrap()),
+            Box::new(|ix| ix.put_local(&conflict("x.sync-conflict", false)).unwrap()),
+            Box::new(|ix| ix.set_remote_ignored(&p("b")).unwrap()),
+            Box::new(|ix| ix.clear_remote_ignored().unwrap()),
+            Box::new(|ix| ix.put_local(&local("d/e", 0, b"new", true)).unwrap()),
+            Box::new(|ix| ix.move_local(&p("d"), &p("m")).unwrap()),
+            Box::new(|ix| ix.take_remote_rename(5, &p("a"), &p("z")).unwrap()),
+            Box::new(|ix| ix.remove_local(&p("c")).unwrap()),
+            Box::new(|ix| {
+                ix.start_refresh().unwrap();
+                ix.put_remote(&file_entry("b", 6, b"again"), 6).unwrap();
+                ix.end_refresh(6).unwrap();
+            }),
+            Box::new(|ix| ix.reset_to_unsynced().unwrap()),
+            Box::new(|ix| ix.forget_local().unwrap()),
+        ];
+        for (i, step) in steps.iter().enumerate() {
+            step(&index);
+            let t = index.totals().unwrap();
+            let kept = [
+                t.up_files,
+                t.up_bytes,
+                t.down_files,
+                t.down_bytes,
+                t.conflicts,
+            ];
+            assert_eq!(kept, recount(&index), "after step {i}");
+        }
+    }
+
     /// An index of format 2 (no `remote.have`) keeps its remote entries and needs
     /// exactly what it needed before.
     #[test]
@@ -675,6 +770,10 @@ pub(crate) mod tests {
                 .execute_batch(
                     "DROP INDEX remote_needed; DROP TRIGGER local_have_insert;
                      DROP TRIGGER local_have_update; DROP TRIGGER local_have_delete;
+                     DROP TRIGGER remote_pending_insert; DROP TRIGGER remote_pending_update;
+                     DROP TRIGGER remote_pending_delete; DROP TRIGGER local_pending_insert;
+                     DROP TRIGGER local_pending_update; DROP TRIGGER local_pending_delete;
+                     DROP TABLE pending;
                      ALTER TABLE remote DROP COLUMN have;",
                 )
                 .unwrap();
@@ -689,6 +788,12 @@ pub(crate) mod tests {
             .map(|e| e.path.to_string())
             .collect();
         assert_eq!(needed, ["b"]);
+        let t = index.totals().unwrap();
+        assert_eq!(
+            (t.down_files, t.down_bytes),
+            (1, 1),
+            "filled when first made"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The index's SQL: its tables, the triggers and partial indexes that keep the needed
-//! entries and the live totals cheap to read, and bringing an older layout up to date.
+//! entries, the live totals and the pending totals cheap to read, and bringing an older
+//! layout up to date.
 
 use std::path::Path;
 
@@ -74,6 +75,80 @@ CREATE TRIGGER IF NOT EXISTS local_live_update AFTER UPDATE OF deleted, kind, si
 END;
 ";
 
+/// What status shows as pending, kept by triggers like [`LIVE_SCHEMA`] so that a status
+/// costs the same whatever is pending: the local changes to send (`dirty`), the server
+/// entries still needed ([`NEEDED`], spelled over `OLD`/`NEW` by [`pending_schema`]) and
+/// the live conflict copies. Filled from the tables when first created.
+const PENDING_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS pending (id INTEGER PRIMARY KEY CHECK (id = 0),
+    up_files INTEGER NOT NULL, up_bytes INTEGER NOT NULL,
+    down_files INTEGER NOT NULL, down_bytes INTEGER NOT NULL, conflicts INTEGER NOT NULL);
+INSERT OR IGNORE INTO pending (id, up_files, up_bytes, down_files, down_bytes, conflicts)
+    SELECT 0, COUNT(*), COALESCE(SUM(size), 0),
+        (SELECT COUNT(*) FROM remote WHERE @NEEDED),
+        (SELECT COALESCE(SUM(CASE WHEN deleted = 0 THEN size ELSE 0 END), 0)
+            FROM remote WHERE @NEEDED),
+        (SELECT COUNT(*) FROM local WHERE conflict IS NOT NULL AND deleted = 0)
+    FROM local WHERE dirty = 1;
+CREATE TRIGGER IF NOT EXISTS local_pending_insert AFTER INSERT ON local BEGIN
+    UPDATE pending SET up_files = up_files + @UP(NEW), up_bytes = up_bytes + @UP(NEW) * NEW.size,
+        conflicts = conflicts + @CONFLICT(NEW);
+END;
+CREATE TRIGGER IF NOT EXISTS local_pending_delete AFTER DELETE ON local BEGIN
+    UPDATE pending SET up_files = up_files - @UP(OLD), up_bytes = up_bytes - @UP(OLD) * OLD.size,
+        conflicts = conflicts - @CONFLICT(OLD);
+END;
+CREATE TRIGGER IF NOT EXISTS local_pending_update
+    AFTER UPDATE OF dirty, size, conflict, deleted ON local BEGIN
+    UPDATE pending SET
+        up_files = up_files - @UP(OLD) + @UP(NEW),
+        up_bytes = up_bytes - @UP(OLD) * OLD.size + @UP(NEW) * NEW.size,
+        conflicts = conflicts - @CONFLICT(OLD) + @CONFLICT(NEW);
+END;
+CREATE TRIGGER IF NOT EXISTS remote_pending_insert AFTER INSERT ON remote BEGIN
+    UPDATE pending SET down_files = down_files + @DOWN(NEW),
+        down_bytes = down_bytes + @DOWN(NEW) * @LIVE_SIZE(NEW);
+END;
+CREATE TRIGGER IF NOT EXISTS remote_pending_delete AFTER DELETE ON remote BEGIN
+    UPDATE pending SET down_files = down_files - @DOWN(OLD),
+        down_bytes = down_bytes - @DOWN(OLD) * @LIVE_SIZE(OLD);
+END;
+CREATE TRIGGER IF NOT EXISTS remote_pending_update
+    AFTER UPDATE OF ignored, have, deleted, seq, size ON remote BEGIN
+    UPDATE pending SET
+        down_files = down_files - @DOWN(OLD) + @DOWN(NEW),
+        down_bytes = down_bytes - @DOWN(OLD) * @LIVE_SIZE(OLD) + @DOWN(NEW) * @LIVE_SIZE(NEW);
+END;
+";
+
+/// [`PENDING_SCHEMA`] with its shorthands spelled out: `@UP(R)`, `@CONFLICT(R)` and
+/// `@DOWN(R)` are 1 when row `R` counts as a change to send, a conflict copy or a needed
+/// entry, else 0 (never NULL: `have` may be); `@LIVE_SIZE(R)` is the size of a live entry.
+fn pending_schema() -> String {
+    let mut sql = PENDING_SCHEMA.replace("@NEEDED", NEEDED);
+    for row in ["OLD", "NEW"] {
+        let needed = NEEDED
+            .replace("ignored", &format!("{row}.ignored"))
+            .replace("have", &format!("{row}.have"))
+            .replace("deleted", &format!("{row}.deleted"))
+            .replace("seq", &format!("{row}.seq"));
+        for (short, long) in [
+            ("UP", format!("{row}.dirty = 1")),
+            (
+                "CONFLICT",
+                format!("{row}.conflict IS NOT NULL AND {row}.deleted = 0"),
+            ),
+            ("DOWN", needed),
+        ] {
+            let case = format!("(CASE WHEN {long} THEN 1 ELSE 0 END)");
+            sql = sql.replace(&format!("@{short}({row})"), &case);
+        }
+        let size = format!("(CASE WHEN {row}.deleted = 0 THEN {row}.size ELSE 0 END)");
+        sql = sql.replace(&format!("@LIVE_SIZE({row})"), &size);
+    }
+    sql
+}
+
 /// The condition of the `remote_needed` index: a server entry the local replica does not
 /// match yet. Queries must spell it the same way for SQLite to use the index.
 pub(super) const NEEDED: &str = "ignored = 0 AND ((have IS NULL AND deleted = 0) OR have != seq)";
@@ -98,7 +173,8 @@ impl Index {
             // sequencer and each session); a deferred transaction that read first could
             // not take the write lock after another one wrote, and would fail at once.
             .execute_batch(&format!(
-                "BEGIN IMMEDIATE; {NEEDED_SCHEMA} {LIVE_SCHEMA} COMMIT;"
+                "BEGIN IMMEDIATE; {NEEDED_SCHEMA} {LIVE_SCHEMA} {} COMMIT;",
+                pending_schema()
             ))
             .with_context(|| format!("cannot initialise index {}", file.display()))
     }

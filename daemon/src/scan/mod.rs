@@ -18,13 +18,15 @@ use filesync_proto::wire::{Entry, EntryKind};
 use filesync_proto::{DeviceId, Hash, RelPath};
 
 use crate::fs::beneath::Root;
-use crate::fs::chunk;
 use crate::fs::ignore::IgnoreRules;
 use crate::fs::is_reserved;
 use crate::fs::stat::{self, Stat};
 use crate::index::{Index, LocalRow, StatRow};
 
+mod hash;
 mod renames;
+
+use hash::{hash_all, hash_stable};
 
 /// Files hashed together: enough to keep every core busy, few enough that what waits
 /// to be hashed stays small whatever the size of the folder.
@@ -48,6 +50,10 @@ pub struct ScanOutcome {
     /// so that ignoring a file never deletes it anywhere.
     pub forget: Vec<RelPath>,
     pub unsyncable: Vec<Unsyncable>,
+    /// The content of changed files of at most `INLINE_MAX` bytes, from the read that
+    /// hashed them, by path with the hash it had, up to the bytes [`scan_keeping`] was
+    /// given: a push sends it without reading the file again.
+    pub contents: Vec<(RelPath, Hash, Vec<u8>)>,
     /// Paths looked at (each one stat), and the files read to hash them and their bytes.
     pub entries: u64,
     pub hashed_files: u64,
@@ -83,6 +89,9 @@ struct Scanner<'a> {
     /// Files to read, found by the walk: they are hashed together, by as many threads as
     /// there are cores, every HASH_BATCH files and at the end of the walk.
     to_hash: Vec<(RelPath, Stat)>,
+    /// Bytes in `out.contents`, and how many it may hold.
+    kept: usize,
+    keep: usize,
     out: ScanOutcome,
 }
 
@@ -93,6 +102,19 @@ pub fn scan(
     scope: &Scope,
     origin: &DeviceId,
     rules: &IgnoreRules,
+) -> Result<ScanOutcome> {
+    scan_keeping(root, index, scope, origin, rules, 0)
+}
+
+/// [`scan`], keeping up to `keep` bytes of small changed files' content in
+/// [`ScanOutcome::contents`].
+pub fn scan_keeping(
+    root: &Path,
+    index: &Index,
+    scope: &Scope,
+    origin: &DeviceId,
+    rules: &IgnoreRules,
+    keep: usize,
 ) -> Result<ScanOutcome> {
     match fs::metadata(root) {
         Ok(m) if m.is_dir() => {}
@@ -132,6 +154,8 @@ pub fn scan(
         new_dirs: HashMap::new(),
         files_by_inode: std::cell::OnceCell::new(),
         to_hash: Vec::new(),
+        kept: 0,
+        keep,
         out: ScanOutcome::default(),
     };
     match &tops {
@@ -343,7 +367,7 @@ impl Scanner<'_> {
                     entry.blocks = same.entry.blocks;
                     return Ok(entry);
                 }
-                let hashed = hash_stable(&self.handle, path, st)?;
+                let (hashed, _) = hash_stable(&self.handle, path, st)?;
                 entry.hash = hashed.hash;
                 entry.blocks = hashed.blocks;
                 entry.size = hashed.size;
@@ -375,7 +399,7 @@ impl Scanner<'_> {
         let results = hash_all(&self.handle, &pending);
         for ((path, st), result) in pending.into_iter().zip(results) {
             match result {
-                Ok(hashed) => {
+                Ok((hashed, data)) => {
                     self.out.hashed_files += 1;
                     self.out.hashed_bytes += hashed.size;
                     let mut entry = self.stat_entry(&path, &st);
@@ -383,6 +407,16 @@ impl Scanner<'_> {
                     entry.blocks = hashed.blocks;
                     entry.size = hashed.size;
                     self.record(entry, st.inode);
+                    let changed = self
+                        .out
+                        .changes
+                        .last()
+                        .is_some_and(|r| r.entry.path == path);
+                    if let Some(data) = data.filter(|d| changed && self.kept + d.len() <= self.keep)
+                    {
+                        self.kept += data.len();
+                        self.out.contents.push((path, hashed.hash, data));
+                    }
                 }
                 Err(reason) => self.unreadable(path, &reason),
             }
@@ -502,91 +536,6 @@ pub fn holds_only_ignored(full: &Path, rel: &RelPath, rules: &IgnoreRules) -> bo
     walk(full, rel, rules, &mut any) && any
 }
 
-/// Hashes `files` with one thread per core (fewer for few files), results in order.
-fn hash_all(root: &Root, files: &[(RelPath, Stat)]) -> Vec<Result<chunk::Hashed, String>> {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(files.len());
-    if workers <= 1 {
-        return files
-            .iter()
-            .map(|(path, st)| hash_stable(root, path, st))
-            .collect();
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let done: Vec<Vec<(usize, Result<chunk::Hashed, String>)>> = std::thread::scope(|scope| {
-        let threads: Vec<_> = (0..workers)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((path, st)) = files.get(i) else {
-                            return mine;
-                        };
-                        mine.push((i, hash_stable(root, path, st)));
-                    }
-                })
-            })
-            .collect();
-        threads
-            .into_iter()
-            .map(|t| t.join().unwrap_or_default())
-            .collect()
-    });
-    let mut results: Vec<Option<Result<chunk::Hashed, String>>> =
-        (0..files.len()).map(|_| None).collect();
-    for (i, r) in done.into_iter().flatten() {
-        results[i] = Some(r);
-    }
-    results
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err("the hashing thread failed; will retry".into())))
-        .collect()
-}
-
-/// Hashes a file, retrying when it changes while being read, so that no mix of two
-/// versions is ever reported: a read counts only when the stat before it (`before`, then
-/// the one after the last try) and the one after it are equal, and no write that was
-/// under way at the first of them is still copying its bytes (see [`writes_done`]).
-fn hash_stable(root: &Root, path: &RelPath, before: &Stat) -> Result<chunk::Hashed, String> {
-    let (dir, name) = stat::parent(root, path).map_err(|e| format!("cannot read: {e:#}"))?;
-    let mut expected = *before;
-    for _ in 0..3 {
-        let file = dir
-            .open_regular(name)
-            .map_err(|e| format!("cannot read: {e}"))?;
-        writes_done(&file).map_err(|e| format!("cannot read: {e}"))?;
-        let hashed = chunk::hash_reader(&file).map_err(|e| format!("cannot read: {e}"))?;
-        let after = file.metadata().ok().and_then(|m| stat::stat_of(&m));
-        match after {
-            Some(a) if a == expected && hashed.size == a.size => return Ok(hashed),
-            Some(a) => expected = a,
-            None => return Err("vanished while being read".into()),
-        }
-    }
-    Err("keeps changing while being read; will retry on the next scan".into())
-}
-
-/// Waits until the writes into `file` under way now have copied their bytes, and leaves
-/// it open at its start. A write changes the file's mtime before it copies its bytes, so
-/// a stat taken in between shows the new mtime while a read may still see old bytes:
-/// equal stats around a read would pass a mix of two versions (seen here with another
-/// process rewriting 64 KiB by single writes: 2 and 23 mixed reads in two runs of a few
-/// hundred without this seek, none with it). Linux's
-/// ext4, XFS, Btrfs and tmpfs hold the inode lock over the whole write, and take it to
-/// answer SEEK_DATA: that seek returns only once those writes are done. A write that
-/// begins later changes the mtime, which the stat after the read sees, unless it lands
-/// in the same clock tick as the write before it: a file rewritten in place at the same
-/// size many times a tick can still be read mid-write (sizes and appends are always
-/// seen). Elsewhere the seek is a no-op and only the stats guard the read.
-fn writes_done(file: &fs::File) -> std::io::Result<()> {
-    // An empty or all-hole file has no data (ENXIO): the lock was taken all the same.
-    let _ = rustix::fs::seek(file, rustix::fs::SeekFrom::Data(0));
-    rustix::fs::seek(file, rustix::fs::SeekFrom::Start(0))?;
-    Ok(())
-}
-
 /// Whether the disk at `path` still shows what the index row `row` recorded; with no
 /// row the index knows nothing there, so nothing may be there.
 pub fn unchanged_since_scan(root: &Root, path: &RelPath, row: Option<&LocalRow>) -> Result<bool> {
@@ -600,6 +549,7 @@ pub fn unchanged_since_scan(root: &Root, path: &RelPath, row: Option<&LocalRow>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::chunk;
 
     pub(super) struct Fixture {
         dir: tempfile::TempDir,
@@ -800,7 +750,7 @@ mod tests {
             for _ in 0..3000 {
                 let st = stat::stat(&root, &path).unwrap().unwrap();
                 match hash_stable(&root, &path, &st) {
-                    Ok(h) => {
+                    Ok((h, _)) => {
                         assert!(hashes.contains(&h.hash), "a mix of versions was hashed");
                         whole += 1;
                     }
@@ -815,8 +765,30 @@ mod tests {
         });
         assert!(whole > 0, "{whole} whole, {changing} changing");
         let st = stat::stat(&root, &path).unwrap().unwrap();
-        let hashed = hash_stable(&root, &path, &st).unwrap();
+        let (hashed, _) = hash_stable(&root, &path, &st).unwrap();
         assert_eq!(hashed.hash, hashes[usize::from(last)]);
+    }
+
+    /// A scan keeps small changed files' content, as hashed, within the bytes given;
+    /// a plain scan keeps none.
+    #[test]
+    fn a_scan_keeps_small_files_content_within_its_budget() {
+        let f = Fixture::new();
+        for i in 0..10 {
+            fs::write(f.root().join(format!("f{i}")), [b'x'; 100]).unwrap();
+        }
+        let big = vec![7u8; filesync_proto::wire::INLINE_MAX as usize + 1];
+        fs::write(f.root().join("big"), &big).unwrap();
+        let out = scan_keeping(&f.root(), &f.index, &Scope::All, &f.origin, &f.rules, 450).unwrap();
+        assert_eq!(out.contents.len(), 4);
+        for (path, hash, data) in &out.contents {
+            let row = out.changes.iter().find(|r| r.entry.path == *path).unwrap();
+            assert_eq!(row.entry.hash, *hash);
+            assert_eq!(*hash, chunk::sha256(data));
+            assert_eq!(data, &[b'x'; 100]);
+        }
+        let plain = scan(&f.root(), &f.index, &Scope::All, &f.origin, &f.rules).unwrap();
+        assert!(plain.contents.is_empty());
     }
 
     #[test]

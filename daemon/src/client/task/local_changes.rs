@@ -146,8 +146,6 @@ impl FolderTask {
     fn revert(&mut self) -> Result<String, String> {
         let mut done = Reverted::default();
         let result = self.revert_rows(&mut done);
-        // The next status counts again: the changes are gone, what comes back is pending.
-        self.totals = None;
         let name = &self.cfg.name;
         let mut text = if done.undone == 0 {
             format!("folder {name} has no local changes to revert")

@@ -24,10 +24,11 @@ use crate::fs::beneath::Root;
 use crate::fs::ignore::IgnoreRules;
 use crate::fs::temp;
 use crate::fs::watch::{self as watcher, WatchEvent};
-use crate::index::{Index, Totals};
+use crate::index::Index;
 use partials::Partials;
 
 mod commands;
+mod content;
 mod local_changes;
 mod partials;
 mod phase;
@@ -61,8 +62,6 @@ const DELETE_BURST: Duration = Duration::from_secs(5);
 /// How often a folder whose root or marker is missing looks for it again: a disk mounted
 /// back, or a directory moved back, over the folder's path sends the watcher no event.
 const AWAY_POLL: Duration = Duration::from_secs(5);
-/// How old the totals in a busy folder's status may be (see `publish_busy`).
-const TOTALS_EVERY: Duration = Duration::from_millis(100);
 /// The shortest time between two re-reads of the server's whole index (see `refresh`):
 /// a server that lists content it cannot serve must not keep a device re-reading.
 const REFRESH_EVERY: Duration = Duration::from_secs(60);
@@ -183,12 +182,10 @@ pub(super) struct FolderTask {
     rules_error: Option<String>,
     /// Partial downloads to remove once the folder is in sync.
     partials: Partials,
+    /// Small files' content the scans read, for the pushes that send it inline.
+    contents: content::Contents,
     /// Small files' content that came with index batches, until the pull applies it.
     inline: Arc<InlineStore>,
-    /// The index totals last published and when: counting the pending rows costs as
-    /// many as there are (thousands in a big sync), so while the loop has more work
-    /// they are counted at most every TOTALS_EVERY.
-    totals: Option<(Instant, Totals)>,
 }
 
 impl FolderTask {
@@ -260,8 +257,8 @@ impl FolderTask {
             rules_stale: true,
             rules_error: None,
             partials: Partials::default(),
+            contents: content::Contents::default(),
             inline: Arc::new(InlineStore::new(INLINE_HELD)),
-            totals: None,
         }
     }
 
@@ -447,12 +444,8 @@ impl FolderTask {
     fn disconnected(&mut self) {
         self.session = None;
         self.caught_up = false;
-        for pushed in self.inflight.drain().flat_map(|(_, entries)| entries) {
-            self.unconfirmed
-                .entry(pushed.path.clone())
-                .or_default()
-                .push(pushed);
-        }
+        let pushed: Vec<Entry> = self.inflight.drain().flat_map(|(_, e)| e).collect();
+        self.unconfirm(pushed);
         self.inflight_paths.clear();
     }
 
@@ -585,5 +578,31 @@ impl FolderTask {
         self.index
             .as_ref()
             .expect("index is opened before the loop starts")
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::client::trust::TrustStore;
+    use filesync_proto::{DeviceId, FolderName};
+
+    /// A folder task on a folder and state directory in `dir`, its index open, not
+    /// running: tests call its steps themselves.
+    pub(in crate::client::task) fn task(dir: &std::path::Path) -> FolderTask {
+        let root = dir.join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let name = FolderName::new("f").unwrap();
+        let cfg = FolderConfig::new(root, "127.0.0.1:1".into(), name);
+        let id = ClientIdentity {
+            device: DeviceId::new("me").unwrap(),
+            device_name: "me".into(),
+            state_dir: dir.to_path_buf(),
+            trust: Arc::new(TrustStore::new(dir)),
+        };
+        let status = watch::channel(super::super::initial_status(&cfg)).0;
+        let mut task = FolderTask::new(cfg, id, Arc::default(), status, Events::default());
+        task.index = Some(Index::open(&dir.join("index.db")).unwrap());
+        task
     }
 }

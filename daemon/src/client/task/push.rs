@@ -4,12 +4,14 @@
 use anyhow::Result;
 use filesync_proto::RelPath;
 use filesync_proto::control::EventKind;
-use filesync_proto::wire::{Change, Entry, EntryKind, MAX_BATCH, PushOutcome};
+use filesync_proto::wire::{Change, Entry, EntryKind, INLINE_BUDGET, MAX_BATCH, PushOutcome};
 use tokio::time::Instant;
 
+use super::content;
 use super::{BLOCKED_TOO_LONG, FolderTask, MAX_INFLIGHT, PUSH_BYTES};
 use crate::client::plan::{self, Action};
 use crate::conn::{self, Counters};
+use crate::fs::beneath::Root;
 use crate::index::{self, LocalRow};
 
 impl FolderTask {
@@ -34,6 +36,10 @@ impl FolderTask {
         }
         // While the mass-delete guard holds, only live changes go out.
         let dirty = self.index().dirty(MAX_BATCH * 2, self.hold.is_none())?;
+        if dirty.is_empty() {
+            // Nothing left to send: what the scans read is of no more use.
+            self.contents.clear();
+        }
         // A wait ends when the server's version arrives, or once the row it held back is
         // no longer a change to send (the server's version was pulled, ours kept as a
         // conflict copy): a later change of that path is a push of its own, which must
@@ -47,6 +53,10 @@ impl FolderTask {
         let mut live = Vec::new();
         let mut deletes = Vec::new();
         let mut bytes = 0usize;
+        // Small files' content sent inline, within INLINE_BUDGET, and the root it is read
+        // again from when no scan kept it, opened on first need.
+        let mut inline = 0usize;
+        let mut root = None;
         for mut row in dirty {
             let path = row.entry.path.clone();
             if self.inflight_paths.contains(&path)
@@ -81,11 +91,21 @@ impl FolderTask {
                 Action::Push { base } => {
                     let mut entry = row.entry;
                     entry.seq = 0;
+                    let data = if content::inlinable(&entry) {
+                        if inline + entry.size as usize > INLINE_BUDGET {
+                            // The next push takes it, with its content.
+                            break;
+                        }
+                        self.content_for(&entry, &mut root)
+                    } else {
+                        None
+                    };
+                    inline += data.as_ref().map_or(0, Vec::len);
                     bytes += conn::entry_size(&entry);
                     let change = Change {
                         entry,
                         base_seq: base,
-                        data: None,
+                        data,
                     };
                     if change.entry.deleted {
                         deletes.push(change)
@@ -120,6 +140,7 @@ impl FolderTask {
         let id = self.next_push;
         self.next_push += 1;
         let entries: Vec<Entry> = live.iter().map(|c| c.entry.clone()).collect();
+        Counters::add(&self.counters.content_sent, inline as u64);
         let session = self
             .session
             .clone()
@@ -132,6 +153,44 @@ impl FolderTask {
         Ok(self.inflight.len() < MAX_INFLIGHT)
     }
 
+    /// The content of the small file `entry` describes, to send inline: kept from its
+    /// scan, or read again beneath `root` (opened here on first need). A file that
+    /// changed since its scan goes without, and is scanned again; so does one whose
+    /// content another path here already holds (a move, a copy): the server has it or
+    /// gets it once, and it does not cross the wire again.
+    fn content_for(&mut self, entry: &Entry, root: &mut Option<Root>) -> Option<Vec<u8>> {
+        let kept = self.contents.take(&entry.path, &entry.hash);
+        if self.held_elsewhere(entry) {
+            return None;
+        }
+        if kept.is_some() {
+            return kept;
+        }
+        if root.is_none() {
+            *root = self.root().ok();
+        }
+        match content::read_again(root.as_ref()?, entry) {
+            Ok(Some(data)) => Some(data),
+            Ok(None) | Err(_) => {
+                self.scan_paths.push(entry.path.clone());
+                None
+            }
+        }
+    }
+
+    /// Whether every block of `entry` is in a file at another path in the index.
+    fn held_elsewhere(&self, entry: &Entry) -> bool {
+        entry.blocks.iter().all(|b| {
+            self.index()
+                .block_sources(&b.hash, 2)
+                .is_ok_and(|sources| sources.iter().any(|s| s.path != entry.path))
+        })
+    }
+
+    /// Records the server's answer to push `id`: every outcome in one index
+    /// transaction, not a few autocommit writes per file. Should the transaction fail,
+    /// nothing of it is recorded and the push counts as one whose answer was lost with
+    /// its connection ([`FolderTask::rebase_on_own_push`]).
     pub(super) fn on_push_result(&mut self, id: u64, outcomes: Vec<PushOutcome>) -> Result<()> {
         let Some(entries) = self.inflight.remove(&id) else {
             return Ok(());
@@ -140,6 +199,29 @@ impl FolderTask {
             self.inflight_paths.remove(&e.path);
             self.unconfirmed.remove(&e.path);
         }
+        self.index().begin()?;
+        let recorded = match self.record_outcomes(entries.clone(), outcomes) {
+            Ok(()) => self.index().commit(),
+            Err(e) => {
+                self.index().rollback();
+                Err(e)
+            }
+        };
+        if recorded.is_err() {
+            self.unconfirm(entries);
+        }
+        recorded
+    }
+
+    /// Remembers pushed `entries` whose results are not recorded (see `unconfirmed`).
+    pub(super) fn unconfirm(&mut self, entries: Vec<Entry>) {
+        for pushed in entries {
+            let at = pushed.path.clone();
+            self.unconfirmed.entry(at).or_default().push(pushed);
+        }
+    }
+
+    fn record_outcomes(&mut self, entries: Vec<Entry>, outcomes: Vec<PushOutcome>) -> Result<()> {
         let renames = self.index().renames(0, u64::MAX)?;
         for (pushed, outcome) in entries.into_iter().zip(outcomes) {
             let refused = !matches!(outcome, PushOutcome::Accepted { .. });
@@ -236,5 +318,88 @@ impl FolderTask {
         }
         tracing::debug!(folder = %self.cfg.name, path = %pushed.path, seq, "uploaded");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::index::tests::{count_commits, file_entry};
+
+    /// A push sends the content a scan kept without reading the file; without it, the
+    /// file is read again, and one that changed since its scan goes without and is
+    /// scanned again.
+    #[test]
+    fn small_files_content_comes_from_the_scan_or_from_disk_while_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut task = super::super::tests::task(dir.path());
+        let entry = |path: &str, content: &[u8]| {
+            let mut e = file_entry(path, 0, content);
+            e.hash = crate::fs::chunk::sha256(content);
+            e
+        };
+        let (kept, on_disk) = (entry("kept", b"scanned"), entry("disk", b"on disk"));
+        task.contents
+            .keep(vec![(kept.path.clone(), kept.hash, b"scanned".to_vec())]);
+        std::fs::write(task.cfg.path.join("disk"), b"on disk").unwrap();
+        let mut root = None;
+        assert_eq!(
+            task.content_for(&kept, &mut root),
+            Some(b"scanned".to_vec()),
+            "not on disk: from the scan"
+        );
+        assert_eq!(
+            task.content_for(&on_disk, &mut root),
+            Some(b"on disk".to_vec())
+        );
+        std::fs::write(task.cfg.path.join("disk"), b"edited!").unwrap();
+        assert_eq!(task.content_for(&on_disk, &mut root), None);
+        assert_eq!(task.scan_paths, std::slice::from_ref(&on_disk.path));
+        // The same content at another path (a copy, a move) is not sent again.
+        let mut copy = entry("copy", b"scanned");
+        copy.blocks[0].hash = copy.hash;
+        let mut original = LocalRow {
+            entry: copy.clone(),
+            inode: 1,
+            dirty: false,
+        };
+        original.entry.path = RelPath::new("original").unwrap();
+        task.index().put_local(&original).unwrap();
+        std::fs::write(task.cfg.path.join("copy"), b"scanned").unwrap();
+        assert_eq!(task.content_for(&copy, &mut root), None);
+    }
+
+    #[test]
+    fn a_push_result_is_recorded_in_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut task = super::super::tests::task(dir.path());
+        let mut pushed = Vec::new();
+        let mut outcomes = Vec::new();
+        for i in 0..20u64 {
+            let mut entry = file_entry(&format!("f{i}"), 0, b"content");
+            task.index()
+                .put_local(&LocalRow {
+                    entry: entry.clone(),
+                    inode: i,
+                    dirty: true,
+                })
+                .unwrap();
+            entry.origin = task.id.device.clone();
+            pushed.push(entry);
+            outcomes.push(PushOutcome::Accepted { seq: i + 1 });
+        }
+        task.inflight.insert(7, pushed);
+        let commits = count_commits(task.index());
+        task.on_push_result(7, outcomes).unwrap();
+        assert_eq!(commits.load(Ordering::SeqCst), 1);
+        assert!(task.inflight.is_empty());
+        for i in 0..20u64 {
+            let path = RelPath::new(format!("f{i}")).unwrap();
+            let row = task.index().local(&path).unwrap().unwrap();
+            assert_eq!((row.dirty, row.entry.seq), (false, i + 1), "{path}");
+            assert_eq!(task.index().remote(&path).unwrap().unwrap().seq, i + 1);
+        }
     }
 }

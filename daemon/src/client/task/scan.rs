@@ -76,13 +76,20 @@ impl FolderTask {
             self.scan_paths.clear();
         }
         let started = Instant::now();
+        // What a receive-only folder scans is never pushed: no content kept for it.
+        let keep = if self.receive_only() {
+            0
+        } else {
+            self.contents.room()
+        };
         let result = tokio::task::block_in_place(|| {
-            let out = scan::scan(
+            let out = scan::scan_keeping(
                 &self.cfg.path,
                 self.index(),
                 &scope,
                 &self.id.device,
                 &self.rules,
+                keep,
             )?;
             if !self.marker_still_there() {
                 return Ok(None);
@@ -109,7 +116,8 @@ impl FolderTask {
                 self.marker_ok();
                 self.flushed.append(&mut self.flush_waiters);
             }
-            Ok(Some(out)) => {
+            Ok(Some(mut out)) => {
+                self.contents.keep(std::mem::take(&mut out.contents));
                 if self.receive_only() {
                     // A full scan settles every local change, those an earlier version
                     // of the daemon left too.

@@ -2,10 +2,9 @@
 //! [`Phase`] gives and the totals counted from its index.
 
 use filesync_proto::control::{FolderState, FolderStatus};
-use tokio::time::Instant;
 
+use super::FolderTask;
 use super::phase::{Inputs, Phase};
-use super::{FolderTask, TOTALS_EVERY};
 use crate::events::unix_secs;
 use crate::index::Meta;
 
@@ -28,23 +27,15 @@ impl FolderTask {
         self.publish_busy(false);
     }
 
-    /// Publishes the status; `busy` when the loop goes straight on to more work, which
-    /// lets it reuse totals counted less than TOTALS_EVERY ago. A busy folder is never
-    /// shown idle, so the reused totals cannot make `wait` return early.
+    /// Publishes the status; `busy` when the loop goes straight on to more work: a busy
+    /// folder is never shown idle. The totals are counters the index keeps, read at once
+    /// whatever is pending.
     pub(super) fn publish_busy(&mut self, busy: bool) {
-        let now = Instant::now();
-        let totals = match &self.totals {
-            Some((at, totals)) if busy && now.duration_since(*at) < TOTALS_EVERY => totals.clone(),
-            _ => {
-                let totals = self
-                    .index
-                    .as_ref()
-                    .and_then(|ix| ix.totals().ok())
-                    .unwrap_or_default();
-                self.totals = Some((now, totals.clone()));
-                totals
-            }
-        };
+        let totals = self
+            .index
+            .as_ref()
+            .and_then(|ix| ix.totals().ok())
+            .unwrap_or_default();
         let seq = self
             .index
             .as_ref()
