@@ -15,7 +15,7 @@
 //! from the peer or from a local file that may have changed is hashed; a block copied
 //! from a local file whose stat still matches its index row is not, because the index
 //! vouches for it (see [`Sources`]); a repeated or resumed block was checked when it was
-//! first written. So [`TempFile::prepare`] checks the file by its block list and no byte
+//! first written. So [`TempFile::seal`] checks the file by its block list and no byte
 //! is hashed twice.
 //!
 //! A small file's whole content may come at once instead ([`from_bytes`]): sent inline
@@ -37,7 +37,7 @@ use futures::stream::FuturesUnordered;
 use crate::fs::beneath::Root;
 use crate::fs::chunk;
 use crate::fs::stat::{Stat, matches_stat, stat_of};
-use crate::fs::temp::{Resumed, TempFile};
+use crate::fs::temp::{Resumed, Sealed, TempFile};
 use crate::index::{BlockSource, Index};
 
 /// Blocks asked for or read ahead at once, so throughput is not bound by round trips.
@@ -76,7 +76,7 @@ enum Got {
 /// Builds `entry`'s content (a live file inside `root`) in a temp file beside its
 /// target. `fetch` asks the peer for one block. The temp file is complete, each block
 /// checked against the entry's block list, but not renamed: the caller does that
-/// ([`TempFile::prepare`]).
+/// ([`seal`], then the group's barriers in [`crate::fs::durable`]).
 ///
 /// Blocks are asked for up to [`PIPELINE`] ahead and arrive in any order; one that
 /// arrives before its turn is written at its offset at once, so that a transfer that
@@ -99,13 +99,24 @@ where
             entry.size
         );
     }
-    let mut tmp = if entry.size >= RESUMABLE_SIZE {
-        TempFile::resumable(root, &entry.path)?
+    let (mut tmp, resumed) = if entry.size >= RESUMABLE_SIZE {
+        let tmp = TempFile::resumable(root, &entry.path)?;
+        // Reads back what an interrupted transfer left: off the async threads.
+        let blocks = entry.blocks.clone();
+        let (tmp, resumed) = tokio::task::spawn_blocking(move || {
+            let mut tmp = tmp;
+            let resumed = tmp.resume(&blocks);
+            (tmp, resumed)
+        })
+        .await
+        .context("the resume check stopped")?;
+        let resumed =
+            resumed.with_context(|| format!("cannot resume the transfer of {}", entry.path))?;
+        (tmp, resumed)
     } else {
-        TempFile::create(root, &entry.path)?
+        // A new, empty temp file: nothing to resume.
+        (TempFile::create(root, &entry.path)?, Resumed::default())
     };
-    let resumed = tokio::task::block_in_place(|| tmp.resume(&entry.blocks))
-        .with_context(|| format!("cannot resume the transfer of {}", entry.path))?;
     if resumed.kept > 0 || !resumed.ahead.is_empty() {
         tracing::info!(
             path = %entry.path,
@@ -133,6 +144,14 @@ where
     };
     let reused = job.fill(&resumed, &mut tmp).await?;
     Ok(Assembled { tmp, reused })
+}
+
+/// Verifies and seals assembled content ([`TempFile::seal`]) off the async threads.
+pub async fn seal(tmp: TempFile, entry: &Entry) -> Result<Sealed> {
+    let entry = entry.clone();
+    tokio::task::spawn_blocking(move || tmp.seal(&entry))
+        .await
+        .context("the check of a received file stopped")?
 }
 
 /// Builds `entry`'s content in a temp file beside its target from `data`, its whole

@@ -29,6 +29,7 @@ use partials::Partials;
 
 mod commands;
 mod content;
+mod land;
 mod local_changes;
 mod partials;
 mod phase;

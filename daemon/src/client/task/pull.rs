@@ -2,19 +2,20 @@
 //! entries (directories, deletes and conflict copies here, files fetched several at
 //! a time), and making one server entry real on disk.
 //!
-//! A small file's whole content comes at once ([`transfer::from_bytes`]): with the
+//! A small file's whole content comes at once ([`crate::transfer::from_bytes`]): with the
 //! index batch that announced it (held in
 //! [`InlineStore`](crate::client::inline::InlineStore)), else fetched together with
 //! the other small files of the round that lack theirs. A larger file is assembled
-//! block by block into a temp file ([`transfer::assemble`]): what an interrupted
+//! block by block into a temp file ([`crate::transfer::assemble`]): what an interrupted
 //! download left, blocks the folder already has in any indexed file, and the rest from
-//! the server, several at a time. The result is verified whole, fsynced and renamed in,
-//! unless the user wrote the path meanwhile.
+//! the server, several at a time. The result is verified whole and sealed; a batch's
+//! files are then made durable together, renamed in (unless the user wrote the path
+//! meanwhile) and their directories fsynced once each (`land.rs`, through
+//! [`crate::fs::durable`]).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, anyhow};
 use filesync_proto::RelPath;
 use filesync_proto::control::{EventKind, FolderMode};
 use filesync_proto::wire::{
@@ -22,7 +23,7 @@ use filesync_proto::wire::{
 };
 use futures::StreamExt;
 
-use super::partials::Partials;
+use super::land::{Received, land_group, receive_entry, same_file_content};
 use super::{FolderTask, PULL_BATCH, PULL_FILES};
 use crate::client::plan::{self, Action};
 use crate::client::session::{self, SessionHandle};
@@ -31,11 +32,9 @@ use crate::events::unix_secs;
 use crate::fs::IGNORE_FILE;
 use crate::fs::beneath::Root;
 use crate::fs::stat::{self, Stat};
-use crate::fs::temp::Partial;
 use crate::fs::tree;
-use crate::index::{Index, LocalRow};
+use crate::index::LocalRow;
 use crate::scan::{self};
-use crate::transfer;
 
 /// How long content from an index batch may wait once nothing is needed: far longer
 /// than a batch takes from the session's hands to the index.
@@ -216,9 +215,10 @@ impl FolderTask {
         let content = (remote.kind == EntryKind::File)
             .then(|| self.inline.take(&remote.path, &remote.hash).map(Ok))
             .flatten();
-        let result = write_entry(
+        let index = self.index();
+        let received = receive_entry(
             &root,
-            self.index(),
+            index,
             &session,
             remote,
             content,
@@ -226,11 +226,20 @@ impl FolderTask {
             &self.partials,
         )
         .await;
+        // A group of one: the same steps as a batch's files.
+        let result = match land_group(&root, index, vec![(remote.clone(), received)]).await {
+            Ok(mut landed) => landed
+                .pop()
+                .map_or_else(|| Err(anyhow!("{} was not applied", remote.path)), |l| l.1),
+            Err(e) => Err(e),
+        };
         self.applied(remote, result)
     }
 
-    /// Fetches several files at once, so that small files do not wait for each other's
-    /// round trips and fsyncs, and records them in one index transaction.
+    /// Applies a batch of files as one group: their content fetched and sealed several
+    /// at once, made durable together (barrier D), each renamed in right after checking
+    /// that the user did not write its path meanwhile, their directories fsynced once
+    /// each (barrier M), and only then recorded, in one index transaction.
     async fn apply_files(&mut self, files: Vec<Entry>) -> Result<bool> {
         if files.is_empty() {
             return Ok(false);
@@ -242,23 +251,25 @@ impl FolderTask {
         let root = &self.root()?;
         let contents = self.whole_contents(&session, &files).await?;
         let (index, counters, partials) = (self.index(), &self.counters, &self.partials);
-        let results: Vec<(Entry, Result<Stat>)> =
+        let received: Vec<(Entry, Result<Received>)> =
             futures::stream::iter(files.into_iter().zip(contents))
                 .map(|(remote, content)| {
                     let session = &session;
                     async move {
-                        let result =
-                            write_entry(root, index, session, &remote, content, counters, partials)
-                                .await;
+                        let result = receive_entry(
+                            root, index, session, &remote, content, counters, partials,
+                        )
+                        .await;
                         (remote, result)
                     }
                 })
                 .buffered(PULL_FILES)
                 .collect()
                 .await;
+        let landed = land_group(root, index, received).await?;
         self.index().begin()?;
         let mut progress = false;
-        for (remote, result) in results {
+        for (remote, result) in landed {
             progress |= self.applied(&remote, result);
         }
         self.index().commit()?;
@@ -523,74 +534,4 @@ fn fetch_groups(files: &[Entry], wanted: Vec<usize>) -> Vec<Vec<usize>> {
         }
     }
     groups
-}
-
-/// Writes `entry` (a live file, dir or symlink) into the folder at `root`. A path whose
-/// parent is a symlink or a file here is refused. `content` is a file's whole content,
-/// when it came whole (or why it could not).
-async fn write_entry(
-    root: &Root,
-    index: &Index,
-    session: &SessionHandle,
-    entry: &Entry,
-    content: Option<Result<Vec<u8>>>,
-    counters: &Arc<Counters>,
-    partials: &Partials,
-) -> Result<Stat> {
-    match entry.kind {
-        EntryKind::Dir => tree::make_dir(root, entry),
-        EntryKind::Symlink => tree::make_symlink(root, entry),
-        EntryKind::File if same_file_content(index, entry)? => tree::set_file_meta(root, entry),
-        EntryKind::File => {
-            fetch_file(root, index, session, entry, content, counters, partials).await
-        }
-    }
-}
-
-/// Whether the local file at the entry's path already holds its content (a change of
-/// mode or mtime only). The caller checked that the disk matches the index.
-fn same_file_content(index: &Index, entry: &Entry) -> Result<bool> {
-    Ok(index.local(&entry.path)?.is_some_and(|l| {
-        !l.entry.deleted && l.entry.kind == EntryKind::File && l.entry.hash == entry.hash
-    }))
-}
-
-async fn fetch_file(
-    root: &Root,
-    index: &Index,
-    session: &SessionHandle,
-    entry: &Entry,
-    content: Option<Result<Vec<u8>>>,
-    counters: &Arc<Counters>,
-    partials: &Partials,
-) -> Result<Stat> {
-    let assembled = match content {
-        Some(data) => {
-            let data = data?;
-            tokio::task::block_in_place(|| transfer::from_bytes(root, entry, &data))?
-        }
-        None => {
-            if entry.size >= transfer::RESUMABLE_SIZE {
-                partials.note(Partial::of(&entry.path));
-                partials.note(Partial::in_root(&entry.path));
-            }
-            tracing::debug!(path = %entry.path, size = entry.size, "downloading by blocks");
-            transfer::assemble(root, index, entry, |request| session.request_block(request)).await?
-        }
-    };
-    Counters::add(&counters.content_reused, assembled.reused);
-    // Verify and fsync first, so the check below is the last thing before the rename.
-    // The fsync of a large file takes a while: off the async threads, as on the server.
-    let tmp = tokio::task::block_in_place(|| assembled.tmp.prepare(entry))?;
-    // The download took a while: if the user wrote the path meanwhile, that file is
-    // theirs and must not be replaced. Giving up here lets the scan take it in as a local
-    // change, which then meets this version as an ordinary conflict.
-    let local = index.local(&entry.path)?;
-    if !scan::unchanged_since_scan(root, &entry.path, local.as_ref())? {
-        bail!(
-            "{} changed here while its new version was downloading; both are kept",
-            entry.path
-        );
-    }
-    tmp.install(root, &entry.path)
 }
