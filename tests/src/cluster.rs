@@ -181,6 +181,20 @@ impl Cluster {
             .find(|dir| dir.is_dir())
     }
 
+    /// The server's index of `folder` (see [`crate::server_store`]), its account found
+    /// from the server's copy ([`Cluster::server_dir`]); panics without a copy.
+    pub fn server_index(&self, folder: &str) -> PathBuf {
+        let copy = self
+            .server_dir(folder)
+            .unwrap_or_else(|| panic!("the server has no copy of {folder:?}"));
+        let account = copy
+            .parent()
+            .and_then(|p| p.file_name())
+            .and_then(|a| a.to_str())
+            .expect("the server's folder lies in an account dir");
+        crate::server_store::index_file(self.server.data_dir(), account, folder)
+    }
+
     /// The trees that must agree: `folder` on each listed client, then the server's copy.
     pub fn replicas(&self, folder: &str, clients: &[usize]) -> Result<Vec<PathBuf>, String> {
         let server = self.server_dir(folder).ok_or_else(|| {

@@ -154,18 +154,6 @@ fn assert_holds_exactly(tree: &Manifest, written: &BTreeMap<String, Vec<u8>>) {
     assert!(strays.is_empty(), "files nobody wrote: {strays:?}");
 }
 
-/// The server's index of `docs`, with its account found from the server's copy.
-fn server_index(cl: &Cluster) -> std::path::PathBuf {
-    let docs = cl.server_dir(DOCS).expect("the server has a copy of docs");
-    let account = docs
-        .parent()
-        .and_then(|p| p.file_name())
-        .and_then(|a| a.to_str())
-        .expect("the server's folder lies in an account dir")
-        .to_owned();
-    server_store::index_file(cl.server().data_dir(), &account, DOCS)
-}
-
 /// The highest sequence number any client has received, from `status --json`.
 fn highest_seq_seen(cl: &Cluster) -> u64 {
     cl.all_clients()
@@ -194,7 +182,7 @@ fn a_server_killed_while_devices_push_reuses_no_sequence_number_and_loses_nothin
     let mut rng = PseudoRandom::new(seed);
     let cl = Cluster::new(2);
     cl.settle(DOCS);
-    let index = server_index(&cl);
+    let index = cl.server_index(DOCS);
     let written = Written::default();
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -518,7 +506,7 @@ fn a_flapping_link_costs_reconnects_not_resends_and_converges() {
     // the clock), so the run's commits are counted from this one's number.
     files::write(&cl.path_on(0, DOCS, "before.txt"), b"before");
     cl.settle(DOCS);
-    let seq0 = server_store::max_seq(&server_index(&cl)).unwrap_or_else(|e| panic!("{e}"));
+    let seq0 = server_store::max_seq(&cl.server_index(DOCS)).unwrap_or_else(|e| panic!("{e}"));
     let b0 = cl.b().counters(DOCS);
     let up0 = proxy.traffic().up;
     proxy.set_rate(FLAP_RATE);
@@ -591,7 +579,7 @@ fn a_flapping_link_costs_reconnects_not_resends_and_converges() {
         b.files_downloaded - b0.files_downloaded
     );
     let summary = server_store::check_index(
-        &server_index(&cl),
+        &cl.server_index(DOCS),
         &manifest(&cl.server_dir(DOCS).unwrap()).unwrap(),
     )
     .unwrap_or_else(|e| panic!("{e}"));
