@@ -252,13 +252,6 @@ fn check_crashed(
     let (tree_dir, index) = victim.tree_and_index(cl);
     let tree = manifest(&tree_dir).unwrap_or_else(|e| panic!("{}: {e}", tree_dir.display()));
     let mut problems = torn_or_stray(&tree, first, second);
-    for i in cl.all_clients() {
-        let dir = cl.client(i).folder_dir(DOCS);
-        if dir != tree_dir {
-            let other = manifest(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-            problems.extend(torn_or_stray(&other, first, second));
-        }
-    }
     let committed = server_store::committed_files(&index).unwrap_or_else(|e| panic!("{e}"));
     let mut uncommitted = Vec::new();
     for (rel, entry) in &tree {
@@ -383,7 +376,8 @@ fn torn_or_stray(tree: &Manifest, first: &Contents, second: &Contents) -> Vec<St
         .collect()
 }
 
-/// The daemon's temp files (`.filesync-tmp-*`, `.filesync-partial-*`) anywhere in `root`.
+/// The daemon's temp files (`.filesync-tmp-*`, `.filesync-partial-*`) anywhere in `root`,
+/// its own directories included.
 fn temp_files(root: &Path) -> Vec<String> {
     let mut found = Vec::new();
     let mut dirs = vec![root.to_owned()];
@@ -396,7 +390,7 @@ fn temp_files(root: &Path) -> Vec<String> {
                 || name.starts_with(&format!("{METADATA_PREFIX}-partial-"))
             {
                 found.push(item.path().display().to_string());
-            } else if is_dir && !name.starts_with(METADATA_PREFIX) {
+            } else if is_dir {
                 dirs.push(item.path());
             }
         }
