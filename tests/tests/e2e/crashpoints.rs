@@ -200,8 +200,12 @@ fn crash_and_recover(victim: Victim, point: &str) {
     node.start();
     cl.settle(DOCS);
 
+    // Paused while it is written, A sends the whole set in one push: one group on the
+    // server, and on B a pull batch of many files.
+    cl.pause(0, DOCS);
     let since_ms = unix_ms();
     write_on_a(&cl, &second);
+    cl.resume(0, DOCS);
     let status = node.wait_exit(SYNC_TIMEOUT).unwrap_or_else(|why| {
         panic!(
             "{} did not reach the crash point {point} while A's files came \
@@ -231,7 +235,7 @@ fn crash_and_recover(victim: Victim, point: &str) {
     if victim == Victim::B {
         // The server never crashed: it accepted every file of A. Seeing each of them
         // among A's uploads says the source of the acknowledgement check above works.
-        let uploaded = uploaded_since(cl.a(), since_ms);
+        let uploaded = Uploads::of(cl.a()).paths(since_ms..);
         let missing: Vec<&String> = second.keys().filter(|p| !uploaded.contains(*p)).collect();
         assert!(
             missing.is_empty(),
@@ -255,7 +259,8 @@ fn check_crashed(
     let committed = server_store::committed_files(&index).unwrap_or_else(|e| panic!("{e}"));
     let mut uncommitted = Vec::new();
     for (rel, entry) in &tree {
-        if entry.kind == Kind::File && committed.get(rel) != Some(&entry.digest) {
+        let new = second.get(rel).is_some_and(|c| sha256(c) == entry.digest);
+        if new && committed.get(rel) != Some(&entry.digest) {
             uncommitted.push(rel.clone());
         }
     }
@@ -280,24 +285,42 @@ fn check_crashed(
                 .ok_or_else(|| format!("A still looks connected: {f}"))
         })
         .unwrap_or_else(|why| panic!("{why}"));
-        let accepted = uploaded_since(cl.a(), since_ms);
-        eprintln!(
-            "A was told of {} accepted files: {accepted:?}",
-            accepted.len()
+        let uploads = Uploads::of(cl.a());
+        let before = uploads.paths(..since_ms);
+        let during = uploads.paths(since_ms..);
+        // Every first version went up before: seeing them all says the events reach
+        // back far enough to hold every answer of the crashed process.
+        assert_eq!(
+            before,
+            first.keys().cloned().collect(),
+            "A's events do not show the uploads of the first versions"
         );
-        for rel in &accepted {
-            let want = second.get(rel).map(|c| sha256(c));
-            if tree.get(rel).map(|e| &e.digest) != want.as_ref() {
+        eprintln!(
+            "A was told of {} accepted files while the server crashed: {during:?}",
+            during.len()
+        );
+        for rel in before.union(&during) {
+            // A version told accepted, or a later one A wrote: never an older one.
+            let wanted: Vec<String> = if during.contains(rel) {
+                second.get(rel).into_iter().map(|c| sha256(c)).collect()
+            } else {
+                [first.get(rel), second.get(rel)]
+                    .into_iter()
+                    .flatten()
+                    .map(|c| sha256(c))
+                    .collect()
+            };
+            if !tree.get(rel).is_some_and(|e| wanted.contains(&e.digest)) {
                 problems.push(format!("{rel}: accepted, but not on the server's disk"));
             }
-            if committed.get(rel) != want.as_ref() {
+            if !committed.get(rel).is_some_and(|d| wanted.contains(d)) {
                 problems.push(format!("{rel}: accepted, but not committed in the index"));
             }
         }
     }
     let temps = temp_files(&tree_dir);
     eprintln!(
-        "{} at {point}: {} temp files, {} files at their names but not committed: {uncommitted:?}",
+        "{} at {point}: {} temp files, {} files at their names but not committed",
         victim.node(cl).name(),
         temps.len(),
         uncommitted.len()
@@ -398,26 +421,51 @@ fn temp_files(root: &Path) -> Vec<String> {
     found
 }
 
-/// The files `node` reported uploaded (its server accepted their push) at or after
-/// `since_ms`, from `filesyncctl events`: the daemon keeps the last 100 events, so this
-/// checks that they reach back before `since_ms`.
-fn uploaded_since(node: &Node, since_ms: i64) -> BTreeSet<String> {
-    let text = node.ctl_ok(["events", "--json", DOCS]);
-    let events: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
-    let oldest = events.iter().filter_map(|e| e["time_ms"].as_i64()).min();
-    assert!(
-        oldest.is_some_and(|t| t < since_ms),
-        "{}'s recent events do not reach back to the crash phase: {text}",
-        node.name()
-    );
-    events
-        .iter()
-        .filter(|e| e["kind"] == "uploaded" && e["time_ms"].as_i64() >= Some(since_ms))
-        .filter_map(|e| e["path"].as_str().map(str::to_owned))
-        .collect()
+/// The uploads a device reported (its server accepted their push), from
+/// `filesyncctl events`: the daemon keeps its last 100 events.
+struct Uploads {
+    /// When (ms since 1970) and which path, oldest first.
+    events: Vec<(i64, String)>,
+    /// The time of the oldest event kept, of any kind.
+    oldest: i64,
+}
+
+impl Uploads {
+    fn of(node: &Node) -> Uploads {
+        let text = node.ctl_ok(["events", "--json", DOCS]);
+        let events: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        Uploads {
+            oldest: events
+                .iter()
+                .filter_map(|e| e["time_ms"].as_i64())
+                .min()
+                .unwrap_or(i64::MAX),
+            events: events
+                .iter()
+                .filter(|e| e["kind"] == "uploaded")
+                .filter_map(|e| Some((e["time_ms"].as_i64()?, e["path"].as_str()?.to_owned())))
+                .collect(),
+        }
+    }
+
+    /// The paths uploaded in `when`; panics when the events kept do not reach back to
+    /// its start.
+    fn paths(&self, when: impl std::ops::RangeBounds<i64>) -> BTreeSet<String> {
+        if let std::ops::Bound::Included(&start) = when.start_bound() {
+            assert!(
+                self.oldest < start,
+                "the events kept do not reach back to {start} ms"
+            );
+        }
+        self.events
+            .iter()
+            .filter(|(t, _)| when.contains(t))
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
 }
 
 fn unix_ms() -> i64 {
