@@ -355,6 +355,21 @@ impl Cluster {
         files::assert_file(&self.server_path(folder, rel), content);
     }
 
+    /// No conflict copy (`*.sync-conflict-*`) in `tree`, a manifest of `folder`, and none
+    /// listed by any client.
+    pub fn assert_no_conflicts(&self, folder: &str, tree: &Manifest) {
+        let copies = tree::conflict_copies(tree);
+        assert!(copies.is_empty(), "conflict copies appeared: {copies:?}");
+        for node in &self.clients {
+            let listed = node.conflicts(folder);
+            assert!(
+                listed.is_empty(),
+                "{} lists conflicts: {listed:?}",
+                node.name()
+            );
+        }
+    }
+
     /// Nothing exists at `rel` on any client nor on the server.
     pub fn assert_absent_everywhere(&self, folder: &str, rel: &str) {
         for i in self.all_clients() {

@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use filesync_tests::cluster::DOCS;
 use filesync_tests::files::{self, PseudoRandom};
-use filesync_tests::tree::{METADATA_PREFIX, conflict_copies, sha256};
+use filesync_tests::tree::{METADATA_PREFIX, sha256};
 use filesync_tests::{
     Cluster, Kind, Manifest, Node, SYNC_TIMEOUT, manifest, poll_until, server_store,
 };
@@ -366,18 +366,7 @@ fn check_recovered(cl: &Cluster, common: &Manifest, first: &Contents, second: &C
         files, want,
         "the replicas do not hold exactly what A wrote last"
     );
-    assert!(
-        conflict_copies(common).is_empty(),
-        "conflict copies appeared: {common:?}"
-    );
-    for i in cl.all_clients() {
-        let listed = cl.client(i).conflicts(DOCS);
-        assert!(
-            listed.is_empty(),
-            "{} lists conflicts: {listed:?}",
-            cl.client(i).name()
-        );
-    }
+    cl.assert_no_conflicts(DOCS, common);
     let server_tree = manifest(&cl.server_dir(DOCS).expect("the server has docs")).unwrap();
     server_store::check_index(&cl.server_index(DOCS), &server_tree)
         .unwrap_or_else(|e| panic!("{e}"));
