@@ -1,10 +1,10 @@
 //! Crashes at each step of the batch pipeline (issue 17, Safety): the server committing
-//! a push, or the receiving device B applying a pull batch, aborts at a test-only crash
-//! point (`FILESYNC_CRASH_AT`, a test-only switch of `filesyncd`) the first time it gets there with a
-//! group of files:
+//! a push, or the receiving device B applying a pull batch, aborts at a crash point (the
+//! test-only switch `FILESYNC_CRASH_AT` of `filesyncd`) the first time it gets there
+//! with a group of files:
 //!
 //! * `after-data-barrier`: the group's temp files are durable, none is renamed yet;
-//! * `after-renames`: they are all at their final names, the directories not fsynced;
+//! * `after-renames`: they are at their final names, the directories not fsynced;
 //! * `after-dir-barrier`: the directories are fsynced, the index COMMIT not made.
 //!
 //! A holds files B and the server already have; it then writes new versions of some,
@@ -255,16 +255,34 @@ fn check_crashed(
 ) {
     let (tree_dir, index) = victim.tree_and_index(cl);
     let tree = manifest(&tree_dir).unwrap_or_else(|e| panic!("{}: {e}", tree_dir.display()));
-    let mut problems = torn_or_stray(&tree, first, second);
     let committed = server_store::committed_files(&index).unwrap_or_else(|e| panic!("{e}"));
-    let mut uncommitted = Vec::new();
-    for (rel, entry) in &tree {
-        let new = second.get(rel).is_some_and(|c| sha256(c) == entry.digest);
-        if new && committed.get(rel) != Some(&entry.digest) {
-            uncommitted.push(rel.clone());
-        }
+    let mut problems = torn_or_stray(&tree, first, second);
+    problems.extend(committed_not_on_disk(&tree, &committed, second));
+    if victim == Victim::Server {
+        problems.extend(accepted_not_durable(
+            cl, &tree, &committed, first, second, since_ms,
+        ));
     }
-    for (rel, hash) in &committed {
+    problems.extend(not_where_the_point_says(
+        &tree_dir, &tree, &committed, second, point,
+    ));
+    assert!(
+        problems.is_empty(),
+        "{} crashed at {point}:\n - {}",
+        victim.node(cl).name(),
+        problems.join("\n - ")
+    );
+}
+
+/// Files the index at `committed` holds that the disk lacks, or holds in an older
+/// version: a commit made before the renames.
+fn committed_not_on_disk(
+    tree: &Manifest,
+    committed: &BTreeMap<String, String>,
+    second: &Contents,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (rel, hash) in committed {
         let newer = second.get(rel).map(|c| sha256(c));
         match tree.get(rel) {
             None => problems.push(format!(
@@ -276,78 +294,101 @@ fn check_crashed(
             Some(_) => {}
         }
     }
-    if victim == Victim::Server {
-        // The server is down: A heard every answer it will ever get from that process.
-        poll_until(Duration::from_secs(20), || {
-            let f = cl.a().folder_status(DOCS);
-            (f["connected"] == false)
-                .then_some(())
-                .ok_or_else(|| format!("A still looks connected: {f}"))
-        })
-        .unwrap_or_else(|why| panic!("{why}"));
-        let uploads = Uploads::of(cl.a());
-        let before = uploads.paths(..since_ms);
-        let during = uploads.paths(since_ms..);
-        // Every first version went up before: seeing them all says the events reach
-        // back far enough to hold every answer of the crashed process.
-        assert_eq!(
-            before,
-            first.keys().cloned().collect(),
-            "A's events do not show the uploads of the first versions"
-        );
-        eprintln!(
-            "A was told of {} accepted files while the server crashed: {during:?}",
-            during.len()
-        );
-        for rel in before.union(&during) {
-            // A version told accepted, or a later one A wrote: never an older one.
-            let wanted: Vec<String> = if during.contains(rel) {
-                second.get(rel).into_iter().map(|c| sha256(c)).collect()
-            } else {
-                [first.get(rel), second.get(rel)]
-                    .into_iter()
-                    .flatten()
-                    .map(|c| sha256(c))
-                    .collect()
-            };
-            if !tree.get(rel).is_some_and(|e| wanted.contains(&e.digest)) {
-                problems.push(format!("{rel}: accepted, but not on the server's disk"));
-            }
-            if !committed.get(rel).is_some_and(|d| wanted.contains(d)) {
-                problems.push(format!("{rel}: accepted, but not committed in the index"));
-            }
+    problems
+}
+
+/// Files A was told the crashed server accepted that its disk (`tree`) or its index
+/// (`committed`) lacks in that version or a later one.
+fn accepted_not_durable(
+    cl: &Cluster,
+    tree: &Manifest,
+    committed: &BTreeMap<String, String>,
+    first: &Contents,
+    second: &Contents,
+    since_ms: i64,
+) -> Vec<String> {
+    // The server is down: A heard every answer it will ever get from that process.
+    poll_until(Duration::from_secs(20), || {
+        let f = cl.a().folder_status(DOCS);
+        (f["connected"] == false)
+            .then_some(())
+            .ok_or_else(|| format!("A still looks connected: {f}"))
+    })
+    .unwrap_or_else(|why| panic!("{why}"));
+    let uploads = Uploads::of(cl.a());
+    let before = uploads.paths(..since_ms);
+    let during = uploads.paths(since_ms..);
+    // Every first version went up before: seeing them all says the events reach back
+    // far enough to hold every answer of the crashed process.
+    assert_eq!(
+        before,
+        first.keys().cloned().collect(),
+        "A's events do not show the uploads of the first versions"
+    );
+    eprintln!(
+        "A was told of {} accepted files while the server crashed: {during:?}",
+        during.len()
+    );
+    let mut problems = Vec::new();
+    for rel in before.union(&during) {
+        // The version told accepted, or a later one A wrote: never an older one.
+        let told = if during.contains(rel) {
+            None
+        } else {
+            first.get(rel)
+        };
+        let wanted: Vec<String> = [told, second.get(rel)]
+            .into_iter()
+            .flatten()
+            .map(|c| sha256(c))
+            .collect();
+        if !tree.get(rel).is_some_and(|e| wanted.contains(&e.digest)) {
+            problems.push(format!("{rel}: accepted, but not on the server's disk"));
+        }
+        if !committed.get(rel).is_some_and(|d| wanted.contains(d)) {
+            problems.push(format!("{rel}: accepted, but not committed in the index"));
         }
     }
-    let temps = temp_files(&tree_dir);
+    problems
+}
+
+/// Whether the group is where `point` says: in temp files and none at its name after
+/// the data barrier; some at their names, not committed, after the renames.
+fn not_where_the_point_says(
+    tree_dir: &Path,
+    tree: &Manifest,
+    committed: &BTreeMap<String, String>,
+    second: &Contents,
+    point: &str,
+) -> Vec<String> {
+    let uncommitted: Vec<&String> = tree
+        .iter()
+        .filter(|(rel, e)| {
+            second.get(*rel).is_some_and(|c| sha256(c) == e.digest)
+                && committed.get(*rel) != Some(&e.digest)
+        })
+        .map(|(rel, _)| rel)
+        .collect();
+    let temps = temp_files(tree_dir);
     eprintln!(
-        "{} at {point}: {} temp files, {} files at their names but not committed",
-        victim.node(cl).name(),
+        "at {point}: {} temp files, {} files at their names but not committed",
         temps.len(),
         uncommitted.len()
     );
-    match point {
-        AFTER_DATA_BARRIER => {
-            if temps.is_empty() {
-                problems.push("after the data barrier, no temp file holds the group".into());
-            }
-            if !uncommitted.is_empty() {
-                problems.push(format!(
-                    "after the data barrier, files are at their names already: {uncommitted:?}"
-                ));
-            }
+    let mut problems = Vec::new();
+    if point == AFTER_DATA_BARRIER {
+        if temps.is_empty() {
+            problems.push("after the data barrier, no temp file holds the group".into());
         }
-        _ => {
-            if uncommitted.is_empty() {
-                problems.push(format!("at {point}, no file of the group is at its name"));
-            }
+        if !uncommitted.is_empty() {
+            problems.push(format!(
+                "after the data barrier, files are at their names already: {uncommitted:?}"
+            ));
         }
+    } else if uncommitted.is_empty() {
+        problems.push(format!("at {point}, no file of the group is at its name"));
     }
-    assert!(
-        problems.is_empty(),
-        "{} crashed at {point}:\n - {}",
-        victim.node(cl).name(),
-        problems.join("\n - ")
-    );
+    problems
 }
 
 /// The oracle after the victim's restart, on the common manifest `common` of the
