@@ -66,6 +66,7 @@ pub async fn run(
     shutdown: CancellationToken,
     reload: mpsc::Receiver<()>,
 ) -> Result<()> {
+    fs::durable::at_start();
     let state_dir = &config.daemon.state_dir;
     private::create_dir(state_dir).with_context(|| {
         format!(

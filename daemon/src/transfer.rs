@@ -24,7 +24,7 @@ use futures::stream::FuturesUnordered;
 use crate::conn;
 use crate::fs::beneath::Root;
 use crate::fs::chunk;
-use crate::fs::temp::{Resumed, TempFile};
+use crate::fs::temp::{Resumed, Sealed, TempFile};
 use crate::index::{BlockSource, Index};
 
 /// Blocks asked for or read ahead at once, so throughput is not bound by round trips.
@@ -58,7 +58,8 @@ enum Got {
 
 /// Builds `entry`'s content (a live file inside `root`) in a temp file beside its
 /// target. `fetch` asks the peer for one block. The temp file is complete but neither
-/// verified as a whole nor renamed: the caller does that ([`TempFile::prepare`]).
+/// verified as a whole nor renamed: the caller does that ([`seal`], then the group's
+/// barriers in [`crate::fs::durable`]).
 ///
 /// Blocks are asked for up to [`PIPELINE`] ahead and arrive in any order; one that
 /// arrives before its turn is written at its offset at once, so that a transfer that
@@ -81,13 +82,24 @@ where
             entry.size
         );
     }
-    let mut tmp = if entry.size >= RESUMABLE_SIZE {
-        TempFile::resumable(root, &entry.path)?
+    let (mut tmp, resumed) = if entry.size >= RESUMABLE_SIZE {
+        let tmp = TempFile::resumable(root, &entry.path)?;
+        // Reads back what an interrupted transfer left: off the async threads.
+        let blocks = entry.blocks.clone();
+        let (tmp, resumed) = tokio::task::spawn_blocking(move || {
+            let mut tmp = tmp;
+            let resumed = tmp.resume(&blocks);
+            (tmp, resumed)
+        })
+        .await
+        .context("the resume check stopped")?;
+        let resumed =
+            resumed.with_context(|| format!("cannot resume the transfer of {}", entry.path))?;
+        (tmp, resumed)
     } else {
-        TempFile::create(root, &entry.path)?
+        // A new, empty temp file: nothing to resume.
+        (TempFile::create(root, &entry.path)?, Resumed::default())
     };
-    let resumed = tokio::task::block_in_place(|| tmp.resume(&entry.blocks))
-        .with_context(|| format!("cannot resume the transfer of {}", entry.path))?;
     if resumed.kept > 0 || !resumed.ahead.is_empty() {
         tracing::info!(
             path = %entry.path,
@@ -115,6 +127,14 @@ where
     };
     let reused = job.fill(&resumed, &mut tmp).await?;
     Ok(Assembled { tmp, reused })
+}
+
+/// Verifies and seals assembled content ([`TempFile::seal`]) off the async threads.
+pub async fn seal(tmp: TempFile, entry: &Entry) -> Result<Sealed> {
+    let entry = entry.clone();
+    tokio::task::spawn_blocking(move || tmp.seal(&entry))
+        .await
+        .context("the check of a received file stopped")?
 }
 
 /// One transfer under way: the file it builds and where its blocks can come from.
@@ -224,7 +244,7 @@ where
             let block = &blocks[i];
             // Only what the peer sent is hashed here: a local block was verified as it was
             // read, a block in the temp file was verified when it was written or resumed,
-            // and the whole-file hash that `TempFile::prepare` checks covers every byte
+            // and the whole-file hash that `TempFile::seal` checks covers every byte
             // again.
             let data = match got {
                 Got::Local(data) => {

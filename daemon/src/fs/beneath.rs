@@ -186,8 +186,13 @@ impl Dir {
     /// Whether both handles are the same directory.
     #[cfg(test)]
     fn same_as(&self, other: &Dir) -> io::Result<bool> {
-        let (a, b) = (rustix::fs::fstat(&self.fd)?, rustix::fs::fstat(&other.fd)?);
-        Ok(a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+        Ok(self.id()? == other.id()?)
+    }
+
+    /// The directory's device and inode: the same for every handle of it.
+    pub fn id(&self) -> io::Result<(u64, u64)> {
+        let st = rustix::fs::fstat(&self.fd)?;
+        Ok((st.st_dev, st.st_ino))
     }
 
     /// `lstat` of `name`: `None` when nothing is there.
@@ -299,7 +304,16 @@ impl Dir {
     /// Persists renames and unlinks in this directory; best effort, as some filesystems
     /// refuse to fsync directories.
     pub fn sync(&self) {
-        let _ = rustix::fs::fsync(&self.fd);
+        let _ = self.sync_checked();
+    }
+
+    /// Persists renames and unlinks in this directory, reporting a failure (an I/O
+    /// error) but not a filesystem that cannot fsync a directory at all.
+    pub fn sync_checked(&self) -> io::Result<()> {
+        match rustix::fs::fsync(&self.fd) {
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOTSUP) => Ok(()),
+            other => Ok(other?),
+        }
     }
 
     /// The names in this directory (not `.` and `..`).

@@ -267,18 +267,20 @@ impl TempFile {
     }
 
     /// Checks the content against `entry`, applies its mode and mtime, fsyncs, and
-    /// renames it over the entry's path in the folder at `root`. On any failure the temp
-    /// file is removed and the target is untouched.
+    /// renames it over the entry's path in the folder at `root` (and fsyncs the
+    /// directory). On any failure the temp file is removed and the target is untouched.
     pub fn commit(self, root: &Root, entry: &Entry) -> Result<Stat> {
-        self.prepare(entry)?.install(root, &entry.path)
+        self.seal(entry)?.durable()?.install(root, &entry.path)
     }
 
-    /// Verifies the content against `entry` and makes it durable, without touching the
-    /// target yet: a caller may move the old version aside only once this succeeded.
+    /// Verifies the content against `entry` and gives it the entry's mode and mtime,
+    /// without making it durable yet ([`Sealed::durable`], or a group's
+    /// [`crate::fs::durable::data_barrier`], does) and without touching the target.
     /// Anything an earlier transfer left beyond what was written is cut off. From here
     /// on a partial transfer goes when dropped too: content that fails this check must
-    /// not be resumed.
-    pub fn prepare(mut self, entry: &Entry) -> Result<Prepared> {
+    /// not be resumed. The file stays open, so that its fsync reports any write-back
+    /// error.
+    pub fn seal(mut self, entry: &Entry) -> Result<Sealed> {
         self.keep = false;
         let got = Hash(std::mem::take(&mut self.hasher).finalize().into());
         if got != entry.hash || self.written != entry.size {
@@ -296,12 +298,36 @@ impl TempFile {
             .with_context(|| format!("cannot truncate {}", self.path().display()))?;
         self.file
             .set_permissions(fs::Permissions::from_mode(entry.mode & 0o777))?;
-        self.file
-            .sync_all()
-            .with_context(|| format!("cannot fsync {}", self.path().display()))?;
+        // Before the fsync, so that it covers the mtime too.
         set_mtime(&self.file, entry.mtime_ns)
             .with_context(|| format!("cannot set mtime of {}", self.path().display()))?;
-        Ok(Prepared(self))
+        Ok(Sealed(self))
+    }
+}
+
+/// Content verified against its entry, with its mode and mtime, not durable yet.
+pub struct Sealed(TempFile);
+
+impl Sealed {
+    /// Fsyncs the content: after this it survives a crash.
+    pub(super) fn sync(&self) -> Result<()> {
+        self.0
+            .file
+            .sync_all()
+            .with_context(|| format!("cannot fsync {}", self.0.path().display()))
+    }
+
+    /// Makes this one file durable on its own; a group goes through
+    /// [`crate::fs::durable::data_barrier`] instead, which fsyncs its files together.
+    /// Blocks for as long as the disk takes.
+    pub fn durable(self) -> Result<Prepared> {
+        self.sync()?;
+        Ok(Prepared(self.0))
+    }
+
+    /// What [`Sealed::sync`] made durable.
+    pub(super) fn synced(self) -> Prepared {
+        Prepared(self.0)
     }
 }
 
@@ -317,21 +343,59 @@ pub struct Resumed {
 /// Content verified against its entry and durable, ready to be renamed into place.
 pub struct Prepared(TempFile);
 
+/// A [`Prepared`] file renamed into place, and the directories whose entries changed:
+/// its parent, and when that had to be made, every directory above it (each new
+/// directory is an entry of the one above). They must be fsynced
+/// ([`crate::fs::durable::DirBarrier`]) before the new name counts as durable.
+pub struct Renamed {
+    pub stat: Stat,
+    pub dirs: Vec<Dir>,
+}
+
 impl Prepared {
+    /// Renames the content over `path` in the folder at `root` and fsyncs the directory:
+    /// one file on its own ([`Prepared::rename`] for a group).
+    pub fn install(self, root: &Root, path: &RelPath) -> Result<Stat> {
+        let renamed = self.rename(root, path)?;
+        for dir in &renamed.dirs {
+            dir.sync_checked()
+                .with_context(|| format!("cannot fsync {}", dir.path().display()))?;
+        }
+        Ok(renamed.stat)
+    }
+
     /// Renames the content over `path` in the folder at `root`, whose parent directory is
     /// opened again beneath the root (made if missing): if it is a symlink (swapped in
     /// since the transfer began, or made by an earlier change), this is refused. An empty
     /// directory in the way goes (the caller decided the path becomes a file); a
-    /// non-empty one is an error, so nothing inside it is lost.
-    pub fn install(self, root: &Root, path: &RelPath) -> Result<Stat> {
-        let (dir, name) = parent_creating(root, path)?;
+    /// non-empty one is an error, so nothing inside it is lost. The directories are not
+    /// fsynced: the caller does, once for a whole group.
+    pub fn rename(self, root: &Root, path: &RelPath) -> Result<Renamed> {
+        let (dir, name, made) = match root.parent(path) {
+            Ok((dir, name)) => (dir, name, false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let (dir, name) = parent_creating(root, path)?;
+                (dir, name, true)
+            }
+            Err(e) => return Err(parent_error(path, e)),
+        };
         clear_dir_for(&dir, name)?;
         self.0
             .dir
             .rename(&self.0.name, &dir, name)
             .with_context(|| format!("cannot rename into place {}", dir.display(name).display()))?;
-        dir.sync();
-        stat_in(&dir, name)?.context("file vanished right after it was written")
+        let stat = stat_in(&dir, name)?.context("file vanished right after it was written")?;
+        let mut dirs = vec![dir];
+        if made {
+            let parts: Vec<&str> = path.components().collect();
+            for depth in 0..parts.len().saturating_sub(1) {
+                dirs.push(
+                    root.dir_at(&parts[..depth])
+                        .map_err(|e| parent_error(path, e))?,
+                );
+            }
+        }
+        Ok(Renamed { stat, dirs })
     }
 }
 

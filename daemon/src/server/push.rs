@@ -1,10 +1,12 @@
-//! A device's pushes, in order: each change checked, its content charged against the
-//! account's quota and staged here (through [`crate::transfer`], asking the device for the
-//! blocks the server lacks), then handed to the sequencer to commit.
+//! A device's pushes, in order, as a two-stage pipeline: each change checked, its content
+//! charged against the account's quota and staged here (through [`crate::transfer`],
+//! asking the device for the blocks the server lacks) and sealed; meanwhile the changes
+//! staged so far are committed as a group: their files made durable together (barrier D,
+//! [`crate::fs::durable`]), then handed to the sequencer in one command.
 
 use std::sync::Arc;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use filesync_proto::wire::{BlockRequest, Change, EntryKind, Hello, PushOutcome, ServerMsg};
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -15,67 +17,184 @@ use super::sequencer::commit::{refusal, stale_base};
 use crate::conn::received;
 use crate::conn::{self, Pending};
 use crate::fs::beneath::Root;
-use crate::fs::temp::Prepared;
+use crate::fs::durable::{self, CrashPoint, GROUP_MAX};
+use crate::fs::temp::Sealed;
 use crate::index::Index;
 use crate::transfer;
 
-/// Handles a device's pushes in order: stage content, then ask the sequencer to commit.
+/// Handles a device's pushes in order: one stage stages changes, several at once, while
+/// the other commits what is staged so far as one group (at most [`GROUP_MAX`] changes,
+/// which may span pushes) and answers each push once its last change is committed. The
+/// group grows while the one before it commits: each costs one barrier D, one sequencer
+/// command and one barrier M, and a cut connection loses only what was staged and not
+/// committed yet.
 pub(super) async fn process_pushes(
     folder: ServerFolderHandle,
     hello: Hello,
-    mut pushes: mpsc::Receiver<(u64, Vec<Change>)>,
+    pushes: mpsc::Receiver<(u64, Vec<Change>)>,
     out: mpsc::Sender<ServerMsg>,
     pending: Arc<Pending>,
 ) -> Result<()> {
     let index = Index::open(&folder.index_file)?;
-    while let Some((id, changes)) = pushes.recv().await {
-        let mut outcomes = Vec::with_capacity(changes.len());
-        let mut changes = changes.into_iter().peekable();
-        while changes.peek().is_some() {
-            let part: Vec<Change> = changes.by_ref().take(COMMIT_BATCH).collect();
-            outcomes.extend(push_part(&folder, &index, &hello, part, &out, &pending).await?);
+    // Staged changes waiting for the committing stage: at most one group's worth, so
+    // with the group committing and the files being staged, a device holds at most
+    // about 2 × GROUP_MAX temp files open.
+    let (staged_tx, staged_rx) = mpsc::channel(GROUP_MAX);
+    let staging = stage_pushes(&folder, &index, pushes, staged_tx, &out, &pending);
+    tokio::try_join!(staging, commit_groups(&folder, &hello, staged_rx, &out))?;
+    Ok(())
+}
+
+/// Files of one device staged at the same time, so that block requests and the files'
+/// writes overlap instead of waiting for each other.
+const STAGING: usize = 8;
+
+/// A change of a push on its way from the staging stage to the committing one.
+struct Slot {
+    /// The push it belongs to.
+    id: u64,
+    /// Whether it is the push's last change, whose commit answers the push.
+    last: bool,
+    /// The change, staged; `None` for an empty push, which is answered as it comes.
+    staged: Option<Staged>,
+}
+
+/// What staging made of a change ([`prepare`]): the change left for the sequencer, with
+/// its sealed content if it has new content and its charge against quota and free space
+/// (held until it is committed); or its outcome, settled without the sequencer.
+type Staged = Result<(Change, Option<Sealed>, Option<Reservation>), PushOutcome>;
+
+/// The staging stage: every change of every push, in order, several at once.
+async fn stage_pushes(
+    folder: &ServerFolderHandle,
+    index: &Index,
+    pushes: mpsc::Receiver<(u64, Vec<Change>)>,
+    staged: mpsc::Sender<Slot>,
+    out: &mpsc::Sender<ServerMsg>,
+    pending: &Pending,
+) -> Result<()> {
+    let pushes = futures::stream::unfold(pushes, |mut rx| async move {
+        rx.recv().await.map(|push| (push, rx))
+    });
+    let changes = pushes.flat_map(|(id, changes)| {
+        let n = changes.len();
+        let slots: Vec<(u64, bool, Option<Change>)> = if n == 0 {
+            vec![(id, true, None)]
+        } else {
+            let last = |i: usize| i + 1 == n;
+            changes
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| (id, last(i), Some(c)))
+                .collect()
+        };
+        futures::stream::iter(slots)
+    });
+    let slots = changes
+        .map(|(id, last, change)| async move {
+            let staged = match change {
+                None => None,
+                Some(change) => Some(prepare(folder, index, change, out, pending).await),
+            };
+            Slot { id, last, staged }
+        })
+        .buffered(STAGING);
+    let mut slots = std::pin::pin!(slots);
+    while let Some(slot) = slots.next().await {
+        if staged.send(slot).await.is_err() {
+            // The committing stage stopped; its error ends the pipeline.
+            break;
         }
-        out.send(ServerMsg::PushResult { id, outcomes }).await?;
     }
     Ok(())
 }
 
-/// Changes committed together; their files are staged at once, so it also bounds the
-/// temp files open per device.
-const COMMIT_BATCH: usize = 64;
-/// Files of one device staged at the same time, so that block requests and fsyncs
-/// overlap instead of waiting for each other.
-const STAGING: usize = 8;
-
-/// Stages the files of `part` (several at once), then commits them all in order with
-/// one request to the sequencer.
-async fn push_part(
+/// The committing stage: takes everything staged so far (at most [`GROUP_MAX`]) as one
+/// group, commits it, and answers each push after its last change.
+async fn commit_groups(
     folder: &ServerFolderHandle,
-    index: &Index,
     hello: &Hello,
-    part: Vec<Change>,
+    mut staged: mpsc::Receiver<Slot>,
     out: &mpsc::Sender<ServerMsg>,
-    pending: &Pending,
+) -> Result<()> {
+    // The outcomes of the push being answered, so far.
+    let mut outcomes = Vec::new();
+    while let Some(first) = staged.recv().await {
+        let mut group = vec![first];
+        while group.len() < GROUP_MAX {
+            match staged.try_recv() {
+                Ok(slot) => group.push(slot),
+                Err(_) => break,
+            }
+        }
+        let ends: Vec<(u64, bool, bool)> = group
+            .iter()
+            .map(|s| (s.id, s.last, s.staged.is_some()))
+            .collect();
+        let mut committed = commit_group(folder, hello, group.into_iter().filter_map(|s| s.staged))
+            .await?
+            .into_iter();
+        for (id, last, change) in ends {
+            if change {
+                outcomes.push(committed.next().unwrap_or(PushOutcome::Failed {
+                    reason: "the server lost track of this change; it is retried".into(),
+                }));
+            }
+            if last {
+                let outcomes = std::mem::take(&mut outcomes);
+                out.send(ServerMsg::PushResult { id, outcomes }).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Commits a group of staged changes: their files made durable together (barrier D; a
+/// file whose fsync fails is settled as failed), then one request to the sequencer.
+/// Their outcomes, in order.
+async fn commit_group(
+    folder: &ServerFolderHandle,
+    hello: &Hello,
+    group: impl Iterator<Item = Staged>,
 ) -> Result<Vec<PushOutcome>> {
-    let prepared: Vec<_> = futures::stream::iter(part)
-        .map(|change| prepare(folder, index, change, out, pending))
-        .buffered(STAGING)
-        .collect()
-        .await;
-    let mut ready = Vec::new();
+    let mut settled = Vec::new();
     // The pushes' charges against quota and free space, held until they are committed.
     let mut charged = Vec::new();
-    let settled: Vec<Option<PushOutcome>> = prepared
-        .into_iter()
-        .map(|p| match p {
-            Ok((change, charge)) => {
-                ready.push(change);
-                charged.push(charge);
-                None
+    let mut sealed = Vec::new();
+    // Each change left for the sequencer, with its slot and whether it has content.
+    let mut waiting = Vec::new();
+    for staged in group {
+        match staged {
+            Ok((change, content, charge)) => {
+                waiting.push((settled.len(), change, content.is_some()));
+                sealed.extend(content);
+                charged.extend(charge);
+                settled.push(None);
             }
-            Err(outcome) => Some(outcome),
-        })
-        .collect();
+            Err(outcome) => settled.push(Some(outcome)),
+        }
+    }
+    let files = sealed.len();
+    let mut durable = tokio::task::spawn_blocking(move || durable::data_barrier(sealed))
+        .await
+        .context("the fsync of staged files stopped")?
+        .into_iter();
+    let mut ready = Vec::with_capacity(waiting.len());
+    for (slot, change, has_content) in waiting {
+        let content = match has_content.then(|| durable.next()).flatten() {
+            None => None,
+            Some(Ok(prepared)) => Some(prepared),
+            Some(Err(e)) => {
+                tracing::warn!(folder = %folder.name, path = %change.entry.path, "cannot make a pushed file durable: {e:#}");
+                settled[slot] = Some(PushOutcome::Failed {
+                    reason: refusal(&e),
+                });
+                continue;
+            }
+        };
+        ready.push((change, content));
+    }
+    CrashPoint::AfterDataBarrier.reached(files);
     let mut committed = if ready.is_empty() {
         Vec::new()
     } else {
@@ -104,7 +223,7 @@ async fn prepare(
     change: Change,
     out: &mpsc::Sender<ServerMsg>,
     pending: &Pending,
-) -> Result<((Change, Option<Prepared>), Option<Reservation>), PushOutcome> {
+) -> Staged {
     let failed = |e: anyhow::Error| PushOutcome::Failed {
         reason: refusal(&e),
     };
@@ -126,7 +245,7 @@ async fn prepare(
         return Err(PushOutcome::Conflict { current_seq });
     }
     if change.entry.kind != EntryKind::File || change.entry.deleted || same {
-        return Ok(((change, None), None));
+        return Ok((change, None, None));
     }
     // Charged at its declared size before anything is written: what the blocks repeat
     // or the server already has is written in full all the same.
@@ -149,20 +268,20 @@ async fn prepare(
             tracing::warn!(folder = %folder.name, path = %change.entry.path, "cannot stage a pushed change: {e:#}");
             failed(e)
         })?;
-    Ok(((change, Some(staged)), Some(charge)))
+    Ok((change, Some(staged), Some(charge)))
 }
 
 /// Builds the pushed file's content in a temp file beside its target: what an
 /// interrupted upload of it left, blocks the server already has, the rest asked of the
-/// device, several at a time. It is verified and fsynced here, several files at once,
-/// so that the sequencer only has to rename it.
+/// device, several at a time. It is verified and sealed here, several files at once;
+/// the group's barrier D makes it durable, so that the sequencer only has to rename it.
 async fn stage(
     folder: &ServerFolderHandle,
     index: &Index,
     change: &Change,
     out: &mpsc::Sender<ServerMsg>,
     pending: &Pending,
-) -> Result<Prepared> {
+) -> Result<Sealed> {
     let entry = &change.entry;
     let root = Root::open_folder(&folder.root)?;
     let tmp = transfer::assemble(&root, index, entry, |request| {
@@ -170,7 +289,7 @@ async fn stage(
     })
     .await?
     .tmp;
-    tokio::task::block_in_place(|| tmp.prepare(entry))
+    transfer::seal(tmp, entry).await
 }
 
 async fn request_block(

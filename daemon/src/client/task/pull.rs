@@ -4,12 +4,13 @@
 //!
 //! A file is assembled block by block into a temp file ([`transfer::assemble`]): what an
 //! interrupted download left, blocks the folder already has in any indexed file, and
-//! the rest from the server, several at a time. The result is verified whole, fsynced
-//! and renamed in, unless the user wrote the path meanwhile.
+//! the rest from the server, several at a time. The result is verified whole and sealed;
+//! a batch's files are then made durable together, renamed in (unless the user wrote the
+//! path meanwhile) and their directories fsynced once each ([`crate::fs::durable`]).
 
 use std::sync::Arc;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use filesync_proto::RelPath;
 use filesync_proto::control::{EventKind, FolderMode};
 use filesync_proto::wire::{ConflictNote, Entry, EntryKind};
@@ -23,8 +24,9 @@ use crate::conn::Counters;
 use crate::events::unix_secs;
 use crate::fs::IGNORE_FILE;
 use crate::fs::beneath::Root;
+use crate::fs::durable::{self, CrashPoint, DirBarrier, DirKey};
 use crate::fs::stat::{self, Stat};
-use crate::fs::temp::Partial;
+use crate::fs::temp::{Partial, Sealed, TempFile};
 use crate::fs::tree;
 use crate::index::{Index, LocalRow};
 use crate::scan::{self};
@@ -203,8 +205,10 @@ impl FolderTask {
         self.applied(remote, result)
     }
 
-    /// Fetches several files at once, so that small files do not wait for each other's
-    /// round trips and fsyncs, and records them in one index transaction.
+    /// Applies a batch of files as one group: their content fetched and sealed several
+    /// at once, made durable together (barrier D), each renamed in right after checking
+    /// that the user did not write its path meanwhile, their directories fsynced once
+    /// each (barrier M), and only then recorded, in one index transaction.
     async fn apply_files(&mut self, files: Vec<Entry>) -> Result<bool> {
         if files.is_empty() {
             return Ok(false);
@@ -215,21 +219,22 @@ impl FolderTask {
             .expect("pulls run only while connected");
         let root = &self.root()?;
         let (index, counters, partials) = (self.index(), &self.counters, &self.partials);
-        let results: Vec<(Entry, Result<Stat>)> = futures::stream::iter(files)
+        let received: Vec<(Entry, Result<Received>)> = futures::stream::iter(files)
             .map(|remote| {
                 let session = &session;
                 async move {
                     let result =
-                        write_entry(root, index, session, &remote, counters, partials).await;
+                        receive_file(root, index, session, &remote, counters, partials).await;
                     (remote, result)
                 }
             })
             .buffered(PULL_FILES)
             .collect()
             .await;
+        let landed = land_group(root, index, received).await?;
         self.index().begin()?;
         let mut progress = false;
-        for (remote, result) in results {
+        for (remote, result) in landed {
             progress |= self.applied(&remote, result);
         }
         self.index().commit()?;
@@ -414,8 +419,9 @@ impl FolderTask {
     }
 }
 
-/// Writes `entry` (a live file, dir or symlink) into the folder at `root`. A path whose
-/// parent is a symlink or a file here is refused.
+/// Writes `entry` (a live file, dir or symlink) into the folder at `root`, on its own
+/// (a batch's files go through [`FolderTask::apply_files`]). A path whose parent is a
+/// symlink or a file here is refused.
 async fn write_entry(
     root: &Root,
     index: &Index,
@@ -424,12 +430,46 @@ async fn write_entry(
     counters: &Arc<Counters>,
     partials: &Partials,
 ) -> Result<Stat> {
-    match entry.kind {
-        EntryKind::Dir => tree::make_dir(root, entry),
-        EntryKind::Symlink => tree::make_symlink(root, entry),
-        EntryKind::File if same_file_content(index, entry)? => tree::set_file_meta(root, entry),
-        EntryKind::File => fetch_file(root, index, session, entry, counters, partials).await,
+    if entry.kind != EntryKind::File {
+        return match entry.kind {
+            EntryKind::Dir => tree::make_dir(root, entry),
+            _ => tree::make_symlink(root, entry),
+        };
     }
+    let sealed = match receive_file(root, index, session, entry, counters, partials).await? {
+        Received::Meta(stat) => return Ok(stat),
+        Received::Sealed(sealed) => sealed,
+    };
+    let prepared = tokio::task::spawn_blocking(move || sealed.durable())
+        .await
+        .context("the fsync of a received file stopped")??;
+    check_unchanged(root, index, entry)?;
+    prepared.install(root, &entry.path)
+}
+
+/// A file of the server's received here, not renamed in yet.
+enum Received {
+    /// The local file already held its content: only its mode and mtime were set.
+    Meta(Stat),
+    /// Its content, verified and sealed in a temp file.
+    Sealed(Sealed),
+}
+
+/// Receives a live file's content into a sealed temp file, unless the local file already
+/// holds it (a change of mode or mtime only), which is then applied in place.
+async fn receive_file(
+    root: &Root,
+    index: &Index,
+    session: &SessionHandle,
+    entry: &Entry,
+    counters: &Arc<Counters>,
+    partials: &Partials,
+) -> Result<Received> {
+    if same_file_content(index, entry)? {
+        return tree::set_file_meta(root, entry).map(Received::Meta);
+    }
+    let tmp = fetch_file(root, index, session, entry, counters, partials).await?;
+    transfer::seal(tmp, entry).await.map(Received::Sealed)
 }
 
 /// Whether the local file at the entry's path already holds its content (a change of
@@ -440,6 +480,7 @@ fn same_file_content(index: &Index, entry: &Entry) -> Result<bool> {
     }))
 }
 
+/// Where a file's content comes from: assembled block by block into a temp file.
 async fn fetch_file(
     root: &Root,
     index: &Index,
@@ -447,7 +488,7 @@ async fn fetch_file(
     entry: &Entry,
     counters: &Arc<Counters>,
     partials: &Partials,
-) -> Result<Stat> {
+) -> Result<TempFile> {
     if entry.size >= transfer::RESUMABLE_SIZE {
         partials.note(Partial::of(&entry.path));
         partials.note(Partial::in_root(&entry.path));
@@ -455,12 +496,80 @@ async fn fetch_file(
     let assembled =
         transfer::assemble(root, index, entry, |request| session.request_block(request)).await?;
     Counters::add(&counters.content_reused, assembled.reused);
-    // Verify and fsync first, so the check below is the last thing before the rename.
-    // The fsync of a large file takes a while: off the async threads, as on the server.
-    let tmp = tokio::task::block_in_place(|| assembled.tmp.prepare(entry))?;
-    // The download took a while: if the user wrote the path meanwhile, that file is
-    // theirs and must not be replaced. Giving up here lets the scan take it in as a local
-    // change, which then meets this version as an ordinary conflict.
+    Ok(assembled.tmp)
+}
+
+/// Lands a group of received files: barrier D over the sealed ones, then each renamed in
+/// right after [`check_unchanged`], then barrier M over their directories. Each file's
+/// outcome, in order; nothing is recorded here.
+async fn land_group(
+    root: &Root,
+    index: &Index,
+    received: Vec<(Entry, Result<Received>)>,
+) -> Result<Vec<(Entry, Result<Stat>)>> {
+    let mut sealed = Vec::new();
+    let received: Vec<(Entry, Result<Option<Stat>>)> = received
+        .into_iter()
+        .map(|(entry, r)| {
+            let r = r.map(|r| match r {
+                Received::Meta(stat) => Some(stat),
+                Received::Sealed(s) => {
+                    sealed.push(s);
+                    None
+                }
+            });
+            (entry, r)
+        })
+        .collect();
+    let files = sealed.len();
+    let mut durable = tokio::task::spawn_blocking(move || durable::data_barrier(sealed))
+        .await
+        .context("the fsync of received files stopped")?
+        .into_iter();
+    CrashPoint::AfterDataBarrier.reached(files);
+    let mut barrier = DirBarrier::default();
+    let mut renamed = 0;
+    let landed: Vec<(Entry, Result<Stat>, Vec<DirKey>)> = received
+        .into_iter()
+        .map(|(entry, r)| {
+            let landed = match r {
+                Err(e) => Err(e),
+                Ok(Some(stat)) => Ok((stat, Vec::new())),
+                Ok(None) => durable
+                    .next()
+                    .context("a received file went missing before its rename")
+                    .and_then(|prepared| {
+                        let prepared = prepared?;
+                        check_unchanged(root, index, &entry)?;
+                        let done = prepared.rename(root, &entry.path)?;
+                        renamed += 1;
+                        Ok((done.stat, barrier.add_all(done.dirs)?))
+                    }),
+            };
+            match landed {
+                Ok((stat, keys)) => (entry, Ok(stat), keys),
+                Err(e) => (entry, Err(e), Vec::new()),
+            }
+        })
+        .collect();
+    CrashPoint::AfterRenames.reached(renamed);
+    let failures = tokio::task::spawn_blocking(move || barrier.sync())
+        .await
+        .context("the fsync of directories stopped")?;
+    CrashPoint::AfterDirBarrier.reached(renamed);
+    Ok(landed
+        .into_iter()
+        .map(|(entry, r, keys)| match failures.failed(&keys) {
+            Some(why) => (entry, Err(anyhow!("{why}"))),
+            None => (entry, r),
+        })
+        .collect())
+}
+
+/// The download took a while: if the user wrote the path meanwhile, that file is theirs
+/// and must not be replaced. Giving up here lets the scan take it in as a local change,
+/// which then meets this version as an ordinary conflict. Called right before the rename.
+fn check_unchanged(root: &Root, index: &Index, entry: &Entry) -> Result<()> {
     let local = index.local(&entry.path)?;
     if !scan::unchanged_since_scan(root, &entry.path, local.as_ref())? {
         bail!(
@@ -468,5 +577,5 @@ async fn fetch_file(
             entry.path
         );
     }
-    tmp.install(root, &entry.path)
+    Ok(())
 }

@@ -9,8 +9,9 @@ use filesync_proto::{DeviceId, RelPath};
 use super::Sequencer;
 use crate::events::unix_secs;
 use crate::fs::IGNORE_FILE;
-use crate::fs::beneath::Root;
+use crate::fs::beneath::{Dir, Root};
 use crate::fs::chunk;
+use crate::fs::durable::{CrashPoint, DirBarrier, DirKey};
 use crate::fs::stat::{self, Stat};
 use crate::fs::temp::{Prepared, TempFile};
 use crate::fs::tree;
@@ -31,11 +32,14 @@ impl Sequencer {
         self.index.local(path)
     }
 
+    /// Applies one change of a group, adding to `dirs` the directories whose entries it
+    /// changed, for the group's barrier M: nothing it did counts as durable before that.
     fn try_commit(
         &mut self,
         change: Change,
         device: DeviceId,
         staged: Option<Prepared>,
+        dirs: &mut Vec<Dir>,
     ) -> Result<PushOutcome> {
         if let Some(from) = change.entry.renamed_from.clone() {
             return self.try_rename(change, &from, device);
@@ -51,6 +55,11 @@ impl Sequencer {
             .as_ref()
             .is_some_and(|c| c.entry.mtime_ns == change.entry.mtime_ns);
         if same && (change.entry.kind != EntryKind::File || change.entry.deleted || same_mtime) {
+            if !change.entry.deleted {
+                // Sent again, maybe because its directory's fsync failed last time: it
+                // is answered only once that name is durable.
+                dirs.push(stat::parent(&root, &path)?.0);
+            }
             return Ok(PushOutcome::Accepted { seq: current_seq });
         }
         if let Some(current_seq) = stale_base(current.as_ref(), &change) {
@@ -73,11 +82,15 @@ impl Sequencer {
             }
             (false, EntryKind::Dir) => {
                 self.retire(&root, current.as_ref(), false)?;
-                tree::make_dir(&root, &entry)?
+                let made = tree::make_dir(&root, &entry)?;
+                dirs.push(stat::parent(&root, &path)?.0);
+                made
             }
             (false, EntryKind::Symlink) => {
                 self.retire(&root, current.as_ref(), false)?;
-                tree::make_symlink(&root, &entry)?
+                let made = tree::make_symlink(&root, &entry)?;
+                dirs.push(stat::parent(&root, &path)?.0);
+                made
             }
             // The content is already here: only the mtime changed.
             (false, EntryKind::File) if same && staged.is_none() => {
@@ -86,7 +99,9 @@ impl Sequencer {
             (false, EntryKind::File) => {
                 let tmp = staged.with_context(|| format!("no content was staged for {path}"))?;
                 self.retire(&root, current.as_ref(), true)?;
-                tmp.install(&root, &path)?
+                let renamed = tmp.rename(&root, &path)?;
+                dirs.extend(renamed.dirs);
+                renamed.stat
             }
         };
         entry.origin = device;
@@ -187,8 +202,12 @@ impl Sequencer {
         seq
     }
 
-    /// Commits a device's changes in order, all in one index transaction (one write and
-    /// one wake-up of every session for the lot, not one per file).
+    /// Commits a device's group of changes in order, all in one index transaction (one
+    /// write and one wake-up of every session for the lot, not one per file). The files
+    /// arrive durable (barrier D) and are renamed without an fsync each; then every
+    /// directory the group changed is fsynced once (barrier M), and only then the
+    /// transaction commits. A change whose directory could not be made durable is
+    /// answered `Failed` (the device sends it again), never `Accepted`.
     pub(super) fn commit_all(
         &mut self,
         changes: Vec<(Change, Option<Prepared>)>,
@@ -199,14 +218,36 @@ impl Sequencer {
             tracing::error!(folder = %self.name, "cannot start an index transaction: {e:#}");
             return changes.iter().map(|_| failed(&e)).collect();
         }
-        let outcomes: Vec<PushOutcome> = changes
+        let files = changes
+            .iter()
+            .filter(|(_, staged)| staged.is_some())
+            .count();
+        let mut barrier = DirBarrier::default();
+        let outcomes: Vec<(PushOutcome, Vec<DirKey>)> = changes
             .into_iter()
             .map(|(change, staged)| {
-                self.try_commit(change, device.clone(), staged)
+                let mut dirs = Vec::new();
+                self.try_commit(change, device.clone(), staged, &mut dirs)
+                    .and_then(|outcome| Ok((outcome, barrier.add_all(dirs)?)))
                     .unwrap_or_else(|e| {
                         tracing::warn!(folder = %self.name, "commit failed: {e:#}");
-                        failed(&e)
+                        (failed(&e), Vec::new())
                     })
+            })
+            .collect();
+        CrashPoint::AfterRenames.reached(files);
+        let durable = barrier.sync();
+        CrashPoint::AfterDirBarrier.reached(files);
+        let outcomes: Vec<PushOutcome> = outcomes
+            .into_iter()
+            .map(|(outcome, keys)| match (outcome, durable.failed(&keys)) {
+                (PushOutcome::Accepted { .. }, Some(why)) => {
+                    tracing::error!(folder = %self.name, "{why}; the change is not acknowledged");
+                    PushOutcome::Failed {
+                        reason: format!("{why} on the server; the change is sent again"),
+                    }
+                }
+                (outcome, _) => outcome,
             })
             .collect();
         if let Err(e) = self.index.commit() {
@@ -313,7 +354,7 @@ impl Sequencer {
             }
             tmp.write(&buf[..n])?;
         }
-        let tmp = tmp.prepare(&entry)?;
+        let tmp = tmp.seal(&entry)?.durable()?;
         self.retire(&root, current.as_ref(), true)?;
         let stat = tmp.install(&root, path)?;
         tracing::info!(folder = %self.name, path = %path, version = chosen.version, "restored a kept version");

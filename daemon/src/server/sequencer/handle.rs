@@ -45,8 +45,9 @@ impl Joined {
 
 /// What sessions ask of the sequencer, through [`ServerFolderHandle`]'s methods.
 pub(super) enum SequencerCmd {
-    /// Commit pushed changes in order, in one index transaction; a file's content
-    /// arrives staged and prepared (verified, fsynced) in a temp file.
+    /// Commit a group of pushed changes in order, in one index transaction, with one
+    /// barrier M for the group's directories; a file's content arrives staged and
+    /// prepared (verified, durable after the group's barrier D) in a temp file.
     Commit {
         changes: Vec<(Change, Option<Prepared>)>,
         device: DeviceId,

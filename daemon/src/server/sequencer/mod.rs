@@ -259,8 +259,10 @@ impl Sequencer {
                 {
                     self.sweep(false);
                 }
-                // Charged to the account before the push's reservation is given back.
+                // Charged to the account before the push's reservation is given back, and
+                // announced (after barrier M and the commit) before the device is answered.
                 self.publish();
+                self.announce();
                 let _ = reply.send(outcomes);
             }
             SequencerCmd::ListVersions { path, reply } => {
