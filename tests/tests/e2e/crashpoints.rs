@@ -45,6 +45,9 @@ const AFTER_DIR_BARRIER: &str = "after-dir-barrier";
 
 /// Above `proto::wire::INLINE_MAX` (64 KiB): such files travel as blocks, not inline.
 const LARGE: usize = 200 * 1024;
+/// At least 1 MiB: such a file is received into a partial transfer that outlives a
+/// crash (`.filesync-partial-*`), not an ordinary temp file.
+const RESUMABLE: usize = 1536 * 1024;
 
 #[test]
 fn the_server_crashing_after_the_data_barrier_loses_and_tears_nothing() {
@@ -155,6 +158,7 @@ fn second_versions() -> Contents {
         }
     }
     out.insert("fresh/d0/deep/big.bin".into(), version("deep", 0, 2, LARGE));
+    out.insert("fresh/d1/huge.bin".into(), version("huge", 0, 2, RESUMABLE));
     out
 }
 
