@@ -13,7 +13,8 @@
 //! a torn one); everything the index calls committed is on disk with that content or a
 //! newer version A wrote (the commit never comes before the renames); every file A was
 //! told the server accepted is on the server's disk and in its index with A's content
-//! (nothing is acknowledged before it is durable); and the files are where the crash
+//! (nothing is acknowledged before it is durable), and B holds no version the server did
+//! not commit (nothing is announced before the commit); and the files are where the crash
 //! point says: still in temp files after the data barrier, at their final names after
 //! the renames. Restarted without the variable, it converges: every replica holds
 //! exactly what A wrote last, no temp file is left after the start-up sweep, no conflict
@@ -266,6 +267,7 @@ fn check_crashed(
         problems.extend(accepted_not_durable(
             cl, &tree, &committed, first, second, since_ms,
         ));
+        problems.extend(announced_not_committed(cl, &committed, first));
     }
     problems.extend(not_where_the_point_says(
         &tree_dir, &tree, &committed, second, point,
@@ -354,6 +356,29 @@ fn accepted_not_durable(
         }
     }
     problems
+}
+
+/// Files B holds in a version the crashed server never committed: B hears of a version
+/// only from the server, which must not announce (nor send inline) what it has not
+/// committed. B runs on, but nothing reaches it while the server is down.
+fn announced_not_committed(
+    cl: &Cluster,
+    committed: &BTreeMap<String, String>,
+    first: &Contents,
+) -> Vec<String> {
+    let dir = cl.b().folder_dir(DOCS);
+    let tree = poll_until(Duration::from_secs(10), || {
+        manifest(&dir).map_err(|e| format!("{}: {e}", dir.display()))
+    })
+    .unwrap_or_else(|why| panic!("{why}"));
+    tree.iter()
+        .filter(|(_, e)| e.kind == Kind::File)
+        .filter(|(rel, e)| {
+            committed.get(*rel) != Some(&e.digest)
+                && first.get(*rel).map(|c| sha256(c)) != Some(e.digest.clone())
+        })
+        .map(|(rel, e)| format!("{rel}: B holds {e}, which the server never committed"))
+        .collect()
 }
 
 /// Whether the group is where `point` says: in temp files and none at its name after
