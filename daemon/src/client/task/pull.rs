@@ -193,15 +193,23 @@ impl FolderTask {
             Ok(root) => root,
             Err(e) => return self.applied(remote, Err(e)),
         };
-        let result = write_entry(
+        let index = self.index();
+        let received = receive_entry(
             &root,
-            self.index(),
+            index,
             &session,
             remote,
             &self.counters,
             &self.partials,
         )
         .await;
+        // A group of one: the same steps as a batch's files.
+        let result = match land_group(&root, index, vec![(remote.clone(), received)]).await {
+            Ok(mut landed) => landed
+                .pop()
+                .map_or_else(|| Err(anyhow!("{} was not applied", remote.path)), |l| l.1),
+            Err(e) => Err(e),
+        };
         self.applied(remote, result)
     }
 
@@ -224,7 +232,7 @@ impl FolderTask {
                 let session = &session;
                 async move {
                     let result =
-                        receive_file(root, index, session, &remote, counters, partials).await;
+                        receive_entry(root, index, session, &remote, counters, partials).await;
                     (remote, result)
                 }
             })
@@ -419,45 +427,20 @@ impl FolderTask {
     }
 }
 
-/// Writes `entry` (a live file, dir or symlink) into the folder at `root`, on its own
-/// (a batch's files go through [`FolderTask::apply_files`]). A path whose parent is a
-/// symlink or a file here is refused.
-async fn write_entry(
-    root: &Root,
-    index: &Index,
-    session: &SessionHandle,
-    entry: &Entry,
-    counters: &Arc<Counters>,
-    partials: &Partials,
-) -> Result<Stat> {
-    if entry.kind != EntryKind::File {
-        return match entry.kind {
-            EntryKind::Dir => tree::make_dir(root, entry),
-            _ => tree::make_symlink(root, entry),
-        };
-    }
-    let sealed = match receive_file(root, index, session, entry, counters, partials).await? {
-        Received::Meta(stat) => return Ok(stat),
-        Received::Sealed(sealed) => sealed,
-    };
-    let prepared = tokio::task::spawn_blocking(move || sealed.durable())
-        .await
-        .context("the fsync of a received file stopped")??;
-    check_unchanged(root, index, entry)?;
-    prepared.install(root, &entry.path)
-}
-
-/// A file of the server's received here, not renamed in yet.
+/// A server entry received here, its file not renamed in yet.
 enum Received {
-    /// The local file already held its content: only its mode and mtime were set.
+    /// Done in place: a directory or symlink made, or a local file that already held
+    /// the content given its mode and mtime.
     Meta(Stat),
     /// Its content, verified and sealed in a temp file.
     Sealed(Sealed),
 }
 
-/// Receives a live file's content into a sealed temp file, unless the local file already
-/// holds it (a change of mode or mtime only), which is then applied in place.
-async fn receive_file(
+/// Receives a live entry: a directory or symlink is made at once (a path whose parent is
+/// a symlink or a file here is refused), a file's content goes into a sealed temp file,
+/// unless the local file already holds it (a change of mode or mtime only), which is
+/// then applied in place.
+async fn receive_entry(
     root: &Root,
     index: &Index,
     session: &SessionHandle,
@@ -465,8 +448,13 @@ async fn receive_file(
     counters: &Arc<Counters>,
     partials: &Partials,
 ) -> Result<Received> {
-    if same_file_content(index, entry)? {
-        return tree::set_file_meta(root, entry).map(Received::Meta);
+    match entry.kind {
+        EntryKind::Dir => return tree::make_dir(root, entry).map(Received::Meta),
+        EntryKind::Symlink => return tree::make_symlink(root, entry).map(Received::Meta),
+        EntryKind::File if same_file_content(index, entry)? => {
+            return tree::set_file_meta(root, entry).map(Received::Meta);
+        }
+        EntryKind::File => {}
     }
     let tmp = fetch_file(root, index, session, entry, counters, partials).await?;
     transfer::seal(tmp, entry).await.map(Received::Sealed)
