@@ -1,21 +1,20 @@
 #!/usr/bin/env python3
-"""The benchmarks of issue 4 ("3/7 Chunked transfer"): filesync next to rsync.
+"""The benchmarks' shared parts: child processes that die with the benchmark, bounded
+waits, test data, the counting relay (bench/relay.py), filesync daemons driven through
+filesyncctl, a one-shot rsync daemon, and the `Bench` base class that pairs a folder
+between clients A and B of one server and prints the results.
 
-Started by bench/run.sh, which builds the binaries and installs rsync first; see
-`bench/run.sh --help` for the knobs. Python 3.11 standard library only.
-
-Topology, all on loopback in a fresh temporary directory:
+Used by bench/goals.py (issue 17: filesync next to rsync), bench/stbench.py (issue 7:
+next to Syncthing), bench/many.py and bench/scale.py. Python 3.9+ standard library only.
 
     client A ──────────────► server ◄── relay ── client B        (filesync)
     rsync client ── relay ──► rsync --daemon                      (rsync)
-    lsyncd ─────────────────► rsync --daemon                      (scenario 5, optional)
 
-The relay (bench/relay.py) counts every byte each way. Client A reaches the server
-directly; its bytes come from its own counters (`filesyncctl status --json`), which the
-benchmark checks against the relay on client B's link.
+The relay counts every byte each way. Client A reaches the server directly; its bytes
+come from its own counters (`filesyncctl status --json`), which the benchmark checks
+against the relay on client B's link.
 """
 
-import argparse
 import ctypes
 import hashlib
 import json
@@ -30,6 +29,8 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -384,24 +385,101 @@ class RsyncDaemon:
         poll_until(up, 20, 0.05, "the rsync daemon to listen")
 
 
-def rsync_copy(src, relay_port, sub, timeout, changed=False):
-    """rsync -a src/ to the daemon's module through the relay; returns (seconds, stats).
-    `changed`: the files were changed since the last copy, maybe within the same second
-    and keeping their size, which rsync's quick check (size and whole-second mtime) would
-    take for unchanged; --ignore-times makes it compare them as it does a changed file."""
-    t = time.monotonic()
-    r = run(
-        ["rsync", "-a", "--stats", *(["--ignore-times"] if changed else []),
-         f"{src}/", f"rsync://127.0.0.1:{relay_port}/bench/{sub}/"],
-        timeout,
-    )
-    secs = time.monotonic() - t
+def descendants(pid):
+    """The PIDs of every live descendant of `pid`."""
+    out, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            kids = [int(k) for k in Path(f"/proc/{parent}/task/{parent}/children").read_text().split()]
+        except OSError:
+            continue
+        out += kids
+        todo += kids
+    return out
+
+
+class PeakSampler:
+    """Samples the peak RSS (VmHWM) of the processes `pids()` names every 20 ms on a
+    thread, from start to close; `close()` returns the sum of each process's last-seen
+    peak. The last one, not the largest: a forked child's first samples may be those of
+    its parent's copy, before its exec starts a fresh count."""
+
+    def __init__(self, pids):
+        self.pids = pids
+        self.peaks = {}
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while True:
+            for pid in self.pids():
+                try:
+                    self.peaks[pid] = memory(pid)[1]
+                except (OSError, KeyError):
+                    pass  # gone, or a zombie without memory lines
+            if self.done.wait(0.02):
+                return
+
+    def close(self):
+        self.done.set()
+        self.thread.join(5)
+        return sum(self.peaks.values())
+
+
+def rsync_copy(src, relay_port, sub, timeout, daemon_pid, changed=False):
+    """rsync -a src/ to the daemon's module through the relay. Returns (seconds, stats,
+    client peak RSS, daemon side peak RSS), both sampled, the daemon's the sum of the
+    processes it forked for the copy. `changed`: the files were changed since the last
+    copy, maybe within the same second and keeping their size, which rsync's quick check
+    (size and whole-second mtime) would take for unchanged; --ignore-times makes it
+    compare them as it does a changed file."""
+    args = ["rsync", "-a", "--stats", *(["--ignore-times"] if changed else []),
+            f"{src}/", f"rsync://127.0.0.1:{relay_port}/bench/{sub}/"]
+    with tempfile.TemporaryFile("w+") as out:
+        daemon = PeakSampler(lambda: descendants(daemon_pid))
+        t = time.monotonic()
+        p = spawn(args, stdout=out, stderr=subprocess.STDOUT)
+        client = PeakSampler(lambda: [p.pid])
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"rsync did not finish within {timeout:.0f}s: {' '.join(args)}")
+        finally:
+            secs = time.monotonic() - t
+            client_peak, daemon_peak = client.close(), daemon.close()
+            stop(p)
+        out.seek(0)
+        text = out.read()
+    if p.returncode != 0:
+        raise BenchError(f"command failed ({p.returncode}): {' '.join(args)}\n{text.strip()}")
     stats = {}
     for key in ("Total bytes sent", "Total bytes received"):
-        m = re.search(key + r":\s*([\d,.]+)", r.stdout)
+        m = re.search(key + r":\s*([\d,.]+)", text)
         if m:
             stats[key] = int(re.sub(r"[,.]", "", m.group(1)))
-    return secs, stats
+    return secs, stats, client_peak, daemon_peak
+
+
+def wait_quiet(pid, quiet=1.0, timeout=600, allowance=0.02):
+    """Waits until process `pid` has used at most `allowance` CPU seconds (the clock
+    ticks in 1/100 s) over the last `quiet` seconds; returns the monotonic time its CPU
+    time last moved by more than that."""
+    samples = [(time.monotonic(), cpu_seconds(pid))]
+    moved = samples[0][0]
+    deadline = moved + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = (time.monotonic(), cpu_seconds(pid))
+        samples.append(now)
+        while len(samples) > 2 and now[0] - samples[1][0] >= quiet:
+            samples.pop(0)
+        if now[1] - samples[-2][1] > 0:
+            moved = now[0]
+        if now[0] - samples[0][0] >= quiet and now[1] - samples[0][1] <= allowance:
+            return moved
+    raise BenchError(f"process {pid} kept using CPU for {timeout:.0f}s")
 
 
 # ---------------------------------------------------------------- formatting
@@ -415,6 +493,10 @@ def fmt_bytes(n):
     if n >= KiB:
         return f"{n / KiB:.1f} KiB"
     return f"{n} B"
+
+
+def fmt_mib(n):
+    return "–" if n is None else f"{n / MiB:.1f} MiB"
 
 
 def fmt_secs(s):
@@ -433,18 +515,20 @@ def percentile(values, p):
 
 
 class Row:
-    def __init__(self, scenario, metric, ours, theirs, ratio, goal, verdict):
-        self.cells = [scenario, metric, ours, theirs, ratio, goal, verdict]
+    """One line of a results table: one cell per column of the benchmark's `head()`."""
+
+    def __init__(self, *cells):
+        self.cells = list(cells)
 
 
 # ---------------------------------------------------------------- the benchmark
 
 
 class Bench:
-    def __init__(self, args):
+    def __init__(self, args, work=None):
         self.args = args
         self.bin = Path(args.bin)
-        self.work = Path(args.work)
+        self.work = Path(work or args.work)
         self.rows = []
         self.notes = []
         self.cross_checks = []
@@ -458,6 +542,10 @@ class Bench:
 
     # What the other column holds, in the tables.
     THEIRS = "rsync / lsyncd"
+
+    def head(self):
+        """The columns of the results table."""
+        return ["scenario", "measure", "filesync", self.THEIRS, "ratio", "goal", "verdict"]
 
     def start(self):
         self.start_filesync()
@@ -558,6 +646,10 @@ class Bench:
             f"A's link: {a_sent} bytes A→server, {a_received} server→A")
         return up + down, a_sent + a_received
 
+    def label(self, name):
+        """How folder `name`'s figures are labelled in the notes and the CPU table."""
+        return name
+
     def cross_check(self, name, relay):
         """B's own counters of the folder against the relay on its link, at a quiet moment."""
         for _ in range(5):
@@ -573,7 +665,7 @@ class Bench:
                 c2s = after["c2s"] - (login["c2s"] if login else 0)
                 s2c = after["s2c"] - (login["s2c"] if login else 0)
                 ok = (sent, received) == (c2s, s2c)
-                self.cross_checks.append((name, c2s, s2c, sent, received, ok))
+                self.cross_checks.append((self.label(name), c2s, s2c, sent, received, ok))
                 word = "equal" if ok else "DIFFERENT; connections: " + ", ".join(
                     f"#{c['n']} {c['c2s']}/{c['s2c']}{' open' if c['open'] else ''}"
                     for c in conns
@@ -586,207 +678,6 @@ class Bench:
                 )
                 return
         log(f"cross-check {name}: the link never went quiet; skipped")
-
-    def base_file(self, name, data):
-        """Puts `data` as big.bin in A's folder and in rsync's source, and waits until
-        B and the rsync daemon have it (untimed)."""
-        digest = hashlib.sha256(data).hexdigest()
-        stage = self.work / "stage"
-        stage.mkdir(exist_ok=True)
-        tmp = stage / f"{name}.bin"
-        write_file(tmp, data)
-        write_file(self.src / name / "big.bin", data)
-        os.replace(tmp, self.adir(name) / "big.bin")
-        wait_content(self.bdir(name) / "big.bin", len(data), digest, None, self.timeout, 0.01)
-        self.a.wait(name, self.timeout)
-        self.b.wait(name, self.timeout)
-        return digest
-
-    def time_change(self, name, relay, rsync_relay, size, digest, change_a, change_src):
-        """Times `change_a()` on A's big.bin until B holds the new content (`size` bytes
-        hashing to `digest`), then `change_src()` on rsync's source and an rsync copy of it.
-        Logs both; returns (ours, theirs) in seconds and the bytes on B's link, on A's and
-        on rsync's."""
-        target = self.bdir(name) / "big.bin"
-        old = signature(target)
-        b0, a0 = relay.stats(), self.a.wire(name)
-        c0 = self.cpu_fs(relay)
-        t0 = time.monotonic()
-        change_a()
-        t1 = wait_content(target, size, digest, old, self.timeout, 0.002)
-        ours = t1 - t0
-        c1 = self.cpu_fs(relay)
-        self.b.wait(name, self.timeout)
-        self.a.wait(name, self.timeout)
-        b_bytes, a_bytes = self.link_bytes(name, relay, b0, a0)
-        self.cross_check(name, relay)
-
-        change_src()
-        os.sync()
-        r0 = rsync_relay.total()
-        rc0 = self.cpu_rsync(rsync_relay)
-        theirs, stats = rsync_copy(self.src / name, rsync_relay.port, name, self.timeout,
-                                   changed=True)
-        self.record_cpu(name, ours, c0, c1, theirs, rc0, self.cpu_rsync(rsync_relay))
-        r_bytes = rsync_relay.total() - r0
-        if sha256_file(self.rsyncd.dst / name / "big.bin") != digest:
-            raise BenchError("rsync's copy of the changed file has the wrong content")
-        log(
-            f"  filesync: {ours:.2f} s, {b_bytes} bytes on B's link ({a_bytes} on A's hop); "
-            f"rsync: {theirs:.2f} s, {r_bytes} bytes (rsync --stats: {stats})"
-        )
-        return ours, theirs, b_bytes, a_bytes, r_bytes
-
-    # -- scenarios
-
-    def scenario_1(self):
-        name, size = "s1", self.size
-        log(f"scenario 1: 1 MiB changed in the middle of a {fmt_bytes(size)} file")
-        change = min(MiB, size // 4)
-        relay = self.pair(name)
-        rsync_relay = Relay(self.work, f"rsync-{name}", self.rsyncd.port)
-        base = random_bytes(self.rng, size)
-        self.base_file(name, base)
-        rsync_copy(self.src / name, rsync_relay.port, name, self.timeout)
-        patch = random_bytes(self.rng, change)
-        at = size // 2 - change // 2
-        new = bytearray(base)
-        new[at : at + change] = patch
-        digest = hashlib.sha256(new).hexdigest()
-        del new
-        os.sync()
-
-        def patch_file(path):
-            with open(path, "r+b") as f:
-                f.seek(at)
-                f.write(patch)
-
-        ours, theirs, b_bytes, a_bytes, r_bytes = self.time_change(
-            name, relay, rsync_relay, size, digest,
-            lambda: patch_file(self.adir(name) / "big.bin"),
-            lambda: patch_file(self.src / name / "big.bin"),
-        )
-        ratio = b_bytes / r_bytes
-        label = f"1. {fmt_bytes(change)} changed mid-file ({fmt_bytes(size)})"
-        self.rows.append(Row(label, "bytes on the wire, B's link (relay)",
-                             fmt_bytes(b_bytes), fmt_bytes(r_bytes), f"{ratio:.2f}×",
-                             "≤ 1.3× rsync", "met" if ratio <= 1.3 else "missed"))
-        self.rows.append(Row(label, "bytes on the wire, A's link (A's counters)", fmt_bytes(a_bytes),
-                             fmt_bytes(r_bytes), f"{a_bytes / r_bytes:.2f}×", "(same goal)",
-                             "met" if a_bytes / r_bytes <= 1.3 else "missed"))
-        self.rows.append(Row(label, "seconds (A's write until B has it)", fmt_secs(ours),
-                             fmt_secs(theirs), f"{ours / theirs:.2f}×", "–", ""))
-        rsync_relay.close()
-        self.unpair(name, relay)
-
-    def scenario_2(self):
-        name, size = "s2", self.size
-        log(f"scenario 2: 1 byte inserted at the start of a {fmt_bytes(size)} file")
-        relay = self.pair(name)
-        rsync_relay = Relay(self.work, f"rsync-{name}", self.rsyncd.port)
-        base = random_bytes(self.rng, size)
-        self.base_file(name, base)
-        rsync_copy(self.src / name, rsync_relay.port, name, self.timeout)
-        new = b"\x42" + base
-        del base
-        digest = hashlib.sha256(new).hexdigest()
-        staged = self.work / "stage" / f"{name}.new"
-        write_file(staged, new)
-        write_file(self.src / name / "big.bin.new", new)
-        del new
-        os.sync()
-
-        ours, theirs, b_bytes, a_bytes, r_bytes = self.time_change(
-            name, relay, rsync_relay, size + 1, digest,
-            lambda: os.replace(staged, self.adir(name) / "big.bin"),
-            lambda: os.replace(self.src / name / "big.bin.new", self.src / name / "big.bin"),
-        )
-        label = f"2. 1 byte inserted at the start ({fmt_bytes(size)})"
-        goal = 0.5 * MiB
-        self.rows.append(Row(label, "bytes on the wire, B's link (relay)", fmt_bytes(b_bytes),
-                             fmt_bytes(r_bytes), f"{b_bytes / r_bytes:.2f}×", "< 0.5 MiB",
-                             "met" if b_bytes < goal else "missed"))
-        self.rows.append(Row(label, "bytes on the wire, A's link (A's counters)", fmt_bytes(a_bytes),
-                             fmt_bytes(r_bytes), f"{a_bytes / r_bytes:.2f}×", "< 0.5 MiB",
-                             "met" if a_bytes < goal else "missed"))
-        self.rows.append(Row(label, "seconds (A's rename until B has it)", fmt_secs(ours),
-                             fmt_secs(theirs), f"{ours / theirs:.2f}×", "–", ""))
-        rsync_relay.close()
-        self.unpair(name, relay)
-
-    def initial_sync(self, name, files):
-        """Writes `files` ({relpath: bytes}) into A's folder and rsync's source, then
-        times filesync (A's `add` until B has every file) and rsync (a copy into an
-        empty module directory)."""
-        expected = {}
-        total = 0
-        for rel, data in files.items():
-            write_file(self.adir(name) / rel, data)
-            write_file(self.src / name / rel, data)
-            expected[rel] = (len(data), hashlib.sha256(data).hexdigest())
-            total += len(data)
-        files.clear()
-        relay = self.pair(name, prefill_a=True)
-        rsync_relay = Relay(self.work, f"rsync-{name}", self.rsyncd.port)
-        os.sync()
-
-        log(f"  filesync: adding the folder on A; timing until B has all {len(expected)} files")
-        c0 = self.cpu_fs(relay)
-        t0 = time.monotonic()
-        self.add_a(name)
-        t1 = wait_tree(self.bdir(name), expected, self.timeout, 0.005)
-        ours = t1 - t0
-        c1 = self.cpu_fs(relay)
-        self.b.wait(name, self.timeout)
-        self.a.wait(name, self.timeout)
-        b_bytes, a_bytes = relay.total(), sum(self.a.wire(name))
-        verify_tree(self.bdir(name), expected)
-        self.cross_check(name, relay)
-
-        os.sync()
-        rc0 = self.cpu_rsync(rsync_relay)
-        theirs, stats = rsync_copy(self.src / name, rsync_relay.port, name, self.timeout)
-        self.record_cpu(name, ours, c0, c1, theirs, rc0, self.cpu_rsync(rsync_relay))
-        r_bytes = rsync_relay.total()
-        verify_tree(self.rsyncd.dst / name, expected)
-        log(
-            f"  filesync: {ours:.2f} s ({total / ours / 1e6:.1f} MB/s), {b_bytes} bytes to B, "
-            f"{a_bytes} on A's hop; rsync: {theirs:.2f} s ({total / theirs / 1e6:.1f} MB/s), "
-            f"{r_bytes} bytes"
-        )
-        rsync_relay.close()
-        self.unpair(name, relay)
-        return ours, theirs, total, b_bytes, r_bytes
-
-    def scenario_3(self):
-        n, size = 4, self.size
-        label = f"3. initial sync, {n} × {fmt_bytes(size)} random"
-        log(f"scenario 3: initial sync of {n} files of {fmt_bytes(size)}")
-        files = {f"random-{i}.bin": random_bytes(self.rng, size) for i in range(n)}
-        ours, theirs, total, b_bytes, r_bytes = self.initial_sync("s3", files)
-        ours_rate, their_rate = total / ours / 1e6, total / theirs / 1e6
-        self.rows.append(Row(label, "seconds", fmt_secs(ours), fmt_secs(theirs),
-                             f"{ours / theirs:.2f}×", "–", ""))
-        self.rows.append(Row(label, "throughput (MB/s, 10⁶ B)", f"{ours_rate:.1f}",
-                             f"{their_rate:.1f}", f"{ours_rate / their_rate:.2f}×",
-                             "≥ rsync's", "met" if ours_rate >= their_rate else "missed"))
-        self.rows.append(Row(label, "bytes on the wire (B's link / rsync's)", fmt_bytes(b_bytes),
-                             fmt_bytes(r_bytes), f"{b_bytes / r_bytes:.2f}×", "–", ""))
-
-    def scenario_4(self):
-        nfiles, ndirs = self.args.files, self.args.dirs
-        label = f"4. initial sync, {nfiles:,} files of 1–16 KiB in {ndirs} dirs"
-        log(f"scenario 4: initial sync of {nfiles} files of 1-16 KiB in {ndirs} directories")
-        files = {}
-        for i in range(nfiles):
-            rel = f"d{i % ndirs:03d}/f{i:05d}.dat"
-            files[rel] = random_bytes(self.rng, self.rng.randint(KiB, 16 * KiB))
-        ours, theirs, total, b_bytes, r_bytes = self.initial_sync("s4", files)
-        ratio = ours / theirs
-        self.rows.append(Row(label, "seconds", fmt_secs(ours), fmt_secs(theirs), f"{ratio:.2f}×",
-                             "≤ 1.2× rsync", "met" if ratio <= 1.2 else "missed"))
-        self.rows.append(Row(label, "bytes on the wire (B's link / rsync's)", fmt_bytes(b_bytes),
-                             fmt_bytes(r_bytes), f"{b_bytes / r_bytes:.2f}×", "–", ""))
 
     def latencies(self, src_dir, dst_dir, writes, who):
         """Writes `writes` files of 4 KiB one after the other, each once the previous one
@@ -807,87 +698,6 @@ class Bench:
                 stamp = time.strftime("%H:%M:%S", time.gmtime(wall)) + f"{wall % 1:.6f}"[1:]
                 tsv.write(f"{rel}\t{stamp}\t{t1 - t0:.6f}\n")
         return out
-
-    def scenario_5(self):
-        name, writes = "s5", self.args.writes
-        label = f"5. latency of a 4 KiB file, {writes} writes"
-        log(f"scenario 5: propagation latency of a 4 KiB file, {writes} writes")
-        relay = self.pair(name)
-        self.a.wait(name, 60)
-        c0, t0 = self.cpu_fs(relay), time.monotonic()
-        ours = self.latencies(self.adir(name), self.bdir(name), writes, "filesync")
-        self.record_cpu(name, time.monotonic() - t0, c0, self.cpu_fs(relay))
-        self.b.wait(name, 60)
-        self.cross_check(name, relay)
-        theirs = self.lsyncd_latencies(writes)
-        p50, p95 = percentile(ours, 50), percentile(ours, 95)
-        t50 = t95 = None
-        if theirs:
-            t50, t95 = percentile(theirs, 50), percentile(theirs, 95)
-        log(
-            f"  filesync: p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, max {max(ours) * 1000:.1f} ms"
-            + (f"; lsyncd: p50 {t50 * 1000:.1f} ms, p95 {t95 * 1000:.1f} ms" if theirs else "")
-        )
-
-        def ratio(a, b):
-            return "–" if b is None else f"{a / b:.2f}×"
-
-        self.rows.append(Row(label, "p50", fmt_ms(p50), fmt_ms(t50), ratio(p50, t50), "< 50 ms",
-                             "met" if p50 < 0.050 else "missed"))
-        self.rows.append(Row(label, "p95", fmt_ms(p95), fmt_ms(t95), ratio(p95, t95), "< 150 ms",
-                             "met" if p95 < 0.150 else "missed"))
-        self.unpair(name, relay)
-
-    def lsyncd_latencies(self, writes):
-        if self.args.lsyncd == "no":
-            self.notes.append("lsyncd was not run (BENCH_LSYNCD=0).")
-            return None
-        exe = shutil.which("lsyncd")
-        if not exe:
-            self.notes.append("lsyncd is not installed, so scenario 5 has no comparison.")
-            log("  lsyncd not found; skipping its side of scenario 5")
-            return None
-        ldir = self.work / "lsyncd"
-        src = ldir / "src"
-        src.mkdir(parents=True)
-        (src / "marker").write_bytes(b"ready")
-        conf = ldir / "lsyncd.conf.lua"
-        conf.write_text(
-            "settings {\n"
-            f'    logfile = "{ldir / "lsyncd.log"}",\n'
-            f'    statusFile = "{ldir / "lsyncd.status"}",\n'
-            "    nodaemon = true,\n"
-            "}\n"
-            "sync {\n"
-            "    default.rsync,\n"
-            f'    source = "{src}",\n'
-            f'    target = "rsync://127.0.0.1:{self.rsyncd.port}/bench/lsyncd",\n'
-            "    delay = 0,\n"
-            "}\n"
-        )
-        out = open(ldir / "stderr.log", "w")
-        p = spawn([exe, "-nodaemon", conf], stdout=out, stderr=subprocess.STDOUT)
-        dst = self.rsyncd.dst / "lsyncd"
-        try:
-            def started():
-                if p.poll() is not None:
-                    raise BenchError(f"lsyncd exited with {p.returncode}")
-                return (dst / "marker").exists()
-
-            poll_until(started, 60, 0.01, "lsyncd's start-up copy")
-            samples = self.latencies(src, dst, writes, "lsyncd")
-        except BenchError as e:
-            self.notes.append(f"lsyncd could not be run ({e}); see {ldir}.")
-            log(f"  lsyncd failed: {e}; no comparison for scenario 5")
-            return None
-        finally:
-            stop(p)
-            out.close()
-        self.notes.append(
-            "lsyncd (delay = 0, default.rsync) pushed to the same rsync daemon directly, "
-            "without a relay."
-        )
-        return samples
 
     def stop(self):
         stop_all()
@@ -923,12 +733,15 @@ class Bench:
         info["load"] = f"{self.load_start} at the start, {os.getloadavg()[0]:.2f} at the end"
         r = run(["git", "-C", HERE.parent, "rev-parse", "--short", "HEAD"], 10, check=False)
         info["filesync"] = r.stdout.strip() or "?"
-        r = run(["df", "-h", "--output=source,fstype", self.work], 10, check=False)
-        info["filesystem"] = " ".join(r.stdout.split()[2:]) if r.returncode == 0 else "?"
+        info["filesystem"] = self.filesystems()
         return info
 
+    def filesystems(self):
+        """Where the work directory is, for the record: "temp dir on DEVICE FSTYPE"."""
+        return f"temp dir on {filesystem(self.work)}"
+
     def table(self):
-        head = ["scenario", "measure", "filesync", self.THEIRS, "ratio", "goal", "verdict"]
+        head = self.head()
         rows = [r.cells for r in self.rows]
         widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
         line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))
@@ -938,14 +751,15 @@ class Bench:
     def markdown(self, info):
         md = []
         md.append(f"Measured {info['date']} on: {info['nproc']} CPUs ({info['cpu']}), "
-                  f"{info['memory']} memory, Linux {info['kernel']}, temp dir on {info['filesystem']}; "
+                  f"{info['memory']} memory, Linux {info['kernel']}, {info['filesystem']}; "
                   f"filesync {info['filesync']}, {info['tools']}"
                   + f"; 1-minute load average {info['load']}.")
         md.append("")
         md.append(f"Command: `{self.args.command}`")
         md.append("")
-        md.append(f"| scenario | measure | filesync | {self.THEIRS} | ratio | goal | verdict |")
-        md.append("|---|---|---|---|---|---|---|")
+        head = self.head()
+        md.append("| " + " | ".join(head) + " |")
+        md.append("|" + "---|" * len(head))
         for r in self.rows:
             md.append("| " + " | ".join(str(c) for c in r.cells) + " |")
         md.append("")
@@ -954,7 +768,7 @@ class Bench:
             md.append(
                 "Bytes on B's link are counted by a TCP relay; client B's own counters "
                 "(`status --json`, `counters.wire_bytes_*`) "
-                + ("agreed with the relay to the byte in every scenario: "
+                + ("agreed with the relay to the byte every time: "
                    if ok else "did NOT always agree with the relay: ")
                 + "; ".join(f"{c[0]}: relay {c[1]}/{c[2]}, daemon {c[3]}/{c[4]}"
                             for c in self.cross_checks)
@@ -981,40 +795,15 @@ class Bench:
         return "\n".join(md) + "\n"
 
 
-def main():
-    ap = argparse.ArgumentParser(description="filesync vs rsync benchmarks (issue 4)")
-    ap.add_argument("--bin", required=True, help="directory with filesyncd and filesyncctl")
-    ap.add_argument("--work", required=True, help="an empty temporary directory to work in")
-    ap.add_argument("--scenarios", default="1,2,3,4,5")
-    ap.add_argument("--size-mb", type=int, default=256)
-    ap.add_argument("--files", type=int, default=10_000)
-    ap.add_argument("--dirs", type=int, default=500)
-    ap.add_argument("--writes", type=int, default=50)
-    ap.add_argument("--lsyncd", choices=["auto", "no"], default="auto")
-    ap.add_argument("--timeout", type=float, default=1200, help="seconds any one wait may take")
-    ap.add_argument("--seed", type=int, default=4)
-    ap.add_argument("--log", default="", help="FILESYNC_LOG for the daemons")
-    ap.add_argument("--markdown", help="write the results in Markdown here too")
-    ap.add_argument("--command", default="bench/run.sh", help="the command to record")
-    args = ap.parse_args()
-    try:
-        chosen = sorted({int(s) for s in re.split(r"[,\s]+", args.scenarios.strip()) if s})
-    except ValueError:
-        ap.error(f"--scenarios takes numbers 1-5 separated by commas, not {args.scenarios!r}")
-    if not chosen or any(s not in range(1, 6) for s in chosen):
-        ap.error(f"--scenarios takes numbers 1-5, not {args.scenarios!r}")
-    if args.size_mb < 4 or args.files < 1 or args.dirs < 1 or args.writes < 1:
-        ap.error("sizes and counts must be positive (BENCH_SIZE_MB at least 4)")
-    for tool in ("rsync",):
-        if not shutil.which(tool):
-            raise BenchError(f"{tool} is not installed (bench/run.sh installs it)")
-
-    run_bench(Bench(args), chosen)
+def filesystem(path):
+    """The device and type of the filesystem holding `path`, e.g. "/dev/vda ext4"."""
+    r = run(["df", "-h", "--output=source,fstype", path], 10, check=False)
+    return " ".join(r.stdout.split()[2:]) if r.returncode == 0 else "?"
 
 
-def run_bench(bench, chosen):
-    """Runs the `chosen` scenarios of `bench` (stopping every process it started however
-    it ends), then prints the table and the Markdown, which also goes to --markdown."""
+def stop_on_signals():
+    """TERM and HUP end the benchmark through SystemExit, so that `finally` blocks stop
+    every process it started."""
 
     def on_term(signum, frame):
         print(f"bench: stopping on signal {signum}", file=sys.stderr, flush=True)
@@ -1022,12 +811,10 @@ def run_bench(bench, chosen):
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_term)
-    try:
-        bench.start()
-        for s in chosen:
-            getattr(bench, f"scenario_{s}")()
-    finally:
-        bench.stop()
+
+
+def report(bench):
+    """Prints the table and the Markdown of `bench`, which also goes to --markdown."""
     info = bench.machine()
     print()
     print(bench.table())
@@ -1039,6 +826,19 @@ def run_bench(bench, chosen):
     if bench.args.markdown:
         Path(bench.args.markdown).write_text(md)
         log(f"results written to {bench.args.markdown}")
+
+
+def run_bench(bench, chosen):
+    """Runs the `chosen` scenarios of `bench` (stopping every process it started however
+    it ends), then reports."""
+    stop_on_signals()
+    try:
+        bench.start()
+        for s in chosen:
+            getattr(bench, f"scenario_{s}")()
+    finally:
+        bench.stop()
+    report(bench)
 
 
 def entry(main):
@@ -1053,7 +853,3 @@ def entry(main):
         stop_all()
         print("bench: interrupted", file=sys.stderr)
         sys.exit(130)
-
-
-if __name__ == "__main__":
-    entry(main)

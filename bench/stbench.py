@@ -36,6 +36,7 @@ from bench import (
     cpu_seconds,
     entry,
     fmt_bytes,
+    fmt_mib,
     fmt_ms,
     fmt_secs,
     log,
@@ -45,14 +46,11 @@ from bench import (
     run_bench,
     stop_all,
     verify_tree,
+    wait_quiet,
     wait_content,
     wait_tree,
     write_file,
 )
-
-
-def fmt_mib(n):
-    return f"{n / MiB:.1f} MiB"
 
 
 class StBench(Bench):
@@ -259,7 +257,7 @@ class StBench(Bench):
     def settled_memory(self, procs):
         """{who: (steady RSS, peak RSS)} once every process has been quiet for 2 s."""
         for pid in procs.values():
-            st.wait_quiet(pid, quiet=2.0, timeout=self.timeout)
+            wait_quiet(pid, quiet=2.0, timeout=self.timeout)
         return {who: memory(pid) for who, pid in procs.items()}
 
     def sync_big(self):
@@ -304,10 +302,10 @@ class StBench(Bench):
 
     def rescan_cpu(self, pid, trigger):
         """CPU seconds `pid` used from `trigger()` until it was quiet for 1 s again."""
-        st.wait_quiet(pid, quiet=1.0, timeout=self.timeout)
+        wait_quiet(pid, quiet=1.0, timeout=self.timeout)
         c0, t0 = cpu_seconds(pid), time.monotonic()
         trigger()
-        end = st.wait_quiet(pid, quiet=1.0, timeout=self.timeout)
+        end = wait_quiet(pid, quiet=1.0, timeout=self.timeout)
         return cpu_seconds(pid) - c0, end - t0
 
     def scenario_5(self):

@@ -16,12 +16,11 @@ import json
 import os
 import secrets
 import subprocess
-import time
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
 
-from bench import BenchError, cpu_seconds, free_port, poll_until, run, spawn, stop
+from bench import BenchError, free_port, poll_until, run, spawn, stop
 
 RESCAN_INTERVAL_S = 86_400
 WATCHER_DELAY_S = 1
@@ -189,23 +188,3 @@ class Pair:
         for inst in (self.b, self.a):
             inst.close()
         self.relay.close()
-
-
-def wait_quiet(pid, quiet=1.0, timeout=600, allowance=0.02):
-    """Waits until process `pid` has used at most `allowance` CPU seconds (the clock
-    ticks in 1/100 s) over the last `quiet` seconds; returns the monotonic time its CPU
-    time last moved by more than that."""
-    samples = [(time.monotonic(), cpu_seconds(pid))]
-    moved = samples[0][0]
-    deadline = moved + timeout
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-        now = (time.monotonic(), cpu_seconds(pid))
-        samples.append(now)
-        while len(samples) > 2 and now[0] - samples[1][0] >= quiet:
-            samples.pop(0)
-        if now[1] - samples[-2][1] > 0:
-            moved = now[0]
-        if now[0] - samples[0][0] >= quiet and now[1] - samples[0][1] <= allowance:
-            return moved
-    raise BenchError(f"process {pid} kept using CPU for {timeout:.0f}s")

@@ -11,13 +11,17 @@
 //! while an earlier block is on its way does not fetch it again. Memory stays at
 //! [`PIPELINE`] blocks whatever the file's size, plus one small record per distinct
 //! block.
+//!
+//! A small file's whole content may come at once instead ([`from_bytes`]): sent inline
+//! by the peer, checked against its entry before a byte of it is written. Either way
+//! the caller then verifies, makes durable and renames the temp file the same way.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 
 use anyhow::{Context, Result, bail};
 use filesync_proto::Hash;
-use filesync_proto::wire::{BlockRequest, Entry};
+use filesync_proto::wire::{BlockRequest, Entry, EntryKind, INLINE_MAX};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
@@ -135,6 +139,60 @@ pub async fn seal(tmp: TempFile, entry: &Entry) -> Result<Sealed> {
     tokio::task::spawn_blocking(move || tmp.seal(&entry))
         .await
         .context("the check of a received file stopped")?
+}
+
+/// Builds `entry`'s content in a temp file beside its target from `data`, its whole
+/// content as the peer sent it inline. Refused before anything is written unless
+/// `entry` is a live file of at most [`INLINE_MAX`] bytes, `data` is that long, the
+/// block list adds up to it and `data` hashes to `entry.hash`. The content is hashed
+/// once: a one-block file's block hash is its hash; the blocks of a file of several are
+/// checked too, since the index lends them to other transfers. Call it off the async
+/// threads.
+pub fn from_bytes(root: &Root, entry: &Entry, data: &[u8]) -> Result<Assembled> {
+    check_inline(entry, data)?;
+    let mut tmp = TempFile::create(root, &entry.path)?;
+    tmp.write_verified(data, entry.hash)?;
+    Ok(Assembled { tmp, reused: 0 })
+}
+
+/// The checks of [`from_bytes`], hashing `data` once (more for a file of several
+/// blocks).
+fn check_inline(entry: &Entry, data: &[u8]) -> Result<()> {
+    let path = &entry.path;
+    if entry.kind != EntryKind::File || entry.deleted {
+        bail!("content was sent inline for {path}, which is not a live file");
+    }
+    if data.len() as u64 != entry.size || entry.size > INLINE_MAX {
+        bail!(
+            "{} bytes of content were sent inline for {path} of {} bytes (at most {INLINE_MAX} travel inline)",
+            data.len(),
+            entry.size
+        );
+    }
+    let total: u64 = entry.blocks.iter().map(|b| u64::from(b.size)).sum();
+    if total != entry.size {
+        bail!(
+            "block sizes of {path} add up to {total} bytes, not its size {}",
+            entry.size
+        );
+    }
+    if chunk::sha256(data) != entry.hash {
+        bail!("the content sent inline for {path} does not match its hash; it was discarded");
+    }
+    match entry.blocks.as_slice() {
+        [] => Ok(()),
+        [one] if one.hash == entry.hash => Ok(()),
+        [_] => bail!("the block list of {path} does not match its hash"),
+        blocks => {
+            let mut at = 0;
+            for (i, block) in blocks.iter().enumerate() {
+                let end = at + block.size as usize;
+                verify(entry, i, at as u64, &data[at..end])?;
+                at = end;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// One transfer under way: the file it builds and where its blocks can come from.
@@ -477,6 +535,40 @@ mod tests {
         let target = entry.path.to_path(&root_path);
         done.tmp.commit(&root, &entry).unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), content);
+    }
+
+    #[test]
+    fn content_sent_inline_is_written_only_if_it_matches_its_entry() {
+        let (_dir, _index, root_path, root) = folder();
+        let content = pseudo_random(60_000, 24);
+        let mut entry = entry_for("small", &content);
+        // Cut in two, as a device's chunker may cut a file of this size.
+        entry.blocks = [&content[..20_000], &content[20_000..]]
+            .map(|b| filesync_proto::wire::BlockInfo {
+                hash: chunk::sha256(b),
+                size: b.len() as u32,
+            })
+            .to_vec();
+        let mut other = content.clone();
+        other[100] ^= 1;
+        let mut lying_blocks = entry.clone();
+        lying_blocks.blocks[1].hash = lying_blocks.blocks[0].hash;
+        let mut dir = entry_for("small", b"");
+        dir.kind = EntryKind::Dir;
+        let refused: [(&Entry, &[u8], &str); 4] = [
+            (&entry, &other, "does not match its hash"),
+            (&entry, &content[..100], "100 bytes of content"),
+            (&lying_blocks, &content, "does not match its hash"),
+            (&dir, b"", "not a live file"),
+        ];
+        for (entry, data, why) in refused {
+            let err = from_bytes(&root, entry, data).err().expect("refused");
+            assert!(format!("{err:#}").contains(why), "{err:#}");
+        }
+        assert_eq!(std::fs::read_dir(&root_path).unwrap().count(), 0);
+        let done = from_bytes(&root, &entry, &content).unwrap();
+        done.tmp.commit(&root, &entry).unwrap();
+        assert_eq!(std::fs::read(root_path.join("small")).unwrap(), content);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,6 +29,8 @@ pub const INLINE_MAX: u64 = 64 * 1024;
 /// Most bytes of inline content in one `Push`, `Index` or `Fetched` message, well under
 /// the frame limit with the entries beside them.
 pub const INLINE_BUDGET: usize = 8 * 1024 * 1024;
+/// Most files asked for in one `Fetch`.
+pub const FETCH_MAX_FILES: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryKind {
@@ -271,8 +273,9 @@ pub enum ClientMsg {
     Pong {
         nonce: u64,
     },
-    /// Several small files' whole content at once (each at most [`INLINE_MAX`] bytes, at
-    /// most [`INLINE_BUDGET`] bytes together), answered by one `Fetched`.
+    /// Several small files' whole content at once (at most [`FETCH_MAX_FILES`] files,
+    /// each at most [`INLINE_MAX`] bytes, at most [`INLINE_BUDGET`] bytes together),
+    /// answered by one `Fetched`.
     Fetch {
         id: u64,
         files: Vec<Want>,

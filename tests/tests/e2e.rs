@@ -43,6 +43,8 @@ mod hardcases;
 mod hostile;
 #[path = "e2e/ignore.rs"]
 mod ignore;
+#[path = "e2e/inline.rs"]
+mod inline;
 #[path = "e2e/invites.rs"]
 mod invites;
 #[path = "e2e/local.rs"]

@@ -10,6 +10,7 @@ pub mod account;
 mod conflicts;
 pub mod connect;
 mod guard;
+mod inline;
 mod meter;
 mod offered;
 pub mod plan;

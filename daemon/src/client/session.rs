@@ -14,13 +14,15 @@ use std::time::Duration;
 use anyhow::{Result, anyhow, bail};
 use filesync_proto::control::FolderMode;
 use filesync_proto::wire::{
-    BlockRequest, Change, ClientMsg, Entry, Hello, MAX_BATCH, PushOutcome, ServerMsg, VersionInfo,
+    BlockError, BlockRequest, Change, ClientMsg, Entry, EntryKind, Hello, INLINE_BUDGET, Inline,
+    MAX_BATCH, PushOutcome, ServerMsg, VersionInfo, Want,
 };
 use filesync_proto::{AccountName, DeviceId, FolderName, RelPath};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::inline::InlineStore;
 use super::offered::{self, Offers};
 use super::stream;
 use super::trust::TrustStore;
@@ -90,6 +92,42 @@ impl SessionHandle {
         }
     }
 
+    /// The whole content of each of `files` (small files, see [`ClientMsg::Fetch`]), in
+    /// order; a file the server no longer has as asked is [`ServerLacks`].
+    pub async fn fetch(&self, files: Vec<Want>) -> Result<Vec<Result<Vec<u8>>>> {
+        let asked: Vec<(RelPath, u64)> = files.iter().map(|w| (w.path.clone(), w.size)).collect();
+        let answer = self.call(|id| ClientMsg::Fetch { id, files }).await?;
+        let ServerMsg::Fetched { files, .. } = answer else {
+            bail!(
+                "protocol error: expected Fetched, got {}",
+                conn::unexpected(&answer)
+            );
+        };
+        if files.len() != asked.len() {
+            bail!(
+                "protocol error: the server answered a Fetch of {} files with {}",
+                asked.len(),
+                files.len()
+            );
+        }
+        Ok(files
+            .into_iter()
+            .zip(asked)
+            .map(|(got, (path, size))| match got.result {
+                Ok(data) if data.len() as u64 == size => Ok(data),
+                Ok(data) => Err(anyhow!(
+                    "the server sent {} bytes for {path} of {size} bytes",
+                    data.len()
+                )),
+                Err(BlockError::NotAvailable) => Err(ServerLacks.into()),
+                Err(BlockError::Refused(why)) => Err(anyhow!(
+                    "the server refused to send {path}: {}",
+                    conn::peer_text(&why)
+                )),
+            })
+            .collect())
+    }
+
     /// The server's kept versions of `path`, newest first.
     pub async fn list_versions(&self, path: RelPath) -> Result<Vec<VersionInfo>> {
         match self.call(|id| ClientMsg::ListVersions { id, path }).await? {
@@ -156,6 +194,8 @@ pub struct SessionConfig {
     /// What the server may read back depends on both (see [`offered`]).
     pub mode: FolderMode,
     pub rules: watch::Receiver<IgnoreRules>,
+    /// Where the content that comes with index batches waits for the pull.
+    pub inline: Arc<InlineStore>,
 }
 
 /// The wait before the first retry, and after any session the server welcomed.
@@ -343,7 +383,7 @@ async fn read_loop(
         match msg {
             ServerMsg::Index {
                 entries,
-                inline: _,
+                inline,
                 up_to,
                 as_of,
                 caught_up,
@@ -354,6 +394,10 @@ async fn read_loop(
                         entries.len()
                     );
                 }
+                let bytes = check_inline(&entries, &inline)
+                    .map_err(|why| anyhow!("protocol error from server {}: {why}", cfg.server))?;
+                Counters::add(&cfg.counters.content_received, bytes as u64);
+                hold_inline(&cfg.inline, &entries, inline);
                 let entries = accepted(cfg, entries);
                 let batch = stream::Batch {
                     up_to,
@@ -372,14 +416,13 @@ async fn read_loop(
                 offers.settled(id);
                 events.send(SessionEvent::PushResult { id, outcomes });
             }
-            ServerMsg::Versions { id, .. } | ServerMsg::Restored { id, .. } => {
-                calls.complete(id, msg)
-            }
+            ServerMsg::Versions { id, .. }
+            | ServerMsg::Restored { id, .. }
+            | ServerMsg::Fetched { id, .. } => calls.complete(id, msg),
             ServerMsg::Error(e) => bail!("server error: {}", conn::peer_text(&e.message)),
             ServerMsg::Welcome(_) => bail!("protocol error: unexpected second Welcome"),
             ServerMsg::Invite(_) => bail!("protocol error: unexpected Invite"),
             ServerMsg::Sharing(_) => bail!("protocol error: unexpected Sharing"),
-            ServerMsg::Fetched { .. } => bail!("protocol error: unexpected Fetched"),
             // Handled by the link.
             ServerMsg::Ping { .. }
             | ServerMsg::Pong { .. }
@@ -388,6 +431,48 @@ async fn read_loop(
         }
     }
     Ok(())
+}
+
+/// Checks the content that came with an index batch: each for an entry of the batch,
+/// as long as that entry says, at most [`INLINE_BUDGET`] bytes together. Returns how
+/// many bytes that is.
+fn check_inline(entries: &[Entry], inline: &[Inline]) -> Result<usize, String> {
+    let mut total = 0usize;
+    for content in inline {
+        let Some(entry) = entries.get(content.entry as usize) else {
+            return Err(format!(
+                "content for entry {} of an index batch of {} entries",
+                content.entry,
+                entries.len()
+            ));
+        };
+        if content.data.len() as u64 != entry.size {
+            return Err(format!(
+                "{} bytes of content for {} of {} bytes",
+                content.data.len(),
+                entry.path,
+                entry.size
+            ));
+        }
+        total += content.data.len();
+    }
+    if total > INLINE_BUDGET {
+        return Err(format!(
+            "an index batch with {total} bytes of content, over the limit of {INLINE_BUDGET}"
+        ));
+    }
+    Ok(total)
+}
+
+/// Holds the checked content of an index batch's live files until the pull applies
+/// them (it verifies their hashes then).
+fn hold_inline(store: &InlineStore, entries: &[Entry], inline: Vec<Inline>) {
+    for content in inline {
+        let entry = &entries[content.entry as usize];
+        if entry.kind == EntryKind::File && !entry.deleted {
+            store.put(entry.path.clone(), entry.hash, content.data);
+        }
+    }
 }
 
 /// The server's entries this client can take: one that fails [`received::check_entry`]

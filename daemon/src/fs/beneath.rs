@@ -51,6 +51,13 @@ impl Root {
         })
     }
 
+    /// Another handle of the same root, for work on another thread.
+    pub fn try_clone(&self) -> io::Result<Root> {
+        Ok(Root {
+            dir: self.dir.try_clone()?,
+        })
+    }
+
     /// [`Root::open`] for a synced folder, with an error that names it.
     pub fn open_folder(path: &Path) -> anyhow::Result<Root> {
         use anyhow::Context;

@@ -105,8 +105,11 @@ pub struct TempFile {
     name: String,
     file: File,
     hasher: Sha256,
+    /// The hash of the whole content, when the caller verified it before writing it
+    /// ([`TempFile::write_verified`]): then `hasher` is left unused.
+    verified: Option<Hash>,
     written: u64,
-    /// A partial transfer not yet [`TempFile::prepare`]d: kept when dropped, for resuming.
+    /// A partial transfer not yet [`TempFile::seal`]ed: kept when dropped, for resuming.
     keep: bool,
 }
 
@@ -126,7 +129,7 @@ impl TempFile {
     }
 
     /// Opens the partial transfer of `target` (see [`Partial::of`]), creating it if
-    /// there is none, and locks it. Until [`TempFile::prepare`] it outlives a failure,
+    /// there is none, and locks it. Until [`TempFile::seal`] it outlives a failure,
     /// so that a later transfer can [`TempFile::resume`] it. When another transfer of the
     /// same target holds the lock, this falls back to a plain temp file.
     /// A target whose parent is missing has its partial file in the root
@@ -165,6 +168,7 @@ impl TempFile {
             name,
             file,
             hasher: Sha256::new(),
+            verified: None,
             written: 0,
             keep,
         }
@@ -242,6 +246,18 @@ impl TempFile {
         Ok(())
     }
 
+    /// Writes the whole content at once, already checked by the caller to hash to
+    /// `hash`: it is not hashed again. Only into a temp file with nothing written yet.
+    pub fn write_verified(&mut self, data: &[u8], hash: Hash) -> Result<()> {
+        if self.written != 0 {
+            bail!("{} already holds content", self.path().display());
+        }
+        self.write_at(0, data)?;
+        self.verified = Some(hash);
+        self.written = data.len() as u64;
+        Ok(())
+    }
+
     pub fn written(&self) -> u64 {
         self.written
     }
@@ -282,7 +298,10 @@ impl TempFile {
     /// error.
     pub fn seal(mut self, entry: &Entry) -> Result<Sealed> {
         self.keep = false;
-        let got = Hash(std::mem::take(&mut self.hasher).finalize().into());
+        let got = match self.verified.take() {
+            Some(hash) => hash,
+            None => Hash(std::mem::take(&mut self.hasher).finalize().into()),
+        };
         if got != entry.hash || self.written != entry.size {
             bail!(
                 "content of {} does not match its announced hash (got {} bytes, {}; expected {} bytes, {})",

@@ -16,6 +16,7 @@
 
 pub mod accounts;
 mod history;
+mod inline;
 mod listen;
 mod lock;
 mod push;

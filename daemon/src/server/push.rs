@@ -1,6 +1,7 @@
 //! A device's pushes, in order, as a two-stage pipeline: each change checked, its content
-//! charged against the account's quota and staged here (through [`crate::transfer`],
-//! asking the device for the blocks the server lacks) and sealed; meanwhile the changes
+//! charged against the account's quota and staged here (through [`crate::transfer`]:
+//! from the content the device sent inline, else asking it for the blocks the server
+//! lacks) and sealed; meanwhile the changes
 //! staged so far are committed as a group: their files made durable together (barrier D,
 //! [`crate::fs::durable`]), then handed to the sequencer in one command.
 
@@ -228,6 +229,8 @@ async fn prepare(
         reason: refusal(&e),
     };
     let mut change = change;
+    // Staged below, not carried on to the sequencer.
+    let data = change.data.take();
     if let Err(reason) = received::check_entry(&mut change.entry) {
         tracing::warn!(folder = %folder.name, "refused a pushed change: {reason}");
         return Err(PushOutcome::Failed { reason });
@@ -244,7 +247,16 @@ async fn prepare(
         tracing::debug!(folder = %folder.name, path = %change.entry.path, base = change.base_seq, current_seq, "refused a push made on an older version");
         return Err(PushOutcome::Conflict { current_seq });
     }
-    if change.entry.kind != EntryKind::File || change.entry.deleted || same {
+    let live_file = change.entry.kind == EntryKind::File && !change.entry.deleted;
+    if data.is_some() && !live_file {
+        let reason = format!(
+            "content was sent inline for {}, which is not a live file",
+            change.entry.path
+        );
+        tracing::warn!(folder = %folder.name, "refused a pushed change: {reason}");
+        return Err(PushOutcome::Failed { reason });
+    }
+    if !live_file || same {
         return Ok((change, None, None));
     }
     // Charged at its declared size before anything is written: what the blocks repeat
@@ -262,7 +274,7 @@ async fn prepare(
             replaced,
         )
         .map_err(|reason| PushOutcome::Failed { reason })?;
-    let staged = stage(folder, index, &change, out, pending)
+    let staged = stage(folder, index, &change, data, out, pending)
         .await
         .map_err(|e| {
             tracing::warn!(folder = %folder.name, path = %change.entry.path, "cannot stage a pushed change: {e:#}");
@@ -271,7 +283,8 @@ async fn prepare(
     Ok((change, Some(staged), Some(charge)))
 }
 
-/// Builds the pushed file's content in a temp file beside its target: what an
+/// Builds the pushed file's content in a temp file beside its target: from `data`, the
+/// content the device sent inline, checked before it is written; else from what an
 /// interrupted upload of it left, blocks the server already has, the rest asked of the
 /// device, several at a time. It is verified and sealed here, several files at once;
 /// the group's barrier D makes it durable, so that the sequencer only has to rename it.
@@ -279,15 +292,27 @@ async fn stage(
     folder: &ServerFolderHandle,
     index: &Index,
     change: &Change,
+    data: Option<Vec<u8>>,
     out: &mpsc::Sender<ServerMsg>,
     pending: &Pending,
 ) -> Result<Sealed> {
     let entry = &change.entry;
     let root = Root::open_folder(&folder.root)?;
-    let tmp = transfer::assemble(&root, index, entry, |request| {
-        request_block(out, pending, request)
-    })
-    .await?
+    let tmp = match data {
+        Some(data) => {
+            let entry = entry.clone();
+            tokio::task::spawn_blocking(move || transfer::from_bytes(&root, &entry, &data))
+                .await
+                .context("the write of a pushed file stopped")??
+        }
+        None => {
+            tracing::debug!(folder = %folder.name, path = %entry.path, "staging a pushed file from blocks");
+            transfer::assemble(&root, index, entry, |request| {
+                request_block(out, pending, request)
+            })
+            .await?
+        }
+    }
     .tmp;
     transfer::seal(tmp, entry).await
 }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result, anyhow, bail};
 use filesync_proto::auth::{AuthReply, AuthRequest, MAX_AUTH_FRAME};
 use filesync_proto::wire::{
-    BlockError, BlockRequest, Change, ClientMsg, EntryKind, ErrorKind, Hello, MAX_BATCH,
-    PushOutcome, ServerMsg, Welcome, WireError,
+    BlockError, BlockRequest, Change, ClientMsg, EntryKind, ErrorKind, Hello, INLINE_BUDGET,
+    MAX_BATCH, PushOutcome, ServerMsg, Welcome, WireError,
 };
 use filesync_proto::{FrameCodec, Handshake, HandshakeReply, MAX_WIRE_FRAME};
 use futures::{SinkExt, StreamExt};
@@ -229,8 +229,8 @@ async fn run(
 
     let (sink, stream) = framed.split();
     let index = Arc::new(Index::open(&folder.index_file)?);
-    let root = folder.root.clone();
-    let reader: conn::Reader = Arc::new(move |request| serve_listed_block(&index, &root, request));
+    let (served, root) = (index.clone(), folder.root.clone());
+    let reader: conn::Reader = Arc::new(move |request| serve_listed_block(&served, &root, request));
     let mut link = Link::<ClientMsg, ServerMsg>::new(
         sink,
         stream,
@@ -256,7 +256,13 @@ async fn run(
     };
     let index_task = tokio::spawn(end_on_error(
         flow("index stream"),
-        super::stream::run(folder.clone(), since, out_tx.clone(), conn_cancel.clone()),
+        super::stream::run(
+            folder.clone(),
+            hello.device.clone(),
+            since,
+            out_tx.clone(),
+            conn_cancel.clone(),
+        ),
         conn_cancel.clone(),
     ));
     let (push_tx, push_rx) = mpsc::channel(4);
@@ -274,6 +280,7 @@ async fn run(
     let caller = Caller {
         device: hello.device.clone(),
         read_only: access.read_only.clone(),
+        index,
     };
     let result = read_loop(&folder, &caller, &mut link, &out_tx, &push_tx).await;
     conn_cancel.cancel();
@@ -298,6 +305,8 @@ struct Caller {
     device: filesync_proto::DeviceId,
     /// Set for a read-only member: the reason its pushes and restores are refused.
     read_only: Option<String>,
+    /// The folder's index, as the session reads it to serve content.
+    index: Arc<Index>,
 }
 
 /// Ends the connection of a member when its grant is taken back, telling the device why.
@@ -373,6 +382,14 @@ async fn read_loop(
                         changes.len()
                     );
                 }
+                let inline: usize = (changes.iter().filter_map(|c| c.data.as_ref()))
+                    .map(Vec::len)
+                    .sum();
+                if inline > INLINE_BUDGET {
+                    bail!(
+                        "protocol error: a push with {inline} bytes of inline content is over the limit of {INLINE_BUDGET}"
+                    );
+                }
                 if let Some(reason) = &caller.read_only {
                     // Refused before anything is staged: a read-only member writes nothing.
                     tracing::warn!(folder = %folder.name, device = %caller.device, changes = changes.len(), "refused a push from a read-only member");
@@ -411,7 +428,11 @@ async fn read_loop(
             ClientMsg::Hello(_) => bail!("protocol error: second Hello"),
             ClientMsg::CreateInvite => bail!("protocol error: CreateInvite after Hello"),
             ClientMsg::Sharing(_) => bail!("protocol error: Sharing after Hello"),
-            ClientMsg::Fetch { .. } => bail!("protocol error: Fetch is not served by this server"),
+            ClientMsg::Fetch { id, files } => {
+                super::inline::check_fetch(&files)?;
+                let (index, root) = (caller.index.clone(), folder.root.clone());
+                super::inline::answer_fetch(index, root, id, files, out.clone());
+            }
             // Handled by the link.
             ClientMsg::Ping { .. }
             | ClientMsg::Pong { .. }

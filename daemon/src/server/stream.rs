@@ -8,8 +8,12 @@
 //! later rename moved there (and moving that one too made it expect a file the server
 //! never had there). Each batch therefore goes out after the rename records it depends
 //! on, and says up to which sequence number it was read (`as_of`).
+//!
+//! A batch also carries the content of its small files, except to the device that
+//! made them ([`super::inline::attach`]).
 
 use anyhow::Result;
+use filesync_proto::DeviceId;
 use filesync_proto::wire::{Entry, MAX_BATCH, ServerMsg};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -23,9 +27,11 @@ const INDEX_BYTES: usize = 4 * 1024 * 1024;
 /// Entries read per batch.
 const READ_BATCH: usize = 1000;
 
-/// Sends every version above `since`, then follows the folder's sequence.
+/// Sends every version above `since`, then follows the folder's sequence; the stream
+/// goes to `device`.
 pub async fn run(
     folder: ServerFolderHandle,
+    device: DeviceId,
     since: u64,
     out: mpsc::Sender<ServerMsg>,
     cancel: CancellationToken,
@@ -35,6 +41,7 @@ pub async fn run(
     let mut cursor = Cursor::new(since);
     loop {
         let (messages, more) = cursor.next(&index)?;
+        let messages = super::inline::attach(folder.root.clone(), device.clone(), messages).await?;
         for msg in messages {
             out.send(msg).await?;
         }

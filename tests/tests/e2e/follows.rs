@@ -7,7 +7,7 @@ use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
-use filesync_proto::wire::{ClientMsg, ConflictNote, ServerMsg};
+use filesync_proto::wire::{ClientMsg, ConflictNote, Inline, ServerMsg};
 use filesync_proto::{DeviceId, RelPath};
 use filesync_tests::cluster::DOCS;
 use filesync_tests::exec::Scratch;
@@ -121,13 +121,16 @@ fn a_conflict_note_never_aims_resolve_at_an_ignored_path() {
             made_at: 1_767_225_600,
         });
         conn.send(ServerMsg::Index {
-            inline: Vec::new(),
+            inline: vec![Inline {
+                entry: 0,
+                data: SCRIPT.to_vec(),
+            }],
             entries: vec![entry],
             up_to: 1,
             as_of: 1,
             caught_up: true,
         })?;
-        // Serves the script to a client that would take it, until it goes away.
+        // The script came whole; its blocks are served too, until the client goes away.
         // Bounded by count and by the read timeout of each message.
         for _ in 0..10_000 {
             match conn.recv()? {

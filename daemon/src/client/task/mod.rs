@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::guard::Hold;
+use super::inline::{INLINE_HELD, InlineStore};
 use super::session::{self, SessionConfig, SessionEvent, SessionHandle};
 use super::{ClientIdentity, FolderCmd, meter, stream};
 use crate::config::FolderConfig;
@@ -27,6 +28,7 @@ use crate::index::{Index, Totals};
 use partials::Partials;
 
 mod commands;
+mod land;
 mod local_changes;
 mod partials;
 mod phase;
@@ -38,8 +40,9 @@ mod status;
 
 /// Server entries applied per step, so that commands and events are served in between.
 const PULL_BATCH: usize = 256;
-/// Files fetched at the same time.
-const PULL_FILES: usize = 8;
+/// Files fetched at the same time: enough that the block requests of many files are
+/// in flight at once.
+const PULL_FILES: usize = 32;
 /// Pushes awaiting their result at once.
 const MAX_INFLIGHT: usize = 2;
 /// Rough cap on one push message, well under the frame limit.
@@ -181,6 +184,8 @@ pub(super) struct FolderTask {
     rules_error: Option<String>,
     /// Partial downloads to remove once the folder is in sync.
     partials: Partials,
+    /// Small files' content that came with index batches, until the pull applies it.
+    inline: Arc<InlineStore>,
     /// The index totals last published and when: counting the pending rows costs as
     /// many as there are (thousands in a big sync), so while the loop has more work
     /// they are counted at most every TOTALS_EVERY.
@@ -256,6 +261,7 @@ impl FolderTask {
             rules_stale: true,
             rules_error: None,
             partials: Partials::default(),
+            inline: Arc::new(InlineStore::new(INLINE_HELD)),
             totals: None,
         }
     }
@@ -402,6 +408,7 @@ impl FolderTask {
             account: self.cfg.account.clone(),
             mode: self.effective_mode(),
             rules: self.shared_rules.subscribe(),
+            inline: self.inline.clone(),
         };
         self.session_gen += 1;
         let events = session::SessionEvents {

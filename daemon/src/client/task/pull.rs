@@ -2,21 +2,28 @@
 //! entries (directories, deletes and conflict copies here, files fetched several at
 //! a time), and making one server entry real on disk.
 //!
-//! A file is assembled block by block into a temp file ([`transfer::assemble`]): what an
-//! interrupted download left, blocks the folder already has in any indexed file, and
-//! the rest from the server, several at a time. The result is verified whole and sealed;
-//! a batch's files are then made durable together, renamed in (unless the user wrote the
-//! path meanwhile) and their directories fsynced once each ([`crate::fs::durable`]).
+//! A small file's whole content comes at once ([`crate::transfer::from_bytes`]): with the
+//! index batch that announced it (held in
+//! [`InlineStore`](crate::client::inline::InlineStore)), else fetched together with
+//! the other small files of the round that lack theirs. A larger file is assembled
+//! block by block into a temp file ([`crate::transfer::assemble`]): what an interrupted
+//! download left, blocks the folder already has in any indexed file, and the rest from
+//! the server, several at a time. The result is verified whole and sealed; a batch's
+//! files are then made durable together, renamed in (unless the user wrote the path
+//! meanwhile) and their directories fsynced once each (`land.rs`, through
+//! [`crate::fs::durable`]).
 
-use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow};
 use filesync_proto::RelPath;
 use filesync_proto::control::{EventKind, FolderMode};
-use filesync_proto::wire::{ConflictNote, Entry, EntryKind};
+use filesync_proto::wire::{
+    ConflictNote, Entry, EntryKind, FETCH_MAX_FILES, INLINE_BUDGET, INLINE_MAX, Want,
+};
 use futures::StreamExt;
 
-use super::partials::Partials;
+use super::land::{Received, land_group, receive_entry, same_file_content};
 use super::{FolderTask, PULL_BATCH, PULL_FILES};
 use crate::client::plan::{self, Action};
 use crate::client::session::{self, SessionHandle};
@@ -24,13 +31,14 @@ use crate::conn::Counters;
 use crate::events::unix_secs;
 use crate::fs::IGNORE_FILE;
 use crate::fs::beneath::Root;
-use crate::fs::durable::{self, CrashPoint, DirBarrier, DirKey};
 use crate::fs::stat::{self, Stat};
-use crate::fs::temp::{Partial, Sealed, TempFile};
 use crate::fs::tree;
-use crate::index::{Index, LocalRow};
+use crate::index::LocalRow;
 use crate::scan::{self};
-use crate::transfer;
+
+/// How long content from an index batch may wait once nothing is needed: far longer
+/// than a batch takes from the session's hands to the index.
+const INLINE_STALE: Duration = Duration::from_secs(5);
 
 impl FolderTask {
     /// Applies server entries we lack; true if a full batch was taken.
@@ -53,6 +61,7 @@ impl FolderTask {
             }
         }
         if send_only {
+            self.drop_stale_inline();
             return Ok(false);
         }
         moving.extend(
@@ -62,6 +71,9 @@ impl FolderTask {
                 .map(|(src, _)| src),
         );
         let needed = self.index().needed(PULL_BATCH)?;
+        if needed.is_empty() {
+            self.drop_stale_inline();
+        }
         let full = needed.len() == PULL_BATCH;
         let root = self.root()?;
         let mut deletes = Vec::new();
@@ -141,6 +153,13 @@ impl FolderTask {
         Ok(full && progress)
     }
 
+    /// Drops the content from index batches held for longer than [`INLINE_STALE`].
+    fn drop_stale_inline(&self) {
+        if let Some(cutoff) = Instant::now().checked_sub(INLINE_STALE) {
+            self.inline.drop_before(cutoff);
+        }
+    }
+
     /// Creates the directories above `path` that the server has and this disk lacks;
     /// false if one cannot be made.
     pub(super) async fn make_parents(&mut self, path: &RelPath) -> bool {
@@ -193,12 +212,16 @@ impl FolderTask {
             Ok(root) => root,
             Err(e) => return self.applied(remote, Err(e)),
         };
+        let content = (remote.kind == EntryKind::File)
+            .then(|| self.inline.take(&remote.path, &remote.hash).map(Ok))
+            .flatten();
         let index = self.index();
         let received = receive_entry(
             &root,
             index,
             &session,
             remote,
+            content,
             &self.counters,
             &self.partials,
         )
@@ -226,19 +249,23 @@ impl FolderTask {
             .clone()
             .expect("pulls run only while connected");
         let root = &self.root()?;
+        let contents = self.whole_contents(&session, &files).await?;
         let (index, counters, partials) = (self.index(), &self.counters, &self.partials);
-        let received: Vec<(Entry, Result<Received>)> = futures::stream::iter(files)
-            .map(|remote| {
-                let session = &session;
-                async move {
-                    let result =
-                        receive_entry(root, index, session, &remote, counters, partials).await;
-                    (remote, result)
-                }
-            })
-            .buffered(PULL_FILES)
-            .collect()
-            .await;
+        let received: Vec<(Entry, Result<Received>)> =
+            futures::stream::iter(files.into_iter().zip(contents))
+                .map(|(remote, content)| {
+                    let session = &session;
+                    async move {
+                        let result = receive_entry(
+                            root, index, session, &remote, content, counters, partials,
+                        )
+                        .await;
+                        (remote, result)
+                    }
+                })
+                .buffered(PULL_FILES)
+                .collect()
+                .await;
         let landed = land_group(root, index, received).await?;
         self.index().begin()?;
         let mut progress = false;
@@ -247,6 +274,59 @@ impl FolderTask {
         }
         self.index().commit()?;
         Ok(progress)
+    }
+
+    /// The whole content of each of `files` small enough for it, in order: held from
+    /// the index stream, else fetched with the others that lack theirs, one `Fetch` per
+    /// [`FETCH_MAX_FILES`] files or [`INLINE_BUDGET`] bytes, all at once. `None` for the
+    /// files that go by blocks, and for those whose content is here already.
+    async fn whole_contents(
+        &self,
+        session: &SessionHandle,
+        files: &[Entry],
+    ) -> Result<Vec<Option<Result<Vec<u8>>>>> {
+        let mut contents = Vec::with_capacity(files.len());
+        let mut wanted = Vec::new();
+        for (i, f) in files.iter().enumerate() {
+            let held = self.inline.take(&f.path, &f.hash);
+            if held.is_none()
+                && (1..=INLINE_MAX).contains(&f.size)
+                && !same_file_content(self.index(), f)?
+            {
+                wanted.push(i);
+            }
+            contents.push(held.map(Ok));
+        }
+        let fetches = fetch_groups(files, wanted).into_iter().map(|group| {
+            let wants = (group.iter().map(|&i| &files[i]))
+                .map(|f| Want {
+                    path: f.path.clone(),
+                    hash: f.hash,
+                    size: f.size,
+                })
+                .collect::<Vec<_>>();
+            tracing::debug!(folder = %self.cfg.name, files = wants.len(), "fetching small files whole");
+            async move { (group, session.fetch(wants).await) }
+        });
+        for (group, fetched) in futures::future::join_all(fetches).await {
+            match fetched {
+                Ok(got) => {
+                    for (i, result) in group.into_iter().zip(got) {
+                        if let Ok(data) = &result {
+                            Counters::add(&self.counters.content_received, data.len() as u64);
+                        }
+                        contents[i] = Some(result);
+                    }
+                }
+                Err(e) => {
+                    let why = format!("{e:#}");
+                    for i in group {
+                        contents[i] = Some(Err(anyhow!("cannot fetch {}: {why}", files[i].path)));
+                    }
+                }
+            }
+        }
+        Ok(contents)
     }
 
     /// Records the outcome of applying `remote`; true if it was applied.
@@ -427,143 +507,24 @@ impl FolderTask {
     }
 }
 
-/// A server entry received here, its file not renamed in yet.
-enum Received {
-    /// Done in place: a directory or symlink made, or a local file that already held
-    /// the content given its mode and mtime.
-    Meta(Stat),
-    /// Its content, verified and sealed in a temp file.
-    Sealed(Sealed),
-}
-
-/// Receives a live entry: a directory or symlink is made at once (a path whose parent is
-/// a symlink or a file here is refused), a file's content goes into a sealed temp file,
-/// unless the local file already holds it (a change of mode or mtime only), which is
-/// then applied in place.
-async fn receive_entry(
-    root: &Root,
-    index: &Index,
-    session: &SessionHandle,
-    entry: &Entry,
-    counters: &Arc<Counters>,
-    partials: &Partials,
-) -> Result<Received> {
-    match entry.kind {
-        EntryKind::Dir => return tree::make_dir(root, entry).map(Received::Meta),
-        EntryKind::Symlink => return tree::make_symlink(root, entry).map(Received::Meta),
-        EntryKind::File if same_file_content(index, entry)? => {
-            return tree::set_file_meta(root, entry).map(Received::Meta);
-        }
-        EntryKind::File => {}
-    }
-    let tmp = fetch_file(root, index, session, entry, counters, partials).await?;
-    transfer::seal(tmp, entry).await.map(Received::Sealed)
-}
-
-/// Whether the local file at the entry's path already holds its content (a change of
-/// mode or mtime only). The caller checked that the disk matches the index.
-fn same_file_content(index: &Index, entry: &Entry) -> Result<bool> {
-    Ok(index.local(&entry.path)?.is_some_and(|l| {
-        !l.entry.deleted && l.entry.kind == EntryKind::File && l.entry.hash == entry.hash
-    }))
-}
-
-/// Where a file's content comes from: assembled block by block into a temp file.
-async fn fetch_file(
-    root: &Root,
-    index: &Index,
-    session: &SessionHandle,
-    entry: &Entry,
-    counters: &Arc<Counters>,
-    partials: &Partials,
-) -> Result<TempFile> {
-    if entry.size >= transfer::RESUMABLE_SIZE {
-        partials.note(Partial::of(&entry.path));
-        partials.note(Partial::in_root(&entry.path));
-    }
-    let assembled =
-        transfer::assemble(root, index, entry, |request| session.request_block(request)).await?;
-    Counters::add(&counters.content_reused, assembled.reused);
-    Ok(assembled.tmp)
-}
-
-/// Lands a group of received files: barrier D over the sealed ones, then each renamed in
-/// right after [`check_unchanged`], then barrier M over their directories. Each file's
-/// outcome, in order; nothing is recorded here.
-async fn land_group(
-    root: &Root,
-    index: &Index,
-    received: Vec<(Entry, Result<Received>)>,
-) -> Result<Vec<(Entry, Result<Stat>)>> {
-    let mut sealed = Vec::new();
-    let received: Vec<(Entry, Result<Option<Stat>>)> = received
-        .into_iter()
-        .map(|(entry, r)| {
-            let r = r.map(|r| match r {
-                Received::Meta(stat) => Some(stat),
-                Received::Sealed(s) => {
-                    sealed.push(s);
-                    None
-                }
-            });
-            (entry, r)
-        })
-        .collect();
-    let files = sealed.len();
-    let mut durable = tokio::task::spawn_blocking(move || durable::data_barrier(sealed))
-        .await
-        .context("the fsync of received files stopped")?
-        .into_iter();
-    CrashPoint::AfterDataBarrier.reached(files);
-    let mut barrier = DirBarrier::default();
-    let mut renamed = 0;
-    let landed: Vec<(Entry, Result<Stat>, Vec<DirKey>)> = received
-        .into_iter()
-        .map(|(entry, r)| {
-            let landed = match r {
-                Err(e) => Err(e),
-                Ok(Some(stat)) => Ok((stat, Vec::new())),
-                Ok(None) => durable
-                    .next()
-                    .context("a received file went missing before its rename")
-                    .and_then(|prepared| {
-                        let prepared = prepared?;
-                        check_unchanged(root, index, &entry)?;
-                        let done = prepared.rename(root, &entry.path)?;
-                        renamed += 1;
-                        Ok((done.stat, barrier.add_all(done.dirs)?))
-                    }),
-            };
-            match landed {
-                Ok((stat, keys)) => (entry, Ok(stat), keys),
-                Err(e) => (entry, Err(e), Vec::new()),
+/// The indexes in `files` of `wanted`, cut into the groups one `Fetch` may ask for.
+fn fetch_groups(files: &[Entry], wanted: Vec<usize>) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut bytes = 0u64;
+    for i in wanted {
+        let size = files[i].size;
+        match groups.last_mut() {
+            Some(group)
+                if group.len() < FETCH_MAX_FILES && bytes + size <= INLINE_BUDGET as u64 =>
+            {
+                group.push(i);
+                bytes += size;
             }
-        })
-        .collect();
-    CrashPoint::AfterRenames.reached(renamed);
-    let failures = tokio::task::spawn_blocking(move || barrier.sync())
-        .await
-        .context("the fsync of directories stopped")?;
-    CrashPoint::AfterDirBarrier.reached(renamed);
-    Ok(landed
-        .into_iter()
-        .map(|(entry, r, keys)| match failures.failed(&keys) {
-            Some(why) => (entry, Err(anyhow!("{why}"))),
-            None => (entry, r),
-        })
-        .collect())
-}
-
-/// The download took a while: if the user wrote the path meanwhile, that file is theirs
-/// and must not be replaced. Giving up here lets the scan take it in as a local change,
-/// which then meets this version as an ordinary conflict. Called right before the rename.
-fn check_unchanged(root: &Root, index: &Index, entry: &Entry) -> Result<()> {
-    let local = index.local(&entry.path)?;
-    if !scan::unchanged_since_scan(root, &entry.path, local.as_ref())? {
-        bail!(
-            "{} changed here while its new version was downloading; both are kept",
-            entry.path
-        );
+            _ => {
+                groups.push(vec![i]);
+                bytes = size;
+            }
+        }
     }
-    Ok(())
+    groups
 }

@@ -344,7 +344,7 @@ impl Sequencer {
             renamed_from: None,
         };
         let mut tmp = TempFile::create(&root, path)?;
-        // Streamed in blocks; `prepare` checks the copy against the hash taken above.
+        // Streamed in blocks; `seal` checks the copy against the hash taken above.
         let mut reader = std::io::BufReader::new(std::fs::File::open(&chosen.file)?);
         let mut buf = vec![0u8; 256 * 1024];
         loop {

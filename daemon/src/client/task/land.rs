@@ -1,0 +1,177 @@
+//! Landing what a pull receives: each entry received ([`receive_entry`]: a directory or
+//! symlink made, a file's content whole or from blocks into a sealed temp file), then a
+//! group of them made durable, renamed in and recorded by the caller ([`land_group`],
+//! through [`crate::fs::durable`]'s barriers).
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use filesync_proto::wire::{Entry, EntryKind};
+
+use super::partials::Partials;
+use crate::client::session::SessionHandle;
+use crate::conn::Counters;
+use crate::fs::beneath::Root;
+use crate::fs::durable::{self, CrashPoint, DirBarrier, DirKey};
+use crate::fs::stat::Stat;
+use crate::fs::temp::{Partial, Sealed, TempFile};
+use crate::fs::tree;
+use crate::index::Index;
+use crate::scan;
+use crate::transfer;
+
+/// A server entry received here, its file not renamed in yet.
+pub(super) enum Received {
+    /// Done in place: a directory or symlink made, or a local file that already held
+    /// the content given its mode and mtime.
+    Meta(Stat),
+    /// Its content, verified and sealed in a temp file.
+    Sealed(Sealed),
+}
+
+/// Receives a live entry: a directory or symlink is made at once (a path whose parent is
+/// a symlink or a file here is refused), a file's content goes into a sealed temp file,
+/// unless the local file already holds it (a change of mode or mtime only), which is
+/// then applied in place. `content` is a file's whole content, when it came whole (or
+/// why it could not).
+pub(super) async fn receive_entry(
+    root: &Root,
+    index: &Index,
+    session: &SessionHandle,
+    entry: &Entry,
+    content: Option<Result<Vec<u8>>>,
+    counters: &Arc<Counters>,
+    partials: &Partials,
+) -> Result<Received> {
+    match entry.kind {
+        EntryKind::Dir => return tree::make_dir(root, entry).map(Received::Meta),
+        EntryKind::Symlink => return tree::make_symlink(root, entry).map(Received::Meta),
+        EntryKind::File if same_file_content(index, entry)? => {
+            return tree::set_file_meta(root, entry).map(Received::Meta);
+        }
+        EntryKind::File => {}
+    }
+    let tmp = fetch_file(root, index, session, entry, content, counters, partials).await?;
+    transfer::seal(tmp, entry).await.map(Received::Sealed)
+}
+
+/// Whether the local file at the entry's path already holds its content (a change of
+/// mode or mtime only). The caller checked that the disk matches the index.
+pub(super) fn same_file_content(index: &Index, entry: &Entry) -> Result<bool> {
+    Ok(index.local(&entry.path)?.is_some_and(|l| {
+        !l.entry.deleted && l.entry.kind == EntryKind::File && l.entry.hash == entry.hash
+    }))
+}
+
+/// Where a file's content comes from: whole (`content`), else assembled block by block,
+/// into a temp file.
+async fn fetch_file(
+    root: &Root,
+    index: &Index,
+    session: &SessionHandle,
+    entry: &Entry,
+    content: Option<Result<Vec<u8>>>,
+    counters: &Arc<Counters>,
+    partials: &Partials,
+) -> Result<TempFile> {
+    let assembled = match content {
+        Some(data) => {
+            let data = data?;
+            let (root, entry) = (root.try_clone()?, entry.clone());
+            tokio::task::spawn_blocking(move || transfer::from_bytes(&root, &entry, &data))
+                .await
+                .context("the write of a received file stopped")??
+        }
+        None => {
+            if entry.size >= transfer::RESUMABLE_SIZE {
+                partials.note(Partial::of(&entry.path));
+                partials.note(Partial::in_root(&entry.path));
+            }
+            tracing::debug!(path = %entry.path, size = entry.size, "downloading by blocks");
+            transfer::assemble(root, index, entry, |request| session.request_block(request)).await?
+        }
+    };
+    Counters::add(&counters.content_reused, assembled.reused);
+    Ok(assembled.tmp)
+}
+
+/// Lands a group of received files: barrier D over the sealed ones, then each renamed in
+/// right after [`check_unchanged`], then barrier M over their directories. Each file's
+/// outcome, in order; nothing is recorded here.
+pub(super) async fn land_group(
+    root: &Root,
+    index: &Index,
+    received: Vec<(Entry, Result<Received>)>,
+) -> Result<Vec<(Entry, Result<Stat>)>> {
+    let mut sealed = Vec::new();
+    let received: Vec<(Entry, Result<Option<Stat>>)> = received
+        .into_iter()
+        .map(|(entry, r)| {
+            let r = r.map(|r| match r {
+                Received::Meta(stat) => Some(stat),
+                Received::Sealed(s) => {
+                    sealed.push(s);
+                    None
+                }
+            });
+            (entry, r)
+        })
+        .collect();
+    let files = sealed.len();
+    let mut durable = tokio::task::spawn_blocking(move || durable::data_barrier(sealed))
+        .await
+        .context("the fsync of received files stopped")?
+        .into_iter();
+    CrashPoint::AfterDataBarrier.reached(files);
+    let mut barrier = DirBarrier::default();
+    let mut renamed = 0;
+    let landed: Vec<(Entry, Result<Stat>, Vec<DirKey>)> = received
+        .into_iter()
+        .map(|(entry, r)| {
+            let landed = match r {
+                Err(e) => Err(e),
+                Ok(Some(stat)) => Ok((stat, Vec::new())),
+                Ok(None) => durable
+                    .next()
+                    .context("a received file went missing before its rename")
+                    .and_then(|prepared| {
+                        let prepared = prepared?;
+                        check_unchanged(root, index, &entry)?;
+                        let done = prepared.rename(root, &entry.path)?;
+                        renamed += 1;
+                        Ok((done.stat, barrier.add_all(done.dirs)?))
+                    }),
+            };
+            match landed {
+                Ok((stat, keys)) => (entry, Ok(stat), keys),
+                Err(e) => (entry, Err(e), Vec::new()),
+            }
+        })
+        .collect();
+    CrashPoint::AfterRenames.reached(renamed);
+    let failures = tokio::task::spawn_blocking(move || barrier.sync())
+        .await
+        .context("the fsync of directories stopped")?;
+    CrashPoint::AfterDirBarrier.reached(renamed);
+    Ok(landed
+        .into_iter()
+        .map(|(entry, r, keys)| match failures.failed(&keys) {
+            Some(why) => (entry, Err(anyhow!("{why}"))),
+            None => (entry, r),
+        })
+        .collect())
+}
+
+/// The download took a while: if the user wrote the path meanwhile, that file is theirs
+/// and must not be replaced. Giving up here lets the scan take it in as a local change,
+/// which then meets this version as an ordinary conflict. Called right before the rename.
+fn check_unchanged(root: &Root, index: &Index, entry: &Entry) -> Result<()> {
+    let local = index.local(&entry.path)?;
+    if !scan::unchanged_since_scan(root, &entry.path, local.as_ref())? {
+        bail!(
+            "{} changed here while its new version was downloading; both are kept",
+            entry.path
+        );
+    }
+    Ok(())
+}
