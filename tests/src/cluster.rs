@@ -181,6 +181,20 @@ impl Cluster {
             .find(|dir| dir.is_dir())
     }
 
+    /// The server's index of `folder` (see [`crate::server_store`]), its account found
+    /// from the server's copy ([`Cluster::server_dir`]); panics without a copy.
+    pub fn server_index(&self, folder: &str) -> PathBuf {
+        let copy = self
+            .server_dir(folder)
+            .unwrap_or_else(|| panic!("the server has no copy of {folder:?}"));
+        let account = copy
+            .parent()
+            .and_then(|p| p.file_name())
+            .and_then(|a| a.to_str())
+            .expect("the server's folder lies in an account dir");
+        crate::server_store::index_file(self.server.data_dir(), account, folder)
+    }
+
     /// The trees that must agree: `folder` on each listed client, then the server's copy.
     pub fn replicas(&self, folder: &str, clients: &[usize]) -> Result<Vec<PathBuf>, String> {
         let server = self.server_dir(folder).ok_or_else(|| {
@@ -339,6 +353,21 @@ impl Cluster {
             files::assert_file(&self.path_on(i, folder, rel), content);
         }
         files::assert_file(&self.server_path(folder, rel), content);
+    }
+
+    /// No conflict copy (`*.sync-conflict-*`) in `tree`, a manifest of `folder`, and none
+    /// listed by any client.
+    pub fn assert_no_conflicts(&self, folder: &str, tree: &Manifest) {
+        let copies = tree::conflict_copies(tree);
+        assert!(copies.is_empty(), "conflict copies appeared: {copies:?}");
+        for node in &self.clients {
+            let listed = node.conflicts(folder);
+            assert!(
+                listed.is_empty(),
+                "{} lists conflicts: {listed:?}",
+                node.name()
+            );
+        }
     }
 
     /// Nothing exists at `rel` on any client nor on the server.

@@ -97,6 +97,24 @@ fn run(cmd: &mut Command, input: Option<Vec<u8>>, timeout: Duration) -> Output {
     }
 }
 
+/// Lines of a running command's stdout, read on a thread so that waiting is bounded.
+pub fn line_reader(child: &mut std::process::Child) -> mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// Sends `sig` to the process `pid`; a process that is already gone is not an error.
 pub fn signal(pid: u32, sig: libc::c_int) {
     let pid = libc::pid_t::try_from(pid).expect("pid does not fit in pid_t");

@@ -152,6 +152,27 @@ impl Node {
         self.home.join("state")
     }
 
+    /// The index of this device's `folder` in its state dir (`folders/FOLDER-*.db`; a
+    /// node here syncs each folder name from one path only, so there is one).
+    pub fn folder_index(&self, folder: &str) -> PathBuf {
+        let folders = self.state_dir().join("folders");
+        let mut found: Vec<PathBuf> = fs::read_dir(&folders)
+            .unwrap_or_else(|e| panic!("cannot list {}: {e}", folders.display()))
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                let name = p.file_name().unwrap_or_default().to_string_lossy();
+                name.starts_with(&format!("{folder}-")) && name.ends_with(".db")
+            })
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "{}: one index of {folder}: {found:?}",
+            self.name
+        );
+        found.pop().expect("one index")
+    }
+
     /// The server role's `data_dir`; panics on a client-only node.
     pub fn data_dir(&self) -> &Path {
         &self.role().data_dir
@@ -213,6 +234,13 @@ impl Node {
         let mut env = self.daemon_env.lock().unwrap_or_else(|e| e.into_inner());
         env.retain(|(k, _)| *k != key);
         env.push((key, value));
+    }
+
+    /// From the next start on, runs the daemon without `key` in its environment again
+    /// (undoes [`Node::set_daemon_env`]).
+    pub fn clear_daemon_env(&self, key: impl AsRef<std::ffi::OsStr>) {
+        let mut env = self.daemon_env.lock().unwrap_or_else(|e| e.into_inner());
+        env.retain(|(k, _)| k.as_os_str() != key.as_ref());
     }
 
     /// From the next start on, runs the daemon under `umask` (say 0 to see that it
@@ -444,6 +472,19 @@ impl Node {
                 tail(&self.log, LOG_TAIL_BYTES)
             )
         })
+    }
+
+    /// Waits for a daemon that is to end by itself (a test-only crash point) to exit
+    /// within `timeout`, reaps it and returns its status; the node can be started again.
+    /// `Err` says it still runs, with the tail of its log.
+    pub fn wait_exit(&self, timeout: Duration) -> Result<ExitStatus, String> {
+        let status = poll_until(timeout, || {
+            self.exit_status()
+                .ok_or_else(|| format!("{}: filesyncd is still running", self.name))
+        })
+        .map_err(|why| format!("{why}\n--- log ---\n{}", tail(&self.log, LOG_TAIL_BYTES)))?;
+        *self.lock_child() = None;
+        Ok(status)
     }
 
     /// Sends `sig` to the running daemon.

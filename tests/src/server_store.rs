@@ -123,6 +123,22 @@ pub fn max_seq(db: &Path) -> Result<u64, String> {
     .map_err(|e| format!("server index {}: {e}", db.display()))
 }
 
+/// The files the index at `db` says its daemon holds: each live, clean (not a local
+/// change still to send) regular file's path and hex SHA-256. Devices' indexes
+/// ([`crate::Node::folder_index`]) share the server's schema, so this reads either. Read
+/// while the daemon is stopped: what it committed, for checking against its tree.
+pub fn committed_files(db: &Path) -> Result<BTreeMap<String, String>, String> {
+    let conn = open(db)?;
+    conn.prepare("SELECT path, hash FROM local WHERE deleted = 0 AND kind = 0 AND dirty = 0")
+        .and_then(|mut st| {
+            st.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, hex::encode(r.get::<_, Vec<u8>>(1)?)))
+            })?
+            .collect::<Result<_, _>>()
+        })
+        .map_err(|e| format!("index {}: {e}", db.display()))
+}
+
 /// What [`check_index`] read from a sound index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexSummary {

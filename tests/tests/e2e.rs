@@ -21,6 +21,8 @@ mod confinement;
 mod conflicts;
 #[path = "e2e/control.rs"]
 mod control;
+#[path = "e2e/crashpoints.rs"]
+mod crashpoints;
 #[path = "e2e/diskfull.rs"]
 mod diskfull;
 #[path = "e2e/drift.rs"]

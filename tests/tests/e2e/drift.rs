@@ -5,28 +5,12 @@
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
 
 use filesync_proto::wire::{BlockInfo, Entry, EntryKind};
 use filesync_proto::{DeviceId, Hash, RelPath};
 use filesync_tests::cluster::DOCS;
 use filesync_tests::{Cluster, files};
 use filesyncd::index::{Index, LocalRow, Meta};
-
-/// The index of `DOCS` in a client's state dir (one folder: the only `docs-*.db`).
-fn client_index(state_dir: &Path) -> PathBuf {
-    let folders = state_dir.join("folders");
-    let mut found: Vec<PathBuf> = fs::read_dir(&folders)
-        .unwrap_or_else(|e| panic!("cannot list {}: {e}", folders.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let name = p.file_name().unwrap().to_string_lossy();
-            name.starts_with(&format!("{DOCS}-")) && name.ends_with(".db")
-        })
-        .collect();
-    assert_eq!(found.len(), 1, "one index of {DOCS}: {found:?}");
-    found.pop().unwrap()
-}
 
 /// A server entry at `path` that no server ever had, numbered `seq`.
 fn ghost(path: &str, kind: EntryKind, seq: u64) -> Entry {
@@ -71,7 +55,7 @@ fn a_device_whose_view_drifted_reads_the_servers_index_again() {
 
     cl.b().stop();
     {
-        let index = Index::open(&client_index(&cl.b().state_dir())).unwrap();
+        let index = Index::open(&cl.b().folder_index(DOCS)).unwrap();
         let since = index.meta(Meta::Since).unwrap().unwrap() as u64;
         let b_dir = cl.b().folder_dir(DOCS);
         // As the soak left them: directories taken from the server, empty here, and
@@ -130,7 +114,7 @@ fn a_refused_push_that_never_sees_the_servers_version_reads_the_index_again() {
     cl.settle(DOCS);
 
     cl.b().stop();
-    let db = rusqlite::Connection::open(client_index(&cl.b().state_dir())).unwrap();
+    let db = rusqlite::Connection::open(cl.b().folder_index(DOCS)).unwrap();
     let removed = db
         .execute("DELETE FROM remote WHERE path = 'f.txt'", [])
         .unwrap();

@@ -28,9 +28,6 @@ use filesync_tests::{
 const SEED_ENV: &str = "FILESYNC_FAULTS_SEED";
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
-/// The infix of a conflict copy's name (brief §2.6): none may appear where nobody
-/// edited the same file.
-const CONFLICT_INFIX: &str = ".sync-conflict-";
 
 /// The seed of a test: `FILESYNC_FAULTS_SEED` (decimal or `0x…`), else the clock.
 /// Printed, so that a failing run can be replayed.
@@ -121,20 +118,6 @@ fn write_rounds(cl: &Cluster, i: usize, seed: u64, done: &AtomicBool, written: &
     }
 }
 
-/// No conflict copy in `tree`, and none listed by either client.
-fn assert_no_conflicts(cl: &Cluster, tree: &Manifest) {
-    let copies: Vec<&String> = tree.keys().filter(|p| p.contains(CONFLICT_INFIX)).collect();
-    assert!(copies.is_empty(), "conflict copies appeared: {copies:?}");
-    for i in cl.all_clients() {
-        let listed = cl.client(i).conflicts(DOCS);
-        assert!(
-            listed.is_empty(),
-            "{} lists conflicts: {listed:?}",
-            cl.client(i).name()
-        );
-    }
-}
-
 /// Every file in `written` is in `tree` with its last content, and `tree` holds no file
 /// that nobody wrote.
 fn assert_holds_exactly(tree: &Manifest, written: &BTreeMap<String, Vec<u8>>) {
@@ -152,18 +135,6 @@ fn assert_holds_exactly(tree: &Manifest, written: &BTreeMap<String, Vec<u8>>) {
         .map(|(rel, _)| rel)
         .collect();
     assert!(strays.is_empty(), "files nobody wrote: {strays:?}");
-}
-
-/// The server's index of `docs`, with its account found from the server's copy.
-fn server_index(cl: &Cluster) -> std::path::PathBuf {
-    let docs = cl.server_dir(DOCS).expect("the server has a copy of docs");
-    let account = docs
-        .parent()
-        .and_then(|p| p.file_name())
-        .and_then(|a| a.to_str())
-        .expect("the server's folder lies in an account dir")
-        .to_owned();
-    server_store::index_file(cl.server().data_dir(), &account, DOCS)
 }
 
 /// The highest sequence number any client has received, from `status --json`.
@@ -194,7 +165,7 @@ fn a_server_killed_while_devices_push_reuses_no_sequence_number_and_loses_nothin
     let mut rng = PseudoRandom::new(seed);
     let cl = Cluster::new(2);
     cl.settle(DOCS);
-    let index = server_index(&cl);
+    let index = cl.server_index(DOCS);
     let written = Written::default();
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -234,7 +205,7 @@ fn a_server_killed_while_devices_push_reuses_no_sequence_number_and_loses_nothin
 
     let common = cl.settle(DOCS);
     assert_holds_exactly(&common, &written);
-    assert_no_conflicts(&cl, &common);
+    cl.assert_no_conflicts(DOCS, &common);
     let server_tree = manifest(&cl.server_dir(DOCS).unwrap()).unwrap();
     let summary = server_store::check_index(&index, &server_tree).unwrap_or_else(|e| panic!("{e}"));
     eprintln!("server index after the kills: {summary:?}");
@@ -290,7 +261,7 @@ fn a_push_the_server_took_in_as_its_own_at_restart_is_the_base_of_later_edits() 
     cl.server().start();
 
     let common = cl.settle(DOCS);
-    assert_no_conflicts(&cl, &common);
+    cl.assert_no_conflicts(DOCS, &common);
     cl.assert_file_everywhere(DOCS, "notes.txt", b"first\npushed\nthen edited\n");
     assert!(
         a.log_text().contains("our earlier push was taken"),
@@ -518,7 +489,7 @@ fn a_flapping_link_costs_reconnects_not_resends_and_converges() {
     // the clock), so the run's commits are counted from this one's number.
     files::write(&cl.path_on(0, DOCS, "before.txt"), b"before");
     cl.settle(DOCS);
-    let seq0 = server_store::max_seq(&server_index(&cl)).unwrap_or_else(|e| panic!("{e}"));
+    let seq0 = server_store::max_seq(&cl.server_index(DOCS)).unwrap_or_else(|e| panic!("{e}"));
     let b0 = cl.b().counters(DOCS);
     let up0 = proxy.traffic().up;
     proxy.set_rate(FLAP_RATE);
@@ -568,7 +539,7 @@ fn a_flapping_link_costs_reconnects_not_resends_and_converges() {
         .filter(|(rel, _)| rel != "big.bin" && rel != "before.txt")
         .collect();
     assert_holds_exactly(&files, &written);
-    assert_no_conflicts(&cl, &files);
+    cl.assert_no_conflicts(DOCS, &files);
     // What crossed the link for content: every byte of the files once, plus what a cut
     // loses (blocks on their way, small files staged but not committed), plus per
     // connection its handshake and the pushes it repeats. A's own count of content it
@@ -591,7 +562,7 @@ fn a_flapping_link_costs_reconnects_not_resends_and_converges() {
         b.files_downloaded - b0.files_downloaded
     );
     let summary = server_store::check_index(
-        &server_index(&cl),
+        &cl.server_index(DOCS),
         &manifest(&cl.server_dir(DOCS).unwrap()).unwrap(),
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -684,5 +655,5 @@ fn a_silent_partition_is_noticed_and_edits_sync_after_it_heals() {
     let common = cl.settle(DOCS);
     cl.assert_file_everywhere(DOCS, "from-a.txt", b"A, during the partition\n");
     cl.assert_file_everywhere(DOCS, "shared.txt", b"B, during the partition\n");
-    assert_no_conflicts(&cl, &common);
+    cl.assert_no_conflicts(DOCS, &common);
 }

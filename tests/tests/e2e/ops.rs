@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use filesync_tests::cluster::DOCS;
-use filesync_tests::exec::{Scratch, run_with_timeout, signal};
+use filesync_tests::exec::{Scratch, line_reader, run_with_timeout, signal};
 use filesync_tests::files::{mode, set_mode};
 use filesync_tests::process::Daemon;
 use filesync_tests::{Cluster, SYNC_TIMEOUT, files, poll_until, tree};
@@ -428,24 +428,6 @@ fn systemd_units_verify() {
             assert!(score.contains("OK"), "exposure is worse than OK:\n{report}");
         }
     }
-}
-
-/// Lines of a running command's stdout, read on a thread so that waiting is bounded.
-fn line_reader(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
-    use std::io::BufRead;
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 #[test]
