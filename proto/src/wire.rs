@@ -134,6 +134,16 @@ pub struct BlockListPiece {
     pub blocks: Vec<BlockInfo>,
 }
 
+impl Entry {
+    /// Whether `other` is the same version as this one: the same content and, for a live
+    /// file, the same mtime. An mtime set on its own (`touch -d`, a copy keeping dates)
+    /// is a change like any other, which every replica must take.
+    pub fn same_version(&self, other: &Entry) -> bool {
+        self.same_content(other)
+            && (self.deleted || self.kind != EntryKind::File || self.mtime_ns == other.mtime_ns)
+    }
+}
+
 /// A local change pushed by a device: the new state and the server sequence it replaces.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
@@ -418,6 +428,32 @@ mod tests {
         let bytes = encode_payload(&msg).unwrap();
         let back: T = decode_payload(&bytes).unwrap();
         assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn a_version_is_its_content_and_a_live_files_mtime() {
+        let e = entry();
+        let mut touched = entry();
+        touched.mtime_ns += 1;
+        assert!(e.same_content(&touched) && !e.same_version(&touched));
+        let mut other = entry();
+        other.seq = 9;
+        assert!(
+            e.same_version(&other),
+            "bookkeeping is no part of a version"
+        );
+        let (mut dir, mut dir_touched) = (entry(), entry());
+        dir.kind = EntryKind::Dir;
+        dir_touched.kind = EntryKind::Dir;
+        dir_touched.mtime_ns += 1;
+        assert!(
+            dir.same_version(&dir_touched),
+            "a directory's mtime is not synced"
+        );
+        let (mut gone, mut gone_touched) = (entry(), touched.clone());
+        gone.deleted = true;
+        gone_touched.deleted = true;
+        assert!(gone.same_version(&gone_touched));
     }
 
     #[test]

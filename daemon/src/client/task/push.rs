@@ -271,7 +271,7 @@ impl FolderTask {
         }
         // The server has it: nothing more to remember about that push.
         self.unconfirmed.remove(&remote.path);
-        if row.dirty && row.entry.seq < remote.seq && !same_version(&row.entry, remote) {
+        if row.dirty && row.entry.seq < remote.seq && !row.entry.same_version(remote) {
             row.entry.seq = remote.seq;
             self.index().put_local(row)?;
             tracing::debug!(folder = %self.cfg.name, path = %remote.path, seq = remote.seq, "our earlier push was taken; pushing our later edit on top of it");
@@ -302,7 +302,7 @@ impl FolderTask {
         pushed.path = path;
         if let Some(mut row) = index.local(&pushed.path)? {
             // If the file changed again since we pushed, it stays dirty, now based on `seq`.
-            row.dirty = !same_version(&row.entry, &pushed);
+            row.dirty = !row.entry.same_version(&pushed);
             row.entry.seq = seq;
             index.put_local(&row)?;
         }
@@ -319,14 +319,6 @@ impl FolderTask {
         tracing::debug!(folder = %self.cfg.name, path = %pushed.path, seq, "uploaded");
         Ok(())
     }
-}
-
-/// Whether `local` is still the version `pushed` said: the same content and, for a
-/// live file, the same mtime. An mtime set right after the file was written (`touch
-/// -d`, a copy keeping dates) is a change of its own, which must be pushed too.
-fn same_version(local: &Entry, pushed: &Entry) -> bool {
-    local.same_content(pushed)
-        && (local.deleted || local.kind != EntryKind::File || local.mtime_ns == pushed.mtime_ns)
 }
 
 #[cfg(test)]

@@ -51,10 +51,10 @@ impl Sequencer {
         let same = current
             .as_ref()
             .is_some_and(|c| c.entry.same_content(&change.entry));
-        let same_mtime = current
+        if current
             .as_ref()
-            .is_some_and(|c| c.entry.mtime_ns == change.entry.mtime_ns);
-        if same && (change.entry.kind != EntryKind::File || change.entry.deleted || same_mtime) {
+            .is_some_and(|c| c.entry.same_version(&change.entry))
+        {
             if !change.entry.deleted {
                 // Sent again, maybe because its directory's fsync failed last time: it
                 // is answered only once that name is durable.
