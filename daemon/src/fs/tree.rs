@@ -7,8 +7,8 @@ use std::io;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 
 use anyhow::{Context, Result, bail};
-use filesync_proto::RelPath;
 use filesync_proto::wire::{Entry, EntryKind};
+use filesync_proto::{Hash, RelPath};
 use rustix::fs::OFlags;
 
 use crate::fs::beneath::{Dir, Root};
@@ -82,6 +82,26 @@ pub fn read_block(root: &Root, path: &RelPath, offset: u64, size: u32) -> io::Re
     let mut buf = vec![0; size as usize];
     f.read_exact_at(&mut buf, offset)?;
     Ok(buf)
+}
+
+/// The whole content of the regular file at `path` in the folder at `root`, if it is
+/// still the version of `size` bytes hashing to `hash` (`None` if it changed since),
+/// never through a symlink. For small files: the content is read into memory at once.
+pub fn read_version(
+    root: &Root,
+    path: &RelPath,
+    size: u64,
+    hash: &Hash,
+) -> io::Result<Option<Vec<u8>>> {
+    let (dir, name) = root.parent(path)?;
+    let file = dir.open_regular(name)?;
+    let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0).saturating_add(1));
+    io::Read::read_to_end(
+        &mut io::Read::take(&file, size.saturating_add(1)),
+        &mut data,
+    )?;
+    let same = data.len() as u64 == size && crate::fs::chunk::sha256(&data) == *hash;
+    Ok(same.then_some(data))
 }
 
 /// Makes sure the directory for `entry` exists with its mode.

@@ -15,7 +15,7 @@ use filesync_proto::{DeviceId, Hash, RelPath};
 use tokio::sync::mpsc;
 
 use crate::fs::beneath::Root;
-use crate::fs::{chunk, is_reserved, tree};
+use crate::fs::{is_reserved, tree};
 use crate::index::Index;
 
 /// Adds to each `Index` batch of `messages` the content of its small live files, except
@@ -78,14 +78,12 @@ fn read_batch(root: &Root, device: &DeviceId, entries: &[Entry]) -> Vec<Inline> 
 }
 
 /// The whole content of the small file at `path`, if it still is `size` bytes hashing
-/// to `hash`; never through a symlink.
+/// to `hash`; never a reserved name, never through a symlink.
 fn read_current(root: &Root, path: &RelPath, size: u64, hash: &Hash) -> Option<Vec<u8>> {
     if path.components().any(is_reserved) {
         return None;
     }
-    let size = u32::try_from(size).ok()?;
-    let data = tree::read_block(root, path, 0, size).ok()?;
-    (chunk::sha256(&data) == *hash).then_some(data)
+    tree::read_version(root, path, size, hash).ok().flatten()
 }
 
 /// Checks a device's `Fetch` against the protocol's limits: an error ends the

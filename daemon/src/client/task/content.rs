@@ -3,13 +3,12 @@
 //! while it is still the content the index row describes.
 
 use std::collections::HashMap;
-use std::io::Read;
 
 use filesync_proto::wire::{Entry, EntryKind, INLINE_MAX};
 use filesync_proto::{Hash, RelPath};
 
 use crate::fs::beneath::Root;
-use crate::fs::chunk;
+use crate::fs::tree;
 
 /// Most bytes of content held for pushes to come: what the scan read beyond it is read
 /// again when pushed.
@@ -61,17 +60,13 @@ pub(super) fn inlinable(entry: &Entry) -> bool {
 /// Reads the file `entry` describes beneath `root` again: its bytes if they still are
 /// what `entry` records (size and hash), `None` if the file changed or went since.
 pub(super) fn read_again(root: &Root, entry: &Entry) -> std::io::Result<Option<Vec<u8>>> {
-    let (dir, name) = root.parent(&entry.path)?;
-    let file = dir.open_regular(name)?;
-    let mut data = Vec::with_capacity(entry.size as usize + 1);
-    file.take(INLINE_MAX + 1).read_to_end(&mut data)?;
-    let same = data.len() as u64 == entry.size && chunk::sha256(&data) == entry.hash;
-    Ok(same.then_some(data))
+    tree::read_version(root, &entry.path, entry.size, &entry.hash)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::chunk;
     use crate::index::tests::file_entry;
 
     #[test]
