@@ -107,6 +107,28 @@ pub fn conflict_path(path: &RelPath, now_secs: i64, device: &str) -> RelPath {
     })
 }
 
+/// How many conflict copy names (one per second) [`free_conflict_path`] tries.
+pub const CONFLICT_NAME_TRIES: i64 = 60;
+
+/// A conflict copy name for `path` made by `device` that `taken` says is free, and the
+/// time it names: the first second from `now_secs` on. A second copy of one path made
+/// within a second of the first would otherwise get the first one's name, and with it
+/// that name's history. `None` if the next [`CONFLICT_NAME_TRIES`] names are all taken.
+pub fn free_conflict_path<E>(
+    path: &RelPath,
+    now_secs: i64,
+    device: &str,
+    mut taken: impl FnMut(&RelPath) -> Result<bool, E>,
+) -> Result<Option<(RelPath, i64)>, E> {
+    for at in now_secs..now_secs + CONFLICT_NAME_TRIES {
+        let aside = conflict_path(path, at, device);
+        if !taken(&aside)? {
+            return Ok(Some((aside, at)));
+        }
+    }
+    Ok(None)
+}
+
 /// A name's stem and extension (with its dot). A leading dot starts a hidden name, not
 /// an extension.
 fn stem_and_ext(name: &str) -> (&str, &str) {
@@ -334,6 +356,25 @@ pub(crate) mod tests {
         check("Makefile", "Makefile.sync-conflict-20260921-141320-ABCDEFG");
         check(".bashrc", ".bashrc.sync-conflict-20260921-141320-ABCDEFG");
         check("x.tar.gz", "x.tar.sync-conflict-20260921-141320-ABCDEFG.gz");
+    }
+
+    #[test]
+    fn a_conflict_copy_name_already_known_is_not_given_again() {
+        let at = 1_790_000_000;
+        let path = RelPath::new("a/report.txt").unwrap();
+        let first = conflict_path(&path, at, "ABCDEFGHIJ");
+        let second = conflict_path(&path, at + 1, "ABCDEFGHIJ");
+        let free = |taken: &[&RelPath]| {
+            free_conflict_path(&path, at, "ABCDEFGHIJ", |p| Ok::<_, ()>(taken.contains(&p)))
+                .unwrap()
+        };
+        assert_eq!(free(&[]), Some((first.clone(), at)));
+        // Made within the same second as the first copy: the next second's name.
+        assert_eq!(free(&[&first]), Some((second.clone(), at + 1)));
+        let all: Vec<RelPath> = (at..at + CONFLICT_NAME_TRIES)
+            .map(|t| conflict_path(&path, t, "ABCDEFGHIJ"))
+            .collect();
+        assert_eq!(free(&all.iter().collect::<Vec<_>>()), None);
     }
 
     #[test]

@@ -539,11 +539,16 @@ pub fn holds_only_ignored(full: &Path, rel: &RelPath, rules: &IgnoreRules) -> bo
 /// Whether the disk at `path` still shows what the index row `row` recorded; with no
 /// row the index knows nothing there, so nothing may be there.
 pub fn unchanged_since_scan(root: &Root, path: &RelPath, row: Option<&LocalRow>) -> Result<bool> {
+    unchanged_since(root, path, &[row])
+}
+
+/// Whether the disk at `path` shows what each of `rows` recorded (one look at the disk).
+pub fn unchanged_since(root: &Root, path: &RelPath, rows: &[Option<&LocalRow>]) -> Result<bool> {
     let disk = stat::stat(root, path)?;
-    Ok(match row {
+    Ok(rows.iter().all(|row| match row {
         Some(row) => stat::matches_index(disk.as_ref(), &row.entry, row.inode),
         None => disk.is_none(),
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -678,6 +683,25 @@ mod tests {
         filetime::set_file_mtime(&p, t).unwrap();
         filetime::set_file_mtime(f.root().join("d"), t).unwrap();
         assert_eq!(f.scan(&Scope::All), ["f"]);
+    }
+
+    #[test]
+    fn the_disk_must_show_every_row_a_writer_relies_on() {
+        let f = Fixture::new();
+        let root = Root::open(&f.root()).unwrap();
+        let path = RelPath::new("copy.txt").unwrap();
+        fs::write(f.root().join("gone.txt"), b"old").unwrap();
+        f.scan(&Scope::All);
+        fs::remove_file(f.root().join("gone.txt")).unwrap();
+        assert!(unchanged_since(&root, &path, &[None]).unwrap());
+        // A pull was decided while nothing was at the path; then a file was moved there
+        // and recorded (a conflict copy under the same name): its row matches the disk,
+        // the row the pull relied on does not, so the pull must not replace it.
+        fs::write(f.root().join("copy.txt"), b"mine").unwrap();
+        f.scan(&Scope::All);
+        let recorded = f.index.local(&path).unwrap();
+        assert!(unchanged_since(&root, &path, &[recorded.as_ref()]).unwrap());
+        assert!(!unchanged_since(&root, &path, &[None, recorded.as_ref()]).unwrap());
     }
 
     #[test]

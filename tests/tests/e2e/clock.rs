@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use filesync_tests::cluster::DOCS;
 use filesync_tests::files;
-use filesync_tests::{Cluster, SYNC_TIMEOUT};
+use filesync_tests::{Cluster, SYNC_TIMEOUT, poll_until};
 
 use crate::conflicts::{copies, days_from_civil};
 use crate::unix_now;
@@ -202,4 +202,77 @@ fn stamp_secs(stamp: &str) -> i64 {
         + num(9..11) * 3600
         + num(11..13) * 60
         + num(13..15)
+}
+
+/// Device B's clock nearly stands still (libfaketime, a thousandth of real speed from a
+/// fixed start), so every conflict copy B makes here is named in the same second. B
+/// loses a conflict on `f.txt`; then, offline, B deletes that copy and edits `f.txt`
+/// again while A edits both. B's second copy must get a name of its own: under the
+/// first copy's name (still known to B and the server) the server's edit of that copy
+/// would replace it. Nothing is lost: A's edits win both names, B's edit is a copy.
+#[test]
+fn two_conflict_copies_of_one_path_in_one_second_get_names_of_their_own() {
+    let Some(lib) = LIBFAKETIME.iter().find(|p| Path::new(p).is_file()) else {
+        eprintln!("skipped: libfaketime is not installed (apt-get install faketime)");
+        return;
+    };
+    let cl = Cluster::without_folders(2, Some("open"));
+    let b = cl.b();
+    b.stop();
+    b.set_daemon_env("LD_PRELOAD", lib);
+    b.set_daemon_env("FAKETIME", "@2026-01-01 00:00:00 x0.001");
+    b.set_daemon_env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    b.start();
+    cl.add_folder(0, DOCS);
+    cl.add_folder(1, DOCS);
+    files::write(&cl.path_on(0, DOCS, "f.txt"), b"the original\n");
+    cl.settle(DOCS);
+
+    cl.pause(1, DOCS);
+    let a1 = b"A's first edit\n";
+    files::write(&cl.path_on(0, DOCS, "f.txt"), a1);
+    cl.settle_clients(DOCS, &[0], SYNC_TIMEOUT);
+    let b1 = b"B's first edit\n";
+    files::write(&cl.path_on(1, DOCS, "f.txt"), b1);
+    cl.resume(1, DOCS);
+    let common = cl.settle(DOCS);
+    let first = assert_one_copy(&cl, &common, ("f.txt", a1), b1);
+
+    cl.pause(1, DOCS);
+    let a2 = b"A's edit of B's first copy\n";
+    files::write(&cl.path_on(0, DOCS, &first), a2);
+    cl.settle_clients(DOCS, &[0], SYNC_TIMEOUT);
+    let a3 = b"A's second edit\n";
+    files::write(&cl.path_on(0, DOCS, "f.txt"), a3);
+    cl.settle_clients(DOCS, &[0], SYNC_TIMEOUT);
+    fs::remove_file(cl.path_on(1, DOCS, &first)).expect("cannot delete B's first copy");
+    let b2 = b"B's second edit\n";
+    files::write(&cl.path_on(1, DOCS, "f.txt"), b2);
+    // Both local changes recorded before B meets the server's.
+    poll_until(SYNC_TIMEOUT, || {
+        let pending = b.folder_status(DOCS)["pending_up_files"].clone();
+        if pending == 2 {
+            Ok(())
+        } else {
+            Err(format!("B has {pending} changes to send, not 2"))
+        }
+    })
+    .unwrap_or_else(|why| panic!("B did not scan its two changes: {why}"));
+    cl.resume(1, DOCS);
+    let common = cl.settle(DOCS);
+
+    cl.assert_file_everywhere(DOCS, "f.txt", a3);
+    // An edit beats a delete: A's edit of the first copy is back on B.
+    cl.assert_file_everywhere(DOCS, &first, a2);
+    let found = copies(&common);
+    assert_eq!(found.len(), 2, "expected two conflict copies: {common:?}");
+    let second = found
+        .iter()
+        .find(|c| **c != first)
+        .expect("a second conflict copy");
+    cl.assert_file_everywhere(DOCS, second, b2);
+    assert!(
+        second.starts_with("f.sync-conflict-20260101-0000"),
+        "B's second copy {second} is named by B's clock, beside f.txt"
+    );
 }

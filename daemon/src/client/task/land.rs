@@ -16,7 +16,7 @@ use crate::fs::durable::{self, CrashPoint, DirBarrier, DirKey};
 use crate::fs::stat::Stat;
 use crate::fs::temp::{Partial, Sealed, TempFile};
 use crate::fs::tree;
-use crate::index::Index;
+use crate::index::{Index, LocalRow};
 use crate::scan;
 use crate::transfer;
 
@@ -95,26 +95,35 @@ async fn fetch_file(
     Ok(assembled.tmp)
 }
 
+/// A server entry received here, with the local row its pull was decided on.
+pub(super) struct Landing {
+    pub entry: Entry,
+    /// The local row when the pull was decided: the disk must still show it at the
+    /// rename (a conflict copy moved to this path since then must not be replaced).
+    pub decided_on: Option<LocalRow>,
+    pub received: Result<Received>,
+}
+
 /// Lands a group of received files: barrier D over the sealed ones, then each renamed in
 /// right after [`check_unchanged`], then barrier M over their directories. Each file's
 /// outcome, in order; nothing is recorded here.
 pub(super) async fn land_group(
     root: &Root,
     index: &Index,
-    received: Vec<(Entry, Result<Received>)>,
+    received: Vec<Landing>,
 ) -> Result<Vec<(Entry, Result<Stat>)>> {
     let mut sealed = Vec::new();
-    let received: Vec<(Entry, Result<Option<Stat>>)> = received
+    let received: Vec<(Entry, Option<LocalRow>, Result<Option<Stat>>)> = received
         .into_iter()
-        .map(|(entry, r)| {
-            let r = r.map(|r| match r {
+        .map(|landing| {
+            let r = landing.received.map(|r| match r {
                 Received::Meta(stat) => Some(stat),
                 Received::Sealed(s) => {
                     sealed.push(s);
                     None
                 }
             });
-            (entry, r)
+            (landing.entry, landing.decided_on, r)
         })
         .collect();
     let files = sealed.len();
@@ -127,7 +136,7 @@ pub(super) async fn land_group(
     let mut renamed = 0;
     let landed: Vec<(Entry, Result<Stat>, Vec<DirKey>)> = received
         .into_iter()
-        .map(|(entry, r)| {
+        .map(|(entry, decided_on, r)| {
             let landed = match r {
                 Err(e) => Err(e),
                 Ok(Some(stat)) => Ok((stat, Vec::new())),
@@ -136,7 +145,7 @@ pub(super) async fn land_group(
                     .context("a received file went missing before its rename")
                     .and_then(|prepared| {
                         let prepared = prepared?;
-                        check_unchanged(root, index, &entry)?;
+                        check_unchanged(root, index, &entry, decided_on.as_ref())?;
                         let done = prepared.rename(root, &entry.path)?;
                         renamed += 1;
                         Ok((done.stat, barrier.add_all(done.dirs)?))
@@ -165,9 +174,18 @@ pub(super) async fn land_group(
 /// The download took a while: if the user wrote the path meanwhile, that file is theirs
 /// and must not be replaced. Giving up here lets the scan take it in as a local change,
 /// which then meets this version as an ordinary conflict. Called right before the rename.
-fn check_unchanged(root: &Root, index: &Index, entry: &Entry) -> Result<()> {
-    let local = index.local(&entry.path)?;
-    if !scan::unchanged_since_scan(root, &entry.path, local.as_ref())? {
+///
+/// The disk must still show both the row the pull was decided on and the row the index
+/// holds now: they differ when something was recorded at the path since the decision,
+/// such as a conflict copy of another path moved here under the same name.
+fn check_unchanged(
+    root: &Root,
+    index: &Index,
+    entry: &Entry,
+    decided_on: Option<&LocalRow>,
+) -> Result<()> {
+    let now = index.local(&entry.path)?;
+    if !scan::unchanged_since(root, &entry.path, &[decided_on, now.as_ref()])? {
         bail!(
             "{} changed here while its new version was downloading; both are kept",
             entry.path

@@ -23,7 +23,7 @@ use filesync_proto::wire::{
 };
 use futures::StreamExt;
 
-use super::land::{Received, land_group, receive_entry, same_file_content};
+use super::land::{Landing, land_group, receive_entry, same_file_content};
 use super::{FolderTask, PULL_BATCH, PULL_FILES};
 use crate::client::plan::{self, Action};
 use crate::client::session::{self, SessionHandle};
@@ -112,7 +112,7 @@ impl FolderTask {
             match action {
                 Action::Pull if remote.deleted => deletes.push((remote, local)),
                 // Files are fetched together after the directories they go into.
-                Action::Pull if remote.kind == EntryKind::File => files.push(remote),
+                Action::Pull if remote.kind == EntryKind::File => files.push((remote, local)),
                 Action::Pull => progress |= self.apply(&remote).await,
                 Action::ConflictThenPull => {
                     if self.keep_conflict(&remote)? {
@@ -216,6 +216,10 @@ impl FolderTask {
             .then(|| self.inline.take(&remote.path, &remote.hash).map(Ok))
             .flatten();
         let index = self.index();
+        let decided_on = match index.local(&remote.path) {
+            Ok(row) => row,
+            Err(e) => return self.applied(remote, Err(e)),
+        };
         let received = receive_entry(
             &root,
             index,
@@ -227,7 +231,12 @@ impl FolderTask {
         )
         .await;
         // A group of one: the same steps as a batch's files.
-        let result = match land_group(&root, index, vec![(remote.clone(), received)]).await {
+        let landing = Landing {
+            entry: remote.clone(),
+            decided_on,
+            received,
+        };
+        let result = match land_group(&root, index, vec![landing]).await {
             Ok(mut landed) => landed
                 .pop()
                 .map_or_else(|| Err(anyhow!("{} was not applied", remote.path)), |l| l.1),
@@ -240,7 +249,8 @@ impl FolderTask {
     /// at once, made durable together (barrier D), each renamed in right after checking
     /// that the user did not write its path meanwhile, their directories fsynced once
     /// each (barrier M), and only then recorded, in one index transaction.
-    async fn apply_files(&mut self, files: Vec<Entry>) -> Result<bool> {
+    /// Each file comes with the local row its pull was decided on.
+    async fn apply_files(&mut self, files: Vec<(Entry, Option<LocalRow>)>) -> Result<bool> {
         if files.is_empty() {
             return Ok(false);
         }
@@ -249,23 +259,27 @@ impl FolderTask {
             .clone()
             .expect("pulls run only while connected");
         let root = &self.root()?;
+        let (files, decided_on): (Vec<Entry>, Vec<Option<LocalRow>>) = files.into_iter().unzip();
         let contents = self.whole_contents(&session, &files).await?;
         let (index, counters, partials) = (self.index(), &self.counters, &self.partials);
-        let received: Vec<(Entry, Result<Received>)> =
-            futures::stream::iter(files.into_iter().zip(contents))
-                .map(|(remote, content)| {
-                    let session = &session;
-                    async move {
-                        let result = receive_entry(
-                            root, index, session, &remote, content, counters, partials,
-                        )
-                        .await;
-                        (remote, result)
+        let received: Vec<Landing> = futures::stream::iter(files.into_iter().zip(contents))
+            .zip(futures::stream::iter(decided_on))
+            .map(|((remote, content), decided_on)| {
+                let session = &session;
+                async move {
+                    let received =
+                        receive_entry(root, index, session, &remote, content, counters, partials)
+                            .await;
+                    Landing {
+                        entry: remote,
+                        decided_on,
+                        received,
                     }
-                })
-                .buffered(PULL_FILES)
-                .collect()
-                .await;
+                }
+            })
+            .buffered(PULL_FILES)
+            .collect()
+            .await;
         let landed = land_group(root, index, received).await?;
         self.index().begin()?;
         let mut progress = false;
@@ -465,8 +479,7 @@ impl FolderTask {
 
     /// Moves the local version of a conflicting path aside; it is then pushed as a new file.
     fn keep_conflict(&mut self, remote: &Entry) -> Result<bool> {
-        let now = unix_secs();
-        let aside = plan::conflict_path(&remote.path, now, self.id.device.as_str());
+        let (aside, now) = self.free_conflict_path(&remote.path)?;
         match self
             .root()
             .and_then(|root| tree::move_aside(&root, &remote.path, &aside))
@@ -511,6 +524,27 @@ impl FolderTask {
                 Ok(false)
             }
         }
+    }
+}
+
+impl FolderTask {
+    /// A conflict copy name for `path` that no row of the index holds, and the time it
+    /// names ([`plan::free_conflict_path`]).
+    fn free_conflict_path(&self, path: &RelPath) -> Result<(RelPath, i64)> {
+        let index = self.index();
+        let taken = |p: &RelPath| -> Result<bool> {
+            Ok(index.local(p)?.is_some() || index.remote(p)?.is_some())
+        };
+        plan::free_conflict_path(path, unix_secs(), self.id.device.as_str(), taken)?.ok_or_else(
+            || {
+                anyhow!(
+                    "cannot keep the local version of {path} as a conflict copy: the next \
+                     {} conflict copy names for it are taken; resolve or delete some of its \
+                     conflict copies (`filesyncctl conflicts`)",
+                    plan::CONFLICT_NAME_TRIES
+                )
+            },
+        )
     }
 }
 
