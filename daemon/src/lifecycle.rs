@@ -13,8 +13,9 @@
 //!   its exit code tells whether the start worked; the daemon writes its pid file at
 //!   [`ready`] and removes it at [`stopping`].
 //! * Memory: [`limit_malloc_arenas`] before the runtime starts, and
-//!   [`release_free_memory`] after big pieces of work (a full scan), so that an idle
-//!   daemon's resident memory falls back to what it holds (glibc only; elsewhere no-ops).
+//!   [`release_free_memory`] whenever the daemon goes quiet after work
+//!   ([`ReleaseWhenQuiet`], ticked by the supervisor), so that an idle daemon's resident
+//!   memory falls back to what it holds (glibc only; elsewhere no-ops).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -239,14 +240,74 @@ pub fn limit_malloc_arenas() {
     }
 }
 
-/// Hands memory that is free in the allocator back to the system, after work whose
-/// peak (a full scan's listing of the index) will not come back soon.
-pub fn release_free_memory() {
+/// Hands memory that is free in the allocator back to the system.
+fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim has no preconditions.
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// Releases free memory ([`release_free_memory`]) once the daemon goes quiet after
+/// work: at a [`tick`](Self::tick) (every [`RELEASE_EVERY`]) that finds less than
+/// [`QUIET_CPU`] of CPU used since the last, after at least [`WORK_CPU`] since the last
+/// release. A burst of syncing (a first sync of 100,000 files, on every role) frees tens
+/// of MiB that glibc would otherwise keep, and an idle daemon's resident memory is what
+/// people see; an idle daemon is never woken for it.
+#[derive(Debug, Default)]
+pub struct ReleaseWhenQuiet {
+    last_cpu: Option<Duration>,
+    worked: Duration,
+}
+
+/// How often [`ReleaseWhenQuiet::tick`] runs.
+pub const RELEASE_EVERY: Duration = Duration::from_secs(1);
+/// CPU time per [`RELEASE_EVERY`] below which the daemon counts as quiet.
+const QUIET_CPU: Duration = Duration::from_millis(20);
+/// CPU time since the last release that is worth a release.
+const WORK_CPU: Duration = Duration::from_millis(200);
+
+impl ReleaseWhenQuiet {
+    pub fn tick(&mut self) {
+        if let Some(cpu) = process_cpu()
+            && self.due(cpu)
+        {
+            release_free_memory();
+        }
+    }
+
+    /// Whether to release now, given the process's CPU time so far.
+    fn due(&mut self, cpu: Duration) -> bool {
+        let used = self
+            .last_cpu
+            .map_or(Duration::ZERO, |last| cpu.saturating_sub(last));
+        self.last_cpu = Some(cpu);
+        self.worked += used;
+        let due = used < QUIET_CPU && self.worked >= WORK_CPU;
+        if due {
+            self.worked = Duration::ZERO;
+        }
+        due
+    }
+}
+
+/// User and system CPU time of this process so far.
+fn process_cpu() -> Option<Duration> {
+    #[cfg(unix)]
+    {
+        // SAFETY: getrusage only writes the struct it is given.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+            return None;
+        }
+        let time = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+        };
+        Some(time(usage.ru_utime) + time(usage.ru_stime))
+    }
+    #[cfg(not(unix))]
+    None
 }
 
 /// How often [`heartbeat`] should run: twice per watchdog period, else every 5 s.
@@ -313,4 +374,24 @@ fn notify(_states: &[SdState]) {}
 #[cfg(not(unix))]
 fn watchdog() -> Option<Duration> {
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_is_released_once_quiet_after_work_and_never_when_idle() {
+        let ms = Duration::from_millis;
+        let mut r = ReleaseWhenQuiet::default();
+        assert!(!r.due(ms(1000)), "the first tick only takes the start");
+        assert!(!r.due(ms(1005)), "idle: nothing worth releasing");
+        assert!(!r.due(ms(1400)), "busy");
+        assert!(r.due(ms(1405)), "quiet after work");
+        assert!(!r.due(ms(1410)), "released already");
+        assert!(!r.due(ms(1510)), "some work");
+        assert!(!r.due(ms(1515)), "less than worth a release");
+        assert!(!r.due(ms(1700)), "more work");
+        assert!(r.due(ms(1701)), "now worth it");
+    }
 }

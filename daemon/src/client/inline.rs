@@ -94,6 +94,11 @@ impl InlineStore {
         while held.order.front().is_some_and(|(_, at, _)| *at < cutoff) {
             held.drop_oldest();
         }
+        // A first sync's tables would keep their largest size for good.
+        if held.content.is_empty() {
+            held.content.shrink_to_fit();
+            held.order.shrink_to_fit();
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Held> {

@@ -132,10 +132,14 @@ impl Supervisor {
         };
         let mut heartbeat = tokio::time::interval(lifecycle::heartbeat_interval());
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut release = lifecycle::ReleaseWhenQuiet::default();
+        let mut quiet = tokio::time::interval(lifecycle::RELEASE_EVERY);
+        quiet.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
                 _ = heartbeat.tick() => lifecycle::heartbeat(|| self.summary()),
+                _ = quiet.tick() => release.tick(),
                 Some((folder, reply)) = enrolled.recv() => {
                     let _ = reply.send(self.finish_add(folder));
                 }

@@ -134,7 +134,6 @@ impl FolderTask {
                 Counters::add(&self.counters.bytes_hashed, out.hashed_bytes);
                 Counters::add(&self.counters.files_hashed, out.hashed_files);
                 if full {
-                    crate::lifecycle::release_free_memory();
                     self.last_full_scan = Instant::now();
                     self.last_scan = Some(ScanReport {
                         at_ms: unix_ms(),

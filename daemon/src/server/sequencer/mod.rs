@@ -399,9 +399,6 @@ impl Sequencer {
             }
             Err(e) => tracing::error!(folder = %self.name, "scan of the server copy failed: {e:#}"),
         }
-        if matches!(scope, Scope::All) {
-            crate::lifecycle::release_free_memory();
-        }
     }
 
     /// A handle of the folder's root: every change to the tree is made relative to it.
