@@ -305,6 +305,9 @@ pub(crate) mod tests {
         let cut = hash_reader(&zeros[..]).unwrap();
         assert_eq!(cut.blocks[0], zero_block());
         assert!(cut.blocks.iter().take(2).all(|b| *b == zero_block()));
+        // As docs/protocol.md gives it.
+        assert_eq!(zero_block().size as usize, MAX_BLOCK);
+        assert!(zero_block().hash.to_hex().starts_with("8a39d2ab"));
     }
 
     #[test]
