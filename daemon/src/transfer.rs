@@ -2,11 +2,12 @@
 //! version, the server staging a device's push.
 //!
 //! The new content is written front to back into a temp file beside the target. Each
-//! block comes from the first of: what an interrupted transfer of the same target
-//! already wrote ([`TempFile::resume`]); an earlier block of the same file (a repeated
-//! block is fetched once); a local file that holds it (the index knows where: see
-//! [`Sources`]); the peer, asked for [`PIPELINE`] blocks ahead so that throughput is not
-//! bound by round trips. A block from the peer that arrives ahead of its turn is
+//! block comes from the first of: nowhere, for the all-zero block that fills long runs
+//! of zeros ([`chunk::zero_block`]), left as a hole so a sparse file stays sparse; what
+//! an interrupted transfer of the same target already wrote ([`TempFile::resume`]); an
+//! earlier block of the same file (a repeated block is fetched once); a local file that
+//! holds it (the index knows where: see [`Sources`]); the peer, asked for [`PIPELINE`]
+//! blocks ahead so that throughput is not bound by round trips. A block from the peer that arrives ahead of its turn is
 //! verified and written at its offset at once, so that a transfer cut off while an
 //! earlier block is on its way does not fetch it again. Memory stays at [`PIPELINE`]
 //! blocks whatever the file's size, plus one small record per distinct block.
@@ -15,7 +16,7 @@
 //! from the peer or from a local file that may have changed is hashed; a block copied
 //! from a local file whose stat still matches its index row is not, because the index
 //! vouches for it (see [`Sources`]); a repeated or resumed block was checked when it was
-//! first written. So [`TempFile::seal`] checks the file by its block list and no byte
+//! first written; a hole reads as the zeros a zero block is. So [`TempFile::seal`] checks the file by its block list and no byte
 //! is hashed twice.
 //!
 //! A small file's whole content may come at once instead ([`from_bytes`]): sent inline
@@ -71,6 +72,9 @@ enum Got {
     Resumed,
     /// From the peer before its turn, verified and already written at its own offset.
     Early,
+    /// The all-zero [`chunk::zero_block`]: made here as a hole, neither fetched nor
+    /// written.
+    Zero,
 }
 
 /// Builds `entry`'s content (a live file inside `root`) in a temp file beside its
@@ -254,7 +258,9 @@ where
         let mut source = |i: usize, first_at: &mut HashMap<Hash, u64>| -> Result<_> {
             let (block, at) = (&blocks[i], offsets[i]);
             let earlier = *first_at.entry(block.hash).or_insert(at);
-            let plan = if resumed_ahead.contains(&i) {
+            let plan = if *block == chunk::zero_block() {
+                Plan::Settled(Got::Zero)
+            } else if resumed_ahead.contains(&i) {
                 Plan::Settled(Got::Resumed)
             } else if earlier != at {
                 Plan::Settled(Got::Repeat(earlier))
@@ -331,6 +337,10 @@ where
                     tmp.adopt_block(block.size);
                 }
                 Got::Early => tmp.adopt_block(block.size),
+                Got::Zero => {
+                    reused += u64::from(block.size);
+                    tmp.zero_block(block.size)?;
+                }
                 Got::Fetched(data) => {
                     verify(entry, i, tmp.written(), &data)?;
                     tmp.write_block(&data)?;
@@ -674,6 +684,31 @@ mod tests {
         assert_eq!(reused, entry.size - u64::from(entry.blocks[0].size));
     }
 
+    /// Zero blocks are neither fetched nor written: the received file has holes where
+    /// its content is zeros, also where a stale partial transfer held other bytes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn zero_blocks_are_made_as_holes_not_fetched() {
+        let (_dir, index, root_path, root) = folder();
+        let mut content = vec![0; 8 << 20];
+        content[3 << 20..(3 << 20) + 200_000].copy_from_slice(&pseudo_random(200_000, 25));
+        for (name, stale) in [("fresh.img", false), ("stale.img", true)] {
+            let entry = entry_for(name, &content);
+            let zero = chunk::zero_block();
+            let zeros = entry.blocks.iter().filter(|b| **b == zero).count();
+            assert!(zeros > 20, "{zeros} zero blocks");
+            if stale {
+                let partial = crate::fs::partial::Partial::of(&entry.path).to_string();
+                std::fs::write(root_path.join(partial), vec![0xff; 8 << 20]).unwrap();
+            }
+            let (asked, reused) = assemble_from(&root, &index, &entry, &content).await;
+            assert_eq!(asked.len(), entry.blocks.len() - zeros, "{name}");
+            assert_eq!(reused, entry.size - chunk::stored_size(&entry.blocks));
+            let file = File::open(root_path.join(name)).unwrap();
+            let on_disk = crate::fs::sparse::allocated(&file).unwrap();
+            assert!(on_disk < 1 << 20, "{name} takes {on_disk} bytes");
+        }
+    }
+
     /// A source that changes while a block is copied from it: the copy is read back and
     /// checked, and a block that no longer matches fails the transfer.
     #[test]
@@ -742,9 +777,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_repeated_block_is_fetched_once() {
         let (_dir, index, root_path, root) = folder();
-        // Zeros cut into identical blocks of the largest size.
-        let content = vec![0u8; 8 * chunk::MAX_BLOCK + 1000];
-        let entry = entry_for("zeros", &content);
+        // A byte repeated cuts into identical blocks of the largest size (zeros would be
+        // zero blocks, never fetched).
+        let content = vec![7u8; 8 * chunk::MAX_BLOCK + 1000];
+        let entry = entry_for("sevens", &content);
         assert!(entry.blocks.len() >= 9);
         let peer = Peer::new(&content, usize::MAX);
         let done = assemble(&root, &index, &entry, |r| peer.fetch(r))

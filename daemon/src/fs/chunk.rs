@@ -5,11 +5,16 @@
 //! too. The sizes below are part of the on-disk and wire format: changing them makes
 //! every existing block list stale (it still works, it just stops deduplicating).
 
+use std::fs::File;
 use std::io::{self, Read};
+use std::sync::OnceLock;
 
+use fastcdc::v2020::FastCDC;
 use filesync_proto::Hash;
 use filesync_proto::wire::{BlockInfo, INLINE_MAX, MAX_FILE_BLOCKS};
 use sha2::{Digest, Sha256};
+
+use crate::fs::sparse::{Extents, ZEROS};
 
 pub const MIN_BLOCK: usize = 16 * 1024;
 pub const AVG_BLOCK: usize = 64 * 1024;
@@ -27,53 +32,114 @@ pub fn sha256(bytes: &[u8]) -> Hash {
     Hash(Sha256::digest(bytes).into())
 }
 
-/// Reads `source` to its end, cutting and hashing as it goes; memory stays at one block.
-/// Content of more blocks than a peer takes ([`MAX_FILE_BLOCKS`], about 1 TiB) is an
-/// error: such a file cannot sync.
-pub fn hash_reader(source: impl Read) -> io::Result<Hashed> {
+/// The block every run of at least [`MAX_BLOCK`] zeros starts with: the chunker's cut
+/// depends only on the bytes from the block's start, so inside a long hole every block
+/// is this one. Hashing skips such blocks ([`hash_open`]) and a receiver makes them
+/// itself, as a hole, instead of fetching them ([`crate::fs::temp::TempFile::zero_block`]).
+pub fn zero_block() -> BlockInfo {
+    static ZERO: OnceLock<BlockInfo> = OnceLock::new();
+    *ZERO.get_or_init(|| {
+        let zeros = &ZEROS[..MAX_BLOCK];
+        let size = first_cut(zeros);
+        BlockInfo {
+            hash: sha256(&zeros[..size]),
+            size: size as u32,
+        }
+    })
+}
+
+/// Bytes a file of these blocks takes on disk once received: all but its zero blocks,
+/// which stay holes.
+pub fn stored_size(blocks: &[BlockInfo]) -> u64 {
+    let zero = zero_block();
+    blocks
+        .iter()
+        .filter(|b| **b != zero)
+        .map(|b| u64::from(b.size))
+        .sum()
+}
+
+/// Where the chunker ends the block that starts `window`, which holds at least
+/// [`MAX_BLOCK`] bytes or the rest of the file.
+fn first_cut(window: &[u8]) -> usize {
+    FastCDC::new(window, MIN_BLOCK, AVG_BLOCK, MAX_BLOCK)
+        .next()
+        .map_or(window.len(), |c| c.length)
+}
+
+/// Appends a block to a file's list, refusing content of more blocks than a peer takes
+/// ([`MAX_FILE_BLOCKS`], about 1 TiB): such a file cannot sync.
+fn push_block(blocks: &mut Vec<BlockInfo>, block: BlockInfo) -> io::Result<()> {
+    if blocks.len() == MAX_FILE_BLOCKS {
+        return Err(io::Error::other(format!(
+            "too large to sync: over {MAX_FILE_BLOCKS} blocks (about 1 TiB)"
+        )));
+    }
+    blocks.push(block);
+    Ok(())
+}
+
+/// Reads `file` to its end, cutting and hashing as it goes; memory stays at one block.
+/// Holes are not read ([`Extents`]): a block inside one is the [`zero_block`], neither
+/// cut nor hashed again, and only the whole-file hash goes over its zeros. Blocks and
+/// hashes are those of the same bytes read in full.
+pub fn hash_open(file: &File) -> io::Result<Hashed> {
+    let mut extents = Extents::new(file)?;
+    let zero = zero_block();
     let mut whole = Sha256::new();
     let mut blocks = Vec::new();
-    let mut size = 0u64;
-    for chunk in fastcdc::v2020::StreamCDC::new(source, MIN_BLOCK, AVG_BLOCK, MAX_BLOCK) {
-        let chunk = chunk.map_err(|e| match e {
-            fastcdc::v2020::Error::IoError(e) => e,
-            other => io::Error::other(other.to_string()),
-        })?;
-        if blocks.len() == MAX_FILE_BLOCKS {
-            return Err(io::Error::other(format!(
-                "too large to sync: over {MAX_FILE_BLOCKS} blocks (about 1 TiB)"
-            )));
+    // The bytes from `at` on, up to one block's most.
+    let mut window = Vec::with_capacity(MAX_BLOCK);
+    let mut at = 0u64;
+    loop {
+        if extents.is_hole(at, MAX_BLOCK as u64)? {
+            window.clear();
+            whole.update(&ZEROS[..zero.size as usize]);
+            push_block(&mut blocks, zero)?;
+            at += u64::from(zero.size);
+            continue;
         }
-        whole.update(&chunk.data);
-        blocks.push(BlockInfo {
-            hash: sha256(&chunk.data),
-            size: chunk.length as u32,
-        });
-        size += chunk.length as u64;
+        extents.fill(&mut window, at, MAX_BLOCK)?;
+        if window.is_empty() {
+            break;
+        }
+        let len = first_cut(&window);
+        let block = &window[..len];
+        whole.update(block);
+        push_block(
+            &mut blocks,
+            BlockInfo {
+                hash: sha256(block),
+                size: len as u32,
+            },
+        )?;
+        window.drain(..len);
+        at += len as u64;
     }
     Ok(Hashed {
         hash: Hash(whole.finalize().into()),
         blocks,
-        size,
+        size: at,
     })
 }
 
-/// Reads and hashes `file`, which its stat said holds `size` bytes. A file of at most
-/// [`INLINE_MAX`] bytes is read whole and hashed from memory, and its bytes come back to
-/// travel inline; a larger one, or one that grew past the limit while read, is streamed.
-pub fn hash_file(mut file: impl Read, size: u64) -> io::Result<(Hashed, Option<Vec<u8>>)> {
+/// Reads and hashes `file`, which its stat said holds `size` bytes, from its current
+/// position (its start). A file of at most [`INLINE_MAX`] bytes is read whole and hashed
+/// from memory, and its bytes come back to travel inline; a larger one, or one that
+/// grew past the limit while read, is hashed by [`hash_open`].
+pub fn hash_file(file: &File, size: u64) -> io::Result<(Hashed, Option<Vec<u8>>)> {
     if size > INLINE_MAX {
-        return Ok((hash_reader(file)?, None));
+        return Ok((hash_open(file)?, None));
     }
     let mut data = Vec::with_capacity(size as usize + 1);
-    (&mut file).take(INLINE_MAX + 1).read_to_end(&mut data)?;
+    file.take(INLINE_MAX + 1).read_to_end(&mut data)?;
     if data.len() as u64 > INLINE_MAX {
-        return Ok((hash_reader(data.as_slice().chain(file))?, None));
+        return Ok((hash_open(file)?, None));
     }
     Ok((hash_bytes(&data), Some(data)))
 }
 
-/// Hashes a whole file held in memory: the same blocks and hashes as [`hash_reader`]
+/// Hashes a whole file held in memory: the same blocks and hashes as [`hash_open`]
 /// gives over the same bytes. A file of at most [`MIN_BLOCK`] bytes is one block whose
 /// hash is the file's, hashed once and never run through the chunker.
 pub fn hash_bytes(data: &[u8]) -> Hashed {
@@ -96,7 +162,7 @@ pub fn hash_bytes(data: &[u8]) -> Hashed {
             size,
         };
     }
-    let blocks = fastcdc::v2020::FastCDC::new(data, MIN_BLOCK, AVG_BLOCK, MAX_BLOCK)
+    let blocks = FastCDC::new(data, MIN_BLOCK, AVG_BLOCK, MAX_BLOCK)
         .map(|c| BlockInfo {
             hash: sha256(&data[c.offset..c.offset + c.length]),
             size: c.length as u32,
@@ -112,6 +178,28 @@ pub fn hash_bytes(data: &[u8]) -> Hashed {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// The reference [`hash_open`] and [`hash_bytes`] must agree with: the chunker's own
+    /// streaming over every byte.
+    pub(crate) fn hash_reader(source: impl Read) -> io::Result<Hashed> {
+        let mut whole = Sha256::new();
+        let mut blocks = Vec::new();
+        let mut size = 0u64;
+        for chunk in fastcdc::v2020::StreamCDC::new(source, MIN_BLOCK, AVG_BLOCK, MAX_BLOCK) {
+            let chunk = chunk.map_err(|e| io::Error::other(e.to_string()))?;
+            whole.update(&chunk.data);
+            blocks.push(BlockInfo {
+                hash: sha256(&chunk.data),
+                size: chunk.length as u32,
+            });
+            size += chunk.length as u64;
+        }
+        Ok(Hashed {
+            hash: Hash(whole.finalize().into()),
+            blocks,
+            size,
+        })
+    }
 
     /// Deterministic bytes without repeats, so that no two blocks are alike.
     pub(crate) fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
@@ -157,17 +245,69 @@ pub(crate) mod tests {
     }
 
     /// A file read whole gives its bytes and the stream's hashes; a larger one, or one
-    /// that is longer than its stat said, is streamed and gives the same hashes.
+    /// that is longer than its stat said, is read by offset and gives the same hashes.
     #[test]
     fn hashing_a_file_keeps_the_bytes_of_small_ones_only() {
+        let dir = tempfile::tempdir().unwrap();
         let small = pseudo_random(5000, 1);
-        let (hashed, data) = hash_file(&small[..], small.len() as u64).unwrap();
+        std::fs::write(dir.path().join("small"), &small).unwrap();
+        let file = File::open(dir.path().join("small")).unwrap();
+        let (hashed, data) = hash_file(&file, small.len() as u64).unwrap();
         assert_eq!((hashed, data), (hash_bytes(&small), Some(small.clone())));
         let big = pseudo_random(INLINE_MAX as usize + 1, 2);
+        std::fs::write(dir.path().join("big"), &big).unwrap();
         for said in [big.len() as u64, 10] {
-            let (hashed, data) = hash_file(&big[..], said).unwrap();
+            let file = File::open(dir.path().join("big")).unwrap();
+            let (hashed, data) = hash_file(&file, said).unwrap();
             assert_eq!((hashed, data), (hash_reader(&big[..]).unwrap(), None));
         }
+    }
+
+    /// A sparse file hashes as the same bytes written in full: holes at the start, in
+    /// the middle (longer and shorter than a block) and at the end, data at odd offsets.
+    #[test]
+    fn a_sparse_file_hashes_as_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = pseudo_random(100_000, 3);
+        let b = pseudo_random(5, 4);
+        let c = pseudo_random(300_000, 5);
+        // (size, data at offsets)
+        type Layout<'a> = (u64, Vec<(u64, &'a [u8])>);
+        let layouts: [Layout; 4] = [
+            (5 << 20, vec![]),
+            (5 << 20, vec![(0, &a), (3_000_001, &b)]),
+            (
+                6 << 20,
+                vec![
+                    (1 << 20, &a),
+                    ((1 << 20) + 150_000, &c),
+                    ((6 << 20) - 5, &b),
+                ],
+            ),
+            ((4 << 20) + 77, vec![(12_345, &c), (2 << 20, &a)]),
+        ];
+        for (size, data) in layouts {
+            let file = crate::fs::sparse::tests::sparse_file(dir.path(), size, &data);
+            let mut dense = vec![0; size as usize];
+            for (at, bytes) in &data {
+                dense[*at as usize..*at as usize + bytes.len()].copy_from_slice(bytes);
+            }
+            let want = hash_reader(&dense[..]).unwrap();
+            assert_eq!(hash_open(&file).unwrap(), want, "{size} {}", data.len());
+            assert_eq!(want.hash, sha256(&dense));
+        }
+    }
+
+    /// The block a long run of zeros starts with is what the chunker cuts there.
+    #[test]
+    fn the_zero_block_is_the_first_of_a_run_of_zeros() {
+        let zeros = vec![0; 3 * MAX_BLOCK];
+        let cut = hash_reader(&zeros[..]).unwrap();
+        assert_eq!(cut.blocks[0], zero_block());
+        assert!(cut.blocks.iter().take(2).all(|b| *b == zero_block()));
+        // As docs/protocol.md gives it.
+        assert_eq!(zero_block().size as usize, MAX_BLOCK);
+        assert!(zero_block().hash.to_hex().starts_with("8a39d2ab"));
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! Files on disk, for both roles: the names the daemon reserves inside a synced folder
 //! (here, so that every module below can ask without importing another), confined
 //! access below a folder root ([`beneath`]), what is at a path ([`stat`]), writing
-//! content through verified temp files and keeping partial transfers ([`temp`]), making
-//! a group of them durable together ([`durable`]), the other operations on a tree
-//! ([`tree`]), copying a range between open files ([`copy`]), chunking and hashing
-//! ([`chunk`]), a full disk ([`space`]), owner-only files ([`private`]), a folder's
-//! ignore rules ([`ignore`]) and watching a tree ([`watch`]).
+//! content through verified temp files ([`temp`]) and keeping partial transfers
+//! ([`partial`]), making a group of them durable together ([`durable`]), the other
+//! operations on a tree ([`tree`]), copying a range between open files ([`copy`]),
+//! chunking and hashing ([`chunk`]), holes in sparse files ([`sparse`]), a full disk
+//! ([`space`]), owner-only files ([`private`]), a folder's ignore rules ([`ignore`])
+//! and watching a tree ([`watch`]).
 //!
 //! Nothing here imports anything else from the crate: `fs` is the bottom of the data
 //! path.
@@ -15,8 +16,10 @@ pub mod chunk;
 pub mod copy;
 pub mod durable;
 pub mod ignore;
+pub mod partial;
 pub mod private;
 pub mod space;
+pub mod sparse;
 pub mod stat;
 pub mod temp;
 pub mod tree;

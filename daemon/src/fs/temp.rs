@@ -22,6 +22,7 @@ use rustix::fs::{FileType, OFlags};
 use sha2::{Digest, Sha256};
 
 use crate::fs::beneath::{Dir, Root};
+use crate::fs::partial::Partial;
 use crate::fs::stat::{Stat, parent_creating, parent_error, stat_in};
 use crate::fs::tree::{clear_dir_for, set_mtime};
 use crate::fs::{PARTIAL_PREFIX, TEMP_PREFIX, is_reserved};
@@ -29,57 +30,6 @@ use crate::fs::{PARTIAL_PREFIX, TEMP_PREFIX, is_reserved};
 /// A partial download nobody resumed for this long is removed by a device's start-up
 /// sweep (the server keeps uploads for [`UPLOAD_MAX_AGE`]).
 const PARTIAL_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// The name of the partial transfer of a target named `name`: beside it, named after a
-/// digest of its name, so that the next transfer of that path finds it.
-fn partial_name(name: &str) -> String {
-    let digest = crate::fs::chunk::sha256(name.as_bytes());
-    format!("{PARTIAL_PREFIX}{}", &digest.to_hex()[..32])
-}
-
-/// A partial transfer on disk: the directory that holds it and its name there.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Partial {
-    dir: Vec<String>,
-    name: String,
-}
-
-impl Partial {
-    /// The partial transfer of `target`, if there is one.
-    pub fn of(target: &RelPath) -> Partial {
-        let mut dir: Vec<String> = target.components().map(str::to_string).collect();
-        let name = partial_name(&dir.pop().unwrap_or_default());
-        Partial { dir, name }
-    }
-
-    /// Where the partial transfer of `target` is kept while its parent directory does
-    /// not exist yet: in the root, named after the whole path ([`TempFile::resumable`]).
-    pub fn in_root(target: &RelPath) -> Partial {
-        Partial {
-            dir: Vec::new(),
-            name: partial_name(target.as_str()),
-        }
-    }
-
-    /// Removes it from the folder at `root`: Ok(false) when it was not there.
-    pub fn remove(&self, root: &Root) -> io::Result<bool> {
-        let dirs: Vec<&str> = self.dir.iter().map(String::as_str).collect();
-        match root.dir_at(&dirs).and_then(|d| d.unlink(&self.name)) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-}
-
-impl std::fmt::Display for Partial {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for d in &self.dir {
-            write!(f, "{d}/")?;
-        }
-        f.write_str(&self.name)
-    }
-}
 
 /// The directory where a temp file for `target` is made, and whether it is `target`'s
 /// own parent: beside it when that exists, else in the root. A transfer never makes
@@ -121,6 +71,9 @@ pub struct TempFile {
     /// ([`TempFile::write_verified`]): then `hasher` is left unused.
     verified: Option<Hash>,
     written: u64,
+    /// How far the file held bytes of an earlier transfer when opened: a zero block
+    /// below it must be zeroed, beyond it is a hole already ([`TempFile::zero_block`]).
+    stale: u64,
     /// A partial transfer not yet [`TempFile::seal`]ed: kept when dropped, for resuming.
     keep: bool,
 }
@@ -171,7 +124,10 @@ impl TempFile {
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return TempFile::create_in(dir);
         }
-        Ok(TempFile::new(dir, name, file, true))
+        let mut tmp = TempFile::new(dir, name, file, true);
+        // Read under the lock: no other transfer writes it now.
+        tmp.stale = tmp.file.metadata()?.len();
+        Ok(tmp)
     }
 
     fn new(dir: Dir, name: String, file: File, keep: bool) -> TempFile {
@@ -184,6 +140,7 @@ impl TempFile {
             blocks: 0,
             verified: None,
             written: 0,
+            stale: 0,
             keep,
         }
     }
@@ -201,6 +158,9 @@ impl TempFile {
     /// transfer; reads as much as the file holds, so call it off the async threads.
     pub fn resume(&mut self, blocks: &[BlockInfo]) -> Result<Resumed> {
         let len = self.file.metadata()?.len();
+        // A zero block in a hole holds: not read, so a sparse file resumes quickly.
+        let zero = crate::fs::chunk::zero_block();
+        let mut extents = crate::fs::sparse::Extents::new(&self.file)?;
         let mut buf = Vec::new();
         let mut resumed = Resumed::default();
         let mut offset = 0;
@@ -209,11 +169,15 @@ impl TempFile {
             if end > len {
                 break;
             }
-            buf.resize(block.size as usize, 0);
-            self.file
-                .read_exact_at(&mut buf, offset)
-                .with_context(|| format!("cannot read {}", self.path().display()))?;
-            let holds = crate::fs::chunk::sha256(&buf) == block.hash;
+            let holds = if *block == zero && extents.is_hole(offset, u64::from(block.size))? {
+                true
+            } else {
+                buf.resize(block.size as usize, 0);
+                self.file
+                    .read_exact_at(&mut buf, offset)
+                    .with_context(|| format!("cannot read {}", self.path().display()))?;
+                crate::fs::chunk::sha256(&buf) == block.hash
+            };
             if holds && resumed.kept == i {
                 self.blocks += 1;
                 self.written = end;
@@ -292,6 +256,19 @@ impl TempFile {
         Ok(())
     }
 
+    /// Appends the next block of the entry, the all-zero [`crate::fs::chunk::zero_block`]
+    /// of `size` bytes, as a hole: nothing is written (bytes an interrupted transfer left
+    /// there are punched out), and [`TempFile::seal`] sets the file's length.
+    pub fn zero_block(&mut self, size: u32) -> Result<()> {
+        if self.written < self.stale {
+            crate::fs::sparse::zero_range(&self.file, self.written, u64::from(size))
+                .with_context(|| format!("cannot write {}", self.path().display()))?;
+        }
+        self.blocks += 1;
+        self.written += u64::from(size);
+        Ok(())
+    }
+
     /// Appends the next block of the entry, a repeat of the block written at `offset`.
     pub fn repeat_block(&mut self, offset: u64, size: u32) -> Result<()> {
         let file = self.file.try_clone()?;
@@ -342,7 +319,8 @@ impl TempFile {
     /// Verifies the content against `entry` and gives it the entry's mode and mtime,
     /// without making it durable yet ([`Sealed::durable`], or a group's
     /// [`crate::fs::durable::data_barrier`], does) and without touching the target.
-    /// Anything an earlier transfer left beyond what was written is cut off. From here
+    /// Anything an earlier transfer left beyond what was written is cut off, and zero
+    /// blocks at the end become a hole up to the entry's size. From here
     /// on a partial transfer goes when dropped too: content that fails this check must
     /// not be resumed. The file stays open, so that its fsync reports any write-back
     /// error.
@@ -603,7 +581,7 @@ pub(crate) mod tests {
 
     /// The entry of a live file at `path` holding `content`.
     pub(crate) fn entry_for(path: &str, content: &[u8]) -> Entry {
-        let h = chunk::hash_reader(content).unwrap();
+        let h = chunk::hash_bytes(content);
         Entry {
             path: RelPath::new(path).unwrap(),
             kind: EntryKind::File,
@@ -755,6 +733,30 @@ pub(crate) mod tests {
         // The leftover beyond what this transfer wrote is cut off.
         t.commit(&root, &e).unwrap();
         assert_eq!(fs::read(&target).unwrap(), content);
+    }
+
+    /// A sparse partial transfer resumes with its holes: the zero blocks in them count
+    /// as written, and the file stays sparse.
+    #[test]
+    fn a_sparse_partial_transfer_keeps_its_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        let mut content = vec![0; 4 << 20];
+        content[(2 << 20) + 5..(2 << 20) + 1000].fill(9);
+        let e = entry_for("sparse.img", &content);
+        let partial = dir.path().join(Partial::of(&e.path).to_string());
+        let file = File::create(&partial).unwrap();
+        file.set_len(content.len() as u64).unwrap();
+        file.write_all_at(&content[(2 << 20)..(2 << 20) + 1000], 2 << 20)
+            .unwrap();
+        let mut t = TempFile::resumable(&root, &e.path).unwrap();
+        let resumed = t.resume(&e.blocks).unwrap();
+        assert_eq!(resumed.kept, e.blocks.len());
+        t.commit(&root, &e).unwrap();
+        let target = e.path.to_path(dir.path());
+        assert_eq!(fs::read(&target).unwrap(), content);
+        let on_disk = crate::fs::sparse::allocated(&File::open(&target).unwrap()).unwrap();
+        assert!(on_disk < 1 << 20, "{on_disk} bytes on disk");
     }
 
     /// Content written as checked blocks is checked by the block list: every block of

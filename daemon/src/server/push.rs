@@ -18,6 +18,7 @@ use super::sequencer::commit::{refusal, stale_base};
 use crate::conn::received;
 use crate::conn::{self, Pending};
 use crate::fs::beneath::Root;
+use crate::fs::chunk;
 use crate::fs::durable::{self, CrashPoint, GROUP_MAX};
 use crate::fs::temp::Sealed;
 use crate::index::Index;
@@ -260,7 +261,8 @@ async fn prepare(
         return Ok((change, None, None));
     }
     // Charged at its declared size before anything is written: what the blocks repeat
-    // or the server already has is written in full all the same.
+    // or the server already has is written in full all the same, only zero blocks stay
+    // holes (so the free-space check leaves them out).
     let replaced = current
         .filter(|c| !c.entry.deleted && c.entry.kind == EntryKind::File)
         .map_or(0, |c| c.entry.size);
@@ -271,6 +273,7 @@ async fn prepare(
             &folder.name,
             &change.entry.path,
             change.entry.size,
+            chunk::stored_size(&change.entry.blocks),
             replaced,
         )
         .map_err(|reason| PushOutcome::Failed { reason })?;

@@ -182,13 +182,16 @@ impl Quotas {
 
     /// Charges a push of `declared` bytes of new content for `path` in `account`'s
     /// `folder`, replacing a file of `replaced` bytes, before anything of it is
-    /// written; or why it is refused, in words for the device's status.
+    /// written; or why it is refused, in words for the device's status. The quota counts
+    /// `declared`; the free-space check counts `on_disk`, what it takes once written
+    /// (less for a sparse file, whose zero blocks stay holes).
     pub fn reserve(
         self: &Arc<Self>,
         account: &AccountName,
         folder: &FolderName,
         path: &RelPath,
         declared: u64,
+        on_disk: u64,
         replaced: u64,
     ) -> Result<Reservation, String> {
         // Read before the lock: statvfs may be slow on a busy filesystem, and a push
@@ -197,9 +200,9 @@ impl Quotas {
         let mut state = self.lock();
         if let Some(free) = free {
             let left = free.saturating_sub(state.staged_disk);
-            if left < declared.saturating_add(self.min_free_space) {
+            if left < on_disk.saturating_add(self.min_free_space) {
                 tracing::warn!(
-                    account = %account, folder = %folder, path = %path, declared, free = left,
+                    account = %account, folder = %folder, path = %path, on_disk, free = left,
                     data_dir = %self.data_dir.display(),
                     "push refused: it would leave less than server.min_free_space free"
                 );
@@ -210,7 +213,7 @@ impl Quotas {
                      the change is sent again later",
                     size(left),
                     size(self.min_free_space),
-                    size(declared),
+                    size(on_disk),
                 ));
             }
         }
@@ -233,12 +236,12 @@ impl Quotas {
             ));
         }
         charged.staged = charged.staged.saturating_add(need);
-        state.staged_disk = state.staged_disk.saturating_add(declared);
+        state.staged_disk = state.staged_disk.saturating_add(on_disk);
         Ok(Reservation {
             quotas: self.clone(),
             account: account.clone(),
             quota_bytes: need,
-            disk_bytes: declared,
+            disk_bytes: on_disk,
         })
     }
 }
@@ -271,10 +274,10 @@ mod tests {
         let (a, f, p) = names();
         q.set_files(&a, &f, 300);
         let first = q
-            .reserve(&a, &f, &p, 600, 0)
+            .reserve(&a, &f, &p, 600, 600, 0)
             .expect("300 + 600 fits in 1000");
         let refused = q
-            .reserve(&a, &f, &p, 200, 0)
+            .reserve(&a, &f, &p, 200, 200, 0)
             .err()
             .expect("900 + 200 does not");
         assert!(
@@ -284,7 +287,7 @@ mod tests {
         assert!(refused.contains("filesyncctl server quota home SIZE"));
         // Replacing a 150-byte file with a 200-byte one needs 50 more.
         drop(
-            q.reserve(&a, &f, &p, 200, 150)
+            q.reserve(&a, &f, &p, 200, 200, 150)
                 .expect("only the growth counts"),
         );
         drop(first);
@@ -293,18 +296,21 @@ mod tests {
             300,
             "the charge is given back"
         );
-        q.reserve(&a, &f, &p, 700, 0).expect("room again");
+        q.reserve(&a, &f, &p, 700, 700, 0).expect("room again");
     }
 
     #[test]
     fn settings_override_the_default_and_unlimited_has_no_limit() {
         let q = quotas(Some(10), 0);
         let (a, f, p) = names();
-        assert!(q.reserve(&a, &f, &p, 11, 0).is_err(), "the default applies");
+        assert!(
+            q.reserve(&a, &f, &p, 11, 11, 0).is_err(),
+            "the default applies"
+        );
         q.set(&a, Some(QuotaSetting::Unlimited));
-        assert!(q.reserve(&a, &f, &p, 1000, 0).is_ok());
+        assert!(q.reserve(&a, &f, &p, 1000, 1000, 0).is_ok());
         q.set(&a, Some(QuotaSetting::Bytes(20)));
-        assert!(q.reserve(&a, &f, &p, 20, 0).is_ok());
+        assert!(q.reserve(&a, &f, &p, 20, 20, 0).is_ok());
         q.set(&a, None);
         assert_eq!(q.usage([a])[0].quota, Some(10), "back to the default");
     }
@@ -314,9 +320,9 @@ mod tests {
         let q = quotas(Some(100), 0);
         let (a, f, p) = names();
         q.set_partials(&a, &f, 90);
-        assert!(q.reserve(&a, &f, &p, 20, 0).is_err());
+        assert!(q.reserve(&a, &f, &p, 20, 20, 0).is_err());
         q.set_partials(&a, &f, 0);
-        assert!(q.reserve(&a, &f, &p, 20, 0).is_ok());
+        assert!(q.reserve(&a, &f, &p, 20, 20, 0).is_ok());
     }
 
     #[test]
@@ -324,7 +330,7 @@ mod tests {
         let q = quotas(None, u64::MAX / 2);
         let (a, f, p) = names();
         let refused = q
-            .reserve(&a, &f, &p, 1, 0)
+            .reserve(&a, &f, &p, 1, 1, 0)
             .err()
             .expect("nothing is that free");
         assert!(
@@ -333,6 +339,6 @@ mod tests {
         );
         assert!(refused.contains("server.min_free_space"), "{refused}");
         let q = quotas(None, 0);
-        assert!(q.reserve(&a, &f, &p, 1, 0).is_ok());
+        assert!(q.reserve(&a, &f, &p, 1, 1, 0).is_ok());
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use crate::fs::beneath::Root;
-use crate::fs::temp::Partial;
+use crate::fs::partial::Partial;
 
 /// The partial downloads that may be on disk: left by a transfer that failed, or found
 /// at start-up. Once the folder is in sync nothing will resume them, so they go.

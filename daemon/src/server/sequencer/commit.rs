@@ -312,7 +312,7 @@ impl Sequencer {
         let source = std::fs::File::open(&chosen.file)
             .with_context(|| format!("cannot open kept version of {path}"))?;
         let mode = stat::mode_of(&source.metadata()?);
-        let hashed = chunk::hash_reader(&source)?;
+        let hashed = chunk::hash_open(&source)?;
         let root = self.open_root()?;
         let current = self.current(&root, path)?;
         if let Some(cur) = &current
