@@ -435,6 +435,16 @@ impl Prepared {
     /// non-empty one is an error, so nothing inside it is lost. The directories are not
     /// fsynced: the caller does, once for a whole group.
     pub fn rename(self, root: &Root, path: &RelPath) -> Result<Renamed> {
+        self.rename_as(root, path, true)
+    }
+
+    /// [`Prepared::rename`] to a path where nothing is expected: whatever appeared there
+    /// since the caller looked (a file the user just created) stays, and this fails.
+    pub fn rename_new(self, root: &Root, path: &RelPath) -> Result<Renamed> {
+        self.rename_as(root, path, false)
+    }
+
+    fn rename_as(self, root: &Root, path: &RelPath, replace: bool) -> Result<Renamed> {
         let (dir, name, made) = match root.parent(path) {
             Ok((dir, name)) => (dir, name, false),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -443,11 +453,20 @@ impl Prepared {
             }
             Err(e) => return Err(parent_error(path, e)),
         };
-        clear_dir_for(&dir, name)?;
-        self.0
-            .dir
-            .rename(&self.0.name, &dir, name)
-            .with_context(|| format!("cannot rename into place {}", dir.display(name).display()))?;
+        let renamed = if replace {
+            clear_dir_for(&dir, name)?;
+            self.0.dir.rename(&self.0.name, &dir, name)
+        } else {
+            self.0.dir.rename_noreplace(&self.0.name, &dir, name)
+        };
+        match renamed {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                bail!("{path} appeared here while its new version was on its way; both are kept")
+            }
+            r => r.with_context(|| {
+                format!("cannot rename into place {}", dir.display(name).display())
+            })?,
+        }
         let stat = stat_in(&dir, name)?.context("file vanished right after it was written")?;
         let mut dirs = vec![dir];
         if made {
@@ -612,6 +631,25 @@ pub(crate) mod tests {
         assert_eq!(st.mtime_ns, e.mtime_ns);
         assert_eq!(st.mode, 0o755);
         assert!(matches_index(Some(&st), &e, st.inode));
+    }
+
+    #[test]
+    fn a_new_file_never_replaces_one_that_appeared_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        let e = entry_for("f", b"from the server");
+        let mut t = TempFile::create(&root, &e.path).unwrap();
+        t.write(b"from the server").unwrap();
+        let prepared = t.seal(&e).unwrap().durable().unwrap();
+        // The user saves a file at that path after the last look, before the rename.
+        fs::write(dir.path().join("f"), b"the user's").unwrap();
+        let Err(err) = prepared.rename_new(&root, &e.path) else {
+            panic!("the user's file was replaced");
+        };
+        assert!(err.to_string().contains("both are kept"), "{err:#}");
+        assert_eq!(fs::read(dir.path().join("f")).unwrap(), b"the user's");
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "the temp file is removed: {left:?}");
     }
 
     #[test]

@@ -146,8 +146,12 @@ pub(super) async fn land_group(
                     .context("a received file went missing before its rename")
                     .and_then(|prepared| {
                         let prepared = prepared?;
-                        check_unchanged(root, index, &entry, decided_on.as_ref())?;
-                        let done = prepared.rename(root, &entry.path)?;
+                        let live = check_unchanged(root, index, &entry, decided_on.as_ref())?;
+                        let done = if live {
+                            prepared.rename(root, &entry.path)?
+                        } else {
+                            prepared.rename_new(root, &entry.path)?
+                        };
                         renamed += 1;
                         Ok((done.stat, barrier.add_all(done.dirs)?))
                     }),
@@ -178,19 +182,22 @@ pub(super) async fn land_group(
 ///
 /// The disk must still show both the row the pull was decided on and the row the index
 /// holds now: they differ when something was recorded at the path since the decision,
-/// such as a conflict copy of another path moved here under the same name.
+/// such as a conflict copy of another path moved here under the same name. Whether
+/// either row has something there: if not, the rename must not replace a file the user
+/// makes between this look and the rename ([`Prepared::rename_new`](crate::fs::temp::Prepared::rename_new)).
 fn check_unchanged(
     root: &Root,
     index: &Index,
     entry: &Entry,
     decided_on: Option<&LocalRow>,
-) -> Result<()> {
+) -> Result<bool> {
     let now = index.local(&entry.path)?;
-    if !scan::unchanged_since(root, &entry.path, &[decided_on, now.as_ref()])? {
+    let rows = [decided_on, now.as_ref()];
+    if !scan::unchanged_since(root, &entry.path, &rows)? {
         bail!(
             "{} changed here while its new version was downloading; both are kept",
             entry.path
         );
     }
-    Ok(())
+    Ok(rows.iter().flatten().any(|row| !row.entry.deleted))
 }

@@ -99,7 +99,12 @@ impl Sequencer {
             (false, EntryKind::File) => {
                 let tmp = staged.with_context(|| format!("no content was staged for {path}"))?;
                 self.retire(&root, current.as_ref(), true)?;
-                let renamed = tmp.rename(&root, &path)?;
+                // A file made in the server copy since `current` looked stays.
+                let renamed = if current.as_ref().is_some_and(|c| !c.entry.deleted) {
+                    tmp.rename(&root, &path)?
+                } else {
+                    tmp.rename_new(&root, &path)?
+                };
                 dirs.extend(renamed.dirs);
                 renamed.stat
             }
