@@ -43,6 +43,8 @@ pub enum Unreachable {
         humantime::format_duration(CONNECT_TIMEOUT)
     )]
     Timeout { path: PathBuf },
+    /// The socket's owner and mode are checked on Unix only, so far.
+    #[cfg(unix)]
     #[error("refusing the control socket at {}: {why}", path.display())]
     Untrusted { path: PathBuf, why: String },
 }
@@ -63,6 +65,7 @@ impl Unreachable {
             Unreachable::Timeout { .. } => {
                 Some("the daemon may be stuck; its log says more (run it with FILESYNC_LOG=debug)")
             }
+            #[cfg(unix)]
             Unreachable::Untrusted { .. } => Some(
                 "another user may be listening there to read what you send (a token) and \
                  answer for your daemon; remove that socket or directory, or set \

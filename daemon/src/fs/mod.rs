@@ -7,9 +7,13 @@
 //! ([`chunk`]), a full disk ([`space`]), owner-only files ([`private`]), a folder's
 //! ignore rules ([`ignore`]) and watching a tree ([`watch`]).
 //!
+//! All platform file code is here: Unix calls directly in these modules, and their
+//! Windows counterparts in `windows/` or beside the Unix call under `#[cfg(windows)]`.
+//!
 //! Nothing here imports anything else from the crate: `fs` is the bottom of the data
 //! path.
 
+#[cfg(unix)]
 pub mod beneath;
 pub mod chunk;
 pub mod copy;
@@ -21,6 +25,13 @@ pub mod stat;
 pub mod temp;
 pub mod tree;
 pub mod watch;
+#[cfg(windows)]
+mod windows;
+
+#[cfg(unix)]
+pub use std::os::unix::fs::FileExt;
+#[cfg(windows)]
+pub use windows::{FileExt, beneath};
 
 /// Prefix of everything the daemon keeps inside a synced folder.
 pub const RESERVED_PREFIX: &str = ".filesync";
