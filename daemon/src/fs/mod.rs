@@ -5,7 +5,8 @@
 //! a group of them durable together ([`durable`]), the other operations on a tree
 //! ([`tree`]), copying a range between open files ([`copy`]), chunking and hashing
 //! ([`chunk`]), a full disk ([`space`]), owner-only files ([`private`]), a folder's
-//! ignore rules ([`ignore`]) and watching a tree ([`watch`]).
+//! ignore rules ([`ignore`]), watching a tree ([`watch`]) and the names Windows cannot
+//! hold ([`windows_names`]).
 //!
 //! All platform file code is here: Unix calls directly in these modules, and their
 //! Windows counterparts in `windows/` or beside the Unix call under `#[cfg(windows)]`.
@@ -27,6 +28,7 @@ pub mod tree;
 pub mod watch;
 #[cfg(windows)]
 mod windows;
+pub mod windows_names;
 
 #[cfg(unix)]
 pub use std::os::unix::fs::FileExt;
