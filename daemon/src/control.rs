@@ -7,9 +7,9 @@
 //! socket at the path means another daemon is running, a dead one is stale and
 //! replaced, and anything else there (a symbolic link, a file) stops the start. On
 //! Windows the channel is a named pipe, `\\.\pipe\filesync-USERNAME` by default; a pipe
-//! that answers means another daemon is running. The pipe keeps Windows' default access
-//! (its creator, SYSTEM and administrators; read access for everyone) and the client's
-//! identity is not checked yet (README "Windows").
+//! that answers means another daemon is running. The pipe admits only its owner and
+//! SYSTEM ([`owner_only`]); the client's identity is not checked on connect yet, and
+//! nothing checks that the pipe a client finds is the daemon's (README "Windows").
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -104,6 +104,7 @@ pub async fn bind(path: &Path) -> Result<Listener> {
             path.display()
         );
     }
+    use interprocess::os::windows::local_socket::ListenerOptionsExt;
     let name = path.to_fs_name::<GenericFilePath>()?;
     if Stream::connect(name.clone()).await.is_ok() {
         bail!(
@@ -114,6 +115,7 @@ pub async fn bind(path: &Path) -> Result<Listener> {
     }
     ListenerOptions::new()
         .name(name)
+        .security_descriptor(owner_only()?)
         .create_tokio()
         .with_context(|| {
             format!(
@@ -121,6 +123,16 @@ pub async fn bind(path: &Path) -> Result<Listener> {
                 path.display()
             )
         })
+}
+
+/// The control pipe's access: the owner of the pipe and SYSTEM, nobody else, not even
+/// for reading (`P`: nothing inherited). The owner is the daemon's user, or the
+/// Administrators group when the daemon runs elevated.
+#[cfg(windows)]
+fn owner_only() -> Result<interprocess::os::windows::security_descriptor::SecurityDescriptor> {
+    use interprocess::os::windows::security_descriptor::SecurityDescriptor;
+    SecurityDescriptor::deserialize(widestring::u16cstr!("D:P(A;;GA;;;OW)(A;;GA;;;SY)"))
+        .context("cannot make the control pipe's security descriptor")
 }
 
 /// What already sits at the control socket's path.
