@@ -1,20 +1,47 @@
 #!/usr/bin/env bash
-# Installs, when this machine can (root and apt-get) and it is missing, the one optional
-# tool a test uses: libfaketime, for the device-with-a-skewed-clock test
-# (tests/tests/e2e/clock.rs), which otherwise says it was skipped. `.ci/run` runs this
-# before the test suite; nothing else in the suite needs more than the Rust toolchain.
+# Installs, when this machine can (root and apt-get) and they are missing, the optional
+# tools the checks use: libfaketime, for the device-with-a-skewed-clock test
+# (tests/tests/e2e/clock.rs), which otherwise says it was skipped; and for the Windows
+# build (`.ci/run`), the mingw-w64 cross compiler and the rustup target
+# x86_64-pc-windows-gnu. `.ci/run` runs this before the test suite; nothing else in the
+# suite needs more than the Rust toolchain.
 set -euo pipefail
 
-if ls /usr/lib/*/faketime/libfaketime.so.1 /usr/lib64/faketime/libfaketime.so.1 > /dev/null 2>&1; then
-    exit 0
+WINDOWS_TARGET=x86_64-pc-windows-gnu
+
+have_faketime() {
+    ls /usr/lib/*/faketime/libfaketime.so.1 /usr/lib64/faketime/libfaketime.so.1 > /dev/null 2>&1
+}
+
+# apt-get install of the Debian packages named, once the package lists are fresh if the
+# first try fails; says what is missing and what it affects when it cannot.
+apt_install() {
+    local what="$1"
+    shift
+    if [ "$(id -u)" != 0 ] || ! command -v apt-get > /dev/null; then
+        echo "scripts/test-deps.sh: $* missing and not installable here (needs root and apt-get); $what" >&2
+        return 0
+    fi
+    echo "scripts/test-deps.sh: installing $* with apt-get" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    timeout 600 apt-get install -y -q "$@" > /dev/null 2>&1 || {
+        timeout 600 apt-get update -q > /dev/null 2>&1 &&
+            timeout 600 apt-get install -y -q "$@" > /dev/null 2>&1
+    } || echo "scripts/test-deps.sh: $* could not be installed; $what" >&2
+}
+
+if ! have_faketime; then
+    apt_install "the skewed-clock test will be skipped" faketime
 fi
-if [ "$(id -u)" != 0 ] || ! command -v apt-get > /dev/null; then
-    echo "scripts/test-deps.sh: libfaketime missing; the skewed-clock test will be skipped" >&2
-    exit 0
+if ! command -v x86_64-w64-mingw32-gcc > /dev/null; then
+    apt_install "the Windows build will fail" gcc-mingw-w64-x86-64
 fi
-echo "scripts/test-deps.sh: installing faketime with apt-get" >&2
-export DEBIAN_FRONTEND=noninteractive
-timeout 600 apt-get install -y -q faketime > /dev/null 2>&1 || {
-    timeout 600 apt-get update -q > /dev/null 2>&1 &&
-        timeout 600 apt-get install -y -q faketime > /dev/null 2>&1
-} || echo "scripts/test-deps.sh: faketime could not be installed; its test will be skipped" >&2
+if command -v rustup > /dev/null; then
+    if ! rustup target list --installed | grep -qx "$WINDOWS_TARGET"; then
+        echo "scripts/test-deps.sh: adding the rustup target $WINDOWS_TARGET" >&2
+        timeout 600 rustup target add "$WINDOWS_TARGET" > /dev/null 2>&1 ||
+            echo "scripts/test-deps.sh: rustup target $WINDOWS_TARGET could not be added; the Windows build will fail" >&2
+    fi
+else
+    echo "scripts/test-deps.sh: no rustup; the Windows build needs the target $WINDOWS_TARGET" >&2
+fi

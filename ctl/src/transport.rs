@@ -43,6 +43,8 @@ pub enum Unreachable {
         humantime::format_duration(CONNECT_TIMEOUT)
     )]
     Timeout { path: PathBuf },
+    /// The socket's owner and mode are checked on Unix only, so far.
+    #[cfg(unix)]
     #[error("refusing the control socket at {}: {why}", path.display())]
     Untrusted { path: PathBuf, why: String },
 }
@@ -51,9 +53,7 @@ impl Unreachable {
     /// What the user can do about it, printed under the error.
     pub fn hint(&self) -> Option<&'static str> {
         match self {
-            Unreachable::NotRunning { .. } => {
-                Some("start it with `systemctl --user start filesyncd` or `filesyncd`")
-            }
+            Unreachable::NotRunning { .. } => Some(START_HINT),
             Unreachable::Connect { source, .. }
                 if source.kind() == io::ErrorKind::PermissionDenied =>
             {
@@ -63,6 +63,7 @@ impl Unreachable {
             Unreachable::Timeout { .. } => {
                 Some("the daemon may be stuck; its log says more (run it with FILESYNC_LOG=debug)")
             }
+            #[cfg(unix)]
             Unreachable::Untrusted { .. } => Some(
                 "another user may be listening there to read what you send (a token) and \
                  answer for your daemon; remove that socket or directory, or set \
@@ -72,38 +73,47 @@ impl Unreachable {
     }
 }
 
+/// How to start the daemon, for a user who found it not running.
+#[cfg(unix)]
+const START_HINT: &str = "start it with `systemctl --user start filesyncd` or `filesyncd`";
+#[cfg(windows)]
+const START_HINT: &str = "start it with `filesyncd`";
+
 /// The socket path: `--socket`, else a non-empty `$FILESYNC_SOCKET`, else the
 /// protocol's default for this user.
 pub fn socket_path(flag: Option<PathBuf>) -> PathBuf {
     resolve_socket_path(
         flag,
         std::env::var_os("FILESYNC_SOCKET"),
-        std::env::var("XDG_RUNTIME_DIR").ok().as_deref(),
-        current_uid(),
+        default_socket_path,
     )
 }
 
 fn resolve_socket_path(
     flag: Option<PathBuf>,
     env: Option<OsString>,
-    xdg_runtime_dir: Option<&str>,
-    uid: u32,
+    default: impl FnOnce() -> PathBuf,
 ) -> PathBuf {
     flag.or_else(|| env.filter(|v| !v.is_empty()).map(PathBuf::from))
-        .unwrap_or_else(|| control::default_socket_path(xdg_runtime_dir, uid))
+        .unwrap_or_else(default)
+}
+
+#[cfg(unix)]
+fn default_socket_path() -> PathBuf {
+    let xdg_runtime_dir = std::env::var("XDG_RUNTIME_DIR").ok();
+    control::default_socket_path(xdg_runtime_dir.as_deref(), current_uid())
+}
+
+/// `\\.\pipe\filesync-USERNAME`.
+#[cfg(windows)]
+fn default_socket_path() -> PathBuf {
+    control::default_pipe_path(&std::env::var("USERNAME").unwrap_or_default())
 }
 
 #[cfg(unix)]
 fn current_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
-}
-
-// Named pipes have no per-user runtime directory to choose from, so the default is
-// the same for everyone there.
-#[cfg(not(unix))]
-fn current_uid() -> u32 {
-    0
 }
 
 /// Talks to the daemon at one socket path, one connection per request.
@@ -354,8 +364,9 @@ mod tests {
     #[test]
     fn socket_path_precedence() {
         let check = |flag: Option<&str>, env: Option<&str>, xdg: Option<&str>, want: &str| {
-            let got =
-                resolve_socket_path(flag.map(PathBuf::from), env.map(OsString::from), xdg, 1000);
+            let got = resolve_socket_path(flag.map(PathBuf::from), env.map(OsString::from), || {
+                control::default_socket_path(xdg, 1000)
+            });
             assert_eq!(
                 got,
                 Path::new(want),

@@ -5,7 +5,11 @@
 //! else) and the socket 0600, so only the daemon's user can reach it; on top of that
 //! every connection's peer uid (SO_PEERCRED) must be the daemon's own or root. A live
 //! socket at the path means another daemon is running, a dead one is stale and
-//! replaced, and anything else there (a symbolic link, a file) stops the start.
+//! replaced, and anything else there (a symbolic link, a file) stops the start. On
+//! Windows the channel is a named pipe, `\\.\pipe\filesync-USERNAME` by default; a pipe
+//! that answers means another daemon is running. The pipe admits only its owner and
+//! SYSTEM ([`owner_only`]); the client's identity is not checked on connect yet, and
+//! nothing checks that the pipe a client finds is the daemon's (README "Windows").
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,8 +35,24 @@ const MAX_CONNECTIONS: usize = 64;
 /// How long a refused peer's request is drained before the connection is closed.
 const REFUSED_DRAIN: Duration = Duration::from_secs(2);
 
+/// The control socket's path when neither `--socket` nor the config names one.
+#[cfg(unix)]
+pub fn default_path() -> PathBuf {
+    control::default_socket_path(
+        std::env::var("XDG_RUNTIME_DIR").ok().as_deref(),
+        nix::unistd::geteuid().as_raw(),
+    )
+}
+
+/// `\\.\pipe\filesync-USERNAME`.
+#[cfg(windows)]
+pub fn default_path() -> PathBuf {
+    control::default_pipe_path(&std::env::var("USERNAME").unwrap_or_default())
+}
+
 /// Binds the control socket at `path`, refusing to start if another daemon answers there
 /// or if the socket's directory or path could let another user in.
+#[cfg(unix)]
 pub async fn bind(path: &Path) -> Result<Listener> {
     let dir = path
         .parent()
@@ -73,7 +93,50 @@ pub async fn bind(path: &Path) -> Result<Listener> {
     Ok(listener)
 }
 
+/// Creates the control pipe `path` (`\\.\pipe\NAME`), refusing to start if another
+/// daemon answers there or if `path` is not a pipe name.
+#[cfg(windows)]
+pub async fn bind(path: &Path) -> Result<Listener> {
+    if !path.to_str().is_some_and(|p| p.starts_with(r"\\.\pipe\")) {
+        bail!(
+            "{} is not a named pipe; on Windows the control socket is a pipe \\\\.\\pipe\\NAME \
+             (config key daemon.control_socket, or --socket)",
+            path.display()
+        );
+    }
+    use interprocess::os::windows::local_socket::ListenerOptionsExt;
+    let name = path.to_fs_name::<GenericFilePath>()?;
+    if Stream::connect(name.clone()).await.is_ok() {
+        bail!(
+            "filesyncd is already running (its control pipe {} answers); stop it first \
+             or give this one another --socket",
+            path.display()
+        );
+    }
+    ListenerOptions::new()
+        .name(name)
+        .security_descriptor(owner_only()?)
+        .create_tokio()
+        .with_context(|| {
+            format!(
+                "cannot create control pipe {} (config key daemon.control_socket)",
+                path.display()
+            )
+        })
+}
+
+/// The control pipe's access: the owner of the pipe and SYSTEM, nobody else, not even
+/// for reading (`P`: nothing inherited). The owner is the daemon's user, or the
+/// Administrators group when the daemon runs elevated.
+#[cfg(windows)]
+fn owner_only() -> Result<interprocess::os::windows::security_descriptor::SecurityDescriptor> {
+    use interprocess::os::windows::security_descriptor::SecurityDescriptor;
+    SecurityDescriptor::deserialize(widestring::u16cstr!("D:P(A;;GA;;;OW)(A;;GA;;;SY)"))
+        .context("cannot make the control pipe's security descriptor")
+}
+
 /// What already sits at the control socket's path.
+#[cfg(unix)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Existing {
     Socket,
@@ -81,6 +144,7 @@ enum Existing {
     Other,
 }
 
+#[cfg(unix)]
 impl Existing {
     fn describe(self) -> &'static str {
         match self {
@@ -92,6 +156,7 @@ impl Existing {
 }
 
 /// Looks at `path` without following a symbolic link.
+#[cfg(unix)]
 fn existing_kind(path: &Path) -> Result<Option<Existing>> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
@@ -111,11 +176,6 @@ fn existing_kind(path: &Path) -> Result<Option<Existing>> {
 fn is_socket(meta: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::FileTypeExt;
     meta.file_type().is_socket()
-}
-
-#[cfg(not(unix))]
-fn is_socket(meta: &std::fs::Metadata) -> bool {
-    meta.is_file()
 }
 
 /// Makes `dir` 0700 when it does not exist. An existing one must be a real directory
@@ -160,16 +220,6 @@ fn restrict(path: &Path, mode: u32) -> Result<()> {
         .with_context(|| format!("cannot restrict permissions of {}", path.display()))
 }
 
-#[cfg(not(unix))]
-fn ensure_private_dir(dir: &Path) -> Result<()> {
-    crate::fs::private::create_dir(dir)
-}
-
-#[cfg(not(unix))]
-fn restrict(_path: &Path, _mode: u32) -> Result<()> {
-    Ok(())
-}
-
 /// Whether the peer of `stream` may control this daemon: only its own user and root,
 /// which also makes every server administration request theirs alone. A refusal is
 /// logged with the peer's uid and pid.
@@ -195,8 +245,8 @@ fn peer_allowed(stream: &Stream) -> bool {
     }
 }
 
-/// Named pipes are created for the current user only; there is no uid to compare.
-#[cfg(not(unix))]
+/// The pipe client's identity is not checked on Windows yet (the module's comment).
+#[cfg(windows)]
 fn peer_allowed(_stream: &Stream) -> bool {
     true
 }

@@ -356,6 +356,7 @@ fn watchdog() -> Option<Duration> {
 /// Without systemd there is nobody to notify.
 #[cfg(not(unix))]
 mod sd_stub {
+    #[expect(dead_code, reason = "what would go to systemd is dropped")]
     pub enum NotifyState<'a> {
         Ready,
         Stopping,

@@ -50,17 +50,6 @@ struct Args {
     man_page: bool,
 }
 
-#[cfg(unix)]
-fn current_uid() -> u32 {
-    nix::unistd::geteuid().as_raw()
-}
-
-/// Named pipes have no per-user runtime directory: the default is the same for everyone.
-#[cfg(not(unix))]
-fn current_uid() -> u32 {
-    0
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
     if args.man_page {
@@ -84,12 +73,7 @@ fn main() -> ExitCode {
     let socket = args
         .socket
         .or_else(|| config.daemon.control_socket.clone())
-        .unwrap_or_else(|| {
-            filesync_proto::control::default_socket_path(
-                std::env::var("XDG_RUNTIME_DIR").ok().as_deref(),
-                current_uid(),
-            )
-        });
+        .unwrap_or_else(filesyncd::control::default_path);
     if args.daemon {
         let journal = lifecycle::journal_available();
         let pid_file = args

@@ -430,7 +430,7 @@ impl Sources {
                 return Some(Got::Copy(source, c.offset));
             }
             let mut data = vec![0; block.size as usize];
-            use std::os::unix::fs::FileExt;
+            use crate::fs::FileExt;
             source.file.read_exact_at(&mut data, c.offset).ok()?;
             (chunk::sha256(&data) == block.hash).then_some(Got::Local(data))
         })

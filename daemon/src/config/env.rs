@@ -14,6 +14,7 @@ pub(super) struct Env {
 }
 
 impl Env {
+    #[cfg(unix)]
     pub(super) fn current() -> Env {
         // The XDG spec says relative values are invalid and must be ignored.
         let absolute = |var: &str| {
@@ -26,6 +27,20 @@ impl Env {
             xdg_config_home: absolute("XDG_CONFIG_HOME"),
             xdg_state_home: absolute("XDG_STATE_HOME"),
             root: is_root(),
+        }
+    }
+
+    /// On Windows `%APPDATA%` and `%LOCALAPPDATA%` take the places of the XDG
+    /// directories: the config is `%APPDATA%\filesync\filesyncd.toml`, the state
+    /// `%LOCALAPPDATA%\filesync`.
+    #[cfg(windows)]
+    pub(super) fn current() -> Env {
+        let base = directories::BaseDirs::new();
+        Env {
+            home: base.as_ref().map(|d| d.home_dir().to_owned()),
+            xdg_config_home: base.as_ref().map(|d| d.config_dir().to_owned()),
+            xdg_state_home: base.as_ref().map(|d| d.data_local_dir().to_owned()),
+            root: false,
         }
     }
 
@@ -66,11 +81,6 @@ impl Env {
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
-}
-
-#[cfg(not(unix))]
-fn is_root() -> bool {
-    false
 }
 
 #[cfg(test)]

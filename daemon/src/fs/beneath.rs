@@ -22,7 +22,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use filesync_proto::RelPath;
-use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
+use rustix::fs::{AtFlags, Mode, RenameFlags};
+
+pub use rustix::fs::{FileType, OFlags, Stat as RawStat};
 
 const DIR_FLAGS: OFlags = OFlags::DIRECTORY
     .union(OFlags::NOFOLLOW)
@@ -152,6 +154,14 @@ pub fn walk(from: &Dir, components: &[&str], create: bool) -> io::Result<Dir> {
         };
     }
     Ok(dir)
+}
+
+/// Takes the exclusive lock of an open file (a partial transfer's) without waiting:
+/// whether nobody else holds it.
+pub fn try_lock(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is open for as long as `file` lives; flock only reads it.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }
 
 /// Whether opening a name with `O_NOFOLLOW` failed because the name is a symlink.

@@ -6,11 +6,13 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
+
+use crate::fs::FileExt;
 
 /// Copies `len` bytes at `from` in `src` to `to` in `dst`. The ranges may be in the
 /// same file as long as they do not overlap. A source that ends before the range does
 /// is an error ([`io::ErrorKind::UnexpectedEof`]).
+#[cfg(unix)]
 pub fn copy_range(src: &File, from: u64, dst: &File, to: u64, len: u64) -> io::Result<()> {
     let (mut from, mut to, mut left) = (from, to, len);
     while left > 0 {
@@ -27,6 +29,7 @@ pub fn copy_range(src: &File, from: u64, dst: &File, to: u64, len: u64) -> io::R
 
 /// The errors that say this kernel or filesystem cannot copy this pair, not that the
 /// files are bad: copy through the process instead.
+#[cfg(unix)]
 fn in_kernel_refused(e: rustix::io::Errno) -> bool {
     use rustix::io::Errno;
     [
@@ -37,6 +40,12 @@ fn in_kernel_refused(e: rustix::io::Errno) -> bool {
         Errno::PERM,
     ]
     .contains(&e)
+}
+
+/// [`copy_range`] on Windows: through the process.
+#[cfg(windows)]
+pub fn copy_range(src: &File, from: u64, dst: &File, to: u64, len: u64) -> io::Result<()> {
+    copy_by_hand(src, from, dst, to, len)
 }
 
 fn copy_by_hand(src: &File, from: u64, dst: &File, to: u64, len: u64) -> io::Result<()> {

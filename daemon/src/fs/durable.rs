@@ -19,7 +19,6 @@
 //! crash points ([`CrashPoint`]).
 
 use std::collections::HashMap;
-use std::io;
 use std::sync::Mutex;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -202,6 +201,8 @@ impl CrashPoint {
 /// keeps up to [`GROUP_MAX`] temp files open until barrier D, per device on a server)
 /// and reads the test-only crash point from `FILESYNC_CRASH_AT`.
 pub fn at_start() {
+    // Windows has no soft limit of open handles to raise.
+    #[cfg(unix)]
     if let Err(e) = raise_open_files() {
         tracing::warn!("cannot raise the open-file limit: {e}");
     }
@@ -222,14 +223,15 @@ pub fn at_start() {
 }
 
 /// Sets the soft limit of open files to the hard limit.
-fn raise_open_files() -> io::Result<()> {
+#[cfg(unix)]
+fn raise_open_files() -> std::io::Result<()> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: `limit` is a valid rlimit for getrlimit to fill in.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(io::Error::last_os_error());
+        return Err(std::io::Error::last_os_error());
     }
     if limit.rlim_cur >= limit.rlim_max {
         return Ok(());
@@ -237,7 +239,7 @@ fn raise_open_files() -> io::Result<()> {
     limit.rlim_cur = limit.rlim_max;
     // SAFETY: `limit` is a valid rlimit, read above; only the soft limit changed.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-        return Err(io::Error::last_os_error());
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }

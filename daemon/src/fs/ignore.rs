@@ -12,9 +12,7 @@
 //! being deleted or overwritten by remote changes is the planner's job.
 
 use std::fmt;
-use std::fs::OpenOptions;
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use ::ignore::gitignore::{Gitignore, GitignoreBuilder};
@@ -209,14 +207,20 @@ fn add_user_line(
 fn read_ignore_file(path: &Path) -> Result<Option<Vec<u8>>, IgnoreError> {
     // O_NOFOLLOW makes the no-symlink rule race-free; O_NONBLOCK keeps a FIFO planted at
     // the name from blocking the open (it is then refused as not a regular file).
-    let opened = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path);
+    #[cfg(unix)]
+    let opened = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+    };
+    #[cfg(windows)]
+    let opened = crate::fs::windows::open_no_follow(path);
     let file = match opened {
         Ok(file) => file,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
+        Err(err) if crate::fs::beneath::is_symlink(&err) => {
             return Err(IgnoreError::whole_file(
                 "is a symbolic link, and ignore rules are read only from a regular file \
                  (links are never followed out of a folder); replace the link with a copy \

@@ -5,12 +5,16 @@
 //! ([`partial`]), making a group of them durable together ([`durable`]), the other
 //! operations on a tree ([`tree`]), copying a range between open files ([`copy`]),
 //! chunking and hashing ([`chunk`]), holes in sparse files ([`sparse`]), a full disk
-//! ([`space`]), owner-only files ([`private`]), a folder's ignore rules ([`ignore`])
-//! and watching a tree ([`watch`]).
+//! ([`space`]), owner-only files ([`private`]), a folder's ignore rules ([`ignore`]),
+//! watching a tree ([`watch`]) and the names Windows cannot hold ([`windows_names`]).
+//!
+//! All platform file code is here: Unix calls directly in these modules, and their
+//! Windows counterparts in `windows/` or beside the Unix call under `#[cfg(windows)]`.
 //!
 //! Nothing here imports anything else from the crate: `fs` is the bottom of the data
 //! path.
 
+#[cfg(unix)]
 pub mod beneath;
 pub mod chunk;
 pub mod copy;
@@ -24,6 +28,14 @@ pub mod stat;
 pub mod temp;
 pub mod tree;
 pub mod watch;
+#[cfg(windows)]
+mod windows;
+pub mod windows_names;
+
+#[cfg(unix)]
+pub use std::os::unix::fs::FileExt;
+#[cfg(windows)]
+pub use windows::{FileExt, beneath};
 
 /// Prefix of everything the daemon keeps inside a synced folder.
 pub const RESERVED_PREFIX: &str = ".filesync";

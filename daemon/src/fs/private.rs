@@ -18,11 +18,18 @@ pub fn create_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("cannot create directory {}", dir.display()))
 }
 
+#[cfg(unix)]
 fn options() -> std::fs::OpenOptions {
     let mut options = std::fs::OpenOptions::new();
-    #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options
+}
+
+/// On Windows a file gets the ACL its directory passes on: files under the state
+/// directory (`%LOCALAPPDATA%`) are the user's; an explicit ACL is not set yet.
+#[cfg(windows)]
+fn options() -> std::fs::OpenOptions {
+    std::fs::OpenOptions::new()
 }
 
 /// Creates `path` as a new 0600 file for writing; fails if anything is there, a
@@ -62,14 +69,22 @@ pub fn touch(path: &Path) -> Result<()> {
         .truncate(false)
         .open(path)
         .with_context(|| format!("cannot create {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = file.metadata().map(|m| m.permissions().mode() & 0o777);
-        if mode.is_ok_and(|m| m != 0o600) {
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))
-                .with_context(|| format!("cannot make {} private (0600)", path.display()))?;
-        }
+    make_private(&file, path)
+}
+
+#[cfg(unix)]
+fn make_private(file: &std::fs::File, path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = file.metadata().map(|m| m.permissions().mode() & 0o777);
+    if mode.is_ok_and(|m| m != 0o600) {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot make {} private (0600)", path.display()))?;
     }
+    Ok(())
+}
+
+/// See [`options`]: nothing to tighten on Windows yet.
+#[cfg(windows)]
+fn make_private(_: &std::fs::File, _: &Path) -> Result<()> {
     Ok(())
 }

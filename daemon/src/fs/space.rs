@@ -8,8 +8,16 @@ use std::path::Path;
 
 /// Whether an I/O error means the filesystem has no room left: no free blocks or
 /// inodes (`ENOSPC`), or the user's quota is used up (`EDQUOT`).
+#[cfg(unix)]
 pub fn is_full_io(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
+/// [`is_full_io`] on Windows: `ERROR_DISK_FULL` or `ERROR_HANDLE_DISK_FULL`.
+#[cfg(windows)]
+pub fn is_full_io(e: &io::Error) -> bool {
+    e.raw_os_error()
+        .is_some_and(|code| crate::fs::windows::DISK_FULL.contains(&code))
 }
 
 /// Whether any link of the error's chain is a full disk: an I/O error as in
@@ -29,9 +37,17 @@ pub fn is_full(e: &anyhow::Error) -> bool {
 
 /// Bytes available to the daemon's user on the filesystem holding `path`, or `None`
 /// when the filesystem does not say.
+#[cfg(unix)]
 pub fn available(path: &Path) -> Option<u64> {
     let st = rustix::fs::statvfs(path).ok()?;
     Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// [`available`] on Windows, which is not asked yet (`GetDiskFreeSpaceExW` would say):
+/// the server's free-space floor (`min_free_space`) is not enforced there.
+#[cfg(windows)]
+pub fn available(_: &Path) -> Option<u64> {
+    None
 }
 
 /// `e` in words, with what to do when it is a full disk: the chain names the file that

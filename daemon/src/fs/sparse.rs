@@ -9,9 +9,8 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 
-use rustix::fs::{FallocateFlags, SeekFrom};
+use crate::fs::FileExt;
 
 /// Zeros to hash or write without allocating them each time.
 pub static ZEROS: [u8; 256 * 1024] = [0; 256 * 1024];
@@ -49,16 +48,7 @@ impl<'a> Extents<'a> {
         if from <= at && at < end {
             return Ok((start.max(at), end));
         }
-        let start = match rustix::fs::seek(self.file, SeekFrom::Data(at)) {
-            Ok(start) => start,
-            Err(rustix::io::Errno::NXIO) => self.size,
-            // Holes cannot be found here: all of it is data.
-            Err(_) => at,
-        };
-        let end = match rustix::fs::seek(self.file, SeekFrom::Hole(start)) {
-            Ok(end) if start < self.size => end.min(self.size),
-            _ => self.size,
-        };
+        let (start, end) = seek_data(self.file, at, self.size);
         self.known = (at, start, end);
         Ok((start.max(at), end))
     }
@@ -95,6 +85,29 @@ impl<'a> Extents<'a> {
     }
 }
 
+/// Where the first data from `at` on starts and ends in `file` of length `size`.
+#[cfg(unix)]
+fn seek_data(file: &File, at: u64, size: u64) -> (u64, u64) {
+    use rustix::fs::SeekFrom;
+    let start = match rustix::fs::seek(file, SeekFrom::Data(at)) {
+        Ok(start) => start,
+        Err(rustix::io::Errno::NXIO) => size,
+        // Holes cannot be found here: all of it is data.
+        Err(_) => at,
+    };
+    let end = match rustix::fs::seek(file, SeekFrom::Hole(start)) {
+        Ok(end) if start < size => end.min(size),
+        _ => size,
+    };
+    (start, end)
+}
+
+/// Holes are not looked for on Windows yet: all of a file is data.
+#[cfg(windows)]
+fn seek_data(_file: &File, at: u64, size: u64) -> (u64, u64) {
+    (at, size)
+}
+
 /// Reads into all of `buf` from `offset`, fewer bytes only at the end of the file.
 fn read_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut done = 0;
@@ -112,9 +125,13 @@ fn read_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 /// Makes the `len` bytes at `offset` of `file` read as zeros without changing its
 /// length: a hole where the filesystem can punch one, zeros written where it cannot.
 pub fn zero_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
-    if rustix::fs::fallocate(file, flags, offset, len).is_ok() {
-        return Ok(());
+    #[cfg(unix)]
+    {
+        use rustix::fs::FallocateFlags;
+        let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+        if rustix::fs::fallocate(file, flags, offset, len).is_ok() {
+            return Ok(());
+        }
     }
     let mut done = 0;
     while done < len {
@@ -126,6 +143,7 @@ pub fn zero_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
 }
 
 /// Bytes `file` takes on disk (`st_blocks` × 512): far below its length when sparse.
+#[cfg(test)]
 pub fn allocated(file: &File) -> io::Result<u64> {
     use std::os::unix::fs::MetadataExt;
     Ok(file.metadata()?.blocks() * 512)

@@ -4,14 +4,14 @@
 
 use std::fs;
 use std::io;
+#[cfg(unix)]
 use std::os::unix::fs::MetadataExt;
 
 use anyhow::{Context, Result, anyhow};
 use filesync_proto::RelPath;
 use filesync_proto::wire::{Entry, EntryKind};
-use rustix::fs::FileType;
 
-use crate::fs::beneath::{self, Dir, Root};
+use crate::fs::beneath::{self, Dir, RawStat, Root};
 
 /// The facts about a file on disk that tell whether it changed since we looked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,25 +48,49 @@ pub fn stat_of(m: &fs::Metadata) -> Option<Stat> {
     Some(Stat {
         kind,
         size: if kind == EntryKind::File { m.len() } else { 0 },
-        mtime_ns: m
-            .mtime()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(m.mtime_nsec()),
+        mtime_ns: mtime_ns(m),
         mode: mode_of(m),
-        inode: m.ino(),
+        inode: inode(m),
     })
 }
 
+#[cfg(unix)]
+fn mtime_ns(m: &fs::Metadata) -> i64 {
+    m.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(m.mtime_nsec())
+}
+
+#[cfg(windows)]
+use crate::fs::windows::mtime_ns;
+
+#[cfg(unix)]
+fn inode(m: &fs::Metadata) -> u64 {
+    m.ino()
+}
+
+/// Windows' file index is not in stable Rust yet (`MetadataExt::file_index`): 0 for
+/// every file, so a file replaced at the same size and mtime goes unnoticed there.
+#[cfg(windows)]
+fn inode(_: &fs::Metadata) -> u64 {
+    0
+}
+
 /// The permission bits of a file's metadata.
+#[cfg(unix)]
 pub fn mode_of(m: &fs::Metadata) -> u32 {
     m.mode() & 0o777
 }
 
+#[cfg(windows)]
+pub use crate::fs::windows::mode_of;
+
 /// Whether `a` and what `lstat` returned as `b` are the same file with the same size
 /// and mtime: nothing wrote into it or over it in between.
 // The field types of `struct stat` differ between architectures.
+#[cfg(unix)]
 #[allow(clippy::unnecessary_cast)]
-pub fn same_file(a: &fs::Metadata, b: &rustix::fs::Stat) -> bool {
+pub fn same_file(a: &fs::Metadata, b: &RawStat) -> bool {
     (a.dev(), a.ino(), a.len(), a.mtime(), a.mtime_nsec())
         == (
             b.st_dev as u64,
@@ -77,10 +101,18 @@ pub fn same_file(a: &fs::Metadata, b: &rustix::fs::Stat) -> bool {
         )
 }
 
+/// [`same_file`] on Windows, without a file index: the same size and mtime.
+#[cfg(windows)]
+pub fn same_file(a: &fs::Metadata, b: &RawStat) -> bool {
+    (a.len(), mtime_ns(a)) == (b.len(), mtime_ns(b))
+}
+
 /// [`stat_of`] for what `lstat` returns.
 // The field types of `struct stat` differ between architectures.
+#[cfg(unix)]
 #[allow(clippy::unnecessary_cast)]
-fn stat_of_raw(st: &rustix::fs::Stat) -> Option<Stat> {
+fn stat_of_raw(st: &RawStat) -> Option<Stat> {
+    use rustix::fs::FileType;
     let kind = match FileType::from_raw_mode(st.st_mode as _) {
         FileType::RegularFile => EntryKind::File,
         FileType::Directory => EntryKind::Dir,
@@ -100,6 +132,26 @@ fn stat_of_raw(st: &rustix::fs::Stat) -> Option<Stat> {
         mode: st.st_mode as u32 & 0o777,
         inode: st.st_ino as u64,
     })
+}
+
+#[cfg(windows)]
+fn stat_of_raw(st: &RawStat) -> Option<Stat> {
+    stat_of(st)
+}
+
+/// The mtime in whole seconds since the epoch and the size of what [`Dir::stat`]
+/// returned, whatever it is.
+// The field types of `struct stat` differ between architectures.
+#[cfg(unix)]
+#[allow(clippy::unnecessary_cast)]
+pub fn raw_mtime_and_size(st: &RawStat) -> (i64, i64) {
+    (st.st_mtime as i64, st.st_size as i64)
+}
+
+#[cfg(windows)]
+pub fn raw_mtime_and_size(st: &RawStat) -> (i64, i64) {
+    let size = i64::try_from(st.len()).unwrap_or(i64::MAX);
+    (mtime_ns(st).div_euclid(1_000_000_000), size)
 }
 
 /// What is at `name` in `dir`, never following a symlink.
@@ -165,4 +217,31 @@ pub fn matches_stat(disk: Option<&Stat>, recorded: &Stat, deleted: bool) -> bool
                 }
         }
     }
+}
+
+/// Waits until the writes into `file` under way now have copied their bytes, and leaves
+/// it open at its start. A write changes the file's mtime before it copies its bytes, so
+/// a stat taken in between shows the new mtime while a read may still see old bytes:
+/// equal stats around a read would pass a mix of two versions (seen here with another
+/// process rewriting 64 KiB by single writes: 2 and 23 mixed reads in two runs of a few
+/// hundred without this seek, none with it). Linux's
+/// ext4, XFS, Btrfs and tmpfs hold the inode lock over the whole write, and take it to
+/// answer SEEK_DATA: that seek returns only once those writes are done. A write that
+/// begins later changes the mtime, which the stat after the read sees, unless it lands
+/// in the same clock tick as the write before it: a file rewritten in place at the same
+/// size many times a tick can still be read mid-write (sizes and appends are always
+/// seen). Elsewhere the seek is a no-op and only the stats guard the read.
+#[cfg(unix)]
+pub fn writes_done(file: &fs::File) -> io::Result<()> {
+    // An empty or all-hole file has no data (ENXIO): the lock was taken all the same.
+    let _ = rustix::fs::seek(file, rustix::fs::SeekFrom::Data(0));
+    rustix::fs::seek(file, rustix::fs::SeekFrom::Start(0))?;
+    Ok(())
+}
+
+/// [`writes_done`] on Windows: the stats alone guard the read.
+#[cfg(windows)]
+pub fn writes_done(file: &fs::File) -> io::Result<()> {
+    use std::io::Seek;
+    (&*file).rewind()
 }

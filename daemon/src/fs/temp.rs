@@ -8,24 +8,21 @@
 //! the same target finds it and keeps the blocks it already holds (see
 //! [`TempFile::resumable`] and [`TempFile::resume`]).
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use filesync_proto::wire::{BlockInfo, Entry, EntryKind};
+use filesync_proto::wire::{BlockInfo, Entry};
 use filesync_proto::{Hash, RelPath};
-use rustix::fs::{FileType, OFlags};
 use sha2::{Digest, Sha256};
 
-use crate::fs::beneath::{Dir, Root};
+use crate::fs::beneath::{Dir, FileType, OFlags, RawStat, Root, try_lock};
 use crate::fs::partial::Partial;
-use crate::fs::stat::{Stat, parent_creating, parent_error, stat_in};
-use crate::fs::tree::{clear_dir_for, set_mtime};
-use crate::fs::{PARTIAL_PREFIX, TEMP_PREFIX, is_reserved};
+use crate::fs::stat::{Stat, parent_creating, parent_error, raw_mtime_and_size, stat_in};
+use crate::fs::tree::{clear_dir_for, set_mode, set_mtime};
+use crate::fs::{FileExt, PARTIAL_PREFIX, TEMP_PREFIX, is_reserved};
 
 /// A partial download nobody resumed for this long is removed by a device's start-up
 /// sweep (the server keeps uploads for [`UPLOAD_MAX_AGE`]).
@@ -120,8 +117,7 @@ impl TempFile {
                 dir.display(&name).display()
             );
         }
-        // SAFETY: the descriptor is open for as long as `file` lives; flock only reads it.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if !try_lock(&file) {
             return TempFile::create_in(dir);
         }
         let mut tmp = TempFile::new(dir, name, file, true);
@@ -330,8 +326,7 @@ impl TempFile {
         self.file
             .set_len(self.written)
             .with_context(|| format!("cannot truncate {}", self.path().display()))?;
-        self.file
-            .set_permissions(fs::Permissions::from_mode(entry.mode & 0o777))?;
+        set_mode(&self.file, entry.mode)?;
         // Before the fsync, so that it covers the mtime too.
         set_mtime(&self.file, entry.mtime_ns)
             .with_context(|| format!("cannot set mtime of {}", self.path().display()))?;
@@ -540,9 +535,9 @@ fn sweep(root: &Root, partial_max_age: Duration, temp_max_age: Option<Duration>)
         for (name, ft) in items {
             let Some(name) = name.to_str() else { continue };
             let stat = || dir.stat(name).ok().flatten();
-            let age = |st: &rustix::fs::Stat| {
-                let at =
-                    SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(st.st_mtime).ok()?);
+            let age = |st: &RawStat| {
+                let secs = u64::try_from(raw_mtime_and_size(st).0).ok()?;
+                let at = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
                 SystemTime::now().duration_since(at).ok()
             };
             if name.starts_with(TEMP_PREFIX) {
@@ -562,7 +557,9 @@ fn sweep(root: &Root, partial_max_age: Duration, temp_max_age: Option<Duration>)
                 {
                     let _ = dir.unlink(name);
                 } else {
-                    let bytes = st.map_or(0, |st| u64::try_from(st.st_size).unwrap_or(0));
+                    let bytes = st.map_or(0, |st| {
+                        u64::try_from(raw_mtime_and_size(&st).1).unwrap_or(0)
+                    });
                     swept.kept_bytes = swept.kept_bytes.saturating_add(bytes);
                     swept.kept.push(Partial {
                         dir: rel.clone(),
@@ -583,7 +580,9 @@ fn sweep(root: &Root, partial_max_age: Duration, temp_max_age: Option<Duration>)
 /// when the listing does not say.
 fn is_dir(dir: &Dir, name: &str, ft: FileType) -> bool {
     match ft {
-        FileType::Unknown => matches!(stat_in(dir, name), Ok(Some(s)) if s.kind == EntryKind::Dir),
+        FileType::Unknown => {
+            matches!(stat_in(dir, name), Ok(Some(s)) if s.kind == filesync_proto::wire::EntryKind::Dir)
+        }
         ft => ft == FileType::Directory,
     }
 }
@@ -591,6 +590,10 @@ fn is_dir(dir: &Dir, name: &str, ft: FileType) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::fs;
+
+    use filesync_proto::wire::EntryKind;
+
     use crate::fs::chunk;
     use crate::fs::stat::{matches_index, stat};
     use crate::fs::tree::{

@@ -2,16 +2,15 @@
 //! file's mode and mtime, removing, moving and renaming, and reading a block of a file.
 //! Every one goes through [`beneath`](crate::fs::beneath), so none passes a symlink.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, PermissionsExt};
 
 use anyhow::{Context, Result, bail};
 use filesync_proto::wire::{Entry, EntryKind};
 use filesync_proto::{Hash, RelPath};
-use rustix::fs::OFlags;
 
-use crate::fs::beneath::{Dir, Root};
+use crate::fs::FileExt;
+use crate::fs::beneath::{Dir, OFlags, Root};
 use crate::fs::stat::{Stat, parent, parent_creating, parent_error, stat_in, stat_of};
 use crate::fs::{PARTIAL_PREFIX, TEMP_PREFIX};
 
@@ -25,8 +24,16 @@ pub(super) fn set_mtime(file: &File, mtime_ns: i64) -> io::Result<()> {
 }
 
 /// Gives an open file the permission bits `mode`.
+#[cfg(unix)]
 pub fn set_mode(file: &File, mode: u32) -> io::Result<()> {
-    file.set_permissions(fs::Permissions::from_mode(mode & 0o777))
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(mode & 0o777))
+}
+
+/// Windows holds no permission bits: the mode stays in the index only.
+#[cfg(windows)]
+pub fn set_mode(_: &File, _: u32) -> io::Result<()> {
+    Ok(())
 }
 
 /// Persists renames and unlinks in the directory `dir` itself; best effort, as some
@@ -261,6 +268,8 @@ pub fn rename_dir(root: &Root, from: &RelPath, to: &RelPath) -> Result<Stat> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+
     use crate::fs::temp::tests::entry_for;
 
     #[test]

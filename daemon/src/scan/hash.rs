@@ -1,8 +1,6 @@
 //! Reading files to hash them: on every core, retrying a file that changes while read,
 //! with a small file's bytes kept from the same read ([`chunk::hash_file`]).
 
-use std::fs;
-
 use filesync_proto::RelPath;
 
 use crate::fs::beneath::Root;
@@ -58,7 +56,7 @@ pub(super) fn hash_all(root: &Root, files: &[(RelPath, Stat)]) -> Vec<HashResult
 /// Hashes a file, retrying when it changes while being read, so that no mix of two
 /// versions is ever reported: a read counts only when the stat before it (`before`, then
 /// the one after the last try) and the one after it are equal, and no write that was
-/// under way at the first of them is still copying its bytes (see [`writes_done`]). A
+/// under way at the first of them is still copying its bytes (see [`stat::writes_done`]). A
 /// small file's bytes come with it ([`chunk::hash_file`]), the very bytes hashed.
 pub(super) fn hash_stable(root: &Root, path: &RelPath, before: &Stat) -> HashResult {
     let (dir, name) = stat::parent(root, path).map_err(|e| format!("cannot read: {e:#}"))?;
@@ -67,7 +65,7 @@ pub(super) fn hash_stable(root: &Root, path: &RelPath, before: &Stat) -> HashRes
         let file = dir
             .open_regular(name)
             .map_err(|e| format!("cannot read: {e}"))?;
-        writes_done(&file).map_err(|e| format!("cannot read: {e}"))?;
+        stat::writes_done(&file).map_err(|e| format!("cannot read: {e}"))?;
         let (hashed, data) =
             chunk::hash_file(&file, expected.size).map_err(|e| format!("cannot read: {e}"))?;
         let after = file.metadata().ok().and_then(|m| stat::stat_of(&m));
@@ -78,23 +76,4 @@ pub(super) fn hash_stable(root: &Root, path: &RelPath, before: &Stat) -> HashRes
         }
     }
     Err("keeps changing while being read; will retry on the next scan".into())
-}
-
-/// Waits until the writes into `file` under way now have copied their bytes, and leaves
-/// it open at its start. A write changes the file's mtime before it copies its bytes, so
-/// a stat taken in between shows the new mtime while a read may still see old bytes:
-/// equal stats around a read would pass a mix of two versions (seen here with another
-/// process rewriting 64 KiB by single writes: 2 and 23 mixed reads in two runs of a few
-/// hundred without this seek, none with it). Linux's
-/// ext4, XFS, Btrfs and tmpfs hold the inode lock over the whole write, and take it to
-/// answer SEEK_DATA: that seek returns only once those writes are done. A write that
-/// begins later changes the mtime, which the stat after the read sees, unless it lands
-/// in the same clock tick as the write before it: a file rewritten in place at the same
-/// size many times a tick can still be read mid-write (sizes and appends are always
-/// seen). Elsewhere the seek is a no-op and only the stats guard the read.
-fn writes_done(file: &fs::File) -> std::io::Result<()> {
-    // An empty or all-hole file has no data (ENXIO): the lock was taken all the same.
-    let _ = rustix::fs::seek(file, rustix::fs::SeekFrom::Data(0));
-    rustix::fs::seek(file, rustix::fs::SeekFrom::Start(0))?;
-    Ok(())
 }

@@ -354,6 +354,13 @@ pub fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, Envel
     Ok(body)
 }
 
+/// The control pipe on Windows when neither the command line, `FILESYNC_SOCKET` nor the
+/// config names one: `\\.\pipe\filesync-USER`, one per user, as pipes have no per-user
+/// directory to hold them.
+pub fn default_pipe_path(user: &str) -> std::path::PathBuf {
+    format!(r"\\.\pipe\filesync-{user}").into()
+}
+
 /// The control socket path when neither the command line, `FILESYNC_SOCKET` nor the
 /// config names one: under `$XDG_RUNTIME_DIR` for a user session, `/run/filesyncd` for
 /// root, and a per-uid directory under `/tmp` otherwise.
@@ -624,6 +631,10 @@ mod tests {
         assert_eq!(
             default_socket_path(Some(""), 5),
             std::path::Path::new("/tmp/filesync-5/filesyncd.sock")
+        );
+        assert_eq!(
+            default_pipe_path("alice").to_str(),
+            Some(r"\\.\pipe\filesync-alice")
         );
     }
 
