@@ -118,6 +118,7 @@ impl FolderTask {
             return Ok(false);
         }
         record(self.index(), &piece)?;
+        tracing::debug!(folder = %self.cfg.name, changes = piece.changes.len(), refreshed = piece.refreshed.len(), "recorded a piece of the scan");
         self.contents.keep(std::mem::take(&mut piece.contents));
         if (piece.changes.iter()).any(|r| r.entry.path.as_str() == IGNORE_FILE) {
             self.rules_stale = true;
