@@ -33,6 +33,8 @@ mod editors;
 mod fanout;
 #[path = "e2e/faults.rs"]
 mod faults;
+#[path = "e2e/first_scan.rs"]
+mod first_scan;
 #[path = "e2e/follows.rs"]
 mod follows;
 #[path = "e2e/guard.rs"]

@@ -6,7 +6,8 @@
 //! becomes a tombstone. A scan never writes: the caller decides what a change means for
 //! its role (a client marks it dirty, a server gives it a sequence number). Renamed
 //! directories are paired in [`renames`]; [`unchanged_since_scan`] tells a writer whether
-//! the disk at a path is still what the index recorded.
+//! the disk at a path is still what the index recorded. A full scan may hand what it
+//! found over in [`pieces`] while it walks, keeping back only what the end may change.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -24,9 +25,11 @@ use crate::fs::stat::{self, Stat};
 use crate::index::{Index, LocalRow, StatRow};
 
 mod hash;
+mod pieces;
 mod renames;
 
 use hash::{hash_all, hash_stable};
+pub use pieces::scan_streaming;
 
 /// Files hashed together: enough to keep every core busy, few enough that what waits
 /// to be hashed stays small whatever the size of the folder.
@@ -93,6 +96,8 @@ struct Scanner<'a> {
     kept: usize,
     keep: usize,
     out: ScanOutcome,
+    /// Where what is found goes while the walk goes on, for [`scan_streaming`].
+    stream: Option<pieces::Stream<'a>>,
 }
 
 /// Scans `scope` of the folder at `root` against `index`.
@@ -103,11 +108,12 @@ pub fn scan(
     origin: &DeviceId,
     rules: &IgnoreRules,
 ) -> Result<ScanOutcome> {
-    scan_keeping(root, index, scope, origin, rules, 0)
+    scan_keeping(root, index, scope, origin, rules, 0, None)
 }
 
 /// [`scan`], keeping up to `keep` bytes of small changed files' content in
-/// [`ScanOutcome::contents`].
+/// [`ScanOutcome::contents`]; with a `sink` (only through [`scan_streaming`], which
+/// scans the whole folder), handing pieces over as it walks.
 pub fn scan_keeping(
     root: &Path,
     index: &Index,
@@ -115,6 +121,7 @@ pub fn scan_keeping(
     origin: &DeviceId,
     rules: &IgnoreRules,
     keep: usize,
+    sink: Option<pieces::Sink<'_>>,
 ) -> Result<ScanOutcome> {
     match fs::metadata(root) {
         Ok(m) if m.is_dir() => {}
@@ -142,6 +149,7 @@ pub fn scan_keeping(
             }
         }
     }
+    let stream = sink.map(|sink| pieces::Stream::new(sink, &known));
     let mut s = Scanner {
         root,
         handle,
@@ -157,6 +165,7 @@ pub fn scan_keeping(
         kept: 0,
         keep,
         out: ScanOutcome::default(),
+        stream,
     };
     match &tops {
         None => s.walk_dir(root, None),
@@ -175,6 +184,7 @@ pub fn scan_keeping(
         s.add_moved_in(index)?;
     }
     s.hash_pending();
+    s.end_pieces()?;
     s.finish()?;
     s.out.entries = s.known.values().filter(|k| k.seen).count() as u64 + s.new_seen;
     Ok(s.out)
@@ -250,6 +260,9 @@ impl Scanner<'_> {
             }
         };
         for item in read.flatten() {
+            if self.stopped() {
+                return;
+            }
             let name = item.file_name();
             let Some(name) = name.to_str() else {
                 let shown = item.path().display().to_string();
@@ -319,6 +332,7 @@ impl Scanner<'_> {
                 Err(reason) => self.unreadable(path.clone(), &reason),
             }
         }
+        self.maybe_piece();
         if st.kind == EntryKind::Dir {
             self.walk_dir(&full, Some(&path));
         }
@@ -459,6 +473,7 @@ impl Scanner<'_> {
             }
             old => {
                 if old.is_none() && entry.kind == EntryKind::Dir {
+                    self.note_new_dir(inode, &entry.path);
                     self.new_dirs.insert(inode, entry.path.clone());
                 }
                 entry.seq = old.as_ref().map_or(0, |o| o.entry.seq);
@@ -559,8 +574,8 @@ mod tests {
     pub(super) struct Fixture {
         dir: tempfile::TempDir,
         pub(super) index: Index,
-        origin: DeviceId,
-        rules: IgnoreRules,
+        pub(super) origin: DeviceId,
+        pub(super) rules: IgnoreRules,
     }
 
     impl Fixture {
@@ -803,7 +818,16 @@ mod tests {
         }
         let big = vec![7u8; filesync_proto::wire::INLINE_MAX as usize + 1];
         fs::write(f.root().join("big"), &big).unwrap();
-        let out = scan_keeping(&f.root(), &f.index, &Scope::All, &f.origin, &f.rules, 450).unwrap();
+        let out = scan_keeping(
+            &f.root(),
+            &f.index,
+            &Scope::All,
+            &f.origin,
+            &f.rules,
+            450,
+            None,
+        )
+        .unwrap();
         assert_eq!(out.contents.len(), 4);
         for (path, hash, data) in &out.contents {
             let row = out.changes.iter().find(|r| r.entry.path == *path).unwrap();

@@ -37,6 +37,7 @@ mod pull;
 mod push;
 mod renames;
 mod scan;
+mod scanning;
 mod status;
 
 /// Server entries applied per step, so that commands and events are served in between.
@@ -84,6 +85,8 @@ enum Event {
     RescanDue,
     /// Something set aside is due again (see [`FolderTask::next_retry`]).
     RetryDue,
+    /// The running full scan sent a piece or its end.
+    Scan(scanning::ScanMsg),
     /// The last step left work ready: go straight on to the next.
     MoreWork,
 }
@@ -133,6 +136,9 @@ pub(super) struct FolderTask {
     last_full_scan: Instant,
     last_scan: Option<ScanReport>,
     scan_paths: Vec<RelPath>,
+    /// The full scan under way on its own thread, whose pieces are pushed while it
+    /// walks; no other scan and no pull runs meanwhile.
+    scanning: Option<scanning::Running>,
     flush_waiters: Vec<oneshot::Sender<()>>,
     /// Flushes whose scan is done; answered only after the status that reflects that
     /// scan is published, so `wait` never reads a status older than its own scan.
@@ -232,6 +238,7 @@ impl FolderTask {
             last_full_scan: Instant::now(),
             last_scan: None,
             scan_paths: Vec::new(),
+            scanning: None,
             flush_waiters: Vec::new(),
             flushed: Vec::new(),
             revert_waiters: Vec::new(),
@@ -322,12 +329,13 @@ impl FolderTask {
     /// wins over everything else. With `more` work ready it waits for nothing, after
     /// letting other tasks run.
     async fn next_event(
-        &self,
+        &mut self,
         inbox: &mut Inbox,
         cancel: &CancellationToken,
         more: bool,
     ) -> Option<Event> {
         let retry = self.next_retry();
+        let rescan = self.last_full_scan + self.rescan_every();
         if more {
             tokio::task::yield_now().await;
         }
@@ -336,10 +344,9 @@ impl FolderTask {
             _ = cancel.cancelled() => return None,
             Some(cmd) = inbox.cmds.recv() => Event::Cmd(cmd),
             Some((generation, ev)) = inbox.session_events.recv() => Event::Session(generation, ev),
+            msg = scanning::next(self.scanning.as_mut()) => Event::Scan(msg),
             ev = watcher::next_event(self.watcher.as_ref()) => Event::Watch(ev),
-            _ = tokio::time::sleep_until(self.last_full_scan + self.rescan_every()) => {
-                Event::RescanDue
-            }
+            _ = tokio::time::sleep_until(rescan) => Event::RescanDue,
             _ = tokio::time::sleep_until(retry) => Event::RetryDue,
             _ = std::future::ready(()), if more => Event::MoreWork,
         };
@@ -379,6 +386,7 @@ impl FolderTask {
             }
             Event::Watch(ev) => self.on_watch(ev),
             Event::RescanDue => self.periodic_rescan(),
+            Event::Scan(msg) => self.on_scan(msg),
             Event::RetryDue => {
                 let now = Instant::now();
                 self.retry_at.retain(|_, at| *at > now);
@@ -508,20 +516,24 @@ impl FolderTask {
             self.finish_reverts();
             return false;
         }
-        if self.scan_all || !self.scan_paths.is_empty() {
+        let scanning = self.scanning.is_some();
+        if !scanning && (self.scan_all || !self.scan_paths.is_empty()) {
             self.run_scan();
         }
-        self.finish_reverts();
+        // A revert waits for the scan it asked for.
+        if self.scanning.is_none() {
+            self.finish_reverts();
+        }
         self.judge_deletes();
         if !self.phase(true).may_exchange() {
             return false;
         }
-        let pulled = match self.pull_round().await {
-            Ok(more) => more,
-            Err(e) => {
+        let pulled = match self.scanning {
+            Some(_) => false,
+            None => self.pull_round().await.unwrap_or_else(|e| {
                 self.error(self.explain(&e));
                 false
-            }
+            }),
         };
         let pushed = match self.push_round().await {
             Ok(more) => more,
@@ -530,7 +542,8 @@ impl FolderTask {
                 false
             }
         };
-        pulled || pushed || !self.scan_paths.is_empty()
+        // Paths to scan wait for the end of a running full scan, which is an event.
+        pulled || pushed || (self.scanning.is_none() && !self.scan_paths.is_empty())
     }
 
     fn retrying(&self, path: &RelPath) -> bool {

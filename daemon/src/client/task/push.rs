@@ -147,6 +147,7 @@ impl FolderTask {
             .expect("pushes run only while connected");
         session.push(id, live).await?;
         Counters::add(&self.counters.pushes, 1);
+        tracing::debug!(folder = %self.cfg.name, id, changes = entries.len(), "pushed");
         self.inflight_paths
             .extend(entries.iter().map(|e| e.path.clone()));
         self.inflight.insert(id, entries);

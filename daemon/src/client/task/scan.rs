@@ -12,7 +12,7 @@ use filesync_proto::control::{EventKind, ScanReport};
 use filesync_proto::wire::EntryKind;
 use tokio::time::Instant;
 
-use super::{DELETE_BURST, FolderTask, RENAME_WINDOW};
+use super::{DELETE_BURST, FolderTask, RENAME_WINDOW, scanning};
 use crate::client::guard::{self, Hold, Marker};
 use crate::client::plan::{self, Action};
 use crate::conn::Counters;
@@ -21,7 +21,7 @@ use crate::fs::ignore::IgnoreRules;
 use crate::fs::watch::{self as watcher, WatchEvent};
 use crate::fs::{IGNORE_FILE, MARKER};
 use crate::index::{LocalRow, Meta};
-use crate::scan::{self, Scope};
+use crate::scan::{self, ScanOutcome, Scope};
 
 impl FolderTask {
     /// Reads `.filesyncignore` again; when the rules changed, every path is judged anew.
@@ -75,13 +75,17 @@ impl FolderTask {
         if full {
             self.scan_paths.clear();
         }
-        let started = Instant::now();
         // What a receive-only folder scans is never pushed: no content kept for it.
         let keep = if self.receive_only() {
             0
         } else {
             self.contents.room()
         };
+        if full {
+            self.start_full_scan(reason, keep);
+            return;
+        }
+        let started = Instant::now();
         let result = tokio::task::block_in_place(|| {
             let out = scan::scan_keeping(
                 &self.cfg.path,
@@ -90,21 +94,26 @@ impl FolderTask {
                 &self.id.device,
                 &self.rules,
                 keep,
+                None,
             )?;
             if !self.marker_still_there() {
                 return Ok(None);
             }
-            self.index().batch(|ix| {
-                for row in out.changes.iter().chain(&out.refreshed) {
-                    ix.put_local(row)?;
-                }
-                for path in &out.forget {
-                    ix.remove_local(path)?;
-                }
-                Ok(())
-            })?;
+            scanning::record(self.index(), &out)?;
             Ok::<_, anyhow::Error>(Some(out))
         });
+        self.took_in(result, false, reason, started);
+    }
+
+    /// Takes in the end of a scan that began at `started`, `full` or of some paths: what
+    /// it found is recorded by now; `None` when the folder's directory changed under it.
+    pub(super) fn took_in(
+        &mut self,
+        result: Result<Option<ScanOutcome>>,
+        full: bool,
+        reason: Option<String>,
+        started: Instant,
+    ) {
         match result {
             Ok(None) => {
                 // Nothing the scan found is recorded: it may have walked another
@@ -188,7 +197,8 @@ impl FolderTask {
     /// While our rule file is broken, applies a newer one from the server, unless the
     /// local file has changes of its own (the user is fixing it here).
     pub(super) async fn pull_rules_file(&mut self) -> Result<()> {
-        if self.session.is_none() || !self.caught_up {
+        // Nothing is pulled while a full scan runs (see `scanning`).
+        if self.session.is_none() || !self.caught_up || self.scanning.is_some() {
             return Ok(());
         }
         let path = RelPath::new(IGNORE_FILE).expect("valid path");
@@ -354,6 +364,8 @@ impl FolderTask {
                 self.cfg.path.display()
             ));
         }
+        // What a running scan found is of the index about to be forgotten.
+        self.stop_scan();
         self.index()
             .forget_local()
             .map_err(|e| format!("cannot reset the index of folder {}: {e:#}", self.cfg.name))?;
