@@ -127,26 +127,35 @@ const LIBFAKETIME: [&str; 3] = [
     "/usr/lib64/faketime/libfaketime.so.1",
 ];
 
+/// Two devices with folder `docs`, B's clock set by libfaketime's `FAKETIME=faketime`;
+/// `None` (the test is skipped) where libfaketime is not installed.
+fn cluster_with_b_clock(faketime: &str) -> Option<Cluster> {
+    let Some(lib) = LIBFAKETIME.iter().find(|p| Path::new(p).is_file()) else {
+        eprintln!("skipped: libfaketime is not installed (apt-get install faketime)");
+        return None;
+    };
+    let cl = Cluster::without_folders(2, Some("open"));
+    let b = cl.b();
+    b.stop();
+    b.set_daemon_env("LD_PRELOAD", lib);
+    b.set_daemon_env("FAKETIME", faketime);
+    // Timers and timeouts run on the monotonic clock, which stays true.
+    b.set_daemon_env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    b.start();
+    cl.add_folder(0, DOCS);
+    cl.add_folder(1, DOCS);
+    Some(cl)
+}
+
 /// Device B's whole clock runs five hours behind (libfaketime, when installed): it still
 /// connects (the server's certificate is pinned, its validity dates do not matter), its
 /// edits sync, and in a conflict the server's order decides. Its conflict copy is named
 /// after B's own clock, since B makes it.
 #[test]
 fn a_device_five_hours_behind_syncs_and_conflicts_by_the_servers_order() {
-    let Some(lib) = LIBFAKETIME.iter().find(|p| Path::new(p).is_file()) else {
-        eprintln!("skipped: libfaketime is not installed (apt-get install faketime)");
+    let Some(cl) = cluster_with_b_clock("-5h") else {
         return;
     };
-    let cl = Cluster::without_folders(2, Some("open"));
-    let b = cl.b();
-    b.stop();
-    b.set_daemon_env("LD_PRELOAD", lib);
-    b.set_daemon_env("FAKETIME", "-5h");
-    // Timers and timeouts run on the monotonic clock, which stays true.
-    b.set_daemon_env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-    b.start();
-    cl.add_folder(0, DOCS);
-    cl.add_folder(1, DOCS);
 
     files::write(
         &cl.path_on(1, DOCS, "from-b.txt"),
@@ -212,19 +221,10 @@ fn stamp_secs(stamp: &str) -> i64 {
 /// would replace it. Nothing is lost: A's edits win both names, B's edit is a copy.
 #[test]
 fn two_conflict_copies_of_one_path_in_one_second_get_names_of_their_own() {
-    let Some(lib) = LIBFAKETIME.iter().find(|p| Path::new(p).is_file()) else {
-        eprintln!("skipped: libfaketime is not installed (apt-get install faketime)");
+    let Some(cl) = cluster_with_b_clock("@2026-01-01 00:00:00 x0.001") else {
         return;
     };
-    let cl = Cluster::without_folders(2, Some("open"));
     let b = cl.b();
-    b.stop();
-    b.set_daemon_env("LD_PRELOAD", lib);
-    b.set_daemon_env("FAKETIME", "@2026-01-01 00:00:00 x0.001");
-    b.set_daemon_env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-    b.start();
-    cl.add_folder(0, DOCS);
-    cl.add_folder(1, DOCS);
     files::write(&cl.path_on(0, DOCS, "f.txt"), b"the original\n");
     cl.settle(DOCS);
 
