@@ -105,6 +105,21 @@ impl FolderTask {
         self.took_in(result, false, reason, started);
     }
 
+    /// What every recorded piece of local changes starts: rules reloaded if the ignore
+    /// file changed, the delete guard told, and a `Scanned` event.
+    pub(super) fn took_changes(&mut self, changes: &[LocalRow]) {
+        if changes.iter().any(|r| r.entry.path.as_str() == IGNORE_FILE) {
+            self.rules_stale = true;
+        }
+        self.deletes_changed(changes);
+        if !changes.is_empty() {
+            tracing::debug!(folder = %self.cfg.name, changes = changes.len(), "scanned");
+            let n = changes.len();
+            let what = format!("{n} local change{}", if n == 1 { "" } else { "s" });
+            self.emit(EventKind::Scanned, None, Some(what));
+        }
+    }
+
     /// Takes in the end of a scan that began at `started`, `full` or of some paths: what
     /// it found is recorded by now; `None` when the folder's directory changed under it.
     pub(super) fn took_in(
@@ -153,21 +168,8 @@ impl FolderTask {
                         millis: started.elapsed().as_millis() as u64,
                     });
                 }
-                if out
-                    .changes
-                    .iter()
-                    .any(|r| r.entry.path.as_str() == IGNORE_FILE)
-                {
-                    self.rules_stale = true;
-                }
                 self.hold_fresh_deletes(&out.changes);
-                self.deletes_changed(&out.changes);
-                if !out.changes.is_empty() {
-                    tracing::debug!(folder = %self.cfg.name, changes = out.changes.len(), "scanned");
-                    let n = out.changes.len();
-                    let what = format!("{n} local change{}", if n == 1 { "" } else { "s" });
-                    self.emit(EventKind::Scanned, None, Some(what));
-                }
+                self.took_changes(&out.changes);
                 if full {
                     self.unsyncable = out.unsyncable;
                 } else {

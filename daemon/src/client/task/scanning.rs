@@ -8,12 +8,10 @@
 //! walk, which read the index before it began, and so look like a local change.
 
 use anyhow::{Result, anyhow};
-use filesync_proto::control::EventKind;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::FolderTask;
-use crate::fs::IGNORE_FILE;
 use crate::index::Index;
 use crate::scan::{self, ScanOutcome};
 
@@ -120,15 +118,7 @@ impl FolderTask {
         record(self.index(), &piece)?;
         tracing::debug!(folder = %self.cfg.name, changes = piece.changes.len(), refreshed = piece.refreshed.len(), "recorded a piece of the scan");
         self.contents.keep(std::mem::take(&mut piece.contents));
-        if (piece.changes.iter()).any(|r| r.entry.path.as_str() == IGNORE_FILE) {
-            self.rules_stale = true;
-        }
-        self.deletes_changed(&piece.changes);
-        if !piece.changes.is_empty() {
-            let n = piece.changes.len();
-            let what = format!("{n} local change{}", if n == 1 { "" } else { "s" });
-            self.emit(EventKind::Scanned, None, Some(what));
-        }
+        self.took_changes(&piece.changes);
         Ok(true)
     }
 
