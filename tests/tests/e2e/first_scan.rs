@@ -4,11 +4,10 @@
 
 use std::fs;
 use std::path::Path;
-use std::time::Instant;
 
 use filesync_tests::cluster::DOCS;
 use filesync_tests::tree::Kind;
-use filesync_tests::{Cluster, POLL_INTERVAL, SYNC_TIMEOUT, files};
+use filesync_tests::{Cluster, SYNC_TIMEOUT, files, poll_until};
 
 /// A folder big enough that its first scan outlasts a push's round trip many times
 /// over: the scan hands its first piece over after 1,000 files.
@@ -40,24 +39,21 @@ fn files_reach_the_server_while_the_first_scan_still_runs() {
     }
     cluster.add_folder(0, DOCS);
     // Until the first scan ends, the folder shows as scanning; a file on the server by
-    // then was pushed while the walk went on. Bounded by SYNC_TIMEOUT and by the count.
-    let deadline = Instant::now() + SYNC_TIMEOUT;
-    let mut looks = 0;
-    let seen = loop {
-        looks += 1;
+    // then was pushed while the walk went on.
+    let before_the_end = poll_until(SYNC_TIMEOUT, || {
         let state = cluster.a().folder_status(DOCS)["state"].clone();
         if state != "scanning" {
-            break format!("the first scan ended ({state}) before any file reached the server");
+            return Ok(Err(format!(
+                "the first scan ended ({state}) before any file reached the server"
+            )));
         }
         if server_has_a_file(cluster.server_dir(DOCS).as_deref()) {
-            break String::new();
+            return Ok(Ok(()));
         }
-        if Instant::now() >= deadline || looks > 10_000 {
-            break "the folder was still scanning after SYNC_TIMEOUT".into();
-        }
-        std::thread::sleep(POLL_INTERVAL / 5);
-    };
-    assert!(seen.is_empty(), "{seen} ({looks} looks)");
+        Err("the folder is still scanning and no file is on the server yet".into())
+    })
+    .unwrap_or_else(|why| panic!("{why}"));
+    before_the_end.unwrap_or_else(|why| panic!("{why}"));
     let tree = cluster.settle(DOCS);
     let files = tree.values().filter(|e| e.kind == Kind::File).count();
     assert_eq!(files, DIRS * PER_DIR, "every file reached the server");
