@@ -128,9 +128,16 @@ const LIBFAKETIME: [&str; 3] = [
 ];
 
 /// Two devices with folder `docs`, B's clock set by libfaketime's `FAKETIME=faketime`;
-/// `None` (the test is skipped) where libfaketime is not installed.
+/// `None` (the test is skipped) where libfaketime is not installed, except under
+/// `.ci/run` (`FILESYNC_REQUIRE_TOOLS` set), after `scripts/test-deps.sh` installed it: a
+/// skip there would hide a missing install step.
 fn cluster_with_b_clock(faketime: &str) -> Option<Cluster> {
     let Some(lib) = LIBFAKETIME.iter().find(|p| Path::new(p).is_file()) else {
+        assert!(
+            std::env::var_os("FILESYNC_REQUIRE_TOOLS").is_none(),
+            "libfaketime is not installed, and CI must run the clock tests: \
+             scripts/test-deps.sh installs it (apt-get install faketime)"
+        );
         eprintln!("skipped: libfaketime is not installed (apt-get install faketime)");
         return None;
     };
