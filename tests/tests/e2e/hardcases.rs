@@ -404,8 +404,12 @@ fn unreadable_file_is_reported_and_the_rest_syncs() {
     cl.a().run_unprivileged();
     cl.a().start();
     let a = |rel: &str| cl.path_on(0, DOCS, rel);
-    files::write(&a("secret.txt"), b"not for the daemon\n");
-    files::set_mode(&a("secret.txt"), 0o000);
+    // Made unreadable outside the folder and moved in: written in place, the daemon
+    // could scan it (close-write) before the chmod and sync it while readable.
+    let outside = cl.root().join("secret.txt");
+    files::write(&outside, b"not for the daemon\n");
+    files::set_mode(&outside, 0o000);
+    fs::rename(&outside, a("secret.txt")).unwrap();
     files::write(&a("fine.txt"), b"readable\n");
     let common = cl.settle_excluding(DOCS, &|p| p == "secret.txt");
     assert_eq!(paths(&common), ["fine.txt"]);
