@@ -620,6 +620,8 @@ mod tests {
         }
     }
 
+    // Makes a symlink, a FIFO or a mode with Unix calls.
+    #[cfg(unix)]
     #[test]
     fn finds_new_changed_and_deleted_paths() {
         let f = Fixture::new();
@@ -757,6 +759,8 @@ mod tests {
     /// write: every hash that comes back is of one whole version, never of a read that
     /// overlapped a write; once the writes stop, the last one. (A read mid-write is rare
     /// here: the test guards the property, it does not reliably catch its loss.)
+    // Makes a symlink, a FIFO or a mode with Unix calls.
+    #[cfg(unix)]
     #[test]
     fn a_file_rewritten_while_it_is_hashed_yields_one_whole_version_or_none() {
         use std::os::unix::fs::FileExt;
@@ -839,6 +843,8 @@ mod tests {
         assert!(plain.contents.is_empty());
     }
 
+    // Makes a symlink, a FIFO or a mode with Unix calls.
+    #[cfg(unix)]
     #[test]
     fn special_files_are_reported_not_synced() {
         let f = Fixture::new();
