@@ -320,6 +320,7 @@ impl Scanner<'_> {
             // on this disk and is not offered back to anyone.
             return;
         }
+        let st = old.map_or(st, |o| stat::keep_mode(st, &o.stat));
         let unchanged = old.is_some_and(|o| stat::matches_stat(Some(&st), &o.stat, o.deleted));
         if !unchanged && st.kind == EntryKind::File && self.moved_file(&st).is_none() {
             self.to_hash.push((path.clone(), st));
