@@ -567,25 +567,9 @@ impl FolderTask {
         crate::fs::space::explain(e, self.cfg.name.as_str(), &self.cfg.path)
     }
 
-    fn error(&mut self, msg: String) {
-        tracing::warn!(folder = %self.cfg.name, "{msg}");
-        self.emit(EventKind::Error, None, Some(msg.clone()));
-        self.last_error = Some(msg);
-    }
-
     /// A handle of the folder's root: every change to the disk is made relative to it.
     fn root(&self) -> Result<Root> {
         Root::open_folder(&self.cfg.path)
-    }
-
-    /// Reports an event of this folder, about `path` when there is one.
-    fn emit(&self, kind: EventKind, path: Option<&RelPath>, detail: Option<String>) {
-        self.events.emit(
-            (self.cfg.name.as_str(), &self.cfg.path),
-            kind,
-            path.map(RelPath::as_str),
-            detail,
-        );
     }
 
     fn index(&self) -> &Index {
