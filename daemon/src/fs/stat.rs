@@ -197,6 +197,22 @@ pub fn matches_index(disk: Option<&Stat>, entry: &Entry, inode: u64) -> bool {
     matches_stat(disk, &recorded, entry.deleted)
 }
 
+/// Whether this platform's files hold Unix permission bits. Windows holds none (what
+/// [`mode_of`] reads there is made up from the read-only attribute), so there a file's
+/// mode is what the index recorded, never what the disk shows.
+pub const HOLDS_MODES: bool = cfg!(unix);
+
+/// The mode to record for a path the disk shows as `disk`, where the index holds
+/// `known` (a live row): the disk's where files hold modes (`holds_modes`); elsewhere the
+/// recorded one for the same kind, so that a device that cannot hold an executable bit
+/// never clears it for everyone, and the disk's for something new.
+pub fn recorded_mode(holds_modes: bool, disk: &Stat, known: Option<&Stat>) -> u32 {
+    match known {
+        Some(known) if !holds_modes && known.kind == disk.kind => known.mode,
+        _ => disk.mode,
+    }
+}
+
 /// [`matches_index`] for a row's stat fingerprint: what the index `recorded` (a
 /// tombstone when `deleted`).
 pub fn matches_stat(disk: Option<&Stat>, recorded: &Stat, deleted: bool) -> bool {
@@ -210,7 +226,7 @@ pub fn matches_stat(disk: Option<&Stat>, recorded: &Stat, deleted: bool) -> bool
                         s.size == recorded.size
                             && s.mtime_ns == recorded.mtime_ns
                             && s.inode == recorded.inode
-                            && s.mode == recorded.mode
+                            && (!HOLDS_MODES || s.mode == recorded.mode)
                     }
                     EntryKind::Dir => true,
                     EntryKind::Symlink => true,
@@ -244,4 +260,31 @@ pub fn writes_done(file: &fs::File) -> io::Result<()> {
 pub fn writes_done(file: &fs::File) -> io::Result<()> {
     use std::io::Seek;
     (&*file).rewind()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat(kind: EntryKind, mode: u32) -> Stat {
+        Stat {
+            kind,
+            size: 1,
+            mtime_ns: 1,
+            mode,
+            inode: 1,
+        }
+    }
+
+    #[test]
+    fn a_platform_without_modes_keeps_the_recorded_executable_bit() {
+        let disk = stat(EntryKind::File, 0o644);
+        let known = stat(EntryKind::File, 0o755);
+        assert_eq!(recorded_mode(false, &disk, Some(&known)), 0o755);
+        assert_eq!(recorded_mode(true, &disk, Some(&known)), 0o644);
+        // Something new, or of another kind now, takes what the disk shows.
+        assert_eq!(recorded_mode(false, &disk, None), 0o644);
+        let dir = stat(EntryKind::Dir, 0o700);
+        assert_eq!(recorded_mode(false, &disk, Some(&dir)), 0o644);
+    }
 }

@@ -346,7 +346,14 @@ impl Scanner<'_> {
             deleted: false,
             size: st.size,
             mtime_ns: st.mtime_ns,
-            mode: st.mode,
+            mode: stat::recorded_mode(
+                stat::HOLDS_MODES,
+                st,
+                self.known
+                    .get(path)
+                    .filter(|k| !k.row.deleted)
+                    .map(|k| &k.row.stat),
+            ),
             hash: Hash::ZERO,
             blocks: Vec::new(),
             target: String::new(),
