@@ -164,6 +164,17 @@ impl Index {
         Ok(())
     }
 
+    /// Client: the server's entries at `paths`, set aside as ones this device cannot
+    /// hold, are judged again.
+    pub fn clear_remote_ignored_at(&self, paths: &[RelPath]) -> Result<()> {
+        let conn = self.c();
+        let mut stmt = conn.prepare_cached("UPDATE remote SET ignored = 0 WHERE path = ?1")?;
+        for path in paths {
+            stmt.execute([path.as_str()])?;
+        }
+        Ok(())
+    }
+
     /// Client: server entries the local replica does not match yet, parents first.
     pub fn needed(&self, limit: usize) -> Result<Vec<Entry>> {
         let conn = self.c();

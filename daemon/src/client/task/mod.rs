@@ -31,6 +31,7 @@ mod commands;
 mod content;
 mod land;
 mod local_changes;
+mod names;
 mod partials;
 mod phase;
 mod pull;
@@ -157,6 +158,8 @@ pub(super) struct FolderTask {
     judge_due: bool,
     last_error: Option<String>,
     unsyncable: Vec<Unsyncable>,
+    /// Paths from the server this device's filesystem cannot hold.
+    unholdable: names::Unholdable,
     next_push: u64,
     inflight: HashMap<u64, Vec<Entry>>,
     inflight_paths: HashSet<RelPath>,
@@ -249,6 +252,7 @@ impl FolderTask {
             judge_due: false,
             last_error: None,
             unsyncable: Vec::new(),
+            unholdable: names::Unholdable::default(),
             next_push: 1,
             inflight: HashMap::new(),
             inflight_paths: HashSet::new(),
