@@ -7,6 +7,9 @@
 //! as unsyncable with the reason. Nothing is deleted anywhere: this device never held
 //! the path, so its scans never miss it.
 //!
+//! A symlink this user may not create (Windows without the privilege) is set aside the
+//! same way once its creation is refused.
+//!
 //! Set-aside entries are judged again after each full scan (the first one at start-up
 //! too), so a path syncs once what stood in its way is gone (the other name deleted or
 //! renamed).
@@ -17,7 +20,7 @@ use std::sync::OnceLock;
 use anyhow::Result;
 use filesync_proto::RelPath;
 use filesync_proto::control::Unsyncable;
-use filesync_proto::wire::Entry;
+use filesync_proto::wire::{Entry, EntryKind};
 
 use super::FolderTask;
 use crate::fs::beneath::Root;
@@ -31,6 +34,10 @@ fn names_apply() -> bool {
     static TEST: OnceLock<bool> = OnceLock::new();
     cfg!(windows) || *TEST.get_or_init(|| std::env::var_os("FILESYNC_TEST_WINDOWS_NAMES").is_some())
 }
+
+/// The error Windows gives a user who may not create a symlink
+/// (`ERROR_PRIVILEGE_NOT_HELD`); none elsewhere.
+const LINK_NOT_PERMITTED: Option<i32> = if cfg!(windows) { Some(1314) } else { None };
 
 /// Whether this platform's filesystems look names up regardless of case (NTFS as
 /// Windows opens it).
@@ -85,10 +92,35 @@ impl FolderTask {
                 .or_insert_with(|| remote.path.clone());
             return Ok(false);
         };
-        self.index().set_remote_ignored(&remote.path)?;
-        tracing::warn!(folder = %self.cfg.name, path = %remote.path, "not synced here: {reason}");
-        self.unholdable.reasons.insert(remote.path.clone(), reason);
+        self.set_aside(&remote.path, reason)?;
         Ok(true)
+    }
+
+    fn set_aside(&mut self, path: &RelPath, reason: String) -> Result<()> {
+        self.index().set_remote_ignored(path)?;
+        tracing::warn!(folder = %self.cfg.name, %path, "not synced here: {reason}");
+        self.unholdable.reasons.insert(path.clone(), reason);
+        Ok(())
+    }
+
+    /// Whether applying the server's symlink `remote` failed with `e` because this user
+    /// may not create links (Windows without the privilege or developer mode); if so,
+    /// the link is set aside and listed, not retried as a failure.
+    pub(super) fn set_aside_refused_link(&mut self, remote: &Entry, e: &anyhow::Error) -> bool {
+        let refused = remote.kind == EntryKind::Symlink
+            && e.chain()
+                .filter_map(|c| c.downcast_ref::<std::io::Error>())
+                .any(|e| e.raw_os_error() == LINK_NOT_PERMITTED);
+        refused
+            && self
+                .set_aside(
+                    &remote.path,
+                    "a symlink, which this user may not create here: on Windows, turn on \
+                     developer mode (or run with the privilege to create symbolic links), \
+                     then `filesyncctl rescan`"
+                        .into(),
+                )
+                .is_ok()
     }
 
     fn why_unholdable(

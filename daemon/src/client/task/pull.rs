@@ -404,6 +404,9 @@ impl FolderTask {
                         remote.path
                     ));
                 }
+                if self.set_aside_refused_link(remote, &e) {
+                    return true;
+                }
                 let why = self.explain(&e);
                 self.fail_path(&remote.path, format!("cannot apply {}: {why}", remote.path));
                 false
