@@ -24,7 +24,10 @@ pub enum PathError {
     BadComponent(String),
     #[error("path {0:?} contains a backslash, NUL or control character")]
     BadChar(String),
-    #[error("path {0:?} starts with a drive letter")]
+    #[error(
+        "path {0:?} starts with a drive letter (one letter and a colon), which Windows reads \
+         as a drive; rename it to sync it"
+    )]
     Drive(String),
     #[error("path of {0} bytes is longer than {MAX_PATH_LEN}")]
     TooLong(usize),

@@ -55,6 +55,8 @@ mod latency;
 mod local;
 #[path = "e2e/model.rs"]
 mod model;
+#[path = "e2e/names.rs"]
+mod names;
 #[path = "e2e/offline.rs"]
 mod offline;
 #[path = "e2e/ops.rs"]

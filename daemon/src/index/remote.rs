@@ -96,8 +96,7 @@ impl Index {
                 "INSERT INTO remote (path, seq, deleted, size, entry, have, as_of)
                  VALUES (?1,?2,?3,?4,?5, (SELECT seq FROM local WHERE path = ?1), ?6)
                  ON CONFLICT(path) DO UPDATE SET seq = excluded.seq, deleted = excluded.deleted,
-                 size = excluded.size, entry = excluded.entry, as_of = excluded.as_of,
-                 ignored = CASE WHEN excluded.seq = remote.seq THEN remote.ignored ELSE 0 END
+                 size = excluded.size, entry = excluded.entry, as_of = excluded.as_of
                  WHERE excluded.as_of >= remote.as_of",
             )?
             .execute(params![
@@ -162,6 +161,17 @@ impl Index {
     pub fn clear_remote_ignored(&self) -> Result<()> {
         self.c()
             .execute("UPDATE remote SET ignored = 0 WHERE ignored = 1", [])?;
+        Ok(())
+    }
+
+    /// Client: the server's entries at `paths`, set aside as ones this device cannot
+    /// hold, are judged again.
+    pub fn clear_remote_ignored_at(&self, paths: &[RelPath]) -> Result<()> {
+        let conn = self.c();
+        let mut stmt = conn.prepare_cached("UPDATE remote SET ignored = 0 WHERE path = ?1")?;
+        for path in paths {
+            stmt.execute([path.as_str()])?;
+        }
         Ok(())
     }
 

@@ -463,9 +463,10 @@ fn a_push_declaring_more_than_the_disk_holds_is_refused_without_a_quota() {
     cl.settle(DOCS);
     let server = cl.server();
     let free = free_bytes(server.data_dir());
-    // A 1 MiB block repeated past the free space (plus the 1 GiB reserve), within one
-    // frame: up to about 450 GiB free.
-    let blocks = (free / MIB as u64 + 16).min(450_000) as usize;
+    // A 1 MiB block repeated 32 GiB past the free space (and so past the 1 GiB reserve
+    // too, even if other tests free some gigabytes meanwhile: with 16 MiB, this failed
+    // once beside builds that did), within one frame: up to about 400 GiB free.
+    let blocks = (free / MIB as u64 + 32 * 1024).min(450_000) as usize;
     let block = pseudo_random(450, MIB);
     let mut entry = file_entry("amplified.bin", &block);
     entry.size = (blocks * MIB) as u64;

@@ -204,3 +204,61 @@ fn check_unchanged(
     }
     Ok(rows.iter().flatten().any(|row| !row.entry.deleted))
 }
+
+#[cfg(test)]
+mod tests {
+    use filesync_proto::{DeviceId, Hash, RelPath};
+
+    use super::*;
+    use crate::fs::stat;
+
+    /// A file entry at `path` as the disk shows it in `root`, or an arbitrary one when
+    /// nothing is there, and the inode.
+    fn entry_at(root: &Root, path: &RelPath) -> (Entry, u64) {
+        let st = stat::stat(root, path).unwrap();
+        let entry = Entry {
+            path: path.clone(),
+            kind: EntryKind::File,
+            deleted: false,
+            size: st.as_ref().map_or(3, |s| s.size),
+            mtime_ns: st.as_ref().map_or(1, |s| s.mtime_ns),
+            mode: st.as_ref().map_or(0o644, |s| s.mode),
+            hash: Hash([1; 32]),
+            blocks: Vec::new(),
+            target: String::new(),
+            seq: 7,
+            origin: DeviceId::new("other").unwrap(),
+            conflict: None,
+            renamed_from: None,
+        };
+        (entry, st.map_or(0, |s| s.inode))
+    }
+
+    /// A pull decided while nothing was at the path must not land once something was
+    /// recorded there since (a conflict copy of another path moved in under the same
+    /// name), even though the disk matches what the index holds now; decided on that
+    /// row, it lands, and says a live row is replaced.
+    #[test]
+    fn a_row_recorded_since_the_decision_stops_the_landing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root_path = dir.path().join("root");
+        std::fs::create_dir(&root_path).unwrap();
+        let root = Root::open(&root_path).unwrap();
+        let index = Index::open(&dir.path().join("index.db")).unwrap();
+        let path = RelPath::new("copy.txt").unwrap();
+        let (incoming, _) = entry_at(&root, &path);
+        assert!(!check_unchanged(&root, &index, &incoming, None).unwrap());
+
+        std::fs::write(root_path.join("copy.txt"), b"mine").unwrap();
+        let (mine, inode) = entry_at(&root, &path);
+        let row = LocalRow {
+            entry: mine,
+            inode,
+            dirty: true,
+        };
+        index.put_local(&row).unwrap();
+        let err = check_unchanged(&root, &index, &incoming, None).unwrap_err();
+        assert!(err.to_string().contains("changed here"), "{err:#}");
+        assert!(check_unchanged(&root, &index, &incoming, Some(&row)).unwrap());
+    }
+}

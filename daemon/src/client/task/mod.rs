@@ -1,6 +1,6 @@
 //! The folder task's state and its event loop.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,9 +29,9 @@ use partials::Partials;
 
 mod commands;
 mod content;
-mod failed;
 mod land;
 mod local_changes;
+mod names;
 mod partials;
 mod phase;
 mod pull;
@@ -158,8 +158,8 @@ pub(super) struct FolderTask {
     judge_due: bool,
     last_error: Option<String>,
     unsyncable: Vec<Unsyncable>,
-    /// Server entries this device cannot hold, with why ([`failed`]).
-    unholdable: BTreeMap<RelPath, String>,
+    /// Paths from the server this device's filesystem cannot hold.
+    unholdable: names::Unholdable,
     next_push: u64,
     inflight: HashMap<u64, Vec<Entry>>,
     inflight_paths: HashSet<RelPath>,
@@ -252,7 +252,7 @@ impl FolderTask {
             judge_due: false,
             last_error: None,
             unsyncable: Vec::new(),
-            unholdable: BTreeMap::new(),
+            unholdable: names::Unholdable::default(),
             next_push: 1,
             inflight: HashMap::new(),
             inflight_paths: HashSet::new(),
@@ -284,10 +284,7 @@ impl FolderTask {
         let _stop_meter = stop_meter.drop_guard();
         let index_file = super::index_file(&self.id.state_dir, &self.cfg);
         match Index::open_or_rebuild(&index_file, self.cfg.name.as_str()) {
-            Ok(ix) => {
-                self.index = Some(ix);
-                self.judge_skipped_again();
-            }
+            Ok(ix) => self.index = Some(ix),
             Err(e) => {
                 self.root_error = Some(format!("{e:#}"));
                 self.publish();
@@ -553,30 +550,30 @@ impl FolderTask {
         pulled || pushed || (self.scanning.is_none() && !self.scan_paths.is_empty())
     }
 
+    fn retrying(&self, path: &RelPath) -> bool {
+        self.retry_at.contains_key(path)
+    }
+
+    /// Sets `path` aside after a failure, for twice as long as after its last one
+    /// (RETRY_AFTER to RETRY_MAX), and reports `msg`.
+    fn fail_path(&mut self, path: &RelPath, msg: String) {
+        let delay = self
+            .retry_delay
+            .get(path)
+            .map_or(RETRY_AFTER, |last| (*last * 2).min(RETRY_MAX));
+        self.retry_delay.insert(path.clone(), delay);
+        self.retry_at.insert(path.clone(), Instant::now() + delay);
+        self.error(msg);
+    }
+
     /// `e` in words; a full disk says so and names this folder ([`crate::fs::space::explain`]).
     pub(super) fn explain(&self, e: &anyhow::Error) -> String {
         crate::fs::space::explain(e, self.cfg.name.as_str(), &self.cfg.path)
     }
 
-    fn error(&mut self, msg: String) {
-        tracing::warn!(folder = %self.cfg.name, "{msg}");
-        self.emit(EventKind::Error, None, Some(msg.clone()));
-        self.last_error = Some(msg);
-    }
-
     /// A handle of the folder's root: every change to the disk is made relative to it.
     fn root(&self) -> Result<Root> {
         Root::open_folder(&self.cfg.path)
-    }
-
-    /// Reports an event of this folder, about `path` when there is one.
-    fn emit(&self, kind: EventKind, path: Option<&RelPath>, detail: Option<String>) {
-        self.events.emit(
-            (self.cfg.name.as_str(), &self.cfg.path),
-            kind,
-            path.map(RelPath::as_str),
-            detail,
-        );
     }
 
     fn index(&self) -> &Index {

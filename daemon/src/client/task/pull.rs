@@ -24,6 +24,7 @@ use filesync_proto::wire::{
 use futures::StreamExt;
 
 use super::land::{Landing, land_group, receive_entry, same_file_content};
+use super::names::RoundNames;
 use super::{FolderTask, PULL_BATCH, PULL_FILES};
 use crate::client::plan::{self, Action};
 use crate::client::session::{self, SessionHandle};
@@ -70,6 +71,7 @@ impl FolderTask {
                 .into_iter()
                 .map(|(src, _)| src),
         );
+        self.forget_gone_unholdable()?;
         let needed = self.index().needed(PULL_BATCH)?;
         if needed.is_empty() {
             self.drop_stale_inline();
@@ -78,8 +80,8 @@ impl FolderTask {
         let root = self.root()?;
         let mut deletes = Vec::new();
         let mut files = Vec::new();
+        let mut round = RoundNames::default();
         for remote in needed {
-            self.unholdable.remove(&remote.path);
             if self.retrying(&remote.path)
                 || self.inflight_paths.contains(&remote.path)
                 || moving.iter().any(|m| remote.path.starts_with(m))
@@ -96,6 +98,17 @@ impl FolderTask {
                 continue;
             }
             let mut local = self.index().local(&remote.path)?;
+            match self.set_aside_unholdable(&root, &remote, local.is_some(), &mut round) {
+                Ok(false) => {}
+                Ok(true) => {
+                    progress = true;
+                    continue;
+                }
+                Err(e) => {
+                    self.fail_path(&remote.path, format!("cannot apply {}: {e:#}", remote.path));
+                    continue;
+                }
+            }
             if let Some(row) = local.as_mut() {
                 self.rebase_on_own_push(row, &remote)?;
             }
@@ -377,7 +390,6 @@ impl FolderTask {
                 }
                 true
             }
-            Err(e) if self.cannot_hold(remote, &e) => true,
             Err(e) => {
                 let lacks = e.chain().any(|c| c.is::<session::ServerLacks>());
                 let newer = self.index().remote(&remote.path).ok().flatten();
@@ -391,6 +403,9 @@ impl FolderTask {
                         "the server again has no content for {} as this device knows it",
                         remote.path
                     ));
+                }
+                if self.set_aside_refused_link(remote, &e) {
+                    return true;
                 }
                 let why = self.explain(&e);
                 self.fail_path(&remote.path, format!("cannot apply {}: {why}", remote.path));

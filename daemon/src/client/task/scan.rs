@@ -35,6 +35,7 @@ impl FolderTask {
                 if rules.fingerprint() != self.rules.fingerprint() {
                     self.shared_rules.send_replace(rules.clone());
                     self.rules = rules;
+                    self.forget_unholdable();
                     if let Err(e) = self.index().clear_remote_ignored() {
                         self.error(format!(
                             "cannot update the index for new ignore rules: {e:#}"
@@ -172,6 +173,9 @@ impl FolderTask {
                 self.took_changes(&out.changes);
                 if full {
                     self.unsyncable = out.unsyncable;
+                    if let Err(e) = self.judge_names_again(!self.scanned) {
+                        self.error(format!("cannot update the index: {e:#}"));
+                    }
                 } else {
                     self.unsyncable
                         .retain(|u| !out.unsyncable.iter().any(|n| n.path == u.path));

@@ -1,7 +1,8 @@
 //! What the folder shows: its status, published after every step, with the state its
-//! [`Phase`] gives and the totals counted from its index.
+//! [`Phase`] gives and the totals counted from its index; and its events and errors.
 
-use filesync_proto::control::{FolderState, FolderStatus};
+use filesync_proto::RelPath;
+use filesync_proto::control::{EventKind, FolderState, FolderStatus};
 
 use super::FolderTask;
 use super::phase::{Inputs, Phase};
@@ -9,6 +10,23 @@ use crate::events::unix_secs;
 use crate::index::Meta;
 
 impl FolderTask {
+    /// Reports an event of this folder, about `path` when there is one.
+    pub(super) fn emit(&self, kind: EventKind, path: Option<&RelPath>, detail: Option<String>) {
+        self.events.emit(
+            (self.cfg.name.as_str(), &self.cfg.path),
+            kind,
+            path.map(RelPath::as_str),
+            detail,
+        );
+    }
+
+    /// Reports an error of this folder: logged, an event, and its last error.
+    pub(super) fn error(&mut self, msg: String) {
+        tracing::warn!(folder = %self.cfg.name, "{msg}");
+        self.emit(EventKind::Error, None, Some(msg.clone()));
+        self.last_error = Some(msg);
+    }
+
     /// The folder's phase now; `work_left` as [`Inputs::work_left`] says.
     pub(super) fn phase(&self, work_left: bool) -> Phase {
         Phase::of(Inputs {
@@ -88,7 +106,12 @@ impl FolderTask {
                 .or_else(|| self.root_error.clone())
                 .or_else(|| self.hold.map(|h| h.message(self.cfg.name.as_str())))
                 .or_else(|| self.last_error.clone()),
-            unsyncable: self.unsyncable_all(),
+            unsyncable: self
+                .unsyncable
+                .iter()
+                .cloned()
+                .chain(self.unholdable.listed())
+                .collect(),
             counters: self.counters.snapshot(),
             rate_up_bps,
             rate_down_bps,
