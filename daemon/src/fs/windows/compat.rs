@@ -7,6 +7,8 @@ use std::io;
 use std::path::Path;
 use std::time::SystemTime;
 
+use windows_sys::Win32::Storage::FileSystem::FILE_FLAG_OPEN_REPARSE_POINT;
+
 /// `ERROR_CANT_RESOLVE_FILENAME`: what Windows answers for too many levels of links, and
 /// what [`open_no_follow`] answers for a link, like `ELOOP` for `O_NOFOLLOW` on Unix.
 pub const ERROR_CANT_RESOLVE_FILENAME: i32 = 1921;
@@ -14,8 +16,6 @@ pub const ERROR_CANT_RESOLVE_FILENAME: i32 = 1921;
 pub const ERROR_NOT_SAME_DEVICE: i32 = 17;
 /// `ERROR_HANDLE_DISK_FULL` and `ERROR_DISK_FULL`: `ENOSPC` on Unix.
 pub const DISK_FULL: [i32; 2] = [39, 112];
-/// `FILE_FLAG_OPEN_REPARSE_POINT`: open a link or junction itself, not what it names.
-const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
 
 /// The positional reads and writes of `std::os::unix::fs::FileExt` the daemon uses.
 /// Windows' `seek_read` and `seek_write` also move the file's cursor, which no caller
