@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::exec::{bin, free_port, signal, tail};
 use crate::poll_until;
 
-mod ctl;
+pub(crate) mod ctl;
 
 pub use ctl::{Conflict, Counters, Version, describe};
 
@@ -544,7 +544,7 @@ fn toml_string(path: &Path) -> String {
 ///
 /// Linux sends the signal when the spawning *thread* ends; nodes are started on the
 /// test's own thread, which outlives them.
-fn kill_with_parent(cmd: &mut Command) {
+pub(crate) fn kill_with_parent(cmd: &mut Command) {
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::process::CommandExt;
