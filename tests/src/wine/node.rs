@@ -118,6 +118,30 @@ impl<'w> WinNode<'w> {
         });
     }
 
+    /// Starts `filesyncd.exe --daemon --config Z:\…`, which must exit 0 once the daemon
+    /// it detached is ready, and checks that the pipe answers. That daemon is no child
+    /// of the test: the prefix's `wineserver -k` ends it.
+    pub fn start_in_background(&self) {
+        let mut cmd = self.wine.command(self.wine.tools().exe("filesyncd"));
+        cmd.arg("--daemon")
+            .arg("--config")
+            .arg(windows_path(&self.home.join("filesyncd.toml")));
+        let out = run_to_end(&mut cmd, START_TIMEOUT);
+        assert!(
+            out.status.success(),
+            "{}: filesyncd.exe --daemon failed: {}\nits log: {}",
+            self.name,
+            describe(&out),
+            tail(&self.state_dir().join("filesyncd.log"), LOG_TAIL_BYTES)
+        );
+        self.ctl_ok(["status"]);
+    }
+
+    /// The daemon's state directory (`state_dir` in its config), as a Linux path.
+    pub fn state_dir(&self) -> PathBuf {
+        self.home.join("state")
+    }
+
     /// `Err` with the exit status and the log when the daemon is no longer running.
     pub fn check_running(&self) -> Result<(), String> {
         let status = self

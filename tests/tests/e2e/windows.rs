@@ -4,6 +4,9 @@
 //! program comes back, and names Windows cannot hold (`aux.txt`, `a:b.txt`) are listed
 //! as unsyncable on the Windows device while everything else syncs.
 //!
+//! In the background: `filesyncd.exe --daemon` detaches and logs to its state
+//! directory, and `filesyncctl.exe autostart` registers it to start at logon.
+//!
 //! Needs Wine, mingw and the Windows binaries (`cargo build --target
 //! x86_64-pc-windows-gnu -p filesyncd -p filesyncctl`); skipped without them, except
 //! under `.ci/run`, where it fails instead.
@@ -11,7 +14,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::process::Command;
+
 use filesync_tests::cluster::DOCS;
+use filesync_tests::exec::{Scratch, bin, run_with_timeout};
 use filesync_tests::node::describe;
 use filesync_tests::tree::{Skip, converge_with_excluding};
 use filesync_tests::wine::{Tools, WinNode, Wine, run_to_end, windows_path};
@@ -158,4 +164,74 @@ fn wait_unsyncable(w: &WinNode<'_>, name: &str) -> Value {
         "w lists {name} as unsyncable without a reason: {listed}"
     );
     listed
+}
+
+/// `filesyncd.exe --daemon` returns 0 once the daemon it started is ready, and that
+/// daemon, without a console, logs to `filesyncd.log` in its state directory (no colour
+/// codes) and writes its pid file there. `filesyncctl.exe autostart enable` registers
+/// `"…\filesyncd.exe" --daemon` in the user's Run key (read back with Windows' own
+/// `reg query`), `status` says so, and `disable` removes it.
+#[test]
+fn a_windows_daemon_detaches_logs_to_its_state_dir_and_autostarts_from_the_run_key() {
+    let Some(tools) = Tools::find_or_skip() else {
+        return;
+    };
+    let scratch = Scratch::new();
+    let wine = Wine::boot(tools, scratch.path());
+    let w = WinNode::new(&wine, scratch.path(), "w");
+    w.start_in_background();
+    let log = std::fs::read_to_string(w.state_dir().join("filesyncd.log"))
+        .expect("the detached daemon wrote no filesyncd.log in its state dir");
+    assert!(log.contains("filesyncd ready"), "log: {log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in the log file: {log}"
+    );
+    let pid = std::fs::read_to_string(w.state_dir().join("filesyncd.pid"))
+        .expect("the detached daemon wrote no pid file in its state dir");
+    assert!(pid.trim().parse::<u32>().is_ok(), "pid file: {pid:?}");
+
+    let run_key = r"HKCU\Software\Microsoft\Windows\CurrentVersion\Run";
+    let query = || {
+        run_to_end(
+            wine.command("reg")
+                .args(["query", run_key, "/v", "filesync"]),
+            Duration::from_secs(60),
+        )
+    };
+    assert!(w.ctl_ok(["autostart", "status"]).starts_with("disabled"));
+    w.ctl_ok(["autostart", "enable"]);
+    let status = w.ctl_ok(["autostart", "status"]);
+    assert!(
+        status.starts_with("enabled") && status.contains(r#"filesyncd.exe" --daemon"#),
+        "autostart status after enable: {status}"
+    );
+    let registered = query();
+    let text = String::from_utf8_lossy(&registered.stdout);
+    assert!(
+        registered.status.success() && text.contains(r#"\filesyncd.exe" --daemon"#),
+        "reg query after enable: {}",
+        describe(&registered)
+    );
+    w.ctl_ok(["autostart", "disable"]);
+    assert!(w.ctl_ok(["autostart", "status"]).starts_with("disabled"));
+    assert!(
+        !query().status.success(),
+        "the Run key still holds filesync after disable"
+    );
+}
+
+/// On Linux `filesyncctl autostart` points to the user unit instead.
+#[test]
+fn on_linux_autostart_points_to_the_user_unit() {
+    let out = run_with_timeout(
+        Command::new(bin("filesyncctl")).args(["autostart", "enable"]),
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        stderr.contains("systemctl --user enable --now filesyncd"),
+        "{stderr}"
+    );
 }
