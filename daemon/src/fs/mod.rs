@@ -28,7 +28,7 @@ pub mod stat;
 pub mod temp;
 pub mod tree;
 pub mod watch;
-#[cfg(windows)]
+#[cfg(any(windows, test))]
 mod windows;
 pub mod windows_names;
 

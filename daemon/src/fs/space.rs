@@ -43,11 +43,24 @@ pub fn available(path: &Path) -> Option<u64> {
     Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
-/// [`available`] on Windows, which is not asked yet (`GetDiskFreeSpaceExW` would say):
-/// the server's free-space floor (`min_free_space`) is not enforced there.
+/// [`available`] on Windows: `GetDiskFreeSpaceExW`'s bytes free to the caller (its
+/// quota included).
 #[cfg(windows)]
-pub fn available(_: &Path) -> Option<u64> {
-    None
+pub fn available(path: &Path) -> Option<u64> {
+    use std::os::windows::ffi::OsStrExt;
+    let wide: Vec<u16> = path.as_os_str().encode_wide().chain([0]).collect();
+    let mut free = 0u64;
+    // SAFETY: `wide` is NUL-terminated and `free` writable for the call; the two other
+    // outputs are optional and not asked for.
+    let ok = unsafe {
+        windows_sys::Win32::Storage::FileSystem::GetDiskFreeSpaceExW(
+            wide.as_ptr(),
+            &mut free,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
+    (ok != 0).then_some(free)
 }
 
 /// `e` in words, with what to do when it is a full disk: the chain names the file that

@@ -67,7 +67,7 @@ pub(super) fn clear_dir_for(dir: &Dir, name: &str) -> Result<()> {
     match stat_in(dir, name)? {
         Some(s) if s.kind == EntryKind::Dir => match dir.rmdir(name) {
             Ok(()) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {
+            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {
                 bail!(
                     "{} is a directory that is not empty yet",
                     dir.display(name).display()
@@ -177,7 +177,7 @@ pub fn remove(root: &Root, path: &RelPath) -> Result<bool> {
         Some(s) if s.kind == EntryKind::Dir => {
             let not_empty = |r: &std::io::Result<()>| {
                 r.as_ref()
-                    .is_err_and(|e| e.raw_os_error() == Some(libc::ENOTEMPTY))
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::DirectoryNotEmpty)
             };
             let mut removed = dir.rmdir(name);
             if not_empty(&removed) && drop_partials(&dir, name) {

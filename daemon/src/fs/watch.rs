@@ -26,7 +26,11 @@
 //! was not watched yet), so each move away without one re-watches the directories added
 //! in the last [`REWATCH_WINDOW`], once notify has handled it, and has them scanned for
 //! what changed while they were not watched ([`Rewatch`]). Paired moves, every editor's
-//! save and every download among them, cost a no-op round trip to notify's loop.
+//! save and every download among them, cost a no-op round trip to notify's loop. On
+//! Windows the root's one `ReadDirectoryChangesW` handle watches the whole subtree, so
+//! nothing is lost and nothing is re-watched: a watch added there would hold a handle of
+//! the directory open for good, and a directory deleted while a handle of it is open
+//! stays until that handle closes.
 //!
 //! When the watcher cannot see everything — the tree needs more inotify watches than the
 //! system allows (`fs.inotify.max_user_watches`), or it cannot start at all — it says so
@@ -64,6 +68,9 @@ const FALLBACK_RESCAN: Duration = Duration::from_secs(60);
 /// How long after notify added a directory's watches the handling of a move away
 /// elsewhere may still take one of them away (see the module docs).
 const REWATCH_WINDOW: Duration = Duration::from_secs(2);
+/// Whether notify watches each directory of a recursive watch on its own, and can lose
+/// one (inotify), rather than the whole subtree at once (Windows).
+const WATCHES_EACH_DIRECTORY: bool = cfg!(not(windows));
 /// The environment variable that caps the directories a folder's watcher may watch.
 pub const MAX_WATCHES_ENV: &str = "FILESYNC_MAX_WATCHES";
 const MAX_WATCHES_SYSCTL: &str = "/proc/sys/fs/inotify/max_user_watches";
@@ -349,7 +356,7 @@ impl Rewatch {
                 }
                 unpaired
             };
-            if unpaired == 0 {
+            if unpaired == 0 || !WATCHES_EACH_DIRECTORY {
                 continue;
             }
             // A move away that arrived nowhere in the tree may have been a move into a

@@ -1,81 +1,94 @@
-//! Confined access below a folder root on Windows: not implemented yet. The Unix
-//! module (`fs/beneath.rs`) opens every path relative to a handle of the folder's root
-//! and never follows a symlink; the same guarantee on Windows (no link or junction ever
-//! followed out of the folder) needs handle-relative opens (`NtCreateFile` with a root
-//! directory handle and `FILE_FLAG_OPEN_REPARSE_POINT`), which the `cap-std` crate
-//! implements. Until that is done, [`Root::open`] fails with an error that says so, and
-//! no [`Dir`] can exist: its methods have the Unix module's signatures, so the rest of
-//! the daemon builds, and none of them can ever run.
+//! Confined access below a folder root on Windows, with the guarantees of the Unix
+//! module (`fs/beneath.rs`): every operation is relative to an open handle of the
+//! folder's root directory, and no link, junction or other reparse point is ever
+//! followed, so that a directory swapped for a junction while a transfer runs cannot
+//! redirect a read or a write outside the folder.
+//!
+//! Each component is opened relative to its parent's handle with `NtCreateFile`
+//! (`OBJECT_ATTRIBUTES.RootDirectory`, one plain name: [`rules::check_name`] refuses
+//! separators, `:` streams, `.` and `..`) and `FILE_OPEN_REPARSE_POINT`; a reparse point
+//! on the way, or as the name operated on, is refused with `ERROR_CANT_RESOLVE_FILENAME`
+//! ([`is_symlink`]), a file on the way with `ERROR_DIRECTORY` ([`is_refused`]). Delete,
+//! rename and hard link work on the handle of the name (`NtSetInformationFile`), a
+//! rename's target relative to the target directory's handle. The root itself is opened
+//! by its configured path, links and all: that is the user's choice.
+//!
+//! What Windows does not have: permission bits ([`Dir::chmod`] and the `mode` of
+//! [`Dir::open`] are not applied; the index keeps the modes), and an `fsync` of a
+//! directory entry ([`Dir::sync_checked`]).
 
-use std::convert::Infallible;
 use std::ffi::OsString;
-use std::fs::{File, Metadata};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io;
+use std::os::windows::ffi::OsStringExt;
+use std::os::windows::fs::OpenOptionsExt;
+use std::os::windows::io::{AsHandle, OwnedHandle};
 use std::path::{Path, PathBuf};
 
 use filesync_proto::RelPath;
+use windows_sys::Win32::Storage::FileSystem::{
+    DELETE, FILE_ADD_FILE, FILE_ATTRIBUTE_DIRECTORY, FILE_ATTRIBUTE_REPARSE_POINT,
+    FILE_FLAG_BACKUP_SEMANTICS, FILE_GENERIC_READ, FILE_GENERIC_WRITE, FILE_LIST_DIRECTORY,
+    FILE_READ_ATTRIBUTES, FILE_TRAVERSE, FILE_WRITE_ATTRIBUTES, SYNCHRONIZE,
+};
 
+use super::nt::{self, Want};
+use super::rules::{self, Disposition};
 use super::{ERROR_CANT_RESOLVE_FILENAME, ERROR_NOT_SAME_DEVICE};
 
-/// What a directory listing says of a name, with the Unix names: [`Dir::names`] answers
-/// `Unknown` where the listing does not say.
+pub use super::rules::OFlags;
+
+/// What a directory listing says of a name, with the Unix names: a reparse point is
+/// `Unknown` (its [`Dir::stat`] says what it is).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileType {
     Directory,
+    RegularFile,
     Unknown,
 }
 
 /// What [`Dir::stat`] answers: `lstat`'s result on Unix.
 pub type RawStat = Metadata;
 
-/// The open flags callers pass to [`Dir::open`], with the Unix names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OFlags(u32);
+/// `ERROR_DIRECTORY`: a file where a directory was expected, `ENOTDIR` on Unix.
+const ERROR_DIRECTORY: i32 = 267;
 
-impl OFlags {
-    pub const RDONLY: OFlags = OFlags(0);
-    pub const RDWR: OFlags = OFlags(1);
-    pub const CREATE: OFlags = OFlags(2);
-    pub const EXCL: OFlags = OFlags(4);
-    pub const DIRECTORY: OFlags = OFlags(8);
-}
-
-impl std::ops::BitOr for OFlags {
-    type Output = OFlags;
-    fn bitor(self, other: OFlags) -> OFlags {
-        OFlags(self.0 | other.0)
-    }
-}
+/// The rights a directory on the way is opened with: to list it and open names in it.
+const DIR_ACCESS: u32 = FILE_LIST_DIRECTORY | FILE_TRAVERSE | FILE_READ_ATTRIBUTES;
 
 /// An open directory handle of a folder's root.
 pub struct Root {
     dir: Dir,
 }
 
-/// An open directory inside a folder: none exists on Windows yet.
+/// An open directory inside a folder (or its root), and its path for messages.
 pub struct Dir {
-    never: Infallible,
-}
-
-/// The error every folder gets on Windows for now.
-fn unsupported(path: &Path) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        format!(
-            "synced folders are not supported on Windows yet: confined access below {} \
-             (never following a link or junction out of it) is not implemented",
-            path.display()
-        ),
-    )
+    handle: OwnedHandle,
+    path: PathBuf,
 }
 
 impl Root {
     pub fn open(path: &Path) -> io::Result<Root> {
-        Err(unsupported(path))
+        let file = OpenOptions::new()
+            .access_mode(DIR_ACCESS | SYNCHRONIZE)
+            .custom_flags(FILE_FLAG_BACKUP_SEMANTICS)
+            .open(path)?;
+        if !file.metadata()?.is_dir() {
+            return Err(io::Error::from_raw_os_error(ERROR_DIRECTORY));
+        }
+        Ok(Root {
+            dir: Dir {
+                handle: file.into(),
+                path: path.to_path_buf(),
+            },
+        })
     }
 
+    /// Another handle of the same root, for work on another thread.
     pub fn try_clone(&self) -> io::Result<Root> {
-        match self.dir.never {}
+        Ok(Root {
+            dir: self.dir.try_clone()?,
+        })
     }
 
     /// [`Root::open`] for a synced folder, with an error that names it.
@@ -85,33 +98,67 @@ impl Root {
     }
 
     pub fn path(&self) -> &Path {
-        match self.dir.never {}
+        &self.dir.path
     }
 
-    pub fn parent<'p>(&self, _: &'p RelPath) -> io::Result<(Dir, &'p str)> {
-        match self.dir.never {}
+    /// The directory that holds `path`, and `path`'s name in it.
+    pub fn parent<'p>(&self, path: &'p RelPath) -> io::Result<(Dir, &'p str)> {
+        let (dirs, name) = split(path);
+        Ok((self.dir_at(&dirs)?, name))
     }
 
-    pub fn parent_creating<'p>(&self, _: &'p RelPath) -> io::Result<(Dir, &'p str)> {
-        match self.dir.never {}
+    /// Like [`Root::parent`], creating the missing directories on the way.
+    pub fn parent_creating<'p>(&self, path: &'p RelPath) -> io::Result<(Dir, &'p str)> {
+        let (dirs, name) = split(path);
+        Ok((walk(&self.dir, &dirs, true)?, name))
     }
 
-    pub fn dir_at(&self, _: &[&str]) -> io::Result<Dir> {
-        match self.dir.never {}
+    /// The directory `components` below the root (the root itself when empty).
+    pub fn dir_at(&self, components: &[&str]) -> io::Result<Dir> {
+        walk(&self.dir, components, false)
     }
 }
 
-pub fn walk(from: &Dir, _: &[&str], _: bool) -> io::Result<Dir> {
-    match from.never {}
+fn split(path: &RelPath) -> (Vec<&str>, &str) {
+    let mut parts: Vec<&str> = path.components().collect();
+    let name = parts.pop().unwrap_or_default();
+    (parts, name)
 }
 
-/// A partial transfer is never taken over on Windows (`LockFileEx` is not called yet):
-/// the transfer starts afresh in a temp file of its own.
-pub fn try_lock(_: &File) -> bool {
-    false
+/// Opens `components` below `from` one at a time, each relative to the handle of the
+/// one before, refusing reparse points, files, and anything that is not one plain name;
+/// with `create`, makes the missing ones.
+pub fn walk(from: &Dir, components: &[&str], create: bool) -> io::Result<Dir> {
+    let mut dir = from.try_clone()?;
+    for &part in components {
+        rules::check_name(part)?;
+        let want = Want::existing(DIR_ACCESS).dir();
+        let handle = match nt::open_no_reparse(dir.handle.as_handle(), part, want) {
+            Err(e) if create && e.kind() == io::ErrorKind::NotFound => {
+                match dir.mkdir(part, 0o777) {
+                    Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                    _ => {}
+                }
+                nt::open_no_reparse(dir.handle.as_handle(), part, want)?
+            }
+            other => other?,
+        };
+        dir = Dir {
+            handle,
+            path: dir.path.join(part),
+        };
+    }
+    Ok(dir)
 }
 
-/// Whether opening a name failed because the name is a link.
+/// Takes the exclusive lock of an open file (a partial transfer's) without waiting:
+/// whether nobody else holds it. The lock is on one byte far beyond the data, so that
+/// it blocks no read or write of the file (locks are mandatory on Windows).
+pub fn try_lock(file: &File) -> bool {
+    nt::try_lock(file.as_handle())
+}
+
+/// Whether opening a name failed because the name is a link (a reparse point).
 pub fn is_symlink(e: &io::Error) -> bool {
     e.raw_os_error() == Some(ERROR_CANT_RESOLVE_FILENAME)
 }
@@ -123,95 +170,256 @@ pub fn is_cross_device(e: &io::Error) -> bool {
 
 /// Whether a link or a file stands where a directory was expected on the way to a path.
 pub fn is_refused(e: &io::Error) -> bool {
-    is_symlink(e) || is_cross_device(e) || e.kind() == io::ErrorKind::InvalidInput
+    is_symlink(e)
+        || is_cross_device(e)
+        || e.raw_os_error() == Some(ERROR_DIRECTORY)
+        || e.kind() == io::ErrorKind::InvalidInput
 }
 
 impl Dir {
     pub fn path(&self) -> &Path {
-        match self.never {}
+        &self.path
     }
 
-    pub fn display(&self, _: &str) -> PathBuf {
-        match self.never {}
+    /// The full path of `name` in this directory, for messages and logs.
+    pub fn display(&self, name: &str) -> PathBuf {
+        self.path.join(name)
     }
 
     pub fn try_clone(&self) -> io::Result<Dir> {
-        match self.never {}
+        Ok(Dir {
+            handle: self.handle.try_clone()?,
+            path: self.path.clone(),
+        })
     }
 
+    /// The directory's volume serial number and file index: the same for every handle.
     pub fn id(&self) -> io::Result<(u64, u64)> {
-        match self.never {}
+        nt::file_id(self.handle.as_handle())
     }
 
-    pub fn stat(&self, _: &str) -> io::Result<Option<RawStat>> {
-        match self.never {}
+    /// `name` itself opened with `want`, never through a reparse point on the way (the
+    /// handle is one) nor at `name` (opened itself, not what it names).
+    fn open_at(&self, name: &str, want: Want) -> io::Result<OwnedHandle> {
+        rules::check_name(name)?;
+        nt::open_at(self.handle.as_handle(), name, want)
     }
 
-    pub fn open(&self, _: &str, _: OFlags, _: u32) -> io::Result<File> {
-        match self.never {}
+    /// The metadata of `name` itself (a link's, never its target's): `None` when
+    /// nothing is there.
+    pub fn stat(&self, name: &str) -> io::Result<Option<RawStat>> {
+        match self.open_at(name, Want::existing(FILE_READ_ATTRIBUTES)) {
+            Ok(handle) => Ok(Some(File::from(handle).metadata()?)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
-    pub fn open_read(&self, _: &str) -> io::Result<File> {
-        match self.never {}
+    /// Opens `name` with `flags`, never through a link; `mode` is not applied (Windows
+    /// holds no permission bits). A read-only open also asks to set the file's times,
+    /// as `futimens` may on Unix, where that is granted.
+    pub fn open(&self, name: &str, flags: OFlags, _mode: u32) -> io::Result<File> {
+        rules::check_name(name)?;
+        let how = rules::open_as(flags);
+        let want = Want {
+            access: if how.write {
+                FILE_GENERIC_READ | FILE_GENERIC_WRITE
+            } else {
+                FILE_GENERIC_READ | FILE_WRITE_ATTRIBUTES
+            },
+            disposition: how.disposition,
+            directory: how.directory,
+            non_directory: how.non_directory,
+        };
+        let h = self.handle.as_handle();
+        let handle = match nt::open_no_reparse(h, name, want) {
+            Err(e) if !how.write && e.kind() == io::ErrorKind::PermissionDenied => {
+                let read = Want {
+                    access: FILE_GENERIC_READ,
+                    ..want
+                };
+                nt::open_no_reparse(h, name, read)?
+            }
+            other => other?,
+        };
+        Ok(File::from(handle))
     }
 
-    pub fn open_regular(&self, _: &str) -> io::Result<File> {
-        match self.never {}
+    /// Opens `name` for reading; a link there is refused ([`is_symlink`]), anything
+    /// else is opened.
+    pub fn open_read(&self, name: &str) -> io::Result<File> {
+        self.open(name, OFlags::RDONLY, 0)
     }
 
-    pub fn open_dir(&self, _: &str) -> io::Result<Dir> {
-        match self.never {}
+    /// Opens the regular file `name` for reading; a link or anything else is refused.
+    pub fn open_regular(&self, name: &str) -> io::Result<File> {
+        let file = self.open(name, OFlags::RDONLY, 0)?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        Ok(file)
     }
 
-    pub fn mkdir(&self, _: &str, _: u32) -> io::Result<()> {
-        match self.never {}
+    /// Opens the directory `name` in this one.
+    pub fn open_dir(&self, name: &str) -> io::Result<Dir> {
+        walk(self, &[name], false)
     }
 
-    pub fn unlink(&self, _: &str) -> io::Result<()> {
-        match self.never {}
+    /// Makes the directory `name`; `mode` is not applied.
+    pub fn mkdir(&self, name: &str, _mode: u32) -> io::Result<()> {
+        let want = Want {
+            access: FILE_LIST_DIRECTORY | FILE_READ_ATTRIBUTES,
+            disposition: Disposition::Create,
+            directory: true,
+            non_directory: false,
+        };
+        self.open_at(name, want).map(drop)
     }
 
-    pub fn rmdir(&self, _: &str) -> io::Result<()> {
-        match self.never {}
+    /// Removes the file or link `name` (a link to a directory too, as on Unix), never
+    /// what a link names; a directory is refused.
+    pub fn unlink(&self, name: &str) -> io::Result<()> {
+        let handle = self.open_at(name, Want::existing(DELETE | FILE_READ_ATTRIBUTES))?;
+        let attributes = nt::attributes(handle.as_handle())?;
+        if attributes & FILE_ATTRIBUTE_DIRECTORY != 0
+            && attributes & FILE_ATTRIBUTE_REPARSE_POINT == 0
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                format!("{} is a directory", self.display(name).display()),
+            ));
+        }
+        nt::delete(handle.as_handle())
     }
 
-    pub fn rename(&self, _: &str, _: &Dir, _: &str) -> io::Result<()> {
-        match self.never {}
+    /// Removes the empty directory `name` (`DirectoryNotEmpty` if it is not).
+    pub fn rmdir(&self, name: &str) -> io::Result<()> {
+        let want = Want::existing(DELETE | FILE_READ_ATTRIBUTES).dir();
+        let handle = self.open_at(name, want)?;
+        nt::delete(handle.as_handle())
     }
 
-    pub fn rename_noreplace(&self, _: &str, _: &Dir, _: &str) -> io::Result<()> {
-        match self.never {}
+    fn rename_to(&self, name: &str, to: &Dir, to_name: &str, replace: bool) -> io::Result<()> {
+        rules::check_name(to_name)?;
+        let handle = self.open_at(name, Want::existing(DELETE | FILE_READ_ATTRIBUTES))?;
+        nt::rename(
+            handle.as_handle(),
+            Some(to.handle.as_handle()),
+            to_name,
+            replace,
+        )
     }
 
-    pub fn rename_out(&self, _: &str, _: &Path) -> io::Result<()> {
-        match self.never {}
+    /// Renames `name` to `to_name` in `to`, replacing what is there.
+    pub fn rename(&self, name: &str, to: &Dir, to_name: &str) -> io::Result<()> {
+        self.rename_to(name, to, to_name, true)
     }
 
-    pub fn link_out(&self, _: &str, _: &Path) -> io::Result<()> {
-        match self.never {}
+    /// Renames `name` to `to_name` in `to`, failing with `AlreadyExists` rather than
+    /// replacing anything there: one call, so even something that appears at the last
+    /// moment is not replaced.
+    pub fn rename_noreplace(&self, name: &str, to: &Dir, to_name: &str) -> io::Result<()> {
+        self.rename_to(name, to, to_name, false)
     }
 
-    pub fn symlink(&self, _: &str, _: &str) -> io::Result<()> {
-        match self.never {}
+    /// Renames `name` in this directory to `to`, a path outside every folder.
+    pub fn rename_out(&self, name: &str, to: &Path) -> io::Result<()> {
+        let handle = self.open_at(name, Want::existing(DELETE | FILE_READ_ATTRIBUTES))?;
+        nt::rename(handle.as_handle(), None, &nt_path(to)?, true)
     }
 
-    pub fn read_link(&self, _: &str) -> io::Result<PathBuf> {
-        match self.never {}
+    /// Hard-links `name` (never through a link) as `to`, a path outside every folder.
+    pub fn link_out(&self, name: &str, to: &Path) -> io::Result<()> {
+        let want = Want::existing(FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES);
+        let handle = self.open_at(name, want)?;
+        nt::link(handle.as_handle(), &nt_path(to)?)
     }
 
-    pub fn chmod(&self, _: u32) -> io::Result<()> {
-        match self.never {}
+    /// Windows holds no permission bits: nothing to set on a directory (its read-only
+    /// attribute means something else there, and is left alone).
+    pub fn chmod(&self, _mode: u32) -> io::Result<()> {
+        Ok(())
     }
 
+    /// Persists renames and unlinks in this directory; best effort.
     pub fn sync(&self) {
-        match self.never {}
+        let _ = self.sync_checked();
     }
 
+    /// Persists renames and unlinks in this directory, as far as Windows can. There is
+    /// no `fsync` of a directory entry: NTFS journals every change of a directory
+    /// (create, rename, delete) and `FlushFileBuffers` on a directory handle opened for
+    /// writing flushes the directory and that journal; a file system or a platform that
+    /// refuses it (FAT, a network share, an ACL without the right to add files) is not
+    /// an error, like a Linux filesystem that cannot fsync a directory.
     pub fn sync_checked(&self) -> io::Result<()> {
-        match self.never {}
+        const ERROR_INVALID_FUNCTION: i32 = 1;
+        const ERROR_NOT_SUPPORTED: i32 = 50;
+        const ERROR_INVALID_PARAMETER: i32 = 87;
+        let flushed = nt::open_at(
+            self.handle.as_handle(),
+            "",
+            Want::existing(FILE_ADD_FILE).dir(),
+        )
+        .and_then(|h| nt::flush(h.as_handle()));
+        match flushed {
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(ERROR_INVALID_FUNCTION | ERROR_NOT_SUPPORTED | ERROR_INVALID_PARAMETER)
+                ) =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
     }
 
+    /// The names in this directory (not `.` and `..`), listed on a handle of its own so
+    /// that listings of one directory on two threads do not share a position.
     pub fn names(&self) -> io::Result<Vec<(OsString, FileType)>> {
-        match self.never {}
+        let want = Want::existing(FILE_LIST_DIRECTORY | FILE_READ_ATTRIBUTES).dir();
+        let handle = nt::open_at(self.handle.as_handle(), "", want)?;
+        let mut buf = vec![0u64; 8 * 1024];
+        let mut out = Vec::new();
+        while nt::list_more(handle.as_handle(), &mut buf)? {
+            for (name, attributes) in rules::parse_full_dir_info(nt::listing(&buf))? {
+                let ft = if attributes & FILE_ATTRIBUTE_REPARSE_POINT != 0 {
+                    FileType::Unknown
+                } else if attributes & FILE_ATTRIBUTE_DIRECTORY != 0 {
+                    FileType::Directory
+                } else {
+                    FileType::RegularFile
+                };
+                out.push((OsString::from_wide(&name), ft));
+            }
+        }
+        Ok(out)
     }
+
+    pub fn symlink(&self, target: &str, name: &str) -> io::Result<()> {
+        rules::check_name(name)?;
+        super::links::create(self.handle.as_handle(), target, name)
+    }
+
+    pub fn read_link(&self, name: &str) -> io::Result<PathBuf> {
+        let handle = self.open_at(name, Want::existing(FILE_READ_ATTRIBUTES))?;
+        super::links::target(handle.as_handle())
+    }
+}
+
+/// The NT path of `to` (made absolute), for a rename or link out of a folder.
+fn nt_path(to: &Path) -> io::Result<String> {
+    let to = std::path::absolute(to)?;
+    let to = to.to_str().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not valid Unicode", to.display()),
+        )
+    })?;
+    rules::nt_path(to)
 }
