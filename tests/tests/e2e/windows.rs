@@ -60,6 +60,7 @@ fn a_windows_device_under_wine_syncs_both_ways_and_lists_names_it_cannot_hold() 
     assert!(on_w.join("empty/dir").is_dir(), "empty/dir did not reach w");
 
     // Windows to Linux: files and nested directories made in the Windows device's folder.
+    std::fs::create_dir_all(on_w.join("win/sub")).expect("cannot make win/sub");
     let blob = files::write_pseudo_random(&on_w.join("win/sub/blob.bin"), 18, 300_000);
     files::write(&on_w.join("win/from-windows.txt"), b"made on w\n");
     std::fs::create_dir_all(on_w.join("win/empty")).expect("cannot make win/empty");
