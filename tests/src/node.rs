@@ -521,16 +521,19 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         if std::thread::panicking() && self.starts.load(Ordering::SeqCst) > 0 {
-            eprintln!(
-                "----- tail of {} ({}) -----\n{}\n----- end of {} -----",
-                self.log.display(),
-                self.name,
-                tail(&self.log, LOG_TAIL_BYTES),
-                self.name
-            );
+            print_log_tail(&self.name, &self.log);
         }
         self.kill();
     }
+}
+
+/// Prints the end of a daemon's log, for a test that is failing.
+pub(crate) fn print_log_tail(name: &str, log: &Path) {
+    eprintln!(
+        "----- tail of {} ({name}) -----\n{}\n----- end of {name} -----",
+        log.display(),
+        tail(log, LOG_TAIL_BYTES),
+    );
 }
 
 /// A TOML basic string holding `path`.

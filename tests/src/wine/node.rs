@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::{Wine, run_to_end, windows_path};
 use crate::exec::tail;
 use crate::node::ctl::folder_entries;
-use crate::node::{describe, kill_with_parent};
+use crate::node::{describe, kill_with_parent, print_log_tail};
 use crate::poll_until;
 
 /// How long the daemon may take under Wine from spawn until its pipe answers.
@@ -243,13 +243,7 @@ impl Drop for WinNode<'_> {
         let child = self.lock_child().take();
         if let Some(mut child) = child {
             if std::thread::panicking() {
-                eprintln!(
-                    "----- tail of {} ({}) -----\n{}\n----- end of {} -----",
-                    self.log.display(),
-                    self.name,
-                    tail(&self.log, LOG_TAIL_BYTES),
-                    self.name
-                );
+                print_log_tail(&self.name, &self.log);
             }
             let _ = child.kill();
             let _ = child.wait();
