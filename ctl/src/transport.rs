@@ -1,9 +1,11 @@
 //! The control socket: where it is, connecting to it, and the one framed request and
 //! one framed response exchanged per connection.
 //!
-//! All platform-specific code of the CLI lives here. A frame is a 4-byte big-endian
-//! length and a payload made by [`filesync_proto::control::encode`]; an answer longer
-//! than [`MAX_CONTROL_FRAME`] is refused from its length alone, before any allocation.
+//! All platform-specific code of the CLI lives here, except `autostart` (the Windows Run
+//! key); on Windows that includes checking who serves the pipe (`filesync-winuser`). A
+//! frame is a 4-byte big-endian length and a payload made by
+//! [`filesync_proto::control::encode`]; an answer longer than [`MAX_CONTROL_FRAME`] is
+//! refused from its length alone, before any allocation.
 
 use std::ffi::OsString;
 use std::io;
