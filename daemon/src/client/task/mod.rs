@@ -1,6 +1,6 @@
 //! The folder task's state and its event loop.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +39,7 @@ mod renames;
 mod scan;
 mod scanning;
 mod status;
+mod unholdable;
 
 /// Server entries applied per step, so that commands and events are served in between.
 const PULL_BATCH: usize = 256;
@@ -157,6 +158,8 @@ pub(super) struct FolderTask {
     judge_due: bool,
     last_error: Option<String>,
     unsyncable: Vec<Unsyncable>,
+    /// Server entries this device cannot hold, with why ([`unholdable`]).
+    unholdable: BTreeMap<RelPath, String>,
     next_push: u64,
     inflight: HashMap<u64, Vec<Entry>>,
     inflight_paths: HashSet<RelPath>,
@@ -249,6 +252,7 @@ impl FolderTask {
             judge_due: false,
             last_error: None,
             unsyncable: Vec::new(),
+            unholdable: BTreeMap::new(),
             next_push: 1,
             inflight: HashMap::new(),
             inflight_paths: HashSet::new(),
@@ -280,7 +284,10 @@ impl FolderTask {
         let _stop_meter = stop_meter.drop_guard();
         let index_file = super::index_file(&self.id.state_dir, &self.cfg);
         match Index::open_or_rebuild(&index_file, self.cfg.name.as_str()) {
-            Ok(ix) => self.index = Some(ix),
+            Ok(ix) => {
+                self.index = Some(ix);
+                self.judge_skipped_again();
+            }
             Err(e) => {
                 self.root_error = Some(format!("{e:#}"));
                 self.publish();

@@ -79,6 +79,7 @@ impl FolderTask {
         let mut deletes = Vec::new();
         let mut files = Vec::new();
         for remote in needed {
+            self.unholdable.remove(&remote.path);
             if self.retrying(&remote.path)
                 || self.inflight_paths.contains(&remote.path)
                 || moving.iter().any(|m| remote.path.starts_with(m))
@@ -376,6 +377,7 @@ impl FolderTask {
                 }
                 true
             }
+            Err(e) if self.cannot_hold(remote, &e) => true,
             Err(e) => {
                 let lacks = e.chain().any(|c| c.is::<session::ServerLacks>());
                 let newer = self.index().remote(&remote.path).ok().flatten();
