@@ -686,6 +686,8 @@ mod tests {
 
     /// Zero blocks are neither fetched nor written: the received file has holes where
     /// its content is zeros, also where a stale partial transfer held other bytes.
+    // Measures allocated blocks (`st_blocks`), a Unix stat field.
+    #[cfg(unix)]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn zero_blocks_are_made_as_holes_not_fetched() {
         let (_dir, index, root_path, root) = folder();

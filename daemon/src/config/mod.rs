@@ -342,6 +342,7 @@ mod tests {
         parse::parse(Path::new("/c.toml"), text, &Env::for_tests()).unwrap()
     }
 
+    #[cfg(unix)]
     fn folder(path: &Path, name: &str) -> FolderConfig {
         let name = FolderName::new(name).unwrap();
         FolderConfig::new(path.to_owned(), "h:7101".into(), name)

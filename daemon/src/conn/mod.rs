@@ -314,6 +314,7 @@ pub fn serve_block(root: &Root, req: &BlockRequest) -> BlockResult {
 mod tests {
     use super::*;
     use filesync_proto::wire::ClientMsg;
+    #[cfg(unix)]
     use filesync_proto::{Hash, RelPath};
     use std::task::{Context, Poll};
 
@@ -326,6 +327,8 @@ mod tests {
         assert_eq!(unexpected(&long).chars().count(), MAX_PEER_TEXT + 1);
     }
 
+    // Makes a symlink, a FIFO or a mode with Unix calls.
+    #[cfg(unix)]
     #[test]
     fn serve_block_checks_hash_size_and_symlinks() {
         let dir = tempfile::tempdir().unwrap();

@@ -570,6 +570,8 @@ mod tests {
         assert_eq!(err.line, Some(3));
     }
 
+    // Makes a symlink, a FIFO or a mode with Unix calls.
+    #[cfg(unix)]
     #[test]
     fn load_refuses_a_symlink_or_a_non_file() {
         let dir = tempfile::tempdir().unwrap();

@@ -85,6 +85,8 @@ mod tests {
         assert_eq!(is_full(&error), full, "{error:#}");
     }
 
+    // EDQUOT exists on Unix only.
+    #[cfg(unix)]
     #[test]
     fn a_full_disk_is_found_anywhere_in_the_chain() {
         let enospc = || io::Error::from_raw_os_error(libc::ENOSPC);

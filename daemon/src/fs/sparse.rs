@@ -143,7 +143,7 @@ pub fn zero_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
 }
 
 /// Bytes `file` takes on disk (`st_blocks` × 512): far below its length when sparse.
-#[cfg(test)]
+#[cfg(all(test, unix))]
 pub fn allocated(file: &File) -> io::Result<u64> {
     use std::os::unix::fs::MetadataExt;
     Ok(file.metadata()?.blocks() * 512)
@@ -172,6 +172,8 @@ pub(crate) mod tests {
 
     /// Filling reads the data and gives zeros for the holes, whatever the window's
     /// bounds; a hole is recognised as one only where nothing was written.
+    // Measures allocated blocks (`st_blocks`), a Unix stat field.
+    #[cfg(unix)]
     #[test]
     fn holes_read_as_zeros_and_data_as_written() {
         let dir = tempfile::tempdir().unwrap();

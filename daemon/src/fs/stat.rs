@@ -185,6 +185,18 @@ pub(super) fn parent_creating<'p>(root: &Root, path: &'p RelPath) -> Result<(Dir
         .map_err(|e| parent_error(path, e))
 }
 
+/// Whether the disk holds permission bits. Windows does not: there a file's mode lives
+/// in the index only, and a Windows device never changes one for everyone.
+const HOLDS_MODES: bool = cfg!(unix);
+
+/// `st` with the mode the index `recorded`, where the disk holds none (Windows).
+pub fn keep_mode(mut st: Stat, recorded: &Stat) -> Stat {
+    if !HOLDS_MODES && st.kind == recorded.kind {
+        st.mode = recorded.mode;
+    }
+    st
+}
+
 /// Whether the disk still holds what the index recorded for a path.
 pub fn matches_index(disk: Option<&Stat>, entry: &Entry, inode: u64) -> bool {
     let recorded = Stat {
@@ -210,7 +222,7 @@ pub fn matches_stat(disk: Option<&Stat>, recorded: &Stat, deleted: bool) -> bool
                         s.size == recorded.size
                             && s.mtime_ns == recorded.mtime_ns
                             && s.inode == recorded.inode
-                            && s.mode == recorded.mode
+                            && (s.mode == recorded.mode || !HOLDS_MODES)
                     }
                     EntryKind::Dir => true,
                     EntryKind::Symlink => true,
@@ -244,4 +256,33 @@ pub fn writes_done(file: &fs::File) -> io::Result<()> {
 pub fn writes_done(file: &fs::File) -> io::Result<()> {
     use std::io::Seek;
     (&*file).rewind()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On Unix the disk's mode counts; on Windows, which reads every file as 0644, the
+    /// index's mode (an executable bit from Linux) is kept and a mode alone is no change.
+    #[test]
+    fn a_mode_counts_only_where_the_disk_holds_one() {
+        let file = |mode| Stat {
+            kind: EntryKind::File,
+            size: 1,
+            mtime_ns: 7,
+            mode,
+            inode: 0,
+        };
+        let (disk, recorded) = (file(0o644), file(0o755));
+        assert_eq!(
+            keep_mode(disk, &recorded).mode,
+            if HOLDS_MODES { 0o644 } else { 0o755 }
+        );
+        assert_eq!(matches_stat(Some(&disk), &recorded, false), !HOLDS_MODES);
+        let dir = Stat {
+            kind: EntryKind::Dir,
+            ..recorded
+        };
+        assert_eq!(keep_mode(disk, &dir).mode, 0o644);
+    }
 }

@@ -595,9 +595,13 @@ pub(crate) mod tests {
     use filesync_proto::wire::EntryKind;
 
     use crate::fs::chunk;
-    use crate::fs::stat::{matches_index, stat};
+    use crate::fs::stat::matches_index;
+    #[cfg(unix)]
+    use crate::fs::stat::stat;
+    use crate::fs::tree::remove;
+    #[cfg(unix)]
     use crate::fs::tree::{
-        make_dir, make_symlink, move_aside, read_block, remove, rename_dir, set_file_meta,
+        make_dir, make_symlink, move_aside, read_block, rename_dir, set_file_meta,
     };
     use filesync_proto::DeviceId;
 
@@ -778,6 +782,8 @@ pub(crate) mod tests {
 
     /// A sparse partial transfer resumes with its holes: the zero blocks in them count
     /// as written, and the file stays sparse.
+    // Measures allocated blocks (`st_blocks`), a Unix stat field.
+    #[cfg(unix)]
     #[test]
     fn a_sparse_partial_transfer_keeps_its_holes() {
         let dir = tempfile::tempdir().unwrap();
@@ -945,6 +951,8 @@ pub(crate) mod tests {
         assert!(!dir.path().join("d").exists());
     }
 
+    // Makes a symlink, a FIFO or a mode with Unix calls.
+    #[cfg(unix)]
     #[test]
     fn kinds_replace_each_other_but_never_a_non_empty_dir() {
         let dir = tempfile::tempdir().unwrap();
@@ -971,6 +979,8 @@ pub(crate) mod tests {
 
     /// Nothing is written, removed, renamed or chmodded through a symlink inside the
     /// folder, even one that appears after the transfer began.
+    // Makes a symlink, a FIFO or a mode with Unix calls.
+    #[cfg(unix)]
     #[test]
     fn nothing_goes_through_a_symlinked_parent() {
         let dir = tempfile::tempdir().unwrap();

@@ -320,6 +320,7 @@ impl Scanner<'_> {
             // on this disk and is not offered back to anyone.
             return;
         }
+        let st = old.map_or(st, |o| stat::keep_mode(st, &o.stat));
         let unchanged = old.is_some_and(|o| stat::matches_stat(Some(&st), &o.stat, o.deleted));
         if !unchanged && st.kind == EntryKind::File && self.moved_file(&st).is_none() {
             self.to_hash.push((path.clone(), st));
@@ -620,6 +621,8 @@ mod tests {
         }
     }
 
+    // Makes a symlink, a FIFO or a mode with Unix calls.
+    #[cfg(unix)]
     #[test]
     fn finds_new_changed_and_deleted_paths() {
         let f = Fixture::new();
@@ -757,6 +760,8 @@ mod tests {
     /// write: every hash that comes back is of one whole version, never of a read that
     /// overlapped a write; once the writes stop, the last one. (A read mid-write is rare
     /// here: the test guards the property, it does not reliably catch its loss.)
+    // Makes a symlink, a FIFO or a mode with Unix calls.
+    #[cfg(unix)]
     #[test]
     fn a_file_rewritten_while_it_is_hashed_yields_one_whole_version_or_none() {
         use std::os::unix::fs::FileExt;
@@ -839,6 +844,8 @@ mod tests {
         assert!(plain.contents.is_empty());
     }
 
+    // Makes a symlink, a FIFO or a mode with Unix calls.
+    #[cfg(unix)]
     #[test]
     fn special_files_are_reported_not_synced() {
         let f = Fixture::new();

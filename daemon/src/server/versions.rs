@@ -478,6 +478,8 @@ fn make_dir(dir: &Path) -> Result<()> {
 }
 
 #[cfg(test)]
+// The server role is not run on Windows; these use Unix modes and symlinks.
+#[cfg(unix)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;

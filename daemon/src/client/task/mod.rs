@@ -29,6 +29,7 @@ use partials::Partials;
 
 mod commands;
 mod content;
+mod failed;
 mod land;
 mod local_changes;
 mod partials;
@@ -39,7 +40,6 @@ mod renames;
 mod scan;
 mod scanning;
 mod status;
-mod unholdable;
 
 /// Server entries applied per step, so that commands and events are served in between.
 const PULL_BATCH: usize = 256;
@@ -158,7 +158,7 @@ pub(super) struct FolderTask {
     judge_due: bool,
     last_error: Option<String>,
     unsyncable: Vec<Unsyncable>,
-    /// Server entries this device cannot hold, with why ([`unholdable`]).
+    /// Server entries this device cannot hold, with why ([`failed`]).
     unholdable: BTreeMap<RelPath, String>,
     next_push: u64,
     inflight: HashMap<u64, Vec<Entry>>,
@@ -551,22 +551,6 @@ impl FolderTask {
         };
         // Paths to scan wait for the end of a running full scan, which is an event.
         pulled || pushed || (self.scanning.is_none() && !self.scan_paths.is_empty())
-    }
-
-    fn retrying(&self, path: &RelPath) -> bool {
-        self.retry_at.contains_key(path)
-    }
-
-    /// Sets `path` aside after a failure, for twice as long as after its last one
-    /// (RETRY_AFTER to RETRY_MAX), and reports `msg`.
-    fn fail_path(&mut self, path: &RelPath, msg: String) {
-        let delay = self
-            .retry_delay
-            .get(path)
-            .map_or(RETRY_AFTER, |last| (*last * 2).min(RETRY_MAX));
-        self.retry_delay.insert(path.clone(), delay);
-        self.retry_at.insert(path.clone(), Instant::now() + delay);
-        self.error(msg);
     }
 
     /// `e` in words; a full disk says so and names this folder ([`crate::fs::space::explain`]).

@@ -439,3 +439,127 @@ fn nt_path(to: &Path) -> io::Result<String> {
     })?;
     rules::nt_path(to)
 }
+
+/// Built and run for Windows only (under Wine in development: `cargo test --target
+/// x86_64-pc-windows-gnu -p filesyncd --lib fs::windows` with Wine as the runner). Wine
+/// has no reparse points, so a link on the way is not tried here.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn rel(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    /// A root holding `a/b/f` and a file `a/file`.
+    fn tree() -> (tempfile::TempDir, Root) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir_all(root.join("a").join("b")).unwrap();
+        fs::write(root.join("a").join("b").join("f"), b"f").unwrap();
+        fs::write(root.join("a").join("file"), b"x").unwrap();
+        let r = Root::open(&root).unwrap();
+        (dir, r)
+    }
+
+    #[test]
+    fn paths_resolve_relative_to_handles_and_files_on_the_way_are_refused() {
+        let (_d, root) = tree();
+        let f = rel("a/b/f");
+        let (dir, name) = root.parent(&f).unwrap();
+        assert_eq!(name, "f");
+        assert!(dir.stat("f").unwrap().unwrap().is_file());
+        assert!(dir.stat("missing").unwrap().is_none());
+        let (top, _) = root.parent(&rel("a")).unwrap();
+        assert_eq!(top.id().unwrap(), root.dir.id().unwrap());
+        assert_ne!(dir.id().unwrap(), root.dir.id().unwrap());
+        let e = root.parent(&rel("a/file/x")).err().unwrap();
+        assert!(is_refused(&e), "{e}");
+        let e = root.parent(&rel("nope/x")).err().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        for parts in [&[".."][..], &["a", "."], &["a\\b"], &["a:b"], &[""]] {
+            let e = walk(&root.dir, parts, true).err().expect("refused");
+            assert!(is_refused(&e), "{parts:?}: {e}");
+        }
+        let (made, _) = root.parent_creating(&rel("n/m/f")).unwrap();
+        assert!(made.path().ends_with("n/m") && root.path().join("n").join("m").is_dir());
+    }
+
+    #[test]
+    fn files_are_created_renamed_listed_and_removed_by_handle() {
+        let (_d, root) = tree();
+        let (a, _) = root.parent(&rel("a/x")).unwrap();
+        let b = a.open_dir("b").unwrap();
+        let excl = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL;
+        let f = a.open("t", excl, 0o600).unwrap();
+        f.set_len(3).unwrap();
+        f.sync_all().unwrap();
+        drop(f);
+        let e = a.open("t", excl, 0o600).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        let e = a.rename_noreplace("t", &b, "f").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        a.rename("t", &b, "f").unwrap();
+        assert_eq!(
+            fs::read(root.path().join("a").join("b").join("f"))
+                .unwrap()
+                .len(),
+            3
+        );
+        a.mkdir("d", 0o777).unwrap();
+        let mut names: Vec<(String, FileType)> = a
+            .names()
+            .unwrap()
+            .into_iter()
+            .map(|(n, t)| (n.into_string().unwrap(), t))
+            .collect();
+        names.sort_by(|x, y| x.0.cmp(&y.0));
+        let want = [
+            ("b", FileType::Directory),
+            ("d", FileType::Directory),
+            ("file", FileType::RegularFile),
+        ];
+        assert_eq!(names, want.map(|(n, t)| (n.to_string(), t)));
+        assert_eq!(
+            a.unlink("d").unwrap_err().kind(),
+            io::ErrorKind::IsADirectory
+        );
+        assert_eq!(
+            a.rmdir("b").unwrap_err().kind(),
+            io::ErrorKind::DirectoryNotEmpty
+        );
+        a.rmdir("d").unwrap();
+        a.unlink("file").unwrap();
+        assert!(a.stat("file").unwrap().is_none() && a.stat("d").unwrap().is_none());
+        a.sync_checked().unwrap();
+        let regular = a.open_regular("b");
+        assert!(regular.is_err());
+    }
+
+    #[test]
+    fn a_partial_lock_is_exclusive_and_blocks_no_read() {
+        let (_d, root) = tree();
+        let f = rel("a/b/f");
+        let (b, name) = root.parent(&f).unwrap();
+        let first = b.open(name, OFlags::RDWR | OFlags::CREATE, 0o600).unwrap();
+        let second = b.open(name, OFlags::RDWR | OFlags::CREATE, 0o600).unwrap();
+        assert!(try_lock(&first));
+        assert!(!try_lock(&second));
+        let mut buf = [0; 1];
+        crate::fs::FileExt::read_exact_at(&b.open_read(name).unwrap(), &mut buf, 0).unwrap();
+        assert_eq!(&buf, b"f");
+    }
+
+    #[test]
+    fn files_move_and_link_out_of_the_folder_by_path() {
+        let (d, root) = tree();
+        let (b, _) = root.parent(&rel("a/b/f")).unwrap();
+        let out = d.path().join("kept");
+        b.link_out("f", &out.with_extension("link")).unwrap();
+        b.rename_out("f", &out).unwrap();
+        assert_eq!(fs::read(&out).unwrap(), b"f");
+        assert_eq!(fs::read(out.with_extension("link")).unwrap(), b"f");
+        assert!(b.stat("f").unwrap().is_none());
+    }
+}

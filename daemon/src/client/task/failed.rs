@@ -1,17 +1,37 @@
-//! Server entries this device cannot hold at all (a symbolic link on a Windows device
-//! that may not create links): listed as unsyncable with the reason, and not pending,
-//! so that the folder and `filesyncctl wait` go on, and nothing is written under another
-//! name nor deleted anywhere. The index skips such an entry like an ignored one until a
-//! new version of it arrives, or the daemon starts again, when it is tried once more.
+//! Paths that failed. Most failures are retried, each path after twice as long as after
+//! its last failure. A server entry this device cannot hold at all (a symbolic link on a
+//! Windows device that may not create links) is listed as unsyncable with the reason
+//! instead, and is not pending, so that the folder and `filesyncctl wait` go on, and
+//! nothing is written under another name nor deleted anywhere. The index skips such an
+//! entry like an ignored one until a new version of it arrives, or the daemon starts
+//! again, when it is tried once more.
 
 use anyhow::Error;
+use filesync_proto::RelPath;
 use filesync_proto::control::Unsyncable;
 use filesync_proto::wire::Entry;
+use tokio::time::Instant;
 
-use super::FolderTask;
+use super::{FolderTask, RETRY_AFTER, RETRY_MAX};
 use crate::fs::tree::CannotHold;
 
 impl FolderTask {
+    pub(super) fn retrying(&self, path: &RelPath) -> bool {
+        self.retry_at.contains_key(path)
+    }
+
+    /// Sets `path` aside after a failure, for twice as long as after its last one
+    /// (RETRY_AFTER to RETRY_MAX), and reports `msg`.
+    pub(super) fn fail_path(&mut self, path: &RelPath, msg: String) {
+        let delay = self
+            .retry_delay
+            .get(path)
+            .map_or(RETRY_AFTER, |last| (*last * 2).min(RETRY_MAX));
+        self.retry_delay.insert(path.clone(), delay);
+        self.retry_at.insert(path.clone(), Instant::now() + delay);
+        self.error(msg);
+    }
+
     /// Whether `e` says this device cannot hold `remote`; if so, it is set aside as
     /// unsyncable (see the module docs).
     pub(super) fn cannot_hold(&mut self, remote: &Entry, e: &Error) -> bool {
