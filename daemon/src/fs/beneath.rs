@@ -21,7 +21,6 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use filesync_proto::RelPath;
 use rustix::fs::{AtFlags, Mode, RenameFlags};
 
 pub use rustix::fs::{FileType, OFlags, Stat as RawStat};
@@ -60,31 +59,9 @@ impl Root {
         })
     }
 
-    /// [`Root::open`] for a synced folder, with an error that names it.
-    pub fn open_folder(path: &Path) -> anyhow::Result<Root> {
-        use anyhow::Context;
-        Root::open(path).with_context(|| format!("cannot open folder root {}", path.display()))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.dir.path
-    }
-
-    /// The directory that holds `path`, and `path`'s name in it.
-    pub fn parent<'p>(&self, path: &'p RelPath) -> io::Result<(Dir, &'p str)> {
-        let (dirs, name) = split(path);
-        Ok((self.dir_at(&dirs)?, name))
-    }
-
-    /// Like [`Root::parent`], creating the missing directories on the way.
-    pub fn parent_creating<'p>(&self, path: &'p RelPath) -> io::Result<(Dir, &'p str)> {
-        let (dirs, name) = split(path);
-        match self.dir_at(&dirs) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Ok((walk(&self.dir, &dirs, true)?, name))
-            }
-            other => Ok((other?, name)),
-        }
+    /// The root's own directory handle.
+    pub(in crate::fs) fn top(&self) -> &Dir {
+        &self.dir
     }
 
     /// The directory `components` below the root (the root itself when empty).
@@ -118,12 +95,6 @@ static OPENAT2_MISSING: std::sync::atomic::AtomicBool = std::sync::atomic::Atomi
 #[cfg(target_os = "linux")]
 fn openat2_works() -> bool {
     !OPENAT2_MISSING.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-fn split(path: &RelPath) -> (Vec<&str>, &str) {
-    let mut parts: Vec<&str> = path.components().collect();
-    let name = parts.pop().unwrap_or_default();
-    (parts, name)
 }
 
 /// Opens `components` below `from` one at a time, never following a symlink and refusing
@@ -194,11 +165,6 @@ impl Dir {
         &self.path
     }
 
-    /// The full path of `name` in this directory, for messages and logs.
-    pub fn display(&self, name: &str) -> PathBuf {
-        self.path.join(name)
-    }
-
     pub fn try_clone(&self) -> io::Result<Dir> {
         Ok(Dir {
             fd: self.fd.try_clone()?,
@@ -232,29 +198,6 @@ impl Dir {
         let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = rustix::fs::openat(&self.fd, name, flags, Mode::from_raw_mode(mode))?;
         Ok(File::from(fd))
-    }
-
-    /// Opens `name` for reading; a symlink there is refused ([`is_symlink`]), anything
-    /// else is opened.
-    pub fn open_read(&self, name: &str) -> io::Result<File> {
-        self.open(name, OFlags::RDONLY, 0)
-    }
-
-    /// Opens the regular file `name` for reading; a symlink or anything else is refused.
-    pub fn open_regular(&self, name: &str) -> io::Result<File> {
-        let file = self.open(name, OFlags::RDONLY, 0)?;
-        if !file.metadata()?.is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a regular file",
-            ));
-        }
-        Ok(file)
-    }
-
-    /// Opens the directory `name` in this one.
-    pub fn open_dir(&self, name: &str) -> io::Result<Dir> {
-        walk(self, &[name], false)
     }
 
     pub fn mkdir(&self, name: &str, mode: u32) -> io::Result<()> {
@@ -357,6 +300,7 @@ impl Dir {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use filesync_proto::RelPath;
     use std::fs;
 
     fn rel(s: &str) -> RelPath {

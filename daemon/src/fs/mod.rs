@@ -16,6 +16,7 @@
 
 #[cfg(unix)]
 pub mod beneath;
+mod beneath_common;
 pub mod chunk;
 pub mod copy;
 pub mod durable;

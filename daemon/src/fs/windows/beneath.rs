@@ -25,7 +25,6 @@ use std::os::windows::fs::OpenOptionsExt;
 use std::os::windows::io::{AsHandle, OwnedHandle};
 use std::path::{Path, PathBuf};
 
-use filesync_proto::RelPath;
 use windows_sys::Win32::Storage::FileSystem::{
     DELETE, FILE_ADD_FILE, FILE_ATTRIBUTE_DIRECTORY, FILE_ATTRIBUTE_REPARSE_POINT,
     FILE_FLAG_BACKUP_SEMANTICS, FILE_GENERIC_READ, FILE_GENERIC_WRITE, FILE_LIST_DIRECTORY,
@@ -91,38 +90,15 @@ impl Root {
         })
     }
 
-    /// [`Root::open`] for a synced folder, with an error that names it.
-    pub fn open_folder(path: &Path) -> anyhow::Result<Root> {
-        use anyhow::Context;
-        Root::open(path).with_context(|| format!("cannot open folder root {}", path.display()))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.dir.path
-    }
-
-    /// The directory that holds `path`, and `path`'s name in it.
-    pub fn parent<'p>(&self, path: &'p RelPath) -> io::Result<(Dir, &'p str)> {
-        let (dirs, name) = split(path);
-        Ok((self.dir_at(&dirs)?, name))
-    }
-
-    /// Like [`Root::parent`], creating the missing directories on the way.
-    pub fn parent_creating<'p>(&self, path: &'p RelPath) -> io::Result<(Dir, &'p str)> {
-        let (dirs, name) = split(path);
-        Ok((walk(&self.dir, &dirs, true)?, name))
+    /// The root's own directory handle.
+    pub(in crate::fs) fn top(&self) -> &Dir {
+        &self.dir
     }
 
     /// The directory `components` below the root (the root itself when empty).
     pub fn dir_at(&self, components: &[&str]) -> io::Result<Dir> {
         walk(&self.dir, components, false)
     }
-}
-
-fn split(path: &RelPath) -> (Vec<&str>, &str) {
-    let mut parts: Vec<&str> = path.components().collect();
-    let name = parts.pop().unwrap_or_default();
-    (parts, name)
 }
 
 /// Opens `components` below `from` one at a time, each relative to the handle of the
@@ -197,11 +173,6 @@ impl Dir {
         &self.path
     }
 
-    /// The full path of `name` in this directory, for messages and logs.
-    pub fn display(&self, name: &str) -> PathBuf {
-        self.path.join(name)
-    }
-
     pub fn try_clone(&self) -> io::Result<Dir> {
         Ok(Dir {
             handle: self.handle.try_clone()?,
@@ -259,29 +230,6 @@ impl Dir {
             other => other?,
         };
         Ok(File::from(handle))
-    }
-
-    /// Opens `name` for reading; a link there is refused ([`is_symlink`]), anything
-    /// else is opened.
-    pub fn open_read(&self, name: &str) -> io::Result<File> {
-        self.open(name, OFlags::RDONLY, 0)
-    }
-
-    /// Opens the regular file `name` for reading; a link or anything else is refused.
-    pub fn open_regular(&self, name: &str) -> io::Result<File> {
-        let file = self.open(name, OFlags::RDONLY, 0)?;
-        if !file.metadata()?.is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a regular file",
-            ));
-        }
-        Ok(file)
-    }
-
-    /// Opens the directory `name` in this one.
-    pub fn open_dir(&self, name: &str) -> io::Result<Dir> {
-        walk(self, &[name], false)
     }
 
     /// Makes the directory `name`; `mode` is not applied.
@@ -446,6 +394,7 @@ fn nt_path(to: &Path) -> io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use filesync_proto::RelPath;
     use std::fs;
 
     fn rel(s: &str) -> RelPath {
