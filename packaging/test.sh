@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The package test: builds the .deb and the .rpm, lists what they hold and checks the
-# essential paths, installs the .deb with dpkg on this machine, runs the installed
-# `filesyncd --version` and `filesyncctl --help`, checks that nothing was enabled or
+# The package test: builds the .deb, the .rpm and the Windows .zip, lists what they
+# hold and checks the essential paths, installs the .deb with dpkg on this machine,
+# runs the installed `filesyncd --version` and `filesyncctl --help`, checks that nothing was enabled or
 # started, and purges it. Needs root (dpkg); skips with a message otherwise. Every
 # step that could hang is under `timeout`.
 set -euo pipefail
@@ -23,9 +23,10 @@ if ! command -v rpm >/dev/null; then
     }
 fi
 
-mapfile -t built < <(packaging/build.sh | tail -n 2)
+mapfile -t built < <(packaging/build.sh | tail -n 3)
 deb="${built[0]}"
 rpm_file="${built[1]}"
+zip="${built[2]}"
 
 want=(
     usr/bin/filesyncd
@@ -47,6 +48,14 @@ echo "$rpm_list"
 for path in "${want[@]}"; do
     grep -q " \./$path\$" <<<"$deb_list" || { echo "FAIL: $path not in the .deb" >&2; exit 1; }
     grep -qx "/$path" <<<"$rpm_list" || { echo "FAIL: $path not in the .rpm" >&2; exit 1; }
+done
+
+echo "== contents of $zip"
+zip_list="$(python3 -m zipfile -l "$zip")"
+echo "$zip_list"
+top="$(basename "$zip" .zip)"
+for path in filesyncd.exe filesyncctl.exe README-windows.txt; do
+    grep -q "^$top/$path " <<<"$zip_list" || { echo "FAIL: $path not in the .zip" >&2; exit 1; }
 done
 
 purge() { timeout 120 dpkg --purge filesync >/dev/null 2>&1 || true; }

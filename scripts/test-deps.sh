@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs, when this machine can (root and apt-get) and they are missing, the optional
 # tools the checks use: libfaketime, for the device-with-a-skewed-clock test
-# (tests/tests/e2e/clock.rs), which otherwise says it was skipped; and for the Windows
-# build (`.ci/run`), the mingw-w64 cross compiler and the rustup target
-# x86_64-pc-windows-gnu. `.ci/run` runs this before the test suite; nothing else in the
-# suite needs more than the Rust toolchain.
+# (tests/tests/e2e/clock.rs); Wine (64-bit), for the Windows device test
+# (tests/tests/e2e/windows.rs), both of which otherwise say they were skipped; and for
+# the Windows build (`.ci/run`) and that test's shim DLL, the mingw-w64 cross compiler
+# and the rustup target x86_64-pc-windows-gnu. `.ci/run` runs this before the test
+# suite; nothing else in the suite needs more than the Rust toolchain.
 set -euo pipefail
 
 WINDOWS_TARGET=x86_64-pc-windows-gnu
@@ -32,6 +33,9 @@ apt_install() {
 
 if ! have_faketime; then
     apt_install "the skewed-clock test will be skipped" faketime
+fi
+if ! command -v wine > /dev/null || ! [ -x /usr/lib/wine/wine64 ]; then
+    apt_install "the Windows device test will be skipped" wine wine64
 fi
 if ! command -v x86_64-w64-mingw32-gcc > /dev/null; then
     apt_install "the Windows build will fail" gcc-mingw-w64-x86-64

@@ -178,6 +178,13 @@ pub enum Command {
         /// Only this folder's events: its name or its local path.
         folder: Option<String>,
     },
+    /// Start the daemon when you log on (Windows): enable, disable, or show it.
+    ///
+    /// `enable` registers `filesyncd.exe --daemon` (the one beside filesyncctl.exe) in
+    /// your user's Run key; the daemon then logs to its state directory. On Linux use
+    /// the user unit instead: `systemctl --user enable --now filesyncd`.
+    #[command(subcommand)]
+    Autostart(AutostartCommand),
     /// Print the completion script for a shell to stdout (used by the packages).
     #[command(hide = true)]
     Completions {
@@ -242,6 +249,16 @@ pub enum Command {
     /// This device's enrolment with a server.
     #[command(subcommand)]
     Device(DeviceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AutostartCommand {
+    /// Start the daemon at logon from now on.
+    Enable,
+    /// Stop starting the daemon at logon (a running daemon keeps running).
+    Disable,
+    /// Say whether the daemon starts at logon, and with which command.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,6 +12,7 @@ use crate::answer::{
     expect_accounts, expect_conflicts, expect_ok, expect_shares, expect_status, expect_versions,
     unexpected,
 };
+use crate::autostart;
 use crate::cli::{
     AddArgs, Command, DeviceCommand, InvitesCommand, ResolveArgs, ServerCommand, Target,
 };
@@ -183,6 +184,7 @@ pub async fn run(command: Command, client: &Client) -> Result<()> {
             Ok(())
         }
         Command::Man { dir } => generate::man_pages(&dir),
+        Command::Autostart(action) => autostart::run(action),
     }
 }
 

@@ -1,7 +1,8 @@
 //! `filesyncctl`: the command-line control for the filesync daemon (`filesyncd`).
 //!
 //! Each command sends one request over the daemon's local control socket and prints
-//! the answer; there is no sync logic here. Modules: `cli` (arguments), `generate`
+//! the answer; there is no sync logic here. Modules: `cli` (arguments), `autostart`
+//! (starting the daemon at logon, Windows), `generate`
 //! (completions and man pages), `commands`
 //! (command to request, answer to output), `invites` (`server invites`), `transport`
 //! (the socket and its framing),
@@ -18,6 +19,7 @@
 //! underlying cause, then a `hint:` line when there is something to do about it.
 
 mod answer;
+mod autostart;
 mod cli;
 mod commands;
 mod format;

@@ -1,9 +1,11 @@
 //! The control socket: where it is, connecting to it, and the one framed request and
 //! one framed response exchanged per connection.
 //!
-//! All platform-specific code of the CLI lives here. A frame is a 4-byte big-endian
-//! length and a payload made by [`filesync_proto::control::encode`]; an answer longer
-//! than [`MAX_CONTROL_FRAME`] is refused from its length alone, before any allocation.
+//! All platform-specific code of the CLI lives here, except `autostart` (the Windows Run
+//! key); on Windows that includes checking who serves the pipe (`filesync-winuser`). A
+//! frame is a 4-byte big-endian length and a payload made by
+//! [`filesync_proto::control::encode`]; an answer longer than [`MAX_CONTROL_FRAME`] is
+//! refused from its length alone, before any allocation.
 
 use std::ffi::OsString;
 use std::io;
@@ -43,8 +45,8 @@ pub enum Unreachable {
         humantime::format_duration(CONNECT_TIMEOUT)
     )]
     Timeout { path: PathBuf },
-    /// The socket's owner and mode are checked on Unix only, so far.
-    #[cfg(unix)]
+    /// On Unix the socket's owner and its directory are not this user's; on Windows the
+    /// process serving the pipe runs as another user.
     #[error("refusing the control socket at {}: {why}", path.display())]
     Untrusted { path: PathBuf, why: String },
 }
@@ -63,15 +65,20 @@ impl Unreachable {
             Unreachable::Timeout { .. } => {
                 Some("the daemon may be stuck; its log says more (run it with FILESYNC_LOG=debug)")
             }
-            #[cfg(unix)]
-            Unreachable::Untrusted { .. } => Some(
-                "another user may be listening there to read what you send (a token) and \
-                 answer for your daemon; remove that socket or directory, or set \
-                 XDG_RUNTIME_DIR or --socket to your own",
-            ),
+            Unreachable::Untrusted { .. } => Some(UNTRUSTED_HINT),
         }
     }
 }
+
+/// What to do about a control socket that another user may be serving.
+#[cfg(unix)]
+const UNTRUSTED_HINT: &str = "another user may be listening there to read what you send (a \
+     token) and answer for your daemon; remove that socket or directory, or set \
+     XDG_RUNTIME_DIR or --socket to your own";
+#[cfg(windows)]
+const UNTRUSTED_HINT: &str = "another user's program holds that pipe name and could read what \
+     you send (a token) and answer for your daemon; stop it, or give your daemon another \
+     pipe (daemon.control_socket) and pass it with --socket";
 
 /// How to start the daemon, for a user who found it not running.
 #[cfg(unix)]
@@ -184,7 +191,7 @@ impl Client {
             .to_fs_name::<GenericFilePath>()
             .map_err(connect_error)?;
         match tokio::time::timeout(CONNECT_TIMEOUT, Stream::connect(name)).await {
-            Ok(Ok(stream)) => Ok(stream),
+            Ok(Ok(stream)) => check_server(&self.path, stream),
             Ok(Err(source)) if is_not_running(&source) => Err(Unreachable::NotRunning {
                 path: self.path.clone(),
                 source,
@@ -227,6 +234,38 @@ fn check_socket(path: &std::path::Path) -> Result<(), Unreachable> {
 #[cfg(not(unix))]
 fn check_socket(_path: &std::path::Path) -> Result<(), Unreachable> {
     Ok(())
+}
+
+/// On Unix the socket was checked before connecting ([`check_socket`]).
+#[cfg(unix)]
+fn check_server(_path: &std::path::Path, stream: Stream) -> Result<Stream, Unreachable> {
+    Ok(stream)
+}
+
+/// Refuses a pipe whose server process does not run as this user, before anything is
+/// sent on it: a pipe name is first come, first served, so another user could create it
+/// while the daemon is not running.
+#[cfg(windows)]
+fn check_server(path: &std::path::Path, stream: Stream) -> Result<Stream, Unreachable> {
+    use filesync_winuser::{Owner, owner_of};
+    let untrusted = |why: String| Unreachable::Untrusted {
+        path: path.to_owned(),
+        why,
+    };
+    let pid = stream
+        .peer_creds()
+        .map_err(|e| untrusted(format!("cannot ask which process serves it: {e}")))?
+        .pid()
+        .ok_or_else(|| untrusted("the pipe names no server process".to_owned()))?;
+    match owner_of(pid) {
+        Ok(Owner::Me) => Ok(stream),
+        Ok(Owner::System | Owner::Other) => Err(untrusted(format!(
+            "it is served by process {pid}, which runs as another user"
+        ))),
+        Err(e) => Err(untrusted(format!(
+            "cannot tell which user runs process {pid}, which serves it: {e}"
+        ))),
+    }
 }
 
 /// Who owns a control socket and its directory, and who this user is.

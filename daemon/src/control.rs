@@ -8,8 +8,9 @@
 //! replaced, and anything else there (a symbolic link, a file) stops the start. On
 //! Windows the channel is a named pipe, `\\.\pipe\filesync-USERNAME` by default; a pipe
 //! that answers means another daemon is running. The pipe admits only its owner and
-//! SYSTEM ([`owner_only`]); the client's identity is not checked on connect yet, and
-//! nothing checks that the pipe a client finds is the daemon's (README "Windows").
+//! SYSTEM ([`owner_only`]), and each client's process must run as the daemon's user or
+//! SYSTEM (`filesync-winuser`); `filesyncctl` checks the other way round that the pipe
+//! is served by its own user.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -245,11 +246,47 @@ fn peer_allowed(stream: &Stream) -> bool {
     }
 }
 
-/// The pipe client's identity is not checked on Windows yet (the module's comment).
+/// Whether the client at the other end of the pipe may control this daemon: a process
+/// of the daemon's own user or of SYSTEM (the pipe's access list admits no one else
+/// either). A refusal is logged with the client's process id.
 #[cfg(windows)]
-fn peer_allowed(_stream: &Stream) -> bool {
-    true
+fn peer_allowed(stream: &Stream) -> bool {
+    use filesync_winuser::{Owner, owner_of};
+    let pid = match stream.peer_creds().map(|creds| creds.pid()) {
+        Ok(Some(pid)) => pid,
+        Ok(None) => {
+            tracing::warn!("refused a control connection: the pipe names no client process");
+            return false;
+        }
+        Err(e) => {
+            tracing::warn!("refused a control connection: cannot ask for its client process: {e}");
+            return false;
+        }
+    };
+    match owner_of(pid) {
+        Ok(Owner::Me | Owner::System) => true,
+        Ok(Owner::Other) => {
+            tracing::warn!(
+                peer_pid = pid,
+                "refused a control connection: only this daemon's user and SYSTEM may control it"
+            );
+            false
+        }
+        Err(e) => {
+            tracing::warn!(
+                peer_pid = pid,
+                "refused a control connection: cannot tell which user runs its client: {e}"
+            );
+            false
+        }
+    }
 }
+
+/// Who else may control the daemon besides its own user, for the refusal's message.
+#[cfg(unix)]
+const ADMIN: &str = "root";
+#[cfg(windows)]
+const ADMIN: &str = "SYSTEM";
 
 /// Serves connections until `cancel`, each request handed to the supervisor.
 pub async fn serve(
@@ -303,9 +340,10 @@ pub async fn serve(
 async fn refuse(mut stream: Stream) {
     let response = Response::Error {
         kind: ControlErrorKind::Failed,
-        message: "permission denied: this daemon accepts control requests only from its own \
-                  user and root"
-            .into(),
+        message: format!(
+            "permission denied: this daemon accepts control requests only from its own \
+             user and {ADMIN}"
+        ),
     };
     if write_frame(&mut stream, &response).await.is_err() {
         return;

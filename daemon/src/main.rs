@@ -38,7 +38,7 @@ struct Args {
     #[arg(long)]
     daemon: bool,
     /// With --daemon: where to write the daemon's pid [default: filesyncd.pid beside the
-    /// control socket].
+    /// control socket; in the state directory on Windows].
     #[arg(long, value_name = "PATH", requires = "daemon")]
     pid_file: Option<PathBuf>,
     /// With --daemon: the log file, used when there is no journal [default:
@@ -78,7 +78,7 @@ fn main() -> ExitCode {
         let journal = lifecycle::journal_available();
         let pid_file = args
             .pid_file
-            .unwrap_or_else(|| socket.with_file_name("filesyncd.pid"));
+            .unwrap_or_else(|| lifecycle::default_pid_file(&socket, &config.daemon.state_dir));
         let log_file = args
             .log_file
             .unwrap_or_else(|| config.daemon.state_dir.join("filesyncd.log"));

@@ -24,6 +24,8 @@
 //!   throttle.
 //! * [`workload`] runs seeded random file operations on clients and keeps the ledger of
 //!   every content written, for the "nothing lost" oracle of the model test and the soak.
+//! * [`wine`] runs the Windows binaries under Wine, in a fresh prefix per test:
+//!   [`wine::WinNode`].
 //!
 //! Every wait is a poll with a deadline ([`poll_until`]) or `filesyncctl wait`; nothing
 //! sleeps for a fixed time hoping that the daemons are done.
@@ -43,6 +45,7 @@ pub mod process;
 pub mod proxy;
 pub mod server_store;
 pub mod tree;
+pub mod wine;
 pub mod workload;
 
 use std::time::{Duration, Instant};

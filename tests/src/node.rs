@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::exec::{bin, free_port, signal, tail};
 use crate::poll_until;
 
-mod ctl;
+pub(crate) mod ctl;
 
 pub use ctl::{Conflict, Counters, Version, describe};
 
@@ -521,16 +521,19 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         if std::thread::panicking() && self.starts.load(Ordering::SeqCst) > 0 {
-            eprintln!(
-                "----- tail of {} ({}) -----\n{}\n----- end of {} -----",
-                self.log.display(),
-                self.name,
-                tail(&self.log, LOG_TAIL_BYTES),
-                self.name
-            );
+            print_log_tail(&self.name, &self.log);
         }
         self.kill();
     }
+}
+
+/// Prints the end of a daemon's log, for a test that is failing.
+pub(crate) fn print_log_tail(name: &str, log: &Path) {
+    eprintln!(
+        "----- tail of {} ({name}) -----\n{}\n----- end of {name} -----",
+        log.display(),
+        tail(log, LOG_TAIL_BYTES),
+    );
 }
 
 /// A TOML basic string holding `path`.
@@ -544,7 +547,7 @@ fn toml_string(path: &Path) -> String {
 ///
 /// Linux sends the signal when the spawning *thread* ends; nodes are started on the
 /// test's own thread, which outlives them.
-fn kill_with_parent(cmd: &mut Command) {
+pub(crate) fn kill_with_parent(cmd: &mut Command) {
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::process::CommandExt;

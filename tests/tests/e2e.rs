@@ -85,6 +85,8 @@ mod soak;
 mod transfer;
 #[path = "e2e/versions.rs"]
 mod versions;
+#[path = "e2e/windows.rs"]
+mod windows;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -52,7 +52,8 @@ impl Env {
             (None, None) => None,
         };
         match config_home {
-            Some(dir) => dir.join("filesync/filesyncd.toml"),
+            // Joined piece by piece, so that a Windows path gets `\` throughout.
+            Some(dir) => dir.join("filesync").join("filesyncd.toml"),
             None => PathBuf::from("/etc/filesync/filesyncd.toml"),
         }
     }
@@ -63,7 +64,7 @@ impl Env {
         }
         match (&self.xdg_state_home, &self.home) {
             (Some(dir), _) => Some(dir.join("filesync")),
-            (None, Some(home)) => Some(home.join(".local/state/filesync")),
+            (None, Some(home)) => Some(home.join(".local").join("state").join("filesync")),
             (None, None) => None,
         }
     }

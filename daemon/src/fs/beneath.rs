@@ -140,8 +140,8 @@ pub fn is_symlink(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ELOOP)
 }
 
-/// Whether making a symlink failed because this filesystem cannot hold it at all: never
-/// on Unix, where a failure is an error like any other, retried.
+/// Whether making a symlink failed because this system cannot hold one at all: never on
+/// Unix, where a failure is an error like any other, retried.
 pub fn cannot_hold_link(_: &io::Error) -> bool {
     false
 }

@@ -185,6 +185,18 @@ pub(super) fn parent_creating<'p>(root: &Root, path: &'p RelPath) -> Result<(Dir
         .map_err(|e| parent_error(path, e))
 }
 
+/// Whether the disk holds permission bits. Windows does not: there a file's mode lives
+/// in the index only, and a Windows device never changes one for everyone.
+const HOLDS_MODES: bool = cfg!(unix);
+
+/// `st` with the mode the index `recorded`, where the disk holds none (Windows).
+pub fn keep_mode(mut st: Stat, recorded: &Stat) -> Stat {
+    if !HOLDS_MODES && st.kind == recorded.kind {
+        st.mode = recorded.mode;
+    }
+    st
+}
+
 /// Whether the disk still holds what the index recorded for a path.
 pub fn matches_index(disk: Option<&Stat>, entry: &Entry, inode: u64) -> bool {
     let recorded = Stat {
@@ -195,22 +207,6 @@ pub fn matches_index(disk: Option<&Stat>, entry: &Entry, inode: u64) -> bool {
         inode,
     };
     matches_stat(disk, &recorded, entry.deleted)
-}
-
-/// Whether this platform's files hold Unix permission bits. Windows holds none (what
-/// [`mode_of`] reads there is made up from the read-only attribute), so there a file's
-/// mode is what the index recorded, never what the disk shows.
-pub const HOLDS_MODES: bool = cfg!(unix);
-
-/// The mode to record for a path the disk shows as `disk`, where the index holds
-/// `known` (a live row): the disk's where files hold modes (`holds_modes`); elsewhere the
-/// recorded one for the same kind, so that a device that cannot hold an executable bit
-/// never clears it for everyone, and the disk's for something new.
-pub fn recorded_mode(holds_modes: bool, disk: &Stat, known: Option<&Stat>) -> u32 {
-    match known {
-        Some(known) if !holds_modes && known.kind == disk.kind => known.mode,
-        _ => disk.mode,
-    }
 }
 
 /// [`matches_index`] for a row's stat fingerprint: what the index `recorded` (a
@@ -226,7 +222,7 @@ pub fn matches_stat(disk: Option<&Stat>, recorded: &Stat, deleted: bool) -> bool
                         s.size == recorded.size
                             && s.mtime_ns == recorded.mtime_ns
                             && s.inode == recorded.inode
-                            && (!HOLDS_MODES || s.mode == recorded.mode)
+                            && (s.mode == recorded.mode || !HOLDS_MODES)
                     }
                     EntryKind::Dir => true,
                     EntryKind::Symlink => true,
@@ -266,25 +262,27 @@ pub fn writes_done(file: &fs::File) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    fn stat(kind: EntryKind, mode: u32) -> Stat {
-        Stat {
-            kind,
-            size: 1,
-            mtime_ns: 1,
-            mode,
-            inode: 1,
-        }
-    }
-
+    /// On Unix the disk's mode counts; on Windows, which reads every file as 0644, the
+    /// index's mode (an executable bit from Linux) is kept and a mode alone is no change.
     #[test]
-    fn a_platform_without_modes_keeps_the_recorded_executable_bit() {
-        let disk = stat(EntryKind::File, 0o644);
-        let known = stat(EntryKind::File, 0o755);
-        assert_eq!(recorded_mode(false, &disk, Some(&known)), 0o755);
-        assert_eq!(recorded_mode(true, &disk, Some(&known)), 0o644);
-        // Something new, or of another kind now, takes what the disk shows.
-        assert_eq!(recorded_mode(false, &disk, None), 0o644);
-        let dir = stat(EntryKind::Dir, 0o700);
-        assert_eq!(recorded_mode(false, &disk, Some(&dir)), 0o644);
+    fn a_mode_counts_only_where_the_disk_holds_one() {
+        let file = |mode| Stat {
+            kind: EntryKind::File,
+            size: 1,
+            mtime_ns: 7,
+            mode,
+            inode: 0,
+        };
+        let (disk, recorded) = (file(0o644), file(0o755));
+        assert_eq!(
+            keep_mode(disk, &recorded).mode,
+            if HOLDS_MODES { 0o644 } else { 0o755 }
+        );
+        assert_eq!(matches_stat(Some(&disk), &recorded, false), !HOLDS_MODES);
+        let dir = Stat {
+            kind: EntryKind::Dir,
+            ..recorded
+        };
+        assert_eq!(keep_mode(disk, &dir).mode, 0o644);
     }
 }

@@ -10,9 +10,15 @@ use filesync_proto::wire::{Entry, EntryKind};
 use filesync_proto::{Hash, RelPath};
 
 use crate::fs::FileExt;
-use crate::fs::beneath::{Dir, OFlags, Root};
+use crate::fs::beneath::{self, Dir, OFlags, Root};
 use crate::fs::stat::{Stat, parent, parent_creating, parent_error, stat_in, stat_of};
 use crate::fs::{PARTIAL_PREFIX, TEMP_PREFIX};
+
+/// A server entry this device cannot hold at all, with why: a symbolic link where the
+/// system refuses to make one. The client lists it as unsyncable instead of retrying.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CannotHold(pub String);
 
 /// Sets the access and modification times of an open file.
 pub(super) fn set_mtime(file: &File, mtime_ns: i64) -> io::Result<()> {
@@ -146,8 +152,15 @@ pub fn make_symlink(root: &Root, entry: &Entry) -> Result<Stat> {
     let (dir, name) = parent_creating(root, &entry.path)?;
     clear_dir_for(&dir, name)?;
     let tmp = format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>());
-    dir.symlink(&entry.target, &tmp)
-        .with_context(|| format!("cannot create symlink {}", dir.display(name).display()))?;
+    if let Err(e) = dir.symlink(&entry.target, &tmp) {
+        let full = dir.display(name);
+        if beneath::cannot_hold_link(&e) {
+            return Err(
+                CannotHold(format!("cannot create symlink {}: {e}", full.display())).into(),
+            );
+        }
+        return Err(e).with_context(|| format!("cannot create symlink {}", full.display()));
+    }
     if let Err(e) = dir.rename(&tmp, &dir, name) {
         let _ = dir.unlink(&tmp);
         return Err(e).with_context(|| {

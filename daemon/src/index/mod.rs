@@ -587,6 +587,14 @@ pub(crate) mod tests {
             .set_remote_ignored(&RelPath::new("e").unwrap())
             .unwrap();
         check(&index, &[]);
+        // The same version again stays skipped; a new one is judged again.
+        index.put_remote(&file_entry("e", 3, b"x"), 4).unwrap();
+        check(&index, &[]);
+        index.put_remote(&file_entry("e", 8, b"y"), 8).unwrap();
+        check(&index, &["e"]);
+        index
+            .set_remote_ignored(&RelPath::new("e").unwrap())
+            .unwrap();
         let plan = |query: String| -> String {
             index
                 .c()

@@ -96,7 +96,8 @@ impl Index {
                 "INSERT INTO remote (path, seq, deleted, size, entry, have, as_of)
                  VALUES (?1,?2,?3,?4,?5, (SELECT seq FROM local WHERE path = ?1), ?6)
                  ON CONFLICT(path) DO UPDATE SET seq = excluded.seq, deleted = excluded.deleted,
-                 size = excluded.size, entry = excluded.entry, as_of = excluded.as_of
+                 size = excluded.size, entry = excluded.entry, as_of = excluded.as_of,
+                 ignored = CASE WHEN excluded.seq = remote.seq THEN remote.ignored ELSE 0 END
                  WHERE excluded.as_of >= remote.as_of",
             )?
             .execute(params![

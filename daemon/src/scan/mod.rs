@@ -320,6 +320,7 @@ impl Scanner<'_> {
             // on this disk and is not offered back to anyone.
             return;
         }
+        let st = old.map_or(st, |o| stat::keep_mode(st, &o.stat));
         let unchanged = old.is_some_and(|o| stat::matches_stat(Some(&st), &o.stat, o.deleted));
         if !unchanged && st.kind == EntryKind::File && self.moved_file(&st).is_none() {
             self.to_hash.push((path.clone(), st));
@@ -346,14 +347,7 @@ impl Scanner<'_> {
             deleted: false,
             size: st.size,
             mtime_ns: st.mtime_ns,
-            mode: stat::recorded_mode(
-                stat::HOLDS_MODES,
-                st,
-                self.known
-                    .get(path)
-                    .filter(|k| !k.row.deleted)
-                    .map(|k| &k.row.stat),
-            ),
+            mode: st.mode,
             hash: Hash::ZERO,
             blocks: Vec::new(),
             target: String::new(),

@@ -247,7 +247,7 @@ impl Node {
     }
 }
 
-fn folder_entries(status: &Value) -> &[Value] {
+pub(crate) fn folder_entries(status: &Value) -> &[Value] {
     status["folders"]
         .as_array()
         .map(Vec::as_slice)

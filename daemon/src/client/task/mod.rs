@@ -1,6 +1,6 @@
 //! The folder task's state and its event loop.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +29,7 @@ use partials::Partials;
 
 mod commands;
 mod content;
+mod failed;
 mod land;
 mod local_changes;
 mod names;
@@ -158,8 +159,8 @@ pub(super) struct FolderTask {
     judge_due: bool,
     last_error: Option<String>,
     unsyncable: Vec<Unsyncable>,
-    /// Paths from the server this device's filesystem cannot hold.
-    unholdable: names::Unholdable,
+    /// Server entries this device cannot hold, with why ([`failed`]).
+    unholdable: BTreeMap<RelPath, String>,
     next_push: u64,
     inflight: HashMap<u64, Vec<Entry>>,
     inflight_paths: HashSet<RelPath>,
@@ -252,7 +253,7 @@ impl FolderTask {
             judge_due: false,
             last_error: None,
             unsyncable: Vec::new(),
-            unholdable: names::Unholdable::default(),
+            unholdable: BTreeMap::new(),
             next_push: 1,
             inflight: HashMap::new(),
             inflight_paths: HashSet::new(),
@@ -284,7 +285,10 @@ impl FolderTask {
         let _stop_meter = stop_meter.drop_guard();
         let index_file = super::index_file(&self.id.state_dir, &self.cfg);
         match Index::open_or_rebuild(&index_file, self.cfg.name.as_str()) {
-            Ok(ix) => self.index = Some(ix),
+            Ok(ix) => {
+                self.index = Some(ix);
+                self.judge_skipped_again();
+            }
             Err(e) => {
                 self.root_error = Some(format!("{e:#}"));
                 self.publish();
@@ -548,22 +552,6 @@ impl FolderTask {
         };
         // Paths to scan wait for the end of a running full scan, which is an event.
         pulled || pushed || (self.scanning.is_none() && !self.scan_paths.is_empty())
-    }
-
-    fn retrying(&self, path: &RelPath) -> bool {
-        self.retry_at.contains_key(path)
-    }
-
-    /// Sets `path` aside after a failure, for twice as long as after its last one
-    /// (RETRY_AFTER to RETRY_MAX), and reports `msg`.
-    fn fail_path(&mut self, path: &RelPath, msg: String) {
-        let delay = self
-            .retry_delay
-            .get(path)
-            .map_or(RETRY_AFTER, |last| (*last * 2).min(RETRY_MAX));
-        self.retry_delay.insert(path.clone(), delay);
-        self.retry_at.insert(path.clone(), Instant::now() + delay);
-        self.error(msg);
     }
 
     /// `e` in words; a full disk says so and names this folder ([`crate::fs::space::explain`]).

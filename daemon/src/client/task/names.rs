@@ -7,24 +7,22 @@
 //! as unsyncable with the reason. Nothing is deleted anywhere: this device never held
 //! the path, so its scans never miss it.
 //!
-//! A symlink this user may not create (Windows without the privilege), or that the
-//! filesystem cannot hold (links not supported, as under Wine, or a target Windows cannot
-//! keep relative), is set aside the same way once its creation is refused.
+//! A symlink this user may not create is set aside the same way once its creation is
+//! refused (`failed.rs`).
 //!
-//! Set-aside entries are judged again after each full scan (the first one at start-up
-//! too), so a path syncs once what stood in its way is gone (the other name deleted or
-//! renamed).
+//! Set-aside entries are judged again at start-up, when a new version of one arrives,
+//! and after each full scan, so a path syncs once what stood in its way is gone (the
+//! other name deleted or renamed).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use anyhow::Result;
 use filesync_proto::RelPath;
-use filesync_proto::control::Unsyncable;
-use filesync_proto::wire::{Entry, EntryKind};
+use filesync_proto::wire::Entry;
 
 use super::FolderTask;
-use crate::fs::beneath::{self, Root};
+use crate::fs::beneath::Root;
 use crate::fs::stat;
 use crate::fs::windows_names::{case_key, path_problem};
 
@@ -36,29 +34,9 @@ fn names_apply() -> bool {
     cfg!(windows) || *TEST.get_or_init(|| std::env::var_os("FILESYNC_TEST_WINDOWS_NAMES").is_some())
 }
 
-/// The error Windows gives a user who may not create a symlink
-/// (`ERROR_PRIVILEGE_NOT_HELD`); none elsewhere.
-const LINK_NOT_PERMITTED: Option<i32> = if cfg!(windows) { Some(1314) } else { None };
-
 /// Whether this platform's filesystems look names up regardless of case (NTFS as
 /// Windows opens it).
 const FOLDS_CASE: bool = cfg!(windows);
-
-/// The paths set aside, with why, and the case keys of the paths a pull round takes.
-#[derive(Default)]
-pub(super) struct Unholdable {
-    reasons: BTreeMap<RelPath, String>,
-}
-
-impl Unholdable {
-    /// What `status` lists for them.
-    pub(super) fn listed(&self) -> impl Iterator<Item = Unsyncable> + '_ {
-        self.reasons.iter().map(|(path, reason)| Unsyncable {
-            path: path.to_string(),
-            reason: reason.clone(),
-        })
-    }
-}
 
 /// The case keys of the paths one pull round writes, so that two of them differing only
 /// in case do not both land.
@@ -100,37 +78,8 @@ impl FolderTask {
     fn set_aside(&mut self, path: &RelPath, reason: String) -> Result<()> {
         self.index().set_remote_ignored(path)?;
         tracing::warn!(folder = %self.cfg.name, %path, "not synced here: {reason}");
-        self.unholdable.reasons.insert(path.clone(), reason);
+        self.unholdable.insert(path.clone(), reason);
         Ok(())
-    }
-
-    /// Whether applying the server's symlink `remote` failed with `e` because this user
-    /// may not create links (Windows without the privilege or developer mode); if so,
-    /// the link is set aside and listed, not retried as a failure.
-    pub(super) fn set_aside_refused_link(&mut self, remote: &Entry, e: &anyhow::Error) -> bool {
-        if remote.kind != EntryKind::Symlink {
-            return false;
-        }
-        let reason = e
-            .chain()
-            .filter_map(|c| c.downcast_ref::<std::io::Error>())
-            .find_map(|e| {
-                if e.raw_os_error() == LINK_NOT_PERMITTED {
-                    Some(
-                        "a symlink, which this user may not create here: on Windows, turn on \
-                         developer mode (or run with the privilege to create symbolic links), \
-                         then `filesyncctl rescan`"
-                            .to_string(),
-                    )
-                } else if beneath::cannot_hold_link(e) {
-                    Some(format!(
-                        "a symlink, which this filesystem cannot hold here: {e}"
-                    ))
-                } else {
-                    None
-                }
-            });
-        reason.is_some_and(|reason| self.set_aside(&remote.path, reason).is_ok())
     }
 
     fn why_unholdable(
@@ -172,40 +121,32 @@ impl FolderTask {
     /// Forgets the set-aside paths the server no longer has: renamed or deleted on
     /// the device that made them, they are nothing this device lacks.
     pub(super) fn forget_gone_unholdable(&mut self) -> Result<()> {
-        if self.unholdable.reasons.is_empty() {
+        if self.unholdable.is_empty() {
             return Ok(());
         }
         let mut gone = Vec::new();
-        for path in self.unholdable.reasons.keys() {
+        for path in self.unholdable.keys() {
             if self.index().remote(path)?.is_none_or(|e| e.deleted) {
                 gone.push(path.clone());
             }
         }
         for path in gone {
-            self.unholdable.reasons.remove(&path);
+            self.unholdable.remove(&path);
         }
         Ok(())
     }
 
-    /// Sets the set-aside entries free to be judged again (see the module's note).
-    /// After the task's first full scan, where the name rules apply, that is every
-    /// entry set aside before, by these rules or the ignore rules, so that this run
-    /// lists them.
-    pub(super) fn judge_names_again(&mut self, first: bool) -> Result<()> {
-        let paths: Vec<RelPath> = std::mem::take(&mut self.unholdable.reasons)
-            .into_keys()
-            .collect();
-        if first && (names_apply() || FOLDS_CASE) {
-            self.index().clear_remote_ignored()
-        } else {
-            self.index().clear_remote_ignored_at(&paths)
-        }
+    /// Sets the set-aside entries free to be judged again (see the module's note); at
+    /// start-up every one is (`judge_skipped_again`).
+    pub(super) fn judge_names_again(&mut self) -> Result<()> {
+        let paths: Vec<RelPath> = std::mem::take(&mut self.unholdable).into_keys().collect();
+        self.index().clear_remote_ignored_at(&paths)
     }
 
     /// Forgets every set-aside path, when all of the index's ignored entries are to be
     /// judged again.
     pub(super) fn forget_unholdable(&mut self) {
-        self.unholdable.reasons.clear();
+        self.unholdable.clear();
     }
 }
 

@@ -82,6 +82,7 @@ impl FolderTask {
         let mut files = Vec::new();
         let mut round = RoundNames::default();
         for remote in needed {
+            self.unholdable.remove(&remote.path);
             if self.retrying(&remote.path)
                 || self.inflight_paths.contains(&remote.path)
                 || moving.iter().any(|m| remote.path.starts_with(m))
@@ -390,6 +391,7 @@ impl FolderTask {
                 }
                 true
             }
+            Err(e) if self.cannot_hold(remote, &e) => true,
             Err(e) => {
                 let lacks = e.chain().any(|c| c.is::<session::ServerLacks>());
                 let newer = self.index().remote(&remote.path).ok().flatten();
@@ -403,9 +405,6 @@ impl FolderTask {
                         "the server again has no content for {} as this device knows it",
                         remote.path
                     ));
-                }
-                if self.set_aside_refused_link(remote, &e) {
-                    return true;
                 }
                 let why = self.explain(&e);
                 self.fail_path(&remote.path, format!("cannot apply {}: {why}", remote.path));

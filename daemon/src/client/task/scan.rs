@@ -173,7 +173,7 @@ impl FolderTask {
                 self.took_changes(&out.changes);
                 if full {
                     self.unsyncable = out.unsyncable;
-                    if let Err(e) = self.judge_names_again(!self.scanned) {
+                    if let Err(e) = self.judge_names_again() {
                         self.error(format!("cannot update the index: {e:#}"));
                     }
                 } else {

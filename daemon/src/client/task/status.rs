@@ -106,12 +106,7 @@ impl FolderTask {
                 .or_else(|| self.root_error.clone())
                 .or_else(|| self.hold.map(|h| h.message(self.cfg.name.as_str())))
                 .or_else(|| self.last_error.clone()),
-            unsyncable: self
-                .unsyncable
-                .iter()
-                .cloned()
-                .chain(self.unholdable.listed())
-                .collect(),
+            unsyncable: self.unsyncable_all(),
             counters: self.counters.snapshot(),
             rate_up_bps,
             rate_down_bps,

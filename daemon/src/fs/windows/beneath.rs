@@ -139,18 +139,20 @@ pub fn is_symlink(e: &io::Error) -> bool {
     e.raw_os_error() == Some(ERROR_CANT_RESOLVE_FILENAME)
 }
 
-/// Whether making a link failed because this filesystem cannot hold it: links not
-/// supported (FAT, a share, Wine), or a target Windows cannot keep relative. (A user
-/// without the privilege to make links gets `ERROR_PRIVILEGE_NOT_HELD` instead.)
+/// Whether making a link failed because this system cannot hold one: links not
+/// supported (the filesystem, Wine), the privilege to make them missing, or a target
+/// Windows cannot keep relative.
 pub fn cannot_hold_link(e: &io::Error) -> bool {
     const ERROR_INVALID_FUNCTION: i32 = 1;
     const ERROR_NOT_SUPPORTED: i32 = 50;
     const ERROR_CALL_NOT_IMPLEMENTED: i32 = 120;
-    e.kind() == io::ErrorKind::Unsupported
-        || matches!(
-            e.raw_os_error(),
-            Some(ERROR_INVALID_FUNCTION | ERROR_NOT_SUPPORTED | ERROR_CALL_NOT_IMPLEMENTED)
-        )
+    matches!(
+        e.kind(),
+        io::ErrorKind::Unsupported | io::ErrorKind::PermissionDenied
+    ) || matches!(
+        e.raw_os_error(),
+        Some(ERROR_INVALID_FUNCTION | ERROR_NOT_SUPPORTED | ERROR_CALL_NOT_IMPLEMENTED)
+    )
 }
 
 /// Whether a rename failed because its two ends are on different volumes.

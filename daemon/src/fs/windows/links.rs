@@ -1,15 +1,15 @@
 //! Symbolic links inside a folder on Windows, made and read by handle
 //! (`FSCTL_SET_REPARSE_POINT`, `FSCTL_GET_REPARSE_POINT`) so that neither goes through a
 //! link on the way. Making one needs the symbolic-link privilege (an administrator, or
-//! developer mode); without it the call fails with `ERROR_PRIVILEGE_NOT_HELD`, and the
-//! client sets the link aside as unsyncable (`client/task/names.rs`), as it does one the
-//! filesystem cannot hold ([`cannot_hold_link`](super::beneath::cannot_hold_link)).
+//! developer mode for `SeCreateSymbolicLinkPrivilege`); without it the error says so and
+//! names what to do, and the link is reported, never written as something else.
 
 use std::io;
 use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle};
 use std::path::PathBuf;
 use std::ptr;
 
+use windows_sys::Win32::Foundation::ERROR_PRIVILEGE_NOT_HELD;
 use windows_sys::Win32::Storage::FileSystem::{
     DELETE, FILE_READ_ATTRIBUTES, FILE_WRITE_ATTRIBUTES, FILE_WRITE_DATA,
 };
@@ -55,6 +55,13 @@ pub fn create(dir: BorrowedHandle<'_>, target: &str, name: &str) -> io::Result<(
     }
     let e = io::Error::last_os_error();
     let _ = nt::delete(handle.as_handle());
+    if e.raw_os_error() == Some(ERROR_PRIVILEGE_NOT_HELD as i32) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "Windows lets only administrators, or any user in developer mode, create \
+             symbolic links: turn on developer mode (Settings, For developers) to sync links",
+        ));
+    }
     Err(e)
 }
 

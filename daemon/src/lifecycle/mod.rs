@@ -11,7 +11,9 @@
 //! * `--daemon` ([`detach`]): fork, `setsid`, fork again, before the async runtime
 //!   exists. The first process waits until the daemon is ready (or has failed) so that
 //!   its exit code tells whether the start worked; the daemon writes its pid file at
-//!   [`ready`] and removes it at [`stopping`].
+//!   [`ready`] and removes it at [`stopping`]. On Windows (`windows.rs`) the first
+//!   process starts the program again, detached, and waits for its pid file; that
+//!   daemon logs to a file of bounded size (`logfile.rs`) instead of stderr.
 //! * Memory: [`limit_malloc_arenas`] before the runtime starts, and
 //!   [`release_free_memory`] whenever the daemon goes quiet after work
 //!   ([`ReleaseWhenQuiet`], ticked by the supervisor), so that an idle daemon's resident
@@ -21,9 +23,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+#[cfg(windows)]
+use anyhow::Context;
 use anyhow::Result;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+mod logfile;
+#[cfg(windows)]
+mod windows;
 
 /// Turns signals into a cancelled `shutdown` token and reload requests on `reload`.
 #[cfg(unix)]
@@ -73,6 +81,23 @@ pub fn init_logging(journal: bool) {
         return;
     }
     let _ = journal;
+    #[cfg(windows)]
+    if let Some(path) = windows::log_file() {
+        match logfile::SizeCapped::open(path, logfile::LOG_LIMIT) {
+            Ok(file) => {
+                let _ = tracing_subscriber::registry()
+                    .with(filter())
+                    .with(
+                        tracing_subscriber::fmt::layer()
+                            .with_ansi(false)
+                            .with_writer(Mutex::new(file)),
+                    )
+                    .try_init();
+                return;
+            }
+            Err(e) => eprintln!("filesyncd: {e:#}; logging to stderr"),
+        }
+    }
     let _ = tracing_subscriber::registry()
         .with(filter())
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
@@ -176,9 +201,28 @@ pub fn detach(pid_file: PathBuf, log: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-#[cfg(not(unix))]
-pub fn detach(_pid_file: PathBuf, _log: Option<&Path>) -> Result<()> {
-    anyhow::bail!("--daemon is not supported on this platform: run filesyncd as a service")
+/// Starts the daemon again as a detached process and exits once it is ready (see
+/// `windows.rs`); returns only in that detached daemon, which logs to `log` from
+/// [`init_logging`] on.
+#[cfg(windows)]
+pub fn detach(pid_file: PathBuf, log: Option<&Path>) -> Result<()> {
+    let log = log.context("a detached daemon needs a log file on Windows")?;
+    windows::detach(&pid_file, log)?;
+    *DETACHED.lock().unwrap_or_else(|e| e.into_inner()) = Some(Detached {
+        pid_file,
+        pid_written: false,
+    });
+    Ok(())
+}
+
+/// Where `--daemon` writes the pid file unless `--pid-file` says: beside the control
+/// socket on Unix, in the state directory on Windows (a pipe has no directory).
+pub fn default_pid_file(socket: &Path, state_dir: &Path) -> PathBuf {
+    if cfg!(windows) {
+        state_dir.join("filesyncd.pid")
+    } else {
+        socket.with_file_name("filesyncd.pid")
+    }
 }
 
 /// The control socket and the listener are bound: tell systemd, write the pid file and
