@@ -52,9 +52,11 @@ pub fn symlink_data(target: &str) -> io::Result<Vec<u8>> {
     Ok(data)
 }
 
-/// The target of a symbolic link or junction from its reparse data: its print name
-/// (else its substitute name without the `\??\` prefix), with `/` for `\` when it is
-/// relative.
+/// The target of a symbolic link from its reparse data, in Unix form (`/` for `\`): its
+/// print name, else its substitute name. An absolute target (`C:\Users`, as every
+/// junction has) is refused with `Unsupported`, naming it: it would name another place
+/// on every other device, so such a link is listed as unsyncable, as this device makes
+/// only relative links ([`symlink_data`]).
 pub fn target(data: &[u8]) -> io::Result<String> {
     let u16_at = |at: usize| {
         data.get(at..at + 2)
@@ -92,11 +94,16 @@ pub fn target(data: &[u8]) -> io::Result<String> {
         target = name(HEADER)?;
         target = target.strip_prefix(r"\??\").unwrap_or(&target).to_string();
     }
-    Ok(if relative {
-        target.replace('\\', "/")
-    } else {
-        target
-    })
+    if !relative {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "a link or junction to {target}, a place on this machine only: only links \
+                 with a relative target sync"
+            ),
+        ));
+    }
+    Ok(target.replace('\\', "/"))
 }
 
 #[cfg(test)]
@@ -123,7 +130,7 @@ mod tests {
     }
 
     #[test]
-    fn a_junction_reads_as_its_absolute_target() {
+    fn a_junction_or_absolute_link_is_refused_naming_its_target() {
         let subst: Vec<u8> = r"\??\C:\Users"
             .encode_utf16()
             .flat_map(u16::to_le_bytes)
@@ -137,7 +144,9 @@ mod tests {
         }
         data.extend(&subst);
         data.extend([0; 4]);
-        assert_eq!(target(&data).unwrap(), r"C:\Users");
+        let e = target(&data).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+        assert!(e.to_string().contains(r"to C:\Users,"), "{e}");
         assert!(target(&data[..12]).is_err());
         assert!(target(&[0x17, 0, 0, 0x80, 0, 0, 0, 0]).is_err());
     }
