@@ -12,9 +12,10 @@ use std::fs::{self, File};
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::exec::bin_dir;
+use crate::exec::{bin_dir, run_with_timeout};
 use crate::node::describe;
 use crate::poll_until;
 
@@ -41,6 +42,9 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// How long building the shim or stopping the prefix's wineserver may take.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long building the Windows binaries may take from nothing on two loaded cores.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// `ProcessPrng` as Windows 10 documents it, filled by `RtlGenRandom` in pieces that fit
 /// its `ULONG` length.
@@ -101,6 +105,11 @@ impl Tools {
         let gcc = on_path(&[MINGW_GCC])
             .ok_or("mingw is not installed (apt-get install gcc-mingw-w64-x86-64)")?;
         let exes = win_bin_dir();
+        if std::env::var_os(WIN_BIN_DIR_ENV).is_none()
+            && std::env::var_os(crate::exec::BIN_DIR_ENV).is_none()
+        {
+            build_windows_binaries()?;
+        }
         for exe in ["filesyncd.exe", "filesyncctl.exe"] {
             if !exes.join(exe).is_file() {
                 return Err(format!(
@@ -138,6 +147,42 @@ fn win_bin_dir() -> PathBuf {
         .unwrap_or(linux)
         .join(WINDOWS_TARGET)
         .join(profile)
+}
+
+/// Builds this workspace's Windows binaries with the cargo that runs the tests, once
+/// per test process, so that the Wine tests never run stale ones and `cargo test`
+/// alone runs them on a machine with the target (a no-op of seconds when they are up
+/// to date, as under `.ci/run`, which builds them first).
+fn build_windows_binaries() -> Result<(), String> {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args([
+                "build",
+                "--target",
+                WINDOWS_TARGET,
+                "-p",
+                "filesyncd",
+                "-p",
+                "filesyncctl",
+            ]);
+            if bin_dir().file_name() == Some(OsStr::new("release")) {
+                cmd.arg("--release");
+            }
+            let out = run_with_timeout(&mut cmd, BUILD_TIMEOUT);
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the Windows binaries do not build (rustup target add {WINDOWS_TARGET}, \
+                     apt-get install gcc-mingw-w64-x86-64): {}",
+                    describe(&out)
+                ))
+            }
+        })
+        .clone()
 }
 
 /// The first of `names` found in a directory of `PATH`.

@@ -1,8 +1,10 @@
 //! A Windows device: `filesyncd.exe` under Wine, in a fresh prefix, controlled with
 //! `filesyncctl.exe` over its named pipe, syncs one folder with a Linux server and a
 //! Linux device. Files and nested directories go each way, an edit made by a Windows
-//! program comes back, and names Windows cannot hold (`aux.txt`, `a:b.txt`) are listed
-//! as unsyncable on the Windows device while everything else syncs.
+//! program comes back, and names Windows cannot hold (`aux.txt`, `notes:v2.txt`, and
+//! `README.md` beside `Readme.md`) are listed as unsyncable on the Windows device while
+//! everything else syncs. (`a:b.txt` is refused by every device, the Linux one too: a
+//! first name of one letter and a colon reads as a drive on Windows.)
 //!
 //! In the background: `filesyncd.exe --daemon` detaches and logs to its state
 //! directory, and `filesyncctl.exe autostart` registers it to start at logon.
@@ -29,7 +31,13 @@ const WINE_SYNC_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The names made on Linux that Windows cannot hold: a reserved device name (with an
 /// extension) and a colon.
-const NOT_FOR_WINDOWS: [&str; 2] = ["aux.txt", "a:b.txt"];
+const NOT_FOR_WINDOWS: [&str; 2] = ["aux.txt", "notes:v2.txt"];
+
+/// Two names made on Linux that differ only in case: Windows holds one of them.
+const CASE_PAIR: [&str; 2] = ["README.md", "Readme.md"];
+
+/// A name every device refuses.
+const DRIVE: &str = "a:b.txt";
 
 #[test]
 fn a_windows_device_under_wine_syncs_both_ways_and_lists_names_it_cannot_hold() {
@@ -90,8 +98,13 @@ fn a_windows_device_under_wine_syncs_both_ways_and_lists_names_it_cannot_hold() 
     for name in NOT_FOR_WINDOWS {
         files::write(&on_a(name), format!("{name} from Linux\n"));
     }
+    for name in CASE_PAIR {
+        files::write(&on_a(name), format!("{name} from Linux\n"));
+    }
+    files::write(&on_a(DRIVE), b"a drive?\n");
     files::write(&on_a("fine.txt"), b"a name every system holds\n");
-    let skip = |rel: &str| NOT_FOR_WINDOWS.contains(&rel);
+    let skip =
+        |rel: &str| NOT_FOR_WINDOWS.contains(&rel) || CASE_PAIR.contains(&rel) || rel == DRIVE;
     let common = settle(&cl, &w, &skip);
     assert!(
         common.contains_key("fine.txt"),
@@ -108,9 +121,39 @@ fn a_windows_device_under_wine_syncs_both_ways_and_lists_names_it_cannot_hold() 
             "{name} was written on the Windows device: {listed}"
         );
     }
+    // Of the two names differing only in case, the Windows device holds one, with its
+    // own content, and lists the other, saying so.
+    let names_on_w = files::list_dir(&on_w);
+    let held: Vec<&str> = CASE_PAIR
+        .into_iter()
+        .filter(|c| names_on_w.iter().any(|n| n == c))
+        .collect();
+    assert_eq!(held.len(), 1, "w holds {held:?} of {CASE_PAIR:?}");
+    let kept = held[0];
+    files::assert_file(&on_w.join(kept), format!("{kept} from Linux\n").as_bytes());
+    let other = CASE_PAIR
+        .iter()
+        .copied()
+        .find(|c| *c != kept)
+        .expect("two names");
+    let listed = wait_unsyncable(&w, other);
+    assert!(
+        listed["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("case")),
+        "w does not say {other} clashes in case: {listed}"
+    );
+    // The name every device refuses: listed on Linux, nowhere else.
+    let on_linux = cl.a().folder_status(DOCS)["unsyncable"].clone();
+    assert!(
+        on_linux.as_array().is_some_and(|l| l
+            .iter()
+            .any(|u| u["path"].as_str().is_some_and(|p| p.ends_with(DRIVE)))),
+        "the Linux device does not list {DRIVE}: {on_linux}"
+    );
     w.assert_in_sync(DOCS, WINE_SYNC_TIMEOUT);
     // Nothing on the Linux side was deleted because Windows could not hold it.
-    for name in NOT_FOR_WINDOWS {
+    for name in NOT_FOR_WINDOWS.into_iter().chain(CASE_PAIR) {
         files::assert_file(&on_a(name), format!("{name} from Linux\n").as_bytes());
     }
 }
