@@ -254,14 +254,42 @@ impl Wine {
     /// `bcryptprimitives`; not started.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut cmd = Command::new(&self.tools.wine);
-        cmd.arg(program)
-            .env("WINEPREFIX", &self.prefix)
+        cmd.arg(program);
+        self.environment(&mut cmd);
+        cmd
+    }
+
+    /// What a Wine program of this prefix runs with.
+    fn environment(&self, cmd: &mut Command) {
+        cmd.env("WINEPREFIX", &self.prefix)
             .env("WINEDEBUG", "-all")
             .env("WINEDLLOVERRIDES", "bcryptprimitives=n,b;mscoree,mshtml=")
             .env_remove("DISPLAY")
             .env_remove("FILESYNC_SOCKET")
             .env_remove("FILESYNC_TOKEN");
-        cmd
+    }
+
+    /// Builds the daemon's unit tests for Windows and runs those whose names contain
+    /// `filter` in this prefix (Wine as cargo's runner for the target), to the end.
+    pub fn daemon_unit_tests(&self, filter: &str) -> Output {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args([
+                "test",
+                "--target",
+                WINDOWS_TARGET,
+                "-p",
+                "filesyncd",
+                "--lib",
+                filter,
+            ])
+            .env(
+                "CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER",
+                &self.tools.wine,
+            );
+        self.environment(&mut cmd);
+        run_to_end(&mut cmd, BUILD_TIMEOUT)
     }
 }
 
