@@ -155,9 +155,13 @@ pub fn make_symlink(root: &Root, entry: &Entry) -> Result<Stat> {
     if let Err(e) = dir.symlink(&entry.target, &tmp) {
         let full = dir.display(name);
         if beneath::cannot_hold_link(&e) {
-            return Err(
-                CannotHold(format!("cannot create symlink {}: {e}", full.display())).into(),
-            );
+            return Err(CannotHold(format!(
+                "cannot create symlink {}: {e}; on Windows a user may create links with \
+                     developer mode on (or the privilege to create symbolic links): turn it \
+                     on, then `filesyncctl rescan`",
+                full.display()
+            ))
+            .into());
         }
         return Err(e).with_context(|| format!("cannot create symlink {}", full.display()));
     }
