@@ -159,7 +159,7 @@ pub(super) struct FolderTask {
     judge_due: bool,
     last_error: Option<String>,
     unsyncable: Vec<Unsyncable>,
-    /// Server entries this device cannot hold, with why ([`failed`]).
+    /// Server entries this device cannot hold, with why ([`names`]).
     unholdable: BTreeMap<RelPath, String>,
     next_push: u64,
     inflight: HashMap<u64, Vec<Entry>>,

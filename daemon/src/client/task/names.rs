@@ -8,7 +8,7 @@
 //! the path, so its scans never miss it.
 //!
 //! A symlink this user may not create is set aside the same way once its creation is
-//! refused (`failed.rs`).
+//! refused ([`CannotHold`]).
 //!
 //! Set-aside entries are judged again at start-up, when a new version of one arrives,
 //! and after each full scan, so a path syncs once what stood in its way is gone (the
@@ -19,11 +19,13 @@ use std::sync::OnceLock;
 
 use anyhow::Result;
 use filesync_proto::RelPath;
+use filesync_proto::control::Unsyncable;
 use filesync_proto::wire::Entry;
 
 use super::FolderTask;
 use crate::fs::beneath::Root;
 use crate::fs::stat;
+use crate::fs::tree::CannotHold;
 use crate::fs::windows_names::{case_key, path_problem};
 
 /// Whether Windows' name rules apply here: on Windows, and in tests on any platform
@@ -78,8 +80,48 @@ impl FolderTask {
     fn set_aside(&mut self, path: &RelPath, reason: String) -> Result<()> {
         self.index().set_remote_ignored(path)?;
         tracing::warn!(folder = %self.cfg.name, %path, "not synced here: {reason}");
+        self.retry_delay.remove(path);
         self.unholdable.insert(path.clone(), reason);
         Ok(())
+    }
+
+    /// Whether applying `remote` failed with `e` because this device cannot hold it at
+    /// all ([`CannotHold`]); if so, it is set aside and listed instead of retried.
+    pub(super) fn cannot_hold(&mut self, remote: &Entry, e: &anyhow::Error) -> bool {
+        let Some(why) = e.chain().find_map(|c| c.downcast_ref::<CannotHold>()) else {
+            return false;
+        };
+        match self.set_aside(&remote.path, why.to_string()) {
+            Ok(()) => true,
+            Err(e) => {
+                self.error(format!(
+                    "cannot record {} as unsyncable: {e:#}",
+                    remote.path
+                ));
+                false
+            }
+        }
+    }
+
+    /// At start, where something can be set aside: every entry set aside before (by
+    /// these rules or the ignore rules) is judged again, so that this run lists it.
+    pub(super) fn judge_skipped_again(&mut self) {
+        if !names_apply() {
+            return;
+        }
+        if let Err(e) = self.index().clear_remote_ignored() {
+            self.error(format!("cannot update the index: {e:#}"));
+        }
+    }
+
+    /// What the status lists as unsyncable: what a scan found here, and the server's
+    /// entries set aside.
+    pub(super) fn unsyncable_all(&self) -> Vec<Unsyncable> {
+        let set_aside = self.unholdable.iter().map(|(path, reason)| Unsyncable {
+            path: path.to_string(),
+            reason: reason.clone(),
+        });
+        self.unsyncable.iter().cloned().chain(set_aside).collect()
     }
 
     fn why_unholdable(
