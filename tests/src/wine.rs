@@ -269,9 +269,9 @@ impl Wine {
             .env_remove("FILESYNC_TOKEN");
     }
 
-    /// Builds the daemon's unit tests for Windows and runs those whose names contain
-    /// `filter` in this prefix (Wine as cargo's runner for the target), to the end.
-    pub fn daemon_unit_tests(&self, filter: &str) -> Output {
+    /// Builds the daemon's unit tests for Windows and runs those whose names contain one
+    /// of `filters` in this prefix (Wine as cargo's runner for the target), to the end.
+    pub fn daemon_unit_tests(&self, filters: &[&str]) -> Output {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -282,8 +282,9 @@ impl Wine {
                 "-p",
                 "filesyncd",
                 "--lib",
-                filter,
+                "--",
             ])
+            .args(filters)
             .env(
                 "CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER",
                 &self.tools.wine,

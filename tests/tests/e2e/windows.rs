@@ -282,8 +282,9 @@ fn on_linux_autostart_points_to_the_user_unit() {
 
 /// The unit tests of the daemon's Windows file code (`daemon/src/fs/windows/`: opens
 /// relative to directory handles, renames and deletes by handle, listings, the partial
-/// transfer's lock, and the pure rules), built for Windows and run under Wine: the Linux
-/// build never makes those calls. Links and junctions are not among them: Wine has none.
+/// transfer's lock, and the pure rules), of modes kept where files hold none, and of
+/// case clashes, built for Windows and run under Wine: the Linux build never makes
+/// those calls or takes those branches. Links and junctions are not among them: Wine has none.
 #[test]
 fn the_windows_file_code_passes_its_unit_tests_under_wine() {
     let Some(tools) = Tools::find_or_skip() else {
@@ -291,7 +292,9 @@ fn the_windows_file_code_passes_its_unit_tests_under_wine() {
     };
     let scratch = Scratch::new();
     let wine = Wine::boot(tools, scratch.path());
-    let out = wine.daemon_unit_tests("fs::windows");
+    // `fs::stat` holds keep_mode, whose Windows branch (the index's mode kept) no Linux
+    // run takes; `client::task::names` the case clashes.
+    let out = wine.daemon_unit_tests(&["fs::windows", "fs::stat::", "client::task::names"]);
     let text = String::from_utf8_lossy(&out.stdout);
     let passed = text
         .lines()
@@ -299,7 +302,7 @@ fn the_windows_file_code_passes_its_unit_tests_under_wine() {
         .and_then(|rest| rest.split(' ').next())
         .and_then(|n| n.parse::<u32>().ok());
     assert!(
-        out.status.success() && passed.is_some_and(|n| n >= 10),
+        out.status.success() && passed.is_some_and(|n| n >= 20),
         "the Windows unit tests of fs::windows did not pass under Wine ({passed:?} passed): {}",
         describe(&out)
     );
