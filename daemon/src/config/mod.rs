@@ -86,6 +86,9 @@ pub struct DaemonSection {
 pub struct ServerSection {
     /// `IP:PORT`, already checked to parse as a `SocketAddr`.
     pub listen: String,
+    /// `HOST:PORT` that invite tokens carry (`public_address`); `None`: the address the
+    /// listener is bound to.
+    pub public_address: Option<String>,
     pub data_dir: PathBuf,
     pub registration: Registration,
     /// Days a replaced or deleted file is kept in the server's versions; 0 keeps none.

@@ -24,6 +24,7 @@ use super::{
 const DAEMON_KEYS: &[&str] = &["state_dir", "control_socket"];
 const SERVER_KEYS: &[&str] = &[
     "listen",
+    "public_address",
     "data_dir",
     "registration",
     "keep_versions",
@@ -170,6 +171,19 @@ fn server_section(
             return Err(cx.err(line, s.key("listen"), message));
         }
     };
+    let public_address = match s.string(cx, "public_address", "\"sync.example.com:7101\"")? {
+        None => None,
+        Some((text, line)) => match check_server_addr(text) {
+            Ok(()) => Some(text.to_owned()),
+            Err(why) => {
+                let message = format!(
+                    "{why}; this is the address invite tokens carry, so write the HOST:PORT \
+                     devices reach this server at, e.g. \"sync.example.com:{DEFAULT_PORT}\""
+                );
+                return Err(cx.err(line, s.key("public_address"), message));
+            }
+        },
+    };
     let data_dir = match s.path(cx, "data_dir")? {
         Some((path, _)) => path,
         None => cx.env.default_data_dir(&daemon.state_dir),
@@ -221,6 +235,7 @@ fn server_section(
     };
     Ok(ServerSection {
         listen,
+        public_address,
         data_dir,
         registration,
         keep_versions,
@@ -443,6 +458,8 @@ mod tests {
             (concat!(docs!(), "account = 5\n"), 4, "folder[1].account", "expected a string"),
             ("[server]\nlisten = \"localhost:7101\"\n", 2, "server.listen", "not an address to listen on"),
             ("[server]\nlisten = \"0.0.0.0\"\n", 2, "server.listen", "write IP:PORT"),
+            ("[server]\npublic_address = \"sync.example.com\"\n", 2, "server.public_address", "has no port"),
+            ("[server]\npublic_address = \"sync example:7101\"\n", 2, "server.public_address", "devices reach this server at"),
             ("[[folder]]\npath = \"/a\"\nserver = \"files.example.org\"\n", 3, "folder[1].server", "has no port; write it as \"files.example.org:7101\""),
             ("[[folder]]\npath = \"/a\"\nserver = \"::1:7101\"\n", 3, "folder[1].server", "in brackets"),
             ("[[folder]]\npath = \"/a\"\nserver = \"h:70000\"\n", 3, "folder[1].server", "from 1 to 65535"),
@@ -624,6 +641,7 @@ mod tests {
             },
             server: Some(ServerSection {
                 listen: "0.0.0.0:7101".into(),
+                public_address: None,
                 data_dir: state_dir.join("server"),
                 registration: Registration::Invite,
                 keep_versions: 30,
