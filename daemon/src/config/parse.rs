@@ -32,6 +32,8 @@ const SERVER_KEYS: &[&str] = &[
     "default_quota",
     "min_free_space",
     "max_folders_per_account",
+    "backend",
+    "cluster",
 ];
 const FOLDER_KEYS: &[&str] = &[
     "path",
@@ -233,7 +235,9 @@ fn server_section(
             return Err(cx.err(line, s.key("max_folders_per_account"), message));
         }
     };
+    let backend = super::cluster::backend(cx, s)?;
     Ok(ServerSection {
+        backend,
         listen,
         public_address,
         data_dir,
@@ -379,6 +383,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::config::Backend;
 
     const FILE: &str = "/etc/filesync/filesyncd.toml";
 
@@ -459,6 +464,11 @@ mod tests {
             ("[server]\nlisten = \"localhost:7101\"\n", 2, "server.listen", "not an address to listen on"),
             ("[server]\nlisten = \"0.0.0.0\"\n", 2, "server.listen", "write IP:PORT"),
             ("[server]\npublic_address = \"sync.example.com\"\n", 2, "server.public_address", "has no port"),
+            ("[server]\nbackend = \"s3\"\n", 2, "server.backend", "use \"embedded\" or \"cluster\""),
+            ("[server]\nbackend = \"cluster\"\n", 2, "server.backend", "needs a [server.cluster] table"),
+            ("[server]\n[server.cluster]\nnode_name = \"n\"\n", 2, "server.cluster", "read only with backend = \"cluster\""),
+            ("[server]\nbackend = \"cluster\"\n[server.cluster]\nnode_name = \"n\"\n", 3, "server.cluster.postgres", "has no `postgres`"),
+            ("[server]\nbackend = \"cluster\"\n[server.cluster]\nnode = \"n\"\n", 4, "server.cluster.node", "valid keys are `node_name`"),
             ("[server]\npublic_address = \"sync example:7101\"\n", 2, "server.public_address", "devices reach this server at"),
             ("[[folder]]\npath = \"/a\"\nserver = \"files.example.org\"\n", 3, "folder[1].server", "has no port; write it as \"files.example.org:7101\""),
             ("[[folder]]\npath = \"/a\"\nserver = \"::1:7101\"\n", 3, "folder[1].server", "in brackets"),
@@ -649,6 +659,7 @@ mod tests {
                 default_quota: None,
                 min_free_space: 1 << 30,
                 max_folders_per_account: 256,
+                backend: Backend::Embedded,
             }),
             folders: vec![
                 FolderConfig {

@@ -15,6 +15,7 @@
 //! account's quota and the free-space reserve first ([`quota`]).
 
 pub mod accounts;
+pub mod cluster;
 mod history;
 mod inline;
 mod listen;
