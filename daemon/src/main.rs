@@ -90,6 +90,7 @@ fn main() -> ExitCode {
     };
     if let Some(admin) = args.command {
         lifecycle::init_logging(false);
+        filesyncd::fs::durable::at_start();
         return one_shot(&config, admin);
     }
     let socket = args

@@ -26,6 +26,8 @@ struct GarageNode {
     config: PathBuf,
     s3_port: u16,
     rpc_port: u16,
+    /// `ID@127.0.0.1:RPC_PORT`, known once the node has started.
+    address: String,
     child: Option<Child>,
 }
 
@@ -96,6 +98,7 @@ impl Garage {
                     config,
                     s3_port,
                     rpc_port,
+                    address: String::new(),
                     child: None,
                 }
             })
@@ -105,6 +108,7 @@ impl Garage {
             garage.start_node(i);
         }
         garage.set_up();
+        garage.wait_connected();
         garage
     }
 
@@ -113,16 +117,72 @@ impl Garage {
         format!("http://127.0.0.1:{}", self.nodes[i].s3_port)
     }
 
-    /// Kills node `i` (SIGKILL), as a crashed host.
+    /// Kills node `i` (SIGKILL), as a crashed host, and waits until the others are
+    /// connected among themselves.
     pub fn kill_node(&mut self, i: usize) {
+        self.stop_node(i);
+        self.connect_running();
+        self.wait_connected();
+    }
+
+    /// Asks every running node to connect to every other at once, rather than after
+    /// its retry interval (tens of seconds).
+    fn connect_running(&self) {
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].child.is_some())
+            .collect();
+        for &i in &running {
+            for &j in running.iter().filter(|&&j| j != i) {
+                self.cli_ok(i, &["node", "connect", &self.nodes[j].address]);
+            }
+        }
+    }
+
+    fn stop_node(&mut self, i: usize) {
         if let Some(mut child) = self.nodes[i].child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    /// Starts node `i` again after [`Garage::kill_node`] and waits until it answers.
-    pub fn start_node(&mut self, i: usize) {
+    /// Starts node `i` again after [`Garage::kill_node`] and waits until it sees every
+    /// other node.
+    pub fn restart_node(&mut self, i: usize) {
+        self.start_node(i);
+        self.connect_running();
+        self.wait_connected();
+    }
+
+    /// Waits until every running node lists every other running node among its healthy
+    /// ones: connections between nodes are made, and re-made after one goes, in the
+    /// background.
+    fn wait_connected(&self) {
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].child.is_some())
+            .collect();
+        for &via in &running {
+            poll_until(START_TIMEOUT, || {
+                let status =
+                    String::from_utf8_lossy(&self.cli(via, &["status"]).stdout).into_owned();
+                let healthy = status.split("FAILED NODES").next().unwrap_or_default();
+                let missing: Vec<&str> = running
+                    .iter()
+                    .map(|&i| self.nodes[i].address.split('@').next().unwrap_or_default())
+                    .filter(|id| !healthy.contains(&id[..16.min(id.len())]))
+                    .collect();
+                match missing.is_empty() {
+                    true => Ok(()),
+                    false => Err(format!(
+                        "garage node {via} does not see {missing:?} yet:\n{status}"
+                    )),
+                }
+            })
+            .unwrap_or_else(|why| panic!("{why}\n{}", self.logs()));
+        }
+    }
+
+    /// Starts node `i` and waits until it answers.
+    fn start_node(&mut self, i: usize) {
         let log = fs::File::create(self.dir.join(format!("node{i}.log")))
             .expect("cannot make a Garage log");
         let child = Command::new(&self.binary)
@@ -149,16 +209,18 @@ impl Garage {
     }
 
     /// Connects the nodes, gives each a role in one zone, makes the bucket and the key.
-    fn set_up(&self) {
+    fn set_up(&mut self) {
         let ids: Vec<String> = (0..self.nodes.len())
             .map(|i| {
                 let id = self.cli_ok(i, &["node", "id", "-q"]);
                 id.split('@').next().unwrap_or_default().trim().to_owned()
             })
             .collect();
-        for (i, id) in ids.iter().enumerate().skip(1) {
-            let address = format!("{id}@127.0.0.1:{}", self.nodes[i].rpc_port);
-            self.cli_ok(0, &["node", "connect", &address]);
+        for (node, id) in self.nodes.iter_mut().zip(&ids) {
+            node.address = format!("{id}@127.0.0.1:{}", node.rpc_port);
+        }
+        for node in &self.nodes[1..] {
+            self.cli_ok(0, &["node", "connect", &node.address]);
         }
         for id in &ids {
             self.cli_ok(0, &["layout", "assign", "-z", "dc1", "-c", "1G", id]);
@@ -222,7 +284,7 @@ impl Garage {
 impl Drop for Garage {
     fn drop(&mut self) {
         for i in 0..self.nodes.len() {
-            self.kill_node(i);
+            self.stop_node(i);
         }
     }
 }

@@ -162,16 +162,22 @@ pub enum CrashPoint {
     AfterRenames,
     /// After barrier M, before the index transaction commits.
     AfterDirBarrier,
+    /// `migrate-to-cluster`: after every block is in the bucket, before any row.
+    ImportAfterUpload,
+    /// `migrate-to-cluster`: after every row is written, before the commit.
+    ImportBeforeCommit,
 }
 
 /// The crash point `FILESYNC_CRASH_AT` names, read once by [`at_start`].
 static CRASH_AT: OnceLock<Option<CrashPoint>> = OnceLock::new();
 
 impl CrashPoint {
-    const ALL: [CrashPoint; 3] = [
+    const ALL: [CrashPoint; 5] = [
         CrashPoint::AfterDataBarrier,
         CrashPoint::AfterRenames,
         CrashPoint::AfterDirBarrier,
+        CrashPoint::ImportAfterUpload,
+        CrashPoint::ImportBeforeCommit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -179,6 +185,8 @@ impl CrashPoint {
             CrashPoint::AfterDataBarrier => "after-data-barrier",
             CrashPoint::AfterRenames => "after-renames",
             CrashPoint::AfterDirBarrier => "after-dir-barrier",
+            CrashPoint::ImportAfterUpload => "import-after-upload",
+            CrashPoint::ImportBeforeCommit => "import-before-commit",
         }
     }
 
@@ -209,8 +217,10 @@ pub fn at_start() {
     let value = std::env::var("FILESYNC_CRASH_AT").ok();
     let point = value.as_deref().and_then(CrashPoint::named);
     if let (Some(value), None) = (&value, point) {
+        let names: Vec<&str> = CrashPoint::ALL.iter().map(|p| p.name()).collect();
         tracing::warn!(
-            "FILESYNC_CRASH_AT={value:?} names no crash point (after-data-barrier, after-renames, after-dir-barrier); ignored"
+            "FILESYNC_CRASH_AT={value:?} names no crash point ({}); ignored",
+            names.join(", ")
         );
     }
     if let Some(point) = point {

@@ -87,8 +87,8 @@ fn an_embedded_server_moves_into_the_cluster_and_exports_the_same_trees() {
     };
     let a = cl.folder_dir(0, DOCS);
     files::write(&a.join("notes/today.txt"), b"first\n");
-    files::write(&a.join("big.bin"), pseudo_random(3 << 20, 19));
-    files::write(&a.join("same-as-big.bin"), pseudo_random(3 << 20, 19));
+    files::write(&a.join("big.bin"), pseudo_random(19, 3 << 20));
+    files::write(&a.join("same-as-big.bin"), pseudo_random(19, 3 << 20));
     files::write(&a.join("empty"), b"");
     files::write(&a.join("tool.sh"), b"#!/bin/sh\necho hi\n");
     fs::set_permissions(a.join("tool.sh"), fs::Permissions::from_mode(0o755)).unwrap();
@@ -292,4 +292,101 @@ fn bad_or_unreachable_engines_are_errors_naming_the_key() {
         run_with_timeout(&mut cmd, ADMIN_TIMEOUT),
         &["server.backend = \"cluster\"", "migrate-to-cluster"],
     );
+}
+
+/// Writes a small folder on client 0, lets it settle and stops the server: the
+/// embedded server a move starts from. Returns the server's tree.
+fn stopped_server_with_files(cl: &Cluster) -> PathBuf {
+    let a = cl.folder_dir(0, DOCS);
+    for i in 0..20 {
+        files::write(
+            &a.join(format!("d{}/f{i}.bin", i % 3)),
+            pseudo_random(i as u64, 70_000 + i),
+        );
+    }
+    files::write(&a.join("large.bin"), pseudo_random(7, 2 << 20));
+    cl.settle(DOCS);
+    cl.server().stop();
+    cl.server_dir(DOCS).expect("the server's copy")
+}
+
+/// `filesyncd export` of the folder must give `tree` back.
+fn export_equals(cl: &Cluster, config: &Path, name: &str, tree: &Path) {
+    let out = cl.root().join(name);
+    cl.expect_entry(name);
+    ok(filesyncd(
+        config,
+        &["export", &format!("open/{DOCS}"), out.to_str().unwrap()],
+    ));
+    let (exported, expected) = (manifest(&out).unwrap(), manifest(tree).unwrap());
+    assert!(exported == expected, "{}", diff(&expected, &exported));
+}
+
+#[test]
+fn a_move_stopped_at_any_point_records_nothing_and_runs_again() {
+    let cl = Cluster::new(1);
+    let Some((pg, garage)) = engines(&cl) else {
+        return;
+    };
+    let tree = stopped_server_with_files(&cl);
+    let url = pg.create_db("stopped");
+    let config = cluster_config(cl.server(), &cluster_table(&url, &garage, &[]));
+    for point in ["import-after-upload", "import-before-commit"] {
+        let mut cmd = Command::new(bin("filesyncd"));
+        cmd.arg("--config").arg(&config).arg("migrate-to-cluster");
+        cmd.env("FILESYNC_CRASH_AT", point);
+        let out = run_with_timeout(&mut cmd, ADMIN_TIMEOUT);
+        assert!(!out.status.success(), "{point}: {}", describe(&out));
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            said.contains(&format!("crash point reached: {point}")),
+            "{said}"
+        );
+        for table in [
+            "cluster", "accounts", "devices", "folders", "entries", "contents",
+        ] {
+            let rows = pg.psql("stopped", &format!("SELECT COUNT(*) FROM {table}"));
+            assert_eq!(rows, "0", "{point}: {table} holds rows");
+        }
+    }
+    ok(filesyncd(&config, &["migrate-to-cluster"]));
+    export_equals(&cl, &config, "exported", &tree);
+}
+
+#[test]
+fn the_move_and_the_export_go_on_with_one_garage_node_of_three_down_and_pg_outages_are_named() {
+    let cl = Cluster::new(1);
+    let Some(pg) = Postgres::start_or_skip() else {
+        return;
+    };
+    cl.expect_entry("garage");
+    let Some(mut garage) = Garage::start_or_skip(cl.root(), 3) else {
+        return;
+    };
+    let tree = stopped_server_with_files(&cl);
+    let url = pg.create_db("three");
+    let config = cluster_config(cl.server(), &cluster_table(&url, &garage, &[]));
+    garage.kill_node(2);
+    ok(filesyncd(&config, &["migrate-to-cluster"]));
+    export_equals(&cl, &config, "one-down", &tree);
+
+    // The database down: a clear error naming its key; back up: as before.
+    pg.stop();
+    let out = cl.root().join("db-down");
+    cl.expect_entry("db-down");
+    refused(
+        filesyncd(
+            &config,
+            &["export", &format!("open/{DOCS}"), out.to_str().unwrap()],
+        ),
+        &["cannot connect to PostgreSQL", "server.cluster.postgres"],
+    );
+    pg.start_again();
+    garage.restart_node(2);
+    garage.kill_node(0);
+    let config = cluster_config(
+        cl.server(),
+        &cluster_table(&url, &garage, &[("s3_endpoint", &garage.endpoint(1))]),
+    );
+    export_equals(&cl, &config, "other-node-down", &tree);
 }

@@ -16,22 +16,22 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
-use filesync_proto::wire::{BlockInfo, Entry, EntryKind};
+use filesync_proto::wire::{BlockInfo, EntryKind};
 use filesync_proto::{DeviceId, Hash, RelPath};
-use rusqlite::OpenFlags;
 use tokio_postgres::Transaction;
 
 use super::Store;
+use super::embedded::{Accounts, Folder, read_accounts, read_folders};
 use super::schema::{LIVE, SCHEMA_VERSION};
 use crate::config::{ClusterSection, ServerSection};
 use crate::fs::beneath::Root;
-use crate::fs::{chunk, tree};
-use crate::index::{Index, Meta, kind_code};
-use crate::server::versions::{VersionInfo, Versions};
+use crate::fs::durable::CrashPoint;
+use crate::fs::tree;
+use crate::index::kind_code;
 
 /// What an import moved, for the admin.
 #[derive(Debug, Default)]
@@ -44,51 +44,6 @@ pub struct Imported {
     /// Distinct blocks stored in the bucket, and their bytes.
     pub blocks: usize,
     pub bytes: u64,
-}
-
-/// One folder of the embedded server, read whole.
-struct Folder {
-    account: String,
-    name: String,
-    root: PathBuf,
-    epoch: i64,
-    next_floor: i64,
-    last_seq: u64,
-    entries: Vec<Entry>,
-    renames: Vec<(u64, RelPath, RelPath)>,
-    gaps: Vec<(u64, u64)>,
-    versions: Vec<(VersionInfo, chunk::Hashed)>,
-}
-
-/// The account store's rows, as `accounts.db` holds them.
-#[derive(Default)]
-struct Accounts {
-    accounts: Vec<(String, i64)>,
-    quotas: Vec<(String, Option<i64>)>,
-    devices: Vec<Device>,
-    invites: Vec<Invite>,
-    shares: Vec<(String, String, String, bool, i64)>,
-}
-
-struct Device {
-    id: String,
-    account: String,
-    name: String,
-    secret_hash: Vec<u8>,
-    enrolled: i64,
-    last_seen: Option<i64>,
-    revoked: bool,
-}
-
-struct Invite {
-    hash: Vec<u8>,
-    account: String,
-    created: i64,
-    expires: i64,
-    used_by: Option<String>,
-    used_at: Option<i64>,
-    made_by: Option<String>,
-    cancelled: Option<i64>,
 }
 
 /// Moves the embedded server at `server.data_dir` into the cluster `cluster`, whose
@@ -142,6 +97,7 @@ pub async fn import(
     }
     let mut done = Imported::default();
     let contents = upload(&store, &accounts, &folders, &mut done).await?;
+    CrashPoint::ImportAfterUpload.reached(done.blocks);
     let tx = store
         .db
         .transaction()
@@ -159,153 +115,11 @@ pub async fn import(
     for folder in &folders {
         write_folder(&tx, ids[&folder.account], folder, &mut done).await?;
     }
+    CrashPoint::ImportBeforeCommit.reached(done.entries);
     tx.commit()
         .await
         .context("cannot commit the import; nothing was recorded, run it again")?;
     Ok(done)
-}
-
-fn read_accounts(file: &Path) -> Result<Accounts> {
-    let db = rusqlite::Connection::open_with_flags(file, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .with_context(|| format!("cannot open the account store {}", file.display()))?;
-    let cx = || format!("cannot read the account store {}", file.display());
-    let mut a = Accounts::default();
-    let rows = |sql: &str| db.prepare(sql).with_context(cx);
-    a.accounts = rows("SELECT name, created FROM accounts")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()
-        .with_context(cx)?;
-    a.quotas = rows("SELECT account, bytes FROM quotas")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()
-        .with_context(cx)?;
-    let sql = "SELECT id, account, name, secret_hash, enrolled, last_seen, revoked FROM devices";
-    a.devices = rows(sql)?
-        .query_map([], |r| {
-            Ok(Device {
-                id: r.get(0)?,
-                account: r.get(1)?,
-                name: r.get(2)?,
-                secret_hash: r.get(3)?,
-                enrolled: r.get(4)?,
-                last_seen: r.get(5)?,
-                revoked: r.get::<_, i64>(6)? != 0,
-            })
-        })?
-        .collect::<Result<_, _>>()
-        .with_context(cx)?;
-    let sql = "SELECT hash, account, created, expires, used_by, used_at, made_by, cancelled \
-               FROM invites";
-    a.invites = rows(sql)?
-        .query_map([], |r| {
-            Ok(Invite {
-                hash: r.get(0)?,
-                account: r.get(1)?,
-                created: r.get(2)?,
-                expires: r.get(3)?,
-                used_by: r.get(4)?,
-                used_at: r.get(5)?,
-                made_by: r.get(6)?,
-                cancelled: r.get(7)?,
-            })
-        })?
-        .collect::<Result<_, _>>()
-        .with_context(cx)?;
-    let has_shares: bool = db
-        .query_row(
-            "SELECT COUNT(*) > 0 FROM sqlite_master WHERE name = 'shares'",
-            [],
-            |r| r.get(0),
-        )
-        .with_context(cx)?;
-    if has_shares {
-        let sql = "SELECT owner, folder, member, read_only, granted FROM shares";
-        a.shares = db
-            .prepare(sql)
-            .with_context(cx)?
-            .query_map([], |r| {
-                let read_only: i64 = r.get(3)?;
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, read_only != 0, r.get(4)?))
-            })?
-            .collect::<Result<_, _>>()
-            .with_context(cx)?;
-    }
-    Ok(a)
-}
-
-/// Every folder that has an index: `DATA_DIR/.filesync/index/ACCOUNT/FOLDER.db`.
-fn read_folders(data_dir: &Path) -> Result<Vec<Folder>> {
-    let meta = data_dir.join(".filesync");
-    let index_dir = meta.join("index");
-    let mut found = Vec::new();
-    let accounts = match std::fs::read_dir(&index_dir) {
-        Ok(accounts) => accounts,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", index_dir.display())),
-    };
-    for account in accounts {
-        let account = account.with_context(|| format!("cannot read {}", index_dir.display()))?;
-        let Some(account_name) = account.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        let files = std::fs::read_dir(account.path())
-            .with_context(|| format!("cannot read {}", account.path().display()))?;
-        for file in files {
-            let file = file.with_context(|| format!("cannot read {}", account.path().display()))?;
-            let file_name = file.file_name();
-            let Some(name) = file_name.to_str().and_then(|n| n.strip_suffix(".db")) else {
-                continue;
-            };
-            let root = data_dir.join(&account_name).join(name);
-            let versions = meta.join("versions").join(&account_name).join(name);
-            let folder = read_folder(&file.path(), &account_name, name, root, versions)
-                .with_context(|| format!("folder {account_name}/{name}"))?;
-            found.push(folder);
-        }
-    }
-    found.sort_by(|a, b| (&a.account, &a.name).cmp(&(&b.account, &b.name)));
-    Ok(found)
-}
-
-fn read_folder(
-    index_file: &Path,
-    account: &str,
-    name: &str,
-    root: PathBuf,
-    versions_dir: PathBuf,
-) -> Result<Folder> {
-    let index = Index::open(index_file)?;
-    let mut entries = Vec::new();
-    let mut since = 0;
-    loop {
-        let batch = index.entries_since(since, 4096)?;
-        let Some(last) = batch.last() else { break };
-        since = last.seq;
-        entries.extend(batch);
-    }
-    let last_seq = index.max_seq()?;
-    let mut versions = Vec::new();
-    if versions_dir.is_dir() {
-        for version in Versions::open(versions_dir)?.all()? {
-            let file = File::open(&version.file)
-                .with_context(|| format!("cannot open version {}", version.file.display()))?;
-            let hashed = chunk::hash_open(&file)
-                .with_context(|| format!("cannot read version {}", version.file.display()))?;
-            versions.push((version, hashed));
-        }
-    }
-    Ok(Folder {
-        account: account.to_owned(),
-        name: name.to_owned(),
-        root,
-        epoch: index.epoch()? as i64,
-        next_floor: index.meta(Meta::NextFloor)?.unwrap_or(0),
-        last_seq,
-        renames: index.renames(0, last_seq)?,
-        gaps: index.gaps()?,
-        entries,
-        versions,
-    })
 }
 
 /// Where the bytes of one content are read from.

@@ -10,6 +10,8 @@
 #[cfg(unix)]
 pub mod chunks;
 #[cfg(unix)]
+mod embedded;
+#[cfg(unix)]
 pub mod export;
 #[cfg(unix)]
 pub mod import;
