@@ -21,7 +21,7 @@ use super::{
     ServerSection,
 };
 
-const DAEMON_KEYS: &[&str] = &["state_dir", "control_socket"];
+const DAEMON_KEYS: &[&str] = &["state_dir", "control_socket", "metrics_listen"];
 const SERVER_KEYS: &[&str] = &[
     "listen",
     "data_dir",
@@ -146,10 +146,32 @@ fn daemon_section(cx: &Cx, s: &Section) -> Result<DaemonSection, ConfigError> {
         })?,
     };
     let control_socket = s.path(cx, "control_socket")?.map(|(path, _)| path);
+    let metrics_listen = listen_addr(cx, s, "metrics_listen", "\"127.0.0.1:7103\"", "")?;
     Ok(DaemonSection {
         state_dir,
         control_socket,
+        metrics_listen,
     })
+}
+
+/// The `IP:PORT` at `key`, if given; else an error naming the key and its line that
+/// shows `example` and ends with `hint`.
+fn listen_addr(
+    cx: &Cx,
+    s: &Section,
+    key: &str,
+    example: &str,
+    hint: &str,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    match s.string(cx, key, example)? {
+        None => Ok(None),
+        Some((text, line)) => text.parse::<SocketAddr>().map(Some).map_err(|_| {
+            let message = format!(
+                "{text:?} is not an address to listen on; write IP:PORT, e.g. {example}{hint}"
+            );
+            cx.err(line, s.key(key), message)
+        }),
+    }
 }
 
 fn server_section(
@@ -159,16 +181,10 @@ fn server_section(
 ) -> Result<ServerSection, ConfigError> {
     s.check_keys(cx, SERVER_KEYS)?;
     let example = format!("\"0.0.0.0:{DEFAULT_PORT}\"");
-    let listen = match s.string(cx, "listen", &example)? {
+    let hint = format!(" (every IPv4 address) or \"[::]:{DEFAULT_PORT}\" (every address)");
+    let listen = match listen_addr(cx, s, "listen", &example, &hint)? {
         None => format!("0.0.0.0:{DEFAULT_PORT}"),
-        Some((text, _)) if text.parse::<SocketAddr>().is_ok() => text.to_owned(),
-        Some((text, line)) => {
-            let message = format!(
-                "{text:?} is not an address to listen on; write IP:PORT, e.g. {example} \
-                 (every IPv4 address) or \"[::]:{DEFAULT_PORT}\" (every address)"
-            );
-            return Err(cx.err(line, s.key("listen"), message));
-        }
+        Some(addr) => addr.to_string(),
     };
     let data_dir = match s.path(cx, "data_dir")? {
         Some((path, _)) => path,
@@ -443,6 +459,8 @@ mod tests {
             (concat!(docs!(), "account = 5\n"), 4, "folder[1].account", "expected a string"),
             ("[server]\nlisten = \"localhost:7101\"\n", 2, "server.listen", "not an address to listen on"),
             ("[server]\nlisten = \"0.0.0.0\"\n", 2, "server.listen", "write IP:PORT"),
+            ("[daemon]\nmetrics_listen = \"localhost:7103\"\n", 2, "daemon.metrics_listen", "not an address to listen on; write IP:PORT, e.g. \"127.0.0.1:7103\""),
+            ("[daemon]\nmetrics_listen = 7103\n", 2, "daemon.metrics_listen", "expected a string"),
             ("[[folder]]\npath = \"/a\"\nserver = \"files.example.org\"\n", 3, "folder[1].server", "has no port; write it as \"files.example.org:7101\""),
             ("[[folder]]\npath = \"/a\"\nserver = \"::1:7101\"\n", 3, "folder[1].server", "in brackets"),
             ("[[folder]]\npath = \"/a\"\nserver = \"h:70000\"\n", 3, "folder[1].server", "from 1 to 65535"),
@@ -493,9 +511,15 @@ mod tests {
         let daemon = DaemonSection {
             state_dir,
             control_socket: None,
+            metrics_listen: None,
         };
         assert_eq!(config.daemon, daemon);
         assert_eq!(config.server, None);
+        let metrics = parse_text("[daemon]\nmetrics_listen = \"[::1]:7103\"\n").unwrap();
+        assert_eq!(
+            metrics.daemon.metrics_listen,
+            Some("[::1]:7103".parse().unwrap())
+        );
         assert!(config.folders.is_empty());
 
         let config = parse_text("[server]\n").unwrap();
@@ -621,6 +645,7 @@ mod tests {
             daemon: DaemonSection {
                 state_dir: state_dir.clone(),
                 control_socket: None,
+                metrics_listen: None,
             },
             server: Some(ServerSection {
                 listen: "0.0.0.0:7101".into(),

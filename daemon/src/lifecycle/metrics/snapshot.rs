@@ -1,0 +1,633 @@
+//! The figures the daemon already knows, read at scrape time: the status that
+//! `filesyncctl status` shows (each folder's state, files, pending work, conflicts,
+//! counters; the server role's folders, connected devices and account usage) and, on the
+//! server role, when each device was last seen. A [`Snapshot`] is a prometheus-client
+//! custom collector over one such reading.
+
+use std::fmt;
+
+use filesync_proto::control::{AccountInfo, DaemonStatus, FolderState, FolderStatus};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::registry::Unit;
+
+use super::recorded::escape;
+
+/// Every state a folder can be in: `filesync_folder_state` has one series per state,
+/// 1 for the folder's current one, so that a query needs no knowledge of the others.
+const STATES: [FolderState; 7] = [
+    FolderState::Scanning,
+    FolderState::Syncing,
+    FolderState::Idle,
+    FolderState::Paused,
+    FolderState::Offline,
+    FolderState::Error,
+    FolderState::Held,
+];
+
+/// One reading of the daemon's status, and of the server's accounts on the server role.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub status: DaemonStatus,
+    pub accounts: Vec<AccountInfo>,
+}
+
+/// Labels, escaped.
+type Labels = Vec<(&'static str, String)>;
+
+fn labels<const N: usize>(pairs: [(&'static str, &str); N]) -> Labels {
+    pairs.into_iter().map(|(k, v)| (k, escape(v))).collect()
+}
+
+fn folder_labels(f: &FolderStatus) -> Labels {
+    labels([("folder", &f.name), ("server", &f.server)])
+}
+
+/// A family's name, help text and unit.
+type Describe<'a> = (&'a str, &'a str, Option<Unit>);
+
+/// Writes a gauge family and its samples; one without samples is left out.
+fn gauges<V: EncodeGaugeValue>(
+    encoder: &mut DescriptorEncoder,
+    (name, help, unit): Describe,
+    samples: impl IntoIterator<Item = (Labels, V)>,
+) -> fmt::Result {
+    let mut samples = samples.into_iter().peekable();
+    if samples.peek().is_none() {
+        return Ok(());
+    }
+    let mut family = encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Gauge)?;
+    for (labels, value) in samples {
+        family.encode_family(&labels)?.encode_gauge(&value)?;
+    }
+    Ok(())
+}
+
+/// Writes a gauge without labels.
+fn gauge(encoder: &mut DescriptorEncoder, (name, help, unit): Describe, value: u64) -> fmt::Result {
+    encoder
+        .encode_descriptor(name, help, unit.as_ref(), MetricType::Gauge)?
+        .encode_gauge(&value)
+}
+
+/// Writes a counter family and its samples; one without samples is left out.
+fn counters(
+    encoder: &mut DescriptorEncoder,
+    (name, help, unit): Describe,
+    samples: impl IntoIterator<Item = (Labels, u64)>,
+) -> fmt::Result {
+    let mut samples = samples.into_iter().peekable();
+    if samples.peek().is_none() {
+        return Ok(());
+    }
+    let mut family = encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Counter)?;
+    for (labels, value) in samples {
+        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn flag(on: bool) -> u64 {
+    u64::from(on)
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let build = labels([("version", &self.status.version)]);
+        encoder
+            .encode_descriptor(
+                "filesync_build",
+                "The daemon's version",
+                None,
+                MetricType::Info,
+            )?
+            .encode_info(&build)?;
+        self.folders(&mut encoder)?;
+        self.server(&mut encoder)
+    }
+}
+
+impl Snapshot {
+    /// The device role: each folder and its connection.
+    fn folders(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        let folders = &self.status.folders;
+        let each = |figure: fn(&FolderStatus) -> u64| {
+            folders.iter().map(move |f| (folder_labels(f), figure(f)))
+        };
+        let states = folders.iter().flat_map(|f| {
+            STATES.iter().map(move |s| {
+                let mut l = folder_labels(f);
+                l.push(("state", s.as_str().to_owned()));
+                (l, flag(f.state == *s))
+            })
+        });
+        gauges(
+            encoder,
+            (
+                "filesync_folder_state",
+                "1 for the state the folder is in (scanning, syncing, idle, paused, offline, error, held), 0 for the others",
+                None,
+            ),
+            states,
+        )?;
+        gauges(
+            encoder,
+            (
+                "filesync_folder_in_sync",
+                "1 when the folder is connected, scanned, idle and has nothing pending either way",
+                None,
+            ),
+            each(|f| flag(f.is_in_sync())),
+        )?;
+        gauges(
+            encoder,
+            (
+                "filesync_folder_error",
+                "1 while the folder shows an error (filesyncctl status says which)",
+                None,
+            ),
+            each(|f| flag(f.last_error.is_some())),
+        )?;
+        gauges(
+            encoder,
+            (
+                "filesync_folder_files",
+                "Files in the folder, as indexed",
+                None,
+            ),
+            each(|f| f.files),
+        )?;
+        gauges(
+            encoder,
+            (
+                "filesync_folder_size",
+                "Bytes of the folder's files, as indexed",
+                Some(Unit::Bytes),
+            ),
+            each(|f| f.bytes),
+        )?;
+        let pending = |up: fn(&FolderStatus) -> u64, down: fn(&FolderStatus) -> u64| {
+            folders.iter().flat_map(move |f| {
+                [("up", up(f)), ("down", down(f))].map(|(direction, n)| {
+                    let mut l = folder_labels(f);
+                    l.push(("direction", direction.to_owned()));
+                    (l, n)
+                })
+            })
+        };
+        gauges(
+            encoder,
+            (
+                "filesync_folder_pending_files",
+                "Files waiting to be sent (direction up) or received (down)",
+                None,
+            ),
+            pending(|f| f.pending_up_files, |f| f.pending_down_files),
+        )?;
+        gauges(
+            encoder,
+            (
+                "filesync_folder_pending",
+                "Bytes waiting to be sent (direction up) or received (down)",
+                Some(Unit::Bytes),
+            ),
+            pending(|f| f.pending_up_bytes, |f| f.pending_down_bytes),
+        )?;
+        gauges(
+            encoder,
+            (
+                "filesync_folder_conflicts",
+                "Conflict copies in the folder waiting to be resolved",
+                None,
+            ),
+            each(|f| f.conflicts),
+        )?;
+        gauges(
+            encoder,
+            (
+                "filesync_folder_unsyncable_paths",
+                "Paths the folder cannot sync (filesyncctl status lists them with the reason)",
+                None,
+            ),
+            each(|f| f.unsyncable.len() as u64),
+        )?;
+        let synced = folders
+            .iter()
+            .filter_map(|f| Some((folder_labels(f), f.last_sync?)));
+        gauges(
+            encoder,
+            (
+                "filesync_folder_last_sync_timestamp",
+                "When the folder was last fully in sync, Unix time",
+                Some(Unit::Seconds),
+            ),
+            synced,
+        )?;
+        counters(
+            encoder,
+            (
+                "filesync_folder_content_sent",
+                "File content sent to the server since the daemon started",
+                Some(Unit::Bytes),
+            ),
+            each(|f| f.counters.content_bytes_sent),
+        )?;
+        counters(
+            encoder,
+            (
+                "filesync_folder_content_received",
+                "File content received from the server since the daemon started",
+                Some(Unit::Bytes),
+            ),
+            each(|f| f.counters.content_bytes_received),
+        )?;
+        counters(
+            encoder,
+            (
+                "filesync_folder_wire_sent",
+                "Bytes written to the server connection, framing and TLS records' payload included",
+                Some(Unit::Bytes),
+            ),
+            each(|f| f.counters.wire_bytes_sent),
+        )?;
+        counters(
+            encoder,
+            (
+                "filesync_folder_wire_received",
+                "Bytes read from the server connection, framing included",
+                Some(Unit::Bytes),
+            ),
+            each(|f| f.counters.wire_bytes_received),
+        )?;
+        counters(
+            encoder,
+            (
+                "filesync_folder_files_uploaded",
+                "Files sent to the server since the daemon started",
+                None,
+            ),
+            each(|f| f.counters.files_uploaded),
+        )?;
+        counters(
+            encoder,
+            (
+                "filesync_folder_files_downloaded",
+                "Files received from the server since the daemon started",
+                None,
+            ),
+            each(|f| f.counters.files_downloaded),
+        )?;
+        gauges(
+            encoder,
+            (
+                "filesync_connection_connected",
+                "1 while the folder's connection to its server is up",
+                None,
+            ),
+            each(|f| flag(f.connected)),
+        )
+    }
+
+    /// The server role: its folders, devices and accounts.
+    fn server(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        let Some(server) = &self.status.server else {
+            return Ok(());
+        };
+        let mut devices: Vec<&str> = server.devices.iter().map(|d| d.device.as_str()).collect();
+        devices.sort_unstable();
+        devices.dedup();
+        gauge(
+            encoder,
+            (
+                "filesync_server_connected_devices",
+                "Devices with at least one connection open",
+                None,
+            ),
+            devices.len() as u64,
+        )?;
+        gauge(
+            encoder,
+            (
+                "filesync_server_connections",
+                "Folder connections of devices open now",
+                None,
+            ),
+            server.devices.len() as u64,
+        )?;
+        let folder = |f: &filesync_proto::control::ServerFolderStatus| {
+            labels([("account", &f.account), ("folder", &f.name)])
+        };
+        gauges(
+            encoder,
+            (
+                "filesync_server_folder_files",
+                "Files in the server's copy of the folder",
+                None,
+            ),
+            server.folders.iter().map(|f| (folder(f), f.files)),
+        )?;
+        gauges(
+            encoder,
+            (
+                "filesync_server_folder_size",
+                "Bytes of the files in the server's copy of the folder",
+                Some(Unit::Bytes),
+            ),
+            server.folders.iter().map(|f| (folder(f), f.bytes)),
+        )?;
+        gauge(
+            encoder,
+            (
+                "filesync_server_folder_problems",
+                "Folders on disk the server could not open (filesyncctl status says why)",
+                None,
+            ),
+            server.folder_problems.len() as u64,
+        )?;
+        let account = |name: &str| labels([("account", name)]);
+        gauges(
+            encoder,
+            (
+                "filesync_server_account_used",
+                "Bytes an account stores, with its unfinished uploads and the pushes being received",
+                Some(Unit::Bytes),
+            ),
+            server.usage.iter().map(|u| (account(&u.account), u.used)),
+        )?;
+        let quotas = server
+            .usage
+            .iter()
+            .filter_map(|u| Some((account(&u.account), u.quota?)));
+        gauges(
+            encoder,
+            (
+                "filesync_server_account_quota",
+                "Bytes an account may store; absent for an account without a limit",
+                Some(Unit::Bytes),
+            ),
+            quotas,
+        )?;
+        if let Some(free) = server.free_bytes {
+            gauge(
+                encoder,
+                (
+                    "filesync_server_free",
+                    "Bytes free on the filesystem of the server's data directory",
+                    Some(Unit::Bytes),
+                ),
+                free,
+            )?;
+        }
+        let seen = self.accounts.iter().flat_map(|a| {
+            a.devices.iter().filter(|d| !d.revoked).filter_map(|d| {
+                let l = labels([
+                    ("account", &a.account),
+                    ("device", &d.device),
+                    ("name", &d.name),
+                ]);
+                Some((l, d.last_seen?))
+            })
+        });
+        gauges(
+            encoder,
+            (
+                "filesync_server_device_last_seen_timestamp",
+                "When the device last logged in, Unix time (updated at most once a minute); revoked devices are left out",
+                Some(Unit::Seconds),
+            ),
+            seen,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use filesync_proto::control::{
+        AccountUsage, ConnectedDevice, Counters, DeviceInfo, FolderMode, ServerStatus, Unsyncable,
+    };
+
+    use super::*;
+    use crate::lifecycle::metrics::render;
+
+    fn folder(name: &str, state: FolderState) -> FolderStatus {
+        FolderStatus {
+            name: name.into(),
+            path: format!("/home/a/{name}"),
+            server: "files.example:7101".into(),
+            mode: FolderMode::TwoWay,
+            state,
+            connected: true,
+            scanned: true,
+            files: 3,
+            bytes: 12_345,
+            pending_up_files: 2,
+            pending_up_bytes: 200,
+            pending_down_files: 0,
+            pending_down_bytes: 0,
+            seq: 9,
+            last_sync: Some(1_700_000_000),
+            conflicts: 1,
+            last_error: None,
+            unsyncable: vec![Unsyncable {
+                path: "fifo".into(),
+                reason: "a FIFO".into(),
+            }],
+            counters: Counters {
+                content_bytes_sent: 10,
+                wire_bytes_received: 77,
+                ..Counters::default()
+            },
+            rate_up_bps: 0,
+            rate_down_bps: 0,
+            index_bytes: 4096,
+            last_scan: None,
+            watch_problem: None,
+            account: Some("alice".into()),
+            owner: Some("alice".into()),
+            local_changes: Default::default(),
+        }
+    }
+
+    fn status(folders: Vec<FolderStatus>, server: Option<ServerStatus>) -> DaemonStatus {
+        DaemonStatus {
+            version: "0.1.0".into(),
+            device: "DEV1".into(),
+            config: "/etc/filesync/filesyncd.toml".into(),
+            folders,
+            server,
+            servers: Vec::new(),
+            config_error: None,
+            metrics: None,
+        }
+    }
+
+    fn connection(device: &str, folder: &str) -> ConnectedDevice {
+        ConnectedDevice {
+            device: device.into(),
+            name: "laptop".into(),
+            account: "alice".into(),
+            folder: folder.into(),
+            address: "127.0.0.1:5000".into(),
+        }
+    }
+
+    fn device(id: &str, last_seen: Option<i64>, revoked: bool) -> DeviceInfo {
+        DeviceInfo {
+            account: "alice".into(),
+            device: id.into(),
+            name: format!("{id} \"home\""),
+            enrolled: 1_600_000_000,
+            last_seen,
+            revoked,
+            connections: 0,
+        }
+    }
+
+    fn server() -> ServerStatus {
+        ServerStatus {
+            listen: "0.0.0.0:7101".into(),
+            data_dir: "/srv".into(),
+            fingerprint: "ab".repeat(32),
+            registration: "invite".into(),
+            folders: Vec::new(),
+            // One device with two folders' connections, another with one.
+            devices: vec![
+                connection("D1", "docs"),
+                connection("D1", "photos"),
+                connection("D2", "docs"),
+            ],
+            usage: vec![
+                AccountUsage {
+                    account: "alice".into(),
+                    used: 500,
+                    quota: Some(1000),
+                },
+                AccountUsage {
+                    account: "bob".into(),
+                    used: 7,
+                    quota: None,
+                },
+            ],
+            folder_problems: Vec::new(),
+            free_bytes: Some(1 << 30),
+            min_free_space: 0,
+        }
+    }
+
+    fn lines(snapshot: Snapshot) -> Vec<String> {
+        let text = render(snapshot).unwrap();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        text.lines().map(str::to_owned).collect()
+    }
+
+    /// Every line of `want` is in `got`.
+    fn check(got: &[String], want: &[&str]) {
+        for line in want {
+            assert!(
+                got.iter().any(|l| l == line),
+                "no line {line:?} in:\n{}",
+                got.join("\n")
+            );
+        }
+    }
+
+    #[test]
+    fn a_device_shows_each_folder() {
+        let status = status(vec![folder("docs", FolderState::Idle)], None);
+        let got = lines(Snapshot {
+            status,
+            accounts: Vec::new(),
+        });
+        let l = r#"folder="docs",server="files.example:7101""#;
+        check(
+            &got,
+            &[
+                r#"filesync_build_info{version="0.1.0"} 1"#,
+                "# TYPE filesync_folder_state gauge",
+                &format!(r#"filesync_folder_state{{{l},state="idle"}} 1"#),
+                &format!(r#"filesync_folder_state{{{l},state="syncing"}} 0"#),
+                &format!("filesync_folder_in_sync{{{l}}} 0"),
+                &format!("filesync_folder_files{{{l}}} 3"),
+                &format!("filesync_folder_size_bytes{{{l}}} 12345"),
+                &format!(r#"filesync_folder_pending_files{{{l},direction="up"}} 2"#),
+                &format!(r#"filesync_folder_pending_bytes{{{l},direction="up"}} 200"#),
+                &format!(r#"filesync_folder_pending_bytes{{{l},direction="down"}} 0"#),
+                &format!("filesync_folder_conflicts{{{l}}} 1"),
+                &format!("filesync_folder_unsyncable_paths{{{l}}} 1"),
+                &format!("filesync_folder_last_sync_timestamp_seconds{{{l}}} 1700000000"),
+                "# TYPE filesync_folder_content_sent_bytes counter",
+                &format!("filesync_folder_content_sent_bytes_total{{{l}}} 10"),
+                &format!("filesync_folder_wire_received_bytes_total{{{l}}} 77"),
+                &format!("filesync_connection_connected{{{l}}} 1"),
+            ],
+        );
+        assert_eq!(
+            got.iter()
+                .filter(|l| l.starts_with("filesync_folder_state{"))
+                .count(),
+            STATES.len()
+        );
+        assert!(
+            !got.iter().any(|l| l.contains("filesync_server_")),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn a_folder_never_synced_has_no_last_sync() {
+        let never = FolderStatus {
+            last_sync: None,
+            ..folder("new", FolderState::Scanning)
+        };
+        let got = lines(Snapshot {
+            status: status(vec![never], None),
+            accounts: Vec::new(),
+        });
+        assert!(!got.iter().any(|l| l.contains("last_sync")), "{got:?}");
+    }
+
+    #[test]
+    fn a_server_shows_devices_and_accounts() {
+        let accounts = vec![AccountInfo {
+            account: "alice".into(),
+            created: 1_600_000_000,
+            devices: vec![
+                device("D1", Some(1_700_000_100), false),
+                device("D2", None, false),
+                device("D3", Some(1_700_000_200), true),
+            ],
+            used: 500,
+            quota: Some(1000),
+        }];
+        let got = lines(Snapshot {
+            status: status(Vec::new(), Some(server())),
+            accounts,
+        });
+        check(
+            &got,
+            &[
+                "filesync_server_connected_devices 2",
+                "filesync_server_connections 3",
+                r#"filesync_server_account_used_bytes{account="alice"} 500"#,
+                r#"filesync_server_account_used_bytes{account="bob"} 7"#,
+                r#"filesync_server_account_quota_bytes{account="alice"} 1000"#,
+                "filesync_server_free_bytes 1073741824",
+                r#"filesync_server_device_last_seen_timestamp_seconds{account="alice",device="D1",name="D1 \"home\""} 1700000100"#,
+            ],
+        );
+        let quota_lines = got
+            .iter()
+            .filter(|l| l.starts_with("filesync_server_account_quota_bytes{"));
+        assert_eq!(quota_lines.count(), 1, "bob has no quota: {got:?}");
+        assert!(
+            !got.iter().any(|l| l.contains(r#"device="D3""#)),
+            "revoked: {got:?}"
+        );
+        assert!(
+            !got.iter().any(|l| l.contains(r#"device="D2""#)),
+            "never seen: {got:?}"
+        );
+    }
+}
