@@ -89,7 +89,12 @@ async fn scrape(State(supervisor): State<mpsc::Sender<ControlCmd>>) -> HttpRespo
             other => return unavailable(format!("no device list from the server: {other:?}")),
         },
     };
-    match render(Snapshot { status, accounts }) {
+    let now = crate::events::unix_secs();
+    match render(Snapshot {
+        status,
+        accounts,
+        now,
+    }) {
         Ok(text) => ([(CONTENT_TYPE, OPENMETRICS)], text).into_response(),
         Err(e) => unavailable(format!("cannot write the metrics: {e}")),
     }

@@ -32,6 +32,8 @@ const STATES: [FolderState; 7] = [
 pub struct Snapshot {
     pub status: DaemonStatus,
     pub accounts: Vec<AccountInfo>,
+    /// When it was read, Unix seconds.
+    pub now: i64,
 }
 
 /// Labels, escaped.
@@ -247,7 +249,7 @@ impl Snapshot {
             encoder,
             (
                 "filesync_folder_wire_sent",
-                "Bytes written to the server connection, framing and TLS records' payload included",
+                "Bytes written to the server connection, framing included",
                 Some(Unit::Bytes),
             ),
             each(|f| f.counters.wire_bytes_sent),
@@ -387,14 +389,21 @@ impl Snapshot {
                     ("device", &d.device),
                     ("name", &d.name),
                 ]);
-                Some((l, d.last_seen?))
+                // A login is recorded when a connection opens; one open for days is
+                // still the device being seen.
+                let seen = if d.connections > 0 {
+                    Some(self.now)
+                } else {
+                    d.last_seen
+                };
+                Some((l, seen?))
             })
         });
         gauges(
             encoder,
             (
                 "filesync_server_device_last_seen_timestamp",
-                "When the device last logged in, Unix time (updated at most once a minute); revoked devices are left out",
+                "When the device was last seen, Unix time: now while it has a connection open, else its last login (recorded at most once a minute); revoked devices are left out",
                 Some(Unit::Seconds),
             ),
             seen,
@@ -405,11 +414,14 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use filesync_proto::control::{
-        AccountUsage, ConnectedDevice, Counters, DeviceInfo, FolderMode, ServerStatus, Unsyncable,
+        AccountUsage, ConnectedDevice, Counters, DeviceInfo, FolderMode, ServerFolderStatus,
+        ServerStatus, Unsyncable,
     };
 
     use super::*;
     use crate::lifecycle::metrics::render;
+
+    const NOW: i64 = 1_700_000_500;
 
     fn folder(name: &str, state: FolderState) -> FolderStatus {
         FolderStatus {
@@ -539,6 +551,7 @@ mod tests {
         let got = lines(Snapshot {
             status,
             accounts: Vec::new(),
+            now: NOW,
         });
         let l = r#"folder="docs",server="files.example:7101""#;
         check(
@@ -584,6 +597,7 @@ mod tests {
         let got = lines(Snapshot {
             status: status(vec![never], None),
             accounts: Vec::new(),
+            now: NOW,
         });
         assert!(!got.iter().any(|l| l.contains("last_sync")), "{got:?}");
     }
@@ -597,6 +611,10 @@ mod tests {
                 device("D1", Some(1_700_000_100), false),
                 device("D2", None, false),
                 device("D3", Some(1_700_000_200), true),
+                DeviceInfo {
+                    connections: 2,
+                    ..device("D4", Some(1_600_000_000), false)
+                },
             ],
             used: 500,
             quota: Some(1000),
@@ -604,6 +622,7 @@ mod tests {
         let got = lines(Snapshot {
             status: status(Vec::new(), Some(server())),
             accounts,
+            now: NOW,
         });
         check(
             &got,
@@ -615,6 +634,7 @@ mod tests {
                 r#"filesync_server_account_quota_bytes{account="alice"} 1000"#,
                 "filesync_server_free_bytes 1073741824",
                 r#"filesync_server_device_last_seen_timestamp_seconds{account="alice",device="D1",name="D1 \"home\""} 1700000100"#,
+                r#"filesync_server_device_last_seen_timestamp_seconds{account="alice",device="D4",name="D4 \"home\""} 1700000500"#,
             ],
         );
         let quota_lines = got
@@ -629,5 +649,82 @@ mod tests {
             !got.iter().any(|l| l.contains(r#"device="D2""#)),
             "never seen: {got:?}"
         );
+    }
+
+    /// The names a family of `kind` gives its samples.
+    fn sample_names(family: &str, kind: &str) -> Vec<String> {
+        let with = |suffixes: &[&str]| suffixes.iter().map(|s| format!("{family}{s}")).collect();
+        match kind {
+            "counter" => with(&["_total"]),
+            "info" => with(&["_info"]),
+            "histogram" => with(&["", "_bucket", "_sum", "_count"]),
+            _ => with(&[""]),
+        }
+    }
+
+    /// docs/monitoring.md documents every metric a server with devices exports, and it
+    /// and the Grafana dashboard name no other.
+    #[test]
+    fn the_docs_and_the_dashboard_name_what_is_exported() {
+        let docs = include_str!("../../../../docs/monitoring.md");
+        let dashboard = include_str!("../../../../docs/grafana-dashboard.json");
+        let accounts = vec![AccountInfo {
+            account: "alice".into(),
+            created: 1_600_000_000,
+            devices: vec![device("D1", Some(1_700_000_100), false)],
+            used: 500,
+            quota: Some(1000),
+        }];
+        let server = ServerStatus {
+            folders: vec![ServerFolderStatus {
+                account: "alice".into(),
+                name: "docs".into(),
+                seq: 4,
+                files: 3,
+                bytes: 12_345,
+                index_bytes: 4096,
+            }],
+            ..server()
+        };
+        let status = status(vec![folder("docs", FolderState::Idle)], Some(server));
+        let text = render(Snapshot {
+            status,
+            accounts,
+            now: NOW,
+        })
+        .unwrap();
+        let families: Vec<(&str, &str)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE ")?.split_once(' '))
+            .collect();
+        assert_eq!(families.len(), 32, "{families:?}");
+        let mut known = Vec::new();
+        for (family, kind) in families {
+            let names = sample_names(family, kind);
+            // A histogram is documented by its family's name, the others by their samples'.
+            let documented = &names[0];
+            assert!(
+                docs.contains(&format!("| `{documented}` | {kind} |")),
+                "docs/monitoring.md has no row for {documented} ({kind})"
+            );
+            known.extend(names);
+        }
+        for (file, text) in [
+            ("monitoring.md", docs),
+            ("grafana-dashboard.json", dashboard),
+        ] {
+            let mut rest = text;
+            while let Some(at) = rest.find("filesync_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                assert!(
+                    name == "filesync_" || known.contains(&name),
+                    "docs/{file} names {name}, which is not exported"
+                );
+                rest = &rest[at + name.len()..];
+            }
+        }
     }
 }
