@@ -6,11 +6,12 @@
 
 use std::fmt;
 
-use filesync_proto::control::{AccountInfo, DaemonStatus, FolderState, FolderStatus};
+use filesync_proto::control::{
+    AccountInfo, DaemonStatus, FolderState, FolderStatus, ServerFolderStatus, ServerStatus,
+};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType::{self, Counter, Gauge};
 use prometheus_client::registry::Unit;
 
 use super::recorded::escape;
@@ -25,6 +26,179 @@ const STATES: [FolderState; 7] = [
     FolderState::Offline,
     FolderState::Error,
     FolderState::Held,
+];
+
+/// A family: its name (the unit is appended), help text, unit and type.
+type Family = (&'static str, &'static str, Option<Unit>, MetricType);
+
+/// Where a status holds a figure.
+type Read<T> = fn(&T) -> u64;
+
+/// The figures every folder of a device has, one sample each, and where its status
+/// holds them.
+const PER_FOLDER: [(Family, Read<FolderStatus>); 13] = [
+    (
+        (
+            "filesync_folder_in_sync",
+            "1 when the folder is connected, scanned, idle and has nothing pending either way",
+            None,
+            Gauge,
+        ),
+        |f| u64::from(f.is_in_sync()),
+    ),
+    (
+        (
+            "filesync_folder_error",
+            "1 while the folder shows an error (filesyncctl status says which)",
+            None,
+            Gauge,
+        ),
+        |f| u64::from(f.last_error.is_some()),
+    ),
+    (
+        (
+            "filesync_folder_files",
+            "Files in the folder, as indexed",
+            None,
+            Gauge,
+        ),
+        |f| f.files,
+    ),
+    (
+        (
+            "filesync_folder_size",
+            "Bytes of the folder's files, as indexed",
+            Some(Unit::Bytes),
+            Gauge,
+        ),
+        |f| f.bytes,
+    ),
+    (
+        (
+            "filesync_folder_conflicts",
+            "Conflict copies in the folder waiting to be resolved",
+            None,
+            Gauge,
+        ),
+        |f| f.conflicts,
+    ),
+    (
+        (
+            "filesync_folder_unsyncable_paths",
+            "Paths the folder cannot sync (filesyncctl status lists them with the reason)",
+            None,
+            Gauge,
+        ),
+        |f| f.unsyncable.len() as u64,
+    ),
+    (
+        (
+            "filesync_folder_content_sent",
+            "File content sent to the server since the daemon started",
+            Some(Unit::Bytes),
+            Counter,
+        ),
+        |f| f.counters.content_bytes_sent,
+    ),
+    (
+        (
+            "filesync_folder_content_received",
+            "File content received from the server since the daemon started",
+            Some(Unit::Bytes),
+            Counter,
+        ),
+        |f| f.counters.content_bytes_received,
+    ),
+    (
+        (
+            "filesync_folder_wire_sent",
+            "Bytes written to the server connection, framing included",
+            Some(Unit::Bytes),
+            Counter,
+        ),
+        |f| f.counters.wire_bytes_sent,
+    ),
+    (
+        (
+            "filesync_folder_wire_received",
+            "Bytes read from the server connection, framing included",
+            Some(Unit::Bytes),
+            Counter,
+        ),
+        |f| f.counters.wire_bytes_received,
+    ),
+    (
+        (
+            "filesync_folder_files_uploaded",
+            "Files sent to the server since the daemon started",
+            None,
+            Counter,
+        ),
+        |f| f.counters.files_uploaded,
+    ),
+    (
+        (
+            "filesync_folder_files_downloaded",
+            "Files received from the server since the daemon started",
+            None,
+            Counter,
+        ),
+        |f| f.counters.files_downloaded,
+    ),
+    (
+        (
+            "filesync_connection_connected",
+            "1 while the folder's connection to its server is up",
+            None,
+            Gauge,
+        ),
+        |f| u64::from(f.connected),
+    ),
+];
+
+/// The figures a folder has one of each way: sent (`direction="up"`) and received
+/// (`"down"`).
+const PER_DIRECTION: [(Family, [Read<FolderStatus>; 2]); 2] = [
+    (
+        (
+            "filesync_folder_pending_files",
+            "Files waiting to be sent (direction up) or received (down)",
+            None,
+            Gauge,
+        ),
+        [|f| f.pending_up_files, |f| f.pending_down_files],
+    ),
+    (
+        (
+            "filesync_folder_pending",
+            "Bytes waiting to be sent (direction up) or received (down)",
+            Some(Unit::Bytes),
+            Gauge,
+        ),
+        [|f| f.pending_up_bytes, |f| f.pending_down_bytes],
+    ),
+];
+
+/// The figures of each folder in the server's copy.
+const PER_SERVER_FOLDER: [(Family, Read<ServerFolderStatus>); 2] = [
+    (
+        (
+            "filesync_server_folder_files",
+            "Files in the server's copy of the folder",
+            None,
+            Gauge,
+        ),
+        |f| f.files,
+    ),
+    (
+        (
+            "filesync_server_folder_size",
+            "Bytes of the files in the server's copy of the folder",
+            Some(Unit::Bytes),
+            Gauge,
+        ),
+        |f| f.bytes,
+    ),
 ];
 
 /// One reading of the daemon's status, and of the server's accounts on the server role.
@@ -47,52 +221,38 @@ fn folder_labels(f: &FolderStatus) -> Labels {
     labels([("folder", &f.name), ("server", &f.server)])
 }
 
-/// A family's name, help text and unit.
-type Describe<'a> = (&'a str, &'a str, Option<Unit>);
-
-/// Writes a gauge family and its samples; one without samples is left out.
-fn gauges<V: EncodeGaugeValue>(
-    encoder: &mut DescriptorEncoder,
-    (name, help, unit): Describe,
-    samples: impl IntoIterator<Item = (Labels, V)>,
-) -> fmt::Result {
-    let mut samples = samples.into_iter().peekable();
-    if samples.peek().is_none() {
-        return Ok(());
-    }
-    let mut family = encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Gauge)?;
-    for (labels, value) in samples {
-        family.encode_family(&labels)?.encode_gauge(&value)?;
-    }
-    Ok(())
+/// A Unix time as a sample's value; none is before 1970 here.
+fn time(t: i64) -> u64 {
+    u64::try_from(t).unwrap_or(0)
 }
 
-/// Writes a gauge without labels.
-fn gauge(encoder: &mut DescriptorEncoder, (name, help, unit): Describe, value: u64) -> fmt::Result {
-    encoder
-        .encode_descriptor(name, help, unit.as_ref(), MetricType::Gauge)?
-        .encode_gauge(&value)
+fn value(sample: &mut MetricEncoder, kind: &MetricType, value: u64) -> fmt::Result {
+    match kind {
+        Counter => sample.encode_counter::<NoLabelSet, u64, u64>(&value, None),
+        _ => sample.encode_gauge(&value),
+    }
 }
 
-/// Writes a counter family and its samples; one without samples is left out.
-fn counters(
+/// Writes a family and its samples, those without labels as the bare name; a family
+/// without samples is left out.
+fn write(
     encoder: &mut DescriptorEncoder,
-    (name, help, unit): Describe,
+    (name, help, unit, kind): &Family,
     samples: impl IntoIterator<Item = (Labels, u64)>,
 ) -> fmt::Result {
     let mut samples = samples.into_iter().peekable();
     if samples.peek().is_none() {
         return Ok(());
     }
-    let mut family = encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Counter)?;
-    for (labels, value) in samples {
-        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+    let mut family = encoder.encode_descriptor(name, help, unit.as_ref(), *kind)?;
+    for (labels, v) in samples {
+        if labels.is_empty() {
+            value(&mut family, kind, v)?;
+        } else {
+            value(&mut family.encode_family(&labels)?, kind, v)?;
+        }
     }
     Ok(())
-}
-
-fn flag(on: bool) -> u64 {
-    u64::from(on)
 }
 
 impl Collector for Snapshot {
@@ -107,7 +267,10 @@ impl Collector for Snapshot {
             )?
             .encode_info(&build)?;
         self.folders(&mut encoder)?;
-        self.server(&mut encoder)
+        if let Some(server) = &self.status.server {
+            self.server(server, &mut encoder)?;
+        }
+        Ok(())
     }
 }
 
@@ -115,273 +278,109 @@ impl Snapshot {
     /// The device role: each folder and its connection.
     fn folders(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
         let folders = &self.status.folders;
-        let each = |figure: fn(&FolderStatus) -> u64| {
-            folders.iter().map(move |f| (folder_labels(f), figure(f)))
-        };
         let states = folders.iter().flat_map(|f| {
             STATES.iter().map(move |s| {
                 let mut l = folder_labels(f);
                 l.push(("state", s.as_str().to_owned()));
-                (l, flag(f.state == *s))
+                (l, u64::from(f.state == *s))
             })
         });
-        gauges(
+        let help = "1 for the state the folder is in (scanning, syncing, idle, paused, offline, error, held), 0 for the others";
+        write(
             encoder,
-            (
-                "filesync_folder_state",
-                "1 for the state the folder is in (scanning, syncing, idle, paused, offline, error, held), 0 for the others",
-                None,
-            ),
+            &("filesync_folder_state", help, None, Gauge),
             states,
         )?;
-        gauges(
-            encoder,
-            (
-                "filesync_folder_in_sync",
-                "1 when the folder is connected, scanned, idle and has nothing pending either way",
-                None,
-            ),
-            each(|f| flag(f.is_in_sync())),
-        )?;
-        gauges(
-            encoder,
-            (
-                "filesync_folder_error",
-                "1 while the folder shows an error (filesyncctl status says which)",
-                None,
-            ),
-            each(|f| flag(f.last_error.is_some())),
-        )?;
-        gauges(
-            encoder,
-            (
-                "filesync_folder_files",
-                "Files in the folder, as indexed",
-                None,
-            ),
-            each(|f| f.files),
-        )?;
-        gauges(
-            encoder,
-            (
-                "filesync_folder_size",
-                "Bytes of the folder's files, as indexed",
-                Some(Unit::Bytes),
-            ),
-            each(|f| f.bytes),
-        )?;
-        let pending = |up: fn(&FolderStatus) -> u64, down: fn(&FolderStatus) -> u64| {
-            folders.iter().flat_map(move |f| {
+        for (family, read) in &PER_FOLDER {
+            write(
+                encoder,
+                family,
+                folders.iter().map(|f| (folder_labels(f), read(f))),
+            )?;
+        }
+        for (family, [up, down]) in &PER_DIRECTION {
+            let samples = folders.iter().flat_map(|f| {
                 [("up", up(f)), ("down", down(f))].map(|(direction, n)| {
                     let mut l = folder_labels(f);
                     l.push(("direction", direction.to_owned()));
                     (l, n)
                 })
-            })
-        };
-        gauges(
-            encoder,
-            (
-                "filesync_folder_pending_files",
-                "Files waiting to be sent (direction up) or received (down)",
-                None,
-            ),
-            pending(|f| f.pending_up_files, |f| f.pending_down_files),
-        )?;
-        gauges(
-            encoder,
-            (
-                "filesync_folder_pending",
-                "Bytes waiting to be sent (direction up) or received (down)",
-                Some(Unit::Bytes),
-            ),
-            pending(|f| f.pending_up_bytes, |f| f.pending_down_bytes),
-        )?;
-        gauges(
-            encoder,
-            (
-                "filesync_folder_conflicts",
-                "Conflict copies in the folder waiting to be resolved",
-                None,
-            ),
-            each(|f| f.conflicts),
-        )?;
-        gauges(
-            encoder,
-            (
-                "filesync_folder_unsyncable_paths",
-                "Paths the folder cannot sync (filesyncctl status lists them with the reason)",
-                None,
-            ),
-            each(|f| f.unsyncable.len() as u64),
-        )?;
+            });
+            write(encoder, family, samples)?;
+        }
         let synced = folders
             .iter()
-            .filter_map(|f| Some((folder_labels(f), f.last_sync?)));
-        gauges(
-            encoder,
-            (
-                "filesync_folder_last_sync_timestamp",
-                "When the folder was last fully in sync, Unix time",
-                Some(Unit::Seconds),
-            ),
-            synced,
-        )?;
-        counters(
-            encoder,
-            (
-                "filesync_folder_content_sent",
-                "File content sent to the server since the daemon started",
-                Some(Unit::Bytes),
-            ),
-            each(|f| f.counters.content_bytes_sent),
-        )?;
-        counters(
-            encoder,
-            (
-                "filesync_folder_content_received",
-                "File content received from the server since the daemon started",
-                Some(Unit::Bytes),
-            ),
-            each(|f| f.counters.content_bytes_received),
-        )?;
-        counters(
-            encoder,
-            (
-                "filesync_folder_wire_sent",
-                "Bytes written to the server connection, framing included",
-                Some(Unit::Bytes),
-            ),
-            each(|f| f.counters.wire_bytes_sent),
-        )?;
-        counters(
-            encoder,
-            (
-                "filesync_folder_wire_received",
-                "Bytes read from the server connection, framing included",
-                Some(Unit::Bytes),
-            ),
-            each(|f| f.counters.wire_bytes_received),
-        )?;
-        counters(
-            encoder,
-            (
-                "filesync_folder_files_uploaded",
-                "Files sent to the server since the daemon started",
-                None,
-            ),
-            each(|f| f.counters.files_uploaded),
-        )?;
-        counters(
-            encoder,
-            (
-                "filesync_folder_files_downloaded",
-                "Files received from the server since the daemon started",
-                None,
-            ),
-            each(|f| f.counters.files_downloaded),
-        )?;
-        gauges(
-            encoder,
-            (
-                "filesync_connection_connected",
-                "1 while the folder's connection to its server is up",
-                None,
-            ),
-            each(|f| flag(f.connected)),
-        )
+            .filter_map(|f| Some((folder_labels(f), time(f.last_sync?))));
+        let family = (
+            "filesync_folder_last_sync_timestamp",
+            "When the folder was last fully in sync, Unix time",
+            Some(Unit::Seconds),
+            Gauge,
+        );
+        write(encoder, &family, synced)
     }
 
     /// The server role: its folders, devices and accounts.
-    fn server(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
-        let Some(server) = &self.status.server else {
-            return Ok(());
-        };
+    fn server(&self, server: &ServerStatus, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        let one = |n: usize| [(Labels::new(), n as u64)];
         let mut devices: Vec<&str> = server.devices.iter().map(|d| d.device.as_str()).collect();
         devices.sort_unstable();
         devices.dedup();
-        gauge(
-            encoder,
-            (
-                "filesync_server_connected_devices",
-                "Devices with at least one connection open",
-                None,
-            ),
-            devices.len() as u64,
-        )?;
-        gauge(
-            encoder,
-            (
-                "filesync_server_connections",
-                "Folder connections of devices open now",
-                None,
-            ),
-            server.devices.len() as u64,
-        )?;
-        let folder = |f: &filesync_proto::control::ServerFolderStatus| {
-            labels([("account", &f.account), ("folder", &f.name)])
-        };
-        gauges(
-            encoder,
-            (
-                "filesync_server_folder_files",
-                "Files in the server's copy of the folder",
-                None,
-            ),
-            server.folders.iter().map(|f| (folder(f), f.files)),
-        )?;
-        gauges(
-            encoder,
-            (
-                "filesync_server_folder_size",
-                "Bytes of the files in the server's copy of the folder",
-                Some(Unit::Bytes),
-            ),
-            server.folders.iter().map(|f| (folder(f), f.bytes)),
-        )?;
-        gauge(
-            encoder,
-            (
-                "filesync_server_folder_problems",
-                "Folders on disk the server could not open (filesyncctl status says why)",
-                None,
-            ),
-            server.folder_problems.len() as u64,
-        )?;
-        let account = |name: &str| labels([("account", name)]);
-        gauges(
-            encoder,
-            (
-                "filesync_server_account_used",
-                "Bytes an account stores, with its unfinished uploads and the pushes being received",
-                Some(Unit::Bytes),
-            ),
-            server.usage.iter().map(|u| (account(&u.account), u.used)),
-        )?;
-        let quotas = server
-            .usage
-            .iter()
-            .filter_map(|u| Some((account(&u.account), u.quota?)));
-        gauges(
-            encoder,
-            (
-                "filesync_server_account_quota",
-                "Bytes an account may store; absent for an account without a limit",
-                Some(Unit::Bytes),
-            ),
-            quotas,
-        )?;
-        if let Some(free) = server.free_bytes {
-            gauge(
-                encoder,
+        let family = (
+            "filesync_server_connected_devices",
+            "Devices with at least one connection open",
+            None,
+            Gauge,
+        );
+        write(encoder, &family, one(devices.len()))?;
+        let family = (
+            "filesync_server_connections",
+            "Folder connections of devices open now",
+            None,
+            Gauge,
+        );
+        write(encoder, &family, one(server.devices.len()))?;
+        for (family, read) in &PER_SERVER_FOLDER {
+            let samples = server.folders.iter().map(|f| {
                 (
-                    "filesync_server_free",
-                    "Bytes free on the filesystem of the server's data directory",
-                    Some(Unit::Bytes),
-                ),
-                free,
-            )?;
+                    labels([("account", &f.account), ("folder", &f.name)]),
+                    read(f),
+                )
+            });
+            write(encoder, family, samples)?;
         }
+        let family = (
+            "filesync_server_folder_problems",
+            "Folders on disk the server could not open (filesyncctl status says why)",
+            None,
+            Gauge,
+        );
+        write(encoder, &family, one(server.folder_problems.len()))?;
+        let account = |name: &str| labels([("account", name)]);
+        let used = server.usage.iter().map(|u| (account(&u.account), u.used));
+        let family = (
+            "filesync_server_account_used",
+            "Bytes an account stores, with its unfinished uploads and the pushes being received",
+            Some(Unit::Bytes),
+            Gauge,
+        );
+        write(encoder, &family, used)?;
+        let quotas = (server.usage.iter()).filter_map(|u| Some((account(&u.account), u.quota?)));
+        let family = (
+            "filesync_server_account_quota",
+            "Bytes an account may store; absent for an account without a limit",
+            Some(Unit::Bytes),
+            Gauge,
+        );
+        write(encoder, &family, quotas)?;
+        let free = server.free_bytes.map(|free| (Labels::new(), free));
+        let family = (
+            "filesync_server_free",
+            "Bytes free on the filesystem of the server's data directory",
+            Some(Unit::Bytes),
+            Gauge,
+        );
+        write(encoder, &family, free)?;
         let seen = self.accounts.iter().flat_map(|a| {
             a.devices.iter().filter(|d| !d.revoked).filter_map(|d| {
                 let l = labels([
@@ -396,18 +395,16 @@ impl Snapshot {
                 } else {
                     d.last_seen
                 };
-                Some((l, seen?))
+                Some((l, time(seen?)))
             })
         });
-        gauges(
-            encoder,
-            (
-                "filesync_server_device_last_seen_timestamp",
-                "When the device was last seen, Unix time: now while it has a connection open, else its last login (recorded at most once a minute); revoked devices are left out",
-                Some(Unit::Seconds),
-            ),
-            seen,
-        )
+        let family = (
+            "filesync_server_device_last_seen_timestamp",
+            "When the device was last seen, Unix time: now while it has a connection open, else its last login (recorded at most once a minute); revoked devices are left out",
+            Some(Unit::Seconds),
+            Gauge,
+        );
+        write(encoder, &family, seen)
     }
 }
 
@@ -418,8 +415,10 @@ mod tests {
         ServerStatus, Unsyncable,
     };
 
+    use std::time::Duration;
+
     use super::*;
-    use crate::lifecycle::metrics::render;
+    use crate::lifecycle::metrics::{recorded, render};
 
     const NOW: i64 = 1_700_000_500;
 
@@ -666,6 +665,11 @@ mod tests {
     /// and the Grafana dashboard name no other.
     #[test]
     fn the_docs_and_the_dashboard_name_what_is_exported() {
+        // The recorded families show once they have a sample.
+        recorded::scan_finished("docs-test", "h:1", Duration::from_millis(5));
+        recorded::reconnecting("docs-test", "h:1");
+        recorded::committed("alice", "docs-test", 1);
+        recorded::pushed(Duration::from_millis(5));
         let docs = include_str!("../../../../docs/monitoring.md");
         let dashboard = include_str!("../../../../docs/grafana-dashboard.json");
         let accounts = vec![AccountInfo {
