@@ -869,6 +869,28 @@ account bob  created 2026-11-20 14:02:11 UTC, 0 devices, uses 2.0 KiB, no quota
     }
 
     #[test]
+    fn human_status_shows_where_metrics_are_served() {
+        let status = DaemonStatus {
+            metrics: Some(Endpoint {
+                listen: "127.0.0.1:7103".into(),
+                error: None,
+            }),
+            config_error: None,
+            ..sample()
+        };
+        let got = status_human(&status, NOW, false);
+        assert!(
+            got.contains("\nmetrics: http://127.0.0.1:7103/metrics\n"),
+            "{got}"
+        );
+        let off = DaemonStatus {
+            metrics: None,
+            ..sample()
+        };
+        assert!(!status_human(&off, NOW, false).contains("metrics"));
+    }
+
+    #[test]
     fn human_status_without_folders() {
         let status = DaemonStatus {
             folders: Vec::new(),
