@@ -3,11 +3,13 @@
 //! prometheus-client. Each scrape asks the supervisor for the status, as `filesyncctl
 //! status` does, and turns it into gauges and counters ([`snapshot`]); the few figures
 //! that nothing else holds are counted where they happen ([`recorded`]). A port that
-//! cannot be bound is logged and shown in status; the daemon runs on without it.
+//! cannot be bound is logged and shown in status; the daemon runs on without it. Its
+//! connections are bounded in number and lifetime ([`listener`]).
 //!
 //! It sits in `lifecycle` because it is about the process, not about sync, and
 //! `daemon/src` has no room for another top-level entry (`scripts/layout-check.py`).
 
+mod listener;
 pub mod recorded;
 mod snapshot;
 
@@ -69,6 +71,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/metrics", get(scrape))
         .with_state(supervisor);
+    let listener = listener::Limited::new(listener, listener::MAX_CONNECTIONS, listener::LIFETIME);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await;
