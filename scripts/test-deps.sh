@@ -4,8 +4,11 @@
 # (tests/tests/e2e/clock.rs); Wine (64-bit), for the Windows device test
 # (tests/tests/e2e/windows.rs), both of which otherwise say they were skipped; and for
 # the Windows build (`.ci/run`) and that test's shim DLL, the mingw-w64 cross compiler
-# and the rustup target x86_64-pc-windows-gnu. `.ci/run` runs this before the test
-# suite; nothing else in the suite needs more than the Rust toolchain.
+# and the rustup target x86_64-pc-windows-gnu; for the cluster backend's tests
+# (tests/tests/e2e/scaleout.rs), PostgreSQL 15 (Debian's postgresql) and Garage, a real
+# S3-compatible store, built once with cargo install (15-20 minutes on 2 cores) and kept
+# in cargo's bin directory, outside the clone, so later runs find it. `.ci/run` runs this
+# before the test suite; nothing else in the suite needs more than the Rust toolchain.
 set -euo pipefail
 
 WINDOWS_TARGET=x86_64-pc-windows-gnu
@@ -48,4 +51,13 @@ if command -v rustup > /dev/null; then
     fi
 else
     echo "scripts/test-deps.sh: no rustup; the Windows build needs the target $WINDOWS_TARGET" >&2
+fi
+if ! [ -x /usr/lib/postgresql/15/bin/initdb ]; then
+    apt_install "the cluster tests will fail under .ci/run" postgresql
+fi
+GARAGE_VERSION=2.5.0
+if ! command -v garage > /dev/null && ! [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/garage" ]; then
+    echo "scripts/test-deps.sh: building garage $GARAGE_VERSION (once; 15-20 minutes on 2 cores)" >&2
+    timeout 3600 cargo install --locked --quiet "garage@$GARAGE_VERSION" ||
+        echo "scripts/test-deps.sh: garage could not be built; the cluster tests will fail under .ci/run" >&2
 fi

@@ -400,9 +400,10 @@ pub struct ResolveArgs {
 pub struct AddArgs {
     /// The local folder to sync; a relative path is taken from the current directory.
     pub path: PathBuf,
-    /// The server to sync with.
-    #[arg(long, value_name = "HOST:PORT")]
-    pub server: String,
+    /// The server to sync with [default with --token: the address the token carries,
+    /// the server's `public_address`].
+    #[arg(long, value_name = "HOST:PORT", required_unless_present = "token")]
+    pub server: Option<String>,
     /// The folder's name on the server [default: the local directory's name].
     #[arg(long)]
     pub name: Option<String>,

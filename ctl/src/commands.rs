@@ -318,12 +318,20 @@ fn add_folder(args: AddArgs) -> Result<AddFolder> {
         Some("-") => Some(token_from(std::io::stdin().lock())?),
         _ => args.token,
     };
-    if let Some(token) = &token {
-        InviteToken::parse(token).context("--token is not a usable invite token")?;
-    }
+    let carried = match &token {
+        Some(token) => {
+            Some(InviteToken::parse(token).context("--token is not a usable invite token")?)
+        }
+        None => None,
+    };
+    let server = match (args.server, carried) {
+        (Some(server), _) => server,
+        (None, Some(token)) => token.server,
+        (None, None) => bail!("give the server to sync with: --server HOST:PORT"),
+    };
     Ok(AddFolder {
         path: absolute(&args.path)?,
-        server: args.server,
+        server,
         name: args.name,
         token,
         mode: args.mode.map(Into::into),

@@ -84,6 +84,15 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let control = control::bind(&socket).await?;
     let server = match &config.server {
+        Some(cfg) if matches!(cfg.backend, config::Backend::Cluster(_)) => {
+            anyhow::bail!(
+                "{}: server.backend = \"cluster\": this filesyncd can move an embedded \
+                 server into a cluster (`filesyncd migrate-to-cluster`) and export a \
+                 cluster folder (`filesyncd export`), but cannot serve devices from a \
+                 cluster yet; set backend = \"embedded\" (docs/cluster.md)",
+                config.file.display()
+            )
+        }
         Some(cfg) => {
             let (server, listener) =
                 server::Server::bind(cfg, device.clone(), tracker.clone(), shutdown.child_token())
@@ -145,7 +154,7 @@ pub async fn run(
 }
 
 /// This daemon's device id: made once, kept in the state directory.
-fn device_id(state_dir: &Path) -> Result<DeviceId> {
+pub(crate) fn device_id(state_dir: &Path) -> Result<DeviceId> {
     let file = state_dir.join("device_id");
     if let Ok(text) = std::fs::read_to_string(&file)
         && let Ok(id) = DeviceId::new(text.trim())

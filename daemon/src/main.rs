@@ -48,6 +48,24 @@ struct Args {
     /// Print this manual page (roff) to stdout; used by the packages.
     #[arg(long, hide = true)]
     man_page: bool,
+    #[command(subcommand)]
+    command: Option<Admin>,
+}
+
+/// One-shot administration of the server role's storage; the daemon does not start.
+#[derive(clap::Subcommand)]
+enum Admin {
+    /// Move this embedded server's data (server.data_dir: accounts, devices, folders
+    /// with their history, versions) into the cluster that [server.cluster] names, whose
+    /// database must be empty. Stop the server first. See docs/cluster.md.
+    MigrateToCluster,
+    /// Write the current tree of the cluster folder ACCOUNT/FOLDER into DIR (absent or
+    /// empty).
+    Export {
+        #[arg(value_name = "ACCOUNT/FOLDER")]
+        folder: String,
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -70,6 +88,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Some(admin) = args.command {
+        lifecycle::init_logging(false);
+        return one_shot(&config, admin);
+    }
     let socket = args
         .socket
         .or_else(|| config.daemon.control_socket.clone())
@@ -123,6 +145,42 @@ fn main() -> ExitCode {
                 eprintln!("  caused by: {cause}");
             }
             eprintln!("  (run with FILESYNC_LOG=debug for details)");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs an [`Admin`] command to its end: what it did on stdout, exit 0; or the error,
+/// exit 1.
+fn one_shot(config: &Config, admin: Admin) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("filesyncd: error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let done = runtime.block_on(async {
+        match admin {
+            Admin::MigrateToCluster => filesyncd::server::cluster::migrate_to_cluster(config).await,
+            Admin::Export { folder, dir } => {
+                filesyncd::server::cluster::export_folder(config, &folder, &dir).await
+            }
+        }
+    });
+    match done {
+        Ok(said) => {
+            println!("{said}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("filesyncd: error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
             ExitCode::from(1)
         }
     }

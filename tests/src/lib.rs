@@ -39,8 +39,10 @@
 pub mod cluster;
 pub mod exec;
 pub mod files;
+pub mod garage;
 pub mod hostile;
 pub mod node;
+pub mod pg;
 pub mod process;
 pub mod proxy;
 pub mod server_store;

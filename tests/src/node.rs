@@ -216,6 +216,26 @@ impl Node {
         fs::write(&self.config, lines.join("\n")).expect("cannot write the node's config");
     }
 
+    /// Stops this server, adds `lines` to its `[server]` table (the last table of its
+    /// config; a key given again replaces the fixture's line, `min_free_space` say) and
+    /// starts it again.
+    pub fn restart_with_server_lines(&self, lines: &str) {
+        self.stop();
+        let config = fs::read_to_string(&self.config).expect("cannot read the node's config");
+        assert!(config.contains("[server]"), "{config}");
+        assert!(!config.contains("[[folder]]"), "{config}");
+        let key = |line: &str| line.split('=').next().unwrap_or_default().trim().to_owned();
+        let new_keys: Vec<String> = lines.lines().map(key).collect();
+        let mut config: String = config
+            .lines()
+            .filter(|l| !new_keys.contains(&key(l)))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        config.push_str(lines);
+        fs::write(&self.config, config).expect("cannot write the node's config");
+        self.start();
+    }
+
     fn lock_child(&self) -> MutexGuard<'_, Option<Child>> {
         // A panic while the lock was held must not hide the process from Drop.
         self.child.lock().unwrap_or_else(|e| e.into_inner())

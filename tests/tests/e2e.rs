@@ -75,6 +75,8 @@ mod renames;
 mod restore;
 #[path = "e2e/scale.rs"]
 mod scale;
+#[path = "e2e/scaleout.rs"]
+mod scaleout;
 #[path = "e2e/security.rs"]
 mod security;
 #[path = "e2e/sharing.rs"]

@@ -8,6 +8,7 @@
 //!   over `spanned`, the view of the TOML document that knows where each key was written;
 //! * `rules`: the rules shared by parsing and `filesyncctl add` (server addresses, default
 //!   folder names, and which folders may not sit next to each other);
+//! * `cluster`: `server.backend` and the `[server.cluster]` table;
 //! * `env`: what the defaults depend on (home, XDG variables, root);
 //! * `persist`: comment-preserving edits of the file for add, remove, pause and resume,
 //!   written through `atomic`.
@@ -16,6 +17,7 @@
 //! like the line numbers next to it.
 
 mod atomic;
+mod cluster;
 mod env;
 mod parse;
 mod persist;
@@ -34,6 +36,7 @@ use filesync_proto::{AccountName, FolderName};
 
 use env::Env;
 
+pub use cluster::{Backend, ClusterSection, Hidden, S3Secret};
 pub use persist::{
     persist_add_folder, persist_remove_folder, persist_set_account, persist_set_paused,
 };
@@ -48,6 +51,8 @@ pub const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(3600);
 /// DEFAULT_MAX_DELETE_MIN files.
 pub const DEFAULT_MAX_DELETE_PERCENT: u32 = 50;
 pub const DEFAULT_MAX_DELETE_MIN: u64 = 100;
+/// How long a cluster keeps content that nothing refers to when `gc_grace` is not set.
+pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(7 * 86_400);
 /// Days the server keeps replaced and deleted files when `keep_versions` is not set.
 pub const DEFAULT_KEEP_VERSIONS_DAYS: u32 = 30;
 /// Connections the server serves at once from one source address when
@@ -89,6 +94,9 @@ pub struct DaemonSection {
 pub struct ServerSection {
     /// `IP:PORT`, already checked to parse as a `SocketAddr`.
     pub listen: String,
+    /// `HOST:PORT` that invite tokens carry (`public_address`); `None`: the address the
+    /// listener is bound to.
+    pub public_address: Option<String>,
     pub data_dir: PathBuf,
     pub registration: Registration,
     /// Days a replaced or deleted file is kept in the server's versions; 0 keeps none.
@@ -101,6 +109,8 @@ pub struct ServerSection {
     pub min_free_space: u64,
     /// Folders one account may have; a Hello for one more is refused.
     pub max_folders_per_account: u32,
+    /// Where accounts, folders and content live (`backend`, `[server.cluster]`).
+    pub backend: Backend,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -24,6 +24,7 @@ use super::{
 const DAEMON_KEYS: &[&str] = &["state_dir", "control_socket", "metrics_listen"];
 const SERVER_KEYS: &[&str] = &[
     "listen",
+    "public_address",
     "data_dir",
     "registration",
     "keep_versions",
@@ -31,6 +32,8 @@ const SERVER_KEYS: &[&str] = &[
     "default_quota",
     "min_free_space",
     "max_folders_per_account",
+    "backend",
+    "cluster",
 ];
 const FOLDER_KEYS: &[&str] = &[
     "path",
@@ -186,6 +189,19 @@ fn server_section(
         None => format!("0.0.0.0:{DEFAULT_PORT}"),
         Some(addr) => addr.to_string(),
     };
+    let public_address = match s.string(cx, "public_address", "\"sync.example.com:7101\"")? {
+        None => None,
+        Some((text, line)) => match check_server_addr(text) {
+            Ok(()) => Some(text.to_owned()),
+            Err(why) => {
+                let message = format!(
+                    "{why}; this is the address invite tokens carry, so write the HOST:PORT \
+                     devices reach this server at, e.g. \"sync.example.com:{DEFAULT_PORT}\""
+                );
+                return Err(cx.err(line, s.key("public_address"), message));
+            }
+        },
+    };
     let data_dir = match s.path(cx, "data_dir")? {
         Some((path, _)) => path,
         None => cx.env.default_data_dir(&daemon.state_dir),
@@ -235,8 +251,11 @@ fn server_section(
             return Err(cx.err(line, s.key("max_folders_per_account"), message));
         }
     };
+    let backend = super::cluster::backend(cx, s)?;
     Ok(ServerSection {
+        backend,
         listen,
+        public_address,
         data_dir,
         registration,
         keep_versions,
@@ -380,6 +399,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::config::Backend;
 
     const FILE: &str = "/etc/filesync/filesyncd.toml";
 
@@ -461,6 +481,13 @@ mod tests {
             ("[server]\nlisten = \"0.0.0.0\"\n", 2, "server.listen", "write IP:PORT"),
             ("[daemon]\nmetrics_listen = \"localhost:7103\"\n", 2, "daemon.metrics_listen", "not an address to listen on; write IP:PORT, e.g. \"127.0.0.1:7103\""),
             ("[daemon]\nmetrics_listen = 7103\n", 2, "daemon.metrics_listen", "expected a string"),
+            ("[server]\npublic_address = \"sync.example.com\"\n", 2, "server.public_address", "has no port"),
+            ("[server]\nbackend = \"s3\"\n", 2, "server.backend", "use \"embedded\" or \"cluster\""),
+            ("[server]\nbackend = \"cluster\"\n", 2, "server.backend", "needs a [server.cluster] table"),
+            ("[server]\n[server.cluster]\nnode_name = \"n\"\n", 2, "server.cluster", "read only with backend = \"cluster\""),
+            ("[server]\nbackend = \"cluster\"\n[server.cluster]\nnode_name = \"n\"\n", 3, "server.cluster.postgres", "has no `postgres`"),
+            ("[server]\nbackend = \"cluster\"\n[server.cluster]\nnode = \"n\"\n", 4, "server.cluster.node", "valid keys are `node_name`"),
+            ("[server]\npublic_address = \"sync example:7101\"\n", 2, "server.public_address", "devices reach this server at"),
             ("[[folder]]\npath = \"/a\"\nserver = \"files.example.org\"\n", 3, "folder[1].server", "has no port; write it as \"files.example.org:7101\""),
             ("[[folder]]\npath = \"/a\"\nserver = \"::1:7101\"\n", 3, "folder[1].server", "in brackets"),
             ("[[folder]]\npath = \"/a\"\nserver = \"h:70000\"\n", 3, "folder[1].server", "from 1 to 65535"),
@@ -649,6 +676,7 @@ mod tests {
             },
             server: Some(ServerSection {
                 listen: "0.0.0.0:7101".into(),
+                public_address: None,
                 data_dir: state_dir.join("server"),
                 registration: Registration::Invite,
                 keep_versions: 30,
@@ -656,6 +684,7 @@ mod tests {
                 default_quota: None,
                 min_free_space: 1 << 30,
                 max_folders_per_account: 256,
+                backend: Backend::Embedded,
             }),
             folders: vec![
                 FolderConfig {

@@ -32,7 +32,7 @@ pub struct Totals {
     pub conflicts: u64,
 }
 
-fn kind_code(k: EntryKind) -> i64 {
+pub fn kind_code(k: EntryKind) -> i64 {
     match k {
         EntryKind::File => 0,
         EntryKind::Dir => 1,

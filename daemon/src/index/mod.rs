@@ -22,7 +22,7 @@ use filesync_proto::wire::Entry;
 use rusqlite::{Connection, OptionalExtension, params};
 
 pub use history::StreamRead;
-pub use local::{BlockSource, Totals};
+pub use local::{BlockSource, Totals, kind_code};
 pub use remote::moved_by;
 
 use crate::events::unix_secs;

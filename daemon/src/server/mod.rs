@@ -15,6 +15,7 @@
 //! account's quota and the free-space reserve first ([`quota`]).
 
 pub mod accounts;
+pub mod cluster;
 mod history;
 mod inline;
 mod listen;
@@ -75,6 +76,8 @@ pub struct Server {
     pub device: DeviceId,
     data_dir: PathBuf,
     listen: String,
+    /// What invite tokens carry: `server.public_address`, else `listen`.
+    public_address: String,
     keep_versions: std::time::Duration,
     max_connections_per_address: usize,
     identity: ServerIdentity,
@@ -144,12 +147,28 @@ impl Server {
         let shares = shares::Shares::open(&meta.join("accounts.db"))?;
         let quotas = Quotas::new(cfg, accounts.quotas()?);
         tracing::info!(fingerprint = %identity.fingerprint, "server certificate");
+        let bound = listener
+            .local_addr()
+            .map_or(cfg.listen.clone(), |a| a.to_string());
+        let public_address = match &cfg.public_address {
+            Some(address) => address.clone(),
+            None => {
+                if listener.local_addr().is_ok_and(|a| a.ip().is_unspecified()) {
+                    tracing::warn!(
+                        "server.listen is {bound}, every address, and server.public_address \
+                         is not set: invite tokens carry {bound}, which devices on other \
+                         machines cannot reach; set server.public_address to the HOST:PORT \
+                         they reach this server at"
+                    );
+                }
+                bound.clone()
+            }
+        };
         let server = Arc::new(Server {
             device,
             data_dir: cfg.data_dir.clone(),
-            listen: listener
-                .local_addr()
-                .map_or(cfg.listen.clone(), |a| a.to_string()),
+            listen: bound,
+            public_address,
             keep_versions: std::time::Duration::from_secs(u64::from(cfg.keep_versions) * 86_400),
             max_connections_per_address: cfg.max_connections_per_address as usize,
             identity,
@@ -447,7 +466,7 @@ impl Server {
             "invite token made"
         );
         Ok(InviteToken {
-            server: self.listen.clone(),
+            server: self.public_address.clone(),
             fingerprint: self.identity.fingerprint,
             secret,
         }

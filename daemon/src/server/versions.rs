@@ -261,6 +261,44 @@ impl Versions {
         Ok(found.into_iter().map(|(_, v)| v).collect())
     }
 
+    /// Every version of every path, found through the slots' path records (for moving
+    /// a folder into a cluster). A slot without its record (a crash between keeping and
+    /// recording) cannot be tied to its path: it is left out, with a warning.
+    pub fn all(&self) -> Result<Vec<VersionInfo>> {
+        let fans = match fs::read_dir(&self.dir) {
+            Ok(fans) => fans,
+            Err(e) if is_missing(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", self.dir.display())),
+        };
+        let mut found = Vec::new();
+        for fan in fans {
+            let fan = fan.with_context(|| format!("cannot read {}", self.dir.display()))?;
+            if !is_hex_dir(&fan, 2) {
+                continue;
+            }
+            let slots = fs::read_dir(fan.path())
+                .with_context(|| format!("cannot read {}", fan.path().display()))?;
+            for slot in slots {
+                let slot = slot.with_context(|| format!("cannot read {}", fan.path().display()))?;
+                if !is_hex_dir(&slot, 64) {
+                    continue;
+                }
+                let record = fs::read(slot.path().join(RECORD)).ok();
+                let path = record
+                    .and_then(|r| String::from_utf8(r).ok())
+                    .and_then(|r| RelPath::new(r).ok());
+                match path {
+                    Some(path) => found.extend(self.list(&path)?),
+                    None => tracing::warn!(
+                        slot = %slot.path().display(),
+                        "versions without a readable path record are left out"
+                    ),
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// Versions of every path whose kept_at is older than `now_secs - keep_secs` are
     /// deleted; returns how many. A file that cannot be removed is logged and skipped.
     pub fn expire(&self, now_secs: i64, keep_secs: i64) -> Result<usize> {

@@ -5,11 +5,12 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use filesync_proto::auth::InviteToken;
 use filesync_proto::wire::{ClientMsg, ServerMsg};
 use filesync_tests::cluster::DOCS;
 use filesync_tests::hostile;
 use filesync_tests::node::describe;
-use filesync_tests::{Cluster, Node};
+use filesync_tests::{Cluster, Node, SYNC_TIMEOUT, poll_until};
 use serde_json::Value;
 
 /// `add` of client `i`'s `folder` with `token`; must succeed.
@@ -186,4 +187,44 @@ fn a_device_makes_at_most_ten_invite_tokens_an_hour() {
     assert_eq!(pending(cl.server()).len(), 10);
     // The ten it made still work.
     enrol(&cl, 1, &tokens[9]);
+}
+
+/// The address a token carries (issue 19): the server's `listen` address by default, its
+/// `server.public_address` when set; and `add --token` without `--server` reaches the
+/// server there.
+#[test]
+fn a_token_carries_the_public_address_and_add_reaches_it_without_server() {
+    let cl = Cluster::without_folders(1, None);
+    let listen = cl.server().server_addr();
+    let carried = |token: &str| InviteToken::parse(token).expect("a token").server;
+    assert_eq!(carried(&cl.server().server_invite("alice", None)), listen);
+
+    let port = listen.rsplit_once(':').expect("HOST:PORT").1;
+    let public = format!("localhost:{port}");
+    cl.server()
+        .restart_with_server_lines(&format!("public_address = \"{public}\"\n"));
+    let token = cl.server().server_invite("alice", None);
+    assert_eq!(carried(&token), public);
+
+    let dir = cl.folder_dir(0, DOCS);
+    let dir = dir.to_str().expect("a UTF-8 temp dir");
+    cl.a()
+        .ctl_ok(["add", dir, "--name", DOCS, "--token", &token]);
+    let status = cl.a().folder_status(DOCS);
+    assert_eq!(status["server"], public.as_str(), "{status}");
+    std::fs::write(cl.path_on(0, DOCS, "hello.txt"), b"hello").unwrap();
+    poll_until(SYNC_TIMEOUT, || {
+        let copy = cl.server_dir(DOCS).map(|d| d.join("hello.txt"));
+        match copy.map(std::fs::read) {
+            Some(Ok(bytes)) if bytes == b"hello" => Ok(()),
+            other => Err(format!("hello.txt on the server: {other:?}")),
+        }
+    })
+    .unwrap_or_else(|why| panic!("{why}\nserver log:\n{}", cl.server().log_text()));
+
+    // Neither --server nor a token: filesyncctl says what to give.
+    let out = cl.a().ctl(["add", dir, "--name", "other"]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("--server <HOST:PORT>"), "{said}");
 }

@@ -20,26 +20,6 @@ const MIB: usize = 1 << 20;
 /// The account that open registration enrols every device of a [`Cluster`] into.
 const OPEN: &str = "open";
 
-/// Stops `server`, adds `lines` to its `[server]` table (the last table of its config)
-/// and starts it again.
-fn restart_with(server: &Node, lines: &str) {
-    server.stop();
-    let config = fs::read_to_string(server.config_path()).unwrap();
-    assert!(config.contains("[server]"), "{config}");
-    assert!(!config.contains("[[folder]]"), "{config}");
-    // A key given again replaces the fixture's line (`min_free_space`, say).
-    let key = |line: &str| line.split('=').next().unwrap_or_default().trim().to_owned();
-    let new_keys: Vec<String> = lines.lines().map(key).collect();
-    let mut config: String = config
-        .lines()
-        .filter(|l| !new_keys.contains(&key(l)))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    config.push_str(lines);
-    fs::write(server.config_path(), config).unwrap();
-    server.start();
-}
-
 /// Waits until client `i`'s status for `folder` has an error holding every one of
 /// `words`, and returns it.
 fn wait_for_error(cl: &Cluster, i: usize, folder: &str, words: &[&str]) -> String {
@@ -195,7 +175,7 @@ fn a_push_below_the_free_space_reserve_is_refused() {
     let cl = Cluster::new(1);
     let server = cl.server();
     // More than any test machine has free: every push with content is refused.
-    restart_with(server, "min_free_space = \"1PiB\"\n");
+    server.restart_with_server_lines("min_free_space = \"1PiB\"\n");
     files::write(&cl.path_on(0, DOCS, "blocked.txt"), b"no room\n");
     let error = wait_for_error(
         &cl,
@@ -220,7 +200,8 @@ fn a_push_below_the_free_space_reserve_is_refused() {
 #[test]
 fn max_folders_per_account_refuses_one_more() {
     let cl = Cluster::without_folders(1, Some(OPEN));
-    restart_with(cl.server(), "max_folders_per_account = 2\n");
+    cl.server()
+        .restart_with_server_lines("max_folders_per_account = 2\n");
     for folder in ["one", "two"] {
         cl.add_folder(0, folder);
         files::write(&cl.path_on(0, folder, "f.txt"), folder.as_bytes());

@@ -1,0 +1,148 @@
+//! Content in the bucket: one object per block, named by the account and the block's
+//! SHA-256 (`blk/ACCOUNT_ID/HH/HASH`), the same blocks the wire moves. An object is
+//! written only with bytes whose hash is its name and checked again when read, so a
+//! damaged or foreign object is an error, never content. Keys are per account: one
+//! account cannot learn whether another holds some content, and garbage collection
+//! works account by account.
+
+use anyhow::{Context, Result, anyhow, bail};
+use bytes::Bytes;
+use filesync_proto::Hash;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as Key;
+use object_store::{ObjectStoreExt, PutPayload};
+use sha2::{Digest, Sha256};
+
+use crate::config::{ClusterSection, S3Secret};
+
+/// The bucket, as this node reaches it.
+pub struct Chunks {
+    store: AmazonS3,
+    /// `ENDPOINT/BUCKET`, for messages.
+    place: String,
+}
+
+/// What went wrong reaching the bucket, with the config key a person should look at.
+fn s3_problem(e: &object_store::Error, place: &str) -> String {
+    let text = e.to_string();
+    let key = if text.contains("403") || text.contains("Forbidden") || text.contains("AccessDenied")
+    {
+        "the key is refused: check server.cluster.s3_access_key_id and \
+         s3_secret_access_key, and that the key may read and write the bucket"
+    } else if text.contains("NoSuchBucket") || text.contains("404") {
+        "the bucket does not exist: check server.cluster.s3_bucket, or create it"
+    } else {
+        "check server.cluster.s3_endpoint and that the store is running"
+    };
+    format!("the bucket {place} cannot be used ({key}): {text}")
+}
+
+impl Chunks {
+    /// A client for the bucket `cluster` names; it does not connect yet ([`Chunks::probe`]).
+    pub fn new(cluster: &ClusterSection) -> Result<Chunks> {
+        let secret = match &cluster.s3_secret_access_key {
+            S3Secret::Inline(secret) => secret.0.clone(),
+            S3Secret::File(file) => std::fs::read_to_string(file)
+                .with_context(|| {
+                    format!(
+                        "cannot read the bucket's secret key from {} (config key \
+                         server.cluster.s3_secret_access_key_file)",
+                        file.display()
+                    )
+                })?
+                .trim()
+                .to_owned(),
+        };
+        let store = AmazonS3Builder::new()
+            .with_endpoint(&cluster.s3_endpoint)
+            .with_allow_http(cluster.s3_endpoint.starts_with("http://"))
+            .with_region(&cluster.s3_region)
+            .with_bucket_name(&cluster.s3_bucket)
+            .with_access_key_id(&cluster.s3_access_key_id)
+            .with_secret_access_key(secret)
+            .build()
+            .with_context(|| {
+                format!(
+                    "cannot set up the bucket client (config keys server.cluster.s3_endpoint, \
+                     s3_region, s3_bucket): {}",
+                    cluster.s3_endpoint
+                )
+            })?;
+        Ok(Chunks {
+            store,
+            place: format!("{}/{}", cluster.s3_endpoint, cluster.s3_bucket),
+        })
+    }
+
+    fn key(account: i64, hash: &Hash) -> Key {
+        let hex = hash.to_hex();
+        Key::from(format!("blk/{account}/{}/{hex}", &hex[..2]))
+    }
+
+    /// Writes, reads back and deletes a small object named after this node: whether
+    /// the bucket exists and the key may use it, before the node serves anyone.
+    pub async fn probe(&self, node: &str) -> Result<()> {
+        let key = Key::from(format!("probe/{node}"));
+        let body = Bytes::from(format!("filesync node {node}"));
+        self.store
+            .put(&key, PutPayload::from(body.clone()))
+            .await
+            .map_err(|e| anyhow!(s3_problem(&e, &self.place)))?;
+        let read = self
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| anyhow!(s3_problem(&e, &self.place)))?
+            .bytes()
+            .await
+            .map_err(|e| anyhow!(s3_problem(&e, &self.place)))?;
+        if read != body {
+            bail!(
+                "the bucket {} gave back other bytes than were written to {key}; check \
+                 server.cluster.s3_endpoint",
+                self.place
+            );
+        }
+        self.store
+            .delete(&key)
+            .await
+            .map_err(|e| anyhow!(s3_problem(&e, &self.place)))
+    }
+
+    /// Stores one block of `account`; `data` must hash to `hash`.
+    pub async fn put(&self, account: i64, hash: &Hash, data: Bytes) -> Result<()> {
+        if Sha256::digest(&data).as_slice() != hash.0 {
+            bail!("a block does not match its hash {hash}; it was not stored");
+        }
+        self.store
+            .put(&Chunks::key(account, hash), PutPayload::from(data))
+            .await
+            .map_err(|e| anyhow!(s3_problem(&e, &self.place)))?;
+        Ok(())
+    }
+
+    /// One block of `account`, checked against its hash.
+    pub async fn get(&self, account: i64, hash: &Hash) -> Result<Bytes> {
+        let key = Chunks::key(account, hash);
+        let data = match self.store.get(&key).await {
+            Ok(found) => found,
+            Err(object_store::Error::NotFound { .. }) => bail!(
+                "the object {key} is missing from {}: the bucket lost content the \
+                 database refers to; restore the bucket from a backup",
+                self.place
+            ),
+            Err(e) => bail!(s3_problem(&e, &self.place)),
+        }
+            .bytes()
+            .await
+            .map_err(|e| anyhow!(s3_problem(&e, &self.place)))?;
+        if Sha256::digest(&data).as_slice() != hash.0 {
+            bail!(
+                "the object {key} in {} does not match its hash: the bucket's copy is \
+                 damaged; restore it from a backup",
+                self.place
+            );
+        }
+        Ok(data)
+    }
+}

@@ -1,0 +1,98 @@
+//! The cluster backend's storage: metadata in PostgreSQL ([`schema`]), content as
+//! blocks in an S3-compatible bucket ([`chunks`]), shared by every node.
+//!
+//! What is built: connecting with errors that name the config key at fault, the tables,
+//! the block store, moving an embedded server's data in ([`import`],
+//! `filesyncd migrate-to-cluster`) and writing a folder's tree back out of it
+//! ([`export`]). Serving devices from it is not built yet: a node with
+//! `backend = "cluster"` refuses to start (see `docs/cluster.md`).
+
+#[cfg(unix)]
+pub mod chunks;
+#[cfg(unix)]
+pub mod export;
+#[cfg(unix)]
+pub mod import;
+#[cfg(unix)]
+pub mod schema;
+#[cfg(unix)]
+mod store;
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+
+use crate::config::{Backend, ClusterSection, Config, ServerSection};
+#[cfg(unix)]
+pub use store::Store;
+
+/// The `[server]` table and its `[server.cluster]`, for the admin commands.
+fn cluster_of(config: &Config) -> Result<(&ServerSection, &ClusterSection)> {
+    match &config.server {
+        Some(server) => match &server.backend {
+            Backend::Cluster(cluster) => Ok((server, cluster)),
+            Backend::Embedded => bail!(
+                "{} says server.backend = \"embedded\": write backend = \"cluster\" and a \
+                 [server.cluster] table naming the database and the bucket (docs/cluster.md)",
+                config.file.display()
+            ),
+        },
+        None => bail!(
+            "{} has no [server] table; the cluster commands need one with backend = \"cluster\"",
+            config.file.display()
+        ),
+    }
+}
+
+/// `filesyncd migrate-to-cluster`: what was moved, in words.
+#[cfg(unix)]
+pub async fn migrate_to_cluster(config: &Config) -> Result<String> {
+    let (server, cluster) = cluster_of(config)?;
+    let device = crate::device_id(&config.daemon.state_dir)?;
+    let done = import::import(server, cluster, &device).await?;
+    Ok(format!(
+        "moved into the cluster: {} accounts, {} devices, {} folders with {} entries, {} \
+         versions; {} blocks ({} bytes) stored in the bucket. Start the nodes with this \
+         [server] table; devices go on where they were.",
+        done.accounts,
+        done.devices,
+        done.folders,
+        done.entries,
+        done.versions,
+        done.blocks,
+        done.bytes
+    ))
+}
+
+/// `filesyncd export ACCOUNT/FOLDER DIR`: what was written, in words.
+#[cfg(unix)]
+pub async fn export_folder(config: &Config, folder: &str, dir: &Path) -> Result<String> {
+    let (_, cluster) = cluster_of(config)?;
+    let Some((account, name)) = folder.split_once('/') else {
+        bail!("{folder:?} is not ACCOUNT/FOLDER; write e.g. alice/docs");
+    };
+    let account = filesync_proto::AccountName::new(account)?;
+    let name = filesync_proto::FolderName::new(name)?;
+    let store = Store::connect(cluster).await?;
+    let done = export::export(&store, &account, &name, dir).await?;
+    Ok(format!(
+        "wrote {account}/{name} into {}: {} files ({} bytes), {} directories, {} symlinks",
+        dir.display(),
+        done.files,
+        done.bytes,
+        done.dirs,
+        done.links
+    ))
+}
+
+#[cfg(not(unix))]
+pub async fn migrate_to_cluster(config: &Config) -> Result<String> {
+    cluster_of(config)?;
+    bail!("the cluster backend runs on Linux nodes only")
+}
+
+#[cfg(not(unix))]
+pub async fn export_folder(config: &Config, _: &str, _: &Path) -> Result<String> {
+    cluster_of(config)?;
+    bail!("the cluster backend runs on Linux nodes only")
+}

@@ -1,0 +1,258 @@
+//! The cluster backend's storage (issue 19), with the real engines: a throwaway
+//! PostgreSQL 15 and a Garage node. An embedded server that devices used is moved into
+//! the cluster with `filesyncd migrate-to-cluster`, and `filesyncd export` writes each
+//! folder back out of the database and the bucket: the same tree, file times and modes,
+//! the same sequence numbers, epoch and versions. Bad or unreachable engines are start-up
+//! errors naming the config key.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use filesync_tests::cluster::DOCS;
+use filesync_tests::exec::{bin, run_with_timeout};
+use filesync_tests::files::{self, pseudo_random};
+use filesync_tests::garage::{self, Garage};
+use filesync_tests::node::describe;
+use filesync_tests::pg::Postgres;
+use filesync_tests::tree::{diff, manifest};
+use filesync_tests::{Cluster, Node};
+
+/// How long a migrate or an export of a small folder may take on a loaded machine.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The engines, or `None` when the test is skipped (see [`Postgres::start_or_skip`]).
+fn engines(cl: &Cluster) -> Option<(Postgres, Garage)> {
+    let pg = Postgres::start_or_skip()?;
+    cl.expect_entry("garage");
+    let garage = Garage::start_or_skip(cl.root(), 1)?;
+    Some((pg, garage))
+}
+
+/// The `[server.cluster]` table for database `url` and Garage node 0, with `extra`
+/// lines (a key given again replaces the default).
+fn cluster_table(url: &str, garage: &Garage, extra: &[(&str, &str)]) -> String {
+    let mut keys = vec![
+        ("node_name", "node-1".to_owned()),
+        ("postgres", url.to_owned()),
+        ("s3_endpoint", garage.endpoint(0)),
+        ("s3_region", garage::REGION.to_owned()),
+        ("s3_bucket", garage::BUCKET.to_owned()),
+        ("s3_access_key_id", garage::KEY_ID.to_owned()),
+        ("s3_secret_access_key", garage::SECRET.to_owned()),
+    ];
+    for (key, value) in extra {
+        keys.retain(|(k, _)| k != key);
+        keys.push((key, (*value).to_owned()));
+    }
+    let lines: Vec<String> = keys.iter().map(|(k, v)| format!("{k} = \"{v}\"")).collect();
+    format!("[server.cluster]\n{}\n", lines.join("\n"))
+}
+
+/// A copy of the server's config with `backend = "cluster"` and `table`, beside it.
+fn cluster_config(server: &Node, table: &str) -> PathBuf {
+    let text = fs::read_to_string(server.config_path()).expect("the server's config");
+    let file = server.config_path().with_file_name("cluster.toml");
+    fs::write(&file, format!("{text}\nbackend = \"cluster\"\n{table}")).unwrap();
+    file
+}
+
+fn filesyncd(config: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(bin("filesyncd"));
+    cmd.arg("--config").arg(config).args(args);
+    run_with_timeout(&mut cmd, ADMIN_TIMEOUT)
+}
+
+fn ok(out: Output) -> String {
+    assert!(out.status.success(), "{}", describe(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `filesyncd` must fail with exit 1 and say every one of `words`.
+fn refused(out: Output, words: &[&str]) {
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    for w in words {
+        assert!(said.contains(w), "want {w:?} in:\n{said}");
+    }
+}
+
+#[test]
+fn an_embedded_server_moves_into_the_cluster_and_exports_the_same_trees() {
+    let cl = Cluster::new(2);
+    let Some((pg, garage)) = engines(&cl) else {
+        return;
+    };
+    let a = cl.folder_dir(0, DOCS);
+    files::write(&a.join("notes/today.txt"), b"first\n");
+    files::write(&a.join("big.bin"), pseudo_random(3 << 20, 19));
+    files::write(&a.join("same-as-big.bin"), pseudo_random(3 << 20, 19));
+    files::write(&a.join("empty"), b"");
+    files::write(&a.join("tool.sh"), b"#!/bin/sh\necho hi\n");
+    fs::set_permissions(a.join("tool.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("notes/today.txt", a.join("link")).unwrap();
+    fs::create_dir_all(a.join("empty-dir/inner")).unwrap();
+    cl.settle(DOCS);
+    // A version: today.txt replaced, gone.txt deleted.
+    files::write(&a.join("notes/today.txt"), b"second\n");
+    files::write(&a.join("gone.txt"), b"soon gone\n");
+    cl.settle(DOCS);
+    fs::remove_file(a.join("gone.txt")).unwrap();
+    let settled = cl.settle(DOCS);
+    let server_tree = cl.server_dir(DOCS).expect("the server's copy");
+    let index = cl.server_index(DOCS);
+    let db = rusqlite::Connection::open(&index).unwrap();
+    let (rows, max_seq): (i64, i64) = db
+        .query_row("SELECT COUNT(*), MAX(seq) FROM local", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    let epoch: i64 = db
+        .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let today_seq: i64 = db
+        .query_row(
+            "SELECT seq FROM local WHERE path = 'notes/today.txt'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    drop(db);
+    let cert = fs::read(cl.server().data_dir().join(".filesync/tls/cert.der")).unwrap();
+
+    cl.server().stop();
+    let url = pg.create_db("moved");
+    let config = cluster_config(cl.server(), &cluster_table(&url, &garage, &[]));
+    let said = ok(filesyncd(&config, &["migrate-to-cluster"]));
+    assert!(said.contains("2 devices, 1 folders"), "{said}");
+    let sql = |q: &str| pg.psql("moved", q);
+    assert_eq!(sql("SELECT COUNT(*) FROM devices"), "2");
+    assert_eq!(sql("SELECT COUNT(*) FROM entries"), rows.to_string());
+    assert_eq!(
+        sql("SELECT last_seq || ' ' || epoch FROM folders"),
+        format!("{max_seq} {epoch}")
+    );
+    // Every entry at its own sequence number, as on the embedded server.
+    assert_eq!(
+        sql("SELECT seq FROM entries WHERE path = 'notes/today.txt'"),
+        today_seq.to_string()
+    );
+    // The same TLS identity, so that devices keep the fingerprint they pinned.
+    assert_eq!(
+        sql("SELECT encode(cert_der, 'hex') FROM cluster"),
+        hex::encode(&cert)
+    );
+    // Two versions (today.txt's first content, gone.txt), each content stored once
+    // however many files hold it.
+    assert_eq!(sql("SELECT COUNT(*) FROM versions"), "2");
+    assert_eq!(
+        sql(
+            "SELECT refs FROM contents c JOIN entries e ON e.hash = c.hash \
+             WHERE e.path = 'big.bin'"
+        ),
+        "2"
+    );
+
+    let out = cl.root().join("exported");
+    cl.expect_entry("exported");
+    let said = ok(filesyncd(
+        &config,
+        &["export", &format!("open/{DOCS}"), out.to_str().unwrap()],
+    ));
+    assert!(said.contains(&format!("wrote open/{DOCS} into")), "{said}");
+    let exported = manifest(&out).expect("the exported tree");
+    let on_server = manifest(&server_tree).expect("the server's tree");
+    assert!(exported == on_server, "{}", diff(&on_server, &exported));
+    assert!(exported == settled, "{}", diff(&settled, &exported));
+    for name in ["big.bin", "tool.sh", "notes/today.txt"] {
+        let (x, s) = (
+            fs::metadata(out.join(name)).unwrap(),
+            fs::metadata(server_tree.join(name)).unwrap(),
+        );
+        assert_eq!(
+            (x.mtime(), x.mtime_nsec()),
+            (s.mtime(), s.mtime_nsec()),
+            "{name}"
+        );
+        assert_eq!(x.mode() & 0o777, s.mode() & 0o777, "{name}");
+    }
+
+    // A second import would duplicate everything: refused, nothing changed.
+    refused(
+        filesyncd(&config, &["migrate-to-cluster"]),
+        &["already holds a cluster", "empty database"],
+    );
+    assert_eq!(sql("SELECT COUNT(*) FROM entries"), rows.to_string());
+    // Exporting over the export: refused.
+    refused(
+        filesyncd(
+            &config,
+            &["export", &format!("open/{DOCS}"), out.to_str().unwrap()],
+        ),
+        &["is not empty"],
+    );
+    refused(
+        filesyncd(
+            &config,
+            &[
+                "export",
+                "open/nothing",
+                cl.root().join("x").to_str().unwrap(),
+            ],
+        ),
+        &["has no folder open/nothing"],
+    );
+}
+
+#[test]
+fn bad_or_unreachable_engines_are_errors_naming_the_key() {
+    let cl = Cluster::without_folders(0, Some("open"));
+    let Some((pg, garage)) = engines(&cl) else {
+        return;
+    };
+    let url = pg.create_db("keys");
+    let nobody = format!("postgresql://filesync@127.0.0.1:{}/keys", pg.port() + 1);
+    /// A key set to a bad value, and what the refusal must say.
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: [Case; 5] = [
+        (
+            &[("postgres", "not a url ::")],
+            &["server.cluster.postgres", "connection string"],
+        ),
+        (
+            &[("postgres", &nobody)],
+            &["cannot connect to PostgreSQL", "server.cluster.postgres"],
+        ),
+        (
+            &[("s3_bucket", "no-such-bucket")],
+            &["server.cluster.s3_bucket"],
+        ),
+        (
+            &[("s3_secret_access_key", "wrong")],
+            &["server.cluster.s3_access_key_id"],
+        ),
+        (
+            &[("s3_endpoint", "http://127.0.0.1:9")],
+            &["server.cluster.s3_endpoint"],
+        ),
+    ];
+    for (extra, words) in cases {
+        let config = cluster_config(cl.server(), &cluster_table(&url, &garage, extra));
+        refused(filesyncd(&config, &["migrate-to-cluster"]), words);
+    }
+    // The node itself refuses to serve from a cluster, saying what it can do.
+    let config = cluster_config(cl.server(), &cluster_table(&url, &garage, &[]));
+    let mut cmd = Command::new(bin("filesyncd"));
+    cmd.arg("--config")
+        .arg(&config)
+        .arg("--socket")
+        .arg(cl.root().join("c.sock"));
+    refused(
+        run_with_timeout(&mut cmd, ADMIN_TIMEOUT),
+        &["server.backend = \"cluster\"", "migrate-to-cluster"],
+    );
+}
