@@ -124,13 +124,50 @@ fn an_embedded_server_moves_into_the_cluster_and_exports_the_same_trees() {
     drop(db);
     let cert = fs::read(cl.server().data_dir().join(".filesync/tls/cert.der")).unwrap();
 
-    cl.server().stop();
+    // What the account store holds besides devices: a quota, a pending token of a new
+    // account, a share with it.
+    let server = cl.server();
+    server.ctl_ok(["server", "quota", "open", "1GiB"]);
+    server.server_invite("carol", None);
+    server.ctl_ok([
+        "server",
+        "share",
+        &format!("open/{DOCS}"),
+        "--with",
+        "carol",
+        "--read-only",
+    ]);
+
+    server.stop();
     let url = pg.create_db("moved");
     let config = cluster_config(cl.server(), &cluster_table(&url, &garage, &[]));
     let said = ok(filesyncd(&config, &["migrate-to-cluster"]));
     assert!(said.contains("2 devices, 1 folders"), "{said}");
     let sql = |q: &str| pg.psql("moved", q);
     assert_eq!(sql("SELECT COUNT(*) FROM devices"), "2");
+    assert_eq!(
+        sql("SELECT string_agg(name, ',' ORDER BY name) FROM accounts"),
+        "carol,open"
+    );
+    assert_eq!(
+        sql("SELECT a.name || ' ' || q.bytes FROM quotas q JOIN accounts a ON a.id = q.account_id"),
+        format!("open {}", 1u64 << 30)
+    );
+    assert_eq!(
+        sql(
+            "SELECT a.name || ' ' || (i.used_by IS NULL) FROM invites i \
+             JOIN accounts a ON a.id = i.account_id"
+        ),
+        "carol true"
+    );
+    assert_eq!(
+        sql(
+            "SELECT o.name || '/' || s.folder || ' ' || m.name || ' ' || s.read_only \
+             FROM shares s JOIN accounts o ON o.id = s.owner_id \
+             JOIN accounts m ON m.id = s.member_id"
+        ),
+        format!("open/{DOCS} carol true")
+    );
     assert_eq!(sql("SELECT COUNT(*) FROM entries"), rows.to_string());
     assert_eq!(
         sql("SELECT last_seq || ' ' || epoch FROM folders"),

@@ -133,9 +133,9 @@ impl Chunks {
             ),
             Err(e) => bail!(s3_problem(&e, &self.place)),
         }
-            .bytes()
-            .await
-            .map_err(|e| anyhow!(s3_problem(&e, &self.place)))?;
+        .bytes()
+        .await
+        .map_err(|e| anyhow!(s3_problem(&e, &self.place)))?;
         if Sha256::digest(&data).as_slice() != hash.0 {
             bail!(
                 "the object {key} in {} does not match its hash: the bucket's copy is \
