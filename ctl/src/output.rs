@@ -8,8 +8,8 @@ use std::io::{self, IsTerminal, Write as _};
 
 use anyhow::{Context, Result};
 use filesync_proto::control::{
-    AccountInfo, ConflictInfo, DaemonStatus, Event, FolderState, FolderStatus, InviteInfo,
-    ServerStatus, ServerTrust, ShareInfo, VersionEntry,
+    AccountInfo, ConflictInfo, DaemonStatus, Endpoint, Event, FolderState, FolderStatus,
+    InviteInfo, ServerStatus, ServerTrust, ShareInfo, VersionEntry,
 };
 
 use filesync_proto::names::is_invisible_format;
@@ -156,6 +156,16 @@ pub fn status_human(status: &DaemonStatus, now: i64, colour: bool) -> String {
         out.push_str(&format!(
             "warning: the config file could not be reloaded; the previous config is still in use: {error}\n"
         ));
+    }
+    match &status.metrics {
+        Some(Endpoint {
+            error: Some(error), ..
+        }) => out.push_str(&format!("warning: {error}\n")),
+        Some(Endpoint {
+            listen,
+            error: None,
+        }) => out.push_str(&format!("metrics: http://{listen}/metrics\n")),
+        None => {}
     }
     if status.folders.is_empty() {
         out.push_str("\nno folders (add one with `filesyncctl add PATH --server HOST:PORT`)\n");
@@ -685,6 +695,10 @@ pub mod tests {
                 device: Some("DEV1".into()),
             }],
             config_error: Some("line 3: unknown key `foo`".into()),
+            metrics: Some(Endpoint {
+                listen: "127.0.0.1:7103".into(),
+                error: Some("cannot listen on 127.0.0.1:7103 for /metrics: address in use".into()),
+            }),
         }
     }
 
@@ -693,6 +707,7 @@ pub mod tests {
         let want = "\
 filesyncd 0.1.0  device DEV1  config /home/a/.config/filesync/filesyncd.toml
 warning: the config file could not be reloaded; the previous config is still in use: line 3: unknown key `foo`
+warning: cannot listen on 127.0.0.1:7103 for /metrics: address in use
 
 docs  /home/a/docs  ->  server.example:7101  (two-way)
   state:     idle (connected)
@@ -851,6 +866,28 @@ account bob  created 2026-11-20 14:02:11 UTC, 0 devices, uses 2.0 KiB, no quota
         let json: serde_json::Value = serde_json::from_str(&event_json(&event).unwrap()).unwrap();
         assert_eq!(json["kind"], "deleted");
         assert_eq!(json["path"], "old.txt");
+    }
+
+    #[test]
+    fn human_status_shows_where_metrics_are_served() {
+        let status = DaemonStatus {
+            metrics: Some(Endpoint {
+                listen: "127.0.0.1:7103".into(),
+                error: None,
+            }),
+            config_error: None,
+            ..sample()
+        };
+        let got = status_human(&status, NOW, false);
+        assert!(
+            got.contains("\nmetrics: http://127.0.0.1:7103/metrics\n"),
+            "{got}"
+        );
+        let off = DaemonStatus {
+            metrics: None,
+            ..sample()
+        };
+        assert!(!status_human(&off, NOW, false).contains("metrics"));
     }
 
     #[test]

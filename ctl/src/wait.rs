@@ -238,6 +238,7 @@ mod tests {
             server: None,
             servers: Vec::new(),
             config_error: None,
+            metrics: None,
         };
         assert_eq!(
             summary(&status),
@@ -259,6 +260,7 @@ mod tests {
             server: None,
             servers: Vec::new(),
             config_error: None,
+            metrics: None,
         };
         let progress = Progress::new(false);
         progress.update(&status(60, 40));

@@ -239,6 +239,7 @@ mod with_a_daemon {
             server: None,
             servers: Vec::new(),
             config_error: None,
+            metrics: None,
         }))
     }
 

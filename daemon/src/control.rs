@@ -22,7 +22,7 @@ use filesync_proto::control::{self, ControlErrorKind, Request, Response};
 use interprocess::local_socket::tokio::{Listener, Stream, prelude::*};
 use interprocess::local_socket::{GenericFilePath, ListenerOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
+use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{self, Events};
@@ -373,27 +373,7 @@ async fn handle(
             kind: ControlErrorKind::BadRequest,
             message: e.to_string(),
         },
-        Ok(request) => {
-            let (tx, rx) = oneshot::channel();
-            if supervisor
-                .send(ControlCmd { request, reply: tx })
-                .await
-                .is_err()
-            {
-                Response::Error {
-                    kind: ControlErrorKind::Failed,
-                    message: "the daemon is shutting down".into(),
-                }
-            } else {
-                match rx.await {
-                    Ok(reply) => reply.await,
-                    Err(_) => Response::Error {
-                        kind: ControlErrorKind::Failed,
-                        message: "the daemon is shutting down".into(),
-                    },
-                }
-            }
-        }
+        Ok(request) => ControlCmd::ask(&supervisor, request).await,
     };
     write_frame(&mut stream, &response).await
 }

@@ -108,6 +108,18 @@ pub async fn run(
         None => None,
     };
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let metrics = match config.daemon.metrics_listen {
+        Some(addr) => {
+            let (endpoint, listener) = lifecycle::metrics::bind(addr).await;
+            if let Some(listener) = listener {
+                let serve =
+                    lifecycle::metrics::serve(listener, cmd_tx.clone(), shutdown.child_token());
+                tracker.spawn(serve);
+            }
+            Some(endpoint)
+        }
+        None => None,
+    };
     let events = events::Events::default();
     tracker.spawn(control::serve(
         control,
@@ -123,7 +135,8 @@ pub async fn run(
         events,
         tracker.clone(),
         shutdown.child_token(),
-    );
+    )
+    .with_metrics(metrics);
     let summary = supervisor.summary();
     tracker.spawn(supervisor.run(cmd_rx, reload));
     tracker.close();

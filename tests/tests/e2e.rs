@@ -53,6 +53,8 @@ mod invites;
 mod latency;
 #[path = "e2e/local.rs"]
 mod local;
+#[path = "e2e/metrics.rs"]
+mod metrics;
 #[path = "e2e/model.rs"]
 mod model;
 #[path = "e2e/names.rs"]

@@ -30,6 +30,7 @@ use crate::conn::received;
 use crate::conn::{self, Counters, Link, Pending};
 use crate::fs::ignore::IgnoreRules;
 use crate::index::{Index, Meta};
+use crate::lifecycle::metrics;
 
 /// A block request the server answered with "not available": the entry we asked about
 /// is not what the server holds (any more). Once is a race with a newer version on its
@@ -225,6 +226,7 @@ pub async fn run(cfg: SessionConfig, events: SessionEvents, cancel: Cancellation
             },
         };
         tracing::info!(folder = %cfg.folder, server = %cfg.server, "disconnected: {reason}");
+        metrics::recorded::reconnecting(cfg.folder.as_str(), &cfg.server);
         if !events.send(SessionEvent::Disconnected { reason }) {
             return;
         }

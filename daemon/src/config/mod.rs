@@ -27,6 +27,7 @@ mod spanned;
 use std::fmt::Write as _;
 use std::fs;
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -84,6 +85,8 @@ pub struct DaemonSection {
     pub state_dir: PathBuf,
     /// `None` means [`filesync_proto::control::default_socket_path`].
     pub control_socket: Option<PathBuf>,
+    /// Where `/metrics` listens; `None` (the default) serves no metrics.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The server role; present only when the file has a `[server]` table.

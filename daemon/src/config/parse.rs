@@ -21,7 +21,7 @@ use super::{
     ServerSection,
 };
 
-const DAEMON_KEYS: &[&str] = &["state_dir", "control_socket"];
+const DAEMON_KEYS: &[&str] = &["state_dir", "control_socket", "metrics_listen"];
 const SERVER_KEYS: &[&str] = &[
     "listen",
     "public_address",
@@ -149,10 +149,32 @@ fn daemon_section(cx: &Cx, s: &Section) -> Result<DaemonSection, ConfigError> {
         })?,
     };
     let control_socket = s.path(cx, "control_socket")?.map(|(path, _)| path);
+    let metrics_listen = listen_addr(cx, s, "metrics_listen", "\"127.0.0.1:7103\"", "")?;
     Ok(DaemonSection {
         state_dir,
         control_socket,
+        metrics_listen,
     })
+}
+
+/// The `IP:PORT` at `key`, if given; else an error naming the key and its line that
+/// shows `example` and ends with `hint`.
+fn listen_addr(
+    cx: &Cx,
+    s: &Section,
+    key: &str,
+    example: &str,
+    hint: &str,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    match s.string(cx, key, example)? {
+        None => Ok(None),
+        Some((text, line)) => text.parse::<SocketAddr>().map(Some).map_err(|_| {
+            let message = format!(
+                "{text:?} is not an address to listen on; write IP:PORT, e.g. {example}{hint}"
+            );
+            cx.err(line, s.key(key), message)
+        }),
+    }
 }
 
 fn server_section(
@@ -162,16 +184,10 @@ fn server_section(
 ) -> Result<ServerSection, ConfigError> {
     s.check_keys(cx, SERVER_KEYS)?;
     let example = format!("\"0.0.0.0:{DEFAULT_PORT}\"");
-    let listen = match s.string(cx, "listen", &example)? {
+    let hint = format!(" (every IPv4 address) or \"[::]:{DEFAULT_PORT}\" (every address)");
+    let listen = match listen_addr(cx, s, "listen", &example, &hint)? {
         None => format!("0.0.0.0:{DEFAULT_PORT}"),
-        Some((text, _)) if text.parse::<SocketAddr>().is_ok() => text.to_owned(),
-        Some((text, line)) => {
-            let message = format!(
-                "{text:?} is not an address to listen on; write IP:PORT, e.g. {example} \
-                 (every IPv4 address) or \"[::]:{DEFAULT_PORT}\" (every address)"
-            );
-            return Err(cx.err(line, s.key("listen"), message));
-        }
+        Some(addr) => addr.to_string(),
     };
     let public_address = match s.string(cx, "public_address", "\"sync.example.com:7101\"")? {
         None => None,
@@ -463,6 +479,8 @@ mod tests {
             (concat!(docs!(), "account = 5\n"), 4, "folder[1].account", "expected a string"),
             ("[server]\nlisten = \"localhost:7101\"\n", 2, "server.listen", "not an address to listen on"),
             ("[server]\nlisten = \"0.0.0.0\"\n", 2, "server.listen", "write IP:PORT"),
+            ("[daemon]\nmetrics_listen = \"localhost:7103\"\n", 2, "daemon.metrics_listen", "not an address to listen on; write IP:PORT, e.g. \"127.0.0.1:7103\""),
+            ("[daemon]\nmetrics_listen = 7103\n", 2, "daemon.metrics_listen", "expected a string"),
             ("[server]\npublic_address = \"sync.example.com\"\n", 2, "server.public_address", "has no port"),
             ("[server]\nbackend = \"s3\"\n", 2, "server.backend", "use \"embedded\" or \"cluster\""),
             ("[server]\nbackend = \"cluster\"\n", 2, "server.backend", "needs a [server.cluster] table"),
@@ -520,9 +538,15 @@ mod tests {
         let daemon = DaemonSection {
             state_dir,
             control_socket: None,
+            metrics_listen: None,
         };
         assert_eq!(config.daemon, daemon);
         assert_eq!(config.server, None);
+        let metrics = parse_text("[daemon]\nmetrics_listen = \"[::1]:7103\"\n").unwrap();
+        assert_eq!(
+            metrics.daemon.metrics_listen,
+            Some("[::1]:7103".parse().unwrap())
+        );
         assert!(config.folders.is_empty());
 
         let config = parse_text("[server]\n").unwrap();
@@ -648,6 +672,7 @@ mod tests {
             daemon: DaemonSection {
                 state_dir: state_dir.clone(),
                 control_socket: None,
+                metrics_listen: None,
             },
             server: Some(ServerSection {
                 listen: "0.0.0.0:7101".into(),

@@ -18,6 +18,7 @@
 //!   [`release_free_memory`] whenever the daemon goes quiet after work
 //!   ([`ReleaseWhenQuiet`], ticked by the supervisor), so that an idle daemon's resident
 //!   memory falls back to what it holds (glibc only; elsewhere no-ops).
+//! * [`metrics`]: `/metrics` for Prometheus, when `daemon.metrics_listen` asks for it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -30,6 +31,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 mod logfile;
+pub mod metrics;
 #[cfg(windows)]
 mod windows;
 

@@ -6,6 +6,7 @@
 //! [`crate::fs::durable`]), then handed to the sequencer in one command.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use filesync_proto::wire::{BlockRequest, Change, EntryKind, Hello, PushOutcome, ServerMsg};
@@ -22,6 +23,7 @@ use crate::fs::chunk;
 use crate::fs::durable::{self, CrashPoint, GROUP_MAX};
 use crate::fs::temp::Sealed;
 use crate::index::Index;
+use crate::lifecycle::metrics;
 use crate::transfer;
 
 /// Handles a device's pushes in order: one stage stages changes, several at once, while
@@ -57,6 +59,8 @@ struct Slot {
     id: u64,
     /// Whether it is the push's last change, whose commit answers the push.
     last: bool,
+    /// When the push came in, for its push-to-fan-out latency.
+    arrived: Instant,
     /// The change, staged; `None` for an empty push, which is answered as it comes.
     staged: Option<Staged>,
 }
@@ -80,6 +84,7 @@ async fn stage_pushes(
     });
     let changes = pushes.flat_map(|(id, changes)| {
         let n = changes.len();
+        let arrived = Instant::now();
         let slots: Vec<(u64, bool, Option<Change>)> = if n == 0 {
             vec![(id, true, None)]
         } else {
@@ -90,15 +95,20 @@ async fn stage_pushes(
                 .map(|(i, c)| (id, last(i), Some(c)))
                 .collect()
         };
-        futures::stream::iter(slots)
+        futures::stream::iter(slots.into_iter().map(move |slot| (slot, arrived)))
     });
     let slots = changes
-        .map(|(id, last, change)| async move {
+        .map(|((id, last, change), arrived)| async move {
             let staged = match change {
                 None => None,
                 Some(change) => Some(prepare(folder, index, change, out, pending).await),
             };
-            Slot { id, last, staged }
+            Slot {
+                id,
+                last,
+                arrived,
+                staged,
+            }
         })
         .buffered(STAGING);
     let mut slots = std::pin::pin!(slots);
@@ -129,20 +139,21 @@ async fn commit_groups(
                 Err(_) => break,
             }
         }
-        let ends: Vec<(u64, bool, bool)> = group
+        let ends: Vec<(u64, bool, bool, Instant)> = group
             .iter()
-            .map(|s| (s.id, s.last, s.staged.is_some()))
+            .map(|s| (s.id, s.last, s.staged.is_some(), s.arrived))
             .collect();
         let mut committed = commit_group(folder, hello, group.into_iter().filter_map(|s| s.staged))
             .await?
             .into_iter();
-        for (id, last, change) in ends {
+        for (id, last, change, arrived) in ends {
             if change {
                 outcomes.push(committed.next().unwrap_or(PushOutcome::Failed {
                     reason: "the server lost track of this change; it is retried".into(),
                 }));
             }
             if last {
+                metrics::recorded::pushed(arrived.elapsed());
                 let outcomes = std::mem::take(&mut outcomes);
                 out.send(ServerMsg::PushResult { id, outcomes }).await?;
             }
@@ -200,7 +211,17 @@ async fn commit_group(
     let mut committed = if ready.is_empty() {
         Vec::new()
     } else {
-        folder.commit(ready, hello.device.clone()).await?
+        let outcomes = folder.commit(ready, hello.device.clone()).await?;
+        let accepted = outcomes
+            .iter()
+            .filter(|o| matches!(o, PushOutcome::Accepted { .. }))
+            .count();
+        metrics::recorded::committed(
+            folder.account.as_str(),
+            folder.name.as_str(),
+            accepted as u64,
+        );
+        outcomes
     }
     .into_iter();
     drop(charged);

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use filesync_proto::AccountName;
 use filesync_proto::auth::Fingerprint;
-use filesync_proto::control::{ControlErrorKind, DaemonStatus, FolderStatus, Request, Response};
+use filesync_proto::control::{
+    ControlErrorKind, DaemonStatus, Endpoint, FolderStatus, Request, Response,
+};
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -33,6 +35,26 @@ pub struct ControlCmd {
     pub reply: oneshot::Sender<BoxFuture<'static, Response>>,
 }
 
+impl ControlCmd {
+    /// Hands `request` to the supervisor and waits for its answer; one that stopped
+    /// answers that the daemon is shutting down.
+    pub async fn ask(supervisor: &mpsc::Sender<ControlCmd>, request: Request) -> Response {
+        let closing = || failed("the daemon is shutting down");
+        let (reply, answer) = oneshot::channel();
+        if supervisor
+            .send(ControlCmd { request, reply })
+            .await
+            .is_err()
+        {
+            return closing();
+        }
+        match answer.await {
+            Ok(answer) => answer.await,
+            Err(_) => closing(),
+        }
+    }
+}
+
 pub struct Supervisor {
     config: Config,
     identity: ClientIdentity,
@@ -45,6 +67,8 @@ pub struct Supervisor {
     cancel: CancellationToken,
     /// Why the last reload was refused, while the file differs from what runs.
     config_error: Option<String>,
+    /// `/metrics`, for status: where it listens or why it cannot.
+    metrics: Option<Endpoint>,
     /// `add` enrols outside the supervisor, then hands the folder back here.
     enrolled_tx: mpsc::Sender<Enrolled>,
     enrolled_rx: Option<mpsc::Receiver<Enrolled>>,
@@ -94,6 +118,7 @@ impl Supervisor {
             tracker,
             cancel,
             config_error: None,
+            metrics: None,
             enrolled_tx,
             enrolled_rx: Some(enrolled_rx),
         };
@@ -102,6 +127,12 @@ impl Supervisor {
             s.start_folder(f);
         }
         s
+    }
+
+    /// Shows `/metrics`' endpoint (where it listens, or why it cannot) in status.
+    pub fn with_metrics(mut self, metrics: Option<Endpoint>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     fn start_folder(&mut self, cfg: FolderConfig) {
@@ -433,6 +464,7 @@ impl Supervisor {
                 Vec::new()
             }),
             config_error: self.config_error.clone(),
+            metrics: self.metrics.clone(),
         }))
     }
 }

@@ -8,14 +8,14 @@ use serde::{Deserialize, Serialize};
 mod status;
 
 pub use status::{
-    AccountUsage, ConnectedDevice, Counters, DaemonStatus, FolderProblem, FolderState,
+    AccountUsage, ConnectedDevice, Counters, DaemonStatus, Endpoint, FolderProblem, FolderState,
     FolderStatus, LOCAL_CHANGES_LISTED, LocalChanges, ScanReport, ServerFolderStatus, ServerStatus,
     ServerTrust, Unsyncable,
 };
 
 /// Version of the control protocol; the CLI refuses to talk to a daemon of another.
 /// The encoding is not self-describing, so a new field in any message is a new version.
-pub const CONTROL_VERSION: u32 = 7;
+pub const CONTROL_VERSION: u32 = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -558,6 +558,7 @@ mod tests {
             server: None,
             servers: Vec::new(),
             config_error: None,
+            metrics: None,
         };
         for resp in [
             Response::Ok {

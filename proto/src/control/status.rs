@@ -225,6 +225,14 @@ pub struct ServerStatus {
     pub min_free_space: u64,
 }
 
+/// An HTTP endpoint of the daemon (`/metrics`): where the config asks it to listen and,
+/// when it could not, why; the daemon runs on without it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub listen: String,
+    pub error: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DaemonStatus {
     pub version: String,
@@ -236,4 +244,6 @@ pub struct DaemonStatus {
     pub servers: Vec<ServerTrust>,
     /// The last config reload that failed, if the running config is older than the file.
     pub config_error: Option<String>,
+    /// `/metrics` (`daemon.metrics_listen`), when the config turns it on.
+    pub metrics: Option<Endpoint>,
 }

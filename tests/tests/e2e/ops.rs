@@ -526,9 +526,11 @@ fn status_json_matches_its_documented_schema() {
             "server",
             "servers",
             "config_error",
+            "metrics",
         ],
     );
     assert!(client["server"].is_null() && client["config_error"].is_null());
+    assert!(client["metrics"].is_null(), "metrics are off by default");
     check(
         "a trusted server",
         &client["servers"][0],

@@ -21,6 +21,7 @@ use crate::fs::ignore::IgnoreRules;
 use crate::fs::watch::{self as watcher, WatchEvent};
 use crate::fs::{IGNORE_FILE, MARKER};
 use crate::index::{LocalRow, Meta};
+use crate::lifecycle::metrics;
 use crate::scan::{self, ScanOutcome, Scope};
 
 impl FolderTask {
@@ -160,6 +161,8 @@ impl FolderTask {
                 Counters::add(&self.counters.files_hashed, out.hashed_files);
                 if full {
                     self.last_full_scan = Instant::now();
+                    let (name, server) = (self.cfg.name.as_str(), &self.cfg.server);
+                    metrics::recorded::scan_finished(name, server, started.elapsed());
                     self.last_scan = Some(ScanReport {
                         at_ms: unix_ms(),
                         reason: reason.unwrap_or_else(|| "requested".into()),
