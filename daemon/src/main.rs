@@ -59,6 +59,9 @@ enum Admin {
     /// with their history, versions) into the cluster that [server.cluster] names, whose
     /// database must be empty. Stop the server first. See docs/cluster.md.
     MigrateToCluster,
+    /// Delete the blocks in the cluster's bucket that no content refers to and that are
+    /// older than server.cluster.gc_grace.
+    Gc,
     /// Write the current tree of the cluster folder ACCOUNT/FOLDER into DIR (absent or
     /// empty).
     Export {
@@ -167,6 +170,7 @@ fn one_shot(config: &Config, admin: Admin) -> ExitCode {
     let done = runtime.block_on(async {
         match admin {
             Admin::MigrateToCluster => filesyncd::server::cluster::migrate_to_cluster(config).await,
+            Admin::Gc => filesyncd::server::cluster::collect_garbage(config).await,
             Admin::Export { folder, dir } => {
                 filesyncd::server::cluster::export_folder(config, &folder, &dir).await
             }

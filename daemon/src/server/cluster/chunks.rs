@@ -8,9 +8,10 @@
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use filesync_proto::Hash;
+use futures::TryStreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as Key;
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use sha2::{Digest, Sha256};
 
 use crate::config::{ClusterSection, S3Secret};
@@ -145,4 +146,66 @@ impl Chunks {
         }
         Ok(data)
     }
+
+    /// Every block object in the bucket: its account, hash, size and when it was last
+    /// written (Unix seconds). Objects under `blk/` whose names are not a block's are
+    /// left out.
+    pub async fn list(&self) -> Result<Vec<Listed>> {
+        let listed: Vec<_> = self
+            .store
+            .list(Some(&Key::from("blk")))
+            .try_collect()
+            .await
+            .map_err(|e| anyhow!(s3_problem(&e, &self.place)))?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|meta| {
+                let mut parts = meta.location.parts();
+                let (_, account, _, hash) =
+                    (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+                Some(Listed {
+                    account: account.as_ref().parse().ok()?,
+                    hash: Hash::from_slice(&hex_bytes(hash.as_ref())?)?,
+                    size: meta.size,
+                    written: meta.last_modified.timestamp(),
+                })
+            })
+            .collect())
+    }
+
+    /// When block `hash` of `account` was last written (Unix seconds); `None` when the
+    /// bucket does not hold it.
+    pub async fn written(&self, account: i64, hash: &Hash) -> Result<Option<i64>> {
+        match self.store.head(&Chunks::key(account, hash)).await {
+            Ok(meta) => Ok(Some(meta.last_modified.timestamp())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => bail!(s3_problem(&e, &self.place)),
+        }
+    }
+
+    /// Deletes block `hash` of `account`; deleting what is not there is no error.
+    pub async fn delete(&self, account: i64, hash: &Hash) -> Result<()> {
+        match self.store.delete(&Chunks::key(account, hash)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => bail!(s3_problem(&e, &self.place)),
+        }
+    }
+}
+
+/// One block object, as the bucket lists it.
+pub struct Listed {
+    pub account: i64,
+    pub hash: Hash,
+    pub size: u64,
+    pub written: i64,
+}
+
+/// The bytes of 64 lowercase hex digits.
+fn hex_bytes(text: &str) -> Option<Vec<u8>> {
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..32)
+        .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok())
+        .collect()
 }

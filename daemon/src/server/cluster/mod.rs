@@ -14,6 +14,8 @@ mod embedded;
 #[cfg(unix)]
 pub mod export;
 #[cfg(unix)]
+pub mod gc;
+#[cfg(unix)]
 pub mod import;
 #[cfg(unix)]
 pub mod schema;
@@ -85,6 +87,34 @@ pub async fn export_folder(config: &Config, folder: &str, dir: &Path) -> Result<
         done.dirs,
         done.links
     ))
+}
+
+/// `filesyncd gc`: what the collection did, in words. `FILESYNC_GC_GRACE_SECS`, a test
+/// knob, replaces `gc_grace`.
+#[cfg(unix)]
+pub async fn collect_garbage(config: &Config) -> Result<String> {
+    let (_, cluster) = cluster_of(config)?;
+    let grace = std::env::var("FILESYNC_GC_GRACE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(cluster.gc_grace, std::time::Duration::from_secs);
+    let mut store = Store::connect(cluster).await?;
+    let done = gc::collect(&mut store, grace).await?;
+    Ok(format!(
+        "garbage collection (grace {}): deleted {} blocks ({} bytes) that no content \
+         refers to; kept {} in use; left {} younger than the grace",
+        humantime::format_duration(grace),
+        done.deleted,
+        done.bytes,
+        done.kept,
+        done.young
+    ))
+}
+
+#[cfg(not(unix))]
+pub async fn collect_garbage(config: &Config) -> Result<String> {
+    cluster_of(config)?;
+    bail!("the cluster backend runs on Linux nodes only")
 }
 
 #[cfg(not(unix))]

@@ -6,6 +6,10 @@
 //! row of `contents` (its size and block list) whose blocks are objects in the bucket
 //! (`chunks`). Paths sort bytewise (`COLLATE "C"`), so a subtree is one key range.
 //!
+//! `blocks` has no foreign key to `accounts`: an upload that never committed leaves
+//! blocks of an account the database may not hold, which garbage collection must still
+//! be able to record as doomed.
+//!
 //! Times are Unix seconds, as in the embedded store. A folder's `next_seq` is a column
 //! of its row, not a PostgreSQL sequence: a commit takes its numbers while holding the
 //! row's lock, so numbers are handed out in commit order and a reader never sees a
@@ -59,7 +63,7 @@ CREATE TABLE IF NOT EXISTS renames (
     folder_id bigint NOT NULL REFERENCES folders, seq bigint NOT NULL,
     src text COLLATE "C" NOT NULL, dst text COLLATE "C" NOT NULL, PRIMARY KEY (folder_id, seq));
 CREATE TABLE IF NOT EXISTS blocks (
-    account_id bigint NOT NULL REFERENCES accounts, hash bytea NOT NULL, size int NOT NULL,
+    account_id bigint NOT NULL, hash bytea NOT NULL, size int NOT NULL,
     refs bigint NOT NULL DEFAULT 0, state smallint NOT NULL, touched_at bigint NOT NULL,
     PRIMARY KEY (account_id, hash));
 CREATE INDEX IF NOT EXISTS blocks_unreferenced ON blocks (touched_at) WHERE refs = 0;
@@ -71,11 +75,15 @@ CREATE INDEX IF NOT EXISTS versions_path ON versions (folder_id, path);
 CREATE INDEX IF NOT EXISTS versions_age ON versions (kept_at);
 "#;
 
-/// A block's state in `blocks.state`: its object may be partly written (`PENDING`, set
-/// before the upload), is whole in the bucket (`LIVE`, set only after the upload
-/// succeeded), or is being deleted (`DOOMED`: no commit may refer to it again).
-pub const PENDING: i16 = 0;
+/// A block's state in `blocks.state`: whole in the bucket (`LIVE`, set only after the
+/// upload succeeded), or being deleted (`DOOMED`: no commit may refer to it again). 0 is
+/// kept for an upload in progress, which the serving code will record before its upload.
 pub const LIVE: i16 = 1;
+pub const DOOMED: i16 = 2;
+
+/// The advisory lock that a garbage collection holds, and that `migrate-to-cluster`
+/// holds while it writes blocks: a collection never runs beside a move.
+pub const GC_LOCK: i64 = 7102;
 
 /// Creates the tables that are missing, in one transaction, and refuses a database
 /// that a newer filesync laid out. Several nodes may start at once: the transaction
@@ -85,7 +93,8 @@ pub async fn migrate(db: &mut Client) -> Result<()> {
         .transaction()
         .await
         .context("cannot start the schema transaction")?;
-    tx.execute("SELECT pg_advisory_xact_lock(7101)", &[])
+    // "already exists, skipping" for every table at every start says nothing.
+    tx.batch_execute("SET LOCAL client_min_messages = warning; SELECT pg_advisory_xact_lock(7101)")
         .await
         .context("cannot take the schema lock")?;
     tx.batch_execute(SCHEMA)
