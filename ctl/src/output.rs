@@ -524,6 +524,7 @@ pub fn pending(f: &FolderStatus) -> String {
 
 fn server_block(out: &mut String, s: &ServerStatus) {
     let _ = writeln!(out, "server  listening on {}", s.listen);
+    line(out, "invites", format!("carry {}", s.public_address));
     line(out, "data dir", &s.data_dir);
     line(out, "cert", format!("fingerprint {}", s.fingerprint));
     line(out, "enrolment", &s.registration);
@@ -655,6 +656,7 @@ pub mod tests {
             folders: vec![folder("docs"), broken],
             server: Some(ServerStatus {
                 listen: "0.0.0.0:7101".into(),
+                public_address: "sync.example.com:7101".into(),
                 data_dir: "/var/lib/filesync".into(),
                 fingerprint: "ab".repeat(32),
                 registration: "invite".into(),
@@ -742,6 +744,7 @@ servers this device trusts
     fingerprint cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd (pinned by token)
 
 server  listening on 0.0.0.0:7101
+  invites:   carry sync.example.com:7101
   data dir:  /var/lib/filesync
   cert:      fingerprint abababababababababababababababababababababababababababababababab
   enrolment: invite

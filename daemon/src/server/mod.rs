@@ -565,6 +565,7 @@ impl Server {
             free_bytes: self.quotas.free_bytes(),
             min_free_space: self.quotas.min_free_space(),
             listen: self.listen.clone(),
+            public_address: self.public_address.clone(),
             data_dir: self.data_dir.display().to_string(),
             fingerprint: self.identity.fingerprint.to_hex(),
             registration: match self.registration {

@@ -209,6 +209,8 @@ pub struct FolderProblem {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerStatus {
     pub listen: String,
+    /// What invite tokens carry: `server.public_address`, else the listen address.
+    pub public_address: String,
     pub data_dir: String,
     /// The SHA-256 of the server's certificate, hex: what devices pin.
     pub fingerprint: String,

@@ -205,6 +205,12 @@ fn a_token_carries_the_public_address_and_add_reaches_it_without_server() {
         .restart_with_server_lines(&format!("public_address = \"{public}\"\n"));
     let token = cl.server().server_invite("alice", None);
     assert_eq!(carried(&token), public);
+    let status = cl.server().status_json();
+    assert_eq!(
+        status["server"]["public_address"],
+        public.as_str(),
+        "{status}"
+    );
 
     let dir = cl.folder_dir(0, DOCS);
     let dir = dir.to_str().expect("a UTF-8 temp dir");

@@ -615,6 +615,7 @@ fn status_json_matches_its_documented_schema() {
         role,
         &[
             "listen",
+            "public_address",
             "data_dir",
             "fingerprint",
             "registration",

@@ -499,6 +499,7 @@ mod tests {
     fn server() -> ServerStatus {
         ServerStatus {
             listen: "0.0.0.0:7101".into(),
+            public_address: "0.0.0.0:7101".into(),
             data_dir: "/srv".into(),
             fingerprint: "ab".repeat(32),
             registration: "invite".into(),
