@@ -89,10 +89,6 @@ impl Postgres {
         format!("postgresql://{ROLE}@127.0.0.1:{}/{db}", self.port)
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// Makes database `db` and returns its URL.
     pub fn create_db(&self, db: &str) -> String {
         self.psql("postgres", &format!("CREATE DATABASE {db}"));

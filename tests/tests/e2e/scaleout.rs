@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use filesync_tests::cluster::DOCS;
-use filesync_tests::exec::{bin, run_with_timeout};
+use filesync_tests::exec::{bin, free_port, run_with_timeout};
 use filesync_tests::files::{self, pseudo_random};
 use filesync_tests::garage::{self, Garage};
 use filesync_tests::node::describe;
@@ -252,7 +252,9 @@ fn bad_or_unreachable_engines_are_errors_naming_the_key() {
         return;
     };
     let url = pg.create_db("keys");
-    let nobody = format!("postgresql://filesync@127.0.0.1:{}/keys", pg.port() + 1);
+    // A port nothing listens on (the fixture's ports are checked free and not handed
+    // out twice).
+    let nobody = format!("postgresql://filesync@127.0.0.1:{}/keys", free_port());
     /// A key set to a bad value, and what the refusal must say.
     type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
     let cases: [Case; 5] = [
