@@ -7,8 +7,10 @@
 # and the rustup target x86_64-pc-windows-gnu; for the cluster backend's tests
 # (tests/tests/e2e/scaleout.rs), PostgreSQL 15 (Debian's postgresql) and Garage, a real
 # S3-compatible store, built once with cargo install (15-20 minutes on 2 cores) and kept
-# in cargo's bin directory, outside the clone, so later runs find it. `.ci/run` runs this
-# before the test suite; nothing else in the suite needs more than the Rust toolchain.
+# in cargo's bin directory, outside the clone, so later runs find it; for the web page's
+# tests (tests/tests/e2e/web.rs), Debian's chromium and its WebDriver, chromium-driver.
+# `.ci/run` runs this before the test suite; nothing else in the suite needs more than
+# the Rust toolchain.
 set -euo pipefail
 
 WINDOWS_TARGET=x86_64-pc-windows-gnu
@@ -51,6 +53,9 @@ if command -v rustup > /dev/null; then
     fi
 else
     echo "scripts/test-deps.sh: no rustup; the Windows build needs the target $WINDOWS_TARGET" >&2
+fi
+if ! [ -x /usr/bin/chromium ] || ! [ -x /usr/bin/chromedriver ]; then
+    apt_install "the web page's browser tests will be skipped" chromium chromium-driver
 fi
 if ! [ -x /usr/lib/postgresql/15/bin/initdb ]; then
     apt_install "the cluster tests will fail under .ci/run" postgresql

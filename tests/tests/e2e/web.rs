@@ -375,3 +375,45 @@ fn a_taken_port_is_shown_and_an_empty_address_turns_the_page_off() {
     assert!(stderr.contains("serves no web page"), "{stderr}");
     drop(holder);
 }
+
+/// On an address other than loopback the page is served over HTTPS only, with the
+/// daemon's own certificate, and the login URL says `https`.
+#[test]
+fn off_loopback_the_page_is_served_over_https() {
+    use std::io::{Read, Write};
+
+    let cl = Cluster::new(1);
+    let a = cl.a();
+    let port = free_port();
+    a.stop();
+    let config = fs::read_to_string(a.config_path()).unwrap();
+    let line = format!("web_listen = \"0.0.0.0:{port}\"");
+    fs::write(
+        a.config_path(),
+        config.replacen("web_listen = \"\"", &line, 1),
+    )
+    .unwrap();
+    a.start();
+    let url = a.ctl_ok(["web"]);
+    assert!(url.starts_with("https://"), "{url}");
+    assert!(url.contains(&format!(":{port}/login?token=")), "{url}");
+    let local = format!("127.0.0.1:{port}");
+    assert!(
+        http::request(&local, "GET", "/", &[], b"").is_err_and(|e| !e.contains("connect")),
+        "plain HTTP was answered"
+    );
+
+    let (tls, _) = filesyncd::conn::tls::client_config(None).unwrap();
+    let conn = rustls::ClientConnection::new(tls, filesyncd::conn::tls::server_name()).unwrap();
+    let tcp = std::net::TcpStream::connect(&local).unwrap();
+    tcp.set_read_timeout(Some(SHOWN)).unwrap();
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    let request = format!("GET /api/status HTTP/1.1\r\nHost: {local}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 401 "), "{answer}");
+    let log = a.log_text();
+    assert!(log.contains("over HTTPS because 0.0.0.0"), "{log}");
+}

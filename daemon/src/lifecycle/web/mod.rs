@@ -87,7 +87,10 @@ pub async fn bind(addr: SocketAddr, state_dir: &Path) -> (Endpoint, Option<Bound
         return (endpoint, None);
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let base = format!("{scheme}://{}", endpoint.listen);
+    let base = format!(
+        "{scheme}://{}",
+        url_authority(listener.local_addr().unwrap_or(addr))
+    );
     if tls.is_some() {
         tracing::info!(
             listen = %endpoint.listen,
@@ -104,6 +107,19 @@ pub async fn bind(addr: SocketAddr, state_dir: &Path) -> (Endpoint, Option<Bound
         sessions,
     };
     (endpoint, Some(bound))
+}
+
+/// The `HOST:PORT` of the login URL: the address listened on, or for every address
+/// (`0.0.0.0`, `[::]`) this machine's host name, which other machines can reach.
+fn url_authority(listen: SocketAddr) -> String {
+    if !listen.ip().is_unspecified() {
+        return listen.to_string();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    match host.trim() {
+        "" => format!("localhost:{}", listen.port()),
+        host => format!("{host}:{}", listen.port()),
+    }
 }
 
 /// Serves the page until `cancel`.

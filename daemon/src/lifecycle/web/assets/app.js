@@ -143,6 +143,11 @@ function renderStatus(s) {
   const conflicts = (x) => x ? x.folders.reduce((n, f) => n + f.conflicts, 0) : -1;
   if (conflicts(previous) !== conflicts(s)) loadConflicts();
   $("server").hidden = !s.server;
+  // A server that syncs no folder of its own shows only its server part.
+  const noFolders = s.folders.length === 0;
+  $("folders-section").hidden = noFolders && !!s.server;
+  $("conflicts-section").hidden = noFolders;
+  $("versions-section").hidden = noFolders;
   if (s.server && JSON.stringify(s.server) !== JSON.stringify(previous?.server)) loadServer();
 }
 
@@ -211,6 +216,11 @@ async function loadServer() {
     el("p", { class: "meta" }, `Certificate SHA-256 ${s.fingerprint}`),
     s.free_bytes !== null && el("p", { class: "meta" }, `${bytes(s.free_bytes)} free in ${s.data_dir}`),
     s.folder_problems.map((p) => el("p", { class: "problem" }, `${p.account}/${p.name}: ${p.error}`)));
+  $("server-folders").replaceChildren(s.folders.length ? el("div", { class: "table" }, el("table", {},
+    el("thead", {}, el("tr", {}, ["Account", "Folder", "Files", "Size"].map((h) => el("th", { scope: "col" }, h)))),
+    el("tbody", {}, s.folders.map((f) => el("tr", {},
+      el("td", {}, f.account), el("td", {}, f.name), el("td", {}, String(f.files)), el("td", {}, bytes(f.bytes))))))) :
+    el("p", { class: "quiet" }, "None yet."));
   const all = await get("/api/server");
   const accounts = all.accounts.Accounts;
   $("accounts").replaceChildren(accounts.length ? el("div", { class: "table" }, el("table", {},
@@ -229,7 +239,10 @@ async function loadServer() {
   const invites = all.invites.Invites;
   $("invites").replaceChildren(invites.length ? el("ul", {}, invites.map((i) => el("li", {},
     `${i.id} for ${i.account}, by ${i.made_by}, expires ${when(i.expires)} `,
-    el("button", { type: "button", onclick: () => act({ do: "cancel-invite", id: i.id }).then(loadServer) }, `Cancel invite ${i.id}`)))) :
+    el("button", {
+      type: "button",
+      onclick: () => act({ do: "cancel-invite", id: i.id }).then(() => { $("new-invite").replaceChildren(); loadServer(); }),
+    }, `Cancel invite ${i.id}`)))) :
     el("p", { class: "quiet" }, "None."));
   const shares = all.shares.Shares;
   $("shares").replaceChildren(shares.length ? el("ul", {}, shares.map((g) => el("li", {},
