@@ -26,17 +26,19 @@ const SHOWN: Duration = Duration::from_secs(30);
 /// Restarts `node` with its web page on a free loopback port; returns `HOST:PORT`.
 fn serve_web(node: &Node) -> String {
     let addr = format!("127.0.0.1:{}", free_port());
+    restart_with_web_listen(node, &addr);
+    addr
+}
+
+/// Restarts `node` with `web_listen = "ADDR"` in place of the fixture's `""`.
+fn restart_with_web_listen(node: &Node, addr: &str) {
     node.stop();
     let config = fs::read_to_string(node.config_path()).unwrap();
     let line = format!("web_listen = \"{addr}\"");
     assert!(config.contains("web_listen = \"\""), "{config}");
-    fs::write(
-        node.config_path(),
-        config.replacen("web_listen = \"\"", &line, 1),
-    )
-    .unwrap();
+    let config = config.replacen("web_listen = \"\"", &line, 1);
+    fs::write(node.config_path(), config).unwrap();
     node.start();
-    addr
 }
 
 /// `filesyncctl web`: the login URL it prints, checked to point at `addr`.
@@ -65,6 +67,17 @@ fn log_in(browser: &Browser, node: &Node, addr: &str) {
     assert_eq!(cookie["sameSite"], "Strict", "{cookie}");
 }
 
+/// Turns on `node`'s web page, starts a browser (profile and screenshots in the test's
+/// `web/`) and logs it in; `None` when the test skips for want of a browser.
+fn open_page(cl: &Cluster, node: &Node) -> Option<Browser> {
+    let addr = serve_web(node);
+    cl.settle(DOCS);
+    let browser = Browser::start_or_skip(&cl.root().join("web/profile"))?;
+    cl.expect_entry("web");
+    log_in(&browser, node, &addr);
+    Some(browser)
+}
+
 /// The state the page shows for `folder` (its `data-state`), or null.
 const FOLDER_STATE: &str = "const f = document.querySelector(`[data-folder=\"${arguments[0]}\"]`);
      return f ? f.dataset.state : null";
@@ -89,13 +102,9 @@ fn b_behind_proxy() -> (Cluster, FaultProxy) {
 fn a_device_page_in_a_browser() {
     let (cl, proxy) = b_behind_proxy();
     let b = cl.b();
-    let addr = serve_web(b);
-    cl.settle(DOCS);
-    let Some(browser) = Browser::start_or_skip(&cl.root().join("web/profile")) else {
+    let Some(browser) = open_page(&cl, b) else {
         return;
     };
-    cl.expect_entry("web");
-    log_in(&browser, b, &addr);
     browser.wait_for(
         "docs idle",
         SHOWN,
@@ -169,6 +178,13 @@ fn a_device_page_in_a_browser() {
         "return document.querySelector('[data-conflict=\"notes.txt\"]') !== null",
         json!([]),
     );
+    // The notice of the resume would hide part of the picture (docs/web-page.png).
+    browser
+        .eval(
+            "document.getElementById('toast').classList.remove('show')",
+            json!([]),
+        )
+        .unwrap();
     browser.screenshot(&cl.root().join("web/device-conflict.png"));
     browser.click("[data-conflict=\"notes.txt\"] button", "Keep mine");
     browser.wait_for(
@@ -210,13 +226,9 @@ fn the_server_page_revokes_a_device() {
     let cl = Cluster::new(2);
     cl.settle(DOCS);
     let server = cl.server();
-    let addr = serve_web(server);
-    cl.settle(DOCS);
-    let Some(browser) = Browser::start_or_skip(&cl.root().join("web/profile")) else {
+    let Some(browser) = open_page(&cl, server) else {
         return;
     };
-    cl.expect_entry("web");
-    log_in(&browser, server, &addr);
     let b_device = cl.b().device();
     let row = format!("[data-device=\"{b_device}\"]");
     browser.wait_for(
@@ -348,15 +360,7 @@ fn a_taken_port_is_shown_and_an_empty_address_turns_the_page_off() {
     let a = cl.a();
     let holder = TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = holder.local_addr().unwrap().to_string();
-    a.stop();
-    let config = fs::read_to_string(a.config_path()).unwrap();
-    let line = format!("web_listen = \"{taken}\"");
-    fs::write(
-        a.config_path(),
-        config.replacen("web_listen = \"\"", &line, 1),
-    )
-    .unwrap();
-    a.start();
+    restart_with_web_listen(a, &taken);
     let status = a.status_json();
     let error = status["web"]["error"].as_str().unwrap_or_default();
     assert!(
@@ -385,15 +389,7 @@ fn off_loopback_the_page_is_served_over_https() {
     let cl = Cluster::new(1);
     let a = cl.a();
     let port = free_port();
-    a.stop();
-    let config = fs::read_to_string(a.config_path()).unwrap();
-    let line = format!("web_listen = \"0.0.0.0:{port}\"");
-    fs::write(
-        a.config_path(),
-        config.replacen("web_listen = \"\"", &line, 1),
-    )
-    .unwrap();
-    a.start();
+    restart_with_web_listen(a, &format!("0.0.0.0:{port}"));
     let url = a.ctl_ok(["web"]);
     assert!(url.starts_with("https://"), "{url}");
     assert!(url.contains(&format!(":{port}/login?token=")), "{url}");

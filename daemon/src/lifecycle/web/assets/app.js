@@ -94,7 +94,7 @@ function bar(label, key, files, bytesLeft, rate) {
   peaks.set(key, files ? peak : 0);
   if (!files) return null;
   const left = rate > 0 ? `, about ${duration(bytesLeft / rate)} left at ${bytes(rate)}/s` : "";
-  const text = `${label}: ${files} files, ${bytes(bytesLeft)}${left}`;
+  const text = `${label}: ${files} ${files === 1 ? "file" : "files"}, ${bytes(bytesLeft)}${left}`;
   return el("div", { class: "bar" },
     el("span", {}, text),
     el("progress", { max: peak, value: peak - files, "aria-label": text }));
@@ -118,7 +118,7 @@ function folderCard(f) {
     f.watch_problem && el("p", { class: "meta" }, f.watch_problem),
     f.state === "held" && el("p", { class: "problem" },
       `A scan found many files deleted; those deletes wait until you run: filesyncctl resume ${name} --confirm-deletes`),
-    f.conflicts > 0 && el("p", { class: "meta" }, `${f.conflicts} conflicts, listed below`),
+    f.conflicts > 0 && el("p", { class: "meta" }, `${f.conflicts} ${f.conflicts === 1 ? "conflict" : "conflicts"}, listed below`),
     f.unsyncable.length > 0 && el("details", {},
       el("summary", {}, `${f.unsyncable.length} paths cannot be synced`),
       el("ul", {}, f.unsyncable.map((u) => el("li", {}, `${u.path}: ${u.reason}`)))),
@@ -196,11 +196,18 @@ async function showVersions(folder, path) {
 }
 
 // A destructive button acts on its second press: the first asks, in its own label.
-function confirmed(button, question) {
-  if (button.dataset.asked) return true;
-  button.dataset.asked = "1";
-  button.textContent = question;
-  return false;
+// What was asked survives the redraws that live updates make.
+const asked = new Set();
+
+function twoStep(key, label, question, run) {
+  return el("button", {
+    type: "button",
+    onclick: (e) => {
+      if (asked.has(key)) { asked.delete(key); run(); return; }
+      asked.add(key);
+      e.target.textContent = question;
+    },
+  }, asked.has(key) ? question : label);
 }
 
 function usage(used, quota) {
@@ -231,10 +238,9 @@ async function loadServer() {
         el("td", {}, a.account), el("td", {}, `${d.name} (${d.device})`),
         el("td", {}, ago(d.last_seen)),
         el("td", {}, d.revoked ? "revoked" : d.connections ? `yes (${d.connections})` : "no"),
-        el("td", {}, d.revoked ? "" : el("button", {
-          type: "button",
-          onclick: (e) => confirmed(e.target, `Really revoke ${d.name}? It is refused from then on`) && act({ do: "revoke", device: d.device }).then(loadServer),
-        }, `Revoke ${d.name}`)))),
+        el("td", {}, d.revoked ? "" : twoStep(`revoke ${d.device}`, `Revoke ${d.name}`,
+          `Really revoke ${d.name}? It is refused from then on`,
+          () => act({ do: "revoke", device: d.device }).then(loadServer))))),
     ])))) : el("p", { class: "quiet" }, "No accounts yet."));
   const invites = all.invites.Invites;
   $("invites").replaceChildren(invites.length ? el("ul", {}, invites.map((i) => el("li", {},
