@@ -202,6 +202,13 @@ impl Browser {
         self.session_call("GET", &format!("/cookie/{name}"), None)
     }
 
+    /// Makes the window `width` × `height` CSS pixels (a phone: 390 × 844).
+    pub fn resize(&self, width: u32, height: u32) {
+        let rect = json!({ "width": width, "height": height });
+        self.session_call("POST", "/window/rect", Some(rect))
+            .unwrap_or_else(|why| panic!("cannot resize the window: {why}"));
+    }
+
     /// Saves a PNG of the window at `path`, and returns the path.
     pub fn screenshot(&self, path: &Path) -> PathBuf {
         let shot = self

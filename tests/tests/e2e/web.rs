@@ -217,6 +217,19 @@ fn a_device_page_in_a_browser() {
     cl.settle(DOCS);
     cl.assert_file_everywhere(DOCS, "notes.txt", b"the original\n");
     browser.screenshot(&cl.root().join("web/device.png"));
+    // On a phone's width nothing is wider than the window: tables scroll in their box.
+    browser.resize(390, 844);
+    let overflow = browser
+        .eval(
+            "return document.documentElement.scrollWidth - window.innerWidth",
+            json!([]),
+        )
+        .unwrap();
+    assert!(
+        overflow.as_i64().is_some_and(|o| o <= 0),
+        "wider than a phone by {overflow} px"
+    );
+    browser.screenshot(&cl.root().join("web/device-phone.png"));
     cl.check_oracle(DOCS, &[0, 1]);
 }
 

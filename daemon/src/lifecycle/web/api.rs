@@ -211,3 +211,46 @@ pub async fn action(State(web): State<Web>, headers: HeaderMap, body: Bytes) -> 
     };
     (status, Json(Outcome { ok, message })).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(json: &str) -> Control {
+        serde_json::from_str::<Action>(json).unwrap().request()
+    }
+
+    #[test]
+    fn actions_are_the_control_requests_of_the_same_commands() {
+        assert_eq!(
+            action(r#"{"do":"resolve","folder":"docs","path":"a.txt","keep":"local"}"#),
+            Control::Resolve {
+                folder: "docs".into(),
+                pattern: "a.txt".into(),
+                keep: Keep::Local,
+            }
+        );
+        assert_eq!(
+            action(r#"{"do":"resume","folder":null}"#),
+            Control::Resume {
+                folder: None,
+                confirm_deletes: false,
+            }
+        );
+        assert_eq!(
+            action(r#"{"do":"cancel-invite","id":"ab"}"#),
+            Control::ServerCancelInvite { id: "ab".into() }
+        );
+    }
+
+    #[test]
+    fn anything_else_is_not_an_action() {
+        for json in [
+            r#"{"do":"remove","folder":"docs"}"#,
+            r#"{"do":"trust","server":"h:1","fingerprint":"00"}"#,
+            r#"{"Pause":{"folder":null}}"#,
+        ] {
+            assert!(serde_json::from_str::<Action>(json).is_err(), "{json}");
+        }
+    }
+}
