@@ -211,6 +211,15 @@ impl Browser {
 
     /// Saves a PNG of the window at `path`, and returns the path.
     pub fn screenshot(&self, path: &Path) -> PathBuf {
+        // Two animation frames: what the page last drew has been painted.
+        let painted = "const done = arguments[arguments.length - 1];
+                       requestAnimationFrame(() => requestAnimationFrame(() => done(true)));";
+        self.session_call(
+            "POST",
+            "/execute/async",
+            Some(json!({ "script": painted, "args": [] })),
+        )
+        .unwrap_or_else(|why| panic!("the page does not paint: {why}"));
         let shot = self
             .session_call("GET", "/screenshot", None)
             .unwrap_or_else(|why| panic!("cannot take a screenshot: {why}"));

@@ -233,6 +233,59 @@ fn a_device_page_in_a_browser() {
     cl.check_oracle(DOCS, &[0, 1]);
 }
 
+/// A mass delete held back by the guard is shown with why, and sent from the page once
+/// the user confirms it there.
+#[test]
+fn held_deletes_are_sent_from_the_page() {
+    let cl = Cluster::new(2);
+    for k in 0..120 {
+        files::write(
+            &cl.path_on(0, DOCS, &format!("f{k:03}.txt")),
+            format!("file {k}\n"),
+        );
+    }
+    cl.settle(DOCS);
+    let a = cl.a();
+    let Some(browser) = open_page(&cl, a) else {
+        return;
+    };
+    for k in 0..110 {
+        fs::remove_file(cl.path_on(0, DOCS, &format!("f{k:03}.txt"))).unwrap();
+    }
+    // The deletes come in more than one scan, and between them status may say `idle`
+    // for a moment: wait until `held` lasts, then for the page to show it.
+    let mut held_for = 0;
+    poll_until(SYNC_TIMEOUT, || {
+        let state = a.folder_status(DOCS)["state"].clone();
+        held_for = if state == "held" { held_for + 1 } else { 0 };
+        (held_for >= 40)
+            .then_some(())
+            .ok_or(format!("state {state}"))
+    })
+    .unwrap();
+    browser.wait_for(
+        "docs held",
+        SHOWN,
+        &format!("{FOLDER_STATE} === 'held'"),
+        json!([DOCS]),
+    );
+    browser.screenshot(&cl.root().join("web/device-held.png"));
+    assert!(
+        cl.path_on(1, DOCS, "f000.txt").exists(),
+        "a held delete reached B"
+    );
+    browser.click("[data-folder=\"docs\"] button", "Send the deletes of docs");
+    browser.click("[data-folder=\"docs\"] button", "Really delete them");
+    browser.wait_for(
+        "docs idle",
+        SYNC_TIMEOUT,
+        &format!("{FOLDER_STATE} === 'idle'"),
+        json!([DOCS]),
+    );
+    let tree = cl.settle(DOCS);
+    assert_eq!(tree.len(), 10, "{tree:?}");
+}
+
 /// The server's page lists the accounts and their devices; "Revoke" refuses one.
 #[test]
 fn the_server_page_revokes_a_device() {

@@ -30,6 +30,10 @@ pub enum Action {
     Resume {
         folder: Option<String>,
     },
+    /// Resume, sending the deletes the mass-delete guard holds back.
+    SendHeldDeletes {
+        folder: String,
+    },
     Rescan {
         folder: Option<String>,
     },
@@ -61,6 +65,10 @@ impl Action {
             Action::Resume { folder } => Control::Resume {
                 folder,
                 confirm_deletes: false,
+            },
+            Action::SendHeldDeletes { folder } => Control::Resume {
+                folder: Some(folder),
+                confirm_deletes: true,
             },
             Action::Rescan { folder } => Control::Rescan {
                 folder,
@@ -235,6 +243,13 @@ mod tests {
             Control::Resume {
                 folder: None,
                 confirm_deletes: false,
+            }
+        );
+        assert_eq!(
+            action(r#"{"do":"send-held-deletes","folder":"docs"}"#),
+            Control::Resume {
+                folder: Some("docs".into()),
+                confirm_deletes: true,
             }
         );
         assert_eq!(
