@@ -4,7 +4,7 @@
 //! appear live, settle a conflict with a button, restore a version, revoke a device on
 //! the server's page — and with plain HTTP requests for its security rules: no data
 //! without the session cookie, no action from another origin, a login URL that works
-//! once. A PNG of each page is saved in the test's directory (kept with
+//! once, and to the daemon's user only. A PNG of each page is saved in the test's directory (kept with
 //! `FILESYNC_KEEP_TEST_DIRS=1`).
 
 use std::ffi::OsString;
@@ -375,6 +375,7 @@ fn the_page_needs_its_session_and_its_own_origin() {
     assert!(page.text().contains("filesyncctl web"), "{}", page.text());
     assert!(!page.text().contains("app.js"), "{}", page.text());
 
+    another_user_gets_no_login_url(a);
     let url = login_url(a, &addr);
     let path = url.split_once(addr.as_str()).unwrap().1;
     let first = get(&addr, path, None);
@@ -416,6 +417,32 @@ fn the_page_needs_its_session_and_its_own_origin() {
     let reply = http::request(&addr, "POST", "/api/action", &same, pause).unwrap();
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(a.folder_status(DOCS)["state"], "paused");
+}
+
+/// `filesyncctl web` run by another user (nobody, when the tests run as root) gets no
+/// URL: the control socket that makes them is the daemon's user's alone.
+fn another_user_gets_no_login_url(node: &Node) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("another user's `filesyncctl web` not tried: the tests do not run as root");
+        return;
+    }
+    let socket = node.config_path().with_file_name("ctl.sock");
+    let out = filesync_tests::exec::run_with_timeout(
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(filesync_tests::exec::bin("filesyncctl"))
+            .arg("--socket")
+            .arg(&socket)
+            .arg("web"),
+        SHOWN,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stdout.contains("token=") && stderr.contains("Permission denied"),
+        "another user's filesyncctl web: {stdout}{stderr}"
+    );
 }
 
 /// A port already taken is shown in status and the daemon runs on; `web_listen = ""`
