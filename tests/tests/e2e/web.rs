@@ -4,8 +4,8 @@
 //! appear live, settle a conflict with a button, restore a version, revoke a device on
 //! the server's page — and with plain HTTP requests for its security rules: no data
 //! without the session cookie, no action from another origin, a login URL that works
-//! once, and to the daemon's user only. A PNG of each page is saved in the test's directory (kept with
-//! `FILESYNC_KEEP_TEST_DIRS=1`).
+//! once, and to the daemon's user only. A PNG of each page is saved in the test's
+//! directory (kept with `FILESYNC_KEEP_TEST_DIRS=1`).
 
 use std::ffi::OsString;
 use std::fs;
