@@ -492,6 +492,9 @@ fn off_loopback_the_page_is_served_over_https() {
         "plain HTTP was answered"
     );
 
+    // A client that connects and says nothing holds up no other's handshake.
+    let _silent = std::net::TcpStream::connect(&local).unwrap();
+    let started = std::time::Instant::now();
     let (tls, _) = filesyncd::conn::tls::client_config(None).unwrap();
     let conn = rustls::ClientConnection::new(tls, filesyncd::conn::tls::server_name()).unwrap();
     let tcp = std::net::TcpStream::connect(&local).unwrap();
@@ -503,6 +506,11 @@ fn off_loopback_the_page_is_served_over_https() {
     let _ = stream.read_to_end(&mut answer);
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 401 "), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the request waited {:?} behind a silent connection",
+        started.elapsed()
+    );
     let log = a.log_text();
     assert!(log.contains("over HTTPS because 0.0.0.0"), "{log}");
 }

@@ -1,7 +1,7 @@
 //! HTTPS for a web page on an address other than loopback: the key and self-signed
 //! certificate are made once in `STATE_DIR/web-tls/` by the same code as the server
-//! role's ([`ServerIdentity`]), and each connection's handshake runs in `accept`,
-//! bounded by [`HANDSHAKE_TIMEOUT`].
+//! role's ([`ServerIdentity`]), and each connection's handshake runs in a task of its
+//! own, bounded by [`HANDSHAKE_TIMEOUT`], before the HTTP server gets the connection.
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -29,10 +30,12 @@ pub fn config(state_dir: &Path) -> Result<Arc<rustls::ServerConfig>> {
     Ok(identity.config)
 }
 
-/// A [`Limited`] listener whose connections speak TLS.
+/// A [`Limited`] listener whose connections speak TLS. Handshakes run side by side (a
+/// slow one holds up no other), at most as many as the listener admits connections.
 pub struct Listener {
     inner: Limited,
     acceptor: TlsAcceptor,
+    handshakes: JoinSet<Option<(TlsStream<Bounded>, SocketAddr)>>,
 }
 
 impl Listener {
@@ -40,6 +43,26 @@ impl Listener {
         Listener {
             inner,
             acceptor: TlsAcceptor::from(config),
+            handshakes: JoinSet::new(),
+        }
+    }
+}
+
+/// The handshake of one connection; `None` when it fails or takes too long.
+async fn handshake(
+    acceptor: TlsAcceptor,
+    io: Bounded,
+    addr: SocketAddr,
+) -> Option<(TlsStream<Bounded>, SocketAddr)> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+        Ok(Ok(stream)) => Some((stream, addr)),
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %addr, "web page: TLS handshake failed: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(peer = %addr, "web page: no TLS handshake in time");
+            None
         }
     }
 }
@@ -50,11 +73,15 @@ impl axum::serve::Listener for Listener {
 
     async fn accept(&mut self) -> (Self::Io, SocketAddr) {
         loop {
-            let (io, addr) = self.inner.accept().await;
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(io)).await {
-                Ok(Ok(stream)) => return (stream, addr),
-                Ok(Err(e)) => tracing::debug!(peer = %addr, "web page: TLS handshake failed: {e}"),
-                Err(_) => tracing::debug!(peer = %addr, "web page: no TLS handshake in time"),
+            tokio::select! {
+                (io, addr) = self.inner.accept() => {
+                    self.handshakes.spawn(handshake(self.acceptor.clone(), io, addr));
+                }
+                Some(done) = self.handshakes.join_next() => {
+                    if let Ok(Some(accepted)) = done {
+                        return accepted;
+                    }
+                }
             }
         }
     }
