@@ -130,6 +130,7 @@ pub async fn run(
                     bound,
                     cmd_tx.clone(),
                     events.clone(),
+                    tracker.clone(),
                     shutdown.child_token(),
                 );
                 tracker.spawn(serve);

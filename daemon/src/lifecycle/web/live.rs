@@ -26,7 +26,7 @@ pub async fn stream(
     State(web): State<Web>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let (tx, mut rx) = mpsc::channel(QUEUE);
-    tokio::spawn(feed(web, tx));
+    web.tracker.clone().spawn(feed(web, tx));
     let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|m| m.map(Ok)));
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

@@ -31,6 +31,7 @@ use filesync_proto::control::Endpoint;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::metrics::listener::{self, Limited};
 use crate::events::Events;
@@ -51,6 +52,8 @@ struct Web {
     sessions: Arc<Sessions>,
     /// Cancelled at shutdown, so that open event streams end.
     cancel: CancellationToken,
+    /// Where each event stream's feeding task is spawned, so shutdown waits for it.
+    tracker: TaskTracker,
 }
 
 /// A bound web page, ready to [`serve`].
@@ -127,6 +130,7 @@ pub async fn serve(
     bound: Bound,
     supervisor: mpsc::Sender<ControlCmd>,
     events: Events,
+    tracker: TaskTracker,
     cancel: CancellationToken,
 ) {
     let web = Web {
@@ -134,6 +138,7 @@ pub async fn serve(
         events,
         sessions: bound.sessions,
         cancel: cancel.clone(),
+        tracker,
     };
     let data = Router::new()
         .route("/api/status", get(api::status))

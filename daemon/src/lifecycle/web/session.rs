@@ -56,7 +56,7 @@ impl Sessions {
     pub fn login_url(&self) -> String {
         let token = random_token();
         let mut state = self.lock();
-        insert_bounded(&mut state.logins, token.clone(), MAX_PENDING);
+        insert_bounded(&mut state.logins, token.clone(), MAX_PENDING, LOGIN_VALID);
         format!("{}/login?token={token}", self.base)
     }
 
@@ -69,7 +69,12 @@ impl Sessions {
             return None;
         }
         let session = random_token();
-        insert_bounded(&mut state.sessions, session.clone(), MAX_SESSIONS);
+        insert_bounded(
+            &mut state.sessions,
+            session.clone(),
+            MAX_SESSIONS,
+            SESSION_VALID,
+        );
         Some(session)
     }
 
@@ -103,9 +108,10 @@ impl Sessions {
     }
 }
 
-/// Adds `key`, first dropping what has expired and then the oldest entries past `max`.
-fn insert_bounded(map: &mut HashMap<String, Instant>, key: String, max: usize) {
-    map.retain(|_, made| made.elapsed() <= SESSION_VALID);
+/// Adds `key`, first dropping what is older than `valid` and then the oldest entries
+/// past `max`.
+fn insert_bounded(map: &mut HashMap<String, Instant>, key: String, max: usize, valid: Duration) {
+    map.retain(|_, made| made.elapsed() <= valid);
     while map.len() >= max {
         let Some(oldest) = map
             .iter()
