@@ -376,6 +376,7 @@ fn the_page_needs_its_session_and_its_own_origin() {
     assert!(!page.text().contains("app.js"), "{}", page.text());
 
     another_user_gets_no_login_url(a);
+    open_runs_the_desktop_opener(&cl, a);
     let url = login_url(a, &addr);
     let path = url.split_once(addr.as_str()).unwrap().1;
     let first = get(&addr, path, None);
@@ -442,6 +443,32 @@ fn another_user_gets_no_login_url(node: &Node) {
     assert!(
         !stdout.contains("token=") && stderr.contains("Permission denied"),
         "another user's filesyncctl web: {stdout}{stderr}"
+    );
+}
+
+/// `filesyncctl web --open` hands the URL it prints to `xdg-open`; without one it says
+/// so and succeeds.
+fn open_runs_the_desktop_opener(cl: &Cluster, node: &Node) {
+    use std::os::unix::fs::PermissionsExt;
+
+    let bin = cl.root().join("opener");
+    cl.expect_entry("opener");
+    let opened = bin.join("opened");
+    let script = format!("#!/bin/sh\nprintf '%s' \"$1\" > '{}'\n", opened.display());
+    files::write(&bin.join("xdg-open"), script);
+    fs::set_permissions(bin.join("xdg-open"), fs::Permissions::from_mode(0o755)).unwrap();
+    let path = bin.to_str().unwrap();
+    let out = node.ctl_with_input(["web", "--open"], b"", &[("PATH", path)]);
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(printed.contains("/login?token="), "{printed}");
+    assert_eq!(fs::read_to_string(&opened).unwrap(), printed);
+
+    let out = node.ctl_with_input(["web", "--open"], b"", &[("PATH", "/nonexistent")]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no xdg-open"),
+        "{out:?}"
     );
 }
 
