@@ -9,8 +9,9 @@
 # S3-compatible store, built once with cargo install and kept in cargo's bin directory,
 # outside the clone, so later runs find it: only the SQLite metadata engine the tests
 # use, at optimisation level 1, which takes about 8 minutes on 2 cores where the default
-# build takes 20 (measured here). `.ci/run` runs this
-# before the test suite; nothing else in the suite needs more than the Rust toolchain.
+# build takes 20 (measured here); for the web page's tests (tests/tests/e2e/web.rs),
+# Debian's chromium and its WebDriver, chromium-driver. `.ci/run` runs this before the
+# test suite; nothing else in the suite needs more than the Rust toolchain.
 set -euo pipefail
 
 WINDOWS_TARGET=x86_64-pc-windows-gnu
@@ -53,6 +54,9 @@ if command -v rustup > /dev/null; then
     fi
 else
     echo "scripts/test-deps.sh: no rustup; the Windows build needs the target $WINDOWS_TARGET" >&2
+fi
+if ! [ -x /usr/bin/chromium ] || ! [ -x /usr/bin/chromedriver ]; then
+    apt_install "the web page's browser tests will be skipped" chromium chromium-driver
 fi
 if ! [ -x /usr/lib/postgresql/15/bin/initdb ]; then
     apt_install "the cluster tests will fail under .ci/run" postgresql

@@ -178,6 +178,15 @@ pub enum Command {
         /// Only this folder's events: its name or its local path.
         folder: Option<String>,
     },
+    /// Print a one-time URL that logs a browser in to the daemon's web page.
+    ///
+    /// The URL works once, for five minutes; the browser then holds a session cookie.
+    /// The page is served on `daemon.web_listen` (default 127.0.0.1:7102).
+    Web {
+        /// Also open the URL with the desktop's browser (xdg-open), when there is one.
+        #[arg(long)]
+        open: bool,
+    },
     /// Start the daemon when you log on (Windows): enable, disable, or show it.
     ///
     /// `enable` registers `filesyncd.exe --daemon` (the one beside filesyncctl.exe) in

@@ -22,6 +22,7 @@ use crate::invites;
 use crate::output;
 use crate::transport::{Client, RESPONSE_TIMEOUT};
 use crate::wait::wait;
+use crate::web;
 
 pub async fn run(command: Command, client: &Client) -> Result<()> {
     match command {
@@ -170,6 +171,18 @@ pub async fn run(command: Command, client: &Client) -> Result<()> {
         }
         Command::Device(DeviceCommand::Invite { server, account }) => {
             confirm(client, Request::DeviceInvite { server, account }).await
+        }
+        Command::Web { open } => {
+            let url = expect_ok(
+                client
+                    .call(&Request::WebLogin, Some(RESPONSE_TIMEOUT))
+                    .await?,
+            )?;
+            output::print(&format!("{url}\n"))?;
+            if open {
+                web::open(&url)?;
+            }
+            Ok(())
         }
         Command::Events {
             follow,

@@ -6,7 +6,8 @@
 //! (completions and man pages), `commands`
 //! (command to request, answer to output), `invites` (`server invites`), `transport`
 //! (the socket and its framing),
-//! `wait` (the `wait` polling loop), `output` and `format` (human and JSON rendering).
+//! `wait` (the `wait` polling loop), `web` (opening the web page's login URL), `output`
+//! and `format` (human and JSON rendering).
 //!
 //! Exit codes:
 //!
@@ -28,6 +29,7 @@ mod invites;
 mod output;
 mod transport;
 mod wait;
+mod web;
 
 use std::io::{self, Write};
 use std::process::ExitCode;

@@ -157,15 +157,25 @@ pub fn status_human(status: &DaemonStatus, now: i64, colour: bool) -> String {
             "warning: the config file could not be reloaded; the previous config is still in use: {error}\n"
         ));
     }
-    match &status.metrics {
-        Some(Endpoint {
-            error: Some(error), ..
-        }) => out.push_str(&format!("warning: {error}\n")),
-        Some(Endpoint {
-            listen,
-            error: None,
-        }) => out.push_str(&format!("metrics: http://{listen}/metrics\n")),
-        None => {}
+    let endpoints = [
+        (&status.metrics, "metrics: http://", "/metrics"),
+        (
+            &status.web,
+            "web page: on ",
+            " (log in with `filesyncctl web`)",
+        ),
+    ];
+    for (endpoint, before, after) in endpoints {
+        match endpoint {
+            Some(Endpoint {
+                error: Some(error), ..
+            }) => out.push_str(&format!("warning: {error}\n")),
+            Some(Endpoint {
+                listen,
+                error: None,
+            }) => out.push_str(&format!("{before}{listen}{after}\n")),
+            None => {}
+        }
     }
     if status.folders.is_empty() {
         out.push_str("\nno folders (add one with `filesyncctl add PATH --server HOST:PORT`)\n");
@@ -701,6 +711,7 @@ pub mod tests {
                 listen: "127.0.0.1:7103".into(),
                 error: Some("cannot listen on 127.0.0.1:7103 for /metrics: address in use".into()),
             }),
+            web: None,
         }
     }
 
@@ -872,10 +883,14 @@ account bob  created 2026-11-20 14:02:11 UTC, 0 devices, uses 2.0 KiB, no quota
     }
 
     #[test]
-    fn human_status_shows_where_metrics_are_served() {
+    fn human_status_shows_where_metrics_and_the_web_page_are_served() {
         let status = DaemonStatus {
             metrics: Some(Endpoint {
                 listen: "127.0.0.1:7103".into(),
+                error: None,
+            }),
+            web: Some(Endpoint {
+                listen: "127.0.0.1:7102".into(),
                 error: None,
             }),
             config_error: None,
@@ -884,6 +899,10 @@ account bob  created 2026-11-20 14:02:11 UTC, 0 devices, uses 2.0 KiB, no quota
         let got = status_human(&status, NOW, false);
         assert!(
             got.contains("\nmetrics: http://127.0.0.1:7103/metrics\n"),
+            "{got}"
+        );
+        assert!(
+            got.contains("\nweb page: on 127.0.0.1:7102 (log in with `filesyncctl web`)\n"),
             "{got}"
         );
         let off = DaemonStatus {

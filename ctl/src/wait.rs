@@ -239,6 +239,7 @@ mod tests {
             servers: Vec::new(),
             config_error: None,
             metrics: None,
+            web: None,
         };
         assert_eq!(
             summary(&status),
@@ -261,6 +262,7 @@ mod tests {
             servers: Vec::new(),
             config_error: None,
             metrics: None,
+            web: None,
         };
         let progress = Progress::new(false);
         progress.update(&status(60, 40));

@@ -240,6 +240,7 @@ mod with_a_daemon {
             servers: Vec::new(),
             config_error: None,
             metrics: None,
+            web: None,
         }))
     }
 

@@ -26,6 +26,7 @@ use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{self, Events};
+use crate::lifecycle::web::Sessions;
 use crate::supervisor::ControlCmd;
 
 /// A client that has not sent its whole request by then is dropped.
@@ -288,14 +289,19 @@ const ADMIN: &str = "root";
 #[cfg(windows)]
 const ADMIN: &str = "SYSTEM";
 
+/// What the control socket hands requests to.
+#[derive(Clone)]
+pub struct Served {
+    /// Every request but the two below.
+    pub supervisor: mpsc::Sender<ControlCmd>,
+    /// `Events`: streamed from the bus.
+    pub events: Events,
+    /// `WebLogin`: the web page's sessions; `None` when there is no page.
+    pub web: Option<Arc<Sessions>>,
+}
+
 /// Serves connections until `cancel`, each request handed to the supervisor.
-pub async fn serve(
-    listener: Listener,
-    path: PathBuf,
-    supervisor: mpsc::Sender<ControlCmd>,
-    events: Events,
-    cancel: CancellationToken,
-) {
+pub async fn serve(listener: Listener, path: PathBuf, served: Served, cancel: CancellationToken) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let permit = tokio::select! {
@@ -322,11 +328,10 @@ pub async fn serve(
             });
             continue;
         }
-        let supervisor = supervisor.clone();
-        let events = events.clone();
+        let served = served.clone();
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, supervisor, events, cancel).await {
+            if let Err(e) = handle(stream, served, cancel).await {
                 tracing::debug!("control connection: {e:#}");
             }
             drop(permit);
@@ -355,25 +360,32 @@ async fn refuse(mut stream: Stream) {
     let _ = tokio::time::timeout(REFUSED_DRAIN, drain).await;
 }
 
-async fn handle(
-    mut stream: Stream,
-    supervisor: mpsc::Sender<ControlCmd>,
-    events: Events,
-    cancel: CancellationToken,
-) -> Result<()> {
+async fn handle(mut stream: Stream, served: Served, cancel: CancellationToken) -> Result<()> {
     let payload = match tokio::time::timeout(REQUEST_TIMEOUT, read_frame(&mut stream)).await {
         Ok(r) => r?,
         Err(_) => bail!("no complete request within {}s", REQUEST_TIMEOUT.as_secs()),
     };
     let response = match control::decode::<Request>(&payload) {
         Ok(Request::Events { folder, follow }) => {
-            return stream_events(stream, &events, folder.as_deref(), follow, cancel).await;
+            let folder = folder.as_deref();
+            return stream_events(stream, &served.events, folder, follow, cancel).await;
         }
+        Ok(Request::WebLogin) => match &served.web {
+            Some(sessions) => Response::Ok {
+                message: sessions.login_url(),
+            },
+            None => Response::Error {
+                kind: ControlErrorKind::Failed,
+                message: "this daemon serves no web page: daemon.web_listen is \"\" or its \
+                          port could not be bound (see `filesyncctl status`)"
+                    .to_owned(),
+            },
+        },
         Err(e) => Response::Error {
             kind: ControlErrorKind::BadRequest,
             message: e.to_string(),
         },
-        Ok(request) => ControlCmd::ask(&supervisor, request).await,
+        Ok(request) => ControlCmd::ask(&served.supervisor, request).await,
     };
     write_frame(&mut stream, &response).await
 }

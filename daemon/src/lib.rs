@@ -121,11 +121,33 @@ pub async fn run(
         None => None,
     };
     let events = events::Events::default();
+    let (web, sessions) = match config.daemon.web_listen {
+        Some(addr) => {
+            let (endpoint, bound) = lifecycle::web::bind(addr, state_dir).await;
+            let sessions = bound.map(|bound| {
+                let sessions = bound.sessions.clone();
+                let serve = lifecycle::web::serve(
+                    bound,
+                    cmd_tx.clone(),
+                    events.clone(),
+                    tracker.clone(),
+                    shutdown.child_token(),
+                );
+                tracker.spawn(serve);
+                sessions
+            });
+            (Some(endpoint), sessions)
+        }
+        None => (None, None),
+    };
     tracker.spawn(control::serve(
         control,
         socket.clone(),
-        cmd_tx,
-        events.clone(),
+        control::Served {
+            supervisor: cmd_tx,
+            events: events.clone(),
+            web: sessions,
+        },
         shutdown.child_token(),
     ));
     let supervisor = Supervisor::new(
@@ -136,7 +158,7 @@ pub async fn run(
         tracker.clone(),
         shutdown.child_token(),
     )
-    .with_metrics(metrics);
+    .with_endpoints(metrics, web);
     let summary = supervisor.summary();
     tracker.spawn(supervisor.run(cmd_rx, reload));
     tracker.close();

@@ -24,6 +24,8 @@
 //!   throttle.
 //! * [`workload`] runs seeded random file operations on clients and keeps the ledger of
 //!   every content written, for the "nothing lost" oracle of the model test and the soak.
+//! * [`browser`] is a headless chromium driven over WebDriver, for the web page; [`http`]
+//!   sends one plain HTTP request.
 //! * [`wine`] runs the Windows binaries under Wine, in a fresh prefix per test:
 //!   [`wine::WinNode`].
 //!
@@ -36,11 +38,13 @@
 //! `FILESYNC_KEEP_TEST_DIRS=1` to keep every test's temp dir (configs, state, logs).
 #![cfg(unix)]
 
+pub mod browser;
 pub mod cluster;
 pub mod exec;
 pub mod files;
 pub mod garage;
 pub mod hostile;
+pub mod http;
 pub mod node;
 pub mod pg;
 pub mod process;

@@ -194,6 +194,9 @@ impl Node {
             "[daemon]".to_owned(),
             format!("state_dir = {}", toml_string(&self.home.join("state"))),
             format!("control_socket = {}", toml_string(&self.socket)),
+            // No web page: the default port would be taken by whichever node started
+            // first. The web page's tests turn it on (tests/tests/e2e/web.rs).
+            "web_listen = \"\"".to_owned(),
         ];
         if let Some(role) = &self.server {
             lines.extend([

@@ -89,6 +89,8 @@ mod soak;
 mod transfer;
 #[path = "e2e/versions.rs"]
 mod versions;
+#[path = "e2e/web.rs"]
+mod web;
 #[path = "e2e/windows.rs"]
 mod windows;
 

@@ -87,7 +87,14 @@ pub struct DaemonSection {
     pub control_socket: Option<PathBuf>,
     /// Where `/metrics` listens; `None` (the default) serves no metrics.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the web page listens ([`DEFAULT_WEB_LISTEN`] unless set); `None` when the
+    /// config turns it off with `web_listen = ""`. A non-loopback address is served
+    /// over TLS only.
+    pub web_listen: Option<SocketAddr>,
 }
+
+/// Where the web page listens unless `daemon.web_listen` says otherwise.
+pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:7102";
 
 /// The server role; present only when the file has a `[server]` table.
 #[derive(Debug, Clone, PartialEq)]

@@ -16,12 +16,17 @@ use super::spanned::{Cx, Section};
 use super::{
     Config, ConfigError, DEFAULT_KEEP_VERSIONS_DAYS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
     DEFAULT_MAX_DELETE_MIN, DEFAULT_MAX_DELETE_PERCENT, DEFAULT_MAX_FOLDERS_PER_ACCOUNT,
-    DEFAULT_MIN_FREE_SPACE, DEFAULT_PORT, DEFAULT_RESCAN_INTERVAL, DaemonSection, Env,
-    FolderConfig, MAX_CONNECTIONS, MAX_FOLDERS_PER_ACCOUNT, MIN_RESCAN_INTERVAL, Registration,
-    ServerSection,
+    DEFAULT_MIN_FREE_SPACE, DEFAULT_PORT, DEFAULT_RESCAN_INTERVAL, DEFAULT_WEB_LISTEN,
+    DaemonSection, Env, FolderConfig, MAX_CONNECTIONS, MAX_FOLDERS_PER_ACCOUNT,
+    MIN_RESCAN_INTERVAL, Registration, ServerSection,
 };
 
-const DAEMON_KEYS: &[&str] = &["state_dir", "control_socket", "metrics_listen"];
+const DAEMON_KEYS: &[&str] = &[
+    "state_dir",
+    "control_socket",
+    "metrics_listen",
+    "web_listen",
+];
 const SERVER_KEYS: &[&str] = &[
     "listen",
     "public_address",
@@ -150,12 +155,24 @@ fn daemon_section(cx: &Cx, s: &Section) -> Result<DaemonSection, ConfigError> {
     };
     let control_socket = s.path(cx, "control_socket")?.map(|(path, _)| path);
     let metrics_listen = listen_addr(cx, s, "metrics_listen", "\"127.0.0.1:7103\"", "")?;
+    let web_listen = match s.string(cx, "web_listen", "\"127.0.0.1:7102\"")? {
+        Some(("", _)) => None,
+        Some(_) => listen_addr(cx, s, "web_listen", "\"127.0.0.1:7102\"", WEB_HINT)?,
+        None => Some(
+            DEFAULT_WEB_LISTEN
+                .parse()
+                .expect("the default is an address"),
+        ),
+    };
     Ok(DaemonSection {
         state_dir,
         control_socket,
         metrics_listen,
+        web_listen,
     })
 }
+
+const WEB_HINT: &str = ", or \"\" to serve no web page";
 
 /// The `IP:PORT` at `key`, if given; else an error naming the key and its line that
 /// shows `example` and ends with `hint`.
@@ -481,6 +498,7 @@ mod tests {
             ("[server]\nlisten = \"0.0.0.0\"\n", 2, "server.listen", "write IP:PORT"),
             ("[daemon]\nmetrics_listen = \"localhost:7103\"\n", 2, "daemon.metrics_listen", "not an address to listen on; write IP:PORT, e.g. \"127.0.0.1:7103\""),
             ("[daemon]\nmetrics_listen = 7103\n", 2, "daemon.metrics_listen", "expected a string"),
+            ("[daemon]\nweb_listen = \"7102\"\n", 2, "daemon.web_listen", "write IP:PORT, e.g. \"127.0.0.1:7102\", or \"\" to serve no web page"),
             ("[server]\npublic_address = \"sync.example.com\"\n", 2, "server.public_address", "has no port"),
             ("[server]\nbackend = \"s3\"\n", 2, "server.backend", "use \"embedded\" or \"cluster\""),
             ("[server]\nbackend = \"cluster\"\n", 2, "server.backend", "needs a [server.cluster] table"),
@@ -539,6 +557,7 @@ mod tests {
             state_dir,
             control_socket: None,
             metrics_listen: None,
+            web_listen: Some("127.0.0.1:7102".parse().unwrap()),
         };
         assert_eq!(config.daemon, daemon);
         assert_eq!(config.server, None);
@@ -548,6 +567,8 @@ mod tests {
             Some("[::1]:7103".parse().unwrap())
         );
         assert!(config.folders.is_empty());
+        let off = parse_text("[daemon]\nweb_listen = \"\"\n").unwrap();
+        assert_eq!(off.daemon.web_listen, None);
 
         let config = parse_text("[server]\n").unwrap();
         let server = config.server.unwrap();
@@ -673,6 +694,7 @@ mod tests {
                 state_dir: state_dir.clone(),
                 control_socket: None,
                 metrics_listen: None,
+                web_listen: Some("127.0.0.1:7102".parse().unwrap()),
             },
             server: Some(ServerSection {
                 listen: "0.0.0.0:7101".into(),

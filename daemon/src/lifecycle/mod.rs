@@ -19,6 +19,7 @@
 //!   ([`ReleaseWhenQuiet`], ticked by the supervisor), so that an idle daemon's resident
 //!   memory falls back to what it holds (glibc only; elsewhere no-ops).
 //! * [`metrics`]: `/metrics` for Prometheus, when `daemon.metrics_listen` asks for it.
+//! * [`web`]: the web page, on `daemon.web_listen` unless the config turns it off.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 mod logfile;
 pub mod metrics;
+pub mod web;
 #[cfg(windows)]
 mod windows;
 

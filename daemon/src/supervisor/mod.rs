@@ -69,6 +69,8 @@ pub struct Supervisor {
     config_error: Option<String>,
     /// `/metrics`, for status: where it listens or why it cannot.
     metrics: Option<Endpoint>,
+    /// The web page, for status: where it listens or why it cannot.
+    web: Option<Endpoint>,
     /// `add` enrols outside the supervisor, then hands the folder back here.
     enrolled_tx: mpsc::Sender<Enrolled>,
     enrolled_rx: Option<mpsc::Receiver<Enrolled>>,
@@ -119,6 +121,7 @@ impl Supervisor {
             cancel,
             config_error: None,
             metrics: None,
+            web: None,
             enrolled_tx,
             enrolled_rx: Some(enrolled_rx),
         };
@@ -129,9 +132,11 @@ impl Supervisor {
         s
     }
 
-    /// Shows `/metrics`' endpoint (where it listens, or why it cannot) in status.
-    pub fn with_metrics(mut self, metrics: Option<Endpoint>) -> Self {
+    /// Shows the endpoints of `/metrics` and of the web page (where each listens, or
+    /// why it cannot) in status.
+    pub fn with_endpoints(mut self, metrics: Option<Endpoint>, web: Option<Endpoint>) -> Self {
         self.metrics = metrics;
+        self.web = web;
         self
     }
 
@@ -295,6 +300,8 @@ impl Supervisor {
             ),
             // The control socket streams events itself, from the event bus.
             Request::Events { .. } => now(bad("events are not a supervisor request")),
+            // The control socket asks the web page for a login URL itself.
+            Request::WebLogin => now(bad("a web login is not a supervisor request")),
             Request::Restore {
                 folder,
                 path,
@@ -465,6 +472,7 @@ impl Supervisor {
             }),
             config_error: self.config_error.clone(),
             metrics: self.metrics.clone(),
+            web: self.web.clone(),
         }))
     }
 }

@@ -15,7 +15,7 @@ pub use status::{
 
 /// Version of the control protocol; the CLI refuses to talk to a daemon of another.
 /// The encoding is not self-describing, so a new field in any message is a new version.
-pub const CONTROL_VERSION: u32 = 8;
+pub const CONTROL_VERSION: u32 = 9;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -191,6 +191,9 @@ pub enum Request {
     ServerCancelInvite {
         id: String,
     },
+    /// A one-time URL that logs a browser in to the web page, answered as
+    /// [`Response::Ok`] with the URL as its message.
+    WebLogin,
 }
 
 /// What happened, for `filesyncctl events`.
@@ -559,6 +562,7 @@ mod tests {
             servers: Vec::new(),
             config_error: None,
             metrics: None,
+            web: None,
         };
         for resp in [
             Response::Ok {

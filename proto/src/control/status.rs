@@ -227,7 +227,7 @@ pub struct ServerStatus {
     pub min_free_space: u64,
 }
 
-/// An HTTP endpoint of the daemon (`/metrics`): where the config asks it to listen and,
+/// An HTTP endpoint of the daemon (`/metrics`, the web page): where the config asks it to listen and,
 /// when it could not, why; the daemon runs on without it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
@@ -248,4 +248,6 @@ pub struct DaemonStatus {
     pub config_error: Option<String>,
     /// `/metrics` (`daemon.metrics_listen`), when the config turns it on.
     pub metrics: Option<Endpoint>,
+    /// The web page (`daemon.web_listen`), unless the config turns it off.
+    pub web: Option<Endpoint>,
 }

@@ -527,10 +527,15 @@ fn status_json_matches_its_documented_schema() {
             "servers",
             "config_error",
             "metrics",
+            "web",
         ],
     );
     assert!(client["server"].is_null() && client["config_error"].is_null());
     assert!(client["metrics"].is_null(), "metrics are off by default");
+    assert!(
+        client["web"].is_null(),
+        "the fixture turns the web page off"
+    );
     check(
         "a trusted server",
         &client["servers"][0],

@@ -1,7 +1,8 @@
-//! Bounds on the HTTP connections of `/metrics`: at most [`MAX_CONNECTIONS`] open at
-//! once (more wait in the socket's backlog) and each closed [`LIFETIME`] after it was
-//! accepted. axum's server sets neither, so a client that opens connections and sends
-//! nothing would otherwise hold a task and a socket each for as long as it likes.
+//! Binding the daemon's HTTP endpoints (`/metrics`, the web page) and the bounds on
+//! their connections: at most a number open at once (more wait in the socket's backlog)
+//! and each closed a while after it was accepted. axum's server sets neither, so a
+//! client that opens connections and sends nothing would otherwise hold a task and a
+//! socket each for as long as it likes.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,10 +12,45 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::serve::Listener;
+use filesync_proto::control::Endpoint;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
+
+/// Binds `addr` for the endpoint `what` (`/metrics`), which config key `key` sets. A
+/// failure does not stop the daemon: it is logged, and the returned [`Endpoint`]
+/// carries it into status (the daemon runs on without `without`). The endpoint names
+/// the address really bound, a port chosen by the system included.
+pub async fn bind(
+    addr: SocketAddr,
+    what: &str,
+    without: &str,
+    key: &str,
+) -> (Endpoint, Option<TcpListener>) {
+    match TcpListener::bind(addr).await {
+        Ok(listener) => {
+            let listen = listener.local_addr().unwrap_or(addr).to_string();
+            let endpoint = Endpoint {
+                listen,
+                error: None,
+            };
+            (endpoint, Some(listener))
+        }
+        Err(e) => {
+            let error = format!(
+                "cannot listen on {addr} for {what}: {e}; the daemon runs on without \
+                 {without} (choose another port in {key} and restart it)"
+            );
+            tracing::warn!("{error}");
+            let endpoint = Endpoint {
+                listen: addr.to_string(),
+                error: Some(error),
+            };
+            (endpoint, None)
+        }
+    }
+}
 
 /// Connections served at once; a scraper needs one.
 pub const MAX_CONNECTIONS: usize = 16;
@@ -76,7 +112,7 @@ impl Bounded {
         match self.deadline.as_mut().poll(cx) {
             Poll::Ready(()) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                "a /metrics connection stays open at most a minute",
+                "the connection has reached its lifetime",
             )),
             Poll::Pending => Ok(()),
         }

@@ -9,7 +9,7 @@
 //! It sits in `lifecycle` because it is about the process, not about sync, and
 //! `daemon/src` has no room for another top-level entry (`scripts/layout-check.py`).
 
-mod listener;
+pub(crate) mod listener;
 pub mod recorded;
 mod snapshot;
 
@@ -37,28 +37,12 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 /// Binds `addr` for `/metrics`. A failure does not stop the daemon: it is logged, and
 /// the returned [`Endpoint`] carries it into status.
 pub async fn bind(addr: SocketAddr) -> (Endpoint, Option<TcpListener>) {
-    match TcpListener::bind(addr).await {
-        Ok(listener) => {
-            tracing::info!(listen = %addr, "serving Prometheus metrics on http://{addr}/metrics");
-            let endpoint = Endpoint {
-                listen: addr.to_string(),
-                error: None,
-            };
-            (endpoint, Some(listener))
-        }
-        Err(e) => {
-            let error = format!(
-                "cannot listen on {addr} for /metrics: {e}; the daemon runs on without \
-                 metrics (choose another port in daemon.metrics_listen and restart it)"
-            );
-            tracing::warn!("{error}");
-            let endpoint = Endpoint {
-                listen: addr.to_string(),
-                error: Some(error),
-            };
-            (endpoint, None)
-        }
+    let bound = listener::bind(addr, "/metrics", "metrics", "daemon.metrics_listen").await;
+    if let (Some(_), endpoint) = (&bound.1, &bound.0) {
+        let listen = &endpoint.listen;
+        tracing::info!(%listen, "serving Prometheus metrics on http://{listen}/metrics");
     }
+    bound
 }
 
 /// Serves `/metrics` on `listener` until `cancel`, each scrape answered from what the

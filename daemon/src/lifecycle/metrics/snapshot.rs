@@ -471,6 +471,7 @@ mod tests {
             servers: Vec::new(),
             config_error: None,
             metrics: None,
+            web: None,
         }
     }
 
