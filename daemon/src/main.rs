@@ -119,15 +119,8 @@ fn main() -> ExitCode {
         lifecycle::init_logging(lifecycle::stderr_is_journal());
     }
     lifecycle::limit_malloc_arenas();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("filesyncd: error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::from(1);
     };
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
@@ -157,15 +150,8 @@ fn main() -> ExitCode {
 /// Runs an [`Admin`] command to its end: what it did on stdout, exit 0; or the error,
 /// exit 1.
 fn one_shot(config: &Config, admin: Admin) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("filesyncd: error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::from(1);
     };
     let done = runtime.block_on(async {
         match admin {
@@ -187,6 +173,20 @@ fn one_shot(config: &Config, admin: Admin) -> ExitCode {
                 eprintln!("  caused by: {cause}");
             }
             ExitCode::from(1)
+        }
+    }
+}
+
+/// The multi-threaded runtime; `None`, said on stderr, when it cannot start.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("filesyncd: error: cannot start the async runtime: {e}");
+            None
         }
     }
 }

@@ -13,10 +13,10 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 use super::Store;
-use super::schema::{DOOMED, GC_LOCK};
+use super::schema::{DOOMED, GC_LOCK, try_gc_lock};
 use crate::events::unix_secs;
 
 /// What a collection did.
@@ -33,13 +33,7 @@ pub struct Collected {
 
 /// Deletes what no content refers to and is older than `grace`.
 pub async fn collect(store: &mut Store, grace: Duration) -> Result<Collected> {
-    let locked: bool = store
-        .db
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&GC_LOCK])
-        .await
-        .context("cannot take the collection lock")?
-        .get(0);
-    if !locked {
+    if !try_gc_lock(&store.db).await? {
         bail!(
             "another garbage collection or a migrate-to-cluster is running on this \
              cluster; run this one after it"

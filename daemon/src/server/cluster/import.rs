@@ -26,7 +26,7 @@ use tokio_postgres::Transaction;
 
 use super::Store;
 use super::embedded::{Accounts, Folder, read_accounts, read_folders};
-use super::schema::{GC_LOCK, LIVE, SCHEMA_VERSION};
+use super::schema::{LIVE, SCHEMA_VERSION, try_gc_lock};
 use crate::config::{ClusterSection, ServerSection};
 use crate::fs::beneath::Root;
 use crate::fs::durable::CrashPoint;
@@ -95,13 +95,7 @@ pub async fn import(
              device {device}); migrate-to-cluster moves a server into an empty database"
         );
     }
-    let locked: bool = store
-        .db
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&GC_LOCK])
-        .await
-        .context("cannot take the collection lock")?
-        .get(0);
-    if !locked {
+    if !try_gc_lock(&store.db).await? {
         bail!(
             "a garbage collection (`filesyncd gc`) is running on this cluster; run the move after it"
         );

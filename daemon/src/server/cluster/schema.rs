@@ -85,6 +85,15 @@ pub const DOOMED: i16 = 2;
 /// holds while it writes blocks: a collection never runs beside a move.
 pub const GC_LOCK: i64 = 7102;
 
+/// Takes [`GC_LOCK`] for this connection's session, if nobody holds it.
+pub async fn try_gc_lock(db: &Client) -> Result<bool> {
+    Ok(db
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&GC_LOCK])
+        .await
+        .context("cannot take the collection lock")?
+        .get(0))
+}
+
 /// Creates the tables that are missing, in one transaction, and refuses a database
 /// that a newer filesync laid out. Several nodes may start at once: the transaction
 /// takes an advisory lock first, so only one creates.
