@@ -31,12 +31,13 @@ node() { # node NAME [EXTRA-TOML]: writes NAME's config and starts its daemon
     exit 1
 }
 
-node server "$(printf '[server]\nlisten = "127.0.0.1:%s"\ndata_dir = "%s"\n' "$port" "$demo/server/data")"
+# Only the laptop serves the web page, on the default address; the others leave it off.
+node server "$(printf 'web_listen = ""\n[server]\nlisten = "127.0.0.1:%s"\ndata_dir = "%s"\n' "$port" "$demo/server/data")"
 # The server's admin invites the laptop into account alice; the laptop, once enrolled,
 # invites the desktop into the same account.
 token=$("$bin/filesyncctl" --socket "$demo/server/ctl.sock" server invite alice)
 for c in alice-laptop alice-desktop; do
-    node "$c"
+    if [ "$c" = alice-laptop ]; then node "$c"; else node "$c" 'web_listen = ""'; fi
     mkdir -p "$demo/$c/Docs"
     "$bin/filesyncctl" --socket "$demo/$c/ctl.sock" add "$demo/$c/Docs" --server "127.0.0.1:$port" --name docs --token "$token"
     token=$("$bin/filesyncctl" --socket "$demo/$c/ctl.sock" device invite --server "127.0.0.1:$port")
@@ -59,6 +60,7 @@ Try, in another terminal:
   echo hi > $demo/alice-laptop/Docs/new.txt && ls $demo/alice-desktop/Docs
   $bin/filesyncctl --socket $demo/alice-desktop/ctl.sock status
   $bin/filesyncctl --socket $demo/server/ctl.sock status
+The laptop's web page: $bin/filesyncctl --socket $demo/alice-laptop/ctl.sock web --open
 Logs: $demo/*/daemon.log
 MSG
 wait
