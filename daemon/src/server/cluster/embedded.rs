@@ -1,5 +1,5 @@
 //! What an embedded server holds, read whole for `migrate-to-cluster`: its account
-//! store (`DATA_DIR/.filesync/accounts.db`, read-only) and each folder's index and kept
+//! store (`DATA_DIR/.filesync/accounts.db`) and each folder's index and kept
 //! versions (`DATA_DIR/.filesync/index/…`, `…/versions/…`).
 
 use std::fs::File;
@@ -8,10 +8,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use filesync_proto::RelPath;
 use filesync_proto::wire::Entry;
-use rusqlite::OpenFlags;
+use rusqlite::{OpenFlags, Row};
 
 use crate::fs::chunk;
 use crate::index::{Index, Meta};
+use crate::server::accounts::Accounts as AccountStore;
+use crate::server::shares::Shares;
 use crate::server::versions::{VersionInfo, Versions};
 
 /// One folder of the embedded server, read whole.
@@ -29,7 +31,6 @@ pub(super) struct Folder {
 }
 
 /// The account store's rows, as `accounts.db` holds them.
-#[derive(Default)]
 pub(super) struct Accounts {
     pub(super) accounts: Vec<(String, i64)>,
     pub(super) quotas: Vec<(String, Option<i64>)>,
@@ -59,72 +60,70 @@ pub(super) struct Invite {
     pub(super) cancelled: Option<i64>,
 }
 
+/// The account store's rows. The store is opened as the server opens it first, which
+/// brings an older layout up to date, so one set of queries reads any of them.
 pub(super) fn read_accounts(file: &Path) -> Result<Accounts> {
+    drop(AccountStore::open(file)?);
+    drop(Shares::open(file)?);
     let db = rusqlite::Connection::open_with_flags(file, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .with_context(|| format!("cannot open the account store {}", file.display()))?;
-    let cx = || format!("cannot read the account store {}", file.display());
-    let mut a = Accounts::default();
-    let rows = |sql: &str| db.prepare(sql).with_context(cx);
-    a.accounts = rows("SELECT name, created FROM accounts")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()
-        .with_context(cx)?;
-    a.quotas = rows("SELECT account, bytes FROM quotas")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()
-        .with_context(cx)?;
-    let sql = "SELECT id, account, name, secret_hash, enrolled, last_seen, revoked FROM devices";
-    a.devices = rows(sql)?
-        .query_map([], |r| {
-            Ok(Device {
-                id: r.get(0)?,
-                account: r.get(1)?,
-                name: r.get(2)?,
-                secret_hash: r.get(3)?,
-                enrolled: r.get(4)?,
-                last_seen: r.get(5)?,
-                revoked: r.get::<_, i64>(6)? != 0,
-            })
-        })?
-        .collect::<Result<_, _>>()
-        .with_context(cx)?;
-    let sql = "SELECT hash, account, created, expires, used_by, used_at, made_by, cancelled \
-               FROM invites";
-    a.invites = rows(sql)?
-        .query_map([], |r| {
-            Ok(Invite {
-                hash: r.get(0)?,
-                account: r.get(1)?,
-                created: r.get(2)?,
-                expires: r.get(3)?,
-                used_by: r.get(4)?,
-                used_at: r.get(5)?,
-                made_by: r.get(6)?,
-                cancelled: r.get(7)?,
-            })
-        })?
-        .collect::<Result<_, _>>()
-        .with_context(cx)?;
-    let has_shares: bool = db
-        .query_row(
-            "SELECT COUNT(*) > 0 FROM sqlite_master WHERE name = 'shares'",
-            [],
-            |r| r.get(0),
-        )
-        .with_context(cx)?;
-    if has_shares {
-        let sql = "SELECT owner, folder, member, read_only, granted FROM shares";
-        a.shares = db
-            .prepare(sql)
-            .with_context(cx)?
-            .query_map([], |r| {
-                let read_only: i64 = r.get(3)?;
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, read_only != 0, r.get(4)?))
-            })?
-            .collect::<Result<_, _>>()
-            .with_context(cx)?;
-    }
-    Ok(a)
+    let read = || -> rusqlite::Result<Accounts> {
+        Ok(Accounts {
+            accounts: all(&db, "SELECT name, created FROM accounts", |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?,
+            quotas: all(&db, "SELECT account, bytes FROM quotas", |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?,
+            devices: all(
+                &db,
+                "SELECT id, account, name, secret_hash, enrolled, last_seen, revoked FROM devices",
+                |r| {
+                    Ok(Device {
+                        id: r.get(0)?,
+                        account: r.get(1)?,
+                        name: r.get(2)?,
+                        secret_hash: r.get(3)?,
+                        enrolled: r.get(4)?,
+                        last_seen: r.get(5)?,
+                        revoked: r.get(6)?,
+                    })
+                },
+            )?,
+            invites: all(
+                &db,
+                "SELECT hash, account, created, expires, used_by, used_at, made_by, cancelled \
+             FROM invites",
+                |r| {
+                    Ok(Invite {
+                        hash: r.get(0)?,
+                        account: r.get(1)?,
+                        created: r.get(2)?,
+                        expires: r.get(3)?,
+                        used_by: r.get(4)?,
+                        used_at: r.get(5)?,
+                        made_by: r.get(6)?,
+                        cancelled: r.get(7)?,
+                    })
+                },
+            )?,
+            shares: all(
+                &db,
+                "SELECT owner, folder, member, read_only, granted FROM shares",
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )?,
+        })
+    };
+    read().with_context(|| format!("cannot read the account store {}", file.display()))
+}
+
+/// Every row `sql` selects, each made by `row`.
+fn all<T>(
+    db: &rusqlite::Connection,
+    sql: &str,
+    row: impl FnMut(&Row) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
+    db.prepare(sql)?.query_map([], row)?.collect()
 }
 
 /// Every folder that has an index: `DATA_DIR/.filesync/index/ACCOUNT/FOLDER.db`.
