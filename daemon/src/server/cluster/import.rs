@@ -30,7 +30,6 @@ use super::schema::{LIVE, SCHEMA_VERSION, try_gc_lock};
 use crate::config::{ClusterSection, ServerSection};
 use crate::fs::beneath::Root;
 use crate::fs::durable::CrashPoint;
-use crate::fs::tree;
 use crate::index::kind_code;
 
 /// What an import moved, for the admin.
@@ -101,7 +100,10 @@ pub async fn import(
         );
     }
     let mut done = Imported::default();
-    let contents = upload(&store, &accounts, &folders, &mut done).await?;
+    // Account ids are not known before the transaction: blocks are stored under the
+    // ids the accounts get there, in this order.
+    let order = account_order(&accounts, &folders);
+    let contents = upload(&store, &order, &folders, &mut done).await?;
     CrashPoint::ImportAfterUpload.reached(done.blocks);
     let tx = store
         .db
@@ -115,10 +117,10 @@ pub async fn import(
     )
     .await
     .context("cannot record the cluster's identity")?;
-    let ids = write_accounts(&tx, &accounts, &folders, &mut done).await?;
-    write_contents(&tx, &ids, &contents).await?;
+    write_accounts(&tx, &accounts, &order, &mut done).await?;
+    write_contents(&tx, &order, &contents).await?;
     for folder in &folders {
-        write_folder(&tx, ids[&folder.account], folder, &mut done).await?;
+        write_folder(&tx, order[&folder.account], folder, &mut done).await?;
     }
     CrashPoint::ImportBeforeCommit.reached(done.entries);
     tx.commit()
@@ -133,52 +135,64 @@ enum Source {
     Version(PathBuf),
 }
 
-/// One content of an account: its size and blocks, and where to read them.
+/// One content of an account: its size and blocks, where to read them, and how many
+/// entries and versions refer to it.
 struct Content {
     size: u64,
     blocks: Vec<BlockInfo>,
     source: Source,
+    refs: i64,
 }
 
 /// Stores every block of every live file and version in the bucket, each once per
 /// account; returns each account's contents by hash.
 async fn upload(
     store: &Store,
-    accounts: &Accounts,
+    order: &HashMap<String, i64>,
     folders: &[Folder],
     done: &mut Imported,
 ) -> Result<BTreeMap<String, HashMap<Hash, Content>>> {
     let mut contents: BTreeMap<String, HashMap<Hash, Content>> = BTreeMap::new();
     for folder in folders {
         let of = contents.entry(folder.account.clone()).or_default();
-        for e in &folder.entries {
-            if e.kind == EntryKind::File && !e.deleted {
-                of.entry(e.hash).or_insert_with(|| Content {
+        let live = folder
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::File && !e.deleted);
+        for e in live {
+            of.entry(e.hash)
+                .or_insert_with(|| Content {
                     size: e.size,
                     blocks: e.blocks.clone(),
                     source: Source::Tree(folder.root.clone(), e.path.clone()),
-                });
-            }
+                    refs: 0,
+                })
+                .refs += 1;
         }
         for (version, hashed) in &folder.versions {
-            of.entry(hashed.hash).or_insert_with(|| Content {
-                size: hashed.size,
-                blocks: hashed.blocks.clone(),
-                source: Source::Version(version.file.clone()),
-            });
+            of.entry(hashed.hash)
+                .or_insert_with(|| Content {
+                    size: hashed.size,
+                    blocks: hashed.blocks.clone(),
+                    source: Source::Version(version.file.clone()),
+                    refs: 0,
+                })
+                .refs += 1;
         }
     }
-    // Account ids are not known before the transaction; blocks are stored under the
-    // order the accounts will be inserted in, which `write_accounts` follows.
-    let order = account_order(accounts, folders);
     for (account, of) in &contents {
         let id = order[account];
         let mut stored: HashSet<Hash> = HashSet::new();
         for content in of.values() {
             let mut offset = 0u64;
+            let mut reader = None;
             for block in &content.blocks {
                 if stored.insert(block.hash) && block.size > 0 {
-                    let data = read_block(&content.source, offset, block.size)?;
+                    if reader.is_none() {
+                        reader = Some(open(&content.source)?);
+                    }
+                    let file = reader.as_ref().expect("opened above");
+                    let data = read_block(&content.source, file, offset, block.size)?;
                     store
                         .chunks
                         .put(id, &block.hash, Bytes::from(data))
@@ -206,22 +220,32 @@ fn describe(source: &Source, account: &str) -> String {
     }
 }
 
-fn read_block(source: &Source, offset: u64, size: u32) -> Result<Vec<u8>> {
+/// Opens where a content's bytes are, once for all its blocks: a file of the tree
+/// beneath its folder's root (never through a symlink), or a kept version.
+fn open(source: &Source) -> Result<File> {
     match source {
         Source::Tree(root, path) => {
             let root =
                 Root::open(root).with_context(|| format!("cannot open {}", root.display()))?;
-            tree::read_block(&root, path, offset, size)
-                .with_context(|| format!("cannot read {path} in {}", root.path().display()))
+            let opened = root
+                .parent(path)
+                .and_then(|(dir, name)| dir.open_regular(name));
+            opened.with_context(|| format!("cannot open {path} in {}", root.path().display()))
         }
         Source::Version(file) => {
-            let mut data = vec![0; size as usize];
-            File::open(file)
-                .and_then(|f| f.read_exact_at(&mut data, offset))
-                .with_context(|| format!("cannot read version {}", file.display()))?;
-            Ok(data)
+            File::open(file).with_context(|| format!("cannot open version {}", file.display()))
         }
     }
+}
+
+fn read_block(source: &Source, file: &File, offset: u64, size: u32) -> Result<Vec<u8>> {
+    let mut data = vec![0; size as usize];
+    file.read_exact_at(&mut data, offset)
+        .with_context(|| match source {
+            Source::Tree(root, path) => format!("cannot read {path} in {}", root.display()),
+            Source::Version(file) => format!("cannot read version {}", file.display()),
+        })?;
+    Ok(data)
 }
 
 /// The id each account will get: accounts are inserted into an empty table in this
@@ -240,10 +264,9 @@ fn account_order(accounts: &Accounts, folders: &[Folder]) -> HashMap<String, i64
 async fn write_accounts(
     tx: &Transaction<'_>,
     accounts: &Accounts,
-    folders: &[Folder],
+    order: &HashMap<String, i64>,
     done: &mut Imported,
-) -> Result<HashMap<String, i64>> {
-    let order = account_order(accounts, folders);
+) -> Result<()> {
     let mut by_id: Vec<(&String, &i64)> = order.iter().collect();
     by_id.sort_by_key(|(_, id)| **id);
     let created: HashMap<&str, i64> = accounts
@@ -327,7 +350,7 @@ async fn write_accounts(
         .await
         .with_context(|| format!("cannot import the share of {owner}/{folder} with {member}"))?;
     }
-    Ok(order)
+    Ok(())
 }
 
 async fn write_contents(
@@ -342,8 +365,15 @@ async fn write_contents(
         for (hash, content) in of {
             let blocks = postcard::to_stdvec(&content.blocks).context("cannot encode blocks")?;
             tx.execute(
-                "INSERT INTO contents (account_id, hash, size, blocks) VALUES ($1, $2, $3, $4)",
-                &[&id, &hash.0.as_slice(), &(content.size as i64), &blocks],
+                "INSERT INTO contents (account_id, hash, size, blocks, refs) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &id,
+                    &hash.0.as_slice(),
+                    &(content.size as i64),
+                    &blocks,
+                    &content.refs,
+                ],
             )
             .await
             .with_context(|| format!("cannot import content {hash} of {account}"))?;
@@ -461,19 +491,6 @@ async fn write_folder(
         )
         .await?;
         done.versions += 1;
-    }
-    let refs = "UPDATE contents c SET refs = refs + 1 WHERE c.account_id = $1 AND c.hash = $2";
-    for e in folder
-        .entries
-        .iter()
-        .filter(|e| e.kind == EntryKind::File && !e.deleted)
-    {
-        tx.execute(refs, &[&account_id, &e.hash.0.as_slice()])
-            .await?;
-    }
-    for (_, hashed) in &folder.versions {
-        tx.execute(refs, &[&account_id, &hashed.hash.0.as_slice()])
-            .await?;
     }
     done.folders += 1;
     Ok(())
