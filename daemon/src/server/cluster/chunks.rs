@@ -23,19 +23,22 @@ pub struct Chunks {
     place: String,
 }
 
-/// What went wrong reaching the bucket, with the config key a person should look at.
+/// What went wrong reaching the bucket, with the config key a person should look at,
+/// told by the kind of error object_store made of the store's answer.
 fn s3_problem(e: &object_store::Error, place: &str) -> String {
-    let text = e.to_string();
-    let key = if text.contains("403") || text.contains("Forbidden") || text.contains("AccessDenied")
-    {
-        "the key is refused: check server.cluster.s3_access_key_id and \
-         s3_secret_access_key, and that the key may read and write the bucket"
-    } else if text.contains("NoSuchBucket") || text.contains("404") {
-        "the bucket does not exist: check server.cluster.s3_bucket, or create it"
-    } else {
-        "check server.cluster.s3_endpoint and that the store is running"
+    use object_store::Error::{NotFound, PermissionDenied, Unauthenticated};
+    let key = match e {
+        PermissionDenied { .. } | Unauthenticated { .. } => {
+            "the key is refused: check server.cluster.s3_access_key_id and \
+             s3_secret_access_key, and that the key may read and write the bucket"
+        }
+        // A write or a listing that finds nothing: the bucket itself is missing.
+        NotFound { .. } => {
+            "the bucket does not exist: check server.cluster.s3_bucket, or create it"
+        }
+        _ => "check server.cluster.s3_endpoint and that the store is running",
     };
-    format!("the bucket {place} cannot be used ({key}): {text}")
+    format!("the bucket {place} cannot be used ({key}): {e}")
 }
 
 impl Chunks {
