@@ -121,21 +121,27 @@ impl Garage {
     /// connected among themselves.
     pub fn kill_node(&mut self, i: usize) {
         self.stop_node(i);
-        self.connect_running();
-        self.wait_connected();
+        self.reconnect();
+    }
+
+    /// The nodes that run.
+    fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].child.is_some())
+            .collect()
     }
 
     /// Asks every running node to connect to every other at once, rather than after
-    /// its retry interval (tens of seconds).
-    fn connect_running(&self) {
-        let running: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| self.nodes[i].child.is_some())
-            .collect();
+    /// its retry interval (tens of seconds), and waits until each lists all the others
+    /// among its healthy nodes.
+    fn reconnect(&self) {
+        let running = self.running();
         for &i in &running {
             for &j in running.iter().filter(|&&j| j != i) {
                 self.cli_ok(i, &["node", "connect", &self.nodes[j].address]);
             }
         }
+        self.wait_connected();
     }
 
     fn stop_node(&mut self, i: usize) {
@@ -149,17 +155,14 @@ impl Garage {
     /// other node.
     pub fn restart_node(&mut self, i: usize) {
         self.start_node(i);
-        self.connect_running();
-        self.wait_connected();
+        self.reconnect();
     }
 
     /// Waits until every running node lists every other running node among its healthy
     /// ones: connections between nodes are made, and re-made after one goes, in the
     /// background.
     fn wait_connected(&self) {
-        let running: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| self.nodes[i].child.is_some())
-            .collect();
+        let running = self.running();
         for &via in &running {
             poll_until(START_TIMEOUT, || {
                 let status =
