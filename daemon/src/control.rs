@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use filesync_proto::MAX_CONTROL_REQUEST;
-use filesync_proto::control::{self, ControlErrorKind, Request, Response};
+use filesync_proto::control::{self, Request, Response};
 use interprocess::local_socket::tokio::{Listener, Stream, prelude::*};
 use interprocess::local_socket::{GenericFilePath, ListenerOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::{self, Events};
 use crate::lifecycle::web::Sessions;
-use crate::supervisor::ControlCmd;
+use crate::supervisor::{ControlCmd, bad, failed};
 
 /// A client that has not sent its whole request by then is dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -343,13 +343,10 @@ pub async fn serve(listener: Listener, path: PathBuf, served: Served, cancel: Ca
 /// Tells a refused peer why, then drains what it sent for a moment without keeping it:
 /// closing with unread data would reset the connection before the peer reads the answer.
 async fn refuse(mut stream: Stream) {
-    let response = Response::Error {
-        kind: ControlErrorKind::Failed,
-        message: format!(
-            "permission denied: this daemon accepts control requests only from its own \
-             user and {ADMIN}"
-        ),
-    };
+    let response = failed(format!(
+        "permission denied: this daemon accepts control requests only from its own user \
+         and {ADMIN}"
+    ));
     if write_frame(&mut stream, &response).await.is_err() {
         return;
     }
@@ -374,17 +371,12 @@ async fn handle(mut stream: Stream, served: Served, cancel: CancellationToken) -
             Some(sessions) => Response::Ok {
                 message: sessions.login_url(),
             },
-            None => Response::Error {
-                kind: ControlErrorKind::Failed,
-                message: "this daemon serves no web page: daemon.web_listen is \"\" or its \
-                          port could not be bound (see `filesyncctl status`)"
-                    .to_owned(),
-            },
+            None => failed(
+                "this daemon serves no web page: daemon.web_listen is \"\" or its port \
+                 could not be bound (see `filesyncctl status`)",
+            ),
         },
-        Err(e) => Response::Error {
-            kind: ControlErrorKind::BadRequest,
-            message: e.to_string(),
-        },
+        Err(e) => bad(e.to_string()),
         Ok(request) => ControlCmd::ask(&served.supervisor, request).await,
     };
     write_frame(&mut stream, &response).await
@@ -421,10 +413,9 @@ async fn stream_events(
         let response = match event {
             Ok(event) if events::matches(&event, folder) => Response::Event(event),
             Ok(_) => continue,
-            Err(broadcast::error::RecvError::Lagged(n)) => Response::Error {
-                kind: ControlErrorKind::Failed,
-                message: format!("{n} events were missed: they came faster than they were read"),
-            },
+            Err(broadcast::error::RecvError::Lagged(n)) => failed(format!(
+                "{n} events were missed: they came faster than they were read"
+            )),
             Err(broadcast::error::RecvError::Closed) => return Ok(()),
         };
         write_frame(&mut stream, &response).await?;

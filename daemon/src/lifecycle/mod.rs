@@ -31,6 +31,7 @@ use anyhow::Result;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub(crate) mod http_listener;
 mod logfile;
 pub mod metrics;
 pub mod web;

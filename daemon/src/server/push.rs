@@ -85,20 +85,20 @@ async fn stage_pushes(
     let changes = pushes.flat_map(|(id, changes)| {
         let n = changes.len();
         let arrived = Instant::now();
-        let slots: Vec<(u64, bool, Option<Change>)> = if n == 0 {
-            vec![(id, true, None)]
+        let slots: Vec<(u64, bool, Option<Change>, Instant)> = if n == 0 {
+            vec![(id, true, None, arrived)]
         } else {
             let last = |i: usize| i + 1 == n;
             changes
                 .into_iter()
                 .enumerate()
-                .map(|(i, c)| (id, last(i), Some(c)))
+                .map(|(i, c)| (id, last(i), Some(c), arrived))
                 .collect()
         };
-        futures::stream::iter(slots.into_iter().map(move |slot| (slot, arrived)))
+        futures::stream::iter(slots)
     });
     let slots = changes
-        .map(|((id, last, change), arrived)| async move {
+        .map(|(id, last, change, arrived)| async move {
             let staged = match change {
                 None => None,
                 Some(change) => Some(prepare(folder, index, change, out, pending).await),

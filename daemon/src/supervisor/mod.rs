@@ -87,14 +87,16 @@ fn ok(message: impl Into<String>) -> Response {
     }
 }
 
-fn bad(message: impl Into<String>) -> Response {
+/// A refused request, answered as the control socket answers it.
+pub(crate) fn bad(message: impl Into<String>) -> Response {
     Response::Error {
         kind: ControlErrorKind::BadRequest,
         message: message.into(),
     }
 }
 
-fn failed(message: impl Into<String>) -> Response {
+/// A request that could not be carried out.
+pub(crate) fn failed(message: impl Into<String>) -> Response {
     Response::Error {
         kind: ControlErrorKind::Failed,
         message: message.into(),

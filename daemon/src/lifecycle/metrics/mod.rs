@@ -4,16 +4,16 @@
 //! status` does, and turns it into gauges and counters ([`snapshot`]); the few figures
 //! that nothing else holds are counted where they happen ([`recorded`]). A port that
 //! cannot be bound is logged and shown in status; the daemon runs on without it. Its
-//! connections are bounded in number and lifetime ([`listener`]).
+//! connections are bounded in number and lifetime ([`http_listener`]).
 //!
 //! It sits in `lifecycle` because it is about the process, not about sync, and
 //! `daemon/src` has no room for another top-level entry (`scripts/layout-check.py`).
 
-pub(crate) mod listener;
 pub mod recorded;
 mod snapshot;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -28,8 +28,15 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::http_listener::{self, Limited};
 use crate::supervisor::ControlCmd;
 pub use snapshot::Snapshot;
+
+/// Connections served at once; a scraper needs one.
+const MAX_CONNECTIONS: usize = 16;
+/// How long a connection may stay open. A scrape takes milliseconds; a scraper that
+/// keeps its connection between scrapes sees it closed while idle and opens another.
+const LIFETIME: Duration = Duration::from_secs(60);
 
 /// The media type of the OpenMetrics text format, which Prometheus asks for and reads.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -37,7 +44,7 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 /// Binds `addr` for `/metrics`. A failure does not stop the daemon: it is logged, and
 /// the returned [`Endpoint`] carries it into status.
 pub async fn bind(addr: SocketAddr) -> (Endpoint, Option<TcpListener>) {
-    let bound = listener::bind(addr, "/metrics", "metrics", "daemon.metrics_listen").await;
+    let bound = http_listener::bind(addr, "/metrics", "metrics", "daemon.metrics_listen").await;
     if let (Some(_), endpoint) = (&bound.1, &bound.0) {
         let listen = &endpoint.listen;
         tracing::info!(%listen, "serving Prometheus metrics on http://{listen}/metrics");
@@ -55,7 +62,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/metrics", get(scrape))
         .with_state(supervisor);
-    let listener = listener::Limited::new(listener, listener::MAX_CONNECTIONS, listener::LIFETIME);
+    let listener = Limited::new(listener, MAX_CONNECTIONS, LIFETIME);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await;

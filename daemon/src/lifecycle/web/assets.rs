@@ -9,8 +9,16 @@ use axum::response::{Html, IntoResponse, Response};
 
 use super::Web;
 
-const PAGE: &str = include_str!("assets/index.html");
-const LOGIN: &str = include_str!("assets/login.html");
+/// Both pages start with the same head (`head.html`); each file holds the rest of its
+/// page, from its title on.
+const PAGE: &str = concat!(
+    include_str!("assets/head.html"),
+    include_str!("assets/index.html")
+);
+const LOGIN: &str = concat!(
+    include_str!("assets/head.html"),
+    include_str!("assets/login.html")
+);
 const SCRIPT: &str = include_str!("assets/app.js");
 const STYLE: &str = include_str!("assets/style.css");
 

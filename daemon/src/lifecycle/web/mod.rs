@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::metrics::listener::{self, Limited};
+use super::http_listener::{self, Limited};
 use crate::events::Events;
 use crate::supervisor::ControlCmd;
 pub use session::Sessions;
@@ -85,7 +85,7 @@ pub async fn bind(addr: SocketAddr, state_dir: &Path) -> (Endpoint, Option<Bound
         }
     };
     let (endpoint, listener) =
-        listener::bind(addr, "the web page", "it", "daemon.web_listen").await;
+        http_listener::bind(addr, "the web page", "it", "daemon.web_listen").await;
     let Some(listener) = listener else {
         return (endpoint, None);
     };

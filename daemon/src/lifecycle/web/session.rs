@@ -126,8 +126,7 @@ fn insert_bounded(map: &mut HashMap<String, Instant>, key: String, max: usize, v
 }
 
 fn random_token() -> String {
-    let bytes: [u8; 32] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(rand::random::<[u8; 32]>())
 }
 
 /// The value of the session cookie, if the request carries one.

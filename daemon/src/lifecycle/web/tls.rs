@@ -15,7 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::conn::tls::ServerIdentity;
-use crate::lifecycle::metrics::listener::{Bounded, Limited};
+use crate::lifecycle::http_listener::{Bounded, Limited};
 
 /// A client that has not finished its handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -209,18 +209,13 @@ const INVITE_ID_BYTES: usize = 8;
 /// The id `server invites` shows for the token whose secret hashes to `hash`: 16 hex
 /// digits.
 pub(super) fn invite_id(hash: &[u8]) -> String {
-    hash.iter()
-        .take(INVITE_ID_BYTES)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(&hash[..INVITE_ID_BYTES.min(hash.len())])
 }
 
 fn parse_invite_id(id: &str) -> Option<Vec<u8>> {
     let id = id.trim();
-    if id.len() != INVITE_ID_BYTES * 2 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if id.len() != INVITE_ID_BYTES * 2 {
         return None;
     }
-    (0..INVITE_ID_BYTES)
-        .map(|i| u8::from_str_radix(&id[2 * i..2 * i + 2], 16).ok())
-        .collect()
+    hex::decode(id).ok()
 }

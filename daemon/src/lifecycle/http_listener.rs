@@ -52,13 +52,6 @@ pub async fn bind(
     }
 }
 
-/// Connections served at once; a scraper needs one.
-pub const MAX_CONNECTIONS: usize = 16;
-
-/// How long a connection may stay open. A scrape takes milliseconds; a scraper that
-/// keeps its connection between scrapes sees it closed while idle and opens another.
-pub const LIFETIME: Duration = Duration::from_secs(60);
-
 /// A TCP listener that hands out [`Bounded`] connections.
 pub struct Limited {
     listener: TcpListener,
@@ -156,6 +149,8 @@ mod tests {
     use tokio::io::AsyncReadExt;
 
     use super::*;
+
+    const LIFETIME: Duration = Duration::from_secs(60);
 
     async fn limited(max: usize) -> (Limited, SocketAddr) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
