@@ -562,3 +562,20 @@ impl Server {
         }
     }
 }
+
+impl Server {
+    /// `filesyncctl server export`: writes a cluster folder (`ACCOUNT/FOLDER`) into `dir`;
+    /// what was written, in words.
+    pub async fn export(&self, folder: &str, dir: &std::path::Path) -> Result<String> {
+        #[cfg(unix)]
+        if let Some(node) = &self.cluster {
+            return node.export(folder, dir).await;
+        }
+        bail!(
+            "this server keeps every folder as a browsable tree in {} (config key \
+             server.data_dir): copy DATA_DIR/ACCOUNT/FOLDER instead; `server export` is \
+             for cluster nodes, which keep none",
+            self.data_dir.display()
+        )
+    }
+}
