@@ -108,7 +108,7 @@ pub struct Server {
     devices: Mutex<HashMap<u64, ConnectedDevice>>,
     /// Set when the folders are served from the cluster (`server.backend = "cluster"`).
     #[cfg(unix)]
-    cluster: Option<Arc<cluster::serve::Node>>,
+    cluster: Option<ClusterNode>,
     /// One token per device that connected: revoking the device cancels it, which
     /// closes every connection of that device at once.
     device_cancels: Mutex<HashMap<DeviceId, CancellationToken>>,
@@ -116,6 +116,12 @@ pub struct Server {
     tracker: TaskTracker,
     cancel: CancellationToken,
 }
+
+/// This node's handles on the cluster, when it serves from one (Linux only).
+#[cfg(unix)]
+type ClusterNode = Arc<cluster::serve::Node>;
+#[cfg(not(unix))]
+type ClusterNode = std::convert::Infallible;
 
 /// Removes a device from the connected list when its session ends.
 pub struct Registration {
@@ -154,7 +160,7 @@ impl Server {
             crate::config::Backend::Embedded => (
                 ServerIdentity::load_or_create(&meta.join("tls"))?,
                 device,
-                None,
+                None::<ClusterNode>,
             ),
             #[cfg(unix)]
             crate::config::Backend::Cluster(cluster) => {
@@ -573,9 +579,10 @@ impl Server {
         }
         bail!(
             "this server keeps every folder as a browsable tree in {} (config key \
-             server.data_dir): copy DATA_DIR/ACCOUNT/FOLDER instead; `server export` is \
-             for cluster nodes, which keep none",
-            self.data_dir.display()
+             server.data_dir): copy {folder} from there instead of exporting it into {}; \
+             `server export` is for cluster nodes, which keep none",
+            self.data_dir.display(),
+            dir.display()
         )
     }
 }
