@@ -50,7 +50,9 @@ use self::lock::lock;
 use crate::config::{Registration as RegistrationMode, ServerSection};
 use crate::conn::Counters;
 use crate::conn::tls::ServerIdentity;
-use crate::server::accounts::{Accounts, Cancelled, Maker, OPEN_ACCOUNT, QuotaSetting};
+use crate::server::accounts::{
+    AccountStore, Accounts, Cancelled, Maker, OPEN_ACCOUNT, QuotaSetting,
+};
 pub use listen::serve;
 use quota::Quotas;
 use sequencer::ServerFolderHandle;
@@ -82,8 +84,8 @@ pub struct Server {
     max_connections_per_address: usize,
     identity: ServerIdentity,
     /// Used on the blocking pool only ([`Server::off_runtime`]): its calls wait on a
-    /// lock and on fsync.
-    accounts: Arc<Accounts>,
+    /// lock and on fsync, or on the cluster's database.
+    accounts: Arc<dyn AccountStore>,
     /// Folders shared across accounts, and the tokens that close a member's
     /// connections when its grant is taken back.
     shares: shares::Shares,
@@ -143,7 +145,7 @@ impl Server {
             )
         })?;
         let identity = ServerIdentity::load_or_create(&meta.join("tls"))?;
-        let accounts = Arc::new(Accounts::open(&meta.join("accounts.db"))?);
+        let accounts: Arc<dyn AccountStore> = Arc::new(Accounts::open(&meta.join("accounts.db"))?);
         let shares = shares::Shares::open(&meta.join("accounts.db"))?;
         let quotas = Quotas::new(cfg, accounts.quotas()?);
         tracing::info!(fingerprint = %identity.fingerprint, "server certificate");
