@@ -4,9 +4,13 @@
 //! What is built: connecting with errors that name the config key at fault, the tables,
 //! the block store, moving an embedded server's data in ([`import`],
 //! `filesyncd migrate-to-cluster`) and writing a folder's tree back out of it
-//! ([`export`]). Serving devices from it is not built yet: a node with
+//! ([`export`]), and the account side a node is to serve from: accounts, devices,
+//! invites and quotas ([`accounts`]) and share grants ([`shares`]) over a pool of
+//! connections ([`pool`]). Serving devices from it is not wired yet: a node with
 //! `backend = "cluster"` refuses to start (see `docs/cluster.md`).
 
+#[cfg(unix)]
+pub mod accounts;
 #[cfg(unix)]
 pub mod chunks;
 #[cfg(unix)]
@@ -18,7 +22,11 @@ pub mod gc;
 #[cfg(unix)]
 pub mod import;
 #[cfg(unix)]
+pub mod pool;
+#[cfg(unix)]
 pub mod schema;
+#[cfg(unix)]
+pub mod shares;
 #[cfg(unix)]
 mod store;
 
