@@ -7,7 +7,7 @@
 //! a refusal of the device), and the stores work again once it is back.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Barrier;
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use filesync_proto::auth::{AuthRequest, Refusal, Secret};
@@ -26,7 +26,7 @@ use tokio::runtime::Runtime;
 /// Two nodes' stores on one fresh database, and the runtime their connections live on.
 struct Nodes {
     pg: Postgres,
-    _runtime: Runtime,
+    runtime: Runtime,
     dbs: [Db; 2],
     one: PgAccounts,
     two: PgAccounts,
@@ -52,7 +52,7 @@ impl Nodes {
             two: PgAccounts::new(dbs[1].clone()),
             dbs,
             pg,
-            _runtime: runtime,
+            runtime,
         })
     }
 
@@ -428,6 +428,26 @@ fn a_postgres_outage_is_an_error_naming_the_key_and_the_stores_recover() {
     assert_eq!(back.unwrap().device, id("D1"));
     assert_eq!(nodes.two.invites().unwrap(), Vec::new());
     assert_eq!(shares.access(&key).unwrap(), None);
+}
+
+#[test]
+fn the_store_answers_from_the_blocking_pool_and_from_a_runtime_worker() {
+    let Some(nodes) = Nodes::start("threads") else {
+        return;
+    };
+    admin_token(&nodes.one, "alice");
+    let store = Arc::new(PgAccounts::new(nodes.dbs[1].clone()));
+    let (pooled, worker) = nodes.runtime.block_on(async {
+        // As the sessions and the control socket call it (`Server::off_runtime`), and
+        // as start-up reads the quotas, on a worker of the runtime.
+        let s = store.clone();
+        let pooled = tokio::task::spawn_blocking(move || s.accounts());
+        let s = store.clone();
+        let worker = tokio::spawn(async move { s.accounts() });
+        (pooled.await.unwrap(), worker.await.unwrap())
+    });
+    assert_eq!(pooled.unwrap()[0].account, "alice");
+    assert_eq!(worker.unwrap()[0].account, "alice");
 }
 
 /// Checks that an error names the database and its config key.
