@@ -450,6 +450,28 @@ fn the_store_answers_from_the_blocking_pool_and_from_a_runtime_worker() {
     assert_eq!(worker.unwrap()[0].account, "alice");
 }
 
+#[test]
+fn a_database_that_stops_answering_is_an_error_after_the_call_timeout() {
+    let Some(nodes) = Nodes::start("silent") else {
+        return;
+    };
+    let limit = Duration::from_secs(2);
+    let store = PgAccounts::new(nodes.dbs[0].clone().call_timeout(limit));
+    assert!(store.invites().unwrap().is_empty(), "a pooled connection");
+    nodes.pg.freeze();
+    let asked = std::time::Instant::now();
+    let e = store.invites().unwrap_err();
+    let took = asked.elapsed();
+    nodes.pg.thaw();
+    named(&e);
+    assert!(format!("{e:#}").contains("no answer within 2s"), "{e:#}");
+    assert!(took >= limit && took < limit * 5, "{took:?}");
+    let back = poll_until(Duration::from_secs(30), || {
+        store.invites().map_err(|e| format!("{e:#}"))
+    });
+    assert_eq!(back.unwrap(), Vec::new());
+}
+
 /// Checks that an error names the database and its config key.
 fn named(e: impl std::fmt::Display) {
     let said = format!("{e:#}");

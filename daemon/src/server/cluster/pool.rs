@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio_postgres::NoTls;
@@ -24,13 +24,19 @@ use crate::config::ClusterSection;
 const MAX_CONNECTIONS: usize = 8;
 /// How long making a connection, or waiting for a free one, may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one call may take in all, unless [`Db::call_timeout`] says otherwise: a
+/// database behind a silent network would otherwise hold the calling thread (and a
+/// device's session) until TCP gives up.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The pool, where it leads (for messages), and the runtime its connections live on.
+/// The pool, where it leads (for messages), the runtime its connections live on, and
+/// how long a call may take.
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
     place: String,
     runtime: Handle,
+    call_timeout: Duration,
 }
 
 impl Db {
@@ -66,12 +72,19 @@ impl Db {
             pool,
             place,
             runtime,
+            call_timeout: CALL_TIMEOUT,
         };
         let mut client = db.client().await.with_context(|| db.failed("connect"))?;
         schema::migrate(&mut client)
             .await
             .with_context(|| db.failed("lay out the cluster's tables"))?;
         Ok(db)
+    }
+
+    /// The same pool, with calls that give up after `limit`.
+    pub fn call_timeout(mut self, limit: Duration) -> Db {
+        self.call_timeout = limit;
+        self
     }
 
     /// A connection from the pool, made now if none is free.
@@ -84,7 +97,14 @@ impl Db {
     /// worker of the multi-threaded runtime (which the daemon runs) only after handing
     /// the worker's other tasks to another thread.
     pub fn wait<T>(&self, what: &str, work: impl Future<Output = Result<T>>) -> Result<T> {
-        let run = || self.runtime.block_on(work);
+        let run = || {
+            self.runtime.block_on(async {
+                let limit = self.call_timeout;
+                tokio::time::timeout(limit, work)
+                    .await
+                    .unwrap_or_else(|_| Err(anyhow!("no answer within {limit:?}")))
+            })
+        };
         let done = match Handle::try_current().map(|h| h.runtime_flavor()) {
             Err(_) => run(),
             Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
