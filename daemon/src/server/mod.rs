@@ -17,6 +17,8 @@
 pub mod accounts;
 pub mod cluster;
 mod decide;
+#[cfg(unix)]
+mod follow;
 mod history;
 mod inline;
 mod listen;
@@ -124,6 +126,11 @@ pub struct Server {
 type ClusterNode = Arc<cluster::serve::Node>;
 #[cfg(not(unix))]
 type ClusterNode = std::convert::Infallible;
+/// What other nodes changed ([`cluster::admin`]).
+#[cfg(unix)]
+type AdminEvents = tokio::sync::mpsc::UnboundedReceiver<cluster::admin::AdminEvent>;
+#[cfg(not(unix))]
+type AdminEvents = std::convert::Infallible;
 
 /// Removes a device from the connected list when its session ends.
 pub struct Registration {
@@ -155,7 +162,7 @@ impl Server {
                 cfg.data_dir.display()
             )
         })?;
-        let (identity, device, accounts, shares, quotas, node) = match &cfg.backend {
+        let (identity, device, accounts, shares, quotas, node, admin) = match &cfg.backend {
             crate::config::Backend::Embedded => {
                 let accounts: Arc<dyn AccountStore> =
                     Arc::new(Accounts::open(&meta.join("accounts.db"))?);
@@ -169,6 +176,7 @@ impl Server {
                     shares,
                     quotas,
                     None::<ClusterNode>,
+                    None::<AdminEvents>,
                 )
             }
             #[cfg(unix)]
@@ -185,6 +193,7 @@ impl Server {
                     shares::Shares::new(Box::new(table)),
                     node.quotas.clone(),
                     Some(node),
+                    Some(started.admin),
                 )
             }
             #[cfg(not(unix))]
@@ -246,6 +255,12 @@ impl Server {
         if node.is_none() {
             server.tracker.spawn(server.clone().visits());
         }
+        #[cfg(unix)]
+        if let Some(admin) = admin {
+            server.tracker.spawn(server.clone().follow_admin(admin));
+        }
+        #[cfg(not(unix))]
+        let _ = admin;
         Ok((server, listener))
     }
 

@@ -218,7 +218,7 @@ impl Shares {
     }
 
     /// Closes the member's live connections to the folder.
-    fn withdraw(&self, key: &Key) {
+    pub(super) fn withdraw(&self, key: &Key) {
         if let Some(token) = lock(&self.live).remove(key) {
             token.cancel();
         }
