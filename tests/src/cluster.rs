@@ -202,17 +202,22 @@ impl Cluster {
     }
 
     /// The trees that must agree: `folder` on each listed client, then the server's copy.
+    /// A server serving from a cluster has no copy: only the clients' trees are
+    /// compared then.
     pub fn replicas(&self, folder: &str, clients: &[usize]) -> Result<Vec<PathBuf>, String> {
+        let mut trees: Vec<PathBuf> = clients
+            .iter()
+            .map(|&i| self.clients[i].folder_dir(folder))
+            .collect();
+        if self.server.serves_from_cluster() {
+            return Ok(trees);
+        }
         let server = self.server_dir(folder).ok_or_else(|| {
             format!(
                 "no server copy of {folder:?} under {} yet",
                 self.server.data_dir().display()
             )
         })?;
-        let mut trees: Vec<PathBuf> = clients
-            .iter()
-            .map(|&i| self.clients[i].folder_dir(folder))
-            .collect();
         trees.push(server);
         Ok(trees)
     }
@@ -353,12 +358,15 @@ impl Cluster {
             .join(rel)
     }
 
-    /// `rel` holds exactly `content` on every client and on the server.
+    /// `rel` holds exactly `content` on every client and on the server (if it keeps a
+    /// copy: not when it serves from a cluster).
     pub fn assert_file_everywhere(&self, folder: &str, rel: &str, content: &[u8]) {
         for i in self.all_clients() {
             files::assert_file(&self.path_on(i, folder, rel), content);
         }
-        files::assert_file(&self.server_path(folder, rel), content);
+        if !self.server.serves_from_cluster() {
+            files::assert_file(&self.server_path(folder, rel), content);
+        }
     }
 
     /// No conflict copy (`*.sync-conflict-*`) in `tree`, a manifest of `folder`, and none
@@ -376,12 +384,15 @@ impl Cluster {
         }
     }
 
-    /// Nothing exists at `rel` on any client nor on the server.
+    /// Nothing exists at `rel` on any client nor on the server (see
+    /// [`Cluster::assert_file_everywhere`]).
     pub fn assert_absent_everywhere(&self, folder: &str, rel: &str) {
         for i in self.all_clients() {
             files::assert_absent(&self.path_on(i, folder, rel));
         }
-        files::assert_absent(&self.server_path(folder, rel));
+        if !self.server.serves_from_cluster() {
+            files::assert_absent(&self.server_path(folder, rel));
+        }
     }
 
     /// `filesyncctl pause FOLDER` on client `i`, then waits until its status says

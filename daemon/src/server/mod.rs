@@ -16,6 +16,7 @@
 
 pub mod accounts;
 pub mod cluster;
+mod decide;
 mod history;
 mod inline;
 mod listen;
@@ -25,8 +26,10 @@ pub mod quota;
 pub(crate) mod sequencer;
 mod session;
 pub mod shares;
+pub(crate) mod store;
 pub(crate) mod stream;
 pub mod versions;
+mod visits;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -41,7 +44,6 @@ use filesync_proto::control::{
 };
 use filesync_proto::wire::Hello;
 use filesync_proto::{AccountName, DeviceId, FolderName};
-use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -106,6 +108,9 @@ pub struct Server {
     /// Folders opened since the server started (see [`sequencer::Lifetime::first_open`]).
     opened: Mutex<std::collections::HashSet<(AccountName, FolderName)>>,
     devices: Mutex<HashMap<u64, ConnectedDevice>>,
+    /// Set when the folders are served from the cluster (`server.backend = "cluster"`).
+    #[cfg(unix)]
+    cluster: Option<ClusterNode>,
     /// One token per device that connected: revoking the device cancels it, which
     /// closes every connection of that device at once.
     device_cancels: Mutex<HashMap<DeviceId, CancellationToken>>,
@@ -113,6 +118,12 @@ pub struct Server {
     tracker: TaskTracker,
     cancel: CancellationToken,
 }
+
+/// This node's handles on the cluster, when it serves from one (Linux only).
+#[cfg(unix)]
+type ClusterNode = Arc<cluster::serve::Node>;
+#[cfg(not(unix))]
+type ClusterNode = std::convert::Infallible;
 
 /// Removes a device from the connected list when its session ends.
 pub struct Registration {
@@ -144,10 +155,34 @@ impl Server {
                 cfg.data_dir.display()
             )
         })?;
-        let identity = ServerIdentity::load_or_create(&meta.join("tls"))?;
         let accounts: Arc<dyn AccountStore> = Arc::new(Accounts::open(&meta.join("accounts.db"))?);
         let shares = shares::Shares::open(&meta.join("accounts.db"))?;
-        let quotas = Quotas::new(cfg, accounts.quotas()?);
+        let quotas = Arc::new(Quotas::new(cfg, accounts.quotas()?));
+        let (identity, device, node) = match &cfg.backend {
+            crate::config::Backend::Embedded => (
+                ServerIdentity::load_or_create(&meta.join("tls"))?,
+                device,
+                None::<ClusterNode>,
+            ),
+            #[cfg(unix)]
+            crate::config::Backend::Cluster(cluster) => {
+                let started = cluster::serve::Node::start(
+                    cfg,
+                    cluster,
+                    &device,
+                    quotas.clone(),
+                    &tracker,
+                    cancel.clone(),
+                )
+                .await?;
+                let device = started.node.server_device.clone();
+                (started.identity, device, Some(started.node))
+            }
+            #[cfg(not(unix))]
+            crate::config::Backend::Cluster(_) => {
+                bail!("server.backend = \"cluster\": the cluster backend runs on Linux nodes only")
+            }
+        };
         tracing::info!(fingerprint = %identity.fingerprint, "server certificate");
         let bound = listener
             .local_addr()
@@ -178,13 +213,15 @@ impl Server {
             shares,
             registration: cfg.registration,
             folders: Mutex::new(HashMap::new()),
-            quotas: Arc::new(quotas),
+            quotas,
             max_folders_per_account: cfg.max_folders_per_account as usize,
             folder_problems: Mutex::default(),
             closed: Mutex::default(),
             idle_after: idle_after(),
             opened: Mutex::default(),
             devices: Mutex::new(HashMap::new()),
+            #[cfg(unix)]
+            cluster: node.clone(),
             device_cancels: Mutex::new(HashMap::new()),
             counters: Arc::new(Counters::default()),
             tracker,
@@ -196,83 +233,11 @@ impl Server {
                 cfg.data_dir.display()
             )
         })?;
-        server.tracker.spawn(server.clone().visits());
+        // A cluster folder has no tree in which anything could change meanwhile.
+        if node.is_none() {
+            server.tracker.spawn(server.clone().visits());
+        }
         Ok((server, listener))
-    }
-
-    /// Visits every folder on disk that is not open, at start and then every hour, so
-    /// that changes made in the server's copy while it was closed (or the server was
-    /// down) are taken in even before a device connects: each is opened, scanned and
-    /// closed again, a few at a time, so that the folders open at once stay few.
-    async fn visits(self: Arc<Self>) {
-        let mut every = tokio::time::interval(sequencer::RESCAN_EVERY);
-        loop {
-            tokio::select! {
-                _ = self.cancel.cancelled() => return,
-                _ = every.tick() => {}
-            }
-            let closed: Vec<_> = {
-                let open = lock(&self.folders);
-                self.folders_on_disk()
-                    .into_iter()
-                    .filter(|key| !open.contains_key(key))
-                    .collect()
-            };
-            let visits = futures::stream::iter(closed).for_each_concurrent(VISITS_AT_ONCE, |key| {
-                let server = self.clone();
-                async move { server.visit(&key.0, &key.1).await }
-            });
-            tokio::select! {
-                _ = self.cancel.cancelled() => return,
-                () = visits => {}
-            }
-        }
-    }
-
-    /// Opens a closed folder to scan it, and waits (a while at most) until it is closed
-    /// again. A folder that cannot be opened is logged and shown in status.
-    async fn visit(self: &Arc<Self>, account: &AccountName, name: &FolderName) {
-        let closed = match self.open_folder(account, name, true) {
-            Ok(handle) => handle.closed(),
-            Err(e) => {
-                tracing::error!(account = %account, folder = %name, path = %self.data_dir.join(account.as_str()).join(name.as_str()).display(), "cannot open the folder; it is not served until this is fixed and a device connects to it again: {e:#}");
-                return;
-            }
-        };
-        // A device that connects meanwhile keeps the folder open: then this visit is
-        // over as far as the visitor is concerned.
-        let _ = tokio::time::timeout(VISIT_WAIT, closed).await;
-    }
-
-    /// Every (account, folder) that has a directory under the data dir.
-    fn folders_on_disk(&self) -> Vec<(AccountName, FolderName)> {
-        let mut found = Vec::new();
-        let Ok(accounts) = std::fs::read_dir(&self.data_dir) else {
-            return found;
-        };
-        for account in accounts.flatten() {
-            let Some(account) = account
-                .file_name()
-                .to_str()
-                .and_then(|n| AccountName::new(n).ok())
-            else {
-                continue;
-            };
-            let folders = self.folders_of(&account);
-            found.extend(folders.into_iter().map(|name| (account.clone(), name)));
-        }
-        found
-    }
-
-    /// The folders of `account` on disk: its directories with a folder's name.
-    fn folders_of(&self, account: &AccountName) -> Vec<FolderName> {
-        let Ok(dir) = std::fs::read_dir(self.data_dir.join(account.as_str())) else {
-            return Vec::new();
-        };
-        dir.flatten()
-            .filter(|f| f.file_type().is_ok_and(|t| t.is_dir()))
-            .filter_map(|f| f.file_name().to_str().and_then(|n| FolderName::new(n).ok()))
-            .collect()
     }
 
     /// The folder's handle, opening it (and scanning it) if it is closed.
@@ -287,6 +252,31 @@ impl Server {
             bail!("folder name {name} is not a name within account {account}");
         }
         self.open_folder(account, name, false)
+    }
+
+    /// The folder's handle as a device's session opens it: from the cluster, or the
+    /// embedded folder ([`Server::folder`]).
+    async fn open(
+        self: &Arc<Self>,
+        account: &AccountName,
+        name: &FolderName,
+    ) -> Result<ServerFolderHandle> {
+        #[cfg(unix)]
+        if let Some(node) = &self.cluster {
+            if name.owner().is_some() {
+                bail!("folder name {name} is not a name within account {account}");
+            }
+            let key = (account.clone(), name.clone());
+            if let Some(h) = lock(&self.folders).get(&key) {
+                return Ok(h.clone());
+            }
+            let folder = node
+                .open(account, name, self.max_folders_per_account)
+                .await?;
+            let handle = ServerFolderHandle::cluster(folder, self.quotas.clone());
+            return Ok(lock(&self.folders).entry(key).or_insert(handle).clone());
+        }
+        self.folder(account, name)
     }
 
     /// The folder's handle, starting its sequencer if the folder is closed: for a
@@ -578,5 +568,23 @@ impl Server {
             folders,
             devices,
         }
+    }
+}
+
+impl Server {
+    /// `filesyncctl server export`: writes a cluster folder (`ACCOUNT/FOLDER`) into `dir`;
+    /// what was written, in words.
+    pub async fn export(&self, folder: &str, dir: &std::path::Path) -> Result<String> {
+        #[cfg(unix)]
+        if let Some(node) = &self.cluster {
+            return node.export(folder, dir).await;
+        }
+        bail!(
+            "this server keeps every folder as a browsable tree in {} (config key \
+             server.data_dir): copy {folder} from there instead of exporting it into {}; \
+             `server export` is for cluster nodes, which keep none",
+            self.data_dir.display(),
+            dir.display()
+        )
     }
 }

@@ -4,10 +4,10 @@
 //! What is built: connecting with errors that name the config key at fault, the tables,
 //! the block store, moving an embedded server's data in ([`import`],
 //! `filesyncd migrate-to-cluster`) and writing a folder's tree back out of it
-//! ([`export`]), and the account side a node is to serve from: accounts, devices,
-//! invites and quotas ([`accounts`]) and share grants ([`shares`]) over a pool of
-//! connections ([`pool`]). Serving devices from it is not wired yet: a node with
-//! `backend = "cluster"` refuses to start (see `docs/cluster.md`).
+//! ([`export`]), and serving devices from it ([`serve`]): every node with
+//! `backend = "cluster"` serves any device of any account. Accounts, devices, invites
+//! and quotas ([`accounts`]) and share grants ([`shares`]) are read and written over a
+//! pool of connections of their own ([`pool`]).
 
 #[cfg(unix)]
 pub mod accounts;
@@ -25,6 +25,8 @@ pub mod import;
 pub mod pool;
 #[cfg(unix)]
 pub mod schema;
+#[cfg(unix)]
+pub mod serve;
 #[cfg(unix)]
 pub mod shares;
 #[cfg(unix)]
@@ -80,21 +82,8 @@ pub async fn migrate_to_cluster(config: &Config) -> Result<String> {
 #[cfg(unix)]
 pub async fn export_folder(config: &Config, folder: &str, dir: &Path) -> Result<String> {
     let (_, cluster) = cluster_of(config)?;
-    let Some((account, name)) = folder.split_once('/') else {
-        bail!("{folder:?} is not ACCOUNT/FOLDER; write e.g. alice/docs");
-    };
-    let account = filesync_proto::AccountName::new(account)?;
-    let name = filesync_proto::FolderName::new(name)?;
     let store = Store::connect(cluster).await?;
-    let done = export::export(&store, &account, &name, dir).await?;
-    Ok(format!(
-        "wrote {account}/{name} into {}: {} files ({} bytes), {} directories, {} symlinks",
-        dir.display(),
-        done.files,
-        done.bytes,
-        done.dirs,
-        done.links
-    ))
+    export::export_into(&store.db, &store.chunks, folder, dir).await
 }
 
 /// `filesyncd gc`: what the collection did, in words. `FILESYNC_GC_GRACE_SECS`, a test

@@ -16,7 +16,7 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio_postgres::NoTls;
 
 use super::schema;
-use super::store::{postgres_config, where_db};
+use super::store::{pg_config, where_db};
 use crate::config::ClusterSection;
 
 /// Connections one node keeps open at most: several sessions authenticate at once, but
@@ -42,7 +42,7 @@ pub struct Db {
 impl Db {
     /// The pool on `server.cluster.postgres`; see [`Db::open`].
     pub async fn connect(cluster: &ClusterSection) -> Result<Db> {
-        Db::open(postgres_config(cluster)?).await
+        Db::open(pg_config(cluster)?).await
     }
 
     /// A pool on `config`, after one connection was made and the tables are laid out.
