@@ -156,7 +156,7 @@ impl Server {
             )
         })?;
         let accounts: Arc<dyn AccountStore> = Arc::new(Accounts::open(&meta.join("accounts.db"))?);
-        let shares = shares::Shares::open(&meta.join("accounts.db"))?;
+        let shares = shares::Shares::open(&meta.join("accounts.db"), &cfg.data_dir)?;
         let quotas = Arc::new(Quotas::new(cfg, accounts.quotas()?));
         let (identity, device, node) = match &cfg.backend {
             crate::config::Backend::Embedded => (

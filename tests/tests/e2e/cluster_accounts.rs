@@ -406,6 +406,14 @@ fn quotas_and_shares_recorded_on_one_node_hold_on_the_other() {
 
     let (one, two) = (nodes.shares(0), nodes.shares(1));
     let docs = FolderName::new("docs").unwrap();
+    assert!(!two.has_folder(&home, &docs).unwrap());
+    nodes.pg.psql(
+        "quotashares",
+        "INSERT INTO folders (account_id, name, epoch, next_seq, last_seq) \
+         SELECT id, 'docs', 1, 1, 0 FROM accounts WHERE name = 'home'",
+    );
+    assert!(two.has_folder(&home, &docs).unwrap());
+    assert!(!two.has_folder(&name("bob"), &docs).unwrap());
     let key = (home.clone(), docs.clone(), name("bob"));
     assert_eq!(two.access(&key).unwrap(), None);
     assert_eq!(one.grant(&key, false).unwrap(), Some(false));
