@@ -153,4 +153,20 @@ impl ShareTable for PgShares {
         };
         self.db.wait("list the shares", work)
     }
+
+    fn has_folder(&self, owner: &AccountName, folder: &FolderName) -> Result<bool> {
+        let work = async {
+            let db = self.db.client().await?;
+            let row = db
+                .query_opt(
+                    "SELECT 1 FROM folders f JOIN accounts a ON a.id = f.account_id
+                     WHERE a.name = $1 AND f.name = $2",
+                    &[&owner.as_str(), &folder.as_str()],
+                )
+                .await?;
+            Ok(row.is_some())
+        };
+        self.db
+            .wait(&format!("look up folder {owner}/{folder}"), work)
+    }
 }
