@@ -31,7 +31,7 @@ pub enum Backend {
     /// SQLite files and the folders as directory trees under `data_dir` (the default).
     Embedded,
     /// PostgreSQL and an S3-compatible bucket, shared by several nodes.
-    Cluster(ClusterSection),
+    Cluster(Box<ClusterSection>),
 }
 
 /// `[server.cluster]`.
@@ -103,7 +103,7 @@ pub(super) fn backend(cx: &Cx, server: &Section) -> Result<Backend, ConfigError>
                 ));
             };
             let section = cx.section("server.cluster", "[server.cluster]", item, cluster_line)?;
-            cluster(cx, &section).map(Backend::Cluster)
+            cluster(cx, &section).map(|c| Backend::Cluster(Box::new(c)))
         }
         Some((other, line)) => Err(cx.err(
             line,
