@@ -19,7 +19,7 @@ use filesync_proto::wire::{Change, Entry, EntryKind, PushOutcome, VersionInfo};
 use filesync_proto::{DeviceId, Hash, RelPath};
 
 use super::folder::ClusterFolder;
-use super::rows::{self, ENTRY_COLS, ENTRY_FROM, EntryRow};
+use super::rows::{self, Cached, ENTRY_COLS, ENTRY_FROM, EntryRow};
 use crate::events::unix_secs;
 use crate::index::subtree_bounds;
 use crate::server::decide::{self, refusal, stale_base};
@@ -93,7 +93,7 @@ impl ClusterFolder {
     pub async fn versions(&self, path: &RelPath) -> Result<Vec<VersionInfo>> {
         let db = self.node.db().await?;
         let rows = db
-            .query(
+            .query_c(
                 "SELECT seq, size, mtime_ns, kept_at FROM versions WHERE folder_id = $1 \
                  AND path = $2 ORDER BY kept_at DESC, seq DESC, id DESC",
                 &[&self.id, &path.as_str()],
@@ -144,13 +144,13 @@ impl ClusterFolder {
         let mut group = Group::lock(self, &tx).await?;
         let next = history::next_after_rollback(group.row.next_seq as u64, seen) as i64;
         if next > group.row.next_seq {
-            tx.execute(
+            tx.execute_c(
                 "INSERT INTO gaps (folder_id, after, start) VALUES ($1, $2, $3) \
                  ON CONFLICT (folder_id, after) DO UPDATE SET start = GREATEST(gaps.start, $3)",
                 &[&self.id, &group.row.last_seq, &next],
             )
             .await?;
-            tx.execute(
+            tx.execute_c(
                 "UPDATE folders SET next_floor = $2 WHERE id = $1",
                 &[&self.id, &next],
             )
@@ -178,7 +178,7 @@ impl ClusterFolder {
 impl<'a, 'b> Group<'a, 'b> {
     async fn lock(folder: &'a ClusterFolder, tx: &'a Transaction<'b>) -> Result<Group<'a, 'b>> {
         let r = tx
-            .query_one(
+            .query_one_c(
                 "SELECT next_seq, last_seq, epoch, files, bytes FROM folders WHERE id = $1 \
                  FOR UPDATE",
                 &[&folder.id],
@@ -204,14 +204,14 @@ impl<'a, 'b> Group<'a, 'b> {
         let r = &self.row;
         let (id, folder) = (self.folder.id, self.folder);
         self.tx
-            .execute(
+            .execute_c(
                 "UPDATE folders SET next_seq = $2, last_seq = $3, epoch = $4, files = $5, \
                  bytes = $6 WHERE id = $1",
                 &[&id, &r.next_seq, &r.last_seq, &r.epoch, &r.files, &r.bytes],
             )
             .await?;
         self.tx
-            .execute(
+            .execute_c(
                 "SELECT pg_notify($1, $2)",
                 &[
                     &super::notify::CHANNEL,
@@ -228,7 +228,7 @@ impl<'a, 'b> Group<'a, 'b> {
             format!("SELECT {ENTRY_COLS} FROM {ENTRY_FROM} WHERE e.folder_id = $1 AND e.path = $3");
         let row = self
             .tx
-            .query_opt(
+            .query_opt_c(
                 &sql,
                 &[&self.folder.id, &self.folder.account_id, &path.as_str()],
             )
@@ -241,7 +241,7 @@ impl<'a, 'b> Group<'a, 'b> {
         let (lo, hi) = subtree_bounds(path);
         Ok(self
             .tx
-            .query_one(
+            .query_one_c(
                 "SELECT EXISTS (SELECT 1 FROM entries WHERE folder_id = $1 AND path > $2 \
                  AND path < $3 AND NOT deleted)",
                 &[&self.folder.id, &lo, &hi],
@@ -255,7 +255,7 @@ impl<'a, 'b> Group<'a, 'b> {
         let (lo, hi) = subtree_bounds(path);
         Ok(self
             .tx
-            .query_one(
+            .query_one_c(
                 "SELECT EXISTS (SELECT 1 FROM entries WHERE folder_id = $1 AND (path = $2 \
                  OR (path > $3 AND path < $4)))",
                 &[&self.folder.id, &path.as_str(), &lo, &hi],
@@ -285,7 +285,7 @@ impl<'a, 'b> Group<'a, 'b> {
             self.row.bytes += entry.size as i64;
         }
         EntryRow::of(&entry)?
-            .put(&**self.tx, self.folder.id, &entry)
+            .put(self.tx, self.folder.id, &entry)
             .await?;
         Ok(seq)
     }
@@ -373,7 +373,7 @@ impl<'a, 'b> Group<'a, 'b> {
         let (lo, hi) = subtree_bounds(from);
         let cut = from.as_str().chars().count() as i32 + 1;
         self.tx
-            .execute(
+            .execute_c(
                 "UPDATE entries SET path = $2 || substr(path, $5) WHERE folder_id = $1 AND \
                  (path = $6 OR (path > $3 AND path < $4))",
                 &[
@@ -389,7 +389,7 @@ impl<'a, 'b> Group<'a, 'b> {
             .with_context(|| format!("cannot move {from} to {to} in the database"))?;
         let rename_seq = self.take_seq() as i64;
         self.tx
-            .execute(
+            .execute_c(
                 "INSERT INTO renames (folder_id, seq, src, dst) VALUES ($1, $2, $3, $4)",
                 &[&self.folder.id, &rename_seq, &from.as_str(), &to.as_str()],
             )
@@ -414,7 +414,7 @@ impl<'a, 'b> Group<'a, 'b> {
             return release(self.tx, self.folder.account_id, &e.hash, self.now).await;
         }
         self.tx
-            .execute(
+            .execute_c(
                 "INSERT INTO versions (folder_id, path, seq, kept_at, hash, size, mtime_ns) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 &[
@@ -440,7 +440,7 @@ impl<'a, 'b> Group<'a, 'b> {
         let blocks = rows::encode_blocks(&entry.blocks)?;
         let inserted: bool = self
             .tx
-            .query_one(
+            .query_one_c(
                 "INSERT INTO contents (account_id, hash, size, blocks, refs) \
                  VALUES ($1, $2, $3, $4, 1) ON CONFLICT (account_id, hash) \
                  DO UPDATE SET refs = contents.refs + 1 RETURNING (xmax = 0)",
@@ -461,7 +461,7 @@ impl<'a, 'b> Group<'a, 'b> {
         let hashes: Vec<&[u8]> = distinct.iter().map(|h| h.0.as_slice()).collect();
         let held = self
             .tx
-            .execute(
+            .execute_c(
                 "UPDATE blocks SET refs = refs + 1 WHERE account_id = $1 AND hash = ANY($2) \
                  AND state = $3",
                 &[&account, &hashes, &LIVE],
@@ -487,7 +487,7 @@ impl<'a, 'b> Group<'a, 'b> {
     ) -> Result<u64> {
         let chosen = self
             .tx
-            .query_opt(
+            .query_opt_c(
                 "SELECT v.seq, v.hash, v.size, v.mtime_ns, c.blocks FROM versions v \
                  JOIN contents c ON c.account_id = $3 AND c.hash = v.hash \
                  WHERE v.folder_id = $1 AND v.path = $2 AND ($4::bigint IS NULL OR v.seq = $4) \
@@ -553,7 +553,7 @@ pub(super) async fn release(
     now: i64,
 ) -> Result<()> {
     let left = tx
-        .query_opt(
+        .query_opt_c(
             "UPDATE contents SET refs = refs - 1 WHERE account_id = $1 AND hash = $2 \
              RETURNING refs, blocks",
             &[&account, &hash.0.as_slice()],
@@ -568,14 +568,14 @@ pub(super) async fn release(
         return Ok(());
     }
     let blocks = rows::decode_blocks(left.get(1))?;
-    tx.execute(
+    tx.execute_c(
         "DELETE FROM contents WHERE account_id = $1 AND hash = $2 AND refs <= 0",
         &[&account, &hash.0.as_slice()],
     )
     .await?;
     let distinct: HashSet<Hash> = blocks.iter().map(|b| b.hash).collect();
     let hashes: Vec<&[u8]> = distinct.iter().map(|h| h.0.as_slice()).collect();
-    tx.execute(
+    tx.execute_c(
         "UPDATE blocks SET refs = GREATEST(refs - 1, 0), touched_at = $3 \
          WHERE account_id = $1 AND hash = ANY($2)",
         &[&account, &hashes, &now],

@@ -15,7 +15,7 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::sync::watch;
 
 use super::Node;
-use super::rows::{self, ENTRY_COLS, ENTRY_FROM};
+use super::rows::{self, Cached, ENTRY_COLS, ENTRY_FROM};
 use crate::conn::{self, BlockResult};
 use crate::index::{StreamRead, rename_record};
 use crate::server::history::Lineage;
@@ -63,7 +63,7 @@ impl ClusterFolder {
         let sql =
             format!("SELECT {ENTRY_COLS} FROM {ENTRY_FROM} WHERE e.folder_id = $1 AND e.path = $3");
         let row = db
-            .query_opt(&sql, &[&self.id, &self.account_id, &path.as_str()])
+            .query_opt_c(&sql, &[&self.id, &self.account_id, &path.as_str()])
             .await
             .with_context(|| format!("cannot read {path} of {} from the database", self.label()))?;
         row.as_ref().map(rows::entry).transpose()
@@ -86,7 +86,7 @@ impl ClusterFolder {
              ORDER BY e.seq LIMIT $4"
         );
         let entries = tx
-            .query(
+            .query_c(
                 &sql,
                 &[&self.id, &self.account_id, &(since as i64), &(limit as i64)],
             )
@@ -96,12 +96,12 @@ impl ClusterFolder {
             .map(rows::entry)
             .collect::<Result<Vec<_>>>()?;
         let as_of: i64 = tx
-            .query_one("SELECT last_seq FROM folders WHERE id = $1", &[&self.id])
+            .query_one_c("SELECT last_seq FROM folders WHERE id = $1", &[&self.id])
             .await?
             .get(0);
         let mut renames = Vec::new();
         for row in tx
-            .query(
+            .query_c(
                 "SELECT seq, src, dst FROM renames WHERE folder_id = $1 AND seq > $2 \
                  AND seq <= $3 ORDER BY seq",
                 &[&self.id, &(renamed as i64), &as_of],
@@ -127,7 +127,7 @@ impl ClusterFolder {
     pub async fn any_after(&self, seq: u64) -> Result<bool> {
         let db = self.node.db().await?;
         Ok(db
-            .query_one(
+            .query_one_c(
                 "SELECT EXISTS (SELECT 1 FROM entries WHERE folder_id = $1 AND seq > $2)",
                 &[&self.id, &(seq as i64)],
             )
@@ -181,7 +181,7 @@ impl ClusterFolder {
         let db = self.node.db().await?;
         let wanted: Vec<&[u8]> = hashes.iter().map(|h| h.0.as_slice()).collect();
         let rows = db
-            .query(
+            .query_c(
                 "SELECT hash FROM blocks WHERE account_id = $1 AND hash = ANY($2) AND refs > 0",
                 &[&self.account_id, &wanted],
             )

@@ -96,11 +96,11 @@ impl EntryRow {
     /// Writes the row with [`PUT_ENTRY`].
     pub async fn put(
         &self,
-        tx: &impl tokio_postgres::GenericClient,
+        tx: &deadpool_postgres::Transaction<'_>,
         folder: i64,
         entry: &Entry,
     ) -> Result<()> {
-        tx.execute(
+        tx.execute_c(
             PUT_ENTRY,
             &[
                 &folder,
@@ -122,3 +122,81 @@ impl EntryRow {
         Ok(())
     }
 }
+
+type Params<'a> = &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)];
+
+/// The queries of serving, each prepared once per connection (deadpool's statement
+/// cache) rather than parsed and planned again at every call: a push of many small
+/// files runs a few of them per file.
+pub trait Cached {
+    async fn prepared(&self, sql: &str)
+    -> Result<tokio_postgres::Statement, tokio_postgres::Error>;
+
+    async fn query_c(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Vec<Row>, tokio_postgres::Error>;
+
+    async fn query_opt_c(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Option<Row>, tokio_postgres::Error>;
+
+    async fn query_one_c(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Row, tokio_postgres::Error>;
+
+    async fn execute_c(&self, sql: &str, params: Params<'_>) -> Result<u64, tokio_postgres::Error>;
+}
+
+macro_rules! cached {
+    ($t:ty) => {
+        impl Cached for $t {
+            async fn prepared(
+                &self,
+                sql: &str,
+            ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+                self.prepare_cached(sql).await
+            }
+
+            async fn query_c(
+                &self,
+                sql: &str,
+                params: Params<'_>,
+            ) -> Result<Vec<Row>, tokio_postgres::Error> {
+                self.query(&self.prepared(sql).await?, params).await
+            }
+
+            async fn query_opt_c(
+                &self,
+                sql: &str,
+                params: Params<'_>,
+            ) -> Result<Option<Row>, tokio_postgres::Error> {
+                self.query_opt(&self.prepared(sql).await?, params).await
+            }
+
+            async fn query_one_c(
+                &self,
+                sql: &str,
+                params: Params<'_>,
+            ) -> Result<Row, tokio_postgres::Error> {
+                self.query_one(&self.prepared(sql).await?, params).await
+            }
+
+            async fn execute_c(
+                &self,
+                sql: &str,
+                params: Params<'_>,
+            ) -> Result<u64, tokio_postgres::Error> {
+                self.execute(&self.prepared(sql).await?, params).await
+            }
+        }
+    };
+}
+
+cached!(deadpool_postgres::Object);
+cached!(deadpool_postgres::Transaction<'_>);

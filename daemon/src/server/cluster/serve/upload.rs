@@ -18,6 +18,7 @@ use filesync_proto::wire::{BlockRequest, Entry};
 use futures::{StreamExt, TryStreamExt};
 
 use super::folder::ClusterFolder;
+use super::rows::Cached;
 use crate::events::unix_secs;
 use crate::fs::beneath::Root;
 use crate::fs::temp::Sealed;
@@ -134,7 +135,7 @@ impl ClusterFolder {
     async fn claim(&self, hash: &Hash, size: u32) -> Result<()> {
         let db = self.node.db().await?;
         let claimed = db
-            .query_opt(
+            .query_opt_c(
                 "INSERT INTO blocks (account_id, hash, size, refs, state, touched_at) \
                  VALUES ($1, $2, $3, 0, $4, $5) ON CONFLICT (account_id, hash) \
                  DO UPDATE SET touched_at = $5 WHERE blocks.state = $4 RETURNING 1",
