@@ -75,7 +75,7 @@ type Staged = Result<(Change, Option<Content>, Option<Reservation>), PushOutcome
 enum Content {
     Sealed(Box<Sealed>),
     #[cfg(unix)]
-    Stored,
+    Stored(Option<Vec<u8>>),
 }
 
 /// The staging stage: every change of every push, in order, several at once.
@@ -194,7 +194,7 @@ async fn commit_group(
                         None
                     }
                     #[cfg(unix)]
-                    Content::Stored => Some(Landed::Stored),
+                    Content::Stored(small) => Some(Landed::Stored(small)),
                 });
                 waiting.push((settled.len(), change, content));
                 charged.extend(charge);
@@ -347,9 +347,10 @@ async fn stage(
         FolderStore::Embedded { root, .. } => Root::open_folder(root)?,
         #[cfg(unix)]
         FolderStore::Cluster(c) => {
-            c.store_pushed(entry, data, |request| request_block(out, pending, request))
+            let small = c
+                .store_pushed(entry, data, |request| request_block(out, pending, request))
                 .await?;
-            return Ok(Content::Stored);
+            return Ok(Content::Stored(small));
         }
     };
     let tmp = match data {

@@ -33,11 +33,12 @@ pub enum FolderStore {
 }
 
 /// A pushed file's new content, ready for the commit: durable in a temp file beside its
-/// target (embedded), or stored in the bucket (cluster).
+/// target (embedded), or stored in the bucket (cluster), or small enough to be kept with
+/// its row in the cluster's database, which the commit writes (`Stored(Some(bytes))`).
 pub enum Landed {
     Prepared(Box<Prepared>),
     #[cfg(unix)]
-    Stored,
+    Stored(Option<Vec<u8>>),
 }
 
 /// What a session reads of its folder: current rows, the index stream, blocks and

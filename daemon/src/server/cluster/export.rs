@@ -84,8 +84,8 @@ pub async fn export(
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let rows = db
         .query(
-            "SELECT e.path, e.kind, e.size, e.mtime_ns, e.mode, e.hash, e.target, c.blocks \
-             FROM entries e LEFT JOIN contents c ON c.account_id = $2 AND c.hash = e.hash \
+            "SELECT e.path, e.kind, e.size, e.mtime_ns, e.mode, e.hash, e.target, c.blocks, \
+             c.data IS NOT NULL FROM entries e LEFT JOIN contents c ON c.account_id = $2 AND c.hash = e.hash \
              WHERE e.folder_id = $1 AND NOT e.deleted ORDER BY e.path",
             &[&folder_id, &account_id],
         )
@@ -115,7 +115,23 @@ pub async fn export(
             let hash = Hash::from_slice(row.get(5)).context("a hash is not 32 bytes")?;
             let mode: i32 = row.get(4);
             let mtime_ns: i64 = row.get(3);
-            let size = write_file(chunks, account_id, &path, &blocks, &hash, &target).await?;
+            let in_row = if row.get::<_, bool>(8) {
+                let data = db
+                    .query_one(
+                        "SELECT data FROM contents WHERE account_id = $1 AND hash = $2",
+                        &[&account_id, &hash.0.as_slice()],
+                    )
+                    .await
+                    .with_context(|| format!("cannot read the content of {path}"))?;
+                Some(data.get::<_, Vec<u8>>(0))
+            } else {
+                None
+            };
+            let content = match &in_row {
+                Some(data) => Content::InRow(data),
+                None => Content::Blocks(chunks, account_id, &blocks),
+            };
+            let size = write_file(content, &path, &hash, &target).await?;
             fs::set_permissions(&target, fs::Permissions::from_mode(mode as u32 & 0o777))
                 .with_context(|| format!("cannot set the mode of {}", target.display()))?;
             let mtime = filetime::FileTime::from_unix_time(
@@ -136,13 +152,17 @@ pub async fn export(
     Ok(done)
 }
 
-/// Writes one file from its blocks beside `target`, checks it whole, and gives it its
-/// name only then.
+/// Where a file's content is read from: its row (a small file), or its blocks in the
+/// bucket of an account.
+enum Content<'a> {
+    InRow(&'a [u8]),
+    Blocks(&'a Chunks, i64, &'a [BlockInfo]),
+}
+
+/// Writes one file beside `target`, checks it whole, and gives it its name only then.
 async fn write_file(
-    chunks: &Chunks,
-    account_id: i64,
+    content: Content<'_>,
     path: &RelPath,
-    blocks: &[BlockInfo],
     hash: &Hash,
     target: &Path,
 ) -> Result<u64> {
@@ -152,15 +172,23 @@ async fn write_file(
         File::create(&temp).with_context(|| format!("cannot create {}", temp.display()))?;
     let mut whole = Sha256::new();
     let mut size = 0u64;
-    for block in blocks.iter().filter(|b| b.size > 0) {
-        let data = chunks
-            .get(account_id, &block.hash)
-            .await
-            .with_context(|| format!("{path}: a block cannot be read from the bucket"))?;
-        whole.update(&data);
+    let mut write = |data: &[u8]| {
+        whole.update(data);
         size += data.len() as u64;
-        file.write_all(&data)
-            .with_context(|| format!("cannot write {}", temp.display()))?;
+        file.write_all(data)
+            .with_context(|| format!("cannot write {}", temp.display()))
+    };
+    match content {
+        Content::InRow(data) => write(data)?,
+        Content::Blocks(chunks, account_id, blocks) => {
+            for block in blocks.iter().filter(|b| b.size > 0) {
+                let data = chunks
+                    .get(account_id, &block.hash)
+                    .await
+                    .with_context(|| format!("{path}: a block cannot be read from the bucket"))?;
+                write(&data)?;
+            }
+        }
     }
     if whole.finalize().as_slice() != hash.0 {
         let _ = fs::remove_file(&temp);

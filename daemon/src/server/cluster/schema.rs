@@ -10,6 +10,11 @@
 //! blocks of an account the database may not hold, which garbage collection must still
 //! be able to record as doomed.
 //!
+//! A small file's content (at most [`SMALL_MAX`] bytes, what travels inline on the wire)
+//! is kept in its `contents` row (`data`), written in the transaction that commits it:
+//! no object, no upload before the commit, one read with its row. Larger content is
+//! blocks in the bucket; an imported small file's too (`data` is then null).
+//!
 //! Times are Unix seconds, as in the embedded store. A folder's `next_seq` is a column
 //! of its row, not a PostgreSQL sequence: a commit takes its numbers while holding the
 //! row's lock, so numbers are handed out in commit order and a reader never sees a
@@ -17,6 +22,9 @@
 
 use anyhow::{Context, Result, bail};
 use tokio_postgres::Client;
+
+/// Content up to this size is kept in its `contents` row rather than in the bucket.
+pub const SMALL_MAX: u64 = filesync_proto::wire::INLINE_MAX;
 
 /// The layout this build writes; a database at a newer one is refused.
 pub const SCHEMA_VERSION: i32 = 1;
@@ -53,6 +61,7 @@ CREATE TABLE IF NOT EXISTS gaps (
 CREATE TABLE IF NOT EXISTS contents (
     account_id bigint NOT NULL REFERENCES accounts, hash bytea NOT NULL, size bigint NOT NULL,
     blocks bytea NOT NULL, refs bigint NOT NULL DEFAULT 0, PRIMARY KEY (account_id, hash));
+ALTER TABLE contents ADD COLUMN IF NOT EXISTS data bytea;
 CREATE TABLE IF NOT EXISTS entries (
     folder_id bigint NOT NULL REFERENCES folders, path text COLLATE "C" NOT NULL,
     seq bigint NOT NULL, kind smallint NOT NULL, deleted bool NOT NULL, size bigint NOT NULL,

@@ -126,7 +126,16 @@ impl ServerFolderHandle {
     ) -> Result<Vec<PushOutcome>> {
         #[cfg(unix)]
         if let FolderStore::Cluster(c) = &self.store {
-            let changes = changes.into_iter().map(|(c, l)| (c, l.is_some())).collect();
+            let changes = changes
+                .into_iter()
+                .map(|(change, landed)| {
+                    let content = match landed {
+                        Some(Landed::Stored(small)) => Some(small),
+                        Some(Landed::Prepared(_)) | None => None,
+                    };
+                    (change, content)
+                })
+                .collect();
             return Ok(c.commit(changes, &device).await);
         }
         let changes = changes
@@ -137,7 +146,7 @@ impl ServerFolderHandle {
                     // Only a cluster's content is stored; the sequencer then says no
                     // content was staged, and the change fails.
                     #[cfg(unix)]
-                    Some(Landed::Stored) => None,
+                    Some(Landed::Stored(_)) => None,
                     None => None,
                 };
                 (change, prepared)

@@ -27,6 +27,10 @@ use crate::server::history;
 
 use crate::server::cluster::schema::LIVE;
 
+/// A pushed file's content when it is small enough to be kept with its row: its bytes
+/// (`None` when it is stored in the bucket).
+pub type Small = Option<Vec<u8>>;
+
 /// The folder row as a commit holds it locked.
 struct Locked {
     next_seq: i64,
@@ -46,12 +50,13 @@ struct Group<'a, 'b> {
 
 impl ClusterFolder {
     /// Commits pushed changes in order in one transaction; each change's content, if it
-    /// has new content (`true`), is in the bucket already. A failed transaction fails
+    /// has new content (`Some`), is in the bucket already, or is small and given here to
+    /// be kept with its row (`Some(Some(bytes))`). A failed transaction fails
     /// every change of the group (the devices send them again); nothing is half
     /// recorded.
     pub async fn commit(
         &self,
-        changes: Vec<(Change, bool)>,
+        changes: Vec<(Change, Option<Small>)>,
         device: &DeviceId,
     ) -> Vec<PushOutcome> {
         let n = changes.len();
@@ -68,7 +73,7 @@ impl ClusterFolder {
 
     async fn commit_group(
         &self,
-        changes: Vec<(Change, bool)>,
+        changes: Vec<(Change, Option<Small>)>,
         device: &DeviceId,
     ) -> Result<Vec<PushOutcome>> {
         let mut db = self.node.db().await?;
@@ -78,8 +83,8 @@ impl ClusterFolder {
             .context("cannot start a commit in the cluster's database")?;
         let mut group = Group::lock(self, &tx).await?;
         let mut outcomes = Vec::with_capacity(changes.len());
-        for (change, stored) in changes {
-            outcomes.push(group.apply(change, stored, device).await?);
+        for (change, content) in changes {
+            outcomes.push(group.apply(change, content, device).await?);
         }
         let row = group.finish().await?;
         tx.commit()
@@ -294,9 +299,10 @@ impl<'a, 'b> Group<'a, 'b> {
     async fn apply(
         &mut self,
         change: Change,
-        stored: bool,
+        content: Option<Small>,
         device: &DeviceId,
     ) -> Result<PushOutcome> {
+        let stored = content.is_some();
         if let Some(from) = change.entry.renamed_from.clone() {
             return self.rename(change, &from, device).await;
         }
@@ -330,10 +336,10 @@ impl<'a, 'b> Group<'a, 'b> {
             }
             (false, EntryKind::File) if same && !stored => {}
             (false, EntryKind::File) => {
-                if !stored {
+                let Some(small) = content else {
                     bail!("no content was stored for {path}");
-                }
-                self.hold(&entry).await?;
+                };
+                self.hold(&entry, small.as_deref()).await?;
                 self.retire(current.as_ref()).await?;
             }
             (false, EntryKind::Dir | EntryKind::Symlink) => self.retire(current.as_ref()).await?,
@@ -432,29 +438,30 @@ impl<'a, 'b> Group<'a, 'b> {
         Ok(())
     }
 
-    /// Adds a reference to `entry`'s content, recording the content (and a reference to
-    /// each of its blocks) the first time. Every block must be stored and not being
-    /// collected.
-    async fn hold(&mut self, entry: &Entry) -> Result<()> {
+    /// Adds a reference to `entry`'s content, recording the content the first time:
+    /// with `small`, its bytes in the row; else a reference to each of its blocks, which
+    /// must be stored and not being collected.
+    async fn hold(&mut self, entry: &Entry, small: Option<&[u8]>) -> Result<()> {
         let account = self.folder.account_id;
         let blocks = rows::encode_blocks(&entry.blocks)?;
         let inserted: bool = self
             .tx
             .query_one_c(
-                "INSERT INTO contents (account_id, hash, size, blocks, refs) \
-                 VALUES ($1, $2, $3, $4, 1) ON CONFLICT (account_id, hash) \
+                "INSERT INTO contents (account_id, hash, size, blocks, refs, data) \
+                 VALUES ($1, $2, $3, $4, 1, $5) ON CONFLICT (account_id, hash) \
                  DO UPDATE SET refs = contents.refs + 1 RETURNING (xmax = 0)",
                 &[
                     &account,
                     &entry.hash.0.as_slice(),
                     &(entry.size as i64),
                     &blocks,
+                    &small,
                 ],
             )
             .await
             .with_context(|| format!("cannot record the content of {}", entry.path))?
             .get(0);
-        if !inserted {
+        if !inserted || small.is_some() {
             return Ok(());
         }
         let distinct: HashSet<Hash> = entry.blocks.iter().map(|b| b.hash).collect();
@@ -538,7 +545,7 @@ impl<'a, 'b> Group<'a, 'b> {
             conflict: None,
             renamed_from: None,
         };
-        self.hold(&entry).await?;
+        self.hold(&entry, None).await?;
         self.retire(current.as_ref()).await?;
         self.record(entry, current.as_ref()).await
     }
@@ -555,7 +562,7 @@ pub(super) async fn release(
     let left = tx
         .query_opt_c(
             "UPDATE contents SET refs = refs - 1 WHERE account_id = $1 AND hash = $2 \
-             RETURNING refs, blocks",
+             RETURNING refs, blocks, data IS NOT NULL",
             &[&account, &hash.0.as_slice()],
         )
         .await
@@ -564,6 +571,8 @@ pub(super) async fn release(
         tracing::warn!(account, content = %hash, "a released content had no row");
         return Ok(());
     };
+    // Small content kept in its row holds no blocks.
+    let in_row: bool = left.get(2);
     if left.get::<_, i64>(0) > 0 {
         return Ok(());
     }
@@ -573,6 +582,9 @@ pub(super) async fn release(
         &[&account, &hash.0.as_slice()],
     )
     .await?;
+    if in_row {
+        return Ok(());
+    }
     let distinct: HashSet<Hash> = blocks.iter().map(|b| b.hash).collect();
     let hashes: Vec<&[u8]> = distinct.iter().map(|h| h.0.as_slice()).collect();
     tx.execute_c(

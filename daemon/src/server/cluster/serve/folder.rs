@@ -2,9 +2,10 @@
 //! index stream, blocks and small files' content) and the watch channels it announces
 //! on, which follow commits made on every node ([`super::notify`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use filesync_proto::control::ServerFolderStatus;
 use filesync_proto::wire::{
@@ -18,6 +19,7 @@ use super::Node;
 use super::rows::{self, Cached, ENTRY_COLS, ENTRY_FROM};
 use crate::conn::{self, BlockResult};
 use crate::index::{StreamRead, rename_record};
+use crate::server::cluster::schema::SMALL_MAX;
 use crate::server::history::Lineage;
 use crate::server::inline;
 
@@ -144,8 +146,24 @@ impl ClusterFolder {
         })?;
         match current {
             Some(e) if e.kind == EntryKind::File && !e.deleted && conn::is_block_of(&e, req) => {
-                self.node.chunks.get(self.account_id, &req.hash).await.map(Vec::from).map_err(|e| {
-                    tracing::error!(folder = %self.label(), path = %req.path, "cannot read a block from the bucket: {e:#}");
+                let read = async {
+                    if e.size <= SMALL_MAX
+                        && let Some(data) =
+                            self.in_rows(&[e.hash.0.as_slice()]).await?.remove(&e.hash)
+                    {
+                        let block = (data.get(req.offset as usize..))
+                            .and_then(|rest| rest.get(..req.size as usize))
+                            .filter(|b| crate::fs::chunk::sha256(b) == req.hash);
+                        return block.map(<[u8]>::to_vec).context(
+                            "a block of a small file kept in its row does not match its hash",
+                        );
+                    }
+                    Ok(Vec::from(
+                        self.node.chunks.get(self.account_id, &req.hash).await?,
+                    ))
+                };
+                read.await.map_err(|err: anyhow::Error| {
+                    tracing::error!(folder = %self.label(), path = %req.path, "cannot read a block: {err:#}");
                     BlockError::NotAvailable
                 })
             }
@@ -153,9 +171,46 @@ impl ClusterFolder {
         }
     }
 
-    /// The whole content of `entry`, a live file, from its blocks in the bucket,
-    /// checked against its hash.
+    /// The bytes of the small contents among `hashes` that are kept in their rows.
+    async fn in_rows(&self, hashes: &[&[u8]]) -> Result<HashMap<Hash, Vec<u8>>> {
+        let db = self.node.db().await?;
+        let rows = db
+            .query_c(
+                "SELECT hash, data FROM contents WHERE account_id = $1 AND hash = ANY($2) \
+                 AND data IS NOT NULL",
+                &[&self.account_id, &hashes],
+            )
+            .await
+            .context("cannot read small files' content from the database")?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| Some((Hash::from_slice(r.get::<_, &[u8]>(0))?, r.get(1))))
+            .collect())
+    }
+
+    /// The whole content of `entry`, a live file: from its row if it is kept there,
+    /// else from its blocks in the bucket; checked against its hash.
     pub async fn content(&self, entry: &Entry) -> Result<Vec<u8>> {
+        let data = match self
+            .in_rows(&[entry.hash.0.as_slice()])
+            .await?
+            .remove(&entry.hash)
+        {
+            Some(data) => data,
+            None => self.read_bucket(entry).await?,
+        };
+        if crate::fs::chunk::sha256(&data) != entry.hash {
+            return Err(anyhow!(
+                "the content of {} of {} read from the cluster does not match its hash",
+                entry.path,
+                self.label()
+            ));
+        }
+        Ok(data)
+    }
+
+    /// `entry`'s blocks from the bucket, in order.
+    async fn read_bucket(&self, entry: &Entry) -> Result<Vec<u8>> {
         let reads: Vec<_> = (entry.blocks.iter())
             .map(|b| self.node.chunks.get(self.account_id, &b.hash))
             .collect();
@@ -164,15 +219,7 @@ impl ClusterFolder {
             .try_collect()
             .await
             .with_context(|| format!("cannot read {} of {}", entry.path, self.label()))?;
-        let data = parts.concat();
-        if crate::fs::chunk::sha256(&data) != entry.hash {
-            return Err(anyhow!(
-                "the content of {} of {} read from the bucket does not match its hash",
-                entry.path,
-                self.label()
-            ));
-        }
-        Ok(data)
+        Ok(parts.concat())
     }
 
     /// Of `hashes`, the blocks the account already stores with a reference: their
@@ -213,9 +260,19 @@ impl ClusterFolder {
                 ..
             } = msg
             {
-                let reads: Vec<_> = inline::to_attach(entries, device)
+                let chosen = inline::to_attach(entries, device);
+                let hashes: Vec<&[u8]> = chosen
+                    .iter()
+                    .map(|&i| entries[i].hash.0.as_slice())
+                    .collect();
+                // The small files kept in their rows, in one query for the batch.
+                let kept = self.in_rows(&hashes).await.unwrap_or_else(|e| {
+                    tracing::warn!(folder = %self.label(), "{e:#}");
+                    HashMap::new()
+                });
+                let reads: Vec<_> = chosen
                     .into_iter()
-                    .map(|i| self.attached(i, &entries[i]))
+                    .map(|i| self.attached(i, &entries[i], kept.get(&entries[i].hash).cloned()))
                     .collect();
                 *attached = futures::stream::iter(reads)
                     .buffered(READS_AT_ONCE)
@@ -227,10 +284,24 @@ impl ClusterFolder {
         Ok(messages)
     }
 
-    /// The content of `entry`, the `i`th of its batch, to travel with it; `None` when
-    /// it cannot be read (the device then asks for its blocks).
-    async fn attached(&self, i: usize, entry: &Entry) -> Option<Inline> {
-        match self.content(entry).await {
+    /// The content of `entry`, the `i`th of its batch, to travel with it: `in_row`, or
+    /// else read from the bucket; `None` when it cannot be read (the device then asks
+    /// for its blocks).
+    async fn attached(&self, i: usize, entry: &Entry, in_row: Option<Vec<u8>>) -> Option<Inline> {
+        let read = async {
+            let data = match in_row {
+                Some(data) => data,
+                None => self.read_bucket(entry).await?,
+            };
+            if crate::fs::chunk::sha256(&data) != entry.hash {
+                bail!(
+                    "the content of {} read from the cluster does not match its hash",
+                    entry.path
+                );
+            }
+            Ok(data)
+        };
+        match read.await {
             Ok(data) => Some(Inline {
                 entry: i as u32,
                 data,

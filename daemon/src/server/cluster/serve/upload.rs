@@ -17,12 +17,13 @@ use filesync_proto::Hash;
 use filesync_proto::wire::{BlockRequest, Entry};
 use futures::{StreamExt, TryStreamExt};
 
+use super::commit::Small;
 use super::folder::ClusterFolder;
 use super::rows::Cached;
 use crate::events::unix_secs;
 use crate::fs::beneath::Root;
 use crate::fs::temp::Sealed;
-use crate::server::cluster::schema::LIVE;
+use crate::server::cluster::schema::{LIVE, SMALL_MAX};
 use crate::transfer;
 
 /// Blocks written to the bucket at once for one file.
@@ -42,13 +43,15 @@ impl ClusterFolder {
 
     /// Stores the content of `entry`, a pushed live file, in the bucket: from `data`
     /// when the device sent it inline, else assembled from the blocks the account
-    /// stores already and those `fetch` asks the device for.
+    /// stores already and those `fetch` asks the device for. Content of at most
+    /// [`SMALL_MAX`] bytes is checked the same way but not stored: its bytes are
+    /// returned, for the commit to keep with its row.
     pub async fn store_pushed<F, Fut>(
         &self,
         entry: &Entry,
         data: Option<Vec<u8>>,
         fetch: F,
-    ) -> Result<()>
+    ) -> Result<Small>
     where
         F: Fn(BlockRequest) -> Fut,
         Fut: Future<Output = Result<Vec<u8>>>,
@@ -61,7 +64,12 @@ impl ClusterFolder {
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let stored = self.stored_blocks(&distinct).await?;
+        let small = entry.size <= SMALL_MAX;
+        let stored = if small {
+            Default::default()
+        } else {
+            self.stored_blocks(&distinct).await?
+        };
         let tmp = match data {
             Some(data) => {
                 let entry = entry.clone();
@@ -90,7 +98,18 @@ impl ClusterFolder {
         }
         .tmp;
         let sealed = transfer::seal(tmp, entry).await?;
-        self.upload(sealed, entry, &stored).await
+        if small {
+            let size = entry.size as u32;
+            let read = tokio::task::spawn_blocking(move || {
+                let bytes = sealed.read_back(0, size);
+                sealed.discard();
+                bytes
+            });
+            let bytes = read.await.context("the read of a staged file stopped")??;
+            return Ok(Some(bytes));
+        }
+        self.upload(sealed, entry, &stored).await?;
+        Ok(None)
     }
 
     /// Writes every block of `sealed` that the account does not store yet, then
