@@ -61,6 +61,8 @@ mod model;
 mod names;
 #[path = "e2e/offline.rs"]
 mod offline;
+#[path = "e2e/on_cluster.rs"]
+mod on_cluster;
 #[path = "e2e/ops.rs"]
 mod ops;
 #[path = "e2e/owed.rs"]

@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use filesync_tests::backend::cluster_table;
 use filesync_tests::cluster::DOCS;
 use filesync_tests::exec::{bin, free_port, run_with_timeout};
 use filesync_tests::files::{self, pseudo_random};
-use filesync_tests::garage::{self, Garage};
+use filesync_tests::garage::Garage;
 use filesync_tests::node::describe;
 use filesync_tests::pg::Postgres;
 use filesync_tests::tree::{diff, manifest};
@@ -29,26 +30,6 @@ fn engines(cl: &Cluster) -> Option<(Postgres, Garage)> {
     cl.expect_entry("garage");
     let garage = Garage::start_or_skip(cl.root(), 1)?;
     Some((pg, garage))
-}
-
-/// The `[server.cluster]` table for database `url` and Garage node 0, with `extra`
-/// lines (a key given again replaces the default).
-fn cluster_table(url: &str, garage: &Garage, extra: &[(&str, &str)]) -> String {
-    let mut keys = vec![
-        ("node_name", "node-1".to_owned()),
-        ("postgres", url.to_owned()),
-        ("s3_endpoint", garage.endpoint(0)),
-        ("s3_region", garage::REGION.to_owned()),
-        ("s3_bucket", garage::BUCKET.to_owned()),
-        ("s3_access_key_id", garage::KEY_ID.to_owned()),
-        ("s3_secret_access_key", garage::SECRET.to_owned()),
-    ];
-    for (key, value) in extra {
-        keys.retain(|(k, _)| k != key);
-        keys.push((key, (*value).to_owned()));
-    }
-    let lines: Vec<String> = keys.iter().map(|(k, v)| format!("{k} = \"{v}\"")).collect();
-    format!("[server.cluster]\n{}\n", lines.join("\n"))
 }
 
 /// A copy of the server's config with `backend = "cluster"` and `table`, beside it.
