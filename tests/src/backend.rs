@@ -7,8 +7,12 @@
 //! checks that look at the server's storage itself ask which backend it is.
 
 use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
+use crate::exec::{bin, run_with_timeout};
 use crate::garage::{self, Garage};
+use crate::node::describe;
 use crate::pg::Postgres;
 
 /// The server side of a [`crate::Cluster`].
@@ -88,4 +92,46 @@ pub fn cluster_table(url: &str, garage: &Garage, extra: &[(&str, &str)]) -> Stri
     }
     let lines: Vec<String> = keys.iter().map(|(k, v)| format!("{k} = \"{v}\"")).collect();
     format!("{}\n{}\n", crate::node::CLUSTER_TABLE, lines.join("\n"))
+}
+
+/// How long an admin command (`gc`, `export`) on a test cluster may take on a loaded
+/// machine.
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What one `filesyncd gc` says it did: blocks deleted, in use, younger than the grace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Collected {
+    pub deleted: usize,
+    pub in_use: usize,
+    pub young: usize,
+}
+
+/// `filesyncd --config CONFIG gc`, with `FILESYNC_GC_GRACE_SECS` when given; must
+/// succeed.
+pub fn gc(config: &Path, grace_secs: Option<u64>) -> Collected {
+    let mut cmd = Command::new(bin("filesyncd"));
+    cmd.arg("--config").arg(config).arg("gc");
+    if let Some(secs) = grace_secs {
+        cmd.env("FILESYNC_GC_GRACE_SECS", secs.to_string());
+    }
+    let out = run_with_timeout(&mut cmd, ADMIN_TIMEOUT);
+    assert!(out.status.success(), "filesyncd gc: {}", describe(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    let number_before = |words: &str| -> usize {
+        let at = said
+            .find(words)
+            .unwrap_or_else(|| panic!("no {words:?} in {said:?}"));
+        let digits: String = said[..at]
+            .trim_end()
+            .chars()
+            .rev()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.chars().rev().collect::<String>().parse().unwrap()
+    };
+    Collected {
+        deleted: number_before("blocks ("),
+        in_use: number_before("in use"),
+        young: number_before("younger than"),
+    }
 }

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::backend::{Backend, Engines};
+use crate::backend::{ADMIN_TIMEOUT, Backend, Engines};
 use crate::exec::{Scratch, bin, run_with_timeout};
 use crate::files;
 use crate::tree::{
@@ -38,9 +38,6 @@ pub const DOCS: &str = "docs";
 
 /// What a cluster node says when it cannot serve devices yet; its variants then skip.
 const NOT_SERVING: &str = "cannot serve devices from a cluster";
-
-/// How long a `filesyncd export` of a test folder may take on a loaded machine.
-const EXPORT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One server (or K cluster nodes) and `n` clients with their own temp dirs and ports;
 /// everything is killed and removed on drop (see [`Scratch`] for keeping the files).
@@ -172,6 +169,11 @@ impl Cluster {
     /// The cluster backend's database and bucket; `None` for the embedded server.
     pub fn engines(&self) -> Option<&Engines> {
         self.engines.as_ref()
+    }
+
+    /// [`Cluster::engines`], to stop and start their nodes.
+    pub fn engines_mut(&mut self) -> Option<&mut Engines> {
+        self.engines.as_mut()
     }
 
     pub fn client(&self, i: usize) -> &Node {
@@ -389,7 +391,7 @@ impl Cluster {
             .arg("export")
             .arg(format!("{account}/{folder}"))
             .arg(&dir);
-        let out = run_with_timeout(&mut cmd, EXPORT_TIMEOUT);
+        let out = run_with_timeout(&mut cmd, ADMIN_TIMEOUT);
         assert!(
             out.status.success(),
             "filesyncd export {account}/{folder}: {}",
