@@ -84,15 +84,6 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let control = control::bind(&socket).await?;
     let server = match &config.server {
-        Some(cfg) if matches!(cfg.backend, config::Backend::Cluster(_)) => {
-            anyhow::bail!(
-                "{}: server.backend = \"cluster\": this filesyncd can move an embedded \
-                 server into a cluster (`filesyncd migrate-to-cluster`) and export a \
-                 cluster folder (`filesyncd export`), but cannot serve devices from a \
-                 cluster yet; set backend = \"embedded\" (docs/cluster.md)",
-                config.file.display()
-            )
-        }
         Some(cfg) => {
             let (server, listener) =
                 server::Server::bind(cfg, device.clone(), tracker.clone(), shutdown.child_token())

@@ -87,7 +87,7 @@ enum Got {
 /// ends before its turn (a cut connection) does not have to ask for it again.
 pub async fn assemble<F, Fut>(
     root: &Root,
-    index: &Index,
+    index: Option<&Index>,
     entry: &Entry,
     fetch: F,
 ) -> Result<Assembled>
@@ -215,7 +215,9 @@ fn check_inline(entry: &Entry, data: &[u8]) -> Result<()> {
 /// One transfer under way: the file it builds and where its blocks can come from.
 struct Job<'a, F> {
     root: &'a Root,
-    index: &'a Index,
+    /// Where local copies of blocks are looked up; none where there is no local tree
+    /// (a cluster node staging a push).
+    index: Option<&'a Index>,
     entry: &'a Entry,
     /// Where each block of `entry` starts.
     offsets: &'a [u64],
@@ -267,10 +269,15 @@ where
             } else {
                 // Looked up when the block is about to be fetched, so the sources of a
                 // huge file are never all held at once.
-                let local = index.block_sources(&block.hash, 4)?;
-                sources
-                    .find(root, local, block)
-                    .map_or(Plan::Fetch, Plan::Settled)
+                match index {
+                    Some(index) => {
+                        let local = index.block_sources(&block.hash, 4)?;
+                        sources
+                            .find(root, local, block)
+                            .map_or(Plan::Fetch, Plan::Settled)
+                    }
+                    None => Plan::Fetch,
+                }
             };
             let request = BlockRequest {
                 path: entry.path.clone(),
@@ -582,7 +589,7 @@ mod tests {
         F: Fn(BlockRequest) -> Fut,
         Fut: Future<Output = Result<Vec<u8>>>,
     {
-        let err = assemble(root, index, entry, fetch)
+        let err = assemble(root, Some(index), entry, fetch)
             .await
             .err()
             .expect("the transfer fails once the peer is gone");
@@ -620,7 +627,7 @@ mod tests {
         content: &[u8],
     ) -> (Vec<u64>, u64) {
         let peer = Peer::new(content, usize::MAX);
-        let done = assemble(root, index, entry, |r| peer.fetch(r))
+        let done = assemble(root, Some(index), entry, |r| peer.fetch(r))
             .await
             .unwrap();
         done.tmp.commit(root, entry).unwrap();
@@ -785,7 +792,7 @@ mod tests {
         let entry = entry_for("sevens", &content);
         assert!(entry.blocks.len() >= 9);
         let peer = Peer::new(&content, usize::MAX);
-        let done = assemble(&root, &index, &entry, |r| peer.fetch(r))
+        let done = assemble(&root, Some(&index), &entry, |r| peer.fetch(r))
             .await
             .unwrap();
         assert_eq!(peer.asked(), 2, "one big block and the short last one");

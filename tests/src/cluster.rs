@@ -288,14 +288,15 @@ impl Cluster {
         crate::server_store::index_file(self.server().data_dir(), account, folder)
     }
 
-    /// The trees that must agree: `folder` on each listed client, then the server's copy
-    /// (on the cluster backend, the clients' only: its copy is exported once they agree).
+    /// The trees that must agree: `folder` on each listed client, then the server's copy.
+    /// A server serving from a cluster has no copy: only the clients' trees are compared
+    /// then (on the cluster backend, its export once they agree).
     pub fn replicas(&self, folder: &str, clients: &[usize]) -> Result<Vec<PathBuf>, String> {
         let mut trees: Vec<PathBuf> = clients
             .iter()
             .map(|&i| self.clients[i].folder_dir(folder))
             .collect();
-        if self.engines.is_none() {
+        if !self.server().serves_from_cluster() {
             let server = self.server_dir(folder).ok_or_else(|| {
                 format!(
                     "no server copy of {folder:?} under {} yet",
@@ -494,12 +495,21 @@ impl Cluster {
             .join(rel)
     }
 
-    /// `rel` holds exactly `content` on every client and on the server.
+    /// `rel` holds exactly `content` on every client and on the server (in its latest
+    /// export on the cluster backend; not at all for a server the test moved into a
+    /// cluster itself, which has neither a copy nor the fixture's engines).
     pub fn assert_file_everywhere(&self, folder: &str, rel: &str, content: &[u8]) {
         for i in self.all_clients() {
             files::assert_file(&self.path_on(i, folder, rel), content);
         }
-        files::assert_file(&self.server_path(folder, rel), content);
+        if self.has_server_copy() {
+            files::assert_file(&self.server_path(folder, rel), content);
+        }
+    }
+
+    /// Whether [`Cluster::server_path`] finds the server's copy: a tree, or an export.
+    fn has_server_copy(&self) -> bool {
+        self.engines.is_some() || !self.server().serves_from_cluster()
     }
 
     /// No conflict copy (`*.sync-conflict-*`) in `tree`, a manifest of `folder`, and none
@@ -517,12 +527,15 @@ impl Cluster {
         }
     }
 
-    /// Nothing exists at `rel` on any client nor on the server.
+    /// Nothing exists at `rel` on any client nor on the server (see
+    /// [`Cluster::assert_file_everywhere`]).
     pub fn assert_absent_everywhere(&self, folder: &str, rel: &str) {
         for i in self.all_clients() {
             files::assert_absent(&self.path_on(i, folder, rel));
         }
-        files::assert_absent(&self.server_path(folder, rel));
+        if self.has_server_copy() {
+            files::assert_absent(&self.server_path(folder, rel));
+        }
     }
 
     /// `filesyncctl pause FOLDER` on client `i`, then waits until its status says

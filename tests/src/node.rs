@@ -245,6 +245,11 @@ impl Node {
         fs::write(&self.config, lines.join("\n")).expect("cannot write the node's config");
     }
 
+    /// Whether this server's config says it serves from a cluster.
+    pub fn serves_from_cluster(&self) -> bool {
+        fs::read_to_string(&self.config).is_ok_and(|c| c.contains("backend = \"cluster\""))
+    }
+
     /// Stops this server, adds `lines` to its `[server]` table (the last table of its
     /// config but for `[server.cluster]`; a key given again replaces the fixture's line,
     /// `min_free_space` say) and starts it again.

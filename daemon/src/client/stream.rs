@@ -115,7 +115,7 @@ mod tests {
     /// A server folder's index, changed the way the sequencer changes it.
     struct Server {
         _dir: tempfile::TempDir,
-        ix: Index,
+        ix: std::sync::Arc<Index>,
         next: u64,
     }
 
@@ -124,8 +124,16 @@ mod tests {
             let (dir, ix) = open("server.db");
             Server {
                 _dir: dir,
-                ix,
+                ix: std::sync::Arc::new(ix),
                 next: 1,
+            }
+        }
+
+        /// The index as a session reads it.
+        fn reader(&self) -> crate::server::store::FolderReader {
+            crate::server::store::FolderReader::Embedded {
+                index: self.ix.clone(),
+                root: self._dir.path().to_owned(),
             }
         }
 
@@ -199,7 +207,8 @@ mod tests {
         fn receive(&mut self, server: &Server) -> bool {
             let since = self.ix.meta(Meta::Since).unwrap().unwrap_or(0) as u64;
             let cursor = self.stream.get_or_insert_with(|| Cursor::new(since));
-            let (messages, more) = cursor.next(&server.ix).unwrap();
+            let (messages, more) =
+                futures::executor::block_on(cursor.next(&server.reader())).unwrap();
             for msg in messages {
                 let ServerMsg::Index {
                     entries,

@@ -44,29 +44,39 @@ impl ServerIdentity {
         let (cert_file, key_file) = (dir.join("cert.der"), dir.join("key.der"));
         if !cert_file.exists() || !key_file.exists() {
             private::create_dir(dir)?;
-            let made = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_string()])
-                .context("cannot make the server's TLS certificate")?;
-            private::write_file(&key_file, &made.signing_key.serialize_der())?;
-            private::write_file(&cert_file, made.cert.der())?;
+            let (cert, key) = ServerIdentity::generate()?;
+            private::write_file(&key_file, &key)?;
+            private::write_file(&cert_file, &cert)?;
             tracing::info!(dir = %dir.display(), "made the server's TLS key and certificate");
         }
         let read =
             |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
-        let cert = read(&cert_file)?;
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(read(&key_file)?));
+        ServerIdentity::from_der(read(&cert_file)?, read(&key_file)?).with_context(|| {
+            format!(
+                "the server's TLS key {} does not fit its certificate {}; remove both \
+                 to make new ones (devices will then have to trust the new fingerprint)",
+                key_file.display(),
+                cert_file.display()
+            )
+        })
+    }
+
+    /// A new self-signed certificate and its key (PKCS#8), both DER.
+    pub fn generate() -> Result<(Vec<u8>, Vec<u8>)> {
+        let made = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_string()])
+            .context("cannot make the server's TLS certificate")?;
+        Ok((made.cert.der().to_vec(), made.signing_key.serialize_der()))
+    }
+
+    /// The identity of a certificate and its key (PKCS#8), both DER.
+    pub fn from_der(cert: Vec<u8>, key: Vec<u8>) -> Result<ServerIdentity> {
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key));
         let fingerprint = fingerprint(&cert);
         let config = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_no_client_auth()
             .with_single_cert(vec![CertificateDer::from(cert)], key)
-            .with_context(|| {
-                format!(
-                    "the server's TLS key {} does not fit its certificate {}; remove both \
-                     to make new ones (devices will then have to trust the new fingerprint)",
-                    key_file.display(),
-                    cert_file.display()
-                )
-            })?;
+            .context("the TLS key does not fit its certificate")?;
         Ok(ServerIdentity {
             config: Arc::new(config),
             fingerprint,

@@ -354,6 +354,16 @@ impl Sealed {
         Ok(Prepared(self.0))
     }
 
+    /// Reads back `size` bytes at `offset` (a cluster node storing the content's blocks).
+    pub fn read_back(&self, offset: u64, size: u32) -> Result<Vec<u8>> {
+        self.0.read_back(offset, size)
+    }
+
+    /// Removes the file, even one kept to resume: its content is stored elsewhere now.
+    pub fn discard(mut self) {
+        self.0.keep = false;
+    }
+
     /// What [`Sealed::sync`] made durable.
     pub(super) fn synced(self) -> Prepared {
         Prepared(self.0)

@@ -21,7 +21,7 @@ pub struct StreamRead {
 }
 
 /// The entry that carries a directory rename in a server's index stream.
-fn rename_record(seq: u64, src: RelPath, dst: RelPath) -> Entry {
+pub fn rename_record(seq: u64, src: RelPath, dst: RelPath) -> Entry {
     Entry {
         path: dst,
         kind: EntryKind::Dir,

@@ -40,7 +40,7 @@ pub fn kind_code(k: EntryKind) -> i64 {
     }
 }
 
-fn kind_from(code: i64) -> EntryKind {
+pub fn kind_from(code: i64) -> EntryKind {
     match code {
         1 => EntryKind::Dir,
         2 => EntryKind::Symlink,

@@ -21,8 +21,8 @@ use filesync_proto::RelPath;
 use filesync_proto::wire::Entry;
 use rusqlite::{Connection, OptionalExtension, params};
 
-pub use history::StreamRead;
-pub use local::{BlockSource, Totals, kind_code};
+pub use history::{StreamRead, rename_record};
+pub use local::{BlockSource, Totals, kind_code, kind_from};
 pub use remote::moved_by;
 
 use crate::events::unix_secs;
@@ -146,7 +146,7 @@ fn set_aside(file: &Path) -> Result<std::path::PathBuf> {
 
 /// Bounds of the paths strictly below `path`: every one sorts between `path/` and
 /// `path0` ('0' follows '/').
-fn subtree_bounds(path: &RelPath) -> (String, String) {
+pub(crate) fn subtree_bounds(path: &RelPath) -> (String, String) {
     (format!("{}/", path.as_str()), format!("{}0", path.as_str()))
 }
 

@@ -26,10 +26,7 @@ pub async fn attach(
     device: DeviceId,
     mut messages: Vec<ServerMsg>,
 ) -> Result<Vec<ServerMsg>> {
-    let any = messages.iter().any(|m| {
-        matches!(m, ServerMsg::Index { entries, .. } if entries.iter().any(|e| worth_sending(e, &device)))
-    });
-    if !any {
+    if !any_worth_sending(&messages, &device) {
         return Ok(messages);
     }
     tokio::task::spawn_blocking(move || {
@@ -75,6 +72,28 @@ fn read_batch(root: &Root, device: &DeviceId, entries: &[Entry]) -> Vec<Inline> 
         }
     }
     inline
+}
+
+/// The entries of a batch whose content goes with it to `device` where it is read
+/// from a store that does not change under it (a cluster's bucket): in order, while
+/// [`INLINE_BUDGET`] lasts.
+pub fn to_attach(entries: &[Entry], device: &DeviceId) -> Vec<usize> {
+    let mut budget = INLINE_BUDGET;
+    let mut chosen = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        if worth_sending(entry, device) && entry.size as usize <= budget {
+            budget -= entry.size as usize;
+            chosen.push(i);
+        }
+    }
+    chosen
+}
+
+/// Whether any batch of `messages` has content worth attaching for `device`.
+pub fn any_worth_sending(messages: &[ServerMsg], device: &DeviceId) -> bool {
+    messages.iter().any(|m| {
+        matches!(m, ServerMsg::Index { entries, .. } if entries.iter().any(|e| worth_sending(e, device)))
+    })
 }
 
 /// The whole content of the small file at `path`, if it still is `size` bytes hashing
@@ -141,12 +160,6 @@ pub fn answer_fetch(
 }
 
 fn read_wanted(index: &Index, root: Option<&Root>, want: &Want) -> Result<Vec<u8>, BlockError> {
-    if want.path.components().any(is_reserved) {
-        return Err(BlockError::Refused(format!(
-            "{} is not a synced path",
-            want.path
-        )));
-    }
     let current = match index.local(&want.path) {
         Ok(row) => row.map(|r| r.entry),
         Err(e) => {
@@ -154,6 +167,23 @@ fn read_wanted(index: &Index, root: Option<&Root>, want: &Want) -> Result<Vec<u8
             None
         }
     };
+    check_wanted(want, current.as_ref())?;
+    if want.size == 0 {
+        return Ok(Vec::new());
+    }
+    root.and_then(|root| read_current(root, &want.path, want.size, &want.hash))
+        .ok_or(BlockError::NotAvailable)
+}
+
+/// Refuses a `Fetch` of a reserved name, and of anything but the folder's `current`
+/// live version of the path.
+pub fn check_wanted(want: &Want, current: Option<&Entry>) -> Result<(), BlockError> {
+    if want.path.components().any(is_reserved) {
+        return Err(BlockError::Refused(format!(
+            "{} is not a synced path",
+            want.path
+        )));
+    }
     let listed = current.is_some_and(|e| {
         e.kind == EntryKind::File && !e.deleted && e.size == want.size && e.hash == want.hash
     });
@@ -161,11 +191,7 @@ fn read_wanted(index: &Index, root: Option<&Root>, want: &Want) -> Result<Vec<u8
         tracing::debug!(path = %want.path, "a device fetched a version that is not the live one here");
         return Err(BlockError::NotAvailable);
     }
-    if want.size == 0 {
-        return Ok(Vec::new());
-    }
-    root.and_then(|root| read_current(root, &want.path, want.size, &want.hash))
-        .ok_or(BlockError::NotAvailable)
+    Ok(())
 }
 
 #[cfg(test)]

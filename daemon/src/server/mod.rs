@@ -16,6 +16,7 @@
 
 pub mod accounts;
 pub mod cluster;
+mod decide;
 mod history;
 mod inline;
 mod listen;
@@ -25,6 +26,7 @@ pub mod quota;
 pub(crate) mod sequencer;
 mod session;
 pub mod shares;
+pub(crate) mod store;
 pub(crate) mod stream;
 pub mod versions;
 
@@ -104,6 +106,9 @@ pub struct Server {
     /// Folders opened since the server started (see [`sequencer::Lifetime::first_open`]).
     opened: Mutex<std::collections::HashSet<(AccountName, FolderName)>>,
     devices: Mutex<HashMap<u64, ConnectedDevice>>,
+    /// Set when the folders are served from the cluster (`server.backend = "cluster"`).
+    #[cfg(unix)]
+    cluster: Option<Arc<cluster::serve::Node>>,
     /// One token per device that connected: revoking the device cancels it, which
     /// closes every connection of that device at once.
     device_cancels: Mutex<HashMap<DeviceId, CancellationToken>>,
@@ -142,10 +147,34 @@ impl Server {
                 cfg.data_dir.display()
             )
         })?;
-        let identity = ServerIdentity::load_or_create(&meta.join("tls"))?;
         let accounts = Arc::new(Accounts::open(&meta.join("accounts.db"))?);
         let shares = shares::Shares::open(&meta.join("accounts.db"))?;
-        let quotas = Quotas::new(cfg, accounts.quotas()?);
+        let quotas = Arc::new(Quotas::new(cfg, accounts.quotas()?));
+        let (identity, device, node) = match &cfg.backend {
+            crate::config::Backend::Embedded => (
+                ServerIdentity::load_or_create(&meta.join("tls"))?,
+                device,
+                None,
+            ),
+            #[cfg(unix)]
+            crate::config::Backend::Cluster(cluster) => {
+                let started = cluster::serve::Node::start(
+                    cfg,
+                    cluster,
+                    &device,
+                    quotas.clone(),
+                    &tracker,
+                    cancel.clone(),
+                )
+                .await?;
+                let device = started.node.server_device.clone();
+                (started.identity, device, Some(started.node))
+            }
+            #[cfg(not(unix))]
+            crate::config::Backend::Cluster(_) => {
+                bail!("server.backend = \"cluster\": the cluster backend runs on Linux nodes only")
+            }
+        };
         tracing::info!(fingerprint = %identity.fingerprint, "server certificate");
         let bound = listener
             .local_addr()
@@ -176,13 +205,15 @@ impl Server {
             shares,
             registration: cfg.registration,
             folders: Mutex::new(HashMap::new()),
-            quotas: Arc::new(quotas),
+            quotas,
             max_folders_per_account: cfg.max_folders_per_account as usize,
             folder_problems: Mutex::default(),
             closed: Mutex::default(),
             idle_after: idle_after(),
             opened: Mutex::default(),
             devices: Mutex::new(HashMap::new()),
+            #[cfg(unix)]
+            cluster: node.clone(),
             device_cancels: Mutex::new(HashMap::new()),
             counters: Arc::new(Counters::default()),
             tracker,
@@ -194,7 +225,10 @@ impl Server {
                 cfg.data_dir.display()
             )
         })?;
-        server.tracker.spawn(server.clone().visits());
+        // A cluster folder has no tree in which anything could change meanwhile.
+        if node.is_none() {
+            server.tracker.spawn(server.clone().visits());
+        }
         Ok((server, listener))
     }
 
@@ -285,6 +319,31 @@ impl Server {
             bail!("folder name {name} is not a name within account {account}");
         }
         self.open_folder(account, name, false)
+    }
+
+    /// The folder's handle as a device's session opens it: from the cluster, or the
+    /// embedded folder ([`Server::folder`]).
+    async fn open(
+        self: &Arc<Self>,
+        account: &AccountName,
+        name: &FolderName,
+    ) -> Result<ServerFolderHandle> {
+        #[cfg(unix)]
+        if let Some(node) = &self.cluster {
+            if name.owner().is_some() {
+                bail!("folder name {name} is not a name within account {account}");
+            }
+            let key = (account.clone(), name.clone());
+            if let Some(h) = lock(&self.folders).get(&key) {
+                return Ok(h.clone());
+            }
+            let folder = node
+                .open(account, name, self.max_folders_per_account)
+                .await?;
+            let handle = ServerFolderHandle::cluster(folder, self.quotas.clone());
+            return Ok(lock(&self.folders).entry(key).or_insert(handle).clone());
+        }
+        self.folder(account, name)
     }
 
     /// The folder's handle, starting its sequencer if the folder is closed: for a

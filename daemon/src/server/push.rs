@@ -13,17 +13,17 @@ use filesync_proto::wire::{BlockRequest, Change, EntryKind, Hello, PushOutcome, 
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
+use super::decide::{refusal, stale_base};
 use super::quota::Reservation;
 use super::sequencer::ServerFolderHandle;
-use super::sequencer::commit::{refusal, stale_base};
 use crate::conn::received;
 use crate::conn::{self, Pending};
 use crate::fs::beneath::Root;
 use crate::fs::chunk;
 use crate::fs::durable::{self, CrashPoint, GROUP_MAX};
 use crate::fs::temp::Sealed;
-use crate::index::Index;
 use crate::lifecycle::metrics;
+use crate::server::store::{FolderReader, FolderStore, Landed};
 use crate::transfer;
 
 /// Handles a device's pushes in order: one stage stages changes, several at once, while
@@ -39,7 +39,7 @@ pub(super) async fn process_pushes(
     out: mpsc::Sender<ServerMsg>,
     pending: Arc<Pending>,
 ) -> Result<()> {
-    let index = Index::open(&folder.index_file)?;
+    let index = FolderReader::open(&folder.store)?;
     // Staged changes waiting for the committing stage: at most one group's worth, so
     // with the group committing and the files being staged, a device holds at most
     // about 2 × GROUP_MAX temp files open.
@@ -66,14 +66,21 @@ struct Slot {
 }
 
 /// What staging made of a change ([`prepare`]): the change left for the sequencer, with
-/// its sealed content if it has new content and its charge against quota and free space
+/// its content if it has new content and its charge against quota and free space
 /// (held until it is committed); or its outcome, settled without the sequencer.
-type Staged = Result<(Change, Option<Sealed>, Option<Reservation>), PushOutcome>;
+type Staged = Result<(Change, Option<Content>, Option<Reservation>), PushOutcome>;
+
+/// A pushed file's new content after staging: sealed in a temp file beside its target
+/// (embedded: made durable with its group next), or stored in the cluster's bucket.
+enum Content {
+    Sealed(Box<Sealed>),
+    Stored,
+}
 
 /// The staging stage: every change of every push, in order, several at once.
 async fn stage_pushes(
     folder: &ServerFolderHandle,
-    index: &Index,
+    index: &FolderReader,
     pushes: mpsc::Receiver<(u64, Vec<Change>)>,
     staged: mpsc::Sender<Slot>,
     out: &mpsc::Sender<ServerMsg>,
@@ -174,13 +181,20 @@ async fn commit_group(
     // The pushes' charges against quota and free space, held until they are committed.
     let mut charged = Vec::new();
     let mut sealed = Vec::new();
-    // Each change left for the sequencer, with its slot and whether it has content.
+    // Each change left for the sequencer, with its slot and its content: to be made
+    // durable (`Some(None)`), or stored already.
     let mut waiting = Vec::new();
     for staged in group {
         match staged {
             Ok((change, content, charge)) => {
-                waiting.push((settled.len(), change, content.is_some()));
-                sealed.extend(content);
+                let content = content.map(|c| match c {
+                    Content::Sealed(s) => {
+                        sealed.push(*s);
+                        None
+                    }
+                    Content::Stored => Some(Landed::Stored),
+                });
+                waiting.push((settled.len(), change, content));
                 charged.extend(charge);
                 settled.push(None);
             }
@@ -193,17 +207,21 @@ async fn commit_group(
         .context("the fsync of staged files stopped")?
         .into_iter();
     let mut ready = Vec::with_capacity(waiting.len());
-    for (slot, change, has_content) in waiting {
-        let content = match has_content.then(|| durable.next()).flatten() {
+    for (slot, change, content) in waiting {
+        let content = match content {
             None => None,
-            Some(Ok(prepared)) => Some(prepared),
-            Some(Err(e)) => {
-                tracing::warn!(folder = %folder.name, path = %change.entry.path, "cannot make a pushed file durable: {e:#}");
-                settled[slot] = Some(PushOutcome::Failed {
-                    reason: refusal(&e),
-                });
-                continue;
-            }
+            Some(Some(stored)) => Some(stored),
+            Some(None) => match durable.next() {
+                Some(Ok(prepared)) => Some(Landed::Prepared(Box::new(prepared))),
+                Some(Err(e)) => {
+                    tracing::warn!(folder = %folder.name, path = %change.entry.path, "cannot make a pushed file durable: {e:#}");
+                    settled[slot] = Some(PushOutcome::Failed {
+                        reason: refusal(&e),
+                    });
+                    continue;
+                }
+                None => None,
+            },
         };
         ready.push((change, content));
     }
@@ -242,7 +260,7 @@ async fn commit_group(
 /// over the quota or the free space, or content that could not be staged).
 async fn prepare(
     folder: &ServerFolderHandle,
-    index: &Index,
+    index: &FolderReader,
     change: Change,
     out: &mpsc::Sender<ServerMsg>,
     pending: &Pending,
@@ -260,10 +278,10 @@ async fn prepare(
     if let Some(why) = received::check_note(&mut change.entry, |_| false) {
         tracing::warn!(folder = %folder.name, "{why}");
     }
-    let current = index.local(&change.entry.path).map_err(failed)?;
+    let current = index.current(&change.entry.path).await.map_err(failed)?;
     let same = current
         .as_ref()
-        .is_some_and(|c| c.entry.same_content(&change.entry));
+        .is_some_and(|c| c.same_content(&change.entry));
     if let Some(current_seq) = stale_base(current.as_ref(), &change).filter(|_| !same) {
         // Settled without staging anything; the sequencer would say the same.
         tracing::debug!(folder = %folder.name, path = %change.entry.path, base = change.base_seq, current_seq, "refused a push made on an older version");
@@ -285,8 +303,8 @@ async fn prepare(
     // or the server already has is written in full all the same, only zero blocks stay
     // holes (so the free-space check leaves them out).
     let replaced = current
-        .filter(|c| !c.entry.deleted && c.entry.kind == EntryKind::File)
-        .map_or(0, |c| c.entry.size);
+        .filter(|c| !c.deleted && c.kind == EntryKind::File)
+        .map_or(0, |c| c.size);
     let charge = folder
         .quotas
         .reserve(
@@ -312,16 +330,26 @@ async fn prepare(
 /// interrupted upload of it left, blocks the server already has, the rest asked of the
 /// device, several at a time. It is verified and sealed here, several files at once;
 /// the group's barrier D makes it durable, so that the sequencer only has to rename it.
+/// A cluster folder stores the content in the bucket instead
+/// ([`crate::server::cluster::serve::ClusterFolder::store_pushed`]).
 async fn stage(
     folder: &ServerFolderHandle,
-    index: &Index,
+    index: &FolderReader,
     change: &Change,
     data: Option<Vec<u8>>,
     out: &mpsc::Sender<ServerMsg>,
     pending: &Pending,
-) -> Result<Sealed> {
+) -> Result<Content> {
     let entry = &change.entry;
-    let root = Root::open_folder(&folder.root)?;
+    let root = match &folder.store {
+        FolderStore::Embedded { root, .. } => Root::open_folder(root)?,
+        #[cfg(unix)]
+        FolderStore::Cluster(c) => {
+            c.store_pushed(entry, data, |request| request_block(out, pending, request))
+                .await?;
+            return Ok(Content::Stored);
+        }
+    };
     let tmp = match data {
         Some(data) => {
             let entry = entry.clone();
@@ -331,14 +359,14 @@ async fn stage(
         }
         None => {
             tracing::debug!(folder = %folder.name, path = %entry.path, "staging a pushed file from blocks");
-            transfer::assemble(&root, index, entry, |request| {
+            transfer::assemble(&root, index.index(), entry, |request| {
                 request_block(out, pending, request)
             })
             .await?
         }
     }
     .tmp;
-    transfer::seal(tmp, entry).await
+    Ok(Content::Sealed(Box::new(transfer::seal(tmp, entry).await?)))
 }
 
 async fn request_block(

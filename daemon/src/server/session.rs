@@ -10,8 +10,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result, anyhow, bail};
 use filesync_proto::auth::{AuthReply, AuthRequest, MAX_AUTH_FRAME};
 use filesync_proto::wire::{
-    BlockError, BlockRequest, Change, ClientMsg, EntryKind, ErrorKind, Hello, INLINE_BUDGET,
-    MAX_BATCH, PushOutcome, ServerMsg, Welcome, WireError,
+    BlockRequest, Change, ClientMsg, ErrorKind, Hello, INLINE_BUDGET, MAX_BATCH, PushOutcome,
+    ServerMsg, Welcome, WireError,
 };
 use filesync_proto::{FrameCodec, Handshake, HandshakeReply};
 use futures::{SinkExt, StreamExt};
@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Server;
 use super::sequencer::{Answer, ServerFolderHandle};
-use crate::conn::{self, BlockResult, Counted, Link};
-use crate::index::Index;
+use super::store::FolderReader;
+use crate::conn::{self, Counted, Link};
 use crate::server::accounts::{Admitted, Maker};
 
 /// Serves one connection; `unauthenticated` is its place in the server's budget of
@@ -200,7 +200,7 @@ async fn run(
         }
     };
     let placed = async {
-        let folder = server.folder(&access.owner, &access.folder)?;
+        let folder = server.open(&access.owner, &access.folder).await?;
         let joined = folder.join(&hello).await?;
         anyhow::Ok((folder, joined))
     };
@@ -229,9 +229,9 @@ async fn run(
     let _registration = server.register_device(&hello, &admitted.account, &folder, peer);
 
     let (sink, stream) = framed.split();
-    let index = Arc::new(Index::open(&folder.index_file)?);
-    let (served, root) = (index.clone(), folder.root.clone());
-    let reader: conn::Reader = Arc::new(move |request| serve_listed_block(&served, &root, request));
+    let store = FolderReader::open(&folder.store)?;
+    let served = store.clone();
+    let reader: conn::Reader = Arc::new(move |request| served.serve_block(request));
     let mut link = Link::<ClientMsg, ServerMsg>::new(
         sink,
         stream,
@@ -281,7 +281,7 @@ async fn run(
     let caller = Caller {
         device: hello.device.clone(),
         read_only: access.read_only.clone(),
-        index,
+        store,
     };
     let result = read_loop(&folder, &caller, &mut link, &out_tx, &push_tx).await;
     conn_cancel.cancel();
@@ -306,8 +306,8 @@ struct Caller {
     device: filesync_proto::DeviceId,
     /// Set for a read-only member: the reason its pushes and restores are refused.
     read_only: Option<String>,
-    /// The folder's index, as the session reads it to serve content.
-    index: Arc<Index>,
+    /// The folder, as the session reads it to serve content.
+    store: FolderReader,
 }
 
 /// Ends the connection of a member when its grant is taken back, telling the device why.
@@ -431,8 +431,7 @@ async fn read_loop(
             ClientMsg::Sharing(_) => bail!("protocol error: Sharing after Hello"),
             ClientMsg::Fetch { id, files } => {
                 super::inline::check_fetch(&files)?;
-                let (index, root) = (caller.index.clone(), folder.root.clone());
-                super::inline::answer_fetch(index, root, id, files, out.clone());
+                caller.store.answer_fetch(id, files, out.clone());
             }
             // Handled by the link.
             ClientMsg::Ping { .. }
@@ -443,28 +442,4 @@ async fn read_loop(
         }
     }
     Ok(())
-}
-
-/// Answers a device's block request with a block of a live file of the folder's index,
-/// never anything else under the folder: files the server's rules ignore, or that no
-/// version recorded, stay unreadable. Anything else is "not available" (the device
-/// asked for a version replaced or deleted since, the honest reason to miss).
-fn serve_listed_block(index: &Index, root: &std::path::Path, req: &BlockRequest) -> BlockResult {
-    match index.local(&req.path) {
-        Ok(Some(row))
-            if row.entry.kind == EntryKind::File
-                && !row.entry.deleted
-                && conn::is_block_of(&row.entry, req) =>
-        {
-            conn::serve_block_from(root, req)
-        }
-        Ok(_) => {
-            tracing::debug!(path = ?req.path.as_str(), offset = req.offset, "a device asked for a block that is not one of a live file here");
-            Err(BlockError::NotAvailable)
-        }
-        Err(e) => {
-            tracing::warn!(path = ?req.path.as_str(), "cannot read the index to serve a block: {e:#}");
-            Err(BlockError::NotAvailable)
-        }
-    }
 }

@@ -19,8 +19,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::sequencer::ServerFolderHandle;
+use super::store::FolderReader;
 use crate::conn;
-use crate::index::Index;
 
 /// Index bytes per message to a device.
 const INDEX_BYTES: usize = 4 * 1024 * 1024;
@@ -36,12 +36,12 @@ pub async fn run(
     out: mpsc::Sender<ServerMsg>,
     cancel: CancellationToken,
 ) -> Result<()> {
-    let index = Index::open(&folder.index_file)?;
+    let store = FolderReader::open(&folder.store)?;
     let mut seq = folder.seq.clone();
     let mut cursor = Cursor::new(since);
     loop {
-        let (messages, more) = cursor.next(&index)?;
-        let messages = super::inline::attach(folder.root.clone(), device.clone(), messages).await?;
+        let (messages, more) = cursor.next(&store).await?;
+        let messages = store.attach(device.clone(), messages).await?;
         for msg in messages {
             out.send(msg).await?;
         }
@@ -78,8 +78,10 @@ impl Cursor {
     /// stores them together and never applies a rename before the entries read with it
     /// (its new parent directory); else first, in batches whose `as_of` is their last
     /// one. True if there may be more to read at once.
-    pub fn next(&mut self, index: &Index) -> Result<(Vec<ServerMsg>, bool)> {
-        let read = index.stream_read(self.since, self.renamed, READ_BATCH)?;
+    pub async fn next(&mut self, store: &FolderReader) -> Result<(Vec<ServerMsg>, bool)> {
+        let read = store
+            .stream_read(self.since, self.renamed, READ_BATCH)
+            .await?;
         let entries = cut_batch(read.entries, INDEX_BYTES);
         let mut renames = read.renames;
         let mut out = Vec::new();
@@ -108,7 +110,7 @@ impl Cursor {
             return Ok((out, false));
         };
         self.since = last.seq;
-        let caught_up = index.entries_since(self.since, 1)?.is_empty();
+        let caught_up = !store.any_after(self.since).await?;
         self.announced |= caught_up;
         renames.extend(entries);
         out.push(ServerMsg::Index {

@@ -416,3 +416,73 @@ fn the_move_and_the_export_go_on_with_one_garage_node_of_three_down_and_pg_outag
     );
     export_equals(&cl, &config, "other-node-down", &tree);
 }
+
+/// After the move, the server restarts as a cluster node: its devices go on where they
+/// were (same epoch, nothing pulled again), and edits, deletes, a directory rename, a
+/// conflict and a restore behave as on the embedded server.
+#[test]
+fn devices_go_on_through_a_cluster_node_after_the_move() {
+    let cl = Cluster::new(2);
+    let Some((pg, garage)) = engines(&cl) else {
+        return;
+    };
+    let (a, b) = (cl.folder_dir(0, DOCS), cl.folder_dir(1, DOCS));
+    files::write(&a.join("notes/today.txt"), b"first\n");
+    files::write(&a.join("big.bin"), pseudo_random(21, 3 << 20));
+    cl.settle(DOCS);
+    let (a_before, b_before) = (cl.a().counters(DOCS), cl.b().counters(DOCS));
+    let server = cl.server();
+    server.stop();
+    let url = pg.create_db("served");
+    let table = cluster_table(&url, &garage, &[]);
+    let config = cluster_config(server, &table);
+    ok(filesyncd(&config, &["migrate-to-cluster"]));
+    // The embedded tree is not used any more: away with it, so that only the devices'
+    // copies are compared from now on.
+    let old = cl.server_dir(DOCS).expect("the embedded copy");
+    fs::remove_dir_all(&old).unwrap();
+    fs::copy(&config, server.config_path()).unwrap();
+    server.start();
+
+    files::write(&a.join("notes/tomorrow.txt"), b"new on a\n");
+    files::write(&b.join("from-b.bin"), pseudo_random(22, 1 << 20));
+    cl.settle(DOCS);
+    cl.assert_file_everywhere(DOCS, "notes/tomorrow.txt", b"new on a\n");
+    cl.assert_file_everywhere(DOCS, "from-b.bin", &pseudo_random(22, 1 << 20));
+    // Each device went on where it was: it sent only its new file and took only the
+    // other's (a new epoch would have had both exchange everything again).
+    let (a_after, b_after) = (cl.a().counters(DOCS), cl.b().counters(DOCS));
+    assert_eq!(
+        (a_after.files_uploaded, a_after.files_downloaded),
+        (a_before.files_uploaded + 1, a_before.files_downloaded + 1),
+        "{a_before:?} {a_after:?}"
+    );
+    assert_eq!(
+        (b_after.files_uploaded, b_after.files_downloaded),
+        (b_before.files_uploaded + 1, b_before.files_downloaded + 1),
+        "{b_before:?} {b_after:?}"
+    );
+    assert!(!cl.server().log_text().contains("history went back in time"));
+
+    files::write(&a.join("notes/today.txt"), b"second\n");
+    fs::remove_file(b.join("big.bin")).unwrap();
+    cl.settle(DOCS);
+    cl.assert_file_everywhere(DOCS, "notes/today.txt", b"second\n");
+    cl.assert_absent_everywhere(DOCS, "big.bin");
+    let versions = cl.a().versions(DOCS, "notes/today.txt");
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    // Brought back on a device, through the node: a new change everyone takes.
+    cl.a().ctl_ok(["restore", DOCS, "notes/today.txt"]);
+    cl.settle(DOCS);
+    cl.assert_file_everywhere(DOCS, "notes/today.txt", b"first\n");
+    fs::rename(a.join("notes"), a.join("papers")).unwrap();
+    cl.settle(DOCS);
+    cl.assert_file_everywhere(DOCS, "papers/today.txt", b"first\n");
+    cl.assert_file_everywhere(DOCS, "papers/tomorrow.txt", b"new on a\n");
+    let sql = |q: &str| pg.psql("served", q);
+    assert_eq!(sql("SELECT COUNT(*) FROM renames"), "1");
+    assert!(
+        sql("SELECT COUNT(*) FROM versions").parse::<u32>().unwrap() >= 2,
+        "the replaced today.txt and the deleted big.bin are kept"
+    );
+}

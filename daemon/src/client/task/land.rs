@@ -92,7 +92,10 @@ async fn fetch_file(
                 partials.note(Partial::in_root(&entry.path));
             }
             tracing::debug!(path = %entry.path, size = entry.size, "downloading by blocks");
-            transfer::assemble(root, index, entry, |request| session.request_block(request)).await?
+            transfer::assemble(root, Some(index), entry, |request| {
+                session.request_block(request)
+            })
+            .await?
         }
     };
     Counters::add(&counters.content_reused, assembled.reused);

@@ -4,8 +4,8 @@
 //! What is built: connecting with errors that name the config key at fault, the tables,
 //! the block store, moving an embedded server's data in ([`import`],
 //! `filesyncd migrate-to-cluster`) and writing a folder's tree back out of it
-//! ([`export`]). Serving devices from it is not built yet: a node with
-//! `backend = "cluster"` refuses to start (see `docs/cluster.md`).
+//! ([`export`]), and serving devices from it ([`serve`]): every node with
+//! `backend = "cluster"` serves any device of any account.
 
 #[cfg(unix)]
 pub mod chunks;
@@ -19,6 +19,8 @@ pub mod gc;
 pub mod import;
 #[cfg(unix)]
 pub mod schema;
+#[cfg(unix)]
+pub mod serve;
 #[cfg(unix)]
 mod store;
 

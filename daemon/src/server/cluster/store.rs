@@ -29,16 +29,21 @@ fn where_db(config: &tokio_postgres::Config) -> String {
     }
 }
 
+/// The parsed `server.cluster.postgres`.
+pub fn pg_config(cluster: &ClusterSection) -> Result<tokio_postgres::Config> {
+    cluster.postgres.0.parse().map_err(|e| {
+        anyhow!(
+            "config key server.cluster.postgres is not a PostgreSQL connection string \
+             ({e}); write e.g. \"postgresql://filesync@db.example.com/filesync\""
+        )
+    })
+}
+
 impl Store {
     /// Connects to the database and lays out its tables, then checks that the bucket
     /// takes and gives back an object. Every error names the config key to look at.
     pub async fn connect(cluster: &ClusterSection) -> Result<Store> {
-        let config: tokio_postgres::Config = cluster.postgres.0.parse().map_err(|e| {
-            anyhow!(
-                "config key server.cluster.postgres is not a PostgreSQL connection string \
-                 ({e}); write e.g. \"postgresql://filesync@db.example.com/filesync\""
-            )
-        })?;
+        let config = pg_config(cluster)?;
         let place = where_db(&config);
         let (mut db, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
             .await

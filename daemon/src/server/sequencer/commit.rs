@@ -18,6 +18,7 @@ use crate::fs::tree;
 use crate::index::{Index, LocalRow};
 use crate::scan;
 use crate::scan::Scope;
+use crate::server::decide::{self, refusal, stale_base};
 
 impl Sequencer {
     /// The current row at `path`, after taking in any change made there in the server
@@ -62,7 +63,7 @@ impl Sequencer {
             }
             return Ok(PushOutcome::Accepted { seq: current_seq });
         }
-        if let Some(current_seq) = stale_base(current.as_ref(), &change) {
+        if let Some(current_seq) = stale_base(current.as_ref().map(|r| &r.entry), &change) {
             return Ok(PushOutcome::Conflict { current_seq });
         }
         let mut entry = change.entry;
@@ -367,79 +368,9 @@ impl Sequencer {
     }
 }
 
-/// The base check: `Some(current sequence)` when `change` was based on a version of its
-/// path that is no longer the server's current one, which makes it a conflict. A path
-/// with no row at all was renamed away under the device, and a path whose current
-/// version is a delete holds nothing to lose: new content lands there whatever its base
-/// (an edit beats a delete, so the device would push it again on top of the delete).
-pub fn stale_base(current: Option<&LocalRow>, change: &Change) -> Option<u64> {
-    current
-        .filter(|c| !c.entry.deleted || change.entry.deleted)
-        .map(|c| c.entry.seq)
-        .filter(|&seq| seq != change.base_seq)
-}
-
-/// Whether a directory rename from `from` to `to` may be committed as one move: the
-/// source is a live directory here, `to` is a live directory outside it (and it outside
-/// `to`), and no history was ever recorded at or below `to`.
+/// Whether a directory rename from `from` to `to` may be committed as one move, as the
+/// embedded index sees it (see [`decide::may_rename`]).
 pub fn may_rename(index: &Index, from: &RelPath, to: &Entry) -> Result<bool> {
-    let src_is_dir = index
-        .local(from)?
-        .is_some_and(|r| !r.entry.deleted && r.entry.kind == EntryKind::Dir);
-    Ok(src_is_dir
-        && !to.deleted
-        && to.kind == EntryKind::Dir
-        && !to.path.starts_with(from)
-        && !from.starts_with(&to.path)
-        && !index.has_local_under(&to.path)?)
-}
-
-/// Why a pushed change was refused, as the device shows it: a full disk here is said
-/// in words, since only the server's admin can fix it and the device retries meanwhile.
-pub fn refusal(e: &anyhow::Error) -> String {
-    if crate::fs::space::is_full(e) {
-        format!("server disk full ({e:#}); the change is sent again later")
-    } else {
-        format!("{e:#}")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::index::tests::file_entry;
-
-    fn row(seq: u64, deleted: bool) -> LocalRow {
-        let mut entry = file_entry("f.txt", seq, b"old");
-        entry.deleted = deleted;
-        LocalRow {
-            entry,
-            inode: 1,
-            dirty: false,
-        }
-    }
-
-    fn change(base_seq: u64, deleted: bool) -> Change {
-        let mut entry = file_entry("f.txt", 0, b"new");
-        entry.deleted = deleted;
-        Change {
-            entry,
-            base_seq,
-            data: None,
-        }
-    }
-
-    #[test]
-    fn a_base_is_stale_unless_current_or_there_is_nothing_to_lose() {
-        assert_eq!(stale_base(Some(&row(5, false)), &change(5, false)), None);
-        assert_eq!(stale_base(Some(&row(5, false)), &change(3, false)), Some(5));
-        assert_eq!(stale_base(Some(&row(5, false)), &change(9, false)), Some(5));
-        assert_eq!(stale_base(Some(&row(5, false)), &change(3, true)), Some(5));
-        assert_eq!(stale_base(None, &change(7, false)), None);
-        // New content over a delete lands whatever its base, even one the path never had.
-        assert_eq!(stale_base(Some(&row(5, true)), &change(3, false)), None);
-        assert_eq!(stale_base(Some(&row(5, true)), &change(9, false)), None);
-        // A delete over a delete still needs the current base.
-        assert_eq!(stale_base(Some(&row(5, true)), &change(3, true)), Some(5));
-    }
+    let src = index.local(from)?.map(|r| r.entry);
+    Ok(decide::may_rename(src.as_ref(), from, to) && !index.has_local_under(&to.path)?)
 }

@@ -1,7 +1,6 @@
 //! What sessions hold to reach a folder's sequencer: a cloneable handle whose methods
 //! send it a command with a reply channel, and the watch channels it announces on.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Result, anyhow};
@@ -13,6 +12,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::fs::temp::Prepared;
 use crate::server::history::{self, Lineage};
 use crate::server::quota::Quotas;
+use crate::server::store::{FolderStore, Landed};
 
 /// Where a device's index stream starts, in which epoch: the answer to its hello.
 #[derive(Debug, Clone, Copy)]
@@ -75,8 +75,9 @@ pub(super) enum SequencerCmd {
 pub struct ServerFolderHandle {
     pub account: AccountName,
     pub name: FolderName,
-    pub root: PathBuf,
-    pub index_file: PathBuf,
+    /// Where its changes are committed and read from.
+    pub store: FolderStore,
+    /// The embedded sequencer's commands; closed for a cluster folder, which has none.
     pub(super) cmd: mpsc::Sender<SequencerCmd>,
     /// The folder's highest committed sequence number.
     pub seq: watch::Receiver<u64>,
@@ -89,6 +90,30 @@ pub struct ServerFolderHandle {
     pub users: Arc<()>,
 }
 
+#[cfg(unix)]
+impl ServerFolderHandle {
+    /// The handle of a folder served from the cluster: its calls go to the database
+    /// and the bucket, and its watch channels follow every node's commits.
+    pub fn cluster(
+        folder: Arc<crate::server::cluster::serve::ClusterFolder>,
+        quotas: Arc<Quotas>,
+    ) -> Self {
+        // No sequencer: the command channel is closed from the start.
+        let (cmd, _) = mpsc::channel(1);
+        ServerFolderHandle {
+            account: folder.account.clone(),
+            name: folder.name.clone(),
+            seq: folder.seq(),
+            lineage: folder.lineage(),
+            status: folder.status(),
+            store: FolderStore::Cluster(folder),
+            cmd,
+            quotas,
+            users: Arc::new(()),
+        }
+    }
+}
+
 /// Why a call to the sequencer got no answer.
 const CLOSING: &str = "the folder is shutting down";
 
@@ -96,9 +121,26 @@ impl ServerFolderHandle {
     /// Commits pushed changes in order (see [`SequencerCmd::Commit`]).
     pub async fn commit(
         &self,
-        changes: Vec<(Change, Option<Prepared>)>,
+        changes: Vec<(Change, Option<Landed>)>,
         device: DeviceId,
     ) -> Result<Vec<PushOutcome>> {
+        #[cfg(unix)]
+        if let FolderStore::Cluster(c) = &self.store {
+            let changes = changes.into_iter().map(|(c, l)| (c, l.is_some())).collect();
+            return Ok(c.commit(changes, &device).await);
+        }
+        let changes = changes
+            .into_iter()
+            .map(|(change, landed)| {
+                let prepared = match landed {
+                    Some(Landed::Prepared(p)) => Some(*p),
+                    // Only a cluster's content is stored; the sequencer then says no
+                    // content was staged, and the change fails.
+                    Some(Landed::Stored) | None => None,
+                };
+                (change, prepared)
+            })
+            .collect();
         let call = self.call(|reply| SequencerCmd::Commit {
             changes,
             device,
@@ -115,6 +157,17 @@ impl ServerFolderHandle {
         if let Ok(joined) = Joined::without_rollback(hello, &lineage, current) {
             return Ok(joined);
         }
+        #[cfg(unix)]
+        if let FolderStore::Cluster(c) = &self.store {
+            if let Err(seen) = Joined::without_rollback(hello, &lineage, current) {
+                c.rolled_back(&hello.device, seen).await?;
+            }
+            return Ok(Joined {
+                epoch: self.lineage.borrow().epoch,
+                since: 0,
+                current: *self.seq.borrow(),
+            });
+        }
         let hello = hello.clone();
         let call = self.call(|reply| SequencerCmd::Join { hello, reply });
         call.await?.get().await?.map_err(|e| anyhow!(e))
@@ -126,6 +179,11 @@ impl ServerFolderHandle {
         &self,
         path: RelPath,
     ) -> Result<Answer<Result<Vec<VersionInfo>, String>>> {
+        #[cfg(unix)]
+        if let FolderStore::Cluster(c) = &self.store {
+            let c = c.clone();
+            return Ok(Answer::later(async move { c.versions(&path).await }));
+        }
         self.call(|reply| SequencerCmd::ListVersions { path, reply })
             .await
     }
@@ -137,6 +195,17 @@ impl ServerFolderHandle {
         version: Option<u64>,
         device: DeviceId,
     ) -> Result<Answer<Result<u64, String>>> {
+        #[cfg(unix)]
+        if let FolderStore::Cluster(c) = &self.store {
+            let c = c.clone();
+            return Ok(Answer::later(async move {
+                let restored = c.restore(&path, version, device).await;
+                if let Err(e) = &restored {
+                    tracing::warn!(folder = %c.label(), path = %path, "restore failed: {e:#}");
+                }
+                restored
+            }));
+        }
         self.call(|reply| SequencerCmd::Restore {
             path,
             version,
@@ -172,5 +241,18 @@ pub struct Answer<T>(oneshot::Receiver<T>);
 impl<T> Answer<T> {
     pub async fn get(self) -> Result<T> {
         self.0.await.map_err(|_| anyhow!(CLOSING))
+    }
+}
+
+impl<T: Send + 'static> Answer<Result<T, String>> {
+    /// The answer of `work`, run in its own task (a cluster folder's calls, which no
+    /// sequencer queues).
+    #[cfg(unix)]
+    fn later(work: impl Future<Output = Result<T>> + Send + 'static) -> Self {
+        let (reply, answer) = oneshot::channel();
+        tokio::spawn(async move {
+            let _ = reply.send(work.await.map_err(|e| format!("{e:#}")));
+        });
+        Answer(answer)
     }
 }

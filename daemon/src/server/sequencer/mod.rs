@@ -165,8 +165,10 @@ pub fn start(
     Ok(ServerFolderHandle {
         account,
         name,
-        root: place.root,
-        index_file: place.index_file,
+        store: crate::server::store::FolderStore::Embedded {
+            root: place.root,
+            index_file: place.index_file,
+        },
         cmd: cmd_tx,
         seq: seq_rx,
         lineage: lineage_rx,

@@ -1,0 +1,159 @@
+//! A pushed file's content on its way into the bucket: assembled and checked in a temp
+//! file in the node's staging directory (from the content sent inline, from blocks the
+//! account already stores, the rest asked of the device), then each block the account
+//! does not store yet written to the bucket. Only then may a commit refer to it.
+//!
+//! Before a block is written its row is stamped (`touched_at`), which keeps garbage
+//! collection away from it for the grace; a row that collection has marked `DOOMED`
+//! is refused, and the push is answered `Failed` and sent again after the row is gone.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use filesync_proto::Hash;
+use filesync_proto::wire::{BlockRequest, Entry};
+use futures::{StreamExt, TryStreamExt};
+
+use super::folder::ClusterFolder;
+use crate::events::unix_secs;
+use crate::fs::beneath::Root;
+use crate::fs::temp::Sealed;
+use crate::server::cluster::schema::LIVE;
+use crate::transfer;
+
+/// Blocks written to the bucket at once for one file.
+const WRITES_AT_ONCE: usize = 8;
+
+impl ClusterFolder {
+    /// The directory this node stages pushes to the folder in.
+    fn staging_root(&self) -> Result<Root> {
+        let dir = self
+            .node
+            .staging
+            .join(self.account_id.to_string())
+            .join(self.id.to_string());
+        crate::fs::private::create_dir(&dir)?;
+        Root::open_folder(&dir)
+    }
+
+    /// Stores the content of `entry`, a pushed live file, in the bucket: from `data`
+    /// when the device sent it inline, else assembled from the blocks the account
+    /// stores already and those `fetch` asks the device for.
+    pub async fn store_pushed<F, Fut>(
+        &self,
+        entry: &Entry,
+        data: Option<Vec<u8>>,
+        fetch: F,
+    ) -> Result<()>
+    where
+        F: Fn(BlockRequest) -> Fut,
+        Fut: Future<Output = Result<Vec<u8>>>,
+    {
+        let root = self.staging_root()?;
+        let distinct: Vec<Hash> = entry
+            .blocks
+            .iter()
+            .map(|b| b.hash)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let stored = self.stored_blocks(&distinct).await?;
+        let tmp = match data {
+            Some(data) => {
+                let entry = entry.clone();
+                tokio::task::spawn_blocking(move || transfer::from_bytes(&root, &entry, &data))
+                    .await
+                    .context("the write of a pushed file stopped")??
+            }
+            None => {
+                let stored = &stored;
+                transfer::assemble(&root, None, entry, |request| {
+                    let known = stored.contains(&request.hash);
+                    let hash = request.hash;
+                    let asked = fetch(request);
+                    async move {
+                        if known {
+                            Ok(Vec::from(
+                                self.node.chunks.get(self.account_id, &hash).await?,
+                            ))
+                        } else {
+                            asked.await
+                        }
+                    }
+                })
+                .await?
+            }
+        }
+        .tmp;
+        let sealed = transfer::seal(tmp, entry).await?;
+        self.upload(sealed, entry, &stored).await
+    }
+
+    /// Writes every block of `sealed` that the account does not store yet, then
+    /// removes the temp file.
+    async fn upload(&self, sealed: Sealed, entry: &Entry, stored: &HashSet<Hash>) -> Result<()> {
+        let mut seen = HashSet::new();
+        let mut at = 0u64;
+        let mut todo = Vec::new();
+        for b in &entry.blocks {
+            if !stored.contains(&b.hash) && seen.insert(b.hash) {
+                todo.push((b.hash, at, b.size));
+            }
+            at += u64::from(b.size);
+        }
+        let sealed = Arc::new(sealed);
+        futures::stream::iter(todo)
+            .map(|(hash, offset, size)| {
+                let sealed = sealed.clone();
+                async move {
+                    self.claim(&hash, size).await?;
+                    let data = tokio::task::spawn_blocking(move || sealed.read_back(offset, size))
+                        .await
+                        .context("the read of a staged file stopped")??;
+                    self.node
+                        .chunks
+                        .put(self.account_id, &hash, Bytes::from(data))
+                        .await
+                        .with_context(|| format!("cannot store a block of {}", entry.path))
+                }
+            })
+            .buffer_unordered(WRITES_AT_ONCE)
+            .try_collect::<()>()
+            .await?;
+        if let Ok(sealed) = Arc::try_unwrap(sealed) {
+            sealed.discard();
+        }
+        Ok(())
+    }
+
+    /// Records that block `hash` is being written now, which keeps garbage collection
+    /// from it for the grace; refused while collection is deleting it.
+    async fn claim(&self, hash: &Hash, size: u32) -> Result<()> {
+        let db = self.node.db().await?;
+        let claimed = db
+            .query_opt(
+                "INSERT INTO blocks (account_id, hash, size, refs, state, touched_at) \
+                 VALUES ($1, $2, $3, 0, $4, $5) ON CONFLICT (account_id, hash) \
+                 DO UPDATE SET touched_at = $5 WHERE blocks.state = $4 RETURNING 1",
+                &[
+                    &self.account_id,
+                    &hash.0.as_slice(),
+                    &(size as i32),
+                    &LIVE,
+                    &unix_secs(),
+                ],
+            )
+            .await
+            .context("cannot record a block in the cluster's database")?;
+        if claimed.is_none() {
+            bail!(
+                "block {hash} is being deleted by garbage collection right now; the push is \
+                 sent again once it is gone"
+            );
+        }
+        Ok(())
+    }
+}
