@@ -36,9 +36,6 @@ use crate::{Node, SYNC_TIMEOUT, poll_until};
 /// The folder every client of a [`Cluster`] syncs from the start.
 pub const DOCS: &str = "docs";
 
-/// What a cluster node says when it cannot serve devices yet; its variants then skip.
-const NOT_SERVING: &str = "cannot serve devices from a cluster";
-
 /// One server (or K cluster nodes) and `n` clients with their own temp dirs and ports;
 /// everything is killed and removed on drop (see [`Scratch`] for keeping the files).
 pub struct Cluster {
@@ -67,8 +64,8 @@ impl Cluster {
         Cluster::new_on(Backend::Embedded, n_clients).expect("the embedded server starts")
     }
 
-    /// [`Cluster::new`] on `backend`; `None` when the test is skipped (the engines are
-    /// not installed, or cluster nodes do not serve devices yet), having said why.
+    /// [`Cluster::new`] on `backend`; `None` when the test is skipped (PostgreSQL or
+    /// Garage is not installed), having said why.
     pub fn new_on(backend: Backend, n_clients: usize) -> Option<Cluster> {
         let cluster = Cluster::without_folders_on(backend, n_clients, Some("open"))?;
         for i in 0..n_clients {
@@ -113,7 +110,7 @@ impl Cluster {
                 garage_nodes,
             } => {
                 let engines = Engines::start_or_skip(root, garage_nodes)?;
-                let servers = start_nodes(root, &engines, nodes, registration)?;
+                let servers = start_nodes(root, &engines, nodes, registration);
                 (servers, Some(engines))
             }
         };
@@ -568,36 +565,25 @@ impl Cluster {
 }
 
 /// Starts `count` nodes of the cluster backend on `engines`, one after the other (the
-/// first lays out the database); `None`, having said why, when they cannot serve devices
-/// yet.
+/// first lays out the database).
 fn start_nodes(
     root: &Path,
     engines: &Engines,
     count: usize,
     registration: Option<&'static str>,
-) -> Option<Vec<Node>> {
-    let mut nodes = Vec::new();
-    for n in 1..=count {
-        let name = match n {
-            1 => "server".to_owned(),
-            n => format!("server{n}"),
-        };
-        let node = Node::cluster_node(
-            root,
-            &name,
-            registration,
-            engines.table(&format!("node-{n}")),
-        );
-        match node.start_or_log() {
-            Ok(()) => nodes.push(node),
-            Err(log) if log.contains(NOT_SERVING) => {
-                eprintln!("skipped: cluster nodes do not serve devices yet ({NOT_SERVING})");
-                return None;
-            }
-            Err(log) => panic!("{name}: filesyncd exited during start-up; its log:\n{log}"),
-        }
-    }
-    Some(nodes)
+) -> Vec<Node> {
+    (1..=count)
+        .map(|n| {
+            let name = match n {
+                1 => "server".to_owned(),
+                n => format!("server{n}"),
+            };
+            let table = engines.table(&format!("node-{n}"));
+            let node = Node::cluster_node(root, &name, registration, table);
+            node.start();
+            node
+        })
+        .collect()
 }
 
 /// What is wrong in one node's `status --json` after a quiet step.

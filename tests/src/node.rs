@@ -325,32 +325,22 @@ impl Node {
     /// A server's port was only free when the node was made; if the very first start
     /// fails because the address is taken, the node moves to a new port and tries again.
     pub fn start(&self) {
-        if let Err(log) = self.start_or_log() {
-            panic!(
-                "{}: filesyncd exited during start-up; its log:\n{log}",
-                self.name
-            )
-        }
-    }
-
-    /// [`Node::start`], returning the log written since the spawn when the daemon exits
-    /// during start-up (a refusal the test expects) instead of failing the test.
-    pub fn start_or_log(&self) -> Result<(), String> {
         let first_server_start = self.server.is_some() && self.starts.load(Ordering::SeqCst) == 0;
         let attempts = if first_server_start { 3 } else { 1 };
-        let mut result = Ok(());
         for attempt in 1..=attempts {
-            result = self.try_start();
-            match &result {
+            match self.try_start() {
+                Ok(()) => return,
                 Err(log) if attempt < attempts && log.to_lowercase().contains("in use") => {
                     eprintln!("{}: port taken, retrying on another port", self.name);
                     self.role().port.store(free_port(), Ordering::SeqCst);
                     self.write_config();
                 }
-                _ => break,
+                Err(log) => panic!(
+                    "{}: filesyncd exited during start-up; its log:\n{log}",
+                    self.name
+                ),
             }
         }
-        result
     }
 
     /// Spawns the daemon and waits until it is ready; `Err` carries the log written since

@@ -3,7 +3,7 @@
 //! client A connected to node 1 and client B to node 2, so every change crosses nodes.
 //! Each step's oracle also compares the clients' trees with `filesyncd export` of the
 //! folder. Skipped (saying so) where PostgreSQL 15 or Garage is not installed, except
-//! under `FILESYNC_REQUIRE_TOOLS`, and while cluster nodes do not serve devices.
+//! under `FILESYNC_REQUIRE_TOOLS`.
 
 use filesync_tests::{Backend, Cluster};
 
