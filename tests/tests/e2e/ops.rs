@@ -428,6 +428,54 @@ fn systemd_units_verify() {
             assert!(score.contains("OK"), "exposure is worse than OK:\n{report}");
         }
     }
+    // The cluster's garbage collection: a oneshot service and its daily timer.
+    let dir = scratch.path().join("gc");
+    std::fs::create_dir(&dir).unwrap();
+    for unit in ["filesyncd-gc.service", "filesyncd-gc.timer"] {
+        let text = std::fs::read_to_string(units_dir().join(unit)).unwrap();
+        let exec = daemon.to_str().unwrap();
+        std::fs::write(dir.join(unit), text.replace("/usr/bin/filesyncd", exec)).unwrap();
+    }
+    let mut cmd = Command::new("systemd-analyze");
+    cmd.arg("verify")
+        .arg(dir.join("filesyncd-gc.service"))
+        .arg(dir.join("filesyncd-gc.timer"));
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "systemd-analyze verify of the gc units: {}\n{stderr}",
+        out.status
+    );
+}
+
+/// The example config of a cluster node (`packaging/cluster-node.toml`) is read without
+/// a complaint: with its paths moved into a temp dir, `filesyncd gc` gets as far as
+/// connecting to the example's database, which it names.
+#[test]
+fn the_cluster_node_example_config_is_valid() {
+    let scratch = Scratch::new();
+    let dir = scratch.path();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/cluster-node.toml");
+    let text = std::fs::read_to_string(example).unwrap();
+    std::fs::write(dir.join("s3-secret"), "secret\n").unwrap();
+    let at = |p: &str| dir.join(p).to_str().unwrap().to_owned();
+    let text = text
+        .replace("/etc/filesync/s3-secret", &at("s3-secret"))
+        .replace("/var/lib/filesyncd", &at("state"))
+        .replace("/run/filesyncd", &at("run"))
+        .replace("db.example.com", "127.0.0.1:1");
+    let config = dir.join("cluster-node.toml");
+    std::fs::write(&config, text).unwrap();
+    let mut cmd = Command::new(filesync_tests::exec::bin("filesyncd"));
+    cmd.arg("--config").arg(&config).arg("gc");
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("cannot connect to PostgreSQL") && said.contains("server.cluster.postgres"),
+        "{said}"
+    );
 }
 
 #[test]
