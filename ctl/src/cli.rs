@@ -351,6 +351,15 @@ pub enum ServerCommand {
         #[arg(value_name = "SIZE|none|default", value_parser = parse_quota)]
         quota: QuotaChange,
     },
+    /// Write the current tree of a folder into a directory (cluster nodes, which keep
+    /// no browsable tree; an embedded server keeps one in its data directory). Every
+    /// file is checked against its hash before it gets its name.
+    Export {
+        /// `ACCOUNT/FOLDER`, as `filesyncctl server status` lists it.
+        folder: String,
+        /// A new or empty directory on the node; the daemon writes it as its own user.
+        dir: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

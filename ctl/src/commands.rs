@@ -169,6 +169,15 @@ pub async fn run(command: Command, client: &Client) -> Result<()> {
         Command::Server(ServerCommand::Quota { account, quota }) => {
             confirm(client, Request::ServerQuota { account, quota }).await
         }
+        Command::Server(ServerCommand::Export { folder, dir }) => {
+            let request = Request::ServerExport {
+                folder,
+                dir: absolute(&dir)?,
+            };
+            // As long as the folder takes to write.
+            let message = expect_ok(client.call(&request, None).await?)?;
+            output::print(&format!("{message}\n"))
+        }
         Command::Device(DeviceCommand::Invite { server, account }) => {
             confirm(client, Request::DeviceInvite { server, account }).await
         }

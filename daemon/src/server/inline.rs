@@ -77,6 +77,7 @@ fn read_batch(root: &Root, device: &DeviceId, entries: &[Entry]) -> Vec<Inline> 
 /// The entries of a batch whose content goes with it to `device` where it is read
 /// from a store that does not change under it (a cluster's bucket): in order, while
 /// [`INLINE_BUDGET`] lasts.
+#[cfg(unix)]
 pub fn to_attach(entries: &[Entry], device: &DeviceId) -> Vec<usize> {
     let mut budget = INLINE_BUDGET;
     let mut chosen = Vec::new();

@@ -29,6 +29,7 @@ pub mod shares;
 pub(crate) mod store;
 pub(crate) mod stream;
 pub mod versions;
+mod visits;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -43,7 +44,6 @@ use filesync_proto::control::{
 };
 use filesync_proto::wire::Hello;
 use filesync_proto::{AccountName, DeviceId, FolderName};
-use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -108,7 +108,7 @@ pub struct Server {
     devices: Mutex<HashMap<u64, ConnectedDevice>>,
     /// Set when the folders are served from the cluster (`server.backend = "cluster"`).
     #[cfg(unix)]
-    cluster: Option<Arc<cluster::serve::Node>>,
+    cluster: Option<ClusterNode>,
     /// One token per device that connected: revoking the device cancels it, which
     /// closes every connection of that device at once.
     device_cancels: Mutex<HashMap<DeviceId, CancellationToken>>,
@@ -116,6 +116,12 @@ pub struct Server {
     tracker: TaskTracker,
     cancel: CancellationToken,
 }
+
+/// This node's handles on the cluster, when it serves from one (Linux only).
+#[cfg(unix)]
+type ClusterNode = Arc<cluster::serve::Node>;
+#[cfg(not(unix))]
+type ClusterNode = std::convert::Infallible;
 
 /// Removes a device from the connected list when its session ends.
 pub struct Registration {
@@ -154,7 +160,7 @@ impl Server {
             crate::config::Backend::Embedded => (
                 ServerIdentity::load_or_create(&meta.join("tls"))?,
                 device,
-                None,
+                None::<ClusterNode>,
             ),
             #[cfg(unix)]
             crate::config::Backend::Cluster(cluster) => {
@@ -230,81 +236,6 @@ impl Server {
             server.tracker.spawn(server.clone().visits());
         }
         Ok((server, listener))
-    }
-
-    /// Visits every folder on disk that is not open, at start and then every hour, so
-    /// that changes made in the server's copy while it was closed (or the server was
-    /// down) are taken in even before a device connects: each is opened, scanned and
-    /// closed again, a few at a time, so that the folders open at once stay few.
-    async fn visits(self: Arc<Self>) {
-        let mut every = tokio::time::interval(sequencer::RESCAN_EVERY);
-        loop {
-            tokio::select! {
-                _ = self.cancel.cancelled() => return,
-                _ = every.tick() => {}
-            }
-            let closed: Vec<_> = {
-                let open = lock(&self.folders);
-                self.folders_on_disk()
-                    .into_iter()
-                    .filter(|key| !open.contains_key(key))
-                    .collect()
-            };
-            let visits = futures::stream::iter(closed).for_each_concurrent(VISITS_AT_ONCE, |key| {
-                let server = self.clone();
-                async move { server.visit(&key.0, &key.1).await }
-            });
-            tokio::select! {
-                _ = self.cancel.cancelled() => return,
-                () = visits => {}
-            }
-        }
-    }
-
-    /// Opens a closed folder to scan it, and waits (a while at most) until it is closed
-    /// again. A folder that cannot be opened is logged and shown in status.
-    async fn visit(self: &Arc<Self>, account: &AccountName, name: &FolderName) {
-        let closed = match self.open_folder(account, name, true) {
-            Ok(handle) => handle.closed(),
-            Err(e) => {
-                tracing::error!(account = %account, folder = %name, path = %self.data_dir.join(account.as_str()).join(name.as_str()).display(), "cannot open the folder; it is not served until this is fixed and a device connects to it again: {e:#}");
-                return;
-            }
-        };
-        // A device that connects meanwhile keeps the folder open: then this visit is
-        // over as far as the visitor is concerned.
-        let _ = tokio::time::timeout(VISIT_WAIT, closed).await;
-    }
-
-    /// Every (account, folder) that has a directory under the data dir.
-    fn folders_on_disk(&self) -> Vec<(AccountName, FolderName)> {
-        let mut found = Vec::new();
-        let Ok(accounts) = std::fs::read_dir(&self.data_dir) else {
-            return found;
-        };
-        for account in accounts.flatten() {
-            let Some(account) = account
-                .file_name()
-                .to_str()
-                .and_then(|n| AccountName::new(n).ok())
-            else {
-                continue;
-            };
-            let folders = self.folders_of(&account);
-            found.extend(folders.into_iter().map(|name| (account.clone(), name)));
-        }
-        found
-    }
-
-    /// The folders of `account` on disk: its directories with a folder's name.
-    fn folders_of(&self, account: &AccountName) -> Vec<FolderName> {
-        let Ok(dir) = std::fs::read_dir(self.data_dir.join(account.as_str())) else {
-            return Vec::new();
-        };
-        dir.flatten()
-            .filter(|f| f.file_type().is_ok_and(|t| t.is_dir()))
-            .filter_map(|f| f.file_name().to_str().and_then(|n| FolderName::new(n).ok()))
-            .collect()
     }
 
     /// The folder's handle, opening it (and scanning it) if it is closed.
@@ -635,5 +566,23 @@ impl Server {
             folders,
             devices,
         }
+    }
+}
+
+impl Server {
+    /// `filesyncctl server export`: writes a cluster folder (`ACCOUNT/FOLDER`) into `dir`;
+    /// what was written, in words.
+    pub async fn export(&self, folder: &str, dir: &std::path::Path) -> Result<String> {
+        #[cfg(unix)]
+        if let Some(node) = &self.cluster {
+            return node.export(folder, dir).await;
+        }
+        bail!(
+            "this server keeps every folder as a browsable tree in {} (config key \
+             server.data_dir): copy {folder} from there instead of exporting it into {}; \
+             `server export` is for cluster nodes, which keep none",
+            self.data_dir.display(),
+            dir.display()
+        )
     }
 }

@@ -74,6 +74,7 @@ type Staged = Result<(Change, Option<Content>, Option<Reservation>), PushOutcome
 /// (embedded: made durable with its group next), or stored in the cluster's bucket.
 enum Content {
     Sealed(Box<Sealed>),
+    #[cfg(unix)]
     Stored,
 }
 
@@ -192,6 +193,7 @@ async fn commit_group(
                         sealed.push(*s);
                         None
                     }
+                    #[cfg(unix)]
                     Content::Stored => Some(Landed::Stored),
                 });
                 waiting.push((settled.len(), change, content));

@@ -36,6 +36,7 @@ pub enum FolderStore {
 /// target (embedded), or stored in the bucket (cluster).
 pub enum Landed {
     Prepared(Box<Prepared>),
+    #[cfg(unix)]
     Stored,
 }
 

@@ -329,6 +329,7 @@ impl Supervisor {
             Request::ServerInvites => self.server_invites(),
             Request::ServerCancelInvite { id } => self.server_cancel_invite(id),
             Request::ServerQuota { account, quota } => self.server_quota(account, quota),
+            Request::ServerExport { folder, dir } => self.server_export(folder, dir),
             Request::DeviceInvite { server, account } => {
                 let account = match account.map(AccountName::new).transpose() {
                     Ok(a) => a,

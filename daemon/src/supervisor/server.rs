@@ -121,6 +121,24 @@ impl Supervisor {
         self.off_runtime(move |server| set_quota(server, &account, quota))
     }
 
+    /// `filesyncctl server export`: a cluster folder's tree written into a directory.
+    pub(super) fn server_export(
+        &self,
+        folder: String,
+        dir: String,
+    ) -> BoxFuture<'static, Response> {
+        let server = match self.server() {
+            Ok(s) => s.clone(),
+            Err(r) => return now(r),
+        };
+        Box::pin(async move {
+            match server.export(&folder, std::path::Path::new(&dir)).await {
+                Ok(said) => ok(said),
+                Err(e) => failed(format!("{e:#}")),
+            }
+        })
+    }
+
     /// `filesyncctl server share`, `unshare` and `shares`, answered by
     /// [`crate::server::shares::control`].
     pub(super) fn server_shares(&self, request: Request) -> BoxFuture<'static, Response> {

@@ -15,7 +15,7 @@ pub use status::{
 
 /// Version of the control protocol; the CLI refuses to talk to a daemon of another.
 /// The encoding is not self-describing, so a new field in any message is a new version.
-pub const CONTROL_VERSION: u32 = 9;
+pub const CONTROL_VERSION: u32 = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -194,6 +194,12 @@ pub enum Request {
     /// A one-time URL that logs a browser in to the web page, answered as
     /// [`Response::Ok`] with the URL as its message.
     WebLogin,
+    /// Server role, cluster backend: write the current tree of `folder`
+    /// (`ACCOUNT/FOLDER`) into `dir`, an absolute path on the node, absent or empty.
+    ServerExport {
+        folder: String,
+        dir: String,
+    },
 }
 
 /// What happened, for `filesyncctl events`.

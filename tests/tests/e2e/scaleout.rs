@@ -261,8 +261,10 @@ fn bad_or_unreachable_engines_are_errors_naming_the_key() {
         let config = cluster_config(cl.server(), &cluster_table(&url, &garage, extra));
         refused(filesyncd(&config, &["migrate-to-cluster"]), words);
     }
-    // The node itself refuses to serve from a cluster, saying what it can do.
-    let config = cluster_config(cl.server(), &cluster_table(&url, &garage, &[]));
+    // A node does not start on a bad key either, and says which.
+    cl.server().stop();
+    let bad_bucket = [("s3_bucket", "no-such-bucket")];
+    let config = cluster_config(cl.server(), &cluster_table(&url, &garage, &bad_bucket));
     let mut cmd = Command::new(bin("filesyncd"));
     cmd.arg("--config")
         .arg(&config)
@@ -270,7 +272,7 @@ fn bad_or_unreachable_engines_are_errors_naming_the_key() {
         .arg(cl.root().join("c.sock"));
     refused(
         run_with_timeout(&mut cmd, ADMIN_TIMEOUT),
-        &["server.backend = \"cluster\"", "migrate-to-cluster"],
+        &["server.cluster.s3_bucket"],
     );
 }
 
@@ -432,6 +434,17 @@ fn devices_go_on_through_a_cluster_node_after_the_move() {
     cl.settle(DOCS);
     let (a_before, b_before) = (cl.a().counters(DOCS), cl.b().counters(DOCS));
     let server = cl.server();
+    let out = cl.root().join("exported");
+    cl.expect_entry("exported");
+    let export = [
+        "server",
+        "export",
+        &format!("open/{DOCS}"),
+        out.to_str().unwrap(),
+    ];
+    let embedded = server.ctl(export);
+    assert_eq!(embedded.status.code(), Some(1), "{}", describe(&embedded));
+    assert!(String::from_utf8_lossy(&embedded.stderr).contains("browsable tree"));
     server.stop();
     let url = pg.create_db("served");
     let table = cluster_table(&url, &garage, &[]);
@@ -479,6 +492,12 @@ fn devices_go_on_through_a_cluster_node_after_the_move() {
     cl.settle(DOCS);
     cl.assert_file_everywhere(DOCS, "papers/today.txt", b"first\n");
     cl.assert_file_everywhere(DOCS, "papers/tomorrow.txt", b"new on a\n");
+    // The node writes the folder's tree, as the devices hold it.
+    let said = server.ctl_ok(export);
+    assert!(said.contains("wrote open/docs into"), "{said}");
+    let exported = manifest(&out).expect("the exported tree");
+    let on_a = manifest(&a).expect("a's tree");
+    assert!(exported == on_a, "{}", diff(&on_a, &exported));
     let sql = |q: &str| pg.psql("served", q);
     assert_eq!(sql("SELECT COUNT(*) FROM renames"), "1");
     assert!(

@@ -17,7 +17,7 @@ use filesync_proto::wire::{BlockInfo, EntryKind};
 use filesync_proto::{AccountName, FolderName, Hash, RelPath};
 use sha2::{Digest, Sha256};
 
-use super::Store;
+use super::chunks::Chunks;
 use crate::index::kind_code;
 
 /// What an export wrote.
@@ -29,16 +29,39 @@ pub struct Exported {
     pub bytes: u64,
 }
 
+/// Writes `folder` (`ACCOUNT/FOLDER`) into `dir`; what was written, in words.
+pub async fn export_into(
+    db: &tokio_postgres::Client,
+    chunks: &Chunks,
+    folder: &str,
+    dir: &Path,
+) -> Result<String> {
+    let Some((account, name)) = folder.split_once('/') else {
+        bail!("{folder:?} is not ACCOUNT/FOLDER; write e.g. alice/docs");
+    };
+    let account = filesync_proto::AccountName::new(account)?;
+    let name = filesync_proto::FolderName::new(name)?;
+    let done = export(db, chunks, &account, &name, dir).await?;
+    Ok(format!(
+        "wrote {account}/{name} into {}: {} files ({} bytes), {} directories, {} symlinks",
+        dir.display(),
+        done.files,
+        done.bytes,
+        done.dirs,
+        done.links
+    ))
+}
+
 /// Writes the live tree of `account`'s `folder` into `dir`, which must be absent or
 /// empty.
 pub async fn export(
-    store: &Store,
+    db: &tokio_postgres::Client,
+    chunks: &Chunks,
     account: &AccountName,
     folder: &FolderName,
     dir: &Path,
 ) -> Result<Exported> {
-    let found = store
-        .db
+    let found = db
         .query_opt(
             "SELECT f.id, a.id FROM folders f JOIN accounts a ON a.id = f.account_id \
              WHERE a.name = $1 AND f.name = $2",
@@ -59,8 +82,7 @@ pub async fn export(
         );
     }
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let rows = store
-        .db
+    let rows = db
         .query(
             "SELECT e.path, e.kind, e.size, e.mtime_ns, e.mode, e.hash, e.target, c.blocks \
              FROM entries e LEFT JOIN contents c ON c.account_id = $2 AND c.hash = e.hash \
@@ -93,7 +115,7 @@ pub async fn export(
             let hash = Hash::from_slice(row.get(5)).context("a hash is not 32 bytes")?;
             let mode: i32 = row.get(4);
             let mtime_ns: i64 = row.get(3);
-            let size = write_file(store, account_id, &path, &blocks, &hash, &target).await?;
+            let size = write_file(chunks, account_id, &path, &blocks, &hash, &target).await?;
             fs::set_permissions(&target, fs::Permissions::from_mode(mode as u32 & 0o777))
                 .with_context(|| format!("cannot set the mode of {}", target.display()))?;
             let mtime = filetime::FileTime::from_unix_time(
@@ -117,7 +139,7 @@ pub async fn export(
 /// Writes one file from its blocks beside `target`, checks it whole, and gives it its
 /// name only then.
 async fn write_file(
-    store: &Store,
+    chunks: &Chunks,
     account_id: i64,
     path: &RelPath,
     blocks: &[BlockInfo],
@@ -131,8 +153,7 @@ async fn write_file(
     let mut whole = Sha256::new();
     let mut size = 0u64;
     for block in blocks.iter().filter(|b| b.size > 0) {
-        let data = store
-            .chunks
+        let data = chunks
             .get(account_id, &block.hash)
             .await
             .with_context(|| format!("{path}: a block cannot be read from the bucket"))?;

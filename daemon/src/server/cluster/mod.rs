@@ -74,21 +74,8 @@ pub async fn migrate_to_cluster(config: &Config) -> Result<String> {
 #[cfg(unix)]
 pub async fn export_folder(config: &Config, folder: &str, dir: &Path) -> Result<String> {
     let (_, cluster) = cluster_of(config)?;
-    let Some((account, name)) = folder.split_once('/') else {
-        bail!("{folder:?} is not ACCOUNT/FOLDER; write e.g. alice/docs");
-    };
-    let account = filesync_proto::AccountName::new(account)?;
-    let name = filesync_proto::FolderName::new(name)?;
     let store = Store::connect(cluster).await?;
-    let done = export::export(&store, &account, &name, dir).await?;
-    Ok(format!(
-        "wrote {account}/{name} into {}: {} files ({} bytes), {} directories, {} symlinks",
-        dir.display(),
-        done.files,
-        done.bytes,
-        done.dirs,
-        done.links
-    ))
+    export::export_into(&store.db, &store.chunks, folder, dir).await
 }
 
 /// `filesyncd gc`: what the collection did, in words. `FILESYNC_GC_GRACE_SECS`, a test

@@ -136,7 +136,9 @@ impl ServerFolderHandle {
                     Some(Landed::Prepared(p)) => Some(*p),
                     // Only a cluster's content is stored; the sequencer then says no
                     // content was staged, and the change fails.
-                    Some(Landed::Stored) | None => None,
+                    #[cfg(unix)]
+                    Some(Landed::Stored) => None,
+                    None => None,
                 };
                 (change, prepared)
             })

@@ -144,6 +144,19 @@ impl Node {
             bail!("the cluster has no account {account}");
         };
         let account_id: i64 = found.get(0);
+        // What the account stores in every folder, for its quota on this node.
+        for r in db
+            .query(
+                "SELECT name, bytes FROM folders WHERE account_id = $1",
+                &[&account_id],
+            )
+            .await?
+        {
+            if let Ok(folder) = FolderName::new(r.get::<_, String>(0)) {
+                self.quotas
+                    .set_files(account, &folder, r.get::<_, i64>(1).max(0) as u64);
+            }
+        }
         let select = "SELECT id, last_seq, epoch, files, bytes FROM folders \
                       WHERE account_id = $1 AND name = $2";
         let mut row = db.query_opt(select, &[&account_id, &name.as_str()]).await?;
@@ -220,6 +233,13 @@ impl Node {
             }
         };
         Ok(folder)
+    }
+
+    /// `filesyncctl server export`: writes `folder` (`ACCOUNT/FOLDER`) into `dir` on
+    /// this node.
+    pub async fn export(&self, folder: &str, dir: &std::path::Path) -> Result<String> {
+        let db = self.db().await?;
+        super::export::export_into(&db, &self.chunks, folder, dir).await
     }
 
     /// A commit notification: moves the folder on if it is open here.
