@@ -378,11 +378,9 @@ impl Cluster {
         ));
         assert!(!account.is_empty(), "the cluster has no folder {folder:?}");
         let mut exports = self.lock_exports();
-        let dir = self
-            .root()
-            .join("exports")
-            .join(format!("{}-{folder}", exports.len() + 1));
-        fs::create_dir_all(dir.parent().expect("exports/")).expect("cannot make exports/");
+        let all = self.root().join("exports");
+        fs::create_dir_all(&all).expect("cannot make exports/");
+        let dir = all.join(format!("{}-{folder}", files::list_dir(&all).len() + 1));
         let mut cmd = Command::new(bin("filesyncd"));
         cmd.arg("--config")
             .arg(self.server().config_path())
