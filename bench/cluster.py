@@ -2,7 +2,7 @@
 """The cluster backend's benchmark (issue 19): two `filesyncd` nodes sharing a throwaway
 PostgreSQL 15 and a one-node Garage, next to the embedded server, in the same run.
 
-Started by bench/cluster.sh (see `bench/cluster.sh --help`). Python 3.9+ standard
+Started by `bench/run.sh --cluster` (see `bench/run.sh --help`). Python 3.9+ standard
 library only; the process helpers are bench.py's.
 
     embedded:  client A ──► server ◄── client B
@@ -24,7 +24,6 @@ import os
 import random
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -40,9 +39,11 @@ from bench import (
     percentile,
     poll_until,
     port_open,
+    publish,
     random_bytes,
     run,
     spawn,
+    standard_args,
     stop_all,
     verify_tree,
     wait_content,
@@ -57,16 +58,18 @@ SECRET = "ab" * 32
 
 
 class Postgres:
-    """A throwaway PostgreSQL 15 on a loopback port, with database `filesync`. As root
-    the server runs as the `postgres` user (initdb refuses root), in a directory of its
-    own outside the (private) work directory."""
+    """A throwaway PostgreSQL 15 on a loopback port, with database `filesync`, in
+    WORK/pg. As root the server runs as the `postgres` user (initdb refuses root), which
+    may then pass through the work directory."""
 
-    def __init__(self, timeout):
+    def __init__(self, work, timeout):
         if not (PG_BIN / "initdb").is_file():
             raise BenchError("PostgreSQL 15 is not installed (apt-get install postgresql)")
-        self.dir = Path(tempfile.mkdtemp(prefix="fsbench-pg-"))
+        self.dir = work / "pg"
+        self.dir.mkdir()
         self.as_postgres = os.geteuid() == 0
         if self.as_postgres:
+            os.chmod(work, 0o711)
             os.chmod(self.dir, 0o777)
         self.data, self.port, self.timeout = self.dir / "data", free_port(), timeout
         self.pg("initdb", "-D", self.data, "-A", "trust", "-U", "filesync", "-E", "UTF8",
@@ -96,7 +99,6 @@ class Postgres:
             self.ctl("-m", "fast", "stop")
         except BenchError as e:
             log(f"PostgreSQL did not stop: {e}")
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Garage:
@@ -202,7 +204,7 @@ class ClusterBench:
         _, addr = self.server("embedded")
         self.side("embedded", addr, addr)
         stop_all()  # idle daemons of one side must not take CPU from the other's
-        pg = Postgres(self.args.timeout)
+        pg = Postgres(self.work, self.args.timeout)
         try:
             garage = Garage(self.work, self.args.timeout)
             _, node1 = self.server("node1", self.cluster_table(pg, garage, 1))
@@ -235,27 +237,16 @@ class ClusterBench:
             f"{os.getloadavg()[0]:.2f} at the end (nproc {os.cpu_count()}); "
             f"{time.strftime('%Y-%m-%d %H:%M %Z')}. Command: `{a.command}`",
         ]
-        text = "\n".join(lines) + "\n"
-        print()
-        print(text)
-        if a.markdown:
-            Path(a.markdown).write_text(text)
-            log(f"results written to {a.markdown}")
+        publish("\n".join(lines) + "\n", a.markdown)
 
 
 def main():
     ap = argparse.ArgumentParser(description="filesync: the cluster backend next to the "
                                              "embedded server (issue 19)")
-    ap.add_argument("--bin", required=True, help="directory holding filesyncd and filesyncctl")
-    ap.add_argument("--work", required=True, help="an empty directory to work in")
+    standard_args(ap, 1200, "bench/run.sh --cluster")
     ap.add_argument("--files", type=int, default=10_000)
     ap.add_argument("--dirs", type=int, default=500)
     ap.add_argument("--writes", type=int, default=50)
-    ap.add_argument("--timeout", type=float, default=1200)
-    ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--log", default="", help="FILESYNC_LOG for the daemons")
-    ap.add_argument("--markdown")
-    ap.add_argument("--command", default="bench/cluster.sh")
     args = ap.parse_args()
     if args.files < 1 or args.dirs < 1 or args.writes < 1:
         ap.error("--files, --dirs and --writes must be at least 1")

@@ -14,46 +14,31 @@ fn two_nodes() -> Option<Cluster> {
     Cluster::new_on(Backend::TWO_NODES, 2)
 }
 
-#[test]
-fn a_new_file_reaches_the_device_on_the_other_node() {
-    if let Some(cl) = two_nodes() {
-        changes::new_file_reaches_server_and_other_client_on(&cl);
-    }
+/// One test per scenario body: `name => body`, run on [`two_nodes`].
+macro_rules! on_two_nodes {
+    ($($name:ident => $body:path,)*) => {$(
+        #[test]
+        fn $name() {
+            if let Some(cl) = two_nodes() {
+                $body(&cl);
+            }
+        }
+    )*};
 }
 
-#[test]
-fn an_edit_reaches_the_device_on_the_other_node() {
-    if let Some(cl) = two_nodes() {
-        changes::modified_file_propagates_new_content_on(&cl);
-    }
-}
-
-#[test]
-fn a_delete_reaches_the_device_on_the_other_node() {
-    if let Some(cl) = two_nodes() {
-        changes::deleted_file_is_removed_everywhere_on(&cl);
-    }
-}
-
-#[test]
-fn a_conflict_across_nodes_keeps_both_sides() {
-    if let Some(cl) = two_nodes() {
-        conflicts::edit_edit_b_first_server_version_keeps_the_name_on(&cl);
-    }
-}
-
-#[test]
-fn a_directory_move_reaches_the_device_on_the_other_node() {
-    if let Some(cl) = two_nodes() {
-        renames::move_into_new_parent_with_an_edit_inside_on(&cl);
-    }
-}
-
-#[test]
-fn versions_kept_through_one_node_are_restored_through_the_other() {
-    if let Some(cl) = two_nodes() {
-        versions::versions_are_listed_kept_outside_the_tree_and_restored_on(&cl);
-    }
+on_two_nodes! {
+    a_new_file_reaches_the_device_on_the_other_node =>
+        changes::new_file_reaches_server_and_other_client_on,
+    an_edit_reaches_the_device_on_the_other_node =>
+        changes::modified_file_propagates_new_content_on,
+    a_delete_reaches_the_device_on_the_other_node =>
+        changes::deleted_file_is_removed_everywhere_on,
+    a_conflict_across_nodes_keeps_both_sides =>
+        conflicts::edit_edit_b_first_server_version_keeps_the_name_on,
+    a_directory_move_reaches_the_device_on_the_other_node =>
+        renames::move_into_new_parent_with_an_edit_inside_on,
+    versions_kept_through_one_node_are_restored_through_the_other =>
+        versions::versions_are_listed_kept_outside_the_tree_and_restored_on,
 }
 
 #[test]
