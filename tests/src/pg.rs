@@ -130,6 +130,48 @@ impl Postgres {
         self.pg_ctl(&["start"]);
     }
 
+    /// Stops the server and every one of its processes where they stand (SIGSTOP): to
+    /// a client, a database behind a network that drops every packet.
+    /// [`Postgres::thaw`] lets them go on; dropping the fixture does too.
+    pub fn freeze(&self) {
+        self.signal_all(libc::SIGSTOP);
+    }
+
+    pub fn thaw(&self) {
+        self.signal_all(libc::SIGCONT);
+    }
+
+    /// Sends `sig` to the postmaster and its children (the backends, the writers).
+    fn signal_all(&self, sig: libc::c_int) {
+        let Some(postmaster) = fs::read_to_string(self.data.join("postmaster.pid"))
+            .ok()
+            .and_then(|pid| pid.lines().next()?.trim().parse::<i32>().ok())
+        else {
+            return;
+        };
+        let mut pids = vec![postmaster];
+        for entry in fs::read_dir("/proc").expect("/proc").flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            // `pid (comm) state ppid …`; the name may hold spaces, not `)`.
+            let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
+            if ppid == Some(postmaster) {
+                pids.push(pid);
+            }
+        }
+        for pid in pids {
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+
     fn pg_ctl(&self, action: &[&str]) {
         let data = self.data.to_str().expect("a UTF-8 temp dir");
         let log = self.dir.join("log");
@@ -170,6 +212,7 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
+        self.thaw();
         let data = self.data.to_str().unwrap_or_default().to_owned();
         let program = Path::new(PG_BIN).join("pg_ctl");
         let mut stop = if self.as_postgres {

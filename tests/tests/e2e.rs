@@ -15,6 +15,8 @@ mod accounts;
 mod changes;
 #[path = "e2e/clock.rs"]
 mod clock;
+#[path = "e2e/cluster_accounts.rs"]
+mod cluster_accounts;
 #[path = "e2e/cluster_faults.rs"]
 mod cluster_faults;
 #[path = "e2e/confinement.rs"]

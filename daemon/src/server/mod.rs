@@ -52,7 +52,9 @@ use self::lock::lock;
 use crate::config::{Registration as RegistrationMode, ServerSection};
 use crate::conn::Counters;
 use crate::conn::tls::ServerIdentity;
-use crate::server::accounts::{Accounts, Cancelled, Maker, OPEN_ACCOUNT, QuotaSetting};
+use crate::server::accounts::{
+    AccountStore, Accounts, Cancelled, Maker, OPEN_ACCOUNT, QuotaSetting,
+};
 pub use listen::serve;
 use quota::Quotas;
 use sequencer::ServerFolderHandle;
@@ -84,8 +86,8 @@ pub struct Server {
     max_connections_per_address: usize,
     identity: ServerIdentity,
     /// Used on the blocking pool only ([`Server::off_runtime`]): its calls wait on a
-    /// lock and on fsync.
-    accounts: Arc<Accounts>,
+    /// lock and on fsync, or on the cluster's database.
+    accounts: Arc<dyn AccountStore>,
     /// Folders shared across accounts, and the tokens that close a member's
     /// connections when its grant is taken back.
     shares: shares::Shares,
@@ -153,28 +155,37 @@ impl Server {
                 cfg.data_dir.display()
             )
         })?;
-        let accounts = Arc::new(Accounts::open(&meta.join("accounts.db"))?);
-        let shares = shares::Shares::open(&meta.join("accounts.db"))?;
-        let quotas = Arc::new(Quotas::new(cfg, accounts.quotas()?));
-        let (identity, device, node) = match &cfg.backend {
-            crate::config::Backend::Embedded => (
-                ServerIdentity::load_or_create(&meta.join("tls"))?,
-                device,
-                None::<ClusterNode>,
-            ),
+        let (identity, device, accounts, shares, quotas, node) = match &cfg.backend {
+            crate::config::Backend::Embedded => {
+                let accounts: Arc<dyn AccountStore> =
+                    Arc::new(Accounts::open(&meta.join("accounts.db"))?);
+                let shares = shares::Shares::open(&meta.join("accounts.db"))?;
+                let quotas = Arc::new(Quotas::new(cfg, accounts.quotas()?));
+                let identity = ServerIdentity::load_or_create(&meta.join("tls"))?;
+                (
+                    identity,
+                    device,
+                    accounts,
+                    shares,
+                    quotas,
+                    None::<ClusterNode>,
+                )
+            }
             #[cfg(unix)]
             crate::config::Backend::Cluster(cluster) => {
-                let started = cluster::serve::Node::start(
-                    cfg,
-                    cluster,
-                    &device,
-                    quotas.clone(),
-                    &tracker,
-                    cancel.clone(),
+                let started =
+                    cluster::serve::Node::start(cfg, cluster, &device, &tracker, cancel.clone())
+                        .await?;
+                let node = started.node;
+                let table = cluster::shares::PgShares::new(node.pool());
+                (
+                    started.identity,
+                    node.server_device.clone(),
+                    started.accounts,
+                    shares::Shares::new(Box::new(table)),
+                    node.quotas.clone(),
+                    Some(node),
                 )
-                .await?;
-                let device = started.node.server_device.clone();
-                (started.identity, device, Some(started.node))
             }
             #[cfg(not(unix))]
             crate::config::Backend::Cluster(_) => {

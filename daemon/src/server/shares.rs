@@ -32,10 +32,34 @@ use super::lock::lock;
 use crate::events::unix_secs;
 
 /// (owner, folder, member).
-type Key = (AccountName, FolderName, AccountName);
+pub type Key = (AccountName, FolderName, AccountName);
 
+/// The grants as a store keeps them: the embedded backend's [`SqliteShares`], or the
+/// cluster's in PostgreSQL (`server::cluster::shares`). The calls wait on a lock or the
+/// database, so they run on the blocking pool ([`Server::off_runtime`]).
+pub trait ShareTable: Send + Sync {
+    /// Records the grant (or changes its mode): `None` when the member account does
+    /// not exist, else whether an existing grant changed.
+    fn grant(&self, key: &Key, read_only: bool) -> Result<Option<bool>>;
+
+    /// Deletes the grant; false when there was none.
+    fn revoke(&self, key: &Key) -> Result<bool>;
+
+    /// The member's access: `Some(read_only)`, or `None` without a grant.
+    fn access(&self, key: &Key) -> Result<Option<bool>>;
+
+    /// The grants of `owner` (every owner for `None`), of one folder or all, by owner,
+    /// folder and member.
+    fn list(
+        &self,
+        owner: Option<&AccountName>,
+        folder: Option<&FolderName>,
+    ) -> Result<Vec<ShareGrant>>;
+}
+
+/// The grants, and the live connections that follow them.
 pub struct Shares {
-    db: Mutex<Connection>,
+    table: Box<dyn ShareTable>,
     /// Followed by the live connections of a member to a shared folder; cancelled and
     /// dropped when the grant is taken back or changed.
     live: Mutex<HashMap<Key, CancellationToken>>,
@@ -51,10 +75,32 @@ pub struct Access {
     pub withdrawn: Option<CancellationToken>,
 }
 
-impl Shares {
+/// A grant as listed, from its row's names.
+pub fn grant_of(
+    owner: String,
+    folder: String,
+    member: String,
+    read_only: bool,
+    granted_at: i64,
+) -> Result<ShareGrant> {
+    Ok(ShareGrant {
+        owner: AccountName::new(owner)?,
+        folder: FolderName::new(folder)?,
+        member: AccountName::new(member)?,
+        read_only,
+        granted_at,
+    })
+}
+
+/// The embedded backend's grants: table `shares` of the account store's file.
+pub struct SqliteShares {
+    db: Mutex<Connection>,
+}
+
+impl SqliteShares {
     /// Opens the grants in the account store `file`, which [`crate::server::accounts::Accounts`]
     /// already created with its own tables.
-    pub fn open(file: &Path) -> Result<Shares> {
+    pub fn open(file: &Path) -> Result<SqliteShares> {
         let db = Connection::open(file)
             .with_context(|| format!("cannot open the account store {}", file.display()))?;
         db.busy_timeout(Duration::from_secs(10))?;
@@ -65,14 +111,11 @@ impl Shares {
                  PRIMARY KEY (owner, folder, member));",
         )
         .with_context(|| format!("cannot set up the shares in {}", file.display()))?;
-        Ok(Shares {
-            db: Mutex::new(db),
-            live: Mutex::new(HashMap::new()),
-        })
+        Ok(SqliteShares { db: Mutex::new(db) })
     }
+}
 
-    /// Records the grant (or changes its mode): `None` when the member account does not
-    /// exist, else whether an existing grant changed.
+impl ShareTable for SqliteShares {
     fn grant(&self, key: &Key, read_only: bool) -> Result<Option<bool>> {
         let (owner, folder, member) = key;
         let mut db = lock(&self.db);
@@ -112,7 +155,6 @@ impl Shares {
         Ok(Some(before.is_some_and(|b| b != read_only)))
     }
 
-    /// Deletes the grant; false when there was none.
     fn revoke(&self, (owner, folder, member): &Key) -> Result<bool> {
         let n = lock(&self.db).execute(
             "DELETE FROM shares WHERE owner = ?1 AND folder = ?2 AND member = ?3",
@@ -121,7 +163,6 @@ impl Shares {
         Ok(n == 1)
     }
 
-    /// The member's access: `Some(read_only)`, or `None` without a grant.
     fn access(&self, (owner, folder, member): &Key) -> Result<Option<bool>> {
         Ok(lock(&self.db)
             .query_row(
@@ -132,8 +173,6 @@ impl Shares {
             .optional()?)
     }
 
-    /// The grants of `owner` (every owner for `None`), of one folder or all, by owner,
-    /// folder and member.
     fn list(
         &self,
         owner: Option<&AccountName>,
@@ -145,30 +184,32 @@ impl Shares {
              WHERE (?1 IS NULL OR owner = ?1) AND (?2 IS NULL OR folder = ?2)
              ORDER BY owner, folder, member",
         )?;
-        let rows = stmt.query_map(
-            params![owner.map(|o| o.as_str()), folder.map(|f| f.as_str())],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, bool>(3)?,
-                    r.get::<_, i64>(4)?,
-                ))
-            },
-        )?;
-        let mut grants = Vec::new();
-        for row in rows {
-            let (owner, folder, member, read_only, granted_at) = row?;
-            grants.push(ShareGrant {
-                owner: AccountName::new(owner)?,
-                folder: FolderName::new(folder)?,
-                member: AccountName::new(member)?,
-                read_only,
-                granted_at,
-            });
+        let rows = stmt
+            .query_map(
+                params![owner.map(|o| o.as_str()), folder.map(|f| f.as_str())],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(owner, folder, member, read_only, granted)| {
+                grant_of(owner, folder, member, read_only, granted)
+            })
+            .collect()
+    }
+}
+
+impl Shares {
+    /// The grants in `table`, with no live connection yet.
+    pub fn new(table: Box<dyn ShareTable>) -> Shares {
+        Shares {
+            table,
+            live: Mutex::new(HashMap::new()),
         }
-        Ok(grants)
+    }
+
+    /// The embedded backend's grants, in the account store `file` ([`SqliteShares`]).
+    pub fn open(file: &Path) -> Result<Shares> {
+        Ok(Shares::new(Box::new(SqliteShares::open(file)?)))
     }
 
     /// The token a member's connection follows.
@@ -229,7 +270,7 @@ impl Server {
             ));
         }
         let key = (owner.clone(), folder.clone(), member.clone());
-        match self.shares.grant(&key, read_only) {
+        match self.shares.table.grant(&key, read_only) {
             Err(e) => return Err(format!("cannot record the share: {e:#}")),
             Ok(None) => {
                 return Err(format!(
@@ -256,7 +297,7 @@ impl Server {
     ) -> Result<Vec<ShareGrant>, String> {
         own_folder(owner, folder)?;
         let key = (owner.clone(), folder.clone(), member.clone());
-        match self.shares.revoke(&key) {
+        match self.shares.table.revoke(&key) {
             Err(e) => return Err(format!("cannot record the change: {e:#}")),
             Ok(false) => {
                 return Err(format!(
@@ -277,6 +318,7 @@ impl Server {
         folder: Option<&FolderName>,
     ) -> Result<Vec<ShareGrant>, String> {
         self.shares
+            .table
             .list(owner, folder)
             .map_err(|e| format!("cannot read the shares: {e:#}"))
     }
@@ -335,7 +377,7 @@ impl Server {
                  `filesyncctl share {folder} --with {account}`"
             )
         };
-        let read_only = match self.shares.access(&key) {
+        let read_only = match self.shares.table.access(&key) {
             Err(e) => return Err(format!("cannot read the shares: {e:#}")),
             Ok(None) => return Err(not_shared()),
             Ok(Some(read_only)) => read_only,
@@ -433,13 +475,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("accounts.db");
         let accounts = crate::server::accounts::Accounts::open(&file).unwrap();
-        accounts
-            .invite(
-                &name("bob"),
-                crate::server::accounts::DEFAULT_INVITE_TTL,
-                &crate::server::accounts::Maker::Admin,
-            )
-            .unwrap();
+        crate::server::accounts::AccountStore::invite(
+            &accounts,
+            &name("bob"),
+            crate::server::accounts::DEFAULT_INVITE_TTL,
+            &crate::server::accounts::Maker::Admin,
+        )
+        .unwrap();
         (dir, Shares::open(&file).unwrap())
     }
 
@@ -448,38 +490,48 @@ mod tests {
         let (_dir, shares) = store();
         let docs = FolderName::new("docs").unwrap();
         let key = (name("alice"), docs.clone(), name("bob"));
-        assert_eq!(shares.access(&key).unwrap(), None);
-        assert_eq!(shares.grant(&key, false).unwrap(), Some(false));
-        assert_eq!(shares.access(&key).unwrap(), Some(false));
+        assert_eq!(shares.table.access(&key).unwrap(), None);
+        assert_eq!(shares.table.grant(&key, false).unwrap(), Some(false));
+        assert_eq!(shares.table.access(&key).unwrap(), Some(false));
         assert_eq!(
-            shares.grant(&key, false).unwrap(),
+            shares.table.grant(&key, false).unwrap(),
             Some(false),
             "same again"
         );
-        assert_eq!(shares.grant(&key, true).unwrap(), Some(true), "changed");
-        assert_eq!(shares.access(&key).unwrap(), Some(true));
+        assert_eq!(
+            shares.table.grant(&key, true).unwrap(),
+            Some(true),
+            "changed"
+        );
+        assert_eq!(shares.table.access(&key).unwrap(), Some(true));
         let nobody = (name("alice"), docs.clone(), name("carol"));
         assert_eq!(
-            shares.grant(&nobody, false).unwrap(),
+            shares.table.grant(&nobody, false).unwrap(),
             None,
             "no such account"
         );
-        let listed = shares.list(Some(&name("alice")), None).unwrap();
+        let listed = shares.table.list(Some(&name("alice")), None).unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].member, name("bob"));
         assert!(listed[0].read_only);
-        assert!(shares.list(Some(&name("bob")), None).unwrap().is_empty());
+        assert!(
+            shares
+                .table
+                .list(Some(&name("bob")), None)
+                .unwrap()
+                .is_empty()
+        );
 
         let live = shares.token(&key);
-        assert!(shares.revoke(&key).unwrap());
+        assert!(shares.table.revoke(&key).unwrap());
         shares.withdraw(&key);
         assert!(live.is_cancelled());
         assert!(
             !shares.token(&key).is_cancelled(),
             "a new grant starts afresh"
         );
-        assert!(!shares.revoke(&key).unwrap());
-        assert_eq!(shares.access(&key).unwrap(), None);
+        assert!(!shares.table.revoke(&key).unwrap());
+        assert_eq!(shares.table.access(&key).unwrap(), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Invite tokens: who may make one (the admin, or a device of the account, at most
 //! [`MAX_DEVICE_INVITES`] an hour), how they are listed by a public id, and cancelled.
-//! Redeeming one is part of a device's admission, in the parent module.
+//! Redeeming one is part of a device's admission, in the parent module. The rules are
+//! the free functions here, which both account stores apply to their rows.
 
 use std::time::Duration;
 
@@ -33,7 +34,7 @@ pub enum Maker {
 impl Maker {
     /// As stored in `invites.made_by`; a device id cannot contain `:`, so no device
     /// reads as the admin.
-    pub(super) fn column(&self) -> String {
+    pub fn column(&self) -> String {
         match self {
             Maker::Admin => "admin".into(),
             Maker::Device(d) => format!("device:{d}"),
@@ -54,22 +55,94 @@ pub enum Cancelled {
     NotPending,
 }
 
+/// When a token made at `now` for `ttl` expires, in Unix seconds; an error past the end
+/// of time.
+pub fn expiry(ttl: Duration, now: i64) -> Result<i64> {
+    i64::try_from(ttl.as_secs())
+        .ok()
+        .and_then(|secs| now.checked_add(secs))
+        .with_context(|| {
+            format!(
+                "a token valid for {} seconds would expire past the end of time; \
+                 choose a shorter --expires",
+                ttl.as_secs()
+            )
+        })
+}
+
+/// Whether `device` may make a token for `account` at `now`, given whether it is
+/// revoked (`None`: no such device) and when it made its tenth-latest token.
+pub fn may_make(
+    device: &DeviceId,
+    account: &AccountName,
+    revoked: Option<bool>,
+    tenth_latest: Option<i64>,
+    now: i64,
+) -> Result<()> {
+    if revoked != Some(false) {
+        bail!("device {device} is revoked and may not make invite tokens");
+    }
+    if let Some(wait) = invite_wait(tenth_latest, now) {
+        bail!(
+            "device {device} made {MAX_DEVICE_INVITES} invite tokens within the last \
+             hour, the most a device may; it can make the next one in {} \
+             (or the server's admin can: `filesyncctl server invite {account}`)",
+            minutes(wait)
+        );
+    }
+    Ok(())
+}
+
+/// A pending token as `server invites` lists it, from its row.
+pub fn info(
+    hash: &[u8],
+    account: String,
+    made_by: Option<&str>,
+    created: i64,
+    expires: i64,
+) -> InviteInfo {
+    let (made_by, device) = match made_by {
+        Some("admin") => ("admin", None),
+        Some(m) => match m.strip_prefix("device:") {
+            Some(d) => ("device", Some(d.to_owned())),
+            None => ("unknown", None),
+        },
+        None => ("unknown", None),
+    };
+    InviteInfo {
+        id: invite_id(hash),
+        account,
+        made_by: made_by.into(),
+        device,
+        created,
+        expires,
+    }
+}
+
+/// What cancelling a token with this row answers at `now`, unless it is pending
+/// (`None`: cancel it).
+pub fn not_pending(
+    expires: i64,
+    used_by: Option<String>,
+    cancelled: bool,
+    now: i64,
+) -> Option<Cancelled> {
+    match used_by {
+        Some(device) => Some(Cancelled::Used(device)),
+        None if cancelled || expires <= now => Some(Cancelled::NotPending),
+        None => None,
+    }
+}
+
 impl Accounts {
-    /// A new one-time token secret for `account` (created if new), made by `maker`.
-    /// Refused for a revoked device, and for a device that made
-    /// [`MAX_DEVICE_INVITES`] within the last hour (the error says when it may again).
-    pub fn invite(&self, account: &AccountName, ttl: Duration, maker: &Maker) -> Result<Secret> {
+    pub(super) fn make_invite(
+        &self,
+        account: &AccountName,
+        ttl: Duration,
+        maker: &Maker,
+    ) -> Result<Secret> {
         let now = unix_secs();
-        let expires = i64::try_from(ttl.as_secs())
-            .ok()
-            .and_then(|secs| now.checked_add(secs))
-            .with_context(|| {
-                format!(
-                    "a token valid for {} seconds would expire past the end of time; \
-                     choose a shorter --expires",
-                    ttl.as_secs()
-                )
-            })?;
+        let expires = expiry(ttl, now)?;
         let secret = new_secret();
         let mut db = lock(&self.db);
         let tx = db.transaction()?;
@@ -81,9 +154,6 @@ impl Accounts {
                     |r| r.get(0),
                 )
                 .optional()?;
-            if revoked != Some(false) {
-                bail!("device {device} is revoked and may not make invite tokens");
-            }
             let tenth_latest: Option<i64> = tx
                 .query_row(
                     "SELECT created FROM invites WHERE made_by = ?1
@@ -92,14 +162,7 @@ impl Accounts {
                     |r| r.get(0),
                 )
                 .optional()?;
-            if let Some(wait) = invite_wait(tenth_latest, now) {
-                bail!(
-                    "device {device} made {MAX_DEVICE_INVITES} invite tokens within the last \
-                     hour, the most a device may; it can make the next one in {} \
-                     (or the server's admin can: `filesyncctl server invite {account}`)",
-                    minutes(wait)
-                );
-            }
+            may_make(device, account, revoked, tenth_latest, now)?;
         }
         tx.execute(
             "INSERT OR IGNORE INTO accounts (name, created) VALUES (?1, ?2)",
@@ -120,8 +183,7 @@ impl Accounts {
         Ok(secret)
     }
 
-    /// The tokens that can still enrol a device, oldest first.
-    pub fn invites(&self) -> Result<Vec<InviteInfo>> {
+    pub(super) fn pending_invites(&self) -> Result<Vec<InviteInfo>> {
         let db = lock(&self.db);
         let mut stmt = db.prepare(
             "SELECT hash, account, made_by, created, expires FROM invites
@@ -131,28 +193,18 @@ impl Accounts {
         let rows = stmt.query_map([unix_secs()], |r| {
             let hash: Vec<u8> = r.get(0)?;
             let made_by: Option<String> = r.get(2)?;
-            let (made_by, device) = match made_by.as_deref() {
-                Some("admin") => ("admin", None),
-                Some(m) => match m.strip_prefix("device:") {
-                    Some(d) => ("device", Some(d.to_owned())),
-                    None => ("unknown", None),
-                },
-                None => ("unknown", None),
-            };
-            Ok(InviteInfo {
-                id: invite_id(&hash),
-                account: r.get(1)?,
-                made_by: made_by.into(),
-                device,
-                created: r.get(3)?,
-                expires: r.get(4)?,
-            })
+            Ok(info(
+                &hash,
+                r.get(1)?,
+                made_by.as_deref(),
+                r.get(3)?,
+                r.get(4)?,
+            ))
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
-    /// Cancels the pending token whose [`invite_id`] is `id`.
-    pub fn cancel_invite(&self, id: &str) -> Result<Cancelled> {
+    pub(super) fn cancel_by_id(&self, id: &str) -> Result<Cancelled> {
         let Some(prefix) = parse_invite_id(id) else {
             return Ok(Cancelled::Unknown);
         };
@@ -161,15 +213,12 @@ impl Accounts {
         // The token's hash and account if it is pending, what to answer otherwise.
         let found = db
             .query_row(
-                "SELECT hash, account, expires, used_by, cancelled FROM invites
+                "SELECT hash, account, expires, used_by, cancelled IS NOT NULL FROM invites
                  WHERE substr(hash, 1, ?1) = ?2",
                 params![INVITE_ID_BYTES as i64, prefix],
                 |r| {
-                    let (expires, used_by, cancelled): (i64, Option<String>, Option<i64>) =
-                        (r.get(2)?, r.get(3)?, r.get(4)?);
-                    Ok(match used_by {
-                        Some(device) => Err(Cancelled::Used(device)),
-                        None if cancelled.is_some() || expires <= now => Err(Cancelled::NotPending),
+                    Ok(match not_pending(r.get(2)?, r.get(3)?, r.get(4)?, now) {
+                        Some(answer) => Err(answer),
                         None => Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)),
                     })
                 },
@@ -204,15 +253,16 @@ pub(super) fn minutes(secs: i64) -> String {
 
 /// Bytes of a token's hash that make its public id: enough to tell tokens apart, and a
 /// prefix of a SHA-256 of a 256-bit secret tells nothing about the secret.
-const INVITE_ID_BYTES: usize = 8;
+pub const INVITE_ID_BYTES: usize = 8;
 
 /// The id `server invites` shows for the token whose secret hashes to `hash`: 16 hex
 /// digits.
-pub(super) fn invite_id(hash: &[u8]) -> String {
+pub fn invite_id(hash: &[u8]) -> String {
     hex::encode(&hash[..INVITE_ID_BYTES.min(hash.len())])
 }
 
-fn parse_invite_id(id: &str) -> Option<Vec<u8>> {
+/// The hash prefix a public id stands for; `None` for what is no id.
+pub fn parse_invite_id(id: &str) -> Option<Vec<u8>> {
     let id = id.trim();
     if id.len() != INVITE_ID_BYTES * 2 {
         return None;

@@ -1,31 +1,31 @@
 //! The server's accounts, devices and invite tokens, and the decision whether a device
-//! gets in: `DATA_DIR/.filesync/accounts.db` (SQLite, 0600).
+//! gets in, behind one boundary ([`AccountStore`]) with two stores: the embedded
+//! backend's [`Accounts`], `DATA_DIR/.filesync/accounts.db` (SQLite, 0600), and the
+//! cluster's in PostgreSQL (`server::cluster::accounts`). What they decide is written
+//! once, here and in [`invites`] and [`lockout`]; the stores only read and write rows.
 //!
 //! Only SHA-256 hashes of device secrets and token secrets are stored, so a copy of the
-//! database lets nobody in. Redeeming a token is one transaction under one lock: of two
-//! devices presenting the same token at once, exactly one is enrolled. Failed guesses
-//! (unknown, used or expired tokens, unknown credentials) are counted per source
-//! ([`source_key`]: an IPv4 address, or an IPv6 /64), and a source with too many has its
-//! failures answered "too many attempts" for a minute; a good secret from it still gets
-//! in, so that a neighbour behind the same NAT cannot lock a device out.
+//! database lets nobody in. Redeeming a token is one transaction: of two devices
+//! presenting the same token at once, exactly one is enrolled. Failed guesses (unknown,
+//! used or expired tokens, unknown credentials) are counted per source ([`lockout`]).
 //!
 //! Every token records who made it ([`Maker`]): revoking a device cancels the pending
 //! tokens it made, and a device makes at most [`MAX_DEVICE_INVITES`] an hour; making,
 //! listing and cancelling tokens is [`invites`].
 //!
-//! The store is SQLite with a write-ahead log (one fsync per commit) behind a std mutex:
-//! callers on the async runtime go through `spawn_blocking`
-//! ([`crate::server::Server::off_runtime`]).
+//! The calls are synchronous and wait on a lock, on fsync or on the database: callers
+//! on the async runtime go through `spawn_blocking` ([`crate::server::Server::off_runtime`]).
+//! The SQLite store has a write-ahead log (one fsync per commit) behind a std mutex.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use filesync_proto::auth::{AuthRequest, Refusal, Secret};
-use filesync_proto::control::{AccountInfo, DeviceInfo};
+use filesync_proto::control::{AccountInfo, DeviceInfo, InviteInfo};
 use filesync_proto::{AccountName, DeviceId};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -34,28 +34,17 @@ use crate::fs::chunk::sha256;
 use crate::fs::private;
 use crate::server::lock::lock;
 
-mod invites;
+pub mod invites;
+mod lockout;
 
 pub use invites::{Cancelled, DEFAULT_INVITE_TTL, MAX_DEVICE_INVITES, Maker};
+pub use lockout::{Lockout, source_key};
 
 /// The account that open registration enrols tokenless devices into.
 pub const OPEN_ACCOUNT: &str = "open";
-/// Failed attempts an address may make within [`FAILURE_WINDOW`].
-const MAX_FAILURES: u32 = 10;
-const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// `last_seen` is rewritten only when older than this, so that a device reconnecting in
 /// a loop does not turn every login into a write and an fsync.
 const LAST_SEEN_RESOLUTION: i64 = 60;
-
-/// Where failed guesses and connection limits count a peer: its IPv4 address, or the
-/// /64 of its IPv6 address (one host usually holds a whole /64, so a per-address count
-/// would give it 2^64 of them). IPv4-mapped IPv6 addresses count as their IPv4 address.
-pub fn source_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u64::MAX as u128))),
-        v4 => v4,
-    }
-}
 
 /// A device that got in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,21 +55,140 @@ pub struct Admitted {
     pub credential: Option<Secret>,
 }
 
-pub struct Accounts {
-    db: Mutex<Connection>,
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+/// What the server and its sessions ask of an account store. An `Err` is a failure of
+/// the store itself (its file, its database), never a refusal.
+pub trait AccountStore: Send + Sync {
+    /// Decides whether the device behind `request`, from `peer`, gets in.
+    fn authenticate(
+        &self,
+        request: &AuthRequest,
+        open_registration: bool,
+        peer: IpAddr,
+    ) -> Result<Result<Admitted, Refusal>>;
+
+    /// A new one-time token secret for `account` (created if new), made by `maker`.
+    /// Refused for a revoked device, and for a device that made
+    /// [`MAX_DEVICE_INVITES`] within the last hour (the error says when it may again).
+    fn invite(&self, account: &AccountName, ttl: Duration, maker: &Maker) -> Result<Secret>;
+
+    /// The tokens that can still enrol a device, oldest first.
+    fn invites(&self) -> Result<Vec<InviteInfo>>;
+
+    /// Cancels the pending token whose public id ([`invites::invite_id`]) is `id`.
+    fn cancel_invite(&self, id: &str) -> Result<Cancelled>;
+
+    /// Every account by name, each with its devices in the order they enrolled.
+    fn accounts(&self) -> Result<Vec<AccountInfo>>;
+
+    /// Marks `device` revoked and cancels the pending tokens it made, in one
+    /// transaction (so no token it makes meanwhile survives): how many were cancelled,
+    /// or `None` when there is no such device.
+    fn revoke(&self, device: &DeviceId) -> Result<Option<usize>>;
+
+    /// Sets `account`'s quota (`None`: back to the default). False when there is no
+    /// such account.
+    fn set_quota(&self, account: &AccountName, quota: Option<QuotaSetting>) -> Result<bool>;
+
+    /// Every quota the admin set, by account.
+    fn quotas(&self) -> Result<HashMap<AccountName, QuotaSetting>>;
 }
 
-fn hash(secret: &Secret) -> Vec<u8> {
+/// The SQLite account store of the embedded backend.
+pub struct Accounts {
+    db: Mutex<Connection>,
+    lockout: Lockout,
+}
+
+/// How a secret is stored and looked up.
+pub fn hash(secret: &Secret) -> Vec<u8> {
     sha256(&secret.0).0.to_vec()
 }
 
-fn new_secret() -> Secret {
+pub fn new_secret() -> Secret {
     Secret(rand::random())
 }
 
-fn new_device_id() -> DeviceId {
+/// An id for a device whose wanted one is taken.
+pub fn new_device_id() -> DeviceId {
     DeviceId::new(format!("{:016X}", rand::random::<u64>())).expect("hex is a valid id")
+}
+
+/// The refusal for a login with `secret` of a device whose stored hash and revocation
+/// are these; `None`: it gets in. A wrong secret reads as an unknown device.
+pub fn login_refusal(stored: &[u8], revoked: bool, secret: &Secret) -> Option<Refusal> {
+    if stored != hash(secret) {
+        Some(Refusal::CredentialUnknown)
+    } else if revoked {
+        Some(Refusal::DeviceRevoked)
+    } else {
+        None
+    }
+}
+
+/// Whether a login now should rewrite a `last_seen` of this age.
+pub fn last_seen_stale(last_seen: Option<i64>, now: i64) -> bool {
+    last_seen.is_none_or(|seen| now - seen >= LAST_SEEN_RESOLUTION)
+}
+
+/// An invite token's row, as far as redeeming it goes.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenRow {
+    pub expires: i64,
+    pub used: bool,
+    pub cancelled: bool,
+}
+
+/// Why the token with this row (`None`: no such token) cannot enrol a device at `now`;
+/// `None` when it can.
+pub fn token_refusal(row: Option<TokenRow>, now: i64) -> Option<Refusal> {
+    match row {
+        None => Some(Refusal::TokenUnknown),
+        Some(t) if t.used => Some(Refusal::TokenUsed),
+        // A cancelled token reads as expired: the device's advice is the same (ask for
+        // a new one), and the wire has no other word for it.
+        Some(t) if t.cancelled || t.expires <= now => Some(Refusal::TokenExpired),
+        Some(_) => None,
+    }
+}
+
+/// A device name as stored: its first 64 characters.
+pub fn stored_name(device_name: &str) -> String {
+    device_name.chars().take(64).collect()
+}
+
+/// The answer to an enrolment that was recorded, logged.
+pub fn enrolled(account: &AccountName, device: DeviceId, name: &str, secret: Secret) -> Admitted {
+    tracing::info!(account = %account, device = %device, name, "device enrolled");
+    Admitted {
+        account: account.clone(),
+        device,
+        credential: Some(secret),
+    }
+}
+
+/// `accounts` (by name, without devices) with `devices` (in enrolment order) placed
+/// under their accounts.
+pub fn with_devices(
+    mut accounts: Vec<AccountInfo>,
+    devices: impl IntoIterator<Item = DeviceInfo>,
+) -> Vec<AccountInfo> {
+    for device in devices {
+        if let Some(a) = accounts.iter_mut().find(|a| a.account == device.account) {
+            a.devices.push(device);
+        }
+    }
+    accounts
+}
+
+/// An account as listed, before its devices and usage are added.
+pub fn account_info(account: String, created: i64) -> AccountInfo {
+    AccountInfo {
+        account,
+        created,
+        devices: Vec::new(),
+        used: 0,
+        quota: None,
+    }
 }
 
 impl Accounts {
@@ -117,61 +225,8 @@ impl Accounts {
         }
         Ok(Accounts {
             db: Mutex::new(db),
-            failures: Mutex::new(HashMap::new()),
+            lockout: Lockout::default(),
         })
-    }
-
-    /// Decides whether the device behind `request`, from `peer`, gets in; an `Err` is a
-    /// failure of the store itself.
-    pub fn authenticate(
-        &self,
-        request: &AuthRequest,
-        open_registration: bool,
-        peer: IpAddr,
-    ) -> Result<Result<Admitted, Refusal>> {
-        let source = source_key(peer);
-        if let AuthRequest::Redeem { device_name, .. } | AuthRequest::Register { device_name, .. } =
-            request
-        {
-            filesync_proto::names::check_device_name(device_name).map_err(|why| {
-                anyhow::anyhow!("refused to enrol device name {device_name:?}: {why}")
-            })?;
-        }
-        let decided = match request {
-            AuthRequest::Credential { device, secret } => self.login(device, secret)?,
-            AuthRequest::Redeem {
-                secret,
-                device,
-                device_name,
-            } => self.redeem(secret, device, device_name)?,
-            AuthRequest::Register {
-                device,
-                device_name,
-            } if open_registration => {
-                let account = AccountName::new(OPEN_ACCOUNT).expect("a valid name");
-                Ok(self.enrol(&lock(&self.db), &account, device, device_name)?)
-            }
-            AuthRequest::Register { .. } => Err(Refusal::RegistrationClosed),
-        };
-        if !is_guess(&decided) {
-            return Ok(decided);
-        }
-        let blocked = self.blocked(source);
-        self.failed(source);
-        Ok(lockout(decided, blocked))
-    }
-
-    fn blocked(&self, source: IpAddr) -> bool {
-        let failures = lock(&self.failures);
-        failures
-            .get(&source)
-            .is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW)
-    }
-
-    fn failed(&self, source: IpAddr) {
-        let mut failures = lock(&self.failures);
-        failures.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
-        failures.entry(source).or_insert((0, Instant::now())).0 += 1;
     }
 
     fn login(&self, device: &DeviceId, secret: &Secret) -> Result<Result<Admitted, Refusal>> {
@@ -186,14 +241,11 @@ impl Accounts {
         let Some((account, stored, revoked, last_seen)) = row else {
             return Ok(Err(Refusal::CredentialUnknown));
         };
-        if stored != hash(secret) {
-            return Ok(Err(Refusal::CredentialUnknown));
-        }
-        if revoked {
-            return Ok(Err(Refusal::DeviceRevoked));
+        if let Some(refusal) = login_refusal(&stored, revoked, secret) {
+            return Ok(Err(refusal));
         }
         let now = unix_secs();
-        if last_seen.is_none_or(|seen| now - seen >= LAST_SEEN_RESOLUTION) {
+        if last_seen_stale(last_seen, now) {
             db.execute(
                 "UPDATE devices SET last_seen = ?1 WHERE id = ?2",
                 params![now, device.as_str()],
@@ -216,23 +268,24 @@ impl Accounts {
         let now = unix_secs();
         let mut db = lock(&self.db);
         let tx = db.transaction()?;
-        let row: Option<(String, i64, Option<String>, Option<i64>)> = tx
+        let row: Option<(String, TokenRow)> = tx
             .query_row(
-                "SELECT account, expires, used_by, cancelled FROM invites WHERE hash = ?1",
+                "SELECT account, expires, used_by IS NOT NULL, cancelled IS NOT NULL
+                 FROM invites WHERE hash = ?1",
                 [&key],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| {
+                    let token = TokenRow {
+                        expires: r.get(1)?,
+                        used: r.get(2)?,
+                        cancelled: r.get(3)?,
+                    };
+                    Ok((r.get(0)?, token))
+                },
             )
             .optional()?;
-        let account = match row {
-            None => return Ok(Err(Refusal::TokenUnknown)),
-            Some((_, _, Some(_), _)) => return Ok(Err(Refusal::TokenUsed)),
-            // A cancelled token reads as expired: the device's advice is the same (ask
-            // for a new one), and the wire has no other word for it.
-            Some((_, _, None, Some(_))) => return Ok(Err(Refusal::TokenExpired)),
-            Some((_, expires, None, None)) if expires <= now => {
-                return Ok(Err(Refusal::TokenExpired));
-            }
-            Some((account, _, None, None)) => AccountName::new(account)?,
+        let account = match (token_refusal(row.as_ref().map(|(_, t)| *t), now), row) {
+            (None, Some((account, _))) => AccountName::new(account)?,
+            (refusal, _) => return Ok(Err(refusal.unwrap_or(Refusal::TokenUnknown))),
         };
         let admitted = self.enrol(&tx, &account, device, device_name)?;
         let used = tx.execute(
@@ -273,63 +326,85 @@ impl Accounts {
             device = new_device_id();
         }
         let secret = new_secret();
-        let name: String = device_name.chars().take(64).collect();
+        let name = stored_name(device_name);
         db.execute(
             "INSERT INTO devices (id, account, name, secret_hash, enrolled, last_seen)
              VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
             params![device.as_str(), account.as_str(), name, hash(&secret), now],
         )?;
-        tracing::info!(account = %account, device = %device, name, "device enrolled");
-        Ok(Admitted {
-            account: account.clone(),
-            device,
-            credential: Some(secret),
+        Ok(enrolled(account, device, &name, secret))
+    }
+}
+
+impl AccountStore for Accounts {
+    fn authenticate(
+        &self,
+        request: &AuthRequest,
+        open_registration: bool,
+        peer: IpAddr,
+    ) -> Result<Result<Admitted, Refusal>> {
+        self.lockout.judge(request, peer, || match request {
+            AuthRequest::Credential { device, secret } => self.login(device, secret),
+            AuthRequest::Redeem {
+                secret,
+                device,
+                device_name,
+            } => self.redeem(secret, device, device_name),
+            AuthRequest::Register {
+                device,
+                device_name,
+            } if open_registration => {
+                let account = AccountName::new(OPEN_ACCOUNT).expect("a valid name");
+                Ok(Ok(self.enrol(
+                    &lock(&self.db),
+                    &account,
+                    device,
+                    device_name,
+                )?))
+            }
+            AuthRequest::Register { .. } => Ok(Err(Refusal::RegistrationClosed)),
         })
     }
 
-    /// Every account by name, each with its devices in the order they enrolled.
-    pub fn accounts(&self) -> Result<Vec<AccountInfo>> {
+    fn invite(&self, account: &AccountName, ttl: Duration, maker: &Maker) -> Result<Secret> {
+        self.make_invite(account, ttl, maker)
+    }
+
+    fn invites(&self) -> Result<Vec<InviteInfo>> {
+        self.pending_invites()
+    }
+
+    fn cancel_invite(&self, id: &str) -> Result<Cancelled> {
+        self.cancel_by_id(id)
+    }
+
+    fn accounts(&self) -> Result<Vec<AccountInfo>> {
         let db = lock(&self.db);
         let mut stmt = db.prepare("SELECT name, created FROM accounts ORDER BY name")?;
-        let mut accounts = stmt
-            .query_map([], |r| {
-                Ok(AccountInfo {
-                    account: r.get(0)?,
-                    created: r.get(1)?,
-                    devices: Vec::new(),
-                    used: 0,
-                    quota: None,
-                })
-            })?
+        let accounts = stmt
+            .query_map([], |r| Ok(account_info(r.get(0)?, r.get(1)?)))?
             .collect::<Result<Vec<_>, _>>()?;
         let mut stmt = db.prepare(
             "SELECT account, id, name, enrolled, last_seen, revoked FROM devices
              ORDER BY enrolled, id",
         )?;
-        let devices = stmt.query_map([], |r| {
-            Ok(DeviceInfo {
-                account: r.get(0)?,
-                device: r.get(1)?,
-                name: r.get(2)?,
-                enrolled: r.get(3)?,
-                last_seen: r.get(4)?,
-                revoked: r.get(5)?,
-                connections: 0,
-            })
-        })?;
-        for device in devices {
-            let device = device?;
-            if let Some(a) = accounts.iter_mut().find(|a| a.account == device.account) {
-                a.devices.push(device);
-            }
-        }
-        Ok(accounts)
+        let devices = stmt
+            .query_map([], |r| {
+                Ok(DeviceInfo {
+                    account: r.get(0)?,
+                    device: r.get(1)?,
+                    name: r.get(2)?,
+                    enrolled: r.get(3)?,
+                    last_seen: r.get(4)?,
+                    revoked: r.get(5)?,
+                    connections: 0,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(with_devices(accounts, devices))
     }
 
-    /// Marks `device` revoked and cancels the pending tokens it made, in one
-    /// transaction (so no token it makes meanwhile survives): how many were cancelled,
-    /// or `None` when there is no such device.
-    pub fn revoke(&self, device: &DeviceId) -> Result<Option<usize>> {
+    fn revoke(&self, device: &DeviceId) -> Result<Option<usize>> {
         let mut db = lock(&self.db);
         let tx = db.transaction()?;
         let n = tx.execute(
@@ -347,27 +422,39 @@ impl Accounts {
         tx.commit()?;
         Ok(Some(cancelled))
     }
-}
 
-/// Refusals that mean a wrong secret (a guess); a revoked device or one without a
-/// token retrying is no guess.
-fn is_guess(decided: &Result<Admitted, Refusal>) -> bool {
-    matches!(
-        decided,
-        Err(Refusal::TokenUnknown
-            | Refusal::TokenUsed
-            | Refusal::TokenExpired
-            | Refusal::CredentialUnknown)
-    )
-}
+    // Quotas are kept apart from the tables above in a `quotas` table of their own: one
+    // row per account the admin set a quota for; an account without a row has
+    // `server.default_quota`. `open` makes the table where an older store lacks it.
+    fn set_quota(&self, account: &AccountName, quota: Option<QuotaSetting>) -> Result<bool> {
+        let db = lock(&self.db);
+        let known: bool = db.query_row(
+            "SELECT EXISTS (SELECT 1 FROM accounts WHERE name = ?1)",
+            [account.as_str()],
+            |r| r.get(0),
+        )?;
+        if !known {
+            return Ok(false);
+        }
+        match quota {
+            None => db.execute("DELETE FROM quotas WHERE account = ?1", [account.as_str()])?,
+            Some(q) => db.execute(
+                "INSERT OR REPLACE INTO quotas (account, bytes) VALUES (?1, ?2)",
+                params![account.as_str(), q.column()],
+            )?,
+        };
+        Ok(true)
+    }
 
-/// The answer to a failed guess from a source that has made too many (`blocked`): it
-/// learns nothing more about its guess. Anything else stands as decided.
-fn lockout(decided: Result<Admitted, Refusal>, blocked: bool) -> Result<Admitted, Refusal> {
-    if blocked && is_guess(&decided) {
-        Err(Refusal::TooManyAttempts)
-    } else {
-        decided
+    fn quotas(&self) -> Result<HashMap<AccountName, QuotaSetting>> {
+        let db = lock(&self.db);
+        let mut stmt = db.prepare("SELECT account, bytes FROM quotas")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(QuotaSetting::by_account(rows))
     }
 }
 
@@ -393,48 +480,22 @@ pub enum QuotaSetting {
     Unlimited,
 }
 
-/// Quotas, kept apart from the tables above in a `quotas` table of their own: one row
-/// per account the admin set a quota for; an account without a row has
-/// `server.default_quota`. `open` makes the table where an older store lacks it.
-impl Accounts {
-    /// Sets `account`'s quota (`None`: back to the default). False when there is no
-    /// such account.
-    pub fn set_quota(&self, account: &AccountName, quota: Option<QuotaSetting>) -> Result<bool> {
-        let db = lock(&self.db);
-        let known: bool = db.query_row(
-            "SELECT EXISTS (SELECT 1 FROM accounts WHERE name = ?1)",
-            [account.as_str()],
-            |r| r.get(0),
-        )?;
-        if !known {
-            return Ok(false);
+impl QuotaSetting {
+    /// As stored in `quotas.bytes`: `NULL` is no limit.
+    pub fn column(self) -> Option<i64> {
+        match self {
+            QuotaSetting::Bytes(n) => Some(i64::try_from(n).unwrap_or(i64::MAX)),
+            QuotaSetting::Unlimited => None,
         }
-        match quota {
-            None => db.execute("DELETE FROM quotas WHERE account = ?1", [account.as_str()])?,
-            Some(q) => db.execute(
-                "INSERT OR REPLACE INTO quotas (account, bytes) VALUES (?1, ?2)",
-                params![
-                    account.as_str(),
-                    match q {
-                        QuotaSetting::Bytes(n) => Some(i64::try_from(n).unwrap_or(i64::MAX)),
-                        QuotaSetting::Unlimited => None,
-                    }
-                ],
-            )?,
-        };
-        Ok(true)
     }
 
-    /// Every quota the admin set, by account.
-    pub fn quotas(&self) -> Result<HashMap<AccountName, QuotaSetting>> {
-        let db = lock(&self.db);
-        let mut stmt = db.prepare("SELECT account, bytes FROM quotas")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
-        })?;
+    /// The `quotas` rows (account name, `bytes`) by account; a row whose name is no
+    /// valid account name is skipped.
+    pub fn by_account(
+        rows: impl IntoIterator<Item = (String, Option<i64>)>,
+    ) -> HashMap<AccountName, QuotaSetting> {
         let mut quotas = HashMap::new();
-        for row in rows {
-            let (account, bytes) = row?;
+        for (account, bytes) in rows {
             let Ok(account) = AccountName::new(&account) else {
                 continue;
             };
@@ -444,13 +505,14 @@ impl Accounts {
             };
             quotas.insert(account, setting);
         }
-        Ok(quotas)
+        quotas
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::invites::{invite_id, invite_wait, minutes};
+    use super::lockout::MAX_FAILURES;
     use super::*;
 
     const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
@@ -622,55 +684,6 @@ mod tests {
             .unwrap()
             .credential
             .unwrap()
-    }
-
-    #[test]
-    fn ipv6_sources_count_by_their_64_and_ipv4_by_the_address() {
-        let key = |s: &str| source_key(s.parse().unwrap());
-        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:ffff:1:2:3"));
-        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2::"));
-        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
-        assert_eq!(key("10.0.0.1"), key("10.0.0.1"));
-        assert_ne!(key("10.0.0.1"), key("10.0.0.2"));
-        // A dual-stack listener sees IPv4 peers as mapped addresses: each keeps its own
-        // count instead of all sharing ::ffff:0:0/64.
-        assert_eq!(key("::ffff:10.0.0.1"), key("10.0.0.1"));
-        assert_ne!(key("::ffff:10.0.0.1"), key("::ffff:10.0.0.2"));
-    }
-
-    #[test]
-    fn a_lockout_answers_only_failed_guesses() {
-        let admitted = Admitted {
-            account: AccountName::new("alice").unwrap(),
-            device: id("D1"),
-            credential: None,
-        };
-        for (decided, blocked, expected) in [
-            (Ok(admitted.clone()), true, Ok(admitted.clone())),
-            (Ok(admitted.clone()), false, Ok(admitted.clone())),
-            (
-                Err(Refusal::CredentialUnknown),
-                true,
-                Err(Refusal::TooManyAttempts),
-            ),
-            (
-                Err(Refusal::TokenUnknown),
-                false,
-                Err(Refusal::TokenUnknown),
-            ),
-            (
-                Err(Refusal::DeviceRevoked),
-                true,
-                Err(Refusal::DeviceRevoked),
-            ),
-            (
-                Err(Refusal::RegistrationClosed),
-                true,
-                Err(Refusal::RegistrationClosed),
-            ),
-        ] {
-            assert_eq!(lockout(decided.clone(), blocked), expected, "{decided:?}");
-        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use rusqlite::{OpenFlags, Row};
 
 use crate::fs::chunk;
 use crate::index::{Index, Meta};
-use crate::server::accounts::Accounts as AccountStore;
+use crate::server::accounts::Accounts as EmbeddedAccounts;
 use crate::server::shares::Shares;
 use crate::server::versions::{VersionInfo, Versions};
 
@@ -63,7 +63,7 @@ pub(super) struct Invite {
 /// The account store's rows. The store is opened as the server opens it first, which
 /// brings an older layout up to date, so one set of queries reads any of them.
 pub(super) fn read_accounts(file: &Path) -> Result<Accounts> {
-    drop(AccountStore::open(file)?);
+    drop(EmbeddedAccounts::open(file)?);
     drop(Shares::open(file)?);
     let db = rusqlite::Connection::open_with_flags(file, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .with_context(|| format!("cannot open the account store {}", file.display()))?;

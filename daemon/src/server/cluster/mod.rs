@@ -4,9 +4,13 @@
 //! What is built: connecting with errors that name the config key at fault, the tables,
 //! the block store, moving an embedded server's data in ([`import`],
 //! `filesyncd migrate-to-cluster`) and writing a folder's tree back out of it
-//! ([`export`]), and serving devices from it ([`serve`]): every node with
-//! `backend = "cluster"` serves any device of any account.
+//! ([`export`]), the account side: accounts, devices, invites and quotas
+//! ([`accounts`]) and share grants ([`shares`]) over a pool of connections ([`pool`]),
+//! and serving devices from it ([`serve`]): every node with `backend = "cluster"`
+//! serves any device of any account.
 
+#[cfg(unix)]
+pub mod accounts;
 #[cfg(unix)]
 pub mod chunks;
 #[cfg(unix)]
@@ -18,9 +22,13 @@ pub mod gc;
 #[cfg(unix)]
 pub mod import;
 #[cfg(unix)]
+pub mod pool;
+#[cfg(unix)]
 pub mod schema;
 #[cfg(unix)]
 pub mod serve;
+#[cfg(unix)]
+pub mod shares;
 #[cfg(unix)]
 mod store;
 

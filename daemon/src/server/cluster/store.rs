@@ -20,7 +20,7 @@ pub struct Store {
 }
 
 /// `HOST:PORT` of the database, never its password, for messages.
-fn where_db(config: &tokio_postgres::Config) -> String {
+pub(super) fn where_db(config: &tokio_postgres::Config) -> String {
     let port = config.get_ports().first().copied().unwrap_or(5432);
     match config.get_hosts().first() {
         Some(Host::Tcp(host)) => format!("{host}:{port}"),
@@ -29,8 +29,8 @@ fn where_db(config: &tokio_postgres::Config) -> String {
     }
 }
 
-/// The parsed `server.cluster.postgres`.
-pub fn pg_config(cluster: &ClusterSection) -> Result<tokio_postgres::Config> {
+/// The connection settings of `server.cluster.postgres`, or an error naming the key.
+pub(super) fn postgres_config(cluster: &ClusterSection) -> Result<tokio_postgres::Config> {
     cluster.postgres.0.parse().map_err(|e| {
         anyhow!(
             "config key server.cluster.postgres is not a PostgreSQL connection string \
@@ -43,7 +43,7 @@ impl Store {
     /// Connects to the database and lays out its tables, then checks that the bucket
     /// takes and gives back an object. Every error names the config key to look at.
     pub async fn connect(cluster: &ClusterSection) -> Result<Store> {
-        let config = pg_config(cluster)?;
+        let config = postgres_config(cluster)?;
         let place = where_db(&config);
         let (mut db, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
             .await

@@ -24,25 +24,24 @@ use tokio_util::task::TaskTracker;
 
 pub use folder::ClusterFolder;
 
+use super::accounts::PgAccounts;
 use super::chunks::Chunks;
-use super::store::{Store, pg_config};
+use super::pool::Db;
+use super::store::{Store, postgres_config};
 use crate::config::{ClusterSection, ServerSection};
 use crate::conn::tls::ServerIdentity;
 use crate::events::unix_secs;
+use crate::server::accounts::AccountStore;
 use crate::server::history::{self, Lineage};
 use crate::server::lock::lock;
 use crate::server::quota::Quotas;
 
-/// Connections of a node to PostgreSQL at most: sessions read and commit at once.
-const POOL_SIZE: usize = 16;
-/// How long a call waits for a connection before it fails (the database is down).
-const POOL_WAIT: Duration = Duration::from_secs(10);
 /// How often a node removes versions older than `keep_versions`.
 const EXPIRE_EVERY: Duration = Duration::from_secs(3600);
 
 /// This node's handles on the cluster.
 pub struct Node {
-    pool: deadpool_postgres::Pool,
+    db: Db,
     pg_config: tokio_postgres::Config,
     pub chunks: Chunks,
     /// `DATA_DIR/.filesync/staging`: pushed files are assembled and checked here, then
@@ -60,6 +59,7 @@ pub struct Node {
 pub struct Started {
     pub node: Arc<Node>,
     pub identity: ServerIdentity,
+    pub accounts: Arc<dyn AccountStore>,
 }
 
 impl Node {
@@ -70,27 +70,15 @@ impl Node {
         server: &ServerSection,
         cluster: &ClusterSection,
         device: &DeviceId,
-        quotas: Arc<Quotas>,
         tracker: &TaskTracker,
         cancel: CancellationToken,
     ) -> Result<Started> {
         let store = Store::connect(cluster).await?;
         let (server_device, identity) = identity(&store, device).await?;
-        let pg_config = pg_config(cluster)?;
-        let manager = deadpool_postgres::Manager::from_config(
-            pg_config.clone(),
-            tokio_postgres::NoTls,
-            deadpool_postgres::ManagerConfig {
-                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-            },
-        );
-        let pool = deadpool_postgres::Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .wait_timeout(Some(POOL_WAIT))
-            .create_timeout(Some(POOL_WAIT))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .context("cannot set up the pool of PostgreSQL connections")?;
+        let pg_config = postgres_config(cluster)?;
+        let db = Db::open(pg_config.clone()).await?;
+        let accounts = Arc::new(PgAccounts::new(db.clone()));
+        let quotas = Arc::new(Quotas::new(server, accounts.quotas_set().await?));
         let staging = server.data_dir.join(".filesync").join("staging");
         // No push is under way at start: whatever is here is a crash's leftover.
         if staging.exists() {
@@ -99,7 +87,7 @@ impl Node {
         }
         crate::fs::private::create_dir(&staging)?;
         let node = Arc::new(Node {
-            pool,
+            db,
             pg_config,
             chunks: store.chunks,
             staging,
@@ -111,12 +99,21 @@ impl Node {
         tracker.spawn(notify::listen(node.clone(), cancel.clone()));
         tracker.spawn(node.clone().expire_versions(cancel));
         tracing::info!(node = %cluster.node_name, "serving from the cluster");
-        Ok(Started { node, identity })
+        Ok(Started {
+            node,
+            identity,
+            accounts,
+        })
+    }
+
+    /// The pool, for the stores that share it.
+    pub fn pool(&self) -> Db {
+        self.db.clone()
     }
 
     /// A connection from the pool; an error names PostgreSQL and the key.
     pub async fn db(&self) -> Result<deadpool_postgres::Object> {
-        self.pool.get().await.map_err(|e| {
+        self.db.client().await.map_err(|e| {
             anyhow!(
                 "the cluster's database is not reachable ({e}; config key \
                  server.cluster.postgres)"
