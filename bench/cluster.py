@@ -31,6 +31,8 @@ from bench import (
     KiB,
     BenchError,
     Node,
+    cpu_seconds,
+    descendants,
     entry,
     fmt_ms,
     fmt_secs,
@@ -94,6 +96,10 @@ class Postgres:
         self.pg("pg_ctl", "-D", self.data, "-l", self.dir / "log", "-w", "-t", "60",
                 "-o", options, *action)
 
+    def postmaster(self):
+        """The server's pid (the first line of its pid file)."""
+        return int((self.data / "postmaster.pid").read_text().split()[0])
+
     def close(self):
         try:
             self.ctl("-m", "fast", "stop")
@@ -138,6 +144,12 @@ class Garage:
         return f"http://127.0.0.1:{self.s3_port}"
 
 
+def cpu_of(procs):
+    """{name: CPU seconds of the process and its live descendants} for {name: pid}."""
+    return {name: sum(cpu_seconds(p) for p in [pid, *descendants(pid)])
+            for name, pid in procs.items()}
+
+
 class ClusterBench:
     def __init__(self, args):
         # bench.Node reads these attributes of its "bench".
@@ -165,9 +177,12 @@ class ClusterBench:
                 f's3_region = "{REGION}"\ns3_bucket = "{BUCKET}"\n'
                 f's3_access_key_id = "{KEY_ID}"\ns3_secret_access_key = "{SECRET}"\n')
 
-    def side(self, label, addr_a, addr_b):
-        """Both measures through servers `addr_a` (client A's) and `addr_b` (B's)."""
+    def side(self, label, addr_a, addr_b, servers):
+        """Both measures through servers `addr_a` (client A's) and `addr_b` (B's).
+        `servers` ({name: pid}) are the server side's processes whose CPU seconds (with
+        their descendants') are counted over the initial sync."""
         a, b = Node(self, f"{label}-a"), Node(self, f"{label}-b")
+        procs = {"A": a.p.pid, **servers, "B": b.p.pid}
         adir, bdir = self.work / f"{label}-a-docs", self.work / f"{label}-b-docs"
         expected = {}
         for i in range(self.args.files):
@@ -180,11 +195,12 @@ class ClusterBench:
         b.wait("docs", self.args.timeout)
         os.sync()
         log(f"{label}: adding {self.args.files} files on A; timing until B has them all")
-        t0 = time.monotonic()
+        cpu0, t0 = cpu_of(procs), time.monotonic()
         a.ctl("add", adir, "--server", addr_a, "--name", "docs", timeout=120)
         secs = wait_tree(bdir, expected, self.args.timeout, 0.005) - t0
         a.wait("docs", self.args.timeout)
         b.wait("docs", self.args.timeout)
+        cpu = {k: v - cpu0[k] for k, v in cpu_of(procs).items()}
         verify_tree(bdir, expected)
         log(f"{label}: initial sync {secs:.2f} s")
         lat = []
@@ -198,18 +214,20 @@ class ClusterBench:
             lat.append(got - t)
         log(f"{label}: fan-out p50 {percentile(lat, 50) * 1000:.1f} ms, "
             f"p95 {percentile(lat, 95) * 1000:.1f} ms")
-        self.results[label] = (secs, lat)
+        self.results[label] = (secs, lat, cpu)
 
     def run(self):
-        _, addr = self.server("embedded")
-        self.side("embedded", addr, addr)
+        server, addr = self.server("embedded")
+        self.side("embedded", addr, addr, {"server": server.p.pid})
         stop_all()  # idle daemons of one side must not take CPU from the other's
         pg = Postgres(self.work, self.args.timeout)
         try:
             garage = Garage(self.work, self.args.timeout)
-            _, node1 = self.server("node1", self.cluster_table(pg, garage, 1))
-            _, node2 = self.server("node2", self.cluster_table(pg, garage, 2))
-            self.side("cluster", node1, node2)
+            n1, node1 = self.server("node1", self.cluster_table(pg, garage, 1))
+            n2, node2 = self.server("node2", self.cluster_table(pg, garage, 2))
+            engines = {"PostgreSQL": pg.postmaster(), "Garage": garage.p.pid}
+            self.side("cluster", node1, node2,
+                      {"node 1": n1.p.pid, "node 2": n2.p.pid, **engines})
         finally:
             stop_all()
             pg.close()
@@ -217,7 +235,9 @@ class ClusterBench:
 
     def report(self):
         a = self.args
-        (e_secs, e_lat), (c_secs, c_lat) = self.results["embedded"], self.results["cluster"]
+        (e_secs, e_lat, e_cpu), (c_secs, c_lat, c_cpu) = (self.results["embedded"],
+                                                          self.results["cluster"])
+        cpu_text = lambda cpu: ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
         p95 = percentile(c_lat, 95)
         rows = [
             (f"initial sync of {a.files:,} files of 1-16 KiB (A's add until B has all)",
@@ -232,6 +252,9 @@ class ClusterBench:
             "| measure | embedded server | cluster, A on node 1, B on node 2 | goal | verdict |",
             "|---|---|---|---|---|",
             *("| " + " | ".join(r) + " |" for r in rows),
+            "",
+            f"CPU seconds during the initial sync: embedded: {cpu_text(e_cpu)}; cluster: "
+            f"{cpu_text(c_cpu)}.",
             "",
             f"1-minute load average {self.load_start:.2f} at the start, "
             f"{os.getloadavg()[0]:.2f} at the end (nproc {os.cpu_count()}); "
