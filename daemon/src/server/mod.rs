@@ -15,8 +15,11 @@
 //! account's quota and the free-space reserve first ([`quota`]).
 
 pub mod accounts;
+mod backend;
 pub mod cluster;
 mod decide;
+#[cfg(unix)]
+mod follow;
 mod history;
 mod inline;
 mod listen;
@@ -52,9 +55,7 @@ use self::lock::lock;
 use crate::config::{Registration as RegistrationMode, ServerSection};
 use crate::conn::Counters;
 use crate::conn::tls::ServerIdentity;
-use crate::server::accounts::{
-    AccountStore, Accounts, Cancelled, Maker, OPEN_ACCOUNT, QuotaSetting,
-};
+use crate::server::accounts::{AccountStore, Cancelled, Maker, OPEN_ACCOUNT, QuotaSetting};
 pub use listen::serve;
 use quota::Quotas;
 use sequencer::ServerFolderHandle;
@@ -110,7 +111,7 @@ pub struct Server {
     devices: Mutex<HashMap<u64, ConnectedDevice>>,
     /// Set when the folders are served from the cluster (`server.backend = "cluster"`).
     #[cfg(unix)]
-    cluster: Option<ClusterNode>,
+    cluster: Option<backend::ClusterNode>,
     /// One token per device that connected: revoking the device cancels it, which
     /// closes every connection of that device at once.
     device_cancels: Mutex<HashMap<DeviceId, CancellationToken>>,
@@ -118,12 +119,6 @@ pub struct Server {
     tracker: TaskTracker,
     cancel: CancellationToken,
 }
-
-/// This node's handles on the cluster, when it serves from one (Linux only).
-#[cfg(unix)]
-type ClusterNode = Arc<cluster::serve::Node>;
-#[cfg(not(unix))]
-type ClusterNode = std::convert::Infallible;
 
 /// Removes a device from the connected list when its session ends.
 pub struct Registration {
@@ -155,43 +150,15 @@ impl Server {
                 cfg.data_dir.display()
             )
         })?;
-        let (identity, device, accounts, shares, quotas, node) = match &cfg.backend {
-            crate::config::Backend::Embedded => {
-                let accounts: Arc<dyn AccountStore> =
-                    Arc::new(Accounts::open(&meta.join("accounts.db"))?);
-                let shares = shares::Shares::open(&meta.join("accounts.db"))?;
-                let quotas = Arc::new(Quotas::new(cfg, accounts.quotas()?));
-                let identity = ServerIdentity::load_or_create(&meta.join("tls"))?;
-                (
-                    identity,
-                    device,
-                    accounts,
-                    shares,
-                    quotas,
-                    None::<ClusterNode>,
-                )
-            }
-            #[cfg(unix)]
-            crate::config::Backend::Cluster(cluster) => {
-                let started =
-                    cluster::serve::Node::start(cfg, cluster, &device, &tracker, cancel.clone())
-                        .await?;
-                let node = started.node;
-                let table = cluster::shares::PgShares::new(node.pool());
-                (
-                    started.identity,
-                    node.server_device.clone(),
-                    started.accounts,
-                    shares::Shares::new(Box::new(table)),
-                    node.quotas.clone(),
-                    Some(node),
-                )
-            }
-            #[cfg(not(unix))]
-            crate::config::Backend::Cluster(_) => {
-                bail!("server.backend = \"cluster\": the cluster backend runs on Linux nodes only")
-            }
-        };
+        let backend::Opened {
+            identity,
+            device,
+            accounts,
+            shares,
+            quotas,
+            node,
+            admin,
+        } = backend::open(cfg, &meta, device, &tracker, &cancel).await?;
         tracing::info!(fingerprint = %identity.fingerprint, "server certificate");
         let bound = listener
             .local_addr()
@@ -246,6 +213,12 @@ impl Server {
         if node.is_none() {
             server.tracker.spawn(server.clone().visits());
         }
+        #[cfg(unix)]
+        if let Some(admin) = admin {
+            server.tracker.spawn(server.clone().follow_admin(admin));
+        }
+        #[cfg(not(unix))]
+        let _ = admin;
         Ok((server, listener))
     }
 

@@ -16,7 +16,7 @@
 //! the grant.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -55,6 +55,10 @@ pub trait ShareTable: Send + Sync {
         owner: Option<&AccountName>,
         folder: Option<&FolderName>,
     ) -> Result<Vec<ShareGrant>>;
+
+    /// Whether `owner` has a folder `folder` (a device of the owner synced it): only an
+    /// existing folder is shared, and a member never creates one.
+    fn has_folder(&self, owner: &AccountName, folder: &FolderName) -> Result<bool>;
 }
 
 /// The grants, and the live connections that follow them.
@@ -92,15 +96,25 @@ pub fn grant_of(
     })
 }
 
-/// The embedded backend's grants: table `shares` of the account store's file.
+/// The embedded backend's grants: table `shares` of the account store's file; its
+/// folders are the directories `DATA_DIR/OWNER/FOLDER`.
 pub struct SqliteShares {
     db: Mutex<Connection>,
+    data_dir: PathBuf,
 }
 
 impl SqliteShares {
     /// Opens the grants in the account store `file`, which [`crate::server::accounts::Accounts`]
-    /// already created with its own tables.
-    pub fn open(file: &Path) -> Result<SqliteShares> {
+    /// already created with its own tables, of the folders under `data_dir`.
+    pub fn open(file: &Path, data_dir: &Path) -> Result<SqliteShares> {
+        Ok(SqliteShares {
+            db: Mutex::new(SqliteShares::migrate(file)?),
+            data_dir: data_dir.to_owned(),
+        })
+    }
+
+    /// Adds the table to the account store `file` where it lacks it.
+    pub fn migrate(file: &Path) -> Result<Connection> {
         let db = Connection::open(file)
             .with_context(|| format!("cannot open the account store {}", file.display()))?;
         db.busy_timeout(Duration::from_secs(10))?;
@@ -111,7 +125,7 @@ impl SqliteShares {
                  PRIMARY KEY (owner, folder, member));",
         )
         .with_context(|| format!("cannot set up the shares in {}", file.display()))?;
-        Ok(SqliteShares { db: Mutex::new(db) })
+        Ok(db)
     }
 }
 
@@ -196,6 +210,14 @@ impl ShareTable for SqliteShares {
             })
             .collect()
     }
+
+    fn has_folder(&self, owner: &AccountName, folder: &FolderName) -> Result<bool> {
+        Ok(self
+            .data_dir
+            .join(owner.as_str())
+            .join(folder.as_str())
+            .is_dir())
+    }
 }
 
 impl Shares {
@@ -207,9 +229,10 @@ impl Shares {
         }
     }
 
-    /// The embedded backend's grants, in the account store `file` ([`SqliteShares`]).
-    pub fn open(file: &Path) -> Result<Shares> {
-        Ok(Shares::new(Box::new(SqliteShares::open(file)?)))
+    /// The embedded backend's grants, in the account store `file`, of the folders
+    /// under `data_dir` ([`SqliteShares`]).
+    pub fn open(file: &Path, data_dir: &Path) -> Result<Shares> {
+        Ok(Shares::new(Box::new(SqliteShares::open(file, data_dir)?)))
     }
 
     /// The token a member's connection follows.
@@ -218,7 +241,7 @@ impl Shares {
     }
 
     /// Closes the member's live connections to the folder.
-    fn withdraw(&self, key: &Key) {
+    pub(super) fn withdraw(&self, key: &Key) {
         if let Some(token) = lock(&self.live).remove(key) {
             token.cancel();
         }
@@ -258,12 +281,7 @@ impl Server {
                 "folder {folder} already belongs to account {owner}; share it with another account"
             ));
         }
-        if !self
-            .data_dir
-            .join(owner.as_str())
-            .join(folder.as_str())
-            .is_dir()
-        {
+        if !self.has_folder(owner, folder)? {
             return Err(format!(
                 "account {owner} has no folder {folder} on this server; a folder exists once \
                  a device of {owner} has synced it"
@@ -356,6 +374,14 @@ impl Server {
         }
     }
 
+    /// Whether `owner` has `folder`, or why that cannot be read, in words for the user.
+    fn has_folder(&self, owner: &AccountName, folder: &FolderName) -> Result<bool, String> {
+        self.shares
+            .table
+            .has_folder(owner, folder)
+            .map_err(|e| format!("cannot read the folders of account {owner}: {e:#}"))
+    }
+
     /// Which folder a hello for `name` from a device of `account` reaches: its own
     /// account's folder, or `OWNER/FOLDER` if the owner shared it with `account`.
     pub fn resolve(&self, account: &AccountName, name: &FolderName) -> Result<Access, String> {
@@ -382,12 +408,7 @@ impl Server {
             Ok(None) => return Err(not_shared()),
             Ok(Some(read_only)) => read_only,
         };
-        if !self
-            .data_dir
-            .join(owner.as_str())
-            .join(folder.as_str())
-            .is_dir()
-        {
+        if !self.has_folder(&owner, &folder)? {
             return Err(not_shared());
         }
         Ok(Access {
@@ -482,13 +503,17 @@ mod tests {
             &crate::server::accounts::Maker::Admin,
         )
         .unwrap();
-        (dir, Shares::open(&file).unwrap())
+        let shares = Shares::open(&file, dir.path()).unwrap();
+        (dir, shares)
     }
 
     #[test]
     fn grants_are_kept_changed_and_taken_back() {
-        let (_dir, shares) = store();
+        let (dir, shares) = store();
         let docs = FolderName::new("docs").unwrap();
+        assert!(!shares.table.has_folder(&name("alice"), &docs).unwrap());
+        std::fs::create_dir_all(dir.path().join("alice/docs")).unwrap();
+        assert!(shares.table.has_folder(&name("alice"), &docs).unwrap());
         let key = (name("alice"), docs.clone(), name("bob"));
         assert_eq!(shares.table.access(&key).unwrap(), None);
         assert_eq!(shares.table.grant(&key, false).unwrap(), Some(false));

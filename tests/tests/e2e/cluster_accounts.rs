@@ -341,6 +341,49 @@ fn one_token_redeemed_on_two_nodes_at_once_enrols_exactly_one_device() {
 }
 
 #[test]
+fn no_token_a_device_makes_on_one_node_outlives_its_revocation_on_the_other() {
+    let Some(nodes) = Nodes::start("revokerace") else {
+        return;
+    };
+    let alice = name("alice");
+    for round in 0..5u8 {
+        let device = format!("V{round}");
+        let token = admin_token(&nodes.two, "alice");
+        nodes
+            .two
+            .authenticate(&redeem(&token, &device), false, peer(round))
+            .unwrap()
+            .unwrap();
+        let maker = Maker::Device(id(&device));
+        let start = Barrier::new(2);
+        let (made, cancelled) = std::thread::scope(|s| {
+            let making = s.spawn(|| {
+                start.wait();
+                (0..10)
+                    .take_while(|_| nodes.one.invite(&alice, DEFAULT_INVITE_TTL, &maker).is_ok())
+                    .count()
+            });
+            let revoking = s.spawn(|| {
+                start.wait();
+                nodes.two.revoke(&id(&device)).unwrap().unwrap()
+            });
+            (making.join().unwrap(), revoking.join().unwrap())
+        });
+        assert_eq!(
+            made, cancelled,
+            "round {round}: every token made was cancelled"
+        );
+        let pending = nodes.one.invites().unwrap();
+        assert!(
+            !pending
+                .iter()
+                .any(|i| i.device.as_deref() == Some(device.as_str())),
+            "round {round}: {pending:?}"
+        );
+    }
+}
+
+#[test]
 fn quotas_and_shares_recorded_on_one_node_hold_on_the_other() {
     let Some(nodes) = Nodes::start("quotashares") else {
         return;
@@ -363,6 +406,14 @@ fn quotas_and_shares_recorded_on_one_node_hold_on_the_other() {
 
     let (one, two) = (nodes.shares(0), nodes.shares(1));
     let docs = FolderName::new("docs").unwrap();
+    assert!(!two.has_folder(&home, &docs).unwrap());
+    nodes.pg.psql(
+        "quotashares",
+        "INSERT INTO folders (account_id, name, epoch, next_seq, last_seq) \
+         SELECT id, 'docs', 1, 1, 0 FROM accounts WHERE name = 'home'",
+    );
+    assert!(two.has_folder(&home, &docs).unwrap());
+    assert!(!two.has_folder(&name("bob"), &docs).unwrap());
     let key = (home.clone(), docs.clone(), name("bob"));
     assert_eq!(two.access(&key).unwrap(), None);
     assert_eq!(one.grant(&key, false).unwrap(), Some(false));

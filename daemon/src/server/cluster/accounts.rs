@@ -21,6 +21,7 @@ use filesync_proto::auth::{AuthRequest, Refusal, Secret};
 use filesync_proto::control::{AccountInfo, DeviceInfo, InviteInfo};
 use filesync_proto::{AccountName, DeviceId};
 
+use super::admin::AdminEvent;
 use super::pool::Db;
 use crate::config::ClusterSection;
 use crate::events::unix_secs;
@@ -288,6 +289,10 @@ impl PgAccounts {
                 &[&unix_secs(), &Maker::Device(device.clone()).column()],
             )
             .await?;
+        let revoked = AdminEvent::Revoked {
+            device: device.clone(),
+        };
+        revoked.send(&*tx).await?;
         tx.commit().await?;
         Ok(Some(cancelled as usize))
     }
@@ -318,6 +323,10 @@ impl PgAccounts {
                 .await?
             }
         };
+        let changed = AdminEvent::Quota {
+            account: account.clone(),
+        };
+        changed.send(&**db).await?;
         Ok(true)
     }
 

@@ -13,7 +13,7 @@ use rusqlite::{OpenFlags, Row};
 use crate::fs::chunk;
 use crate::index::{Index, Meta};
 use crate::server::accounts::Accounts as EmbeddedAccounts;
-use crate::server::shares::Shares;
+use crate::server::shares::SqliteShares;
 use crate::server::versions::{VersionInfo, Versions};
 
 /// One folder of the embedded server, read whole.
@@ -64,7 +64,7 @@ pub(super) struct Invite {
 /// brings an older layout up to date, so one set of queries reads any of them.
 pub(super) fn read_accounts(file: &Path) -> Result<Accounts> {
     drop(EmbeddedAccounts::open(file)?);
-    drop(Shares::open(file)?);
+    drop(SqliteShares::migrate(file)?);
     let db = rusqlite::Connection::open_with_flags(file, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .with_context(|| format!("cannot open the account store {}", file.display()))?;
     let read = || -> rusqlite::Result<Accounts> {

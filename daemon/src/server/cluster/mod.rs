@@ -12,6 +12,8 @@
 #[cfg(unix)]
 pub mod accounts;
 #[cfg(unix)]
+pub mod admin;
+#[cfg(unix)]
 pub mod chunks;
 #[cfg(unix)]
 mod embedded;

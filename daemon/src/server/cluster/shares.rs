@@ -6,6 +6,7 @@ use anyhow::Result;
 use filesync_proto::wire::ShareGrant;
 use filesync_proto::{AccountName, FolderName};
 
+use super::admin::AdminEvent;
 use super::pool::Db;
 use crate::events::unix_secs;
 use crate::server::shares::{Key, ShareTable, grant_of};
@@ -66,8 +67,21 @@ impl PgShares {
             )
             .await?;
         }
+        let changed = before.is_some_and(|b| b != read_only);
+        if changed {
+            share_event(key).send(&*tx).await?;
+        }
         tx.commit().await?;
-        Ok(Ok(Some(before.is_some_and(|b| b != read_only))))
+        Ok(Ok(Some(changed)))
+    }
+}
+
+/// What the other nodes are told when the share `key` was taken back or changed.
+fn share_event((owner, folder, member): &Key) -> AdminEvent {
+    AdminEvent::Share {
+        owner: owner.clone(),
+        folder: folder.clone(),
+        member: member.clone(),
     }
 }
 
@@ -90,7 +104,11 @@ impl ShareTable for PgShares {
         let work = async {
             let db = self.db.client().await?;
             let sql = format!("DELETE FROM shares WHERE {KEY}");
-            Ok(db.execute(&sql, &[&owner, &folder, &member]).await? == 1)
+            let gone = db.execute(&sql, &[&owner, &folder, &member]).await? == 1;
+            if gone {
+                share_event(key).send(&**db).await?;
+            }
+            Ok(gone)
         };
         self.db.wait(
             &format!("take back the share of {owner}/{folder} with {member}"),
@@ -134,5 +152,21 @@ impl ShareTable for PgShares {
                 .collect()
         };
         self.db.wait("list the shares", work)
+    }
+
+    fn has_folder(&self, owner: &AccountName, folder: &FolderName) -> Result<bool> {
+        let work = async {
+            let db = self.db.client().await?;
+            let row = db
+                .query_opt(
+                    "SELECT 1 FROM folders f JOIN accounts a ON a.id = f.account_id
+                     WHERE a.name = $1 AND f.name = $2",
+                    &[&owner.as_str(), &folder.as_str()],
+                )
+                .await?;
+            Ok(row.is_some())
+        };
+        self.db
+            .wait(&format!("look up folder {owner}/{folder}"), work)
     }
 }

@@ -18,13 +18,14 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use filesync_proto::control::ServerFolderStatus;
 use filesync_proto::{AccountName, DeviceId, FolderName};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use folder::ClusterFolder;
 
 use super::accounts::PgAccounts;
+use super::admin::AdminEvent;
 use super::chunks::Chunks;
 use super::pool::Db;
 use super::store::{Store, postgres_config};
@@ -53,6 +54,8 @@ pub struct Node {
     pub quotas: Arc<Quotas>,
     /// The folders open on this node, by id, for the listener to move on.
     open: Mutex<HashMap<i64, Weak<ClusterFolder>>>,
+    /// What other nodes changed that this one must act on, for the server.
+    admin: mpsc::UnboundedSender<AdminEvent>,
 }
 
 /// What a node needs from the cluster to start serving.
@@ -60,6 +63,8 @@ pub struct Started {
     pub node: Arc<Node>,
     pub identity: ServerIdentity,
     pub accounts: Arc<dyn AccountStore>,
+    /// Revocations, quotas and shares changed on any node (this one too).
+    pub admin: mpsc::UnboundedReceiver<AdminEvent>,
 }
 
 impl Node {
@@ -86,7 +91,9 @@ impl Node {
                 .with_context(|| format!("cannot clear {}", staging.display()))?;
         }
         crate::fs::private::create_dir(&staging)?;
+        let (admin, admin_rx) = mpsc::unbounded_channel();
         let node = Arc::new(Node {
+            admin,
             db,
             pg_config,
             chunks: store.chunks,
@@ -103,6 +110,7 @@ impl Node {
             node,
             identity,
             accounts,
+            admin: admin_rx,
         })
     }
 

@@ -15,6 +15,7 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
 use super::Node;
+use crate::server::cluster::admin::{self, AdminEvent};
 
 /// The channel every node listens on.
 pub const CHANNEL: &str = "filesync_commits";
@@ -75,7 +76,7 @@ async fn listen_once(
         while let Some(message) = messages.next().await {
             match message {
                 Ok(AsyncMessage::Notification(n)) => {
-                    let _ = tx.send(n.payload().to_owned());
+                    let _ = tx.send((n.channel().to_owned(), n.payload().to_owned()));
                 }
                 Ok(_) => {}
                 Err(e) => return Err(e),
@@ -85,7 +86,7 @@ async fn listen_once(
     });
     let _stop_driver = AbortOnDrop(driver);
     client
-        .batch_execute(&format!("LISTEN {CHANNEL}"))
+        .batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {}", admin::CHANNEL))
         .await
         .context("cannot LISTEN for commits")?;
     // Whatever was committed while nobody here listened.
@@ -98,9 +99,18 @@ async fn listen_once(
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             got = rx.recv() => {
-                let Some(payload) = got else {
+                let Some((channel, payload)) = got else {
                     return Err(anyhow!("the listening connection to PostgreSQL ended"));
                 };
+                if channel == admin::CHANNEL {
+                    match AdminEvent::parse(&payload) {
+                        Some(event) => {
+                            let _ = node.admin.send(event);
+                        }
+                        None => tracing::warn!(payload, "cluster: an admin notification this node cannot read"),
+                    }
+                    continue;
+                }
                 match parse(&payload) {
                     Some([folder, last, epoch, files, bytes]) => node.notified(folder, last, epoch, files, bytes),
                     None => tracing::warn!(payload, "cluster: a notification this node cannot read"),
