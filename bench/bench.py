@@ -864,14 +864,15 @@ def run_bench(bench, chosen):
 
 
 def entry(main):
-    """Runs `main`, turning a BenchError or ^C into a message and an exit code."""
+    """Runs `main`, turning a BenchError or ^C into a message and an exit code, and
+    stops every process it started however it ends."""
     try:
         main()
     except BenchError as e:
-        stop_all()
         print(f"bench: error: {e}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
-        stop_all()
         print("bench: interrupted", file=sys.stderr)
         sys.exit(130)
+    finally:
+        stop_all()

@@ -273,10 +273,7 @@ def main():
     args = ap.parse_args()
     if args.files < 1 or args.dirs < 1 or args.writes < 1:
         ap.error("--files, --dirs and --writes must be at least 1")
-    try:
-        ClusterBench(args).run()
-    finally:
-        stop_all()
+    ClusterBench(args).run()
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ from bench import (
     port_open,
     publish,
     standard_args,
-    stop_all,
 )
 from stbench import memory
 
@@ -179,10 +178,7 @@ def main():
     args = ap.parse_args()
     if args.shared < 2 or args.accounts < 1 or args.rounds < 1:
         ap.error("--shared must be at least 2, --accounts and --rounds at least 1")
-    try:
-        Many(args).run()
-    finally:
-        stop_all()
+    Many(args).run()
 
 
 if __name__ == "__main__":
