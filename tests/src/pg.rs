@@ -172,6 +172,47 @@ impl Postgres {
         }
     }
 
+    /// Restarts the server with TLS on, its certificate (for `127.0.0.1` and
+    /// `localhost`) signed by a CA made here. Returns that CA's certificate as a PEM
+    /// file, which no system trusts.
+    pub fn enable_tls(&self) -> PathBuf {
+        let ca_key = rcgen::KeyPair::generate().expect("a CA key");
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).expect("the CA certificate");
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().expect("a server key");
+        let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+        let cert = rcgen::CertificateParams::new(names)
+            .expect("server params")
+            .signed_by(&key, &issuer)
+            .expect("the server certificate");
+        let (crt, pem_key) = (self.dir.join("server.crt"), self.dir.join("server.key"));
+        fs::write(&crt, cert.pem()).unwrap();
+        fs::write(&pem_key, key.serialize_pem()).unwrap();
+        fs::set_permissions(&pem_key, fs::Permissions::from_mode(0o600)).unwrap();
+        if self.as_postgres {
+            let owned = Command::new("chown")
+                .arg("postgres")
+                .args([&crt, &pem_key])
+                .status()
+                .expect("cannot run chown");
+            assert!(owned.success(), "chown of the server's TLS files");
+        }
+        let conf = self.data.join("postgresql.conf");
+        let mut text = fs::read_to_string(&conf).expect("postgresql.conf");
+        text.push_str(&format!(
+            "\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            crt.display(),
+            pem_key.display()
+        ));
+        fs::write(&conf, text).unwrap();
+        self.pg_ctl(&["restart"]);
+        let ca_file = self.dir.join("ca.pem");
+        fs::write(&ca_file, ca_cert.pem()).unwrap();
+        ca_file
+    }
+
     fn pg_ctl(&self, action: &[&str]) {
         let data = self.data.to_str().expect("a UTF-8 temp dir");
         let log = self.dir.join("log");

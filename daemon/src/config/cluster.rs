@@ -15,6 +15,7 @@ use super::{ConfigError, DEFAULT_GC_GRACE};
 pub(super) const CLUSTER_KEYS: &[&str] = &[
     "node_name",
     "postgres",
+    "postgres_ca_file",
     "s3_endpoint",
     "s3_region",
     "s3_bucket",
@@ -30,7 +31,7 @@ pub enum Backend {
     /// SQLite files and the folders as directory trees under `data_dir` (the default).
     Embedded,
     /// PostgreSQL and an S3-compatible bucket, shared by several nodes.
-    Cluster(ClusterSection),
+    Cluster(Box<ClusterSection>),
 }
 
 /// `[server.cluster]`.
@@ -40,6 +41,9 @@ pub struct ClusterSection {
     pub node_name: String,
     /// A libpq connection string or `postgresql://` URL (`postgres`).
     pub postgres: Hidden,
+    /// PEM certificates of the CAs the database's TLS certificate may be signed by,
+    /// besides the system's (`postgres_ca_file`).
+    pub postgres_ca_file: Option<PathBuf>,
     /// `http(s)://HOST[:PORT]` of the S3 API (`s3_endpoint`).
     pub s3_endpoint: String,
     pub s3_region: String,
@@ -99,7 +103,7 @@ pub(super) fn backend(cx: &Cx, server: &Section) -> Result<Backend, ConfigError>
                 ));
             };
             let section = cx.section("server.cluster", "[server.cluster]", item, cluster_line)?;
-            cluster(cx, &section).map(Backend::Cluster)
+            cluster(cx, &section).map(|c| Backend::Cluster(Box::new(c)))
         }
         Some((other, line)) => Err(cx.err(
             line,
@@ -125,6 +129,7 @@ fn cluster(cx: &Cx, s: &Section) -> Result<ClusterSection, ConfigError> {
         "postgres",
         "\"postgresql://filesync@db.example.com/filesync\"",
     )?;
+    let postgres_ca_file = s.path(cx, "postgres_ca_file")?.map(|(path, _)| path);
     let s3_endpoint = text("s3_endpoint", "\"https://s3.example.com\"")?;
     if !(s3_endpoint.starts_with("http://") || s3_endpoint.starts_with("https://")) {
         let line = cx.key_line(s.table, "s3_endpoint");
@@ -181,6 +186,7 @@ fn cluster(cx: &Cx, s: &Section) -> Result<ClusterSection, ConfigError> {
     Ok(ClusterSection {
         node_name,
         postgres: Hidden(postgres),
+        postgres_ca_file,
         s3_endpoint,
         s3_region,
         s3_bucket,

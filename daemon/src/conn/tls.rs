@@ -23,7 +23,7 @@ use crate::fs::private;
 /// The name the certificate carries and the client asks for; never checked.
 const SERVER_NAME: &str = "filesync";
 
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 

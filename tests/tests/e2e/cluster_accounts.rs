@@ -44,7 +44,10 @@ impl Nodes {
             .expect("a runtime");
         let open = || {
             let config = url.parse().expect("the test's URL");
-            runtime.block_on(Db::open(config)).expect("the pool opens")
+            let tls = filesyncd::server::cluster::pgtls::connector(None).expect("the connector");
+            runtime
+                .block_on(Db::open(config, tls))
+                .expect("the pool opens")
         };
         let dbs = [open(), open()];
         Some(Nodes {

@@ -505,3 +505,57 @@ fn devices_go_on_through_a_cluster_node_after_the_move() {
         "the replaced today.txt and the deleted big.bin are kept"
     );
 }
+
+/// With `sslmode=require` a node talks TLS to PostgreSQL, trusting the CA named in
+/// `postgres_ca_file`; without it, or with another CA's, it refuses to start and names
+/// the key.
+#[test]
+fn a_node_reaches_postgres_over_tls_checking_its_certificate() {
+    let cl = Cluster::without_folders(0, Some("open"));
+    let Some((pg, garage)) = engines(&cl) else {
+        return;
+    };
+    let ca = pg.enable_tls();
+    let url = format!("{}?sslmode=require", pg.create_db("tls"));
+    let other_ca = cl.root().join("other-ca.pem");
+    cl.expect_entry("other-ca.pem");
+    let other_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    fs::write(&other_ca, params.self_signed(&other_key).unwrap().pem()).unwrap();
+    let with_ca = |file: &Path| {
+        let extra = [("postgres_ca_file", file.to_str().unwrap())];
+        cluster_config(cl.server(), &cluster_table(&url, &garage, &extra))
+    };
+    for refused_config in [
+        cluster_config(cl.server(), &cluster_table(&url, &garage, &[])),
+        with_ca(&other_ca),
+    ] {
+        refused(
+            filesyncd(&refused_config, &["gc"]),
+            &["server.cluster.postgres", "postgres_ca_file"],
+        );
+    }
+    ok(filesyncd(&with_ca(&ca), &["gc"]));
+
+    // A node on it: every connection it holds is TLS.
+    let server = cl.server();
+    server.stop();
+    fs::copy(with_ca(&ca), server.config_path()).unwrap();
+    server.start();
+    let count = |ssl: bool| {
+        pg.psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+                 WHERE a.datname = 'tls' AND s.ssl = {ssl}"
+            ),
+        )
+    };
+    poll_until(Duration::from_secs(30), || match count(true).as_str() {
+        "0" => Err("no TLS connection from the node yet".to_owned()),
+        _ => Ok(()),
+    })
+    .unwrap();
+    assert_eq!(count(false), "0", "a connection without TLS");
+}

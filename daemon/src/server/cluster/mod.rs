@@ -24,6 +24,8 @@ pub mod gc;
 #[cfg(unix)]
 pub mod import;
 #[cfg(unix)]
+pub mod pgtls;
+#[cfg(unix)]
 pub mod pool;
 #[cfg(unix)]
 pub mod schema;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio::runtime::{Handle, RuntimeFlavor};
-use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::schema;
 use super::store::{postgres_config, where_db};
@@ -42,19 +42,21 @@ pub struct Db {
 impl Db {
     /// The pool on `server.cluster.postgres`; see [`Db::open`].
     pub async fn connect(cluster: &ClusterSection) -> Result<Db> {
-        Db::open(postgres_config(cluster)?).await
+        let tls = super::pgtls::connector(cluster.postgres_ca_file.as_deref())?;
+        Db::open(postgres_config(cluster)?, tls).await
     }
 
     /// A pool on `config`, after one connection was made and the tables are laid out.
     /// Must run on the tokio runtime that then serves the pool's connections.
-    pub async fn open(mut config: tokio_postgres::Config) -> Result<Db> {
+    /// `tls` is [`super::pgtls::connector`].
+    pub async fn open(mut config: tokio_postgres::Config, tls: MakeRustlsConnect) -> Result<Db> {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         let place = where_db(&config);
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },

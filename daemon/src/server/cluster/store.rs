@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
+use tokio_postgres::Client;
 use tokio_postgres::config::Host;
-use tokio_postgres::{Client, NoTls};
 
 use super::chunks::Chunks;
 use super::schema;
@@ -44,8 +44,9 @@ impl Store {
     /// takes and gives back an object. Every error names the config key to look at.
     pub async fn connect(cluster: &ClusterSection) -> Result<Store> {
         let config = postgres_config(cluster)?;
+        let tls = super::pgtls::connector(cluster.postgres_ca_file.as_deref())?;
         let place = where_db(&config);
-        let (mut db, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
+        let (mut db, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(tls))
             .await
             .map_err(|_| {
                 anyhow!(
@@ -55,12 +56,14 @@ impl Store {
                     CONNECT_TIMEOUT.as_secs()
                 )
             })?
-            .with_context(|| {
-                format!(
+            .map_err(|e| {
+                let e = anyhow::Error::from(e);
+                let hint = super::pgtls::hint(&e);
+                e.context(format!(
                     "cannot connect to PostgreSQL at {place} (config key \
                      server.cluster.postgres); check that it runs, and that the role and \
-                     the database exist"
-                )
+                     the database exist{hint}"
+                ))
             })?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {

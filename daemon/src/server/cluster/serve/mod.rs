@@ -44,6 +44,8 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(3600);
 pub struct Node {
     db: Db,
     pg_config: tokio_postgres::Config,
+    /// TLS for the listener's connection, as for the pool's.
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
     pub chunks: Chunks,
     /// `DATA_DIR/.filesync/staging`: pushed files are assembled and checked here, then
     /// stored in the bucket.
@@ -81,7 +83,8 @@ impl Node {
         let store = Store::connect(cluster).await?;
         let (server_device, identity) = identity(&store, device).await?;
         let pg_config = postgres_config(cluster)?;
-        let db = Db::open(pg_config.clone()).await?;
+        let tls = super::pgtls::connector(cluster.postgres_ca_file.as_deref())?;
+        let db = Db::open(pg_config.clone(), tls.clone()).await?;
         let accounts = Arc::new(PgAccounts::new(db.clone()));
         let quotas = Arc::new(Quotas::new(server, accounts.quotas_set().await?));
         let staging = server.data_dir.join(".filesync").join("staging");
@@ -93,6 +96,7 @@ impl Node {
         crate::fs::private::create_dir(&staging)?;
         let (admin, admin_rx) = mpsc::unbounded_channel();
         let node = Arc::new(Node {
+            tls,
             admin,
             db,
             pg_config,

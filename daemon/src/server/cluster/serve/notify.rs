@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use futures::StreamExt;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
 use super::Node;
@@ -67,7 +67,7 @@ async fn listen_once(
 ) -> Result<()> {
     let (client, mut connection) = node
         .pg_config
-        .connect(NoTls)
+        .connect(node.tls.clone())
         .await
         .context("cannot connect to PostgreSQL (config key server.cluster.postgres)")?;
     let (tx, mut rx) = mpsc::unbounded_channel();
