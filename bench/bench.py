@@ -828,6 +828,28 @@ def report(bench):
         log(f"results written to {bench.args.markdown}")
 
 
+def standard_args(ap, timeout, command):
+    """The arguments every benchmark script takes from bench/run.sh: where the binaries
+    are, where to work, the bound on any wait, the seed, the daemons' log level, where
+    the Markdown goes and the command line to record."""
+    ap.add_argument("--bin", required=True, help="directory holding filesyncd and filesyncctl")
+    ap.add_argument("--work", required=True, help="an empty directory to work in")
+    ap.add_argument("--timeout", type=float, default=timeout)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--log", default="", help="FILESYNC_LOG for the daemons")
+    ap.add_argument("--markdown")
+    ap.add_argument("--command", default=command)
+
+
+def publish(text, markdown):
+    """Prints the Markdown results `text` and writes them to `markdown` if given."""
+    print()
+    print(text)
+    if markdown:
+        Path(markdown).write_text(text)
+        log(f"results written to {markdown}")
+
+
 def run_bench(bench, chosen):
     """Runs the `chosen` scenarios of `bench` (stopping every process it started however
     it ends), then reports."""
@@ -842,14 +864,15 @@ def run_bench(bench, chosen):
 
 
 def entry(main):
-    """Runs `main`, turning a BenchError or ^C into a message and an exit code."""
+    """Runs `main`, turning a BenchError or ^C into a message and an exit code, and
+    stops every process it started however it ends."""
     try:
         main()
     except BenchError as e:
-        stop_all()
         print(f"bench: error: {e}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
-        stop_all()
         print("bench: interrupted", file=sys.stderr)
         sys.exit(130)
+    finally:
+        stop_all()

@@ -39,7 +39,8 @@ from bench import (
     percentile,
     poll_until,
     port_open,
-    stop_all,
+    publish,
+    standard_args,
 )
 from stbench import memory
 
@@ -165,33 +166,19 @@ class Many:
             f"1-minute load average {self.load_start[0]:.2f} at the start, {load_end[0]:.2f} "
             f"at the end (nproc {os.cpu_count()}). Command: `{a.command}`",
         ]
-        text = "\n".join(lines) + "\n"
-        print()
-        print(text)
-        if a.markdown:
-            Path(a.markdown).write_text(text)
-            log(f"results written to {a.markdown}")
+        publish("\n".join(lines) + "\n", a.markdown)
 
 
 def main():
     ap = argparse.ArgumentParser(description="filesync: one server, many devices (issue 7)")
-    ap.add_argument("--bin", required=True)
-    ap.add_argument("--work", required=True)
+    standard_args(ap, 600, "bench/run.sh --many")
     ap.add_argument("--shared", type=int, default=10, help="devices sharing one folder")
     ap.add_argument("--accounts", type=int, default=40, help="other accounts, one device each")
     ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--timeout", type=float, default=600)
-    ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--log", default="")
-    ap.add_argument("--markdown")
-    ap.add_argument("--command", default="bench/run.sh --many")
     args = ap.parse_args()
     if args.shared < 2 or args.accounts < 1 or args.rounds < 1:
         ap.error("--shared must be at least 2, --accounts and --rounds at least 1")
-    try:
-        Many(args).run()
-    finally:
-        stop_all()
+    Many(args).run()
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 # The benchmark of issue 17 ("3/6 Bulk throughput"): filesync next to rsync on the same
 # data in the same run, with every work directory on tmpfs and then on the disk, each row
 # with its goal and whether it is met; with --syncthing, issue 7's comparison with
-# Syncthing; with --many, issue 7's 50-device load test. Builds release binaries, installs
+# Syncthing; with --many, issue 7's 50-device load test; with --cluster, issue 19's cluster
+# next to the embedded server. Builds release binaries, installs
 # rsync (and lsyncd, optional) or Syncthing from the machine's Debian packages if missing,
-# then runs bench/goals.py (bench/stbench.py, bench/many.py) in fresh temporary
+# then runs bench/goals.py (bench/stbench.py, bench/many.py, bench/cluster.py) in fresh temporary
 # directories, which it removes afterwards. Run `bench/run.sh --help` for the knobs.
 set -euo pipefail
 
@@ -13,6 +14,7 @@ usage() {
 Usage: bench/run.sh [--quick] [--on PLACES] [--no-build] [--keep] [ROW...]
        bench/run.sh --syncthing [--quick] [--no-build] [--keep] [SCENARIO...]
        bench/run.sh --many [--quick] [--no-build] [--keep]
+       bench/run.sh --cluster [--quick] [--no-build] [--keep]
 
 Runs a filesync server and two clients (A, B) on loopback, with a counting TCP relay on
 client B's link, and an rsync daemon, and prints for each row filesync's figures next to
@@ -46,10 +48,18 @@ With --many: one server and 50 client daemons (10 devices of one account sharing
 folder, 40 other accounts): fan-out latency p50/p95 of a change on one shared device to
 the 9 others, server peak RSS and CPU seconds. No SCENARIO arguments.
 
+With --cluster (issue 19; needs PostgreSQL 15 and garage, which scripts/test-deps.sh
+installs): two filesync server nodes with backend = "cluster" sharing a throwaway
+PostgreSQL and a one-node Garage, next to the embedded server, in the same run:
+  initial sync of BENCH_FILES files of 1-16 KiB, A's add until B has them all (A
+  pushing to node 1, B fed by node 2); fan-out latency of BENCH_WRITES 4 KiB writes
+  from A to B, p50/p95/max (goal across nodes: p95 < 200 ms). No SCENARIO arguments.
+
 Options:
   --on PLACES  where the work directories go: tmpfs, disk, or tmpfs,disk (the default)
   --syncthing  the comparison with Syncthing (issue 7)
   --many       the many-devices load test (issue 7)
+  --cluster    the cluster backend next to the embedded server (issue 19)
   --quick      a small run: BENCH_SIZE_MB=16 BENCH_FILES=1000 BENCH_DIRS=50
                BENCH_MANY=5000 BENCH_WRITES=20 BENCH_APPEND_SECS=5
                BENCH_BIG_FILES=10000 BENCH_SHARED=4 BENCH_ACCOUNTS=6 BENCH_ROUNDS=10
@@ -83,7 +93,7 @@ Environment knobs (defaults are the issues' sizes):
                            CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build
                            --release --bins, then run with --no-build
   BENCH_KEEP=1             the same as --keep
- --syncthing and --many only:
+ --syncthing, --many and --cluster only:
   BENCH_SCENARIOS=1,2,3,4,5  the same as SCENARIO arguments
   BENCH_BIG_FILES=100000   --syncthing: files of 0-1 KiB in the folder of scenarios 4, 5
   BENCH_SHARED=10          --many: devices sharing one folder
@@ -115,6 +125,7 @@ while [ $# -gt 0 ]; do
         --quick) quick=1 ;;
         --syncthing) mode=syncthing ;;
         --many) mode=many ;;
+        --cluster) mode=cluster ;;
         --no-build) build=0 ;;
         --keep) keep=1 ;;
         --on)
@@ -182,6 +193,7 @@ case "$mode" in
         [[ "$scenarios" =~ ^[1-5](,[1-5])*$ ]] || die "--syncthing takes scenarios 1-5, not '$scenarios'"
         ;;
     many) [ ${#picked[@]} -eq 0 ] || die "--many takes no SCENARIO arguments" ;;
+    cluster) [ ${#picked[@]} -eq 0 ] || die "--cluster takes no SCENARIO arguments" ;;
 esac
 [ "$size_mb" -ge 4 ] || die "BENCH_SIZE_MB must be at least 4"
 case "$lsyncd" in auto | 1) lsyncd=auto ;; 0 | no) lsyncd=no ;; *) die "BENCH_LSYNCD is auto or 0, not '$lsyncd'" ;; esac
@@ -279,6 +291,11 @@ case "$mode" in
         places=("tmp=${BENCH_TMP:-${TMPDIR:-/tmp}}")
         need_mb=1024
         ;;
+    # The small files on two clients and as blocks in the bucket, twice (each side).
+    cluster)
+        places=("tmp=${BENCH_TMP:-${TMPDIR:-/tmp}}")
+        need_mb=$((files * 100 / 1024 + 1024))
+        ;;
 esac
 
 works=()
@@ -362,6 +379,12 @@ case "$mode" in
         python3 "$root/bench/many.py" \
             --bin "$bin" --work "${works[0]}" --shared "$shared" --accounts "$accounts" \
             --rounds "$rounds" --timeout "$timeout" --log "${BENCH_LOG:-}" \
+            --markdown "$out" --command "$command" &
+        ;;
+    cluster)
+        python3 "$root/bench/cluster.py" \
+            --bin "$bin" --work "${works[0]}" --files "$files" --dirs "$dirs" \
+            --writes "$writes" --timeout "$timeout" --log "${BENCH_LOG:-}" \
             --markdown "$out" --command "$command" &
         ;;
 esac

@@ -33,7 +33,10 @@ want=(
     usr/bin/filesyncctl
     usr/lib/systemd/system/filesyncd.service
     usr/lib/systemd/user/filesyncd.service
+    usr/lib/systemd/system/filesyncd-gc.service
+    usr/lib/systemd/system/filesyncd-gc.timer
     etc/filesync/filesyncd.toml
+    usr/share/doc/filesync/examples/cluster-node.toml
     usr/share/bash-completion/completions/filesyncctl
     usr/share/man/man1/filesyncctl.1
     usr/share/man/man1/filesyncctl-status.1

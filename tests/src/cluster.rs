@@ -1,25 +1,32 @@
 //! A server and N clients on loopback, each client syncing the folder `docs`, and the
-//! common oracle every scenario step ends with (shared/test-matrix.md, top).
+//! common oracle every scenario step ends with (shared/test-matrix.md, top). The server
+//! is the embedded one, or K nodes of the cluster backend ([`Backend`]), client `i`
+//! reaching node `i % K`.
 //!
 //! Layout under the cluster's temp dir:
 //!
 //! ```text
 //! server/            the server node's home (config, state, ctl.sock, daemon.log, data/)
+//! server2/, …        the other nodes' homes on the cluster backend
+//! garage/            the Garage nodes of the cluster backend
+//! exports/           `filesyncd export`s of the cluster backend's folders
 //! a/, b/, …          the client nodes' homes
 //! a-docs/, b-docs/   the clients' synced folders (<client>-<folder>)
 //! canary/            files no daemon may touch
 //! ```
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::exec::Scratch;
+use crate::backend::{ADMIN_TIMEOUT, Backend, Engines};
+use crate::exec::{Scratch, bin, run_with_timeout};
 use crate::files;
 use crate::tree::{
     self, Manifest, Skip, converge_with_excluding, manifest, stray_temp_files_excluding,
@@ -29,12 +36,20 @@ use crate::{Node, SYNC_TIMEOUT, poll_until};
 /// The folder every client of a [`Cluster`] syncs from the start.
 pub const DOCS: &str = "docs";
 
-/// One server and `n` clients with their own temp dirs and ports; everything is killed
-/// and removed on drop (see [`Scratch`] for keeping the files).
+/// One server (or K cluster nodes) and `n` clients with their own temp dirs and ports;
+/// everything is killed and removed on drop (see [`Scratch`] for keeping the files).
 pub struct Cluster {
-    // Field order is drop order: processes go before their directories.
+    // Field order is drop order: processes go before the engines and their directories.
     clients: Vec<Node>,
-    server: Node,
+    /// The server nodes: one embedded server, or the cluster backend's nodes.
+    servers: Vec<Node>,
+    /// The index in `servers` of the node each client reaches.
+    homes: Vec<usize>,
+    /// The database and bucket of the cluster backend; `None` for the embedded server.
+    engines: Option<Engines>,
+    /// On the cluster backend, the latest export of each folder, made when a step
+    /// settles: the server's copy that [`Cluster::server_path`] reads.
+    exports: Mutex<BTreeMap<String, PathBuf>>,
     /// Top-level names of the temp dir the cluster made; anything else appearing there
     /// was written by a daemon outside its folders and state.
     expected_entries: Mutex<BTreeSet<String>>,
@@ -46,16 +61,33 @@ impl Cluster {
     /// Starts a server with open registration and `n_clients` clients (`a`, `b`, …) and
     /// adds `<client>-docs` on each with `filesyncctl add … --name docs`.
     pub fn new(n_clients: usize) -> Cluster {
-        let cluster = Cluster::without_folders(n_clients, Some("open"));
+        Cluster::new_on(Backend::Embedded, n_clients).expect("the embedded server starts")
+    }
+
+    /// [`Cluster::new`] on `backend`; `None` when the test is skipped (PostgreSQL or
+    /// Garage is not installed), having said why.
+    pub fn new_on(backend: Backend, n_clients: usize) -> Option<Cluster> {
+        let cluster = Cluster::without_folders_on(backend, n_clients, Some("open"))?;
         for i in 0..n_clients {
             cluster.add_folder(i, DOCS);
         }
-        cluster
+        Some(cluster)
     }
 
     /// Starts a server whose `registration` key is `registration` (left out for `None`:
     /// invite only) and `n_clients` clients, with no folder added.
     pub fn without_folders(n_clients: usize, registration: Option<&'static str>) -> Cluster {
+        Cluster::without_folders_on(Backend::Embedded, n_clients, registration)
+            .expect("the embedded server starts")
+    }
+
+    /// [`Cluster::without_folders`] on `backend`; `None` when the test is skipped, as
+    /// for [`Cluster::new_on`].
+    pub fn without_folders_on(
+        backend: Backend,
+        n_clients: usize,
+        registration: Option<&'static str>,
+    ) -> Option<Cluster> {
         assert!(n_clients <= 26, "clients are named a..z");
         let scratch = Scratch::new();
         let root = scratch.path();
@@ -67,8 +99,21 @@ impl Cluster {
         );
         let canary = manifest(&canary_dir).expect("cannot read the canary dir");
 
-        let server = Node::server_with_registration(root, "server", registration);
-        server.start();
+        let (servers, engines) = match backend {
+            Backend::Embedded => {
+                let server = Node::server_with_registration(root, "server", registration);
+                server.start();
+                (vec![server], None)
+            }
+            Backend::Cluster {
+                nodes,
+                garage_nodes,
+            } => {
+                let engines = Engines::start_or_skip(root, garage_nodes)?;
+                let servers = start_nodes(root, &engines, nodes, registration);
+                (servers, Some(engines))
+            }
+        };
         let clients: Vec<Node> = (0..n_clients)
             .map(|i| {
                 let name = char::from(b'a' + i as u8).to_string();
@@ -77,18 +122,25 @@ impl Cluster {
                 node
             })
             .collect();
-        let expected = ["canary", "server"]
+        let mut expected: BTreeSet<String> = ["canary"]
             .into_iter()
             .map(String::from)
+            .chain(servers.iter().map(|s| s.name().to_owned()))
             .chain(clients.iter().map(|c| c.name().to_owned()))
             .collect();
-        Cluster {
+        if engines.is_some() {
+            expected.extend(["garage".to_owned(), "exports".to_owned()]);
+        }
+        Some(Cluster {
             clients,
-            server,
+            homes: (0..n_clients).map(|i| i % servers.len()).collect(),
+            servers,
+            engines,
+            exports: Mutex::new(BTreeMap::new()),
             expected_entries: Mutex::new(expected),
             canary,
             scratch,
-        }
+        })
     }
 
     /// The cluster's temp dir.
@@ -96,8 +148,29 @@ impl Cluster {
         self.scratch.path()
     }
 
+    /// The embedded server, or the cluster backend's first node.
     pub fn server(&self) -> &Node {
-        &self.server
+        &self.servers[0]
+    }
+
+    /// Every server node (one for the embedded server).
+    pub fn servers(&self) -> &[Node] {
+        &self.servers
+    }
+
+    /// The server node client `i` reaches.
+    pub fn home(&self, i: usize) -> &Node {
+        &self.servers[self.homes[i]]
+    }
+
+    /// The cluster backend's database and bucket; `None` for the embedded server.
+    pub fn engines(&self) -> Option<&Engines> {
+        self.engines.as_ref()
+    }
+
+    /// [`Cluster::engines`], to stop and start their nodes.
+    pub fn engines_mut(&mut self) -> Option<&mut Engines> {
+        self.engines.as_mut()
     }
 
     pub fn client(&self, i: usize) -> &Node {
@@ -134,7 +207,7 @@ impl Cluster {
 
     /// The `filesyncctl` arguments that add client `i`'s `folder` to the server.
     pub fn add_args(&self, i: usize, folder: &str) -> Vec<OsString> {
-        self.add_args_via(i, folder, &self.server.server_addr())
+        self.add_args_via(i, folder, &self.home(i).server_addr())
     }
 
     /// [`Cluster::add_args`] with the server reached at `server` (`HOST:PORT`), e.g. a
@@ -173,8 +246,14 @@ impl Cluster {
     /// The server's browsable copy of `folder`: `DATA_DIR/ACCOUNT/FOLDER/`, with the
     /// account found as the first non-dot entry of the data dir that holds `folder`
     /// (the account name is the server's choice under open registration).
+    ///
+    /// The cluster backend has no browsable tree: there it is the latest export, made
+    /// when a step settled ([`Cluster::settle`]).
     pub fn server_dir(&self, folder: &str) -> Option<PathBuf> {
-        let mut accounts: Vec<_> = fs::read_dir(self.server.data_dir())
+        if self.engines.is_some() {
+            return self.lock_exports().get(folder).cloned();
+        }
+        let mut accounts: Vec<_> = fs::read_dir(self.server().data_dir())
             .ok()?
             .filter_map(|e| e.ok())
             .map(|e| e.file_name())
@@ -183,13 +262,18 @@ impl Cluster {
         accounts.sort();
         accounts
             .into_iter()
-            .map(|acct| self.server.data_dir().join(acct).join(folder))
+            .map(|acct| self.server().data_dir().join(acct).join(folder))
             .find(|dir| dir.is_dir())
     }
 
-    /// The server's index of `folder` (see [`crate::server_store`]), its account found
-    /// from the server's copy ([`Cluster::server_dir`]); panics without a copy.
+    /// The embedded server's index of `folder` (see [`crate::server_store`]), its
+    /// account found from the server's copy ([`Cluster::server_dir`]); panics without a
+    /// copy.
     pub fn server_index(&self, folder: &str) -> PathBuf {
+        assert!(
+            self.engines.is_none(),
+            "the cluster backend has no SQLite index"
+        );
         let copy = self
             .server_dir(folder)
             .unwrap_or_else(|| panic!("the server has no copy of {folder:?}"));
@@ -198,27 +282,26 @@ impl Cluster {
             .and_then(|p| p.file_name())
             .and_then(|a| a.to_str())
             .expect("the server's folder lies in an account dir");
-        crate::server_store::index_file(self.server.data_dir(), account, folder)
+        crate::server_store::index_file(self.server().data_dir(), account, folder)
     }
 
     /// The trees that must agree: `folder` on each listed client, then the server's copy.
-    /// A server serving from a cluster has no copy: only the clients' trees are
-    /// compared then.
+    /// A server serving from a cluster has no copy: only the clients' trees are compared
+    /// then (on the cluster backend, its export once they agree).
     pub fn replicas(&self, folder: &str, clients: &[usize]) -> Result<Vec<PathBuf>, String> {
         let mut trees: Vec<PathBuf> = clients
             .iter()
             .map(|&i| self.clients[i].folder_dir(folder))
             .collect();
-        if self.server.serves_from_cluster() {
-            return Ok(trees);
+        if !self.server().serves_from_cluster() {
+            let server = self.server_dir(folder).ok_or_else(|| {
+                format!(
+                    "no server copy of {folder:?} under {} yet",
+                    self.server().data_dir().display()
+                )
+            })?;
+            trees.push(server);
         }
-        let server = self.server_dir(folder).ok_or_else(|| {
-            format!(
-                "no server copy of {folder:?} under {} yet",
-                self.server.data_dir().display()
-            )
-        })?;
-        trees.push(server);
         Ok(trees)
     }
 
@@ -269,13 +352,59 @@ impl Cluster {
         // Every client now says it is in sync: the trees must agree without more waiting.
         let common = converge_with_excluding(Duration::ZERO, replicas, skip)
             .unwrap_or_else(|why| panic!("{folder} changed after `wait` returned 0: {why}"));
+        if self.engines.is_some() {
+            let exported = self.export(folder);
+            let mut trees = self.replicas(folder, clients).unwrap_or_default();
+            trees.push(exported);
+            converge_with_excluding(Duration::ZERO, || Ok(trees.clone()), skip)
+                .unwrap_or_else(|why| panic!("the cluster's {folder} differs: {why}"));
+        }
         self.check_oracle_excluding(folder, clients, skip);
         common
     }
 
+    /// On the cluster backend, `filesyncd export` of `folder` (of the first account, by
+    /// name, that has one) into a new directory under `exports/`, which becomes the
+    /// server's copy ([`Cluster::server_dir`]); returns it.
+    pub fn export(&self, folder: &str) -> PathBuf {
+        let engines = self
+            .engines
+            .as_ref()
+            .expect("exports are of the cluster backend");
+        let account = engines.psql(&format!(
+            "SELECT a.name FROM folders f JOIN accounts a ON a.id = f.account_id \
+             WHERE f.name = '{}' ORDER BY a.name LIMIT 1",
+            folder.replace('\'', "''")
+        ));
+        assert!(!account.is_empty(), "the cluster has no folder {folder:?}");
+        let mut exports = self.lock_exports();
+        let all = self.root().join("exports");
+        fs::create_dir_all(&all).expect("cannot make exports/");
+        let dir = all.join(format!("{}-{folder}", files::list_dir(&all).len() + 1));
+        let mut cmd = Command::new(bin("filesyncd"));
+        cmd.arg("--config")
+            .arg(self.server().config_path())
+            .arg("export")
+            .arg(format!("{account}/{folder}"))
+            .arg(&dir);
+        let out = run_with_timeout(&mut cmd, ADMIN_TIMEOUT);
+        assert!(
+            out.status.success(),
+            "filesyncd export {account}/{folder}: {}",
+            crate::node::describe(&out)
+        );
+        exports.insert(folder.to_owned(), dir.clone());
+        dir
+    }
+
+    fn lock_exports(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, PathBuf>> {
+        self.exports.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Started daemons that have exited since, as text for a failure message.
     fn dead_daemons(&self) -> String {
-        std::iter::once(&self.server)
+        self.servers
+            .iter()
             .chain(&self.clients)
             .filter_map(|n| n.check_running().err())
             .map(|why| format!("\n{why}"))
@@ -284,7 +413,7 @@ impl Cluster {
 
     /// The common oracle that fits these black-box tests: every started daemon still
     /// runs; `status --json` reports no `last_error` on any folder, no `config_error`,
-    /// and a `server` object exactly on the server; no daemon temp files are left in the
+    /// and a `server` object exactly on the server nodes; no daemon temp files are left in the
     /// replicas ([`stray_temp_files`]); nothing was written outside the folders and homes.
     pub fn check_oracle(&self, folder: &str, clients: &[usize]) {
         self.check_oracle_excluding(folder, clients, &|_| false)
@@ -294,7 +423,9 @@ impl Cluster {
     /// accepts.
     pub fn check_oracle_excluding(&self, folder: &str, clients: &[usize], skip: Skip<'_>) {
         let mut problems = Vec::new();
-        let nodes: Vec<&Node> = std::iter::once(&self.server)
+        let nodes: Vec<&Node> = self
+            .servers
+            .iter()
             .chain(self.clients.iter())
             .filter(|n| n.is_started())
             .collect();
@@ -305,7 +436,7 @@ impl Cluster {
         }
         if problems.is_empty() {
             for node in &nodes {
-                let is_server = std::ptr::eq(*node, &self.server);
+                let is_server = self.servers.iter().any(|s| std::ptr::eq(*node, s));
                 problems.extend(status_problems(node.name(), &node.status_json(), is_server));
             }
         }
@@ -351,22 +482,29 @@ impl Cluster {
         self.clients[i].folder_dir(folder).join(rel)
     }
 
-    /// The server's copy of `folder`/`rel`; panics when the server has no copy of `folder`.
+    /// The server's copy of `folder`/`rel` (on the cluster backend, in the latest
+    /// export); panics when the server has no copy of `folder`.
     pub fn server_path(&self, folder: &str, rel: &str) -> PathBuf {
         self.server_dir(folder)
             .unwrap_or_else(|| panic!("the server has no copy of {folder:?}"))
             .join(rel)
     }
 
-    /// `rel` holds exactly `content` on every client and on the server (if it keeps a
-    /// copy: not when it serves from a cluster).
+    /// `rel` holds exactly `content` on every client and on the server (in its latest
+    /// export on the cluster backend; not at all for a server the test moved into a
+    /// cluster itself, which has neither a copy nor the fixture's engines).
     pub fn assert_file_everywhere(&self, folder: &str, rel: &str, content: &[u8]) {
         for i in self.all_clients() {
             files::assert_file(&self.path_on(i, folder, rel), content);
         }
-        if !self.server.serves_from_cluster() {
+        if self.has_server_copy() {
             files::assert_file(&self.server_path(folder, rel), content);
         }
+    }
+
+    /// Whether [`Cluster::server_path`] finds the server's copy: a tree, or an export.
+    fn has_server_copy(&self) -> bool {
+        self.engines.is_some() || !self.server().serves_from_cluster()
     }
 
     /// No conflict copy (`*.sync-conflict-*`) in `tree`, a manifest of `folder`, and none
@@ -390,7 +528,7 @@ impl Cluster {
         for i in self.all_clients() {
             files::assert_absent(&self.path_on(i, folder, rel));
         }
-        if !self.server.serves_from_cluster() {
+        if self.has_server_copy() {
             files::assert_absent(&self.server_path(folder, rel));
         }
     }
@@ -418,11 +556,32 @@ impl Cluster {
 
     /// Marks a step in every daemon's log, to find it when a test fails.
     pub fn note(&self, text: &str) {
-        self.server.note(text);
-        for c in &self.clients {
+        for c in self.servers.iter().chain(&self.clients) {
             c.note(text);
         }
     }
+}
+
+/// Starts `count` nodes of the cluster backend on `engines`, one after the other (the
+/// first lays out the database).
+fn start_nodes(
+    root: &Path,
+    engines: &Engines,
+    count: usize,
+    registration: Option<&'static str>,
+) -> Vec<Node> {
+    (1..=count)
+        .map(|n| {
+            let name = match n {
+                1 => "server".to_owned(),
+                n => format!("server{n}"),
+            };
+            let table = engines.table(&format!("node-{n}"));
+            let node = Node::cluster_node(root, &name, registration, table);
+            node.start();
+            node
+        })
+        .collect()
 }
 
 /// What is wrong in one node's `status --json` after a quiet step.

@@ -117,6 +117,18 @@ impl Garage {
         format!("http://127.0.0.1:{}", self.nodes[i].s3_port)
     }
 
+    /// The number of objects in [`BUCKET`] as `garage bucket info` counts them (a
+    /// counter Garage updates in the background: poll for the figure you expect).
+    pub fn object_count(&self) -> Result<u64, String> {
+        let via = *self.running().first().ok_or("no garage node runs")?;
+        let out = self.cli(via, &["bucket", "info", BUCKET]);
+        let said = String::from_utf8_lossy(&out.stdout);
+        said.lines()
+            .find_map(|l| l.trim().strip_prefix("Objects:"))
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or_else(|| format!("no object count in `garage bucket info`: {said}"))
+    }
+
     /// Kills node `i` (SIGKILL), as a crashed host, and waits until the others are
     /// connected among themselves.
     pub fn kill_node(&mut self, i: usize) {

@@ -14,7 +14,8 @@
 //! * [`node`] is one `filesyncd` process: [`Node`].
 //! * [`process`] is a bare `filesyncd` whose arguments and environment a test chooses.
 //! * [`cluster`] is a server and N clients syncing a folder, with the common oracle
-//!   that every scenario ends with: [`Cluster`].
+//!   that every scenario ends with: [`Cluster`]. [`backend`] says which server it runs:
+//!   the embedded one or nodes of the cluster backend on [`pg`] and [`garage`].
 //! * [`tree`] reads a synced tree into a [`Manifest`], compares trees, waits for them to
 //!   converge, and finds daemon temp files left behind.
 //! * [`files`] makes and checks test content.
@@ -38,6 +39,7 @@
 //! `FILESYNC_KEEP_TEST_DIRS=1` to keep every test's temp dir (configs, state, logs).
 #![cfg(unix)]
 
+pub mod backend;
 pub mod browser;
 pub mod cluster;
 pub mod exec;
@@ -56,6 +58,7 @@ pub mod workload;
 
 use std::time::{Duration, Instant};
 
+pub use backend::Backend;
 pub use cluster::Cluster;
 pub use node::{Counters, Node};
 pub use tree::{Entry, Kind, Manifest, converge, manifest};

@@ -27,16 +27,22 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// How much of a daemon's log a failing test prints.
 const LOG_TAIL_BYTES: u64 = 16 * 1024;
 
-/// The server role of a node: its TCP port and the data dir holding the folder copies.
 /// The `min_free_space` every test server starts with: none, whatever the disk holds.
 pub const TEST_MIN_FREE_SPACE: &str = "0";
 
+/// The header of the cluster backend's table, which follows `[server]` in a node's config.
+pub const CLUSTER_TABLE: &str = "[server.cluster]";
+
+/// The server role of a node: its TCP port and the data dir holding the folder copies.
 struct ServerRole {
     /// Only changes before the first successful start (see [`Node::start`]).
     port: AtomicU16,
     data_dir: PathBuf,
     /// The `registration` key, or `None` to leave it out (the daemon's default).
     registration: Option<&'static str>,
+    /// The `[server.cluster]` table of a node of the cluster backend (written after
+    /// `backend = "cluster"`), `None` for the embedded server.
+    cluster: Option<String>,
 }
 
 /// One `filesyncd` and everything it owns on disk. Killed on drop; a failing test
@@ -75,7 +81,7 @@ impl Node {
 
     /// A node with the server role (open registration) under `root`; not started.
     pub fn server(root: &Path, name: &str) -> Node {
-        Node::new(root, name, Some(Some("open")))
+        Node::new(root, name, Some((Some("open"), None)))
     }
 
     /// A node with the server role whose config says `registration = "…"`, or has no
@@ -85,11 +91,27 @@ impl Node {
         name: &str,
         registration: Option<&'static str>,
     ) -> Node {
-        Node::new(root, name, Some(registration))
+        Node::new(root, name, Some((registration, None)))
     }
 
-    /// `server` is `None` for a client-only node, else the server's `registration`.
-    fn new(root: &Path, name: &str, server: Option<Option<&'static str>>) -> Node {
+    /// A server node of the cluster backend: `backend = "cluster"` and `table`, its
+    /// `[server.cluster]` table (see [`crate::backend`]); not started.
+    pub fn cluster_node(
+        root: &Path,
+        name: &str,
+        registration: Option<&'static str>,
+        table: String,
+    ) -> Node {
+        Node::new(root, name, Some((registration, Some(table))))
+    }
+
+    /// `server` is `None` for a client-only node, else the server's `registration` and
+    /// its `[server.cluster]` table on the cluster backend.
+    fn new(
+        root: &Path,
+        name: &str,
+        server: Option<(Option<&'static str>, Option<String>)>,
+    ) -> Node {
         let home = root.join(name);
         // 0700: the control socket lives here, and a daemon may insist that the socket's
         // directory be private (brief §2.9).
@@ -106,10 +128,11 @@ impl Node {
             config: home.join("filesyncd.toml"),
             socket: home.join("ctl.sock"),
             log: home.join("daemon.log"),
-            server: server.map(|registration| ServerRole {
+            server: server.map(|(registration, cluster)| ServerRole {
                 port: AtomicU16::new(free_port()),
                 data_dir: home.join("data"),
                 registration,
+                cluster,
             }),
             root: root.to_owned(),
             home,
@@ -214,6 +237,9 @@ impl Node {
             if let Some(registration) = role.registration {
                 lines.push(format!("registration = \"{registration}\""));
             }
+            if let Some(table) = &role.cluster {
+                lines.extend(["backend = \"cluster\"".to_owned(), table.clone()]);
+            }
         }
         lines.push(String::new());
         fs::write(&self.config, lines.join("\n")).expect("cannot write the node's config");
@@ -225,21 +251,26 @@ impl Node {
     }
 
     /// Stops this server, adds `lines` to its `[server]` table (the last table of its
-    /// config; a key given again replaces the fixture's line, `min_free_space` say) and
-    /// starts it again.
+    /// config but for `[server.cluster]`; a key given again replaces the fixture's line,
+    /// `min_free_space` say) and starts it again.
     pub fn restart_with_server_lines(&self, lines: &str) {
         self.stop();
         let config = fs::read_to_string(&self.config).expect("cannot read the node's config");
         assert!(config.contains("[server]"), "{config}");
         assert!(!config.contains("[[folder]]"), "{config}");
+        let (server, cluster) = match config.find(CLUSTER_TABLE) {
+            Some(at) => config.split_at(at),
+            None => (config.as_str(), ""),
+        };
         let key = |line: &str| line.split('=').next().unwrap_or_default().trim().to_owned();
         let new_keys: Vec<String> = lines.lines().map(key).collect();
-        let mut config: String = config
+        let mut config: String = server
             .lines()
             .filter(|l| !new_keys.contains(&key(l)))
             .map(|l| format!("{l}\n"))
             .collect();
         config.push_str(lines);
+        config.push_str(cluster);
         fs::write(&self.config, config).expect("cannot write the node's config");
         self.start();
     }

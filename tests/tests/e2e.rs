@@ -17,6 +17,8 @@ mod changes;
 mod clock;
 #[path = "e2e/cluster_accounts.rs"]
 mod cluster_accounts;
+#[path = "e2e/cluster_faults.rs"]
+mod cluster_faults;
 #[path = "e2e/confinement.rs"]
 mod confinement;
 #[path = "e2e/conflicts.rs"]
@@ -63,6 +65,8 @@ mod model;
 mod names;
 #[path = "e2e/offline.rs"]
 mod offline;
+#[path = "e2e/on_cluster.rs"]
+mod on_cluster;
 #[path = "e2e/ops.rs"]
 mod ops;
 #[path = "e2e/owed.rs"]

@@ -69,8 +69,12 @@ fn upload_fresh(cl: &Cluster, rel: &str, seed: u64, len: usize) -> Vec<u8> {
 /// Scenario 1: A new file on A reaches the server's copy and B, byte for byte.
 #[test]
 fn new_file_reaches_server_and_other_client() {
-    let cl = Cluster::new(2);
-    let content = upload_fresh(&cl, "hello.bin", 1, 100_000);
+    new_file_reaches_server_and_other_client_on(&Cluster::new(2));
+}
+
+/// The body of [`new_file_reaches_server_and_other_client`], on any backend.
+pub(crate) fn new_file_reaches_server_and_other_client_on(cl: &Cluster) {
+    let content = upload_fresh(cl, "hello.bin", 1, 100_000);
     let small = b"hello, world\n";
     files::write(&cl.path_on(0, DOCS, "notes/hello.txt"), small);
     let common = cl.settle(DOCS);
@@ -82,7 +86,11 @@ fn new_file_reaches_server_and_other_client() {
 /// Scenario 2: A file deleted on A is deleted on the server and on B, and nothing else is.
 #[test]
 fn deleted_file_is_removed_everywhere() {
-    let cl = Cluster::new(2);
+    deleted_file_is_removed_everywhere_on(&Cluster::new(2));
+}
+
+/// The body of [`deleted_file_is_removed_everywhere`], on any backend.
+pub(crate) fn deleted_file_is_removed_everywhere_on(cl: &Cluster) {
     files::write(&cl.path_on(0, DOCS, "doomed.txt"), b"delete me\n");
     files::write(&cl.path_on(0, DOCS, "keep.txt"), b"keep me\n");
     cl.settle(DOCS);
@@ -152,7 +160,11 @@ fn rename_into_new_subdir_sends_no_content() {
 /// everywhere after each step.
 #[test]
 fn modified_file_propagates_new_content() {
-    let cl = Cluster::new(2);
+    modified_file_propagates_new_content_on(&Cluster::new(2));
+}
+
+/// The body of [`modified_file_propagates_new_content`], on any backend.
+pub(crate) fn modified_file_propagates_new_content_on(cl: &Cluster) {
     let path = cl.path_on(0, DOCS, "draft.bin");
     files::write(&path, pseudo_random(40, 40_000));
     cl.settle(DOCS);

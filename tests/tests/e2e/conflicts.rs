@@ -211,11 +211,15 @@ fn edit_both(cl: &Cluster, rel: &str, b_first: bool, from_a: &[u8], from_b: &[u8
 /// restart of B make no second copy and no second listing.
 #[test]
 fn edit_edit_b_first_server_version_keeps_the_name() {
-    let cl = Cluster::new(2);
+    edit_edit_b_first_server_version_keeps_the_name_on(&Cluster::new(2));
+}
+
+/// The body of [`edit_edit_b_first_server_version_keeps_the_name`], on any backend.
+pub(crate) fn edit_edit_b_first_server_version_keeps_the_name_on(cl: &Cluster) {
     let since = unix_now();
     let (from_a, from_b) = (b"A's edit\n", b"B's edit, made first\n");
-    let common = edit_both(&cl, "notes.txt", true, from_a, from_b);
-    let c = assert_one_conflict(&cl, &common, "notes.txt", from_a, from_b, since);
+    let common = edit_both(cl, "notes.txt", true, from_a, from_b);
+    let c = assert_one_conflict(cl, &common, "notes.txt", from_a, from_b, since);
     assert_eq!(paths(&common), sorted(&["notes.txt", &c.copy]));
 
     cl.a().ctl_ok(["rescan", DOCS]);
@@ -230,7 +234,7 @@ fn edit_edit_b_first_server_version_keeps_the_name() {
         sorted(&["notes.txt", &c.copy]),
         "a restart of B made another copy"
     );
-    let again = assert_one_conflict(&cl, &common, "notes.txt", from_a, from_b, since);
+    let again = assert_one_conflict(cl, &common, "notes.txt", from_a, from_b, since);
     assert_eq!(
         again, c,
         "the conflict changed after a rescan and a restart"

@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use filesync_proto::auth::InviteToken;
 use filesync_proto::wire::{ClientMsg, ServerMsg};
 use filesync_tests::cluster::DOCS;
+use filesync_tests::files;
 use filesync_tests::hostile;
 use filesync_tests::node::describe;
 use filesync_tests::{Cluster, Node, SYNC_TIMEOUT, poll_until};
@@ -58,6 +59,31 @@ fn unix_now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
+}
+
+/// Enrolment by invite: a token from `server invite` (on the last server node) enrols
+/// client A through its own node, a token A makes with `device invite` enrols client B
+/// through its own; both are devices of the account, and their folders sync.
+#[test]
+fn devices_enrolled_by_invite_tokens_sync() {
+    devices_enrolled_by_invite_tokens_sync_on(&Cluster::without_folders(2, None));
+}
+
+/// The body of [`devices_enrolled_by_invite_tokens_sync`], on any backend: on the
+/// cluster backend, each token is made on another node than the one it is used on.
+pub(crate) fn devices_enrolled_by_invite_tokens_sync_on(cl: &Cluster) {
+    let last = cl.servers().last().expect("a server node");
+    enrol(cl, 0, &last.server_invite("alice", None));
+    let minted = device_invite(cl.a(), &cl.home(0).server_addr());
+    enrol(cl, 1, &minted);
+    assert!(pending(cl.server()).is_empty(), "both tokens were used");
+    let devices = cl.server().server_devices();
+    assert_eq!(devices.len(), 2, "{devices:?}");
+    files::write(&cl.path_on(0, DOCS, "from-a.txt"), b"written on A\n");
+    files::write(&cl.path_on(1, DOCS, "sub/from-b.txt"), b"written on B\n");
+    cl.settle(DOCS);
+    cl.assert_file_everywhere(DOCS, "from-a.txt", b"written on A\n");
+    cl.assert_file_everywhere(DOCS, "sub/from-b.txt", b"written on B\n");
 }
 
 #[test]

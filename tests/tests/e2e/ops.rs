@@ -396,28 +396,17 @@ fn systemd_units_verify() {
         ("filesyncd.service", false),
         ("user/filesyncd.service", true),
     ] {
-        let text = std::fs::read_to_string(units_dir().join(unit)).unwrap();
+        let dir = scratch.path().join(if user { "user" } else { "system" });
+        let (copy, text) = copy_unit(unit, &dir, &daemon);
         assert!(
             text.contains("Type=notify") && text.contains("WatchdogSec="),
             "{unit}"
         );
-        let dir = scratch.path().join(if user { "user" } else { "system" });
-        std::fs::create_dir(&dir).unwrap();
-        let copy = dir.join("filesyncd.service");
-        let exec = daemon.to_str().unwrap();
-        std::fs::write(&copy, text.replace("/usr/bin/filesyncd", exec)).unwrap();
         let mut cmd = Command::new("systemd-analyze");
         if user {
             cmd.arg("--user").env("XDG_RUNTIME_DIR", &runtime);
         }
-        cmd.arg("verify").arg(&copy);
-        let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success() && stderr.trim().is_empty(),
-            "systemd-analyze verify {unit}: {}\n{stderr}",
-            out.status
-        );
+        assert_verifies(cmd.arg("verify").arg(&copy), unit);
         if !user {
             let mut cmd = Command::new("systemd-analyze");
             cmd.args(["security", "--offline=true"]).arg(&copy);
@@ -428,6 +417,65 @@ fn systemd_units_verify() {
             assert!(score.contains("OK"), "exposure is worse than OK:\n{report}");
         }
     }
+    // The cluster's garbage collection: a oneshot service and its daily timer.
+    let dir = scratch.path().join("gc");
+    let (service, _) = copy_unit("filesyncd-gc.service", &dir, &daemon);
+    let (timer, _) = copy_unit("filesyncd-gc.timer", &dir, &daemon);
+    let mut cmd = Command::new("systemd-analyze");
+    assert_verifies(cmd.arg("verify").arg(service).arg(timer), "the gc units");
+}
+
+/// Copies `unit` of `systemd/` into `dir` (made if needed) with `ExecStart` pointing at
+/// `daemon` (verify checks that the binary exists); the copy's path and text.
+fn copy_unit(unit: &str, dir: &Path, daemon: &Path) -> (std::path::PathBuf, String) {
+    std::fs::create_dir_all(dir).unwrap();
+    let text = std::fs::read_to_string(units_dir().join(unit)).unwrap();
+    let text = text.replace("/usr/bin/filesyncd", daemon.to_str().unwrap());
+    let name = Path::new(unit).file_name().unwrap();
+    let copy = dir.join(name);
+    std::fs::write(&copy, &text).unwrap();
+    (copy, text)
+}
+
+/// Runs `cmd`, a `systemd-analyze verify`, which exits 0 even on unknown keys and bad
+/// values: any complaint on stderr fails the test.
+fn assert_verifies(cmd: &mut Command, what: &str) {
+    let out = run_with_timeout(cmd, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "systemd-analyze verify {what}: {}\n{stderr}",
+        out.status
+    );
+}
+
+/// The example config of a cluster node (`packaging/cluster-node.toml`) is read without
+/// a complaint: with its paths moved into a temp dir, `filesyncd gc` gets as far as
+/// connecting to the example's database, which it names.
+#[test]
+fn the_cluster_node_example_config_is_valid() {
+    let scratch = Scratch::new();
+    let dir = scratch.path();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/cluster-node.toml");
+    let text = std::fs::read_to_string(example).unwrap();
+    std::fs::write(dir.join("s3-secret"), "secret\n").unwrap();
+    let at = |p: &str| dir.join(p).to_str().unwrap().to_owned();
+    let text = text
+        .replace("/etc/filesync/s3-secret", &at("s3-secret"))
+        .replace("/var/lib/filesyncd", &at("state"))
+        .replace("/run/filesyncd", &at("run"))
+        .replace("db.example.com", "127.0.0.1:1");
+    let config = dir.join("cluster-node.toml");
+    std::fs::write(&config, text).unwrap();
+    let mut cmd = Command::new(filesync_tests::exec::bin("filesyncd"));
+    cmd.arg("--config").arg(&config).arg("gc");
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("cannot connect to PostgreSQL") && said.contains("server.cluster.postgres"),
+        "{said}"
+    );
 }
 
 #[test]

@@ -110,11 +110,19 @@ fn renaming_a_directory_of_10000_files_sends_a_few_kilobytes() {
 /// rename too, and a file edited in the same breath travels as an edit of the moved file.
 #[test]
 fn move_into_new_parent_with_an_edit_inside() {
-    let cl = Cluster::new(2);
-    fill(&cl, "project", 5, 20);
+    move_into_new_parent_with_an_edit_inside_on(&Cluster::new(2));
+}
+
+/// The body of [`move_into_new_parent_with_an_edit_inside`], on any backend (the
+/// cluster backend has no server tree whose inodes could tell a rename).
+pub(crate) fn move_into_new_parent_with_an_edit_inside_on(cl: &Cluster) {
+    fill(cl, "project", 5, 20);
     cl.settle(DOCS);
     let b_inode = inode(&cl.path_on(1, DOCS, "project/d001/f001.txt"));
-    let server_inode = inode(&cl.server_path(DOCS, "project/d001/f001.txt"));
+    let server_inode = cl
+        .engines()
+        .is_none()
+        .then(|| inode(&cl.server_path(DOCS, "project/d001/f001.txt")));
     let b0 = cl.b().counters(DOCS);
 
     let edit = b"edited after the move\n";
@@ -141,11 +149,13 @@ fn move_into_new_parent_with_an_edit_inside() {
         b_inode,
         "B re-created the files instead of renaming its directory"
     );
-    assert_eq!(
-        inode(&cl.server_path(DOCS, "archive/old-project/d001/f001.txt")),
-        server_inode,
-        "the server re-created the files instead of renaming its directory"
-    );
+    if let Some(server_inode) = server_inode {
+        assert_eq!(
+            inode(&cl.server_path(DOCS, "archive/old-project/d001/f001.txt")),
+            server_inode,
+            "the server re-created the files instead of renaming its directory"
+        );
+    }
     // B must download the edit (nowhere else to get it), and nothing more than about it.
     let received = cl.b().counters(DOCS).content_bytes_received - b0.content_bytes_received;
     assert!(

@@ -11,17 +11,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use filesync_tests::backend::{ADMIN_TIMEOUT, Collected, cluster_table, gc};
 use filesync_tests::cluster::DOCS;
 use filesync_tests::exec::{bin, free_port, run_with_timeout};
 use filesync_tests::files::{self, pseudo_random};
-use filesync_tests::garage::{self, Garage};
+use filesync_tests::garage::Garage;
 use filesync_tests::node::describe;
 use filesync_tests::pg::Postgres;
 use filesync_tests::tree::{diff, manifest};
 use filesync_tests::{Cluster, Node, poll_until};
-
-/// How long a migrate or an export of a small folder may take on a loaded machine.
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The engines, or `None` when the test is skipped (see [`Postgres::start_or_skip`]).
 fn engines(cl: &Cluster) -> Option<(Postgres, Garage)> {
@@ -29,26 +27,6 @@ fn engines(cl: &Cluster) -> Option<(Postgres, Garage)> {
     cl.expect_entry("garage");
     let garage = Garage::start_or_skip(cl.root(), 1)?;
     Some((pg, garage))
-}
-
-/// The `[server.cluster]` table for database `url` and Garage node 0, with `extra`
-/// lines (a key given again replaces the default).
-fn cluster_table(url: &str, garage: &Garage, extra: &[(&str, &str)]) -> String {
-    let mut keys = vec![
-        ("node_name", "node-1".to_owned()),
-        ("postgres", url.to_owned()),
-        ("s3_endpoint", garage.endpoint(0)),
-        ("s3_region", garage::REGION.to_owned()),
-        ("s3_bucket", garage::BUCKET.to_owned()),
-        ("s3_access_key_id", garage::KEY_ID.to_owned()),
-        ("s3_secret_access_key", garage::SECRET.to_owned()),
-    ];
-    for (key, value) in extra {
-        keys.retain(|(k, _)| k != key);
-        keys.push((key, (*value).to_owned()));
-    }
-    let lines: Vec<String> = keys.iter().map(|(k, v)| format!("{k} = \"{v}\"")).collect();
-    format!("[server.cluster]\n{}\n", lines.join("\n"))
 }
 
 /// A copy of the server's config with `backend = "cluster"` and `table`, beside it.
@@ -355,12 +333,20 @@ fn a_move_stopped_at_any_point_records_nothing_and_runs_again() {
     }
     // The stopped moves left blocks that no row refers to: garbage, once older than
     // the grace, and only then.
-    let (deleted, in_use, young) = gc(&config, None);
+    let Collected {
+        deleted,
+        in_use,
+        young,
+    } = gc(&config, None);
     assert_eq!((deleted, in_use), (0, 0));
     assert!(young > 0, "no block was left by the stopped moves");
     let mut collected = 0;
     poll_until(Duration::from_secs(30), || {
-        let (deleted, in_use, left) = gc(&config, Some(0));
+        let Collected {
+            deleted,
+            in_use,
+            young: left,
+        } = gc(&config, Some(0));
         collected += deleted;
         assert_eq!(in_use, 0);
         match left {
@@ -380,7 +366,11 @@ fn a_move_stopped_at_any_point_records_nothing_and_runs_again() {
     // Nothing in use is ever collected, whatever the grace, once old enough to be
     // looked at.
     poll_until(Duration::from_secs(30), || {
-        let (deleted, in_use, young) = gc(&config, Some(0));
+        let Collected {
+            deleted,
+            in_use,
+            young,
+        } = gc(&config, Some(0));
         assert_eq!(deleted, 0, "a block in use was collected");
         match (in_use, young) {
             (n, 0) if n == blocks => Ok(()),
@@ -389,34 +379,6 @@ fn a_move_stopped_at_any_point_records_nothing_and_runs_again() {
     })
     .unwrap_or_else(|why| panic!("{why}"));
     export_equals(&cl, &config, "exported", &tree);
-}
-
-/// `filesyncd gc`, with `FILESYNC_GC_GRACE_SECS` when given: (deleted, in use, younger
-/// than the grace), as it says them.
-fn gc(config: &Path, grace_secs: Option<u64>) -> (usize, usize, usize) {
-    let mut cmd = Command::new(bin("filesyncd"));
-    cmd.arg("--config").arg(config).arg("gc");
-    if let Some(secs) = grace_secs {
-        cmd.env("FILESYNC_GC_GRACE_SECS", secs.to_string());
-    }
-    let said = ok(run_with_timeout(&mut cmd, ADMIN_TIMEOUT));
-    let number_before = |words: &str| -> usize {
-        let at = said
-            .find(words)
-            .unwrap_or_else(|| panic!("no {words:?} in {said:?}"));
-        let digits: String = said[..at]
-            .trim_end()
-            .chars()
-            .rev()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        digits.chars().rev().collect::<String>().parse().unwrap()
-    };
-    (
-        number_before("blocks ("),
-        number_before("in use"),
-        number_before("younger than"),
-    )
 }
 
 #[test]

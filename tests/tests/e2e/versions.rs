@@ -50,7 +50,29 @@ fn versions_on_both(cl: &Cluster, rel: &str) -> Vec<Version> {
 /// `restore --version V` a chosen one, and what a restore replaces is kept in turn.
 #[test]
 fn versions_are_listed_kept_outside_the_tree_and_restored() {
-    let cl = Cluster::new(2);
+    versions_are_listed_kept_outside_the_tree_and_restored_on(&Cluster::new(2));
+}
+
+/// The SHA-256 of every content the server keeps as a version: the files in the
+/// embedded server's version store, the `versions` rows of the cluster backend; and
+/// where that is, for a failure message.
+fn kept_versions(cl: &Cluster) -> (BTreeSet<String>, String) {
+    match cl.engines() {
+        None => {
+            let store = cl.server().data_dir().join(".filesync/versions");
+            (contents_under(&store), store.display().to_string())
+        }
+        Some(engines) => {
+            let rows = engines.psql("SELECT encode(hash, 'hex') FROM versions");
+            let kept = rows.lines().map(str::to_owned).collect();
+            (kept, "the cluster's versions table".to_owned())
+        }
+    }
+}
+
+/// The body of [`versions_are_listed_kept_outside_the_tree_and_restored`], on any
+/// backend.
+pub(crate) fn versions_are_listed_kept_outside_the_tree_and_restored_on(cl: &Cluster) {
     let since = unix_now();
     let path = cl.path_on(0, DOCS, "notes.txt");
     let v1 = pseudo_random(201, 3_000);
@@ -70,7 +92,7 @@ fn versions_are_listed_kept_outside_the_tree_and_restored() {
     let common = cl.settle(DOCS);
     assert!(common.is_empty(), "left over: {:?}", paths(&common));
 
-    let listed = versions_on_both(&cl, "notes.txt");
+    let listed = versions_on_both(cl, "notes.txt");
     let now = unix_now();
     assert_eq!(
         listed.iter().map(|v| v.size).collect::<Vec<_>>(),
@@ -100,10 +122,8 @@ fn versions_are_listed_kept_outside_the_tree_and_restored() {
 
     // Kept on the server, outside the browsable tree: no file in the folder's copy
     // (dot names included) holds an old version, the version store holds them all.
-    let data = cl.server().data_dir();
     let in_tree = contents_under(&cl.server_path(DOCS, ""));
-    let store = data.join(".filesync/versions");
-    let kept = contents_under(&store);
+    let (kept, store) = kept_versions(cl);
     for (name, v) in [("v1", &v1), ("v2", &v2), ("v3", &v3)] {
         assert!(
             !in_tree.contains(&sha256(v)),
@@ -111,8 +131,7 @@ fn versions_are_listed_kept_outside_the_tree_and_restored() {
         );
         assert!(
             kept.contains(&sha256(v)),
-            "{name} of notes.txt is not in {}",
-            store.display()
+            "{name} of notes.txt is not in {store}"
         );
     }
 
@@ -129,7 +148,7 @@ fn versions_are_listed_kept_outside_the_tree_and_restored() {
     cl.assert_file_everywhere(DOCS, "notes.txt", &v1);
 
     // The restored v3 that v1 replaced is now the newest kept version.
-    let listed = versions_on_both(&cl, "notes.txt");
+    let listed = versions_on_both(cl, "notes.txt");
     assert_eq!(
         listed.first().map(|v| v.size),
         Some(v3.len() as u64),
