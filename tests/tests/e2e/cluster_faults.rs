@@ -5,6 +5,7 @@
 //! (each settle also compares them with `filesyncd export`). Skipped, saying so, as the
 //! other cluster tests ([`crate::on_cluster`]).
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::thread;
 use std::time::Duration;
@@ -202,16 +203,43 @@ fn gc_removes_exactly_the_blocks_no_file_or_version_refers_to() {
     for i in cl.all_clients() {
         cl.add_folder(i, DOCS);
     }
-    // Files of one block each: 12 kept, 10 deleted, one of the kept replaced.
+    // Files too big to be kept in their rows (over INLINE_MAX), so their blocks are
+    // objects: 12 kept, 10 deleted, one of the kept replaced. Which blocks each has is
+    // what the daemon's own chunking says.
+    let content = |n: u64| pseudo_random(500 + n, 200_000);
+    let blocks_of = |data: &[u8]| -> BTreeSet<_> {
+        (filesyncd::fs::chunk::hash_bytes(data).blocks.iter())
+            .map(|b| b.hash)
+            .collect()
+    };
     for n in 0..22 {
         let dir = if n < 12 { "keep" } else { "gone" };
         files::write(
             &cl.path_on(0, DOCS, &format!("{dir}/f{n:02}.bin")),
-            pseudo_random(500 + n, 20_000),
+            content(n),
         );
     }
+    // A small file is kept in its row: no block, no object.
+    files::write(
+        &cl.path_on(0, DOCS, "keep/small.txt"),
+        pseudo_random(7, 3000),
+    );
+    let replacement = pseudo_random(999, 200_000);
+    let held_before: BTreeSet<_> = (0..22).flat_map(|n| blocks_of(&content(n))).collect();
+    let held_after: BTreeSet<_> = (1..12)
+        .flat_map(|n| blocks_of(&content(n)))
+        .chain(blocks_of(&replacement))
+        .collect();
+    let added = held_after.difference(&held_before).count();
+    let dropped = held_before.difference(&held_after).count();
+    assert!(dropped >= 10, "the deleted files' blocks: {dropped}");
     cl.settle(DOCS);
     let (before, free_before) = blocks(&cl);
+    assert_eq!(
+        before,
+        held_before.len(),
+        "one row per distinct block of the big files, none for the small one"
+    );
     assert_eq!(free_before, 0, "blocks of live files count no reference");
     let engines = cl.engines().expect("the cluster backend");
     let objects_before = engines
@@ -220,10 +248,7 @@ fn gc_removes_exactly_the_blocks_no_file_or_version_refers_to() {
         .unwrap_or_else(|why| panic!("{why}"));
 
     std::fs::remove_dir_all(cl.path_on(0, DOCS, "gone")).unwrap();
-    files::write(
-        &cl.path_on(1, DOCS, "keep/f00.bin"),
-        pseudo_random(999, 20_000),
-    );
+    files::write(&cl.path_on(1, DOCS, "keep/f00.bin"), &replacement);
     cl.settle(DOCS);
     poll_until(Duration::from_secs(60), || {
         match engines.psql("SELECT COUNT(*) FROM versions").as_str() {
@@ -237,14 +262,18 @@ fn gc_removes_exactly_the_blocks_no_file_or_version_refers_to() {
     let (all, free) = blocks(&cl);
     assert_eq!(
         (all, free),
-        (before + 1, 11),
-        "one new block; the 10 deleted files' and the replaced content's unreferenced"
+        (before + added, dropped),
+        "the replacement's new blocks; the deleted files' and the replaced content's \
+         unreferenced"
     );
     let (deleted, in_use) = collect_all(cl.server().config_path());
-    assert_eq!(deleted, 11, "gc removes exactly the unreferenced blocks");
-    assert_eq!(in_use, before + 1 - 11);
-    assert_eq!(blocks(&cl), (before + 1 - 11, 0));
-    let want = objects_before + 1 - 11;
+    assert_eq!(
+        deleted, dropped,
+        "gc removes exactly the unreferenced blocks"
+    );
+    assert_eq!(in_use, before + added - dropped);
+    assert_eq!(blocks(&cl), (before + added - dropped, 0));
+    let want = objects_before + added as u64 - dropped as u64;
     poll_until(Duration::from_secs(60), || {
         match engines.garage.object_count()? {
             n if n == want => Ok(()),
