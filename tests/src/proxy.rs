@@ -49,7 +49,7 @@ pub struct Traffic {
 }
 
 struct Shared {
-    target: SocketAddr,
+    target: Mutex<SocketAddr>,
     mode: Mutex<Mode>,
     /// Bytes per second in each direction; 0 is unlimited.
     rate: AtomicU64,
@@ -83,7 +83,7 @@ impl FaultProxy {
             .local_addr()
             .expect("fault proxy: no local address");
         let shared = Arc::new(Shared {
-            target,
+            target: Mutex::new(target),
             mode: Mutex::new(Mode::Pass),
             rate: AtomicU64::new(0),
             stop: AtomicBool::new(false),
@@ -102,6 +102,12 @@ impl FaultProxy {
             addr,
             accept: Some(accept),
         }
+    }
+
+    /// Relays new connections to `target` from now on (what a balancer does when it
+    /// sends a client to another node); live ones stay where they are.
+    pub fn set_target(&self, target: SocketAddr) {
+        *self.shared.target.lock().unwrap_or_else(|e| e.into_inner()) = target;
     }
 
     /// Where clients connect: `127.0.0.1:PORT`.
@@ -173,7 +179,8 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             reset(&client);
             continue;
         }
-        let Ok(server) = TcpStream::connect_timeout(&shared.target, Duration::from_secs(5)) else {
+        let target = *shared.target.lock().unwrap_or_else(|e| e.into_inner());
+        let Ok(server) = TcpStream::connect_timeout(&target, Duration::from_secs(5)) else {
             reset(&client);
             continue;
         };

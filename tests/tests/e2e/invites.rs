@@ -44,7 +44,7 @@ fn pending(server: &Node) -> Vec<Value> {
 }
 
 /// The id the server gave client `node`, as its `status --json` shows it.
-fn device_id(node: &Node, server: &str) -> String {
+pub(crate) fn device_id(node: &Node, server: &str) -> String {
     let status = node.status_json();
     status["servers"]
         .as_array()
