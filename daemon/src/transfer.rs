@@ -172,6 +172,14 @@ pub fn from_bytes(root: &Root, entry: &Entry, data: &[u8]) -> Result<Assembled> 
     Ok(Assembled { tmp, reused: 0 })
 }
 
+/// [`from_bytes`], off the async threads.
+pub async fn from_sent(root: Root, entry: &Entry, data: Vec<u8>) -> Result<Assembled> {
+    let entry = entry.clone();
+    tokio::task::spawn_blocking(move || from_bytes(&root, &entry, &data))
+        .await
+        .context("the write of a received file stopped")?
+}
+
 /// The checks of [`from_bytes`], hashing `data` once (more for a file of several
 /// blocks).
 fn check_inline(entry: &Entry, data: &[u8]) -> Result<()> {

@@ -354,12 +354,7 @@ async fn stage(
         }
     };
     let tmp = match data {
-        Some(data) => {
-            let entry = entry.clone();
-            tokio::task::spawn_blocking(move || transfer::from_bytes(&root, &entry, &data))
-                .await
-                .context("the write of a pushed file stopped")??
-        }
+        Some(data) => transfer::from_sent(root, entry, data).await?,
         None => {
             tracing::debug!(folder = %folder.name, path = %entry.path, "staging a pushed file from blocks");
             transfer::assemble(&root, index.index(), entry, |request| {

@@ -71,12 +71,7 @@ impl ClusterFolder {
             self.stored_blocks(&distinct).await?
         };
         let tmp = match data {
-            Some(data) => {
-                let entry = entry.clone();
-                tokio::task::spawn_blocking(move || transfer::from_bytes(&root, &entry, &data))
-                    .await
-                    .context("the write of a pushed file stopped")??
-            }
+            Some(data) => transfer::from_sent(root, entry, data).await?,
             None => {
                 let stored = &stored;
                 transfer::assemble(&root, None, entry, |request| {
