@@ -488,6 +488,16 @@ fn devices_go_on_through_a_cluster_node_after_the_move() {
     cl.a().ctl_ok(["restore", DOCS, "notes/today.txt"]);
     cl.settle(DOCS);
     cl.assert_file_everywhere(DOCS, "notes/today.txt", b"first\n");
+    // A deleted executable comes back executable, as from the embedded server.
+    files::write(&a.join("tool.sh"), b"#!/bin/sh\n");
+    fs::set_permissions(a.join("tool.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    cl.settle(DOCS);
+    fs::remove_file(a.join("tool.sh")).unwrap();
+    cl.settle(DOCS);
+    cl.a().ctl_ok(["restore", DOCS, "tool.sh"]);
+    cl.settle(DOCS);
+    let mode = fs::metadata(b.join("tool.sh")).unwrap().mode() & 0o777;
+    assert_eq!(mode, 0o755, "the restored version's mode");
     fs::rename(a.join("notes"), a.join("papers")).unwrap();
     cl.settle(DOCS);
     cl.assert_file_everywhere(DOCS, "papers/today.txt", b"first\n");

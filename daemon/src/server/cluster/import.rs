@@ -476,9 +476,13 @@ async fn write_folder(
         .await?;
     }
     for (v, hashed) in &folder.versions {
+        // The mode the embedded server kept with the version's file.
+        let mode = std::fs::symlink_metadata(&v.file)
+            .map(|m| crate::fs::stat::mode_of(&m) as i32)
+            .with_context(|| format!("cannot read version {}", v.file.display()))?;
         tx.execute(
-            "INSERT INTO versions (folder_id, path, seq, kept_at, hash, size, mtime_ns) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO versions (folder_id, path, seq, kept_at, hash, size, mtime_ns, mode) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             &[
                 &id,
                 &v.path.as_str(),
@@ -487,6 +491,7 @@ async fn write_folder(
                 &hashed.hash.0.as_slice(),
                 &(hashed.size as i64),
                 &v.mtime_ns,
+                &mode,
             ],
         )
         .await?;

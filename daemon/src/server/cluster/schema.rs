@@ -80,6 +80,7 @@ CREATE TABLE IF NOT EXISTS versions (
     id bigserial PRIMARY KEY, folder_id bigint NOT NULL REFERENCES folders,
     path text COLLATE "C" NOT NULL, seq bigint NOT NULL, kept_at bigint NOT NULL,
     hash bytea NOT NULL, size bigint NOT NULL, mtime_ns bigint NOT NULL);
+ALTER TABLE versions ADD COLUMN IF NOT EXISTS mode int;
 CREATE INDEX IF NOT EXISTS versions_path ON versions (folder_id, path);
 CREATE INDEX IF NOT EXISTS versions_age ON versions (kept_at);
 "#;

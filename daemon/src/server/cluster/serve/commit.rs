@@ -421,8 +421,8 @@ impl<'a, 'b> Group<'a, 'b> {
         }
         self.tx
             .execute_c(
-                "INSERT INTO versions (folder_id, path, seq, kept_at, hash, size, mtime_ns) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO versions (folder_id, path, seq, kept_at, hash, size, mtime_ns, \
+                 mode) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 &[
                     &self.folder.id,
                     &e.path.as_str(),
@@ -431,6 +431,7 @@ impl<'a, 'b> Group<'a, 'b> {
                     &e.hash.0.as_slice(),
                     &(e.size as i64),
                     &e.mtime_ns,
+                    &(e.mode as i32),
                 ],
             )
             .await
@@ -495,7 +496,7 @@ impl<'a, 'b> Group<'a, 'b> {
         let chosen = self
             .tx
             .query_opt_c(
-                "SELECT v.seq, v.hash, v.size, v.mtime_ns, c.blocks FROM versions v \
+                "SELECT v.seq, v.hash, v.size, v.mtime_ns, c.blocks, v.mode FROM versions v \
                  JOIN contents c ON c.account_id = $3 AND c.hash = v.hash \
                  WHERE v.folder_id = $1 AND v.path = $2 AND ($4::bigint IS NULL OR v.seq = $4) \
                  ORDER BY v.kept_at DESC, v.seq DESC, v.id DESC LIMIT 1",
@@ -533,10 +534,17 @@ impl<'a, 'b> Group<'a, 'b> {
             deleted: false,
             size: chosen.get::<_, i64>(2) as u64,
             mtime_ns: chosen.get(3),
-            mode: current
-                .as_ref()
-                .filter(|c| !c.deleted)
-                .map_or(0o644, |c| c.mode),
+            // The mode the file had, as the embedded server keeps it with the version's
+            // file; a version recorded without one gets the current file's.
+            mode: chosen.get::<_, Option<i32>>(5).map_or_else(
+                || {
+                    current
+                        .as_ref()
+                        .filter(|c| !c.deleted)
+                        .map_or(0o644, |c| c.mode)
+                },
+                |m| m as u32,
+            ),
             hash,
             blocks: rows::decode_blocks(chosen.get(4))?,
             target: String::new(),
