@@ -417,7 +417,7 @@ impl<'a, 'b> Group<'a, 'b> {
             return Ok(());
         };
         if self.folder.node.keep_versions.is_zero() {
-            return release(self.tx, self.folder.account_id, &e.hash, self.now).await;
+            return super::refs::release(self.tx, self.folder.account_id, &e.hash, self.now).await;
         }
         self.tx
             .execute_c(
@@ -557,49 +557,4 @@ impl<'a, 'b> Group<'a, 'b> {
         self.retire(current.as_ref()).await?;
         self.record(entry, current.as_ref()).await
     }
-}
-
-/// Drops one reference to content `hash` of `account`; the last one removes the
-/// content and one reference from each of its blocks, stamping when.
-pub(super) async fn release(
-    tx: &Transaction<'_>,
-    account: i64,
-    hash: &Hash,
-    now: i64,
-) -> Result<()> {
-    let left = tx
-        .query_opt_c(
-            "UPDATE contents SET refs = refs - 1 WHERE account_id = $1 AND hash = $2 \
-             RETURNING refs, blocks, data IS NOT NULL",
-            &[&account, &hash.0.as_slice()],
-        )
-        .await
-        .with_context(|| format!("cannot release content {hash}"))?;
-    let Some(left) = left else {
-        tracing::warn!(account, content = %hash, "a released content had no row");
-        return Ok(());
-    };
-    // Small content kept in its row holds no blocks.
-    let in_row: bool = left.get(2);
-    if left.get::<_, i64>(0) > 0 {
-        return Ok(());
-    }
-    let blocks = rows::decode_blocks(left.get(1))?;
-    tx.execute_c(
-        "DELETE FROM contents WHERE account_id = $1 AND hash = $2 AND refs <= 0",
-        &[&account, &hash.0.as_slice()],
-    )
-    .await?;
-    if in_row {
-        return Ok(());
-    }
-    let distinct: HashSet<Hash> = blocks.iter().map(|b| b.hash).collect();
-    let hashes: Vec<&[u8]> = distinct.iter().map(|h| h.0.as_slice()).collect();
-    tx.execute_c(
-        "UPDATE blocks SET refs = GREATEST(refs - 1, 0), touched_at = $3 \
-         WHERE account_id = $1 AND hash = ANY($2)",
-        &[&account, &hashes, &now],
-    )
-    .await?;
-    Ok(())
 }

@@ -7,6 +7,7 @@
 mod commit;
 mod folder;
 mod notify;
+mod refs;
 mod rows;
 mod upload;
 
@@ -317,7 +318,7 @@ impl Node {
             .await?;
         for row in &gone {
             let hash = filesync_proto::Hash::from_slice(row.get::<_, &[u8]>(1)).unwrap_or_default();
-            commit::release(&tx, row.get(0), &hash, now).await?;
+            refs::release(&tx, row.get(0), &hash, now).await?;
         }
         tx.commit().await?;
         Ok(gone.len())
