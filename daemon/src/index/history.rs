@@ -20,6 +20,13 @@ pub struct StreamRead {
     pub as_of: u64,
 }
 
+/// A random epoch other than `old` and 0, that fits an `i64` column.
+pub fn fresh_epoch(old: u64) -> u64 {
+    std::iter::repeat_with(|| rand::random::<u64>() >> 1)
+        .find(|&e| e != old && e != 0)
+        .unwrap_or(old ^ 1)
+}
+
 /// The entry that carries a directory rename in a server's index stream.
 pub fn rename_record(seq: u64, src: RelPath, dst: RelPath) -> Entry {
     Entry {
@@ -47,10 +54,7 @@ impl Index {
 
     /// Server: gives the folder a new random epoch, different from the current one.
     pub fn new_epoch(&self) -> Result<u64> {
-        let old = self.epoch()?;
-        let epoch = std::iter::repeat_with(|| rand::random::<u64>() >> 1)
-            .find(|&e| e != old && e != 0)
-            .unwrap_or(old ^ 1);
+        let epoch = fresh_epoch(self.epoch()?);
         self.set_meta(Meta::Epoch, epoch as i64)?;
         Ok(epoch)
     }

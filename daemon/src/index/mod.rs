@@ -21,7 +21,7 @@ use filesync_proto::RelPath;
 use filesync_proto::wire::Entry;
 use rusqlite::{Connection, OptionalExtension, params};
 
-pub use history::{StreamRead, rename_record};
+pub use history::{StreamRead, fresh_epoch, rename_record};
 pub use local::{BlockSource, Totals, kind_code, kind_from};
 pub use remote::moved_by;
 
