@@ -23,7 +23,6 @@ use filesync_proto::{AccountName, DeviceId};
 
 use super::admin::AdminEvent;
 use super::pool::Db;
-use crate::config::ClusterSection;
 use crate::events::unix_secs;
 use crate::server::accounts::invites::{
     self, INVITE_ID_BYTES, MAX_DEVICE_INVITES, not_pending, parse_invite_id,
@@ -48,11 +47,6 @@ impl PgAccounts {
             db,
             lockout: Lockout::default(),
         }
-    }
-
-    /// The store on `server.cluster.postgres` (see [`Db::connect`]).
-    pub async fn connect(cluster: &ClusterSection) -> Result<PgAccounts> {
-        Ok(PgAccounts::new(Db::connect(cluster).await?))
     }
 
     async fn login(&self, device: &DeviceId, secret: &Secret) -> Result<Result<Admitted, Refusal>> {

@@ -16,8 +16,7 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::schema;
-use super::store::{postgres_config, where_db};
-use crate::config::ClusterSection;
+use super::store::where_db;
 
 /// Connections one node keeps open at most: several sessions authenticate at once, but
 /// each call holds one only for a few statements.
@@ -40,16 +39,22 @@ pub struct Db {
 }
 
 impl Db {
-    /// The pool on `server.cluster.postgres`; see [`Db::open`].
-    pub async fn connect(cluster: &ClusterSection) -> Result<Db> {
-        let tls = super::pgtls::connector(cluster.postgres_ca_file.as_deref())?;
-        Db::open(postgres_config(cluster)?, tls).await
-    }
-
     /// A pool on `config`, after one connection was made and the tables are laid out.
     /// Must run on the tokio runtime that then serves the pool's connections.
     /// `tls` is [`super::pgtls::connector`].
-    pub async fn open(mut config: tokio_postgres::Config, tls: MakeRustlsConnect) -> Result<Db> {
+    pub async fn open(config: tokio_postgres::Config, tls: MakeRustlsConnect) -> Result<Db> {
+        let db = Db::new(config, tls)?;
+        let mut client = db.client().await.with_context(|| db.failed("connect"))?;
+        schema::migrate(&mut client)
+            .await
+            .with_context(|| db.failed("lay out the cluster's tables"))?;
+        Ok(db)
+    }
+
+    /// A pool on `config` that connects at its first call, for a node that connected
+    /// and laid out the tables already ([`super::Store::connect`]). Must be made on the
+    /// tokio runtime that then serves the pool's connections.
+    pub fn new(mut config: tokio_postgres::Config, tls: MakeRustlsConnect) -> Result<Db> {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -70,17 +75,12 @@ impl Db {
             .context("cannot set up the pool of PostgreSQL connections")?;
         let runtime = Handle::try_current()
             .context("the PostgreSQL pool must be opened on the tokio runtime")?;
-        let db = Db {
+        Ok(Db {
             pool,
             place,
             runtime,
             call_timeout: CALL_TIMEOUT,
-        };
-        let mut client = db.client().await.with_context(|| db.failed("connect"))?;
-        schema::migrate(&mut client)
-            .await
-            .with_context(|| db.failed("lay out the cluster's tables"))?;
-        Ok(db)
+        })
     }
 
     /// The same pool, with calls that give up after `limit`.
@@ -120,7 +120,7 @@ impl Db {
     }
 
     /// What a failed call says.
-    fn failed(&self, what: &str) -> String {
+    pub(super) fn failed(&self, what: &str) -> String {
         format!(
             "PostgreSQL at {} (config key server.cluster.postgres) could not {what}; \
              check that it runs and that this node reaches it: the node connects again \

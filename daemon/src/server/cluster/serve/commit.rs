@@ -19,9 +19,9 @@ use filesync_proto::wire::{Change, Entry, EntryKind, PushOutcome, VersionInfo};
 use filesync_proto::{DeviceId, Hash, RelPath};
 
 use super::folder::ClusterFolder;
-use super::rows::{self, Cached, ENTRY_COLS, ENTRY_FROM, EntryRow};
+use super::rows::{self, Cached, EntryRow};
 use crate::events::unix_secs;
-use crate::index::subtree_bounds;
+use crate::index::{fresh_epoch, subtree_bounds};
 use crate::server::decide::{self, refusal, stale_base};
 use crate::server::history;
 
@@ -60,8 +60,14 @@ impl ClusterFolder {
         device: &DeviceId,
     ) -> Vec<PushOutcome> {
         let n = changes.len();
-        let _one = self.commits.lock().await;
-        match self.commit_group(changes, device).await {
+        let group = self.in_group(async |group| {
+            let mut outcomes = Vec::with_capacity(n);
+            for (change, content) in changes {
+                outcomes.push(group.apply(change, content, device).await?);
+            }
+            Ok(outcomes)
+        });
+        match group.await {
             Ok(outcomes) => outcomes,
             Err(e) => {
                 tracing::warn!(folder = %self.label(), changes = n, "commit failed: {e:#}");
@@ -71,27 +77,26 @@ impl ClusterFolder {
         }
     }
 
-    async fn commit_group(
+    /// Runs `work` in one transaction holding the folder row's lock (and this node's
+    /// commit lock), then writes the row back, commits, and moves the folder on.
+    async fn in_group<T>(
         &self,
-        changes: Vec<(Change, Option<Small>)>,
-        device: &DeviceId,
-    ) -> Result<Vec<PushOutcome>> {
+        work: impl AsyncFnOnce(&mut Group<'_, '_>) -> Result<T>,
+    ) -> Result<T> {
+        let _one = self.commits.lock().await;
         let mut db = self.node.db().await?;
         let tx = db
             .transaction()
             .await
             .context("cannot start a commit in the cluster's database")?;
         let mut group = Group::lock(self, &tx).await?;
-        let mut outcomes = Vec::with_capacity(changes.len());
-        for (change, content) in changes {
-            outcomes.push(group.apply(change, content, device).await?);
-        }
+        let out = work(&mut group).await?;
         let row = group.finish().await?;
         tx.commit()
             .await
             .context("cannot commit to the cluster's database")?;
         self.advance(row.last_seq as u64, row.files, row.bytes);
-        Ok(outcomes)
+        Ok(out)
     }
 
     /// The versions kept of `path`, newest first.
@@ -124,16 +129,7 @@ impl ClusterFolder {
         version: Option<u64>,
         device: DeviceId,
     ) -> Result<u64> {
-        let _one = self.commits.lock().await;
-        let mut db = self.node.db().await?;
-        let tx = db.transaction().await?;
-        let mut group = Group::lock(self, &tx).await?;
-        let seq = group.restore(path, version, device).await?;
-        let row = group.finish().await?;
-        tx.commit()
-            .await
-            .context("cannot commit to the cluster's database")?;
-        self.advance(row.last_seq as u64, row.files, row.bytes);
+        let seq = (self.in_group(async |group| group.restore(path, version, device).await)).await?;
         tracing::info!(folder = %self.label(), path = %path, seq, "restored a kept version");
         Ok(seq)
     }
@@ -143,39 +139,43 @@ impl ClusterFolder {
     /// The folder gets a new epoch and numbering moves past what the device saw, as in
     /// [`crate::server::sequencer`].
     pub async fn rolled_back(&self, device: &DeviceId, seen: u64) -> Result<()> {
-        let _one = self.commits.lock().await;
-        let mut db = self.node.db().await?;
-        let tx = db.transaction().await?;
-        let mut group = Group::lock(self, &tx).await?;
-        let next = history::next_after_rollback(group.row.next_seq as u64, seen) as i64;
-        if next > group.row.next_seq {
-            tx.execute_c(
-                "INSERT INTO gaps (folder_id, after, start) VALUES ($1, $2, $3) \
-                 ON CONFLICT (folder_id, after) DO UPDATE SET start = GREATEST(gaps.start, $3)",
-                &[&self.id, &group.row.last_seq, &next],
-            )
-            .await?;
-            tx.execute_c(
-                "UPDATE folders SET next_floor = $2 WHERE id = $1",
-                &[&self.id, &next],
-            )
-            .await?;
-            group.row.next_seq = next;
-        }
-        let old = group.row.epoch;
-        group.row.epoch = std::iter::repeat_with(|| (rand::random::<u64>() >> 1) as i64)
-            .find(|&e| e != old && e != 0)
-            .unwrap_or(old ^ 1);
-        let row = group.finish().await?;
-        tx.commit().await?;
+        let moved = self.in_group(async |group| {
+            let next = history::next_after_rollback(group.row.next_seq as u64, seen) as i64;
+            if next > group.row.next_seq {
+                group.skip_to(next).await?;
+            }
+            let old = group.row.epoch;
+            group.row.epoch = fresh_epoch(old as u64) as i64;
+            Ok((old, group.row.epoch, group.row.last_seq))
+        });
+        let (old, epoch, last) = moved.await?;
         tracing::warn!(
-            folder = %self.label(), device = %device, seen, last = row.last_seq, old_epoch = old,
-            epoch = row.epoch,
+            folder = %self.label(), device = %device, seen, last, old_epoch = old, epoch,
             "the folder's history went back in time (the database restored from a backup?): \
              the folder gets a new epoch, so every device merges with it without deleting anything"
         );
-        self.reload_lineage().await?;
-        self.advance(row.last_seq as u64, row.files, row.bytes);
+        self.reload_lineage().await
+    }
+}
+
+impl Group<'_, '_> {
+    /// Numbering goes on from `next`: the numbers between the last and it are never
+    /// given (a gap devices are told of), and stay so after a restart (`next_floor`).
+    async fn skip_to(&mut self, next: i64) -> Result<()> {
+        self.tx
+            .execute_c(
+                "INSERT INTO gaps (folder_id, after, start) VALUES ($1, $2, $3) \
+                 ON CONFLICT (folder_id, after) DO UPDATE SET start = GREATEST(gaps.start, $3)",
+                &[&self.folder.id, &self.row.last_seq, &next],
+            )
+            .await?;
+        self.tx
+            .execute_c(
+                "UPDATE folders SET next_floor = $2 WHERE id = $1",
+                &[&self.folder.id, &next],
+            )
+            .await?;
+        self.row.next_seq = next;
         Ok(())
     }
 }
@@ -229,16 +229,7 @@ impl<'a, 'b> Group<'a, 'b> {
     }
 
     async fn current(&self, path: &RelPath) -> Result<Option<Entry>> {
-        let sql =
-            format!("SELECT {ENTRY_COLS} FROM {ENTRY_FROM} WHERE e.folder_id = $1 AND e.path = $3");
-        let row = self
-            .tx
-            .query_opt_c(
-                &sql,
-                &[&self.folder.id, &self.folder.account_id, &path.as_str()],
-            )
-            .await?;
-        row.as_ref().map(rows::entry).transpose()
+        rows::entry_at(self.tx, self.folder.id, self.folder.account_id, path).await
     }
 
     /// Whether a live entry lies strictly below `path`.

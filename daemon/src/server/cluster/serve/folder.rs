@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use filesync_proto::control::ServerFolderStatus;
 use filesync_proto::wire::{
@@ -62,13 +62,7 @@ impl ClusterFolder {
     /// The folder's current row at `path`.
     pub async fn current(&self, path: &RelPath) -> Result<Option<Entry>> {
         let db = self.node.db().await?;
-        let sql =
-            format!("SELECT {ENTRY_COLS} FROM {ENTRY_FROM} WHERE e.folder_id = $1 AND e.path = $3");
-        let row = db
-            .query_opt_c(&sql, &[&self.id, &self.account_id, &path.as_str()])
-            .await
-            .with_context(|| format!("cannot read {path} of {} from the database", self.label()))?;
-        row.as_ref().map(rows::entry).transpose()
+        rows::entry_at(&db, self.id, self.account_id, path).await
     }
 
     /// What a device's index stream sends next (see [`crate::index::Index::stream_read`]),
@@ -191,20 +185,29 @@ impl ClusterFolder {
     /// The whole content of `entry`, a live file: from its row if it is kept there,
     /// else from its blocks in the bucket; checked against its hash.
     pub async fn content(&self, entry: &Entry) -> Result<Vec<u8>> {
-        let data = match self
-            .in_rows(&[entry.hash.0.as_slice()])
-            .await?
-            .remove(&entry.hash)
-        {
+        let in_row = match entry.size <= SMALL_MAX {
+            true => self
+                .in_rows(&[entry.hash.0.as_slice()])
+                .await?
+                .remove(&entry.hash),
+            false => None,
+        };
+        self.checked(entry, in_row).await
+    }
+
+    /// `entry`'s content, `in_row` if it was read from its row already, else from the
+    /// bucket, checked against its hash.
+    async fn checked(&self, entry: &Entry, in_row: Option<Vec<u8>>) -> Result<Vec<u8>> {
+        let data = match in_row {
             Some(data) => data,
             None => self.read_bucket(entry).await?,
         };
         if crate::fs::chunk::sha256(&data) != entry.hash {
-            return Err(anyhow!(
+            bail!(
                 "the content of {} of {} read from the cluster does not match its hash",
                 entry.path,
                 self.label()
-            ));
+            );
         }
         Ok(data)
     }
@@ -242,9 +245,10 @@ impl ClusterFolder {
 }
 
 impl ClusterFolder {
-    /// Adds small files' content, read from the bucket, to the index batches of
-    /// `messages` (see [`crate::server::inline::attach`]); a file that cannot be read
-    /// goes without it (the device asks for its blocks).
+    /// Adds small files' content, read from their rows (one query per batch) or the
+    /// bucket, to the index batches of `messages` (see
+    /// [`crate::server::inline::attach`]); a file that cannot be read goes without it
+    /// (the device asks for its blocks).
     pub async fn attach(
         &self,
         device: &DeviceId,
@@ -288,20 +292,7 @@ impl ClusterFolder {
     /// else read from the bucket; `None` when it cannot be read (the device then asks
     /// for its blocks).
     async fn attached(&self, i: usize, entry: &Entry, in_row: Option<Vec<u8>>) -> Option<Inline> {
-        let read = async {
-            let data = match in_row {
-                Some(data) => data,
-                None => self.read_bucket(entry).await?,
-            };
-            if crate::fs::chunk::sha256(&data) != entry.hash {
-                bail!(
-                    "the content of {} read from the cluster does not match its hash",
-                    entry.path
-                );
-            }
-            Ok(data)
-        };
-        match read.await {
+        match self.checked(entry, in_row).await {
             Ok(data) => Some(Inline {
                 entry: i as u32,
                 data,

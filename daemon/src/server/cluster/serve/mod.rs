@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use filesync_proto::control::ServerFolderStatus;
 use filesync_proto::{AccountName, DeviceId, FolderName};
 use tokio::sync::{mpsc, watch};
@@ -85,7 +85,8 @@ impl Node {
         let (server_device, identity) = identity(&store, device).await?;
         let pg_config = postgres_config(cluster)?;
         let tls = super::pgtls::connector(cluster.postgres_ca_file.as_deref())?;
-        let db = Db::open(pg_config.clone(), tls.clone()).await?;
+        // The tables were laid out by `Store::connect` just now.
+        let db = Db::new(pg_config.clone(), tls.clone())?;
         let accounts = Arc::new(PgAccounts::new(db.clone()));
         let quotas = Arc::new(Quotas::new(server, accounts.quotas_set().await?));
         let staging = server.data_dir.join(".filesync").join("staging");
@@ -126,12 +127,7 @@ impl Node {
 
     /// A connection from the pool; an error names PostgreSQL and the key.
     pub async fn db(&self) -> Result<deadpool_postgres::Object> {
-        self.db.client().await.map_err(|e| {
-            anyhow!(
-                "the cluster's database is not reachable ({e}; config key \
-                 server.cluster.postgres)"
-            )
-        })
+        (self.db.client().await).with_context(|| self.db.failed("give a connection"))
     }
 
     /// The folder `name` of `account`, created if new (unless the account has
@@ -187,7 +183,7 @@ impl Node {
                 );
             }
             let first = history::first_seq(0, history::now_us()) as i64;
-            let epoch = (rand::random::<u64>() >> 1).max(1) as i64;
+            let epoch = crate::index::fresh_epoch(0) as i64;
             let made = db
                 .execute(
                     "WITH f AS (INSERT INTO folders (account_id, name, epoch, next_seq, last_seq) \

@@ -49,6 +49,23 @@ pub fn entry(row: &Row) -> Result<Entry> {
     })
 }
 
+/// The row at `path` of folder `folder` of account `account`, through `db` (a
+/// connection, or a commit's transaction).
+pub async fn entry_at(
+    db: &impl Cached,
+    folder: i64,
+    account: i64,
+    path: &RelPath,
+) -> Result<Option<Entry>> {
+    let sql =
+        format!("SELECT {ENTRY_COLS} FROM {ENTRY_FROM} WHERE e.folder_id = $1 AND e.path = $3");
+    let row = db
+        .query_opt_c(&sql, &[&folder, &account, &path.as_str()])
+        .await
+        .with_context(|| format!("cannot read {path} from the cluster's database"))?;
+    row.as_ref().map(entry).transpose()
+}
+
 pub fn encode_blocks(blocks: &[BlockInfo]) -> Result<Vec<u8>> {
     postcard::to_stdvec(blocks).context("cannot encode a block list")
 }
