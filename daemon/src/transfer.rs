@@ -182,7 +182,7 @@ pub async fn from_sent(root: Root, entry: &Entry, data: Vec<u8>) -> Result<Assem
 
 /// The checks of [`from_bytes`], hashing `data` once (more for a file of several
 /// blocks).
-fn check_inline(entry: &Entry, data: &[u8]) -> Result<()> {
+pub fn check_inline(entry: &Entry, data: &[u8]) -> Result<()> {
     let path = &entry.path;
     if entry.kind != EntryKind::File || entry.deleted {
         bail!("content was sent inline for {path}, which is not a live file");

@@ -56,19 +56,19 @@ impl ClusterFolder {
         F: Fn(BlockRequest) -> Fut,
         Fut: Future<Output = Result<Vec<u8>>>,
     {
-        let root = self.staging_root()?;
-        let distinct: Vec<Hash> = entry
-            .blocks
-            .iter()
-            .map(|b| b.hash)
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
         let small = entry.size <= SMALL_MAX;
+        if small && let Some(data) = data {
+            // Sent whole: checked as it is, never written here.
+            transfer::check_inline(entry, &data)?;
+            return Ok(Some(data));
+        }
+        let root = self.staging_root()?;
         let stored = if small {
-            Default::default()
+            HashSet::new()
         } else {
-            self.stored_blocks(&distinct).await?
+            let distinct: HashSet<Hash> = entry.blocks.iter().map(|b| b.hash).collect();
+            self.stored_blocks(&distinct.into_iter().collect::<Vec<_>>())
+                .await?
         };
         let tmp = match data {
             Some(data) => transfer::from_sent(root, entry, data).await?,
@@ -119,12 +119,12 @@ impl ClusterFolder {
             }
             at += u64::from(b.size);
         }
+        self.claim(&todo).await?;
         let sealed = Arc::new(sealed);
         futures::stream::iter(todo)
             .map(|(hash, offset, size)| {
                 let sealed = sealed.clone();
                 async move {
-                    self.claim(&hash, size).await?;
                     let data = tokio::task::spawn_blocking(move || sealed.read_back(offset, size))
                         .await
                         .context("the read of a staged file stopped")??;
@@ -144,29 +144,33 @@ impl ClusterFolder {
         Ok(())
     }
 
-    /// Records that block `hash` is being written now, which keeps garbage collection
-    /// from it for the grace; refused while collection is deleting it.
-    async fn claim(&self, hash: &Hash, size: u32) -> Result<()> {
+    /// Records that the blocks `todo` (hash, offset, size) are being written now, in one
+    /// statement, which keeps garbage collection from them for the grace; refused while
+    /// collection is deleting one.
+    async fn claim(&self, todo: &[(Hash, u64, u32)]) -> Result<()> {
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let hashes: Vec<&[u8]> = todo.iter().map(|(h, _, _)| h.0.as_slice()).collect();
+        let sizes: Vec<i32> = todo.iter().map(|&(_, _, s)| s as i32).collect();
         let db = self.node.db().await?;
         let claimed = db
-            .query_opt_c(
+            .query_c(
                 "INSERT INTO blocks (account_id, hash, size, refs, state, touched_at) \
-                 VALUES ($1, $2, $3, 0, $4, $5) ON CONFLICT (account_id, hash) \
-                 DO UPDATE SET touched_at = $5 WHERE blocks.state = $4 RETURNING 1",
-                &[
-                    &self.account_id,
-                    &hash.0.as_slice(),
-                    &(size as i32),
-                    &LIVE,
-                    &unix_secs(),
-                ],
+                 SELECT $1, h, s, 0, $4, $5 FROM unnest($2::bytea[], $3::int[]) AS t(h, s) \
+                 ON CONFLICT (account_id, hash) \
+                 DO UPDATE SET touched_at = $5 WHERE blocks.state = $4 RETURNING hash",
+                &[&self.account_id, &hashes, &sizes, &LIVE, &unix_secs()],
             )
             .await
-            .context("cannot record a block in the cluster's database")?;
-        if claimed.is_none() {
+            .context("cannot record blocks in the cluster's database")?;
+        if claimed.len() != todo.len() {
+            let got: HashSet<&[u8]> = claimed.iter().map(|r| r.get(0)).collect();
+            let doomed = todo.iter().find(|(h, _, _)| !got.contains(h.0.as_slice()));
             bail!(
-                "block {hash} is being deleted by garbage collection right now; the push is \
-                 sent again once it is gone"
+                "block {} is being deleted by garbage collection right now; the push is \
+                 sent again once it is gone",
+                doomed.map_or_else(String::new, |(h, _, _)| h.to_string())
             );
         }
         Ok(())
