@@ -57,27 +57,22 @@ fn worth_sending(entry: &Entry, device: &DeviceId) -> bool {
 /// The content of the entries worth sending, in order, while the budget lasts; an
 /// entry whose file no longer holds its version is left out.
 fn read_batch(root: &Root, device: &DeviceId, entries: &[Entry]) -> Vec<Inline> {
-    let mut budget = INLINE_BUDGET;
-    let mut inline = Vec::new();
-    for (i, entry) in entries.iter().enumerate() {
-        if !worth_sending(entry, device) || entry.size as usize > budget {
-            continue;
-        }
-        if let Some(data) = read_current(root, &entry.path, entry.size, &entry.hash) {
-            budget -= data.len();
-            inline.push(Inline {
+    to_attach(entries, device)
+        .into_iter()
+        .filter_map(|i| {
+            let entry = &entries[i];
+            let data = read_current(root, &entry.path, entry.size, &entry.hash)?;
+            Some(Inline {
                 entry: i as u32,
                 data,
-            });
-        }
-    }
-    inline
+            })
+        })
+        .collect()
 }
 
-/// The entries of a batch whose content goes with it to `device` where it is read
-/// from a store that does not change under it (a cluster's bucket): in order, while
-/// [`INLINE_BUDGET`] lasts.
-#[cfg(unix)]
+/// The entries of a batch whose content goes with it to `device`, in order, while
+/// [`INLINE_BUDGET`] lasts (counted at their sizes: a file that turns out not to hold
+/// its version any more goes without, and its share of the budget unused).
 pub fn to_attach(entries: &[Entry], device: &DeviceId) -> Vec<usize> {
     let mut budget = INLINE_BUDGET;
     let mut chosen = Vec::new();
