@@ -78,6 +78,17 @@ enum Content {
     Stored(Option<Vec<u8>>),
 }
 
+/// Where a change's content stands while its group is made durable.
+enum Waiting {
+    /// It has no new content.
+    Nothing,
+    /// Its sealed file is in the group's barrier D; the barrier's outcome says.
+    InBarrier,
+    /// Ready for the commit as it is (stored in the cluster).
+    #[cfg(unix)]
+    Ready(Landed),
+}
+
 /// The staging stage: every change of every push, in order, several at once.
 async fn stage_pushes(
     folder: &ServerFolderHandle,
@@ -182,20 +193,20 @@ async fn commit_group(
     // The pushes' charges against quota and free space, held until they are committed.
     let mut charged = Vec::new();
     let mut sealed = Vec::new();
-    // Each change left for the sequencer, with its slot and its content: to be made
-    // durable (`Some(None)`), or stored already.
+    // Each change left for the sequencer, with its slot and where its content stands.
     let mut waiting = Vec::new();
     for staged in group {
         match staged {
             Ok((change, content, charge)) => {
-                let content = content.map(|c| match c {
-                    Content::Sealed(s) => {
+                let content = match content {
+                    None => Waiting::Nothing,
+                    Some(Content::Sealed(s)) => {
                         sealed.push(*s);
-                        None
+                        Waiting::InBarrier
                     }
                     #[cfg(unix)]
-                    Content::Stored(small) => Some(Landed::Stored(small)),
-                });
+                    Some(Content::Stored(small)) => Waiting::Ready(Landed::Stored(small)),
+                };
                 waiting.push((settled.len(), change, content));
                 charged.extend(charge);
                 settled.push(None);
@@ -211,9 +222,10 @@ async fn commit_group(
     let mut ready = Vec::with_capacity(waiting.len());
     for (slot, change, content) in waiting {
         let content = match content {
-            None => None,
-            Some(Some(stored)) => Some(stored),
-            Some(None) => match durable.next() {
+            Waiting::Nothing => None,
+            #[cfg(unix)]
+            Waiting::Ready(landed) => Some(landed),
+            Waiting::InBarrier => match durable.next() {
                 Some(Ok(prepared)) => Some(Landed::Prepared(Box::new(prepared))),
                 Some(Err(e)) => {
                     tracing::warn!(folder = %folder.name, path = %change.entry.path, "cannot make a pushed file durable: {e:#}");
