@@ -222,8 +222,9 @@ impl Server {
         Ok((server, listener))
     }
 
-    /// The folder's handle, opening it (and scanning it) if it is closed.
-    pub fn folder(
+    /// The folder's handle as a device's session opens it: from the cluster, or the
+    /// embedded folder, opened (and scanned) if it is closed.
+    async fn open(
         self: &Arc<Self>,
         account: &AccountName,
         name: &FolderName,
@@ -233,21 +234,8 @@ impl Server {
         if name.owner().is_some() {
             bail!("folder name {name} is not a name within account {account}");
         }
-        self.open_folder(account, name, false)
-    }
-
-    /// The folder's handle as a device's session opens it: from the cluster, or the
-    /// embedded folder ([`Server::folder`]).
-    async fn open(
-        self: &Arc<Self>,
-        account: &AccountName,
-        name: &FolderName,
-    ) -> Result<ServerFolderHandle> {
         #[cfg(unix)]
         if let Some(node) = &self.cluster {
-            if name.owner().is_some() {
-                bail!("folder name {name} is not a name within account {account}");
-            }
             let key = (account.clone(), name.clone());
             if let Some(h) = lock(&self.folders).get(&key) {
                 return Ok(h.clone());
@@ -258,7 +246,7 @@ impl Server {
             let handle = ServerFolderHandle::cluster(folder, self.quotas.clone());
             return Ok(lock(&self.folders).entry(key).or_insert(handle).clone());
         }
-        self.folder(account, name)
+        self.open_folder(account, name, false)
     }
 
     /// The folder's handle, starting its sequencer if the folder is closed: for a

@@ -165,20 +165,22 @@ impl ServerFolderHandle {
     pub async fn join(&self, hello: &Hello) -> Result<Joined> {
         let current = *self.seq.borrow();
         let lineage = self.lineage.borrow().clone();
-        if let Ok(joined) = Joined::without_rollback(hello, &lineage, current) {
-            return Ok(joined);
-        }
+        let seen = match Joined::without_rollback(hello, &lineage, current) {
+            Ok(joined) => return Ok(joined),
+            Err(seen) => seen,
+        };
         #[cfg(unix)]
         if let FolderStore::Cluster(c) = &self.store {
-            if let Err(seen) = Joined::without_rollback(hello, &lineage, current) {
-                c.rolled_back(&hello.device, seen).await?;
-            }
+            c.rolled_back(&hello.device, seen).await?;
             return Ok(Joined {
                 epoch: self.lineage.borrow().epoch,
                 since: 0,
                 current: *self.seq.borrow(),
             });
         }
+        #[cfg(not(unix))]
+        let _ = seen;
+        // The sequencer places the device again: it alone may change the epoch.
         let hello = hello.clone();
         let call = self.call(|reply| SequencerCmd::Join { hello, reply });
         call.await?.get().await?.map_err(|e| anyhow!(e))
