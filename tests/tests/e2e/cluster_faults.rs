@@ -141,6 +141,17 @@ fn postgres_crashing_while_two_devices_write_loses_nothing_and_keeps_the_epoch()
     assert_batch_everywhere(&cl, 3, 100);
     assert_eq!(epochs(&cl), epochs_before, "a folder got a new epoch");
     assert_no_new_epoch(&cl);
+    // The outage reached every node: each lost its listening connection and followed
+    // commits again after it.
+    for node in cl.servers() {
+        let log = node.log_text();
+        assert!(
+            log.contains("not following other nodes' commits")
+                && log.contains("following other nodes' commits again"),
+            "{}: the listener was not lost and found again",
+            node.name()
+        );
+    }
 }
 
 #[test]
@@ -288,4 +299,44 @@ fn gc_removes_exactly_the_blocks_no_file_or_version_refers_to() {
         0,
         "a second gc found more"
     );
+}
+
+/// The database goes back in time (as a restore from a backup taken before the last
+/// change would): the devices had seen further. The node gives the folder a new epoch,
+/// both devices merge with it, and nothing is lost.
+#[test]
+fn a_database_that_went_back_in_time_gets_a_new_epoch_and_loses_nothing() {
+    let Some(cl) = Cluster::new_on(Backend::TWO_NODES, 2) else {
+        return;
+    };
+    files::write(&cl.path_on(0, DOCS, "kept.txt"), b"in the backup\n");
+    cl.settle(DOCS);
+    let engines = cl.engines().expect("the cluster backend");
+    let backup = engines.psql("SELECT last_seq FROM folders");
+    files::write(&cl.path_on(1, DOCS, "lost.txt"), b"after the backup\n");
+    cl.settle(DOCS);
+    let epochs_before = epochs(&cl);
+    // The "restore": the rows after the backup are gone, the numbering is back there.
+    for node in cl.servers() {
+        node.stop();
+    }
+    engines.psql(&format!(
+        "DELETE FROM entries WHERE seq > {backup}; \
+         UPDATE folders SET last_seq = {backup}, next_seq = {backup} + 1"
+    ));
+    for node in cl.servers() {
+        node.start();
+    }
+    cl.settle(DOCS);
+    cl.assert_file_everywhere(DOCS, "kept.txt", b"in the backup\n");
+    cl.assert_file_everywhere(DOCS, "lost.txt", b"after the backup\n");
+    assert_ne!(epochs(&cl), epochs_before, "the folder kept its epoch");
+    assert!(
+        cl.servers()
+            .iter()
+            .any(|n| n.log_text().contains("history went back in time")),
+        "no node noticed"
+    );
+    let listed = engines.psql("SELECT count(*) FROM entries WHERE path = 'lost.txt'");
+    assert_eq!(listed, "1", "the device pushed the lost file again");
 }
